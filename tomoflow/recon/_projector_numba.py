@@ -6,9 +6,15 @@ contiguous SIMD loop over slices, and pixels are processed in tiles for cache re
 """
 
 import math
+import os
 
 import numba
 import numpy as np
+
+# Dask runs several kernels at once from worker threads; numba's default "workqueue" layer aborts on
+# concurrent use, so ask for a thread-safe layer (OpenMP or TBB) unless the user chose one.
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "threadsafe"
 
 @numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
 def forward_kernel(vol, cos, sin, cx, cy, center, ncol, tile, ngroups):  # pragma: no cover
