@@ -7,7 +7,7 @@ Layout (all arrays carry zarr v3 ``dimension_names`` so xarray sees labelled dim
       flats            (flat, row, col)   float32   raw flat (white) fields; may have length 0
       darks            (dark, row, col)   float32   raw dark fields; may have length 0
       angle            (angle,)           float64   rotation angle in degrees (index coordinate)
-      stage_position   (angle, axis)      float64   optional, micrometres, axis = x, y, z
+      stage_position   (angle, axis)      float64   optional, micrometres, axis = x, y, z (attribute)
       zarr.json        group attributes:  :class:`tomoflow.io.models.ScanAttrs`
 
 Chunking
@@ -192,11 +192,10 @@ class ScanStore:
             if sp.shape != (n_angles, 3):
                 raise InputError(f"stage positions must be (n_angles, 3) = ({n_angles}, 3), got {sp.shape}", source.path if source else None, "stage_position")
             arr = root.create_array("stage_position", shape=sp.shape, dtype="float64",
-                                    dimension_names=["angle", "axis"], attributes={"units": "micrometer"},
+                                    dimension_names=["angle", "axis"],
+                                    attributes={"units": "micrometer", "axis_names": ["x", "y", "z"]},
                                     fill_value=np.nan)
             arr[:] = sp
-            axis = root.create_array("axis", shape=(3,), dtype="<U1", dimension_names=["axis"])
-            axis[:] = np.array(["x", "y", "z"])
         return cls(path, root)
 
     # ------------------------------------------------------------------ opening

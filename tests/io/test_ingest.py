@@ -1,0 +1,142 @@
+"""The ingest entry point: format detection, dispatch, arrays, and interrupted ingests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import tifffile
+
+from tomoflow.errors import InputError, StoreError
+from tomoflow.io.arrays import ingest_arrays
+from tomoflow.io.dxchange import write_dxchange
+from tomoflow.io.ingest import FORMATS, detect_format, ingest
+from tomoflow.io.scan_store import ScanStore
+
+
+def test_detect_real_files(tooth_h5: Path, txrm_file: Path) -> None:
+    assert detect_format(tooth_h5) == "dxchange"
+    assert detect_format(txrm_file) == "txrm"
+
+
+def test_detect_small_files(tmp_path: Path, make_nxtomo) -> None:
+    nx, _ = make_nxtomo("scan.h5")
+    assert detect_format(nx) == "nexus"
+    dx = write_dxchange(tmp_path / "d.hdf", np.ones((2, 2, 2)), [0, 1])
+    assert detect_format(dx) == "dxchange"
+    renamed = tmp_path / "d.data"
+    renamed.write_bytes(dx.read_bytes())
+    assert detect_format(renamed) == "dxchange"  # recognised by signature
+    (tmp_path / "tifs").mkdir()
+    tifffile.imwrite(tmp_path / "tifs" / "a.tif", np.ones((2, 2), np.uint16))
+    assert detect_format(tmp_path / "tifs") == "tiff"
+    assert detect_format(tmp_path / "tifs" / "a.tif") == "tiff"
+    assert detect_format(str(tmp_path / "tifs" / "*.tif")) == "tiff"
+    np.save(tmp_path / "p.npy", np.ones((2, 2, 2)))
+    assert detect_format(tmp_path / "p.npy") == "numpy"
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "match"),
+    [
+        ("x.h5", b"", "empty"),
+        ("x.h5", b"just text, not hdf5" * 5, "not an HDF5 file"),
+        ("x.txrm", b"just text" * 5, "not an OLE2"),
+        ("x.tif", b"just text" * 5, "not a TIFF"),
+        ("x.weird", b"\x00\x01\x02\x03" * 10, "unknown format"),
+    ],
+)
+def test_detect_bad_files(tmp_path: Path, name: str, content: bytes, match: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(InputError, match=match) as exc:
+        detect_format(path)
+    assert str(path) in str(exc.value)
+    with pytest.raises(InputError, match=match):
+        ingest(path, tmp_path / "s.zarr")
+    assert not (tmp_path / "s.zarr").exists()
+
+
+def test_detect_missing_and_truncated(tmp_path: Path, tooth_h5: Path, truncate) -> None:
+    with pytest.raises(InputError, match="no such file") as exc:
+        detect_format(tmp_path / "gone.nxs")
+    assert str(tmp_path / "gone.nxs") in str(exc.value)
+    bad = truncate(tooth_h5, 0.5)
+    with pytest.raises(InputError, match="truncated or corrupt") as exc:
+        ingest(bad, tmp_path / "s.zarr")
+    assert str(bad) in str(exc.value)
+
+
+def test_ingest_dispatch(tooth_h5: Path, txrm_file: Path, make_nxtomo, tmp_path: Path) -> None:
+    s = ingest(tooth_h5, tmp_path / "tooth.zarr")
+    assert s.attrs.source.format == "dxchange" and s.shape == (181, 2, 640)
+    s = ingest(txrm_file, tmp_path / "chip.zarr")
+    assert s.attrs.source.format == "txrm" and s.shape == (7, 256, 256)
+    nx, truth = make_nxtomo()
+    s = ingest(nx, tmp_path / "nx.zarr", entry="/entry")
+    assert s.attrs.source.format == "nexus"
+    np.testing.assert_allclose(s.angles_deg, truth["angles"])
+    # forcing a format
+    s = ingest(tooth_h5, tmp_path / "tooth2.zarr", format="dxchange", angles=np.linspace(0, 180, 181))
+    assert s.angles_deg[-1] == 180.0
+    with pytest.raises(InputError, match="unknown format 'bogus'"):
+        ingest(tooth_h5, tmp_path / "t3.zarr", format="bogus")
+    assert set(FORMATS) == {"dxchange", "nexus", "txrm", "tiff", "numpy"}
+
+
+def test_ingest_arrays_memory_and_npy(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    proj = rng.uniform(0, 2, (10, 3, 4)).astype(np.float64)
+    s = ingest_arrays(tmp_path / "a.zarr", proj, np.arange(10.0) * 18, values="line-integral",
+                      pixel_size_um=1.5, energy_kev=30)
+    assert s.attrs.values == "line-integral" and s.attrs.source.format == "numpy"
+    assert s.flats.shape == (0, 3, 4) and s.darks.shape == (0, 3, 4)
+    np.testing.assert_allclose(s.projections[:], proj.astype(np.float32))
+    np.save(tmp_path / "p.npy", proj)
+    np.save(tmp_path / "f.npy", np.ones((3, 4)))
+    s = ingest(tmp_path / "p.npy", tmp_path / "b.zarr", angles=(0, 180, 18), flats=tmp_path / "f.npy")
+    assert s.attrs.source.sha256 and s.flats.shape == (1, 3, 4)
+    np.testing.assert_allclose(s.projections[:], proj.astype(np.float32))
+    s = ingest(proj, tmp_path / "c.zarr", angles=np.arange(10.0))
+    assert s.shape == (10, 3, 4)
+    with pytest.raises(InputError, match="no rotation angles"):
+        ingest(proj, tmp_path / "d.zarr")
+    with pytest.raises(InputError, match="3-D"):
+        ingest_arrays(tmp_path / "e.zarr", proj[0], [0.0])
+    with pytest.raises(InputError, match="detector shape"):
+        ingest_arrays(tmp_path / "e.zarr", proj, np.arange(10.0), darks=np.zeros((2, 4, 3)))
+    with pytest.raises(InputError, match="values must be"):
+        ingest_arrays(tmp_path / "e.zarr", proj, np.arange(10.0), values="counts")
+
+
+def test_existing_store_needs_overwrite(tooth_h5: Path, tmp_path: Path) -> None:
+    ingest(tooth_h5, tmp_path / "s.zarr")
+    with pytest.raises(StoreError, match="overwrite"):
+        ingest(tooth_h5, tmp_path / "s.zarr")
+    assert ingest(tooth_h5, tmp_path / "s.zarr", overwrite=True).is_complete("ingest")
+
+
+def test_interrupted_ingest_is_not_complete(tooth_h5: Path, tmp_path: Path) -> None:
+    """An exception midway (here from the progress callback, like a Ctrl-C or a killed worker)
+    leaves a store that opens only with require_complete=False."""
+    calls = []
+
+    def progress(n: int) -> None:
+        calls.append(n)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        ingest(tooth_h5, tmp_path / "s.zarr", progress=progress)
+    assert sum(calls) == 24 < 181
+    with pytest.raises(StoreError, match="ingest did not complete"):
+        ScanStore.open(tmp_path / "s.zarr")
+    partial = ScanStore.open(tmp_path / "s.zarr", require_complete=False)
+    assert not partial.is_complete("ingest")
+    # the retry with overwrite completes
+    done = ingest(tooth_h5, tmp_path / "s.zarr", overwrite=True)
+    assert done.is_complete("ingest")
+    with h5py.File(tooth_h5, "r") as f:
+        np.testing.assert_array_equal(done.projections[-1], f["/exchange/data"][-1])

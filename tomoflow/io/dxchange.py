@@ -1,0 +1,249 @@
+"""Data Exchange (DXchange) HDF5: read into a scan store, and write.
+
+Layout (APS Data Exchange, as used by TomoPy/DXchange)::
+
+    /exchange/data         (angle, row, col)  projections, raw counts
+    /exchange/data_white   (flat, row, col)   flat (white) fields, optional
+    /exchange/data_dark    (dark, row, col)   dark fields, optional
+    /exchange/theta        (angle,)           rotation angles, degrees (``units`` attr ``rad`` honoured)
+
+Optional metadata read when present: pixel size from
+``/measurement/instrument/detection_system/objective/resolution`` or
+``/measurement/instrument/detector/pixel_size_x`` (micrometre unless a ``units`` attribute says
+otherwise) and beam energy from ``/measurement/instrument/monochromator/energy`` (keV unless
+``units`` says otherwise).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tomoflow.errors import InputError, StoreError
+from tomoflow.io.arrays import (
+    LazyStack,
+    RawScan,
+    h5_dataset,
+    h5_read,
+    h5_scalar,
+    h5_units,
+    open_hdf5,
+    reader_errors,
+    source_file,
+    unit_factor,
+)
+from tomoflow.io.scan_store import ScanStore
+
+__all__ = ["open_dxchange", "ingest_dxchange", "write_dxchange", "DATA", "WHITE", "DARK", "THETA"]
+
+logger = logging.getLogger(__name__)
+
+DATA = "/exchange/data"
+WHITE = "/exchange/data_white"
+DARK = "/exchange/data_dark"
+THETA = "/exchange/theta"
+
+_PIXEL_SIZE = (
+    "/measurement/instrument/detection_system/objective/resolution",
+    "/measurement/instrument/detector/pixel_size_x",
+)
+_ENERGY = ("/measurement/instrument/monochromator/energy",)
+
+
+def open_dxchange(path: str | os.PathLike, *, angles: Any = None) -> RawScan:
+    """Open a Data Exchange file as a lazy :class:`~tomoflow.io.arrays.RawScan` (nothing read yet
+    but metadata, angles and flat/dark frames).
+
+    Parameters
+    ----------
+    path
+        The ``.h5`` file.
+    angles
+        Rotation angles in degrees overriding ``/exchange/theta`` (array-like, text file or
+        ``(start, stop, step)``); required when the file has no theta.
+
+    Returns
+    -------
+    RawScan
+        Close it (or use it as a context manager) to close the file.
+
+    Raises
+    ------
+    InputError
+        Missing/empty/non-HDF5/corrupt file, missing ``/exchange/data``, wrong rank, angle count
+        mismatch, flats/darks of another detector shape.
+    """
+    h5 = open_hdf5(path)
+    try:
+        data = h5_dataset(h5, DATA, path)
+        if data.ndim != 3:
+            raise InputError(f"projections must be 3-D (angle, row, col), got shape {data.shape}", path, DATA)
+        stack = LazyStack(data.shape, data.dtype, lambda a, b: data[a:b], path, DATA)
+        theta = None
+        ds_theta = h5_dataset(h5, THETA, path, required=False)
+        if ds_theta is not None and angles is None:
+            theta = h5_read(ds_theta, path, THETA).astype(np.float64).reshape(-1)
+            theta = theta * unit_factor(h5_units(ds_theta), "angle", "degree", path, THETA)
+        flats = darks = None
+        ds = h5_dataset(h5, WHITE, path, required=False)
+        if ds is not None:
+            flats = h5_read(ds, path, WHITE)
+        ds = h5_dataset(h5, DARK, path, required=False)
+        if ds is not None:
+            darks = h5_read(ds, path, DARK)
+        instrument: dict[str, Any] = {"format": "Data Exchange"}
+        for key in ("/exchange/title", "/measurement/sample/name", "/implements"):
+            d = h5_dataset(h5, key, path, required=False)
+            if d is not None and d.shape == ():
+                with reader_errors(path, key):
+                    v = d[()]
+                text = v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+                instrument[key.strip("/").replace("/", ".")] = text
+        raw = RawScan(
+            projections=stack,
+            angles_deg=theta,
+            source=source_file(path, "dxchange"),
+            flats=flats,
+            darks=darks,
+            dataset=DATA,
+            angles_dataset=THETA,
+            pixel_size_um=h5_scalar(h5, _PIXEL_SIZE, "length", "um", path),
+            energy_kev=h5_scalar(h5, _ENERGY, "energy", "kev", path),
+            instrument=instrument,
+            closer=h5.close,
+        )
+        # Check the frames' detector shape now, naming their datasets.
+        for name, frames in ((WHITE, flats), (DARK, darks)):
+            if frames is not None and (frames.ndim != 3 or frames.shape[1:] != data.shape[1:]):
+                raise InputError(
+                    f"frames of shape {frames.shape} do not match projections' detector shape {data.shape[1:]}",
+                    path, name,
+                )
+        raw.override_angles(angles)
+        return raw
+    except BaseException:
+        h5.close()
+        raise
+
+
+def ingest_dxchange(
+    path: str | os.PathLike,
+    store_path: str | os.PathLike,
+    *,
+    angles: Any = None,
+    overwrite: bool = False,
+    progress: Callable[[int], Any] | None = None,
+    pixel_size_um: float | None = None,
+    energy_kev: float | None = None,
+) -> ScanStore:
+    """Ingest a Data Exchange HDF5 file into a new scan store, streaming blocks of angles.
+
+    Parameters
+    ----------
+    path
+        The Data Exchange ``.h5`` file.
+    store_path
+        Scan store to create.
+    angles
+        Angles in degrees overriding ``/exchange/theta`` (see :func:`open_dxchange`).
+    overwrite
+        Replace an existing store.
+    progress
+        Called with the number of projections written after each block.
+    pixel_size_um, energy_kev
+        Override (or supply) the pixel size (micrometre) and beam energy (keV).
+
+    Returns
+    -------
+    ScanStore
+        The store, ``ingest`` complete.
+    """
+    with open_dxchange(path, angles=angles) as raw:
+        if pixel_size_um is not None:
+            raw.pixel_size_um = float(pixel_size_um)
+        if energy_kev is not None:
+            raw.energy_kev = float(energy_kev)
+        return raw.to_store(store_path, overwrite=overwrite, progress=progress)
+
+
+def write_dxchange(
+    path: str | os.PathLike,
+    projections: Any,
+    angles_deg: Any,
+    flats: Any = None,
+    darks: Any = None,
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Write a scan as a Data Exchange HDF5 file.
+
+    The file is written under a temporary name and renamed when complete, so an interrupted write
+    never leaves a file that looks valid.
+
+    Parameters
+    ----------
+    path
+        File to write (``.h5``).
+    projections
+        ``(angle, row, col)`` array-like (anything with ``shape``, ``dtype`` and slicing on axis 0);
+        copied in blocks of angles, keeping its dtype.
+    angles_deg
+        ``(angle,)`` rotation angles in degrees, written to ``/exchange/theta``.
+    flats, darks
+        ``(frame, row, col)`` (or ``(row, col)``) flat and dark fields, or None (not written).
+    overwrite
+        Replace an existing file.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    import h5py
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise StoreError(f"{path}: file exists; pass overwrite=True to replace it")
+    shape = tuple(getattr(projections, "shape", np.shape(projections)))
+    if len(shape) != 3 or 0 in shape:
+        raise InputError(f"projections must be a non-empty 3-D (angle, row, col) stack, got shape {shape}", path, DATA)
+    theta = np.asarray(angles_deg, dtype=np.float64).reshape(-1)
+    if theta.size != shape[0]:
+        raise InputError(f"angle count mismatch: {theta.size} angles for {shape[0]} projections", path, THETA)
+    frames: dict[str, np.ndarray] = {}
+    for name, arr in ((WHITE, flats), (DARK, darks)):
+        if arr is None:
+            continue
+        a = np.asarray(arr)
+        a = a[None] if a.ndim == 2 else a
+        if a.ndim != 3 or a.shape[1:] != shape[1:]:
+            raise InputError(f"frames of shape {a.shape} do not match detector shape {shape[1:]}", path, name)
+        frames[name] = a
+    dtype = np.dtype(getattr(projections, "dtype", np.float32))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("implements", data="exchange")
+            ds = f.create_dataset(DATA, shape=shape, dtype=dtype)
+            ds.attrs["axes"] = "theta:y:x"
+            ds.attrs["units"] = "counts"
+            step = max(1, min(shape[0], (64 << 20) // max(1, dtype.itemsize * shape[1] * shape[2])))
+            for start in range(0, shape[0], step):
+                ds[start : start + step] = np.asarray(projections[start : start + step], dtype=dtype)
+            t = f.create_dataset(THETA, data=theta)
+            t.attrs["units"] = "degrees"
+            for name, a in frames.items():
+                d = f.create_dataset(name, data=a)
+                d.attrs["axes"] = ("theta_white" if name == WHITE else "theta_dark") + ":y:x"
+                d.attrs["units"] = "counts"
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    logger.info("wrote Data Exchange file %s %s", path, shape)
+    return path

@@ -1,0 +1,58 @@
+"""JSON Schemas of tomoflow's stores and configuration, generated from the pydantic models.
+
+``tomoflow schema`` writes them to ``schemas/``; a test fails when the files drift from the code.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from tomoflow.config import TomoflowConfig
+from tomoflow.io.models import ScanAttrs, VolumeAttrs
+
+__all__ = ["SCHEMAS", "schema_json", "write_schemas", "stale_schemas"]
+
+#: file stem -> model
+SCHEMAS: dict[str, type[BaseModel]] = {
+    "scan-store": ScanAttrs,
+    "volume-store": VolumeAttrs,
+    "config": TomoflowConfig,
+}
+
+_TITLES = {
+    "scan-store": "tomoflow scan store (zarr v3 group attributes)",
+    "volume-store": "tomoflow volume store (OME-Zarr 0.5 group, tomoflow attributes)",
+    "config": "tomoflow runtime configuration",
+}
+
+
+def schema_json(name: str) -> str:
+    """The JSON Schema text of ``name`` (stable formatting, trailing newline)."""
+    model = SCHEMAS[name]
+    schema: dict[str, Any] = model.model_json_schema(mode="serialization")
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": f"tomoflow/{name}.schema.json",
+              **schema, "title": _TITLES[name]}
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+
+
+def write_schemas(directory: str | Path) -> list[Path]:
+    """Write every schema to ``directory/<name>.schema.json``; return the paths."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    out = []
+    for name in SCHEMAS:
+        p = d / f"{name}.schema.json"
+        p.write_text(schema_json(name))
+        out.append(p)
+    return out
+
+
+def stale_schemas(directory: str | Path) -> list[str]:
+    """Names whose file in ``directory`` is missing or differs from the code."""
+    d = Path(directory)
+    return [n for n in SCHEMAS if not (d / f"{n}.schema.json").exists()
+            or (d / f"{n}.schema.json").read_text() != schema_json(n)]
