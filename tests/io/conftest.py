@@ -10,34 +10,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-SHARED_DATA = Path(__file__).parents[2].parent / "shared" / "data"
-
-
-@pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """The folder of real test data (``../shared/data`` from the repository root)."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"real test data folder {SHARED_DATA} is absent (expected ../shared/data from the repo root)")
-    return SHARED_DATA
-
-
-def _need(shared_data: Path, name: str) -> Path:
-    p = shared_data / name
-    if not p.is_file():
-        pytest.skip(f"real test file {p} is absent")
-    return p
-
-
-@pytest.fixture(scope="session")
-def tooth_h5(shared_data: Path) -> Path:
-    """APS tooth scan, Data Exchange layout (181 x 2 x 640, 10 flats, 10 darks)."""
-    return _need(shared_data, "tooth.h5")
-
-
-@pytest.fixture(scope="session")
-def txrm_file(shared_data: Path) -> Path:
-    """ZEISS Xradia TXRM of a chip (7 images of 256 x 256)."""
-    return _need(shared_data, "txrm_test_chip_tomo.txrm")
 
 
 @pytest.fixture

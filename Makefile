@@ -1,0 +1,59 @@
+# tomoflow: two commands on a fresh machine.
+#   make demo   set up .venv and run the main job on a simulated scan (local Dask cluster)
+#   make test   set up .venv and run the test suite
+#   make bench  set up .venv-bench (adds benchmark peers such as astra-toolbox) and run benchmarks
+#
+# torch: where no NVIDIA GPU is visible the CPU build is installed first (TORCH_SPEC, from the
+# local wheel cache or TORCH_INDEX, e.g. TORCH_INDEX="--index-url https://download.pytorch.org/whl/cpu"),
+# so the package's `torch` requirement is already met and no CUDA wheels are pulled. With a GPU,
+# pip resolves the regular CUDA build and the `gpu` extra (CuPy, dask-cuda).
+
+PYTHON ?= python3
+VENV ?= .venv
+BENCH_VENV ?= .venv-bench
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+PIP_FLAGS ?= -q
+HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
+comma := ,
+EXTRAS := test,hpc$(if $(HAS_GPU),$(comma)gpu,)
+
+STAMP := $(VENV)/.tomoflow-installed
+BENCH_STAMP := $(BENCH_VENV)/.tomoflow-installed
+
+.PHONY: demo test bench venv clean schemas help
+
+help:
+	@echo "make demo | make test | make bench | make schemas | make clean"
+
+$(STAMP): pyproject.toml constraints.txt Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install $(PIP_FLAGS) --upgrade pip
+	$(if $(HAS_GPU),,$(VENV)/bin/python -m pip install $(PIP_FLAGS) "$(TORCH_SPEC)" $(TORCH_INDEX))
+	$(VENV)/bin/python -m pip install $(PIP_FLAGS) -c constraints.txt -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/tomoflow demo
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest
+
+schemas: $(STAMP)
+	$(VENV)/bin/tomoflow schema --out schemas
+
+$(BENCH_STAMP): pyproject.toml constraints.txt Makefile benchmarks/requirements-bench.txt
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install $(PIP_FLAGS) --upgrade pip
+	$(if $(HAS_GPU),,$(BENCH_VENV)/bin/python -m pip install $(PIP_FLAGS) "$(TORCH_SPEC)" $(TORCH_INDEX))
+	$(BENCH_VENV)/bin/python -m pip install $(PIP_FLAGS) -c constraints.txt -e . -r benchmarks/requirements-bench.txt
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BENCH_VENV)/bin/python benchmarks/bench_recon.py
+	$(BENCH_VENV)/bin/python benchmarks/bench_pipeline.py
+
+clean:
+	rm -rf $(VENV) $(BENCH_VENV) demo-output .pytest_cache

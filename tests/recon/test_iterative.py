@@ -1,0 +1,49 @@
+import numpy as np
+import pytest
+
+from tomoflow.errors import InputError
+from tomoflow.recon import project
+from tomoflow.recon.fbp import circle_mask, fbp
+from tomoflow.recon.iterative import mlem, sirt
+from tomoflow.testing import ellipse_slice
+
+N = 64
+PHANTOM = ellipse_slice(N)
+ANGLES = np.linspace(0, 180, 60, endpoint=False)
+SINO = project(PHANTOM, ANGLES)
+MASK = circle_mask((N, N), radius=0.45 * N)
+
+
+def _rmse(a):
+    return float(np.sqrt(np.mean((a - PHANTOM)[MASK] ** 2)))
+
+
+@pytest.mark.parametrize("method,n_iter,target", [(mlem, 60, 0.05), (sirt, 100, 0.06)])
+def test_objective_decreases_and_error_is_reached(method, n_iter, target):
+    rec, info = method(SINO, ANGLES, n_iter=n_iter, mask=True, return_info=True)
+    obj = np.array(info.objective)
+    assert info.n_iter == n_iter
+    assert np.all(np.diff(obj) <= 1e-6 * obj[0]), "objective must not increase"
+    assert obj[-1] < 0.01 * obj[0]
+    assert _rmse(rec) < target
+    assert rec.min() >= 0
+    assert np.all(rec[~circle_mask((N, N))] == 0)
+
+
+def test_warm_start_and_tolerance():
+    x0 = np.clip(fbp(SINO, ANGLES), 0, None)[None]
+    cold, ci = mlem(SINO[:, None], ANGLES, n_iter=5, return_info=True)
+    warm, wi = mlem(SINO[:, None], ANGLES, n_iter=5, x0=x0, return_info=True)
+    assert wi.objective[0] < ci.objective[0]
+    assert _rmse(warm[0]) < _rmse(cold[0])
+    _, info = sirt(SINO, ANGLES, n_iter=500, tol=1e-2, return_info=True)
+    assert info.converged and info.n_iter < 500
+
+
+def test_iterative_bad_input():
+    with pytest.raises(InputError, match="NaN"):
+        mlem(np.full_like(SINO, np.nan), ANGLES, n_iter=1)
+    with pytest.raises(InputError, match="n_iter"):
+        sirt(SINO, ANGLES, n_iter=0)
+    with pytest.raises(InputError, match="warm start"):
+        mlem(SINO, ANGLES, n_iter=1, x0=np.ones((3, 3, 3)))

@@ -1,0 +1,71 @@
+"""Synthetic stage jitter: random per-projection displacements and their application.
+
+Sign convention (ARCHITECTURE.md): a jitter ``(dy, dx)`` is how far the measured projection is
+displaced from where a perfect stage would have put it, in pixels (rows, columns); ``+dx`` moves the
+content towards larger column index. Alignment estimates it; correction shifts by ``(-dy, -dx)``.
+The shift itself is :func:`tomoflow.recon.shift.shift_images`, the one sub-pixel shift of tomoflow.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from tomoflow.errors import ConfigError, InputError
+from tomoflow.recon.shift import shift_images
+
+__all__ = ["random_jitter", "apply_jitter"]
+
+
+def random_jitter(n_angles: int, amplitude_px: float, seed: Any = None, vertical: bool = True) -> np.ndarray:
+    """Independent uniform random jitter of every projection.
+
+    Parameters
+    ----------
+    n_angles
+        Number of projections.
+    amplitude_px
+        Half-range ``J`` in pixels: each component is uniform in ``[-J, +J]``; must be ``>= 0``.
+    seed
+        Random seed (anything :func:`numpy.random.default_rng` accepts).
+    vertical
+        Also jitter along rows (``dy``); if False ``dy = 0``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n_angles, 2)`` float64 displacements ``(dy, dx)`` in pixels.
+    """
+    if int(n_angles) != n_angles or n_angles < 0:
+        raise ConfigError(f"n_angles must be a non-negative integer, got {n_angles!r}")
+    amp = float(amplitude_px)
+    if not np.isfinite(amp) or amp < 0:
+        raise ConfigError(f"jitter amplitude must be a finite number >= 0 pixels, got {amplitude_px!r}")
+    shifts = np.random.default_rng(seed).uniform(-amp, amp, size=(int(n_angles), 2))
+    if not vertical:
+        shifts[:, 0] = 0.0
+    return shifts
+
+
+def apply_jitter(projections: Any, shifts: Any) -> Any:
+    """Displace every projection by its jitter ``(dy, dx)`` (sub-pixel, Fourier).
+
+    Parameters
+    ----------
+    projections
+        ``(angle, row, col)`` stack (NumPy or CuPy), typically noise-free line integrals.
+    shifts
+        ``(angle, 2)`` jitter ``(dy, dx)`` in pixels; ``+dx`` moves content to larger column index.
+
+    Returns
+    -------
+    Jittered stack, same shape and namespace (float32 unless float64 input). Pixels uncovered at the
+    border take the nearest edge value.
+    """
+    sh = np.asarray(shifts, dtype=np.float64)
+    if sh.ndim != 2 or sh.shape[1] != 2:
+        raise InputError(f"jitter shifts must be (n_angles, 2) = (dy, dx) per projection, got shape {sh.shape}")
+    if getattr(projections, "ndim", 0) != 3:
+        raise InputError(f"projections must be (angle, row, col), got shape {tuple(getattr(projections, 'shape', ()))}")
+    return shift_images(projections, sh)

@@ -1,0 +1,45 @@
+"""Reusable testing helpers (like ``zarr.testing``): skips for optional dependencies and small
+phantoms with known answers. Imported by tomoflow's own tests; usable by downstream projects."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+
+__all__ = ["has_module", "requires_cupy", "disk_phantom", "ellipse_slice"]
+
+
+def has_module(name: str) -> bool:
+    """True when ``name`` is importable (checked without importing it)."""
+    return importlib.util.find_spec(name) is not None
+
+
+def requires_cupy():  # -> pytest.MarkDecorator
+    """pytest marks for tests that need CuPy and a CUDA device (``gpu`` marker + skip)."""
+    import pytest
+
+    from tomoflow.backend import has_cuda
+
+    return [pytest.mark.gpu, pytest.mark.skipif(not (has_module("cupy") and has_cuda()), reason="needs a CUDA device and CuPy")]
+
+
+def ellipse_slice(n: int) -> np.ndarray:
+    """A ``(n, n)`` float32 slice with a few ellipses inside the reconstruction circle (values 0-1)."""
+    yy, xx = np.mgrid[:n, :n].astype(np.float64)
+    c = (n - 1) / 2.0
+    u, v = (xx - c) / (n / 2.0), (yy - c) / (n / 2.0)
+    img = np.zeros((n, n), np.float32)
+    img[(u / 0.7) ** 2 + (v / 0.85) ** 2 <= 1] = 0.5
+    img[((u - 0.2) / 0.25) ** 2 + ((v + 0.3) / 0.15) ** 2 <= 1] = 1.0
+    img[((u + 0.3) / 0.12) ** 2 + ((v - 0.35) / 0.2) ** 2 <= 1] = 0.1
+    img[((u + 0.05) / 0.08) ** 2 + ((v - 0.0) / 0.08) ** 2 <= 1] = 0.9
+    return img
+
+
+def disk_phantom(shape: tuple[int, int, int]) -> np.ndarray:
+    """A ``(z, y, x)`` stack of :func:`ellipse_slice` whose contrast changes slowly with z."""
+    nz, ny, nx = shape
+    sl = ellipse_slice(nx)[:ny]
+    scale = np.linspace(0.8, 1.2, nz, dtype=np.float32)[:, None, None]
+    return (sl[None] * scale).astype(np.float32)
