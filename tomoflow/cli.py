@@ -56,6 +56,8 @@ def _main(
     memory: str = typer.Option("2GB", help="Peak memory one Dask task may use (slab sizing), e.g. 2GB."),
 ) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        logging.getLogger("distributed").setLevel(logging.WARNING)
     from tomoflow import config
 
     try:
@@ -98,19 +100,21 @@ def _cluster(spec: str | None, workers: int | None = None) -> Iterator[Any]:
         return
     from tomoflow.cluster import connect, dashboard_url
 
+    import distributed  # noqa: F401 - configures its loggers on import; quieten them afterwards
+
+    if not logging.getLogger().isEnabledFor(logging.INFO):
+        logging.getLogger("distributed").setLevel(logging.WARNING)
     kwargs: dict[str, Any] = {}
     if spec == "local" and workers:
         kwargs["n_workers"] = workers
-    client = connect(spec, **kwargs)
-    try:
+    with connect(spec, **kwargs) as client:
         console.print(f"Dask dashboard: [link]{dashboard_url(client)}[/link]")
-        yield client
-    finally:
-        client.close()
-        cluster = getattr(client, "cluster", None)
-        if cluster is not None:
-            with contextlib.suppress(Exception):
-                cluster.close()
+        try:
+            yield client
+        finally:
+            # Workers going away at shutdown are expected; do not print their connection errors.
+            for name in ("distributed", "tornado"):
+                logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 # ----------------------------------------------------------------------------- ingest / info
@@ -355,6 +359,14 @@ def demo(
     """The main job on an embedded default: simulate a jittered scan of a battery cathode particle,
     ingest it from its DXchange file, start a local Dask cluster (dashboard link printed), find the
     rotation centre, reconstruct the volume and write a PNG overview."""
+    from tomoflow import config
+
+    # Small slabs (8 rows, 24 MB per task) so the dashboard shows the work spread over the workers.
+    with config.set(scan_chunk_rows=8, worker_memory_budget="24MB"):
+        _demo(out, size, rows, angles, cluster, workers)
+
+
+def _demo(out: Path, size: int, rows: int, angles: int, cluster: str, workers: int | None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     raw = out / "synthetic_scan.h5"
     scan_store = out / "scan.zarr"
@@ -368,7 +380,7 @@ def demo(
 
     console.print(f"2. ingesting {raw.name} (DXchange) -> {scan_store}")
     with _progress("ingest", angles) as advance:
-        _ingest(raw, scan_store, overwrite=True, progress=advance)
+        _ingest(raw, scan_store, overwrite=True, progress=advance, pixel_size_um=0.03)
     from tomoflow.pipeline.reconstruct import estimate_center, reconstruct_scan
     from tomoflow.io.scan_store import ScanStore
 

@@ -1,1 +1,5 @@
-"""tomoflow.pipeline."""
+"""Pipeline layer: Dask graphs built from the kernels and the stores."""
+
+from tomoflow.pipeline.reconstruct import reconstruct_scan
+
+__all__ = ["reconstruct_scan"]

@@ -1,0 +1,557 @@
+#!/usr/bin/env python
+"""Reconstruction benchmark: tomoflow vs ASTRA Toolbox (CPU algorithms) on the same sinograms.
+
+What is measured, per case (slice size n x n, n_angles uniform over [0, 180)):
+
+* FBP      tomoflow ``fbp(filter="ramp")`` vs ASTRA ``FBP`` (the CPU FBP, FilterType ``ram-lak``):
+           seconds per slice and RMSE against the rasterised phantom inside the reconstruction circle.
+* SIRT     tomoflow ``sirt`` vs ASTRA ``SIRT`` (CPU), the same number of iterations, both starting
+           from zero with a non-negativity constraint (ASTRA ``MinConstraint=0``): seconds per
+           iteration per slice and RMSE as for FBP.
+* FP       tomoflow ``project`` vs ASTRA ``FP`` (CPU) of the rasterised phantom: seconds per slice and
+           RMSE against the exact analytic line integrals.
+
+Fairness
+--------
+* The sinograms are EXACT line integrals of an analytic ellipse phantom (modified Shepp-Logan, Toft's
+  table), not the output of either projector, so neither side gets a matched-projector advantage.
+  The RMSE reference image is the same phantom rasterised with 4 x 4 supersampling per pixel.
+* tomoflow runs a slab of 16 slices at once, as the pipeline does (16 copies of the slice stacked
+  in z; per-slice time = slab time / 16). ASTRA's CPU algorithms are 2-D only and run slice by slice;
+  their time includes creating and freeing the ASTRA data objects and the algorithm for that slice
+  (the projector and geometries are made once per case and reused).
+* numba kernels are compiled (or loaded from numba's on-disk cache) by a warm-up pass on tiny inputs
+  before anything is timed; its duration is reported separately. ASTRA is warmed up the same way.
+* ASTRA uses the ``linear`` 2-D CPU projector (Joseph-type: the image is linearly interpolated along
+  each ray), the closest of its CPU projectors to tomoflow's linear-interpolation model;
+  ``--astra-projector line|strip`` changes that.
+
+Geometry mapping (checked empirically on every run, see ``check_alignment``)
+---------------------------------------------------------------------------
+tomoflow: pixel (y, x) -> u = x - (nx-1)/2, v = y - (ny-1)/2, detector column
+``s = u cos(theta) + v sin(theta) + (ncol-1)/2``. ASTRA 2-D ``parallel`` with
+``create_vol_geom(ny, nx)`` and ``create_proj_geom('parallel', 1.0, ncol, angles)`` takes array row 0
+as the TOP of the image (world y points up, i.e. y_astra = -v), so the same column is hit for
+``angles_astra = -deg2rad(theta)``; the detector direction is the same (no column flip) and the
+rotation axis is on detector column (ncol-1)/2 in both (no centre offset; a non-default tomoflow
+centre c would need ASTRA's ``parallel_vec`` geometry with the detector shifted by c - (ncol-1)/2).
+With this mapping the two FBPs reconstruct the same orientation (no flip between their images).
+
+Run ``python benchmarks/bench_recon.py`` (full, several minutes) or ``--quick`` (tiny sizes, seconds,
+ASTRA optional) - see benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (  # noqa: E402
+    PeakMemory, fmt_time, other_cpu_load, print_table, time_call, wait_for_idle, write_results,
+)
+
+from tomoflow.recon import backproject, project  # noqa: E402
+from tomoflow.recon.fbp import circle_mask, fbp  # noqa: E402
+from tomoflow.recon.iterative import mlem, sirt  # noqa: E402
+
+SLAB = 16
+
+# Full-run cases: slice size, angles, SIRT iterations, timed repeats (tomoflow slab, ASTRA slice).
+FULL_CASES = [
+    {"n": 256, "n_angles": 180, "sirt_iters": 50, "reps_tf": 5, "reps_astra": 5},
+    {"n": 512, "n_angles": 360, "sirt_iters": 20, "reps_tf": 3, "reps_astra": 3},
+    {"n": 1024, "n_angles": 720, "sirt_iters": 5, "reps_tf": 2, "reps_astra": 2},
+]
+QUICK_CASES = [
+    {"n": 64, "n_angles": 48, "sirt_iters": 5, "reps_tf": 2, "reps_astra": 2},
+    {"n": 96, "n_angles": 72, "sirt_iters": 3, "reps_tf": 1, "reps_astra": 1},
+]
+FULL_MLEM = {"n_angles": 181, "rows": 256, "cols": 256, "n_iter": 10}
+QUICK_MLEM = {"n_angles": 19, "rows": 8, "cols": 64, "n_iter": 3}
+HEADLINE_CASE = (512, 360)
+TARGETS = {"fbp_speedup": 5.0, "fp_speedup": 3.0, "mlem_seconds": 30.0}
+
+# ----------------------------------------------------------------------------- analytic phantom
+# Modified Shepp-Logan (Toft 1996): (density, semi-axis a, semi-axis b, centre x0, centre y0, phi deg),
+# in units of the phantom radius R; a is along the ellipse's own u axis, phi rotates u towards v.
+SHEPP_LOGAN = np.array([
+    [1.00, 0.6900, 0.9200, 0.00, 0.0000, 0.0],
+    [-0.80, 0.6624, 0.8740, 0.00, -0.0184, 0.0],
+    [-0.20, 0.1100, 0.3100, 0.22, 0.0000, -18.0],
+    [-0.20, 0.1600, 0.4100, -0.22, 0.0000, 18.0],
+    [0.10, 0.2100, 0.2500, 0.00, 0.3500, 0.0],
+    [0.10, 0.0460, 0.0460, 0.00, 0.1000, 0.0],
+    [0.10, 0.0460, 0.0460, 0.00, -0.1000, 0.0],
+    [0.10, 0.0460, 0.0230, -0.08, -0.6050, 0.0],
+    [0.10, 0.0230, 0.0230, 0.00, -0.6060, 0.0],
+    [0.10, 0.0230, 0.0460, 0.06, -0.6050, 0.0],
+])
+
+
+def phantom_radius(n: int) -> float:
+    """Phantom radius R in pixels: the unit disc of the ellipse table maps onto the slice's inscribed circle."""
+    return n / 2.0
+
+
+def rasterise_phantom(n: int, supersample: int = 4) -> np.ndarray:
+    """The phantom on an ``(n, n)`` grid (tomoflow coordinates u, v), each pixel the mean of ``s x s`` samples."""
+    R = phantom_radius(n)
+    c = np.arange(n) - (n - 1) / 2.0
+    offs = (np.arange(supersample) + 0.5) / supersample - 0.5
+    out = np.zeros((n, n))
+    for dy in offs:
+        v = ((c + dy) / R)[:, None]
+        for dx in offs:
+            u = ((c + dx) / R)[None, :]
+            for rho, a, b, x0, y0, phi in SHEPP_LOGAN:
+                p = math.radians(phi)
+                du, dv = u - x0, v - y0
+                eu = du * math.cos(p) + dv * math.sin(p)
+                ev = -du * math.sin(p) + dv * math.cos(p)
+                out += rho * ((eu / a) ** 2 + (ev / b) ** 2 <= 1.0)
+    return (out / supersample**2).astype(np.float32)
+
+
+def analytic_sinogram(n: int, angles_deg: np.ndarray, n_cols: int | None = None) -> np.ndarray:
+    """Exact line integrals ``(angle, col)`` of the phantom in tomoflow's geometry (centre (ncol-1)/2).
+
+    Column j at angle theta is the line ``u cos(theta) + v sin(theta) = j - (ncol-1)/2``. For an
+    ellipse of density rho, semi-axes A, B (pixels), centre (X, Y), rotation phi:
+    ``2 rho A B sqrt(a2 - t^2) / a2`` with ``a2 = A^2 cos^2(theta-phi) + B^2 sin^2(theta-phi)`` and
+    ``t = s - X cos(theta) - Y sin(theta)`` where the chord exists, else 0.
+    """
+    ncol = n if n_cols is None else n_cols
+    R = phantom_radius(n)
+    s = (np.arange(ncol) - (ncol - 1) / 2.0)[None, :]
+    th = np.deg2rad(np.asarray(angles_deg, dtype=np.float64))[:, None]
+    out = np.zeros((th.shape[0], ncol))
+    for rho, a, b, x0, y0, phi in SHEPP_LOGAN:
+        A, B, X, Y = a * R, b * R, x0 * R, y0 * R
+        t = s - (X * np.cos(th) + Y * np.sin(th))
+        rel = th - math.radians(phi)
+        a2 = (A * np.cos(rel)) ** 2 + (B * np.sin(rel)) ** 2
+        d = a2 - t * t
+        out += np.where(d > 0, 2.0 * rho * A * B * np.sqrt(np.maximum(d, 0.0)) / a2, 0.0)
+    return out.astype(np.float32)
+
+
+def uniform_angles(n_angles: int) -> np.ndarray:
+    return np.arange(n_angles) * (180.0 / n_angles)
+
+
+def rmse_masked(img: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> float:
+    d = (np.asarray(img, dtype=np.float64) - ref)[mask]
+    return float(np.sqrt(np.mean(d * d)))
+
+
+def rmse(a: np.ndarray, b: np.ndarray) -> float:
+    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    return float(np.sqrt(np.mean(d * d)))
+
+
+# ----------------------------------------------------------------------------- ASTRA peer
+class Astra:
+    """Slice-by-slice ASTRA CPU algorithms in tomoflow's geometry (see the module docstring)."""
+
+    def __init__(self, astra_mod: Any, n: int, angles_deg: np.ndarray, projector: str = "linear") -> None:
+        self.astra = astra_mod
+        self.vol_geom = astra_mod.create_vol_geom(n, n)
+        self.proj_geom = astra_mod.create_proj_geom("parallel", 1.0, n, astra_angles(angles_deg))
+        self.projector_type = projector
+        self.pid = astra_mod.create_projector(projector, self.proj_geom, self.vol_geom)
+
+    def close(self) -> None:
+        self.astra.projector.delete(self.pid)
+
+    def _run(self, alg: str, sino: np.ndarray | None, vol: np.ndarray | None, iters: int = 1,
+             options: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> tuple[np.ndarray, float, float]:
+        """Run one algorithm on one slice; returns (output, setup seconds, run seconds)."""
+        a = self.astra
+        t0 = time.perf_counter()
+        sid = a.data2d.create("-sino", self.proj_geom, 0 if sino is None else sino)
+        vid = a.data2d.create("-vol", self.vol_geom, 0 if vol is None else vol)
+        cfg = a.astra_dict(alg)
+        cfg["ProjectorId"] = self.pid
+        if alg == "FP":
+            cfg["VolumeDataId"] = vid
+            cfg["ProjectionDataId"] = sid
+        else:
+            cfg["ProjectionDataId"] = sid
+            cfg["ReconstructionDataId"] = vid
+        if extra:
+            cfg.update(extra)
+        if options:
+            cfg["option"] = options
+        aid = a.algorithm.create(cfg)
+        t1 = time.perf_counter()
+        a.algorithm.run(aid, iters)
+        t2 = time.perf_counter()
+        out = a.data2d.get(sid if alg == "FP" else vid)
+        a.algorithm.delete(aid)
+        a.data2d.delete(sid)
+        a.data2d.delete(vid)
+        t3 = time.perf_counter()
+        return out, (t1 - t0) + (t3 - t2), t2 - t1
+
+    def fbp(self, sino: np.ndarray) -> np.ndarray:
+        return self._run("FBP", sino, None, extra={"FilterType": "ram-lak"})[0]
+
+    def fp(self, img: np.ndarray) -> np.ndarray:
+        return self._run("FP", None, img)[0]
+
+    def sirt(self, sino: np.ndarray, iters: int) -> tuple[np.ndarray, float, float]:
+        return self._run("SIRT", sino, None, iters, options={"MinConstraint": 0.0})
+
+
+def astra_angles(angles_deg: np.ndarray) -> np.ndarray:
+    """tomoflow angles (degrees) -> ASTRA 2-D parallel angles (radians): sign flipped."""
+    return -np.deg2rad(np.asarray(angles_deg, dtype=np.float64))
+
+
+def import_astra() -> Any:
+    try:
+        import astra  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    return astra
+
+
+def check_alignment(astra_mod: Any, projector: str = "linear") -> dict[str, Any]:
+    """Project an off-centre point with both projectors; its detector column must agree per angle.
+
+    Also reports the disagreement under the naive mapping (same angle sign), showing the sign flip
+    is what aligns them.
+    """
+    n = 64
+    ang = np.array([0.0, 17.0, 45.0, 71.0, 90.0, 123.0, 160.0])
+    img = np.zeros((n, n), np.float32)
+    img[11, 45] = 1.0  # y = 11 (row), x = 45 (column): off centre in both directions
+    cols = np.arange(n)
+
+    def centroid(s: np.ndarray) -> np.ndarray:
+        return (s * cols).sum(1) / s.sum(1)
+
+    tf = centroid(np.asarray(project(img, ang)))
+    res: dict[str, Any] = {"tomoflow_columns": np.round(tf, 3).tolist()}
+    for label, a_ang in (("astra_angles=-theta", astra_angles(ang)), ("astra_angles=+theta", np.deg2rad(ang))):
+        vg = astra_mod.create_vol_geom(n, n)
+        pg = astra_mod.create_proj_geom("parallel", 1.0, n, a_ang)
+        pid = astra_mod.create_projector(projector, pg, vg)
+        sid, sino = astra_mod.create_sino(img, pid)
+        astra_mod.data2d.delete(sid)
+        astra_mod.projector.delete(pid)
+        res[label] = {"max_column_difference": round(float(np.max(np.abs(centroid(sino) - tf))), 4)}
+    res["aligned"] = bool(res["astra_angles=-theta"]["max_column_difference"] < 0.25)
+    return res
+
+
+# ----------------------------------------------------------------------------- warm-up
+def warm_up(astra_mod: Any, projector: str) -> dict[str, float]:
+    """Compile (or load from numba's cache) every kernel the timed code uses, on tiny inputs."""
+    t0 = time.perf_counter()
+    n, ang = 32, uniform_angles(12)
+    sino = np.repeat(analytic_sinogram(n, ang)[:, None, :], SLAB, axis=1)
+    vol = np.repeat(rasterise_phantom(n, 1)[None], SLAB, axis=0)
+    fbp(sino, ang)
+    project(vol, ang)
+    backproject(sino, ang)
+    sirt(sino, ang, n_iter=2)
+    mlem(sino, ang, n_iter=2)
+    out = {"tomoflow_s": round(time.perf_counter() - t0, 3)}
+    if astra_mod is not None:
+        t1 = time.perf_counter()
+        peer = Astra(astra_mod, n, ang, projector)
+        peer.fbp(sino[:, 0])
+        peer.fp(vol[0])
+        peer.sirt(sino[:, 0], 2)
+        peer.close()
+        out["astra_s"] = round(time.perf_counter() - t1, 3)
+    return out
+
+
+# ----------------------------------------------------------------------------- one case
+def run_case(case: dict[str, Any], astra_mod: Any, projector: str, log: Any) -> dict[str, Any]:
+    n, na = case["n"], case["n_angles"]
+    ang = uniform_angles(na)
+    t0 = time.perf_counter()
+    phantom = rasterise_phantom(n, 4)
+    sino = analytic_sinogram(n, ang)
+    mask = circle_mask((n, n))
+    slab_sino = np.ascontiguousarray(np.repeat(sino[:, None, :], SLAB, axis=1))
+    slab_vol = np.ascontiguousarray(np.repeat(phantom[None], SLAB, axis=0))
+    res: dict[str, Any] = {
+        "n": n, "n_angles": na, "slab": SLAB, "sirt_iters": case["sirt_iters"],
+        "phantom_setup_s": round(time.perf_counter() - t0, 3),
+    }
+    peer = Astra(astra_mod, n, ang, projector) if astra_mod is not None else None
+    tag = f"{n}^2/{na}"
+
+    # --- FBP
+    log(f"[{tag}] FBP tomoflow (slab of {SLAB}) ...")
+    with PeakMemory() as mem:
+        tt, rec = time_call(lambda: fbp(slab_sino, ang, filter="ramp"), repeat=case["reps_tf"])
+    fbp_res: dict[str, Any] = {"tomoflow": {**tt.as_dict(per=SLAB), **mem.as_dict(),
+                                            "rmse": rmse_masked(rec[0], phantom, mask),
+                                            "slab_slices_identical_maxdiff": float(np.max(np.abs(rec - rec[:1])))}}
+    if peer is not None:
+        log(f"[{tag}] FBP astra (slice by slice) ...")
+        with PeakMemory() as mem:
+            ta, reca = time_call(lambda: peer.fbp(sino), repeat=case["reps_astra"])
+        fbp_res["astra"] = {**ta.as_dict(), **mem.as_dict(), "rmse": rmse_masked(reca, phantom, mask),
+                            "algorithm": "FBP (CPU)", "filter": "ram-lak", "projector": projector}
+        fbp_res["speedup"] = ta.best / (tt.best / SLAB)
+        fbp_res["speedup_median"] = ta.median / (tt.median / SLAB)
+        fbp_res["rmse_tomoflow_vs_astra"] = rmse_masked(rec[0], reca, mask)
+        fbp_res["rmse_tomoflow_vs_astra_flipped_ud"] = rmse_masked(rec[0], reca[::-1], mask)
+    res["fbp"] = fbp_res
+
+    # --- forward projection
+    log(f"[{tag}] FP tomoflow (slab of {SLAB}) ...")
+    with PeakMemory() as mem:
+        tt, fp = time_call(lambda: project(slab_vol, ang), repeat=case["reps_tf"])
+    fp_res: dict[str, Any] = {"tomoflow": {**tt.as_dict(per=SLAB), **mem.as_dict(), "rmse": rmse(fp[:, 0], sino),
+                                           "model": "pixel-driven, linear interpolation"}}
+    if peer is not None:
+        log(f"[{tag}] FP astra (slice by slice) ...")
+        with PeakMemory() as mem:
+            ta, fpa = time_call(lambda: peer.fp(phantom), repeat=case["reps_astra"])
+        fp_res["astra"] = {**ta.as_dict(), **mem.as_dict(), "rmse": rmse(fpa, sino),
+                           "algorithm": "FP (CPU)", "projector": projector}
+        fp_res["speedup"] = ta.best / (tt.best / SLAB)
+        fp_res["speedup_median"] = ta.median / (tt.median / SLAB)
+    fp_res["reference_rms"] = float(np.sqrt(np.mean(sino.astype(np.float64) ** 2)))
+    res["fp"] = fp_res
+
+    # --- SIRT
+    k = case["sirt_iters"]
+    log(f"[{tag}] SIRT tomoflow, {k} iterations (slab of {SLAB}) ...")
+    stamps: list[float] = []
+    with PeakMemory() as mem:
+        c0, w0 = time.process_time(), time.perf_counter()
+        xs = sirt(slab_sino, ang, n_iter=k, positivity=True, callback=lambda it, x: stamps.append(time.perf_counter()))
+        c1, w1 = time.process_time(), time.perf_counter()
+    # mean time of iterations 2..k (the gap before the first callback also holds the set-up)
+    per_it = (stamps[-1] - stamps[0]) / (k - 1) if k > 1 else (w1 - w0)
+    sirt_res: dict[str, Any] = {"tomoflow": {
+        "total_s": round(w1 - w0, 6), "iterations": k,
+        "per_iteration_s": round(per_it, 6), "per_iteration_per_slice_s": round(per_it / SLAB, 6),
+        "setup_s": round(max(0.0, (w1 - w0) - per_it * k), 6), "cores_busy": round((c1 - c0) / (w1 - w0), 3),
+        **mem.as_dict(), "rmse": rmse_masked(xs[0], phantom, mask), "positivity": True}}
+    if peer is not None:
+        log(f"[{tag}] SIRT astra, {k} iterations (one slice) ...")
+        with PeakMemory() as mem:
+            c0 = time.process_time()
+            xa, setup, run_s = peer.sirt(sino, k)
+            c1 = time.process_time()
+        sirt_res["astra"] = {"total_s": round(setup + run_s, 6), "iterations": k,
+                             "per_iteration_per_slice_s": round(run_s / k, 6), "setup_s": round(setup, 6),
+                             "cores_busy": round((c1 - c0) / max(setup + run_s, 1e-9), 3), **mem.as_dict(),
+                             "rmse": rmse_masked(xa, phantom, mask), "algorithm": "SIRT (CPU)",
+                             "options": {"MinConstraint": 0.0}, "projector": projector}
+        sirt_res["speedup"] = (run_s / k) / (per_it / SLAB)
+    res["sirt"] = sirt_res
+    if peer is not None:
+        peer.close()
+    return res
+
+
+def run_mlem(cfg: dict[str, int], log: Any) -> dict[str, Any]:
+    na, rows, cols, k = cfg["n_angles"], cfg["rows"], cfg["cols"], cfg["n_iter"]
+    ang = np.linspace(0.0, 180.0, na)
+    sino = analytic_sinogram(cols, ang)
+    proj = np.ascontiguousarray(np.repeat(sino[:, None, :], rows, axis=1))
+    log(f"[MLEM] {k} iterations on {na} x {rows} x {cols} (angles x rows x cols), one call ...")
+    stamps: list[float] = []
+    with PeakMemory() as mem:
+        tt, x = time_call(lambda: mlem(proj, ang, n_iter=k, callback=lambda it, _x: stamps.append(time.perf_counter())),
+                          repeat=1)
+    phantom = rasterise_phantom(cols, 4)
+    return {
+        "shape": [na, rows, cols], "angles": "linspace(0, 180, 181) degrees" if na == 181 else f"linspace(0, 180, {na})",
+        "n_iter": k, "total_s": round(tt.best, 4), "per_iteration_s": round(tt.best / k, 4),
+        "cores_busy": round(tt.cores_busy, 3), **mem.as_dict(),
+        "input_bytes": int(proj.nbytes),
+        "rmse_slice0": rmse_masked(x[0], phantom, circle_mask((cols, cols))),
+    }
+
+
+# ----------------------------------------------------------------------------- report
+def summarise(cases: list[dict[str, Any]], mlem_res: dict[str, Any] | None, have_astra: bool) -> dict[str, Any]:
+    head = next((c for c in cases if (c["n"], c["n_angles"]) == HEADLINE_CASE), cases[-1])
+    h: dict[str, Any] = {"case": f"{head['n']}^2/{head['n_angles']}", "targets": TARGETS}
+    if have_astra:
+        f, p = head["fbp"], head["fp"]
+        h["fbp_speedup"] = round(f["speedup"], 2)
+        h["fbp_rmse_tomoflow"] = f["tomoflow"]["rmse"]
+        h["fbp_rmse_astra"] = f["astra"]["rmse"]
+        h["fbp_target_met"] = bool(f["speedup"] >= TARGETS["fbp_speedup"] and f["tomoflow"]["rmse"] <= f["astra"]["rmse"])
+        h["fp_speedup"] = round(p["speedup"], 2)
+        h["fp_target_met"] = bool(p["speedup"] >= TARGETS["fp_speedup"])
+    if mlem_res is not None:
+        h["mlem_seconds"] = mlem_res["total_s"]
+        h["mlem_target_met"] = bool(mlem_res["total_s"] <= TARGETS["mlem_seconds"])
+    return h
+
+
+def print_report(cases: list[dict[str, Any]], mlem_res: dict[str, Any] | None, headline: dict[str, Any],
+                 have_astra: bool, projector: str) -> None:
+    rows = []
+    for c in cases:
+        tag = f"{c['n']}^2/{c['n_angles']}"
+        for op, label in (("fbp", "FBP ramp"), ("sirt", f"SIRT x{c['sirt_iters']} (per it.)"), ("fp", "forward proj.")):
+            r = c[op]
+            if op == "sirt":
+                t_tf = r["tomoflow"]["per_iteration_per_slice_s"]
+                t_as = r["astra"]["per_iteration_per_slice_s"] if have_astra else None
+            else:
+                t_tf = r["tomoflow"]["best_per_s"]
+                t_as = r["astra"]["best_s"] if have_astra else None
+            rows.append([
+                tag, label, fmt_time(t_tf), fmt_time(t_as),
+                f"{r['speedup']:.1f}x" if have_astra else "-",
+                f"{r['tomoflow']['rmse']:.4f}", f"{r['astra']['rmse']:.4f}" if have_astra else "-",
+            ])
+    print()
+    print_table(rows, ["case", "operation", "tomoflow/slice", "astra/slice", "speed-up", "RMSE tomoflow", "RMSE astra"],
+                title=f"tomoflow (slab of {SLAB}, per slice) vs ASTRA CPU (slice by slice, '{projector}' projector); "
+                      "RMSE: FBP/SIRT vs phantom in circle, FP vs exact line integrals")
+    if mlem_res is not None:
+        print(f"\nMLEM {mlem_res['n_iter']} iterations on {' x '.join(map(str, mlem_res['shape']))}: "
+              f"{mlem_res['total_s']:.2f} s ({mlem_res['per_iteration_s']:.2f} s/iteration, "
+              f"peak RSS +{mlem_res['delta_rss_bytes'] / 2**20:.0f} MiB)")
+    print(f"\nHeadline ({headline['case']}):", end=" ")
+    parts = []
+    if have_astra:
+        parts.append(f"FBP speed-up {headline['fbp_speedup']:.1f}x (target >= {TARGETS['fbp_speedup']:g}x at equal or "
+                     f"lower RMSE: {'met' if headline['fbp_target_met'] else 'NOT met'})")
+        parts.append(f"FP speed-up {headline['fp_speedup']:.1f}x (target >= {TARGETS['fp_speedup']:g}x: "
+                     f"{'met' if headline['fp_target_met'] else 'NOT met'})")
+    if mlem_res is not None:
+        parts.append(f"MLEM {headline['mlem_seconds']:.1f} s (target <= {TARGETS['mlem_seconds']:g} s: "
+                     f"{'met' if headline['mlem_target_met'] else 'NOT met'})")
+    print("; ".join(parts) if parts else "-")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="tiny sizes (seconds); for smoke tests")
+    ap.add_argument("--output", type=Path, default=None,
+                    help="JSON path (default benchmarks/results/bench_recon.json, or bench_recon_quick.json with --quick)")
+    ap.add_argument("--astra-projector", default="linear", choices=["linear", "line", "strip"],
+                    help="ASTRA 2-D CPU projector used by FBP, SIRT and FP (default linear)")
+    ap.add_argument("--no-astra", action="store_true", help="skip the ASTRA peer even when installed")
+    ap.add_argument("--require-astra", action="store_true", help="fail when astra-toolbox is not importable")
+    ap.add_argument("--no-mlem", action="store_true", help="skip the MLEM timing")
+    ap.add_argument("--wait-idle", type=float, default=None, metavar="SECONDS",
+                    help="before each case wait up to SECONDS for other processes to leave the CPU "
+                         "(default 120, 0 with --quick); the measured load is recorded either way")
+    ap.add_argument("--strict", action="store_true", help="exit 1 when a headline target is missed")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    t_start = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(f"{time.perf_counter() - t_start:7.1f}s  {msg}", flush=True)
+
+    astra_mod = None if args.no_astra else import_astra()
+    if astra_mod is None and args.require_astra:
+        print("astra-toolbox is not installed in this environment (see benchmarks/README.md)", file=sys.stderr)
+        return 2
+    have_astra = astra_mod is not None
+    astra_version = getattr(astra_mod, "__version__", None) if have_astra else None
+    import numba
+
+    log(f"astra-toolbox: {astra_version or 'not available - tomoflow only'}; "
+        f"numba threads: {numba.get_num_threads()} ({numba.config.THREADING_LAYER})")
+    alignment = None
+    if have_astra:
+        alignment = check_alignment(astra_mod, args.astra_projector)
+        log(f"geometry check: max column difference {alignment['astra_angles=-theta']['max_column_difference']} px "
+            f"with astra angles = -theta (vs {alignment['astra_angles=+theta']['max_column_difference']} px with +theta)")
+        if not alignment["aligned"]:
+            print("ERROR: ASTRA and tomoflow geometries do not line up; results would be meaningless", file=sys.stderr)
+            return 3
+    log("warm-up (numba compile / cache load, ASTRA first call) ...")
+    warm = warm_up(astra_mod, args.astra_projector)
+    log(f"warm-up done: {warm}")
+
+    cases_cfg = QUICK_CASES if args.quick else FULL_CASES
+    wait = args.wait_idle if args.wait_idle is not None else (0.0 if args.quick else 120.0)
+
+    def load_guard(label: str) -> float | None:
+        load = wait_for_idle(wait, log=log) if wait > 0 else other_cpu_load(0.5 if args.quick else 1.0)
+        if load is not None and load >= 0.3:
+            log(f"WARNING: other processes use {load:.2f} cores {label}; timings are unreliable")
+        return None if load is None else round(load, 3)
+
+    cases = []
+    for c in cases_cfg:
+        before = load_guard("before this case")
+        r = run_case(c, astra_mod, args.astra_projector, log)
+        r["other_cpu_load"] = {"before": before, "after": load_guard("after this case") if not args.quick else None}
+        cases.append(r)
+    mlem_res = None
+    if not args.no_mlem:
+        before = load_guard("before MLEM")
+        mlem_res = run_mlem(QUICK_MLEM if args.quick else FULL_MLEM, log)
+        mlem_res["other_cpu_load"] = {"before": before}
+    headline = summarise(cases, mlem_res, have_astra)
+    print_report(cases, mlem_res, headline, have_astra, args.astra_projector)
+
+    payload = {
+        "quick": bool(args.quick),
+        "slab": SLAB,
+        "astra_version": astra_version,
+        "astra_projector": args.astra_projector if have_astra else None,
+        "numba_threads": numba.get_num_threads(),
+        "numba_threading_layer": numba.config.THREADING_LAYER,
+        "geometry": {
+            "mapping": "astra parallel angles = -deg2rad(theta_tomoflow); same detector direction; "
+                       "rotation axis on column (ncol-1)/2 in both; astra image row 0 = top (y up)",
+            "check": alignment,
+        },
+        "method": {
+            "phantom": "modified Shepp-Logan (Toft), radius n/2; reference image rasterised with 4x4 supersampling",
+            "sinograms": "exact analytic line integrals sampled at detector column centres",
+            "angles": "uniform over [0, 180): k * 180 / n_angles",
+            "rmse": "FBP/SIRT: vs rasterised phantom inside circle_mask (radius n/2); FP: vs analytic sinogram, all bins",
+            "tomoflow": f"slab of {SLAB} identical slices per call; per-slice time = slab time / {SLAB}",
+            "astra": "2-D CPU algorithms, one slice per call; time includes creating/freeing data objects and "
+                     "the algorithm (projector and geometry reused)",
+            "timing": "FBP/FP: best of the repeats (median also recorded; speedup = astra best / tomoflow best "
+                      "per slice); SIRT: mean time per iteration, iterations 2..k from the iteration callbacks "
+                      "(tomoflow) or algorithm run time / iterations (astra)",
+            "load": "other_cpu_load = cores kept busy by other processes, measured for 1 s before and after "
+                    "each case; values above ~0.3 on a 2-core machine make the timings unreliable",
+            "warmup": "numba kernels compiled/loaded from cache and ASTRA called once before any timing",
+        },
+        "warmup_s": warm,
+        "cases": cases,
+        "mlem": mlem_res,
+        "headline": headline,
+        "total_runtime_s": round(time.perf_counter() - t_start, 1),
+    }
+    name = "bench_recon_quick" if args.quick else "bench_recon"
+    path = write_results(name, payload, path=args.output, extra_packages=["astra-toolbox"])
+    log(f"wrote {path}")
+    if args.strict:
+        missed = [k for k in ("fbp_target_met", "fp_target_met", "mlem_target_met") if headline.get(k) is False]
+        if missed:
+            print(f"targets missed: {', '.join(missed)}", file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,127 @@
+import numpy as np
+import pytest
+
+import tomoflow
+from tomoflow.errors import ConfigError, StoreError
+from tomoflow.io import VolumeStore, open_volume, write_scan
+from tomoflow.pipeline.reconstruct import choose_slab_rows, reconstruct_scan, slab_bytes
+from tomoflow.recon import project
+from tomoflow.recon.fbp import fbp
+from tomoflow.recon.iterative import sirt
+from tomoflow.testing import disk_phantom
+
+N_ROWS, N = 40, 48
+ANGLES = np.linspace(0, 180, 60, endpoint=False)
+CENTER = 24.8
+
+
+@pytest.fixture(scope="module")
+def scan(tmp_path_factory):
+    """A raw-intensity scan store (flats/darks) with 40 rows in chunks of 8."""
+    path = tmp_path_factory.mktemp("pipe") / "scan.zarr"
+    vol = disk_phantom((N_ROWS, N, N)) * 0.05
+    line = project(vol, ANGLES, center=CENTER)
+    flat = np.full((2, N_ROWS, N), 1000.0, np.float32)
+    dark = np.full((2, N_ROWS, N), 10.0, np.float32)
+    raw = (flat[0] - dark[0]) * np.exp(-line) + dark[0]
+    with tomoflow.config.set(scan_chunk_rows=8):
+        write_scan(path, raw, ANGLES, flats=flat, darks=dark, pixel_size_um=0.05)
+    return path, line
+
+
+@pytest.fixture
+def small_slabs():
+    # A budget that fits one 8-row chunk per slab: 5 slabs for 40 rows.
+    budget = slab_bytes(len(ANGLES), N, (N, N), 8, "fbp") + 1
+    with tomoflow.config.set(scan_chunk_rows=8, worker_memory_budget=budget, pyramid_levels=2):
+        yield
+
+
+def test_dask_volume_equals_in_memory_reconstruction(scan, tmp_path, small_slabs, dask_client):
+    path, line = scan
+    out = tmp_path / "vol.zarr"
+    seen = []
+    v = reconstruct_scan(path, out, center=CENTER, client=dask_client, progress=lambda *a: seen.append(a))
+    assert v.slab_rows == 8 and len(v.slabs()) == 5
+    ref = fbp(line, ANGLES, center=CENTER, mask=True)
+    np.testing.assert_allclose(np.asarray(v.level(0)[:]), ref, atol=2e-4)
+    assert v.is_complete() and v.done_slabs().all()
+    assert ("recon", 5, 5) in seen
+    # pyramid: level 1 is the 2x block mean of level 0
+    lvl1 = np.asarray(v.level(1)[:])
+    np.testing.assert_allclose(lvl1[0, 0, 0], ref[:2, :2, :2].mean(), rtol=1e-5)
+    # task names are readable dashboard groups
+    from dask.utils import key_split
+
+    assert key_split((f"recon-fbp-{'ab12cd34ef56'}", 0)) == "recon-fbp"
+
+
+def test_ome_zarr_metadata_and_readers(scan, tmp_path, small_slabs):
+    path, _ = scan
+    out = tmp_path / "vol.zarr"
+    reconstruct_scan(path, out, center=CENTER)
+    da = open_volume(out)
+    assert da.dims == ("z", "y", "x") and da.dtype == np.float32
+    assert float(da.x[1] - da.x[0]) == pytest.approx(0.05)
+    assert da.x.attrs["units"] == "micrometer"
+    ome = VolumeStore.open(out).group.attrs["ome"]
+    assert ome["version"] == "0.5"
+    ms = ome["multiscales"][0]
+    assert [a["unit"] for a in ms["axes"]] == ["micrometer"] * 3
+    assert ms["datasets"][1]["coordinateTransformations"][0]["scale"] == pytest.approx([0.1] * 3)
+    # ome-zarr-py reads it as an image with the voxel size
+    ome_zarr = pytest.importorskip("ome_zarr.reader")
+    from ome_zarr.io import parse_url
+
+    nodes = list(ome_zarr.Reader(parse_url(str(out)))())
+    assert nodes and nodes[0].data[0].shape == (N_ROWS, N, N)
+    scales = nodes[0].metadata["coordinateTransformations"][0][0]["scale"]
+    assert scales == pytest.approx([0.05] * 3)
+
+
+def test_interrupted_reconstruction_resumes_without_recomputing(scan, tmp_path, small_slabs):
+    path, line = scan
+    out = tmp_path / "vol.zarr"
+    with pytest.raises(RuntimeError, match="interruption"):
+        reconstruct_scan(path, out, center=CENTER, fail_after=2)
+    v = VolumeStore.open(out)
+    done_before = v.done_slabs().copy()
+    assert 2 <= done_before.sum() < 5 and not v.is_complete()
+    k = int(np.argmax(done_before))  # a slab finished before the interruption
+    z0, z1 = v.slabs()[k]
+    first = np.asarray(v.level(0)[z0:z1]).copy()
+    assert np.abs(first).max() > 0
+    v = reconstruct_scan(path, out, center=CENTER)
+    info = v.attrs.stages["recon"].info
+    assert info["slabs_computed"] == 5 - done_before.sum()
+    assert v.is_complete()
+    np.testing.assert_array_equal(np.asarray(v.level(0)[z0:z1]), first)
+    np.testing.assert_allclose(np.asarray(v.level(0)[:]), fbp(line, ANGLES, center=CENTER, mask=True), atol=2e-4)
+    # A completed store is not recomputed at all.
+    assert reconstruct_scan(path, out, center=CENTER).attrs.stages["recon"].info["slabs_computed"] == 0
+
+
+def test_iterative_pipeline_and_parameter_mismatch(scan, tmp_path, small_slabs):
+    path, line = scan
+    out = tmp_path / "sirt.zarr"
+    v = reconstruct_scan(path, out, algorithm="sirt", n_iter=5, center=CENTER)
+    ref = sirt(line, ANGLES, center=CENTER, n_iter=5, mask=True)
+    np.testing.assert_allclose(np.asarray(v.level(0)[:]), ref, atol=2e-4)
+    with pytest.raises(StoreError, match="other parameters"):
+        reconstruct_scan(path, out, algorithm="sirt", n_iter=5, center=CENTER + 1)
+    with pytest.raises(ConfigError, match="algorithm"):
+        reconstruct_scan(path, tmp_path / "x.zarr", algorithm="art")
+
+
+def test_auto_centre_is_found(scan, tmp_path, small_slabs):
+    path, _ = scan
+    v = reconstruct_scan(path, tmp_path / "auto.zarr")
+    assert v.attrs.rotation_center == pytest.approx(CENTER, abs=0.25)
+
+
+def test_slab_rows_respect_the_memory_budget():
+    for budget in (50e6, 500e6, 2e9):
+        rows = choose_slab_rows(1500, 2048, 2048, (2048, 2048), "fbp", int(budget), 32)
+        assert rows % 32 == 0
+        assert rows == 32 or slab_bytes(1500, 2048, (2048, 2048), rows, "fbp") <= budget
+    assert choose_slab_rows(100, 40, 64, (64, 64), "fbp", int(1e12), 8) == 40
