@@ -424,12 +424,19 @@ class RawScan:
         overwrite: bool = False,
         progress: Callable[[int], Any] | None = None,
         chunks: tuple[int, int, int] | None = None,
+        pixel_size_um: float | None = None,
+        energy_kev: float | None = None,
     ) -> ScanStore:
         """Validate and stream the scan into a new scan store; return it marked ``ingest`` complete.
 
         The projections are copied in chunk-aligned blocks of angles. If reading fails midway the
         store is left with ``ingest`` incomplete, which :meth:`ScanStore.open` refuses.
+        ``pixel_size_um`` (micrometre) and ``energy_kev`` (keV) override or supply the file's values.
         """
+        if pixel_size_um is not None:
+            self.pixel_size_um = float(pixel_size_um)
+        if energy_kev is not None:
+            self.energy_kev = float(energy_kev)
         self.validate()
         meta: dict[str, Any] = {
             "source": self.source,

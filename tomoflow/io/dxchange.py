@@ -164,11 +164,8 @@ def ingest_dxchange(
         The store, ``ingest`` complete.
     """
     with open_dxchange(path, angles=angles) as raw:
-        if pixel_size_um is not None:
-            raw.pixel_size_um = float(pixel_size_um)
-        if energy_kev is not None:
-            raw.energy_kev = float(energy_kev)
-        return raw.to_store(store_path, overwrite=overwrite, progress=progress)
+        return raw.to_store(store_path, overwrite=overwrite, progress=progress, pixel_size_um=pixel_size_um,
+                            energy_kev=energy_kev)
 
 
 def write_dxchange(

@@ -249,6 +249,5 @@ def ingest_tiff(
         The store, ``ingest`` complete.
     """
     with open_tiff(source, angles=angles, flats=flats, darks=darks) as raw:
-        raw.pixel_size_um = None if pixel_size_um is None else float(pixel_size_um)
-        raw.energy_kev = None if energy_kev is None else float(energy_kev)
-        return raw.to_store(store_path, overwrite=overwrite, progress=progress)
+        return raw.to_store(store_path, overwrite=overwrite, progress=progress, pixel_size_um=pixel_size_um,
+                            energy_kev=energy_kev)

@@ -281,8 +281,5 @@ def ingest_txrm(
         The store, ``ingest`` complete; the reference image (if any) is its single flat.
     """
     with open_txrm(path, angles=angles) as raw:
-        if pixel_size_um is not None:
-            raw.pixel_size_um = float(pixel_size_um)
-        if energy_kev is not None:
-            raw.energy_kev = float(energy_kev)
-        return raw.to_store(store_path, overwrite=overwrite, progress=progress)
+        return raw.to_store(store_path, overwrite=overwrite, progress=progress, pixel_size_um=pixel_size_um,
+                            energy_kev=energy_kev)
