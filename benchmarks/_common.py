@@ -37,6 +37,7 @@ __all__ = [
     "fmt_time",
     "fmt_bytes",
     "other_cpu_load",
+    "OtherLoad",
     "wait_for_idle",
 ]
 
@@ -225,6 +226,35 @@ def other_cpu_load(interval: float = 1.0) -> float | None:
     return max(0.0, busy_cores - (c1 - c0) / interval)
 
 
+class OtherLoad:
+    """Cores kept busy by OTHER processes, on average, while a ``with`` block runs.
+
+    Costs nothing during the block (reads /proc/stat at entry and exit and subtracts this process's
+    own CPU time). ``cores`` is None where /proc/stat is unavailable.
+    """
+
+    def __init__(self) -> None:
+        self.cores: float | None = None
+        self._a: tuple[int, int] | None = None
+
+    def __enter__(self) -> OtherLoad:
+        self._a = _cpu_jiffies()
+        self._c0 = time.process_time()
+        self._w0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        b = _cpu_jiffies()
+        wall = time.perf_counter() - self._w0
+        own = time.process_time() - self._c0
+        if self._a is None or b is None or wall <= 0:
+            return
+        hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        # jiffies are coarse (10 ms): blocks much shorter than ~0.5 s give noisy values
+        self.cores = max(0.0, ((b[0] - self._a[0]) / hz - own) / wall)
+        self.wall = wall
+
+
 def wait_for_idle(max_wait: float, threshold: float = 0.3, interval: float = 1.0,
                   log: Callable[[str], None] | None = None) -> float | None:
     """Wait (up to ``max_wait`` seconds) until other processes use less than ``threshold`` cores.
@@ -233,9 +263,11 @@ def wait_for_idle(max_wait: float, threshold: float = 0.3, interval: float = 1.0
     """
     t0 = time.perf_counter()
     load = other_cpu_load(interval)
+    tries = 0
     while load is not None and load >= threshold and time.perf_counter() - t0 < max_wait:
-        if log is not None:
-            log(f"machine busy: other processes use {load:.2f} cores; waiting ...")
+        if log is not None and tries % 10 == 0:
+            log(f"machine busy: other processes use {load:.2f} cores; waiting (up to {max_wait:.0f} s) ...")
+        tries += 1
         load = other_cpu_load(interval)
     return load
 

@@ -68,6 +68,21 @@ def _prepare(projections: Any, angles_deg: Any, n_iter: int, tol: float | None):
     return xp, p, ang, single
 
 
+def _record_step(info: IterationInfo, xp: Any, it: int, x_old: Any, x_new: Any,
+                 callback: Callable[[int, Any], None] | None, tol: float | None) -> bool:
+    """Book-keep one iteration (relative update, callback); True when ``tol`` is reached."""
+    norm = float(xp.linalg.norm(x_old.ravel()))
+    rel = float(xp.linalg.norm((x_new - x_old).ravel())) / norm if norm > 0 else math.inf
+    info.relative_update.append(rel)
+    info.n_iter = it + 1
+    if callback is not None:
+        callback(it, x_new)
+    if tol is not None and rel < tol:
+        info.converged = True
+        return True
+    return False
+
+
 def _mask_for(xp: Any, shape: tuple[int, int], mask: bool) -> Any:
     return circle_mask(shape, xp)[None].astype(xp.float32) if mask else None
 
@@ -145,14 +160,9 @@ def mlem(
         ratio = xp.where(ax > eps, y / xp.maximum(ax, eps), xp.where(y > 0, xp.float32(1.0), xp.float32(0.0)))
         info.objective.append(_kl(xp, y, ax))
         x_new = x * (backproject(ratio, ang, center, (ny, nx), backend=backend) / safe_sens)
-        rel = float(xp.linalg.norm((x_new - x).ravel()) / max(float(xp.linalg.norm(x.ravel())), 1e-30))
+        stop = _record_step(info, xp, it, x, x_new, callback, tol)
         x = x_new
-        info.relative_update.append(rel)
-        info.n_iter = it + 1
-        if callback is not None:
-            callback(it, x)
-        if tol is not None and rel < tol:
-            info.converged = True
+        if stop:
             break
     out = x[0] if single else x
     return (out, info) if return_info else out
@@ -218,15 +228,9 @@ def sirt(
         x_new = x + upd
         if positivity:
             x_new = xp.maximum(x_new, 0)
-        norm = float(xp.linalg.norm(x.ravel()))
-        rel = float(xp.linalg.norm((x_new - x).ravel())) / norm if norm > 0 else math.inf
+        stop = _record_step(info, xp, it, x, x_new, callback, tol)
         x = x_new
-        info.relative_update.append(rel)
-        info.n_iter = it + 1
-        if callback is not None:
-            callback(it, x)
-        if tol is not None and rel < tol:
-            info.converged = True
+        if stop:
             break
     out = x[0] if single else x
     return (out, info) if return_info else out
