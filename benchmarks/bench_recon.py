@@ -444,11 +444,11 @@ def summarise(cases: list[dict[str, Any]], mlem_res: dict[str, Any] | None, have
     h: dict[str, Any] = {"case": f"{head['n']}^2/{head['n_angles']}", "targets": TARGETS}
     if have_astra:
         f, p = head["fbp"], head["fp"]
-        h["fbp_speedup"] = round(f["speedup"], 2)
+        h["fbp_speedup"] = round(f["speedup"], 3)
         h["fbp_rmse_tomoflow"] = f["tomoflow"]["rmse"]
         h["fbp_rmse_astra"] = f["astra"]["rmse"]
         h["fbp_target_met"] = bool(f["speedup"] >= TARGETS["fbp_speedup"] and f["tomoflow"]["rmse"] <= f["astra"]["rmse"])
-        h["fp_speedup"] = round(p["speedup"], 2)
+        h["fp_speedup"] = round(p["speedup"], 3)
         h["fp_target_met"] = bool(p["speedup"] >= TARGETS["fp_speedup"])
     if mlem_res is not None:
         h["mlem_seconds"] = mlem_res["total_s"]
