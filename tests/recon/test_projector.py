@@ -73,3 +73,16 @@ def test_cupy_matches_numpy(_):
     out = project(cupy.asarray(x), ang)
     assert isinstance(out, cupy.ndarray)
     np.testing.assert_allclose(out.get(), project(x, ang), rtol=1e-4, atol=1e-4)
+
+
+def test_forward_projection_is_accurate_at_every_angle():
+    """Projections of a rasterised disk match its exact chord lengths at 0, 30 and 45 degrees alike
+    (a plain linear splat ripples at 45 degrees)."""
+    n, r = 96, 30.0
+    yy, xx = np.mgrid[:n, :n] - (n - 1) / 2.0
+    sub = np.linspace(-0.375, 0.375, 4)  # 4x4 supersampled rasterisation
+    disk = np.mean([((yy + a) ** 2 + (xx + b) ** 2 <= r * r) for a in sub for b in sub], axis=0).astype(np.float32)
+    s = np.arange(n) - (n - 1) / 2.0
+    exact = 2 * np.sqrt(np.clip(r * r - s**2, 0, None))
+    errors = [float(np.sqrt(np.mean((project(disk, [a])[0] - exact) ** 2))) for a in (0.0, 30.0, 45.0)]
+    assert max(errors) < 0.3  # the linear splat gave 2.6 at 45 degrees

@@ -3,6 +3,11 @@
 Imported lazily by the projector; compiled once and cached on disk (``cache=True``). Arrays are
 z-innermost (``(ny, nx, nz)`` volumes, ``(na, ncol, nz)`` sinograms) so the inner loop is a
 contiguous SIMD loop over slices, and pixels are processed in tiles for cache reuse.
+
+Pixel ``(y, x)`` projected to detector position ``t`` (fraction ``f`` past column ``floor(t)``)
+meets columns ``floor(t)`` and ``floor(t) + 1`` with triangle weights of half-width ``h`` and area 1:
+``w0 = max(0, 1 - f / h) / h``, ``w1 = max(0, 1 - (1 - f) / h) / h``; the kernels take ``1 / h`` per
+angle (``inv_hw``). ``h = 1`` is linear interpolation.
 """
 
 import math
@@ -17,7 +22,7 @@ if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "threadsafe"
 
 @numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
-def forward_kernel(vol, cos, sin, cx, cy, center, ncol, tile, ngroups):  # pragma: no cover
+def forward_kernel(vol, cos, sin, inv_hw, cx, cy, center, ncol, tile, ngroups):  # pragma: no cover
     # vol (ny, nx, nz) float32 -> out (na, ncol, nz) float32
     ny, nx, nz = vol.shape
     na = cos.shape[0]
@@ -33,14 +38,16 @@ def forward_kernel(vol, cos, sin, cx, cy, center, ncol, tile, ngroups):  # pragm
                 for a in range(a0, a1):
                     c = cos[a]
                     s = sin[a]
+                    q = inv_hw[a]
                     for y in range(ty * tile, min(ny, (ty + 1) * tile)):
                         base = (y - cy) * s + center - cx * c
                         for x in range(tx * tile, min(nx, (tx + 1) * tile)):
                             t = base + x * c
                             fi = math.floor(t)
                             i = int(fi)
-                            w1 = np.float32(t - fi)
-                            w0 = np.float32(1.0) - w1
+                            f = t - fi
+                            w0 = np.float32(max(0.0, 1.0 - f * q) * q)
+                            w1 = np.float32(max(0.0, 1.0 - (1.0 - f) * q) * q)
                             if i >= 0 and i < ncol - 1:
                                 for z in range(nz):
                                     v = vol[y, x, z]
@@ -56,7 +63,7 @@ def forward_kernel(vol, cos, sin, cx, cy, center, ncol, tile, ngroups):  # pragm
 
 
 @numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
-def back_kernel(sino, cos, sin, cx, cy, center, ny, nx, tile):  # pragma: no cover
+def back_kernel(sino, cos, sin, inv_hw, cx, cy, center, ny, nx, tile):  # pragma: no cover
     # sino (na, ncol, nz) float32 -> out (ny, nx, nz) float32
     na, ncol, nz = sino.shape
     out = np.zeros((ny, nx, nz), dtype=np.float32)
@@ -73,14 +80,16 @@ def back_kernel(sino, cos, sin, cx, cy, center, ny, nx, tile):  # pragma: no cov
         for a in range(na):
             c = cos[a]
             s = sin[a]
+            q = inv_hw[a]
             for y in range(y0, y1):
                 base = (y - cy) * s + center - cx * c
                 for x in range(x0, x1):
                     t = base + x * c
                     fi = math.floor(t)
                     i = int(fi)
-                    w1 = np.float32(t - fi)
-                    w0 = np.float32(1.0) - w1
+                    f = t - fi
+                    w0 = np.float32(max(0.0, 1.0 - f * q) * q)
+                    w1 = np.float32(max(0.0, 1.0 - (1.0 - f) * q) * q)
                     if i >= 0 and i < ncol - 1:
                         for z in range(nz):
                             acc[y - y0, x - x0, z] += w0 * sino[a, i, z] + w1 * sino[a, i + 1, z]

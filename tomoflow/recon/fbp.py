@@ -102,7 +102,7 @@ def fbp(
         raise InputError(f"rotation centre {center!r} is outside the detector (0 .. {ncol - 1})")
     filtered = filter_projections(p, filter, shift_px=centre_column(ncol) - ctr, pad_factor=pad_factor)
     filtered *= xp.asarray(angular_weights(angles), dtype=xp.float32)[:, None, None]
-    vol = backproject(filtered, angles, center=None, shape=shape, backend=backend)
+    vol = backproject(filtered, angles, center=None, shape=shape, model="interpolate", backend=backend)
     if mask:
         vol *= circle_mask(vol.shape[1:], xp)[None]
     return vol[0] if single else vol

@@ -95,7 +95,8 @@ def filter_projections(
     left = (n - ncol) // 2
     right = n - ncol - left
     padded = xp.pad(p, [(0, 0)] * (p.ndim - 1) + [(left, right)], mode="edge")
-    spec = fft.rfft(padded, axis=-1)
+    threads = {"workers": -1} if xp is np else {}
+    spec = fft.rfft(padded, axis=-1, **threads)
     resp = xp.asarray(filter_response(filter_name, n))
     if shift_px:
         f = xp.asarray(np.fft.rfftfreq(n))
@@ -104,5 +105,5 @@ def filter_projections(
             ph[-1] = np.cos(2 * np.pi * 0.5 * float(shift_px))
         resp = resp * ph
     spec *= resp.astype(spec.dtype)
-    out = fft.irfft(spec, n=n, axis=-1)[..., left : left + ncol]
+    out = fft.irfft(spec, n=n, axis=-1, **threads)[..., left : left + ncol]
     return out.astype(xp.float32, copy=False)

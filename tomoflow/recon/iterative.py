@@ -140,7 +140,7 @@ def mlem(
     ones = xp.ones((1, ny, nx), dtype=xp.float32)
     if m is not None:
         ones = ones * m
-    sens = backproject(project(ones, ang, center, ncol, backend=backend) * 0 + 1, ang, center, (ny, nx), backend=backend)
+    sens = backproject(xp.ones((na, 1, ncol), dtype=xp.float32), ang, center, (ny, nx), backend=backend)
     sens = sens * (ones if m is not None else 1)
     safe_sens = xp.where(sens > 1e-6, sens, xp.inf)
     if x0 is None:

@@ -15,9 +15,13 @@ see ``y``.
 
 Model
 -----
-Pixel-driven with linear interpolation: pixel ``(y, x)`` deposits its value into the two detector
-columns around ``s`` with linear weights (forward), and the backprojector gathers with exactly the
-same weights, so ``<A x, y> == <x, A^T y>`` to rounding.
+Pixel-driven with a triangle footprint: pixel ``(y, x)`` deposits its value into the two detector
+columns around ``s`` with triangle weights of half-width ``h = max(|cos|, |sin|)`` and area 1
+(the transpose of Joseph's ray-driven interpolation, the model of astra's ``linear`` projector; a
+plain linear splat of half-width 1 ripples at 45 degrees). :func:`backproject` with the default
+``model="adjoint"`` gathers with exactly the same weights, so ``<A x, y> == <x, A^T y>`` to rounding;
+``model="interpolate"`` gathers with linear interpolation (``h = 1``, weights summing to 1), the
+backprojection of filtered backprojection.
 
 Backends
 --------
@@ -66,21 +70,21 @@ def _pixel_coords(xp: Any, ny: int, nx: int) -> tuple[Any, Any]:
     return u, v
 
 
-def _interp_weights(xp: Any, u: Any, v: Any, c: float, s: float, center: float, ncol: int):
+def _interp_weights(xp: Any, u: Any, v: Any, c: float, s: float, q: float, center: float, ncol: int):
     t = u * c + v * s + center
     fi = xp.floor(t)
-    w1 = (t - fi).astype(xp.float32)
+    f = t - fi
     i0 = fi.astype(xp.int64)
     ok0 = (i0 >= 0) & (i0 <= ncol - 1)
     ok1 = (i0 >= -1) & (i0 <= ncol - 2)
-    w0 = xp.where(ok0, 1.0 - w1, 0.0).astype(xp.float32)
-    w1 = xp.where(ok1, w1, 0.0).astype(xp.float32)
+    w0 = xp.where(ok0, xp.maximum(0.0, 1.0 - f * q) * q, 0.0).astype(xp.float32)
+    w1 = xp.where(ok1, xp.maximum(0.0, 1.0 - (1.0 - f) * q) * q, 0.0).astype(xp.float32)
     j0 = xp.clip(i0, 0, ncol - 1)
     j1 = xp.clip(i0 + 1, 0, ncol - 1)
     return j0, j1, w0, w1
 
 
-def _fp_xp(vol: Any, cos: np.ndarray, sin: np.ndarray, center: float, ncol: int) -> Any:
+def _fp_xp(vol: Any, cos: np.ndarray, sin: np.ndarray, inv_hw: np.ndarray, center: float, ncol: int) -> Any:
     """vol (nz, ny, nx) -> (na, nz, ncol) with xp ops (bincount scatter)."""
     xp = get_namespace(vol)
     nz, ny, nx = vol.shape
@@ -89,21 +93,21 @@ def _fp_xp(vol: Any, cos: np.ndarray, sin: np.ndarray, center: float, ncol: int)
     zoff = (xp.arange(nz, dtype=xp.int64) * ncol)[:, None, None]
     volf = vol.astype(xp.float32, copy=False)
     for a in range(cos.shape[0]):
-        j0, j1, w0, w1 = _interp_weights(xp, u, v, float(cos[a]), float(sin[a]), center, ncol)
+        j0, j1, w0, w1 = _interp_weights(xp, u, v, float(cos[a]), float(sin[a]), float(inv_hw[a]), center, ncol)
         idx = xp.concatenate([(zoff + j0[None]).ravel(), (zoff + j1[None]).ravel()])
         wts = xp.concatenate([(volf * w0[None]).ravel(), (volf * w1[None]).ravel()])
         out[a] = xp.bincount(idx, weights=wts, minlength=nz * ncol).reshape(nz, ncol)
     return out
 
 
-def _bp_xp(sino: Any, cos: np.ndarray, sin: np.ndarray, center: float, ny: int, nx: int) -> Any:
+def _bp_xp(sino: Any, cos: np.ndarray, sin: np.ndarray, inv_hw: np.ndarray, center: float, ny: int, nx: int) -> Any:
     """sino (na, nz, ncol) -> (nz, ny, nx) with xp ops (gather)."""
     xp = get_namespace(sino)
     na, nz, ncol = sino.shape
     u, v = _pixel_coords(xp, ny, nx)
     out = xp.zeros((nz, ny, nx), dtype=xp.float32)
     for a in range(na):
-        j0, j1, w0, w1 = _interp_weights(xp, u, v, float(cos[a]), float(sin[a]), center, ncol)
+        j0, j1, w0, w1 = _interp_weights(xp, u, v, float(cos[a]), float(sin[a]), float(inv_hw[a]), center, ncol)
         line = sino[a].astype(xp.float32, copy=False)
         out += line[:, j0] * w0[None] + line[:, j1] * w1[None]
     return out
@@ -120,6 +124,18 @@ def _angles_rad(angles_deg: Any) -> tuple[np.ndarray, np.ndarray]:
         raise InputError("projection angles contain NaN or Inf")
     rad = np.deg2rad(ang)
     return np.cos(rad), np.sin(rad)
+
+
+MODELS = ("adjoint", "interpolate")
+
+
+def _inverse_half_widths(cos: np.ndarray, sin: np.ndarray, model: str) -> np.ndarray:
+    """``1 / h`` per angle: triangle footprint (``adjoint``) or linear interpolation (``interpolate``)."""
+    if model == "adjoint":
+        return 1.0 / np.maximum(np.abs(cos), np.abs(sin))
+    if model == "interpolate":
+        return np.ones_like(cos)
+    raise InputError(f"model must be one of {MODELS}, got {model!r}")
 
 
 def _use_compiled(xp: Any, backend: str) -> bool:
@@ -139,22 +155,23 @@ def forward_project_slab(
     ncol = int(n_cols if n_cols is not None else nx)
     ctr = centre_column(ncol) if center is None else float(center)
     cos, sin = _angles_rad(angles_deg)
+    q = _inverse_half_widths(cos, sin, "adjoint")
     if _use_compiled(xp, backend):
         k = _compiled()
         out = np.empty((cos.size, nz, ncol), dtype=np.float32)
         for z0 in range(0, nz, _ZBLOCK):
             blk = np.ascontiguousarray(np.moveaxis(volume[z0 : z0 + _ZBLOCK], 0, -1), dtype=np.float32)
-            res = k.forward_kernel(blk, cos, sin, (nx - 1) / 2.0, (ny - 1) / 2.0, ctr, ncol, _TILE, 4 * k.numba.get_num_threads())
+            res = k.forward_kernel(blk, cos, sin, q, (nx - 1) / 2.0, (ny - 1) / 2.0, ctr, ncol, _TILE, 4 * k.numba.get_num_threads())
             out[:, z0 : z0 + _ZBLOCK, :] = np.moveaxis(res, -1, 1)
         return out
-    return _fp_xp(xp.asarray(volume), cos, sin, ctr, ncol)
+    return _fp_xp(xp.asarray(volume), cos, sin, q, ctr, ncol)
 
 
 def backproject_slab(
     projections: Any, angles_deg: Any, center: float | None = None, shape: tuple[int, int] | None = None,
-    *, backend: str = "auto",
+    *, model: str = "adjoint", backend: str = "auto",
 ) -> Any:
-    """Backproject (adjoint of :func:`forward_project_slab`) a stack ``(angle, row, col)``.
+    """Backproject a stack ``(angle, row, col)``; see :func:`backproject` (3-D only).
 
     Returns ``(row, ny, nx)``; ``shape`` is ``(ny, nx)``, default ``(ncol, ncol)``.
     """
@@ -165,15 +182,16 @@ def backproject_slab(
     cos, sin = _angles_rad(angles_deg)
     if cos.size != na:
         raise InputError(f"{cos.size} angles for {na} projections")
+    q = _inverse_half_widths(cos, sin, model)
     if _use_compiled(xp, backend):
         k = _compiled()
         out = np.empty((nz, ny, nx), dtype=np.float32)
         for z0 in range(0, nz, _ZBLOCK):
             blk = np.ascontiguousarray(np.moveaxis(projections[:, z0 : z0 + _ZBLOCK, :], 1, -1), dtype=np.float32)
-            res = k.back_kernel(blk, cos, sin, (nx - 1) / 2.0, (ny - 1) / 2.0, ctr, int(ny), int(nx), _TILE)
+            res = k.back_kernel(blk, cos, sin, q, (nx - 1) / 2.0, (ny - 1) / 2.0, ctr, int(ny), int(nx), _TILE)
             out[z0 : z0 + _ZBLOCK] = np.moveaxis(res, -1, 0)
         return out
-    return _bp_xp(xp.asarray(projections), cos, sin, ctr, int(ny), int(nx))
+    return _bp_xp(xp.asarray(projections), cos, sin, q, ctr, int(ny), int(nx))
 
 
 # ----------------------------------------------------------------------------- public API
@@ -209,8 +227,8 @@ def project(volume: Any, angles_deg: Any, center: float | None = None, n_cols: i
 
 
 def backproject(projections: Any, angles_deg: Any, center: float | None = None,
-                shape: tuple[int, int] | None = None, *, backend: str = "auto") -> Any:
-    """Unfiltered backprojection, the exact adjoint of :func:`project`.
+                shape: tuple[int, int] | None = None, *, model: str = "adjoint", backend: str = "auto") -> Any:
+    """Unfiltered backprojection.
 
     Parameters
     ----------
@@ -220,6 +238,9 @@ def backproject(projections: Any, angles_deg: Any, center: float | None = None,
         As in :func:`project`.
     shape
         Slice shape ``(ny, nx)``; default ``(ncol, ncol)``.
+    model
+        ``"adjoint"`` (default): the exact transpose of :func:`project` (iterative methods).
+        ``"interpolate"``: linear interpolation between detector columns (FBP).
 
     Returns
     -------
@@ -227,7 +248,7 @@ def backproject(projections: Any, angles_deg: Any, center: float | None = None,
     """
     p = projections
     if getattr(p, "ndim", 0) == 2:
-        return backproject_slab(p[:, None, :], angles_deg, center, shape, backend=backend)[0]
+        return backproject_slab(p[:, None, :], angles_deg, center, shape, model=model, backend=backend)[0]
     if getattr(p, "ndim", 0) != 3:
         raise InputError(f"backproject expects (angle, row, col) projections, got shape {getattr(p, 'shape', None)}")
-    return backproject_slab(p, angles_deg, center, shape, backend=backend)
+    return backproject_slab(p, angles_deg, center, shape, model=model, backend=backend)
