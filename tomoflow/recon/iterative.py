@@ -68,6 +68,30 @@ def _prepare(projections: Any, angles_deg: Any, n_iter: int, tol: float | None):
     return xp, p, ang, single
 
 
+_SUMS_CACHE: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _system_sums(xp: Any, ang: np.ndarray, center: float | None, ncol: int, shape: tuple[int, int], m: Any,
+                 backend: str) -> tuple[Any, Any]:
+    """Row sums ``A 1`` ``(angle, 1, col)`` and column sums ``A^T 1`` ``(1, y, x)`` of the (masked) system.
+
+    They depend only on the geometry, so NumPy results are cached (every slab of a volume shares them).
+    """
+    key = (ang.tobytes(), center, ncol, tuple(shape), m is not None, backend)
+    if xp is np and key in _SUMS_CACHE:
+        return _SUMS_CACHE[key]
+    ones = xp.ones((1, *shape), dtype=xp.float32) if m is None else m.copy()
+    row = project(ones, ang, center, ncol, backend=backend)
+    col = backproject(xp.ones((ang.size, 1, ncol), dtype=xp.float32), ang, center, shape, backend=backend)
+    if m is not None:
+        col = col * m
+    if xp is np:
+        if len(_SUMS_CACHE) >= 4:
+            _SUMS_CACHE.pop(next(iter(_SUMS_CACHE)))
+        _SUMS_CACHE[key] = (row, col)
+    return row, col
+
+
 def _record_step(info: IterationInfo, xp: Any, it: int, x_old: Any, x_new: Any,
                  callback: Callable[[int, Any], None] | None, tol: float | None) -> bool:
     """Book-keep one iteration (relative update, callback); True when ``tol`` is reached."""
@@ -137,12 +161,8 @@ def mlem(
     ny, nx = shape if shape is not None else (ncol, ncol)
     y = xp.maximum(p, 0)
     m = _mask_for(xp, (ny, nx), mask)
-    ones = xp.ones((1, ny, nx), dtype=xp.float32)
-    if m is not None:
-        ones = ones * m
-    sens = backproject(xp.ones((na, 1, ncol), dtype=xp.float32), ang, center, (ny, nx), backend=backend)
-    sens = sens * (ones if m is not None else 1)
-    safe_sens = xp.where(sens > 1e-6, sens, xp.inf)
+    _, col = _system_sums(xp, ang, center, ncol, (ny, nx), m, backend)
+    safe_sens = xp.where(col > 1e-6, col, xp.inf)
     if x0 is None:
         level = float(xp.mean(y)) / max(1.0, float(min(ny, nx)) * 0.7)
         x = xp.full((nz, ny, nx), max(level, 1e-6), dtype=xp.float32)
@@ -207,13 +227,9 @@ def sirt(
     na, nz, ncol = p.shape
     ny, nx = shape if shape is not None else (ncol, ncol)
     m = _mask_for(xp, (ny, nx), mask)
-    ones = xp.ones((1, ny, nx), dtype=xp.float32) if m is None else m.copy()
-    row = project(ones, ang, center, ncol, backend=backend)
+    row, col = _system_sums(xp, ang, center, ncol, (ny, nx), m, backend)
     rinv = xp.where(row > 1e-6, 1.0 / xp.maximum(row, 1e-6), 0).astype(xp.float32)
-    col = backproject(xp.ones((na, 1, ncol), dtype=xp.float32), ang, center, (ny, nx), backend=backend)
     cinv = xp.where(col > 1e-6, relaxation / xp.maximum(col, 1e-6), 0).astype(xp.float32)
-    if m is not None:
-        cinv = cinv * m
     if x0 is None:
         x = xp.zeros((nz, ny, nx), dtype=xp.float32)
     else:
