@@ -3,8 +3,8 @@
 A 512 x 512 x 512 volume (360 angles x 512 rows x 512 columns of raw intensities with flats and
 darks) is reconstructed with FBP on a LocalCluster of 2 single-threaded worker processes, under
 per-worker memory budgets of 2 GB and 512 MB. Reported: slab height the planner chose, wall time,
-time per slice, and the peak resident memory of each worker process (``ru_maxrss``), which must stay
-near the budget whatever the volume size.
+time per slice, and the peak resident memory of each worker process during the run (``VmHWM``,
+reset before it), which must stay near the budget whatever the volume size.
 
     python benchmarks/bench_pipeline.py            # 512^3
     python benchmarks/bench_pipeline.py --quick    # 64^3 smoke run
@@ -13,7 +13,6 @@ near the budget whatever the volume size.
 from __future__ import annotations
 
 import argparse
-import resource
 import shutil
 import sys
 import tempfile
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import fmt_bytes, print_table, write_results  # noqa: E402
+from _common import _reset_hwm, _rss_bytes, _status_kib, fmt_bytes, print_table, write_results  # noqa: E402
 
 import tomoflow  # noqa: E402
 from tomoflow.cluster import connect  # noqa: E402
@@ -33,8 +32,18 @@ from tomoflow.recon import project  # noqa: E402
 from tomoflow.testing import disk_phantom  # noqa: E402
 
 
-def _peak_rss() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+def _start_peak() -> int:
+    """Reset this worker's peak-RSS counter (VmHWM); return its resident memory now (bytes).
+
+    ``ru_maxrss`` is not used: it survives fork + exec, so a spawned worker inherits the peak of the
+    process that started it.
+    """
+    _reset_hwm()
+    return _rss_bytes()
+
+
+def _peak() -> int:
+    return (_status_kib("VmHWM") or 0) * 1024
 
 
 def make_scan(path: Path, n: int, n_angles: int) -> None:
@@ -51,6 +60,7 @@ def make_scan(path: Path, n: int, n_angles: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="64^3 smoke run")
+    ap.add_argument("--output", default=None, help="JSON path (default benchmarks/results/bench_pipeline[_quick].json)")
     args = ap.parse_args()
     n, n_angles = (64, 48) if args.quick else (512, 360)
     budgets = ("256MB", "64MB") if args.quick else ("2GB", "512MB")
@@ -64,13 +74,13 @@ def main() -> None:
             with connect("local", n_workers=2, threads_per_worker=1, processes=True, memory_limit="8GB",
                          dashboard_address=":0") as client:
                 client.run(lambda: __import__("tomoflow.recon", fromlist=["project"]).project(np.ones((1, 8, 8), np.float32), [0.0]))  # compile
-                base = client.run(_peak_rss)
+                base = client.run(_start_peak)
                 with tomoflow.config.set(worker_memory_budget=budget, pyramid_levels=2):
                     t = time.perf_counter()
                     v = reconstruct_scan(tmp / "scan.zarr", tmp / f"vol-{budget}.zarr", center=(n - 1) / 2,
                                          client=client, overwrite=True)
                     wall = time.perf_counter() - t
-                peaks = client.run(_peak_rss)
+                peaks = client.run(_peak)
             est = slab_bytes(n_angles, n, (n, n), v.slab_rows, "fbp")
             rows.append({
                 "budget": budget, "slab_rows": v.slab_rows, "slabs": len(v.slabs()), "estimate_bytes": est,
@@ -87,7 +97,8 @@ def main() -> None:
                  "worker peak RSS"],
                 title=f"Dask volume pipeline, FBP {n_angles} x {n} x {n} -> {n}^3, 2 workers x 1 thread (incl. pyramid)")
     write_results("bench_pipeline" + ("_quick" if args.quick else ""),
-                  {"volume": [n, n, n], "n_angles": n_angles, "workers": 2, "threads_per_worker": 1, "runs": rows})
+                  {"volume": [n, n, n], "n_angles": n_angles, "workers": 2, "threads_per_worker": 1, "runs": rows},
+                  path=args.output)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@ import pytest
 
 from tomoflow.errors import InputError
 from tomoflow.recon import backproject, project
-from tomoflow.testing import requires_cupy
 
 
 @pytest.mark.parametrize("backend", ["compiled", "xp"])
@@ -58,21 +57,6 @@ def test_bad_input():
         backproject(np.zeros((3, 2, 8), np.float32), [0.0, 1.0])
     with pytest.raises(InputError, match="NaN"):
         project(np.zeros((4, 4)), [0.0, np.nan])
-
-
-@pytest.mark.parametrize("_", [0], ids=["cupy"])
-def test_cupy_matches_numpy(_):
-    for mark in requires_cupy():
-        if mark.name == "skipif" and mark.args[0]:
-            pytest.skip(mark.kwargs["reason"])
-    import cupy
-
-    rng = np.random.default_rng(4)
-    x = rng.random((3, 32, 32)).astype(np.float32)
-    ang = np.linspace(0, 180, 12)
-    out = project(cupy.asarray(x), ang)
-    assert isinstance(out, cupy.ndarray)
-    np.testing.assert_allclose(out.get(), project(x, ang), rtol=1e-4, atol=1e-4)
 
 
 def test_forward_projection_is_accurate_at_every_angle():

@@ -1,0 +1,20 @@
+"""The benchmark scripts still run (smoke mode, tiny sizes). They measure; nothing here is timed."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.mark.parametrize("script", ["bench_recon.py", "bench_pipeline.py"])
+def test_benchmark_smoke_run(script, tmp_path):
+    out = tmp_path / "result.json"
+    proc = subprocess.run([sys.executable, str(BENCH / script), "--quick", "--output", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads(out.read_text())
+    assert doc["machine"]["python"]
