@@ -117,13 +117,17 @@ def slab_bytes(n_angles: int, n_cols: int, shape: tuple[int, int], rows: int, al
 
 
 def choose_slab_rows(n_angles: int, n_rows: int, n_cols: int, shape: tuple[int, int], algorithm: str,
-                     budget: int, chunk_rows: int) -> int:
-    """Largest multiple of ``chunk_rows`` whose :func:`slab_bytes` fits ``budget`` (at least one chunk)."""
+                     budget: int, chunk_rows: int, min_slabs: int = 1) -> int:
+    """Largest multiple of ``chunk_rows`` whose :func:`slab_bytes` fits ``budget`` (at least one chunk),
+    made smaller where possible so that there are at least ``min_slabs`` slabs (one per worker thread)."""
     per_chunk = slab_bytes(n_angles, n_cols, shape, chunk_rows, algorithm)
     k = max(1, int(budget // max(per_chunk, 1)))
     if k == 1 and per_chunk > budget:
         log.warning("one chunk of %d rows needs ~%.2f GB, over the %.2f GB budget", chunk_rows, per_chunk / 1e9, budget / 1e9)
     rows = min(k * chunk_rows, -(-n_rows // chunk_rows) * chunk_rows)
+    if min_slabs > 1:
+        balanced = -(-n_rows // min_slabs)  # rows per slab for min_slabs slabs
+        rows = min(rows, max(chunk_rows, -(-balanced // chunk_rows) * chunk_rows))
     return int(rows)
 
 
@@ -185,18 +189,11 @@ def _pyramid_task(out: str, level: int, index: tuple[int, int, int]) -> int:
 
 # ----------------------------------------------------------------------------- driver
 def _run(tasks: list[Any], client: Any, on_done: Callable[[], None] | None) -> list[Any]:
-    """Run delayed tasks on ``client`` (or dask's threaded scheduler), calling ``on_done`` per task."""
+    """Run delayed tasks on ``client`` (None: dask's threaded scheduler), calling ``on_done`` per task."""
     import dask
 
     if not tasks:
         return []
-    if client is None:
-        try:
-            from distributed import get_client
-
-            client = get_client()
-        except (ImportError, ValueError):
-            client = None
     if client is None:
         from dask.callbacks import Callback
 
@@ -222,6 +219,26 @@ def _run(tasks: list[Any], client: Any, on_done: Callable[[], None] | None) -> l
         client.cancel(futures)
         raise
     return results
+
+
+def _current_client() -> Any:
+    """The distributed client of this context, or None (then dask's threaded scheduler is used)."""
+    try:
+        from distributed import get_client
+
+        return get_client()
+    except (ImportError, ValueError):
+        return None
+
+
+def _total_threads(client: Any) -> int:
+    """Worker threads of ``client`` (1 without a client)."""
+    if client is None:
+        return 1
+    try:
+        return max(1, sum(int(w.get("nthreads", 1)) for w in client.scheduler_info()["workers"].values()))
+    except Exception:  # noqa: BLE001
+        return 1
 
 
 def _wants_gpu(client: Any, device: str) -> bool:
@@ -305,10 +322,12 @@ def reconstruct_scan(
         ctr = float(center)
     params = ReconParams(scan=str(scan_path), out=str(out_path), algorithm=algorithm, center=ctr, filter=filter.lower(),
                          n_iter=iters, shape=slice_shape, device=cfg.device)  # type: ignore[arg-type]
-    chunk_rows = min(cfg.scan_chunk_rows, n_rows)
-    slab_rows = choose_slab_rows(n_angles, n_rows, n_cols, slice_shape, algorithm, budget, chunk_rows)
+    client = client if client is not None else _current_client()
+    chunk_rows = int(scan.projections.chunks[1])  # slabs read whole scan chunks and write whole volume chunks
+    slab_rows = choose_slab_rows(n_angles, n_rows, n_cols, slice_shape, algorithm, budget, chunk_rows,
+                                 min_slabs=_total_threads(client))
     pixel = scan.attrs.pixel_size.value if scan.attrs.pixel_size else 1.0
-    vstore = _open_or_create(out_path, params, (n_rows, *slice_shape), pixel, slab_rows, scan, overwrite)
+    vstore = _open_or_create(out_path, params, (n_rows, *slice_shape), pixel, slab_rows, chunk_rows, scan, overwrite)
     slabs = vstore.slabs()
     done = vstore.done_slabs()
     todo = [i for i in range(len(slabs)) if not done[i]]
@@ -367,7 +386,7 @@ class _nullcontext:
 
 
 def _open_or_create(out_path: str | Path, params: ReconParams, shape: tuple[int, int, int], pixel_um: float,
-                    slab_rows: int, scan: ScanStore, overwrite: bool) -> VolumeStore:
+                    slab_rows: int, chunk_rows: int, scan: ScanStore, overwrite: bool) -> VolumeStore:
     out = Path(out_path)
     if out.exists() and not overwrite:
         vstore = VolumeStore.open(out, mode="r+")
@@ -381,7 +400,9 @@ def _open_or_create(out_path: str | Path, params: ReconParams, shape: tuple[int,
         return vstore
     inputs = [scan.attrs.source] if scan.attrs.source else []
     run_config = {**_config.get().model_dump(mode="json"), "recon": _recon_config(params)}
-    return VolumeStore.create(out, shape, pixel_um, slab_rows=slab_rows, algorithm=params.algorithm,
+    edge = _config.get().volume_chunk
+    chunks = (chunk_rows, min(edge, shape[1]), min(edge, shape[2]))
+    return VolumeStore.create(out, shape, pixel_um, slab_rows=slab_rows, chunks=chunks, algorithm=params.algorithm,
                               rotation_center=params.center, scan=params.scan, run_config=run_config,
                               inputs=inputs, overwrite=overwrite)
 
@@ -389,6 +410,6 @@ def _open_or_create(out_path: str | Path, params: ReconParams, shape: tuple[int,
 def _recon_config(params: ReconParams) -> dict[str, Any]:
     d = asdict(params)
     d["shape"] = list(d["shape"])
-    return {k: v for k, v in d.items() if k not in ("scan", "out")}
+    return {k: v for k, v in d.items() if k not in ("scan", "out", "device")}  # device does not change results
 
 
