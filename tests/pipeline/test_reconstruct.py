@@ -125,3 +125,9 @@ def test_slab_rows_respect_the_memory_budget():
         assert rows % 32 == 0
         assert rows == 32 or slab_bytes(1500, 2048, (2048, 2048), rows, "fbp") <= budget
     assert choose_slab_rows(100, 40, 64, (64, 64), "fbp", int(1e12), 8) == 40
+
+
+def test_slabs_are_spread_over_worker_threads():
+    rows = choose_slab_rows(180, 256, 256, (256, 256), "fbp", int(1e12), 32, min_slabs=4)
+    assert rows == 64  # 4 slabs of 2 chunks rather than one 256-row slab
+    assert choose_slab_rows(180, 40, 64, (64, 64), "fbp", int(1e12), 32, min_slabs=8) == 32  # never below a chunk
