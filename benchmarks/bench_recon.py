@@ -44,7 +44,6 @@ ASTRA optional) - see benchmarks/README.md.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
@@ -79,67 +78,28 @@ HEADLINE_CASE = (512, 360)
 TARGETS = {"fbp_speedup": 5.0, "fp_speedup": 3.0, "mlem_seconds": 30.0}
 
 # ----------------------------------------------------------------------------- analytic phantom
-# Modified Shepp-Logan (Toft 1996): (density, semi-axis a, semi-axis b, centre x0, centre y0, phi deg),
-# in units of the phantom radius R; a is along the ellipse's own u axis, phi rotates u towards v.
-SHEPP_LOGAN = np.array([
-    [1.00, 0.6900, 0.9200, 0.00, 0.0000, 0.0],
-    [-0.80, 0.6624, 0.8740, 0.00, -0.0184, 0.0],
-    [-0.20, 0.1100, 0.3100, 0.22, 0.0000, -18.0],
-    [-0.20, 0.1600, 0.4100, -0.22, 0.0000, 18.0],
-    [0.10, 0.2100, 0.2500, 0.00, 0.3500, 0.0],
-    [0.10, 0.0460, 0.0460, 0.00, 0.1000, 0.0],
-    [0.10, 0.0460, 0.0460, 0.00, -0.1000, 0.0],
-    [0.10, 0.0460, 0.0230, -0.08, -0.6050, 0.0],
-    [0.10, 0.0230, 0.0230, 0.00, -0.6060, 0.0],
-    [0.10, 0.0230, 0.0460, 0.06, -0.6050, 0.0],
-])
+# The modified Shepp-Logan ellipse table of tomoflow.sim (Toft 1996 densities: 1.0 outer ellipse),
+# radius n / 2, its exact line integrals and its 4x4-supersampled rasterisation (tomoflow.sim.analytic).
+def shepp_logan_table(n: int) -> np.ndarray:
+    """Ellipse table in pixel units with the table's own densities (scale = n / 2 undoes the 1 / L)."""
+    from tomoflow.sim.phantoms import shepp_logan_ellipses
 
-
-def phantom_radius(n: int) -> float:
-    """Phantom radius R in pixels: the unit disc of the ellipse table maps onto the slice's inscribed circle."""
-    return n / 2.0
+    return shepp_logan_ellipses(n, scale=n / 2.0)
 
 
 def rasterise_phantom(n: int, supersample: int = 4) -> np.ndarray:
-    """The phantom on an ``(n, n)`` grid (tomoflow coordinates u, v), each pixel the mean of ``s x s`` samples."""
-    R = phantom_radius(n)
-    c = np.arange(n) - (n - 1) / 2.0
-    offs = (np.arange(supersample) + 0.5) / supersample - 0.5
-    out = np.zeros((n, n))
-    for dy in offs:
-        v = ((c + dy) / R)[:, None]
-        for dx in offs:
-            u = ((c + dx) / R)[None, :]
-            for rho, a, b, x0, y0, phi in SHEPP_LOGAN:
-                p = math.radians(phi)
-                du, dv = u - x0, v - y0
-                eu = du * math.cos(p) + dv * math.sin(p)
-                ev = -du * math.sin(p) + dv * math.cos(p)
-                out += rho * ((eu / a) ** 2 + (ev / b) ** 2 <= 1.0)
-    return (out / supersample**2).astype(np.float32)
+    """The phantom on an ``(n, n)`` grid, each pixel the mean of ``supersample^2`` samples."""
+    from tomoflow.sim.analytic import rasterize_ellipses
+
+    return np.asarray(rasterize_ellipses(shepp_logan_table(n), n, supersample=supersample), dtype=np.float32)
 
 
 def analytic_sinogram(n: int, angles_deg: np.ndarray, n_cols: int | None = None) -> np.ndarray:
-    """Exact line integrals ``(angle, col)`` of the phantom in tomoflow's geometry (centre (ncol-1)/2).
+    """Exact line integrals ``(angle, col)`` of the phantom in tomoflow's geometry (centre (ncol-1)/2)."""
+    from tomoflow.sim.analytic import ellipse_sinogram
 
-    Column j at angle theta is the line ``u cos(theta) + v sin(theta) = j - (ncol-1)/2``. For an
-    ellipse of density rho, semi-axes A, B (pixels), centre (X, Y), rotation phi:
-    ``2 rho A B sqrt(a2 - t^2) / a2`` with ``a2 = A^2 cos^2(theta-phi) + B^2 sin^2(theta-phi)`` and
-    ``t = s - X cos(theta) - Y sin(theta)`` where the chord exists, else 0.
-    """
-    ncol = n if n_cols is None else n_cols
-    R = phantom_radius(n)
-    s = (np.arange(ncol) - (ncol - 1) / 2.0)[None, :]
-    th = np.deg2rad(np.asarray(angles_deg, dtype=np.float64))[:, None]
-    out = np.zeros((th.shape[0], ncol))
-    for rho, a, b, x0, y0, phi in SHEPP_LOGAN:
-        A, B, X, Y = a * R, b * R, x0 * R, y0 * R
-        t = s - (X * np.cos(th) + Y * np.sin(th))
-        rel = th - math.radians(phi)
-        a2 = (A * np.cos(rel)) ** 2 + (B * np.sin(rel)) ** 2
-        d = a2 - t * t
-        out += np.where(d > 0, 2.0 * rho * A * B * np.sqrt(np.maximum(d, 0.0)) / a2, 0.0)
-    return out.astype(np.float32)
+    return np.asarray(ellipse_sinogram(shepp_logan_table(n), angles_deg, n if n_cols is None else n_cols),
+                      dtype=np.float32)
 
 
 def uniform_angles(n_angles: int) -> np.ndarray:
