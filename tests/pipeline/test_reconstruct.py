@@ -131,3 +131,42 @@ def test_slabs_are_spread_over_worker_threads():
     rows = choose_slab_rows(180, 256, 256, (256, 256), "fbp", int(1e12), 32, min_slabs=4)
     assert rows == 64  # 4 slabs of 2 chunks rather than one 256-row slab
     assert choose_slab_rows(180, 40, 64, (64, 64), "fbp", int(1e12), 32, min_slabs=8) == 32  # never below a chunk
+
+
+def test_gpu_tasks_carry_the_gpu_resource(scan, tmp_path, small_slabs):
+    """On a cluster whose workers offer GPUs, slab tasks ask for ``resources={"GPU": 1}`` (and the
+    annotation survives graph submission); without GPU workers they ask for nothing (they would
+    otherwise wait forever). No CUDA is needed: with device "auto" the kernels fall back to NumPy."""
+    from distributed import LocalCluster
+    from distributed.diagnostics.plugin import SchedulerPlugin
+
+    class Restrictions(SchedulerPlugin):
+        def __init__(self, scheduler):
+            self.scheduler = scheduler
+            self.seen = {}
+
+        def transition(self, key, start, finish, *args, **kwargs):
+            ts = self.scheduler.tasks.get(key)
+            if ts is not None and finish == "processing":
+                self.seen[key] = dict(ts.resource_restrictions or {})
+
+    path, _ = scan
+    for resources, expected in (({"GPU": 1}, {"GPU": 1}), (None, {})):
+        with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, resources=resources,
+                          dashboard_address=":0") as cluster, cluster.get_client() as client:
+            plugin = Restrictions(cluster.scheduler)
+            cluster.scheduler.add_plugin(plugin)
+            reconstruct_scan(path, tmp_path / f"gpu-{bool(resources)}.zarr", center=CENTER, client=client)
+            recon = [v for k, v in plugin.seen.items() if "recon-fbp" in str(k)]
+            assert len(recon) == 5
+            assert all(r == expected for r in recon)
+
+
+def test_cuda_device_without_a_gpu_is_a_clear_error(scan, tmp_path, small_slabs):
+    from tomoflow.backend import has_cuda
+
+    if has_cuda():
+        pytest.skip("this machine has a GPU")
+    path, _ = scan
+    with tomoflow.config.set(device="cuda"), pytest.raises(ConfigError, match="no usable CUDA"):
+        reconstruct_scan(path, tmp_path / "cuda.zarr", center=CENTER)

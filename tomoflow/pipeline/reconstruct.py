@@ -22,6 +22,7 @@ slabs are done. The ``recon`` stage is marked complete last.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -133,7 +134,11 @@ def choose_slab_rows(n_angles: int, n_rows: int, n_cols: int, shape: tuple[int, 
 
 # ----------------------------------------------------------------------------- tasks
 def _namespace(device: str) -> Any:
+    """Array namespace for ``device`` on this worker: CuPy for ``cuda`` (or ``auto`` with a GPU)."""
     if device == "cuda" or (device == "auto" and has_cuda()):
+        if not has_cuda():
+            raise ConfigError("device is 'cuda' but this worker has no usable CUDA device or CuPy "
+                              "(install tomoflow[gpu], or use --device cpu / auto)")
         import cupy
 
         return cupy
@@ -337,7 +342,7 @@ def reconstruct_scan(
     token = dask.base.tokenize(params, vstore.slab_rows)[:12]
     name = f"recon-{algorithm}-{token}"
     tasks = []
-    with dask.annotate(resources={"GPU": 1}) if gpu else _nullcontext():
+    with dask.annotate(resources={"GPU": 1}) if gpu else contextlib.nullcontext():
         for i in todo:
             z0, z1 = slabs[i]
             tasks.append(dask.delayed(_slab_task, pure=False)(params, i, z0, z1, dask_key_name=(name, i)))
@@ -375,14 +380,6 @@ def reconstruct_scan(
     vstore.mark_complete(seconds=time.perf_counter() - t_start, slabs_computed=len(todo), slab_rows=vstore.slab_rows,
                          recon_wall_s=t_recon, pyramid_wall_s=t_pyr, compute_s=compute, gpu=gpu)
     return vstore
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
 
 
 def _open_or_create(out_path: str | Path, params: ReconParams, shape: tuple[int, int, int], pixel_um: float,
