@@ -329,6 +329,7 @@ def write_scan(
     overwrite: bool = False,
     block_angles: int | None = None,
     progress: Any = None,
+    extra_arrays: Mapping[str, tuple[Sequence[str], np.ndarray, Mapping[str, Any]]] | None = None,
     **metadata: Any,
 ) -> ScanStore:
     """Write a scan held in (or streamed from) array-likes to a new scan store.
@@ -336,6 +337,8 @@ def write_scan(
     ``projections`` may be a NumPy array, an h5py dataset, a zarr array, a dask array or any object
     with ``shape`` and slicing along the first axis: it is copied in chunk-aligned blocks of angles,
     so it is never read into memory whole. ``metadata`` goes to :meth:`ScanStore.create`.
+    ``extra_arrays`` maps names to ``(dimension names, array, attributes)`` of small additional
+    variables (e.g. the true jitter of a synthetic scan), written before the store is marked complete.
     Returns the store, marked ``ingest`` complete.
     """
     t0 = time.perf_counter()
@@ -370,5 +373,10 @@ def write_scan(
         store.write_projections(start, block)
         if progress is not None:
             progress(block.shape[0])
+    for name, (dims, values, attributes) in (extra_arrays or {}).items():
+        values = np.asarray(values)
+        arr = store.group.create_array(name, shape=values.shape, dtype=values.dtype, dimension_names=list(dims),
+                                       attributes=dict(attributes))
+        arr[:] = values
     store.mark_complete("ingest", seconds=time.perf_counter() - t0)
     return store

@@ -93,7 +93,7 @@ def write_synthetic_scan(
 
 def _write_zarr(path: Path, scan: "SyntheticScan", shifts: np.ndarray, params: dict, overwrite: bool,
                 pixel_size_um: float | None, energy_kev: float | None) -> Path:
-    store = write_scan(
+    write_scan(
         path,
         scan.projections,
         scan.angles_deg,
@@ -106,16 +106,8 @@ def _write_zarr(path: Path, scan: "SyntheticScan", shifts: np.ndarray, params: d
         energy_kev=energy_kev,
         instrument={"synthetic": {**params, "true_shifts": f"zarr array '{TRUE_SHIFTS}' (angle, yx), pixels, (dy, dx)"}},
         source=SourceFile(path=str(path), format="synthetic"),
+        extra_arrays={TRUE_SHIFTS: (("angle", "yx"), np.asarray(shifts, dtype=np.float64), _SHIFT_ATTRS)},
     )
-    try:
-        arr = store.group.create_array(
-            TRUE_SHIFTS, shape=shifts.shape, dtype="float64", dimension_names=["angle", "yx"],
-            attributes=dict(_SHIFT_ATTRS), fill_value=np.nan,
-        )
-        arr[:] = shifts
-    except BaseException:
-        store.mark_started("ingest")  # truth missing: never leave the store marked complete
-        raise
     return path
 
 
