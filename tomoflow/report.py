@@ -46,8 +46,7 @@ def overview_png(path: str | Path, scan_path: str | Path, volume_path: str | Pat
     scan = ScanStore.open(scan_path)
     na, nr, nc = scan.shape
     ang = scan.angles_deg
-    first = read_line_integrals(scan, 0, nr)[[0]] if nr <= 64 else None
-    proj = first[0] if first is not None else np.asarray(scan.projections[0], dtype=np.float32)
+    proj = read_line_integrals(scan, 0, nr, angles=slice(0, 1))[0]
     sino = read_line_integrals(scan, nr // 2, nr // 2 + 1)[:, 0, :]
     ncols = 5 if volume_path is not None else 2
     fig, axes = plt.subplots(1, ncols, figsize=(3.4 * ncols, 3.6), constrained_layout=True)

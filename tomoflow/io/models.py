@@ -106,8 +106,9 @@ class VolumeAttrs(_Model):
     algorithm: str | None = Field(default=None, description="fbp, mlem, sirt, ...")
     rotation_center: float | None = None
     scan: str | None = Field(default=None, description="Path of the scan store reconstructed.")
-    slabs_done: list[int] = Field(
-        default_factory=list, description="Indices of z-slabs already written (resume state)."
+    slab_rows: int = Field(
+        gt=0, description="Height (z) of the slabs level 0 is written in; the resume markers are one "
+        "uint8 per slab in the array 'slab_done'."
     )
     stages: dict[str, StageRecord] = Field(default_factory=dict)
     provenance: Provenance

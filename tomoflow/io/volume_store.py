@@ -115,12 +115,12 @@ class VolumeStore:
             algorithm=algorithm,
             rotation_center=rotation_center,
             scan=scan,
+            slab_rows=int(slab_rows),
             stages={"recon": StageRecord(complete=False, started=utc_now())},
             provenance=Provenance(tomoflow_version=__version__, config=run_config or cfg.model_dump(mode="json"),
                                   inputs=inputs or []),
         )
         root.attrs.update({"ome": ome_multiscales(n_levels, float(voxel_size_um)), **attrs.model_dump(mode="json")})
-        root.attrs["slab_rows"] = int(slab_rows)
         for k in range(n_levels):
             lshape = tuple(max(1, -(-s // 2**k)) for s in (nz, ny, nx))
             root.create_array(str(k), shape=lshape, chunks=tuple(min(c, s) for c, s in zip(chunks, lshape)),
@@ -147,7 +147,7 @@ class VolumeStore:
     # ------------------------------------------------------------------ access
     @property
     def attrs(self) -> VolumeAttrs:
-        data = {k: v for k, v in self.group.attrs.items() if k not in ("ome", "slab_rows")}
+        data = {k: v for k, v in self.group.attrs.items() if k != "ome"}
         return VolumeAttrs.model_validate(data)
 
     @property
@@ -156,7 +156,7 @@ class VolumeStore:
 
     @property
     def slab_rows(self) -> int:
-        return int(self.group.attrs["slab_rows"])
+        return self.attrs.slab_rows
 
     def level(self, k: int = 0) -> zarr.Array:
         return self.group[str(k)]  # type: ignore[return-value]

@@ -74,13 +74,14 @@ class ReconParams:
 
 
 # ----------------------------------------------------------------------------- reading and sizing
-def read_line_integrals(scan: ScanStore, z0: int, z1: int, xp: Any = np) -> Any:
+def read_line_integrals(scan: ScanStore, z0: int, z1: int, xp: Any = np, *, angles: slice = slice(None)) -> Any:
     """Line integrals ``(angle, z1 - z0, col)`` float32 of detector rows ``z0:z1`` of a scan store.
 
     Raw intensities are flat/dark corrected and ``-log``-ed (see :mod:`tomoflow.recon.normalize`);
-    stores holding line integrals are returned as they are.
+    stores holding line integrals are returned as they are. ``angles`` selects projections (all by
+    default).
     """
-    raw = np.asarray(scan.projections[:, z0:z1, :], dtype=np.float32)
+    raw = np.asarray(scan.projections[angles, z0:z1, :], dtype=np.float32)
     data = xp.asarray(raw)
     if scan.attrs.values == "line-integral":
         return data
