@@ -7,13 +7,22 @@ is asked for, so importing tomoflow never touches CUDA.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
+from collections.abc import Iterator
+from contextvars import ContextVar
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-__all__ = ["get_namespace", "to_numpy", "is_cupy", "has_cuda", "asarray_on", "fft_module"]
+__all__ = [
+    "get_namespace", "to_numpy", "is_cupy", "has_cuda", "asarray_on", "fft_module",
+    "cpu_count", "thread_budget", "fft_workers", "limit_threads",
+]
+
+_THREADS: ContextVar[int | None] = ContextVar("tomoflow_thread_budget", default=None)
 
 
 def is_cupy(array: Any) -> bool:
@@ -71,3 +80,60 @@ def has_cuda() -> bool:
         return cupy.cuda.runtime.getDeviceCount() > 0
     except Exception:  # noqa: BLE001 - any failure means "no usable GPU"
         return False
+
+
+# ----------------------------------------------------------------------------- thread budget
+def cpu_count() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - macOS / Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def thread_budget() -> int:
+    """Threads one kernel call may use: the budget set by :func:`limit_threads`, else every CPU.
+
+    Every multithreaded CPU kernel honours it: numba kernels through numba's (thread-local) thread
+    count, which :func:`limit_threads` sets, and FFTs through ``workers=fft_workers()``.
+    """
+    n = _THREADS.get()
+    return cpu_count() if n is None else n
+
+
+def fft_workers() -> int:
+    """``workers=`` for :mod:`scipy.fft` (and other threaded SciPy calls) under the thread budget."""
+    return thread_budget()
+
+
+@contextlib.contextmanager
+def limit_threads(n: int) -> Iterator[int]:
+    """Run the block with at most ``n`` threads per kernel call (numba and FFT), then restore.
+
+    The pipeline's stage engine wraps every block task in it, with ``n`` derived from the worker's
+    share of its node's CPUs, so a node running one task per worker thread is never oversubscribed.
+    numba's thread count is thread-local, so concurrent tasks on one worker do not interfere.
+
+    Parameters
+    ----------
+    n
+        Thread budget, >= 1.
+    """
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"thread budget must be >= 1, got {n}")
+    token = _THREADS.set(n)
+    numba = None
+    try:
+        import numba
+    except ImportError:  # pragma: no cover - numba is a dependency
+        pass
+    previous = numba.get_num_threads() if numba is not None else None
+    if numba is not None:
+        numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
+    try:
+        yield n
+    finally:
+        if numba is not None and previous is not None:
+            numba.set_num_threads(previous)
+        _THREADS.reset(token)

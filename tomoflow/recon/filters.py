@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from tomoflow.backend import fft_module, get_namespace
+from tomoflow.backend import fft_module, fft_workers, get_namespace
 from tomoflow.errors import InputError
 
 __all__ = ["FILTERS", "filter_response", "padded_length", "filter_projections"]
@@ -95,7 +95,7 @@ def filter_projections(
     left = (n - ncol) // 2
     right = n - ncol - left
     padded = xp.pad(p, [(0, 0)] * (p.ndim - 1) + [(left, right)], mode="edge")
-    threads = {"workers": -1} if xp is np else {}
+    threads = {"workers": fft_workers()} if xp is np else {}
     spec = fft.rfft(padded, axis=-1, **threads)
     resp = xp.asarray(filter_response(filter_name, n))
     if shift_px:

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from tomoflow.backend import fft_workers
 from tomoflow.errors import ConfigError
 from tomoflow.sim.analytic import rasterize_ellipsoids
 
@@ -365,7 +366,7 @@ def cathode_particle(
     seeds_local = rng.normal(size=(int(n_grains), 3))
     seeds_local *= (rng.random(int(n_grains)) ** (1 / 3) / np.linalg.norm(seeds_local, axis=1))[:, None]
     seeds = (seeds_local * semi[None, :]) @ rot.T
-    _, gid = cKDTree(seeds).query(pts, k=1, workers=-1)
+    _, gid = cKDTree(seeds).query(pts, k=1, workers=fft_workers())
     grain_density = mu * (1.0 + grain_contrast * rng.uniform(-1.0, 1.0, size=int(n_grains)))
     dens = grain_density[gid].astype(np.float32) * cover[sel]
 
