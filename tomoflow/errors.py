@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from os import PathLike
 
-__all__ = ["TomoflowError", "InputError", "StoreError", "ConfigError"]
+__all__ = ["TomoflowError", "InputError", "StoreError", "ConfigError", "PipelineError"]
 
 
 class TomoflowError(Exception):
@@ -54,3 +54,7 @@ class StoreError(TomoflowError):
 
 class ConfigError(TomoflowError, ValueError):
     """A parameter is out of range or a configuration file is invalid."""
+
+
+class PipelineError(TomoflowError):
+    """A pipeline task failed: names the store, the stage and the block, and says how to go on."""

@@ -36,9 +36,9 @@ class _Model(BaseModel):
 
 
 class Quantity(_Model):
-    """A number with its unit (``{"value": 0.03, "unit": "micrometer"}``)."""
+    """A positive, finite number with its unit (``{"value": 0.03, "unit": "micrometer"}``)."""
 
-    value: float
+    value: float = Field(gt=0, allow_inf_nan=False)
     unit: str
 
 
@@ -52,12 +52,24 @@ class SourceFile(_Model):
 
 
 class StageRecord(_Model):
-    """Completion marker of one pipeline stage (``ingest``, ``align``, ``recon`` ...)."""
+    """Record of one pipeline stage in a store (``stages/<name>`` group attributes).
+
+    Written by the one process driving the stage: incomplete at the start, complete only after every
+    block's data and marker was written (see :mod:`tomoflow.io.stages`).
+    """
 
     complete: bool = False
     started: str | None = None
     finished: str | None = None
     seconds: float | None = Field(default=None, description="Wall time of the stage in seconds.")
+    fingerprint: str | None = Field(
+        default=None, description="sha256 of the stage's input identities and parameters; a rerun "
+        "resumes only into a store with the same fingerprint.")
+    params: dict[str, Any] = Field(default_factory=dict, description="The parameters fingerprinted.")
+    output_id: str | None = Field(
+        default=None, description="Identity of what the stage wrote (content sha256 of ingested data, "
+        "or the fingerprint of computed data); set on completion.")
+    timings: dict[str, float] = Field(default_factory=dict, description="Seconds per step of the stage.")
     info: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -68,7 +80,6 @@ class Provenance(_Model):
     created: str = Field(default_factory=utc_now)
     config: dict[str, Any] = Field(default_factory=dict, description="Full configuration in force.")
     inputs: list[SourceFile] = Field(default_factory=list)
-    timings: dict[str, float] = Field(default_factory=dict, description="Seconds per stage.")
 
 
 class ScanAttrs(_Model):
@@ -93,7 +104,6 @@ class ScanAttrs(_Model):
     )
     instrument: dict[str, Any] = Field(default_factory=dict, description="Raw instrument metadata.")
     source: SourceFile | None = None
-    stages: dict[str, StageRecord] = Field(default_factory=dict)
     provenance: Provenance
 
 
@@ -102,13 +112,11 @@ class VolumeAttrs(_Model):
 
     tomoflow_format: Literal["tomoflow-volume"] = VOLUME_FORMAT
     format_version: int = 1
-    voxel_size: Quantity = Field(description="Edge of a level-0 voxel (micrometer).")
+    voxel_size: Quantity | None = Field(
+        description="Edge of a level-0 voxel (micrometer); null when the scan's pixel size is unknown "
+        "(the OME-Zarr scale then says 1.0 and means one pixel).")
     algorithm: str | None = Field(default=None, description="fbp, mlem, sirt, ...")
-    rotation_center: float | None = None
-    scan: str | None = Field(default=None, description="Path of the scan store reconstructed.")
-    slab_rows: int = Field(
-        gt=0, description="Height (z) of the slabs level 0 is written in; the resume markers are one "
-        "uint8 per slab in the array 'slab_done'."
-    )
-    stages: dict[str, StageRecord] = Field(default_factory=dict)
+    rotation_center: float | None = Field(default=None, description="Rotation axis column used (px).")
+    scan: str | None = Field(default=None, description="Path of the scan store reconstructed, as given "
+                             "(informative only: resume goes by identity, see stages/<name>).")
     provenance: Provenance

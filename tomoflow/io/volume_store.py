@@ -3,15 +3,20 @@
 Layout::
 
     volume.zarr/
-      zarr.json     attributes: ``ome`` (OME-Zarr 0.5 multiscales: axes z, y, x in micrometre,
-                    one ``scale`` per level) and the tomoflow attributes (:class:`VolumeAttrs`)
-      0/            level 0, (z, y, x) float32, chunks (cz, cy, cx)
-      1/ ...        level k is 2**k coarser (block mean), same chunk shape
-      slab_done/    (n_slabs,) uint8 resume markers, one chunk per slab so that every slab task
-                    writes only its own marker chunk (no two tasks ever write one chunk)
+      zarr.json             attributes: ``ome`` (OME-Zarr 0.5 multiscales: axes z, y, x in micrometre,
+                            one ``scale`` per level) and the tomoflow attributes (:class:`VolumeAttrs`)
+      0/                    level 0, (z, y, x) float32, chunks (cz, cy, cx)
+      1/ ...                level k is 2**k coarser (block mean), same chunk shape
+      stages/recon/         the ``recon`` stage record (fingerprint, parameters, timings) and its block
+                            markers: ``level-0`` one uint8 per z-chunk row of level 0, ``level-k`` one
+                            per chunk of level k, each in its own chunk (see :mod:`tomoflow.io.stages`)
 
-Level 0 is written by z-slabs whose height is a whole multiple of ``cz``; level k chunks are each
-computed by exactly one task from level k-1 after level 0 is complete.
+Level 0 is written by z-slabs of whole chunks; level k chunks are each computed by exactly one task
+from level k-1 after level k-1 is complete. :func:`open_volume` refuses a store whose ``recon`` stage
+did not complete: an unwritten chunk would read as zeros.
+
+Unknown pixel size: when the scan has none, ``voxel_size`` is recorded as null (unknown) and the
+OME-Zarr ``scale`` is 1.0, meaning one detector pixel.
 """
 
 from __future__ import annotations
@@ -25,10 +30,12 @@ import zarr
 
 from tomoflow import config as _config
 from tomoflow._version import __version__
-from tomoflow.errors import StoreError
-from tomoflow.io.models import Provenance, StageRecord, VolumeAttrs, utc_now
+from tomoflow.errors import ConfigError, StoreError
+from tomoflow.io.models import VOLUME_FORMAT, Provenance, SourceFile, StageRecord, VolumeAttrs
+from tomoflow.io.output import OutputPlan, create_store
+from tomoflow.io.stages import stage_records, store_kind
 
-__all__ = ["VolumeStore", "open_volume", "ome_multiscales"]
+__all__ = ["VolumeStore", "open_volume", "ome_multiscales", "pyramid_levels"]
 
 
 def ome_multiscales(n_levels: int, voxel_size_um: float, name: str = "volume") -> dict[str, Any]:
@@ -55,6 +62,21 @@ def ome_multiscales(n_levels: int, voxel_size_um: float, name: str = "volume") -
     }
 
 
+def pyramid_levels(shape: tuple[int, int, int], extra_levels: int | None = None) -> int:
+    """Total levels (level 0 included): ``1 + extra_levels`` (default: the configured
+    ``pyramid_levels``), stopping before a level's smallest edge would fall under 8 voxels."""
+    extra = _config.get().pyramid_levels if extra_levels is None else int(extra_levels)
+    n = 1
+    while n <= extra and min(shape) // 2**n >= 8:
+        n += 1
+    return n
+
+
+def level_shape(shape: tuple[int, int, int], k: int) -> tuple[int, int, int]:
+    """Shape of pyramid level ``k`` of a level-0 ``shape`` (each level halves, rounding up)."""
+    return tuple(max(1, -(-int(s) // 2**k)) for s in shape)  # type: ignore[return-value]
+
+
 class VolumeStore:
     """Handle on an OME-Zarr 0.5 volume store (see module docstring)."""
 
@@ -65,84 +87,77 @@ class VolumeStore:
     @classmethod
     def create(
         cls,
-        path: str | os.PathLike,
+        plan: OutputPlan,
         shape: tuple[int, int, int],
-        voxel_size_um: float,
+        voxel_size_um: float | None,
         *,
-        slab_rows: int,
-        chunks: tuple[int, int, int] | None = None,
-        n_levels: int | None = None,
+        chunks: tuple[int, int, int],
+        n_levels: int,
         algorithm: str | None = None,
         rotation_center: float | None = None,
         scan: str | None = None,
         run_config: dict[str, Any] | None = None,
-        inputs: list[Any] | None = None,
-        overwrite: bool = False,
+        inputs: list[SourceFile] | None = None,
     ) -> "VolumeStore":
-        """Create an empty volume store.
+        """Create an empty volume store where :func:`tomoflow.io.output.prepare_output` allowed it.
 
         Parameters
         ----------
+        plan
+            A ``create`` or ``replace`` plan for the output path.
         shape
             ``(nz, ny, nx)`` of level 0.
         voxel_size_um
-            Voxel edge in micrometres (1.0 when the pixel size is unknown).
-        slab_rows
-            Height (z) of the slabs level 0 is written in; a whole multiple of the z chunk.
+            Voxel edge in micrometres, or None when unknown (recorded as unknown; OME scale 1).
         chunks
-            Zarr chunk shape; default ``(cz, cfg.volume_chunk, cfg.volume_chunk)`` with ``cz`` the
-            scan row chunk.
+            Zarr chunk shape ``(cz, cy, cx)`` of every level (clipped to the level's shape).
         n_levels
-            Total levels including level 0; default ``1 + cfg.pyramid_levels`` (stopping before a
-            level would be smaller than one chunk edge of 8).
+            Total levels including level 0 (see :func:`pyramid_levels`).
         """
-        path = Path(path)
-        if path.exists() and not overwrite:
-            raise StoreError(f"{path}: store exists; pass overwrite=True (CLI: --overwrite) to replace it")
+        if voxel_size_um is not None and not (np.isfinite(voxel_size_um) and voxel_size_um > 0):
+            raise ConfigError(f"voxel size must be a positive number of micrometres, got {voxel_size_um!r}")
         cfg = _config.get()
-        nz, ny, nx = (int(s) for s in shape)
-        cz = min(cfg.scan_chunk_rows, nz)
-        chunks = chunks or (cz, min(cfg.volume_chunk, ny), min(cfg.volume_chunk, nx))
-        if slab_rows % chunks[0] and slab_rows < nz:
-            raise StoreError(f"slab height {slab_rows} is not a multiple of the z chunk {chunks[0]}")
-        if n_levels is None:
-            n_levels = 1
-            while n_levels <= cfg.pyramid_levels and min(shape) // 2**n_levels >= 8:
-                n_levels += 1
-        root = zarr.open_group(str(path), mode="w" if overwrite else "w-", zarr_format=3)
         attrs = VolumeAttrs(
-            voxel_size={"value": float(voxel_size_um), "unit": "micrometer"},
+            voxel_size=None if voxel_size_um is None else {"value": float(voxel_size_um), "unit": "micrometer"},
             algorithm=algorithm,
             rotation_center=rotation_center,
             scan=scan,
-            slab_rows=int(slab_rows),
-            stages={"recon": StageRecord(complete=False, started=utc_now())},
             provenance=Provenance(tomoflow_version=__version__, config=run_config or cfg.model_dump(mode="json"),
                                   inputs=inputs or []),
         )
-        root.attrs.update({"ome": ome_multiscales(n_levels, float(voxel_size_um)), **attrs.model_dump(mode="json")})
+        scale = 1.0 if voxel_size_um is None else float(voxel_size_um)
+        root = create_store(plan, {"ome": ome_multiscales(n_levels, scale), **attrs.model_dump(mode="json")})
         for k in range(n_levels):
-            lshape = tuple(max(1, -(-s // 2**k)) for s in (nz, ny, nx))
+            lshape = level_shape(shape, k)
             root.create_array(str(k), shape=lshape, chunks=tuple(min(c, s) for c, s in zip(chunks, lshape)),
                               dtype="float32", dimension_names=["z", "y", "x"], fill_value=0.0)
-        n_slabs = -(-nz // slab_rows)
-        root.create_array("slab_done", shape=(n_slabs,), chunks=(1,), dtype="uint8", fill_value=0,
-                          dimension_names=["slab"])
-        return cls(path, root)
+        return cls(plan.path, root)
 
     @classmethod
-    def open(cls, path: str | os.PathLike, mode: str = "r") -> "VolumeStore":
-        """Open an existing volume store, checking the layout."""
+    def open(cls, path: str | os.PathLike, mode: str = "r", *, require_complete: bool = True) -> "VolumeStore":
+        """Open an existing volume store, checking the layout (and, by default, that it is complete).
+
+        Raises
+        ------
+        StoreError
+            Not a tomoflow volume store, or (``require_complete``) its ``recon`` stage did not finish.
+        """
         path = Path(path)
         if not path.exists():
             raise StoreError(f"{path}: no such volume store")
+        if store_kind(path) != VOLUME_FORMAT:
+            raise StoreError(f"{path}: not a tomoflow volume store (OME-Zarr 0.5 + tomoflow attributes)")
         try:
             root = zarr.open_group(str(path), mode=mode)
         except Exception as exc:  # noqa: BLE001
             raise StoreError(f"{path}: not a zarr store ({type(exc).__name__}: {exc})") from None
-        if root.attrs.get("tomoflow_format") != "tomoflow-volume" or "ome" not in root.attrs:
-            raise StoreError(f"{path}: not a tomoflow volume store (OME-Zarr 0.5 + tomoflow attributes)")
-        return cls(path, root)
+        if "ome" not in root.attrs:
+            raise StoreError(f"{path}: not a tomoflow volume store (no OME-Zarr metadata)")
+        store = cls(path, root)
+        if require_complete and not store.is_complete():
+            raise StoreError(f"{path}: the reconstruction did not complete (interrupted?); run the same "
+                             "`tomoflow recon` command again to resume it")
+        return store
 
     # ------------------------------------------------------------------ access
     @property
@@ -154,57 +169,54 @@ class VolumeStore:
     def n_levels(self) -> int:
         return len(self.group.attrs["ome"]["multiscales"][0]["datasets"])
 
-    @property
-    def slab_rows(self) -> int:
-        return self.attrs.slab_rows
-
     def level(self, k: int = 0) -> zarr.Array:
-        return self.group[str(k)]  # type: ignore[return-value]
+        """Pyramid level ``k`` (0 = full resolution) as a zarr array.
+
+        Raises
+        ------
+        ConfigError
+            If the store has no level ``k``.
+        """
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= int(k) < self.n_levels:
+            raise ConfigError(f"{self.path}: no pyramid level {k!r}; levels are 0 .. {self.n_levels - 1}")
+        return self.group[str(int(k))]  # type: ignore[return-value]
 
     @property
     def shape(self) -> tuple[int, int, int]:
         return tuple(self.level(0).shape)  # type: ignore[return-value]
 
-    def slabs(self) -> list[tuple[int, int]]:
-        """``(z0, z1)`` of every slab of level 0."""
-        nz, h = self.shape[0], self.slab_rows
-        return [(z0, min(nz, z0 + h)) for z0 in range(0, nz, h)]
+    def stages(self) -> dict[str, StageRecord]:
+        """Every stage record of the store (``recon``)."""
+        return stage_records(self.path)
 
-    def done_slabs(self) -> np.ndarray:
-        """Boolean array: which slabs are written (resume state)."""
-        return np.asarray(self.group["slab_done"][:]).astype(bool)
-
-    def mark_slab_done(self, index: int) -> None:
-        """Set the marker of slab ``index`` (its own chunk: safe from concurrent tasks)."""
-        self.group["slab_done"][index] = 1
-
-    def is_complete(self) -> bool:
-        return self.attrs.stages.get("recon", StageRecord()).complete
-
-    def mark_complete(self, seconds: float | None = None, **info: Any) -> None:
-        attrs = self.attrs
-        prev = attrs.stages.get("recon", StageRecord())
-        attrs.stages["recon"] = StageRecord(complete=True, started=prev.started, finished=utc_now(),
-                                            seconds=seconds, info=info)
-        if seconds is not None:
-            attrs.provenance.timings["recon"] = float(seconds)
-        self.group.attrs.update(attrs.model_dump(mode="json"))
+    def is_complete(self, name: str = "recon") -> bool:
+        return self.stages().get(name, StageRecord()).complete
 
     def to_xarray(self, level: int = 0):  # -> xarray.DataArray
-        """Lazy :class:`xarray.DataArray` of one level with z, y, x coordinates in micrometres."""
+        """Lazy :class:`xarray.DataArray` of one level with z, y, x coordinates in micrometres
+        (in pixels when the voxel size is unknown: then ``units`` says so)."""
         import dask.array as da
         import xarray as xr
 
+        arr = da.from_zarr(self.level(level))
         ms = self.group.attrs["ome"]["multiscales"][0]["datasets"][level]["coordinateTransformations"]
         scale, trans = ms[0]["scale"], ms[1]["translation"]
-        arr = da.from_zarr(self.level(level))
         coords = {ax: trans[i] + scale[i] * np.arange(arr.shape[i]) for i, ax in enumerate("zyx")}
-        da_ = xr.DataArray(arr, dims=("z", "y", "x"), coords=coords, name="volume")
+        out = xr.DataArray(arr, dims=("z", "y", "x"), coords=coords, name="volume")
+        unit = "micrometer" if self.attrs.voxel_size is not None else "pixel (voxel size unknown)"
         for ax in "zyx":
-            da_[ax].attrs["units"] = "micrometer"
-        return da_
+            out[ax].attrs["units"] = unit
+        return out
 
 
 def open_volume(path: str | os.PathLike, level: int = 0):  # -> xarray.DataArray
-    """Open a volume store level as a lazy :class:`xarray.DataArray` (coordinates in micrometres)."""
+    """Open a complete volume store level as a lazy :class:`xarray.DataArray` (coordinates in µm).
+
+    Raises
+    ------
+    StoreError
+        Not a volume store, or its reconstruction did not complete.
+    ConfigError
+        No such pyramid level.
+    """
     return VolumeStore.open(path).to_xarray(level)

@@ -1,4 +1,5 @@
-"""Pipeline layer: Dask graphs built from the kernels and the stores."""
+"""Pipeline layer: Dask graphs built from the kernels and the stores, all run by the stage engine
+(:mod:`tomoflow.pipeline.engine`)."""
 
 from tomoflow.pipeline.reconstruct import reconstruct_scan
 

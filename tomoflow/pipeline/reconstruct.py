@@ -1,29 +1,25 @@
-"""Reconstruct a whole scan store into an OME-Zarr volume store, by sinogram slabs, on Dask.
+"""Reconstruct a whole scan store into an OME-Zarr volume store, by sinogram slabs, on the stage engine.
 
-Graph
------
-``recon-<algorithm>`` tasks, one per z-slab: read the slab's sinograms (all angles, a few rows) from
-the scan store, flat/dark-normalise and -log them, reconstruct (on a GPU worker when there is one:
-``resources={"GPU": 1}``), write whole level-0 chunks and set the slab's own marker chunk. Then
-``pyramid-level`` tasks, one per output chunk of each coarser level. No two tasks ever write one
-chunk; slabs are whole multiples of the z chunk.
+Only the reconstruction-specific planning lives here; output safety, resume by identity, markers,
+task names, GPU resources and thread budgets are :mod:`tomoflow.pipeline.engine`'s.
 
-Memory
-------
-:func:`slab_bytes` estimates a slab's peak memory (input, normalised and filtered copies, output and
-the kernels' transposed work arrays); :func:`choose_slab_rows` takes the largest slab under the
-per-worker budget, so peak memory per task is bounded whatever the volume size.
-
-Resume
-------
-The store is the state: a rerun skips slabs whose marker is set and the pyramid only runs once all
-slabs are done. The ``recon`` stage is marked complete last.
+Plan
+----
+* **Units** are z-chunks of level 0 (one chunk of scan rows each); a **slab** block groups whole
+  units, as many as fit the per-task memory budget (:func:`slab_bytes` estimates a slab's peak), and
+  the number of slabs is balanced over the cluster's worker threads.
+* ``recon-<algorithm>`` tasks read the slab's sinograms (all angles, a few rows), flat/dark-normalise
+  and ``-log`` them, reconstruct (on a GPU worker when there is one) and return the slab; then
+  ``pyramid-level`` tasks compute each chunk of level k from level k-1.
+* The stage's fingerprint holds the scan's identity and the parameters *as requested*: with
+  ``center="auto"`` a resumed run reuses the centre estimated by the first run (recorded in the
+  store) instead of estimating it again.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -34,9 +30,19 @@ import numpy as np
 
 from tomoflow import config as _config
 from tomoflow.backend import has_cuda, to_numpy
-from tomoflow.errors import ConfigError, StoreError
-from tomoflow.io.scan_store import ScanStore
-from tomoflow.io.volume_store import VolumeStore
+from tomoflow.errors import ConfigError, InputError
+from tomoflow.io.models import VOLUME_FORMAT
+from tomoflow.io.scan_store import ScanStore, validate_center
+from tomoflow.io.volume_store import VolumeStore, level_shape, pyramid_levels
+from tomoflow.pipeline.engine import (
+    Block,
+    StageLog,
+    current_client,
+    fingerprint,
+    plan_blocks,
+    prepare_output,
+    run_blocks,
+)
 from tomoflow.recon.center import find_center
 from tomoflow.recon.fbp import fbp
 from tomoflow.recon.filters import FILTERS, padded_length
@@ -49,21 +55,21 @@ __all__ = [
     "read_line_integrals",
     "estimate_center",
     "slab_bytes",
-    "choose_slab_rows",
+    "check_flats",
 ]
 
 log = logging.getLogger(__name__)
 
 ALGORITHMS = ("fbp", "mlem", "sirt")
 DEFAULT_ITERATIONS = {"fbp": 0, "mlem": 20, "sirt": 50}
+#: Largest fraction of non-finite raw values a slab may hold (isolated dead pixels are repaired).
+MAX_NONFINITE_FRACTION = 1e-3
 
 
 @dataclass(frozen=True)
 class ReconParams:
     """Everything a slab task needs besides the slab bounds (plain data: cheap to ship to workers)."""
 
-    scan: str
-    out: str
     algorithm: str
     center: float
     filter: str
@@ -80,17 +86,53 @@ def read_line_integrals(scan: ScanStore, z0: int, z1: int, xp: Any = np, *, angl
     Raw intensities are flat/dark corrected and ``-log``-ed (see :mod:`tomoflow.recon.normalize`);
     stores holding line integrals are returned as they are. ``angles`` selects projections (all by
     default).
+
+    Raises
+    ------
+    InputError
+        If more than :data:`MAX_NONFINITE_FRACTION` of the rows' raw values are NaN or Inf (a corrupt
+        or never-written part of the store), naming the store and rows.
     """
     raw = np.asarray(scan.projections[angles, z0:z1, :], dtype=np.float32)
+    bad = raw.size - int(np.count_nonzero(np.isfinite(raw)))
+    if bad > MAX_NONFINITE_FRACTION * raw.size:
+        raise InputError(f"rows {z0}-{z1} hold {bad} NaN/Inf values ({100 * bad / raw.size:.1f} %): the scan "
+                         "data is corrupt or was never written there", scan.path, "projections")
     data = xp.asarray(raw)
     if scan.attrs.values == "line-integral":
         return data
     flats = scan.flats[:, z0:z1, :] if scan.flats.shape[0] else None
     darks = scan.darks[:, z0:z1, :] if scan.darks.shape[0] else None
     shape = raw.shape[1:]
-    f = mean_frames(None if flats is None else xp.asarray(flats), shape, "flats")
-    d = mean_frames(None if darks is None else xp.asarray(darks), shape, "darks")
+    f = mean_frames(None if flats is None else xp.asarray(flats), shape, name="flats")
+    d = mean_frames(None if darks is None else xp.asarray(darks), shape, name="darks")
     return normalize_log(data, f, d, out=data)
+
+
+def check_flats(scan: ScanStore, *, sample_rows: int = 64, max_bad_fraction: float = 0.5) -> None:
+    """Refuse a scan whose flat fields are unusable (all zero, or not brighter than the darks).
+
+    Reads the flats and darks of up to ``sample_rows`` evenly spaced rows.
+
+    Raises
+    ------
+    InputError
+        When more than ``max_bad_fraction`` of the sampled pixels have flat <= dark or no finite
+        flat: reconstructing would give an all-zero (or meaningless) volume.
+    """
+    if scan.attrs.values == "line-integral" or not scan.flats.shape[0]:
+        return
+    n_rows = scan.shape[1]
+    rows = np.unique(np.linspace(0, n_rows - 1, min(sample_rows, n_rows)).astype(int))
+    flat = np.nanmean(np.asarray(scan.flats.get_orthogonal_selection((slice(None), rows, slice(None)))), axis=0)
+    dark = (np.nanmean(np.asarray(scan.darks.get_orthogonal_selection((slice(None), rows, slice(None)))), axis=0)
+            if scan.darks.shape[0] else np.zeros_like(flat))
+    bad = ~np.isfinite(flat) | (flat <= np.nan_to_num(dark, nan=0.0))
+    if bad.mean() > max_bad_fraction:
+        what = "all zero" if np.all(np.nan_to_num(flat) == 0) else f"not brighter than the darks in {100 * bad.mean():.0f} % of pixels"
+        raise InputError(f"the flat fields are {what}; the scan cannot be normalised (re-ingest it with "
+                         "correct flats, or without flats if the projections are already normalised)",
+                         scan.path, "flats")
 
 
 def estimate_center(scan: ScanStore, *, band: int = 32, method: str = "vo") -> float:
@@ -118,22 +160,7 @@ def slab_bytes(n_angles: int, n_cols: int, shape: tuple[int, int], rows: int, al
     return int(5 * sino + 6 * vol)
 
 
-def choose_slab_rows(n_angles: int, n_rows: int, n_cols: int, shape: tuple[int, int], algorithm: str,
-                     budget: int, chunk_rows: int, min_slabs: int = 1) -> int:
-    """Largest multiple of ``chunk_rows`` whose :func:`slab_bytes` fits ``budget`` (at least one chunk),
-    made smaller where possible so that there are at least ``min_slabs`` slabs (one per worker thread)."""
-    per_chunk = slab_bytes(n_angles, n_cols, shape, chunk_rows, algorithm)
-    k = max(1, int(budget // max(per_chunk, 1)))
-    if k == 1 and per_chunk > budget:
-        log.warning("one chunk of %d rows needs ~%.2f GB, over the %.2f GB budget", chunk_rows, per_chunk / 1e9, budget / 1e9)
-    rows = min(k * chunk_rows, -(-n_rows // chunk_rows) * chunk_rows)
-    if min_slabs > 1:
-        balanced = -(-n_rows // min_slabs)  # rows per slab for min_slabs slabs
-        rows = min(rows, max(chunk_rows, -(-balanced // chunk_rows) * chunk_rows))
-    return int(rows)
-
-
-# ----------------------------------------------------------------------------- tasks
+# ----------------------------------------------------------------------------- block functions
 def _namespace(device: str) -> Any:
     """Array namespace for ``device`` on this worker: CuPy for ``cuda`` (or ``auto`` with a GPU)."""
     if device == "cuda" or (device == "auto" and has_cuda()):
@@ -154,23 +181,12 @@ def reconstruct_slab(p: Any, angles_deg: np.ndarray, params: ReconParams) -> Any
     return fn(p, angles_deg, center=params.center, n_iter=params.n_iter, shape=params.shape, mask=params.mask)
 
 
-def _slab_task(params: ReconParams, index: int, z0: int, z1: int) -> dict[str, float]:
-    """Task body: read, normalise, reconstruct and write slab ``index`` (rows ``z0:z1``)."""
-    vstore = VolumeStore.open(params.out, mode="r+")
-    if vstore.done_slabs()[index]:
-        return {"index": index, "skipped": 1.0}
-    t0 = time.perf_counter()
-    scan = ScanStore.open(params.scan)
+def _recon_block(scan_path: str, params: ReconParams, z0: int, z1: int) -> np.ndarray:
+    """Block function: read, normalise and reconstruct rows ``z0:z1`` of the scan."""
+    scan = ScanStore.open(scan_path)
     xp = _namespace(params.device)
     p = read_line_integrals(scan, z0, z1, xp)
-    t1 = time.perf_counter()
-    vol = reconstruct_slab(p, scan.angles_deg, params)
-    vol = to_numpy(vol)
-    t2 = time.perf_counter()
-    vstore.level(0)[z0:z1] = vol
-    vstore.mark_slab_done(index)
-    t3 = time.perf_counter()
-    return {"index": index, "read": t1 - t0, "compute": t2 - t1, "write": t3 - t2}
+    return to_numpy(reconstruct_slab(p, scan.angles_deg, params))
 
 
 def _block_mean(block: np.ndarray) -> np.ndarray:
@@ -182,79 +198,60 @@ def _block_mean(block: np.ndarray) -> np.ndarray:
     return block.reshape(z, 2, y, 2, x, 2).mean(axis=(1, 3, 5), dtype=np.float64).astype(np.float32)
 
 
-def _pyramid_task(out: str, level: int, index: tuple[int, int, int]) -> int:
-    """Task body: compute one chunk of ``level`` from ``level - 1``."""
-    vstore = VolumeStore.open(out, mode="r+")
-    dst = vstore.level(level)
-    src = vstore.level(level - 1)
-    sl = tuple(slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(index, dst.chunks, dst.shape))
-    src_sl = tuple(slice(2 * s.start, min(2 * s.stop, n)) for s, n in zip(sl, src.shape))
-    dst[sl] = _block_mean(np.asarray(src[src_sl]))
-    return 1
+def _pyramid_block(out: str, level: int, region: tuple[slice, ...]) -> np.ndarray:
+    """Block function: one chunk of ``level`` from ``level - 1`` of the same store."""
+    src = VolumeStore.open(out, require_complete=False).level(level - 1)
+    src_sl = tuple(slice(2 * s.start, min(2 * s.stop, n)) for s, n in zip(region, src.shape))
+    return _block_mean(np.asarray(src[src_sl]))
 
 
-# ----------------------------------------------------------------------------- driver
-def _run(tasks: list[Any], client: Any, on_done: Callable[[], None] | None) -> list[Any]:
-    """Run delayed tasks on ``client`` (None: dask's threaded scheduler), calling ``on_done`` per task."""
-    import dask
-
-    if not tasks:
-        return []
-    if client is None:
-        from dask.callbacks import Callback
-
-        keys = {t.key for t in tasks}
-
-        class _Progress(Callback):
-            def _posttask(self, key, result, dsk, state, worker_id):  # noqa: ANN001
-                if key in keys and on_done is not None:
-                    on_done()
-
-        with _Progress():
-            return list(dask.compute(*tasks, scheduler="threads", optimize_graph=False))
-    from distributed import as_completed
-
-    futures = client.compute(tasks, optimize_graph=False)
-    results = []
-    try:
-        for fut in as_completed(futures):
-            results.append(fut.result())
-            if on_done is not None:
-                on_done()
-    except BaseException:
-        client.cancel(futures)
-        raise
-    return results
+# ----------------------------------------------------------------------------- planning
+def _chunk_grid(shape: tuple[int, ...], chunks: tuple[int, ...]) -> list[tuple[slice, ...]]:
+    """Every chunk region of an array, in C order (the marker unit order)."""
+    counts = [-(-s // c) for s, c in zip(shape, chunks)]
+    return [tuple(slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(idx, chunks, shape))
+            for idx in np.ndindex(*counts)]
 
 
-def _current_client() -> Any:
-    """The distributed client of this context, or None (then dask's threaded scheduler is used)."""
-    try:
-        from distributed import get_client
-
-        return get_client()
-    except (ImportError, ValueError):
-        return None
-
-
-def _total_threads(client: Any) -> int:
-    """Worker threads of ``client`` (1 without a client)."""
-    if client is None:
-        return 1
-    try:
-        return max(1, sum(int(w.get("nthreads", 1)) for w in client.scheduler_info()["workers"].values()))
-    except Exception:  # noqa: BLE001
-        return 1
+def _slab_blocks(scan_path: str, params: ReconParams, n_rows: int, chunk_rows: int, unit_bytes: int,
+                 budget: int, parallel: int) -> list[Block]:
+    n_units = -(-n_rows // chunk_rows)
+    blocks = []
+    for u0, u1 in plan_blocks(n_units, unit_bytes, budget, parallel):
+        z0, z1 = u0 * chunk_rows, min(n_rows, u1 * chunk_rows)
+        blocks.append(Block(units=tuple(range(u0, u1)), region=(slice(z0, z1), slice(None), slice(None)),
+                            args=(scan_path, params, z0, z1), nbytes=unit_bytes * (u1 - u0),
+                            label=f"rows {z0}-{z1}"))
+    return blocks
 
 
-def _wants_gpu(client: Any, device: str) -> bool:
-    if device == "cpu" or client is None:
-        return False
-    try:
-        workers = client.scheduler_info()["workers"].values()
-    except Exception:  # noqa: BLE001
-        return False
-    return any(w.get("resources", {}).get("GPU", 0) > 0 for w in workers)
+def _pyramid_blocks(out: str, vstore: VolumeStore, level: int) -> list[Block]:
+    arr = vstore.level(level)
+    return [Block(units=(i,), region=r, args=(out, level, r), nbytes=9 * 4 * int(np.prod([s.stop - s.start for s in r])),
+                  label=f"level {level} chunk {i}")
+            for i, r in enumerate(_chunk_grid(tuple(arr.shape), tuple(arr.chunks)))]
+
+
+def _validate(algorithm: str, filter: str, n_iter: int | None, shape: Any, memory_budget: Any,  # noqa: A002
+              ) -> tuple[str, str, int, tuple[int, int] | None, int]:
+    algorithm = str(algorithm).lower()
+    if algorithm not in ALGORITHMS:
+        raise ConfigError(f"unknown algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
+    if str(filter).lower() not in FILTERS:
+        raise ConfigError(f"unknown filter {filter!r}; choose one of {', '.join(FILTERS)}")
+    iters = DEFAULT_ITERATIONS[algorithm] if n_iter is None else int(n_iter)
+    if algorithm != "fbp" and not 1 <= iters <= 100_000:
+        raise ConfigError(f"n_iter must be between 1 and 100000 for {algorithm}, got {n_iter}")
+    if shape is not None:
+        try:
+            ny, nx = (int(v) for v in shape)
+        except (TypeError, ValueError):
+            raise ConfigError(f"shape must be two positive integers (ny, nx), got {shape!r}") from None
+        if ny < 1 or nx < 1:
+            raise ConfigError(f"shape must be two positive integers (ny, nx), got {shape!r}")
+        shape = (ny, nx)
+    budget = _config.get().worker_memory_budget if memory_budget is None else _config.parse_bytes(memory_budget)
+    return algorithm, str(filter).lower(), iters, shape, budget
 
 
 def reconstruct_scan(
@@ -262,7 +259,7 @@ def reconstruct_scan(
     out_path: str | Path,
     *,
     algorithm: str = "fbp",
-    center: float | str = "auto",
+    center: float | str | None = None,
     filter: str = "ramp",  # noqa: A002
     n_iter: int | None = None,
     shape: tuple[int, int] | None = None,
@@ -270,9 +267,13 @@ def reconstruct_scan(
     client: Any = None,
     overwrite: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
-    fail_after: int | None = None,
 ) -> VolumeStore:
     """Reconstruct a scan store into an OME-Zarr volume store (see module docstring).
+
+    Everything is validated before anything is written. A rerun of the same reconstruction (same
+    scan content, same parameters) resumes an interrupted store, or returns a complete one at once
+    without writing; a store made from another scan or other parameters is refused unless
+    ``overwrite``; folders that are not volume stores, and the scan itself, are never replaced.
 
     Parameters
     ----------
@@ -281,7 +282,9 @@ def reconstruct_scan(
     algorithm
         ``fbp``, ``mlem`` or ``sirt``.
     center
-        Rotation axis column in pixels, or ``"auto"`` (Fourier-metric estimate on central rows).
+        Rotation axis column in pixels (``0 .. ncol - 1``), ``"auto"`` (Fourier-metric estimate on
+        central rows), or None: the centre saved in the scan store (``tomoflow center --save``) if
+        any, else ``"auto"``.
     filter
         FBP filter (see :data:`tomoflow.recon.filters.FILTERS`).
     n_iter
@@ -291,123 +294,96 @@ def reconstruct_scan(
     memory_budget
         Peak bytes per task (e.g. ``"2GB"``); default the configured ``worker_memory_budget``.
     client
-        A ``distributed.Client``; default the current client if any, else dask's threaded scheduler.
+        A ``distributed.Client``; default the current client if any, else a local thread pool.
     overwrite
-        Replace an existing output store instead of resuming it.
+        Replace an existing volume store made from other inputs or parameters.
     progress
         Called as ``progress(stage, done, total)`` as tasks finish.
-    fail_after
-        Testing aid: raise after this many slabs were written (simulates an interruption).
 
     Returns
     -------
-    The complete :class:`VolumeStore`.
-    """
-    import dask
+    VolumeStore
+        The complete store.
 
+    Raises
+    ------
+    ConfigError
+        Bad parameters (algorithm, filter, iterations, centre outside the detector, shape, budget).
+    InputError
+        Unusable scan data (flat fields all zero, NaN slabs).
+    StoreError
+        Output refused (see above) or not writable; the scan store incomplete or missing.
+    """
     t_start = time.perf_counter()
-    algorithm = algorithm.lower()
-    if algorithm not in ALGORITHMS:
-        raise ConfigError(f"unknown algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
-    if filter.lower() not in FILTERS:
-        raise ConfigError(f"unknown filter {filter!r}; choose one of {', '.join(FILTERS)}")
-    iters = DEFAULT_ITERATIONS[algorithm] if n_iter is None else int(n_iter)
-    if algorithm != "fbp" and iters < 1:
-        raise ConfigError(f"n_iter must be >= 1 for {algorithm}, got {n_iter}")
-    cfg = _config.get()
-    budget = cfg.worker_memory_budget if memory_budget is None else _config.parse_bytes(memory_budget)
+    algorithm, filt, iters, slice_shape, budget = _validate(algorithm, filter, n_iter, shape, memory_budget)
     scan = ScanStore.open(scan_path)
     n_angles, n_rows, n_cols = scan.shape
-    slice_shape = tuple(shape) if shape is not None else (n_cols, n_cols)
-    if isinstance(center, str):
-        if center != "auto":
-            raise ConfigError(f"center must be a number of pixels or 'auto', got {center!r}")
-        ctr = estimate_center(scan)
-        log.info("estimated rotation centre %.2f px (detector centre %.1f)", ctr, (n_cols - 1) / 2)
+    slice_shape = slice_shape or (n_cols, n_cols)
+    source = "given"
+    if center is None:
+        saved = scan.attrs.rotation_center
+        center, source = (saved, "saved in the scan store") if saved is not None else ("auto", "auto")
+    if isinstance(center, str) and center.strip().lower() == "auto":
+        center_req: float | str = "auto"
     else:
-        ctr = float(center)
-    params = ReconParams(scan=str(scan_path), out=str(out_path), algorithm=algorithm, center=ctr, filter=filter.lower(),
-                         n_iter=iters, shape=slice_shape, device=cfg.device)  # type: ignore[arg-type]
-    client = client if client is not None else _current_client()
-    chunk_rows = int(scan.projections.chunks[1])  # slabs read whole scan chunks and write whole volume chunks
-    slab_rows = choose_slab_rows(n_angles, n_rows, n_cols, slice_shape, algorithm, budget, chunk_rows,
-                                 min_slabs=_total_threads(client))
-    pixel = scan.attrs.pixel_size.value if scan.attrs.pixel_size else 1.0
-    vstore = _open_or_create(out_path, params, (n_rows, *slice_shape), pixel, slab_rows, chunk_rows, scan, overwrite)
-    slabs = vstore.slabs()
-    done = vstore.done_slabs()
-    todo = [i for i in range(len(slabs)) if not done[i]]
-    log.info("%d of %d slabs to reconstruct (%d rows each)", len(todo), len(slabs), vstore.slab_rows)
+        center_req = validate_center(center, n_cols, scan_path)
+    check_flats(scan)
+    cfg = _config.get()
+    request = {"algorithm": algorithm, "center": center_req, "filter": filt, "n_iter": iters,
+               "shape": list(slice_shape), "mask": True}
+    fp = fingerprint("recon", inputs={"scan": scan.identity}, params=request)
+    plan = prepare_output(out_path, kind=VOLUME_FORMAT, stage="recon", fingerprint=fp, params=request,
+                          inputs=[scan_path], overwrite=overwrite)
+    if plan.action == "complete":
+        log.info("%s is complete for this scan and these parameters; nothing to do", out_path)
+        return VolumeStore.open(out_path)
 
-    gpu = _wants_gpu(client, cfg.device)
-    token = dask.base.tokenize(params, vstore.slab_rows)[:12]
-    name = f"recon-{algorithm}-{token}"
-    tasks = []
-    with dask.annotate(resources={"GPU": 1}) if gpu else contextlib.nullcontext():
-        for i in todo:
-            z0, z1 = slabs[i]
-            tasks.append(dask.delayed(_slab_task, pure=False)(params, i, z0, z1, dask_key_name=(name, i)))
-    total = len(slabs)
-    counter = {"n": total - len(todo)}
+    if plan.action == "resume":
+        vstore = VolumeStore.open(out_path, mode="r+", require_complete=False)
+        ctr = float(vstore.attrs.rotation_center)  # type: ignore[arg-type]
+        log.info("resuming %s (centre %.2f px)", out_path, ctr)
+    else:
+        ctr = estimate_center(scan) if center_req == "auto" else float(center_req)
+        if center_req == "auto":
+            log.info("estimated rotation centre %.2f px (detector centre %.1f)", ctr, (n_cols - 1) / 2)
+        pixel = scan.attrs.pixel_size.value if scan.attrs.pixel_size else None
+        if pixel is None:
+            log.warning("%s: pixel size unknown; the volume's voxel size is recorded as unknown (scale 1 = one "
+                        "pixel). Pass --pixel-size at ingest to record it.", scan_path)
+        shape3 = (n_rows, *slice_shape)
+        chunks = (int(scan.projections.chunks[1]), min(cfg.volume_chunk, shape3[1]), min(cfg.volume_chunk, shape3[2]))
+        n_levels = pyramid_levels(shape3)
+        run_config = {**cfg.model_dump(mode="json"), "recon": {**request, "center_used": ctr}}
+        inputs = [scan.attrs.source] if scan.attrs.source else []
+        vstore = VolumeStore.create(plan, shape3, pixel, chunks=chunks, n_levels=n_levels, algorithm=algorithm,
+                                    rotation_center=ctr, scan=str(scan_path), run_config=run_config, inputs=inputs)
+        steps = {f"level-{k}": len(_chunk_grid(level_shape(shape3, k), tuple(vstore.level(k).chunks)))
+                 for k in range(1, n_levels)}
+        steps = {"level-0": -(-n_rows // chunks[0]), **steps}
+        StageLog.begin(out_path, "recon", fingerprint=fp, params=request, steps=steps)
 
-    def tick(stage: str, n_total: int) -> Callable[[], None]:
-        def _done() -> None:
-            counter["n"] += 1
-            if fail_after is not None and counter["n"] - (total - len(todo)) >= fail_after and stage == "recon":
-                raise RuntimeError(f"simulated interruption after {fail_after} slabs")
-            if progress is not None:
-                progress(stage, counter["n"], n_total)
-        return _done
+    from tomoflow.cluster import cluster_resources
 
-    if progress is not None:
-        progress("recon", counter["n"], total)
-    t_recon = time.perf_counter()
-    timings = _run(tasks, client, tick("recon", total))
-    t_recon = time.perf_counter() - t_recon
-    if not vstore.done_slabs().all():
-        raise StoreError(f"{out_path}: some slabs did not finish; run again to resume")
-
-    t_pyr = time.perf_counter()
+    client = client if client is not None else current_client()
+    res = cluster_resources(client)
+    params = ReconParams(algorithm=algorithm, center=ctr, filter=filt, n_iter=iters, shape=slice_shape,
+                         device=cfg.device)
+    chunk_rows = int(vstore.level(0).chunks[0])
+    unit_bytes = slab_bytes(n_angles, n_cols, slice_shape, chunk_rows, algorithm)
+    blocks = _slab_blocks(os.path.abspath(scan_path), params, n_rows, chunk_rows, unit_bytes, budget, res.total_threads)
+    out = os.path.abspath(out_path)
+    recon = run_blocks(out, blocks, _recon_block, stage="recon", step="level-0", array="0",
+                       name=f"recon-{algorithm}", gpu=cfg.device != "cpu", client=client, cluster=res,
+                       progress=progress, progress_label="recon")
+    timings = {"recon": recon.wall_s, "recon_compute": recon.compute_s}
     for level in range(1, vstore.n_levels):
-        arr = vstore.level(level)
-        grid = [range(-(-s // c)) for s, c in zip(arr.shape, arr.chunks)]
-        ptasks = [dask.delayed(_pyramid_task, pure=False)(str(out_path), level, (a, b, c),
-                                                          dask_key_name=(f"pyramid-level-{token}", level, a, b, c))
-                  for a in grid[0] for b in grid[1] for c in grid[2]]
-        counter["n"] = 0
-        _run(ptasks, client, tick(f"pyramid level {level}", len(ptasks)))
-    t_pyr = time.perf_counter() - t_pyr
-    compute = float(sum(t.get("compute", 0.0) for t in timings))
-    vstore.mark_complete(seconds=time.perf_counter() - t_start, slabs_computed=len(todo), slab_rows=vstore.slab_rows,
-                         recon_wall_s=t_recon, pyramid_wall_s=t_pyr, compute_s=compute, gpu=gpu)
-    return vstore
-
-
-def _open_or_create(out_path: str | Path, params: ReconParams, shape: tuple[int, int, int], pixel_um: float,
-                    slab_rows: int, chunk_rows: int, scan: ScanStore, overwrite: bool) -> VolumeStore:
-    out = Path(out_path)
-    if out.exists() and not overwrite:
-        vstore = VolumeStore.open(out, mode="r+")
-        a = vstore.attrs
-        same = (a.scan == params.scan and a.algorithm == params.algorithm and vstore.shape == shape
-                and a.rotation_center is not None and abs(a.rotation_center - params.center) < 1e-6
-                and a.provenance.config.get("recon") == _recon_config(params))
-        if not same:
-            raise StoreError(f"{out}: exists and was made with other parameters; pass overwrite=True (--overwrite)")
-        log.info("resuming %s", out)
-        return vstore
-    inputs = [scan.attrs.source] if scan.attrs.source else []
-    run_config = {**_config.get().model_dump(mode="json"), "recon": _recon_config(params)}
-    edge = _config.get().volume_chunk
-    chunks = (chunk_rows, min(edge, shape[1]), min(edge, shape[2]))
-    return VolumeStore.create(out, shape, pixel_um, slab_rows=slab_rows, chunks=chunks, algorithm=params.algorithm,
-                              rotation_center=params.center, scan=params.scan, run_config=run_config,
-                              inputs=inputs, overwrite=overwrite)
-
-
-def _recon_config(params: ReconParams) -> dict[str, Any]:
-    d = asdict(params)
-    d["shape"] = list(d["shape"])
-    return {k: v for k, v in d.items() if k not in ("scan", "out", "device")}  # device does not change results
-
-
+        rep = run_blocks(out, _pyramid_blocks(out, vstore, level), _pyramid_block, stage="recon",
+                         step=f"level-{level}", array=str(level), name="pyramid-level", client=client,
+                         cluster=res, progress=progress, progress_label=f"pyramid level {level}")
+        timings[f"pyramid_level_{level}"] = rep.wall_s
+    StageLog(out, "recon").finish(
+        output_id=fp, seconds=time.perf_counter() - t_start, timings=timings, slabs=len(blocks),
+        slabs_computed=recon.computed, slab_rows=max(b.region[0].stop - b.region[0].start for b in blocks),
+        threads_per_task=recon.threads, gpu=recon.gpu, center_source=source,
+        estimate_bytes_per_slab=recon.max_block_bytes)
+    return VolumeStore.open(out_path)
