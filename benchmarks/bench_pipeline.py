@@ -81,9 +81,11 @@ def main() -> None:
                                          client=client, overwrite=True)
                     wall = time.perf_counter() - t
                 peaks = client.run(_peak)
-            est = slab_bytes(n_angles, n, (n, n), v.slab_rows, "fbp")
+            info = v.stages()["recon"].info
+            est = slab_bytes(n_angles, n, (n, n), info["slab_rows"], "fbp")
             rows.append({
-                "budget": budget, "slab_rows": v.slab_rows, "slabs": len(v.slabs()), "estimate_bytes": est,
+                "budget": budget, "slab_rows": info["slab_rows"], "slabs": info["slabs"], "estimate_bytes": est,
+                "threads_per_task": info["threads_per_task"],
                 "wall_s": wall, "s_per_slice": wall / n,
                 "worker_peak_rss_bytes": max(peaks.values()),
                 "worker_baseline_rss_bytes": max(base.values()),

@@ -26,7 +26,7 @@ from typing import Any, Literal
 import numpy as np
 
 from tomoflow.errors import StoreError, TomoflowError
-from tomoflow.io.stages import StageLog, store_identity, store_kind
+from tomoflow.io.stages import StageLog, read_zarr_json, store_identity, store_kind
 
 __all__ = ["OutputPlan", "fingerprint", "identity_of", "prepare_output", "create_store", "resolved_path"]
 
@@ -194,8 +194,12 @@ def prepare_output(
         return OutputPlan("replace", out)
     log_ = StageLog(out, stage)
     if not log_.exists:
-        raise StoreError(f"{out}: a {what} without a {stage} record (made by an older tomoflow?); "
-                         "pass --overwrite to replace it")
+        root = (read_zarr_json(out) or {}).get("attributes") or {}
+        if "stages" in root:
+            raise StoreError(f"{out}: a {what} made by an older tomoflow (format without stage records); "
+                             "pass --overwrite to replace it, or choose another output path")
+        # Our own store, interrupted while it was being created: nothing was computed into it yet.
+        return OutputPlan("replace", out)
     rec = log_.record
     if rec.fingerprint != fingerprint:
         why = _describe_params_change(rec.params, params or {})

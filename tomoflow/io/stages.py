@@ -39,12 +39,12 @@ import numpy as np
 from tomoflow.errors import StoreError
 from tomoflow.io.models import StageRecord, utc_now
 
-__all__ = ["StageLog", "stage_records", "store_identity", "store_kind", "STAGES_GROUP"]
+__all__ = ["StageLog", "stage_records", "store_identity", "store_kind", "read_zarr_json", "STAGES_GROUP"]
 
 STAGES_GROUP = "stages"
 
 
-def _zarr_json(path: Path) -> dict[str, Any] | None:
+def read_zarr_json(path: Path) -> dict[str, Any] | None:
     """The parsed ``zarr.json`` of a directory, or None (absent or not JSON)."""
     try:
         with open(path / "zarr.json", encoding="utf-8") as f:
@@ -59,7 +59,7 @@ def store_kind(path: str | os.PathLike) -> str | None:
 
     Reads only the root ``zarr.json`` (no zarr import), so it is safe on any folder.
     """
-    doc = _zarr_json(Path(path))
+    doc = read_zarr_json(Path(path))
     if doc is None or doc.get("node_type") != "group":
         return None
     kind = (doc.get("attributes") or {}).get("tomoflow_format")
@@ -73,7 +73,7 @@ def stage_records(path: str | os.PathLike) -> dict[str, StageRecord]:
     if not root.is_dir():
         return out
     for sub in sorted(root.iterdir()):
-        doc = _zarr_json(sub)
+        doc = read_zarr_json(sub)
         if doc is None:
             continue
         try:
@@ -166,7 +166,7 @@ class StageLog:
     # ------------------------------------------------------------------ record
     @property
     def record(self) -> StageRecord:
-        doc = _zarr_json(self.store / STAGES_GROUP / self.name)
+        doc = read_zarr_json(self.store / STAGES_GROUP / self.name)
         if doc is None:
             raise StoreError(f"{self.store}: stage {self.name!r} has no record")
         return StageRecord.model_validate(doc.get("attributes") or {})
