@@ -1,0 +1,62 @@
+"""Fixtures of the tomoflow.cluster tests: the deployment folder and dashboard checks."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+CLUSTER_DIR = Path(__file__).resolve().parents[2] / "cluster"
+
+
+@pytest.fixture(scope="session")
+def cluster_dir() -> Path:
+    """The top-level ``cluster/`` deployment folder of the repository."""
+    return CLUSTER_DIR
+
+
+@pytest.fixture(scope="session")
+def small() -> dict[str, object]:
+    """Settings of a small in-process cluster: starts in well under a second."""
+    return {"n_workers": 2, "threads_per_worker": 1, "processes": False, "dashboard_address": "127.0.0.1:0"}
+
+
+def _get(url: str) -> tuple[int, str]:
+    with urllib.request.urlopen(url, timeout=20) as response:
+        return response.status, response.read().decode("utf-8", "replace")
+
+
+def _assert_real_dashboard(url: str) -> None:
+    """The /status page is the bokeh dashboard, not the 'Dask needs bokeh' stand-in (also HTTP 200)."""
+    assert url.startswith("http://127.0.0.1:"), url
+    assert url.endswith("/status"), url
+    status, body = _get(url)
+    assert status == 200
+    assert "Dask needs" not in body
+    assert "<title>Dask Diagnostic UI</title>" in body
+    assert "bokeh.min.js" in body  # BokehJS is loaded ...
+    assert "Bokeh.embed" in body  # ... and the status document is embedded with it
+    # the BokehJS bundle the page refers to is really served
+    js = body.split('src="static/js/bokeh.min.js', 1)[1].split('"', 1)[0]
+    status, script = _get(url.rsplit("/", 1)[0] + "/static/js/bokeh.min.js" + js)
+    assert status == 200 and "Bokeh" in script
+
+
+def _assert_nothing_listens(url: str) -> None:
+    with pytest.raises(urllib.error.URLError):
+        _get(url)
+
+
+@pytest.fixture(scope="session")
+def assert_real_dashboard() -> Callable[[str], None]:
+    """Check that a URL serves the real bokeh dashboard."""
+    return _assert_real_dashboard
+
+
+@pytest.fixture(scope="session")
+def assert_nothing_listens() -> Callable[[str], None]:
+    """Check that nothing answers at a URL any more."""
+    return _assert_nothing_listens
