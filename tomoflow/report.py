@@ -18,10 +18,15 @@ def _robust_limits(img: np.ndarray) -> tuple[float, float]:
     return float(lo), float(hi if hi > lo else lo + 1)
 
 
+def _plain(text: str) -> str:
+    """``text`` shown literally by matplotlib (a ``$`` in a path would otherwise start mathtext)."""
+    return str(text).replace("$", r"\$")
+
+
 def _show(ax: Any, img: np.ndarray, title: str, xlabel: str, ylabel: str, aspect: Any = "equal") -> None:
     lo, hi = _robust_limits(img)
     ax.imshow(img, cmap="gray", vmin=lo, vmax=hi, aspect=aspect, interpolation="nearest")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(_plain(title), fontsize=9)
     ax.set_xlabel(xlabel, fontsize=8)
     ax.set_ylabel(ylabel, fontsize=8)
     ax.tick_params(labelsize=7)
@@ -56,13 +61,15 @@ def overview_png(path: str | Path, scan_path: str | Path, volume_path: str | Pat
         vol = VolumeStore.open(volume_path)
         a = vol.level(0)
         nz, ny, nx = a.shape
-        vs = vol.attrs.voxel_size.value
+        va = vol.attrs
+        voxel = f"voxel {va.voxel_size.value:g} um" if va.voxel_size is not None else "voxel size unknown"
+        centre = f"centre {va.rotation_center:.2f} px" if va.rotation_center is not None else "centre unknown"
         _show(axes[2], np.asarray(a[nz // 2]), f"slice z={nz // 2}", "x (voxel)", "y (voxel)")
         _show(axes[3], np.asarray(a[:, ny // 2, :]), f"slice y={ny // 2}", "x (voxel)", "z (voxel)", aspect="auto")
         _show(axes[4], np.asarray(a[:, :, nx // 2]), f"slice x={nx // 2}", "y (voxel)", "z (voxel)", aspect="auto")
-        axes[2].text(0.02, 0.02, f"voxel {vs:g} um, centre {vol.attrs.rotation_center:.2f} px",
+        axes[2].text(0.02, 0.02, f"{voxel}, {centre}",
                      transform=axes[2].transAxes, color="yellow", fontsize=7)
-    fig.suptitle(title or Path(scan_path).name, fontsize=10)
+    fig.suptitle(_plain(title or Path(scan_path).name), fontsize=10)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -46,7 +46,7 @@ def test_ingest_tooth(tooth_h5: Path, tmp_path: Path) -> None:
     assert attrs.source.sha256 == hashlib.sha256(tooth_h5.read_bytes()).hexdigest()
     assert attrs.source.size_bytes == tooth_h5.stat().st_size
     assert attrs.provenance.inputs[0].sha256 == attrs.source.sha256
-    assert attrs.stages["ingest"].complete
+    assert store.is_complete("ingest")
     assert attrs.values == "intensity"
 
     reopened = ScanStore.open(tmp_path / "tooth.zarr")
@@ -90,9 +90,12 @@ def test_write_dxchange_round_trip(tmp_path: Path) -> None:
     np.testing.assert_array_equal(store.flats[:], flats)
     np.testing.assert_array_equal(store.darks[:], darks[None])
     np.testing.assert_allclose(store.angles_deg, angles)
-    with pytest.raises(StoreError):
-        ingest_dxchange(path, tmp_path / "s.zarr")
-    ingest_dxchange(path, tmp_path / "s.zarr", overwrite=True)
+    # The same ingest again finds it complete; other data needs overwrite.
+    assert ingest_dxchange(path, tmp_path / "s.zarr").is_complete("ingest")
+    other = write_dxchange(tmp_path / "other.h5", proj + 1, angles)
+    with pytest.raises(StoreError, match="overwrite"):
+        ingest_dxchange(other, tmp_path / "s.zarr")
+    np.testing.assert_array_equal(ingest_dxchange(other, tmp_path / "s.zarr", overwrite=True).projections[:], proj + 1)
 
 
 def test_write_dxchange_rejects_bad_shapes(tmp_path: Path) -> None:
@@ -240,3 +243,10 @@ def test_corrupt_chunk_mid_stream(tmp_path: Path) -> None:
     _assert_names(exc, path, "/exchange/data")
     with pytest.raises(StoreError, match="ingest did not complete"):
         ScanStore.open(tmp_path / "x.zarr")
+
+
+def test_write_dxchange_unwritable_names_the_file(tmp_path: Path) -> None:
+    out = tmp_path / "no-such-folder" / "x.h5"
+    with pytest.raises(StoreError, match="cannot create the file") as exc:
+        write_dxchange(out, np.ones((2, 2, 2)), [0, 1])
+    assert str(out) in str(exc.value) and ".tmp" not in str(exc.value)

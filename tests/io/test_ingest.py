@@ -1,4 +1,4 @@
-"""The ingest entry point: format detection, dispatch, arrays, and interrupted ingests."""
+"""The ingest entry point: format detection, dispatch and interrupted ingests."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import pytest
 import tifffile
 
 from tomoflow.errors import InputError, StoreError
-from tomoflow.io.arrays import ingest_arrays
 from tomoflow.io.dxchange import write_dxchange
 from tomoflow.io.ingest import FORMATS, detect_format, ingest
 from tomoflow.io.scan_store import ScanStore
@@ -86,36 +85,13 @@ def test_ingest_dispatch(tooth_h5: Path, txrm_file: Path, make_nxtomo, tmp_path:
     assert set(FORMATS) == {"dxchange", "nexus", "txrm", "tiff", "numpy"}
 
 
-def test_ingest_arrays_memory_and_npy(tmp_path: Path) -> None:
-    rng = np.random.default_rng(5)
-    proj = rng.uniform(0, 2, (10, 3, 4)).astype(np.float64)
-    s = ingest_arrays(tmp_path / "a.zarr", proj, np.arange(10.0) * 18, values="line-integral",
-                      pixel_size_um=1.5, energy_kev=30)
-    assert s.attrs.values == "line-integral" and s.attrs.source.format == "numpy"
-    assert s.flats.shape == (0, 3, 4) and s.darks.shape == (0, 3, 4)
-    np.testing.assert_allclose(s.projections[:], proj.astype(np.float32))
-    np.save(tmp_path / "p.npy", proj)
-    np.save(tmp_path / "f.npy", np.ones((3, 4)))
-    s = ingest(tmp_path / "p.npy", tmp_path / "b.zarr", angles=(0, 180, 18), flats=tmp_path / "f.npy")
-    assert s.attrs.source.sha256 and s.flats.shape == (1, 3, 4)
-    np.testing.assert_allclose(s.projections[:], proj.astype(np.float32))
-    s = ingest(proj, tmp_path / "c.zarr", angles=np.arange(10.0))
-    assert s.shape == (10, 3, 4)
-    with pytest.raises(InputError, match="no rotation angles"):
-        ingest(proj, tmp_path / "d.zarr")
-    with pytest.raises(InputError, match="3-D"):
-        ingest_arrays(tmp_path / "e.zarr", proj[0], [0.0])
-    with pytest.raises(InputError, match="detector shape"):
-        ingest_arrays(tmp_path / "e.zarr", proj, np.arange(10.0), darks=np.zeros((2, 4, 3)))
-    with pytest.raises(InputError, match="values must be"):
-        ingest_arrays(tmp_path / "e.zarr", proj, np.arange(10.0), values="counts")
-
-
 def test_existing_store_needs_overwrite(tooth_h5: Path, tmp_path: Path) -> None:
     ingest(tooth_h5, tmp_path / "s.zarr")
+    assert ingest(tooth_h5, tmp_path / "s.zarr").is_complete("ingest")  # the same ingest: already done
+    other_angles = np.linspace(0, 360, 181)
     with pytest.raises(StoreError, match="overwrite"):
-        ingest(tooth_h5, tmp_path / "s.zarr")
-    assert ingest(tooth_h5, tmp_path / "s.zarr", overwrite=True).is_complete("ingest")
+        ingest(tooth_h5, tmp_path / "s.zarr", angles=other_angles)
+    assert ingest(tooth_h5, tmp_path / "s.zarr", angles=other_angles, overwrite=True).is_complete("ingest")
 
 
 def test_interrupted_ingest_is_not_complete(tooth_h5: Path, tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ def test_ingest_nxtomo(make_nxtomo, tmp_path: Path) -> None:
     sp = store.group["stage_position"][:]
     assert sp.shape == (10, 3)
     np.testing.assert_allclose(sp[0], [1000.0, 2000.0, 3.0])
-    assert attrs.stages["ingest"].complete
+    assert store.is_complete("ingest")
 
 
 def test_lazy_selection_reads_blocks(make_nxtomo) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -42,9 +44,11 @@ def test_write_zarr_store(tmp_path, scan):
 def test_zarr_overwrite(tmp_path, scan):
     path = tmp_path / "s.zarr"
     write_synthetic_scan(path, scan)
-    with pytest.raises(StoreError):
-        write_synthetic_scan(path, scan)
-    write_synthetic_scan(path, scan, overwrite=True)
+    write_synthetic_scan(path, scan)  # the same scan again: already complete
+    other = dataclasses.replace(scan, projections=scan.projections + 1)
+    with pytest.raises(StoreError, match="overwrite"):
+        write_synthetic_scan(path, other)
+    write_synthetic_scan(path, other, overwrite=True)
     assert ScanStore.open(path).is_complete("ingest")
 
 

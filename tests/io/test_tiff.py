@@ -52,7 +52,7 @@ def test_directory_stack(tmp_path: Path) -> None:
     assert attrs.source.format == "tiff" and len(attrs.source.sha256) == 64
     assert attrs.pixel_size.value == 0.5
     assert attrs.instrument["n_files"] == 12 and attrs.instrument["last_file"] == "proj_11.tif"
-    assert attrs.stages["ingest"].complete
+    assert store.is_complete("ingest")
 
 
 def test_multipage_glob_and_angle_range(tmp_path: Path) -> None:

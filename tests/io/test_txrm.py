@@ -44,7 +44,7 @@ def test_ingest_real_txrm(txrm_file: Path, tmp_path: Path) -> None:
     assert attrs.source.format == "txrm"
     assert attrs.source.sha256 == hashlib.sha256(txrm_file.read_bytes()).hexdigest()
     assert attrs.instrument["pixel_dtype"] == "uint16"
-    assert attrs.stages["ingest"].complete
+    assert store.is_complete("ingest")
 
     sp = store.group["stage_position"][:]
     assert sp.shape == (7, 3)

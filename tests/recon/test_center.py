@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tomoflow.errors import InputError
+from tomoflow.errors import ConfigError, InputError
 from tomoflow.recon import project
 from tomoflow.recon.center import center_sweep, find_center, find_center_pair, find_center_vo
 from tomoflow.recon.fbp import fbp
@@ -32,6 +32,21 @@ def test_pair_needs_opposite_projections():
         find_center_pair(project(VOL, ang), ang)
 
 
+def test_center_bad_input():
+    ang = np.linspace(0, 180, 30, endpoint=False)
+    p = project(VOL, ang)
+    with pytest.raises(ConfigError, match="method"):
+        find_center(p, ang, method="guess")
+    with pytest.raises(ConfigError, match="search_radius"):
+        find_center_vo(p, ang, search_radius=-1)
+    with pytest.raises(InputError, match="angle count"):
+        find_center(p, ang[1:])
+    bad = p.copy()
+    bad[0, 0, 0] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        find_center(bad, ang)
+
+
 def test_tooth_centre_and_sweep_agree(tooth_line_integrals):
     """On the real APS tooth scan the automatic centre is where the sweep is sharpest, and a centre
     a few pixels off is visibly worse."""
@@ -39,7 +54,7 @@ def test_tooth_centre_and_sweep_agree(tooth_line_integrals):
     c = find_center(p, theta)
     assert 280 < c < 310  # the axis sits ~24 px left of the detector centre (319.5)
     centers = np.arange(c - 6, c + 6.01, 0.5)
-    _, metric = center_sweep(p, theta, centers, row=0)
+    _, metric = center_sweep(p, theta, centers, rows=0)
     assert abs(centers[int(np.argmax(metric))] - c) <= 1.0
     assert metric.max() - metric[0] > 0.02 * abs(metric.max())
     # A reconstruction at the auto centre is mostly non-negative; 5 px off it is not.

@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 from skimage.transform import iradon
 
-from tomoflow.errors import InputError
+from tomoflow.errors import ConfigError, InputError
 from tomoflow.recon import project
 from tomoflow.recon.fbp import angular_weights, circle_mask, fbp
-from tomoflow.recon.filters import FILTERS
+from tomoflow.recon.filters import FILTERS, filter_projections
 from tomoflow.testing import ellipse_slice
 
 
@@ -65,10 +65,37 @@ def test_slab_and_360_degree_weights():
 
 
 def test_fbp_bad_input():
+    """Bad data raises InputError; bad parameters raise ConfigError."""
     sino = project(PHANTOM, ANGLES)
-    with pytest.raises(InputError, match="filter"):
-        fbp(sino, ANGLES, filter="bogus")
     with pytest.raises(InputError, match="angles"):
         fbp(sino, ANGLES[:-1])
-    with pytest.raises(InputError, match="centre"):
+    with pytest.raises(InputError, match="projections"):
+        fbp(np.zeros(5), [0.0])
+    with pytest.raises(ConfigError, match="filter"):
+        fbp(sino, ANGLES, filter="bogus")
+    with pytest.raises(ConfigError, match="center"):
         fbp(sino, ANGLES, center=1e6)
+    with pytest.raises(ConfigError, match="shape"):
+        fbp(sino, ANGLES, shape=(0, 4))
+    with pytest.raises(ConfigError, match="pad_factor"):
+        fbp(sino, ANGLES, pad_factor=0.5)
+    with pytest.raises(ConfigError, match="backend"):
+        fbp(sino, ANGLES, backend="gpu")
+    with pytest.raises(TypeError):
+        fbp(sino, ANGLES, 64.0)  # options are keyword-only
+
+
+def test_ram_lak_is_the_ramp_filter():
+    sino = project(PHANTOM, ANGLES)
+    np.testing.assert_array_equal(fbp(sino, ANGLES, filter="Ram-Lak"), fbp(sino, ANGLES, filter="ramp"))
+
+
+def test_filter_centre_shift_is_a_subpixel_shift():
+    """The centre phase ramp inside the filter moves the projections like shift_images does."""
+    from tomoflow.recon.shift import shift_images
+
+    cols = np.arange(N)
+    sino = np.exp(-((cols[None, None, :] - 60.0 - 0.1 * np.arange(5)[:, None, None]) ** 2) / 40.0)
+    moved = filter_projections(sino, filter="none", shift_px=2.5)
+    ref = shift_images(sino, np.tile([0.0, 2.5], (5, 1)))
+    np.testing.assert_allclose(moved, ref, atol=1e-5)

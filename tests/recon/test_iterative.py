@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tomoflow.errors import InputError
+from tomoflow.errors import ConfigError, InputError
 from tomoflow.recon import project
 from tomoflow.recon.fbp import circle_mask, fbp
 from tomoflow.recon.iterative import mlem, sirt
@@ -43,7 +43,15 @@ def test_warm_start_and_tolerance():
 def test_iterative_bad_input():
     with pytest.raises(InputError, match="NaN"):
         mlem(np.full_like(SINO, np.nan), ANGLES, n_iter=1)
-    with pytest.raises(InputError, match="n_iter"):
-        sirt(SINO, ANGLES, n_iter=0)
     with pytest.raises(InputError, match="warm start"):
         mlem(SINO, ANGLES, n_iter=1, x0=np.ones((3, 3, 3)))
+    with pytest.raises(InputError, match="angles"):
+        sirt(SINO, ANGLES[1:], n_iter=1)
+    with pytest.raises(ConfigError, match="n_iter"):
+        sirt(SINO, ANGLES, n_iter=0)
+    with pytest.raises(ConfigError, match="tol"):
+        mlem(SINO, ANGLES, tol=-1.0)
+    with pytest.raises(ConfigError, match="relaxation"):
+        sirt(SINO, ANGLES, relaxation=2.5)
+    with pytest.raises(TypeError):
+        mlem(SINO, ANGLES, None, 5)  # options are keyword-only

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tomoflow.errors import InputError
+from tomoflow.errors import ConfigError, InputError
 from tomoflow.recon import backproject, project
 
 
@@ -57,6 +57,14 @@ def test_bad_input():
         backproject(np.zeros((3, 2, 8), np.float32), [0.0, 1.0])
     with pytest.raises(InputError, match="NaN"):
         project(np.zeros((4, 4)), [0.0, np.nan])
+    with pytest.raises(ConfigError, match="backend"):
+        project(np.zeros((4, 4)), [0.0], backend="cuda")
+    with pytest.raises(ConfigError, match="model"):
+        backproject(np.zeros((1, 2, 4), np.float32), [0.0], model="nearest")
+    with pytest.raises(ConfigError, match="n_cols"):
+        project(np.zeros((4, 4)), [0.0], n_cols=0)
+    with pytest.raises(TypeError):
+        project(np.zeros((4, 4)), [0.0], 1.5)  # options are keyword-only
 
 
 def test_forward_projection_is_accurate_at_every_angle():

@@ -159,7 +159,7 @@ def test_shepp_logan_table_and_rasterisation_agree():
     shape = (16, 32, 32)
     tab = shepp_logan_ellipsoids(shape)
     assert tab.shape == (10, 8)
-    np.testing.assert_array_equal(shepp_logan_3d(shape), rasterize_ellipsoids(tab, shape, 2))
+    np.testing.assert_array_equal(shepp_logan_3d(shape), rasterize_ellipsoids(tab, shape, supersample=2))
     assert SHEPP_LOGAN_3D.shape == (10, 8)
     assert shepp_logan_ellipses(32).shape == (10, 6)
 

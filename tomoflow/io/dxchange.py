@@ -24,8 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from tomoflow._checks import check_frames, validate_angles
 from tomoflow.errors import InputError, StoreError
-from tomoflow.io.arrays import (
+from tomoflow.io.readers import (
     LazyStack,
     RawScan,
     h5_dataset,
@@ -56,7 +57,7 @@ _ENERGY = ("/measurement/instrument/monochromator/energy",)
 
 
 def open_dxchange(path: str | os.PathLike, *, angles: Any = None) -> RawScan:
-    """Open a Data Exchange file as a lazy :class:`~tomoflow.io.arrays.RawScan` (nothing read yet
+    """Open a Data Exchange file as a lazy :class:`~tomoflow.io.readers.RawScan` (nothing read yet
     but metadata, angles and flat/dark frames).
 
     Parameters
@@ -118,12 +119,9 @@ def open_dxchange(path: str | os.PathLike, *, angles: Any = None) -> RawScan:
             closer=h5.close,
         )
         # Check the frames' detector shape now, naming their datasets.
-        for name, frames in ((WHITE, flats), (DARK, darks)):
-            if frames is not None and (frames.ndim != 3 or frames.shape[1:] != data.shape[1:]):
-                raise InputError(
-                    f"frames of shape {frames.shape} do not match projections' detector shape {data.shape[1:]}",
-                    path, name,
-                )
+        for name, ds_name, frames in (("flats", WHITE, flats), ("darks", DARK, darks)):
+            if frames is not None:
+                check_frames(name, frames, *data.shape[1:], path, ds_name)
         raw.override_angles(angles)
         return raw
     except BaseException:
@@ -209,22 +207,20 @@ def write_dxchange(
     shape = tuple(getattr(projections, "shape", np.shape(projections)))
     if len(shape) != 3 or 0 in shape:
         raise InputError(f"projections must be a non-empty 3-D (angle, row, col) stack, got shape {shape}", path, DATA)
-    theta = np.asarray(angles_deg, dtype=np.float64).reshape(-1)
-    if theta.size != shape[0]:
-        raise InputError(f"angle count mismatch: {theta.size} angles for {shape[0]} projections", path, THETA)
+    theta = validate_angles(angles_deg, shape[0], path, THETA)
     frames: dict[str, np.ndarray] = {}
-    for name, arr in ((WHITE, flats), (DARK, darks)):
-        if arr is None:
-            continue
-        a = np.asarray(arr)
-        a = a[None] if a.ndim == 2 else a
-        if a.ndim != 3 or a.shape[1:] != shape[1:]:
-            raise InputError(f"frames of shape {a.shape} do not match detector shape {shape[1:]}", path, name)
-        frames[name] = a
+    for name, ds_name, arr in (("flats", WHITE, flats), ("darks", DARK, darks)):
+        if arr is not None:
+            frames[ds_name] = check_frames(name, np.asarray(arr), *shape[1:], path, ds_name)
     dtype = np.dtype(getattr(projections, "dtype", np.float32))
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with h5py.File(tmp, "w") as f:
+        try:
+            f = h5py.File(tmp, "w")
+        except OSError as exc:  # name the file asked for, not the temporary one
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise StoreError(f"{path}: cannot create the file ({reason})") from None
+        with f:
             f.create_dataset("implements", data="exchange")
             ds = f.create_dataset(DATA, shape=shape, dtype=dtype)
             ds.attrs["axes"] = "theta:y:x"

@@ -15,7 +15,7 @@ from typing import Any
 
 
 from tomoflow.errors import InputError
-from tomoflow.io.arrays import check_input_file, ingest_arrays, is_hdf5, open_hdf5, reader_errors
+from tomoflow.io.readers import check_input_file, is_hdf5, open_hdf5, reader_errors
 from tomoflow.io.scan_store import ScanStore
 
 __all__ = ["FORMATS", "detect_format", "ingest"]
@@ -142,7 +142,7 @@ def ingest(
         Bad input (naming the file and dataset); the store, if already created, is left marked
         incomplete.
     """
-    from tomoflow.io import dxchange, nexus, tiff, txrm
+    from tomoflow.io import dxchange, nexus, npy, tiff, txrm
 
     if not isinstance(source, (str, os.PathLike, list, tuple)) and hasattr(source, "shape"):
         fmt = "numpy" if format == "auto" else format
@@ -162,7 +162,4 @@ def ingest(
         return txrm.ingest_txrm(source, store_path, angles=angles, **common, **kw)
     if fmt == "tiff":
         return tiff.ingest_tiff(source, store_path, angles=angles, **common, **kw)
-    if angles is None:
-        raise InputError("arrays carry no rotation angles; pass angles=",
-                         source if isinstance(source, (str, os.PathLike)) else None, "angles")
-    return ingest_arrays(store_path, source, angles, **common, **kw)
+    return npy.ingest_numpy(source, store_path, angles=angles, **common, **kw)

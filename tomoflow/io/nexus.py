@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from tomoflow.errors import InputError
-from tomoflow.io.arrays import (
+from tomoflow.io.readers import (
     LazyStack,
     RawScan,
     h5_dataset,
@@ -142,7 +142,7 @@ def _select_reader(ds: Any, idx: np.ndarray) -> Callable[[int, int], np.ndarray]
 
 
 def open_nexus(path: str | os.PathLike, *, entry: str | None = None, angles: Any = None) -> RawScan:
-    """Open a NeXus NXtomo file as a lazy :class:`~tomoflow.io.arrays.RawScan`.
+    """Open a NeXus NXtomo file as a lazy :class:`~tomoflow.io.readers.RawScan`.
 
     Parameters
     ----------

@@ -21,17 +21,23 @@ a batch of 8 projections reads ``nrow / 32`` whole chunks, and a slab of 32 rows
 ``nangle / 8`` whole chunks, with no read amplification in either direction, while keeping chunks
 around 1-4 MB for typical 1-2k detectors (small enough to stream, large enough for throughput).
 
-Completion
-----------
-A store is created with ``stages.ingest.complete = False`` and marked complete only after the last
-block was written (:meth:`ScanStore.mark_complete`). :func:`open_scan` refuses an incomplete store.
+Completion and identity
+-----------------------
+:func:`write_scan` is the ``ingest`` stage: its record (``stages/ingest``, see
+:mod:`tomoflow.io.stages`) is created incomplete and marked complete only after the last block was
+written, with the sha256 of everything written as the store's identity. :func:`open_scan` refuses an
+incomplete store. Output safety (never replacing a user's folder or the source) is
+:func:`tomoflow.io.output.prepare_output`'s.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import os
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,9 +46,16 @@ import numpy as np
 import zarr
 
 from tomoflow import config as _config
+from tomoflow._checks import check_frames as _check_frames
+from tomoflow._checks import validate_angles
+from tomoflow._hashing import file_sha256
 from tomoflow._version import __version__
-from tomoflow.errors import InputError, StoreError
-from tomoflow.io.models import Provenance, ScanAttrs, SourceFile, StageRecord, utc_now
+from tomoflow.errors import ConfigError, InputError, StoreError
+from tomoflow.io.models import SCAN_FORMAT, Provenance, ScanAttrs, SourceFile, StageRecord
+from tomoflow.io.output import OutputPlan, create_store, fingerprint, prepare_output
+from tomoflow.io.stages import StageLog, stage_records, store_identity, store_kind
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "ScanStore",
@@ -51,16 +64,8 @@ __all__ = [
     "default_scan_chunks",
     "file_sha256",
     "validate_angles",
+    "validate_center",
 ]
-
-
-def file_sha256(path: str | os.PathLike, block: int = 1 << 22) -> str:
-    """sha256 of a file's bytes, read in 4 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def default_scan_chunks(n_angles: int, n_rows: int, n_cols: int) -> tuple[int, int, int]:
@@ -69,33 +74,11 @@ def default_scan_chunks(n_angles: int, n_rows: int, n_cols: int) -> tuple[int, i
     return (max(1, min(cfg.scan_chunk_angles, n_angles)), max(1, min(cfg.scan_chunk_rows, n_rows)), max(1, n_cols))
 
 
-def validate_angles(angles_deg: Any, n_angles: int, path: str | os.PathLike | None = None, dataset: str | None = None) -> np.ndarray:
-    """Check an angle list (degrees) against the number of projections; return float64 array."""
-    try:
-        angles = np.asarray(angles_deg, dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"angles are not numbers ({exc})", path, dataset) from None
-    if angles.size != n_angles:
-        raise InputError(f"angle count mismatch: {angles.size} angles for {n_angles} projections", path, dataset)
-    if not np.all(np.isfinite(angles)):
-        raise InputError("angles contain NaN or Inf", path, dataset)
-    return angles
-
-
-def _check_frames(name: str, arr: Any, n_rows: int, n_cols: int, path: Any) -> tuple[int, int, int]:
-    shape = tuple(getattr(arr, "shape", ()))
-    if len(shape) != 3:
-        raise InputError(f"{name} must be 3-D (frame, row, col), got shape {shape}", path, name)
-    if shape[1:] != (n_rows, n_cols):
-        raise InputError(f"{name} frames are {shape[1:]} but projections are {(n_rows, n_cols)}", path, name)
-    return shape  # type: ignore[return-value]
-
-
 class ScanStore:
     """Handle on a scan store on disk (see module docstring for the layout).
 
-    Use :meth:`create` to start a new store and write into it block by block (streaming ingest), or
-    :meth:`open` to read one. :func:`open_scan` gives the labelled, lazy :class:`xarray.Dataset`.
+    :func:`write_scan` makes one (the ``ingest`` stage, with output safety and identity); :meth:`open`
+    opens one; :func:`open_scan` gives the labelled, lazy :class:`xarray.Dataset`.
     """
 
     def __init__(self, path: str | os.PathLike, group: zarr.Group) -> None:
@@ -103,81 +86,52 @@ class ScanStore:
         self.group = group
 
     # ------------------------------------------------------------------ creation
-    @classmethod
-    def create(
-        cls,
-        path: str | os.PathLike,
-        shape: tuple[int, int, int],
-        angles_deg: Sequence[float] | np.ndarray,
+    @staticmethod
+    def build_attrs(
         *,
-        n_flats: int = 0,
-        n_darks: int = 0,
         values: str = "intensity",
         pixel_size_um: float | None = None,
         energy_kev: float | None = None,
         rotation_center: float | None = None,
-        stage_position_um: np.ndarray | None = None,
         instrument: Mapping[str, Any] | None = None,
         source: SourceFile | None = None,
-        chunks: tuple[int, int, int] | None = None,
-        overwrite: bool = False,
-    ) -> "ScanStore":
-        """Create an empty scan store with ``stages.ingest.complete = False``.
+    ) -> ScanAttrs:
+        """Validated root attributes of a new scan store.
 
-        Parameters
-        ----------
-        path
-            Directory of the zarr v3 store (conventionally ``*.zarr``).
-        shape
-            ``(n_angles, n_rows, n_cols)`` of the projections.
-        angles_deg
-            Rotation angle of every projection, degrees.
-        n_flats, n_darks
-            Number of flat and dark frames that will be written.
-        values
-            ``"intensity"`` (raw) or ``"line-integral"`` (already -log normalised).
-        pixel_size_um, energy_kev
-            Detector pixel size (micrometre) and beam energy (keV), if known.
-        rotation_center
-            Rotation axis column (pixels) if known.
-        stage_position_um
-            ``(n_angles, 3)`` stage x, y, z per projection in micrometres, if known.
-        chunks
-            Override the projection chunk shape (see :func:`default_scan_chunks`).
-        overwrite
-            Replace an existing store at ``path``.
+        Raises
+        ------
+        ConfigError
+            Pixel size or energy not positive and finite, unknown ``values``.
         """
-        path = Path(path)
-        if len(shape) != 3 or min(shape) < 1:
-            raise InputError(f"projections must be a non-empty 3-D (angle, row, col) stack, got shape {tuple(shape)}", source.path if source else None)
-        n_angles, n_rows, n_cols = (int(s) for s in shape)
-        angles = validate_angles(angles_deg, n_angles, source.path if source else None, "angles")
         if values not in ("intensity", "line-integral"):
-            raise InputError(f"values must be 'intensity' or 'line-integral', got {values!r}")
-        if path.exists() and not overwrite:
-            raise StoreError(f"{path}: store exists; pass overwrite=True (CLI: --overwrite) to replace it")
-        chunks = chunks or default_scan_chunks(n_angles, n_rows, n_cols)
-        cfg = _config.get()
-        attrs = ScanAttrs(
+            raise ConfigError(f"values must be 'intensity' or 'line-integral', got {values!r}")
+        for name, v, unit in (("pixel size", pixel_size_um, "micrometre"), ("energy", energy_kev, "keV")):
+            if v is not None and not (isinstance(v, (int, float, np.number)) and np.isfinite(v) and v > 0):
+                raise ConfigError(f"{name} must be a positive number of {unit}, got {v!r}")
+        if rotation_center is not None and not np.isfinite(rotation_center):
+            raise ConfigError(f"rotation centre must be a finite number of pixels, got {rotation_center!r}")
+        return ScanAttrs(
             values=values,  # type: ignore[arg-type]
             pixel_size=None if pixel_size_um is None else {"value": float(pixel_size_um), "unit": "micrometer"},
             energy=None if energy_kev is None else {"value": float(energy_kev), "unit": "keV"},
-            rotation_center=rotation_center,
+            rotation_center=None if rotation_center is None else float(rotation_center),
             instrument=dict(instrument or {}),
             source=source,
-            stages={"ingest": StageRecord(complete=False, started=utc_now())},
-            provenance=Provenance(
-                tomoflow_version=__version__,
-                config=cfg.model_dump(mode="json"),
-                inputs=[source] if source else [],
-            ),
+            provenance=Provenance(tomoflow_version=__version__, config=_config.get().model_dump(mode="json"),
+                                  inputs=[source] if source else []),
         )
-        root = zarr.open_group(str(path), mode="w" if overwrite else "w-", zarr_format=3)
-        root.attrs.update(attrs.model_dump(mode="json"))
+
+    @classmethod
+    def _create(cls, plan: OutputPlan, attrs: ScanAttrs, shape: tuple[int, int, int], angles: np.ndarray, *,
+                n_flats: int, n_darks: int, chunks: tuple[int, int, int], stage_position_um: np.ndarray | None,
+                ) -> "ScanStore":
+        """Create the (validated) store layout: root attributes, empty arrays, the angle coordinate."""
+        n_angles, n_rows, n_cols = shape
+        root = create_store(plan, attrs.model_dump(mode="json"))
         root.create_array(
-            "projections", shape=(n_angles, n_rows, n_cols), chunks=chunks, dtype="float32",
+            "projections", shape=shape, chunks=chunks, dtype="float32",
             dimension_names=["angle", "row", "col"], fill_value=np.nan,
-            attributes={"long_name": "projections", "values": values},
+            attributes={"long_name": "projections", "values": attrs.values},
         )
         for name, n, dim in (("flats", n_flats, "flat"), ("darks", n_darks, "dark")):
             root.create_array(
@@ -188,15 +142,12 @@ class ScanStore:
                                 attributes={"units": "degree", "long_name": "rotation angle"}, fill_value=np.nan)
         ang[:] = angles
         if stage_position_um is not None:
-            sp = np.asarray(stage_position_um, dtype=np.float64)
-            if sp.shape != (n_angles, 3):
-                raise InputError(f"stage positions must be (n_angles, 3) = ({n_angles}, 3), got {sp.shape}", source.path if source else None, "stage_position")
-            arr = root.create_array("stage_position", shape=sp.shape, dtype="float64",
+            arr = root.create_array("stage_position", shape=stage_position_um.shape, dtype="float64",
                                     dimension_names=["angle", "axis"],
                                     attributes={"units": "micrometer", "axis_names": ["x", "y", "z"]},
                                     fill_value=np.nan)
-            arr[:] = sp
-        return cls(path, root)
+            arr[:] = stage_position_um
+        return cls(plan.path, root)
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -211,6 +162,8 @@ class ScanStore:
         path = Path(path)
         if not path.exists():
             raise StoreError(f"{path}: no such scan store")
+        if store_kind(path) != SCAN_FORMAT:
+            raise StoreError(f"{path}: not a tomoflow scan store")
         try:
             root = zarr.open_group(str(path), mode=mode)
         except Exception as exc:  # noqa: BLE001 - zarr raises many types
@@ -221,8 +174,6 @@ class ScanStore:
 
     def validate(self, *, require_complete: bool = True) -> ScanAttrs:
         """Check layout and attributes; return the parsed attributes."""
-        if self.group.attrs.get("tomoflow_format") != "tomoflow-scan":
-            raise StoreError(f"{self.path}: not a tomoflow scan store (attribute tomoflow_format missing)")
         try:
             attrs = ScanAttrs.model_validate(dict(self.group.attrs))
         except Exception as exc:  # noqa: BLE001
@@ -235,8 +186,9 @@ class ScanStore:
             raise StoreError(f"{self.path}: projections must be 3-D, got {shape}")
         if self.group["angle"].shape != (shape[0],):
             raise StoreError(f"{self.path}: {self.group['angle'].shape[0]} angles for {shape[0]} projections")
-        if require_complete and not attrs.stages.get("ingest", StageRecord()).complete:
-            raise StoreError(f"{self.path}: ingest did not complete (interrupted?); ingest the scan again with --overwrite")
+        if require_complete and not self.is_complete("ingest"):
+            raise StoreError(f"{self.path}: ingest did not complete (interrupted?); run the same ingest "
+                             "command again")
         return attrs
 
     # ------------------------------------------------------------------ access
@@ -264,59 +216,104 @@ class ScanStore:
     def shape(self) -> tuple[int, int, int]:
         return tuple(self.projections.shape)  # type: ignore[return-value]
 
-    def write_projections(self, start: int, block: np.ndarray) -> None:
-        """Write projections ``start .. start + len(block)`` (use chunk-aligned starts)."""
-        self.projections[start : start + block.shape[0]] = np.asarray(block, dtype=np.float32)
+    @property
+    def identity(self) -> str:
+        """What the store holds, independent of its path (see :func:`tomoflow.io.stages.store_identity`)."""
+        return store_identity(self.path)
 
-    def write_frames(self, name: str, frames: np.ndarray) -> None:
-        """Write all ``flats`` or ``darks`` frames at once."""
-        arr = self.group[name]
-        frames = np.asarray(frames, dtype=np.float32)
-        if frames.shape != arr.shape:
-            raise InputError(f"{name} shape {frames.shape} does not match store {arr.shape}", self.path, name)
-        if frames.size:
-            arr[:] = frames
+    # ------------------------------------------------------------------ stages
+    def stages(self) -> dict[str, StageRecord]:
+        """Every stage record of the store (``ingest``, later ``align`` ...)."""
+        return stage_records(self.path)
 
-    # ------------------------------------------------------------------ stage markers
     def stage(self, name: str) -> StageRecord:
-        return self.attrs.stages.get(name, StageRecord())
+        return self.stages().get(name, StageRecord())
 
     def is_complete(self, name: str) -> bool:
         return self.stage(name).complete
 
-    def mark_started(self, name: str) -> None:
-        self._set_stage(name, StageRecord(complete=False, started=utc_now()))
+    def save_center(self, center: float) -> None:
+        """Record the rotation centre (column, px) that ``reconstruct_scan`` uses by default.
 
-    def mark_complete(self, name: str, seconds: float | None = None, **info: Any) -> None:
-        """Write the completion marker of stage ``name`` (call only after all data is written)."""
-        prev = self.stage(name)
-        rec = StageRecord(complete=True, started=prev.started, finished=utc_now(), seconds=seconds, info=info)
-        self._set_stage(name, rec, seconds=seconds)
-
-    def _set_stage(self, name: str, rec: StageRecord, seconds: float | None = None) -> None:
-        attrs = self.attrs
-        attrs.stages[name] = rec
-        if seconds is not None:
-            attrs.provenance.timings[name] = float(seconds)
-        self.group.attrs.update(attrs.model_dump(mode="json"))
-
-    def update_attrs(self, **changes: Any) -> None:
-        """Update top-level attributes (validated against :class:`ScanAttrs`)."""
+        Raises
+        ------
+        ConfigError
+            If ``center`` is not finite or lies outside the detector (0 .. ncol - 1).
+        """
+        c = validate_center(center, self.shape[2], self.path)
         data = self.attrs.model_dump(mode="json")
-        data.update(changes)
-        self.group.attrs.update(ScanAttrs.model_validate(data).model_dump(mode="json"))
+        data["rotation_center"] = c
+        self.group.attrs.put(ScanAttrs.model_validate(data).model_dump(mode="json"))
 
     def to_xarray(self):  # -> xarray.Dataset
         """Lazy (dask-backed) :class:`xarray.Dataset` view of the store."""
         import xarray as xr
 
-        ds = xr.open_zarr(str(self.path), consolidated=False, zarr_format=3, mask_and_scale=False)
-        return ds
+        return xr.open_zarr(str(self.path), consolidated=False, zarr_format=3, mask_and_scale=False)
+
+
+def validate_center(center: Any, n_cols: int, path: Any = None) -> float:
+    """A rotation centre (column, px) checked to be finite and on the detector (0 .. n_cols - 1).
+
+    Raises
+    ------
+    ConfigError
+        Not a number, not finite, or outside the detector.
+    """
+    try:
+        c = float(center)
+    except (TypeError, ValueError):
+        raise ConfigError(f"rotation centre must be a number of pixels or 'auto', got {center!r}") from None
+    if not np.isfinite(c) or not 0.0 <= c <= n_cols - 1:
+        where = f"{path}: " if path is not None else ""
+        raise ConfigError(f"{where}rotation centre {center!r} px is outside the detector: it must lie within "
+                          f"0 .. {n_cols - 1} (detector centre {(n_cols - 1) / 2:g})")
+    return c
 
 
 def open_scan(path: str | os.PathLike):  # -> xarray.Dataset
     """Open a complete scan store as a lazy :class:`xarray.Dataset` (angle coordinate in degrees)."""
     return ScanStore.open(path).to_xarray()
+
+
+class _ContentHash:
+    """sha256 of everything an ingest writes, fed as it streams (the store's ``output_id``)."""
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256()
+
+    def update(self, label: str, array: Any) -> None:
+        a = np.ascontiguousarray(array)
+        self._h.update(f"\0{label}\0{a.dtype.str}\0{a.shape}\0".encode())
+        self._h.update(a.tobytes() if a.size == 0 else memoryview(a).cast("B"))
+
+    def text(self, label: str, obj: Any) -> None:
+        self._h.update(f"\0{label}\0{json.dumps(obj, sort_keys=True, default=str)}".encode())
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
+
+
+def _ingest_fingerprint(source: SourceFile | None, projections: Any, flats: np.ndarray, darks: np.ndarray,
+                        angles: np.ndarray, meta: Mapping[str, Any], chunks: tuple[int, int, int],
+                        extra: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Fingerprint of an ingest: the source's sha256 (or the in-memory data's) and every parameter."""
+    h = _ContentHash()
+    if source is not None and source.sha256:
+        h.text("source", source.sha256)
+    elif isinstance(projections, np.ndarray):
+        h.update("projections", projections)
+    else:  # a lazy array-like without a file identity: never resumed, never "already complete"
+        h.text("nonce", uuid.uuid4().hex)
+    h.update("flats", flats)
+    h.update("darks", darks)
+    h.update("angles", angles)
+    for name, (dims, values, attributes) in sorted(extra.items()):
+        h.update(f"extra:{name}", np.asarray(values))
+        h.text(f"extra-meta:{name}", [list(dims), dict(attributes)])
+    params = {"data": h.hexdigest(), "chunks": list(chunks),
+              **{k: v for k, v in meta.items() if k != "provenance"}}
+    return fingerprint("ingest", inputs={"source": params.pop("data")}, params=params), params
 
 
 def write_scan(
@@ -330,26 +327,85 @@ def write_scan(
     block_angles: int | None = None,
     progress: Any = None,
     extra_arrays: Mapping[str, tuple[Sequence[str], np.ndarray, Mapping[str, Any]]] | None = None,
-    **metadata: Any,
+    values: str = "intensity",
+    pixel_size_um: float | None = None,
+    energy_kev: float | None = None,
+    rotation_center: float | None = None,
+    stage_position_um: np.ndarray | None = None,
+    instrument: Mapping[str, Any] | None = None,
+    source: SourceFile | None = None,
+    chunks: tuple[int, int, int] | None = None,
 ) -> ScanStore:
-    """Write a scan held in (or streamed from) array-likes to a new scan store.
+    """Write a scan held in (or streamed from) array-likes to a scan store: the ``ingest`` stage.
 
     ``projections`` may be a NumPy array, an h5py dataset, a zarr array, a dask array or any object
     with ``shape`` and slicing along the first axis: it is copied in chunk-aligned blocks of angles,
-    so it is never read into memory whole. ``metadata`` goes to :meth:`ScanStore.create`.
-    ``extra_arrays`` maps names to ``(dimension names, array, attributes)`` of small additional
-    variables (e.g. the true jitter of a synthetic scan), written before the store is marked complete.
-    Returns the store, marked ``ingest`` complete.
+    so it is never read into memory whole.
+
+    Everything is validated before anything is created. The output obeys the stage engine's rules
+    (:mod:`tomoflow.io.output`): a store already holding this very ingest (same source sha256 and
+    parameters) is returned at once without a write; an interrupted one is redone; a scan store of
+    other data is refused unless ``overwrite``; a folder that is not a tomoflow scan store, or the
+    source itself, is never replaced.
+
+    Parameters
+    ----------
+    path
+        Scan store to create (a directory, conventionally ``*.zarr``).
+    projections
+        ``(angle, row, col)`` raw counts (``values="intensity"``) or line integrals.
+    angles_deg
+        Rotation angle of every projection, degrees.
+    flats, darks
+        ``(frame, row, col)`` or ``(row, col)`` reference frames, or None.
+    overwrite
+        Replace a scan store made from other data or parameters.
+    block_angles
+        Angles per streamed block (default: the angle chunk).
+    progress
+        Called with the number of projections written after each block.
+    extra_arrays
+        Name -> ``(dimension names, array, attributes)`` of small additional variables (e.g. the true
+        jitter of a synthetic scan), written before the store is marked complete.
+    values
+        ``"intensity"`` or ``"line-integral"``.
+    pixel_size_um, energy_kev
+        Detector pixel size (micrometre) and beam energy (keV), if known; positive.
+    rotation_center
+        Rotation axis column (pixels), if known.
+    stage_position_um
+        ``(n_angles, 3)`` stage x, y, z per projection in micrometres, if known.
+    instrument
+        Raw instrument metadata (JSON-able).
+    source
+        The file the scan comes from (path, format, sha256): its identity, and an input that the
+        output may never be, contain or lie in.
+    chunks
+        Override the projection chunk shape (see :func:`default_scan_chunks`).
+
+    Returns
+    -------
+    ScanStore
+        The store, with a complete ``ingest`` stage.
+
+    Raises
+    ------
+    InputError
+        Bad data (shapes, empty, NaN projections, angle count), naming the source file.
+    ConfigError
+        Bad parameters (pixel size, energy, values).
+    StoreError
+        The output may not be written (see above) or cannot be created.
     """
     t0 = time.perf_counter()
     shape = tuple(getattr(projections, "shape", ()))
-    src = metadata.get("source")
-    src_path = src.path if src else None
+    src_path = source.path if source else None
     if len(shape) != 3:
         raise InputError(f"projections must be 3-D (angle, row, col), got shape {shape}", src_path, "projections")
     if 0 in shape:
         raise InputError(f"projections are empty (shape {shape})", src_path, "projections")
-    _, n_rows, n_cols = shape
+    n_angles, n_rows, n_cols = (int(v) for v in shape)
+    angles = validate_angles(angles_deg, n_angles, src_path, "angles")
     flats_a = np.zeros((0, n_rows, n_cols), np.float32) if flats is None else np.asarray(flats, dtype=np.float32)
     darks_a = np.zeros((0, n_rows, n_cols), np.float32) if darks is None else np.asarray(darks, dtype=np.float32)
     if flats_a.ndim == 2:
@@ -358,25 +414,59 @@ def write_scan(
         darks_a = darks_a[None]
     _check_frames("flats", flats_a, n_rows, n_cols, src_path)
     _check_frames("darks", darks_a, n_rows, n_cols, src_path)
-    store = ScanStore.create(path, shape, angles_deg, n_flats=flats_a.shape[0], n_darks=darks_a.shape[0],
-                             overwrite=overwrite, **metadata)
-    store.write_frames("flats", flats_a)
-    store.write_frames("darks", darks_a)
-    step = block_angles or store.projections.chunks[0]
-    for start in range(0, shape[0], step):
+    sp = None
+    if stage_position_um is not None:
+        sp = np.asarray(stage_position_um, dtype=np.float64)
+        if sp.shape != (n_angles, 3):
+            raise InputError(f"stage positions must be (n_angles, 3) = ({n_angles}, 3), got {sp.shape}",
+                             src_path, "stage_position")
+    attrs = ScanStore.build_attrs(values=values, pixel_size_um=pixel_size_um, energy_kev=energy_kev,
+                                  rotation_center=rotation_center, instrument=instrument, source=source)
+    chunks = tuple(chunks) if chunks is not None else default_scan_chunks(n_angles, n_rows, n_cols)
+    extra = dict(extra_arrays or {})
+    meta = attrs.model_dump(mode="json")
+    meta["stage_position"] = None if sp is None else hashlib.sha256(sp.tobytes()).hexdigest()
+    meta["instrument"] = hashlib.sha256(json.dumps(meta["instrument"], sort_keys=True, default=str).encode()).hexdigest()
+    fp, params = _ingest_fingerprint(source, projections, flats_a, darks_a, angles, meta, chunks, extra)
+    inputs = [source.path] if source is not None and source.format != "synthetic" and os.path.exists(source.path) else []
+    plan = prepare_output(path, kind=SCAN_FORMAT, stage="ingest", fingerprint=fp, params=params,
+                          inputs=inputs, overwrite=overwrite)
+    if plan.action == "complete":
+        logger.info("%s already holds this ingest; nothing to do", path)
+        if progress is not None:
+            progress(n_angles)
+        return ScanStore.open(path)
+    if plan.action == "resume":  # our own interrupted ingest of the same data: redo it from the start
+        plan = OutputPlan("replace", plan.path)
+
+    store = ScanStore._create(plan, attrs, (n_angles, n_rows, n_cols), angles, n_flats=flats_a.shape[0],
+                              n_darks=darks_a.shape[0], chunks=chunks, stage_position_um=sp)
+    stage = StageLog.begin(path, "ingest", fingerprint=fp, params=params, steps={})
+    content = _ContentHash()
+    content.text("attrs", {k: v for k, v in meta.items() if k not in ("provenance", "source")})
+    content.update("angles", angles)
+    for name, frames in (("flats", flats_a), ("darks", darks_a)):
+        if frames.size:
+            store.group[name][:] = frames
+        content.update(name, frames)
+    step = block_angles or chunks[0]
+    for start in range(0, n_angles, step):
         block = np.asarray(projections[start : start + step], dtype=np.float32)
         if block.shape[1:] != (n_rows, n_cols):
             raise InputError(f"projection block at angle {start} has shape {block.shape}", src_path, "projections")
         bad = ~np.isfinite(block).reshape(block.shape[0], -1).any(axis=1)
         if bad.any():
-            raise InputError(f"projection {start + int(np.argmax(bad))} contains no finite value (all NaN/Inf)", src_path, "projections")
-        store.write_projections(start, block)
+            raise InputError(f"projection {start + int(np.argmax(bad))} contains no finite value (all NaN/Inf)",
+                             src_path, "projections")
+        store.projections[start : start + block.shape[0]] = block
+        content.update("projections", block)
         if progress is not None:
             progress(block.shape[0])
-    for name, (dims, values, attributes) in (extra_arrays or {}).items():
-        values = np.asarray(values)
-        arr = store.group.create_array(name, shape=values.shape, dtype=values.dtype, dimension_names=list(dims),
+    for name, (dims, vals, attributes) in extra.items():
+        vals = np.asarray(vals)
+        arr = store.group.create_array(name, shape=vals.shape, dtype=vals.dtype, dimension_names=list(dims),
                                        attributes=dict(attributes))
-        arr[:] = values
-    store.mark_complete("ingest", seconds=time.perf_counter() - t0)
+        arr[:] = vals
+        content.update(f"extra:{name}", vals)
+    stage.finish(output_id=content.hexdigest(), seconds=time.perf_counter() - t0)
     return store

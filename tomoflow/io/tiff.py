@@ -9,7 +9,7 @@ A projection stack is given as one of
 
 Flats and darks are given the same way (``flats=``, ``darks=``), and are read whole. Angles (degrees)
 come from ``angles=``: an array-like, a text file with one angle per line, or ``(start, stop, step)``
-(see :func:`tomoflow.io.arrays.resolve_angles`). Projections are read page by page / file by file
+(see :func:`tomoflow.io.readers.resolve_angles`). Projections are read page by page / file by file
 when the lazy stack is sliced, so the stack is never loaded whole.
 """
 
@@ -25,8 +25,9 @@ from typing import Any, Union
 
 import numpy as np
 
+from tomoflow._checks import check_frames
 from tomoflow.errors import InputError
-from tomoflow.io.arrays import LazyStack, RawScan, check_input_file, reader_errors, source_file
+from tomoflow.io.readers import LazyStack, RawScan, check_input_file, reader_errors, source_file
 from tomoflow.io.scan_store import ScanStore
 
 __all__ = ["natural_key", "list_tiffs", "open_tiff", "ingest_tiff", "TiffSpec"]
@@ -151,7 +152,7 @@ def open_tiff(
     flats: TiffSpec | None = None,
     darks: TiffSpec | None = None,
 ) -> RawScan:
-    """Open a TIFF stack as a lazy :class:`~tomoflow.io.arrays.RawScan`.
+    """Open a TIFF stack as a lazy :class:`~tomoflow.io.readers.RawScan`.
 
     Parameters
     ----------
@@ -184,11 +185,8 @@ def open_tiff(
     flat_arr = _TiffStack(flat_files, "flats").read_all() if flat_files else None
     dark_arr = _TiffStack(dark_files, "darks").read_all() if dark_files else None
     for name, arr, fl in (("flats", flat_arr, flat_files), ("darks", dark_arr, dark_files)):
-        if arr is not None and arr.shape[1:] != stack.frame_shape:
-            raise InputError(
-                f"{name} detector shape {arr.shape[1:]} differs from the projections' {stack.frame_shape}",
-                fl[0], name,
-            )
+        if arr is not None:
+            check_frames(name, arr, *stack.frame_shape, fl[0], name)
     src_path = str(source) if isinstance(source, (str, os.PathLike)) else str(files[0].parent)
     raw = RawScan(
         projections=stack.lazy(),

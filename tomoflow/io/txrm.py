@@ -35,8 +35,9 @@ from typing import Any
 
 import numpy as np
 
+from tomoflow._checks import check_frames
 from tomoflow.errors import InputError
-from tomoflow.io.arrays import LazyStack, RawScan, check_input_file, reader_errors, source_file
+from tomoflow.io.readers import LazyStack, RawScan, check_input_file, reader_errors, source_file
 from tomoflow.io.scan_store import ScanStore
 
 __all__ = ["open_txrm", "ingest_txrm", "image_stream_name", "DATA_TYPES"]
@@ -106,7 +107,7 @@ def _image_dtype(code: int | None, nbytes: int, npix: int, path: Any, stream: st
 
 
 def open_txrm(path: str | os.PathLike, *, angles: Any = None) -> RawScan:
-    """Open a ZEISS TXRM file as a lazy :class:`~tomoflow.io.arrays.RawScan`.
+    """Open a ZEISS TXRM file as a lazy :class:`~tomoflow.io.readers.RawScan`.
 
     Parameters
     ----------
@@ -200,10 +201,7 @@ def _open(f: _Ole, path: Any, angles: Any) -> RawScan:
         buf = f.raw("ReferenceData/Image")
         rdt = _image_dtype(rcode, len(buf), rw * rh, path, "ReferenceData/Image")
         flats = np.frombuffer(buf, rdt).reshape(1, rh, rw).astype(np.float32)
-        if (rh, rw) != (height, width):
-            raise InputError(
-                f"reference image is {rh} x {rw} but projections are {height} x {width}", path, "ReferenceData/Image"
-            )
+        check_frames("reference image (flat)", flats, height, width, path, "ReferenceData/Image")
 
     instrument: dict[str, Any] = {"format": "ZEISS TXRM", "data_type_code": code, "pixel_dtype": str(dtype)}
     exp = f.array("ImageInfo/ExpTimes", "<f4", required=False)

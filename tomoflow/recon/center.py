@@ -25,12 +25,17 @@ from typing import Any
 
 import numpy as np
 
+from tomoflow._checks import as_stack, check_choice, check_finite, check_number, validate_angles
 from tomoflow.backend import fft_module, get_namespace, to_numpy
-from tomoflow.errors import InputError
+from tomoflow.errors import ConfigError, InputError
+from tomoflow.geometry import center_column, circle_mask
 from tomoflow.recon.fbp import fbp
-from tomoflow.recon.projector import centre_column
+from tomoflow.recon.shift import phase_ramp
 
-__all__ = ["find_center", "find_center_vo", "find_center_pair", "center_sweep", "sharpness"]
+__all__ = ["find_center", "find_center_vo", "find_center_pair", "center_sweep", "sharpness", "METHODS"]
+
+METHODS = ("vo", "pair")
+"""Centre estimators of :func:`find_center`."""
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +43,9 @@ log = logging.getLogger(__name__)
 def _rows_band(projections: Any, rows: Any) -> Any:
     """Mean sinogram ``(angle, col)`` over a band of rows (projection is linear in z, so it is valid)."""
     xp = get_namespace(projections)
-    p = xp.asarray(projections, dtype=xp.float32)
-    if p.ndim == 2:
-        return p
-    if p.ndim != 3:
-        raise InputError(f"expected (angle, row, col) projections, got shape {tuple(p.shape)}")
+    p, single = as_stack(xp.asarray(projections, dtype=xp.float32), axis=1)
+    if single:
+        return p[:, 0, :]
     if rows is None:
         nr = p.shape[1]
         half = min(16, nr // 2)
@@ -54,12 +57,9 @@ def _rows_band(projections: Any, rows: Any) -> Any:
 
 
 def _check(sino: Any, angles_deg: Any) -> np.ndarray:
-    ang = np.asarray(to_numpy(angles_deg), dtype=np.float64).reshape(-1)
-    if ang.size != sino.shape[0]:
-        raise InputError(f"{ang.size} angles for {sino.shape[0]} projections")
-    xp = get_namespace(sino)
-    if not bool(xp.all(xp.isfinite(sino))):
-        raise InputError("projections contain NaN or Inf; normalise them first")
+    """Angles (degrees) checked against the ``(angle, col)`` sinogram, which must be finite."""
+    ang = validate_angles(angles_deg, sino.shape[0])
+    check_finite(sino, "projections", "normalise them first (tomoflow.recon.normalize)")
     return ang
 
 
@@ -80,10 +80,9 @@ def _vo_metrics(sino: Any, deltas: np.ndarray, ratio: float = 1.0, mask_rows: in
     wedge = xp.asarray(wedge_out)
     bot_spec = fft.fft(bot, axis=1)
     top_spec = fft.fft(top, axis=1)
-    fx = xp.asarray(f)
     out = np.empty(len(deltas))
     for k, d in enumerate(deltas):
-        shifted = bot_spec * xp.exp(-2j * np.pi * fx * float(d))[None, :]
+        shifted = bot_spec * phase_ramp(nw, float(d), xp=xp, rfft=False)[None, :]
         spec = fft.fft(xp.concatenate([top_spec, shifted], axis=0), axis=0)
         out[k] = float(xp.mean(xp.abs(spec)[wedge]))
     return out
@@ -108,14 +107,15 @@ def find_center_vo(
     rows
         Row index or slice to use; default the mean of up to 32 central rows.
     search_radius
-        Search ``(ncol-1)/2 +- search_radius`` pixels; default ``ncol / 4``.
+        Search ``(ncol-1)/2 +- search_radius`` pixels (``> 0``); default ``ncol / 4``.
     ratio
-        Object radius as a fraction of the half-width (wedge slope).
+        Object radius as a fraction of the half-width (wedge slope), ``> 0``.
 
     Returns
     -------
     Centre column (pixels), ``(ncol - 1) / 2`` = centred.
     """
+    ratio = check_number("ratio", ratio, low=0.0, low_open=True)
     sino = _rows_band(projections, rows)
     ang = _check(sino, angles_deg)
     span = np.ptp(ang)
@@ -126,8 +126,9 @@ def find_center_vo(
     sino = sino[xp.asarray(order)]
     sino = sino - xp.mean(sino)
     ncol = sino.shape[1]
-    mid = centre_column(ncol)
-    radius = ncol / 4.0 if search_radius is None else float(search_radius)
+    mid = center_column(ncol)
+    radius = ncol / 4.0 if search_radius is None else check_number("search_radius", search_radius, low=0.0,
+                                                                     low_open=True)
     # delta = 2 * (center - mid). Coarse search on a column-binned sinogram, then integer, then
     # 0.1 px steps at full resolution, then a parabola through the minimum.
     k = max(1, ncol // 128)
@@ -165,9 +166,8 @@ def _subpixel_shift_1d(a: np.ndarray, b: np.ndarray, upsample: int = 100) -> flo
     s0 = k if k < npad // 2 else k - npad
     # Refine in a +-1.5 px window with a matrix DFT at 1/upsample resolution.
     cand = s0 + np.arange(-1.5, 1.5 + 1e-9, 1.0 / upsample)
-    freqs = np.fft.rfftfreq(npad)
-    kern = np.exp(2j * np.pi * np.outer(cand, freqs))
-    weights = np.full(freqs.size, 2.0)
+    kern = phase_ramp(npad, -cand, xp=np)  # evaluates the correlation at shift ``cand``
+    weights = np.full(kern.shape[-1], 2.0)
     weights[0] = 1.0
     if npad % 2 == 0:
         weights[-1] = 1.0
@@ -181,11 +181,27 @@ def find_center_pair(projections: Any, angles_deg: Any, *, rows: Any = None, tol
     The projection at ``theta + 180`` is the mirror image of the one at ``theta`` about the rotation
     axis: after flipping it, its offset from the first is ``(ncol - 1) - 2 * center``.
 
+    Parameters
+    ----------
+    projections
+        ``(angle, row, col)`` line integrals (NumPy or CuPy), or one ``(angle, col)`` sinogram.
+    angles_deg
+        ``(angle,)`` angles in degrees.
+    rows
+        Row index or slice to use; default the mean of up to 32 central rows.
+    tolerance_deg
+        Largest accepted deviation of the pair from 180 degrees apart (degrees, ``> 0``).
+
+    Returns
+    -------
+    Centre column (pixels), ``(ncol - 1) / 2`` = centred.
+
     Raises
     ------
     InputError
         If no pair is within ``tolerance_deg`` of 180 degrees apart.
     """
+    tolerance_deg = check_number("tolerance_deg", tolerance_deg, low=0.0, low_open=True)
     sino = to_numpy(_rows_band(projections, rows)).astype(np.float64)
     ang = _check(sino, angles_deg)
     diff = np.abs(np.abs(ang[:, None] - ang[None, :]) - 180.0)
@@ -220,11 +236,9 @@ def find_center(projections: Any, angles_deg: Any, *, method: str = "vo", **kwar
     -------
     The centre column in pixels, ``(ncol - 1) / 2`` meaning a centred axis.
     """
-    if method == "vo":
+    if check_choice("center method", method, METHODS) == "vo":
         return find_center_vo(projections, angles_deg, **kwargs)
-    if method == "pair":
-        return find_center_pair(projections, angles_deg, **kwargs)
-    raise InputError(f"unknown centre method {method!r}; choose 'vo' or 'pair'")
+    return find_center_pair(projections, angles_deg, **kwargs)
 
 
 def _binomial_smooth(xp: Any, s: Any) -> Any:
@@ -249,9 +263,7 @@ def sharpness(slices: Any) -> np.ndarray:
     gx = s[:, 1:-1, 2:] - s[:, 1:-1, :-2]
     grad = xp.sqrt(gx * gx + gy * gy)
     ny, nx = grad.shape[1:]
-    yy = (xp.arange(ny) - (ny - 1) / 2.0)[:, None]
-    xx = (xp.arange(nx) - (nx - 1) / 2.0)[None, :]
-    inside = (yy**2 + xx**2) <= (0.45 * min(ny, nx)) ** 2
+    inside = circle_mask((ny, nx), radius=0.45 * min(ny, nx), xp=xp)
     return -to_numpy(xp.mean(grad[:, inside], axis=1))
 
 
@@ -260,12 +272,24 @@ def center_sweep(
     angles_deg: Any,
     centers: Any,
     *,
-    row: int | None = None,
+    rows: Any = None,
     filter: str = "ramp",  # noqa: A002
 ) -> tuple[Any, np.ndarray]:
     """Reconstruct one slice at each candidate centre (the "try" sweep).
 
     The slab is filtered once per centre with the centre as a phase ramp; no re-padding.
+
+    Parameters
+    ----------
+    projections, angles_deg
+        As in :func:`find_center`.
+    centers
+        Candidate rotation-axis columns (pixels).
+    rows
+        Row index, or slice of rows averaged into one sinogram; default the mean of up to 32 central
+        rows (as in :func:`find_center_vo`).
+    filter
+        FBP filter (see :func:`tomoflow.recon.fbp`).
 
     Returns
     -------
@@ -274,10 +298,13 @@ def center_sweep(
     metric
         :func:`sharpness` of each slice (NumPy array); it peaks at the right centre.
     """
-    sino = _rows_band(projections, row if row is not None else None)
+    sino = _rows_band(projections, rows)
     ang = _check(sino, angles_deg)
     xp = get_namespace(sino)
-    ctrs = np.asarray(to_numpy(centers), dtype=np.float64).reshape(-1)
+    try:
+        ctrs = np.asarray(to_numpy(centers), dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise ConfigError(f"centers must be numbers (pixels), got {centers!r}") from None
     out = xp.stack([fbp(sino, ang, center=float(c), filter=filter) for c in ctrs])
     return out, sharpness(out)
 

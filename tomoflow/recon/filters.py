@@ -13,18 +13,37 @@ from typing import Any
 
 import numpy as np
 
+from tomoflow._checks import check_choice, check_number
 from tomoflow.backend import fft_module, fft_workers, get_namespace
-from tomoflow.errors import InputError
+from tomoflow.recon.shift import phase_ramp
 
-__all__ = ["FILTERS", "filter_response", "padded_length", "filter_projections"]
+__all__ = ["FILTERS", "check_filter", "filter_response", "padded_length", "filter_projections"]
 
 FILTERS = ("ramp", "shepp-logan", "cosine", "hann", "hamming", "parzen", "none")
+"""FBP filter names (``"ram-lak"`` is accepted as a synonym of ``"ramp"``)."""
+
+_SYNONYMS = {"ram-lak": "ramp"}
 
 
-def padded_length(n_cols: int, pad_factor: float = 2.0) -> int:
-    """FFT length used to filter ``n_cols`` columns: at least ``pad_factor * n_cols``, 5-smooth."""
+def check_filter(filter: str) -> str:  # noqa: A002 - the public parameter name
+    """Canonical (lower-case) name of FBP filter ``filter``; :class:`ConfigError` if unknown."""
+    name = str(filter).lower()
+    return check_choice("FBP filter", _SYNONYMS.get(name, name), FILTERS)
+
+
+def padded_length(n_cols: int, *, pad_factor: float = 2.0) -> int:
+    """FFT length used to filter ``n_cols`` columns: at least ``pad_factor * n_cols``, 5-smooth.
+
+    Parameters
+    ----------
+    n_cols
+        Detector columns.
+    pad_factor
+        Minimum ratio of FFT length to ``n_cols``, ``>= 1``.
+    """
     import scipy.fft
 
+    pad_factor = check_number("pad_factor", pad_factor, low=1.0)
     return int(scipy.fft.next_fast_len(max(64, int(np.ceil(pad_factor * n_cols))), real=True))
 
 
@@ -39,7 +58,7 @@ def _response_np(name: str, n: int) -> np.ndarray:
     ramp = np.real(np.fft.rfft(h))  # |f| band-limited, f in cycles/pixel (rfft layout)
     f = np.fft.rfftfreq(n)  # 0 .. 0.5
     w = f / 0.5  # normalised 0..1 (Nyquist = 1)
-    if name in ("ramp", "ram-lak"):
+    if name == "ramp":
         win = np.ones_like(f)
     elif name == "shepp-logan":
         win = np.sinc(w / 2.0)
@@ -52,20 +71,31 @@ def _response_np(name: str, n: int) -> np.ndarray:
     elif name == "parzen":
         a = np.abs(w)
         win = np.where(a <= 0.5, 1 - 6 * a**2 + 6 * a**3, 2 * (1 - a) ** 3)
-    elif name == "none":
+    else:  # "none"
         return np.ones_like(f)
-    else:
-        raise InputError(f"unknown FBP filter {name!r}; choose one of {', '.join(FILTERS)}")
     return ramp * win
 
 
-def filter_response(name: str, n: int) -> np.ndarray:
-    """Real frequency response (rfft layout, length ``n // 2 + 1``) of filter ``name`` for FFT length ``n``."""
-    return _response_np(name.lower(), int(n))
+def filter_response(filter: str, n: int) -> np.ndarray:  # noqa: A002 - the public parameter name
+    """Real frequency response of an FBP filter.
+
+    Parameters
+    ----------
+    filter
+        One of :data:`FILTERS`.
+    n
+        FFT length (samples).
+
+    Returns
+    -------
+    numpy.ndarray
+        float64, rfft layout (length ``n // 2 + 1``, frequencies ``rfftfreq(n)`` in cycles per pixel).
+    """
+    return _response_np(check_filter(filter), int(n))
 
 
 def filter_projections(
-    projections: Any, filter_name: str = "ramp", *, shift_px: float = 0.0, pad_factor: float = 2.0
+    projections: Any, *, filter: str = "ramp", shift_px: float = 0.0, pad_factor: float = 2.0  # noqa: A002
 ) -> Any:
     """Filter projections along columns, shifting them by ``shift_px`` in the same FFT.
 
@@ -73,7 +103,7 @@ def filter_projections(
     ----------
     projections
         ``(angle, row, col)`` float array (NumPy or CuPy).
-    filter_name
+    filter
         One of :data:`FILTERS`.
     shift_px
         Sub-pixel shift along columns applied as a phase ramp (``+`` moves content to larger column
@@ -91,19 +121,15 @@ def filter_projections(
     fft = fft_module(xp)
     p = xp.asarray(projections, dtype=xp.float32)
     ncol = p.shape[-1]
-    n = padded_length(ncol, pad_factor)
+    n = padded_length(ncol, pad_factor=pad_factor)
     left = (n - ncol) // 2
     right = n - ncol - left
     padded = xp.pad(p, [(0, 0)] * (p.ndim - 1) + [(left, right)], mode="edge")
     threads = {"workers": fft_workers()} if xp is np else {}
     spec = fft.rfft(padded, axis=-1, **threads)
-    resp = xp.asarray(filter_response(filter_name, n))
+    resp = xp.asarray(filter_response(filter, n))
     if shift_px:
-        f = xp.asarray(np.fft.rfftfreq(n))
-        ph = xp.exp(-2j * np.pi * f * float(shift_px))
-        if n % 2 == 0:
-            ph[-1] = np.cos(2 * np.pi * 0.5 * float(shift_px))
-        resp = resp * ph
+        resp = resp * phase_ramp(n, float(shift_px), xp=xp)
     spec *= resp.astype(spec.dtype)
     out = fft.irfft(spec, n=n, axis=-1, **threads)[..., left : left + ncol]
     return out.astype(xp.float32, copy=False)

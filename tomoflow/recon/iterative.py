@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from tomoflow.backend import get_namespace, to_numpy
+from tomoflow._checks import as_stack, check_finite, check_int, check_number, validate_angles
+from tomoflow.backend import get_namespace
 from tomoflow.errors import InputError
-from tomoflow.recon.fbp import circle_mask
+from tomoflow.geometry import check_center, check_slice_shape, circle_mask
 from tomoflow.recon.projector import backproject, project
 
 __all__ = ["mlem", "sirt", "IterationInfo"]
@@ -48,41 +49,66 @@ class IterationInfo:
     converged: bool = False
 
 
-def _prepare(projections: Any, angles_deg: Any, n_iter: int, tol: float | None):
+@dataclass
+class _Problem:
+    """Checked inputs of an iterative reconstruction."""
+
+    xp: Any
+    p: Any  # (angle, row, col) float32 line integrals
+    ang: np.ndarray  # degrees
+    single: bool  # a 2-D sinogram was given
+    center: float
+    shape: tuple[int, int]
+    n_iter: int
+    tol: float | None
+    mask: Any  # (1, y, x) float32 or None
+
+    @property
+    def n_cols(self) -> int:
+        return int(self.p.shape[-1])
+
+    def start(self, x0: Any, default: Callable[[], Any]) -> Any:
+        """Initial estimate ``(z, y, x)``: a copy of the warm start ``x0``, else ``default()``."""
+        if x0 is None:
+            return default()
+        x = self.xp.array(x0, dtype=self.xp.float32)
+        expected = (self.p.shape[1], *self.shape)
+        if tuple(x.shape) != expected:
+            raise InputError(f"warm start x0 has shape {tuple(x.shape)}, expected {expected}", dataset="x0")
+        return x
+
+
+def _prepare(projections: Any, angles_deg: Any, center: float | None, n_iter: int, tol: float | None,
+             shape: tuple[int, int] | None, mask: bool) -> _Problem:
     xp = get_namespace(projections)
-    p = xp.asarray(projections, dtype=xp.float32)
-    single = p.ndim == 2
-    if single:
-        p = p[:, None, :]
-    if p.ndim != 3:
-        raise InputError(f"expected (angle, row, col) projections, got shape {tuple(p.shape)}")
-    ang = np.asarray(to_numpy(angles_deg), dtype=np.float64).reshape(-1)
-    if ang.size != p.shape[0]:
-        raise InputError(f"{ang.size} angles for {p.shape[0]} projections")
-    if not bool(xp.all(xp.isfinite(p))):
-        raise InputError("projections contain NaN or Inf; normalise them first (tomoflow.recon.normalize)")
-    if int(n_iter) < 1:
-        raise InputError(f"n_iter must be >= 1, got {n_iter}")
-    if tol is not None and not (tol > 0):
-        raise InputError(f"tol must be > 0, got {tol}")
-    return xp, p, ang, single
+    p, single = as_stack(xp.asarray(projections, dtype=xp.float32), axis=1)
+    ang = validate_angles(angles_deg, p.shape[0])
+    check_finite(p, "projections", "normalise them first (tomoflow.recon.normalize)")
+    n_iter = check_int("n_iter", n_iter)
+    if tol is not None:
+        tol = check_number("tol", tol, low=0.0, low_open=True)
+    ncol = p.shape[-1]
+    shp = check_slice_shape(shape, ncol)
+    m = circle_mask(shp, xp=xp)[None].astype(xp.float32) if mask else None
+    return _Problem(xp, p, ang, single, check_center(center, ncol), shp, n_iter, tol, m)
 
 
 _SUMS_CACHE: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
 
-def _system_sums(xp: Any, ang: np.ndarray, center: float | None, ncol: int, shape: tuple[int, int], m: Any,
-                 backend: str) -> tuple[Any, Any]:
+def _system_sums(pb: _Problem, backend: str) -> tuple[Any, Any]:
     """Row sums ``A 1`` ``(angle, 1, col)`` and column sums ``A^T 1`` ``(1, y, x)`` of the (masked) system.
 
     They depend only on the geometry, so NumPy results are cached (every slab of a volume shares them).
     """
+    xp, ang, center, ncol, shape, m = pb.xp, pb.ang, pb.center, pb.n_cols, pb.shape, pb.mask
     key = (ang.tobytes(), center, ncol, tuple(shape), m is not None, backend)
     if xp is np and key in _SUMS_CACHE:
         return _SUMS_CACHE[key]
     ones = xp.ones((1, *shape), dtype=xp.float32) if m is None else m.copy()
-    row = project(ones, ang, center, ncol, backend=backend)
-    col = backproject(xp.ones((ang.size, 1, ncol), dtype=xp.float32), ang, center, shape, backend=backend)
+    row = project(ones, ang, center=center, n_cols=ncol, backend=backend)
+    col = backproject(xp.ones((ang.size, 1, ncol), dtype=xp.float32), ang, center=center, shape=shape,
+                      backend=backend)
     if m is not None:
         col = col * m
     if xp is np:
@@ -107,16 +133,12 @@ def _record_step(info: IterationInfo, xp: Any, it: int, x_old: Any, x_new: Any,
     return False
 
 
-def _mask_for(xp: Any, shape: tuple[int, int], mask: bool) -> Any:
-    return circle_mask(shape, xp)[None].astype(xp.float32) if mask else None
-
-
 def mlem(
     projections: Any,
     angles_deg: Any,
+    *,
     center: float | None = None,
     n_iter: int = 20,
-    *,
     x0: Any = None,
     tol: float | None = None,
     mask: bool = False,
@@ -134,57 +156,66 @@ def mlem(
     projections
         ``(angle, row, col)`` line integrals (or one ``(angle, col)`` sinogram), NumPy or CuPy.
     angles_deg
-        Angles in degrees.
+        ``(angle,)`` angles in degrees.
     center
         Rotation axis column (pixels); default ``(ncol - 1) / 2``.
     n_iter
-        Maximum number of iterations.
+        Maximum number of iterations, ``>= 1``.
     x0
         Warm start ``(z, y, x)``; default a uniform volume with the data's mean line integral.
     tol
-        Stop when ``||x_k+1 - x_k|| / ||x_k|| < tol``.
+        Stop when ``||x_k+1 - x_k|| / ||x_k|| < tol`` (``> 0``).
     mask
         Restrict the estimate to the reconstruction circle.
     shape
-        Slice shape ``(ny, nx)``; default ``(ncol, ncol)``.
+        Slice shape ``(ny, nx)`` in pixels; default ``(ncol, ncol)``.
     callback
         Called as ``callback(iteration, x)`` after every iteration (progress bars).
     return_info
         Also return an :class:`IterationInfo`.
+    backend
+        See :func:`tomoflow.recon.project`.
 
     Returns
     -------
     ``(z, y, x)`` float32 volume (and the info when ``return_info``).
+
+    Raises
+    ------
+    InputError
+        Projections not 2-D/3-D or not finite, angles not matching them, ``x0`` of the wrong shape.
+    ConfigError
+        ``n_iter``, ``tol``, ``shape``, ``center`` or ``backend`` out of range / unknown.
     """
-    xp, p, ang, single = _prepare(projections, angles_deg, n_iter, tol)
-    na, nz, ncol = p.shape
-    ny, nx = shape if shape is not None else (ncol, ncol)
-    y = xp.maximum(p, 0)
-    m = _mask_for(xp, (ny, nx), mask)
-    _, col = _system_sums(xp, ang, center, ncol, (ny, nx), m, backend)
+    pb = _prepare(projections, angles_deg, center, n_iter, tol, shape, mask)
+    xp, m = pb.xp, pb.mask
+    nz, (ny, nx) = pb.p.shape[1], pb.shape
+    y = xp.maximum(pb.p, 0)
+    _, col = _system_sums(pb, backend)
     safe_sens = xp.where(col > 1e-6, col, xp.inf)
-    if x0 is None:
+
+    def uniform() -> Any:
         level = float(xp.mean(y)) / max(1.0, float(min(ny, nx)) * 0.7)
-        x = xp.full((nz, ny, nx), max(level, 1e-6), dtype=xp.float32)
-    else:
-        x = xp.array(x0, dtype=xp.float32)
-        if tuple(x.shape) != (nz, ny, nx):
-            raise InputError(f"warm start x0 has shape {tuple(x.shape)}, expected {(nz, ny, nx)}")
+        return xp.full((nz, ny, nx), max(level, 1e-6), dtype=xp.float32)
+
+    x = pb.start(x0, uniform)
+    if x0 is not None:
         x = xp.maximum(x, 0) + xp.float32(1e-8)
     if m is not None:
         x *= m
     info = IterationInfo()
     eps = xp.float32(1e-12)
-    for it in range(int(n_iter)):
-        ax = project(x, ang, center, ncol, backend=backend)
+    geom = {"center": pb.center, "backend": backend}
+    for it in range(pb.n_iter):
+        ax = project(x, pb.ang, n_cols=pb.n_cols, **geom)
         ratio = xp.where(ax > eps, y / xp.maximum(ax, eps), xp.where(y > 0, xp.float32(1.0), xp.float32(0.0)))
         info.objective.append(_kl(xp, y, ax))
-        x_new = x * (backproject(ratio, ang, center, (ny, nx), backend=backend) / safe_sens)
-        stop = _record_step(info, xp, it, x, x_new, callback, tol)
+        x_new = x * (backproject(ratio, pb.ang, shape=pb.shape, **geom) / safe_sens)
+        stop = _record_step(info, xp, it, x, x_new, callback, pb.tol)
         x = x_new
         if stop:
             break
-    out = x[0] if single else x
+    out = x[0] if pb.single else x
     return (out, info) if return_info else out
 
 
@@ -198,9 +229,9 @@ def _kl(xp: Any, y: Any, ax: Any) -> float:
 def sirt(
     projections: Any,
     angles_deg: Any,
+    *,
     center: float | None = None,
     n_iter: int = 50,
-    *,
     x0: Any = None,
     tol: float | None = None,
     positivity: bool = True,
@@ -220,33 +251,31 @@ def sirt(
     Returns
     -------
     ``(z, y, x)`` float32 volume (and an :class:`IterationInfo` when ``return_info``).
+
+    Raises
+    ------
+    InputError, ConfigError
+        As :func:`mlem`; ``ConfigError`` also for ``relaxation`` outside (0, 2).
     """
-    xp, p, ang, single = _prepare(projections, angles_deg, n_iter, tol)
-    if not (0 < relaxation < 2):
-        raise InputError(f"relaxation must be in (0, 2), got {relaxation}")
-    na, nz, ncol = p.shape
-    ny, nx = shape if shape is not None else (ncol, ncol)
-    m = _mask_for(xp, (ny, nx), mask)
-    row, col = _system_sums(xp, ang, center, ncol, (ny, nx), m, backend)
+    pb = _prepare(projections, angles_deg, center, n_iter, tol, shape, mask)
+    relaxation = check_number("relaxation", relaxation, low=0.0, high=2.0, low_open=True, high_open=True)
+    xp, p = pb.xp, pb.p
+    row, col = _system_sums(pb, backend)
     rinv = xp.where(row > 1e-6, 1.0 / xp.maximum(row, 1e-6), 0).astype(xp.float32)
     cinv = xp.where(col > 1e-6, relaxation / xp.maximum(col, 1e-6), 0).astype(xp.float32)
-    if x0 is None:
-        x = xp.zeros((nz, ny, nx), dtype=xp.float32)
-    else:
-        x = xp.array(x0, dtype=xp.float32)
-        if tuple(x.shape) != (nz, ny, nx):
-            raise InputError(f"warm start x0 has shape {tuple(x.shape)}, expected {(nz, ny, nx)}")
+    x = pb.start(x0, lambda: xp.zeros((p.shape[1], *pb.shape), dtype=xp.float32))
     info = IterationInfo()
-    for it in range(int(n_iter)):
-        res = p - project(x, ang, center, ncol, backend=backend)
+    geom = {"center": pb.center, "backend": backend}
+    for it in range(pb.n_iter):
+        res = p - project(x, pb.ang, n_cols=pb.n_cols, **geom)
         info.objective.append(0.5 * float(xp.sum(res * res * rinv, dtype=xp.float64)))
-        upd = cinv * backproject(res * rinv, ang, center, (ny, nx), backend=backend)
+        upd = cinv * backproject(res * rinv, pb.ang, shape=pb.shape, **geom)
         x_new = x + upd
         if positivity:
             x_new = xp.maximum(x_new, 0)
-        stop = _record_step(info, xp, it, x, x_new, callback, tol)
+        stop = _record_step(info, xp, it, x, x_new, callback, pb.tol)
         x = x_new
         if stop:
             break
-    out = x[0] if single else x
+    out = x[0] if pb.single else x
     return (out, info) if return_info else out

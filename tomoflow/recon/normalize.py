@@ -27,8 +27,9 @@ from typing import Any, Literal, overload
 
 import numpy as np
 
+from tomoflow._checks import as_stack, check_choice, check_frames, check_number
 from tomoflow.backend import get_namespace
-from tomoflow.errors import ConfigError, InputError
+from tomoflow.errors import InputError
 
 __all__ = ["NormalizeReport", "normalize", "minus_log", "normalize_log", "mean_frames"]
 
@@ -71,20 +72,8 @@ class NormalizeReport:
 
 
 def _check_options(min_transmission: float, on_invalid: str) -> None:
-    if on_invalid not in ("repair", "raise"):
-        raise ConfigError(f"on_invalid must be 'repair' or 'raise', got {on_invalid!r}")
-    if not (0.0 < float(min_transmission) < 1.0):
-        raise ConfigError(f"min_transmission must be in (0, 1), got {min_transmission!r}")
-
-
-def _as_stack(xp: Any, a: Any, name: str) -> tuple[Any, bool]:
-    """``a`` as a 3-D array; second value tells whether a 2-D input was promoted."""
-    a = xp.asarray(a)
-    if a.ndim == 2:
-        return a[None], True
-    if a.ndim != 3:
-        raise InputError(f"{name} must be (angle, row, col) or (row, col), got shape {tuple(a.shape)}", dataset=name)
-    return a, False
+    check_choice("on_invalid", on_invalid, ("repair", "raise"))
+    check_number("min_transmission", min_transmission, low=0.0, high=1.0, low_open=True, high_open=True)
 
 
 def _prepare_out(xp: Any, src: Any, out: Any) -> Any:
@@ -100,15 +89,15 @@ def _prepare_out(xp: Any, src: Any, out: Any) -> Any:
     return out
 
 
-def mean_frames(frames: Any, shape: tuple[int, int], name: str = "frames") -> Any:
+def mean_frames(frames: Any, detector_shape: tuple[int, int], *, name: str = "frames") -> Any:
     """Mean of ``(frame, row, col)`` frames over the frame axis, ignoring non-finite values.
 
     Parameters
     ----------
     frames
         ``(frame, row, col)`` or ``(row, col)`` array (NumPy or CuPy), or None / zero frames.
-    shape
-        Expected detector shape ``(row, col)``.
+    detector_shape
+        Expected detector shape ``(row, col)`` in pixels.
     name
         Name used in error messages (``"flats"``, ``"darks"``).
 
@@ -116,21 +105,18 @@ def mean_frames(frames: Any, shape: tuple[int, int], name: str = "frames") -> An
     -------
     array or None
         ``(row, col)`` float64 mean; NaN where no frame is finite. None when there are no frames.
+
+    Raises
+    ------
+    InputError
+        Frames not 2-D/3-D or of another detector shape.
     """
     if frames is None:
         return None
     xp = get_namespace(frames)
-    a = xp.asarray(frames)
-    if a.ndim == 2:
-        a = a[None]
-    if a.ndim != 3:
-        raise InputError(f"{name} must be (frame, row, col) or (row, col), got shape {tuple(a.shape)}", dataset=name)
+    a = check_frames(name, xp.asarray(frames), *detector_shape)
     if a.shape[0] == 0:
         return None
-    if tuple(a.shape[1:]) != tuple(shape):
-        raise InputError(
-            f"{name} detector shape {tuple(a.shape[1:])} differs from the projections' {tuple(shape)}", dataset=name
-        )
     a = a.astype(xp.float64, copy=False)
     finite = xp.isfinite(a)
     count = finite.sum(axis=0)
@@ -199,10 +185,10 @@ def normalize(
     """
     _check_options(min_transmission, on_invalid)
     xp = get_namespace(projections, flats, darks, out)
-    p, was2d = _as_stack(xp, projections, "projections")
+    p, was2d = as_stack(xp.asarray(projections))
     shape2d = tuple(p.shape[1:])
-    f = mean_frames(flats, shape2d, "flats")
-    d = mean_frames(darks, shape2d, "darks")
+    f = mean_frames(flats, shape2d, name="flats")
+    d = mean_frames(darks, shape2d, name="darks")
     d64 = xp.zeros(shape2d, xp.float64) if d is None else d
     denom = xp.ones(shape2d, xp.float64) if f is None else f - d64
     bad_ref = ~xp.isfinite(denom) | (denom <= 0) | ~xp.isfinite(d64)
@@ -239,17 +225,17 @@ def normalize(
 
 
 @overload
-def minus_log(transmission: Any, min_transmission: float = ..., *, on_invalid: OnInvalid = ..., out: Any = ...,
+def minus_log(transmission: Any, *, min_transmission: float = ..., on_invalid: OnInvalid = ..., out: Any = ...,
               return_report: Literal[False] = ...) -> Any: ...
 @overload
-def minus_log(transmission: Any, min_transmission: float = ..., *, on_invalid: OnInvalid = ..., out: Any = ...,
+def minus_log(transmission: Any, *, min_transmission: float = ..., on_invalid: OnInvalid = ..., out: Any = ...,
               return_report: Literal[True]) -> tuple[Any, NormalizeReport]: ...
 
 
 def minus_log(
     transmission: Any,
-    min_transmission: float = 1e-6,
     *,
+    min_transmission: float = 1e-6,
     on_invalid: OnInvalid = "repair",
     out: Any = None,
     return_report: bool = False,

@@ -37,20 +37,16 @@ from typing import Any
 
 import numpy as np
 
+from tomoflow._checks import as_stack, check_choice, check_int, validate_angles
 from tomoflow.backend import get_namespace
-from tomoflow.errors import InputError
+from tomoflow.geometry import centered_grid, check_center, check_slice_shape
 
-__all__ = ["project", "backproject", "forward_project_slab", "backproject_slab", "centre_column"]
+__all__ = ["project", "backproject", "forward_project_slab", "backproject_slab", "MODELS", "BACKENDS"]
 
 log = logging.getLogger(__name__)
 
 _TILE = 16  # pixel tile edge of the compiled backprojector (cache blocking)
 _ZBLOCK = 32  # slices processed together by the compiled kernels (SIMD along z)
-
-
-def centre_column(n_cols: int) -> float:
-    """Column of a rotation axis centred on a detector of ``n_cols`` columns: ``(n_cols - 1) / 2``."""
-    return (n_cols - 1) / 2.0
 
 
 # ----------------------------------------------------------------------------- compiled CPU path
@@ -64,12 +60,6 @@ def _compiled() -> Any:
 
 
 # ----------------------------------------------------------------------------- generic xp path
-def _pixel_coords(xp: Any, ny: int, nx: int) -> tuple[Any, Any]:
-    v = (xp.arange(ny, dtype=xp.float64) - (ny - 1) / 2.0)[:, None]
-    u = (xp.arange(nx, dtype=xp.float64) - (nx - 1) / 2.0)[None, :]
-    return u, v
-
-
 def _interp_weights(xp: Any, u: Any, v: Any, c: float, s: float, q: float, center: float, ncol: int):
     t = u * c + v * s + center
     fi = xp.floor(t)
@@ -88,7 +78,7 @@ def _fp_xp(vol: Any, cos: np.ndarray, sin: np.ndarray, inv_hw: np.ndarray, cente
     """vol (nz, ny, nx) -> (na, nz, ncol) with xp ops (bincount scatter)."""
     xp = get_namespace(vol)
     nz, ny, nx = vol.shape
-    u, v = _pixel_coords(xp, ny, nx)
+    v, u = centered_grid((ny, nx), xp=xp)
     out = xp.zeros((cos.shape[0], nz, ncol), dtype=xp.float32)
     zoff = (xp.arange(nz, dtype=xp.int64) * ncol)[:, None, None]
     volf = vol.astype(xp.float32, copy=False)
@@ -104,7 +94,7 @@ def _bp_xp(sino: Any, cos: np.ndarray, sin: np.ndarray, inv_hw: np.ndarray, cent
     """sino (na, nz, ncol) -> (nz, ny, nx) with xp ops (gather)."""
     xp = get_namespace(sino)
     na, nz, ncol = sino.shape
-    u, v = _pixel_coords(xp, ny, nx)
+    v, u = centered_grid((ny, nx), xp=xp)
     out = xp.zeros((nz, ny, nx), dtype=xp.float32)
     for a in range(na):
         j0, j1, w0, w1 = _interp_weights(xp, u, v, float(cos[a]), float(sin[a]), float(inv_hw[a]), center, ncol)
@@ -114,47 +104,40 @@ def _bp_xp(sino: Any, cos: np.ndarray, sin: np.ndarray, inv_hw: np.ndarray, cent
 
 
 # ----------------------------------------------------------------------------- slab entry points
-def _angles_rad(angles_deg: Any) -> tuple[np.ndarray, np.ndarray]:
-    from tomoflow.backend import to_numpy
-
-    ang = np.asarray(to_numpy(angles_deg), dtype=np.float64).reshape(-1)
-    if ang.size == 0:
-        raise InputError("no projection angles given")
-    if not np.all(np.isfinite(ang)):
-        raise InputError("projection angles contain NaN or Inf")
-    rad = np.deg2rad(ang)
+def _cos_sin(angles_deg: Any, n_angles: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """cos and sin of the (checked) angles, on the host."""
+    rad = np.deg2rad(validate_angles(angles_deg, n_angles))
     return np.cos(rad), np.sin(rad)
 
 
 MODELS = ("adjoint", "interpolate")
+"""Backprojection models: the exact adjoint of :func:`project`, or linear interpolation (FBP)."""
+BACKENDS = ("auto", "compiled", "xp")
+"""Code paths: ``auto`` (compiled for NumPy, array namespace for CuPy), ``compiled`` or ``xp``."""
 
 
 def _inverse_half_widths(cos: np.ndarray, sin: np.ndarray, model: str) -> np.ndarray:
     """``1 / h`` per angle: triangle footprint (``adjoint``) or linear interpolation (``interpolate``)."""
-    if model == "adjoint":
+    if check_choice("backprojection model", model, MODELS) == "adjoint":
         return 1.0 / np.maximum(np.abs(cos), np.abs(sin))
-    if model == "interpolate":
-        return np.ones_like(cos)
-    raise InputError(f"model must be one of {MODELS}, got {model!r}")
+    return np.ones_like(cos)
 
 
 def _use_compiled(xp: Any, backend: str) -> bool:
-    if backend not in ("auto", "compiled", "xp"):
-        raise InputError(f"backend must be 'auto', 'compiled' or 'xp', got {backend!r}")
-    if xp is not np or backend == "xp":
+    if check_choice("projector backend", backend, BACKENDS) == "xp" or xp is not np:
         return False
     return _compiled() is not None
 
 
 def forward_project_slab(
-    volume: Any, angles_deg: Any, center: float | None = None, n_cols: int | None = None, *, backend: str = "auto"
+    volume: Any, angles_deg: Any, *, center: float | None = None, n_cols: int | None = None, backend: str = "auto"
 ) -> Any:
     """Forward-project a slab of slices; see :func:`project` (same arguments, 3-D only)."""
     xp = get_namespace(volume)
     nz, ny, nx = volume.shape
-    ncol = int(n_cols if n_cols is not None else nx)
-    ctr = centre_column(ncol) if center is None else float(center)
-    cos, sin = _angles_rad(angles_deg)
+    ncol = check_int("n_cols", n_cols) if n_cols is not None else int(nx)
+    ctr = check_center(center, ncol)
+    cos, sin = _cos_sin(angles_deg)
     q = _inverse_half_widths(cos, sin, "adjoint")
     if _use_compiled(xp, backend):
         k = _compiled()
@@ -168,8 +151,8 @@ def forward_project_slab(
 
 
 def backproject_slab(
-    projections: Any, angles_deg: Any, center: float | None = None, shape: tuple[int, int] | None = None,
-    *, model: str = "adjoint", backend: str = "auto",
+    projections: Any, angles_deg: Any, *, center: float | None = None, shape: tuple[int, int] | None = None,
+    model: str = "adjoint", backend: str = "auto",
 ) -> Any:
     """Backproject a stack ``(angle, row, col)``; see :func:`backproject` (3-D only).
 
@@ -177,11 +160,9 @@ def backproject_slab(
     """
     xp = get_namespace(projections)
     na, nz, ncol = projections.shape
-    ny, nx = shape if shape is not None else (ncol, ncol)
-    ctr = centre_column(ncol) if center is None else float(center)
-    cos, sin = _angles_rad(angles_deg)
-    if cos.size != na:
-        raise InputError(f"{cos.size} angles for {na} projections")
+    ny, nx = check_slice_shape(shape, ncol)
+    ctr = check_center(center, ncol)
+    cos, sin = _cos_sin(angles_deg, na)
     q = _inverse_half_widths(cos, sin, model)
     if _use_compiled(xp, backend):
         k = _compiled()
@@ -195,8 +176,8 @@ def backproject_slab(
 
 
 # ----------------------------------------------------------------------------- public API
-def project(volume: Any, angles_deg: Any, center: float | None = None, n_cols: int | None = None,
-            *, backend: str = "auto") -> Any:
+def project(volume: Any, angles_deg: Any, *, center: float | None = None, n_cols: int | None = None,
+            backend: str = "auto") -> Any:
     """Parallel-beam projections of a volume (line integrals in voxel units).
 
     Parameters
@@ -217,17 +198,21 @@ def project(volume: Any, angles_deg: Any, center: float | None = None, n_cols: i
     -------
     ``(angle, row, col)`` float32 projections (``(angle, col)`` for a 2-D slice), same namespace as
     the input. Rows are the volume's z.
+
+    Raises
+    ------
+    InputError
+        Volume not 2-D/3-D; angles empty or not finite.
+    ConfigError
+        Unknown ``backend``, bad ``n_cols``, ``center`` far off the detector.
     """
-    vol = volume
-    if getattr(vol, "ndim", 0) == 2:
-        return forward_project_slab(vol[None], angles_deg, center, n_cols, backend=backend)[:, 0]
-    if getattr(vol, "ndim", 0) != 3:
-        raise InputError(f"project expects a (z, y, x) volume or (y, x) slice, got shape {getattr(vol, 'shape', None)}")
-    return forward_project_slab(vol, angles_deg, center, n_cols, backend=backend)
+    vol, single = as_stack(volume, what="volume", axes=("z", "y", "x"))
+    out = forward_project_slab(vol, angles_deg, center=center, n_cols=n_cols, backend=backend)
+    return out[:, 0] if single else out
 
 
-def backproject(projections: Any, angles_deg: Any, center: float | None = None,
-                shape: tuple[int, int] | None = None, *, model: str = "adjoint", backend: str = "auto") -> Any:
+def backproject(projections: Any, angles_deg: Any, *, center: float | None = None,
+                shape: tuple[int, int] | None = None, model: str = "adjoint", backend: str = "auto") -> Any:
     """Unfiltered backprojection.
 
     Parameters
@@ -245,10 +230,14 @@ def backproject(projections: Any, angles_deg: Any, center: float | None = None,
     Returns
     -------
     ``(z, y, x)`` float32 volume (``(y, x)`` for a 2-D sinogram).
+
+    Raises
+    ------
+    InputError
+        Projections not 2-D/3-D; angles not matching them (count, NaN).
+    ConfigError
+        Unknown ``model`` or ``backend``, bad ``shape``, ``center`` far off the detector.
     """
-    p = projections
-    if getattr(p, "ndim", 0) == 2:
-        return backproject_slab(p[:, None, :], angles_deg, center, shape, model=model, backend=backend)[0]
-    if getattr(p, "ndim", 0) != 3:
-        raise InputError(f"backproject expects (angle, row, col) projections, got shape {getattr(p, 'shape', None)}")
-    return backproject_slab(p, angles_deg, center, shape, model=model, backend=backend)
+    p, single = as_stack(projections, axis=1)
+    out = backproject_slab(p, angles_deg, center=center, shape=shape, model=model, backend=backend)
+    return out[0] if single else out

@@ -46,7 +46,9 @@ from typing import Any
 
 import numpy as np
 
+from tomoflow._checks import check_int, check_number, validate_angles
 from tomoflow.errors import ConfigError, InputError
+from tomoflow.geometry import check_center
 
 __all__ = [
     "ELLIPSE_COLUMNS",
@@ -81,32 +83,13 @@ def _table(params: Any, columns: tuple[str, ...], what: str) -> np.ndarray:
     return tab
 
 
-def _angles_rad(angles_deg: Any) -> np.ndarray:
-    try:
-        ang = np.asarray(angles_deg, dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"angles are not numbers ({exc})") from None
-    if not np.all(np.isfinite(ang)):
-        raise InputError("angles contain NaN or Inf")
-    return np.deg2rad(ang)
-
-
-def _check_positive(name: str, value: float) -> float:
-    value = float(value)
-    if not np.isfinite(value) or value <= 0:
-        raise ConfigError(f"{name} must be a positive number, got {value!r}")
-    return value
-
-
-def _check_int(name: str, value: int, minimum: int = 1) -> int:
-    if int(value) != value or int(value) < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+def _positive(name: str, value: float) -> float:
+    return check_number(name, value, low=0.0, low_open=True)
 
 
 def _detector_positions(n_cols: int, center: float | None, pixel: float, oversample: int) -> np.ndarray:
     """Detector coordinate ``t`` (length units, relative to the axis) of every sub-ray: (n_cols, m)."""
-    c = (n_cols - 1) / 2.0 if center is None else float(center)
+    c = check_center(center, n_cols)
     sub = (np.arange(oversample) + 0.5) / oversample - 0.5
     return ((np.arange(n_cols)[:, None] + sub[None, :]) - c) * pixel
 
@@ -116,9 +99,9 @@ def ellipse_sinogram(
     ellipses: Any,
     angles_deg: Sequence[float] | np.ndarray,
     n_cols: int,
+    *,
     pixel: float = 1.0,
     center: float | None = None,
-    *,
     oversample: int = 1,
 ) -> np.ndarray:
     """Exact parallel-beam sinogram of a sum of 2-D ellipses.
@@ -146,10 +129,10 @@ def ellipse_sinogram(
         ``(angle, col)`` float64 line integrals (dimensionless).
     """
     tab = _table(ellipses, ELLIPSE_COLUMNS, "ellipse")
-    theta = _angles_rad(angles_deg)
-    n_cols = _check_int("n_cols", n_cols)
-    pixel = _check_positive("pixel", pixel)
-    oversample = _check_int("oversample", oversample)
+    theta = np.deg2rad(validate_angles(angles_deg))
+    n_cols = check_int("n_cols", n_cols)
+    pixel = _positive("pixel", pixel)
+    oversample = check_int("oversample", oversample)
     t = _detector_positions(n_cols, center, pixel, oversample).reshape(-1)
     cos_t, sin_t = np.cos(theta), np.sin(theta)
     out = np.zeros((theta.size, t.size), dtype=np.float64)
@@ -165,9 +148,9 @@ def ellipse_sinogram(
 def ellipsoid_projections(
     ellipsoids: Any,
     angles_deg: Sequence[float] | np.ndarray,
-    shape_det: tuple[int, int],
-    center: float | None = None,
+    detector_shape: tuple[int, int],
     *,
+    center: float | None = None,
     pixel: float = 1.0,
     oversample: int = 1,
 ) -> np.ndarray:
@@ -180,8 +163,8 @@ def ellipsoid_projections(
         ``z0`` is measured from the detector row centre ``(rows - 1) / 2`` (the volume centre).
     angles_deg
         Rotation angles in degrees, shape ``(n_angles,)``.
-    shape_det
-        ``(rows, cols)`` of the detector.
+    detector_shape
+        ``(rows, cols)`` of the detector (pixels).
     center
         Detector column (pixels) of the rotation axis; default ``(cols - 1) / 2``.
     pixel
@@ -197,13 +180,13 @@ def ellipsoid_projections(
         ``(angle, row, col)`` float32 line integrals (dimensionless).
     """
     tab = _table(ellipsoids, ELLIPSOID_COLUMNS, "ellipsoid")
-    theta = _angles_rad(angles_deg)
-    if len(tuple(shape_det)) != 2:
-        raise ConfigError(f"shape_det must be (rows, cols), got {shape_det!r}")
-    n_rows = _check_int("rows", shape_det[0])
-    n_cols = _check_int("cols", shape_det[1])
-    pixel = _check_positive("pixel", pixel)
-    oversample = _check_int("oversample", oversample)
+    theta = np.deg2rad(validate_angles(angles_deg))
+    if len(tuple(detector_shape)) != 2:
+        raise ConfigError(f"detector_shape must be (rows, cols), got {detector_shape!r}")
+    n_rows = check_int("rows", detector_shape[0])
+    n_cols = check_int("cols", detector_shape[1])
+    pixel = _positive("pixel", pixel)
+    oversample = check_int("oversample", oversample)
     t = _detector_positions(n_cols, center, pixel, oversample).reshape(-1)
     sub = (np.arange(oversample) + 0.5) / oversample - 0.5
     w = ((np.arange(n_rows)[:, None] + sub[None, :]).reshape(-1) - (n_rows - 1) / 2.0) * pixel
@@ -287,7 +270,7 @@ def _rasterize(tab3: np.ndarray, shape: tuple[int, int, int], supersample: int, 
     return out.astype(np.float32)
 
 
-def rasterize_ellipses(ellipses: Any, n: int, supersample: int = 4, *, pixel: float = 1.0) -> np.ndarray:
+def rasterize_ellipses(ellipses: Any, n: int, *, supersample: int = 4, pixel: float = 1.0) -> np.ndarray:
     """Draw 2-D ellipses on an ``n x n`` pixel grid with partial-pixel coverage.
 
     Parameters
@@ -308,9 +291,9 @@ def rasterize_ellipses(ellipses: Any, n: int, supersample: int = 4, *, pixel: fl
         along a ray approximates :func:`ellipse_sinogram` of the same table.
     """
     tab = _table(ellipses, ELLIPSE_COLUMNS, "ellipse")
-    n = _check_int("n", n)
-    supersample = _check_int("supersample", supersample)
-    pixel = _check_positive("pixel", pixel)
+    n = check_int("n", n)
+    supersample = check_int("supersample", supersample)
+    pixel = _positive("pixel", pixel)
     tab3 = np.zeros((tab.shape[0], 8))
     tab3[:, [0, 1, 2, 4, 5, 7]] = tab
     tab3[:, 3] = 1.0  # unused (flat)
@@ -320,8 +303,8 @@ def rasterize_ellipses(ellipses: Any, n: int, supersample: int = 4, *, pixel: fl
 def rasterize_ellipsoids(
     ellipsoids: Any,
     shape: tuple[int, int, int],
-    supersample: int = 2,
     *,
+    supersample: int = 2,
     pixel: float = 1.0,
 ) -> np.ndarray:
     """Draw ellipsoids on a ``(z, y, x)`` voxel grid with partial-volume coverage.
@@ -347,7 +330,7 @@ def rasterize_ellipsoids(
     tab = _table(ellipsoids, ELLIPSOID_COLUMNS, "ellipsoid")
     if len(tuple(shape)) != 3:
         raise ConfigError(f"shape must be (nz, ny, nx), got {shape!r}")
-    shape3 = tuple(_check_int("shape", s) for s in shape)
-    supersample = _check_int("supersample", supersample)
-    pixel = _check_positive("pixel", pixel)
+    shape3 = tuple(check_int("shape", s) for s in shape)
+    supersample = check_int("supersample", supersample)
+    pixel = _positive("pixel", pixel)
     return _rasterize(tab, shape3, supersample, pixel, flat=False)  # type: ignore[arg-type]

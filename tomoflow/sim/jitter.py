@@ -12,20 +12,21 @@ from typing import Any
 
 import numpy as np
 
-from tomoflow.errors import ConfigError, InputError
+from tomoflow._checks import check_int, check_number
+from tomoflow.errors import InputError
 from tomoflow.recon.shift import shift_images
 
 __all__ = ["random_jitter", "apply_jitter"]
 
 
-def random_jitter(n_angles: int, amplitude_px: float, seed: Any = None, vertical: bool = True) -> np.ndarray:
+def random_jitter(n_angles: int, jitter_px: float, *, seed: Any = None, vertical: bool = True) -> np.ndarray:
     """Independent uniform random jitter of every projection.
 
     Parameters
     ----------
     n_angles
         Number of projections.
-    amplitude_px
+    jitter_px
         Half-range ``J`` in pixels: each component is uniform in ``[-J, +J]``; must be ``>= 0``.
     seed
         Random seed (anything :func:`numpy.random.default_rng` accepts).
@@ -37,12 +38,9 @@ def random_jitter(n_angles: int, amplitude_px: float, seed: Any = None, vertical
     numpy.ndarray
         ``(n_angles, 2)`` float64 displacements ``(dy, dx)`` in pixels.
     """
-    if int(n_angles) != n_angles or n_angles < 0:
-        raise ConfigError(f"n_angles must be a non-negative integer, got {n_angles!r}")
-    amp = float(amplitude_px)
-    if not np.isfinite(amp) or amp < 0:
-        raise ConfigError(f"jitter amplitude must be a finite number >= 0 pixels, got {amplitude_px!r}")
-    shifts = np.random.default_rng(seed).uniform(-amp, amp, size=(int(n_angles), 2))
+    n_angles = check_int("n_angles", n_angles, low=0)
+    amp = check_number("jitter amplitude jitter_px (pixels)", jitter_px, low=0.0)
+    shifts = np.random.default_rng(seed).uniform(-amp, amp, size=(n_angles, 2))
     if not vertical:
         shifts[:, 0] = 0.0
     return shifts
@@ -65,7 +63,9 @@ def apply_jitter(projections: Any, shifts: Any) -> Any:
     """
     sh = np.asarray(shifts, dtype=np.float64)
     if sh.ndim != 2 or sh.shape[1] != 2:
-        raise InputError(f"jitter shifts must be (n_angles, 2) = (dy, dx) per projection, got shape {sh.shape}")
+        raise InputError(f"jitter shifts must be (n_angles, 2) = (dy, dx) per projection, got shape {sh.shape}",
+                         dataset="shifts")
     if getattr(projections, "ndim", 0) != 3:
-        raise InputError(f"projections must be (angle, row, col), got shape {tuple(getattr(projections, 'shape', ()))}")
+        raise InputError(f"projections must be (angle, row, col), got shape {tuple(getattr(projections, 'shape', ()))}",
+                         dataset="projections")
     return shift_images(projections, sh)

@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from tomoflow._checks import check_number
 from tomoflow.backend import asarray_on, get_namespace, to_numpy
-from tomoflow.errors import ConfigError, InputError
+from tomoflow.errors import InputError
 
 __all__ = ["gaussian_noise", "poisson_noise", "salt_and_pepper", "MAX_SALT_AND_PEPPER"]
 
@@ -27,17 +28,7 @@ def _float_dtype(x: Any) -> Any:
     return np.float64 if np.dtype(x.dtype) == np.float64 else np.float32
 
 
-def _finite_number(name: str, value: Any) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a number, got {value!r}") from None
-    if not np.isfinite(v):
-        raise ConfigError(f"{name} must be finite, got {value!r}")
-    return v
-
-
-def gaussian_noise(x: Any, sigma: float, seed: Any = None) -> Any:
+def gaussian_noise(x: Any, sigma: float, *, seed: Any = None) -> Any:
     """Add zero-mean Gaussian noise of standard deviation ``sigma``.
 
     Parameters
@@ -53,9 +44,7 @@ def gaussian_noise(x: Any, sigma: float, seed: Any = None) -> Any:
     -------
     ``x + N(0, sigma^2)``, same shape and namespace, float32 (float64 for float64 input).
     """
-    sigma = _finite_number("sigma", sigma)
-    if sigma < 0:
-        raise ConfigError(f"gaussian noise sigma must be >= 0, got {sigma}")
+    sigma = check_number("gaussian noise sigma", sigma, low=0.0)
     xp = get_namespace(x)
     dtype = _float_dtype(x)
     out = xp.asarray(x, dtype=dtype).copy()
@@ -65,7 +54,7 @@ def gaussian_noise(x: Any, sigma: float, seed: Any = None) -> Any:
     return out
 
 
-def poisson_noise(intensity: Any, photons: float, seed: Any = None) -> Any:
+def poisson_noise(intensity: Any, photons: float, *, seed: Any = None) -> Any:
     """Photon-counting noise on a *normalised transmission*.
 
     The input is the flat-normalised intensity ``T = I / I0`` (``exp(-line integral)``; 1 means the
@@ -88,9 +77,7 @@ def poisson_noise(intensity: Any, photons: float, seed: Any = None) -> Any:
     -------
     Noisy transmission, same shape and namespace, float32 (float64 for float64 input).
     """
-    photons = _finite_number("photons", photons)
-    if photons <= 0:
-        raise ConfigError(f"photons (mean count of the unattenuated beam) must be > 0, got {photons}")
+    photons = check_number("photons (mean count of the unattenuated beam)", photons, low=0.0, low_open=True)
     xp = get_namespace(intensity)
     dtype = _float_dtype(intensity)
     host = np.asarray(to_numpy(intensity), dtype=np.float64)
@@ -105,6 +92,7 @@ def poisson_noise(intensity: Any, photons: float, seed: Any = None) -> Any:
 def salt_and_pepper(
     x: Any,
     fraction: float,
+    *,
     seed: Any = None,
     low: float | None = None,
     high: float | None = None,
@@ -130,17 +118,15 @@ def salt_and_pepper(
     -------
     Corrupted copy, same shape and namespace, float32 (float64 for float64 input).
     """
-    fraction = _finite_number("fraction", fraction)
-    if not 0.0 <= fraction <= MAX_SALT_AND_PEPPER:
-        raise ConfigError(f"salt-and-pepper fraction must be in [0, {MAX_SALT_AND_PEPPER}], got {fraction}")
+    fraction = check_number("salt-and-pepper fraction", fraction, low=0.0, high=MAX_SALT_AND_PEPPER)
     xp = get_namespace(x)
     dtype = _float_dtype(x)
     out = xp.asarray(x, dtype=dtype).copy()
     n = int(round(fraction * out.size))
     if n == 0:
         return out
-    lo = float(xp.min(out)) if low is None else _finite_number("low", low)
-    hi = float(xp.max(out)) if high is None else _finite_number("high", high)
+    lo = float(xp.min(out)) if low is None else check_number("low", low)
+    hi = float(xp.max(out)) if high is None else check_number("high", high)
     rng = np.random.default_rng(seed)
     idx = rng.choice(out.size, size=n, replace=False)
     vals = np.where(rng.random(n) < 0.5, lo, hi).astype(dtype)

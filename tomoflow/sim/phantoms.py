@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from tomoflow._checks import check_int, check_number
 from tomoflow.backend import fft_workers
 from tomoflow.errors import ConfigError
 from tomoflow.sim.analytic import rasterize_ellipsoids
@@ -107,11 +108,16 @@ def _half_width(shape: tuple[int, int, int]) -> float:
     return min(shape[1], shape[2]) / 2.0
 
 
-def _check_range(name: str, value: float, lo: float, hi: float) -> float:
-    value = float(value)
-    if not (np.isfinite(value) and lo <= value <= hi):
-        raise ConfigError(f"{name} must be in [{lo}, {hi}], got {value!r}")
-    return value
+def _radius_range(name: str, value: Any, hi: float = 0.3) -> tuple[float, float]:
+    """A ``(min, max)`` radius range in half-widths with ``0 < min <= max <= hi``."""
+    try:
+        lo_r, hi_r = (float(v) for v in value)
+        ok = 0 < lo_r <= hi_r <= hi
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ConfigError(f"{name} must be (min, max) with 0 < min <= max <= {hi}, got {value!r}")
+    return lo_r, hi_r
 
 
 def _random_rotation(rng: np.random.Generator) -> np.ndarray:
@@ -183,8 +189,8 @@ def _paint_polyhedron(vol: np.ndarray, centre: np.ndarray, normals: np.ndarray, 
 # --------------------------------------------------------------------------- gold
 def gold_particle(
     shape: Shape,
-    seed: Any = 0,
     *,
+    seed: Any = 0,
     radius: float = 0.45,
     attenuation: float = 2.5,
     n_satellites: int = 3,
@@ -223,14 +229,11 @@ def gold_particle(
         ``(z, y, x)`` float32 attenuation per voxel, 0 outside the particles.
     """
     shp = _shape3(shape)
-    radius = _check_range("radius", radius, 0.05, 0.55)
-    attenuation = _check_range("attenuation", attenuation, 0.0, np.inf)
-    roughness = _check_range("roughness", roughness, 0.0, 0.3)
-    if int(n_satellites) != n_satellites or n_satellites < 0:
-        raise ConfigError(f"n_satellites must be a non-negative integer, got {n_satellites!r}")
-    s_lo, s_hi = (float(v) for v in satellite_radius)
-    if not (0 < s_lo <= s_hi <= 0.3):
-        raise ConfigError(f"satellite_radius must be (min, max) with 0 < min <= max <= 0.3, got {satellite_radius!r}")
+    radius = check_number("radius", radius, low=0.05, high=0.55)
+    attenuation = check_number("attenuation", attenuation, low=0.0)
+    roughness = check_number("roughness", roughness, low=0.0, high=0.3)
+    n_satellites = check_int("n_satellites", n_satellites, low=0)
+    s_lo, s_hi = _radius_range("satellite_radius", satellite_radius)
     rng = np.random.default_rng(seed)
     L = _half_width(shp)
     mu = attenuation / L
@@ -264,9 +267,9 @@ def gold_particle(
 # --------------------------------------------------------------------------- cathode
 def cathode_particle(
     shape: Shape,
+    *,
     seed: Any = 0,
     porosity: float = 0.03,
-    *,
     radius: float = 0.8,
     attenuation: float = 1.8,
     n_grains: int = 80,
@@ -323,18 +326,15 @@ def cathode_particle(
         crack covers at least half the voxel) and ``"grains"`` (int32 grain id 1..n, 0 outside).
     """
     shp = _shape3(shape)
-    porosity = _check_range("porosity", porosity, 0.0, 0.4)
-    radius = _check_range("radius", radius, 0.1, 0.9)
-    attenuation = _check_range("attenuation", attenuation, 0.0, np.inf)
-    grain_contrast = _check_range("grain_contrast", grain_contrast, 0.0, 0.5)
-    crack_width = _check_range("crack_width", crack_width, 0.0, np.inf)
-    crack_density = _check_range("crack_density", crack_density, 0.0, 1.0)
-    for name, v in (("n_grains", n_grains), ("n_cracks", n_cracks)):
-        if int(v) != v or v < (1 if name == "n_grains" else 0):
-            raise ConfigError(f"{name} must be an integer >= {1 if name == 'n_grains' else 0}, got {v!r}")
-    p_lo, p_hi = (float(v) for v in pore_radius)
-    if not (0 < p_lo <= p_hi <= 0.3):
-        raise ConfigError(f"pore_radius must be (min, max) with 0 < min <= max <= 0.3, got {pore_radius!r}")
+    porosity = check_number("porosity", porosity, low=0.0, high=0.4)
+    radius = check_number("radius", radius, low=0.1, high=0.9)
+    attenuation = check_number("attenuation", attenuation, low=0.0)
+    grain_contrast = check_number("grain_contrast", grain_contrast, low=0.0, high=0.5)
+    crack_width = check_number("crack_width", crack_width, low=0.0)
+    crack_density = check_number("crack_density", crack_density, low=0.0, high=1.0)
+    n_grains = check_int("n_grains", n_grains, low=1)
+    n_cracks = check_int("n_cracks", n_cracks, low=0)
+    p_lo, p_hi = _radius_range("pore_radius", pore_radius)
 
     from scipy.spatial import cKDTree
 
@@ -437,7 +437,7 @@ def cathode_particle(
 
 
 # --------------------------------------------------------------------------- Shepp-Logan
-def shepp_logan_ellipsoids(shape: Shape, scale: float | None = None) -> np.ndarray:
+def shepp_logan_ellipsoids(shape: Shape, *, scale: float | None = None) -> np.ndarray:
     """The 3-D Shepp-Logan table in voxel units for a volume of ``shape``.
 
     Transverse coordinates are scaled isotropically by ``L = min(ny, nx) / 2`` (normalised 1.0 is
@@ -453,7 +453,7 @@ def shepp_logan_ellipsoids(shape: Shape, scale: float | None = None) -> np.ndarr
         :func:`tomoflow.sim.analytic.ellipsoid_projections` and ``rasterize_ellipsoids``.
     """
     shp = _shape3(shape)
-    scale = _SHEPP_SCALE if scale is None else float(scale)
+    scale = _SHEPP_SCALE if scale is None else check_number("scale", scale, low=0.0, low_open=True)
     L = _half_width(shp)
     Lz = shp[0] / 2.0
     tab = SHEPP_LOGAN_3D.copy()
@@ -466,15 +466,14 @@ def shepp_logan_ellipsoids(shape: Shape, scale: float | None = None) -> np.ndarr
     return tab
 
 
-def shepp_logan_ellipses(n: int, scale: float | None = None) -> np.ndarray:
+def shepp_logan_ellipses(n: int, *, scale: float | None = None) -> np.ndarray:
     """The 2-D modified Shepp-Logan table in pixel units for an ``n x n`` image.
 
     Same conventions as :func:`shepp_logan_ellipsoids` (``L = n / 2``, y flipped, values
     ``table value * scale / L``; default ``scale = 4.0``). Columns ``value, a, b, x0, y0, phi_deg``.
     """
-    if int(n) != n or n < 1:
-        raise ConfigError(f"n must be a positive integer, got {n!r}")
-    scale = _SHEPP_SCALE if scale is None else float(scale)
+    n = check_int("n", n)
+    scale = _SHEPP_SCALE if scale is None else check_number("scale", scale, low=0.0, low_open=True)
     L = n / 2.0
     tab = SHEPP_LOGAN_2D.copy()
     tab[:, 0] *= scale / L
@@ -505,4 +504,4 @@ def shepp_logan_3d(shape: Shape, *, scale: float | None = None, supersample: int
         :func:`shepp_logan_ellipsoids` ``(shape, scale)``.
     """
     shp = _shape3(shape)
-    return rasterize_ellipsoids(shepp_logan_ellipsoids(shp, scale), shp, supersample)
+    return rasterize_ellipsoids(shepp_logan_ellipsoids(shp, scale=scale), shp, supersample=supersample)

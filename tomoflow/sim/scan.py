@@ -27,8 +27,10 @@ from typing import Any
 
 import numpy as np
 
+from tomoflow._checks import check_choice, check_finite, check_int, check_number, validate_angles
 from tomoflow.backend import to_numpy
-from tomoflow.errors import ConfigError, InputError
+from tomoflow.errors import InputError
+from tomoflow.geometry import check_center
 from tomoflow.sim.jitter import apply_jitter, random_jitter
 from tomoflow.sim.noise import MAX_SALT_AND_PEPPER, gaussian_noise, poisson_noise, salt_and_pepper
 
@@ -176,39 +178,22 @@ def simulate_scan(
     vol = np.asarray(to_numpy(phantom), dtype=np.float32)
     if vol.ndim != 3 or 0 in vol.shape:
         raise InputError(f"phantom must be a non-empty (z, y, x) volume, got shape {vol.shape}")
-    if not np.all(np.isfinite(vol)):
-        raise InputError("phantom contains NaN or Inf")
-    try:
-        angles = np.asarray(angles_deg, dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"angles are not numbers ({exc})") from None
-    if angles.size == 0 or not np.all(np.isfinite(angles)):
-        raise InputError("angles must be a non-empty list of finite numbers (degrees)")
-    for name, v in (("n_flats", n_flats), ("n_darks", n_darks)):
-        if int(v) != v or v < 0:
-            raise ConfigError(f"{name} must be a non-negative integer, got {v!r}")
-    flat_level, dark_level, flat_variation = float(flat_level), float(dark_level), float(flat_variation)
-    if not (np.isfinite(flat_level) and flat_level > 0):
-        raise ConfigError(f"flat_level must be > 0 counts, got {flat_level}")
-    if not (np.isfinite(dark_level) and dark_level >= 0):
-        raise ConfigError(f"dark_level must be >= 0 counts, got {dark_level}")
-    if not 0.0 <= flat_variation <= 0.5:
-        raise ConfigError(f"flat_variation must be in [0, 0.5], got {flat_variation}")
+    check_finite(vol, "phantom")
+    angles = validate_angles(angles_deg)
+    n_flats = check_int("n_flats", n_flats, low=0)
+    n_darks = check_int("n_darks", n_darks, low=0)
+    flat_level = check_number("flat_level (counts)", flat_level, low=0.0, low_open=True)
+    dark_level = check_number("dark_level (counts)", dark_level, low=0.0)
+    flat_variation = check_number("flat_variation", flat_variation, low=0.0, high=0.5)
     noise = dict(noise or {})
-    unknown = sorted(set(noise) - set(NOISE_KEYS))
-    if unknown:
-        raise ConfigError(f"unknown noise key(s) {unknown}; accepted: {list(NOISE_KEYS)} (photon noise: photons=...)")
-    try:
-        sigma = float(noise.get("gaussian", 0.0) or 0.0)
-        frac = float(noise.get("salt_and_pepper", 0.0) or 0.0)
-    except (TypeError, ValueError):
-        raise ConfigError(f"noise values must be numbers, got {noise!r}") from None
-    if not (np.isfinite(sigma) and sigma >= 0):
-        raise ConfigError(f"noise['gaussian'] must be >= 0 (read-noise sigma as a fraction of flat_level), got {sigma}")
-    if not (np.isfinite(frac) and 0 <= frac <= MAX_SALT_AND_PEPPER):
-        raise ConfigError(f"noise['salt_and_pepper'] must be in [0, {MAX_SALT_AND_PEPPER}], got {frac}")
-    if photons is not None and not (np.isfinite(float(photons)) and float(photons) > 0):
-        raise ConfigError(f"photons must be > 0 (mean photons per open-beam pixel) or None, got {photons!r}")
+    for key in noise:
+        check_choice("noise key (photon noise: photons=...)", key, NOISE_KEYS)
+    sigma = check_number("noise['gaussian'] (read-noise sigma as a fraction of flat_level)",
+                         noise.get("gaussian", 0.0) or 0.0, low=0.0)
+    frac = check_number("noise['salt_and_pepper']", noise.get("salt_and_pepper", 0.0) or 0.0,
+                        low=0.0, high=MAX_SALT_AND_PEPPER)
+    if photons is not None:
+        photons = check_number("photons (mean photons per open-beam pixel)", photons, low=0.0, low_open=True)
 
     n_angles = angles.size
     rows, cols = vol.shape[0], vol.shape[2]
@@ -225,9 +210,9 @@ def simulate_scan(
         if true_shifts.shape != (n_angles, 2) or not np.all(np.isfinite(true_shifts)):
             raise InputError(f"shifts must be a finite (n_angles, 2) = ({n_angles}, 2) array of (dy, dx), got shape {true_shifts.shape}")
     else:
-        true_shifts = random_jitter(n_angles, jitter_px, s_jit, vertical=jitter_vertical)
+        true_shifts = random_jitter(n_angles, jitter_px, seed=s_jit, vertical=jitter_vertical)
 
-    ctr = (cols - 1) / 2.0 if center is None else float(center)
+    ctr = check_center(center, cols)
     ideal = np.asarray(project(vol, angles, center=ctr), dtype=np.float32)
     measured = apply_jitter(ideal, true_shifts) if np.any(true_shifts != 0) else ideal.copy()
 
@@ -241,22 +226,22 @@ def simulate_scan(
     g_seeds = s_gauss.spawn(3)
     transmission = np.exp(-measured.astype(np.float64)) * (flat_field / flat_level)[None]
     if photons is not None:
-        transmission = poisson_noise(transmission, photons, p_seeds[0])
+        transmission = poisson_noise(transmission, photons, seed=p_seeds[0])
     proj = (dark_field[None] + flat_level * transmission).astype(np.float32)
     flats = np.broadcast_to(flat_field / flat_level, (int(n_flats), rows, cols)).astype(np.float32)
     if photons is not None and flats.size:
-        flats = poisson_noise(flats, photons, p_seeds[1])
+        flats = poisson_noise(flats, photons, seed=p_seeds[1])
     flats = (dark_field[None] + flat_level * flats).astype(np.float32)
     darks = np.broadcast_to(dark_field, (int(n_darks), rows, cols)).astype(np.float32)
 
     if sigma > 0:
-        proj = gaussian_noise(proj, sigma * flat_level, g_seeds[0])
+        proj = gaussian_noise(proj, sigma * flat_level, seed=g_seeds[0])
         if flats.size:
-            flats = gaussian_noise(flats, sigma * flat_level, g_seeds[1])
+            flats = gaussian_noise(flats, sigma * flat_level, seed=g_seeds[1])
         if darks.size:
-            darks = gaussian_noise(darks, sigma * flat_level, g_seeds[2])
+            darks = gaussian_noise(darks, sigma * flat_level, seed=g_seeds[2])
     if frac > 0:
-        proj = salt_and_pepper(proj, frac, s_sp)
+        proj = salt_and_pepper(proj, frac, seed=s_sp)
 
     params = {
         "seed": entropy,

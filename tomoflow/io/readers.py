@@ -1,7 +1,7 @@
-"""Shared machinery of the raw-format readers, and ingest of in-memory / ``.npy`` arrays.
+"""Shared machinery of the raw-format readers: the lazy raw scan, file checks, HDF5 helpers, units, angles.
 
 Every reader (:mod:`~tomoflow.io.dxchange`, :mod:`~tomoflow.io.nexus`, :mod:`~tomoflow.io.txrm`,
-:mod:`~tomoflow.io.tiff`) opens its file into a :class:`RawScan`: a *lazy* projection stack
+:mod:`~tomoflow.io.tiff`, :mod:`~tomoflow.io.npy`) opens its input into a :class:`RawScan`: a *lazy* projection stack
 (:class:`LazyStack`, read in blocks of angles on slicing), the rotation angles in degrees, the flat
 and dark frames, and instrument metadata. :meth:`RawScan.to_store` validates it and streams it into a
 scan store with :func:`tomoflow.io.scan_store.write_scan`, so a projection stack is never held in
@@ -15,20 +15,23 @@ Errors raised by the file libraries (h5py, olefile, tifffile, NumPy) are turned 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import struct
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tomoflow._checks import check_frames, validate_angles
+from tomoflow._hashing import files_sha256
 from tomoflow.errors import InputError, TomoflowError
 from tomoflow.io.models import SourceFile
-from tomoflow.io.scan_store import ScanStore, file_sha256, validate_angles, write_scan
+
+if TYPE_CHECKING:  # the store is imported when a scan is written, not to open a raw file
+    from tomoflow.io.scan_store import ScanStore
 
 __all__ = [
     "LazyStack",
@@ -37,9 +40,13 @@ __all__ = [
     "check_input_file",
     "open_hdf5",
     "is_hdf5",
+    "h5_dataset",
+    "h5_read",
+    "h5_units",
+    "h5_scalar",
+    "unit_factor",
     "source_file",
     "resolve_angles",
-    "ingest_arrays",
 ]
 
 logger = logging.getLogger(__name__)
@@ -97,18 +104,12 @@ def source_file(path: str | os.PathLike, fmt: str, *, files: Sequence[str | os.P
     With ``files`` (a TIFF stack made of many files), ``sha256`` is the digest of the files' bytes
     concatenated in the given order and ``size_bytes`` their total size.
     """
-    if files is None:
-        with reader_errors(path, None, "cannot hash file"):
-            size = Path(path).stat().st_size
-            return SourceFile(path=str(path), format=fmt, sha256=file_sha256(path), size_bytes=size)
-    h = hashlib.sha256()
-    total = 0
-    for f in files:
-        with reader_errors(f, None, "cannot hash file"), open(f, "rb") as fh:
-            while chunk := fh.read(1 << 22):
-                h.update(chunk)
-                total += len(chunk)
-    return SourceFile(path=str(path), format=fmt, sha256=h.hexdigest(), size_bytes=total)
+    try:
+        digest, total = files_sha256([path] if files is None else files)
+    except OSError as exc:  # name the file that failed, not only the stack
+        raise InputError(f"cannot hash file ({type(exc).__name__}: {exc.strerror or exc})",
+                         exc.filename or path) from exc
+    return SourceFile(path=str(path), format=fmt, sha256=digest, size_bytes=total)
 
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -310,16 +311,9 @@ def _as_frames(frames: Any, name: str, shape2d: tuple[int, int], path: Any, data
     with reader_errors(path, dataset, f"cannot read {name}"):
         arr = np.asarray(frames[()] if hasattr(frames, "id") else frames)
     _check_numeric(arr.dtype, path, dataset)
-    if arr.ndim == 2:
-        arr = arr[None]
-    if arr.ndim != 3:
-        raise InputError(f"{name} must be 2-D or 3-D (frame, row, col), got shape {arr.shape}", path, dataset)
+    arr = check_frames(name, arr, *shape2d, path, dataset)
     if arr.shape[0] == 0:
         return None
-    if arr.shape[1:] != tuple(shape2d):
-        raise InputError(
-            f"{name} detector shape {arr.shape[1:]} differs from the projections' {tuple(shape2d)}", path, dataset
-        )
     return arr.astype(np.float32, copy=False)
 
 
@@ -426,7 +420,7 @@ class RawScan:
         chunks: tuple[int, int, int] | None = None,
         pixel_size_um: float | None = None,
         energy_kev: float | None = None,
-    ) -> ScanStore:
+    ) -> "ScanStore":
         """Validate and stream the scan into a new scan store; return it marked ``ingest`` complete.
 
         The projections are copied in chunk-aligned blocks of angles. If reading fails midway the
@@ -448,6 +442,8 @@ class RawScan:
         }
         if chunks is not None:
             meta["chunks"] = chunks
+        from tomoflow.io.scan_store import write_scan
+
         logger.info("ingesting %s (%s, %s) into %s", self.source.path, self.source.format, self.shape, store_path)
         return write_scan(store_path, self.projections, self.angles_deg, flats=self.flats, darks=self.darks,
                           overwrite=overwrite, progress=progress, **meta)
@@ -496,88 +492,3 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, float) and not np.isfinite(obj):
         return None
     return obj
-
-
-def ingest_arrays(
-    path: str | os.PathLike,
-    projections: Any,
-    angles_deg: Any,
-    flats: Any = None,
-    darks: Any = None,
-    values: str = "intensity",
-    *,
-    overwrite: bool = False,
-    progress: Callable[[int], Any] | None = None,
-    pixel_size_um: float | None = None,
-    energy_kev: float | None = None,
-    stage_position_um: Any = None,
-    instrument: Mapping[str, Any] | None = None,
-) -> ScanStore:
-    """Write in-memory (or ``.npy``) arrays to a new scan store at ``path``.
-
-    Parameters
-    ----------
-    path
-        Scan store to create (zarr v3 directory, conventionally ``*.zarr``).
-    projections
-        ``(angle, row, col)`` array-like (NumPy, memory-map, dask, h5py dataset ...) or the path of a
-        ``.npy`` file, which is memory-mapped and streamed in blocks of angles.
-    angles_deg
-        Rotation angle of every projection in degrees: array-like, text file (one per line) or
-        ``(start, stop, step)`` (see :func:`resolve_angles`).
-    flats, darks
-        ``(frame, row, col)`` or ``(row, col)`` flat and dark fields (arrays or ``.npy`` paths), or None.
-    values
-        ``"intensity"`` (raw counts) or ``"line-integral"`` (already -log normalised).
-    overwrite
-        Replace an existing store.
-    progress
-        Called with the number of projections written after each block.
-    pixel_size_um, energy_kev
-        Detector pixel size (micrometre) and beam energy (keV), if known.
-    stage_position_um
-        ``(angle, 3)`` stage x, y, z per projection in micrometres, if known.
-    instrument
-        Extra JSON-serialisable metadata.
-
-    Returns
-    -------
-    ScanStore
-        The new store, ``ingest`` complete.
-    """
-    if values not in ("intensity", "line-integral"):
-        raise InputError(f"values must be 'intensity' or 'line-integral', got {values!r}")
-    def load(obj: Any) -> Any:
-        if isinstance(obj, (str, os.PathLike)):
-            p = check_input_file(obj)
-            with reader_errors(p, None, "cannot read .npy file"):
-                return np.load(p, mmap_mode="r", allow_pickle=False)
-        return obj
-
-    if isinstance(projections, (str, os.PathLike)):
-        source = source_file(projections, "numpy")
-    else:
-        source = SourceFile(path="<in-memory array>", format="numpy")
-    proj = load(projections)
-    if not hasattr(proj, "shape"):
-        proj = np.asarray(proj)
-    shape = tuple(proj.shape)
-    stack = proj
-    if len(shape) == 3 and not isinstance(proj, LazyStack):
-        stack = LazyStack(shape, getattr(proj, "dtype", np.float32), lambda a, b: proj[a:b], source.path, "projections")
-    raw = RawScan(
-        projections=stack,
-        angles_deg=None,
-        source=source,
-        flats=load(flats),
-        darks=load(darks),
-        pixel_size_um=pixel_size_um,
-        energy_kev=energy_kev,
-        stage_position_um=stage_position_um,
-        instrument=dict(instrument or {}),
-        values=values,
-    )
-    if len(shape) == 3 and 0 not in shape:
-        raw.angles_deg = resolve_angles(angles_deg, shape[0], source.path)
-    with raw:
-        return raw.to_store(path, overwrite=overwrite, progress=progress)

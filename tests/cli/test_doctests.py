@@ -1,0 +1,13 @@
+"""The docstring examples of the command line and the reports run (those not marked ``+SKIP``)."""
+
+import doctest
+import importlib
+
+import pytest
+
+
+@pytest.mark.parametrize("module", ["tomoflow.cli", "tomoflow.report"])
+def test_docstring_examples(module):
+    mod = importlib.import_module(module)
+    result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, report=True)
+    assert result.failed == 0, f"{result.failed} of {result.attempted} examples of {module} failed (see above)"
