@@ -453,14 +453,15 @@ def _simulate(out: Path, phantom: str, size: int, rows: int, angles: int, jitter
     import numpy as np
 
     from tomoflow.io.synthetic import write_synthetic_scan
-    from tomoflow.sim.scan import simulate_scan
+    from tomoflow.sim.scan import ScanSimulator
 
     vol = _phantom(phantom, size, rows, seed)
     ang = np.linspace(0.0, 180.0, angles)
     center = (size - 1) / 2.0 + center_offset
-    scan = simulate_scan(vol, ang, jitter_px=jitter, photons=photons, seed=seed, center=center)
+    sim = ScanSimulator(vol, ang, jitter_px=jitter, photons=photons, seed=seed, center=center)
     fmt = "dxchange" if out.suffix.lower() in (".h5", ".hdf5") else "zarr"
-    return write_synthetic_scan(out, scan, format=fmt, overwrite=overwrite, pixel_size_um=0.03)
+    with _progress("simulate projections", angles) as advance:  # streamed: one block of angles in memory
+        return write_synthetic_scan(out, sim, format=fmt, overwrite=overwrite, pixel_size_um=0.03, progress=advance)
 
 
 # ----------------------------------------------------------------------------- centre / recon

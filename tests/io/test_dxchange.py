@@ -250,3 +250,25 @@ def test_write_dxchange_unwritable_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="cannot create the file") as exc:
         write_dxchange(out, np.ones((2, 2, 2)), [0, 1])
     assert str(out) in str(exc.value) and ".tmp" not in str(exc.value)
+
+
+def test_overwrite_replaces_only_files_tomoflow_wrote(tmp_path):
+    """`--overwrite` may replace a Data Exchange file tomoflow wrote, never someone else's file."""
+    import h5py
+
+    from tomoflow.errors import StoreError
+    from tomoflow.io.dxchange import write_dxchange
+
+    ours = write_dxchange(tmp_path / "ours.h5", np.ones((2, 3, 4), np.float32), [0.0, 90.0])
+    write_dxchange(ours, np.zeros((2, 3, 4), np.float32), [0.0, 90.0], overwrite=True)
+    with h5py.File(ours, "r") as f:
+        assert f["/exchange/data"][0, 0, 0] == 0
+    theirs = tmp_path / "theirs.h5"
+    with h5py.File(theirs, "w") as f:
+        f["precious"] = np.arange(3)
+    (tmp_path / "notes.txt").write_text("keep")
+    for path in (theirs, tmp_path / "notes.txt"):
+        before = path.read_bytes()
+        with pytest.raises(StoreError, match="not a Data Exchange file tomoflow wrote"):
+            write_dxchange(path, np.ones((2, 3, 4), np.float32), [0.0, 90.0], overwrite=True)
+        assert path.read_bytes() == before

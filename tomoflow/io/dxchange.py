@@ -166,6 +166,20 @@ def ingest_dxchange(
                             energy_kev=energy_kev)
 
 
+WRITER_ATTR = "tomoflow_writer"
+"""Root attribute marking a Data Exchange file written by tomoflow (the only kind it replaces)."""
+
+
+def _written_by_tomoflow(path: Path) -> bool:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return f.attrs.get(WRITER_ATTR) in ("tomoflow", b"tomoflow")
+    except (OSError, ValueError):
+        return False
+
+
 def write_dxchange(
     path: str | os.PathLike,
     projections: Any,
@@ -174,6 +188,7 @@ def write_dxchange(
     darks: Any = None,
     *,
     overwrite: bool = False,
+    progress: Callable[[int], Any] | None = None,
 ) -> Path:
     """Write a scan as a Data Exchange HDF5 file.
 
@@ -192,7 +207,10 @@ def write_dxchange(
     flats, darks
         ``(frame, row, col)`` (or ``(row, col)``) flat and dark fields, or None (not written).
     overwrite
-        Replace an existing file.
+        Replace an existing file, only if tomoflow wrote it (root attribute ``tomoflow_writer``):
+        any other file is refused, whatever ``overwrite`` says.
+    progress
+        Called with the number of projections written after each block.
 
     Returns
     -------
@@ -202,8 +220,12 @@ def write_dxchange(
     import h5py
 
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise StoreError(f"{path}: file exists; pass overwrite=True to replace it")
+    if os.path.lexists(path):
+        if not overwrite:
+            raise StoreError(f"{path}: file exists; pass overwrite=True (--overwrite) to replace it")
+        if not _written_by_tomoflow(path):
+            raise StoreError(f"{path}: exists and is not a Data Exchange file tomoflow wrote; refusing to "
+                             "replace it; choose another path")
     shape = tuple(getattr(projections, "shape", np.shape(projections)))
     if len(shape) != 3 or 0 in shape:
         raise InputError(f"projections must be a non-empty 3-D (angle, row, col) stack, got shape {shape}", path, DATA)
@@ -221,13 +243,17 @@ def write_dxchange(
             reason = os.strerror(exc.errno) if exc.errno else str(exc)
             raise StoreError(f"{path}: cannot create the file ({reason})") from None
         with f:
+            f.attrs[WRITER_ATTR] = "tomoflow"
             f.create_dataset("implements", data="exchange")
             ds = f.create_dataset(DATA, shape=shape, dtype=dtype)
             ds.attrs["axes"] = "theta:y:x"
             ds.attrs["units"] = "counts"
             step = max(1, min(shape[0], (64 << 20) // max(1, dtype.itemsize * shape[1] * shape[2])))
             for start in range(0, shape[0], step):
-                ds[start : start + step] = np.asarray(projections[start : start + step], dtype=dtype)
+                block = np.asarray(projections[start : start + step], dtype=dtype)
+                ds[start : start + block.shape[0]] = block
+                if progress is not None:
+                    progress(block.shape[0])
             t = f.create_dataset(THETA, data=theta)
             t.attrs["units"] = "degrees"
             for name, a in frames.items():

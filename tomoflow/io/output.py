@@ -63,7 +63,7 @@ def identity_of(path: str | os.PathLike) -> str:
     if store_kind(p) is not None:
         return store_identity(p)
     if p.is_file():
-        from tomoflow.io.scan_store import file_sha256
+        from tomoflow._hashing import file_sha256
 
         return "sha256:" + file_sha256(p)
     raise StoreError(f"{p}: no such file or tomoflow store")

@@ -22,7 +22,8 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -31,7 +32,7 @@ from tomoflow.io.models import SourceFile
 from tomoflow.io.scan_store import write_scan
 
 if TYPE_CHECKING:  # the storage layer may import kernels, but only needs the type here
-    from tomoflow.sim.scan import SyntheticScan
+    from tomoflow.sim.scan import ScanSimulator, SyntheticScan
 
 __all__ = ["write_synthetic_scan", "TRUE_SHIFTS", "DX_JITTER_TRUTH"]
 
@@ -51,12 +52,13 @@ _SHIFT_ATTRS = {
 
 def write_synthetic_scan(
     path: str | os.PathLike,
-    scan: "SyntheticScan",
+    scan: "SyntheticScan | ScanSimulator",
     format: Literal["zarr", "dxchange"] = "zarr",
     overwrite: bool = False,
     *,
     pixel_size_um: float | None = None,
     energy_kev: float | None = None,
+    progress: Callable[[int], Any] | None = None,
 ) -> Path:
     """Write a simulated raw scan and its true jitter to a scan store or a DXchange file.
 
@@ -66,13 +68,16 @@ def write_synthetic_scan(
         Scan store directory (``*.zarr``) or HDF5 file (``*.h5``).
     scan
         The simulated scan (raw ``(angle, row, col)`` projections, flats, darks, angles in degrees,
-        true shifts ``(angle, 2)``).
+        true shifts ``(angle, 2)``), or a :class:`tomoflow.sim.scan.ScanSimulator`, whose projections
+        are then simulated block by block as they are written (memory: one block).
     format
         ``"zarr"`` (tomoflow scan store) or ``"dxchange"`` (Data Exchange HDF5).
     overwrite
         Replace an existing store / file.
     pixel_size_um, energy_kev
         Optional metadata for the scan store (micrometre, keV); ignored for DXchange.
+    progress
+        Called with the number of projections written after each block.
 
     Returns
     -------
@@ -80,26 +85,28 @@ def write_synthetic_scan(
         ``path``.
     """
     path = Path(path)
+    projections = scan.raw if hasattr(scan, "raw") else scan.projections
     shifts = np.asarray(scan.shifts, dtype=np.float64)
-    if shifts.shape != (scan.projections.shape[0], 2):
+    if shifts.shape != (projections.shape[0], 2):
         raise ConfigError(f"scan.shifts must be (n_angles, 2), got {shifts.shape}")
     params = dict(scan.params)
     if format == "zarr":
-        return _write_zarr(path, scan, shifts, params, overwrite, pixel_size_um, energy_kev)
+        return _write_zarr(path, scan, projections, shifts, params, overwrite, pixel_size_um, energy_kev, progress)
     if format == "dxchange":
-        return _write_dxchange(path, scan, shifts, params, overwrite)
+        return _write_dxchange(path, scan, projections, shifts, params, overwrite, progress)
     raise ConfigError(f"format must be 'zarr' or 'dxchange', got {format!r}")
 
 
-def _write_zarr(path: Path, scan: "SyntheticScan", shifts: np.ndarray, params: dict, overwrite: bool,
-                pixel_size_um: float | None, energy_kev: float | None) -> Path:
+def _write_zarr(path: Path, scan: Any, projections: Any, shifts: np.ndarray, params: dict, overwrite: bool,
+                pixel_size_um: float | None, energy_kev: float | None, progress: Any) -> Path:
     write_scan(
         path,
-        scan.projections,
+        projections,
         scan.angles_deg,
         flats=scan.flats,
         darks=scan.darks,
         overwrite=overwrite,
+        progress=progress,
         values="intensity",
         rotation_center=float(scan.center),
         pixel_size_um=pixel_size_um,
@@ -111,12 +118,14 @@ def _write_zarr(path: Path, scan: "SyntheticScan", shifts: np.ndarray, params: d
     return path
 
 
-def _write_dxchange(path: Path, scan: "SyntheticScan", shifts: np.ndarray, params: dict, overwrite: bool) -> Path:
+def _write_dxchange(path: Path, scan: Any, projections: Any, shifts: np.ndarray, params: dict, overwrite: bool,
+                    progress: Any) -> Path:
     import h5py
 
     from tomoflow.io.dxchange import write_dxchange
 
-    write_dxchange(path, scan.projections, scan.angles_deg, flats=scan.flats, darks=scan.darks, overwrite=overwrite)
+    write_dxchange(path, projections, scan.angles_deg, flats=scan.flats, darks=scan.darks, overwrite=overwrite,
+                   progress=progress)
     try:
         with h5py.File(path, "a") as f:
             ds = f.create_dataset(DX_JITTER_TRUTH, data=shifts)

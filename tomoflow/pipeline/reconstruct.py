@@ -30,7 +30,9 @@ import numpy as np
 
 from tomoflow import config as _config
 from tomoflow.backend import has_cuda, to_numpy
+from tomoflow._checks import check_choice
 from tomoflow.errors import ConfigError, InputError
+from tomoflow.geometry import check_slice_shape
 from tomoflow.io.models import VOLUME_FORMAT
 from tomoflow.io.scan_store import ScanStore, validate_center
 from tomoflow.io.volume_store import VolumeStore, level_shape, pyramid_levels
@@ -45,7 +47,7 @@ from tomoflow.pipeline.engine import (
 )
 from tomoflow.recon.center import find_center
 from tomoflow.recon.fbp import fbp
-from tomoflow.recon.filters import FILTERS, padded_length
+from tomoflow.recon.filters import check_filter, padded_length
 from tomoflow.recon.iterative import mlem, sirt
 from tomoflow.recon.normalize import mean_frames, normalize_log
 
@@ -232,26 +234,15 @@ def _pyramid_blocks(out: str, vstore: VolumeStore, level: int) -> list[Block]:
             for i, r in enumerate(_chunk_grid(tuple(arr.shape), tuple(arr.chunks)))]
 
 
-def _validate(algorithm: str, filter: str, n_iter: int | None, shape: Any, memory_budget: Any,  # noqa: A002
-              ) -> tuple[str, str, int, tuple[int, int] | None, int]:
-    algorithm = str(algorithm).lower()
-    if algorithm not in ALGORITHMS:
-        raise ConfigError(f"unknown algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
-    if str(filter).lower() not in FILTERS:
-        raise ConfigError(f"unknown filter {filter!r}; choose one of {', '.join(FILTERS)}")
+def _validate(algorithm: str, filter: str, n_iter: int | None, memory_budget: Any,  # noqa: A002
+              ) -> tuple[str, str, int, int]:
+    algorithm = check_choice("algorithm", str(algorithm).lower(), ALGORITHMS)
+    filt = check_filter(filter)
     iters = DEFAULT_ITERATIONS[algorithm] if n_iter is None else int(n_iter)
     if algorithm != "fbp" and not 1 <= iters <= 100_000:
         raise ConfigError(f"n_iter must be between 1 and 100000 for {algorithm}, got {n_iter}")
-    if shape is not None:
-        try:
-            ny, nx = (int(v) for v in shape)
-        except (TypeError, ValueError):
-            raise ConfigError(f"shape must be two positive integers (ny, nx), got {shape!r}") from None
-        if ny < 1 or nx < 1:
-            raise ConfigError(f"shape must be two positive integers (ny, nx), got {shape!r}")
-        shape = (ny, nx)
     budget = _config.get().worker_memory_budget if memory_budget is None else _config.parse_bytes(memory_budget)
-    return algorithm, str(filter).lower(), iters, shape, budget
+    return algorithm, filt, iters, budget
 
 
 def reconstruct_scan(
@@ -315,10 +306,10 @@ def reconstruct_scan(
         Output refused (see above) or not writable; the scan store incomplete or missing.
     """
     t_start = time.perf_counter()
-    algorithm, filt, iters, slice_shape, budget = _validate(algorithm, filter, n_iter, shape, memory_budget)
+    algorithm, filt, iters, budget = _validate(algorithm, filter, n_iter, memory_budget)
     scan = ScanStore.open(scan_path)
     n_angles, n_rows, n_cols = scan.shape
-    slice_shape = slice_shape or (n_cols, n_cols)
+    slice_shape = check_slice_shape(shape, n_cols)
     source = "given"
     if center is None:
         saved = scan.attrs.rotation_center

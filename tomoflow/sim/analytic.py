@@ -218,7 +218,7 @@ def _rasterize(tab3: np.ndarray, shape: tuple[int, int, int], supersample: int, 
     ellipses (no z extent, no sub-sampling along z). Output holds ``value * pixel`` per voxel.
     """
     nz, ny, nx = shape
-    out = np.zeros(shape, dtype=np.float64)
+    out = np.zeros(shape, dtype=np.float32)
     centres = [(n - 1) / 2.0 for n in shape]
     sub = (np.arange(supersample) + 0.5) / supersample - 0.5
     if flat:
@@ -227,47 +227,53 @@ def _rasterize(tab3: np.ndarray, shape: tuple[int, int, int], supersample: int, 
     else:
         offs = np.stack(np.meshgrid(sub, sub, sub, indexing="ij"), -1).reshape(-1, 3)
         half_diag = np.sqrt(3.0) / 2.0
-    for value, a, b, c, x0, y0, z0, phi in tab3:
-        ph = np.deg2rad(phi)
-        cph, sph = np.cos(ph), np.sin(ph)
-        ext_x = np.hypot(a * cph, b * sph)
-        ext_y = np.hypot(a * sph, b * cph)
-        lo_hi = []
-        for axis, (centre_len, ext, cidx, n) in enumerate(((z0, c, centres[0], nz), (y0, ext_y, centres[1], ny),
-                                                           (x0, ext_x, centres[2], nx))):
-            if flat and axis == 0:
-                lo_hi.append((0, nz))
+    slab = max(1, (1 << 21) // max(1, ny * nx))  # z-slabs of ~2 M voxels: memory independent of size
+    for s0 in range(0, nz, slab):
+        s1 = min(nz, s0 + slab)
+        acc = np.zeros((s1 - s0, ny, nx), dtype=np.float64)
+        for value, a, b, c, x0, y0, z0, phi in tab3:
+            ph = np.deg2rad(phi)
+            cph, sph = np.cos(ph), np.sin(ph)
+            ext_x = np.hypot(a * cph, b * sph)
+            ext_y = np.hypot(a * sph, b * cph)
+            lo_hi = []
+            for axis, (centre_len, ext, cidx, n) in enumerate(((z0, c, centres[0], nz), (y0, ext_y, centres[1], ny),
+                                                               (x0, ext_x, centres[2], nx))):
+                if flat and axis == 0:
+                    lo_hi.append((0, nz))
+                    continue
+                lo = int(np.floor(cidx + (centre_len - ext) / pixel)) - 1
+                hi = int(np.ceil(cidx + (centre_len + ext) / pixel)) + 2
+                lo_hi.append((max(lo, 0), min(hi, n)))
+            (z_lo, z_hi), (y_lo, y_hi), (x_lo, x_hi) = lo_hi
+            z_lo, z_hi = max(z_lo, s0), min(z_hi, s1)
+            if z_lo >= z_hi or y_lo >= y_hi or x_lo >= x_hi:
                 continue
-            lo = int(np.floor(cidx + (centre_len - ext) / pixel)) - 1
-            hi = int(np.ceil(cidx + (centre_len + ext) / pixel)) + 2
-            lo_hi.append((max(lo, 0), min(hi, n)))
-        (z_lo, z_hi), (y_lo, y_hi), (x_lo, x_hi) = lo_hi
-        if z_lo >= z_hi or y_lo >= y_hi or x_lo >= x_hi:
-            continue
-        zz = (np.arange(z_lo, z_hi) - centres[0]) * pixel - z0
-        yy = (np.arange(y_lo, y_hi) - centres[1]) * pixel - y0
-        xx = (np.arange(x_lo, x_hi) - centres[2]) * pixel - x0
+            zz = (np.arange(z_lo, z_hi) - centres[0]) * pixel - z0
+            yy = (np.arange(y_lo, y_hi) - centres[1]) * pixel - y0
+            xx = (np.arange(x_lo, x_hi) - centres[2]) * pixel - x0
 
-        def rho2(z, y, x):  # normalised squared radius; broadcasts
-            xi = x * cph + y * sph
-            eta = -x * sph + y * cph
-            r = (xi / a) ** 2 + (eta / b) ** 2
-            if not flat:
-                r = r + (z / c) ** 2
-            return r
+            def rho2(z, y, x):  # normalised squared radius; broadcasts
+                xi = x * cph + y * sph
+                eta = -x * sph + y * cph
+                r = (xi / a) ** 2 + (eta / b) ** 2
+                if not flat:
+                    r = r + (z / c) ** 2
+                return r
 
-        r2 = rho2(zz[:, None, None], yy[None, :, None], xx[None, None, :])
-        margin = half_diag * pixel / min(a, b) if flat else half_diag * pixel / min(a, b, c)
-        rho = np.sqrt(r2)
-        frac = (rho <= 1.0 - margin).astype(np.float64)
-        edge = np.nonzero(np.abs(rho - 1.0) < margin)
-        if edge[0].size:
-            pz = zz[edge[0]][:, None] + offs[None, :, 0] * pixel
-            py = yy[edge[1]][:, None] + offs[None, :, 1] * pixel
-            px = xx[edge[2]][:, None] + offs[None, :, 2] * pixel
-            frac[edge] = (rho2(pz, py, px) <= 1.0).mean(axis=1)
-        out[z_lo:z_hi, y_lo:y_hi, x_lo:x_hi] += (value * pixel) * frac
-    return out.astype(np.float32)
+            r2 = rho2(zz[:, None, None], yy[None, :, None], xx[None, None, :])
+            margin = half_diag * pixel / min(a, b) if flat else half_diag * pixel / min(a, b, c)
+            rho = np.sqrt(r2)
+            frac = (rho <= 1.0 - margin).astype(np.float64)
+            edge = np.nonzero(np.abs(rho - 1.0) < margin)
+            if edge[0].size:
+                pz = zz[edge[0]][:, None] + offs[None, :, 0] * pixel
+                py = yy[edge[1]][:, None] + offs[None, :, 1] * pixel
+                px = xx[edge[2]][:, None] + offs[None, :, 2] * pixel
+                frac[edge] = (rho2(pz, py, px) <= 1.0).mean(axis=1)
+            acc[z_lo - s0 : z_hi - s0, y_lo:y_hi, x_lo:x_hi] += (value * pixel) * frac
+        out[s0:s1] = acc
+    return out
 
 
 def rasterize_ellipses(ellipses: Any, n: int, *, supersample: int = 4, pixel: float = 1.0) -> np.ndarray:

@@ -350,46 +350,55 @@ def cathode_particle(
     reach = float(semi.max()) + 2.0
     sl = tuple(slice(max(int(np.floor((n - 1) / 2.0 - reach)), 0), min(int(np.ceil((n - 1) / 2.0 + reach)) + 1, n))
                for n in shp)
-    zc, yc, xc = (np.arange(s.start, s.stop, dtype=np.float32) - (n - 1) / 2.0 for s, n in zip(sl, shp))
-    zz, yy, xx = np.meshgrid(zc, yc, xc, indexing="ij")
-    rot32 = rot.astype(np.float32)
-    local = [rot32[0, k] * zz + rot32[1, k] * yy + rot32[2, k] * xx for k in range(3)]
-    rho = np.sqrt(sum((lc / np.float32(s)) ** 2 for lc, s in zip(local, semi)))
-    del local
-    dist = (rho - 1.0) * np.float32(semi.min())  # ~signed distance to the surface (voxels)
-    cover = np.clip(0.5 - dist, 0.0, 1.0)  # anti-aliased envelope
-    sel = cover > 0
-    pts = np.stack([zz[sel], yy[sel], xx[sel]], axis=1)  # (M, 3) voxel coords of the support
-    del zz, yy, xx
-
-    # ---- Voronoi grains: seeds uniformly inside the envelope
+    # ---- all random geometry first (grains, cracks), so the voxels can be painted slab by slab
     seeds_local = rng.normal(size=(int(n_grains), 3))
     seeds_local *= (rng.random(int(n_grains)) ** (1 / 3) / np.linalg.norm(seeds_local, axis=1))[:, None]
-    seeds = (seeds_local * semi[None, :]) @ rot.T
-    _, gid = cKDTree(seeds).query(pts, k=1, workers=fft_workers())
+    seeds = (seeds_local * semi[None, :]) @ rot.T  # Voronoi grain seeds, uniformly inside the envelope
     grain_density = mu * (1.0 + grain_contrast * rng.uniform(-1.0, 1.0, size=int(n_grains)))
-    dens = grain_density[gid].astype(np.float32) * cover[sel]
-
-    # ---- cracks: thin planar discs through the interior
-    crack_cov = np.zeros(pts.shape[0], dtype=np.float32)
+    discs = []  # cracks: thin planar discs through the interior (point, unit normal, disc radius)
     for _ in range(int(n_cracks)):
         p0 = ((rng.normal(size=3) * 0.2) * semi) @ rot.T
         nrm = rng.normal(size=3)
         nrm /= np.linalg.norm(nrm)
-        disc = rng.uniform(0.3, 0.7) * R
-        rel = pts - p0[None, :].astype(np.float32)
-        dn = rel @ nrm.astype(np.float32)
-        dp2 = np.einsum("ij,ij->i", rel, rel) - dn * dn
-        c = np.clip(0.5 + crack_width / 2.0 - np.abs(dn), 0.0, 1.0)
-        c *= np.clip(0.5 + disc - np.sqrt(np.maximum(dp2, 0.0)), 0.0, 1.0)  # soft rim
-        np.maximum(crack_cov, c.astype(np.float32), out=crack_cov)
-    dens *= 1.0 - (1.0 - crack_density) * crack_cov
+        discs.append((p0.astype(np.float32), nrm.astype(np.float32), rng.uniform(0.3, 0.7) * R))
+    tree = cKDTree(seeds)
 
     vol = np.zeros(shp, dtype=np.float32)
-    sub = vol[sl]
-    sub[sel] = dens
     particle = np.zeros(shp, dtype=bool)
-    particle[sl] = rho <= 1.0
+    grains = np.zeros(shp, dtype=np.int32) if return_labels else None
+    cracks = np.zeros(shp, dtype=bool) if return_labels else None
+    yc, xc = (np.arange(s.start, s.stop, dtype=np.float32) - (n - 1) / 2.0 for s, n in zip(sl[1:], shp[1:]))
+    rot32 = rot.astype(np.float32)
+    slab = max(1, (1 << 22) // max(1, yc.size * xc.size))  # ~4 M voxels per slab: memory independent of size
+    for z0 in range(sl[0].start, sl[0].stop, slab):
+        z1 = min(z0 + slab, sl[0].stop)
+        zc = np.arange(z0, z1, dtype=np.float32) - (nz - 1) / 2.0
+        zz, yy, xx = np.meshgrid(zc, yc, xc, indexing="ij")
+        local = [rot32[0, k] * zz + rot32[1, k] * yy + rot32[2, k] * xx for k in range(3)]
+        rho = np.sqrt(sum((lc / np.float32(s)) ** 2 for lc, s in zip(local, semi)))
+        del local
+        dist = (rho - 1.0) * np.float32(semi.min())  # ~signed distance to the surface (voxels)
+        cover = np.clip(0.5 - dist, 0.0, 1.0)  # anti-aliased envelope
+        sel = cover > 0
+        pts = np.stack([zz[sel], yy[sel], xx[sel]], axis=1)  # (M, 3) voxel coords of the support
+        del zz, yy, xx
+        _, gid = tree.query(pts, k=1, workers=fft_workers())
+        dens = grain_density[gid].astype(np.float32) * cover[sel]
+        crack_cov = np.zeros(pts.shape[0], dtype=np.float32)
+        for p0, nrm, disc in discs:
+            rel = pts - p0[None, :]
+            dn = rel @ nrm
+            dp2 = np.einsum("ij,ij->i", rel, rel) - dn * dn
+            c = np.clip(0.5 + crack_width / 2.0 - np.abs(dn), 0.0, 1.0)
+            c *= np.clip(0.5 + disc - np.sqrt(np.maximum(dp2, 0.0)), 0.0, 1.0)  # soft rim
+            np.maximum(crack_cov, c.astype(np.float32), out=crack_cov)
+        dens *= 1.0 - (1.0 - crack_density) * crack_cov
+        box = (slice(z0, z1), sl[1], sl[2])
+        vol[box][sel] = dens
+        particle[box] = rho <= 1.0
+        if return_labels:
+            grains[box][sel] = gid.astype(np.int32) + 1
+            cracks[box][sel] = crack_cov >= 0.5
     n_particle = int(particle.sum())
 
     # ---- pores: zero-density spheres inside the particle, until the target porosity is met
@@ -423,15 +432,7 @@ def cathode_particle(
 
     if not return_labels:
         return vol
-    grains = np.zeros(shp, dtype=np.int32)
-    gsub = np.zeros(sel.shape, dtype=np.int32)
-    gsub[sel] = gid.astype(np.int32) + 1
-    grains[sl] = gsub
     grains[~particle] = 0
-    cracks = np.zeros(shp, dtype=bool)
-    csub = np.zeros(sel.shape, dtype=bool)
-    csub[sel] = crack_cov >= 0.5
-    cracks[sl] = csub
     cracks &= particle & ~pores
     return vol, {"particle": particle, "pores": pores, "cracks": cracks, "grains": grains}
 
