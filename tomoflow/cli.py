@@ -549,7 +549,11 @@ def recon(
         v = reconstruct_scan(store, out, algorithm=algorithm, center=ctr, filter=filter, n_iter=iterations,
                              client=client, overwrite=overwrite, progress=update)
     used = v.attrs.rotation_center
-    console.print(f"wrote [bold]{_e(out)}[/] {' x '.join(map(str, v.shape))} voxels in {time.perf_counter() - t0:.1f} s")
+    vs = v.attrs.voxel_size
+    voxel = (f"{vs.value:g} {vs.unit}" if vs is not None
+             else "unknown (the scan has no pixel size: pass --pixel-size at ingest)")
+    console.print(f"wrote [bold]{_e(out)}[/] {' x '.join(map(str, v.shape))} voxels in {time.perf_counter() - t0:.1f} s, "
+                  f"voxel size {_e(voxel)}")
     console.print(f"rotation centre {used:.2f} px ({_e(source)})" if used is not None
                   else f"rotation centre: {_e(source)}")
     if png is not None:
