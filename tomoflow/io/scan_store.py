@@ -186,9 +186,13 @@ class ScanStore:
             raise StoreError(f"{self.path}: projections must be 3-D, got {shape}")
         if self.group["angle"].shape != (shape[0],):
             raise StoreError(f"{self.path}: {self.group['angle'].shape[0]} angles for {shape[0]} projections")
-        if require_complete and not self.is_complete("ingest"):
-            raise StoreError(f"{self.path}: ingest did not complete (interrupted?); run the same ingest "
-                             "command again")
+        if require_complete:
+            stages = self.stages()
+            unfinished = [name for name, rec in stages.items() if not rec.complete]
+            if not stages or unfinished:
+                what = unfinished[0] if unfinished else "ingest"
+                raise StoreError(f"{self.path}: {what} did not complete (interrupted?); run the same "
+                                 f"command again")
         return attrs
 
     # ------------------------------------------------------------------ access
