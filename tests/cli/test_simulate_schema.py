@@ -38,18 +38,20 @@ def test_simulate_into_read_only_folder(cli, one_line_error, readonly_dir):
 
 @pytest.fixture
 def no_simulation(monkeypatch):
-    import tomoflow.cli
+    import tomoflow.cli._app
+    import tomoflow.cli.scan
 
     def fail(*args, **kwargs):
         raise AssertionError("simulated although the output cannot be written")
 
-    monkeypatch.setattr(tomoflow.cli, "_simulate", fail)
+    monkeypatch.setattr(tomoflow.cli.scan, "_simulate", fail)
 
 
 def test_unwritable_output_is_refused_before_simulating(cli, one_line_error, monkeypatch, tmp_path, no_simulation):
-    import tomoflow.cli
+    import tomoflow.cli._app
+    import tomoflow.cli.scan
 
-    monkeypatch.setattr(tomoflow.cli.os, "access", lambda *a, **k: False)  # as a non-root user would see it
+    monkeypatch.setattr(tomoflow.cli._app.os, "access", lambda *a, **k: False)  # as a non-root user would see it
     one_line_error(cli("simulate", tmp_path / "new" / "s.h5"), str(tmp_path / "new" / "s.h5"), "not writable")
     assert not (tmp_path / "new").exists()
 

@@ -1,0 +1,21 @@
+"""The ``tomoflow`` command line.
+
+Every command has ``--help``. Long work shows a progress bar; a Dask dashboard link is printed when a
+cluster is started. An ordinary mistake (bad input, a parameter out of range, an unwritable folder) is
+shown as one line on stderr with exit code 2, never a traceback, and is found before anything is written.
+
+Modules: :mod:`~tomoflow.cli._app` (the app, output, errors, option parsing, progress, cluster),
+:mod:`~tomoflow.cli.scan` (ingest, info, simulate, center), :mod:`~tomoflow.cli.recon` (recon, schema),
+:mod:`~tomoflow.cli.demo` (demo).
+"""
+
+from __future__ import annotations
+
+from tomoflow.cli import demo, recon, scan  # noqa: F401 - importing registers the commands
+from tomoflow.cli._app import app
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app()
