@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["overview_png", "sweep_png"]
+__all__ = ["overview_png", "sweep_png", "alignment_png"]
 
 
 def _robust_limits(img: np.ndarray) -> tuple[float, float]:
@@ -104,3 +104,74 @@ def sweep_png(directory: str | Path, slices: np.ndarray, centers: np.ndarray, me
     plt.close(fig)
     out.append(p)
     return out
+
+
+def alignment_png(path: str | Path, scan_path: str | Path, aligned_path: str | Path, *,
+                  title: str | None = None) -> Path:
+    """Write the jitter-correction report: estimated shifts per angle (low-confidence projections
+    marked), the central sinogram and an FBP slice before and after correction, and the convergence
+    curve of the refinement (max and RMS update per iteration).
+
+    Returns the PNG path.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tomoflow.io.scan_store import ScanStore
+    from tomoflow.pipeline.reconstruct import estimate_center, read_line_integrals
+    from tomoflow.recon import fbp
+
+    raw = ScanStore.open(scan_path)
+    al = ScanStore.open(aligned_path)
+    na, nr, nc = raw.shape
+    ang = raw.angles_deg
+    shifts = np.asarray(al.group["shifts"][:])
+    quality = np.asarray(al.group["quality"][:])
+    log = list(al.group["shifts"].attrs.get("convergence", []) or [])
+    mid = nr // 2
+    before = read_line_integrals(raw, mid, mid + 1)
+    after = read_line_integrals(al, mid, mid + 1)
+    c_before = raw.attrs.rotation_center if raw.attrs.rotation_center is not None else estimate_center(raw)
+    c_after = al.attrs.rotation_center if al.attrs.rotation_center is not None else (nc - 1) / 2
+    s_before = fbp(before, ang, center=c_before, mask=True)[0]
+    s_after = fbp(after, ang, center=c_after, mask=True)[0]
+
+    fig, axes = plt.subplots(2, 3, figsize=(11, 7), constrained_layout=True)
+    ax = axes[0, 0]
+    ax.plot(ang, shifts[:, 1], lw=1, label="dx")
+    ax.plot(ang, shifts[:, 0], lw=1, label="dy")
+    weak = np.isfinite(quality) & (quality < 0.5)
+    if weak.any():
+        ax.plot(ang[weak], shifts[weak, 1], "rx", ms=5, label="low confidence")
+    ax.set_xlabel("angle (deg)", fontsize=8)
+    ax.set_ylabel("estimated jitter (px)", fontsize=8)
+    ax.set_title("shifts per projection", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.tick_params(labelsize=7)
+    _show(axes[0, 1], before[:, 0, :], f"sinogram row {mid}, before", "col (px)", "angle index", aspect="auto")
+    _show(axes[0, 2], after[:, 0, :], f"sinogram row {mid}, after", "col (px)", "angle index", aspect="auto")
+    ax = axes[1, 0]
+    if log:
+        it = [e.get("iteration", i + 1) for i, e in enumerate(log)]
+        for key, label in (("max_update_px", "max update"), ("rms_update_px", "RMS update")):
+            vals = [e.get(key) for e in log]
+            if any(v is not None for v in vals):
+                ax.semilogy(it, [v if v else np.nan for v in vals], "o-", ms=3, label=label)
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no refinement iterations", ha="center", va="center", fontsize=8, transform=ax.transAxes)
+    ax.set_xlabel("iteration", fontsize=8)
+    ax.set_ylabel("shift update (px)", fontsize=8)
+    ax.set_title("convergence", fontsize=9)
+    ax.tick_params(labelsize=7)
+    _show(axes[1, 1], s_before, f"FBP row {mid} before (centre {c_before:.2f} px)", "x (px)", "y (px)")
+    _show(axes[1, 2], s_after, f"FBP row {mid} after (centre {c_after:.2f} px)", "x (px)", "y (px)")
+    method = al.stage("align").info.get("method", "?")
+    fig.suptitle(_plain(title or f"jitter correction ({method}): {Path(scan_path).name}"), fontsize=10)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -169,8 +169,13 @@ class StepReport:
     details: list[dict[str, Any]] = field(default_factory=list)
 
 
+def _full_region(region: tuple[slice, ...], ndim: int) -> tuple[slice, ...]:
+    """``region`` with whole trailing axes made explicit (a region may name only its leading axes)."""
+    return tuple(region) + (slice(None),) * (ndim - len(region))
+
+
 def _check_aligned(region: tuple[slice, ...], shape: tuple[int, ...], chunks: tuple[int, ...], where: str) -> None:
-    for s, n, c in zip(region, shape, chunks):
+    for s, n, c in zip(_full_region(region, len(shape)), shape, chunks):
         start, stop = s.start or 0, n if s.stop is None else s.stop
         if start % c or (stop % c and stop != n) or not 0 <= start < stop <= n:
             raise PipelineError(f"{where}: block region {region} is not aligned to the chunks {chunks} "
@@ -204,7 +209,8 @@ def _run_block(store: str, array: str, stage: str, step: str, fn: Callable[..., 
         raise PipelineError(f"{where} failed: {type(exc).__name__}: {exc}") from exc
     t1 = time.perf_counter()
     out = zarr.open_array(store, path=array, mode="r+")
-    expected = tuple(len(range(*s.indices(n))) for s, n in zip(block.region, out.shape))
+    region = _full_region(block.region, len(out.shape))
+    expected = tuple(len(range(*s.indices(n))) for s, n in zip(region, out.shape))
     if tuple(data.shape) != expected:
         raise PipelineError(f"{where}: block function returned shape {tuple(data.shape)}, expected {expected}")
     if np.issubdtype(data.dtype, np.floating):
@@ -212,7 +218,7 @@ def _run_block(store: str, array: str, stage: str, step: str, fn: Callable[..., 
         if bad:
             raise PipelineError(f"{where}: result holds {bad} NaN/Inf values (bad input data in this block?); "
                                 "nothing was written for it")
-    out[block.region] = data
+    out[region] = data
     _maybe_kill_for_test()
     StageLog(store, stage).mark_done(step, block.units)
     t2 = time.perf_counter()

@@ -16,6 +16,7 @@ from tomoflow.sim.noise import gaussian_noise, poisson_noise, salt_and_pepper
 from tomoflow.sim.phantoms import (
     SHEPP_LOGAN_2D,
     SHEPP_LOGAN_3D,
+    aggregate_particles,
     cathode_particle,
     gold_particle,
     shepp_logan_3d,
@@ -27,6 +28,7 @@ from tomoflow.sim.scan import SyntheticScan, simulate_scan
 __all__ = [
     "gold_particle",
     "cathode_particle",
+    "aggregate_particles",
     "shepp_logan_3d",
     "shepp_logan_ellipsoids",
     "shepp_logan_ellipses",

@@ -1,0 +1,142 @@
+"""Jitter correction commands: align, correct, train-aligner."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from tomoflow.cli._app import (
+    _check_can_create,
+    _cluster,
+    _e,
+    _friendly,
+    _parse_center,
+    _stage_progress,
+    _writing,
+    app,
+    console,
+)
+
+_METHOD_HELP = ("hybrid (ResNet estimate refined by consistency iterations; default), resnet, phase "
+                "(one reprojection + phase correlation) or consistency (iterative reprojection baseline).")
+
+
+def _print_alignment(store: Path) -> None:
+    import numpy as np
+
+    from tomoflow.io.scan_store import ScanStore
+
+    s = ScanStore.open(store)
+    rec = s.stage("align")
+    shifts = np.asarray(s.group["shifts"][:])
+    quality = np.asarray(s.group["quality"][:])
+    console.print(f"wrote [bold]{_e(store)}[/]: {shifts.shape[0]} projections aligned with {_e(rec.info.get('method'))} "
+                  f"in {rec.seconds or 0:.1f} s; jitter RMS dy {np.sqrt(np.mean(shifts[:, 0] ** 2)):.2f} px, "
+                  f"dx {np.sqrt(np.mean(shifts[:, 1] ** 2)):.2f} px; rotation centre {s.attrs.rotation_center:.2f} px")
+    weak = int(np.sum(quality < 0.5)) if np.all(np.isfinite(quality)) else 0
+    if weak:
+        console.print(f"{weak} projection(s) registered with low confidence (quality < 0.5): see the report")
+
+
+@app.command()
+@_friendly
+def align(
+    store: Path = typer.Argument(..., help="Scan store to align."),
+    out: Path = typer.Option(..., "--out", "-o", help="Aligned scan store to write (line integrals, shifts, centre)."),
+    method: str = typer.Option("hybrid", help=_METHOD_HELP),
+    center: Optional[str] = typer.Option(None, help="Starting rotation centre: column in px, `auto`, or omitted = "
+                                         "the centre saved in the scan store, else auto. The methods refine it."),
+    max_size: int = typer.Option(256, help="Estimate the shifts on projections binned to at most this many pixels."),
+    cluster: str = typer.Option("local", help="local, local-cuda, slurm, pbs, a scheduler address or file, or none."),
+    workers: Optional[int] = typer.Option(None, help="Workers of the local cluster."),
+    overwrite: bool = typer.Option(False, help="Replace an aligned store made from other inputs or parameters."),
+    png: Optional[Path] = typer.Option(None, help="Also write the alignment report PNG here."),
+) -> None:
+    """Estimate the jitter of every projection and write the corrected scan store (resumable)."""
+    from tomoflow.pipeline.align import align_scan
+
+    ctr = _parse_center(center)
+    if png is not None:
+        _check_can_create(png)
+    with _cluster(cluster, workers) as client, _stage_progress() as update, _writing(out):
+        align_scan(store, out, method=method, center=ctr, max_size=max_size, client=client, overwrite=overwrite,
+                   progress=update)
+    _print_alignment(out)
+    if png is not None:
+        from tomoflow.report import alignment_png
+
+        with _writing(png):
+            console.print(f"report: {_e(alignment_png(png, store, out))}")
+
+
+@app.command()
+@_friendly
+def correct(
+    store: Path = typer.Argument(..., help="Scan store to correct."),
+    out: Path = typer.Option(..., "--out", "-o", help="Volume store to write (OME-Zarr 0.5)."),
+    aligned: Optional[Path] = typer.Option(None, help="Aligned scan store (default: <out>-aligned.zarr beside the volume)."),
+    method: str = typer.Option("hybrid", help=_METHOD_HELP),
+    center: Optional[str] = typer.Option(None, help="Starting rotation centre (px), `auto`, or omitted (saved, else auto)."),
+    algorithm: str = typer.Option("fbp", help="fbp, mlem or sirt."),
+    cluster: str = typer.Option("local", help="local, local-cuda, slurm, pbs, a scheduler address or file, or none."),
+    workers: Optional[int] = typer.Option(None, help="Workers of the local cluster."),
+    overwrite: bool = typer.Option(False, help="Replace outputs made from other inputs or parameters."),
+    png: Optional[Path] = typer.Option(None, help="Also write the alignment report PNG (before/after) here."),
+) -> None:
+    """The whole jitter-correction chain: align, then reconstruct with the refined centre."""
+    from tomoflow.pipeline.align import correct_scan
+
+    ctr = _parse_center(center)
+    if png is not None:
+        _check_can_create(png)
+    t0 = time.perf_counter()
+    with _cluster(cluster, workers) as client, _stage_progress() as update, _writing(out):
+        v = correct_scan(store, out, aligned_path=aligned, method=method, center=ctr, algorithm=algorithm,
+                         client=client, overwrite=overwrite, progress=update)
+    aligned_path = aligned if aligned is not None else out.with_name(out.name.removesuffix(".zarr") + "-aligned.zarr")
+    _print_alignment(aligned_path)
+    console.print(f"wrote [bold]{_e(out)}[/] {' x '.join(map(str, v.shape))} voxels; whole chain "
+                  f"{time.perf_counter() - t0:.1f} s")
+    if png is not None:
+        from tomoflow.report import alignment_png
+
+        with _writing(png):
+            console.print(f"report: {_e(alignment_png(png, store, aligned_path))}")
+
+
+@app.command("train-aligner")
+@_friendly
+def train_aligner(
+    out: Path = typer.Option(Path("aligner-training"), "--out", "-o", help="Folder for the simulated pairs, "
+                             "checkpoints and the final weights + model card."),
+    n_scans: int = typer.Option(160, help="Simulated scans (each gives one pair per angle)."),
+    size: int = typer.Option(160, help="Simulated detector edge (px)."),
+    epochs: int = typer.Option(30, help="Most epochs (early stopping usually ends sooner)."),
+    batch_size: int = typer.Option(64, help="Pairs per optimisation step."),
+    seed: int = typer.Option(0, help="Seed of the data recipe and the initial weights."),
+    device: str = typer.Option("auto", help="cpu, cuda or auto."),
+) -> None:
+    """Train the jitter ResNet on simulated scans (resumes from its checkpoint when rerun)."""
+    from tomoflow.align.training import train_aligner as _train
+
+    command = "tomoflow " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "tomoflow train-aligner"
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[loss]}"),
+                  TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task("training", total=None, loss="")
+
+        def progress(epoch: int, step: int, n_steps: int, train_loss: float, val_loss: float | None) -> None:
+            val = "-" if val_loss is None else f"{val_loss:.3f}"
+            bar.update(task, description=f"epoch {epoch}", completed=step, total=n_steps,
+                       loss=f"train {train_loss:.3f} px² val {val} px²")
+
+        card = _train(out, n_scans=n_scans, size=size, epochs=epochs, batch_size=batch_size, seed=seed,
+                      device=device, command=command, progress=progress)
+    console.print(f"wrote the weights and model card into [bold]{_e(out)}[/]; held-out metrics: "
+                  f"{_e(card.get('metrics', {}))}")

@@ -1,0 +1,358 @@
+"""Jitter-correct a whole scan store into an aligned scan store, on the stage engine.
+
+Plan
+----
+1. ``flat-field-correct`` tasks (blocks of angle chunks): flat/dark-normalise and ``-log`` the raw
+   projections and bin them so that neither detector axis exceeds ``max_size`` pixels, into the
+   output store's ``binned`` array. Jitter is a rigid shift per projection, and the network reads
+   160 x 160 images anyway, so the shifts are estimated on this small stack, whatever the detector.
+2. Estimation on the binned stack (it fits in one task's memory by construction): ``align-mlem``
+   (MLEM + reprojection), then ``align-resnet`` (network, on a GPU worker when the cluster has one)
+   and/or ``align-register`` (phase correlation / consistency iterations), as named Dask tasks whose
+   results (the shifts and the rotation centre) go straight to the next task. The driver scales the
+   shifts back to full resolution and writes them (``shifts``, ``(angle, 2)``, px, ``(dy, dx)``) and
+   the centre into the output store.
+3. ``align-shift`` tasks (blocks of angle chunks): normalise the raw projections at full resolution
+   and shift each by ``-shifts`` once (:func:`tomoflow.recon.shift_images`), writing whole chunks of
+   the aligned projections (line integrals).
+
+The output is a scan store (``values = "line-integral"``, no flats/darks) that
+:func:`tomoflow.pipeline.reconstruct_scan` reads like any other, with the estimated centre saved as
+its default. Output identity, overwrite safety, markers and resume are the engine's: a rerun skips
+the estimation when its marker is set and the shifted chunks already written.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tomoflow import config as _config
+from tomoflow._checks import check_choice, check_int
+from tomoflow.io.models import SCAN_FORMAT
+from tomoflow.io.scan_store import ScanStore, validate_center
+from tomoflow.pipeline.engine import (
+    Block,
+    OutputPlan,
+    StageLog,
+    current_client,
+    fingerprint,
+    plan_blocks,
+    prepare_output,
+    run_blocks,
+)
+from tomoflow.pipeline.reconstruct import check_flats, read_line_integrals
+
+__all__ = ["align_scan", "correct_scan", "METHODS", "bin_factor"]
+
+log = logging.getLogger(__name__)
+
+METHODS = ("hybrid", "resnet", "phase", "consistency")
+
+
+def bin_factor(shape: tuple[int, int], max_size: int) -> int:
+    """Smallest integer binning that brings both detector axes to at most ``max_size`` pixels."""
+    return max(1, -(-max(shape) // int(max_size)))
+
+
+def _bin(p: np.ndarray, b: int) -> np.ndarray:
+    """Mean-bin ``(angle, row, col)`` by ``b`` along rows and columns (edges: partial bins averaged)."""
+    if b == 1:
+        return np.asarray(p, dtype=np.float32)
+    n, r, c = p.shape
+    pad = ((0, 0), (0, (-r) % b), (0, (-c) % b))
+    q = np.pad(p, pad, mode="edge") if any(x for _, x in pad) else p
+    return q.reshape(n, q.shape[1] // b, b, q.shape[2] // b, b).mean(axis=(2, 4), dtype=np.float64).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- block functions
+def _binned_block(scan_path: str, a0: int, a1: int, b: int) -> np.ndarray:
+    """Block function: normalised, binned projections ``a0:a1``."""
+    scan = ScanStore.open(scan_path)
+    p = read_line_integrals(scan, 0, scan.shape[1], angles=slice(a0, a1))
+    return _bin(p, b)
+
+
+def _shift_block(scan_path: str, a0: int, a1: int, shifts: np.ndarray) -> np.ndarray:
+    """Block function: normalised full-resolution projections ``a0:a1`` moved by ``-shifts``."""
+    from tomoflow.recon import shift_images
+
+    scan = ScanStore.open(scan_path)
+    p = read_line_integrals(scan, 0, scan.shape[1], angles=slice(a0, a1))
+    return shift_images(p, -np.asarray(shifts, dtype=np.float64))
+
+
+def _estimate(binned: np.ndarray, angles: np.ndarray, method: str, center: float | str, options: dict) -> dict:
+    """Task body of the estimation (on the binned stack): the method's result as plain data."""
+    from tomoflow.align import estimate_shifts
+
+    res = estimate_shifts(binned, angles, method=method, center=center, return_result=True, **options)
+    return {"shifts": np.asarray(res.shifts, dtype=np.float64), "center": float(res.center),
+            "quality": np.asarray(res.quality, dtype=np.float64), "log": list(res.log),
+            "converged": bool(res.converged), "timings": dict(getattr(res, "timings", {}) or {})}
+
+
+# ----------------------------------------------------------------------------- driver
+def align_scan(
+    scan_path: str | Path,
+    out_path: str | Path,
+    *,
+    method: str = "hybrid",
+    center: float | str | None = None,
+    max_size: int = 256,
+    memory_budget: int | str | None = None,
+    client: Any = None,
+    overwrite: bool = False,
+    progress: Callable[[str, int, int], None] | None = None,
+    **options: Any,
+) -> ScanStore:
+    """Estimate the jitter of every projection of a scan store and write the corrected scan store.
+
+    Parameters
+    ----------
+    scan_path, out_path
+        Input scan store (raw or line integrals) and the aligned scan store to write.
+    method
+        ``"hybrid"`` (default: ResNet estimate refined by consistency iterations), ``"resnet"``,
+        ``"phase"`` or ``"consistency"`` (see :func:`tomoflow.align.estimate_shifts`).
+    center
+        Rotation axis column (px) to start from, ``"auto"``, or None: the scan's saved centre if any,
+        else ``"auto"``. The methods refine it; the refined centre is saved in the output.
+    max_size
+        Largest detector axis (px) the shifts are estimated at; larger scans are binned for the
+        estimation (shifts are scaled back), then corrected at full resolution.
+    memory_budget
+        Peak bytes per task; default the configured ``worker_memory_budget``.
+    client
+        A ``distributed.Client``; default the current one, else a local thread pool.
+    overwrite
+        Replace an aligned store made from other inputs or parameters.
+    progress
+        ``progress(stage, done, total)`` as tasks finish.
+    **options
+        Passed to the method (e.g. ``n_iter``, ``tol``, ``recon_iterations``).
+
+    Returns
+    -------
+    ScanStore
+        The aligned store: ``projections`` (line integrals, corrected), ``shifts`` ``(angle, 2)`` px,
+        ``rotation_center`` set; its ``align`` stage records the method, timings and convergence.
+    """
+    t_start = time.perf_counter()
+    method = check_choice("alignment method", str(method).lower(), METHODS)
+    max_size = check_int("max_size (px)", max_size, low=32)
+    budget = _config.get().worker_memory_budget if memory_budget is None else _config.parse_bytes(memory_budget)
+    scan = ScanStore.open(scan_path)
+    n_angles, n_rows, n_cols = scan.shape
+    if n_angles < 8:
+        from tomoflow.errors import InputError
+
+        raise InputError(f"{n_angles} projections are too few to align (need at least 8)", scan_path, "projections")
+    if center is None:
+        center = scan.attrs.rotation_center if scan.attrs.rotation_center is not None else "auto"
+    center_req: float | str = "auto" if isinstance(center, str) and center.strip().lower() == "auto" else \
+        validate_center(center, n_cols, scan_path)
+    check_flats(scan)
+    b = bin_factor((n_rows, n_cols), max_size)
+    request = {"method": method, "center": center_req, "max_size": max_size, "options": dict(options)}
+    if method in ("hybrid", "resnet"):
+        request["model_sha256"] = _shipped_model_sha256(method)
+    fp = fingerprint("align", inputs={"scan": scan.identity}, params=request)
+    plan = prepare_output(out_path, kind=SCAN_FORMAT, stage="align", fingerprint=fp, params=request,
+                          inputs=[scan_path], overwrite=overwrite)
+    if plan.action == "complete":
+        return ScanStore.open(out_path)
+    out = os.path.abspath(out_path)
+    src = os.path.abspath(scan_path)
+    chunk_angles = int(scan.projections.chunks[0])
+    n_units = -(-n_angles // chunk_angles)
+    if plan.action != "resume":
+        _create_output(plan, scan, b, n_units, fp, request)
+    store = ScanStore.open(out, mode="r+", require_complete=False)
+    binned_shape = store.group["binned"].shape
+
+    from tomoflow.cluster import cluster_resources
+
+    client = client if client is not None else current_client()
+    res = cluster_resources(client)
+    unit_bytes = 6 * chunk_angles * n_rows * n_cols * 4  # raw, normalised, FFT buffers of one angle chunk
+    groups = plan_blocks(n_units, unit_bytes, budget, res.total_threads)
+
+    def blocks(fn_args: Callable[[int, int], tuple], region: Callable[[int, int], tuple]) -> list[Block]:
+        out_blocks = []
+        for u0, u1 in groups:
+            a0, a1 = u0 * chunk_angles, min(n_angles, u1 * chunk_angles)
+            out_blocks.append(Block(units=tuple(range(u0, u1)), region=region(a0, a1), args=fn_args(a0, a1),
+                                    nbytes=unit_bytes * (u1 - u0), label=f"angles {a0}-{a1}"))
+        return out_blocks
+
+    timings: dict[str, float] = {}
+    rep = run_blocks(out, blocks(lambda a0, a1: (src, a0, a1, b), lambda a0, a1: (slice(a0, a1),)),
+                     _binned_block, stage="align", step="binned", array="binned", name="flat-field-correct",
+                     client=client, cluster=res, progress=progress, progress_label="flat-field-correct")
+    timings["binned"] = rep.wall_s
+
+    stage = StageLog(out, "align")
+    if not stage.done("estimate")[0]:
+        t0 = time.perf_counter()
+        binned = np.asarray(store.group["binned"][:])
+        ctr_b = "auto" if center_req == "auto" else (float(center_req) - (b - 1) / 2.0) / b
+        est = _run_estimate(client, binned, scan.angles_deg, method, ctr_b, options, res.gpus > 0, progress)
+        shifts = est["shifts"] * b
+        ctr = est["center"] * b + (b - 1) / 2.0
+        store.group["shifts"][:] = shifts
+        store.group["shifts"].attrs.update({"convergence": _jsonable(est["log"]), "converged": est["converged"],
+                                            "bin_factor": b})
+        store.group["quality"][:] = est["quality"]
+        stage.mark_done("estimate", [0])
+        timings.update({f"estimate_{k}": float(v) for k, v in est["timings"].items()})
+        timings["estimate"] = time.perf_counter() - t0
+        _set_center(store, ctr, est)
+    shifts = np.asarray(store.group["shifts"][:])
+    rep = run_blocks(out, blocks(lambda a0, a1: (src, a0, a1, shifts[a0:a1]), lambda a0, a1: (slice(a0, a1),)),
+                     _shift_block, stage="align", step="shifted", array="projections", name="align-shift",
+                     client=client, cluster=res, progress=progress, progress_label="align-shift")
+    timings["shift"] = rep.wall_s
+    ctr = ScanStore.open(out, require_complete=False).attrs.rotation_center
+    stage.finish(output_id=fp, seconds=time.perf_counter() - t_start, timings=timings, method=method,
+                 bin_factor=b, center=ctr, shifts_rms_px=float(np.sqrt(np.mean(shifts ** 2))))
+    return ScanStore.open(out)
+
+
+def _create_output(plan: OutputPlan, scan: ScanStore, b: int, n_units: int, fp: str, request: dict) -> None:
+    """The aligned store's layout: a scan store of line integrals plus ``shifts``, ``quality`` and the
+    ``binned`` working stack."""
+    a = scan.attrs
+    attrs = ScanStore.build_attrs(
+        values="line-integral", pixel_size_um=a.pixel_size.value if a.pixel_size else None,
+        energy_kev=a.energy.value if a.energy else None, rotation_center=a.rotation_center,
+        instrument={**a.instrument, "aligned_from": str(scan.path)}, source=a.source)
+    n_angles, n_rows, n_cols = scan.shape
+    st = scan.group.get("stage_position")
+    store = ScanStore._create(plan, attrs, scan.shape, scan.angles_deg, n_flats=0, n_darks=0,
+                              chunks=tuple(scan.projections.chunks),
+                              stage_position_um=None if st is None else np.asarray(st[:]))
+    g = store.group
+    chunk_angles = int(scan.projections.chunks[0])
+    g.create_array("binned", shape=(n_angles, -(-n_rows // b), -(-n_cols // b)),
+                   chunks=(chunk_angles, -(-n_rows // b), -(-n_cols // b)), dtype="float32", fill_value=np.nan,
+                   dimension_names=["angle", "binned_row", "binned_col"],
+                   attributes={"long_name": f"normalised projections binned {b}x{b} (alignment working copy)"})
+    g.create_array("shifts", shape=(n_angles, 2), dtype="float64", fill_value=np.nan,
+                   dimension_names=["angle", "yx"],
+                   attributes={"units": "pixel", "components": ["dy", "dx"],
+                               "long_name": "estimated jitter (dy, dx); the projections were moved by -shifts"})
+    g.create_array("quality", shape=(n_angles,), dtype="float64", fill_value=np.nan, dimension_names=["angle"],
+                   attributes={"long_name": "registration confidence per projection, 0..1"})
+    StageLog.begin(plan.path, "align", fingerprint=fp, params=request,
+                   steps={"binned": n_units, "estimate": 1, "shifted": n_units})
+
+
+def _shipped_model_sha256(method: str) -> str:
+    """The sha256 of the shipped network weights (from their model card): part of the fingerprint."""
+    import json
+
+    from tomoflow.align.resnet import default_weights_path
+    from tomoflow.errors import ConfigError
+
+    weights = default_weights_path()
+    card = weights.with_suffix(".json")
+    try:
+        sha = json.loads(card.read_text()).get("sha256") if weights.is_file() else None
+    except (OSError, ValueError):
+        sha = None
+    if not sha:
+        raise ConfigError(f"method {method!r} needs the trained network, but {weights} (or its model card) is "
+                          "missing; train it with `tomoflow train-aligner`, or use --method consistency or phase")
+    return str(sha)
+
+
+def _jsonable(obj: Any) -> Any:
+    """Plain JSON types of a convergence log (NumPy scalars become Python numbers)."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def _set_center(store: ScanStore, center: float, est: dict) -> None:
+    n_cols = store.shape[2]
+    if 0 <= center <= n_cols - 1:
+        store.save_center(center)
+    else:
+        log.warning("%s: refined centre %.2f px is off the detector; not saved", store.path, center)
+
+
+def _run_estimate(client: Any, binned: np.ndarray, angles: np.ndarray, method: str, center: float | str,
+                  options: dict, gpu: bool, progress: Callable[[str, int, int], None] | None) -> dict:
+    """Run the estimation as one named Dask task (``align-<method>``; GPU resource for the network)."""
+    name = {"resnet": "align-resnet", "hybrid": "align-resnet", "phase": "align-register",
+            "consistency": "align-register"}[method]
+    if progress is not None:
+        progress(name, 0, 1)
+    if client is None:
+        est = _estimate(binned, angles, method, center, options)
+    else:
+        import uuid
+
+        fut = client.submit(_estimate, binned, angles, method, center, options, pure=False,
+                            key=f"{name}-{uuid.uuid4().hex[:8]}",
+                            resources={"GPU": 1} if gpu and method in ("hybrid", "resnet") else None)
+        est = fut.result()
+    if progress is not None:
+        progress(name, 1, 1)
+    return est
+
+
+def correct_scan(
+    scan_path: str | Path,
+    out_path: str | Path,
+    *,
+    aligned_path: str | Path | None = None,
+    method: str = "hybrid",
+    center: float | str | None = None,
+    algorithm: str = "fbp",
+    filter: str = "ramp",  # noqa: A002
+    client: Any = None,
+    overwrite: bool = False,
+    progress: Callable[[str, int, int], None] | None = None,
+    **options: Any,
+):  # -> VolumeStore
+    """The whole jitter-correction chain: :func:`align_scan`, then :func:`reconstruct_scan` of the
+    aligned store with its refined centre, ending in an OME-Zarr volume store.
+
+    Parameters
+    ----------
+    scan_path, out_path
+        Input scan store and the volume store to write.
+    aligned_path
+        Where the aligned scan store goes; default ``<out_path stem>-aligned.zarr`` beside the volume.
+    method, center, options
+        See :func:`align_scan`.
+    algorithm, filter
+        See :func:`tomoflow.pipeline.reconstruct_scan`.
+    client, overwrite, progress
+        As for both stages (``overwrite`` applies to both outputs).
+
+    Returns
+    -------
+    VolumeStore
+    """
+    from tomoflow.pipeline.reconstruct import _validate, reconstruct_scan
+
+    _validate(algorithm, filter, None, None)  # the reconstruction's parameters, before anything is written
+    out = Path(out_path)
+    aligned = Path(aligned_path) if aligned_path is not None else out.with_name(out.name.removesuffix(".zarr") + "-aligned.zarr")
+    align_scan(scan_path, aligned, method=method, center=center, client=client, overwrite=overwrite,
+               progress=progress, **options)
+    return reconstruct_scan(aligned, out, algorithm=algorithm, filter=filter, center=None, client=client,
+                            overwrite=overwrite, progress=progress)
