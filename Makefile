@@ -54,6 +54,7 @@ $(BENCH_STAMP): pyproject.toml constraints.txt Makefile benchmarks/requirements-
 bench: $(BENCH_STAMP)
 	$(BENCH_VENV)/bin/python benchmarks/bench_recon.py
 	$(BENCH_VENV)/bin/python benchmarks/bench_pipeline.py
+	$(BENCH_VENV)/bin/python benchmarks/bench_align.py
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) demo-output .pytest_cache

@@ -10,7 +10,7 @@ import pytest
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-@pytest.mark.parametrize("script", ["bench_recon.py", "bench_pipeline.py"])
+@pytest.mark.parametrize("script", ["bench_recon.py", "bench_pipeline.py", "bench_align.py"])
 def test_benchmark_smoke_run(script, tmp_path):
     out = tmp_path / "result.json"
     proc = subprocess.run([sys.executable, str(BENCH / script), "--quick", "--output", str(out)],

@@ -160,6 +160,12 @@ def test_default_works_on_smooth_projections_where_phase_normalisation_fails(pc_
         phase_correlate(p, ideal).shifts, truth)
 
 
+def test_featureless_images_give_zero_shift_and_quality():
+    res = phase_correlate(np.full((2, 16, 16), 3.0), np.ones((16, 16)))
+    np.testing.assert_array_equal(res.shifts, 0.0)
+    np.testing.assert_array_equal(res.quality, 0.0)
+
+
 def test_upsample_one_still_interpolates(pc_texture):
     ref = pc_texture[:64, :64]
     moving = shift_images(ref, [0.5, -1.25], pad=0)

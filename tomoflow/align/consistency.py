@@ -124,7 +124,7 @@ class AlignResult:
     method: str = "consistency"
 
 
-def _check_scan(projections: Any, angles_deg: Any) -> tuple[Any, Any, np.ndarray]:
+def _check_scan(projections: Any, angles_deg: Any, *, vertical: bool = True) -> tuple[Any, Any, np.ndarray]:
     """``(xp, float32 (angle, row, col) stack, angles)`` of a scan fit for reconstruction-based alignment."""
     xp = get_namespace(projections)
     arr = xp.asarray(projections)
@@ -136,9 +136,10 @@ def _check_scan(projections: Any, angles_deg: Any) -> tuple[Any, Any, np.ndarray
     if ang.size < MIN_ANGLES:
         raise InputError(f"too few angles to align: {ang.size} (at least {MIN_ANGLES})", dataset="angles")
     ny, nx = int(p.shape[1]), int(p.shape[2])
-    if min(ny, nx) < MIN_SIZE:
+    if nx < MIN_SIZE or (ny < MIN_SIZE and vertical):
         raise InputError(f"projections of {ny} x {nx} pixels are too small to align (at least {MIN_SIZE} "
-                         f"x {MIN_SIZE})", dataset="projections")
+                         f"x {MIN_SIZE}; a detector of fewer rows aligns horizontally only: vertical=False)",
+                         dataset="projections")
     check_finite(p, "projections", "normalise them first (tomoflow.recon.normalize_log)")
     return xp, p, ang
 
@@ -201,6 +202,7 @@ def align_phase(
     center: str | float | None = "auto",
     recon_iterations: int = DEFAULT_MLEM_ITERATIONS,
     upsample: int = 20,
+    vertical: bool = True,
 ) -> AlignResult:
     """One-pass alignment: register each projection against the reprojection of its scan's MLEM.
 
@@ -217,6 +219,9 @@ def align_phase(
         MLEM iterations of the reference reconstruction (``>= 1``).
     upsample
         Sub-pixel resolution ``1 / upsample`` px of the registration.
+    vertical
+        Estimate ``dy`` too (default). False holds ``dy = 0`` and registers horizontally only, which
+        also aligns detectors of fewer than 4 rows (sinogram-only scans).
 
     Returns
     -------
@@ -235,12 +240,13 @@ def align_phase(
     """
     recon_iterations = check_int("recon_iterations", recon_iterations, low=1)
     upsample = check_int("upsample", upsample, low=1)
-    _, p, ang = _check_scan(projections, angles_deg)
+    _, p, ang = _check_scan(projections, angles_deg, vertical=vertical)
     t0 = time.perf_counter()
     ctr = _initial_center(center, p, ang)
     rep = reproject(p, ang, center=ctr, n_iter=recon_iterations)
+    limit = _first_limit(p)
     res = phase_correlate(p, rep, upsample=upsample, window=LOOP_WINDOW, normalization=LOOP_NORMALIZATION,
-                          max_shift=_first_limit(p))
+                          max_shift=limit if vertical else (0.0, limit[1]))
     shifts, ctr = _gauge(np.asarray(to_numpy(res.shifts), dtype=np.float64), ctr, ang, True)
     entry = {"iteration": 1, "max_update_px": float(np.abs(shifts).max()),
              "rms_update_px": float(np.sqrt(np.mean(np.sum(shifts**2, axis=1)))), "center": ctr,
@@ -263,6 +269,7 @@ def align_consistency(
     upsample: int = 20,
     init_shifts: Any = None,
     refine_center: bool = True,
+    vertical: bool = True,
     callback: Callable[[dict[str, float]], None] | None = None,
 ) -> AlignResult:
     """Iterative reprojection alignment to convergence (the consistency baseline; module docstring).
@@ -275,13 +282,14 @@ def align_consistency(
     angles_deg
         ``(angle,)`` angles in degrees.
     center
-        Rotation-axis column (pixels) to start from; ``"auto"`` (default) estimates it on the input
-        with :func:`tomoflow.recon.find_center`; None = detector centre ``(ncol - 1) / 2``.
+        Rotation-axis column (pixels) of the raw projections to start from; ``"auto"`` (default)
+        estimates it on the input with :func:`tomoflow.recon.find_center`; None = detector centre
+        ``(ncol - 1) / 2``.
     n_iter
         Largest number of outer iterations (``>= 1``).
     tol
-        Convergence tolerance in pixels (``> 0``): stop when the largest update of an iteration,
-        over all projections and both axes, is below it.
+        Convergence tolerance in pixels (``> 0``): stop when the largest change of the gauge-fixed
+        shifts in an iteration, over all projections and both axes, is below it.
     max_step
         Largest update per projection and axis after the first iteration, pixels (``> 0``).
         The first iteration may move up to a quarter of the field (rows / 4, cols / 4).
@@ -292,10 +300,15 @@ def align_consistency(
     upsample
         Sub-pixel resolution ``1 / upsample`` px of the registrations.
     init_shifts
-        ``(n_angles, 2)`` starting jitter ``(dy, dx)`` (e.g. a network's estimate); default zeros.
+        ``(n_angles, 2)`` starting jitter ``(dy, dx)`` (e.g. a network's estimate); default zeros. It
+        is gauge-fixed first; with ``refine_center`` its common ``dx`` is dropped (``center`` is the
+        axis of the raw data, where the common part of the jitter already sits).
     refine_center
-        Fold the common ``dx`` into the centre after every iteration (default). False holds the
-        centre and keeps the common ``dx`` in the shifts.
+        Fold the constant part of ``dx`` into the centre after every iteration (default). False holds
+        the centre and keeps the constant part in the shifts.
+    vertical
+        Estimate ``dy`` too (default). False holds ``dy = 0`` and registers horizontally only, which
+        also aligns detectors of fewer than 4 rows (sinogram-only scans).
     callback
         Called with each iteration's log entry (progress display).
 
@@ -320,9 +333,11 @@ def align_consistency(
     upsample = check_int("upsample", upsample, low=1)
     if callback is not None and not callable(callback):
         raise ConfigError(f"callback must be callable, got {callback!r}")
-    _, p, ang = _check_scan(projections, angles_deg)
+    _, p, ang = _check_scan(projections, angles_deg, vertical=vertical)
     n, ny, nx = (int(s) for s in p.shape)
     shifts = _raw_shifts(init_shifts, n)
+    if not vertical:
+        shifts[:, 0] = 0.0
     ctr = _initial_center(center, p, ang)
     if init_shifts is not None:
         # ``center`` is the axis of the raw data: removing the common dx of the start keeps it there.
@@ -331,7 +346,10 @@ def align_consistency(
             shifts[:, 1] -= shifts[:, 1].mean()
 
     first_limit = np.array(_first_limit(p))
-    search_later = max(4.0 * max_step, 4.0)
+    search_later: Any = max(4.0 * max_step, 4.0)
+    if not vertical:  # rows are not searched: a thin detector (a few rows) aligns horizontally only
+        first_limit[0] = 0.0
+        search_later = (0.0, search_later)
     vol = None
     entries: list[dict[str, float]] = []
     quality = np.zeros(n)
@@ -346,13 +364,12 @@ def align_consistency(
                               max_shift=tuple(first_limit) if it == 1 else search_later)
         update = np.asarray(to_numpy(res.shifts), dtype=np.float64)
         quality = np.asarray(to_numpy(res.quality), dtype=np.float64)
-        limit = first_limit if it == 1 else np.array([max_step, max_step])
+        limit = first_limit if it == 1 else np.array([max_step if vertical else 0.0, max_step])
         update = np.clip(update, -limit, limit)
-        shifts = shifts + update
-        before = shifts
-        shifts, ctr = _gauge(shifts, ctr, ang, refine_center)
+        previous = shifts
+        shifts, ctr = _gauge(previous + update, ctr, ang, refine_center)
         # What moved the data: the change of the gauge-fixed shifts (a common part only re-labels the centre).
-        moved = shifts - (before - update)
+        moved = shifts - previous
         entry = {
             "iteration": it,
             "max_update_px": float(np.abs(moved).max()),

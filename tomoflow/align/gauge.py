@@ -11,15 +11,15 @@ the jitter only up to it (its *gauge*).
   the shifts and added to the rotation centre. The raw data corrected with the gauge-fixed shifts and
   reconstructed about ``center + common_dx`` give the same slices as the raw data corrected with the
   full shifts and reconstructed about ``center``.
-- **Object translation** (optional, ``angles_deg``): the object itself sitting elsewhere in the
-  slice plane, by ``(ty, tx)`` pixels, projects at ``tx cos(theta) + ty sin(theta)`` columns from where it
-  would be; a jitter ``dx`` of that form is the same data as a translated object (the
-  reconstruction just moves). Over a scan these two sinusoids are as unobservable as the mean:
-  an alignment that registers projections against a reconstruction made from the data itself puts
-  the object where the jittered data have it on average, i.e. it absorbs the least-squares sinusoid of
-  the true jitter. For ``n`` random jitters of standard deviation ``s`` that part has an RMS of about
-  ``s sqrt(2 / n)`` px (1.2 px for 181 projections of +-20 px uniform jitter), a floor no method can
-  get under; remove it (``angles_deg=...``) before comparing an estimate with a known truth.
+- **Object translation** (optional, ``angles_deg``): the object sitting elsewhere in the slice plane,
+  by ``(ty, tx)`` pixels, projects ``tx cos(theta) + ty sin(theta)`` columns from where it would be; a
+  jitter ``dx`` of that form gives the same data as a translated object (the reconstruction just
+  moves), so these two sinusoids are as unobservable as the mean. An alignment that registers
+  projections against a reconstruction made from the data cannot recover that part of the true
+  jitter (tomoflow's baselines remove it from their estimates). For ``n`` random jitters of standard
+  deviation ``s`` it has an RMS of about ``s sqrt(2 / n)`` px (1.2 px on average for 181 projections
+  of +-20 px uniform jitter; 1.8 px on one such simulated scan): a floor no method can get under.
+  Remove it (``angles_deg=...``) before comparing an estimate with a known truth.
 
 Sign convention: a jitter ``(dy, dx)`` is how far a measured projection is displaced from where a
 perfect stage would have put it; correction shifts the raw projection by ``(-dy, -dx)``. If every

@@ -29,7 +29,7 @@ Steps, per pair ``(moving, reference)``:
    large smooth objects keeps part of it.
 
 Defaults, and why (measured on simulated 96 x 96 projections of a gold and a cathode particle, 121
-angles, +-8 px jitter; RMSE of the recovered jitter, ``tests/align/test_phase.py`` keeps the cases)
+angles, +-8 px jitter; RMSE of the recovered jitter; ``tests/align/test_phase.py`` keeps smaller cases)
 --------------------------------------------------------------------------------------------------
 ``normalization=None`` (plain cross-correlation, ``p = 0``). The alternatives are ``"phase"``
 (``p = 1``, classical phase correlation) and ``"partial"`` (``p = 1/2``, partial whitening).
@@ -164,6 +164,16 @@ def _wrap(k: Any, n: int) -> Any:
     return (k + n // 2) % n - n // 2
 
 
+def _half_weights(nx: int, xp: Any, dtype: Any) -> Any:
+    """Weights of the ``nx // 2 + 1`` rfft columns in sums over the full spectrum: 2 for the columns that
+    stand for their Hermitian mirror too, 1 for DC and (even ``nx``) Nyquist."""
+    w = xp.full((nx // 2 + 1,), 2.0, dtype=dtype)
+    w[0] = 1.0
+    if nx % 2 == 0:
+        w[-1] = 1.0
+    return w
+
+
 def _parabola(left: Any, mid: Any, right: Any, xp: Any) -> Any:
     """Vertex offset (grid steps, within +-0.5) of the parabola through three equally spaced samples."""
     den = left - 2.0 * mid + right
@@ -185,10 +195,7 @@ def _refine(spec: Any, peak: Any, upsample: int, xp: Any, ny: int, nx: int) -> t
     offs = (xp.arange(k, dtype=xp.float64) - half) / upsample
     fy = xp.asarray(np.fft.fftfreq(ny))
     fx = xp.asarray(np.fft.rfftfreq(nx))
-    wcol = xp.full(fx.shape, 2.0)
-    wcol[0] = 1.0
-    if nx % 2 == 0:
-        wcol[-1] = 1.0
+    wcol = _half_weights(nx, xp, xp.float64)
     sy = peak[:, 0:1] + offs[None, :]  # (n, K)
     sx = peak[:, 1:2] + offs[None, :]
     ey = xp.exp(2j * np.pi * sy[:, :, None] * fy[None, None, :])  # (n, K, ny)
@@ -221,11 +228,7 @@ def _weighted_spectrum(fm: Any, fr: Any, normalization: str | None, xp: Any, nx:
         mag = xp.maximum(mag, floor[:, None, None])
         spec /= mag if p == 1.0 else xp.sqrt(mag)
         del mag
-    wcol = xp.full((spec.shape[-1],), 2.0, dtype=xp.float32)
-    wcol[0] = 1.0
-    if nx % 2 == 0:
-        wcol[-1] = 1.0
-    bound = xp.sum(xp.abs(spec) * wcol, axis=(1, 2), dtype=xp.float64) / (ny * nx)
+    bound = xp.sum(xp.abs(spec) * _half_weights(nx, xp, xp.float32), axis=(1, 2), dtype=xp.float64) / (ny * nx)
     return spec, bound
 
 
@@ -303,9 +306,11 @@ def phase_correlate(
     n, ny, nx = (int(s) for s in mov.shape)
     if n == 0:
         raise InputError("no images to register", dataset="moving")
-    if min(ny, nx) < MIN_SIZE:
+    horizontal_only = limit[0] == 0  # max_shift=(0, ...): rows are not searched (thin detectors)
+    if nx < MIN_SIZE or (ny < MIN_SIZE and not horizontal_only):
         raise InputError(f"images of {ny} x {nx} pixels are too small to register (at least {MIN_SIZE} x "
-                         f"{MIN_SIZE})", dataset="moving")
+                         f"{MIN_SIZE}; fewer rows only with max_shift=(0, ...), horizontal registration)",
+                         dataset="moving")
     for name, arr in (("moving", mov), ("reference", ref)):
         if arr.dtype.kind not in "fiub":
             raise InputError(f"{name} images must be real numbers, got dtype {arr.dtype}", dataset=name)
@@ -339,5 +344,9 @@ def phase_correlate(
         spec, bound = _weighted_spectrum(fft.rfft2(_prepare(mov, xp, wmy, wmx), axes=(1, 2), **kw), fr,
                                          normalization, xp, nx)
         peak, height = _refine_all(spec, peak, upsample, xp, ny, nx)
-    quality = xp.where(bound > 0, height / xp.where(bound > 0, bound, 1.0), 0.0)
+    if horizontal_only:
+        peak[:, 0] = 0.0
+    found = bound > 0  # featureless pairs (e.g. constant images) have nothing to register: 0 shift, 0 quality
+    peak = xp.where(found[:, None], peak, 0.0)
+    quality = xp.where(found, height / xp.where(found, bound, 1.0), 0.0)
     return PhaseResult(shifts=peak.astype(xp.float64), quality=xp.clip(quality, 0.0, 1.0).astype(xp.float64))

@@ -52,6 +52,8 @@ def align(
     center: Optional[str] = typer.Option(None, help="Starting rotation centre: column in px, `auto`, or omitted = "
                                          "the centre saved in the scan store, else auto. The methods refine it."),
     max_size: int = typer.Option(256, help="Estimate the shifts on projections binned to at most this many pixels."),
+    vertical: bool = typer.Option(True, "--vertical/--horizontal-only", help="Estimate vertical jitter too "
+                                  "(default); --horizontal-only for detectors of a few rows."),
     cluster: str = typer.Option("local", help="local, local-cuda, slurm, pbs, a scheduler address or file, or none."),
     workers: Optional[int] = typer.Option(None, help="Workers of the local cluster."),
     overwrite: bool = typer.Option(False, help="Replace an aligned store made from other inputs or parameters."),
@@ -65,7 +67,7 @@ def align(
         _check_can_create(png)
     with _cluster(cluster, workers) as client, _stage_progress() as update, _writing(out):
         align_scan(store, out, method=method, center=ctr, max_size=max_size, client=client, overwrite=overwrite,
-                   progress=update)
+                   progress=update, **({} if vertical else {"vertical": False}))
     _print_alignment(out)
     if png is not None:
         from tomoflow.report import alignment_png
@@ -83,6 +85,8 @@ def correct(
     method: str = typer.Option("hybrid", help=_METHOD_HELP),
     center: Optional[str] = typer.Option(None, help="Starting rotation centre (px), `auto`, or omitted (saved, else auto)."),
     algorithm: str = typer.Option("fbp", help="fbp, mlem or sirt."),
+    vertical: bool = typer.Option(True, "--vertical/--horizontal-only", help="Estimate vertical jitter too "
+                                  "(default); --horizontal-only for detectors of a few rows."),
     cluster: str = typer.Option("local", help="local, local-cuda, slurm, pbs, a scheduler address or file, or none."),
     workers: Optional[int] = typer.Option(None, help="Workers of the local cluster."),
     overwrite: bool = typer.Option(False, help="Replace outputs made from other inputs or parameters."),
@@ -97,7 +101,8 @@ def correct(
     t0 = time.perf_counter()
     with _cluster(cluster, workers) as client, _stage_progress() as update, _writing(out):
         v = correct_scan(store, out, aligned_path=aligned, method=method, center=ctr, algorithm=algorithm,
-                         client=client, overwrite=overwrite, progress=update)
+                         client=client, overwrite=overwrite, progress=update,
+                         **({} if vertical else {"vertical": False}))
     aligned_path = aligned if aligned is not None else out.with_name(out.name.removesuffix(".zarr") + "-aligned.zarr")
     _print_alignment(aligned_path)
     console.print(f"wrote [bold]{_e(out)}[/] {' x '.join(map(str, v.shape))} voxels; whole chain "

@@ -1,0 +1,62 @@
+"""`tomoflow align`, `tomoflow correct` and `tomoflow train-aligner` as a user runs them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="module")
+def jittered_store(tmp_path_factory):
+    import tomoflow
+    from tomoflow.io.synthetic import write_synthetic_scan
+    from tomoflow.sim import gold_particle, simulate_scan
+
+    path = tmp_path_factory.mktemp("cli-align") / "scan.zarr"
+    scan = simulate_scan(gold_particle((16, 48, 56), seed=2), np.linspace(0, 180, 61), jitter_px=3.0, photons=None,
+                         seed=1, center=(56 - 1) / 2 + 3)
+    with tomoflow.config.set(scan_chunk_rows=8):
+        write_synthetic_scan(path, scan, format="zarr")
+    return path
+
+
+def test_align_the_tooth_horizontally_with_a_report(cli, tooth_store, tmp_path):
+    ran = cli("align", tooth_store, "-o", tmp_path / "a.zarr", "--method", "phase", "--horizontal-only",
+              "--cluster", "none", "--png", tmp_path / "report.png")
+    assert ran.code == 0, ran
+    assert "rotation centre" in ran.stdout and (tmp_path / "report.png").stat().st_size > 10_000
+    assert cli("info", tmp_path / "a.zarr").code == 0
+
+
+def test_correct_runs_the_whole_chain(cli, jittered_store, tmp_path):
+    ran = cli("correct", jittered_store, "-o", tmp_path / "v.zarr", "--method", "consistency", "--cluster", "none")
+    assert ran.code == 0, ran
+    assert (tmp_path / "v-aligned.zarr").is_dir() and "voxels" in ran.stdout
+    again = cli("correct", jittered_store, "-o", tmp_path / "v.zarr", "--method", "consistency", "--cluster", "none")
+    assert again.code == 0, again  # complete: nothing recomputed
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--method", "magic"], ["alignment method"]),
+    (["--center", "1e9"], ["centre"]),
+    (["--max-size", "3"], ["max_size"]),
+])
+def test_align_mistakes_are_one_line(cli, one_line_error, unchanged, jittered_store, tmp_path, args, words):
+    with unchanged(tmp_path):
+        one_line_error(cli("align", jittered_store, "-o", tmp_path / "a.zarr", "--cluster", "none", *args), *words)
+
+
+def test_network_method_without_weights_says_how_to_get_them(cli, one_line_error, unchanged, jittered_store,
+                                                              tmp_path):
+    from tomoflow.align.resnet import default_weights_path
+
+    if default_weights_path().is_file():
+        pytest.skip("the trained weights are shipped")
+    with unchanged(tmp_path):
+        one_line_error(cli("align", jittered_store, "-o", tmp_path / "a.zarr", "--method", "resnet", "--cluster",
+                           "none"), "train-aligner")
+
+
+def test_train_aligner_help(cli):
+    ran = cli("train-aligner", "--help")
+    assert ran.code == 0 and "resumes" in ran.stdout
