@@ -1,0 +1,70 @@
+"""The public alignment API (tomoflow.align): estimate_shifts, apply_shifts, the network methods."""
+
+from __future__ import annotations
+
+import doctest
+
+import numpy as np
+import pytest
+
+import tomoflow.align
+from tomoflow.align import apply_shifts, estimate_shifts
+from tomoflow.align.gauge import fix_gauge
+from tomoflow.align.resnet import default_weights_path
+from tomoflow.errors import ConfigError, InputError
+from tomoflow.recon import normalize_log, project
+from tomoflow.sim import apply_jitter, gold_particle, random_jitter, simulate_scan
+
+requires_weights = pytest.mark.skipif(not default_weights_path().is_file(),
+                                      reason="the trained network weights are not shipped yet")
+
+
+def test_docstring_examples_run():
+    assert doctest.testmod(tomoflow.align, raise_on_error=True).attempted > 0
+
+
+def test_shift_round_trip():
+    """apply_shifts undoes the jitter: displace by +s, correct by the estimate s, get the original back
+    (away from the borders, where displaced content left the field)."""
+    rng = np.random.default_rng(0)
+    img = rng.random((5, 40, 48)).astype(np.float32)
+    from scipy.ndimage import gaussian_filter
+
+    img = gaussian_filter(img, (0, 2, 2))
+    s = random_jitter(5, 3.0, seed=1)
+    back = apply_shifts(apply_jitter(img, s), s)
+    np.testing.assert_allclose(back[:, 8:-8, 8:-8], img[:, 8:-8, 8:-8], atol=5e-3)
+
+
+def test_unknown_method_and_bad_data():
+    p = np.ones((20, 16, 16), np.float32)
+    ang = np.linspace(0, 180, 20)
+    with pytest.raises(ConfigError, match="alignment method"):
+        estimate_shifts(p, ang, method="magic")
+    with pytest.raises(InputError, match="angle"):
+        estimate_shifts(p, ang[:-1], method="phase")
+    bad = p.copy()
+    bad[3, 2, 2] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        estimate_shifts(bad, ang, method="phase")
+    with pytest.raises(InputError, match="too few"):
+        estimate_shifts(p[:4], ang[:4], method="consistency")
+
+
+def _scan(center_offset: float = 6.0, jitter: float = 8.0):
+    """A noisy gold-particle scan on a non-square detector with the axis off centre."""
+    ang = np.linspace(0, 180, 91)
+    scan = simulate_scan(gold_particle((40, 64, 80), seed=3), ang, jitter_px=jitter, photons=5000, seed=4,
+                         center=(80 - 1) / 2 + center_offset)
+    return normalize_log(scan.projections, scan.flats, scan.darks), ang, fix_gauge(scan.shifts, angles_deg=ang).shifts
+
+
+@requires_weights
+@pytest.mark.parametrize("method, tol", [("resnet", 1.5), ("hybrid", 0.25)])
+def test_network_methods_recover_known_jitter(method, tol):
+    p, ang, truth = _scan()
+    res = estimate_shifts(p, ang, method=method, return_result=True)
+    err = np.asarray(res.shifts) - truth
+    rmse = float(np.sqrt(np.mean(err ** 2)))
+    assert rmse < tol, (method, rmse)
+    assert res.quality.shape == (91,) and np.isfinite(res.center)
