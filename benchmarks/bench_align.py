@@ -96,10 +96,11 @@ from tomoflow.recon import fbp, normalize_log  # noqa: E402
 from tomoflow.sim import rasterize_ellipsoids, shepp_logan_3d, simulate_scan  # noqa: E402
 
 # ----------------------------------------------------------------------------- configuration
+# other_noise_all: Gaussian and Poisson cases for every phantom (False: the first phantom only)
 FULL = {"n": 256, "n_angles": 181, "jitter": 20.0, "sweep_rows": 64, "ssim_rows": 8,
-        "sweep_sp": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6], "target_sp": 0.4}
+        "sweep_sp": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6], "target_sp": 0.4, "other_noise_all": True}
 QUICK = {"n": 48, "n_angles": 61, "jitter": 20.0 * 48 / 256, "sweep_rows": None, "ssim_rows": 4,
-         "sweep_sp": [0.0, 0.4], "target_sp": 0.4}
+         "sweep_sp": [0.0, 0.4], "target_sp": 0.4, "other_noise_all": False}
 GAUSSIAN_SIGMA = 0.03  # read noise, fraction of the open-beam level (simulate_scan noise["gaussian"])
 PHOTONS = 500.0  # Poisson noise: mean photons per open-beam pixel (simulate_scan photons=)
 CAPSULE_AXIS_OFFSET = 6.0  # px at 256 columns (scaled with the size): rotation axis off the detector centre
@@ -428,8 +429,9 @@ def build_cases(cfg: dict[str, Any], phantoms: list[str], methods: list[str], no
         add(ph, "clean", n, ALL_METHODS, "full")
         add(ph, sp_label(cfg["target_sp"]), n, SWEEP_METHODS, "full")
     if sweep:
-        for ph in phantoms:
-            for label in [sp_label(f) for f in cfg["sweep_sp"]] + ["gauss", "poisson"]:
+        for i, ph in enumerate(phantoms):
+            other = ["gauss", "poisson"] if cfg["other_noise_all"] or i == 0 else []
+            for label in [sp_label(f) for f in cfg["sweep_sp"]] + other:
                 add(ph, label, sweep_rows, SWEEP_METHODS, "sweep")
     return [c for c in cases.values() if c["methods"]]
 
@@ -573,9 +575,9 @@ def plot_noise(results: list[dict[str, Any]], cfg: dict[str, Any], path: Path) -
 def warm_up(methods: list[str], aligner: Any) -> float:
     """Compile the numba kernels (or load them from cache) and run every method once on a tiny scan."""
     t0 = time.perf_counter()
-    n = 40
+    n = 40  # the network takes at least 32 x 32
     angles = np.linspace(0.0, 180.0, 24)
-    scan = simulate_scan(shepp_logan_3d((8, n, n)), angles, jitter_px=2.0, seed=1)
+    scan = simulate_scan(shepp_logan_3d((32, n, n)), angles, jitter_px=2.0, seed=1)
     p = normalize_log(scan.projections, scan.flats, scan.darks)
     for m in methods:
         opts = METHOD_OPTIONS[m]
@@ -596,8 +598,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true",
-                    help="48 x 48 detector, 61 angles, 2 salt-and-pepper levels (seconds); network methods "
-                         "skipped when the shipped weights are absent")
+                    help="48 x 48 detector, 61 angles, 0 and 40 %% salt-and-pepper (Gaussian and Poisson on the "
+                         "first phantom only), seconds; network methods skipped when the shipped weights are absent")
     ap.add_argument("--output", type=Path, default=None,
                     help="JSON path (default benchmarks/results/bench_align.json, or bench_align_quick.json with "
                          "--quick); the plot goes beside it as <stem>_noise.png")
@@ -612,7 +614,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="comma-separated noise labels to run (clean, sp10..sp60, gauss, poisson; default all)")
     ap.add_argument("--wait-idle", type=float, default=None, metavar="SECONDS",
                     help="before each case wait up to SECONDS for other processes to leave the CPU (default 120, "
-                         "0 with --quick); the measured load is recorded either way")
+                         "0 with --quick; after one wait times out, later cases do not wait); the measured load is "
+                         "recorded either way")
     ap.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     return ap.parse_args(argv)
 
@@ -691,7 +694,9 @@ def main(argv: list[str] | None = None) -> int:
         if wait > 0:
             load = wait_for_idle(wait, log=log)
             if load is not None and load >= BUSY_LOAD:
-                log(f"machine still busy ({load:.2f} cores used by other processes); measuring anyway")
+                log(f"machine still busy ({load:.2f} cores used by other processes) after {wait:.0f} s; measuring "
+                    "anyway and not waiting before later cases (timings flagged in busy_measurements)")
+                wait = 0.0
         log(f"case {i}/{len(cases)}: {case['phantom']}, noise {case['noise']}, {case['rows']} of {cfg['n']} rows, "
             f"methods {', '.join(case['methods'])}")
         results.append(run_case(case, vols[case["phantom"]], cfg, aligner, log, busy))

@@ -106,3 +106,26 @@ def test_alignment_report_png(jittered, tmp_path):
     out = align_scan(path, tmp_path / "aligned.zarr", method="consistency", n_iter=4)
     png = alignment_png(tmp_path / "report.png", path, out.path)
     assert png.stat().st_size > 20_000
+
+
+def test_named_task_groups_on_a_cluster(jittered, tmp_path):
+    """On a Dask cluster the correction is readable on the dashboard: one task group per stage."""
+    from dask.utils import key_split
+    from distributed import LocalCluster
+    from distributed.diagnostics.plugin import SchedulerPlugin
+
+    class Seen(SchedulerPlugin):
+        def __init__(self):
+            self.groups = set()
+
+        def transition(self, key, start, finish, *args, **kwargs):
+            if finish == "processing":
+                self.groups.add(key_split(key))
+
+    path, _ = jittered
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as cluster, \
+            cluster.get_client() as client:
+        seen = Seen()
+        cluster.scheduler.add_plugin(seen)
+        align_scan(path, tmp_path / "aligned.zarr", method="phase", client=client)
+    assert {"flat-field-correct", "align-mlem", "align-reproject", "align-register", "align-shift"} <= seen.groups

@@ -70,7 +70,7 @@ from tomoflow.backend import get_namespace, to_numpy
 from tomoflow.errors import ConfigError, InputError
 from tomoflow.geometry import check_center
 
-__all__ = ["align_consistency", "align_phase", "AlignResult", "MIN_ANGLES"]
+__all__ = ["align_consistency", "align_phase", "register_phase", "AlignResult", "MIN_ANGLES"]
 
 log = logging.getLogger(__name__)
 
@@ -244,13 +244,35 @@ def align_phase(
     t0 = time.perf_counter()
     ctr = _initial_center(center, p, ang)
     rep = reproject(p, ang, center=ctr, n_iter=recon_iterations)
-    limit = _first_limit(p)
-    res = phase_correlate(p, rep, upsample=upsample, window=LOOP_WINDOW, normalization=LOOP_NORMALIZATION,
-                          max_shift=limit if vertical else (0.0, limit[1]))
-    shifts, ctr = _gauge(np.asarray(to_numpy(res.shifts), dtype=np.float64), ctr, ang, True)
+    res = register_phase(p, rep, ang, ctr, upsample=upsample, vertical=vertical)
+    res.log[0]["seconds"] = time.perf_counter() - t0
+    return res
+
+
+def register_phase(projections: Any, reprojections: Any, angles_deg: np.ndarray, center: float, *,
+                   upsample: int = 20, vertical: bool = True) -> AlignResult:
+    """The registration half of :func:`align_phase`: phase-correlate each projection with its
+    reprojection, gauge-fix, fold the common ``dx`` into ``center``.
+
+    Parameters
+    ----------
+    projections, reprojections
+        ``(angle, row, col)`` stacks (checked by the caller).
+    angles_deg
+        ``(angle,)`` degrees.
+    center
+        Rotation axis (px) the reprojections were made with.
+    upsample, vertical
+        See :func:`align_phase`.
+    """
+    t0 = time.perf_counter()
+    limit = _first_limit(projections)
+    res = phase_correlate(projections, reprojections, upsample=upsample, window=LOOP_WINDOW,
+                          normalization=LOOP_NORMALIZATION, max_shift=limit if vertical else (0.0, limit[1]))
+    shifts, ctr = _gauge(np.asarray(to_numpy(res.shifts), dtype=np.float64), center, np.asarray(angles_deg), True)
     entry = {"iteration": 1, "max_update_px": float(np.abs(shifts).max()),
              "rms_update_px": float(np.sqrt(np.mean(np.sum(shifts**2, axis=1)))), "center": ctr,
-             "seconds": time.perf_counter() - t0}
+             "seconds": time.perf_counter() - t0, "register_s": time.perf_counter() - t0}
     return AlignResult(shifts=shifts, center=ctr, log=[entry],
                        quality=np.asarray(to_numpy(res.quality), dtype=np.float64), converged=True, n_iter=1,
                        method="phase")

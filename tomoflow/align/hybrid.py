@@ -29,7 +29,7 @@ from tomoflow.align.phase import phase_correlate
 from tomoflow.align.reproject import DEFAULT_MLEM_ITERATIONS, reproject
 from tomoflow.backend import to_numpy
 
-__all__ = ["align_resnet", "align_hybrid", "LOW_QUALITY"]
+__all__ = ["align_resnet", "align_hybrid", "network_shifts", "LOW_QUALITY"]
 
 #: Registration quality below which a projection's correction is flagged as unreliable.
 LOW_QUALITY = 0.5
@@ -71,24 +71,46 @@ def align_resnet(
         ``method="resnet"``; shifts gauge-fixed, the common ``dx`` folded into ``center``; ``log``
         holds one entry with the wall time of each step (``mlem_s``, ``network_s``, ``register_s``).
     """
-    from tomoflow.align.resnet import load_aligner
-
     recon_iterations = check_int("recon_iterations", recon_iterations, low=1)
     _, p, ang = _check_scan(projections, angles_deg)
     t0 = time.perf_counter()
     ctr = _initial_center(center, p, ang)
     rep = reproject(p, ang, center=ctr, n_iter=recon_iterations)
     t1 = time.perf_counter()
+    res = network_shifts(p, rep, ang, ctr, aligner=aligner, batch_size=batch_size, device=device)
+    res.log[0].update({"mlem_s": t1 - t0, "seconds": time.perf_counter() - t0})
+    return res
+
+
+def network_shifts(projections: Any, reprojections: Any, angles_deg: np.ndarray, center: float, *,
+                   aligner: Any = None, batch_size: int = 64, device: str = "auto") -> AlignResult:
+    """The network half of :func:`align_resnet`: predict each pair's jitter, score each corrected pair
+    against its reprojection (confidence), gauge-fix and fold the common ``dx`` into ``center``.
+
+    Parameters
+    ----------
+    projections, reprojections
+        ``(angle, row, col)`` stacks (checked by the caller).
+    angles_deg
+        ``(angle,)`` degrees.
+    center
+        Rotation axis (px) the reprojections were made with.
+    aligner, batch_size, device
+        See :func:`align_resnet`.
+    """
+    from tomoflow.align.resnet import load_aligner
+
+    t1 = time.perf_counter()
     aligner = aligner if aligner is not None else load_aligner(device=device)
-    raw = np.asarray(aligner.predict(p, rep, batch_size=batch_size), dtype=np.float64)
+    raw = np.asarray(aligner.predict(projections, reprojections, batch_size=batch_size), dtype=np.float64)
     t2 = time.perf_counter()
-    check = phase_correlate(_corrected(p, raw), rep)  # confidence: how well each corrected pair now matches
+    check = phase_correlate(_corrected(projections, raw), reprojections)  # how well each corrected pair matches
     quality = np.asarray(to_numpy(check.quality), dtype=np.float64)
-    g = fix_gauge(raw, center=ctr, angles_deg=ang)
+    g = fix_gauge(raw, center=center, angles_deg=angles_deg)
     t3 = time.perf_counter()
     entry = {"iteration": 1, "max_update_px": float(np.abs(raw).max()),
              "rms_update_px": float(np.sqrt(np.mean(np.sum(raw**2, axis=1)))), "center": float(g.center),
-             "seconds": t3 - t0, "mlem_s": t1 - t0, "network_s": t2 - t1, "register_s": t3 - t2}
+             "seconds": t3 - t1, "network_s": t2 - t1, "register_s": t3 - t2}
     return AlignResult(shifts=np.asarray(g.shifts, dtype=np.float64), center=float(g.center), log=[entry],
                        quality=quality, converged=True, n_iter=1, method="resnet")
 

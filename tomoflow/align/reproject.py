@@ -14,7 +14,7 @@ from typing import Any
 from tomoflow._checks import check_int
 from tomoflow.backend import get_namespace
 
-__all__ = ["reproject", "DEFAULT_MLEM_ITERATIONS"]
+__all__ = ["reproject", "reference_volume", "reproject_volume", "DEFAULT_MLEM_ITERATIONS"]
 
 #: MLEM iterations of the reference reconstruction: enough for the object's outline and main
 #: features (what the registration needs), few enough to keep jitter blur from being fitted.
@@ -56,12 +56,28 @@ def reproject(
     volume : array
         Only with ``return_volume``: the ``(row, col, col)`` reconstruction.
     """
-    from tomoflow.recon import mlem, project
-
     n_iter = check_int("n_iter (MLEM iterations)", n_iter, low=1)
     xp = get_namespace(projections)
     p = xp.asarray(projections, dtype=xp.float32)
-    vol = mlem(p, angles_deg, center=center, n_iter=n_iter, x0=x0)
-    rep = project(vol, angles_deg, center=center, n_cols=p.shape[-1])
-    rep = xp.asarray(rep, dtype=xp.float32)
+    vol = reference_volume(p, angles_deg, center=center, n_iter=n_iter, x0=x0)
+    rep = reproject_volume(vol, angles_deg, center=center, n_cols=p.shape[-1])
     return (rep, vol) if return_volume else rep
+
+
+def reference_volume(projections: Any, angles_deg: Any, *, center: float | None = None,
+                     n_iter: int = DEFAULT_MLEM_ITERATIONS, x0: Any = None) -> Any:
+    """The MLEM reconstruction ``(row, col, col)`` of :func:`reproject` (its first half)."""
+    from tomoflow.recon import mlem
+
+    n_iter = check_int("n_iter (MLEM iterations)", n_iter, low=1)
+    xp = get_namespace(projections)
+    return mlem(xp.asarray(projections, dtype=xp.float32), angles_deg, center=center, n_iter=n_iter, x0=x0)
+
+
+def reproject_volume(volume: Any, angles_deg: Any, *, center: float | None = None, n_cols: int | None = None) -> Any:
+    """Reprojections ``(angle, row, col)`` float32 of a reference volume (the second half of
+    :func:`reproject`)."""
+    from tomoflow.recon import project
+
+    xp = get_namespace(volume)
+    return xp.asarray(project(volume, angles_deg, center=center, n_cols=n_cols), dtype=xp.float32)

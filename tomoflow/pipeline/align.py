@@ -88,14 +88,56 @@ def _shift_block(scan_path: str, a0: int, a1: int, shifts: np.ndarray) -> np.nda
     return shift_images(p, -np.asarray(shifts, dtype=np.float64))
 
 
-def _estimate(binned: np.ndarray, angles: np.ndarray, method: str, center: float | str, options: dict) -> dict:
-    """Task body of the estimation (on the binned stack): the method's result as plain data."""
-    from tomoflow.align import estimate_shifts
+def _mlem_task(binned: np.ndarray, angles: np.ndarray, center: float | str, n_iter: int, vertical: bool) -> dict:
+    """``align-mlem``: the reference reconstruction of the binned stack (centre estimated if asked)."""
+    from tomoflow.align.consistency import _check_scan, _initial_center
+    from tomoflow.align.reproject import reference_volume
 
-    res = estimate_shifts(binned, angles, method=method, center=center, return_result=True, **options)
-    return {"shifts": np.asarray(res.shifts, dtype=np.float64), "center": float(res.center),
-            "quality": np.asarray(res.quality, dtype=np.float64), "log": list(res.log),
-            "converged": bool(res.converged), "timings": dict(getattr(res, "timings", {}) or {})}
+    _, p, ang = _check_scan(binned, angles, vertical=vertical)
+    ctr = _initial_center(center, p, ang)
+    t0 = time.perf_counter()
+    vol = reference_volume(p, ang, center=ctr, n_iter=n_iter)
+    return {"volume": vol, "center": ctr, "mlem_s": time.perf_counter() - t0}
+
+
+def _reproject_task(ref: dict, angles: np.ndarray, n_cols: int) -> dict:
+    """``align-reproject``: reprojections of the reference at the scan's own angles."""
+    from tomoflow.align.reproject import reproject_volume
+
+    t0 = time.perf_counter()
+    rep = reproject_volume(ref["volume"], angles, center=ref["center"], n_cols=n_cols)
+    return {"reprojections": rep, "center": ref["center"], "mlem_s": ref["mlem_s"],
+            "reproject_s": time.perf_counter() - t0}
+
+
+def _network_task(binned: np.ndarray, angles: np.ndarray, ref: dict, options: dict) -> Any:
+    """``align-resnet``: the network's estimate of every pair (GPU worker when there is one)."""
+    from tomoflow.align.hybrid import network_shifts
+
+    keep = {k: options[k] for k in ("batch_size", "device") if k in options}
+    return network_shifts(binned, ref["reprojections"], angles, ref["center"], **keep)
+
+
+def _register_task(binned: np.ndarray, angles: np.ndarray, method: str, center: float | str, ref: dict | None,
+                   coarse: Any, options: dict) -> Any:
+    """``align-register``: phase correlation against the reference (``phase``), or consistency
+    iterations (``consistency``; ``hybrid`` starts them from the network's estimate)."""
+    from tomoflow.align.consistency import align_consistency, register_phase
+
+    if method == "phase":
+        keep = {k: options[k] for k in ("upsample", "vertical") if k in options}
+        return register_phase(binned, ref["reprojections"], angles, ref["center"], **keep)
+    drop = ("batch_size", "device", "recon_iterations") if method == "hybrid" else ("batch_size", "device")
+    opts = {k: v for k, v in options.items() if k not in drop}
+    if method == "hybrid":
+        opts.setdefault("n_iter", 10)
+        opts.setdefault("tol", 0.02)
+        res = align_consistency(binned, angles, center=coarse.center, init_shifts=coarse.shifts, **opts)
+        res.log = list(coarse.log) + [{**e, "iteration": int(e.get("iteration", i + 1)) + 1}
+                                      for i, e in enumerate(res.log)]
+        res.method, res.n_iter = "hybrid", res.n_iter + 1
+        return res
+    return align_consistency(binned, angles, center=center, **opts)
 
 
 # ----------------------------------------------------------------------------- driver
@@ -175,7 +217,6 @@ def align_scan(
     if plan.action != "resume":
         _create_output(plan, scan, b, n_units, fp, request)
     store = ScanStore.open(out, mode="r+", require_complete=False)
-    binned_shape = store.group["binned"].shape
 
     from tomoflow.cluster import cluster_resources
 
@@ -294,23 +335,55 @@ def _set_center(store: ScanStore, center: float, est: dict) -> None:
 
 def _run_estimate(client: Any, binned: np.ndarray, angles: np.ndarray, method: str, center: float | str,
                   options: dict, gpu: bool, progress: Callable[[str, int, int], None] | None) -> dict:
-    """Run the estimation as one named Dask task (``align-<method>``; GPU resource for the network)."""
-    name = {"resnet": "align-resnet", "hybrid": "align-resnet", "phase": "align-register",
-            "consistency": "align-register"}[method]
-    if progress is not None:
-        progress(name, 0, 1)
-    if client is None:
-        est = _estimate(binned, angles, method, center, options)
-    else:
-        import uuid
+    """The estimation as a chain of named Dask tasks on the binned stack, results passed as futures:
+    ``align-mlem`` -> ``align-reproject`` -> ``align-resnet`` (GPU resource when the cluster has GPU
+    workers) and/or ``align-register``. Without a client the same functions run here in turn."""
+    import uuid
 
-        fut = client.submit(_estimate, binned, angles, method, center, options, pure=False,
-                            key=f"{name}-{uuid.uuid4().hex[:8]}",
-                            resources={"GPU": 1} if gpu and method in ("hybrid", "resnet") else None)
-        est = fut.result()
+    from tomoflow.align.reproject import DEFAULT_MLEM_ITERATIONS
+
+    token = uuid.uuid4().hex[:8]
+    steps: list[tuple[str, Callable[..., Any], tuple, dict | None]] = []
+    n_iter = int(options.get("recon_iterations", DEFAULT_MLEM_ITERATIONS))
+    if method != "consistency":
+        steps.append(("align-mlem", _mlem_task, (binned, angles, center, n_iter, bool(options.get("vertical", True))),
+                      None))
+        steps.append(("align-reproject", _reproject_task, ("@align-mlem", angles, binned.shape[-1]), None))
+    if method in ("resnet", "hybrid"):
+        steps.append(("align-resnet", _network_task, (binned, angles, "@align-reproject", options),
+                      {"GPU": 1} if gpu else None))
+    if method != "resnet":
+        ref = "@align-reproject" if method == "phase" else None
+        coarse = "@align-resnet" if method == "hybrid" else None
+        steps.append(("align-register", _register_task, (binned, angles, method, center, ref, coarse, options), None))
+    done: dict[str, Any] = {}
+    if client is not None:
+        scattered = client.scatter(binned, broadcast=False)
+    for i, (name, fn, args, resources) in enumerate(steps):
+        if progress is not None:
+            progress("estimate", i, len(steps))
+        args = tuple(done[a[1:]] if isinstance(a, str) and a.startswith("@") else a for a in args)
+        if client is None:
+            done[name] = fn(*args)
+        else:
+            args = tuple(scattered if a is binned else a for a in args)
+            done[name] = client.submit(fn, *args, key=f"{name}-{token}", pure=False, resources=resources)
+    res = done[steps[-1][0]]
+    res = res.result() if client is not None else res
     if progress is not None:
-        progress(name, 1, 1)
-    return est
+        progress("estimate", len(steps), len(steps))
+    timings = {}
+    for e in res.log[:1]:
+        timings.update({k: v for k, v in e.items() if k.endswith("_s")})
+    if client is not None and "align-reproject" in done:
+        ref = done["align-reproject"].result()
+        timings.update({"mlem_s": ref["mlem_s"], "reproject_s": ref["reproject_s"]})
+    elif "align-reproject" in done:
+        timings.update({"mlem_s": done["align-reproject"]["mlem_s"], "reproject_s": done["align-reproject"]["reproject_s"]})
+    timings["register_loop_s"] = float(sum(e.get("seconds", 0.0) for e in res.log[1:])) if method != "phase" else 0.0
+    return {"shifts": np.asarray(res.shifts, dtype=np.float64), "center": float(res.center),
+            "quality": np.asarray(res.quality, dtype=np.float64), "log": list(res.log),
+            "converged": bool(res.converged), "timings": timings}
 
 
 def correct_scan(
