@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from tomoflow.config import TomoflowConfig
 from tomoflow.io.models import ScanAttrs, VolumeAttrs
+from tomoflow.models.card import ModelCard
 
 __all__ = ["SCHEMAS", "schema_json", "write_schemas", "stale_schemas"]
 
@@ -21,12 +22,14 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "scan-store": ScanAttrs,
     "volume-store": VolumeAttrs,
     "config": TomoflowConfig,
+    "model-card": ModelCard,
 }
 
 _TITLES = {
     "scan-store": "tomoflow scan store (zarr v3 group attributes)",
     "volume-store": "tomoflow volume store (OME-Zarr 0.5 group, tomoflow attributes)",
     "config": "tomoflow runtime configuration",
+    "model-card": "tomoflow model card (JSON beside every shipped set of weights)",
 }
 
 

@@ -57,6 +57,12 @@ def test_network_method_without_weights_says_how_to_get_them(cli, one_line_error
                            "none"), "train-aligner")
 
 
-def test_train_aligner_help(cli):
-    ran = cli("train-aligner", "--help")
-    assert ran.code == 0 and "resumes" in ran.stdout
+def test_train_aligner_tiny_run_and_resume(cli, tmp_path):
+    """The training command end to end at toy size (3 scans of 48 px), then a rerun that resumes."""
+    args = ("train-aligner", "-o", tmp_path / "t", "--n-scans", "3", "--size", "48", "--n-angles", "31",
+            "--epochs", "1", "--batch-size", "8", "--device", "cpu", "--threads", "1")
+    ran = cli(*args)
+    assert ran.code == 0, ran
+    assert (tmp_path / "t" / "jitter_resnet.safetensors").is_file() and (tmp_path / "t" / "jitter_resnet.json").is_file()
+    again = cli(*args)
+    assert again.code == 0, again

@@ -70,7 +70,7 @@ from tomoflow.backend import get_namespace, to_numpy
 from tomoflow.errors import ConfigError, InputError
 from tomoflow.geometry import check_center
 
-__all__ = ["align_consistency", "align_phase", "register_phase", "AlignResult", "MIN_ANGLES"]
+__all__ = ["align_consistency", "align_phase", "register_phase", "estimate_axis", "AlignResult", "MIN_ANGLES"]
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +113,9 @@ class AlignResult:
         Outer iterations run.
     method
         ``"consistency"`` or ``"phase"``.
+    volume
+        The last reference reconstruction ``(row, col, col)`` when the method made one (a warm start
+        for a refinement that follows); not part of the estimate.
     """
 
     shifts: np.ndarray
@@ -122,6 +125,7 @@ class AlignResult:
     converged: bool = False
     n_iter: int = 0
     method: str = "consistency"
+    volume: Any = None
 
 
 def _check_scan(projections: Any, angles_deg: Any, *, vertical: bool = True) -> tuple[Any, Any, np.ndarray]:
@@ -144,15 +148,30 @@ def _check_scan(projections: Any, angles_deg: Any, *, vertical: bool = True) -> 
     return xp, p, ang
 
 
+def estimate_axis(projections: Any, angles_deg: Any) -> float:
+    """Rotation centre (column, px) of jittered line integrals, robust to zingers and dead pixels.
+
+    A 3 x 3 median filter of every projection (salt-and-pepper otherwise sends the Fourier metric tens
+    of pixels astray), then :func:`tomoflow.recon.find_center`. Training pairs are made with the same
+    estimate (:mod:`tomoflow.align.training`), so the network sees at inference the pairs it learnt.
+    """
+    from scipy import ndimage
+
+    from tomoflow.recon import find_center
+
+    host = np.asarray(to_numpy(projections), dtype=np.float32)
+    filtered = ndimage.median_filter(host, size=(1, 3, 3) if host.shape[1] >= 3 else (1, 1, 3))
+    return float(find_center(filtered, angles_deg))
+
+
 def _initial_center(center: Any, p: Any, ang: np.ndarray) -> float:
-    """Rotation centre before alignment: ``"auto"`` estimates it on the data, None = detector centre."""
+    """Rotation centre before alignment: ``"auto"`` estimates it on the data (:func:`estimate_axis`),
+    None = detector centre."""
     ncol = int(p.shape[-1])
     if isinstance(center, str):
         if center != "auto":
             raise ConfigError(f"center must be 'auto', a column in pixels or None, got {center!r}")
-        from tomoflow.recon import find_center
-
-        c = float(find_center(p, ang))
+        c = estimate_axis(p, ang)
         log.info("alignment: initial rotation centre %.2f px (estimated)", c)
         return c
     return check_center(center, ncol)
@@ -292,6 +311,7 @@ def align_consistency(
     init_shifts: Any = None,
     refine_center: bool = True,
     vertical: bool = True,
+    x0: Any = None,
     callback: Callable[[dict[str, float]], None] | None = None,
 ) -> AlignResult:
     """Iterative reprojection alignment to convergence (the consistency baseline; module docstring).
@@ -331,6 +351,10 @@ def align_consistency(
     vertical
         Estimate ``dy`` too (default). False holds ``dy = 0`` and registers horizontally only, which
         also aligns detectors of fewer than 4 rows (sinogram-only scans).
+    x0
+        Warm start of the first reconstruction (e.g. the reference the ``init_shifts`` were estimated
+        against); the first reconstruction then runs ``warm_iterations`` instead of
+        ``recon_iterations``.
     callback
         Called with each iteration's log entry (progress display).
 
@@ -372,7 +396,7 @@ def align_consistency(
     if not vertical:  # rows are not searched: a thin detector (a few rows) aligns horizontally only
         first_limit[0] = 0.0
         search_later = (0.0, search_later)
-    vol = None
+    vol = x0
     entries: list[dict[str, float]] = []
     quality = np.zeros(n)
     converged = False
@@ -411,4 +435,4 @@ def align_consistency(
         log.info("consistency alignment stopped after %d iterations, last max update %.3f px (tol %.3f)", it,
                  entries[-1]["max_update_px"], tol)
     return AlignResult(shifts=shifts, center=float(ctr), log=entries, quality=quality, converged=converged,
-                       n_iter=it, method="consistency")
+                       n_iter=it, method="consistency", volume=vol)

@@ -75,10 +75,11 @@ def align_resnet(
     _, p, ang = _check_scan(projections, angles_deg)
     t0 = time.perf_counter()
     ctr = _initial_center(center, p, ang)
-    rep = reproject(p, ang, center=ctr, n_iter=recon_iterations)
+    rep, vol = reproject(p, ang, center=ctr, n_iter=recon_iterations, return_volume=True)
     t1 = time.perf_counter()
     res = network_shifts(p, rep, ang, ctr, aligner=aligner, batch_size=batch_size, device=device)
     res.log[0].update({"mlem_s": t1 - t0, "seconds": time.perf_counter() - t0})
+    res.volume = vol
     return res
 
 
@@ -149,8 +150,10 @@ def align_hybrid(
     """
     coarse = align_resnet(projections, angles_deg, center=center, recon_iterations=recon_iterations,
                           aligner=aligner, batch_size=batch_size, device=device)
+    # The refinement starts from the network's shifts and warm-starts from its reference volume.
     fine = align_consistency(projections, angles_deg, center=coarse.center, n_iter=n_iter, tol=tol,
-                             recon_iterations=recon_iterations, init_shifts=coarse.shifts, **consistency_options)
+                             recon_iterations=recon_iterations, init_shifts=coarse.shifts, x0=coarse.volume,
+                             **consistency_options)
     log = list(coarse.log) + [{**e, "iteration": int(e.get("iteration", i + 1)) + 1} for i, e in enumerate(fine.log)]
     return AlignResult(shifts=fine.shifts, center=fine.center, log=log, quality=fine.quality,
                        converged=fine.converged, n_iter=1 + fine.n_iter, method="hybrid")

@@ -430,6 +430,10 @@ def load_aligner(path: str | os.PathLike | None = None, *, device: str = "cpu",
     elif verify:
         raise InputError(f"model card {card_file.name} missing beside the weights (needed to verify them)",
                          path=weights)
+    if card:
+        from tomoflow.models.card import validate_card
+
+        validate_card(card, card_file)
     if verify:
         want = str(card.get("sha256", ""))
         got = file_sha256(weights)

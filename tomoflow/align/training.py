@@ -53,6 +53,7 @@ from typing import Any
 
 import numpy as np
 
+from tomoflow.align.consistency import estimate_axis
 from tomoflow._checks import check_int, check_number
 from tomoflow.align.resnet import (
     ARCHITECTURE,
@@ -136,19 +137,8 @@ def _recipe_from(d: dict[str, Any]) -> TrainingRecipe:
 
 
 # ----------------------------------------------------------------------------- one scan
-def estimate_center(projections: np.ndarray, angles_deg: np.ndarray) -> float:
-    """Rotation centre of jittered line integrals, robust to zingers and dead pixels.
-
-    A 3 x 3 median filter of every projection (removes salt-and-pepper, which otherwise sends the
-    Fourier metric tens of pixels astray), then :func:`tomoflow.recon.find_center`. Inference should
-    estimate the centre the same way, so the network sees the pairs it was trained on.
-    """
-    from scipy import ndimage
-
-    from tomoflow.recon import find_center
-
-    filtered = ndimage.median_filter(np.asarray(projections, dtype=np.float32), size=(1, 3, 3))
-    return float(find_center(filtered, angles_deg))
+#: The centre estimate of training pairs is inference's (one implementation).
+estimate_center = estimate_axis
 
 
 def _make_phantom(family: str, shape: tuple[int, int, int], rng: np.random.Generator,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shlex
-import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -118,30 +117,55 @@ def correct(
 @_friendly
 def train_aligner(
     out: Path = typer.Option(Path("aligner-training"), "--out", "-o", help="Folder for the simulated pairs, "
-                             "checkpoints and the final weights + model card."),
-    n_scans: int = typer.Option(160, help="Simulated scans (each gives one pair per angle)."),
-    size: int = typer.Option(160, help="Simulated detector edge (px)."),
-    epochs: int = typer.Option(30, help="Most epochs (early stopping usually ends sooner)."),
-    batch_size: int = typer.Option(64, help="Pairs per optimisation step."),
+                             "checkpoints and the final weights + model card (rerun to resume)."),
+    n_scans: int = typer.Option(110, help="Simulated scans (each gives one pair per angle)."),
+    size: int = typer.Option(160, help="Simulated detector edge (px); 160 is the network input."),
+    n_angles: int = typer.Option(181, help="Projections per simulated scan, over 180 degrees."),
+    epochs: int = typer.Option(12, help="Most epochs (early stopping or the time limit may end sooner)."),
+    batch_size: int = typer.Option(32, help="Pairs per optimisation step."),
+    lr: float = typer.Option(3e-4, help="Adam learning rate (cosine decay to lr * lr-final)."),
+    lr_final: float = typer.Option(0.05, help="Final learning rate as a fraction of --lr."),
+    val_fraction: float = typer.Option(0.1, help="Fraction of the scans held out for validation (split by scan)."),
+    patience: int = typer.Option(3, help="Epochs without validation improvement before stopping."),
+    time_limit: Optional[float] = typer.Option(None, help="Stop training after this many seconds (the "
+                                               "learning-rate schedule follows it)."),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: all)."),
     seed: int = typer.Option(0, help="Seed of the data recipe and the initial weights."),
     device: str = typer.Option("auto", help="cpu, cuda or auto."),
+    install: bool = typer.Option(False, help="Copy the final weights, model card and check set into the package "
+                                 "(tomoflow/models/) so that the network methods use them."),
 ) -> None:
-    """Train the jitter ResNet on simulated scans (resumes from its checkpoint when rerun)."""
+    """Train the jitter ResNet on simulated scans (the shipped weights were made by this training;
+    rerunning with the same folder resumes from its checkpoint)."""
+    from tomoflow.align.training import install_weights
     from tomoflow.align.training import train_aligner as _train
 
-    command = "tomoflow " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "tomoflow train-aligner"
+    # The card records the command that reproduces these weights, spelled out from the parameters.
+    parts = ["tomoflow", "train-aligner", "--out", str(out), "--n-scans", n_scans, "--size", size, "--n-angles",
+             n_angles, "--epochs", epochs, "--batch-size", batch_size, "--lr", lr, "--lr-final", lr_final,
+             "--val-fraction", val_fraction, "--patience", patience, "--seed", seed, "--device", device]
+    parts += ["--time-limit", time_limit] if time_limit is not None else []
+    parts += ["--threads", threads] if threads is not None else []
+    command = " ".join(shlex.quote(str(p)) for p in parts)
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[loss]}"),
                   TimeElapsedColumn(), console=console) as bar:
-        task = bar.add_task("training", total=None, loss="")
+        task = bar.add_task("simulating scans", total=None, loss="")
 
-        def progress(epoch: int, step: int, n_steps: int, train_loss: float, val_loss: float | None) -> None:
+        def progress(epoch: int, step: int, n_steps: int, train_loss: float | None, val_loss: float | None) -> None:
+            if train_loss is None:  # still simulating the training scans
+                bar.update(task, description="simulating scans", completed=step, total=n_steps, loss="")
+                return
             val = "-" if val_loss is None else f"{val_loss:.3f}"
             bar.update(task, description=f"epoch {epoch}", completed=step, total=n_steps,
                        loss=f"train {train_loss:.3f} px² val {val} px²")
 
-        card = _train(out, n_scans=n_scans, size=size, epochs=epochs, batch_size=batch_size, seed=seed,
-                      device=device, command=command, progress=progress)
+        card = _train(out, n_scans=n_scans, size=size, n_angles=n_angles, epochs=epochs, batch_size=batch_size,
+                      lr=lr, lr_final=lr_final, val_fraction=val_fraction, patience=patience, seed=seed,
+                      threads=threads, time_limit_s=time_limit, device=device, command=command, progress=progress)
     console.print(f"wrote the weights and model card into [bold]{_e(out)}[/]; held-out metrics: "
                   f"{_e(card.get('metrics', {}))}")
+    if install:
+        install_weights(out)
+        console.print("installed into tomoflow/models/: the hybrid and resnet methods now use these weights")

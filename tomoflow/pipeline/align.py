@@ -106,7 +106,7 @@ def _reproject_task(ref: dict, angles: np.ndarray, n_cols: int) -> dict:
 
     t0 = time.perf_counter()
     rep = reproject_volume(ref["volume"], angles, center=ref["center"], n_cols=n_cols)
-    return {"reprojections": rep, "center": ref["center"], "mlem_s": ref["mlem_s"],
+    return {"reprojections": rep, "volume": ref["volume"], "center": ref["center"], "mlem_s": ref["mlem_s"],
             "reproject_s": time.perf_counter() - t0}
 
 
@@ -115,7 +115,9 @@ def _network_task(binned: np.ndarray, angles: np.ndarray, ref: dict, options: di
     from tomoflow.align.hybrid import network_shifts
 
     keep = {k: options[k] for k in ("batch_size", "device") if k in options}
-    return network_shifts(binned, ref["reprojections"], angles, ref["center"], **keep)
+    res = network_shifts(binned, ref["reprojections"], angles, ref["center"], **keep)
+    res.volume = ref["volume"]  # the refinement of the hybrid warm-starts from it
+    return res
 
 
 def _register_task(binned: np.ndarray, angles: np.ndarray, method: str, center: float | str, ref: dict | None,
@@ -132,7 +134,8 @@ def _register_task(binned: np.ndarray, angles: np.ndarray, method: str, center: 
     if method == "hybrid":
         opts.setdefault("n_iter", 10)
         opts.setdefault("tol", 0.02)
-        res = align_consistency(binned, angles, center=coarse.center, init_shifts=coarse.shifts, **opts)
+        res = align_consistency(binned, angles, center=coarse.center, init_shifts=coarse.shifts, x0=coarse.volume,
+                                **opts)
         res.log = list(coarse.log) + [{**e, "iteration": int(e.get("iteration", i + 1)) + 1}
                                       for i, e in enumerate(res.log)]
         res.method, res.n_iter = "hybrid", res.n_iter + 1
@@ -333,6 +336,12 @@ def _set_center(store: ScanStore, center: float, est: dict) -> None:
         log.warning("%s: refined centre %.2f px is off the detector; not saved", store.path, center)
 
 
+def _without_volume(res: Any) -> Any:
+    """The estimate without its reference volume (not shipped back to the driver)."""
+    res.volume = None
+    return res
+
+
 def _run_estimate(client: Any, binned: np.ndarray, angles: np.ndarray, method: str, center: float | str,
                   options: dict, gpu: bool, progress: Callable[[str, int, int], None] | None) -> dict:
     """The estimation as a chain of named Dask tasks on the binned stack, results passed as futures:
@@ -368,8 +377,10 @@ def _run_estimate(client: Any, binned: np.ndarray, angles: np.ndarray, method: s
         else:
             args = tuple(scattered if a is binned else a for a in args)
             done[name] = client.submit(fn, *args, key=f"{name}-{token}", pure=False, resources=resources)
-    res = done[steps[-1][0]]
-    res = res.result() if client is not None else res
+    last = done[steps[-1][0]]
+    if client is not None:
+        last = client.submit(_without_volume, last, key=f"align-result-{token}", pure=False)
+    res = last.result() if client is not None else _without_volume(last)
     if progress is not None:
         progress("estimate", len(steps), len(steps))
     timings = {}
