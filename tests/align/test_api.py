@@ -60,11 +60,19 @@ def _scan(center_offset: float = 6.0, jitter: float = 8.0):
 
 
 @requires_weights
-@pytest.mark.parametrize("method, tol", [("resnet", 1.5), ("hybrid", 0.25)])
-def test_network_methods_recover_known_jitter(method, tol):
+def test_network_methods_recover_known_jitter():
+    """A scan the network never saw (noisy, non-square detector, axis 6 px off centre, ±8 px): the
+    ResNet alone lands within about a pixel; the hybrid refines it to the accuracy of the consistency
+    baseline run to convergence (here limited by the photon noise) in fewer iterations."""
     p, ang, truth = _scan()
-    res = estimate_shifts(p, ang, method=method, return_result=True)
-    err = np.asarray(res.shifts) - truth
-    rmse = float(np.sqrt(np.mean(err ** 2)))
-    assert rmse < tol, (method, rmse)
-    assert res.quality.shape == (91,) and np.isfinite(res.center)
+
+    def rmse(res):
+        return float(np.sqrt(np.mean((np.asarray(res.shifts) - truth) ** 2)))
+
+    resnet = estimate_shifts(p, ang, method="resnet", return_result=True)
+    hybrid = estimate_shifts(p, ang, method="hybrid", return_result=True)
+    consistency = estimate_shifts(p, ang, method="consistency", return_result=True)
+    assert rmse(resnet) < 1.5, rmse(resnet)
+    assert rmse(hybrid) < 0.45 and rmse(hybrid) <= rmse(consistency) + 0.05, (rmse(hybrid), rmse(consistency))
+    assert hybrid.n_iter < consistency.n_iter
+    assert hybrid.quality.shape == (91,) and np.isfinite(hybrid.center)
