@@ -64,7 +64,10 @@ def _demo(out: Path, size: int, rows: int, angles: int, cluster: str, workers: i
 
     ctr = estimate_center(ScanStore.open(scan_store))
     console.print(f"3. rotation centre {ctr:.2f} px (true {(size - 1) / 2 + 2.5:.2f} px)")
-    method = "hybrid" if default_weights_path().is_file() else "consistency"
+    from tomoflow.align.resnet import MIN_SIZE
+
+    # the network needs at least 32 x 32 px projections (and its shipped weights)
+    method = "hybrid" if default_weights_path().is_file() and min(rows, size) >= MIN_SIZE else "consistency"
     aligned = out / "aligned.zarr"
     console.print(f"4. jitter correction ({method}) and reconstruction (FBP) on a local Dask cluster")
     with _cluster(cluster, workers) as client, _stage_progress() as update:

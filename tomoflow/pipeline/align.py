@@ -205,6 +205,15 @@ def align_scan(
         validate_center(center, n_cols, scan_path)
     check_flats(scan)
     b = bin_factor((n_rows, n_cols), max_size)
+    if method in ("hybrid", "resnet"):
+        from tomoflow.align.resnet import MIN_SIZE as NET_MIN
+        from tomoflow.errors import ConfigError
+
+        binned = (-(-n_rows // b), -(-n_cols // b))
+        if min(binned) < NET_MIN:
+            raise ConfigError(f"method {method!r}: projections of {binned[0]} x {binned[1]} px (after binning "
+                              f"{b}x for the estimation) are too small for the network (at least {NET_MIN} x "
+                              f"{NET_MIN}); use --method consistency or phase")
     request = {"method": method, "center": center_req, "max_size": max_size, "options": dict(options)}
     if method in ("hybrid", "resnet"):
         request["model_sha256"] = _shipped_model_sha256(method)
