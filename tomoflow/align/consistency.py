@@ -155,13 +155,21 @@ def estimate_axis(projections: Any, angles_deg: Any) -> float:
     of pixels astray), then :func:`tomoflow.recon.find_center`. Training pairs are made with the same
     estimate (:mod:`tomoflow.align.training`), so the network sees at inference the pairs it learnt.
     """
-    from scipy import ndimage
-
     from tomoflow.recon import find_center
+    from tomoflow.recon.outliers import median3x3
 
-    host = np.asarray(to_numpy(projections), dtype=np.float32)
-    filtered = ndimage.median_filter(host, size=(1, 3, 3) if host.shape[1] >= 3 else (1, 1, 3))
-    return float(find_center(filtered, angles_deg))
+    return float(find_center(median3x3(projections), angles_deg))
+
+
+def clean_copy(p: Any) -> Any:
+    """The estimation copy of a stack: impulse noise removed (:func:`tomoflow.recon.remove_outliers`)."""
+    from tomoflow.recon import remove_outliers
+
+    res = remove_outliers(p)
+    if res.applied:
+        log.info("alignment: %.1f %% of the pixels were impulse noise, replaced for the estimate",
+                 100 * res.fraction)
+    return res.data
 
 
 def _initial_center(center: Any, p: Any, ang: np.ndarray) -> float:
@@ -222,6 +230,7 @@ def align_phase(
     recon_iterations: int = DEFAULT_MLEM_ITERATIONS,
     upsample: int = 20,
     vertical: bool = True,
+    despeckle: bool = True,
 ) -> AlignResult:
     """One-pass alignment: register each projection against the reprojection of its scan's MLEM.
 
@@ -241,6 +250,9 @@ def align_phase(
     vertical
         Estimate ``dy`` too (default). False holds ``dy = 0`` and registers horizontally only, which
         also aligns detectors of fewer than 4 rows (sinogram-only scans).
+    despeckle
+        Remove impulse noise first (:func:`tomoflow.recon.remove_outliers`; skipped automatically on
+        scans without it). The estimate is made on the cleaned copy only.
 
     Returns
     -------
@@ -261,6 +273,8 @@ def align_phase(
     upsample = check_int("upsample", upsample, low=1)
     _, p, ang = _check_scan(projections, angles_deg, vertical=vertical)
     t0 = time.perf_counter()
+    if despeckle:
+        p = clean_copy(p)
     ctr = _initial_center(center, p, ang)
     rep = reproject(p, ang, center=ctr, n_iter=recon_iterations)
     res = register_phase(p, rep, ang, ctr, upsample=upsample, vertical=vertical)
@@ -313,6 +327,7 @@ def align_consistency(
     vertical: bool = True,
     x0: Any = None,
     callback: Callable[[dict[str, float]], None] | None = None,
+    despeckle: bool = True,
 ) -> AlignResult:
     """Iterative reprojection alignment to convergence (the consistency baseline; module docstring).
 
@@ -357,6 +372,9 @@ def align_consistency(
         ``recon_iterations``.
     callback
         Called with each iteration's log entry (progress display).
+    despeckle
+        Remove impulse noise first (:func:`tomoflow.recon.remove_outliers`; skipped automatically on
+        scans without it). The estimate is made on the cleaned copy only.
 
     Returns
     -------
@@ -380,6 +398,8 @@ def align_consistency(
     if callback is not None and not callable(callback):
         raise ConfigError(f"callback must be callable, got {callback!r}")
     _, p, ang = _check_scan(projections, angles_deg, vertical=vertical)
+    if despeckle:
+        p = clean_copy(p)
     n, ny, nx = (int(s) for s in p.shape)
     shifts = _raw_shifts(init_shifts, n)
     if not vertical:

@@ -17,22 +17,137 @@ unreliable by the pipeline's report instead of silently trusted.
 
 from __future__ import annotations
 
+import logging
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from tomoflow._checks import check_int
-from tomoflow.align.consistency import AlignResult, _check_scan, _corrected, _initial_center, align_consistency
+from tomoflow._checks import check_int, check_number
+from tomoflow.align.consistency import (
+    AlignResult,
+    _check_scan,
+    _corrected,
+    _initial_center,
+    align_consistency,
+    clean_copy,
+)
 from tomoflow.align.gauge import fix_gauge
 from tomoflow.align.phase import phase_correlate
-from tomoflow.align.reproject import DEFAULT_MLEM_ITERATIONS, reproject
+from tomoflow.align.reproject import DEFAULT_MLEM_ITERATIONS, reference_volume, reproject_volume
 from tomoflow.backend import to_numpy
+from tomoflow.errors import ConfigError
 
-__all__ = ["align_resnet", "align_hybrid", "network_shifts", "LOW_QUALITY"]
+__all__ = ["align_resnet", "align_hybrid", "NetworkState", "start_network", "network_pairs", "network_update", "network_volume", "network_reprojections",
+           "result_of", "refine", "network_center", "LOW_QUALITY", "DEFAULT_PASSES"]
+
+log = logging.getLogger(__name__)
 
 #: Registration quality below which a projection's correction is flagged as unreliable.
 LOW_QUALITY = 0.5
+
+
+#: Network passes of the resnet method: the first reads pairs whose reference is blurred by the full
+#: jitter; the second, made from the data corrected by the first, reads sharp pairs of small offsets.
+DEFAULT_PASSES = 2
+
+
+@dataclass
+class NetworkState:
+    """The resnet method's running estimate (what one pass hands the next; the Dask tasks pass it too).
+
+    Attributes
+    ----------
+    stack
+        ``(angle, 160, 160)`` float32: the measured (outlier-free) projections resampled to the
+        network input (:func:`~tomoflow.align.resnet.to_input_size`); never shifted in place.
+    scale
+        ``(2,)`` detector pixels per network pixel ``(rows / 160, cols / 160)``.
+    center
+        Rotation axis of the detector data (column, detector px), refined by every pass.
+    shifts
+        ``(angle, 2)`` gauge-fixed jitter estimate ``(dy, dx)``, detector px.
+    log
+        One entry per pass.
+    quality
+        Per-projection registration quality of the last pass's corrected pairs (None before).
+    """
+
+    stack: np.ndarray
+    scale: np.ndarray
+    center: float
+    shifts: np.ndarray
+    log: list[dict[str, float]] = field(default_factory=list)
+    quality: np.ndarray | None = None
+
+
+def network_center(center: float, col_scale: float) -> float:
+    """A detector column (px) in network pixels, ``col_scale`` detector px per network px (pixel
+    centres aligned, as the resampling)."""
+    return (float(center) + 0.5) / float(col_scale) - 0.5
+
+
+def start_network(projections: Any, angles_deg: Any, center: str | float | None = "auto") -> NetworkState:
+    """Initial :class:`NetworkState`: the centre (``"auto"``: :func:`~tomoflow.align.consistency.estimate_axis`)
+    and the stack resampled to the network input."""
+    from tomoflow.align.resnet import shift_scale, to_input_size
+
+    _, p, ang = _check_scan(projections, angles_deg)
+    ctr = _initial_center(center, p, ang)
+    return NetworkState(stack=to_input_size(p), scale=shift_scale(tuple(p.shape[-2:])), center=float(ctr),
+                        shifts=np.zeros((int(p.shape[0]), 2)))
+
+
+def network_volume(state: NetworkState, angles_deg: Any, *,
+                   recon_iterations: int = DEFAULT_MLEM_ITERATIONS) -> tuple[np.ndarray, Any]:
+    """First half of :func:`network_pairs`: ``(data, volume)``, the network-space stack moved by the
+    current estimate and its MLEM reconstruction about the current centre."""
+    data = np.asarray(to_numpy(_corrected(state.stack, state.shifts / state.scale[None, :])), dtype=np.float32)
+    vol = reference_volume(data, angles_deg, center=network_center(state.center, state.scale[1]),
+                           n_iter=recon_iterations)
+    return data, vol
+
+
+def network_reprojections(state: NetworkState, volume: Any, angles_deg: Any) -> np.ndarray:
+    """Second half of :func:`network_pairs`: the reprojections of ``volume`` at the scan's angles."""
+    rep = reproject_volume(volume, angles_deg, center=network_center(state.center, state.scale[1]),
+                           n_cols=int(state.stack.shape[-1]))
+    return np.asarray(to_numpy(rep), dtype=np.float32)
+
+
+def network_pairs(state: NetworkState, angles_deg: Any, *,
+                  recon_iterations: int = DEFAULT_MLEM_ITERATIONS) -> tuple[np.ndarray, np.ndarray]:
+    """The (projection, reprojection) pairs the network reads, made in network space: the stack moved by
+    the current estimate, its MLEM reconstruction about the current centre, reprojected. Training pairs
+    are made by this function too (:mod:`tomoflow.align.training`)."""
+    data, vol = network_volume(state, angles_deg, recon_iterations=recon_iterations)
+    return data, network_reprojections(state, vol, angles_deg)
+
+
+def network_update(state: NetworkState, data: np.ndarray, reprojections: np.ndarray, angles_deg: Any, *,
+                   aligner: Any = None, batch_size: int = 64, device: str = "auto") -> NetworkState:
+    """One network pass over the pairs of :func:`network_pairs`: add the predicted offsets to the
+    estimate, gauge-fix it (the common ``dx`` refines the centre) and score every corrected pair against
+    its reprojection (confidence)."""
+    from tomoflow.align.resnet import load_aligner
+
+    ang = np.asarray(angles_deg, dtype=np.float64)
+    t1 = time.perf_counter()
+    aligner = aligner if aligner is not None else load_aligner(device=device)
+    d_net = np.asarray(aligner.predict(data, reprojections, batch_size=batch_size), dtype=np.float64)
+    t2 = time.perf_counter()
+    check = phase_correlate(_corrected(data, d_net), reprojections)  # how well each corrected pair matches
+    previous = state.shifts
+    g = fix_gauge(previous + d_net * state.scale[None, :], center=state.center, angles_deg=ang)
+    shifts = np.asarray(g.shifts, dtype=np.float64)
+    moved = shifts - previous
+    t3 = time.perf_counter()
+    entry = {"iteration": len(state.log) + 1, "max_update_px": float(np.abs(moved).max()),
+             "rms_update_px": float(np.sqrt(np.mean(np.sum(moved**2, axis=1)))), "center": float(g.center),
+             "network_s": t2 - t1, "register_s": t3 - t2}
+    return NetworkState(stack=state.stack, scale=state.scale, center=float(g.center), shifts=shifts,
+                        log=[*state.log, entry], quality=np.asarray(to_numpy(check.quality), dtype=np.float64))
 
 
 def align_resnet(
@@ -41,11 +156,20 @@ def align_resnet(
     *,
     center: str | float | None = "auto",
     recon_iterations: int = DEFAULT_MLEM_ITERATIONS,
+    passes: int = DEFAULT_PASSES,
+    tol: float = 0.05,
     aligner: Any = None,
     batch_size: int = 64,
     device: str = "auto",
+    despeckle: bool = True,
 ) -> AlignResult:
-    """Jitter of every projection from the shipped ResNet (one reprojection, one network pass).
+    """Jitter of every projection from the shipped ResNet, in network space.
+
+    The stack is resampled to the network's 160 x 160 input (rows and columns independently; parallel
+    beam makes that a valid scan), and each pass reconstructs it (MLEM) with the current correction,
+    reprojects, and lets the network read every (projection, reprojection) pair. The first pass
+    crosses the full jitter; the second reads sharp pairs of small offsets and brings the estimate to
+    a fraction of a detector pixel. Shifts are scaled back to detector pixels.
 
     Parameters
     ----------
@@ -57,63 +181,56 @@ def align_resnet(
     center
         Rotation-axis column (px); ``"auto"`` estimates it; None = detector centre.
     recon_iterations
-        MLEM iterations of the reference reconstruction.
+        MLEM iterations of each pass's reference reconstruction.
+    passes
+        Most network passes (1-5).
+    tol
+        Stop after a pass whose largest update is below this (detector px).
     aligner
         A :class:`tomoflow.align.resnet.JitterAligner`; default the shipped weights.
     batch_size
         Pairs per network pass (memory only).
     device
         Torch device for the shipped weights: ``cpu``, ``cuda`` or ``auto``.
+    despeckle
+        Remove impulse noise first (:func:`tomoflow.recon.remove_outliers`; skipped automatically on
+        scans without it). The estimate is made on the cleaned copy only.
 
     Returns
     -------
     AlignResult
         ``method="resnet"``; shifts gauge-fixed, the common ``dx`` folded into ``center``; ``log``
-        holds one entry with the wall time of each step (``mlem_s``, ``network_s``, ``register_s``).
+        holds one entry per pass with the wall time of each step (``mlem_s``, ``network_s``,
+        ``register_s``).
     """
     recon_iterations = check_int("recon_iterations", recon_iterations, low=1)
+    passes = check_int("passes", passes, low=1)
+    if passes > 5:
+        raise ConfigError(f"passes must be 1-5, got {passes}")
+    tol = check_number("tol (pixels)", tol, low=0.0, low_open=True)
     _, p, ang = _check_scan(projections, angles_deg)
-    t0 = time.perf_counter()
-    ctr = _initial_center(center, p, ang)
-    rep, vol = reproject(p, ang, center=ctr, n_iter=recon_iterations, return_volume=True)
-    t1 = time.perf_counter()
-    res = network_shifts(p, rep, ang, ctr, aligner=aligner, batch_size=batch_size, device=device)
-    res.log[0].update({"mlem_s": t1 - t0, "seconds": time.perf_counter() - t0})
-    res.volume = vol
-    return res
-
-
-def network_shifts(projections: Any, reprojections: Any, angles_deg: np.ndarray, center: float, *,
-                   aligner: Any = None, batch_size: int = 64, device: str = "auto") -> AlignResult:
-    """The network half of :func:`align_resnet`: predict each pair's jitter, score each corrected pair
-    against its reprojection (confidence), gauge-fix and fold the common ``dx`` into ``center``.
-
-    Parameters
-    ----------
-    projections, reprojections
-        ``(angle, row, col)`` stacks (checked by the caller).
-    angles_deg
-        ``(angle,)`` degrees.
-    center
-        Rotation axis (px) the reprojections were made with.
-    aligner, batch_size, device
-        See :func:`align_resnet`.
-    """
+    if despeckle:
+        p = clean_copy(p)
     from tomoflow.align.resnet import load_aligner
 
-    t1 = time.perf_counter()
     aligner = aligner if aligner is not None else load_aligner(device=device)
-    raw = np.asarray(aligner.predict(projections, reprojections, batch_size=batch_size), dtype=np.float64)
-    t2 = time.perf_counter()
-    check = phase_correlate(_corrected(projections, raw), reprojections)  # how well each corrected pair matches
-    quality = np.asarray(to_numpy(check.quality), dtype=np.float64)
-    g = fix_gauge(raw, center=center, angles_deg=angles_deg)
-    t3 = time.perf_counter()
-    entry = {"iteration": 1, "max_update_px": float(np.abs(raw).max()),
-             "rms_update_px": float(np.sqrt(np.mean(np.sum(raw**2, axis=1)))), "center": float(g.center),
-             "seconds": t3 - t1, "network_s": t2 - t1, "register_s": t3 - t2}
-    return AlignResult(shifts=np.asarray(g.shifts, dtype=np.float64), center=float(g.center), log=[entry],
-                       quality=quality, converged=True, n_iter=1, method="resnet")
+    state = start_network(p, ang, center)
+    for _ in range(passes):
+        t0 = time.perf_counter()
+        data, rep = network_pairs(state, ang, recon_iterations=recon_iterations)
+        t1 = time.perf_counter()
+        state = network_update(state, data, rep, ang, aligner=aligner, batch_size=batch_size)
+        state.log[-1].update({"mlem_s": t1 - t0, "seconds": time.perf_counter() - t0})
+        if len(state.log) > 1 and state.log[-1]["max_update_px"] < tol:
+            break
+    return result_of(state)
+
+
+def result_of(state: NetworkState) -> AlignResult:
+    """The :class:`AlignResult` of a finished :class:`NetworkState`."""
+    return AlignResult(shifts=state.shifts, center=state.center, log=list(state.log),
+                       quality=state.quality if state.quality is not None else np.zeros(len(state.shifts)),
+                       converged=True, n_iter=len(state.log), method="resnet")
 
 
 def align_hybrid(
@@ -122,18 +239,20 @@ def align_hybrid(
     *,
     center: str | float | None = "auto",
     recon_iterations: int = DEFAULT_MLEM_ITERATIONS,
+    passes: int = DEFAULT_PASSES,
     n_iter: int = 10,
     tol: float = 0.02,
     aligner: Any = None,
     batch_size: int = 64,
     device: str = "auto",
+    despeckle: bool = True,
     **consistency_options: Any,
 ) -> AlignResult:
     """The ResNet estimate refined by consistency iterations to sub-pixel accuracy (module docstring).
 
     Parameters
     ----------
-    projections, angles_deg, center, recon_iterations, aligner, batch_size, device
+    projections, angles_deg, center, recon_iterations, passes, aligner, batch_size, device, despeckle
         As for :func:`align_resnet`.
     n_iter
         Most refinement iterations.
@@ -146,14 +265,24 @@ def align_hybrid(
     Returns
     -------
     AlignResult
-        ``method="hybrid"``; ``log`` = the network step then one entry per refinement iteration.
+        ``method="hybrid"``; ``log`` = the network passes then one entry per refinement iteration.
     """
-    coarse = align_resnet(projections, angles_deg, center=center, recon_iterations=recon_iterations,
-                          aligner=aligner, batch_size=batch_size, device=device)
-    # The refinement starts from the network's shifts and warm-starts from its reference volume.
+    _, p, ang = _check_scan(projections, angles_deg)
+    if despeckle:
+        p = clean_copy(p)
+    coarse = align_resnet(p, ang, center=center, recon_iterations=recon_iterations, passes=passes,
+                          aligner=aligner, batch_size=batch_size, device=device, despeckle=False)
+    return refine(p, ang, coarse, n_iter=n_iter, tol=tol, recon_iterations=recon_iterations,
+                  **consistency_options)
+
+
+def refine(projections: Any, angles_deg: Any, coarse: AlignResult, *, n_iter: int = 10, tol: float = 0.02,
+           **consistency_options: Any) -> AlignResult:
+    """The hybrid's second half: consistency iterations started from a network estimate ``coarse``
+    (its shifts and centre), on the (outlier-free) full-resolution stack."""
     fine = align_consistency(projections, angles_deg, center=coarse.center, n_iter=n_iter, tol=tol,
-                             recon_iterations=recon_iterations, init_shifts=coarse.shifts, x0=coarse.volume,
-                             **consistency_options)
-    log = list(coarse.log) + [{**e, "iteration": int(e.get("iteration", i + 1)) + 1} for i, e in enumerate(fine.log)]
-    return AlignResult(shifts=fine.shifts, center=fine.center, log=log, quality=fine.quality,
-                       converged=fine.converged, n_iter=1 + fine.n_iter, method="hybrid")
+                             init_shifts=coarse.shifts, x0=coarse.volume, despeckle=False, **consistency_options)
+    k = len(coarse.log)
+    log_ = list(coarse.log) + [{**e, "iteration": int(e.get("iteration", i + 1)) + k} for i, e in enumerate(fine.log)]
+    return AlignResult(shifts=fine.shifts, center=fine.center, log=log_, quality=fine.quality,
+                       converged=fine.converged, n_iter=k + fine.n_iter, method="hybrid", volume=fine.volume)

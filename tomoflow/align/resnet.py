@@ -280,6 +280,23 @@ def prepare_pairs(projections: Any, reprojections: Any, *, device: Any = "cpu",
     return normalize_pairs(x) if normalize else x
 
 
+def to_input_size(stack: Any) -> np.ndarray:
+    """Resample an ``(n, row, col)`` stack to the network's ``160 x 160`` (the resampling of
+    :func:`prepare_pairs`: anti-aliased bilinear, pixel centres aligned), as float32 NumPy.
+
+    The resnet method reconstructs and reprojects in this *network space* (parallel beam: rows and
+    columns scale independently), so the reprojection is made at the resolution the network reads.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    x = _as_tensor(stack, torch.device("cpu")).to(torch.float32)
+    if tuple(x.shape[-2:]) != (INPUT_SIZE, INPUT_SIZE):
+        x = F.interpolate(x[:, None], size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False,
+                          antialias=True)[:, 0]
+    return np.ascontiguousarray(x.numpy(), dtype=np.float32)
+
+
 def shift_scale(shape: tuple[int, int]) -> np.ndarray:
     """Factors ``(rows / 160, cols / 160)`` from network pixels to detector pixels."""
     return np.array([shape[0] / INPUT_SIZE, shape[1] / INPUT_SIZE], dtype=np.float64)

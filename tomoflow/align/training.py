@@ -16,20 +16,23 @@ from ``seed``, so scan ``k`` is the same whatever ``n_scans`` is):
   detector centre by up to ``center_offset`` px, jitter ``(dy, dx)`` uniform in ``+-jitter`` px *in
   network pixels* (160-px input), i.e. ``+-jitter * rows / 160`` and ``+-jitter * cols / 160``
   detector px. The default ``jitter = 13.75`` network px is +-22 px on a 256-px detector: the
-  paper's +-20 px with a 10 % margin so that the edges of the range are learnt too. A quarter of
-  the scans draw a smaller half-range (denser sampling of small shifts, what the hybrid refines).
+  paper's +-20 px with a 10 % margin so that the edges of the range are learnt too. 40 % of the
+  scans draw a small half-range instead (log-uniform in ``small_jitter`` network px): what the
+  second pass of the resnet method reads, the residual of the first.
 - **Noise**: raw counts with photon (Poisson) noise, Gaussian read noise and salt-and-pepper up to
   60 % (:func:`tomoflow.sim.simulate_scan`), normalised with :func:`tomoflow.recon.normalize_log`,
   then a non-zero background after ``-log`` (offset, drift over the scan, a gentle column ramp).
-- **Pairs exactly as at inference**: centre estimated on the jittered data with
-  :func:`tomoflow.recon.find_center`, reprojection with :func:`tomoflow.align.reproject.reproject`
-  (MLEM, default iterations), then :func:`tomoflow.align.resnet.prepare_pairs`.
+- **Pairs exactly as at inference**, by the same functions: impulse noise removed
+  (:func:`tomoflow.align.consistency.clean_copy`), centre estimated and the stack resampled to the
+  network input (:func:`tomoflow.align.hybrid.start_network`), MLEM and reprojection in that network
+  space (:func:`tomoflow.align.hybrid.network_pairs`).
 - **Centre failures**: a scan whose estimated centre misses the jittered data's effective axis by
   more than ``max_center_error`` network px (the estimator failed: the pairs would carry labels
   the images cannot show) is drawn again from the next random stream of the same index.
-- **Targets**: the jitter relative to the geometry the reprojection is made in: ``dx - (c_est -
-  c_true)`` (the estimated centre absorbs the common horizontal shift) and ``dy - mean(dy)`` (the
-  common vertical shift is unobservable), in network pixels.
+- **Targets**: the jitter in the gauge the pairs can show (:func:`tomoflow.align.gauge.fix_gauge`
+  with the angles): no mean ``dy``, no object-translation sinusoid in ``dx`` (the reconstruction
+  absorbs it), and the constant of ``dx`` = the data's effective axis minus the centre the
+  reference was made about; in network pixels.
 
 Training (:func:`train_aligner`): Adam (default lr 1e-4, cosine decay to ``lr * lr_final`` over
 ``epochs`` or the time limit), MSE of the offsets in network pixels, random horizontal/vertical flips of whole pairs
@@ -53,7 +56,6 @@ from typing import Any
 
 import numpy as np
 
-from tomoflow.align.consistency import estimate_axis
 from tomoflow._checks import check_int, check_number
 from tomoflow.align.resnet import (
     ARCHITECTURE,
@@ -65,7 +67,6 @@ from tomoflow.align.resnet import (
     build_network,
     count_parameters,
     normalize_pairs,
-    prepare_pairs,
     resolve_device,
     save_weights,
 )
@@ -91,7 +92,7 @@ epoch, at its end, with ``step == n_steps``)."""
 CHECK_PAIRS = 24
 """Pairs in the held-out check set saved beside the weights."""
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 
 
 # ----------------------------------------------------------------------------- recipe
@@ -108,7 +109,8 @@ class TrainingRecipe:
     families: tuple[str, ...] = ("gold", "cathode", "aggregate")
     family_weights: tuple[float, ...] = (0.35, 0.3, 0.35)
     jitter: float = 13.75
-    small_jitter_fraction: float = 0.25
+    small_jitter_fraction: float = 0.4
+    small_jitter: tuple[float, float] = (0.3, 4.0)
     center_offset: float = 8.0
     anisotropic_fraction: float = 0.3
     clean_fraction: float = 0.25
@@ -137,8 +139,6 @@ def _recipe_from(d: dict[str, Any]) -> TrainingRecipe:
 
 
 # ----------------------------------------------------------------------------- one scan
-#: The centre estimate of training pairs is inference's (one implementation).
-estimate_center = estimate_axis
 
 
 def _make_phantom(family: str, shape: tuple[int, int, int], rng: np.random.Generator,
@@ -210,7 +210,7 @@ def simulate_scan_pairs(index: int, *, recipe: TrainingRecipe | None = None, see
 
 
 def _simulate_once(index: int, attempt: int, family: str, recipe: TrainingRecipe, seed: int) -> dict[str, Any]:
-    from tomoflow.align.reproject import DEFAULT_MLEM_ITERATIONS, reproject
+    from tomoflow.align.reproject import DEFAULT_MLEM_ITERATIONS
     from tomoflow.recon import normalize_log
     from tomoflow.sim import simulate_scan
 
@@ -226,7 +226,10 @@ def _simulate_once(index: int, attempt: int, family: str, recipe: TrainingRecipe
     shape = (rows, cols, cols)
     vol = _make_phantom(family, shape, rng, recipe)
     angles = np.linspace(0.0, recipe.angle_range_deg, recipe.n_angles)
-    half = recipe.jitter if rng.random() >= recipe.small_jitter_fraction else rng.uniform(0.5, recipe.jitter)
+    if rng.random() >= recipe.small_jitter_fraction:
+        half = recipe.jitter
+    else:  # what the second pass reads: the residual of the first (log-uniform half-range)
+        half = float(np.exp(rng.uniform(*np.log(recipe.small_jitter))))
     sc = np.array([rows, cols], float) / INPUT_SIZE
     shifts = rng.uniform(-1.0, 1.0, size=(recipe.n_angles, 2)) * half * sc[None, :]
     center_true = (cols - 1) / 2.0 + rng.uniform(-1.0, 1.0) * recipe.center_offset * cols / size
@@ -246,15 +249,23 @@ def _simulate_once(index: int, attempt: int, family: str, recipe: TrainingRecipe
     drift = rng.uniform(-0.03, 0.03) * np.linspace(0.0, 1.0, recipe.n_angles)
     ramp = rng.uniform(-0.03, 0.03) * np.linspace(-1.0, 1.0, cols)
     p = (p + (b0 + drift)[:, None, None] + ramp[None, None, :]).astype(np.float32)
-    center_est = float(estimate_center(p, angles))
+    # the pairs exactly as at inference: outliers removed, centre estimated, network space, MLEM, reprojection
+    from tomoflow.align.consistency import clean_copy
+    from tomoflow.align.gauge import fix_gauge
+    from tomoflow.align.hybrid import network_pairs, start_network
+
+    state = start_network(clean_copy(p), angles, "auto")
     n_iter = recipe.mlem_iterations or DEFAULT_MLEM_ITERATIONS
-    rep = reproject(p, angles, center=center_est, n_iter=n_iter)
-    x = prepare_pairs(p, rep, normalize=False).numpy().astype(np.float16)
-    target = scan.shifts.copy()
-    target[:, 0] -= target[:, 0].mean()
-    target[:, 1] -= center_est - center_true
+    data, rep = network_pairs(state, angles, recon_iterations=n_iter)
+    x = np.stack([data, rep], axis=1).astype(np.float16)
+    center_est = state.center
+    # targets in the gauge the pairs can show: no mean dy, no object-translation sinusoid in dx, and
+    # the constant dx = where the data's axis sits relative to the centre the reference was made about
+    g = fix_gauge(scan.shifts, angles_deg=angles)
+    target = np.asarray(g.shifts, dtype=np.float64).copy()
+    target[:, 1] += center_true + g.common_dx - center_est
     y = (target / sc[None, :]).astype(np.float32)
-    c_err = center_est - center_true - float(scan.shifts[:, 1].mean())
+    c_err = center_est - center_true - g.common_dx
     meta = {
         "index": int(index), "family": family, "detector": [rows, cols], "center_offset_px": center_true - (cols - 1) / 2.0,
         "center_error_px": c_err, "center_error_net_px": c_err * INPUT_SIZE / cols, "attempt": int(attempt),
@@ -442,6 +453,7 @@ def train_aligner(
     cache_dir: str | os.PathLike | None = None,
     command: str | None = None,
     progress: ProgressCallback | None = None,
+    init_weights: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Simulate training pairs, train the jitter ResNet and write its weights and model card.
 
@@ -533,6 +545,20 @@ def train_aligner(
     model = build_network().to(dev).to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     first_epoch, best_val, bad, history, train_s = 1, math.inf, 0, [], 0.0
+    init_info = None
+    if init_weights is not None:  # fine-tune: start from earlier weights (never unpickled)
+        from safetensors.torch import load_file
+
+        from tomoflow._hashing import file_sha256
+
+        wpath = Path(init_weights)
+        if not wpath.is_file():
+            raise ConfigError(f"init weights {wpath} not found")
+        try:
+            model.load_state_dict(load_file(str(wpath), device=str(dev)))
+        except Exception as exc:  # a file of another architecture or not safetensors
+            raise ConfigError(f"init weights {wpath} are not JitterResNet safetensors: {exc}") from None
+        init_info = {"file": wpath.name, "sha256": file_sha256(wpath)}
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     state_file = ckpt / "state.json"
     if resume and state_file.is_file():
@@ -646,14 +672,14 @@ def train_aligner(
             "recipe": recipe_d, "seed": int(seed), "n_scans": n_scans, "n_pairs": n_pairs,
             "n_train_scans": int(len(train_scans)), "n_val_scans": int(len(val_scans)),
             "n_train_pairs": int(len(tr)), "n_val_pairs": int(len(va)), "families": families,
-            "pair_maker": "tomoflow.recon.find_center + tomoflow.align.reproject.reproject (as at inference)",
-            "targets": "dy - mean(dy), dx - (estimated centre - true centre), network pixels",
+            "pair_maker": "clean_copy + start_network + network_pairs (tomoflow.align, as at inference)",
+            "targets": "fix_gauge(jitter, angles) + (effective axis - estimated centre) on dx, network pixels",
         },
         "training": {
             "optimizer": "Adam", "lr": lr, "lr_schedule": f"cosine per step to {lr_final} x lr over {epochs} epochs"
             + (f" or {time_limit_s:.0f} s of training, whichever first" if time_limit_s else ""),
             "loss": "MSE of (dy, dx) in network pixels", "batch_size": batch_size, "epochs_run": len(history),
-            "max_epochs": epochs, "patience": patience, "stopped_by": stopped, "augmentation": "random flips of pairs",
+            "max_epochs": epochs, "patience": patience, "stopped_by": stopped, "augmentation": "random flips of pairs", "initialized_from": init_info,
             "split": "by scan", "device": str(dev), "torch": torch.__version__,
             "history": history,
         },

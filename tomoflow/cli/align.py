@@ -132,6 +132,8 @@ def train_aligner(
     threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: all)."),
     seed: int = typer.Option(0, help="Seed of the data recipe and the initial weights."),
     device: str = typer.Option("auto", help="cpu, cuda or auto."),
+    init_weights: Optional[Path] = typer.Option(None, help="Start from these weights (safetensors, e.g. the "
+                                                "shipped ones) instead of a random initialisation: fine-tuning."),
     install: bool = typer.Option(False, help="Copy the final weights, model card and check set into the package "
                                  "(tomoflow/models/) so that the network methods use them."),
 ) -> None:
@@ -146,6 +148,7 @@ def train_aligner(
              "--val-fraction", val_fraction, "--patience", patience, "--seed", seed, "--device", device]
     parts += ["--time-limit", time_limit] if time_limit is not None else []
     parts += ["--threads", threads] if threads is not None else []
+    parts += ["--init-weights", init_weights] if init_weights is not None else []
     command = " ".join(shlex.quote(str(p)) for p in parts)
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -163,7 +166,8 @@ def train_aligner(
 
         card = _train(out, n_scans=n_scans, size=size, n_angles=n_angles, epochs=epochs, batch_size=batch_size,
                       lr=lr, lr_final=lr_final, val_fraction=val_fraction, patience=patience, seed=seed,
-                      threads=threads, time_limit_s=time_limit, device=device, command=command, progress=progress)
+                      threads=threads, time_limit_s=time_limit, device=device, command=command, progress=progress,
+                      init_weights=init_weights)
     console.print(f"wrote the weights and model card into [bold]{_e(out)}[/]; held-out metrics: "
                   f"{_e(card.get('metrics', {}))}")
     if install:

@@ -88,59 +88,85 @@ def _shift_block(scan_path: str, a0: int, a1: int, shifts: np.ndarray) -> np.nda
     return shift_images(p, -np.asarray(shifts, dtype=np.float64))
 
 
-def _mlem_task(binned: np.ndarray, angles: np.ndarray, center: float | str, n_iter: int, vertical: bool) -> dict:
-    """``align-mlem``: the reference reconstruction of the binned stack (centre estimated if asked)."""
-    from tomoflow.align.consistency import _check_scan, _initial_center
+def _mlem_task(binned: np.ndarray, angles: np.ndarray, center: float | str, n_iter: int, vertical: bool,
+               despeckle: bool) -> dict:
+    """``align-mlem`` of the phase method: impulse noise removed, centre (estimated if asked), the
+    reference reconstruction of the binned stack."""
+    from tomoflow.align.consistency import _check_scan, _initial_center, clean_copy
     from tomoflow.align.reproject import reference_volume
 
     _, p, ang = _check_scan(binned, angles, vertical=vertical)
+    p = clean_copy(p) if despeckle else p
     ctr = _initial_center(center, p, ang)
     t0 = time.perf_counter()
     vol = reference_volume(p, ang, center=ctr, n_iter=n_iter)
-    return {"volume": vol, "center": ctr, "mlem_s": time.perf_counter() - t0}
+    return {"clean": p, "volume": vol, "center": ctr, "mlem_s": time.perf_counter() - t0}
 
 
 def _reproject_task(ref: dict, angles: np.ndarray, n_cols: int) -> dict:
-    """``align-reproject``: reprojections of the reference at the scan's own angles."""
+    """``align-reproject`` of the phase method: reprojections of the reference at the scan's angles."""
     from tomoflow.align.reproject import reproject_volume
 
     t0 = time.perf_counter()
     rep = reproject_volume(ref["volume"], angles, center=ref["center"], n_cols=n_cols)
-    return {"reprojections": rep, "volume": ref["volume"], "center": ref["center"], "mlem_s": ref["mlem_s"],
-            "reproject_s": time.perf_counter() - t0}
+    return {**ref, "reprojections": rep, "reproject_s": time.perf_counter() - t0}
 
 
-def _network_task(binned: np.ndarray, angles: np.ndarray, ref: dict, options: dict) -> Any:
-    """``align-resnet``: the network's estimate of every pair (GPU worker when there is one)."""
-    from tomoflow.align.hybrid import network_shifts
+def _network_mlem_task(prev: Any, angles: np.ndarray, n_iter: int) -> dict:
+    """``align-mlem`` of one network pass: the network-space stack moved by the current estimate and
+    its MLEM reconstruction. The first pass (``prev`` = the binned stack and the requested centre)
+    also removes impulse noise and estimates the centre."""
+    from tomoflow.align.consistency import _check_scan, clean_copy
+    from tomoflow.align.hybrid import network_volume, start_network
+
+    t0 = time.perf_counter()
+    if "state" in prev:
+        state, clean = prev["state"], prev["clean"]
+    else:
+        _, clean, ang = _check_scan(prev["binned"], angles)
+        clean = clean_copy(clean) if prev["despeckle"] else clean
+        state = start_network(clean, ang, prev["center"])
+    data, vol = network_volume(state, angles, recon_iterations=n_iter)
+    return {"state": state, "clean": clean, "data": data, "volume": vol, "mlem_s": time.perf_counter() - t0}
+
+
+def _network_reproject_task(ref: dict, angles: np.ndarray) -> dict:
+    """``align-reproject`` of one network pass."""
+    from tomoflow.align.hybrid import network_reprojections
+
+    t0 = time.perf_counter()
+    rep = network_reprojections(ref["state"], ref["volume"], angles)
+    return {**ref, "volume": None, "reprojections": rep, "reproject_s": time.perf_counter() - t0}
+
+
+def _network_task(ref: dict, angles: np.ndarray, options: dict) -> dict:
+    """``align-resnet`` of one network pass: the network reads every pair (GPU worker when there is one)."""
+    from tomoflow.align.hybrid import network_update
 
     keep = {k: options[k] for k in ("batch_size", "device") if k in options}
-    res = network_shifts(binned, ref["reprojections"], angles, ref["center"], **keep)
-    res.volume = ref["volume"]  # the refinement of the hybrid warm-starts from it
-    return res
+    state = network_update(ref["state"], ref["data"], ref["reprojections"], angles, **keep)
+    state.log[-1].update({"mlem_s": ref["mlem_s"], "reproject_s": ref["reproject_s"]})
+    state.log[-1]["seconds"] = sum(state.log[-1][k] for k in ("mlem_s", "reproject_s", "network_s", "register_s"))
+    return {"state": state, "clean": ref["clean"]}
 
 
-def _register_task(binned: np.ndarray, angles: np.ndarray, method: str, center: float | str, ref: dict | None,
-                   coarse: Any, options: dict) -> Any:
+def _register_task(binned: np.ndarray, angles: np.ndarray, method: str, center: float | str, prev: dict | None,
+                   options: dict) -> Any:
     """``align-register``: phase correlation against the reference (``phase``), or consistency
     iterations (``consistency``; ``hybrid`` starts them from the network's estimate)."""
     from tomoflow.align.consistency import align_consistency, register_phase
+    from tomoflow.align.hybrid import refine, result_of
 
     if method == "phase":
         keep = {k: options[k] for k in ("upsample", "vertical") if k in options}
-        return register_phase(binned, ref["reprojections"], angles, ref["center"], **keep)
-    drop = ("batch_size", "device", "recon_iterations") if method == "hybrid" else ("batch_size", "device")
+        res = register_phase(prev["clean"], prev["reprojections"], angles, prev["center"], **keep)
+        res.log[0].update({"mlem_s": prev["mlem_s"], "reproject_s": prev["reproject_s"]})
+        return res
+    drop = ("batch_size", "device", "passes", "despeckle")
     opts = {k: v for k, v in options.items() if k not in drop}
     if method == "hybrid":
-        opts.setdefault("n_iter", 10)
-        opts.setdefault("tol", 0.02)
-        res = align_consistency(binned, angles, center=coarse.center, init_shifts=coarse.shifts, x0=coarse.volume,
-                                **opts)
-        res.log = list(coarse.log) + [{**e, "iteration": int(e.get("iteration", i + 1)) + 1}
-                                      for i, e in enumerate(res.log)]
-        res.method, res.n_iter = "hybrid", res.n_iter + 1
-        return res
-    return align_consistency(binned, angles, center=center, **opts)
+        return refine(prev["clean"], angles, result_of(prev["state"]), **opts)
+    return align_consistency(binned, angles, center=center, despeckle=bool(options.get("despeckle", True)), **opts)
 
 
 # ----------------------------------------------------------------------------- driver
@@ -345,8 +371,13 @@ def _set_center(store: ScanStore, center: float, est: dict) -> None:
         log.warning("%s: refined centre %.2f px is off the detector; not saved", store.path, center)
 
 
-def _without_volume(res: Any) -> Any:
-    """The estimate without its reference volume (not shipped back to the driver)."""
+def _final_result(res: Any) -> Any:
+    """The estimate as an :class:`~tomoflow.align.consistency.AlignResult` without its reference volume
+    (not shipped back to the driver); the resnet method's last task hands over its network state."""
+    from tomoflow.align.hybrid import result_of
+
+    if isinstance(res, dict):
+        res = result_of(res["state"])
     res.volume = None
     return res
 
@@ -363,17 +394,25 @@ def _run_estimate(client: Any, binned: np.ndarray, angles: np.ndarray, method: s
     token = uuid.uuid4().hex[:8]
     steps: list[tuple[str, Callable[..., Any], tuple, dict | None]] = []
     n_iter = int(options.get("recon_iterations", DEFAULT_MLEM_ITERATIONS))
-    if method != "consistency":
-        steps.append(("align-mlem", _mlem_task, (binned, angles, center, n_iter, bool(options.get("vertical", True))),
-                      None))
+    despeckle = bool(options.get("despeckle", True))
+    previous: Any = None
+    if method == "phase":
+        steps.append(("align-mlem", _mlem_task, (binned, angles, center, n_iter, bool(options.get("vertical", True)),
+                                                 despeckle), None))
         steps.append(("align-reproject", _reproject_task, ("@align-mlem", angles, binned.shape[-1]), None))
+        previous = "@align-reproject"
     if method in ("resnet", "hybrid"):
-        steps.append(("align-resnet", _network_task, (binned, angles, "@align-reproject", options),
-                      {"GPU": 1} if gpu else None))
+        from tomoflow.align.hybrid import DEFAULT_PASSES
+
+        previous = {"binned": binned, "center": center, "despeckle": despeckle}
+        for k in range(1, int(options.get("passes", DEFAULT_PASSES)) + 1):
+            steps.append((f"align-mlem-{k}", _network_mlem_task, (previous, angles, n_iter), None))
+            steps.append((f"align-reproject-{k}", _network_reproject_task, (f"@align-mlem-{k}", angles), None))
+            steps.append((f"align-resnet-{k}", _network_task, (f"@align-reproject-{k}", angles, options),
+                          {"GPU": 1} if gpu else None))
+            previous = f"@align-resnet-{k}"
     if method != "resnet":
-        ref = "@align-reproject" if method == "phase" else None
-        coarse = "@align-resnet" if method == "hybrid" else None
-        steps.append(("align-register", _register_task, (binned, angles, method, center, ref, coarse, options), None))
+        steps.append(("align-register", _register_task, (binned, angles, method, center, previous, options), None))
     done: dict[str, Any] = {}
     if client is not None:
         scattered = client.scatter(binned, broadcast=False)
@@ -381,6 +420,8 @@ def _run_estimate(client: Any, binned: np.ndarray, angles: np.ndarray, method: s
         if progress is not None:
             progress("estimate", i, len(steps))
         args = tuple(done[a[1:]] if isinstance(a, str) and a.startswith("@") else a for a in args)
+        args = tuple({**a, "binned": scattered if client is not None else a["binned"]}
+                     if isinstance(a, dict) and "binned" in a else a for a in args)
         if client is None:
             done[name] = fn(*args)
         else:
@@ -388,19 +429,15 @@ def _run_estimate(client: Any, binned: np.ndarray, angles: np.ndarray, method: s
             done[name] = client.submit(fn, *args, key=f"{name}-{token}", pure=False, resources=resources)
     last = done[steps[-1][0]]
     if client is not None:
-        last = client.submit(_without_volume, last, key=f"align-result-{token}", pure=False)
-    res = last.result() if client is not None else _without_volume(last)
+        last = client.submit(_final_result, last, key=f"align-result-{token}", pure=False)
+    res = last.result() if client is not None else _final_result(last)
     if progress is not None:
         progress("estimate", len(steps), len(steps))
-    timings = {}
-    for e in res.log[:1]:
-        timings.update({k: v for k, v in e.items() if k.endswith("_s")})
-    if client is not None and "align-reproject" in done:
-        ref = done["align-reproject"].result()
-        timings.update({"mlem_s": ref["mlem_s"], "reproject_s": ref["reproject_s"]})
-    elif "align-reproject" in done:
-        timings.update({"mlem_s": done["align-reproject"]["mlem_s"], "reproject_s": done["align-reproject"]["reproject_s"]})
-    timings["register_loop_s"] = float(sum(e.get("seconds", 0.0) for e in res.log[1:])) if method != "phase" else 0.0
+    timings: dict[str, float] = {}
+    for e in res.log:
+        for k, v in e.items():
+            if k.endswith("_s"):
+                timings[k] = timings.get(k, 0.0) + float(v)
     return {"shifts": np.asarray(res.shifts, dtype=np.float64), "center": float(res.center),
             "quality": np.asarray(res.quality, dtype=np.float64), "log": list(res.log),
             "converged": bool(res.converged), "timings": timings}

@@ -8,10 +8,12 @@ from tomoflow.recon.center import center_sweep, find_center, find_center_pair, f
 from tomoflow.recon.fbp import fbp
 from tomoflow.recon.iterative import mlem, sirt
 from tomoflow.recon.normalize import minus_log, normalize, normalize_log
+from tomoflow.recon.outliers import remove_outliers
 from tomoflow.recon.projector import backproject, project
 from tomoflow.recon.shift import shift_images
 
 __all__ = [
     "project", "backproject", "fbp", "mlem", "sirt", "find_center", "find_center_vo", "find_center_pair",
     "center_sweep", "normalize", "minus_log", "normalize_log", "shift_images",
+    "remove_outliers",
 ]
