@@ -171,3 +171,29 @@ def test_bad_loop_parameters(pc_gold_scan):
         align_consistency(p, ang, init_shifts=np.zeros((90, 2)))
     with pytest.raises(InputError, match="init_shifts"):
         align_consistency(p, ang, init_shifts=np.full((91, 2), np.nan))
+
+
+@pytest.fixture(scope="module")
+def pc_gold_sp40_scan():
+    """The gold scan with 40 % salt-and-pepper (zero-count pixels -log-clipped at 13.8, saturated ones)."""
+    return _scan(sim.gold_particle((48, 80, 80), seed=1), 91, 5.0, noise={"salt_and_pepper": 0.4})
+
+
+def test_salt_and_pepper_is_removed_before_registration(pc_gold_sp40_scan):
+    """At 40 % salt-and-pepper the zingers dominate every correlation of the raw data (nothing found);
+    with impulse removal (default) both registration methods recover the jitter."""
+    p, ang, truth, center = pc_gold_sp40_scan
+    raw = align_phase(p, ang, despeckle=False)
+    assert _residual(raw, truth, ang)[0] > 3.0  # no shift found: the residual is the jitter itself
+    one = align_phase(p, ang)
+    full = align_consistency(p, ang)
+    assert _residual(one, truth, ang)[0] < 1.0
+    assert _residual(full, truth, ang)[0] < 0.4
+    assert full.center == pytest.approx(_true_center(truth, ang, center), abs=0.5)
+
+
+def test_over_relaxation_is_validated(pc_gold_scan):
+    p, ang, _, _ = pc_gold_scan
+    for bad in (0.5, 2.5, float("nan")):
+        with pytest.raises(ConfigError):
+            align_consistency(p, ang, relax=bad, n_iter=1)

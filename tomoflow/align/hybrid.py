@@ -1,12 +1,16 @@
 """The ResNet aligner (Fu et al. 2021) as a method, and the hybrid: network first, consistency after.
 
-``align_resnet``: MLEM + reprojection (:func:`~tomoflow.align.reproject.reproject`), then the network
-reads each (projection, reprojection) pair and regresses its jitter in one batched pass. Fast and
-robust to noise, accurate to a fraction of a pixel at the network's 160 x 160 input scale.
+``align_resnet``: impulse noise removed (:func:`tomoflow.recon.remove_outliers`), the stack resampled
+to the network's 160 x 160 input (*network space*), then passes of MLEM + reprojection there, each
+followed by one batched network pass over every (projection, reprojection) pair. The first pass
+crosses the full jitter against a blurred reference; the second (default ``passes=2``) reads the data
+corrected by the first against a sharp reference, where the network is most accurate. Reconstructing
+at the network's resolution makes each pass cheap (a 256-px scan: 160^3 instead of 256^3 voxels).
+The training pairs are made by the same functions (:func:`start_network`, :func:`network_pairs`).
 
 ``align_hybrid`` (the default of :func:`tomoflow.align.estimate_shifts`): the network's estimate
 starts a few consistency iterations (:func:`~tomoflow.align.consistency.align_consistency`) at full
-resolution, which bring it to sub-pixel accuracy and stop on the tolerance. Starting within a pixel
+resolution, which bring it to sub-pixel accuracy and stop on the tolerance (:func:`refine`). Starting within a pixel
 or two of the answer, the consistency loop needs a handful of iterations instead of tens, and it
 never has to cross the large jitters (±20 px) where its registration can lock onto a wrong peak.
 

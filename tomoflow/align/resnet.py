@@ -27,8 +27,10 @@ A projection of any other size or aspect ratio (e.g. 135 x 160, 256 x 256, 64 x 
 it with anti-aliased bilinear interpolation (:func:`torch.nn.functional.interpolate`,
 ``antialias=True``: area-like averaging when shrinking, bilinear when enlarging), and the predicted
 shifts, which are in network pixels, are scaled back per axis (``dy * rows / 160``,
-``dx * cols / 160``). The precision is therefore that of a 160-pixel image: a coarse estimate that
-the hybrid method refines at full resolution. Projections smaller than :data:`MIN_SIZE` pixels on an
+``dx * cols / 160``). The resnet method goes one step further and reconstructs in that network space
+(:func:`to_input_size`, :mod:`tomoflow.align.hybrid`), so that its reprojections are made at the
+resolution the network reads. The precision is that of a 160-pixel image, which the hybrid method
+refines at full resolution. Projections smaller than :data:`MIN_SIZE` pixels on an
 axis are refused (:class:`~tomoflow.errors.InputError`).
 
 Weights are stored as safetensors (never unpickled) next to a model card JSON that records their

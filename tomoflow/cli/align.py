@@ -21,7 +21,8 @@ from tomoflow.cli._app import (
     console,
 )
 
-_METHOD_HELP = ("hybrid (ResNet estimate refined by consistency iterations; default), resnet, phase "
+_METHOD_HELP = ("hybrid (ResNet estimate refined by consistency iterations; default), resnet (two network "
+                "passes), phase "
                 "(one reprojection + phase correlation) or consistency (iterative reprojection baseline).")
 
 

@@ -6,10 +6,11 @@ Plan
    projections and bin them so that neither detector axis exceeds ``max_size`` pixels, into the
    output store's ``binned`` array. Jitter is a rigid shift per projection, and the network reads
    160 x 160 images anyway, so the shifts are estimated on this small stack, whatever the detector.
-2. Estimation on the binned stack (it fits in one task's memory by construction): ``align-mlem``
-   (MLEM + reprojection), then ``align-resnet`` (network, on a GPU worker when the cluster has one)
-   and/or ``align-register`` (phase correlation / consistency iterations), as named Dask tasks whose
-   results (the shifts and the rotation centre) go straight to the next task. The driver scales the
+2. Estimation on the binned stack (it fits in one task's memory by construction), impulse noise
+   removed first: per network pass ``align-mlem`` (MLEM, in the network's 160 x 160 space for the
+   network methods), ``align-reproject`` and ``align-resnet`` (network, on a GPU worker when the
+   cluster has one), and/or ``align-register`` (phase correlation / consistency iterations), as named
+   Dask tasks whose results (the shifts and the rotation centre) go straight to the next task. The driver scales the
    shifts back to full resolution and writes them (``shifts``, ``(angle, 2)``, px, ``(dy, dx)``) and
    the centre into the output store.
 3. ``align-shift`` tasks (blocks of angle chunks): normalise the raw projections at full resolution
