@@ -108,26 +108,34 @@ def test_alignment_report_png(jittered, tmp_path):
     assert png.stat().st_size > 20_000
 
 
-def test_named_task_groups_on_a_cluster(jittered, tmp_path):
-    """On a Dask cluster the correction is readable on the dashboard: one task group per stage."""
+def _run_on_cluster(fn):
+    """Run ``fn(client)`` on an in-process LocalCluster; return the task groups and keys it ran (and
+    ``fn``'s result as ``.result``)."""
     from dask.utils import key_split
     from distributed import LocalCluster
     from distributed.diagnostics.plugin import SchedulerPlugin
 
     class Seen(SchedulerPlugin):
         def __init__(self):
-            self.groups = set()
+            self.groups, self.keys, self.result = set(), set(), None
 
         def transition(self, key, start, finish, *args, **kwargs):
             if finish == "processing":
                 self.groups.add(key_split(key))
+                self.keys.add(str(key))
 
-    path, _ = jittered
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as cluster, \
             cluster.get_client() as client:
         seen = Seen()
         cluster.scheduler.add_plugin(seen)
-        align_scan(path, tmp_path / "aligned.zarr", method="phase", client=client)
+        seen.result = fn(client)
+    return seen
+
+
+def test_named_task_groups_on_a_cluster(jittered, tmp_path):
+    """On a Dask cluster the correction is readable on the dashboard: one task group per stage."""
+    path, _ = jittered
+    seen = _run_on_cluster(lambda client: align_scan(path, tmp_path / "aligned.zarr", method="phase", client=client))
     assert {"flat-field-correct", "align-mlem", "align-reproject", "align-register", "align-shift"} <= seen.groups
 
 
@@ -152,28 +160,12 @@ def test_network_passes_are_named_tasks_and_match_the_kernel(jittered_tall, tmp_
     """resnet on a cluster: each network pass is align-mlem -> align-reproject -> align-resnet, and the
     graph gives the shifts of the in-memory method (one implementation) on the same line integrals
     (up to the store's rounding of the raw counts: 0.02 px measured)."""
-    from dask.utils import key_split
-    from distributed import LocalCluster
-    from distributed.diagnostics.plugin import SchedulerPlugin
-
     from tomoflow.align import estimate_shifts
     from tomoflow.recon import normalize_log
 
-    class Seen(SchedulerPlugin):
-        def __init__(self):
-            self.groups, self.keys = set(), set()
-
-        def transition(self, key, start, finish, *args, **kwargs):
-            if finish == "processing":
-                self.groups.add(key_split(key))
-                self.keys.add(str(key))
-
     path, scan = jittered_tall
-    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as cluster, \
-            cluster.get_client() as client:
-        seen = Seen()
-        cluster.scheduler.add_plugin(seen)
-        out = align_scan(path, tmp_path / "aligned.zarr", method="resnet", client=client)
+    seen = _run_on_cluster(lambda client: align_scan(path, tmp_path / "aligned.zarr", method="resnet", client=client))
+    out = seen.result
     assert {"align-mlem", "align-reproject", "align-resnet", "align-shift"} <= seen.groups
     assert sum(k.startswith("align-resnet-") for k in seen.keys) == 2  # two passes
     p = normalize_log(scan.projections, scan.flats, scan.darks)

@@ -130,7 +130,8 @@ def network_pairs(state: NetworkState, angles_deg: Any, *,
 
 
 def network_update(state: NetworkState, data: np.ndarray, reprojections: np.ndarray, angles_deg: Any, *,
-                   aligner: Any = None, batch_size: int = 64, device: str = "auto") -> NetworkState:
+                   aligner: Any = None, batch_size: int = 64, device: str = "auto",
+                   flips: bool = False) -> NetworkState:
     """One network pass over the pairs of :func:`network_pairs`: add the predicted offsets to the
     estimate, gauge-fix it (the common ``dx`` refines the centre) and score every corrected pair against
     its reprojection (confidence)."""
@@ -139,7 +140,7 @@ def network_update(state: NetworkState, data: np.ndarray, reprojections: np.ndar
     ang = np.asarray(angles_deg, dtype=np.float64)
     t1 = time.perf_counter()
     aligner = aligner if aligner is not None else load_aligner(device=device)
-    d_net = np.asarray(aligner.predict(data, reprojections, batch_size=batch_size), dtype=np.float64)
+    d_net = np.asarray(aligner.predict(data, reprojections, batch_size=batch_size, flips=flips), dtype=np.float64)
     t2 = time.perf_counter()
     check = phase_correlate(_corrected(data, d_net), reprojections)  # how well each corrected pair matches
     previous = state.shifts
@@ -166,6 +167,7 @@ def align_resnet(
     batch_size: int = 64,
     device: str = "auto",
     despeckle: bool = True,
+    flips: bool = False,
 ) -> AlignResult:
     """Jitter of every projection from the shipped ResNet, in network space.
 
@@ -199,6 +201,9 @@ def align_resnet(
     despeckle
         Remove impulse noise first (:func:`tomoflow.recon.remove_outliers`; skipped automatically on
         scans without it). The estimate is made on the cleaned copy only.
+    flips
+        Test-time augmentation of the network (:meth:`~tomoflow.align.resnet.JitterAligner.predict`):
+        average its reading of each pair and of the pair flipped three ways.
 
     Returns
     -------
@@ -223,7 +228,7 @@ def align_resnet(
         t0 = time.perf_counter()
         data, rep = network_pairs(state, ang, recon_iterations=recon_iterations)
         t1 = time.perf_counter()
-        state = network_update(state, data, rep, ang, aligner=aligner, batch_size=batch_size)
+        state = network_update(state, data, rep, ang, aligner=aligner, batch_size=batch_size, flips=flips)
         state.log[-1].update({"mlem_s": t1 - t0, "seconds": time.perf_counter() - t0})
         if len(state.log) > 1 and state.log[-1]["max_update_px"] < tol:
             break
@@ -250,13 +255,14 @@ def align_hybrid(
     batch_size: int = 64,
     device: str = "auto",
     despeckle: bool = True,
+    flips: bool = False,
     **consistency_options: Any,
 ) -> AlignResult:
     """The ResNet estimate refined by consistency iterations to sub-pixel accuracy (module docstring).
 
     Parameters
     ----------
-    projections, angles_deg, center, recon_iterations, passes, aligner, batch_size, device, despeckle
+    projections, angles_deg, center, recon_iterations, passes, aligner, batch_size, device, despeckle, flips
         As for :func:`align_resnet`.
     n_iter
         Most refinement iterations.
@@ -275,7 +281,7 @@ def align_hybrid(
     if despeckle:
         p = clean_copy(p)
     coarse = align_resnet(p, ang, center=center, recon_iterations=recon_iterations, passes=passes,
-                          aligner=aligner, batch_size=batch_size, device=device, despeckle=False)
+                          aligner=aligner, batch_size=batch_size, device=device, despeckle=False, flips=flips)
     return refine(p, ang, coarse, n_iter=n_iter, tol=tol, recon_iterations=recon_iterations,
                   **consistency_options)
 

@@ -368,7 +368,7 @@ class JitterAligner:
         self.device = torch.device(self.device)
         self.model = self.model.to(self.device).eval()
 
-    def predict(self, projections: Any, reprojections: Any, *, batch_size: int = 64) -> np.ndarray:
+    def predict(self, projections: Any, reprojections: Any, *, batch_size: int = 64, flips: bool = False) -> np.ndarray:
         """Jitter ``(dy, dx)`` of each measured projection relative to its reprojection, in pixels.
 
         Parameters
@@ -381,6 +381,10 @@ class JitterAligner:
             Reprojections of the same shape (:func:`tomoflow.align.reproject.reproject`).
         batch_size
             Pairs per forward pass (memory only: the result does not depend on it).
+        flips
+            Test-time augmentation: also read every pair flipped left-right, up-down and both (the
+            training's augmentations), un-flip the predictions and average the four. Four times the
+            network time, a lower variance.
 
         Returns
         -------
@@ -407,7 +411,14 @@ class JitterAligner:
             for i0 in range(0, n, batch_size):
                 x = prepare_pairs(projections[i0 : i0 + batch_size], reprojections[i0 : i0 + batch_size],
                                   device=self.device)
-                out[i0 : i0 + x.shape[0]] = self.model(x).double().cpu().numpy()
+                y = self.model(x).double()
+                if flips:
+                    sign = torch.tensor([[1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]], dtype=torch.float64,
+                                        device=y.device)
+                    for dims, sg in zip(((3,), (2,), (2, 3)), sign):
+                        y = y + self.model(torch.flip(x, dims=dims)).double() * sg
+                    y = y / 4.0
+                out[i0 : i0 + x.shape[0]] = y.cpu().numpy()
         out *= shift_scale(tuple(projections.shape[-2:]))[None, :]
         return out[0] if single else out
 

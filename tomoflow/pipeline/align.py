@@ -144,7 +144,7 @@ def _network_task(ref: dict, angles: np.ndarray, options: dict) -> dict:
     """``align-resnet`` of one network pass: the network reads every pair (GPU worker when there is one)."""
     from tomoflow.align.hybrid import network_update
 
-    keep = {k: options[k] for k in ("batch_size", "device") if k in options}
+    keep = {k: options[k] for k in ("batch_size", "device", "flips") if k in options}
     state = network_update(ref["state"], ref["data"], ref["reprojections"], angles, **keep)
     state.log[-1].update({"mlem_s": ref["mlem_s"], "reproject_s": ref["reproject_s"]})
     state.log[-1]["seconds"] = sum(state.log[-1][k] for k in ("mlem_s", "reproject_s", "network_s", "register_s"))
@@ -163,7 +163,7 @@ def _register_task(binned: np.ndarray, angles: np.ndarray, method: str, center: 
         res = register_phase(prev["clean"], prev["reprojections"], angles, prev["center"], **keep)
         res.log[0].update({"mlem_s": prev["mlem_s"], "reproject_s": prev["reproject_s"]})
         return res
-    drop = ("batch_size", "device", "passes", "despeckle")
+    drop = ("batch_size", "device", "passes", "despeckle", "flips")
     opts = {k: v for k, v in options.items() if k not in drop}
     if method == "hybrid":
         return refine(prev["clean"], angles, result_of(prev["state"]), **opts)
