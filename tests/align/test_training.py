@@ -28,6 +28,10 @@ def test_simulated_pairs_match_the_recipe():
     assert abs(float(y[:, 0].mean())) < 1e-4
     assert np.abs(y[:, 0]).max() <= 2 * recipe.jitter + 1e-3
     assert abs(meta["center_error_net_px"]) <= recipe.max_center_error
+    # ... and no object-translation sinusoid in dx (the reconstruction absorbs it: not learnable)
+    theta = np.deg2rad(np.linspace(0, 180, 12))
+    coef, *_ = np.linalg.lstsq(np.stack([np.cos(theta), np.sin(theta)], axis=1), y[:, 1] - y[:, 1].mean(), rcond=None)
+    assert np.abs(coef).max() < 1e-3
     assert meta["family"] in recipe.families
     # the measured channel is not the reprojection, and both carry the object
     assert np.abs(x[:, 0].astype(np.float32) - x[:, 1].astype(np.float32)).mean() > 1e-3
@@ -94,6 +98,19 @@ def test_train_aligner_tiny_end_to_end_and_resume(tmp_path, monkeypatch):
         train_aligner(tmp_path, epochs=2, **dict(TINY, batch_size=4))
     with pytest.raises(ConfigError, match="another recipe"):
         make_training_scans(2, recipe=TrainingRecipe(size=40), seed=3, cache_dir=tmp_path / "cache")
+
+
+def test_fine_tuning_starts_from_given_weights(tmp_path):
+    first = train_aligner(tmp_path / "a", epochs=1, **TINY)
+    card = train_aligner(tmp_path / "b", epochs=1, init_weights=tmp_path / "a" / WEIGHTS_NAME,
+                         cache_dir=tmp_path / "a" / "cache", **TINY)
+    assert card["training"]["initialized_from"] == {"file": WEIGHTS_NAME, "sha256": first["sha256"]}
+    # the same epoch on the same pairs, started elsewhere: another validation loss
+    assert card["training"]["history"][0]["val_mse_px2"] != first["training"]["history"][0]["val_mse_px2"]
+    (tmp_path / "junk.safetensors").write_bytes(b"not a tensor file")
+    for bad in (tmp_path / "missing.safetensors", tmp_path / "junk.safetensors"):
+        with pytest.raises(ConfigError, match="init weights"):
+            train_aligner(tmp_path / "c", epochs=1, init_weights=bad, cache_dir=tmp_path / "a" / "cache", **TINY)
 
 
 def test_split_is_by_scan():
