@@ -83,6 +83,20 @@ def test_same_pair_same_shift_in_any_batch():
     assert not aligner.model.training
 
 
+def test_flip_augmentation_is_equivariant_and_batch_invariant():
+    """Averaging the readings of a pair flipped four ways makes the answer exactly equivariant: the
+    pair mirrored left-right reads (dy, -dx), up-down (-dy, dx); and still per pair."""
+    aligner = JitterAligner(model=_random_model(3))
+    p, r = _pairs(3, seed=4)
+    base = aligner.predict(p, r, flips=True)
+    lr = aligner.predict(p[..., ::-1].copy(), r[..., ::-1].copy(), flips=True)
+    ud = aligner.predict(p[:, ::-1].copy(), r[:, ::-1].copy(), flips=True)
+    np.testing.assert_allclose(lr, base * [1, -1], atol=1e-5)
+    np.testing.assert_allclose(ud, base * [-1, 1], atol=1e-5)
+    np.testing.assert_allclose(aligner.predict(p[1], r[1], flips=True), base[1], atol=1e-5)
+    assert not np.allclose(base, aligner.predict(p, r))  # a random network is not equivariant by itself
+
+
 def test_normalisation_is_per_pair_and_keeps_relative_intensity():
     p, r = _pairs(4, seed=3)
     x = prepare_pairs(p, r, normalize=False)

@@ -140,7 +140,9 @@ def network_update(state: NetworkState, data: np.ndarray, reprojections: np.ndar
     ang = np.asarray(angles_deg, dtype=np.float64)
     t1 = time.perf_counter()
     aligner = aligner if aligner is not None else load_aligner(device=device)
-    d_net = np.asarray(aligner.predict(data, reprojections, batch_size=batch_size, flips=flips), dtype=np.float64)
+    # flips (test-time augmentation) only after the first pass: the first estimate only needs to be close
+    tta = bool(flips) and len(state.log) > 0
+    d_net = np.asarray(aligner.predict(data, reprojections, batch_size=batch_size, flips=tta), dtype=np.float64)
     t2 = time.perf_counter()
     check = phase_correlate(_corrected(data, d_net), reprojections)  # how well each corrected pair matches
     previous = state.shifts
@@ -202,8 +204,9 @@ def align_resnet(
         Remove impulse noise first (:func:`tomoflow.recon.remove_outliers`; skipped automatically on
         scans without it). The estimate is made on the cleaned copy only.
     flips
-        Test-time augmentation of the network (:meth:`~tomoflow.align.resnet.JitterAligner.predict`):
-        average its reading of each pair and of the pair flipped three ways.
+        Test-time augmentation of the network in every pass after the first
+        (:meth:`~tomoflow.align.resnet.JitterAligner.predict`): average its reading of each pair and
+        of the pair flipped three ways (four times that pass's network time, a lower variance).
 
     Returns
     -------
