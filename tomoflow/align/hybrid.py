@@ -131,7 +131,7 @@ def network_pairs(state: NetworkState, angles_deg: Any, *,
 
 def network_update(state: NetworkState, data: np.ndarray, reprojections: np.ndarray, angles_deg: Any, *,
                    aligner: Any = None, batch_size: int = 64, device: str = "auto",
-                   flips: bool = False) -> NetworkState:
+                   flips: bool = True) -> NetworkState:
     """One network pass over the pairs of :func:`network_pairs`: add the predicted offsets to the
     estimate, gauge-fix it (the common ``dx`` refines the centre) and score every corrected pair against
     its reprojection (confidence)."""
@@ -169,7 +169,7 @@ def align_resnet(
     batch_size: int = 64,
     device: str = "auto",
     despeckle: bool = True,
-    flips: bool = False,
+    flips: bool = True,
 ) -> AlignResult:
     """Jitter of every projection from the shipped ResNet, in network space.
 
@@ -258,7 +258,7 @@ def align_hybrid(
     batch_size: int = 64,
     device: str = "auto",
     despeckle: bool = True,
-    flips: bool = False,
+    flips: bool = True,
     **consistency_options: Any,
 ) -> AlignResult:
     """The ResNet estimate refined by consistency iterations to sub-pixel accuracy (module docstring).
