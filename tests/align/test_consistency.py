@@ -191,9 +191,3 @@ def test_salt_and_pepper_is_removed_before_registration(pc_gold_sp40_scan):
     assert _residual(full, truth, ang)[0] < 0.4
     assert full.center == pytest.approx(_true_center(truth, ang, center), abs=0.5)
 
-
-def test_over_relaxation_is_validated(pc_gold_scan):
-    p, ang, _, _ = pc_gold_scan
-    for bad in (0.5, 2.5, float("nan")):
-        with pytest.raises(ConfigError):
-            align_consistency(p, ang, relax=bad, n_iter=1)

@@ -328,7 +328,6 @@ def align_consistency(
     x0: Any = None,
     callback: Callable[[dict[str, float]], None] | None = None,
     despeckle: bool = True,
-    relax: float = 1.0,
 ) -> AlignResult:
     """Iterative reprojection alignment to convergence (the consistency baseline; module docstring).
 
@@ -376,10 +375,6 @@ def align_consistency(
     despeckle
         Remove impulse noise first (:func:`tomoflow.recon.remove_outliers`; skipped automatically on
         scans without it). The estimate is made on the cleaned copy only.
-    relax
-        Over-relaxation of every update after the first (1 = the classical loop; 1-2). A warm-started
-        reconstruction keeps part of the misalignment it was made from, so each registration sees
-        only part of the remaining error; ``relax > 1`` makes up for that lag.
 
     Returns
     -------
@@ -400,7 +395,6 @@ def align_consistency(
     recon_iterations = check_int("recon_iterations", recon_iterations, low=1)
     warm_iterations = check_int("warm_iterations", warm_iterations, low=1)
     upsample = check_int("upsample", upsample, low=1)
-    relax = check_number("relax (over-relaxation factor)", relax, low=1.0, high=2.0)
     if callback is not None and not callable(callback):
         raise ConfigError(f"callback must be callable, got {callback!r}")
     _, p, ang = _check_scan(projections, angles_deg, vertical=vertical)
@@ -437,7 +431,7 @@ def align_consistency(
         update = np.asarray(to_numpy(res.shifts), dtype=np.float64)
         quality = np.asarray(to_numpy(res.quality), dtype=np.float64)
         limit = first_limit if it == 1 else np.array([max_step if vertical else 0.0, max_step])
-        update = np.clip(update, -limit, limit) * (1.0 if it == 1 else relax)
+        update = np.clip(update, -limit, limit)
         previous = shifts
         shifts, ctr = _gauge(previous + update, ctr, ang, refine_center)
         # What moved the data: the change of the gauge-fixed shifts (a common part only re-labels the centre).

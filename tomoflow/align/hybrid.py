@@ -10,8 +10,8 @@ The training pairs are made by the same functions (:func:`start_network`, :func:
 
 ``align_hybrid`` (the default of :func:`tomoflow.align.estimate_shifts`): the network's estimate
 starts a few consistency iterations (:func:`~tomoflow.align.consistency.align_consistency`) at full
-resolution, which bring it to sub-pixel accuracy and stop on the tolerance (:func:`refine`). Starting within a pixel
-or two of the answer, the consistency loop needs a handful of iterations instead of tens, and it
+resolution, which bring it to sub-pixel accuracy and stop on the tolerance (:func:`refine`). Starting
+within a pixel or two of the answer, the consistency loop needs a handful of iterations instead of tens, and it
 never has to cross the large jitters (±20 px) where its registration can lock onto a wrong peak.
 
 Per-projection confidence (``AlignResult.quality``) is the registration peak quality of the corrected
@@ -43,8 +43,11 @@ from tomoflow.align.reproject import DEFAULT_MLEM_ITERATIONS, reference_volume, 
 from tomoflow.backend import to_numpy
 from tomoflow.errors import ConfigError
 
-__all__ = ["align_resnet", "align_hybrid", "NetworkState", "start_network", "network_pairs", "network_update", "network_volume", "network_reprojections",
-           "result_of", "refine", "network_center", "LOW_QUALITY", "DEFAULT_PASSES"]
+__all__ = [
+    "align_resnet", "align_hybrid", "refine", "NetworkState", "start_network", "network_volume",
+    "network_reprojections", "network_pairs", "network_update", "result_of", "network_center", "LOW_QUALITY",
+    "DEFAULT_PASSES",
+]
 
 log = logging.getLogger(__name__)
 
