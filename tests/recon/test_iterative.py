@@ -55,3 +55,31 @@ def test_iterative_bad_input():
         sirt(SINO, ANGLES, relaxation=2.5)
     with pytest.raises(TypeError):
         mlem(SINO, ANGLES, None, 5)  # options are keyword-only
+
+
+def test_osem_one_subset_is_mlem_and_more_subsets_converge_faster():
+    """subsets=1 is MLEM exactly; 6 ordered subsets reach in 5 iterations what MLEM does not in 20."""
+    ref, ref_info = mlem(SINO, ANGLES, n_iter=5, mask=True, return_info=True)
+    one, one_info = mlem(SINO, ANGLES, n_iter=5, mask=True, return_info=True, subsets=1)
+    np.testing.assert_array_equal(one, ref)
+    assert one_info.objective == ref_info.objective
+    os6, info = mlem(SINO, ANGLES, n_iter=5, mask=True, return_info=True, subsets=6)
+    slow = mlem(SINO, ANGLES, n_iter=20, mask=True)
+    assert _rmse(os6) < _rmse(slow) and os6.min() >= 0
+    assert np.all(os6[~circle_mask((N, N))] == 0)
+    assert info.n_iter == 5 and np.all(np.diff(info.objective) < 0)
+
+
+def test_osem_subsets_follow_angle_order_not_input_order():
+    """The subsets are interleaved in angle order, so a shuffled scan reconstructs the same."""
+    perm = np.random.default_rng(0).permutation(ANGLES.size)
+    a = mlem(SINO, ANGLES, n_iter=3, subsets=4)
+    b = mlem(SINO[perm], ANGLES[perm], n_iter=3, subsets=4)
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6 * float(a.max()))
+
+
+def test_osem_bad_subsets():
+    with pytest.raises(ConfigError, match="subsets"):
+        mlem(SINO, ANGLES, n_iter=1, subsets=0)
+    with pytest.raises(ConfigError, match="at most the number of angles"):
+        mlem(SINO, ANGLES, n_iter=1, subsets=ANGLES.size + 1)

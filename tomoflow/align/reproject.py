@@ -29,6 +29,7 @@ def reproject(
     n_iter: int = DEFAULT_MLEM_ITERATIONS,
     x0: Any = None,
     return_volume: bool = False,
+    subsets: int = 1,
 ) -> Any:
     """Reproject an MLEM reconstruction of ``projections`` at their own angles.
 
@@ -48,6 +49,8 @@ def reproject(
         alignment).
     return_volume
         Also return the reconstruction.
+    subsets
+        Ordered subsets of the reconstruction (:func:`tomoflow.recon.mlem`; 1 = MLEM).
 
     Returns
     -------
@@ -59,19 +62,21 @@ def reproject(
     n_iter = check_int("n_iter (MLEM iterations)", n_iter, low=1)
     xp = get_namespace(projections)
     p = xp.asarray(projections, dtype=xp.float32)
-    vol = reference_volume(p, angles_deg, center=center, n_iter=n_iter, x0=x0)
+    vol = reference_volume(p, angles_deg, center=center, n_iter=n_iter, x0=x0, subsets=subsets)
     rep = reproject_volume(vol, angles_deg, center=center, n_cols=p.shape[-1])
     return (rep, vol) if return_volume else rep
 
 
 def reference_volume(projections: Any, angles_deg: Any, *, center: float | None = None,
-                     n_iter: int = DEFAULT_MLEM_ITERATIONS, x0: Any = None) -> Any:
-    """The MLEM reconstruction ``(row, col, col)`` of :func:`reproject` (its first half)."""
+                     n_iter: int = DEFAULT_MLEM_ITERATIONS, x0: Any = None, subsets: int = 1) -> Any:
+    """The MLEM (OSEM with ``subsets``) reconstruction ``(row, col, col)`` of :func:`reproject` (its
+    first half)."""
     from tomoflow.recon import mlem
 
     n_iter = check_int("n_iter (MLEM iterations)", n_iter, low=1)
     xp = get_namespace(projections)
-    return mlem(xp.asarray(projections, dtype=xp.float32), angles_deg, center=center, n_iter=n_iter, x0=x0)
+    return mlem(xp.asarray(projections, dtype=xp.float32), angles_deg, center=center, n_iter=n_iter, x0=x0,
+                subsets=subsets)
 
 
 def reproject_volume(volume: Any, angles_deg: Any, *, center: float | None = None, n_cols: int | None = None) -> Any:

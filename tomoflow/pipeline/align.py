@@ -36,6 +36,7 @@ import numpy as np
 
 from tomoflow import config as _config
 from tomoflow._checks import check_choice, check_int
+from tomoflow.align.binning import bin_stack
 from tomoflow.io.models import SCAN_FORMAT
 from tomoflow.io.scan_store import ScanStore, validate_center
 from tomoflow.pipeline.engine import (
@@ -64,12 +65,7 @@ def bin_factor(shape: tuple[int, int], max_size: int) -> int:
 
 def _bin(p: np.ndarray, b: int) -> np.ndarray:
     """Mean-bin ``(angle, row, col)`` by ``b`` along rows and columns (edges: partial bins averaged)."""
-    if b == 1:
-        return np.asarray(p, dtype=np.float32)
-    n, r, c = p.shape
-    pad = ((0, 0), (0, (-r) % b), (0, (-c) % b))
-    q = np.pad(p, pad, mode="edge") if any(x for _, x in pad) else p
-    return q.reshape(n, q.shape[1] // b, b, q.shape[2] // b, b).mean(axis=(2, 4), dtype=np.float64).astype(np.float32)
+    return bin_stack(np.asarray(p), b, b)
 
 
 # ----------------------------------------------------------------------------- block functions
