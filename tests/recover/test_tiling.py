@@ -1,0 +1,233 @@
+"""Tiled U-Net inference: exact stitching (any block, batch, border rule), aligned plans, clear errors."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from tomoflow.errors import ConfigError, InputError  # noqa: E402
+from tomoflow.recover.tiling import plan_tiles, predict_tiled, predict_volume, read_box  # noqa: E402
+from tomoflow.recover.unet import alignment, build_unet, receptive_field  # noqa: E402
+
+SHAPE = (37, 41, 29)
+TOL = 1e-5
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_unet(channels=(4, 8)).eval()  # radius 9, alignment 2
+
+
+@pytest.fixture(scope="module")
+def volume() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    v = rng.random(SHAPE, dtype=np.float32)
+    v[:, :, :5] = 0.0  # some empty space at a border
+    return v
+
+
+@pytest.fixture(scope="module")
+def whole(model, volume):
+    with torch.inference_mode():
+        return {m: predict_volume(model, volume, pad_mode=m) for m in ("reflect", "zeros")}
+
+
+def _rel(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+# ----------------------------------------------------------------------------- plans
+@pytest.mark.parametrize("block", [(16, 16, 16), (20, 13, 17), (64, 64, 64), 8])
+@pytest.mark.parametrize("halo,align", [(9, 2), (23, 4), (0, 1), (3, 8)])
+def test_plan_partitions_and_aligns(block, halo, align) -> None:
+    tiles = plan_tiles(SHAPE, block, halo, align)
+    cover = np.zeros(SHAPE, dtype=np.int32)
+    for t in tiles:
+        cover[t.out_slices] += 1
+        for s, e, i0, i1, n in zip(t.out_start, t.out_stop, t.in_start, t.in_stop, SHAPE):
+            assert 0 <= s < e <= n
+            assert i0 <= s - halo and i1 >= e + halo
+            assert i0 % align == 0 and (i1 - i0) % align == 0
+        assert tuple(c.stop - c.start for c in t.crop) == t.out_shape
+    assert (cover == 1).all()
+    assert len({t.in_shape for t in tiles}) == 1  # one input shape: batches of any tiles
+
+
+def test_plan_bad_parameters() -> None:
+    with pytest.raises(ConfigError, match="at least the network's alignment 4"):
+        plan_tiles(SHAPE, (16, 3, 16), 9, 4)
+    with pytest.raises(ConfigError, match="halo"):
+        plan_tiles(SHAPE, 16, -1, 2)
+    with pytest.raises(ConfigError, match="3 entries"):
+        plan_tiles(SHAPE, (16, 16), 9, 2)
+    with pytest.raises(ConfigError, match="positive"):
+        plan_tiles((0, 4, 4), 16, 9, 2)
+
+
+# ----------------------------------------------------------------------------- the border rule
+@pytest.mark.parametrize("mode,np_mode", [("reflect", "reflect"), ("zeros", "constant")])
+def test_read_box_matches_numpy_pad(mode, np_mode) -> None:
+    v = np.random.default_rng(1).random((5, 7, 3)).astype(np.float32)
+    p = 6
+    padded = np.pad(v, p, mode=np_mode)
+    for start, stop in [((-6, -6, -6), (11, 13, 9)), ((-3, 2, -1), (4, 13, 2)), ((1, 1, 0), (4, 6, 3))]:
+        ref = padded[tuple(slice(a + p, b + p) for a, b in zip(start, stop))]
+        np.testing.assert_array_equal(read_box(v, start, stop, mode), ref)
+    # reflect is periodic for any distance; an axis of one voxel is constant
+    far = read_box(v, (-20, 0, 0), (20, 7, 3), "reflect")
+    idx = np.arange(-20, 20) % 8
+    np.testing.assert_array_equal(far, v[np.where(idx > 4, 8 - idx, idx)])
+    np.testing.assert_array_equal(read_box(v[:1], (-2, 0, 0), (3, 7, 3), "reflect"), np.repeat(v[:1], 5, 0))
+
+
+@pytest.mark.parametrize("mode,np_mode", [("reflect", "reflect"), ("zeros", "constant")])
+def test_whole_volume_is_network_on_padded_volume(model, volume, whole, mode, np_mode) -> None:
+    """Independent reference: np.pad by a margin >= radius (a multiple of the alignment), run, crop."""
+    m = 10  # >= radius 9, multiple of alignment 2
+    x = torch.from_numpy(np.pad(volume, m, mode=np_mode)[None, None])
+    with torch.inference_mode():
+        ref = model(x)[0, 0, m:-m, m:-m, m:-m].numpy()
+    assert _rel(whole[mode], ref) <= TOL
+
+
+# ----------------------------------------------------------------------------- exact stitching
+@pytest.mark.parametrize("mode", ["reflect", "zeros"])
+@pytest.mark.parametrize("block", [(16, 16, 16), (20, 13, 17), (64, 64, 64)])
+def test_tiled_equals_whole(model, volume, whole, block, mode) -> None:
+    got = predict_tiled(model, volume, block=block, pad_mode=mode)
+    assert got.dtype == np.float32 and got.shape == SHAPE
+    assert _rel(got, whole[mode]) <= TOL, _rel(got, whole[mode])
+
+
+def test_three_levels_alignment_four() -> None:
+    torch.manual_seed(1)
+    net = build_unet(channels=(2, 3, 3)).eval()
+    assert (receptive_field(net), alignment(net)) == (23, 4)
+    v = np.random.default_rng(2).random((19, 22, 13), dtype=np.float32)
+    ref = predict_volume(net, v)
+    got = predict_tiled(net, v, block=(9, 11, 6), batch=4)
+    assert _rel(got, ref) <= TOL
+
+
+def test_misaligned_tiles_do_not_stitch(model, volume, whole) -> None:
+    """Why the alignment: a box starting one voxel off the pooling grid gives other outputs."""
+    r = receptive_field(model)
+    start, stop = (8 - r - 2,) * 3, (8 + 16 + r + 1,) * 3  # start -3: off the pooling grid (alignment 2)
+    assert start[0] % 2 == 1
+    with torch.inference_mode():
+        y = model(torch.from_numpy(read_box(volume, start, stop)[None, None]))[0, 0].numpy()
+    crop = tuple(slice(8 - a, 24 - a) for a in start)
+    assert _rel(y[crop], whole["reflect"][8:24, 8:24, 8:24]) > 10 * TOL
+
+
+def test_batch_equals_single(model, volume) -> None:
+    one = predict_tiled(model, volume, block=16, batch=1)
+    many = predict_tiled(model, volume, block=16, batch=5)
+    np.testing.assert_allclose(many, one, rtol=0, atol=TOL * float(np.abs(one).max()))
+
+
+def test_preallocated_out_skip_and_progress(model, volume, whole) -> None:
+    out = np.full(SHAPE, np.nan, dtype=np.float64)
+    calls = []
+    skipped = lambda t: t.index == (0, 1, 0)  # noqa: E731
+    res = predict_tiled(model, volume, block=(20, 20, 20), out=out, skip=skipped,
+                        progress=lambda d, n: calls.append((d, n)))
+    assert res is out and np.isfinite(out).all()
+    tiles = plan_tiles(SHAPE, 20, receptive_field(model), alignment(model))
+    assert calls == [(k + 1, len(tiles)) for k in range(len(tiles))]
+    for t in tiles:
+        want = volume[t.out_slices] if skipped(t) else whole["reflect"][t.out_slices]
+        assert _rel(out[t.out_slices], want) <= TOL
+    assert model.training is False
+
+
+def test_zarr_in_and_out(model, volume, whole) -> None:
+    zarr = pytest.importorskip("zarr")
+    src = zarr.create_array(store={}, shape=SHAPE, chunks=(16, 16, 16), dtype="float32")
+    src[...] = volume
+    dst = zarr.create_array(store={}, shape=SHAPE, chunks=(8, 8, 8), dtype="float32")
+    predict_tiled(model, src, block=(16, 24, 16), out=dst, batch=2)
+    assert _rel(dst[...], whole["reflect"]) <= TOL
+
+
+def test_restores_training_mode(model, volume) -> None:
+    model.train()
+    try:
+        predict_tiled(model, volume[:8, :8, :8], block=8)
+        assert model.training
+    finally:
+        model.eval()
+
+
+# ----------------------------------------------------------------------------- refusals
+def test_small_halo_refused_and_really_wrong(model, volume, whole) -> None:
+    with pytest.raises(ConfigError, match="receptive-field radius 9"):
+        predict_tiled(model, volume, block=16, halo=4)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        seamed = predict_tiled(model, volume, block=16, halo=2, strict=False)
+    assert any("receptive-field radius" in str(w.message) for w in caught)
+    assert _rel(seamed, whole["reflect"]) > 10 * TOL  # the seams are real (exact tiles: ~1e-7)
+
+
+def test_bad_inputs(model, volume) -> None:
+    with pytest.raises(InputError, match="3-D"):
+        predict_tiled(model, volume[0])
+    with pytest.raises(InputError, match="3-D"):
+        predict_volume(model, volume[0])
+    bad = volume.copy()
+    bad[30, 3, 4] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        predict_tiled(model, bad, block=64)
+    with pytest.raises(InputError, match="NaN"):
+        predict_volume(model, bad)
+    with pytest.raises(ConfigError, match="alignment 2"):
+        predict_tiled(model, volume, block=(16, 1, 16))
+    with pytest.raises(ConfigError, match="out has shape"):
+        predict_tiled(model, volume, out=np.zeros((3, 3, 3), np.float32))
+    with pytest.raises(ConfigError, match="batch"):
+        predict_tiled(model, volume, batch=0)
+    with pytest.raises(ConfigError, match="pad_mode"):
+        predict_tiled(model, volume, pad_mode="edge")
+    with pytest.raises(ConfigError, match="device"):
+        predict_tiled(model, volume, device="tpu")
+    with pytest.raises(ConfigError, match="multiple of the network's 2"):
+        predict_tiled(model, volume, alignment=3)
+    with pytest.raises(ConfigError, match="halo"):
+        predict_tiled(torch.nn.Conv3d(1, 1, 3), volume)
+    with pytest.raises(ConfigError, match="channels"):
+        predict_tiled(build_unet(channels=(2,), in_channels=2, out_channels=2), volume)
+
+
+def test_foreign_network_with_explicit_geometry(volume) -> None:
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv3d(1, 2, 3, padding=1), torch.nn.ReLU(),
+                              torch.nn.Conv3d(2, 1, 3, padding=1)).eval()
+    ref = predict_volume(net, volume, halo=2, alignment=1)
+    got = predict_tiled(net, volume, block=(10, 17, 9), halo=2, alignment=1)
+    assert _rel(got, ref) <= TOL
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu(volume) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    torch.manual_seed(0)
+    net = build_unet(channels=(4, 8)).eval()
+    ref = predict_volume(net, volume)
+    got = predict_tiled(net, volume, block=16, batch=4, device="cuda")
+    assert next(net.parameters()).is_cuda
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-3 * float(np.abs(ref).max()))  # TF32 convolutions

@@ -1,0 +1,471 @@
+"""Exact tiled inference of the resolution-recovery U-Net over volumes larger than memory.
+
+A volume ``(z, y, x)`` is cut into output *blocks* that partition it (:func:`plan_tiles`); each block
+is predicted from an input box grown by a *halo* and cropped back. The stitched result equals the
+whole-volume result (:func:`predict_volume`) to float rounding (about ``1e-6`` relative in float32)
+because:
+
+1. the network has no layer with per-tile statistics (no normalisation layers,
+   :mod:`tomoflow.recover.unet`), so an output voxel depends only on input voxels within the
+   receptive-field radius ``R`` (:func:`~tomoflow.recover.unet.receptive_field`);
+2. every input box extends at least ``halo >= R`` voxels beyond its output block, so the network's own
+   zero padding at the box faces (at every layer) never reaches the kept voxels;
+3. every input box starts on a multiple of the network's down-sampling factor ``A = 2**(L-1)``
+   (:func:`~tomoflow.recover.unet.alignment`) relative to the volume origin and has sizes that are
+   multiples of ``A``, so each tile max-pools on the same grid as the whole volume.
+
+**The volume border.** Both paths see the volume *conceptually extended to infinity* by the same rule,
+``pad_mode``:
+
+- ``"reflect"`` (default): mirror about the first and last voxel without repeating them (NumPy's
+  ``mode="reflect"``, applied periodically for any distance; an axis of length 1 is constant). No
+  artificial step at the border, which a resolution-recovery network would otherwise "sharpen"
+  into ringing; use it where the volume edge cuts through the sample (slabs of a larger scan).
+- ``"zeros"``: zero beyond the border (the network sees an empty background).
+
+Input boxes that run past the border are filled from that extension; :func:`predict_volume` runs the
+network once on the volume extended by a margin ``>= R`` (rounded up to a multiple of ``A``) on every
+side and crops it. So the output near the border is the network's response to the extended volume in
+both paths, never to the network's internal zero padding, and volume sizes need not be multiples of
+``A`` (nor of the block). All tiles of a plan have the same input shape (a little more than
+``block + 2 * halo``), so several go through the network in one call (``batch``).
+
+Kernels on in-memory or lazily sliced arrays: the volume is read with NumPy slicing only (a NumPy
+array, a memory map or a zarr array), the result written by slice assignment into any array-like. No
+Dask, no files. torch is imported lazily.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from tomoflow._checks import check_choice, check_int
+from tomoflow.errors import ConfigError, InputError
+
+__all__ = [
+    "PAD_MODES",
+    "Tile",
+    "plan_tiles",
+    "read_box",
+    "predict_tiled",
+    "predict_volume",
+]
+
+PAD_MODES = ("reflect", "zeros")
+"""How the volume is conceptually extended beyond its border (module docstring)."""
+
+
+# ----------------------------------------------------------------------------- plan
+@dataclass(frozen=True)
+class Tile:
+    """One tile: an output block of the volume and the (larger, aligned) input box it is predicted from.
+
+    All coordinates are voxel indices ``(z, y, x)`` relative to the volume origin; stops are
+    exclusive. Input boxes may reach outside the volume (negative starts, stops past the shape): that
+    part is read from the conceptual extension (``pad_mode``).
+
+    Attributes
+    ----------
+    index
+        Block index per axis.
+    out_start, out_stop
+        The output block; the blocks of a plan partition the volume.
+    in_start, in_stop
+        The input box: contains ``[out_start - halo, out_stop + halo)``, starts on a multiple of the
+        alignment, sizes multiples of the alignment.
+    """
+
+    index: tuple[int, ...]
+    out_start: tuple[int, ...]
+    out_stop: tuple[int, ...]
+    in_start: tuple[int, ...]
+    in_stop: tuple[int, ...]
+
+    @property
+    def out_slices(self) -> tuple[slice, ...]:
+        """Slices of the output block in the volume."""
+        return tuple(slice(a, b) for a, b in zip(self.out_start, self.out_stop))
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        """Shape of the output block (voxels)."""
+        return tuple(b - a for a, b in zip(self.out_start, self.out_stop))
+
+    @property
+    def in_shape(self) -> tuple[int, ...]:
+        """Shape of the input box (voxels)."""
+        return tuple(b - a for a, b in zip(self.in_start, self.in_stop))
+
+    @property
+    def crop(self) -> tuple[slice, ...]:
+        """Slices of the output block inside the input box (to crop the network's output)."""
+        return tuple(slice(o - i, p - i) for o, p, i in zip(self.out_start, self.out_stop, self.in_start))
+
+
+def _per_axis(name: str, value: Any, ndim: int, low: int) -> tuple[int, ...]:
+    if np.isscalar(value):
+        return (check_int(name, value, low=low),) * ndim
+    try:
+        vals = tuple(value)
+    except TypeError:
+        raise ConfigError(f"{name} must be an integer or {ndim} integers, got {value!r}") from None
+    if len(vals) != ndim:
+        raise ConfigError(f"{name} must have {ndim} entries (one per axis), got {value!r}")
+    return tuple(check_int(f"{name}[{i}]", v, low=low) for i, v in enumerate(vals))
+
+
+def plan_tiles(shape: Sequence[int], block: int | Sequence[int], halo: int | Sequence[int],
+               alignment: int) -> list[Tile]:
+    """Cut a volume into output blocks and their aligned, halo-grown input boxes.
+
+    Parameters
+    ----------
+    shape
+        Volume shape ``(z, y, x)`` in voxels (any number of axes works).
+    block
+        Output block size per axis (or one for all), voxels; need not divide ``shape``: the last block
+        of an axis is shorter. At least ``alignment``.
+    halo
+        Context kept around each block, voxels (>= the network's receptive-field radius for exact
+        stitching).
+    alignment
+        Input boxes start on multiples of it and have sizes that are multiples of it (the network's
+        down-sampling factor).
+
+    Returns
+    -------
+    list of Tile
+        In C order of the block index. Every input box has the same shape,
+        ``ceil((min(block, shape) + 2 * halo + alignment - 1) / alignment) * alignment`` per axis.
+
+    Raises
+    ------
+    ConfigError
+        Non-positive shape, block < alignment, negative halo, alignment < 1, or mismatched lengths.
+    """
+    try:
+        shp = tuple(int(s) for s in shape)
+    except (TypeError, ValueError):
+        raise ConfigError(f"shape must be a sequence of integers, got {shape!r}") from None
+    if not shp or any(s < 1 for s in shp):
+        raise ConfigError(f"shape must have positive sizes, got {tuple(shape)}")
+    nd = len(shp)
+    a = check_int("alignment", alignment, low=1)
+    blk = _per_axis("block", block, nd, 1)
+    if any(b < a for b in blk):
+        raise ConfigError(f"block {blk} must be at least the network's alignment {a} voxels on every axis")
+    hal = _per_axis("halo", halo, nd, 0)
+    axes = []
+    for n, b, h in zip(shp, blk, hal):
+        size = math.ceil((min(b, n) + 2 * h + a - 1) / a) * a
+        ax = []
+        for i, s in enumerate(range(0, n, b)):
+            e = min(s + b, n)
+            i0 = ((s - h) // a) * a
+            ax.append((i, s, e, i0, i0 + size))
+            assert i0 <= s - h and i0 + size >= e + h
+        axes.append(ax)
+    tiles = []
+    for combo in np.ndindex(*(len(ax) for ax in axes)):
+        parts = [axes[d][k] for d, k in enumerate(combo)]
+        tiles.append(Tile(index=tuple(p[0] for p in parts), out_start=tuple(p[1] for p in parts),
+                          out_stop=tuple(p[2] for p in parts), in_start=tuple(p[3] for p in parts),
+                          in_stop=tuple(p[4] for p in parts)))
+    return tiles
+
+
+# ----------------------------------------------------------------------------- reading with the border rule
+def _reflect_index(idx: np.ndarray, n: int) -> np.ndarray:
+    """NumPy ``mode="reflect"`` index map, periodic for any distance (period ``2 * (n - 1)``)."""
+    if n == 1:
+        return np.zeros_like(idx)
+    period = 2 * (n - 1)
+    r = np.mod(idx, period)
+    return np.where(r >= n, period - r, r)
+
+
+def read_box(volume: Any, start: Sequence[int], stop: Sequence[int], pad_mode: str = "reflect",
+             dtype: Any = np.float32) -> np.ndarray:
+    """Read the box ``[start, stop)`` of ``volume``, extended beyond its border by ``pad_mode``.
+
+    Parameters
+    ----------
+    volume
+        Any array-like with ``shape`` and NumPy basic slicing (NumPy, memory map, zarr). Only the
+        part of the volume the box needs is read.
+    start, stop
+        Box corners per axis in voxels, relative to the volume origin; may lie outside it.
+    pad_mode
+        ``"reflect"`` or ``"zeros"`` (module docstring).
+    dtype
+        Result dtype.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape ``stop - start``.
+    """
+    pad_mode = check_choice("pad_mode", pad_mode, PAD_MODES)
+    shape = tuple(int(s) for s in volume.shape)
+    start = tuple(int(s) for s in start)
+    stop = tuple(int(s) for s in stop)
+    inside = all(0 <= a and b <= n for a, b, n in zip(start, stop, shape))
+    if inside:
+        return np.asarray(volume[tuple(slice(a, b) for a, b in zip(start, stop))], dtype=dtype)
+    box = tuple(b - a for a, b in zip(start, stop))
+    if pad_mode == "zeros":
+        res = np.zeros(box, dtype=dtype)
+        lo = tuple(max(a, 0) for a in start)
+        hi = tuple(min(b, n) for b, n in zip(stop, shape))
+        if all(h > lo_ for lo_, h in zip(lo, hi)):
+            res[tuple(slice(lo_ - a, h - a) for lo_, h, a in zip(lo, hi, start))] = np.asarray(
+                volume[tuple(slice(lo_, h) for lo_, h in zip(lo, hi))], dtype=dtype)
+        return res
+    idx = [_reflect_index(np.arange(a, b), n) for a, b, n in zip(start, stop, shape)]
+    lo = tuple(int(i.min()) for i in idx)
+    hi = tuple(int(i.max()) + 1 for i in idx)
+    slab = np.asarray(volume[tuple(slice(lo_, h) for lo_, h in zip(lo, hi))], dtype=dtype)
+    return slab[np.ix_(*(i - lo_ for i, lo_ in zip(idx, lo)))]
+
+
+# ----------------------------------------------------------------------------- inference
+def _check_volume(volume: Any) -> tuple[int, int, int]:
+    shape = tuple(int(s) for s in getattr(volume, "shape", ()))
+    if len(shape) != 3:
+        raise InputError(f"volume must be 3-D (z, y, x), got shape {shape}", dataset="volume")
+    if min(shape) < 1:
+        raise InputError(f"volume is empty, shape {shape}", dataset="volume")
+    return shape  # type: ignore[return-value]
+
+
+def _geometry(model: Any, halo: Any, alignment: int | None, strict: bool) -> tuple[int, tuple[int, ...] | int, int]:
+    """Receptive-field radius, halo and alignment for ``model`` (see :func:`predict_tiled`)."""
+    from tomoflow.recover.unet import UNetConfig
+    from tomoflow.recover.unet import alignment as net_alignment
+    from tomoflow.recover.unet import receptive_field
+
+    cfg = getattr(model, "config", None)
+    if isinstance(cfg, UNetConfig):
+        if cfg.in_channels != 1 or cfg.out_channels != 1:
+            raise ConfigError(f"tiled inference maps one (z, y, x) volume to one; the network has "
+                              f"{cfg.in_channels} input and {cfg.out_channels} output channels")
+        radius = receptive_field(cfg)
+        a_net = net_alignment(cfg)
+        if alignment is None:
+            alignment = a_net
+        else:
+            alignment = check_int("alignment", alignment, low=1)
+            if alignment % a_net:
+                raise ConfigError(f"alignment {alignment} must be a multiple of the network's {a_net}")
+    else:
+        if halo is None or alignment is None:
+            raise ConfigError("the model has no UNetConfig (not built by build_unet): give halo (>= its "
+                              "receptive-field radius) and alignment (its down-sampling factor) explicitly")
+        alignment = check_int("alignment", alignment, low=1)
+        radius = None
+    if halo is None:
+        halo = radius
+    hal = _per_axis("halo", halo, 3, 0)
+    if radius is not None and min(hal) < radius:
+        msg = (f"halo {halo} is smaller than the network's receptive-field radius {radius} voxels: the tiles "
+               f"would not stitch exactly (seams at block faces); use halo >= {radius}")
+        if strict:
+            raise ConfigError(msg + " (or strict=False to accept seams)")
+        warnings.warn(msg, UserWarning, stacklevel=3)
+    return (radius if radius is not None else max(hal)), hal, alignment
+
+
+def _run(model: Any, arrays: list[np.ndarray], dev: Any, dtype: Any) -> np.ndarray:
+    import torch
+
+    x = torch.from_numpy(np.stack(arrays)[:, None]).to(device=dev, dtype=dtype)
+    with torch.inference_mode():
+        y = model(x)
+    return y[:, 0].to(device="cpu", dtype=torch.float32).numpy()
+
+
+def _prepare(model: Any, device: str) -> tuple[Any, Any, bool]:
+    from tomoflow.recover.unet import resolve_device
+
+    dev = resolve_device(device)
+    was_training = bool(model.training)
+    model.to(dev).eval()
+    params = list(model.parameters())
+    dtype = params[0].dtype if params else None
+    if dtype is None:
+        import torch
+
+        dtype = torch.float32
+    return dev, dtype, was_training
+
+
+def _check_finite_box(x: np.ndarray, start: Sequence[int], stop: Sequence[int]) -> None:
+    if not np.all(np.isfinite(x)):
+        raise InputError(f"volume contains NaN or Inf in the box {tuple(start)} - {tuple(stop)} (z, y, x); "
+                         "repair or mask them before resolution recovery", dataset="volume")
+
+
+def predict_tiled(
+    model: Any,
+    volume: Any,
+    *,
+    block: int | Sequence[int] = (64, 64, 64),
+    halo: int | Sequence[int] | None = None,
+    batch: int = 1,
+    device: str = "cpu",
+    out: Any = None,
+    skip: Callable[[Tile], bool] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    pad_mode: str = "reflect",
+    alignment: int | None = None,
+    strict: bool = True,
+) -> Any:
+    """Apply the U-Net block by block; the result equals :func:`predict_volume` to float rounding.
+
+    Parameters
+    ----------
+    model
+        A network from :func:`~tomoflow.recover.unet.build_unet` /
+        :func:`~tomoflow.recover.unet.load_unet` (one input, one output channel). It is moved to
+        ``device`` and run in eval mode under ``torch.inference_mode``, in its parameters' dtype; its
+        train/eval mode is restored afterwards. Another network needs ``halo`` and ``alignment``.
+    volume
+        ``(z, y, x)`` LFOV volume resampled onto the HR grid: any array-like with ``shape`` and NumPy
+        slicing (NumPy, memory map, zarr array); read box by box.
+    block
+        Output block per axis (voxels), or one size for all; need not divide the volume. At least the
+        alignment.
+    halo
+        Context read around each block (voxels); default the network's receptive-field radius (the
+        smallest exact value). Smaller values raise :class:`ConfigError` (``strict=False``: warn and
+        run, the stitched result then has seams).
+    batch
+        Tiles per network call (all tiles of a plan have the same input shape). Memory only: the
+        result does not depend on it beyond float rounding.
+    device
+        ``"cpu"``, ``"cuda"`` or ``"auto"``.
+    out
+        Where to write: any array-like of the volume's shape supporting slice assignment (NumPy, zarr);
+        default a new float32 NumPy array. Each finished block is written once.
+    skip
+        ``skip(tile) -> bool``: True skips the network for that block (e.g. background); its output
+        block is the *input copied through* (the identity, which is what a residual network predicts
+        for a zero correction) — not the network's output.
+    progress
+        ``progress(done, total)`` called after each written block.
+    pad_mode
+        How the volume is extended beyond its border: ``"reflect"`` (default) or ``"zeros"``
+        (module docstring). Must match the :func:`predict_volume` it is compared with.
+    alignment
+        Tile-origin multiple (voxels); default (and minimum) the network's ``2**(L-1)``.
+    strict
+        Refuse a halo below the receptive-field radius (default) instead of warning.
+
+    Returns
+    -------
+    array-like
+        ``out``: the predicted HR-look volume ``(z, y, x)``.
+
+    Raises
+    ------
+    InputError
+        Volume not 3-D or empty; NaN or Inf in a box read (raised when that box is reached: blocks
+        before it are already written).
+    ConfigError
+        Bad block, halo, batch, device, pad mode, out shape, or a network with several channels.
+    """
+    shape = _check_volume(volume)
+    pad_mode = check_choice("pad_mode", pad_mode, PAD_MODES)
+    batch = check_int("batch", batch, low=1)
+    _, hal, a = _geometry(model, halo, alignment, strict)
+    tiles = plan_tiles(shape, block, hal, a)
+    if out is None:
+        out = np.zeros(shape, dtype=np.float32)
+    elif tuple(int(s) for s in getattr(out, "shape", ())) != shape:
+        raise ConfigError(f"out has shape {tuple(getattr(out, 'shape', ()))}, the volume {shape}")
+    if skip is not None and not callable(skip):
+        raise ConfigError(f"skip must be a callable skip(tile) -> bool, got {skip!r}")
+    dev, dtype, was_training = _prepare(model, device)
+    total, done = len(tiles), 0
+
+    def finished() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total)
+
+    try:
+        pending: list[tuple[Tile, np.ndarray]] = []
+
+        def flush() -> None:
+            if not pending:
+                return
+            y = _run(model, [x for _, x in pending], dev, dtype)
+            for (t, _), yt in zip(pending, y):
+                out[t.out_slices] = yt[t.crop]
+                finished()
+            pending.clear()
+
+        for t in tiles:
+            if skip is not None and skip(t):
+                out[t.out_slices] = np.asarray(volume[t.out_slices], dtype=np.float32)
+                finished()
+                continue
+            x = read_box(volume, t.in_start, t.in_stop, pad_mode)
+            _check_finite_box(x, t.in_start, t.in_stop)
+            pending.append((t, x))
+            if len(pending) == batch:
+                flush()
+        flush()
+    finally:
+        model.train(was_training)
+    return out
+
+
+def predict_volume(model: Any, volume: Any, *, device: str = "cpu", pad_mode: str = "reflect",
+                   halo: int | None = None, alignment: int | None = None) -> np.ndarray:
+    """The whole-volume reference: one network call on the extended volume, cropped.
+
+    The volume is extended by ``pad_mode`` (module docstring) by a margin of at least the receptive
+    field radius, rounded up to a multiple of the alignment, on every side (the high side also up to
+    a multiple of the alignment), the network runs once on all of it, and the volume's box is kept.
+    Equals :func:`predict_tiled` with the same ``pad_mode`` for any block (needs the whole volume
+    and the network's activations for it in memory).
+
+    Parameters
+    ----------
+    model
+        As for :func:`predict_tiled`.
+    volume
+        ``(z, y, x)`` array-like.
+    device
+        ``"cpu"``, ``"cuda"`` or ``"auto"``.
+    pad_mode
+        ``"reflect"`` (default) or ``"zeros"``.
+    halo, alignment
+        Margin and alignment for a network without a :class:`~tomoflow.recover.unet.UNetConfig`.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(z, y, x)``.
+    """
+    shape = _check_volume(volume)
+    pad_mode = check_choice("pad_mode", pad_mode, PAD_MODES)
+    _, hal, a = _geometry(model, halo, alignment, True)
+    start = tuple(-math.ceil(h / a) * a for h in hal)
+    stop = tuple(s0 + math.ceil((n + h - s0) / a) * a for s0, n, h in zip(start, shape, hal))
+    x = read_box(volume, start, stop, pad_mode)
+    _check_finite_box(x, start, stop)
+    dev, dtype, was_training = _prepare(model, device)
+    try:
+        y = _run(model, [x], dev, dtype)[0]
+    finally:
+        model.train(was_training)
+    return np.ascontiguousarray(y[tuple(slice(-s0, -s0 + n) for s0, n in zip(start, shape))])

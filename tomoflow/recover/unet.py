@@ -1,0 +1,491 @@
+"""The 3D U-Net of resolution recovery (Andrew et al., ZEISS): LFOV volume in, high-resolution look out.
+
+A low-resolution, large-field-of-view (LFOV) volume resampled onto the high-resolution grid goes in;
+the network predicts the high-resolution (HR) look on the same grid. Volumes are ``(z, y, x)``.
+
+Architecture (:func:`build_unet`, ``L = len(channels)`` levels):
+
+- encoder level ``l`` (``l = 0 .. L-1``, voxel pitch ``2**l``): two 3x3x3 convolutions (padding 1,
+  bias) each followed by LeakyReLU(0.01); a 2x2x2 max-pool (stride 2) between levels;
+- decoder level ``l = L-2 .. 0``: transposed convolution 2x2x2 stride 2 (``channels[l+1] ->
+  channels[l]``), concatenation with the encoder's level-``l`` features (skip), two 3x3x3
+  convolutions + LeakyReLU;
+- head: 1x1x1 convolution to ``out_channels``; with ``residual`` the input is added (the network
+  predicts a correction to the LFOV volume, which trains faster).
+
+There are **no normalisation layers**: every output voxel depends on the input voxels within the
+:func:`receptive_field` radius only, never on statistics of the whole tile, so tiled inference
+(:mod:`tomoflow.recover.tiling`) reproduces whole-volume inference. Because of the pooling, tiles must
+start on multiples of :func:`alignment` (``2**(L-1)`` voxels) relative to the volume origin.
+
+``forward`` accepts any size: an input whose sizes are not multiples of :func:`alignment` is
+zero-padded at the high end of each axis to the next multiple and the output cropped back (the tiled
+and whole-volume inference never rely on this: they pad explicitly, see
+:mod:`~tomoflow.recover.tiling`).
+
+Weights are stored as safetensors (never unpickled) with the :class:`UNetConfig` in the file's
+metadata, next to a model card JSON that records their sha256 (:func:`save_unet`,
+:func:`load_unet`). torch is imported lazily, so importing this module never imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tomoflow._checks import check_int
+from tomoflow._hashing import file_sha256
+from tomoflow.align.resnet import count_parameters, resolve_device
+from tomoflow.errors import ConfigError, InputError
+
+__all__ = [
+    "ARCHITECTURE_NAME",
+    "NEGATIVE_SLOPE",
+    "UNetConfig",
+    "build_unet",
+    "receptive_field",
+    "alignment",
+    "count_parameters",
+    "save_unet",
+    "load_unet",
+    "resolve_device",
+]
+
+ARCHITECTURE_NAME = "UNet3d"
+"""Name of the architecture in the safetensors metadata and the model card."""
+
+NEGATIVE_SLOPE = 0.01
+"""Negative slope of the LeakyReLU activations."""
+
+
+# ----------------------------------------------------------------------------- configuration
+@dataclass(frozen=True)
+class UNetConfig:
+    """Hyper-parameters of the 3D U-Net (JSON-serialisable; stored with the weights and in the card).
+
+    Attributes
+    ----------
+    channels
+        Feature channels per level, finest first; ``len(channels)`` levels (``L``), ``L - 1``
+        poolings. Default ``(16, 32, 64)``.
+    in_channels, out_channels
+        Input and output channels (1 for a grey-value volume).
+    residual
+        Add the input to the output (the network predicts a correction). Needs
+        ``in_channels == out_channels``.
+    """
+
+    channels: tuple[int, ...] = (16, 32, 64)
+    in_channels: int = 1
+    out_channels: int = 1
+    residual: bool = True
+
+    def __post_init__(self) -> None:
+        try:
+            chans = tuple(self.channels)
+        except TypeError:
+            raise ConfigError(f"channels must be a sequence of positive integers, got {self.channels!r}") from None
+        if not chans:
+            raise ConfigError("channels must name at least one level, got ()")
+        chans = tuple(check_int(f"channels[{i}]", c, low=1) for i, c in enumerate(chans))
+        object.__setattr__(self, "channels", chans)
+        object.__setattr__(self, "in_channels", check_int("in_channels", self.in_channels, low=1))
+        object.__setattr__(self, "out_channels", check_int("out_channels", self.out_channels, low=1))
+        if not isinstance(self.residual, bool):
+            raise ConfigError(f"residual must be True or False, got {self.residual!r}")
+        if self.residual and self.in_channels != self.out_channels:
+            raise ConfigError(f"residual=True needs in_channels == out_channels, got {self.in_channels} and "
+                              f"{self.out_channels}")
+
+    @property
+    def levels(self) -> int:
+        """Number of levels ``L`` (``L - 1`` poolings)."""
+        return len(self.channels)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable dict (channels as a list), with the architecture name."""
+        d = asdict(self)
+        d["channels"] = list(self.channels)
+        return {"name": ARCHITECTURE_NAME, **d}
+
+    def to_json(self) -> str:
+        """The configuration as a JSON string (:meth:`from_json` inverts it)."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> UNetConfig:
+        """Inverse of :meth:`to_dict`; unknown keys or another architecture name raise ConfigError."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"a U-Net configuration must be a dict, got {type(d).__name__}")
+        d = dict(d)
+        name = d.pop("name", ARCHITECTURE_NAME)
+        if name != ARCHITECTURE_NAME:
+            raise ConfigError(f"configuration is for architecture {name!r}, not {ARCHITECTURE_NAME!r}")
+        unknown = sorted(set(d) - {"channels", "in_channels", "out_channels", "residual"})
+        if unknown:
+            raise ConfigError(f"unknown U-Net configuration keys {unknown}")
+        if "channels" in d and isinstance(d["channels"], list | tuple):
+            d["channels"] = tuple(d["channels"])
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, text: str) -> UNetConfig:
+        """Parse :meth:`to_json` output."""
+        try:
+            d = json.loads(text)
+        except ValueError as exc:
+            raise ConfigError(f"U-Net configuration is not valid JSON: {exc}") from None
+        return cls.from_dict(d)
+
+
+def _as_config(model_or_config: Any) -> UNetConfig:
+    if isinstance(model_or_config, UNetConfig):
+        return model_or_config
+    cfg = getattr(model_or_config, "config", None)
+    if isinstance(cfg, UNetConfig):
+        return cfg
+    raise ConfigError(f"expected a UNetConfig or a network from build_unet, got {type(model_or_config).__name__}; "
+                      "give halo and alignment explicitly for other networks")
+
+
+# ----------------------------------------------------------------------------- geometry of the network
+def _layers(config: UNetConfig) -> list[tuple[str, int, int]]:
+    """The spatial layers in forward order as ``(kind, kernel, level)``.
+
+    ``kind`` is ``"conv"`` (kernel ``k``, padding ``k // 2``), ``"pool"`` (kernel 2, stride 2, into
+    ``level + 1``), ``"up"`` (transposed conv kernel 2, stride 2, from ``level + 1`` into ``level``),
+    ``"skip"`` (concatenate the encoder's output of ``level``) or ``"head"`` (1x1x1).
+    """
+    L = config.levels
+    out: list[tuple[str, int, int]] = []
+    for lvl in range(L):
+        if lvl > 0:
+            out.append(("pool", 2, lvl - 1))
+        out += [("conv", 3, lvl), ("conv", 3, lvl)]
+    for lvl in range(L - 2, -1, -1):
+        out += [("up", 2, lvl), ("skip", 0, lvl), ("conv", 3, lvl), ("conv", 3, lvl)]
+    out.append(("head", 1, 0))
+    return out
+
+
+def receptive_field(model_or_config: Any) -> int:
+    """Receptive-field radius of the network, in voxels of the input grid (per axis).
+
+    Every output voxel ``y`` depends only on input voxels ``x`` with ``|x - y| <= radius`` on each
+    axis; the bound is reached (for generic weights). Computed by walking :func:`_layers`: each
+    feature voxel at level ``l`` stands for its cell of ``2**l`` input voxels, and its dependence on
+    the input is that cell grown by ``(left, right)`` extents. A 3x3x3 convolution at level ``l``
+    adds ``2**l`` on both sides, a 2x2x2 pool adds nothing (the coarse cell is the union of the two
+    fine cells), a stride-2 transposed convolution into level ``l`` adds ``2**l`` on one side (which
+    depends on the parity of the output voxel; both are counted), a skip concatenation takes the
+    larger extents of its two inputs. Default ``(16, 32, 64)``: 23 voxels; ``L`` levels:
+    ``2 * (2**L - 1) + 3 * (2**(L-1) - 1)``.
+
+    Parameters
+    ----------
+    model_or_config
+        A :class:`UNetConfig` or a network from :func:`build_unet`.
+
+    Returns
+    -------
+    int
+        Radius in voxels.
+    """
+    config = _as_config(model_or_config)
+    left = right = 0
+    skips: dict[int, tuple[int, int]] = {}
+    for kind, k, lvl in _layers(config):
+        pitch = 2**lvl
+        if kind == "conv":
+            left += (k // 2) * pitch
+            right += (k // 2) * pitch
+        elif kind == "pool":
+            skips[lvl] = (left, right)
+        elif kind == "up":
+            left += pitch
+            right += pitch
+        elif kind == "skip":
+            sl, sr = skips[lvl]
+            left, right = max(left, sl), max(right, sr)
+    return int(max(left, right))
+
+
+def alignment(model_or_config: Any) -> int:
+    """Down-sampling factor ``2**(L-1)`` of the network (voxels).
+
+    Tiles must start on multiples of it relative to the volume origin, so that every tile pools on the
+    same grid as the whole volume.
+    """
+    return int(2 ** (_as_config(model_or_config).levels - 1))
+
+
+# ----------------------------------------------------------------------------- network
+_CLASS: Any = None
+
+
+def _network_class() -> Any:
+    """Define the torch class on first use (torch imported lazily)."""
+    global _CLASS
+    if _CLASS is not None:
+        return _CLASS
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    def double_conv(c_in: int, c_out: int) -> nn.Sequential:
+        return nn.Sequential(
+            nn.Conv3d(c_in, c_out, 3, padding=1), nn.LeakyReLU(NEGATIVE_SLOPE),
+            nn.Conv3d(c_out, c_out, 3, padding=1), nn.LeakyReLU(NEGATIVE_SLOPE),
+        )
+
+    class UNet3d(nn.Module):
+        """3D U-Net without normalisation layers; input ``(n, in_channels, z, y, x)``, output
+        ``(n, out_channels, z, y, x)`` (see the module docstring). ``config`` holds its
+        :class:`UNetConfig`."""
+
+        def __init__(self, config: UNetConfig) -> None:
+            super().__init__()
+            self.config = config
+            ch = config.channels
+            self.encoders = nn.ModuleList()
+            c_prev = config.in_channels
+            for c in ch:
+                self.encoders.append(double_conv(c_prev, c))
+                c_prev = c
+            self.pool = nn.MaxPool3d(2, stride=2)
+            self.ups = nn.ModuleList()
+            self.decoders = nn.ModuleList()
+            for lvl in range(len(ch) - 2, -1, -1):
+                self.ups.append(nn.ConvTranspose3d(ch[lvl + 1], ch[lvl], 2, stride=2))
+                self.decoders.append(double_conv(2 * ch[lvl], ch[lvl]))
+            self.head = nn.Conv3d(ch[0], config.out_channels, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if x.ndim != 5:
+                raise InputError(f"the U-Net takes (n, channel, z, y, x) tensors, got shape {tuple(x.shape)}")
+            a = 2 ** (len(self.config.channels) - 1)
+            size = tuple(int(s) for s in x.shape[2:])
+            pad = [(-s) % a for s in size]
+            inp = x
+            if any(pad):  # F.pad lists the last axis first: (x_lo, x_hi, y_lo, y_hi, z_lo, z_hi)
+                x = F.pad(x, (0, pad[2], 0, pad[1], 0, pad[0]))
+            skips = []
+            h = x
+            for lvl, enc in enumerate(self.encoders):
+                if lvl > 0:
+                    h = self.pool(h)
+                h = enc(h)
+                skips.append(h)
+            skips.pop()
+            for up, dec in zip(self.ups, self.decoders):
+                h = dec(torch.cat([up(h), skips.pop()], dim=1))
+            y = self.head(h)
+            if any(pad):
+                y = y[:, :, : size[0], : size[1], : size[2]]
+            if self.config.residual:
+                y = y + inp
+            return y
+
+    _CLASS = UNet3d
+    return _CLASS
+
+
+def build_unet(*, channels: tuple[int, ...] = (16, 32, 64), in_channels: int = 1, out_channels: int = 1,
+               residual: bool = True, config: UNetConfig | None = None) -> Any:
+    """A fresh, randomly initialised 3D U-Net (``torch.nn.Module``, PyTorch default initialisation).
+
+    Parameters
+    ----------
+    channels
+        Feature channels per level, finest first (``len(channels)`` levels).
+    in_channels, out_channels
+        Input and output channels.
+    residual
+        Add the input to the output (predict a correction).
+    config
+        A :class:`UNetConfig` instead of the keywords above (they are then ignored).
+
+    Returns
+    -------
+    torch.nn.Module
+        The network; its ``config`` attribute is the :class:`UNetConfig`.
+
+    Raises
+    ------
+    ConfigError
+        Invalid hyper-parameters.
+    """
+    if config is None:
+        config = UNetConfig(channels=tuple(channels) if isinstance(channels, list | tuple) else channels,
+                            in_channels=in_channels, out_channels=out_channels, residual=residual)
+    elif not isinstance(config, UNetConfig):
+        raise ConfigError(f"config must be a UNetConfig, got {type(config).__name__}")
+    return _network_class()(config)
+
+
+def architecture(config: UNetConfig) -> dict[str, Any]:
+    """Description of the network recorded in the model card (config, radius, alignment, layers)."""
+    return {
+        **config.to_dict(),
+        "reference": "3D U-Net resolution recovery (Andrew et al., ZEISS); no normalisation layers",
+        "levels": config.levels,
+        "block": f"2 x (conv 3x3x3 padding 1 + LeakyReLU({NEGATIVE_SLOPE})) per level",
+        "down": "max-pool 2x2x2 stride 2",
+        "up": "transposed conv 2x2x2 stride 2, concatenate skip",
+        "head": "conv 1x1x1" + (" + input (residual)" if config.residual else ""),
+        "receptive_field": receptive_field(config),
+        "alignment": alignment(config),
+    }
+
+
+# ----------------------------------------------------------------------------- weights
+def _card_path(weights: Path) -> Path:
+    name = weights.name
+    stem = name[: -len(".safetensors")] if name.endswith(".safetensors") else weights.stem
+    return weights.with_name(stem + ".json")
+
+
+def save_unet(model: Any, config: UNetConfig, path: str | os.PathLike, *, card: dict[str, Any] | None = None
+              ) -> dict[str, Any]:
+    """Write the weights as safetensors and the model card JSON beside them.
+
+    The :class:`UNetConfig` goes into the safetensors metadata (``"config"``, JSON) and into the card
+    (``architecture``), with the weights' sha256.
+
+    Parameters
+    ----------
+    model
+        The network (its state is saved; it is not modified).
+    config
+        Its configuration (must equal ``model.config`` when the model has one).
+    path
+        Weights file, e.g. ``recover_unet.safetensors``; the card is ``recover_unet.json`` beside it.
+    card
+        Further model-card fields (name, training_data, training, metrics, command, ...). ``sha256``,
+        ``format``, ``weights`` and ``architecture`` are filled in here.
+
+    Returns
+    -------
+    dict
+        The card as written.
+
+    Raises
+    ------
+    ConfigError
+        ``config`` differs from the model's own, or is not a :class:`UNetConfig`.
+    """
+    from safetensors.torch import save_file
+
+    from tomoflow.models.card import validate_card
+
+    if not isinstance(config, UNetConfig):
+        raise ConfigError(f"config must be a UNetConfig, got {type(config).__name__}")
+    own = getattr(model, "config", None)
+    if isinstance(own, UNetConfig) and own != config:
+        raise ConfigError(f"config {config} differs from the model's own {own}")
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(state, str(tmp), metadata={"format": "pt", "architecture": ARCHITECTURE_NAME,
+                                         "config": config.to_json()})
+    os.replace(tmp, path)
+    os.chmod(path, 0o644)
+    full = dict(card or {})
+    full.update({
+        "format": "safetensors",
+        "weights": path.name,
+        "sha256": file_sha256(path),
+        "architecture": dict(architecture(config), parameters=count_parameters(model)),
+    })
+    full.setdefault("name", "tomoflow resolution-recovery 3D U-Net")
+    card_file = _card_path(path)
+    validate_card(full, card_file)
+    tmp_card = card_file.with_name(card_file.name + ".tmp")
+    tmp_card.write_text(json.dumps(full, indent=1, sort_keys=False) + "\n")
+    os.replace(tmp_card, card_file)
+    return full
+
+
+def load_unet(path: str | os.PathLike, *, device: str = "cpu", verify: bool = True) -> Any:
+    """Load a U-Net saved by :func:`save_unet` (safetensors, never unpickled), in eval mode.
+
+    Parameters
+    ----------
+    path
+        Weights file; the model card is the ``.json`` of the same stem beside it.
+    device
+        ``"cpu"``, ``"cuda"`` or ``"auto"``.
+    verify
+        Check the file's sha256 against the card's (refuse a tampered or mismatched file); needs the
+        card.
+
+    Returns
+    -------
+    torch.nn.Module
+        The network on ``device``, eval mode; ``model.config`` is its :class:`UNetConfig`,
+        ``model.card`` its model card (dict, empty when there is none and ``verify`` is False).
+
+    Raises
+    ------
+    InputError
+        Missing file or card, invalid card, sha256 mismatch, no or bad configuration in the metadata,
+        or weights that do not fit the architecture.
+    """
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    from tomoflow.models.card import validate_card
+
+    dev = resolve_device(device)
+    weights = Path(path)
+    if not weights.is_file():
+        raise InputError("no such weights file", path=weights)
+    card_file = _card_path(weights)
+    card: dict[str, Any] = {}
+    if card_file.is_file():
+        try:
+            card = json.loads(card_file.read_text())
+        except (OSError, ValueError) as exc:
+            raise InputError(f"model card is not valid JSON: {exc}", path=card_file) from None
+        validate_card(card, card_file)
+    elif verify:
+        raise InputError(f"model card {card_file.name} missing beside the weights (needed to verify them)",
+                         path=weights)
+    if verify:
+        want = str(card.get("sha256", ""))
+        got = file_sha256(weights)
+        if want != got:
+            raise InputError(f"sha256 of the weights ({got}) does not match the model card ({want or 'none'}); "
+                             "the file was modified or belongs to another card", path=weights)
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            meta = f.metadata() or {}
+        state = load_file(str(weights), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise InputError(f"not a readable safetensors file: {exc}", path=weights) from None
+    if meta.get("architecture") != ARCHITECTURE_NAME or "config" not in meta:
+        raise InputError(f"weights are not a {ARCHITECTURE_NAME} (metadata {sorted(meta)})", path=weights)
+    try:
+        config = UNetConfig.from_json(meta["config"])
+    except ConfigError as exc:
+        raise InputError(f"bad U-Net configuration in the metadata: {exc}", path=weights) from None
+    arch = card.get("architecture") or {}
+    if "channels" in arch:
+        try:
+            card_config = UNetConfig.from_dict({k: arch[k] for k in ("name", "channels", "in_channels",
+                                                                      "out_channels", "residual") if k in arch})
+        except ConfigError as exc:
+            raise InputError(f"bad U-Net configuration in the model card: {exc}", path=card_file) from None
+        if card_config != config:
+            raise InputError(f"model card configuration {card_config} differs from the weights' {config}",
+                             path=card_file)
+    model = build_unet(config=config)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise InputError(f"weights do not fit the U-Net configuration {config}: {exc}", path=weights) from None
+    model.card = card
+    return model.to(dev).eval()
