@@ -15,13 +15,21 @@ Level 0 is written by z-slabs of whole chunks; level k chunks are each computed 
 from level k-1 after level k-1 is complete. :func:`open_volume` refuses a store whose ``recon`` stage
 did not complete: an unwritten chunk would read as zeros.
 
+Extra metadata: an optional root attribute ``extra`` (:data:`EXTRA_ATTRS`), any JSON object, holds
+metadata outside the tomoflow attribute model (e.g. stage positions, or the ground truth of a
+simulated volume); :attr:`VolumeStore.extra` reads it (empty when absent) and :meth:`VolumeStore.to_xarray`
+copies it into the DataArray's ``attrs``. Stores without it read as before.
+
 Unknown pixel size: when the scan has none, ``voxel_size`` is recorded as null (unknown) and the
 OME-Zarr ``scale`` is 1.0, meaning one detector pixel.
 """
 
 from __future__ import annotations
 
+import copy
+import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +43,11 @@ from tomoflow.io.models import VOLUME_FORMAT, Provenance, SourceFile, StageRecor
 from tomoflow.io.output import OutputPlan, create_store
 from tomoflow.io.stages import stage_records, store_kind
 
-__all__ = ["VolumeStore", "open_volume", "ome_multiscales", "pyramid_levels"]
+__all__ = ["VolumeStore", "open_volume", "ome_multiscales", "pyramid_levels", "EXTRA_ATTRS"]
+
+EXTRA_ATTRS = "extra"
+"""Root attribute of a volume store holding extra metadata (a JSON object), outside :class:`VolumeAttrs`."""
+_NOT_TOMOFLOW_ATTRS = ("ome", EXTRA_ATTRS)
 
 
 def ome_multiscales(n_levels: int, voxel_size_um: float, name: str = "volume") -> dict[str, Any]:
@@ -98,6 +110,7 @@ class VolumeStore:
         scan: str | None = None,
         run_config: dict[str, Any] | None = None,
         inputs: list[SourceFile] | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> "VolumeStore":
         """Create an empty volume store where :func:`tomoflow.io.output.prepare_output` allowed it.
 
@@ -113,7 +126,18 @@ class VolumeStore:
             Zarr chunk shape ``(cz, cy, cx)`` of every level (clipped to the level's shape).
         n_levels
             Total levels including level 0 (see :func:`pyramid_levels`).
+        extra
+            Optional extra metadata (JSON-able mapping), stored under the root attribute ``extra``.
         """
+        extra_doc: dict[str, Any] | None = None
+        if extra is not None:
+            if not isinstance(extra, Mapping):
+                raise ConfigError(f"extra metadata must be a mapping, got {type(extra).__name__}")
+            try:
+                extra_doc = json.loads(json.dumps(dict(extra), allow_nan=False))
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"extra metadata must be JSON-able (finite numbers, strings, lists, "
+                                  f"mappings): {exc}") from None
         if voxel_size_um is not None and not (np.isfinite(voxel_size_um) and voxel_size_um > 0):
             raise ConfigError(f"voxel size must be a positive number of micrometres, got {voxel_size_um!r}")
         cfg = _config.get()
@@ -126,7 +150,10 @@ class VolumeStore:
                                   inputs=inputs or []),
         )
         scale = 1.0 if voxel_size_um is None else float(voxel_size_um)
-        root = create_store(plan, {"ome": ome_multiscales(n_levels, scale), **attrs.model_dump(mode="json")})
+        root_attrs = {"ome": ome_multiscales(n_levels, scale), **attrs.model_dump(mode="json")}
+        if extra_doc is not None:
+            root_attrs[EXTRA_ATTRS] = extra_doc
+        root = create_store(plan, root_attrs)
         for k in range(n_levels):
             lshape = level_shape(shape, k)
             root.create_array(str(k), shape=lshape, chunks=tuple(min(c, s) for c, s in zip(chunks, lshape)),
@@ -162,8 +189,14 @@ class VolumeStore:
     # ------------------------------------------------------------------ access
     @property
     def attrs(self) -> VolumeAttrs:
-        data = {k: v for k, v in self.group.attrs.items() if k != "ome"}
+        data = {k: v for k, v in self.group.attrs.items() if k not in _NOT_TOMOFLOW_ATTRS}
         return VolumeAttrs.model_validate(data)
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        """The extra metadata (root attribute ``extra``), a copy; empty when the store has none."""
+        doc = self.group.attrs.get(EXTRA_ATTRS)
+        return copy.deepcopy(dict(doc)) if isinstance(doc, Mapping) else {}
 
     @property
     def n_levels(self) -> int:
@@ -194,7 +227,8 @@ class VolumeStore:
 
     def to_xarray(self, level: int = 0):  # -> xarray.DataArray
         """Lazy :class:`xarray.DataArray` of one level with z, y, x coordinates in micrometres
-        (in pixels when the voxel size is unknown: then ``units`` says so)."""
+        (in pixels when the voxel size is unknown: then ``units`` says so); its ``attrs`` are the
+        store's extra metadata (:attr:`extra`, empty for most stores)."""
         import dask.array as da
         import xarray as xr
 
@@ -202,7 +236,7 @@ class VolumeStore:
         ms = self.group.attrs["ome"]["multiscales"][0]["datasets"][level]["coordinateTransformations"]
         scale, trans = ms[0]["scale"], ms[1]["translation"]
         coords = {ax: trans[i] + scale[i] * np.arange(arr.shape[i]) for i, ax in enumerate("zyx")}
-        out = xr.DataArray(arr, dims=("z", "y", "x"), coords=coords, name="volume")
+        out = xr.DataArray(arr, dims=("z", "y", "x"), coords=coords, name="volume", attrs=self.extra)
         unit = "micrometer" if self.attrs.voxel_size is not None else "pixel (voxel size unknown)"
         for ax in "zyx":
             out[ax].attrs["units"] = unit

@@ -1,1 +1,29 @@
-"""tomoflow.recover."""
+"""tomoflow.recover: resolution recovery (Andrew et al.) — the 3D U-Net, its exact tiled inference and
+pore metrics.
+
+- :mod:`~tomoflow.recover.unet`: :func:`build_unet` (no per-tile statistics), :func:`receptive_field`,
+  :func:`save_unet` / :func:`load_unet` (safetensors + model card, never unpickled).
+- :mod:`~tomoflow.recover.tiling`: :func:`predict_tiled` (halo >= receptive field, pooling-aligned input
+  boxes: equal to :func:`predict_volume` to float rounding, for any block size).
+- :mod:`~tomoflow.recover.pores`: :func:`pore_metrics` with one fixed protocol
+  (:func:`threshold_from_reference`), exact blockwise merging (:func:`block_pores`,
+  :func:`merge_block_pores`), :func:`plot_pore_sizes`.
+"""
+
+from tomoflow.recover.pores import (
+    BlockPores,
+    PoreMetrics,
+    block_pores,
+    merge_block_pores,
+    plot_pore_sizes,
+    pore_metrics,
+    threshold_from_reference,
+)
+from tomoflow.recover.tiling import Tile, plan_tiles, predict_tiled, predict_volume
+from tomoflow.recover.unet import UNetConfig, build_unet, load_unet, receptive_field, save_unet
+
+__all__ = [
+    "pore_metrics", "PoreMetrics", "threshold_from_reference", "block_pores", "BlockPores", "merge_block_pores",
+    "plot_pore_sizes", "predict_tiled", "predict_volume", "plan_tiles", "Tile", "build_unet", "UNetConfig",
+    "receptive_field", "save_unet", "load_unet",
+]

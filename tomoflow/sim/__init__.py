@@ -23,6 +23,13 @@ from tomoflow.sim.phantoms import (
     shepp_logan_ellipses,
     shepp_logan_ellipsoids,
 )
+from tomoflow.sim.multiscale import (
+    MultiscalePair,
+    PorousSample,
+    porous_sample,
+    rasterize_sample,
+    simulate_multiscale_pair,
+)
 from tomoflow.sim.scan import SyntheticScan, simulate_scan
 
 __all__ = [
@@ -45,4 +52,9 @@ __all__ = [
     "apply_jitter",
     "SyntheticScan",
     "simulate_scan",
+    "simulate_multiscale_pair",
+    "MultiscalePair",
+    "porous_sample",
+    "PorousSample",
+    "rasterize_sample",
 ]

@@ -1,0 +1,457 @@
+"""Multiscale registration: an HR region-of-interest volume placed in an LFOV volume, to 9 DOF.
+
+Stages (each starts from the previous one's transform; :func:`register`):
+
+1. **Prior** — the stage positions' placement (a 4 x 4 HR -> LFOV matrix, usually a translation).
+2. **Coarse translation** — the HR volume, smoothed to the LFOV's resolution, is sampled on the LFOV
+   grid at the prior placement and cross-correlated (normalised, over the HR footprint) with the LFOV
+   around it at every whole-voxel offset within ``search_um`` (one 3-D convolution), with a parabolic
+   sub-voxel peak.
+3. **Translation** — normalised cross-correlation (NCC) maximised over the 3 translations.
+4. **Rigid / 9 DOF** — then over rotation, per-axis scale and translation (``dof`` = 6 or 9), on a
+   2x-binned LFOV first, then at full LFOV resolution.
+
+The similarity is always evaluated *at LFOV voxels*: the fixed image is the LFOV crop around the ROI
+(tens of thousands of voxels for a 160³ HR ROI in a 4x coarser LFOV), the moving image is the HR
+volume, smoothed by a Gaussian of ``smoothing`` HR voxels (default: half the voxel-size ratio, about
+what an LFOV voxel averages plus its blur) and sampled with trilinear interpolation at each LFOV
+voxel centre mapped into the HR frame. Interpolating the fine HR grid, not the coarse LFOV, keeps the
+interpolation error far below the accuracy asked for (a few hundredths of an HR voxel). Both images
+are the same modality (X-ray attenuation), so NCC is the metric: it ignores gain and offset
+differences between the scans and has a sharp, smooth optimum. The optimiser is L-BFGS (torch, strong
+Wolfe line search) on parameters scaled to "LFOV voxels of displacement at the ROI's edge", so a unit
+step in a rotation, a scale or a translation moves the ROI about equally (ITK's optimisers ignore
+parameter scales: ANCHORS.md).
+
+Only the LFOV region around the prior placement of the ROI (plus the search margin) is read
+(``lfov[box]``), so ``lfov`` can be a lazily sliced zarr array of any size. Results that are not
+plausible — a scale outside ``scale_range``, a rotation beyond ``max_rotation_deg``, a similarity no
+better than the prior's — raise :class:`RegistrationError` instead of returning a transform.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tomoflow._checks import check_choice, check_int, check_number
+from tomoflow.errors import ConfigError, InputError, TomoflowError
+from tomoflow.register.transform import Affine9, torch_matrix
+
+__all__ = ["register", "Registration", "RegistrationError", "DOFS"]
+
+log = logging.getLogger(__name__)
+
+DOFS = (3, 6, 9)
+"""Degrees of freedom: translation, rigid (+ rotation), 9 (+ per-axis scale)."""
+
+MIN_BINNED_FOOTPRINT = 16
+"""Fewest 2x-binned LFOV voxels per axis across the ROI for the binned level to run."""
+
+
+class RegistrationError(TomoflowError):
+    """A registration result is implausible (scale, rotation) or did not improve on the prior."""
+
+
+@dataclass
+class Registration:
+    """Result of :func:`register`.
+
+    Attributes
+    ----------
+    matrix
+        4 x 4 float64: HR physical ``(z, y, x)`` micrometres (origin at the HR volume's first voxel
+        centre) -> LFOV physical micrometres (same convention).
+    transform
+        The same as :class:`~tomoflow.register.transform.Affine9` parameters about the HR centre.
+    dof
+        Degrees of freedom of the last stage.
+    prior
+        The starting matrix.
+    ncc_prior, ncc
+        Normalised cross-correlation at the prior and at the result (full LFOV resolution).
+    stages
+        One dict per stage: ``name``, ``seconds``, ``ncc``, ``matrix``.
+    lfov_box
+        ``((z0, z1), (y0, y1), (x0, x1))`` LFOV voxel region that was read.
+    """
+
+    matrix: np.ndarray
+    transform: Affine9
+    dof: int
+    prior: np.ndarray
+    ncc_prior: float
+    ncc: float
+    stages: list[dict[str, Any]] = field(default_factory=list)
+    lfov_box: tuple[tuple[int, int], ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-serialisable summary (goes in the volume store's attributes)."""
+        return {"matrix": self.matrix.tolist(), "transform": self.transform.as_dict(), "dof": self.dof,
+                "prior": self.prior.tolist(), "ncc_prior": self.ncc_prior, "ncc": self.ncc,
+                "stages": [{k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in s.items()}
+                           for s in self.stages],
+                "lfov_box": [list(b) for b in self.lfov_box]}
+
+
+# ----------------------------------------------------------------------------- checks
+def _spacing(name: str, value: Any) -> np.ndarray:
+    try:
+        s = np.broadcast_to(np.asarray(value, dtype=np.float64), (3,)).copy()
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{name} must be a voxel size in micrometres or 3 of them (z, y, x), got {value!r}") from exc
+    if not np.all(np.isfinite(s)) or np.any(s <= 0):
+        raise ConfigError(f"{name} must be positive micrometres, got {value!r}")
+    return s
+
+
+def _volume_shape(name: str, vol: Any) -> tuple[int, int, int]:
+    shape = tuple(int(n) for n in getattr(vol, "shape", ()))
+    if len(shape) != 3:
+        raise InputError(f"expected a (z, y, x) volume, got shape {shape}", dataset=name)
+    if min(shape) < 4:
+        raise InputError(f"volume of shape {shape} is too small to register (at least 4 voxels per axis)",
+                         dataset=name)
+    return shape  # type: ignore[return-value]
+
+
+def _finite(name: str, a: np.ndarray) -> None:
+    bad = int(a.size - np.count_nonzero(np.isfinite(a)))
+    if bad:
+        raise InputError(f"{bad} NaN/Inf voxels in the region used for registration", dataset=name)
+    if float(a.std()) == 0.0:
+        raise InputError("the region used for registration is constant (no structure to register)", dataset=name)
+
+
+def _prior_matrix(prior: Any, hr_shape: tuple[int, ...], lfov_shape: tuple[int, ...], hr_sp: np.ndarray,
+                  lf_sp: np.ndarray) -> np.ndarray:
+    """The prior as a 4 x 4 matrix; None = the HR centre on the LFOV centre, axes aligned."""
+    if prior is None:
+        m = np.eye(4)
+        m[:3, 3] = (np.asarray(lfov_shape) - 1) / 2.0 * lf_sp - (np.asarray(hr_shape) - 1) / 2.0 * hr_sp
+        return m
+    m = np.asarray(prior, dtype=np.float64)
+    if m.shape == (3,):  # a translation
+        t, m = m, np.eye(4)
+        m[:3, 3] = t
+    if m.shape != (4, 4) or not np.all(np.isfinite(m)) or not np.allclose(m[3], [0, 0, 0, 1]):
+        raise ConfigError(f"prior must be a 4 x 4 affine matrix (last row 0 0 0 1) or a translation (3,), got {prior!r}")
+    return m
+
+
+# ----------------------------------------------------------------------------- similarity
+class _Problem:
+    """The fixed LFOV points, the smoothed HR volume and the NCC between them, in torch (float64)."""
+
+    def __init__(self, hr_smooth: np.ndarray, hr_sp: np.ndarray, fixed: np.ndarray, origin_vox: np.ndarray,
+                 step: int, lf_sp: np.ndarray, margin_vox: float, device: Any) -> None:
+        import torch
+
+        self.torch = torch
+        self.dev = device
+        self.hr_shape = np.asarray(hr_smooth.shape)
+        self.hr_sp = hr_sp
+        self.moving = torch.from_numpy(np.ascontiguousarray(hr_smooth, dtype=np.float64))[None, None].to(device)
+        # LFOV voxel centres (binned by ``step``) in LFOV micrometres
+        idx = [origin_vox[a] + step * np.arange(fixed.shape[a]) + (step - 1) / 2.0 for a in range(3)]
+        zz, yy, xx = np.meshgrid(*idx, indexing="ij")
+        q = np.stack([zz, yy, xx], axis=-1).reshape(-1, 3) * lf_sp
+        self.q = torch.from_numpy(q).to(device)
+        self.f = torch.from_numpy(np.asarray(fixed, dtype=np.float64).reshape(-1)).to(device)
+        self.margin = margin_vox
+        self.mask = torch.ones_like(self.f, dtype=torch.bool)
+        self.center = torch.from_numpy((self.hr_shape - 1) / 2.0 * hr_sp).to(device)
+
+    def hr_index(self, m34: Any) -> Any:
+        """HR voxel indices ``(n, 3)`` of the fixed points under the HR -> LFOV matrix ``m34`` (3 x 4)."""
+        torch = self.torch
+        a, b = m34[:, :3], m34[:, 3]
+        p = torch.linalg.solve(a, (self.q - b).T).T  # HR micrometres
+        return p / torch.from_numpy(self.hr_sp).to(self.dev)
+
+    def set_mask(self, m34: Any) -> int:
+        """Keep the fixed points that fall inside the HR volume (less the smoothing margin)."""
+        with self.torch.no_grad():
+            i = self.hr_index(m34)
+            hi = self.torch.from_numpy(self.hr_shape - 1 - self.margin).to(self.dev)
+            self.mask = ((i >= self.margin) & (i <= hi)).all(dim=1)
+        return int(self.mask.sum())
+
+    def sample(self, m34: Any) -> Any:
+        torch = self.torch
+        i = self.hr_index(m34)[self.mask]
+        n = torch.from_numpy(self.hr_shape - 1.0).to(self.dev)
+        g = (2.0 * i / n - 1.0).flip(-1)  # grid_sample wants (x, y, z) in [-1, 1]
+        out = torch.nn.functional.grid_sample(self.moving, g[None, None, None], mode="bilinear",
+                                              padding_mode="border", align_corners=True)
+        return out.reshape(-1)
+
+    def ncc(self, m34: Any) -> Any:
+        g = self.sample(m34)
+        f = self.f[self.mask]
+        fc, gc = f - f.mean(), g - g.mean()
+        return (fc * gc).sum() / self.torch.sqrt((fc * fc).sum() * (gc * gc).sum() + 1e-30)
+
+
+def _bin(a: np.ndarray, b: int) -> np.ndarray:
+    if b == 1:
+        return a
+    n = [s // b for s in a.shape]
+    a = a[: n[0] * b, : n[1] * b, : n[2] * b]
+    return a.reshape(n[0], b, n[1], b, n[2], b).mean(axis=(1, 3, 5))
+
+
+# ----------------------------------------------------------------------------- stages
+def _coarse_translation(problem: _Problem, region: np.ndarray, shape: tuple[int, ...], m: np.ndarray,
+                        before: np.ndarray) -> np.ndarray:
+    """Whole-voxel NCC search of the template (HR sampled at ``problem``'s LFOV voxels, of ``shape``,
+    at the placement ``m``) over ``region``, which extends the template's box by ``before`` voxels at
+    the low end of each axis (and some at the high end); sub-voxel by a parabola per axis. Returns the
+    LFOV displacement of the HR content from ``m``, in LFOV voxels ``(3,)``."""
+    torch = problem.torch
+    F = torch.nn.functional
+    m34 = torch.from_numpy(m[:3]).to(problem.dev)
+    problem.set_mask(m34)
+    with torch.no_grad():
+        vals = torch.zeros_like(problem.f)
+        vals[problem.mask] = problem.sample(m34)
+    t = vals.reshape(shape)
+    w = problem.mask.reshape(shape).to(t.dtype)
+    nw = w.sum()
+    t0 = (t - (t * w).sum() / nw) * w
+    reg = torch.from_numpy(np.ascontiguousarray(region, dtype=np.float64)).to(problem.dev)[None, None]
+    k0, kw = t0[None, None], w[None, None]
+    num = F.conv3d(reg, k0)[0, 0]
+    s1 = F.conv3d(reg, kw)[0, 0]
+    s2 = F.conv3d(reg * reg, kw)[0, 0]
+    var = torch.clamp(s2 - s1 * s1 / nw, min=1e-30)
+    ncc = (num / torch.sqrt(var * (t0 * t0).sum())).cpu().numpy()
+    peak = np.array(np.unravel_index(int(np.argmax(ncc)), ncc.shape))
+    sub = np.zeros(3)
+    for a in range(3):
+        if 0 < peak[a] < ncc.shape[a] - 1:
+            lo, hi = peak.copy(), peak.copy()
+            lo[a] -= 1
+            hi[a] += 1
+            y0, y1, y2 = ncc[tuple(lo)], ncc[tuple(peak)], ncc[tuple(hi)]
+            den = y0 - 2 * y1 + y2
+            sub[a] = 0.5 * (y0 - y2) / den if den < 0 else 0.0
+    return peak + sub - before
+
+
+def _optimise(problem: _Problem, m: np.ndarray, dof: int, scale_um: float, lf_step_um: float,
+              max_iter: int) -> np.ndarray:
+    """Maximise NCC over ``dof`` parameters from the 4 x 4 ``m``; returns the new 4 x 4 matrix."""
+    torch = problem.torch
+    start = Affine9.from_matrix(m, problem.center.cpu().numpy())
+    base = torch.tensor([*start.rotation, *start.scale, *start.translation], dtype=torch.float64, device=problem.dev)
+    # unit of each parameter: one LFOV voxel of displacement at the ROI's edge
+    unit = torch.tensor([lf_step_um / scale_um] * 6 + [lf_step_um] * 3, dtype=torch.float64, device=problem.dev)
+    active = torch.zeros(9, dtype=torch.bool, device=problem.dev)
+    active[6:] = True
+    if dof >= 6:
+        active[:3] = True
+    if dof == 9:
+        active[3:6] = True
+    u = torch.zeros(int(active.sum()), dtype=torch.float64, device=problem.dev, requires_grad=True)
+
+    def params() -> Any:
+        full = torch.zeros(9, dtype=torch.float64, device=problem.dev)
+        full = full.masked_scatter(active, u)
+        return base + full * unit
+
+    problem.set_mask(torch_matrix(base, problem.center))
+    opt = torch.optim.LBFGS([u], lr=1.0, max_iter=max_iter, tolerance_grad=1e-10, tolerance_change=1e-14,
+                            history_size=20, line_search_fn="strong_wolfe")
+
+    def closure() -> Any:
+        opt.zero_grad()
+        loss = 1.0 - problem.ncc(torch_matrix(params(), problem.center))
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        p = params().cpu().numpy()
+    c = problem.center.cpu().numpy()
+    return Affine9(tuple(p[:3]), tuple(p[3:6]), tuple(p[6:9]), tuple(c)).matrix
+
+
+def register(
+    hr: Any,
+    lfov: Any,
+    hr_spacing: Any,
+    lfov_spacing: Any,
+    prior: Any = None,
+    dof: int = 9,
+    *,
+    search_um: float | None = None,
+    smoothing: float | None = None,
+    max_rotation_deg: float = 10.0,
+    scale_range: tuple[float, float] = (0.9, 1.1),
+    max_iter: int = 100,
+    device: str = "cpu",
+) -> Registration:
+    """Register an HR region-of-interest volume into an LFOV volume of the same sample (module docstring).
+
+    Parameters
+    ----------
+    hr
+        ``(z, y, x)`` HR volume (NumPy array; read whole).
+    lfov
+        ``(z, y, x)`` LFOV volume: a NumPy or zarr array (only the region around the ROI is read).
+    hr_spacing, lfov_spacing
+        Voxel sizes in micrometres (one number, or ``(dz, dy, dx)``). HR voxels must be smaller.
+    prior
+        Starting placement: 4 x 4 HR-physical -> LFOV-physical matrix, or a translation ``(3,)`` um
+        (from the stage positions); None = the ROI centred in the LFOV field.
+    dof
+        3 (translation), 6 (rigid) or 9 (rigid + per-axis scale).
+    search_um
+        Half-width of the coarse translation search, micrometres; default 4 LFOV voxels.
+    smoothing
+        Gaussian sigma (HR voxels) applied to the HR volume before it is compared with the LFOV;
+        default half the voxel-size ratio.
+    max_rotation_deg, scale_range
+        Plausibility limits of the result.
+    max_iter
+        Most L-BFGS iterations per stage and level.
+    device
+        torch device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
+
+    Returns
+    -------
+    Registration
+
+    Raises
+    ------
+    InputError
+        Not 3-D, too small, NaN/Inf or constant data, or the prior places the ROI outside the LFOV.
+    ConfigError
+        Spacings not positive, HR voxels not smaller than LFOV voxels, bad ``dof`` or limits.
+    RegistrationError
+        The result is implausible (scale outside ``scale_range``, rotation above
+        ``max_rotation_deg``) or its similarity is no better than the prior's.
+    """
+    from scipy.ndimage import gaussian_filter
+
+    from tomoflow.align.resnet import resolve_device
+
+    t_all = time.perf_counter()
+    hr_shape = _volume_shape("HR", hr)
+    lf_shape = _volume_shape("LFOV", lfov)
+    hr_sp = _spacing("hr_spacing", hr_spacing)
+    lf_sp = _spacing("lfov_spacing", lfov_spacing)
+    if np.any(hr_sp >= lf_sp):
+        raise ConfigError(f"HR voxels ({hr_sp.tolist()} um) must be smaller than LFOV voxels "
+                          f"({lf_sp.tolist()} um): are the volumes or the spacings swapped?")
+    if dof not in DOFS:
+        raise ConfigError(f"dof must be one of {DOFS}, got {dof!r}")
+    lo_s, hi_s = (float(v) for v in scale_range)
+    if not 0 < lo_s < 1 < hi_s:
+        raise ConfigError(f"scale_range must be (low < 1 < high), got {scale_range!r}")
+    max_rotation_deg = check_number("max_rotation_deg", max_rotation_deg, low=0.0, low_open=True, high=90.0)
+    max_iter = check_int("max_iter", max_iter, low=1)
+    dev = resolve_device(check_choice("device", device, ("cpu", "cuda", "auto")))
+    ratio = float(np.mean(lf_sp / hr_sp))
+    sigma = 0.5 * ratio if smoothing is None else check_number("smoothing (HR voxels)", smoothing, low=0.0)
+    search = 4 if search_um is None else max(1, int(math.ceil(check_number("search_um", search_um, low=0.0,
+                                                                             low_open=True) / float(lf_sp.min()))))
+    m_prior = _prior_matrix(prior, hr_shape, lf_shape, hr_sp, lf_sp)
+
+    # the LFOV region: the ROI's footprint at the prior, grown by the search margin (+1 for binning)
+    corners = np.array([[z, y, x, 1.0] for z in (0, hr_shape[0] - 1) for y in (0, hr_shape[1] - 1)
+                        for x in (0, hr_shape[2] - 1)]) * np.r_[hr_sp, 1.0]
+    foot = (m_prior @ corners.T).T[:, :3] / lf_sp
+    lo_i, hi_i = np.floor(foot.min(axis=0)).astype(int), np.ceil(foot.max(axis=0)).astype(int) + 1
+    inside = np.clip(hi_i, 0, lf_shape) - np.clip(lo_i, 0, lf_shape)
+    if np.any(inside <= 0) or np.prod(inside) < 0.5 * np.prod(hi_i - lo_i):
+        raise InputError(f"the prior places the HR ROI (LFOV voxels {lo_i.tolist()} to {hi_i.tolist()}) mostly "
+                         f"outside the LFOV volume of shape {list(lf_shape)}: the volumes do not overlap",
+                         dataset="prior")
+    box_lo = np.maximum(lo_i - search - 2, 0)
+    box_hi = np.minimum(hi_i + search + 2, lf_shape)
+    region = np.asarray(lfov[tuple(slice(a, b) for a, b in zip(box_lo, box_hi))], dtype=np.float64)
+    _finite("LFOV", region)
+    hr_arr = np.asarray(hr, dtype=np.float64)
+    _finite("HR", hr_arr)
+    smooth = gaussian_filter(hr_arr, sigma) if sigma > 0 else hr_arr
+    smooth2 = gaussian_filter(hr_arr, math.hypot(sigma, ratio))  # for the 2x-binned level
+    margin = min(2.0 * sigma, 0.25 * min(hr_shape))
+    scale_um = 0.5 * float(np.mean((np.asarray(hr_shape) - 1) * hr_sp))  # ROI half-size
+
+    stages: list[dict[str, Any]] = []
+
+    def full_problem() -> _Problem:
+        return _Problem(smooth, hr_sp, region, box_lo.astype(float), 1, lf_sp, margin, dev)
+
+    import torch
+
+    fine = full_problem()
+
+    def ncc_at(mat: np.ndarray) -> float:
+        m34 = torch.from_numpy(mat[:3]).to(dev)
+        fine.set_mask(m34)
+        with torch.no_grad():
+            return float(fine.ncc(m34))
+
+    ncc_prior = ncc_at(m_prior)
+    stages.append({"name": "prior", "seconds": 0.0, "ncc": ncc_prior, "matrix": m_prior.copy()})
+
+    # coarse translation: template = the ROI footprint inside the region, shifts +-search
+    t0 = time.perf_counter()
+    inner_lo = np.clip(lo_i, box_lo, box_hi) - box_lo
+    inner_hi = np.clip(hi_i, box_lo, box_hi) - box_lo
+    pad_lo = np.minimum(inner_lo, search)
+    pad_hi = np.minimum(region.shape - inner_hi, search)
+    inner = tuple(slice(int(a), int(b)) for a, b in zip(inner_lo, inner_hi))
+    template = _Problem(smooth, hr_sp, region[inner], (box_lo + inner_lo).astype(float), 1, lf_sp, margin, dev)
+    sub = region[tuple(slice(int(a - p), int(b + q)) for a, b, p, q in zip(inner_lo, inner_hi, pad_lo, pad_hi))]
+    d = _coarse_translation(template, sub, tuple(int(b - a) for a, b in zip(inner_lo, inner_hi)), m_prior, pad_lo)
+    m = m_prior.copy()
+    m[:3, 3] += d * lf_sp
+    stages.append({"name": "coarse-translation", "seconds": time.perf_counter() - t0, "ncc": ncc_at(m),
+                   "matrix": m.copy(), "shift_lfov_vox": d.tolist()})
+
+    # translation, then rigid / 9 DOF (2x-binned level first)
+    t0 = time.perf_counter()
+    m = _optimise(fine, m, 3, scale_um, float(lf_sp.mean()), max_iter)
+    stages.append({"name": "translation", "seconds": time.perf_counter() - t0, "ncc": ncc_at(m), "matrix": m.copy()})
+    if dof > 3:
+        levels: list[tuple[str, _Problem, float]] = []
+        if np.all((hi_i - lo_i) // 2 >= MIN_BINNED_FOOTPRINT):  # enough binned voxels to constrain 9 DOF
+            coarse = _Problem(smooth2, hr_sp, _bin(region, 2), box_lo.astype(float), 2, lf_sp, margin, dev)
+            levels.append(("dof-binned", coarse, 2.0))
+        levels.append(("dof", fine, 1.0))
+        for name, problem, step in levels:
+            t0 = time.perf_counter()
+            m = _optimise(problem, m, dof, scale_um, float(lf_sp.mean()) * step, max_iter)
+            stages.append({"name": f"{name}-{dof}", "seconds": time.perf_counter() - t0, "ncc": ncc_at(m),
+                           "matrix": m.copy()})
+    ncc = ncc_at(m)
+    transform = Affine9.from_matrix(m, (np.asarray(hr_shape) - 1) / 2.0 * hr_sp)
+    log.info("registration: NCC %.4f -> %.4f in %.1f s, rotation %.3f deg, scale %s", ncc_prior, ncc,
+             time.perf_counter() - t_all, transform.rotation_deg, np.round(transform.scale, 4).tolist())
+    result = Registration(matrix=m, transform=transform, dof=dof, prior=m_prior, ncc_prior=ncc_prior, ncc=ncc,
+                          stages=stages, lfov_box=tuple((int(a), int(b)) for a, b in zip(box_lo, box_hi)))
+    _check_plausible(result, max_rotation_deg, (lo_s, hi_s))
+    return result
+
+
+def _check_plausible(result: Registration, max_rotation_deg: float, scale_range: tuple[float, float]) -> None:
+    tr = result.transform
+    if tr.rotation_deg > max_rotation_deg:
+        raise RegistrationError(f"implausible registration: rotation {tr.rotation_deg:.2f} deg exceeds "
+                                f"{max_rotation_deg:g} deg (NCC {result.ncc_prior:.3f} -> {result.ncc:.3f})")
+    s = np.asarray(tr.scale)
+    if np.any(s < scale_range[0]) or np.any(s > scale_range[1]):
+        raise RegistrationError(f"implausible registration: scale {np.round(s, 4).tolist()} outside "
+                                f"[{scale_range[0]:g}, {scale_range[1]:g}] (wrong voxel sizes?)")
+    if not result.ncc > result.ncc_prior:
+        raise RegistrationError(f"registration did not improve on the prior (NCC {result.ncc_prior:.4f} -> "
+                                f"{result.ncc:.4f}): the volumes may not show the same region")
