@@ -49,7 +49,7 @@ def test_recovers_a_known_9dof_transform(pair):
     err = _error_hr_vox(res.matrix, m_true)
     assert err.mean() < 0.1 and err.max() < 0.25, (err.mean(), err.max())
     assert res.ncc > res.ncc_prior
-    assert [s["name"] for s in res.stages] == ["prior", "coarse-translation", "translation", "dof-9"]
+    assert [s["name"] for s in res.stages] == ["prior", "coarse-translation", "translation", "smoothing", "dof-9"]
     np.testing.assert_allclose(res.transform.scale, [1.012, 0.99, 1.015], atol=3e-3)
     d = res.as_dict()
     assert d["matrix"] == res.matrix.tolist() and d["transform"]["rotation_deg"] == pytest.approx(

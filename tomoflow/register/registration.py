@@ -8,13 +8,15 @@ Stages (each starts from the previous one's transform; :func:`register`):
    around it at every whole-voxel offset within ``search_um`` (one 3-D convolution), with a parabolic
    sub-voxel peak.
 3. **Translation** — normalised cross-correlation (NCC) maximised over the 3 translations.
-4. **Rigid / 9 DOF** — then over rotation, per-axis scale and translation (``dof`` = 6 or 9), on a
-   2x-binned LFOV first, then at full LFOV resolution.
+4. **Rigid / 9 DOF** — then over rotation, per-axis scale and translation (``dof`` = 6 or 9): on the
+   LFOV binned 2x first (when the ROI spans at least :data:`MIN_BINNED_FOOTPRINT` binned voxels per
+   axis), then the HR smoothing that best matches the LFOV's (unknown) blur is chosen (highest NCC over
+   :data:`SMOOTHING_TRIALS`), then at full LFOV resolution with it.
 
 The similarity is always evaluated *at LFOV voxels*: the fixed image is the LFOV crop around the ROI
 (tens of thousands of voxels for a 160³ HR ROI in a 4x coarser LFOV), the moving image is the HR
-volume, smoothed by a Gaussian of ``smoothing`` HR voxels (default: half the voxel-size ratio, about
-what an LFOV voxel averages plus its blur) and sampled with trilinear interpolation at each LFOV
+volume, smoothed by a Gaussian of ``smoothing`` HR voxels (chosen as above by default: what an LFOV
+voxel averages plus its blur) and sampled with trilinear interpolation at each LFOV
 voxel centre mapped into the HR frame. Interpolating the fine HR grid, not the coarse LFOV, keeps the
 interpolation error far below the accuracy asked for (a few hundredths of an HR voxel). Both images
 are the same modality (X-ray attenuation), so NCC is the metric: it ignores gain and offset
@@ -51,6 +53,14 @@ DOFS = (3, 6, 9)
 """Degrees of freedom: translation, rigid (+ rotation), 9 (+ per-axis scale)."""
 
 MIN_BINNED_FOOTPRINT = 16
+
+#: L-BFGS stopping: largest gradient component (1 - NCC per unit step, a unit step moving the ROI edge by
+#: one LFOV voxel) and smallest change of 1 - NCC between iterations.
+GRAD_TOL = 1e-7
+LOSS_TOL = 1e-10
+
+#: HR smoothing sigmas tried after the translation stage, as fractions of the voxel-size ratio.
+SMOOTHING_TRIALS = (0.35, 0.5, 0.65, 0.8, 1.0)
 """Fewest 2x-binned LFOV voxels per axis across the ROI for the binned level to run."""
 
 
@@ -156,7 +166,8 @@ class _Problem:
         self.dev = device
         self.hr_shape = np.asarray(hr_smooth.shape)
         self.hr_sp = hr_sp
-        self.moving = torch.from_numpy(np.ascontiguousarray(hr_smooth, dtype=np.float64))[None, None].to(device)
+        # float32 samples (interpolation weights from float64 coordinates): half the memory traffic
+        self.moving = torch.from_numpy(np.ascontiguousarray(hr_smooth, dtype=np.float32))[None, None].to(device)
         # LFOV voxel centres (binned by ``step``) in LFOV micrometres
         idx = [origin_vox[a] + step * np.arange(fixed.shape[a]) + (step - 1) / 2.0 for a in range(3)]
         zz, yy, xx = np.meshgrid(*idx, indexing="ij")
@@ -187,9 +198,9 @@ class _Problem:
         i = self.hr_index(m34)[self.mask]
         n = torch.from_numpy(self.hr_shape - 1.0).to(self.dev)
         g = (2.0 * i / n - 1.0).flip(-1)  # grid_sample wants (x, y, z) in [-1, 1]
-        out = torch.nn.functional.grid_sample(self.moving, g[None, None, None], mode="bilinear",
+        out = torch.nn.functional.grid_sample(self.moving, g[None, None, None].to(torch.float32), mode="bilinear",
                                               padding_mode="border", align_corners=True)
-        return out.reshape(-1)
+        return out.reshape(-1).to(torch.float64)
 
     def ncc(self, m34: Any) -> Any:
         g = self.sample(m34)
@@ -266,7 +277,7 @@ def _optimise(problem: _Problem, m: np.ndarray, dof: int, scale_um: float, lf_st
         return base + full * unit
 
     problem.set_mask(torch_matrix(base, problem.center))
-    opt = torch.optim.LBFGS([u], lr=1.0, max_iter=max_iter, tolerance_grad=1e-10, tolerance_change=1e-14,
+    opt = torch.optim.LBFGS([u], lr=1.0, max_iter=max_iter, tolerance_grad=GRAD_TOL, tolerance_change=LOSS_TOL,
                             history_size=20, line_search_fn="strong_wolfe")
 
     def closure() -> Any:
@@ -315,8 +326,9 @@ def register(
     search_um
         Half-width of the coarse translation search, micrometres; default 4 LFOV voxels.
     smoothing
-        Gaussian sigma (HR voxels) applied to the HR volume before it is compared with the LFOV;
-        default half the voxel-size ratio.
+        Gaussian sigma (HR voxels) applied to the HR volume before it is compared with the LFOV.
+        Default: half the voxel-size ratio up to the translation stage, then the sigma among
+        :data:`SMOOTHING_TRIALS` x ratio whose NCC is highest (the LFOV's blur is not known).
     max_rotation_deg, scale_range
         Plausibility limits of the result.
     max_iter
@@ -378,27 +390,27 @@ def register(
     box_hi = np.minimum(hi_i + search + 2, lf_shape)
     region = np.asarray(lfov[tuple(slice(a, b) for a, b in zip(box_lo, box_hi))], dtype=np.float64)
     _finite("LFOV", region)
-    hr_arr = np.asarray(hr, dtype=np.float64)
+    hr_arr = np.asarray(hr, dtype=np.float32)
     _finite("HR", hr_arr)
-    smooth = gaussian_filter(hr_arr, sigma) if sigma > 0 else hr_arr
-    smooth2 = gaussian_filter(hr_arr, math.hypot(sigma, ratio))  # for the 2x-binned level
-    margin = min(2.0 * sigma, 0.25 * min(hr_shape))
+    margin = 2.0 * ratio  # HR voxels kept clear of the ROI's faces (smoothing support)
     scale_um = 0.5 * float(np.mean((np.asarray(hr_shape) - 1) * hr_sp))  # ROI half-size
 
     stages: list[dict[str, Any]] = []
-
-    def full_problem() -> _Problem:
-        return _Problem(smooth, hr_sp, region, box_lo.astype(float), 1, lf_sp, margin, dev)
-
     import torch
 
-    fine = full_problem()
+    def problem_for(s: float) -> _Problem:
+        return _Problem(gaussian_filter(hr_arr, s) if s > 0 else hr_arr, hr_sp, region, box_lo.astype(float), 1,
+                        lf_sp, margin, dev)
 
-    def ncc_at(mat: np.ndarray) -> float:
+    fine = problem_for(sigma)
+    smooth = fine.moving[0, 0].cpu().numpy()
+
+    def ncc_at(mat: np.ndarray, problem: _Problem | None = None) -> float:
+        problem = fine if problem is None else problem
         m34 = torch.from_numpy(mat[:3]).to(dev)
-        fine.set_mask(m34)
+        problem.set_mask(m34)
         with torch.no_grad():
-            return float(fine.ncc(m34))
+            return float(problem.ncc(m34))
 
     ncc_prior = ncc_at(m_prior)
     stages.append({"name": "prior", "seconds": 0.0, "ncc": ncc_prior, "matrix": m_prior.copy()})
@@ -420,20 +432,29 @@ def register(
 
     # translation, then rigid / 9 DOF (2x-binned level first)
     t0 = time.perf_counter()
-    m = _optimise(fine, m, 3, scale_um, float(lf_sp.mean()), max_iter)
+    m = _optimise(fine, m, 3, scale_um, float(lf_sp.mean()), min(max_iter, 20))
     stages.append({"name": "translation", "seconds": time.perf_counter() - t0, "ncc": ncc_at(m), "matrix": m.copy()})
+    if dof > 3 and np.all((hi_i - lo_i) // 2 >= MIN_BINNED_FOOTPRINT):  # enough binned voxels for 9 DOF
+        t0 = time.perf_counter()
+        coarse = _Problem(gaussian_filter(hr_arr, math.hypot(sigma, ratio)), hr_sp, _bin(region, 2),
+                          box_lo.astype(float), 2, lf_sp, margin, dev)
+        m = _optimise(coarse, m, dof, scale_um, 2.0 * float(lf_sp.mean()), max_iter)
+        stages.append({"name": f"binned-{dof}", "seconds": time.perf_counter() - t0, "ncc": ncc_at(m),
+                       "matrix": m.copy()})
+    if smoothing is None and dof > 3:  # the LFOV blur is unknown: the HR smoothing that matches it best
+        t0 = time.perf_counter()
+        trials = {float(f * ratio): problem_for(f * ratio) for f in SMOOTHING_TRIALS}
+        scores = {k: ncc_at(m, p) for k, p in trials.items()}
+        sigma = max(scores, key=scores.__getitem__)
+        fine = trials[sigma]
+        stages.append({"name": "smoothing", "seconds": time.perf_counter() - t0, "ncc": scores[sigma],
+                       "matrix": m.copy(), "sigma_hr_vox": sigma, "trials": scores})
     if dof > 3:
-        levels: list[tuple[str, _Problem, float]] = []
-        if np.all((hi_i - lo_i) // 2 >= MIN_BINNED_FOOTPRINT):  # enough binned voxels to constrain 9 DOF
-            coarse = _Problem(smooth2, hr_sp, _bin(region, 2), box_lo.astype(float), 2, lf_sp, margin, dev)
-            levels.append(("dof-binned", coarse, 2.0))
-        levels.append(("dof", fine, 1.0))
-        for name, problem, step in levels:
-            t0 = time.perf_counter()
-            m = _optimise(problem, m, dof, scale_um, float(lf_sp.mean()) * step, max_iter)
-            stages.append({"name": f"{name}-{dof}", "seconds": time.perf_counter() - t0, "ncc": ncc_at(m),
-                           "matrix": m.copy()})
-    ncc = ncc_at(m)
+        t0 = time.perf_counter()
+        m = _optimise(fine, m, dof, scale_um, float(lf_sp.mean()), max_iter)
+        stages.append({"name": f"dof-{dof}", "seconds": time.perf_counter() - t0, "ncc": ncc_at(m),
+                       "matrix": m.copy()})
+    ncc, ncc_prior = ncc_at(m), ncc_at(m_prior)  # both with the final smoothing
     transform = Affine9.from_matrix(m, (np.asarray(hr_shape) - 1) / 2.0 * hr_sp)
     log.info("registration: NCC %.4f -> %.4f in %.1f s, rotation %.3f deg, scale %s", ncc_prior, ncc,
              time.perf_counter() - t_all, transform.rotation_deg, np.round(transform.scale, 4).tolist())
