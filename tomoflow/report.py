@@ -175,3 +175,53 @@ def alignment_png(path: str | Path, scan_path: str | Path, aligned_path: str | P
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def registration_png(path: str | Path, hr: np.ndarray, resampled: np.ndarray, *, title: str = "",
+                     tiles: int = 8) -> Path:
+    """QC of a registration: for the central z, y and x planes of the HR ROI, the HR volume, the LFOV
+    resampled onto it, and a checkerboard of both (each normalised to its 1-99 % range): edges that
+    continue across the squares mean the volumes line up.
+
+    Parameters
+    ----------
+    path
+        PNG to write.
+    hr, resampled
+        ``(z, y, x)`` volumes of one shape: the HR ROI and the LFOV on its grid
+        (:func:`tomoflow.register.resample.resample_to_grid`).
+    title
+        Figure title (e.g. the NCC and the transform).
+    tiles
+        Checkerboard squares per side.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def norm(img: np.ndarray) -> np.ndarray:
+        lo, hi = np.percentile(img, [1, 99])
+        return np.clip((img - lo) / max(hi - lo, 1e-12), 0, 1)
+
+    planes = [("z", lambda v: v[v.shape[0] // 2]), ("y", lambda v: v[:, v.shape[1] // 2]),
+              ("x", lambda v: v[:, :, v.shape[2] // 2])]
+    fig, axes = plt.subplots(3, 3, figsize=(10, 10))
+    for row, (axis, cut) in enumerate(planes):
+        a, b = norm(np.asarray(cut(hr), np.float64)), norm(np.asarray(cut(resampled), np.float64))
+        iy = (np.arange(a.shape[0]) * tiles // a.shape[0])[:, None]
+        ix = (np.arange(a.shape[1]) * tiles // a.shape[1])[None, :]
+        check = np.where((iy + ix) % 2 == 0, a, b)
+        for col, (img, name) in enumerate([(a, "HR"), (b, "LFOV on the HR grid"), (check, "checkerboard")]):
+            ax = axes[row, col]
+            ax.imshow(img, cmap="gray", vmin=0, vmax=1)
+            ax.set_title(f"{name}, central {axis} plane", fontsize=9)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    if title:
+        fig.suptitle(_plain(title), fontsize=10)
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out, dpi=80)
+    plt.close(fig)
+    return out

@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Affine9", "rotation_matrix", "rotation_vector", "voxel_to_physical", "compose", "torch_matrix"]
+__all__ = ["Affine9", "rotation_matrix", "rotation_vector", "voxel_to_physical", "compose", "torch_matrix",
+           "prior_from_stage"]
 
 
 def rotation_matrix(rotvec: Any) -> np.ndarray:
@@ -56,6 +57,24 @@ def voxel_to_physical(spacing_um: Any) -> np.ndarray:
     """4 x 4 matrix from voxel indices ``(i, j, k, 1)`` to physical micrometres of a volume's frame."""
     m = np.eye(4)
     m[:3, :3] = np.diag(np.broadcast_to(np.asarray(spacing_um, dtype=np.float64), (3,)))
+    return m
+
+
+def prior_from_stage(hr_shape: Any, hr_spacing_um: Any, hr_stage_um: Any, lfov_shape: Any, lfov_spacing_um: Any,
+                     lfov_stage_um: Any) -> np.ndarray:
+    """The stage prior: a translation-only HR -> LFOV matrix from where the stage put each volume.
+
+    A stage position is the stage coordinate ``(z, y, x)`` (micrometres) of the volume's centre, as the
+    microscope records it for each scan. In the LFOV frame the HR centre then sits at
+    ``c_lfov + (hr_stage - lfov_stage)``, so ``t = hr_stage - lfov_stage + c_lfov - c_hr`` with
+    ``c = (n - 1) / 2 * spacing`` (rotation and scale unknown: identity).
+    """
+    def centre(shape: Any, sp: Any) -> np.ndarray:
+        return (np.asarray(shape, dtype=np.float64) - 1.0) / 2.0 * np.broadcast_to(np.asarray(sp, np.float64), (3,))
+
+    m = np.eye(4)
+    m[:3, 3] = (np.asarray(hr_stage_um, np.float64) - np.asarray(lfov_stage_um, np.float64)
+                + centre(lfov_shape, lfov_spacing_um) - centre(hr_shape, hr_spacing_um))
     return m
 
 

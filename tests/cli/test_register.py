@@ -1,0 +1,50 @@
+"""``tomoflow register``: a simulated HR ROI placed in its LFOV store from the stage positions, with a
+QC picture; mistakes are one line and write nothing."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tomoflow.io.synthetic import SIMULATION_TRUTH, write_multiscale_pair
+from tomoflow.sim import simulate_multiscale_pair
+
+
+@pytest.fixture(scope="module")
+def pair_stores(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pair")
+    pair = simulate_multiscale_pair(hr_shape=(64, 64, 64), lfov_shape=(40, 40, 40), prior_error_lfov_vox=1.5, seed=3)
+    hr, lf = write_multiscale_pair(pair, d / "hr.zarr", d / "lfov.zarr")
+    return hr, lf, pair
+
+
+def _error_hr_vox(m, truth, n=64):
+    g = np.stack(np.meshgrid(*[np.arange(n, dtype=float)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    d = np.asarray(m) - np.asarray(truth)
+    return np.linalg.norm(g @ d[:3, :3].T + d[:3, 3], axis=1)
+
+
+def test_register_writes_the_matrix_and_a_qc_png(cli, pair_stores, tmp_path):
+    hr, lf, pair = pair_stores
+    out, png = tmp_path / "reg.json", tmp_path / "qc.png"
+    ran = cli("register", hr, lf, "--out", out, "--png", png, "--device", "cpu")
+    assert ran.code == 0, ran
+    assert "prior: stage positions" in ran.stdout and "NCC" in ran.stdout, ran
+    doc = json.loads(out.read_text())
+    truth = json.loads((hr / "zarr.json").read_text())["attributes"]["extra"][SIMULATION_TRUTH]["hr_to_lfov_matrix"]
+    np.testing.assert_allclose(truth, pair.true_matrix)
+    e0, e = _error_hr_vox(doc["prior"], truth), _error_hr_vox(doc["matrix"], truth)
+    assert e0.mean() > 2.0 and e.mean() < 0.3, (e0.mean(), e.mean())
+    assert doc["ncc"] > doc["ncc_prior"] and doc["dof"] == 9
+    assert png.stat().st_size > 20_000
+
+
+def test_register_mistakes_are_one_line(cli, pair_stores, tmp_path):
+    hr, lf, _ = pair_stores
+    ran = cli("register", lf, hr, "--out", tmp_path / "r.json")  # swapped: HR voxels bigger
+    assert ran.code == 2 and "smaller than LFOV voxels" in ran.stderr and "Traceback" not in ran.output, ran
+    assert not (tmp_path / "r.json").exists()
+    ran = cli("register", hr, tmp_path / "missing.zarr", "--out", tmp_path / "r.json")
+    assert ran.code == 2 and "missing.zarr" in ran.stderr, ran
+    ran = cli("register", hr, lf, "--out", tmp_path / "r.json", "--dof", "5")
+    assert ran.code == 2 and "dof" in ran.stderr, ran
