@@ -45,6 +45,9 @@ from tomoflow.io.stages import stage_records, store_kind
 
 __all__ = ["VolumeStore", "open_volume", "ome_multiscales", "pyramid_levels", "EXTRA_ATTRS"]
 
+#: Stages that make a volume store, the first one recorded in a store being its producer.
+PRODUCER_STAGES = ("recover", "recon")
+
 EXTRA_ATTRS = "extra"
 """Root attribute of a volume store holding extra metadata (a JSON object), outside :class:`VolumeAttrs`."""
 _NOT_TOMOFLOW_ATTRS = ("ome", EXTRA_ATTRS)
@@ -182,8 +185,8 @@ class VolumeStore:
             raise StoreError(f"{path}: not a tomoflow volume store (no OME-Zarr metadata)")
         store = cls(path, root)
         if require_complete and not store.is_complete():
-            raise StoreError(f"{path}: the reconstruction did not complete (interrupted?); run the same "
-                             "`tomoflow recon` command again to resume it")
+            raise StoreError(f"{path}: the volume did not complete (interrupted?); run the same command "
+                             "(`tomoflow recon` / `tomoflow recover`) again to resume it")
         return store
 
     # ------------------------------------------------------------------ access
@@ -222,8 +225,13 @@ class VolumeStore:
         """Every stage record of the store (``recon``)."""
         return stage_records(self.path)
 
-    def is_complete(self, name: str = "recon") -> bool:
-        return self.stages().get(name, StageRecord()).complete
+    def is_complete(self, name: str | None = None) -> bool:
+        """Did the stage ``name`` finish? Default: the stage that made the volume (``recover`` for a
+        resolution-recovered volume, else ``recon``)."""
+        stages = self.stages()
+        if name is None:
+            name = next((s for s in PRODUCER_STAGES if s in stages), "recon")
+        return stages.get(name, StageRecord()).complete
 
     def to_xarray(self, level: int = 0):  # -> xarray.DataArray
         """Lazy :class:`xarray.DataArray` of one level with z, y, x coordinates in micrometres

@@ -1,5 +1,5 @@
-"""``tomoflow register``: a simulated HR ROI placed in its LFOV store from the stage positions, with a
-QC picture; mistakes are one line and write nothing."""
+"""``tomoflow register`` and ``tomoflow recover``: a simulated HR ROI placed in its LFOV store from the stage
+positions with a QC picture; a saved U-Net run over a volume store; mistakes are one line, nothing written."""
 
 import json
 
@@ -48,3 +48,25 @@ def test_register_mistakes_are_one_line(cli, pair_stores, tmp_path):
     assert ran.code == 2 and "missing.zarr" in ran.stderr, ran
     ran = cli("register", hr, lf, "--out", tmp_path / "r.json", "--dof", "5")
     assert ran.code == 2 and "dof" in ran.stderr, ran
+
+
+def test_recover_runs_a_saved_unet_over_a_volume_store(cli, pair_stores, tmp_path):
+    torch = pytest.importorskip("torch")
+    from tomoflow.io import open_volume
+    from tomoflow.recover import build_unet, predict_volume, save_unet
+    from tomoflow.recover.unet import UNetConfig
+
+    _, lf, pair = pair_stores
+    torch.manual_seed(1)
+    cfg = UNetConfig(channels=(4, 8))
+    model = build_unet(config=cfg)
+    weights = tmp_path / "unet.safetensors"
+    save_unet(model, cfg, weights, card={"name": "test"})
+    out = tmp_path / "rec.zarr"
+    ran = cli("recover", lf, "--model", weights, "--out", out, "--cluster", "none")
+    assert ran.code == 0 and "blocks computed" in ran.stdout, ran
+    got = np.asarray(open_volume(out).values)
+    want = predict_volume(model, pair.lfov)
+    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+    ran = cli("recover", lf, "--model", tmp_path / "missing.safetensors", "--out", tmp_path / "r2.zarr")
+    assert ran.code == 2 and "missing.safetensors" in ran.stderr and not (tmp_path / "r2.zarr").exists(), ran

@@ -1,4 +1,5 @@
-"""Resolution-recovery commands: simulate-pair (a test pair), register (an HR ROI volume into an LFOV volume)."""
+"""Resolution-recovery commands: simulate-pair (a test pair), register (an HR ROI volume into an LFOV
+volume), recover (a trained U-Net over a whole volume store)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,17 @@ from typing import Any, Optional
 
 import typer
 
-from tomoflow.cli._app import _check_can_create, _e, _fail, _friendly, _writing, app, console
+from tomoflow.cli._app import (
+    _check_can_create,
+    _cluster,
+    _e,
+    _fail,
+    _friendly,
+    _stage_progress,
+    _writing,
+    app,
+    console,
+)
 
 
 def _voxel_um(store: Any, path: Path) -> float:
@@ -110,3 +121,28 @@ def register(
             registration_png(png, hr_vol, resampled, title=f"{hr.name} in {lfov.name}: NCC {res.ncc:.3f}, "
                              f"rotation {tr.rotation_deg:.2f} deg")
         console.print(f"QC: {_e(png)}")
+
+
+@app.command()
+@_friendly
+def recover(
+    volume: Path = typer.Argument(..., help="Volume store to recover (e.g. the LFOV volume)."),
+    model: Path = typer.Option(..., "--model", "-m", help="U-Net weights (.safetensors, model card beside)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Volume store to write (OME-Zarr, with pyramid)."),
+    pad_mode: str = typer.Option("reflect", help="Volume border extension: reflect or zeros (as in training)."),
+    cluster: str = typer.Option("local", help="local, local-cuda, slurm, pbs, a scheduler address or file, or none."),
+    workers: Optional[int] = typer.Option(None, help="Workers of the local cluster."),
+    overwrite: bool = typer.Option(False, help="Replace an output made from other inputs or parameters."),
+) -> None:
+    """Run a resolution-recovery U-Net over a whole volume, block by block on Dask (exact stitching,
+    resumable: rerun the same command after an interruption)."""
+    from tomoflow.pipeline.recover import recover_volume
+
+    t0 = time.perf_counter()
+    with _cluster(cluster, workers) as client, _stage_progress() as update, _writing(out):
+        v = recover_volume(volume, model, out, pad_mode=pad_mode, client=client, overwrite=overwrite,
+                           progress=update)
+    info = v.stages()["recover"].info
+    console.print(f"wrote [bold]{_e(out)}[/] {' x '.join(map(str, v.shape))} voxels in {time.perf_counter() - t0:.1f} s "
+                  f"({info.get('blocks_computed', 0)} of {info.get('blocks', 0)} blocks computed, halo "
+                  f"{info.get('halo')} voxels, {info.get('device')})")

@@ -1,0 +1,172 @@
+"""Tiled U-Net inference over a whole volume store, on Dask: the ``recover`` stage.
+
+The input volume (an LFOV volume, or any volume store) is read block by block; each output block is
+one zarr chunk of the output's level 0, predicted from an input box grown by the network's
+receptive-field radius and aligned to its pooling grid (:func:`tomoflow.recover.plan_tiles`), so the
+stitched volume equals whole-volume inference (:func:`tomoflow.recover.predict_volume`) to float
+rounding, whatever the chunk size. Every block is a task of the stage engine
+(:func:`tomoflow.pipeline.engine.run_blocks`): written straight into the output OME-Zarr store and
+marked; memory per task is O(block), never O(volume); a rerun after an interruption skips the marked
+blocks; the output's identity is the input volume's identity, the weights' sha256 and the tiling
+parameters (not paths). The pyramid levels follow, as for reconstructions.
+
+Workers load the network once per process (cached by weights path and sha256) and run it on the GPU
+when the cluster has GPU workers and the configured device is not ``cpu``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tomoflow import config as _config
+from tomoflow._checks import check_choice
+from tomoflow.io.models import VOLUME_FORMAT
+from tomoflow.io.stages import StageLog
+from tomoflow.io.volume_store import VolumeStore, level_shape, pyramid_levels
+from tomoflow.pipeline.engine import Block, current_client, fingerprint, identity_of, prepare_output, run_blocks
+from tomoflow.pipeline.reconstruct import _chunk_grid, _pyramid_block, _pyramid_blocks
+
+__all__ = ["recover_volume"]
+
+log = logging.getLogger(__name__)
+
+_MODELS: dict[tuple[str, str, str], Any] = {}
+
+
+def _model(path: str, sha256: str, device: str) -> Any:
+    """The network of ``path`` on ``device``, loaded once per worker process."""
+    key = (path, sha256, device)
+    if key not in _MODELS:
+        from tomoflow.recover.unet import load_unet
+
+        _MODELS.clear()  # one model per process at a time
+        _MODELS[key] = load_unet(path, device=device)
+    return _MODELS[key]
+
+
+def _recover_block(volume_path: str, model_path: str, sha256: str, device: str, pad_mode: str,
+                   in_start: tuple[int, ...], in_stop: tuple[int, ...], crop: tuple[slice, ...]) -> np.ndarray:
+    """Block function: one output chunk, predicted from its halo'd, aligned input box."""
+    from tomoflow.recover.tiling import _check_finite_box, _prepare, _run, read_box
+
+    model = _model(model_path, sha256, device)
+    src = VolumeStore.open(volume_path).level(0)
+    x = read_box(src, in_start, in_stop, pad_mode)
+    _check_finite_box(x, in_start, in_stop)
+    dev, dtype, _ = _prepare(model, device)
+    return _run(model, [x], dev, dtype)[0][crop]
+
+
+def recover_volume(
+    volume_path: str | Path,
+    model_path: str | Path,
+    out_path: str | Path,
+    *,
+    pad_mode: str = "reflect",
+    chunks: tuple[int, int, int] | None = None,
+    client: Any = None,
+    overwrite: bool = False,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> VolumeStore:
+    """Run a resolution-recovery U-Net over a whole volume store into a new OME-Zarr volume store.
+
+    Parameters
+    ----------
+    volume_path
+        Input volume store (complete).
+    model_path
+        U-Net weights (``.safetensors`` with its model card beside it; :func:`tomoflow.recover.save_unet`).
+    out_path
+        Output volume store: same shape and voxel size as the input, plus a pyramid.
+    pad_mode
+        How the volume is extended beyond its border (``"reflect"`` or ``"zeros"``, as in training).
+    chunks
+        Output chunk shape = one inference block per chunk; default the input's level-0 chunks.
+    client
+        A ``distributed.Client``; default the current one, else a local thread pool.
+    overwrite
+        Replace an output store made from other inputs or parameters (never a non-tomoflow folder or
+        an input).
+    progress
+        ``progress(stage, done, total)`` as blocks finish.
+
+    Returns
+    -------
+    VolumeStore
+        The complete output store (``algorithm = "unet-recovery"``).
+
+    Raises
+    ------
+    InputError
+        Unreadable weights or card, NaN/Inf in the input volume (the block is not written).
+    StoreError
+        Input incomplete or missing; output refused (see :func:`tomoflow.pipeline.engine.prepare_output`).
+    ConfigError
+        Bad ``pad_mode`` or ``chunks`` smaller than the network's alignment.
+    """
+    from tomoflow.recover.tiling import PAD_MODES, plan_tiles
+    from tomoflow.recover.unet import alignment, load_unet, receptive_field
+
+    t_start = time.perf_counter()
+    pad_mode = check_choice("pad_mode", pad_mode, PAD_MODES)
+    src = VolumeStore.open(volume_path)
+    model = load_unet(model_path, device="cpu")  # verifies the card and the sha256 before anything is written
+    sha = str(model.card["sha256"])
+    halo, align = receptive_field(model), alignment(model)
+    shape = tuple(int(s) for s in src.shape)
+    chunk = tuple(int(c) for c in (chunks or src.level(0).chunks))
+    tiles = plan_tiles(shape, chunk, halo, align)  # checks chunk >= alignment
+    request = {"pad_mode": pad_mode, "chunks": list(chunk), "halo": halo, "alignment": align}
+    fp = fingerprint("recover", inputs={"volume": identity_of(volume_path), "model": sha}, params=request)
+    plan = prepare_output(out_path, kind=VOLUME_FORMAT, stage="recover", fingerprint=fp, params=request,
+                          inputs=[volume_path, model_path], overwrite=overwrite)
+    if plan.action == "complete":
+        log.info("%s is complete for this volume, model and parameters; nothing to do", out_path)
+        return VolumeStore.open(out_path)
+    cfg = _config.get()
+    if plan.action == "resume":
+        out_store = VolumeStore.open(out_path, mode="r+", require_complete=False)
+        log.info("resuming %s", out_path)
+    else:
+        vs = src.attrs.voxel_size
+        n_levels = pyramid_levels(shape)
+        out_store = VolumeStore.create(plan, shape, None if vs is None else float(vs.value), chunks=chunk,
+                                       n_levels=n_levels, algorithm="unet-recovery", scan=str(volume_path),
+                                       run_config={**cfg.model_dump(mode="json"),
+                                                   "recover": {**request, "model_sha256": sha}},
+                                       extra={"recovered_from": str(volume_path), "model": str(model_path),
+                                              "model_sha256": sha})
+        steps = {"level-0": len(tiles)}
+        steps.update({f"level-{k}": len(_chunk_grid(level_shape(shape, k), tuple(out_store.level(k).chunks)))
+                      for k in range(1, n_levels)})
+        StageLog.begin(out_path, "recover", fingerprint=fp, params=request, steps=steps)
+
+    from tomoflow.cluster import cluster_resources
+
+    client = client if client is not None else current_client()
+    res = cluster_resources(client)
+    device = "cpu" if cfg.device == "cpu" or res.gpus == 0 else "cuda"
+    vin, mod, out = (os.path.abspath(p) for p in (volume_path, model_path, out_path))
+    in_bytes = int(np.prod(tiles[0].in_shape)) * 4
+    blocks = [Block(units=(i,), region=t.out_slices, args=(vin, mod, sha, device, pad_mode, t.in_start, t.in_stop,
+                                                          t.crop),
+                    nbytes=in_bytes * 2 * max(model.config.channels), label=f"block {t.index}")
+              for i, t in enumerate(tiles)]
+    rep = run_blocks(out, blocks, _recover_block, stage="recover", step="level-0", array="0", name="recover-unet",
+                     gpu=device == "cuda", client=client, cluster=res, progress=progress, progress_label="recover")
+    timings = {"recover": rep.wall_s, "recover_compute": rep.compute_s}
+    for level in range(1, out_store.n_levels):
+        r = run_blocks(out, _pyramid_blocks(out, out_store, level), _pyramid_block, stage="recover",
+                       step=f"level-{level}", array=str(level), name="pyramid-level", client=client, cluster=res,
+                       progress=progress, progress_label=f"pyramid level {level}")
+        timings[f"pyramid_level_{level}"] = r.wall_s
+    StageLog(out, "recover").finish(output_id=fp, seconds=time.perf_counter() - t_start, timings=timings,
+                                    blocks=len(blocks), blocks_computed=rep.computed, halo=halo, device=device)
+    return VolumeStore.open(out_path)
