@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import importlib.util
 
+from typing import Any
+
 import numpy as np
 
-__all__ = ["has_module", "requires_cupy", "disk_phantom", "ellipse_slice"]
+__all__ = ["has_module", "requires_cupy", "disk_phantom", "ellipse_slice", "write_volume_store"]
 
 
 def has_module(name: str) -> bool:
@@ -43,3 +45,24 @@ def disk_phantom(shape: tuple[int, int, int]) -> np.ndarray:
     sl = ellipse_slice(nx)[:ny]
     scale = np.linspace(0.8, 1.2, nz, dtype=np.float32)[:, None, None]
     return (sl[None] * scale).astype(np.float32)
+
+
+def write_volume_store(path: Any, data: Any, *, voxel_size_um: float | None = 2.0,
+                       chunks: tuple[int, int, int] = (8, 16, 16)) -> Any:
+    """A complete one-level tomoflow volume store holding ``data`` (tests and benchmarks: an input volume
+    without running a reconstruction). Returns the opened :class:`tomoflow.io.volume_store.VolumeStore`."""
+    import numpy as np
+
+    from tomoflow.io.output import prepare_output
+    from tomoflow.io.stages import StageLog
+    from tomoflow.io.volume_store import VolumeStore
+
+    arr = np.asarray(data, dtype=np.float32)
+    plan = prepare_output(path, kind="tomoflow-volume", stage="recon", fingerprint="testing-volume", params={},
+                          inputs=[])
+    v = VolumeStore.create(plan, arr.shape, voxel_size_um, chunks=chunks, n_levels=1, algorithm="synthetic")
+    v.level(0)[...] = arr
+    StageLog.begin(path, "recon", fingerprint="testing-volume", params={}, steps={"level-0": 1})
+    StageLog(path, "recon").mark_done("level-0", [0])
+    StageLog(path, "recon").finish(output_id="testing-volume", seconds=0.0)
+    return VolumeStore.open(path)

@@ -70,3 +70,18 @@ def test_recover_runs_a_saved_unet_over_a_volume_store(cli, pair_stores, tmp_pat
     assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
     ran = cli("recover", lf, "--model", tmp_path / "missing.safetensors", "--out", tmp_path / "r2.zarr")
     assert ran.code == 2 and "missing.safetensors" in ran.stderr and not (tmp_path / "r2.zarr").exists(), ran
+
+
+def test_pores_table_json_and_histogram(cli, pair_stores, tmp_path):
+    hr, lf, pair = pair_stores
+    js, png = tmp_path / "pores.json", tmp_path / "pores.png"
+    ran = cli("pores", hr, "--reference", hr, "--json", js, "--png", png, "--min-voxels", "4")
+    assert ran.code == 0 and "porosity" in ran.stdout, ran
+    doc = json.loads(js.read_text())
+    m = doc["volumes"]["hr.zarr"]
+    assert m["count"] > 10 and abs(m["porosity_percent"] - 100 * pair.porosity) < 3.0, (m, pair.porosity)
+    assert png.stat().st_size > 10_000
+    ran = cli("pores", hr)
+    assert ran.code == 2 and "--threshold" in ran.stderr, ran
+    ran = cli("pores", hr, "--threshold", "0.5", "--region", "0:5,0:5")
+    assert ran.code == 2 and "--region" in ran.stderr, ran

@@ -6,25 +6,14 @@ import pytest
 pytest.importorskip("torch")
 
 from tomoflow.errors import PipelineError, StoreError  # noqa: E402
-from tomoflow.io.output import prepare_output  # noqa: E402
 from tomoflow.io.stages import StageLog  # noqa: E402
 from tomoflow.io.volume_store import VolumeStore, pyramid_levels  # noqa: E402
 from tomoflow.pipeline.recover import recover_volume  # noqa: E402
 from tomoflow.recover import build_unet, predict_volume, save_unet  # noqa: E402
 from tomoflow.recover.unet import UNetConfig  # noqa: E402
+from tomoflow.testing import write_volume_store  # noqa: E402
 
 SHAPE = (20, 37, 29)
-
-
-def _volume_store(path, data, chunks=(8, 16, 16)):
-    plan = prepare_output(path, kind="tomoflow-volume", stage="recon", fingerprint="test-input", params={},
-                          inputs=[])
-    v = VolumeStore.create(plan, data.shape, 2.0, chunks=chunks, n_levels=1, algorithm="synthetic")
-    v.level(0)[...] = data
-    StageLog.begin(path, "recon", fingerprint="test-input", params={}, steps={"level-0": 1})
-    StageLog(path, "recon").mark_done("level-0", [0])
-    StageLog(path, "recon").finish(output_id="test-input", seconds=0.0)
-    return VolumeStore.open(path)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +28,7 @@ def setup(tmp_path_factory):
     save_unet(model, cfg, weights, card={"name": "test-unet"})
     rng = np.random.default_rng(0)
     data = rng.random(SHAPE).astype(np.float32)
-    src = _volume_store(d / "lfov.zarr", data)
+    src = write_volume_store(d / "lfov.zarr", data)
     return d, weights, model, data, src
 
 

@@ -1,5 +1,5 @@
 """Resolution-recovery commands: simulate-pair (a test pair), register (an HR ROI volume into an LFOV
-volume), recover (a trained U-Net over a whole volume store)."""
+volume), recover (a trained U-Net over a whole volume store), pores (porosity and pore sizes)."""
 
 from __future__ import annotations
 
@@ -146,3 +146,71 @@ def recover(
     console.print(f"wrote [bold]{_e(out)}[/] {' x '.join(map(str, v.shape))} voxels in {time.perf_counter() - t0:.1f} s "
                   f"({info.get('blocks_computed', 0)} of {info.get('blocks', 0)} blocks computed, halo "
                   f"{info.get('halo')} voxels, {info.get('device')})")
+
+
+def _parse_region(text: Optional[str]) -> Any:
+    if text is None:
+        return None
+    try:
+        parts = [tuple(int(v) for v in p.split(":")) for p in text.split(",")]
+        if len(parts) != 3 or any(len(p) != 2 for p in parts):
+            raise ValueError
+    except ValueError:
+        _fail(f"--region must be z0:z1,y0:y1,x0:x1 (voxels), got {text!r}")
+    return parts
+
+
+@app.command()
+@_friendly
+def pores(
+    volumes: list[Path] = typer.Argument(..., help="Volume stores to measure (e.g. LFOV, HR, recovered) over "
+                                         "the same region."),
+    threshold: Optional[float] = typer.Option(None, help="Pore threshold (pores are darker); default: Otsu on "
+                                              "--reference."),
+    reference: Optional[Path] = typer.Option(None, help="Volume store the threshold is derived from (the HR)."),
+    region: Optional[str] = typer.Option(None, help="z0:z1,y0:y1,x0:x1 voxel region (default: whole volumes)."),
+    connectivity: int = typer.Option(26, help="Voxel connectivity of a pore: 6, 18 or 26."),
+    min_voxels: int = typer.Option(8, help="Smallest pore in voxels (smaller ones are not pores)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the metrics as JSON here."),
+    png: Optional[Path] = typer.Option(None, help="Write the pore-size histogram PNG here."),
+) -> None:
+    """Porosity, pore count and pore sizes of volume stores with one fixed protocol (threshold, connectivity,
+    minimum size), blockwise (exact for volumes larger than memory)."""
+    from rich.table import Table
+
+    from tomoflow.pipeline.pores import reference_threshold, volume_pores
+
+    for p in (json_out, png):
+        if p is not None:
+            _check_can_create(p)
+    box = _parse_region(region)
+    if threshold is None:
+        if reference is None:
+            _fail("give --threshold, or --reference (a volume store, usually the HR) to derive it from")
+        threshold = reference_threshold(reference, region=box if reference in volumes else None)
+        console.print(f"threshold {threshold:.5g} (Otsu on {_e(reference)})")
+    results = {}
+    for v in volumes:
+        results[v.name if v.name not in results else str(v)] = volume_pores(
+            v, threshold=threshold, connectivity=connectivity, min_voxels=min_voxels, region=box)
+    table = Table(title=f"pores (threshold {threshold:.4g}, {connectivity}-connected, >= {min_voxels} voxels)")
+    for col in ("volume", "porosity %", "count", "mean volume um3", "median diameter um"):
+        table.add_column(col, justify="left" if col == "volume" else "right")
+    for name, m in results.items():
+        d = m.as_dict()
+        fmt = (lambda x, f: "-" if x is None else format(x, f))
+        table.add_row(_e(name), f"{d['porosity_percent']:.3f}", str(d["count"]), fmt(d["mean_pore_volume_um3"], ".1f"),
+                      fmt(d["median_equivalent_diameter_um"], ".2f"))
+    console.print(table)
+    if json_out is not None:
+        doc = {"threshold": threshold, "connectivity": connectivity, "min_voxels": min_voxels, "region": box,
+               "volumes": {name: m.as_dict() for name, m in results.items()}}
+        with _writing(json_out):
+            json_out.write_text(json.dumps(doc, indent=2) + "\n")
+        console.print(f"wrote {_e(json_out)}")
+    if png is not None:
+        from tomoflow.recover import plot_pore_sizes
+
+        with _writing(png):
+            plot_pore_sizes(results, png)
+        console.print(f"histogram: {_e(png)}")

@@ -1,0 +1,95 @@
+"""Pore metrics of volume stores larger than memory: z-slabs labelled one at a time, merged exactly.
+
+:func:`volume_pores` reads a region of a volume store's level 0 in slabs of whole z-chunks
+(:func:`tomoflow.recover.block_pores` on each), then joins pores across slab faces
+(:func:`tomoflow.recover.merge_block_pores`): the result equals :func:`tomoflow.recover.pore_metrics` on
+the whole region, with memory O(slab). One fixed protocol (threshold, connectivity, minimum size) is
+applied to every volume compared.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from tomoflow._checks import check_int
+from tomoflow.errors import ConfigError
+from tomoflow.io.volume_store import VolumeStore
+
+__all__ = ["volume_pores", "reference_threshold"]
+
+
+def _region(shape: tuple[int, ...], region: Sequence[Sequence[int]] | None) -> tuple[tuple[int, int], ...]:
+    if region is None:
+        return tuple((0, int(n)) for n in shape)
+    out = tuple((int(a), int(b)) for a, b in region)
+    if len(out) != 3 or any(not 0 <= a < b <= n for (a, b), n in zip(out, shape)):
+        raise ConfigError(f"region must be 3 (start, stop) voxel ranges inside the volume {tuple(shape)}, "
+                          f"got {region!r}")
+    return out
+
+
+def reference_threshold(path: str | os.PathLike, *, method: str = "otsu",
+                        region: Sequence[Sequence[int]] | None = None, max_voxels: int = 64**3 * 8) -> float:
+    """The protocol's threshold from a reference (HR) volume store: :func:`tomoflow.recover.
+    threshold_from_reference` on its ``region`` (a regular subsample of at most ``max_voxels`` voxels)."""
+    from tomoflow.recover import threshold_from_reference
+
+    store = VolumeStore.open(path)
+    r = _region(store.shape, region)
+    n = int(np.prod([b - a for a, b in r]))
+    step = max(1, int(np.ceil((n / max_voxels) ** (1 / 3))))
+    data = np.asarray(store.level(0)[tuple(slice(a, b, step) for a, b in r)], dtype=np.float32)
+    return threshold_from_reference(data, method=method, name=str(path))
+
+
+def volume_pores(
+    path: str | os.PathLike,
+    *,
+    threshold: float,
+    connectivity: int = 26,
+    min_voxels: int = 8,
+    region: Sequence[Sequence[int]] | None = None,
+    slab: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Any:
+    """Pore metrics (:class:`tomoflow.recover.PoreMetrics`) of a region of a volume store.
+
+    Parameters
+    ----------
+    path
+        Volume store (complete).
+    threshold
+        Pores are voxels below it (the protocol's value, e.g. :func:`reference_threshold` of the HR).
+    connectivity
+        6, 18 or 26.
+    min_voxels
+        Smallest pore (voxels); smaller components are neither counted nor in the porosity.
+    region
+        ``((z0, z1), (y0, y1), (x0, x1))`` voxel ranges; default the whole volume.
+    slab
+        z-planes per block; default the store's z-chunk (whole chunks are read).
+    progress
+        ``progress(done, total)`` after each slab.
+    """
+    from tomoflow.recover import block_pores, merge_block_pores
+
+    store = VolumeStore.open(path)
+    arr = store.level(0)
+    r = _region(store.shape, region)
+    slab = int(arr.chunks[0]) if slab is None else check_int("slab", slab, low=1)
+    vs = store.attrs.voxel_size
+    spacing = 1.0 if vs is None else float(vs.value)
+    blocks = {}
+    starts = list(range(r[0][0], r[0][1], slab))
+    for i, z0 in enumerate(starts):
+        z1 = min(z0 + slab, r[0][1])
+        block = np.asarray(arr[z0:z1, r[1][0] : r[1][1], r[2][0] : r[2][1]], dtype=np.float32)
+        blocks[(z0 - r[0][0], 0, 0)] = block_pores(block, threshold=threshold, connectivity=connectivity,
+                                                   name=f"{path} z {z0}-{z1}")
+        if progress is not None:
+            progress(i + 1, len(starts))
+    return merge_block_pores(blocks, spacing_um=spacing, min_voxels=min_voxels, name=str(path))
