@@ -46,7 +46,7 @@ from tomoflow.io.stages import stage_records, store_kind
 __all__ = ["VolumeStore", "open_volume", "ome_multiscales", "pyramid_levels", "EXTRA_ATTRS"]
 
 #: Stages that make a volume store, the first one recorded in a store being its producer.
-PRODUCER_STAGES = ("recover", "recon")
+PRODUCER_STAGES = ("recover", "resample", "recon")
 
 EXTRA_ATTRS = "extra"
 """Root attribute of a volume store holding extra metadata (a JSON object), outside :class:`VolumeAttrs`."""
