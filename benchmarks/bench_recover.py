@@ -1,9 +1,9 @@
-"""Resolution recovery (Andrew et al., ZEISS): multiscale registration against SimpleITK.
+"""Resolution recovery (Andrew et al., ZEISS): registration against SimpleITK, tiled inference against MONAI.
 
-Part (a) of the issue's benchmark, in one run: a simulated porous sample (``tomoflow.sim.
-simulate_multiscale_pair``, cathode family) scanned as a 160³ HR ROI (1 µm voxels) inside a 4x coarser
-96³ LFOV (4 µm voxels), with a random 9-DOF misregistration (rotations up to 3 degrees, scales within
-±2 %) and a translation-only stage prior a few HR voxels off. Registered by
+Part (a), multiscale registration. A simulated porous sample (``tomoflow.sim.simulate_multiscale_pair``,
+cathode family) scanned as a 160³ HR ROI (1 µm voxels) inside a 4x coarser 96³ LFOV (4 µm voxels),
+with a random 9-DOF misregistration (rotations up to 3 degrees, scales within ±2 %) and a
+translation-only stage prior a few HR voxels off. Registered by
 
 - ``tomoflow.register.register`` (coarse translation by NCC search, translation, 9 DOF; NCC at LFOV
   voxels, L-BFGS in torch), and
@@ -12,17 +12,49 @@ simulate_multiscale_pair``, cathode family) scanned as a 160³ HR ROI (1 µm vox
   (parameter units normalised), 2 resolution levels, linear interpolation.
 
 Error = distance between the estimated and the true mapping of every HR voxel centre, in HR voxels
-(mean and max), and wall time. Parts (b) tiled inference against MONAI and (c) recovery training and
-pore metrics are to come (the issue "Resolution recovery").
+(mean and max), and wall time.
 
-    python benchmarks/bench_recover.py            # 160³ HR in 96³ LFOV, 3 seeds
-    python benchmarks/bench_recover.py --quick    # 64³ HR in 40³ LFOV, 1 seed
+Part (b), exact tiled U-Net inference. The default U-Net (``UNetConfig()``: channels 16, 32, 64;
+receptive-field radius 23, alignment 4) with random variance-preserving weights (seed 0; inference
+cost does not depend on training; see :func:`make_unet`) runs over an N³ float32 volume store of smooth random structure (N = 512; ``--quick``
+128) by
+
+- ``tomoflow.pipeline.recover.recover_volume`` on a ``LocalCluster`` of 2 single-threaded worker
+  processes, one output chunk (default 128³; ``--quick`` 64³) per task, input boxes of
+  ``chunk + 2 * 23`` rounded up to the alignment (180³; 116³), written into an OME-Zarr store with
+  its pyramid. Wall time, throughput and the peak resident memory (``VmHWM``, reset before the
+  run) of each worker; and
+- MONAI (the peer) as it is used: the whole volume as one torch tensor in one process (2 torch
+  threads), ``monai.inferers.sliding_window_inference`` with ``roi_size`` = tomoflow's input box,
+  its default overlap 0.25, ``mode="constant"``, ``sw_batch_size=1``. Run in a subprocess so that its
+  peak resident memory is its own; its wall time includes reading the volume from the store.
+
+Both are compared with whole-volume inference (``tomoflow.recover.predict_volume``, reflect padding).
+At N = 512 that does not fit, so the reference is computed for a central cube (default 160³,
+containing tile faces of both methods) exactly: ``predict_volume`` on the sub-volume grown by a margin
+of 24 voxels (>= the radius 23, a multiple of the alignment) whose origin is a multiple of the
+alignment, so it pools on the same grid as the whole volume and its kept voxels never see the
+crop's padding; for N <= 160 the whole-volume reference is also computed and checked against it.
+Differences are max |a - b| over the central cube, the interior (voxels >= 23 from the volume faces;
+N <= 160 only) and the whole volume (N <= 160 only), relative to max |reference|. MONAI's windows see
+the network's zero padding at the volume faces instead of the reflected volume, so its whole-volume
+difference includes that border convention; the centre and the interior show its seams.
+
+    python benchmarks/bench_recover.py               # (a) 160³ HR in 96³ LFOV, 3 seeds; (b) 512³
+    python benchmarks/bench_recover.py --quick       # (a) 64³ HR in 40³ LFOV, 1 seed; (b) 128³
+    python benchmarks/bench_recover.py --parts b     # part (b) only -> results/bench_recover_b.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -30,13 +62,27 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import other_cpu_load, print_table, wait_for_idle, write_results  # noqa: E402
+from _common import (  # noqa: E402
+    _cpu_jiffies,
+    _reset_hwm,
+    _rss_bytes,
+    _status_kib,
+    fmt_bytes,
+    other_cpu_load,
+    print_table,
+    wait_for_idle,
+    write_results,
+)
 
 from tomoflow.register import register  # noqa: E402
 from tomoflow.sim import simulate_multiscale_pair  # noqa: E402
 
 FULL = {"hr": 160, "lfov": 96, "seeds": [1, 2, 3]}
 QUICK = {"hr": 64, "lfov": 40, "seeds": [1]}
+# part (b): volume N³, output chunk (= one task), central reference cube, whole-volume reference up to N
+FULL_B = {"n": 512, "chunk": 128, "ref": 160, "full_ref_max": 160, "seed": 0}
+QUICK_B = {"n": 128, "chunk": 64, "ref": 72, "full_ref_max": 160, "seed": 0}
+MONAI_OVERLAP = 0.25  # sliding_window_inference's default
 
 
 def mapping_error(m_est: np.ndarray, m_true: np.ndarray, shape: tuple[int, int, int], spacing: float) -> np.ndarray:
@@ -122,24 +168,8 @@ def run_simpleitk(pair: Any, seed: int) -> tuple[np.ndarray, float, dict[str, An
                                         "stop": r2.GetOptimizerStopConditionDescription()}
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="64³ HR in a 40³ LFOV, one seed (seconds)")
-    ap.add_argument("--output", type=Path, default=None, help="JSON path (default benchmarks/results/bench_recover.json)")
-    ap.add_argument("--no-peer", action="store_true", help="skip SimpleITK")
-    args = ap.parse_args(argv)
-    cfg = QUICK if args.quick else FULL
-    peer = not args.no_peer
-    if peer:
-        try:
-            import SimpleITK  # noqa: F401
-        except ImportError:
-            print("SimpleITK is not installed (benchmark environment: pip install SimpleITK); running without "
-                  "the peer", file=sys.stderr)
-            peer = False
-    import torch
-
-    torch.set_num_threads(2)
+def part_a(cfg: dict[str, Any], peer: bool) -> dict[str, Any]:
+    """Registration against SimpleITK; returns the part's results."""
     rows, cases = [], []
     for seed in cfg["seeds"]:
         wait_for_idle(60.0)
@@ -174,10 +204,368 @@ def main(argv: list[str] | None = None) -> int:
               "faster_than_simpleitk": (summary["tomoflow"]["seconds_mean"] < summary["simpleitk"]["seconds_mean"])
               if "simpleitk" in summary else None}
     print("summary:", summary, "targets:", target)
-    path = write_results("bench_recover_quick" if args.quick else "bench_recover",
-                         {"config": cfg, "cases": cases, "summary": summary, "targets": target,
-                          "parts_missing": ["(b) tiled inference vs MONAI", "(c) training time and pore metrics"]},
-                         path=args.output, extra_packages=["torch", "SimpleITK", "scipy"])
+    return {"config": cfg, "cases": cases, "summary": summary, "targets": target}
+
+
+# ============================================================================= part (b)
+def _start_peak() -> int:
+    """Reset this process's peak-RSS counter (VmHWM); return its resident memory now (bytes)."""
+    _reset_hwm()
+    return _rss_bytes()
+
+
+def _peak() -> int:
+    return (_status_kib("VmHWM") or 0) * 1024
+
+
+def _warm_worker() -> dict[str, Any]:
+    """Import torch and the network code in a worker (not part of the measured peak); its threads."""
+    import torch
+
+    import tomoflow.pipeline.recover  # noqa: F401
+    import tomoflow.recover.unet  # noqa: F401
+
+    return {"torch_threads": torch.get_num_threads(), "omp": os.environ.get("OMP_NUM_THREADS")}
+
+
+def _cpu_seconds() -> float:
+    return time.process_time()
+
+
+def _smooth_slab(z0: int, z1: int, n: int, waves: list[tuple[np.ndarray, np.ndarray, float]],
+                 noise: np.random.Generator) -> np.ndarray:
+    """Slab ``[z0, z1)`` of a smooth random field: separable cosine waves through ``tanh``, plus 2 % noise."""
+    f = np.zeros((z1 - z0, n, n), np.float32)
+    idx = np.arange(n, dtype=np.float32)
+    for w, ph, amp in waves:
+        cz = np.cos(w[0] * idx[z0:z1] + ph[0]).astype(np.float32)
+        cy = np.cos(w[1] * idx + ph[1]).astype(np.float32)
+        cx = np.cos(w[2] * idx + ph[2]).astype(np.float32)
+        f += amp * cz[:, None, None] * (cy[:, None] * cx[None, :])[None]
+    f = np.tanh(2.0 * f)
+    f += 0.02 * noise.standard_normal(f.shape, dtype=np.float32)
+    return f
+
+
+def make_volume_store(path: Path, n: int, seed: int, chunks: int = 64, slab: int = 64) -> None:
+    """An N³ float32 tomoflow volume store of smooth random structure, written in z-slabs."""
+    from tomoflow.io.output import prepare_output
+    from tomoflow.io.stages import StageLog
+    from tomoflow.io.volume_store import VolumeStore
+
+    rng = np.random.default_rng(seed)
+    waves = [(rng.uniform(2 * np.pi / 64, 2 * np.pi / 8, 3), rng.uniform(0, 2 * np.pi, 3), float(rng.uniform(0.3, 1.0)))
+             for _ in range(12)]
+    plan = prepare_output(path, kind="tomoflow-volume", stage="recon", fingerprint=f"bench-recover-{n}-{seed}",
+                          params={}, inputs=[])
+    c = min(chunks, n)
+    v = VolumeStore.create(plan, (n, n, n), 1.0, chunks=(c, c, c), n_levels=1, algorithm="synthetic")
+    arr = v.level(0)
+    for z0 in range(0, n, slab):
+        z1 = min(z0 + slab, n)
+        arr[z0:z1] = _smooth_slab(z0, z1, n, waves, np.random.default_rng([seed, z0]))
+    StageLog.begin(path, "recon", fingerprint=f"bench-recover-{n}-{seed}", params={}, steps={"level-0": 1})
+    StageLog(path, "recon").mark_done("level-0", [0])
+    StageLog(path, "recon").finish(output_id=f"bench-recover-{n}-{seed}", seconds=0.0)
+
+
+def make_unet(path: Path, seed: int) -> Any:
+    """Default U-Net, random weights (fixed seed), saved with ``save_unet``; returns the network.
+
+    The weights are variance-preserving (He-normal for LeakyReLU: std ``gain / sqrt(fan_in)``, where a
+    stride-2 transposed convolution's fan-in is its input channels; biases N(0, 0.05)), so the
+    predicted correction is of the order of the input and the whole receptive field matters, as in a
+    trained network. PyTorch's default initialisation shrinks the signal at every layer: the
+    correction is nearly zero and any tiling, exact or not, would agree to ~1e-6.
+    """
+    import torch
+    from torch import nn
+
+    from tomoflow.recover.unet import NEGATIVE_SLOPE, UNetConfig, build_unet, save_unet
+
+    torch.manual_seed(seed)
+    cfg = UNetConfig()
+    model = build_unet(config=cfg).eval()
+    gain = math.sqrt(2.0 / (1.0 + NEGATIVE_SLOPE**2))
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, nn.ConvTranspose3d):
+                nn.init.normal_(mod.weight, std=gain / math.sqrt(mod.in_channels))
+                nn.init.normal_(mod.bias, std=0.05)
+            elif isinstance(mod, nn.Conv3d):
+                fan_in = mod.in_channels * int(np.prod(mod.kernel_size))
+                nn.init.normal_(mod.weight, std=(1.0 if mod is model.head else gain) / math.sqrt(fan_in))
+                nn.init.normal_(mod.bias, std=0.05)
+    save_unet(model, cfg, path, card={"name": f"bench-random-unet-seed-{seed}"})
+    return model
+
+
+def run_tomoflow_b(volume: Path, weights: Path, out: Path, chunk: int, workers: int, idle_wait: float = 60.0
+                   ) -> dict[str, Any]:
+    """``recover_volume`` on a LocalCluster of ``workers`` single-threaded processes."""
+    from tomoflow.cluster import connect
+    from tomoflow.io.volume_store import VolumeStore
+    from tomoflow.pipeline.recover import recover_volume
+
+    with connect("local", n_workers=workers, threads_per_worker=1, processes=True, memory_limit="8GB",
+                 dashboard_address=":0") as client:
+        threads = client.run(_warm_worker)
+        load0 = wait_for_idle(idle_wait)
+        base = client.run(_start_peak)
+        cpu0 = client.run(_cpu_seconds)
+        j0, c0 = _cpu_jiffies(), time.process_time()
+        t = time.perf_counter()
+        recover_volume(volume, weights, out, chunks=(chunk,) * 3, client=client, overwrite=True)
+        wall = time.perf_counter() - t
+        j1, c1 = _cpu_jiffies(), time.process_time()
+        peaks = client.run(_peak)
+        cpu1 = client.run(_cpu_seconds)
+    rec = VolumeStore.open(out).stages()["recover"]
+    worker_cpu = sum(cpu1[k] - cpu0[k] for k in cpu0)
+    other = None
+    if j0 is not None and j1 is not None:
+        busy = (j1[0] - j0[0]) / os.sysconf("SC_CLK_TCK")
+        other = max(0.0, (busy - worker_cpu - (c1 - c0)) / wall)
+    return {"wall_s": wall, "cpu_s": worker_cpu, "level0_wall_s": rec.timings.get("recover"), "timings": rec.timings,
+            "blocks": rec.info.get("blocks"), "halo": rec.info.get("halo"),
+            "worker_cores_busy": worker_cpu / wall, "other_load_before": load0, "other_load_during": other,
+            "worker_threads": list(threads.values()),
+            "worker_peak_rss_bytes": sorted(peaks.values()), "worker_baseline_rss_bytes": sorted(base.values())}
+
+
+def monai_child(spec: dict[str, Any]) -> dict[str, Any]:
+    """In a fresh process: MONAI sliding-window inference over the whole volume; output saved as .npy."""
+    import torch
+
+    torch.set_num_threads(int(spec["threads"]))
+    from monai.inferers import sliding_window_inference
+
+    from tomoflow.io.volume_store import VolumeStore
+    from tomoflow.recover.unet import load_unet
+
+    model = load_unet(spec["weights"], device="cpu").eval()
+    base = _start_peak()
+    c0 = time.process_time()
+    t0 = time.perf_counter()
+    vol = np.asarray(VolumeStore.open(spec["volume"]).level(0)[...], dtype=np.float32)
+    t1 = time.perf_counter()
+    x = torch.from_numpy(vol)[None, None]
+    with torch.inference_mode():
+        y = sliding_window_inference(x, roi_size=tuple(spec["roi"]), sw_batch_size=int(spec["sw_batch_size"]),
+                                     predictor=model, overlap=float(spec["overlap"]), mode="constant")
+    t2 = time.perf_counter()
+    c1 = time.process_time()
+    peak = _peak()
+    np.save(spec["out"], np.asarray(y[0, 0].numpy(), dtype=np.float32))
+    import monai
+
+    return {"wall_s": t2 - t0, "load_s": t1 - t0, "inference_s": t2 - t1, "cpu_s": c1 - c0,
+            "peak_rss_bytes": peak, "baseline_rss_bytes": base, "torch_threads": torch.get_num_threads(),
+            "monai": monai.__version__}
+
+
+def run_monai(volume: Path, weights: Path, out_npy: Path, roi: int, threads: int, idle_wait: float = 60.0
+              ) -> dict[str, Any]:
+    spec = {"volume": str(volume), "weights": str(weights), "out": str(out_npy), "roi": [roi] * 3,
+            "overlap": MONAI_OVERLAP, "sw_batch_size": 1, "threads": threads}
+    load0 = wait_for_idle(idle_wait)
+    j0, ch0 = _cpu_jiffies(), os.times()
+    t = time.perf_counter()
+    r = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--monai-child", json.dumps(spec)],
+                       capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - t
+    j1, ch1 = _cpu_jiffies(), os.times()
+    if r.returncode != 0:
+        raise RuntimeError(f"MONAI subprocess failed ({r.returncode}):\n{r.stderr[-4000:]}")
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    if j0 is not None and j1 is not None:
+        busy = (j1[0] - j0[0]) / os.sysconf("SC_CLK_TCK")
+        own = (ch1.children_user + ch1.children_system - ch0.children_user - ch0.children_system
+               + ch1.user + ch1.system - ch0.user - ch0.system)
+        res["other_load_during"] = max(0.0, (busy - own) / wall)
+    res["cores_busy"] = res["cpu_s"] / res["wall_s"]
+    res["other_load_before"] = load0
+    res["process_wall_s"] = wall
+    res.update({k: spec[k] for k in ("roi", "overlap", "sw_batch_size", "threads")})
+    return res
+
+
+def _maxabs(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+
+
+def part_b(cfg: dict[str, Any], peer: bool, workers: int = 2, threads: int = 2, idle_wait: float = 60.0
+           ) -> dict[str, Any]:
+    """Exact tiled inference (tomoflow, Dask) against MONAI's sliding window; returns the part's results."""
+    import torch
+
+    from tomoflow.io.volume_store import VolumeStore
+    from tomoflow.recover.tiling import plan_tiles, predict_volume, read_box
+    from tomoflow.recover.unet import UNetConfig, alignment, load_unet, receptive_field
+
+    n, chunk = int(cfg["n"]), int(cfg["chunk"])
+    ucfg = UNetConfig()
+    radius, align = receptive_field(ucfg), alignment(ucfg)
+    box = plan_tiles((n,) * 3, chunk, radius, align)[0].in_shape[0]
+    n_tiles = len(plan_tiles((n,) * 3, chunk, radius, align))
+    margin = math.ceil(radius / align) * align
+    size = min(int(cfg["ref"]), n)
+    c0 = ((n - size) // 2 // align) * align
+    region = (slice(c0, c0 + size),) * 3
+    print(f"part (b): {n}³ volume, U-Net {ucfg.channels} (radius {radius}, alignment {align}); tomoflow "
+          f"{workers} workers x 1 thread, chunks {chunk}³ ({n_tiles} tasks, input boxes {box}³); MONAI roi {box}³, "
+          f"overlap {MONAI_OVERLAP}, {threads} threads; reference cube [{c0}, {c0 + size})³", flush=True)
+    tmp = Path(tempfile.mkdtemp(prefix="tomoflow-bench-recover-"))
+    res: dict[str, Any] = {
+        "config": {**cfg, "unet": ucfg.to_dict(), "receptive_field": radius, "alignment": align,
+                   "tomoflow": {"workers": workers, "threads_per_worker": 1, "chunks": [chunk] * 3,
+                                "input_box": [box] * 3, "tasks": n_tiles, "pad_mode": "reflect"},
+                   "monai": {"roi_size": [box] * 3, "overlap": MONAI_OVERLAP, "mode": "constant",
+                             "sw_batch_size": 1, "threads": threads, "padding_mode": "constant"},
+                   "reference": {"region": [c0, c0 + size], "margin": margin,
+                                 "whole_volume": n <= int(cfg["full_ref_max"])}},
+    }
+    try:
+        t = time.perf_counter()
+        vol, weights = tmp / "volume.zarr", tmp / "unet.safetensors"
+        make_unet(weights, int(cfg["seed"]))
+        make_volume_store(vol, n, int(cfg["seed"]))
+        res["make_inputs_s"] = time.perf_counter() - t
+        print(f"made the {n}³ volume store and the weights in {res['make_inputs_s']:.1f} s", flush=True)
+
+        tf = run_tomoflow_b(vol, weights, tmp / "recovered.zarr", chunk, workers, idle_wait)
+        tf["voxels_per_s"] = n**3 / tf["wall_s"]
+        res["tomoflow"] = tf
+        print(f"tomoflow: {tf['wall_s']:.1f} s ({tf['voxels_per_s'] / 1e6:.3f} Mvox/s), worker peaks "
+              f"{[fmt_bytes(p) for p in tf['worker_peak_rss_bytes']]}", flush=True)
+        if peer:
+            mo = run_monai(vol, weights, tmp / "monai.npy", box, threads, idle_wait)
+            mo["voxels_per_s"] = n**3 / mo["wall_s"]
+            res["monai"] = mo
+            print(f"MONAI: {mo['wall_s']:.1f} s ({mo['voxels_per_s'] / 1e6:.3f} Mvox/s), peak "
+                  f"{fmt_bytes(mo['peak_rss_bytes'])}", flush=True)
+
+        # reference: exact whole-volume inference on the central cube (and on the whole volume when small)
+        torch.set_num_threads(threads)
+        model = load_unet(weights, device="cpu").eval()
+        src = VolumeStore.open(vol).level(0)
+        t = time.perf_counter()
+        crop = read_box(src, (c0 - margin,) * 3, (c0 + size + margin,) * 3, "reflect")
+        ref = predict_volume(model, crop)[(slice(margin, margin + size),) * 3]
+        del crop
+        res["reference"] = {"region_s": time.perf_counter() - t, "max_abs_ref_region": float(np.abs(ref).max())}
+        scale = float(np.abs(ref).max())
+        got = np.asarray(VolumeStore.open(tmp / "recovered.zarr").level(0)[region])
+        diffs: dict[str, Any] = {"tomoflow_region": _maxabs(got, ref)}
+        mon = np.load(tmp / "monai.npy", mmap_mode="r") if peer else None
+        if mon is not None:
+            diffs["monai_region"] = _maxabs(mon[region], ref)
+        if res["config"]["reference"]["whole_volume"]:
+            t = time.perf_counter()
+            full = predict_volume(model, src[...])
+            res["reference"]["whole_s"] = time.perf_counter() - t
+            diffs["region_reference_vs_whole"] = _maxabs(full[region], ref)
+            whole = np.asarray(VolumeStore.open(tmp / "recovered.zarr").level(0)[...])
+            inner = (slice(radius, n - radius),) * 3  # voxels >= radius from the volume faces
+            diffs["tomoflow_whole"] = _maxabs(whole, full)
+            diffs["tomoflow_interior"] = _maxabs(whole[inner], full[inner])
+            del whole
+            if mon is not None:
+                diffs["monai_whole"] = _maxabs(np.asarray(mon), full)
+                diffs["monai_interior"] = _maxabs(mon[inner], full[inner])
+            scale = max(scale, float(np.abs(full).max()))
+            del full
+        res["max_abs_diff"] = diffs
+        res["relative_diff"] = {k: v / scale for k, v in diffs.items()}
+        res["diff_scale"] = scale
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    tf, mo, rel = res["tomoflow"], res.get("monai"), res["relative_diff"]
+    tf_rel = max(v for k, v in rel.items() if k.startswith("tomoflow"))
+    def cells(m: str) -> list[str]:
+        return [f"{rel[f'{m}_{k}']:.1e}" if f"{m}_{k}" in rel else "-" for k in ("region", "interior", "whole")]
+
+    rows = [["tomoflow", f"{tf['wall_s']:.1f}", f"{tf['cpu_s']:.1f}", f"{tf['voxels_per_s'] / 1e6:.3f}",
+             " / ".join(fmt_bytes(p) for p in tf["worker_peak_rss_bytes"]), *cells("tomoflow")]]
+    if mo is not None:
+        rows.append(["MONAI", f"{mo['wall_s']:.1f}", f"{mo['cpu_s']:.1f}", f"{mo['voxels_per_s'] / 1e6:.3f}",
+                     fmt_bytes(mo["peak_rss_bytes"]),
+                     *cells("monai")])
+    print_table(rows, ["method", "wall s", "CPU s", "Mvox/s", "peak RSS (per process)", "rel. diff centre",
+                       "interior", "whole"],
+                title=f"U-Net inference over {n}³: tomoflow {workers} workers x 1 thread, chunks {chunk}³ (boxes "
+                      f"{box}³) vs MONAI sliding window roi {box}³ overlap {MONAI_OVERLAP}, {threads} threads; "
+                      f"centre = [{c0}, {c0 + size})³")
+    targets: dict[str, Any] = {"exact_le_1e-5_relative": tf_rel <= 1e-5}
+    if mo is not None:
+        frac = max(tf["worker_peak_rss_bytes"]) / mo["peak_rss_bytes"]
+        res["worker_peak_fraction_of_monai"] = frac
+        res["time_ratio_tomoflow_over_monai"] = tf["wall_s"] / mo["wall_s"]
+        targets["time_le_monai"] = tf["wall_s"] <= mo["wall_s"]
+        targets["worker_peak_below_monai_peak"] = frac < 1.0
+    res["targets"] = targets
+    print("targets:", targets, flush=True)
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["--monai-child"]:
+        print(json.dumps(monai_child(json.loads(argv[1]))), flush=True)
+        return 0
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="(a) 64³ HR in a 40³ LFOV, one seed; (b) 128³, 64³ chunks")
+    ap.add_argument("--parts", default="a,b", help="parts to run, comma-separated: a (registration), b (tiled "
+                    "inference); default a,b")
+    ap.add_argument("--output", type=Path, default=None,
+                    help="JSON path (default benchmarks/results/bench_recover[_<parts>][_quick].json)")
+    ap.add_argument("--no-peer", action="store_true", help="skip the peers (SimpleITK, MONAI)")
+    ap.add_argument("--n", type=int, default=None, help="(b) volume size N (default 512, --quick 128)")
+    ap.add_argument("--chunk", type=int, default=None, help="(b) tomoflow output chunk (default 128, --quick 64)")
+    ap.add_argument("--ref", type=int, default=None, help="(b) size of the central reference cube (default 160)")
+    args = ap.parse_args(argv)
+    parts = sorted({p.strip().lower() for p in args.parts.split(",") if p.strip()})
+    if not parts or set(parts) - {"a", "b"}:
+        ap.error(f"--parts takes a, b or a,b; got {args.parts!r}")
+    import torch
+
+    torch.set_num_threads(2)
+    payload: dict[str, Any] = {"parts": parts}
+    packages = ["torch", "scipy"]
+    if "a" in parts:
+        peer = not args.no_peer
+        if peer:
+            try:
+                import SimpleITK  # noqa: F401
+            except ImportError:
+                print("SimpleITK is not installed (benchmark environment: pip install SimpleITK); running without "
+                      "the peer", file=sys.stderr)
+                peer = False
+        # part (a)'s keys stay at the top level of the document (config, cases, summary, targets)
+        payload.update(part_a(QUICK if args.quick else FULL, peer))
+        packages.append("SimpleITK")
+    if "b" in parts:
+        cfg = dict(QUICK_B if args.quick else FULL_B)
+        for key in ("n", "chunk", "ref"):
+            if getattr(args, key) is not None:
+                cfg[key] = getattr(args, key)
+        peer = not args.no_peer
+        if peer:
+            try:
+                import monai  # noqa: F401
+            except ImportError:
+                print("MONAI is not installed (benchmark environment: pip install monai); running without the peer",
+                      file=sys.stderr)
+                peer = False
+        payload["tiled_inference"] = part_b(cfg, peer, idle_wait=10.0 if args.quick else 60.0)
+        packages += ["monai", "dask", "distributed", "zarr"]
+    payload["parts_missing"] = [m for p, m in (("a", "(a) registration vs SimpleITK"),
+                                               ("b", "(b) tiled inference vs MONAI")) if p not in parts]
+    payload["parts_missing"].append("(c) training time and pore metrics")
+    name = "bench_recover" + ("" if parts == ["a", "b"] else "_" + "".join(parts)) + ("_quick" if args.quick else "")
+    path = write_results(name, payload, path=args.output, extra_packages=packages)
     print(f"wrote {path}")
     return 0
 
