@@ -16,7 +16,7 @@ TORCH_INDEX ?=
 PIP_FLAGS ?= -q
 HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
 comma := ,
-EXTRAS := test,hpc$(if $(HAS_GPU),$(comma)gpu,)
+EXTRAS := test,hpc,onnx$(if $(HAS_GPU),$(comma)gpu,)
 
 STAMP := $(VENV)/.tomoflow-installed
 BENCH_STAMP := $(BENCH_VENV)/.tomoflow-installed

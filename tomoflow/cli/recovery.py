@@ -35,6 +35,31 @@ def _stage_um(store: Any) -> Any:
     return None if pos is None else [float(v) for v in pos]
 
 
+def registration_prior(h: Any, lf: Any, hr_um: float, lf_um: float) -> tuple[Any, str]:
+    """The registration prior of two volume stores: from their stage positions (``stage_position_um`` in
+    the extra metadata), else None (the ROI assumed centred in the LFOV field); with a description."""
+    from tomoflow.register.transform import prior_from_stage
+
+    hs, ls = _stage_um(h), _stage_um(lf)
+    if hs is not None and ls is not None:
+        return prior_from_stage(h.shape, hr_um, hs, lf.shape, lf_um, ls), "stage positions"
+    return None, "none recorded: ROI assumed centred in the LFOV field"
+
+
+def register_stores(hr: Path, lfov: Path, h: Any, lf: Any, hr_vol: Any, hr_um: float, lf_um: float, *, dof: int = 9,
+                    device: str = "auto", max_rotation: float = 10.0) -> dict[str, Any]:
+    """Register the HR store into the LFOV store from the stage prior; the document ``tomoflow register``
+    writes (``matrix``: HR physical -> LFOV physical micrometres, NCC, stages, timing)."""
+    from tomoflow.register import register as run_register
+
+    prior, source = registration_prior(h, lf, hr_um, lf_um)
+    t0 = time.perf_counter()
+    res = run_register(hr_vol, lf.level(0), hr_um, lf_um, prior=prior, dof=dof, device=device,
+                       max_rotation_deg=max_rotation)
+    return {"hr": str(hr), "lfov": str(lfov), "hr_voxel_um": hr_um, "lfov_voxel_um": lf_um, "prior_source": source,
+            "seconds": time.perf_counter() - t0, **res.as_dict()}
+
+
 @app.command("simulate-pair")
 @_friendly
 def simulate_pair(
@@ -83,43 +108,31 @@ def register(
     import numpy as np
 
     from tomoflow.io.volume_store import VolumeStore
-    from tomoflow.register import register as run_register
     from tomoflow.register.resample import resample_to_grid
-    from tomoflow.register.transform import prior_from_stage
 
     for p in (out, png):
         if p is not None:
             _check_can_create(p)
     h, lf = VolumeStore.open(hr), VolumeStore.open(lfov)
     hr_um, lf_um = _voxel_um(h, hr), _voxel_um(lf, lfov)
-    hs, ls = _stage_um(h), _stage_um(lf)
-    if hs is not None and ls is not None:
-        prior = prior_from_stage(h.shape, hr_um, hs, lf.shape, lf_um, ls)
-        source = "stage positions"
-    else:
-        prior, source = None, "none recorded: ROI assumed centred in the LFOV field"
+    _, source = registration_prior(h, lf, hr_um, lf_um)
     console.print(f"HR {' x '.join(map(str, h.shape))} voxels of {hr_um:g} um, LFOV "
                   f"{' x '.join(map(str, lf.shape))} voxels of {lf_um:g} um; prior: {_e(source)}")
-    t0 = time.perf_counter()
     hr_vol = np.asarray(h.level(0)[...], dtype=np.float32)
-    res = run_register(hr_vol, lf.level(0), hr_um, lf_um, prior=prior, dof=dof, device=device,
-                       max_rotation_deg=max_rotation)
-    seconds = time.perf_counter() - t0
-    doc = {"hr": str(hr), "lfov": str(lfov), "hr_voxel_um": hr_um, "lfov_voxel_um": lf_um, "prior_source": source,
-           "seconds": seconds, **res.as_dict()}
+    doc = register_stores(hr, lfov, h, lf, hr_vol, hr_um, lf_um, dof=dof, device=device, max_rotation=max_rotation)
+    seconds, tr, matrix = doc["seconds"], doc["transform"], np.asarray(doc["matrix"])
     with _writing(out):
         Path(out).write_text(json.dumps(doc, indent=2) + "\n")
-    tr = res.transform
-    console.print(f"wrote [bold]{_e(out)}[/] in {seconds:.1f} s: NCC {res.ncc_prior:.3f} -> {res.ncc:.3f}, rotation "
-                  f"{tr.rotation_deg:.2f} deg, scale {' '.join(f'{s:.4f}' for s in tr.scale)}, translation "
-                  f"{' '.join(f'{t:+.2f}' for t in tr.translation)} um")
+    console.print(f"wrote [bold]{_e(out)}[/] in {seconds:.1f} s: NCC {doc['ncc_prior']:.3f} -> {doc['ncc']:.3f}, "
+                  f"rotation {tr['rotation_deg']:.2f} deg, scale {' '.join(f'{s:.4f}' for s in tr['scale'])}, "
+                  f"translation {' '.join(f'{t:+.2f}' for t in tr['translation_um'])} um")
     if png is not None:
         from tomoflow.report import registration_png
 
-        resampled = resample_to_grid(lf.level(0), res.matrix, h.shape, hr_um, lf_um)
+        resampled = resample_to_grid(lf.level(0), matrix, h.shape, hr_um, lf_um)
         with _writing(png):
-            registration_png(png, hr_vol, resampled, title=f"{hr.name} in {lfov.name}: NCC {res.ncc:.3f}, "
-                             f"rotation {tr.rotation_deg:.2f} deg")
+            registration_png(png, hr_vol, resampled, title=f"{hr.name} in {lfov.name}: NCC {doc['ncc']:.3f}, "
+                             f"rotation {tr['rotation_deg']:.2f} deg")
         console.print(f"QC: {_e(png)}")
 
 

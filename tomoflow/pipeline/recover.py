@@ -27,6 +27,7 @@ import numpy as np
 
 from tomoflow import config as _config
 from tomoflow._checks import check_choice
+from tomoflow.errors import ConfigError
 from tomoflow.io.models import VOLUME_FORMAT
 from tomoflow.io.stages import StageLog
 from tomoflow.io.volume_store import VolumeStore, level_shape, pyramid_levels
@@ -44,10 +45,11 @@ def _model(path: str, sha256: str, device: str) -> Any:
     """The network of ``path`` on ``device``, loaded once per worker process."""
     key = (path, sha256, device)
     if key not in _MODELS:
+        from tomoflow.recover.training import with_normalisation
         from tomoflow.recover.unet import load_unet
 
         _MODELS.clear()  # one model per process at a time
-        _MODELS[key] = load_unet(path, device=device)
+        _MODELS[key] = with_normalisation(load_unet(path, device=device))  # raw grey values in and out
     return _MODELS[key]
 
 
@@ -102,6 +104,9 @@ def recover_volume(
     VolumeStore
         The complete output store (``algorithm = "unet-recovery"``).
 
+    The network reads and writes raw grey values: the normalisation stored in its model card
+    (:func:`tomoflow.recover.training.with_normalisation`) is applied around it in every block.
+
     Raises
     ------
     InputError
@@ -109,7 +114,8 @@ def recover_volume(
     StoreError
         Input incomplete or missing; output refused (see :func:`tomoflow.pipeline.engine.prepare_output`).
     ConfigError
-        Bad ``pad_mode`` or ``chunks`` smaller than the network's alignment.
+        Bad ``pad_mode`` or ``chunks`` smaller than the network's alignment; a volume whose voxel size
+        differs from the one the network was trained on (``training_data.hr_voxel_um`` of its card).
     """
     from tomoflow.recover.tiling import PAD_MODES, plan_tiles
     from tomoflow.recover.unet import alignment, load_unet, receptive_field
@@ -123,7 +129,14 @@ def recover_volume(
     shape = tuple(int(s) for s in src.shape)
     chunk = tuple(int(c) for c in (chunks or src.level(0).chunks))
     tiles = plan_tiles(shape, chunk, halo, align)  # checks chunk >= alignment
-    request = {"pad_mode": pad_mode, "chunks": list(chunk), "halo": halo, "alignment": align}
+    trained_um = (model.card.get("training_data") or {}).get("hr_voxel_um")
+    vs = src.attrs.voxel_size
+    if trained_um is not None and vs is not None and not np.isclose(float(vs.value), float(trained_um), rtol=1e-3):
+        raise ConfigError(f"{volume_path}: voxels of {float(vs.value):g} um, but the network was trained on "
+                          f"{float(trained_um):g} um voxels; resample the volume to that voxel size first "
+                          "(tomoflow.pipeline.resample_volume with field_grid)")
+    norm = model.card.get("normalisation")  # not covered by the weights' sha256: part of the identity
+    request = {"pad_mode": pad_mode, "chunks": list(chunk), "halo": halo, "alignment": align, "normalisation": norm}
     fp = fingerprint("recover", inputs={"volume": identity_of(volume_path), "model": sha}, params=request)
     plan = prepare_output(out_path, kind=VOLUME_FORMAT, stage="recover", fingerprint=fp, params=request,
                           inputs=[volume_path, model_path], overwrite=overwrite)
@@ -135,7 +148,6 @@ def recover_volume(
         out_store = VolumeStore.open(out_path, mode="r+", require_complete=False)
         log.info("resuming %s", out_path)
     else:
-        vs = src.attrs.voxel_size
         n_levels = pyramid_levels(shape)
         out_store = VolumeStore.create(plan, shape, None if vs is None else float(vs.value), chunks=chunk,
                                        n_levels=n_levels, algorithm="unet-recovery", scan=str(volume_path),

@@ -1,0 +1,364 @@
+"""Per-sample training of the resolution-recovery U-Net: it beats the input on held-out blocks of a simulated
+pair, writes loadable weights and a complete card, never trains on held-out voxels, augments input and target
+alike, resumes exactly, round-trips its normalisation, exports to ONNX, refuses bad input; the CLI command."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from tomoflow.errors import ConfigError, InputError  # noqa: E402
+from tomoflow.models.card import validate_card  # noqa: E402
+from tomoflow.recover.tiling import predict_volume  # noqa: E402
+from tomoflow.recover.training import (  # noqa: E402
+    CARD_NAME,
+    WEIGHTS_NAME,
+    apply_normalisation,
+    augment_pair,
+    check_onnx,
+    export_onnx,
+    held_out_metrics,
+    normalisation_from,
+    normalisation_of,
+    plan_split,
+    train_recovery,
+    undo_normalisation,
+    with_normalisation,
+)
+from tomoflow.recover.unet import UNetConfig, build_unet, load_unet  # noqa: E402
+
+TINY = UNetConfig(channels=(4, 8))
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def pair():
+    """48³ HR ROI (1 um) in a 40³ LFOV (2 um); the LFOV resampled onto the HR grid with the TRUE matrix."""
+    from tomoflow.register.resample import resample_to_grid
+    from tomoflow.sim import simulate_multiscale_pair
+
+    p = simulate_multiscale_pair(hr_shape=(48,) * 3, lfov_shape=(40,) * 3, lfov_spacing_um=2.0, seed=0)
+    inp = resample_to_grid(p.lfov, p.true_matrix, p.hr.shape, p.hr_spacing_um, p.lfov_spacing_um)
+    return inp, p.hr, p
+
+
+@pytest.fixture(scope="module")
+def trained(pair, tmp_path_factory):
+    inp, hr, _ = pair
+    out = tmp_path_factory.mktemp("train")
+    calls = []
+    n = torch.get_num_threads()  # module fixtures run before the function-scoped _one_thread
+    torch.set_num_threads(1)
+    try:
+        res = train_recovery(inp, hr, out_dir=out, config=TINY, patch=16, batch=4, epochs=3, steps_per_epoch=20,
+                             lr=3e-3, seed=0, device="cpu", progress=lambda *a: calls.append(a),
+                             command="pytest train", hr_voxel_um=1.0, lfov_voxel_um=2.0, source={"test": True})
+    finally:
+        torch.set_num_threads(n)
+    return res, calls, out
+
+
+# ----------------------------------------------------------------------------- training
+def test_training_beats_the_input_on_held_out_blocks(trained):
+    res, calls, _ = trained
+    m = res.metrics
+    assert res.split.kind == "octants" and len(res.split.held_out) == 1
+    # the starting network is the identity: its validation loss is the input's own
+    assert calls[0] == (0, 0, 20, None, pytest.approx(m["val_l1_input"]))
+    assert res.best_epoch >= 1, res.history
+    assert m["val_l1"] == pytest.approx(min(h["val_l1"] for h in res.history))
+    assert m["val_l1"] < 0.92 * m["val_l1_input"], m
+    assert m["psnr_prediction_db"] > m["psnr_input_db"] + 0.3, m
+    assert m["ssim_prediction"] > m["ssim_input"], m
+    ends = [c for c in calls if c[0] >= 1 and c[4] is not None]
+    assert [c[0] for c in ends] == [1, 2, 3] and all(c[1] == c[2] == 20 for c in ends)
+    assert [h["val_l1"] for h in res.history] == pytest.approx([c[4] for c in ends])
+
+
+def test_weights_load_and_the_card_reproduces_the_held_out_metrics(trained, pair):
+    inp, hr, _ = pair
+    res, _, out = trained
+    assert res.weights == out / WEIGHTS_NAME and res.card_path == out / CARD_NAME
+    card = json.loads(res.card_path.read_text())
+    validate_card(card)
+    assert card["command"] == "pytest train" and card["seed"] == 0
+    norm = card["normalisation"]
+    assert norm["scale"] > 0 and norm["pad_mode"] == "reflect"
+    data = card["training_data"]
+    assert data["shape"] == [48, 48, 48] and data["patch"] == [16, 16, 16]
+    assert data["hr_voxel_um"] == 1.0 and data["lfov_voxel_um"] == 2.0 and data["source"] == {"test": True}
+    assert data["augmentation"]["flips"] and data["split"]["held_out"] == [list(i) for i in res.split.held_out]
+    assert data["split"]["val_voxels"] == 24**3
+    tr = card["training"]
+    assert tr["loss"].startswith("L1") and tr["epochs_run"] == 3 and len(tr["history"]) == 3
+    assert card["timing"]["training_s"] > 0
+    for key in ("psnr_input_db", "psnr_prediction_db", "ssim_input", "ssim_prediction", "val_l1", "val_l1_input"):
+        assert np.isfinite(card["metrics"]["held_out"][key]), key
+    # inference contract: load (sha256 checked), wrap with the card's normalisation, predict the whole volume
+    model = load_unet(res.weights)
+    assert model.card["normalisation"]["offset"] == norm["offset"]
+    pred = predict_volume(with_normalisation(model), inp)
+    again = held_out_metrics(pred, inp, hr, res.split, float(hr.max() - hr.min()))
+    assert again["psnr_prediction_db"] == pytest.approx(card["metrics"]["held_out"]["psnr_prediction_db"], abs=1e-3)
+    assert again["ssim_prediction"] == pytest.approx(card["metrics"]["held_out"]["ssim_prediction"], abs=1e-4)
+
+
+def test_fine_tuning_starts_from_earlier_weights(trained, pair, tmp_path):
+    inp, hr, _ = pair
+    res, _, _ = trained
+    calls = []
+    tuned = train_recovery(inp, hr, out_dir=tmp_path, config=TINY, patch=16, epochs=1, steps_per_epoch=2, seed=0,
+                           device="cpu", init_weights=res.weights, progress=lambda *a: calls.append(a))
+    # the starting network is the trained one, not the identity
+    assert calls[0][4] == pytest.approx(res.metrics["val_l1"], rel=1e-5)
+    assert tuned.card["training"]["initialized_from"]["sha256"] == res.card["sha256"]
+    assert tuned.metrics["val_l1"] <= res.metrics["val_l1"] * (1 + 1e-6)
+    with pytest.raises(ConfigError, match="configuration"):
+        train_recovery(inp, hr, out_dir=tmp_path / "x", config=UNetConfig(channels=(4, 8, 8)), patch=16,
+                       device="cpu", init_weights=res.weights)
+    assert not (tmp_path / "x").exists()
+
+
+def test_resume_continues_from_the_checkpoint_exactly(pair, tmp_path):
+    inp, hr, _ = pair
+    kw = dict(config=TINY, patch=16, batch=2, epochs=2, steps_per_epoch=3, seed=1, device="cpu")
+    whole = train_recovery(inp, hr, out_dir=tmp_path / "a", **kw)
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_epoch_1(epoch, step, n_steps, train_loss, val_loss):
+        if epoch == 1 and val_loss is not None:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train_recovery(inp, hr, out_dir=tmp_path / "b", progress=stop_after_epoch_1, **kw)
+    assert (tmp_path / "b" / "checkpoint" / "state.json").is_file() and not (tmp_path / "b" / WEIGHTS_NAME).exists()
+    epochs_seen = []
+    resumed = train_recovery(inp, hr, out_dir=tmp_path / "b", resume=True,
+                             progress=lambda e, *a: epochs_seen.append(e), **kw)
+    assert set(epochs_seen) == {2}  # epoch 1 came from the checkpoint
+    assert [h["val_l1"] for h in resumed.history] == pytest.approx([h["val_l1"] for h in whole.history], rel=1e-5)
+    for (k, a), (_, b) in zip(whole.model.state_dict().items(), resumed.model.state_dict().items()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=k)
+    with pytest.raises(ConfigError, match="other data or training parameters.*lr"):
+        train_recovery(inp, hr, out_dir=tmp_path / "b", resume=True, **dict(kw, lr=5e-3))
+    with pytest.raises(ConfigError, match="input_sha256"):
+        train_recovery(inp * 1.01, hr, out_dir=tmp_path / "b", resume=True, **kw)
+
+
+# ----------------------------------------------------------------------------- split, augmentation
+@pytest.mark.parametrize("shape, patch, kind", [((48, 48, 48), 16, "octants"), ((48, 48, 48), 32, "slabs"),
+                                                ((20, 33, 27), 8, "octants"), ((30, 28, 26), 16, "slabs")])
+def test_training_patches_never_overlap_held_out_blocks(shape, patch, kind):
+    split = plan_split(shape, patch, val_fraction=0.25, seed=3)
+    assert split.kind == kind
+    held = split.held_out_mask
+    assert held.any() and not held.all()
+    # the corner mask is exactly "the patch box misses every held-out voxel" (brute force)
+    ok = split.corner_mask()
+    for c in np.ndindex(*ok.shape):
+        box = held[tuple(slice(s, s + patch) for s in c)]
+        assert ok[c] == (not box.any()), c
+    corners = split.sample(500, np.random.default_rng(0))
+    assert corners.min() >= 0 and np.all(corners <= np.array(shape) - patch)
+    for c in corners:
+        assert not held[tuple(slice(s, s + patch) for s in c)].any()
+    assert len({tuple(c) for c in corners}) > 50  # not one position over and over
+    # the held-out blocks are blocks of the tiling grid, whole
+    for (a, b), idx in zip(split.held_out_boxes, split.held_out):
+        assert a == tuple(i * s for i, s in zip(idx, split.block))
+
+
+def test_split_refuses_what_cannot_work():
+    with pytest.raises(InputError, match="smaller than a training patch"):
+        plan_split((40, 40, 12), 16)
+    with pytest.raises(ConfigError, match="no 36-voxel training patch fits"):
+        plan_split((40, 40, 40), 36)
+    with pytest.raises(ConfigError, match="split"):
+        plan_split((40, 40, 40), 16, kind="halves")
+
+
+def test_augmentation_transforms_input_and_target_alike():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6, 7, 8)).astype(np.float32)
+    y = x**2  # any voxel-wise relation must survive the augmentation
+    seen = set()
+    for _ in range(200):
+        xa, ya, info = augment_pair(x, y, rng)
+        g, b = info["gain"], info["offset"]
+        assert 0.9 <= g <= 1.1 and -0.05 <= b <= 0.05
+        want = np.transpose(x, info["perm"])[tuple(slice(None, None, -1) if f else slice(None) for f in info["flip"])]
+        np.testing.assert_allclose(xa, g * want + b, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(ya, g * ((xa - b) / g) ** 2 + b, rtol=1e-4, atol=1e-5)
+        assert xa.flags.c_contiguous and xa.dtype == np.float32
+        seen.add((tuple(info["perm"]), tuple(info["flip"])))
+    assert len(seen) == 48  # all 6 axis orders x 8 flips occur
+    xa, ya, info = augment_pair(x, y, rng, flips=False, permute=False, gain=(1, 1), offset=(0, 0))
+    np.testing.assert_array_equal(xa, x)
+    np.testing.assert_array_equal(ya, y)
+
+
+# ----------------------------------------------------------------------------- normalisation
+def test_normalisation_round_trips_and_is_what_the_card_says():
+    rng = np.random.default_rng(1)
+    x = (rng.normal(size=(20, 20, 20)) * 3e-3 + 2e-2).astype(np.float32)  # small attenuation values
+    norm = normalisation_from(x)
+    lo, hi = np.percentile(x, (0.5, 99.5))
+    assert norm["scale"] == pytest.approx(hi - lo, rel=1e-5)
+    card = {"normalisation": norm}
+    xn = apply_normalisation(x, card)
+    assert abs(float(xn.mean())) < 0.01 and 0.15 < float(xn.std()) < 0.2
+    np.testing.assert_allclose(undo_normalisation(xn, card), x, rtol=1e-5, atol=1e-7)
+    t = torch.from_numpy(x)
+    torch.testing.assert_close(undo_normalisation(apply_normalisation(t, card), card), t, rtol=1e-5, atol=1e-7)
+    assert normalisation_of({}) == (0.0, 1.0)  # a card without normalisation: the identity
+    with pytest.raises(InputError, match="positive scale"):
+        normalisation_of({"normalisation": {"offset": 0.0, "scale": 0.0}})
+    with pytest.raises(InputError, match="constant"):
+        normalisation_from(np.ones((8, 8, 8), np.float32))
+    # the wrapper is the same composition, and keeps the network's geometry
+    torch.manual_seed(0)
+    net = build_unet(config=TINY).eval()
+    wrapped = with_normalisation(net, card)
+    assert wrapped.config == TINY
+    v = torch.from_numpy(x[None, None, :16, :16, :16].copy())
+    with torch.no_grad():
+        torch.testing.assert_close(wrapped(v), undo_normalisation(net(apply_normalisation(v, card)), card))
+
+
+# ----------------------------------------------------------------------------- bad input
+def test_bad_inputs_are_refused_before_anything_is_written(pair, tmp_path):
+    inp, hr, _ = pair
+    out = tmp_path / "never"
+    kw = dict(out_dir=out, config=TINY, patch=16, device="cpu")
+    with pytest.raises(InputError, match="shapes differ"):
+        train_recovery(inp, hr[:40], **kw)
+    bad = inp.copy()
+    bad[3, 4, 5] = np.nan
+    with pytest.raises(InputError, match="input volume contains NaN"):
+        train_recovery(bad, hr, **kw)
+    with pytest.raises(InputError, match="target volume contains NaN"):
+        train_recovery(inp, np.where(bad != bad, np.inf, hr), **kw)
+    with pytest.raises(InputError, match="smaller than a training patch of 16"):
+        train_recovery(inp[:12], hr[:12], **kw)
+    with pytest.raises(InputError, match="3-D"):
+        train_recovery(inp[0], hr[0], **kw)
+    with pytest.raises(ConfigError, match="multiple of the network's alignment 2"):
+        train_recovery(inp, hr, **dict(kw, patch=15))
+    with pytest.raises(ConfigError, match="epochs"):
+        train_recovery(inp, hr, **dict(kw, epochs=0))
+    assert not out.exists()
+
+
+# ----------------------------------------------------------------------------- ONNX
+def test_onnx_export_matches_torch(tmp_path):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    net = build_unet(config=TINY).eval()
+    path = export_onnx(net, tmp_path / "unet.onnx", patch_shape=(16, 16, 16))
+    x = torch.randn(2, 1, 24, 16, 32)  # other sizes than traced: dynamic axes
+    rep = check_onnx(path, net, x)
+    assert rep["ok"] and rep["max_abs_diff"] < 1e-4, rep
+    wrapped = with_normalisation(net, {"normalisation": {"offset": 0.5, "scale": 2.0}})
+    path2 = export_onnx(wrapped, tmp_path / "wrapped.onnx", patch_shape=(16, 16, 16))
+    rep2 = check_onnx(path2, wrapped, x[:1].numpy()[0, 0])
+    assert rep2["ok"], rep2
+    with pytest.raises(ConfigError, match="multiples"):
+        export_onnx(net, tmp_path / "bad.onnx", patch_shape=(15, 16, 16))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnx") is not None, reason="onnx is installed")
+def test_onnx_export_without_onnx_says_what_to_install(tmp_path):
+    with pytest.raises(ConfigError, match=r"tomoflow\[onnx\]"):
+        export_onnx(build_unet(config=TINY), tmp_path / "x.onnx", patch_shape=(16, 16, 16))
+    assert not (tmp_path / "x.onnx").exists()
+
+
+# ----------------------------------------------------------------------------- command line
+@pytest.fixture(scope="module")
+def stores(pair, tmp_path_factory):
+    from tomoflow.io.synthetic import write_multiscale_pair
+
+    d = tmp_path_factory.mktemp("stores")
+    hr, lf = write_multiscale_pair(pair[2], d / "hr.zarr", d / "lfov.zarr")
+    return hr, lf, pair[2]
+
+
+def _cli(*args):
+    from typer.testing import CliRunner
+
+    import tomoflow.cli.train_recovery  # noqa: F401 - registers the command (until tomoflow.cli imports it)
+    from tomoflow.cli import app
+
+    r = CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+    return r
+
+
+def _one_line_error(r, *words):
+    assert r.exit_code == 2, r.output
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in r.output, r.output
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+
+
+FAST = ["--epochs", 2, "--steps", 4, "--patch", 16, "--channels", "4,8", "--threads", 1, "--device", "cpu"]
+
+
+def test_cli_registers_trains_and_resumes(stores, tmp_path):
+    hr, lf, _ = stores
+    out = tmp_path / "model"
+    r = _cli("train-recovery", hr, lf, "--out", out, *FAST)
+    assert r.exit_code == 0, r.output
+    assert "registering" in r.stdout and "PSNR input" in r.stdout and WEIGHTS_NAME in r.stdout, r.stdout
+    card = json.loads((out / CARD_NAME).read_text())
+    assert card["command"].startswith("tomoflow train-recovery") and "--registration" in card["command"]
+    assert card["training_data"]["hr_voxel_um"] == 1.0 and card["training_data"]["lfov_voxel_um"] == 2.0
+    reg = json.loads((out / "registration.json").read_text())
+    truth = np.asarray(stores[2].true_matrix)
+    assert np.abs(np.asarray(reg["matrix"]) - truth).max() < 0.5
+    load_unet(out / WEIGHTS_NAME)
+    # the same folder again: refused unless --resume, which continues without registering again
+    _one_line_error(_cli("train-recovery", hr, lf, "--out", out, *FAST), "--resume")
+    r = _cli("train-recovery", hr, lf, "--out", out, *FAST[:1], 3, *FAST[2:], "--resume")
+    assert r.exit_code == 0, r.output
+    assert "registering" not in r.stdout
+    assert json.loads((out / CARD_NAME).read_text())["training"]["epochs_run"] == 3
+
+
+def test_cli_with_a_registration_file_and_its_mistakes(stores, tmp_path):
+    hr, lf, pair = stores
+    reg = tmp_path / "reg.json"
+    reg.write_text(json.dumps({"matrix": np.asarray(pair.true_matrix).tolist(), "hr_voxel_um": 1.0}))
+    out = tmp_path / "m"
+    r = _cli("train-recovery", hr, lf, "--out", out, "--registration", reg, *FAST)
+    assert r.exit_code == 0 and "registering" not in r.stdout, r.output
+    assert json.loads((out / CARD_NAME).read_text())["training_data"]["source"]["registration"] == str(reg)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"matrix": [[1, 0, 0], [0, 1, 0], [0, 0, 1]]}))
+    _one_line_error(_cli("train-recovery", hr, lf, "--out", tmp_path / "x", "--registration", bad, *FAST),
+                    "bad.json", "4 x 4")
+    bad.write_text(json.dumps({"matrix": np.eye(4).tolist(), "lfov_voxel_um": 4.0}))
+    _one_line_error(_cli("train-recovery", hr, lf, "--out", tmp_path / "x", "--registration", bad, *FAST),
+                    "lfov_voxel_um")
+    _one_line_error(_cli("train-recovery", lf, hr, "--out", tmp_path / "x", "--registration", reg, *FAST), "swapped")
+    _one_line_error(_cli("train-recovery", hr, tmp_path / "missing.zarr", "--out", tmp_path / "x", *FAST),
+                    "missing.zarr")
+    _one_line_error(_cli("train-recovery", hr, lf, "--out", tmp_path / "x", "--registration", reg, *FAST[:-2],
+                         "--patch", 15), "alignment")
+    _one_line_error(_cli("train-recovery", hr, lf, "--out", tmp_path / "x", "--channels", "4,x"), "--channels")
+    assert not (tmp_path / "x").exists()

@@ -1,0 +1,175 @@
+"""``tomoflow train-recovery``: train the resolution-recovery U-Net on one sample's HR ROI and LFOV volumes.
+
+The LFOV volume is registered to the HR ROI (or the matrix is read from ``tomoflow register``'s JSON),
+resampled onto the HR grid over the ROI, and the pair trains a 3D U-Net
+(:func:`tomoflow.recover.training.train_recovery`): weights, model card and checkpoint in ``--out``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from tomoflow.cli._app import _check_can_create, _e, _friendly, _writing, app, console
+from tomoflow.cli.recovery import _voxel_um, register_stores
+from tomoflow.errors import ConfigError, InputError
+
+REGISTRATION_NAME = "registration.json"
+"""Where the command keeps the registration it ran itself (reused by ``--resume``)."""
+
+
+def _read_registration(path: Path, hr_um: float, lf_um: float) -> tuple[Any, dict[str, Any]]:
+    """The 4x4 matrix of a ``tomoflow register`` JSON, checked (and its voxel sizes against the stores')."""
+    import numpy as np
+
+    try:
+        doc = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise InputError(f"cannot read the registration: {exc.strerror or exc}", path=path) from None
+    except ValueError as exc:
+        raise InputError(f"the registration is not valid JSON: {exc}", path=path) from None
+    if not isinstance(doc, dict) or "matrix" not in doc:
+        raise InputError("no \"matrix\" in the registration (expected the JSON written by `tomoflow register`)",
+                         path=path)
+    try:
+        m = np.asarray(doc["matrix"], dtype=np.float64)
+    except (TypeError, ValueError):
+        m = np.zeros(0)
+    if m.shape != (4, 4) or not np.all(np.isfinite(m)) or not np.allclose(m[3], [0, 0, 0, 1]):
+        raise InputError("\"matrix\" must be a finite 4 x 4 affine matrix (last row 0 0 0 1)", path=path)
+    for key, have in (("hr_voxel_um", hr_um), ("lfov_voxel_um", lf_um)):
+        want = doc.get(key)
+        if isinstance(want, int | float) and not math.isclose(float(want), have, rel_tol=1e-6):
+            raise InputError(f"{key} is {want:g} um in the registration but {have:g} um in the volume store: it "
+                             "registers other volumes", path=path)
+    return m, doc
+
+
+def _channels(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(c) for c in text.split(",") if c.strip())
+    except ValueError:
+        raise ConfigError(f"--channels: expected comma-separated integers such as 16,32,64, got {text!r}") from None
+
+
+@app.command("train-recovery")
+@_friendly
+def train_recovery(
+    hr: Path = typer.Argument(..., help="HR region-of-interest volume store (the target)."),
+    lfov: Path = typer.Argument(..., help="LFOV volume store of the same sample (the input; read around the ROI)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for recover_unet.safetensors, its model card "
+                             "recover_unet.json and the training checkpoint."),
+    registration: Optional[Path] = typer.Option(None, "--registration", "-r", help="JSON written by `tomoflow "
+                                                "register` (its \"matrix\"); default: register now (stage prior)."),
+    epochs: int = typer.Option(20, help="Most epochs (early stopping or the time limit may end sooner)."),
+    steps: int = typer.Option(16, help="Optimisation steps per epoch (one validation per epoch)."),
+    patch: int = typer.Option(32, help="Training patch edge, voxels (a multiple of the network's alignment)."),
+    batch: int = typer.Option(4, help="Patches per optimisation step."),
+    lr: float = typer.Option(1e-3, help="Adam learning rate (cosine decay to 5 % of it)."),
+    channels: str = typer.Option("16,32,64", help="U-Net feature channels per level, finest first."),
+    val_fraction: float = typer.Option(0.125, help="Fraction of the spatial blocks (octants or slabs) held out."),
+    patience: int = typer.Option(4, help="Epochs without a better validation loss before stopping."),
+    seed: int = typer.Option(0, help="Seed of the split, the initial weights and the patches."),
+    time_limit: Optional[float] = typer.Option(None, help="Stop training after this many seconds."),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: all)."),
+    device: str = typer.Option("auto", help="torch device: cpu, cuda or auto."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the training checkpoint in --out."),
+    dof: int = typer.Option(9, help="Degrees of freedom when registering here: 3, 6 or 9."),
+) -> None:
+    """Train the resolution-recovery U-Net on one sample: the LFOV volume resampled onto the HR ROI's grid
+    is the input, the HR volume the target. Spatial blocks are held out for validation."""
+    import numpy as np
+
+    from tomoflow.io.volume_store import VolumeStore
+    from tomoflow.recover.training import CARD_NAME, WEIGHTS_NAME
+    from tomoflow.recover.training import train_recovery as _train
+    from tomoflow.recover.unet import UNetConfig
+    from tomoflow.register.resample import resample_to_grid
+
+    t0 = time.perf_counter()
+    config = UNetConfig(channels=_channels(channels))
+    _check_can_create(out)
+    if (out / "checkpoint" / "state.json").is_file() and not resume:
+        raise ConfigError(f"{out} already holds a training checkpoint; add --resume to continue it, or choose "
+                          "another --out folder")
+    if registration is not None and not Path(registration).is_file():
+        raise InputError("no such registration file", path=registration)
+    h, lf = VolumeStore.open(hr), VolumeStore.open(lfov)
+    hr_um, lf_um = _voxel_um(h, hr), _voxel_um(lf, lfov)
+    if not hr_um < lf_um:
+        raise ConfigError(f"HR voxels ({hr_um:g} um, {hr}) must be smaller than LFOV voxels ({lf_um:g} um, {lfov}); "
+                          "are HR and LFOV swapped?")
+    hr_vol = np.asarray(h.level(0)[...], dtype=np.float32)
+    kept = out / REGISTRATION_NAME
+    unsaved: dict[str, Any] | None = None  # a registration run here, kept once the training parameters passed
+    if registration is not None:
+        matrix, doc = _read_registration(registration, hr_um, lf_um)
+        reg_source = str(registration)
+    elif resume and kept.is_file():  # the registration this command ran before: same input, resumable
+        matrix, doc = _read_registration(kept, hr_um, lf_um)
+        reg_source = str(kept)
+    else:
+        console.print(f"registering {_e(hr)} into {_e(lfov)} ...")
+        doc = register_stores(hr, lfov, h, lf, hr_vol, hr_um, lf_um, dof=dof, device=device)
+        matrix = np.asarray(doc["matrix"], dtype=np.float64)
+        unsaved, reg_source = doc, str(kept)
+        console.print(f"registered in {doc['seconds']:.1f} s: NCC {doc['ncc_prior']:.3f} -> {doc['ncc']:.3f} "
+                      f"(prior: {_e(doc['prior_source'])}); kept in {_e(kept)}")
+    inp = resample_to_grid(lf.level(0), matrix, h.shape, hr_um, lf_um)
+    console.print(f"training pair: {' x '.join(map(str, h.shape))} voxels of {hr_um:g} um (LFOV {lf_um:g} um "
+                  "resampled onto the HR grid)")
+
+    parts: list[Any] = ["tomoflow", "train-recovery", hr, lfov, "--out", out, "--registration", reg_source,
+                        "--epochs", epochs, "--steps", steps, "--patch", patch, "--batch", batch, "--lr", lr,
+                        "--channels", ",".join(map(str, config.channels)), "--val-fraction", val_fraction,
+                        "--patience", patience, "--seed", seed, "--device", device]
+    parts += ["--time-limit", time_limit] if time_limit is not None else []
+    parts += ["--threads", threads] if threads is not None else []
+    command = " ".join(shlex.quote(str(p)) for p in parts)
+    source = {"hr": str(hr), "lfov": str(lfov), "registration": reg_source, "matrix": matrix.tolist(),
+              "ncc": doc.get("ncc")}
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[loss]}"),
+                  TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task("training", total=steps, loss="")
+
+        def keep_registration() -> None:
+            nonlocal unsaved
+            if unsaved is not None:  # written once training has started, so that --resume reuses it
+                with _writing(kept):
+                    kept.write_text(json.dumps(unsaved, indent=2) + "\n")
+                unsaved = None
+
+        def progress(epoch: int, step: int, n_steps: int, train_loss: float | None, val_loss: float | None) -> None:
+            keep_registration()
+            if train_loss is None:  # epoch 0: the starting network (the identity)
+                bar.update(task, description="epoch 0", completed=0, total=n_steps,
+                           loss=f"val L1 {val_loss:.4f} (input as it is)")
+                return
+            val = "-" if val_loss is None else f"{val_loss:.4f}"
+            bar.update(task, description=f"epoch {epoch}/{epochs}", completed=step, total=n_steps,
+                       loss=f"train L1 {train_loss:.4f} val L1 {val}")
+
+        with _writing(out):
+            res = _train(inp, hr_vol, out_dir=out, config=config, patch=patch, batch=batch, epochs=epochs,
+                         steps_per_epoch=steps, lr=lr, val_fraction=val_fraction, patience=patience, seed=seed,
+                         time_limit_s=time_limit, threads=threads, device=device, resume=resume, progress=progress,
+                         command=command, hr_voxel_um=hr_um, lfov_voxel_um=lf_um, source=source)
+            keep_registration()
+    m, tr = res.metrics, res.card["training"]
+    ssim = ""
+    if m.get("ssim_input") is not None:
+        ssim = f", SSIM {m['ssim_input']:.3f} -> {m['ssim_prediction']:.3f}"
+    console.print(f"held-out blocks ({res.split.kind}, {m['n_voxels']} voxels): PSNR input {m['psnr_input_db']:.2f} dB "
+                  f"-> prediction {m['psnr_prediction_db']:.2f} dB{ssim}; best epoch {tr['best_epoch']} of "
+                  f"{tr['epochs_run']} ({_e(tr['stopped_by'])})")
+    console.print(f"wrote [bold]{_e(out / WEIGHTS_NAME)}[/] and its model card {_e(CARD_NAME)} in "
+                  f"{time.perf_counter() - t0:.1f} s")
