@@ -35,14 +35,6 @@ from tomoflow.recover.unet import UNetConfig, build_unet, load_unet  # noqa: E40
 TINY = UNetConfig(channels=(4, 8))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def pair():
     """48³ HR ROI (1 um) in a 40³ LFOV (2 um); the LFOV resampled onto the HR grid with the TRUE matrix."""
@@ -301,7 +293,6 @@ def stores(pair, tmp_path_factory):
 def _cli(*args):
     from typer.testing import CliRunner
 
-    import tomoflow.cli.train_recovery  # noqa: F401 - registers the command (until tomoflow.cli imports it)
     from tomoflow.cli import app
 
     r = CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)

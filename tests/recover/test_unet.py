@@ -25,14 +25,6 @@ from tomoflow.recover.unet import (  # noqa: E402
 TINY = (4, 8)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _tiny(seed: int = 0, channels=TINY, **kw):
     torch.manual_seed(seed)
     return build_unet(channels=channels, **kw).eval()

@@ -40,7 +40,6 @@ importing tomoflow never imports torch.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -450,26 +449,9 @@ def load_aligner(path: str | os.PathLike | None = None, *, device: str = "cpu",
     if not weights.is_file():
         hint = " (the shipped weights are missing: train them with `tomoflow train-aligner`)" if path is None else ""
         raise InputError("no such weights file" + hint, path=weights)
-    card_file = _card_path(weights)
-    card: dict[str, Any] = {}
-    if card_file.is_file():
-        try:
-            card = json.loads(card_file.read_text())
-        except (OSError, ValueError) as exc:
-            raise InputError(f"model card is not valid JSON: {exc}", path=card_file) from None
-    elif verify:
-        raise InputError(f"model card {card_file.name} missing beside the weights (needed to verify them)",
-                         path=weights)
-    if card:
-        from tomoflow.models.card import validate_card
+    from tomoflow.models.card import read_verified_card
 
-        validate_card(card, card_file)
-    if verify:
-        want = str(card.get("sha256", ""))
-        got = file_sha256(weights)
-        if want != got:
-            raise InputError(f"sha256 of the weights ({got}) does not match the model card ({want or 'none'}); "
-                             "the file was modified or belongs to another card", path=weights)
+    card = read_verified_card(weights, _card_path(weights), verify=verify)
     try:
         state = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:

@@ -46,3 +46,37 @@ def validate_card(card: dict[str, Any], path: Any = None) -> ModelCard:
         first = exc.errors()[0]
         where = ".".join(str(x) for x in first.get("loc", ()))
         raise InputError(f"invalid model card: {where}: {first.get('msg')}", path) from None
+
+
+def read_verified_card(weights: Any, card_file: Any, *, verify: bool = True) -> dict[str, Any]:
+    """The model card beside a weights file, validated; with ``verify``, the card must exist and its
+    sha256 must be the weights file's (a modified or mismatched file is refused). Without a card and
+    without ``verify``: ``{}``.
+
+    Raises
+    ------
+    InputError
+        Card missing (``verify``), not JSON, not a valid card, or sha256 mismatch.
+    """
+    import json
+    from pathlib import Path
+
+    from tomoflow._hashing import file_sha256
+
+    weights, card_file = Path(weights), Path(card_file)
+    card: dict[str, Any] = {}
+    if card_file.is_file():
+        try:
+            card = json.loads(card_file.read_text())
+        except (OSError, ValueError) as exc:
+            raise InputError(f"model card is not valid JSON: {exc}", path=card_file) from None
+        validate_card(card, card_file)
+    elif verify:
+        raise InputError(f"model card {card_file.name} missing beside the weights (needed to verify them)",
+                         path=weights)
+    if verify:
+        want, got = str(card.get("sha256", "")), file_sha256(weights)
+        if want != got:
+            raise InputError(f"sha256 of the weights ({got}) does not match the model card ({want or 'none'}); "
+                             "the file was modified or belongs to another card", path=weights)
+    return card

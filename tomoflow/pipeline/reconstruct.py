@@ -234,6 +234,19 @@ def _pyramid_blocks(out: str, vstore: VolumeStore, level: int) -> list[Block]:
             for i, r in enumerate(_chunk_grid(tuple(arr.shape), tuple(arr.chunks)))]
 
 
+def run_pyramid(out: str, store: VolumeStore, stage: str, *, client: Any, cluster: Any,
+                progress: Callable[[str, int, int], None] | None) -> dict[str, float]:
+    """Compute levels 1.. of a volume store from level 0 (2x block means, one task per chunk) as steps
+    ``level-k`` of ``stage``; returns each level's wall time."""
+    timings = {}
+    for level in range(1, store.n_levels):
+        rep = run_blocks(out, _pyramid_blocks(out, store, level), _pyramid_block, stage=stage, step=f"level-{level}",
+                         array=str(level), name="pyramid-level", client=client, cluster=cluster, progress=progress,
+                         progress_label=f"pyramid level {level}")
+        timings[f"pyramid_level_{level}"] = rep.wall_s
+    return timings
+
+
 def _validate(algorithm: str, filter: str, n_iter: int | None, memory_budget: Any,  # noqa: A002
               ) -> tuple[str, str, int, int]:
     algorithm = check_choice("algorithm", str(algorithm).lower(), ALGORITHMS)
@@ -366,12 +379,8 @@ def reconstruct_scan(
     recon = run_blocks(out, blocks, _recon_block, stage="recon", step="level-0", array="0",
                        name=f"recon-{algorithm}", gpu=cfg.device != "cpu", client=client, cluster=res,
                        progress=progress, progress_label="recon")
-    timings = {"recon": recon.wall_s, "recon_compute": recon.compute_s}
-    for level in range(1, vstore.n_levels):
-        rep = run_blocks(out, _pyramid_blocks(out, vstore, level), _pyramid_block, stage="recon",
-                         step=f"level-{level}", array=str(level), name="pyramid-level", client=client,
-                         cluster=res, progress=progress, progress_label=f"pyramid level {level}")
-        timings[f"pyramid_level_{level}"] = rep.wall_s
+    timings = {"recon": recon.wall_s, "recon_compute": recon.compute_s,
+               **run_pyramid(out, vstore, "recon", client=client, cluster=res, progress=progress)}
     StageLog(out, "recon").finish(
         output_id=fp, seconds=time.perf_counter() - t_start, timings=timings, slabs=len(blocks),
         slabs_computed=recon.computed, slab_rows=max(b.region[0].stop - b.region[0].start for b in blocks),

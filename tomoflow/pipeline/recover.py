@@ -32,7 +32,7 @@ from tomoflow.io.models import VOLUME_FORMAT
 from tomoflow.io.stages import StageLog
 from tomoflow.io.volume_store import VolumeStore, level_shape, pyramid_levels
 from tomoflow.pipeline.engine import Block, current_client, fingerprint, identity_of, prepare_output, run_blocks
-from tomoflow.pipeline.reconstruct import _chunk_grid, _pyramid_block, _pyramid_blocks
+from tomoflow.pipeline.reconstruct import _chunk_grid, run_pyramid
 
 __all__ = ["recover_volume"]
 
@@ -174,11 +174,7 @@ def recover_volume(
     rep = run_blocks(out, blocks, _recover_block, stage="recover", step="level-0", array="0", name="recover-unet",
                      gpu=device == "cuda", client=client, cluster=res, progress=progress, progress_label="recover")
     timings = {"recover": rep.wall_s, "recover_compute": rep.compute_s}
-    for level in range(1, out_store.n_levels):
-        r = run_blocks(out, _pyramid_blocks(out, out_store, level), _pyramid_block, stage="recover",
-                       step=f"level-{level}", array=str(level), name="pyramid-level", client=client, cluster=res,
-                       progress=progress, progress_label=f"pyramid level {level}")
-        timings[f"pyramid_level_{level}"] = r.wall_s
+    timings.update(run_pyramid(out, out_store, "recover", client=client, cluster=res, progress=progress))
     StageLog(out, "recover").finish(output_id=fp, seconds=time.perf_counter() - t_start, timings=timings,
                                     blocks=len(blocks), blocks_computed=rep.computed, halo=halo, device=device)
     return VolumeStore.open(out_path)

@@ -25,7 +25,7 @@ from tomoflow.io.models import VOLUME_FORMAT
 from tomoflow.io.stages import StageLog
 from tomoflow.io.volume_store import VolumeStore, level_shape, pyramid_levels
 from tomoflow.pipeline.engine import Block, current_client, fingerprint, identity_of, prepare_output, run_blocks
-from tomoflow.pipeline.reconstruct import _chunk_grid, _pyramid_block, _pyramid_blocks
+from tomoflow.pipeline.reconstruct import _chunk_grid, run_pyramid
 
 __all__ = ["resample_volume", "field_grid"]
 
@@ -152,11 +152,7 @@ def resample_volume(
                      name="resample-volume", client=client, cluster=res, progress=progress,
                      progress_label="resample")
     timings = {"resample": rep.wall_s}
-    for level in range(1, out_store.n_levels):
-        r = run_blocks(out, _pyramid_blocks(out, out_store, level), _pyramid_block, stage="resample",
-                       step=f"level-{level}", array=str(level), name="pyramid-level", client=client, cluster=res,
-                       progress=progress, progress_label=f"pyramid level {level}")
-        timings[f"pyramid_level_{level}"] = r.wall_s
+    timings.update(run_pyramid(out, out_store, "resample", client=client, cluster=res, progress=progress))
     StageLog(out, "resample").finish(output_id=fp, seconds=time.perf_counter() - t_start, timings=timings,
                                      blocks=len(blocks), blocks_computed=rep.computed)
     return VolumeStore.open(out_path)

@@ -437,29 +437,14 @@ def load_unet(path: str | os.PathLike, *, device: str = "cpu", verify: bool = Tr
     from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
-    from tomoflow.models.card import validate_card
+    from tomoflow.models.card import read_verified_card
 
     dev = resolve_device(device)
     weights = Path(path)
     if not weights.is_file():
         raise InputError("no such weights file", path=weights)
     card_file = _card_path(weights)
-    card: dict[str, Any] = {}
-    if card_file.is_file():
-        try:
-            card = json.loads(card_file.read_text())
-        except (OSError, ValueError) as exc:
-            raise InputError(f"model card is not valid JSON: {exc}", path=card_file) from None
-        validate_card(card, card_file)
-    elif verify:
-        raise InputError(f"model card {card_file.name} missing beside the weights (needed to verify them)",
-                         path=weights)
-    if verify:
-        want = str(card.get("sha256", ""))
-        got = file_sha256(weights)
-        if want != got:
-            raise InputError(f"sha256 of the weights ({got}) does not match the model card ({want or 'none'}); "
-                             "the file was modified or belongs to another card", path=weights)
+    card = read_verified_card(weights, card_file, verify=verify)
     try:
         with safe_open(str(weights), framework="pt") as f:
             meta = f.metadata() or {}
