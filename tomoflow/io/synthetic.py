@@ -159,15 +159,6 @@ _PRIOR_FORMULA = ("prior_matrix = identity with [:3, 3] = hr_stage_position_um -
                   "volume's centre, axes z, y, x)")
 
 
-def _pyramid_mean(block: np.ndarray) -> np.ndarray:
-    """2x2x2 block mean, odd edges replicated (as the recon pyramid)."""
-    pads = [(0, s % 2) for s in block.shape]
-    if any(p[1] for p in pads):
-        block = np.pad(block, pads, mode="edge")
-    z, y, x = (s // 2 for s in block.shape)
-    return block.reshape(z, 2, y, 2, x, 2).mean(axis=(1, 3, 5), dtype=np.float64).astype(np.float32)
-
-
 def _isotropic(name: str, spacing: Any) -> float:
     sp = np.asarray(spacing, dtype=np.float64).reshape(-1)
     if sp.size == 0 or not np.all(np.isfinite(sp)) or np.any(sp <= 0):
@@ -234,7 +225,7 @@ def write_multiscale_pair(
     from tomoflow.io.models import VOLUME_FORMAT
     from tomoflow.io.output import OutputPlan, fingerprint, prepare_output, resolved_path
     from tomoflow.io.stages import StageLog
-    from tomoflow.io.volume_store import VolumeStore, level_shape, pyramid_levels
+    from tomoflow.io.volume_store import VolumeStore, block_mean_2x, level_shape, pyramid_levels
 
     hr_path, lfov_path = Path(hr_path), Path(lfov_path)
     r_hr, r_lf = resolved_path(hr_path), resolved_path(lfov_path)
@@ -303,7 +294,7 @@ def write_multiscale_pair(
         level = vol
         for k in range(n_levels):
             if k:
-                level = _pyramid_mean(level)
+                level = block_mean_2x(level)
             store.level(k)[:] = level
             log.mark_done(f"level-{k}", range(n_units[k]))
         log.finish(output_id=fp, seconds=time.perf_counter() - t0, synthetic="multiscale-pair")

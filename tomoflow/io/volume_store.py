@@ -77,6 +77,16 @@ def ome_multiscales(n_levels: int, voxel_size_um: float, name: str = "volume") -
     }
 
 
+def block_mean_2x(block: np.ndarray) -> np.ndarray:
+    """2x2x2 block mean of a ``(z, y, x)`` block (odd edges replicated): one pyramid level from the one
+    below, float32."""
+    pads = [(0, s % 2) for s in block.shape]
+    if any(p[1] for p in pads):
+        block = np.pad(block, pads, mode="edge")
+    z, y, x = (s // 2 for s in block.shape)
+    return block.reshape(z, 2, y, 2, x, 2).mean(axis=(1, 3, 5), dtype=np.float64).astype(np.float32)
+
+
 def pyramid_levels(shape: tuple[int, int, int], extra_levels: int | None = None) -> int:
     """Total levels (level 0 included): ``1 + extra_levels`` (default: the configured
     ``pyramid_levels``), stopping before a level's smallest edge would fall under 8 voxels."""

@@ -35,7 +35,7 @@ from tomoflow.errors import ConfigError, InputError
 from tomoflow.geometry import check_slice_shape
 from tomoflow.io.models import VOLUME_FORMAT
 from tomoflow.io.scan_store import ScanStore, validate_center
-from tomoflow.io.volume_store import VolumeStore, level_shape, pyramid_levels
+from tomoflow.io.volume_store import VolumeStore, block_mean_2x, level_shape, pyramid_levels
 from tomoflow.pipeline.engine import (
     Block,
     StageLog,
@@ -191,20 +191,11 @@ def _recon_block(scan_path: str, params: ReconParams, z0: int, z1: int) -> np.nd
     return to_numpy(reconstruct_slab(p, scan.angles_deg, params))
 
 
-def _block_mean(block: np.ndarray) -> np.ndarray:
-    """2x2x2 block mean; odd edges are replicated."""
-    pads = [(0, s % 2) for s in block.shape]
-    if any(p[1] for p in pads):
-        block = np.pad(block, pads, mode="edge")
-    z, y, x = (s // 2 for s in block.shape)
-    return block.reshape(z, 2, y, 2, x, 2).mean(axis=(1, 3, 5), dtype=np.float64).astype(np.float32)
-
-
 def _pyramid_block(out: str, level: int, region: tuple[slice, ...]) -> np.ndarray:
     """Block function: one chunk of ``level`` from ``level - 1`` of the same store."""
     src = VolumeStore.open(out, require_complete=False).level(level - 1)
     src_sl = tuple(slice(2 * s.start, min(2 * s.stop, n)) for s, n in zip(region, src.shape))
-    return _block_mean(np.asarray(src[src_sl]))
+    return block_mean_2x(np.asarray(src[src_sl]))
 
 
 # ----------------------------------------------------------------------------- planning

@@ -55,6 +55,7 @@ import numpy as np
 from tomoflow._checks import check_choice, check_int, check_number
 from tomoflow.errors import ConfigError, InputError
 from tomoflow.sim.noise import gaussian_noise
+from tomoflow.sim.phantoms import _random_rotation
 
 __all__ = [
     "PHASES",
@@ -130,15 +131,6 @@ def compose_matrix(rotation_deg: Vec3, scale: Vec3, translation_um: Vec3, center
     m[:3, :3] = rs
     m[:3, 3] = _vec3("translation_um", translation_um) - rs @ _vec3("center_um", center_um)
     return m
-
-
-def _random_rotation(rng: np.random.Generator) -> np.ndarray:
-    """Uniformly distributed 3x3 rotation (QR of a Gaussian matrix)."""
-    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
-    q = q * np.sign(np.diag(r))[None, :]
-    if np.linalg.det(q) < 0:
-        q[:, 0] = -q[:, 0]
-    return q
 
 
 def _unit_vector(rng: np.random.Generator) -> np.ndarray:
