@@ -8,7 +8,8 @@ index). Alignment estimates it; correction moves the raw projection by ``(-dy, -
 Methods of :func:`estimate_shifts`:
 
 ``"hybrid"`` (default)
-    The ResNet's estimate, refined by a few consistency iterations to sub-pixel accuracy.
+    The ResNet's estimate, refined by consistency iterations (2x2-binned, then full resolution; OSEM
+    references) to sub-pixel accuracy.
 ``"resnet"``
     MLEM + reprojection, then the network reads each (projection, reprojection) pair.
 ``"phase"``
