@@ -79,6 +79,9 @@ def recover_volume(
 ) -> VolumeStore:
     """Run a resolution-recovery U-Net over a whole volume store into a new OME-Zarr volume store.
 
+    The network reads and writes raw grey values: the normalisation stored in its model card
+    (:func:`tomoflow.recover.training.with_normalisation`) is applied around it in every block.
+
     Parameters
     ----------
     volume_path
@@ -103,9 +106,6 @@ def recover_volume(
     -------
     VolumeStore
         The complete output store (``algorithm = "unet-recovery"``).
-
-    The network reads and writes raw grey values: the normalisation stored in its model card
-    (:func:`tomoflow.recover.training.with_normalisation`) is applied around it in every block.
 
     Raises
     ------
