@@ -31,8 +31,13 @@ def _free_port() -> int:
 
 
 def test_connect_by_address_and_scheduler_file(tmp_path: Path, assert_real_dashboard: Callable) -> None:
+    # The scheduler writes its own file at start-up, as ``dask scheduler --scheduler-file`` does.
+    # (``Client.write_scheduler_file`` is not used: in distributed 2026.7 it can fail to serialise
+    # worker metrics with tuple keys once a heartbeat has reported them.)
+    scheduler_file = tmp_path / "scheduler.json"
     cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp",
-                           host="127.0.0.1", dashboard_address="127.0.0.1:0")
+                           host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                           scheduler_kwargs={"scheduler_file": str(scheduler_file)})
     try:
         address = cluster.scheduler_address
         assert address.startswith("tcp://127.0.0.1:")
@@ -43,8 +48,6 @@ def test_connect_by_address_and_scheduler_file(tmp_path: Path, assert_real_dashb
             url = tc.dashboard_url(client)
             assert url == f"http://127.0.0.1:{cluster.scheduler.http_server.port}/status"
             assert_real_dashboard(url)
-            scheduler_file = tmp_path / "scheduler.json"
-            client.write_scheduler_file(str(scheduler_file))
         assert client.status == "closed"
         assert cluster.status == Status.running  # a pre-existing cluster is left running
 
