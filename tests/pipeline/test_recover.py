@@ -10,7 +10,8 @@ from tomoflow.io.stages import StageLog  # noqa: E402
 from tomoflow.io.volume_store import VolumeStore, pyramid_levels  # noqa: E402
 from tomoflow.pipeline.recover import recover_volume  # noqa: E402
 from tomoflow.recover import build_unet, predict_volume, save_unet  # noqa: E402
-from tomoflow.recover.unet import UNetConfig  # noqa: E402
+from tomoflow.errors import ConfigError  # noqa: E402
+from tomoflow.recover.unet import UNetConfig, inference_bytes  # noqa: E402
 from tomoflow.testing import write_volume_store  # noqa: E402
 
 SHAPE = (20, 37, 29)
@@ -34,7 +35,10 @@ def setup(tmp_path_factory):
 
 def test_tiled_store_equals_whole_volume_inference(setup, tmp_path):
     d, weights, model, data, src = setup
-    out = recover_volume(src.path, weights, tmp_path / "rec.zarr")
+    # the chunk is the largest block whose inference fits the budget: here 16³ (boxes of 36³)
+    budget = inference_bytes(model, (36, 36, 36)) + 1
+    out = recover_volume(src.path, weights, tmp_path / "rec.zarr", memory_budget=budget)
+    assert tuple(out.level(0).chunks) == (16, 16, 16)
     got = np.asarray(out.level(0)[...])
     want = predict_volume(model, data)
     assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
@@ -43,8 +47,18 @@ def test_tiled_store_equals_whole_volume_inference(setup, tmp_path):
     assert len(out.extra["model_sha256"]) == 64 and out.stages()["recover"].info["blocks_computed"] > 1
     # a rerun with the same volume, model and parameters writes nothing
     before = (tmp_path / "rec.zarr" / "0").stat().st_mtime_ns
-    again = recover_volume(src.path, weights, tmp_path / "rec.zarr")
+    again = recover_volume(src.path, weights, tmp_path / "rec.zarr", memory_budget=budget)
     assert again.stages()["recover"].complete and (tmp_path / "rec.zarr" / "0").stat().st_mtime_ns == before
+
+
+def test_chunks_over_the_memory_budget_are_refused_before_writing(setup, tmp_path):
+    d, weights, model, data, src = setup
+    with pytest.raises(ConfigError, match="over the memory budget"):
+        recover_volume(src.path, weights, tmp_path / "rec.zarr", chunks=(32, 32, 32),
+                       memory_budget=inference_bytes(model, (36, 36, 36)))
+    with pytest.raises(ConfigError, match="cannot hold the network's smallest block"):
+        recover_volume(src.path, weights, tmp_path / "rec.zarr", memory_budget="100MB")
+    assert not (tmp_path / "rec.zarr").exists()
 
 
 def test_interrupted_inference_resumes_to_the_same_output(setup, tmp_path, monkeypatch):

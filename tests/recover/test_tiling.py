@@ -223,3 +223,24 @@ def test_cuda_matches_cpu(volume) -> None:
     got = predict_tiled(net, volume, block=16, batch=4, device="cuda")
     assert next(net.parameters()).is_cuda
     np.testing.assert_allclose(got, ref, rtol=0, atol=1e-3 * float(np.abs(ref).max()))  # TF32 convolutions
+
+
+# ----------------------------------------------------------------------------- block size from a memory budget
+def test_block_for_budget_is_the_largest_block_that_fits():
+    from tomoflow.recover.tiling import block_for_budget
+    from tomoflow.recover.unet import UNetConfig, inference_bytes
+
+    cfg = UNetConfig()
+    r, a = receptive_field(cfg), alignment(cfg)
+
+    def need(b):
+        return inference_bytes(cfg, tuple(t.in_shape for t in plan_tiles((b,) * 3, b, r, a))[0])
+
+    budgets = [int(g * 1024**3) for g in (0.6, 1, 2, 4, 8)]
+    blocks = [block_for_budget(cfg, g) for g in budgets]
+    assert blocks == sorted(blocks) and blocks[2] == 96  # 2 GiB: the documented default
+    for g, b in zip(budgets, blocks):
+        assert b % 16 == 0 and need(b) <= g < need(b + 16)  # it fits, the next step does not
+    assert block_for_budget(cfg, 8 * 1024**3, shape=(20, 40, 33)) == 48  # never larger than the volume needs
+    with pytest.raises(ConfigError, match="cannot hold the network's smallest block"):
+        block_for_budget(cfg, 100 * 1024**2)

@@ -73,6 +73,7 @@ def recover_volume(
     *,
     pad_mode: str = "reflect",
     chunks: tuple[int, int, int] | None = None,
+    memory_budget: int | str | None = None,
     client: Any = None,
     overwrite: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
@@ -93,7 +94,12 @@ def recover_volume(
     pad_mode
         How the volume is extended beyond its border (``"reflect"`` or ``"zeros"``, as in training).
     chunks
-        Output chunk shape = one inference block per chunk; default the input's level-0 chunks.
+        Output chunk shape = one inference block per chunk; default the largest cube whose inference
+        fits in ``memory_budget`` (:func:`tomoflow.recover.tiling.block_for_budget`: 96³ for the
+        default network and 2 GiB).
+    memory_budget
+        Peak bytes per worker process (e.g. ``"2GB"``); default the configured ``worker_memory_budget``.
+        Used to choose ``chunks``; an explicit ``chunks`` that needs more is refused.
     client
         A ``distributed.Client``; default the current one, else a local thread pool.
     overwrite
@@ -117,8 +123,8 @@ def recover_volume(
         Bad ``pad_mode`` or ``chunks`` smaller than the network's alignment; a volume whose voxel size
         differs from the one the network was trained on (``training_data.hr_voxel_um`` of its card).
     """
-    from tomoflow.recover.tiling import PAD_MODES, plan_tiles
-    from tomoflow.recover.unet import alignment, load_unet, receptive_field
+    from tomoflow.recover.tiling import PAD_MODES, block_for_budget, plan_tiles
+    from tomoflow.recover.unet import alignment, inference_bytes, load_unet, receptive_field
 
     t_start = time.perf_counter()
     pad_mode = check_choice("pad_mode", pad_mode, PAD_MODES)
@@ -127,8 +133,17 @@ def recover_volume(
     sha = str(model.card["sha256"])
     halo, align = receptive_field(model), alignment(model)
     shape = tuple(int(s) for s in src.shape)
-    chunk = tuple(int(c) for c in (chunks or src.level(0).chunks))
+    budget = _config.get().worker_memory_budget if memory_budget is None else _config.parse_bytes(memory_budget)
+    if chunks is None:
+        chunk = tuple(min(block_for_budget(model, budget, shape=shape), n) for n in shape)
+    else:
+        chunk = tuple(int(c) for c in chunks)
     tiles = plan_tiles(shape, chunk, halo, align)  # checks chunk >= alignment
+    need = inference_bytes(model, tiles[0].in_shape)
+    if need > budget:
+        raise ConfigError(f"chunks {chunk} need input boxes of {tiles[0].in_shape} voxels, about {need / 1e9:.2f} GB "
+                          f"per worker, over the memory budget of {budget / 1e9:.2f} GB; use smaller chunks (or "
+                          "none: the largest that fits is chosen) or raise worker_memory_budget")
     trained_um = (model.card.get("training_data") or {}).get("hr_voxel_um")
     vs = src.attrs.voxel_size
     if trained_um is not None and vs is not None and not np.isclose(float(vs.value), float(trained_um), rtol=1e-3):
@@ -166,10 +181,9 @@ def recover_volume(
     res = cluster_resources(client)
     device = "cpu" if cfg.device == "cpu" or res.gpus == 0 else "cuda"
     vin, mod, out = (os.path.abspath(p) for p in (volume_path, model_path, out_path))
-    in_bytes = int(np.prod(tiles[0].in_shape)) * 4
     blocks = [Block(units=(i,), region=t.out_slices, args=(vin, mod, sha, device, pad_mode, t.in_start, t.in_stop,
                                                           t.crop),
-                    nbytes=in_bytes * 2 * max(model.config.channels), label=f"block {t.index}")
+                    nbytes=need, label=f"block {t.index}")
               for i, t in enumerate(tiles)]
     rep = run_blocks(out, blocks, _recover_block, stage="recover", step="level-0", array="0", name="recover-unet",
                      gpu=device == "cuda", client=client, cluster=res, progress=progress, progress_label="recover")

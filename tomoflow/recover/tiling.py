@@ -52,6 +52,7 @@ __all__ = [
     "PAD_MODES",
     "Tile",
     "plan_tiles",
+    "block_for_budget",
     "read_box",
     "predict_tiled",
     "predict_volume",
@@ -178,6 +179,52 @@ def plan_tiles(shape: Sequence[int], block: int | Sequence[int], halo: int | Seq
                           out_stop=tuple(p[2] for p in parts), in_start=tuple(p[3] for p in parts),
                           in_stop=tuple(p[4] for p in parts)))
     return tiles
+
+
+def block_for_budget(model_or_config: Any, budget_bytes: int, *, shape: Sequence[int] | None = None,
+                     step: int = 16, largest: int = 256) -> int:
+    """The largest cubic output block whose inference fits in ``budget_bytes`` per process.
+
+    Blocks are multiples of ``step`` (and of the network's alignment), from ``step`` to ``largest``
+    voxels; the input box is the block grown by the receptive-field radius on both sides and aligned
+    (:func:`plan_tiles`), its peak memory :func:`~tomoflow.recover.unet.inference_bytes`. With the
+    default network and a 2 GiB budget: 96 (input boxes of 148³, estimated 1.8 GB).
+
+    Parameters
+    ----------
+    model_or_config
+        The network or its :class:`~tomoflow.recover.unet.UNetConfig`.
+    budget_bytes
+        Peak memory allowed per worker process (bytes).
+    shape
+        The volume ``(z, y, x)``: the block is not made larger than its longest axis (rounded up to
+        ``step``) needs.
+    step, largest
+        Granularity and upper bound of the block edge (voxels).
+
+    Raises
+    ------
+    ConfigError
+        Even the smallest block does not fit in the budget.
+    """
+    from tomoflow.recover.unet import alignment, inference_bytes, receptive_field
+
+    halo, a = receptive_field(model_or_config), alignment(model_or_config)
+    step = math.lcm(check_int("step", step, low=1), a)
+    top = check_int("largest", largest, low=1)
+    if shape is not None:
+        top = min(top, math.ceil(max(int(n) for n in shape) / step) * step)
+    best = 0
+    for b in range(step, max(top, step) + 1, step):
+        box = math.ceil((b + 2 * halo + a - 1) / a) * a  # as plan_tiles: the box start is aligned too
+        if inference_bytes(model_or_config, (box,) * 3) <= budget_bytes:
+            best = b
+    if best == 0:
+        need = inference_bytes(model_or_config, (math.ceil((step + 2 * halo + a - 1) / a) * a,) * 3)
+        raise ConfigError(f"a worker memory budget of {budget_bytes / 1e9:.2f} GB cannot hold the network's "
+                          f"smallest block ({step}³ voxels needs about {need / 1e9:.2f} GB); raise "
+                          "worker_memory_budget")
+    return best
 
 
 # ----------------------------------------------------------------------------- reading with the border rule
