@@ -7,13 +7,13 @@ shown as one line on stderr with exit code 2, never a traceback, and is found be
 Modules: :mod:`~tomoflow.cli._app` (the app, output, errors, option parsing, progress, cluster),
 :mod:`~tomoflow.cli.scan` (ingest, info, simulate, center), :mod:`~tomoflow.cli.recon` (recon, schema),
 :mod:`~tomoflow.cli.align` (align, correct, train-aligner), :mod:`~tomoflow.cli.recovery` (simulate-pair, register, recover, pores),
-:mod:`~tomoflow.cli.train_recovery` (train-recovery),
+:mod:`~tomoflow.cli.train_recovery` (train-recovery), :mod:`~tomoflow.cli.resample` (resample),
 :mod:`~tomoflow.cli.demo` (demo).
 """
 
 from __future__ import annotations
 
-from tomoflow.cli import align, demo, recon, recovery, scan, train_recovery  # noqa: F401 - importing registers the commands
+from tomoflow.cli import align, demo, recon, recovery, resample, scan, train_recovery  # noqa: F401 - importing registers the commands
 from tomoflow.cli._app import app
 
 __all__ = ["app", "main"]

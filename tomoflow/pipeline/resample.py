@@ -61,6 +61,7 @@ def resample_volume(
     spacing_um: float,
     order: int = 3,
     chunks: Sequence[int] | None = None,
+    registration: dict[str, Any] | None = None,
     client: Any = None,
     overwrite: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
@@ -83,6 +84,9 @@ def resample_volume(
         Spline order (3 = cubic, 1 = trilinear).
     chunks
         Output chunk shape; default ``(64, 64, 64)`` clipped to the shape.
+    registration
+        The registration the matrix came from (the document of ``tomoflow register``), kept in the
+        output store's extra metadata as ``registration`` (provenance; the identity is the matrix).
     client, overwrite, progress
         As for :func:`tomoflow.pipeline.reconstruct_scan`.
 
@@ -111,6 +115,8 @@ def resample_volume(
     if len(shp) != 3:
         raise ConfigError(f"shape must be (nz, ny, nx), got {tuple(shape)}")
     sp = check_number("spacing_um", spacing_um, low=0.0, low_open=True)
+    if registration is not None and not isinstance(registration, dict):
+        raise ConfigError(f"registration must be a dict (a registration document), got {type(registration).__name__}")
     if not (isinstance(order, int) and 0 <= order <= 5):
         raise ConfigError(f"order must be an integer spline order 0-5, got {order!r}")
     chunk = tuple(min(64, n) for n in shp) if chunks is None else tuple(check_int("chunks", c, low=1) for c in chunks)
@@ -135,7 +141,8 @@ def resample_volume(
         out_store = VolumeStore.create(plan, shp, sp, chunks=chunk, n_levels=n_levels, algorithm="resample",
                                        scan=str(source_path),
                                        run_config={**cfg.model_dump(mode="json"), "resample": request},
-                                       extra={"resampled_from": str(source_path), "matrix": m.tolist()})
+                                       extra={"resampled_from": str(source_path), "matrix": m.tolist(),
+                                              **({"registration": registration} if registration else {})})
         steps = {f"level-{k}": len(_chunk_grid(level_shape(shp, k), tuple(out_store.level(k).chunks)))
                  for k in range(n_levels)}
         StageLog.begin(out_path, "resample", fingerprint=fp, params=request, steps=steps)
