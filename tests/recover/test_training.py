@@ -252,7 +252,33 @@ def test_bad_inputs_are_refused_before_anything_is_written(pair, tmp_path):
         train_recovery(inp, hr, **dict(kw, patch=15))
     with pytest.raises(ConfigError, match="epochs"):
         train_recovery(inp, hr, **dict(kw, epochs=0))
+    with pytest.raises(ConfigError, match="context must be a multiple of the network's alignment 2"):
+        train_recovery(inp, hr, **dict(kw, context=3))
     assert not out.exists()
+
+
+def test_context_feeds_a_larger_input_box_and_takes_the_loss_on_its_centre(pair, tmp_path, monkeypatch):
+    """With ``context`` the network sees ``patch + 2 * context`` input voxels per axis (read with the
+    reflect border rule near the volume faces) and the loss compares the centre of its output with the
+    ``patch`` target cube."""
+    import tomoflow.recover.training as training
+
+    inp, hr, _ = pair
+    seen = []
+    real_augment = training.augment_pair
+
+    def spy(x, y, rng, **kw):
+        seen.append((x.shape, y.shape))
+        return real_augment(x, y, rng, **kw)
+
+    monkeypatch.setattr(training, "augment_pair", spy)
+    res = train_recovery(inp, hr, out_dir=tmp_path / "m", config=TINY, patch=16, context=6, batch=2, epochs=1,
+                         steps_per_epoch=2, seed=2, device="cpu")
+    assert seen and all(xs == (28, 28, 28) and ys == (16, 16, 16) for xs, ys in seen)
+    assert res.card["training_data"]["context"] == 6 and np.isfinite(res.history[0]["train_l1"])
+    with pytest.raises(ConfigError, match="context"):  # a checkpoint of other parameters is not continued
+        train_recovery(inp, hr, out_dir=tmp_path / "m", config=TINY, patch=16, context=4, batch=2, epochs=1,
+                       steps_per_epoch=2, seed=2, device="cpu", resume=True)
 
 
 # ----------------------------------------------------------------------------- ONNX

@@ -73,6 +73,7 @@ import numpy as np
 from tomoflow._checks import check_choice, check_int, check_number
 from tomoflow.align.training import ProgressCallback, _load_optimizer, _lr_at, _save_checkpoint
 from tomoflow.errors import ConfigError, InputError
+from tomoflow.recover.tiling import read_box
 from tomoflow.recover.unet import UNetConfig, alignment, build_unet, receptive_field, resolve_device, save_unet
 
 __all__ = [
@@ -561,6 +562,7 @@ def train_recovery(
     out_dir: str | os.PathLike,
     config: UNetConfig | None = None,
     patch: int = 32,
+    context: int = 0,
     batch: int = 4,
     epochs: int = 20,
     steps_per_epoch: int = 16,
@@ -595,7 +597,15 @@ def train_recovery(
         The network (default :class:`~tomoflow.recover.unet.UNetConfig`, channels 16, 32, 64); one input
         and one output channel.
     patch
-        Training patch edge (voxels), a multiple of the network's alignment, at most the volume's edge.
+        Training patch edge (voxels), a multiple of the network's alignment, at most the volume's edge:
+        the loss is computed on ``patch``-voxel cubes of the target.
+    context
+        Input context around each patch (voxels per side, a multiple of the alignment): the network
+        sees a ``patch + 2 * context`` cube of the input (read with the reflect border rule, as at
+        inference; it may overlap held-out blocks, whose *targets* are never trained on) and the loss
+        is taken on the central ``patch`` cube of its output, so the loss sees less of the network's
+        zero padding at the box faces, which inference (halo >= receptive field) never sees. 0: input
+        and target patches coincide.
     batch
         Patches per optimisation step.
     epochs, steps_per_epoch
@@ -660,6 +670,9 @@ def train_recovery(
     a = alignment(config)
     if patch % a:
         raise ConfigError(f"patch must be a multiple of the network's alignment {a} voxels, got {patch}")
+    context = check_int("context", context, low=0)
+    if context % a:
+        raise ConfigError(f"context must be a multiple of the network's alignment {a} voxels, got {context}")
     batch = check_int("batch", batch, low=1)
     epochs = check_int("epochs", epochs, low=1)
     steps_per_epoch = check_int("steps_per_epoch", steps_per_epoch, low=1)
@@ -683,7 +696,8 @@ def train_recovery(
     aug = {"flips": bool(augment), "permute": bool(augment), "gain": [0.9, 1.1] if augment else [1.0, 1.0],
            "offset": [-0.05, 0.05] if augment else [0.0, 0.0]}
     train_cfg = _train_config(
-        input_sha256=_sha(x_raw), target_sha256=_sha(y_raw), config=config.to_dict(), patch=patch, batch=batch,
+        input_sha256=_sha(x_raw), target_sha256=_sha(y_raw), config=config.to_dict(), patch=patch,
+        **({"context": context} if context else {}), batch=batch,
         steps_per_epoch=steps_per_epoch, lr=lr, lr_final=lr_final, val_fraction=val_fraction, split=sp.kind,
         seed=seed, augmentation=aug)
 
@@ -753,17 +767,19 @@ def train_recovery(
                 done = max(done, (train_s + time.perf_counter() - t_ep) / time_limit_s)
             for g in opt.param_groups:
                 g["lr"] = _lr_at(done, lr, lr_final)
-            xb = np.empty((batch, 1, patch, patch, patch), dtype=np.float32)
-            yb = np.empty_like(xb)
+            xb = np.empty((batch, 1) + (patch + 2 * context,) * 3, dtype=np.float32)
+            yb = np.empty((batch, 1, patch, patch, patch), dtype=np.float32)
             for i, c in enumerate(sp.sample(batch, rng)):
                 sl = tuple(slice(int(s), int(s) + patch) for s in c)
+                xi = x_n[sl] if not context else read_box(x_n, c - context, c + patch + context, PAD_MODE)
                 if augment:
-                    xb[i, 0], yb[i, 0], _ = augment_pair(x_n[sl], y_n[sl], rng)
+                    xb[i, 0], yb[i, 0], _ = augment_pair(xi, y_n[sl], rng)
                 else:
-                    xb[i, 0], yb[i, 0] = x_n[sl], y_n[sl]
+                    xb[i, 0], yb[i, 0] = xi, y_n[sl]
             xt, yt = torch.from_numpy(xb).to(dev), torch.from_numpy(yb).to(dev)
             opt.zero_grad(set_to_none=True)
-            loss = torch.mean(torch.abs(model(xt) - yt))
+            core = (Ellipsis,) + (slice(context, context + patch),) * 3
+            loss = torch.mean(torch.abs(model(xt)[core] - yt))
             loss.backward()
             opt.step()
             run_loss += float(loss.detach())
@@ -817,7 +833,7 @@ def train_recovery(
             "target": "HR region-of-interest volume",
             "shape": list(x_raw.shape), "hr_voxel_um": hr_voxel_um, "lfov_voxel_um": lfov_voxel_um,
             "input_sha256": train_cfg["input_sha256"], "target_sha256": train_cfg["target_sha256"],
-            "patch": [patch] * 3, "batch": batch, "steps_per_epoch": steps_per_epoch,
+            "patch": [patch] * 3, "context": context, "batch": batch, "steps_per_epoch": steps_per_epoch,
             "augmentation": dict(aug, note="same flips, permutation, gain and offset on input and target, "
                                  "normalised space"),
             "split": sp.to_dict(), "seed": seed, "source": source,
