@@ -63,6 +63,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
+    RESULTS_DIR,
     _cpu_jiffies,
     _reset_hwm,
     _rss_bytes,
@@ -80,6 +81,11 @@ from tomoflow.sim import simulate_multiscale_pair  # noqa: E402
 FULL = {"hr": 160, "lfov": 96, "seeds": [1, 2, 3]}
 QUICK = {"hr": 64, "lfov": 40, "seeds": [1]}
 # part (b): volume N³, output chunk (= one task), central reference cube, whole-volume reference up to N
+# part (c): the benchmark pair of part (a) (seed 1) trains the network; held-out samples (other seeds) test it
+FULL_C = {"hr": 160, "lfov": 96, "train_seed": 1, "test_seeds": [101, 102, 103], "patch": 32, "context": 0,
+          "batch": 4, "epochs": 60, "steps": 32, "patience": 10}
+QUICK_C = {"hr": 64, "lfov": 40, "train_seed": 1, "test_seeds": [101], "patch": 32, "context": 0, "batch": 2,
+           "epochs": 2, "steps": 4, "patience": 2}
 FULL_B = {"n": 512, "chunk": 128, "ref": 160, "full_ref_max": 160, "seed": 0}
 QUICK_B = {"n": 128, "chunk": 64, "ref": 72, "full_ref_max": 160, "seed": 0}
 MONAI_OVERLAP = 0.25  # sliding_window_inference's default
@@ -509,6 +515,127 @@ def part_b(cfg: dict[str, Any], peer: bool, workers: int = 2, threads: int = 2, 
     return res
 
 
+# ============================================================================= part (c)
+def _pair_on_hr_grid(cfg: dict[str, Any], seed: int) -> tuple[Any, np.ndarray, dict[str, Any]]:
+    """Simulate the benchmark pair of ``seed``, register it (tomoflow) and resample the LFOV onto the HR grid."""
+    from tomoflow.register.resample import resample_to_grid
+
+    t = time.perf_counter()
+    pair = simulate_multiscale_pair(hr_shape=(cfg["hr"],) * 3, lfov_shape=(cfg["lfov"],) * 3, hr_spacing_um=1.0,
+                                    lfov_spacing_um=4.0, prior_error_lfov_vox=1.5, seed=seed)
+    t_sim = time.perf_counter() - t
+    t = time.perf_counter()
+    reg = register(pair.hr, pair.lfov, pair.hr_spacing_um, pair.lfov_spacing_um, prior=pair.prior_matrix)
+    e = mapping_error(reg.matrix, pair.true_matrix, pair.hr.shape, 1.0)
+    inp = resample_to_grid(pair.lfov, reg.matrix, pair.hr.shape, pair.hr_spacing_um, pair.lfov_spacing_um)
+    return pair, inp, {"seed": seed, "simulate_s": t_sim, "register_and_resample_s": time.perf_counter() - t,
+                       "registration_error_hr_vox": float(e.mean())}
+
+
+def _pore_row(m: Any) -> dict[str, Any]:
+    d = m.as_dict()
+    return {"porosity_percent": d["porosity_percent"], "count": d["count"],
+            "mean_pore_volume_um3": d["mean_pore_volume_um3"],
+            "median_equivalent_diameter_um": d["median_equivalent_diameter_um"]}
+
+
+def part_c(cfg: dict[str, Any], work: Path, figures: Path, idle_wait: float = 60.0) -> dict[str, Any]:
+    """Training time on this CPU for the benchmark pair; pore metrics of LFOV / HR / recovered on held-out samples."""
+    import torch
+
+    from tomoflow.recover import plot_pore_sizes, pore_metrics, predict_volume, threshold_from_reference
+    from tomoflow.recover.training import train_recovery, with_normalisation
+
+    wait_for_idle(idle_wait)
+    pair, inp, info = _pair_on_hr_grid(cfg, cfg["train_seed"])
+    print(f"training pair: seed {cfg['train_seed']}, {cfg['hr']}³ HR, registration error "
+          f"{info['registration_error_hr_vox']:.3f} HR vox", flush=True)
+    load0 = other_cpu_load(0.5)
+    t = time.perf_counter()
+
+    def progress(epoch: int, step: int, n: int, train_l1: float | None, val_l1: float | None) -> None:
+        if val_l1 is not None:
+            print(f"  epoch {epoch:3d}  train L1 {train_l1 if train_l1 is not None else float('nan'):.4f}  "
+                  f"val L1 {val_l1:.4f}  {time.perf_counter() - t:7.1f} s", flush=True)
+
+    res = train_recovery(inp, pair.hr, out_dir=work / "model", patch=cfg["patch"], context=cfg["context"],
+                         batch=cfg["batch"], epochs=cfg["epochs"], steps_per_epoch=cfg["steps"],
+                         patience=cfg["patience"], seed=0, threads=2, device="cpu", progress=progress,
+                         hr_voxel_um=1.0, lfov_voxel_um=4.0)
+    train_wall = time.perf_counter() - t
+    tr = res.card["training"]
+    training = {"pair": info, "wall_s": train_wall, "training_s": res.card["timing"]["training_s"],
+                "epochs_run": tr["epochs_run"], "best_epoch": tr["best_epoch"], "stopped_by": tr["stopped_by"],
+                "steps": tr["epochs_run"] * cfg["steps"], "threads": tr["threads"], "other_load_before": load0,
+                "held_out": res.metrics, "parameters": {k: cfg[k] for k in ("patch", "context", "batch", "epochs",
+                                                                           "steps", "patience")}}
+    print(f"trained in {train_wall:.1f} s ({tr['epochs_run']} epochs, best {tr['best_epoch']}, {tr['stopped_by']}); "
+          f"held-out L1 {res.metrics['val_l1_input']:.4f} -> {res.metrics['val_l1']:.4f}", flush=True)
+    net = with_normalisation(res.model, res.card)
+    samples, rows = [], []
+    for seed in cfg["test_seeds"]:
+        q, xq, qinfo = _pair_on_hr_grid(cfg, seed)
+        t = time.perf_counter()
+        pred = predict_volume(net, xq)
+        qinfo["inference_s"] = time.perf_counter() - t
+        thr = threshold_from_reference(q.hr)
+        ms = {name: pore_metrics(v, threshold=thr, spacing_um=1.0, connectivity=26, min_voxels=8, name=name)
+              for name, v in (("LFOV", xq), ("HR", q.hr), ("recovered", pred))}
+        sample = {**qinfo, "threshold": thr, "true_porosity_percent": 100 * q.porosity,
+                  "volumes": {k: _pore_row(m) for k, m in ms.items()}}
+        hr_p, hr_n = ms["HR"].porosity * 100, ms["HR"].count
+        for k in ("LFOV", "recovered"):
+            v = sample["volumes"][k]
+            v["porosity_error_pp"] = v["porosity_percent"] - hr_p
+            v["count_fraction_of_hr"] = v["count"] / hr_n if hr_n else None
+        samples.append(sample)
+        for k in ("LFOV", "HR", "recovered"):
+            v = sample["volumes"][k]
+            rows.append([seed, k, f"{v['porosity_percent']:.2f}", f"{v.get('porosity_error_pp', 0.0):+.2f}",
+                         v["count"], "-" if k == "HR" else f"{100 * v['count_fraction_of_hr']:.0f}",
+                         f"{v['mean_pore_volume_um3'] or 0:.1f}"])
+        if seed == cfg["test_seeds"][0]:
+            plot_pore_sizes(ms, f"{figures}_pores.png")
+            sample["slices_png"] = _save_recovery_slices(Path(f"{figures}_slices.png"), xq, pred, q.hr, seed)
+    print_table(rows, ["seed", "volume", "porosity %", "vs HR pp", "pores", "% of HR", "mean pore um3"],
+                title="Pores on held-out samples (threshold from HR, 26-connected, >= 8 voxels)")
+    err = {k: [abs(s["volumes"][k]["porosity_error_pp"]) for s in samples] for k in ("LFOV", "recovered")}
+    frac = {k: [s["volumes"][k]["count_fraction_of_hr"] for s in samples] for k in ("LFOV", "recovered")}
+    summary = {f"{k}_{what}": float(np.mean(v)) for what, dd in (("abs_porosity_error_pp", err),
+                                                                  ("count_fraction_of_hr", frac))
+               for k, v in dd.items()}
+    targets = {
+        "recovered_closer_to_hr_porosity_every_sample": all(r < lf for r, lf in zip(err["recovered"], err["LFOV"])),
+        "recovered_closer_to_hr_count_every_sample": all(abs(1 - r) < abs(1 - lf)
+                                                          for r, lf in zip(frac["recovered"], frac["LFOV"])),
+        "porosity_within_0.3_pp": bool(max(err["recovered"]) <= 0.3),
+        "count_at_least_85_percent": bool(min(frac["recovered"]) >= 0.85),
+    }
+    print("summary:", summary, "targets:", targets, flush=True)
+    return {"config": cfg, "training": training, "samples": samples, "summary": summary, "targets": targets}
+
+
+def _save_recovery_slices(path: Path, lfov: np.ndarray, rec: np.ndarray, hr: np.ndarray, seed: int) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    z = hr.shape[0] // 2
+    lo, hi = np.percentile(hr[z], [0.5, 99.5])
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4.3), constrained_layout=True)
+    for ax, img, title in zip(axes, (lfov[z], rec[z], hr[z]), ("LFOV on the HR grid (4 um -> 1 um)",
+                                                              "recovered (U-Net)", "HR (1 um)")):
+        ax.imshow(img, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
+        ax.set_title(title)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"held-out sample {seed}, central z slice")
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return str(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
@@ -517,18 +644,21 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="(a) 64³ HR in a 40³ LFOV, one seed; (b) 128³, 64³ chunks")
-    ap.add_argument("--parts", default="a,b", help="parts to run, comma-separated: a (registration), b (tiled "
-                    "inference); default a,b")
+    ap.add_argument("--parts", default="a,b,c", help="parts to run, comma-separated: a (registration), b (tiled "
+                    "inference), c (training and pore metrics); default a,b,c")
     ap.add_argument("--output", type=Path, default=None,
                     help="JSON path (default benchmarks/results/bench_recover[_<parts>][_quick].json)")
     ap.add_argument("--no-peer", action="store_true", help="skip the peers (SimpleITK, MONAI)")
     ap.add_argument("--n", type=int, default=None, help="(b) volume size N (default 512, --quick 128)")
     ap.add_argument("--chunk", type=int, default=None, help="(b) tomoflow output chunk (default 128, --quick 64)")
     ap.add_argument("--ref", type=int, default=None, help="(b) size of the central reference cube (default 160)")
+    ap.add_argument("--epochs", type=int, default=None, help="(c) most training epochs (default 60, --quick 2)")
+    ap.add_argument("--context", type=int, default=None, help="(c) training input context per side, voxels")
+    ap.add_argument("--patch", type=int, default=None, help="(c) training patch edge, voxels (default 32)")
     args = ap.parse_args(argv)
     parts = sorted({p.strip().lower() for p in args.parts.split(",") if p.strip()})
-    if not parts or set(parts) - {"a", "b"}:
-        ap.error(f"--parts takes a, b or a,b; got {args.parts!r}")
+    if not parts or set(parts) - {"a", "b", "c"}:
+        ap.error(f"--parts takes a comma-separated subset of a, b, c; got {args.parts!r}")
     import torch
 
     torch.set_num_threads(2)
@@ -561,10 +691,18 @@ def main(argv: list[str] | None = None) -> int:
                 peer = False
         payload["tiled_inference"] = part_b(cfg, peer, idle_wait=10.0 if args.quick else 60.0)
         packages += ["monai", "dask", "distributed", "zarr"]
+    name = "bench_recover" + ("" if parts == ["a", "b", "c"] else "_" + "".join(parts)) + ("_quick" if args.quick else "")
+    if "c" in parts:
+        cfg = dict(QUICK_C if args.quick else FULL_C)
+        for key in ("epochs", "context", "patch"):
+            if getattr(args, key) is not None:
+                cfg[key] = getattr(args, key)
+        figures = args.output.with_suffix("") if args.output else RESULTS_DIR / name
+        with tempfile.TemporaryDirectory(prefix="bench_recover_c_") as work:
+            payload["training_and_pores"] = part_c(cfg, Path(work), figures, idle_wait=10.0 if args.quick else 60.0)
     payload["parts_missing"] = [m for p, m in (("a", "(a) registration vs SimpleITK"),
-                                               ("b", "(b) tiled inference vs MONAI")) if p not in parts]
-    payload["parts_missing"].append("(c) training time and pore metrics")
-    name = "bench_recover" + ("" if parts == ["a", "b"] else "_" + "".join(parts)) + ("_quick" if args.quick else "")
+                                               ("b", "(b) tiled inference vs MONAI"),
+                                               ("c", "(c) training time and pore metrics")) if p not in parts]
     path = write_results(name, payload, path=args.output, extra_packages=packages)
     print(f"wrote {path}")
     return 0

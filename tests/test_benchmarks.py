@@ -10,10 +10,13 @@ import pytest
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-@pytest.mark.parametrize("script", ["bench_recon.py", "bench_pipeline.py", "bench_align.py"])
-def test_benchmark_smoke_run(script, tmp_path):
+@pytest.mark.parametrize("script, args", [("bench_recon.py", []), ("bench_pipeline.py", []), ("bench_align.py", []),
+                                          ("bench_recover.py", ["--parts", "c", "--no-peer"])])
+def test_benchmark_smoke_run(script, args, tmp_path):
+    if script == "bench_recover.py":
+        pytest.importorskip("torch")
     out = tmp_path / "result.json"
-    proc = subprocess.run([sys.executable, str(BENCH / script), "--quick", "--output", str(out)],
+    proc = subprocess.run([sys.executable, str(BENCH / script), "--quick", *args, "--output", str(out)],
                           capture_output=True, text=True, timeout=900)  # generous: a shared 2-core machine
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads(out.read_text())
