@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["overview_png", "sweep_png", "alignment_png"]
+__all__ = ["overview_png", "sweep_png", "alignment_png", "recovery_png"]
 
 
 def _robust_limits(img: np.ndarray) -> tuple[float, float]:
@@ -23,8 +23,9 @@ def _plain(text: str) -> str:
     return str(text).replace("$", r"\$")
 
 
-def _show(ax: Any, img: np.ndarray, title: str, xlabel: str, ylabel: str, aspect: Any = "equal") -> None:
-    lo, hi = _robust_limits(img)
+def _show(ax: Any, img: np.ndarray, title: str, xlabel: str, ylabel: str, aspect: Any = "equal",
+          limits: tuple[float, float] | None = None) -> None:
+    lo, hi = _robust_limits(img) if limits is None else limits
     ax.imshow(img, cmap="gray", vmin=lo, vmax=hi, aspect=aspect, interpolation="nearest")
     ax.set_title(_plain(title), fontsize=9)
     ax.set_xlabel(xlabel, fontsize=8)
@@ -223,5 +224,66 @@ def registration_png(path: str | Path, hr: np.ndarray, resampled: np.ndarray, *,
     fig.tight_layout()
     out = Path(path)
     fig.savefig(out, dpi=80)
+    plt.close(fig)
+    return out
+
+
+def recovery_png(path: str | Path, lfov_field: np.ndarray, recovered_field: np.ndarray, lfov_roi: np.ndarray,
+                 recovered_roi: np.ndarray, hr: np.ndarray, *, title: str = "") -> Path:
+    """Before/after of a resolution recovery: the central z slice of the whole LFOV field and of its
+    recovery (top row), and of the HR region of interest: the LFOV on the HR grid, its recovery and the
+    HR volume itself (bottom row).
+
+    All panels share one grey scale, the robust (0.5-99.5 %) limits of the HR slice, so that grey
+    values compare across panels.
+
+    Parameters
+    ----------
+    path
+        PNG to write (folders are created).
+    lfov_field, recovered_field
+        ``(z, y, x)`` volumes of one shape: the whole LFOV field resampled at the HR voxel size
+        (:func:`tomoflow.pipeline.resample.field_grid`) and the network's output on it.
+    lfov_roi, recovered_roi, hr
+        ``(z, y, x)`` volumes of one shape: the LFOV resampled onto the HR ROI's grid (through the
+        registration), the network's output on it, and the HR ROI volume.
+    title
+        Figure title (e.g. the sample and the voxel sizes).
+
+    Returns
+    -------
+    Path
+        The PNG path.
+
+    Raises
+    ------
+    ValueError
+        A volume that is not 3-D, or shapes that differ within a row.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    field = [np.asarray(v) for v in (lfov_field, recovered_field)]
+    roi = [np.asarray(v) for v in (lfov_roi, recovered_roi, hr)]
+    for row, what in ((field, "lfov_field and recovered_field"), (roi, "lfov_roi, recovered_roi and hr")):
+        if any(v.ndim != 3 for v in row) or len({v.shape for v in row}) != 1:
+            raise ValueError(f"{what} must be (z, y, x) volumes of one shape, got shapes "
+                             f"{[v.shape for v in row]}")
+    zf, zr = field[0].shape[0] // 2, roi[0].shape[0] // 2
+    limits = _robust_limits(roi[2][zr].astype(np.float64))
+    fig = plt.figure(figsize=(10.5, 8.5), constrained_layout=True)
+    grid = fig.add_gridspec(2, 6, height_ratios=[1.35, 1])
+    for i, (vol, name) in enumerate(zip(field, ("whole LFOV field (HR voxel size)", "recovered field"))):
+        _show(fig.add_subplot(grid[0, 3 * i : 3 * i + 3]), vol[zf], f"{name}, slice z={zf}", "x (voxel)",
+              "y (voxel)", limits=limits)
+    for i, (vol, name) in enumerate(zip(roi, ("ROI: LFOV on the HR grid", "ROI: recovered", "ROI: HR"))):
+        _show(fig.add_subplot(grid[1, 2 * i : 2 * i + 2]), vol[zr], f"{name}, slice z={zr}", "x (voxel)",
+              "y (voxel)", limits=limits)
+    fig.suptitle(_plain(title or "resolution recovery: before and after"), fontsize=10)
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
     plt.close(fig)
     return out

@@ -161,6 +161,32 @@ def recover(
                   f"{info.get('halo')} voxels, {info.get('device')})")
 
 
+def pores_table(results: dict[str, Any], threshold: float, connectivity: int, min_voxels: int) -> Any:
+    """The rich table of pore metrics (``{name: PoreMetrics}``, one protocol): porosity, pore count, mean
+    pore volume and median equivalent diameter per volume (names printed as typed)."""
+    from rich.table import Table
+
+    def fmt(x: float | None, spec: str) -> str:
+        return "-" if x is None else format(x, spec)
+
+    table = Table(title=f"pores (threshold {threshold:.4g}, {connectivity}-connected, >= {min_voxels} voxels)")
+    for col in ("volume", "porosity %", "count", "mean volume um3", "median diameter um"):
+        table.add_column(col, justify="left" if col == "volume" else "right")
+    for name, m in results.items():
+        d = m.as_dict()
+        table.add_row(_e(name), f"{d['porosity_percent']:.3f}", str(d["count"]), fmt(d["mean_pore_volume_um3"], ".1f"),
+                      fmt(d["median_equivalent_diameter_um"], ".2f"))
+    return table
+
+
+def pores_document(results: dict[str, Any], threshold: float, connectivity: int, min_voxels: int,
+                   region: Any = None) -> dict[str, Any]:
+    """The JSON document of pore metrics (``{name: PoreMetrics}``): the protocol and each volume's
+    :meth:`~tomoflow.recover.PoreMetrics.as_dict`."""
+    return {"threshold": threshold, "connectivity": connectivity, "min_voxels": min_voxels, "region": region,
+            "volumes": {name: m.as_dict() for name, m in results.items()}}
+
+
 def _parse_region(text: Optional[str]) -> Any:
     if text is None:
         return None
@@ -189,8 +215,6 @@ def pores(
 ) -> None:
     """Porosity, pore count and pore sizes of volume stores with one fixed protocol (threshold, connectivity,
     minimum size), blockwise (exact for volumes larger than memory)."""
-    from rich.table import Table
-
     from tomoflow.pipeline.pores import reference_threshold, volume_pores
 
     for p in (json_out, png):
@@ -206,18 +230,9 @@ def pores(
     for v in volumes:
         results[v.name if v.name not in results else str(v)] = volume_pores(
             v, threshold=threshold, connectivity=connectivity, min_voxels=min_voxels, region=box)
-    table = Table(title=f"pores (threshold {threshold:.4g}, {connectivity}-connected, >= {min_voxels} voxels)")
-    for col in ("volume", "porosity %", "count", "mean volume um3", "median diameter um"):
-        table.add_column(col, justify="left" if col == "volume" else "right")
-    for name, m in results.items():
-        d = m.as_dict()
-        fmt = (lambda x, f: "-" if x is None else format(x, f))
-        table.add_row(_e(name), f"{d['porosity_percent']:.3f}", str(d["count"]), fmt(d["mean_pore_volume_um3"], ".1f"),
-                      fmt(d["median_equivalent_diameter_um"], ".2f"))
-    console.print(table)
+    console.print(pores_table(results, threshold, connectivity, min_voxels))
     if json_out is not None:
-        doc = {"threshold": threshold, "connectivity": connectivity, "min_voxels": min_voxels, "region": box,
-               "volumes": {name: m.as_dict() for name, m in results.items()}}
+        doc = pores_document(results, threshold, connectivity, min_voxels, box)
         with _writing(json_out):
             json_out.write_text(json.dumps(doc, indent=2) + "\n")
         console.print(f"wrote {_e(json_out)}")
