@@ -241,6 +241,9 @@ def test_block_for_budget_is_the_largest_block_that_fits():
     assert blocks == sorted(blocks) and blocks[2] == 96  # 2 GiB: the documented default
     for g, b in zip(budgets, blocks):
         assert b % 16 == 0 and need(b) <= g < need(b + 16)  # it fits, the next step does not
-    assert block_for_budget(cfg, 8 * 1024**3, shape=(20, 40, 33)) == 48  # never larger than the volume needs
+    assert block_for_budget(cfg, 8 * 1024**3, shape=(20, 40, 33)) == 40  # never larger than the volume needs
+    # balanced: as many blocks as the budget's block needs, as equal as the alignment allows
+    assert block_for_budget(cfg, 2 * 1024**3, shape=(157, 100, 60)) == 80
+    assert block_for_budget(cfg, 2 * 1024**3, shape=(512, 512, 512)) == 88
     with pytest.raises(ConfigError, match="cannot hold the network's smallest block"):
         block_for_budget(cfg, 100 * 1024**2)

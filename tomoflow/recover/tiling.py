@@ -183,12 +183,15 @@ def plan_tiles(shape: Sequence[int], block: int | Sequence[int], halo: int | Seq
 
 def block_for_budget(model_or_config: Any, budget_bytes: int, *, shape: Sequence[int] | None = None,
                      step: int = 16, largest: int = 256) -> int:
-    """The largest cubic output block whose inference fits in ``budget_bytes`` per process.
+    """The cubic output block for tiled inference within ``budget_bytes`` per process.
 
-    Blocks are multiples of ``step`` (and of the network's alignment), from ``step`` to ``largest``
-    voxels; the input box is the block grown by the receptive-field radius on both sides and aligned
-    (:func:`plan_tiles`), its peak memory :func:`~tomoflow.recover.unet.inference_bytes`. With the
-    default network and a 2 GiB budget: 96 (input boxes of 148³, estimated 1.8 GB).
+    The largest block that fits is a multiple of ``step`` (and of the network's alignment), from
+    ``step`` to ``largest`` voxels; the input box is the block grown by the receptive-field radius on
+    both sides and aligned (:func:`plan_tiles`), its peak memory
+    :func:`~tomoflow.recover.unet.inference_bytes`. With the default network and a 2 GiB budget: 96
+    (input boxes of 148³, estimated 1.8 GB). Given the volume ``shape``, the block is then balanced:
+    the same number of blocks along the longest axis, made as equal as the alignment allows (less halo
+    computed: a 157-voxel axis takes two blocks of 80 rather than 96 + 61; 512 takes six of 88).
 
     Parameters
     ----------
@@ -197,8 +200,7 @@ def block_for_budget(model_or_config: Any, budget_bytes: int, *, shape: Sequence
     budget_bytes
         Peak memory allowed per worker process (bytes).
     shape
-        The volume ``(z, y, x)``: the block is not made larger than its longest axis (rounded up to
-        ``step``) needs.
+        The volume ``(z, y, x)``: the block is balanced over its longest axis (never larger than it needs).
     step, largest
         Granularity and upper bound of the block edge (voxels).
 
@@ -212,8 +214,6 @@ def block_for_budget(model_or_config: Any, budget_bytes: int, *, shape: Sequence
     halo, a = receptive_field(model_or_config), alignment(model_or_config)
     step = math.lcm(check_int("step", step, low=1), a)
     top = check_int("largest", largest, low=1)
-    if shape is not None:
-        top = min(top, math.ceil(max(int(n) for n in shape) / step) * step)
     best = 0
     for b in range(step, max(top, step) + 1, step):
         box = math.ceil((b + 2 * halo + a - 1) / a) * a  # as plan_tiles: the box start is aligned too
@@ -224,6 +224,9 @@ def block_for_budget(model_or_config: Any, budget_bytes: int, *, shape: Sequence
         raise ConfigError(f"a worker memory budget of {budget_bytes / 1e9:.2f} GB cannot hold the network's "
                           f"smallest block ({step}³ voxels needs about {need / 1e9:.2f} GB); raise "
                           "worker_memory_budget")
+    if shape is not None:
+        n = max(int(v) for v in shape)
+        best = min(best, math.ceil(math.ceil(n / math.ceil(n / best)) / a) * a)
     return best
 
 
