@@ -28,4 +28,4 @@ def test_a_real_scan_store_validates_against_its_schema(tmp_path):
         pass
     else:  # pragma: no cover
         raise AssertionError("schema accepted an invalid 'values'")
-    assert set(SCHEMAS) == {"scan-store", "volume-store", "config", "model-card"}
+    assert set(SCHEMAS) == {"scan-store", "volume-store", "config", "model-card", "batch-manifest"}

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from tomoflow.config import TomoflowConfig
+from tomoflow.io.manifest import Manifest
 from tomoflow.io.models import ScanAttrs, VolumeAttrs
 from tomoflow.models.card import ModelCard
 
@@ -23,6 +24,7 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "volume-store": VolumeAttrs,
     "config": TomoflowConfig,
     "model-card": ModelCard,
+    "batch-manifest": Manifest,
 }
 
 _TITLES = {
@@ -30,6 +32,7 @@ _TITLES = {
     "volume-store": "tomoflow volume store (OME-Zarr 0.5 group, tomoflow attributes)",
     "config": "tomoflow runtime configuration",
     "model-card": "tomoflow model card (JSON beside every shipped set of weights)",
+    "batch-manifest": "tomoflow batch manifest (YAML or JSON: scans, pipeline stages, output root, cluster)",
 }
 
 

@@ -8,12 +8,12 @@ Modules: :mod:`~tomoflow.cli._app` (the app, output, errors, option parsing, pro
 :mod:`~tomoflow.cli.scan` (ingest, info, simulate, center), :mod:`~tomoflow.cli.recon` (recon, schema),
 :mod:`~tomoflow.cli.align` (align, correct, train-aligner), :mod:`~tomoflow.cli.recovery` (simulate-pair, register, recover, pores),
 :mod:`~tomoflow.cli.train_recovery` (train-recovery), :mod:`~tomoflow.cli.resample` (resample),
-:mod:`~tomoflow.cli.demo` (demo).
+:mod:`~tomoflow.cli.demo` (demo), :mod:`~tomoflow.cli.batch` (batch scan-archive, batch check).
 """
 
 from __future__ import annotations
 
-from tomoflow.cli import align, demo, recon, recovery, resample, scan, train_recovery  # noqa: F401 - importing registers the commands
+from tomoflow.cli import align, batch, demo, recon, recovery, resample, scan, train_recovery  # noqa: F401 - importing registers the commands
 from tomoflow.cli._app import app
 
 __all__ = ["app", "main"]
