@@ -238,12 +238,13 @@ def test_block_for_budget_is_the_largest_block_that_fits():
 
     budgets = [int(g * 1024**3) for g in (0.6, 1, 2, 4, 8)]
     blocks = [block_for_budget(cfg, g) for g in budgets]
-    assert blocks == sorted(blocks) and blocks[2] == 96  # 2 GiB: the documented default
+    assert blocks == sorted(blocks) and blocks[2] == 128  # 2 GiB: the documented default
     for g, b in zip(budgets, blocks):
         assert b % 16 == 0 and need(b) <= g < need(b + 16)  # it fits, the next step does not
     assert block_for_budget(cfg, 8 * 1024**3, shape=(20, 40, 33)) == 40  # never larger than the volume needs
     # balanced: as many blocks as the budget's block needs, as equal as the alignment allows
     assert block_for_budget(cfg, 2 * 1024**3, shape=(157, 100, 60)) == 80
-    assert block_for_budget(cfg, 2 * 1024**3, shape=(512, 512, 512)) == 88
+    assert block_for_budget(cfg, 2 * 1024**3, shape=(512, 512, 512)) == 128
+    assert block_for_budget(cfg, 2 * 1024**3, shape=(600, 100, 100)) == 120
     with pytest.raises(ConfigError, match="cannot hold the network's smallest block"):
         block_for_budget(cfg, 100 * 1024**2)

@@ -56,6 +56,40 @@ def test_residual_adds_input_and_channels() -> None:
         res(torch.rand(1, 8, 8, 8))
 
 
+def _plain_forward(net, x):
+    """The U-Net written out plainly (modules, a concatenated skip): the reference for the lean forward."""
+    skips, h = [], x
+    for lvl, enc in enumerate(net.encoders):
+        h = enc(net.pool(h) if lvl else h)
+        skips.append(h)
+    skips.pop()
+    for up, dec in zip(net.ups, net.decoders):
+        h = dec(torch.cat([up(h), skips.pop()], dim=1))
+    return net.head(h) + x
+
+
+@pytest.mark.parametrize("channels", [(4, 8), (16, 32, 64)])
+def test_lean_forward_equals_the_plain_network(channels) -> None:
+    """The forward pass (channels-last, split skip convolution, in-place activations) computes the same
+    function as the textbook network, and its gradients are the same too."""
+    torch.manual_seed(3)
+    net = build_unet(channels=channels)
+    x = torch.randn(2, 1, 24, 20, 16)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))  # a non-zero head, so the whole network matters
+        want, got = _plain_forward(net, x), net(x)
+    assert got.is_contiguous() and got.shape == want.shape
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
+    grads = []
+    for fn in (_plain_forward, lambda n, t: n(t)):
+        net.zero_grad()
+        fn(net, x).square().mean().backward()
+        grads.append([p.grad.clone() for p in net.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * float(a.abs().max()) + 1e-8)
+
+
 def test_parameter_count_is_stable() -> None:
     assert count_parameters(build_unet()) == 339_249
     assert count_parameters(build_unet(channels=TINY)) == 4_725

@@ -95,7 +95,7 @@ def recover_volume(
         How the volume is extended beyond its border (``"reflect"`` or ``"zeros"``, as in training).
     chunks
         Output chunk shape = one inference block per chunk; default the largest cube whose inference
-        fits in ``memory_budget`` (:func:`tomoflow.recover.tiling.block_for_budget`: 96³ for the
+        fits in ``memory_budget`` (:func:`tomoflow.recover.tiling.block_for_budget`: 128³ for the
         default network and 2 GiB).
     memory_budget
         Peak bytes per worker process (e.g. ``"2GB"``); default the configured ``worker_memory_budget``.

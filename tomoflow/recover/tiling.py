@@ -188,10 +188,10 @@ def block_for_budget(model_or_config: Any, budget_bytes: int, *, shape: Sequence
     The largest block that fits is a multiple of ``step`` (and of the network's alignment), from
     ``step`` to ``largest`` voxels; the input box is the block grown by the receptive-field radius on
     both sides and aligned (:func:`plan_tiles`), its peak memory
-    :func:`~tomoflow.recover.unet.inference_bytes`. With the default network and a 2 GiB budget: 96
-    (input boxes of 148³, estimated 1.8 GB). Given the volume ``shape``, the block is then balanced:
+    :func:`~tomoflow.recover.unet.inference_bytes`. With the default network and a 2 GiB budget: 128
+    (input boxes of 180³, estimated 1.9 GB). Given the volume ``shape``, the block is then balanced:
     the same number of blocks along the longest axis, made as equal as the alignment allows (less halo
-    computed: a 157-voxel axis takes two blocks of 80 rather than 96 + 61; 512 takes six of 88).
+    computed: a 157-voxel axis takes two blocks of 80 rather than 128 + 29; 600 takes five of 120).
 
     Parameters
     ----------
