@@ -96,3 +96,24 @@ def test_inputs_are_never_outputs(setup, tmp_path):
     with pytest.raises(StoreError):
         recover_volume(src.path, weights, src.path, overwrite=True)
     np.testing.assert_array_equal(np.asarray(VolumeStore.open(src.path).level(0)[...]), data)
+
+
+def test_the_onnx_export_runs_as_the_stage_model(setup, tmp_path):
+    """``recover_volume`` with the ``.onnx`` export (normalisation inside) gives the torch stage's volume; a
+    graph that takes normalised values is refused before anything is written."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from tomoflow.recover.training import export_onnx, with_normalisation
+    from tomoflow.recover.unet import load_unet
+
+    d, weights, model, data, src = setup
+    net = load_unet(weights)
+    onnx_raw = export_onnx(with_normalisation(net), tmp_path / "unet.onnx", patch_shape=(8, 8, 8))
+    want = np.asarray(recover_volume(src.path, weights, tmp_path / "torch.zarr", chunks=(8, 16, 16)).level(0)[...])
+    v = recover_volume(src.path, onnx_raw, tmp_path / "onnx.zarr", chunks=(8, 16, 16))
+    np.testing.assert_allclose(np.asarray(v.level(0)[...]), want, rtol=0, atol=1e-5 * np.abs(want).max())
+    assert v.stages()["recover"].params["runtime"] == "onnxruntime"
+    normalised = export_onnx(net, tmp_path / "norm.onnx", patch_shape=(8, 8, 8))
+    with pytest.raises(ConfigError, match="takes normalised values"):
+        recover_volume(src.path, normalised, tmp_path / "never.zarr")
+    assert not (tmp_path / "never.zarr").exists()

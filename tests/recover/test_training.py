@@ -362,9 +362,15 @@ def test_cli_with_a_registration_file_and_its_mistakes(stores, tmp_path):
     reg = tmp_path / "reg.json"
     reg.write_text(json.dumps({"matrix": np.asarray(pair.true_matrix).tolist(), "hr_voxel_um": 1.0}))
     out = tmp_path / "m"
-    r = _cli("train-recovery", hr, lf, "--out", out, "--registration", reg, *FAST)
+    onnx = ["--onnx"] if importlib.util.find_spec("onnx") and importlib.util.find_spec("onnxruntime") else []
+    r = _cli("train-recovery", hr, lf, "--out", out, "--registration", reg, *FAST, *onnx)
     assert r.exit_code == 0 and "registering" not in r.stdout, r.output
     assert json.loads((out / CARD_NAME).read_text())["training_data"]["source"]["registration"] == str(reg)
+    if onnx:  # the deployable export: raw values in and out, checked against torch
+        from tomoflow.recover.onnx_network import load_onnx
+
+        assert "onnxruntime matches torch" in r.stdout, r.stdout
+        assert load_onnx(out / "recover_unet.onnx").raw_values
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"matrix": [[1, 0, 0], [0, 1, 0], [0, 0, 1]]}))
     _one_line_error(_cli("train-recovery", hr, lf, "--out", tmp_path / "x", "--registration", bad, *FAST),
@@ -379,3 +385,38 @@ def test_cli_with_a_registration_file_and_its_mistakes(stores, tmp_path):
                          "--patch", 15), "alignment")
     _one_line_error(_cli("train-recovery", hr, lf, "--out", tmp_path / "x", "--channels", "4,x"), "--channels")
     assert not (tmp_path / "x").exists()
+
+
+def test_tiled_inference_runs_the_exported_onnx_graph(tmp_path):
+    """The raw-values export of a trained network runs in predict_tiled through onnxruntime and gives the
+    torch network's volume; its metadata carries the configuration and the training voxel size."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from tomoflow.recover import predict_tiled, predict_volume
+    from tomoflow.recover.onnx_network import load_onnx
+
+    torch.manual_seed(4)
+    net = build_unet(config=TINY)
+    net.card = {"normalisation": {"offset": 0.3, "scale": 2.0}, "training_data": {"hr_voxel_um": 0.5}}
+    raw = with_normalisation(net)
+    path = export_onnx(raw, tmp_path / "raw.onnx", patch_shape=(16, 16, 16))
+    onx = load_onnx(path)
+    assert onx.raw_values and onx.config == TINY and onx.hr_voxel_um == 0.5
+    vol = np.random.default_rng(5).random((21, 30, 17)).astype(np.float32)
+    want = predict_volume(raw, vol)
+    for model in (onx, raw):
+        got = predict_tiled(model, vol, block=(8, 16, 12))
+        np.testing.assert_allclose(got, want, rtol=0, atol=2e-5 * np.abs(want).max())
+    assert not load_onnx(export_onnx(net, tmp_path / "norm.onnx", patch_shape=(16, 16, 16))).raw_values
+
+
+def test_onnx_files_not_from_tomoflow_are_refused(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from tomoflow.recover.onnx_network import load_onnx
+
+    bad = tmp_path / "x.onnx"
+    bad.write_bytes(b"not a graph")
+    with pytest.raises(InputError, match="not a readable ONNX graph"):
+        load_onnx(bad)
+    with pytest.raises(InputError, match="no such ONNX file"):
+        load_onnx(tmp_path / "missing.onnx")

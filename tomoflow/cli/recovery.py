@@ -140,7 +140,8 @@ def register(
 @_friendly
 def recover(
     volume: Path = typer.Argument(..., help="Volume store to recover (e.g. the LFOV volume)."),
-    model: Path = typer.Option(..., "--model", "-m", help="U-Net weights (.safetensors, model card beside)."),
+    model: Path = typer.Option(..., "--model", "-m", help="U-Net weights (.safetensors, model card beside), or "
+                               "its ONNX export (.onnx from `train-recovery --onnx`, run by onnxruntime)."),
     out: Path = typer.Option(..., "--out", "-o", help="Volume store to write (OME-Zarr, with pyramid)."),
     pad_mode: str = typer.Option("reflect", help="Volume border extension: reflect or zeros (as in training)."),
     cluster: str = typer.Option("local", help="local, local-cuda, slurm, pbs, a scheduler address or file, or none."),

@@ -81,6 +81,8 @@ def train_recovery(
     device: str = typer.Option("auto", help="torch device: cpu, cuda or auto."),
     resume: bool = typer.Option(False, "--resume", help="Continue the training checkpoint in --out."),
     dof: int = typer.Option(9, help="Degrees of freedom when registering here: 3, 6 or 9."),
+    onnx: bool = typer.Option(False, "--onnx", help="Also export recover_unet.onnx (raw grey values in and out, "
+                              "for `tomoflow recover --model` with onnxruntime), checked against torch."),
 ) -> None:
     """Train the resolution-recovery U-Net on one sample: the LFOV volume resampled onto the HR ROI's grid
     is the input, the HR volume the target. Spatial blocks are held out for validation."""
@@ -173,3 +175,18 @@ def train_recovery(
                   f"{tr['epochs_run']} ({_e(tr['stopped_by'])})")
     console.print(f"wrote [bold]{_e(out / WEIGHTS_NAME)}[/] and its model card {_e(CARD_NAME)} in "
                   f"{time.perf_counter() - t0:.1f} s")
+    if onnx:
+        from tomoflow.recover.training import check_onnx, export_onnx, with_normalisation
+        from tomoflow.recover.unet import alignment
+
+        raw = with_normalisation(res.model, res.card)
+        path = out / "recover_unet.onnx"
+        with _writing(path):
+            export_onnx(raw, path, patch_shape=(patch,) * 3)
+        a = alignment(config)
+        box = tuple(max(a, (n // a) * a) for n in (min(s, 64) for s in inp.shape))
+        rep = check_onnx(path, raw, inp[tuple(slice(0, b) for b in box)])
+        if not rep["ok"]:
+            raise InputError(f"the ONNX export differs from the torch network by {rep['relative']:.2e} (relative) "
+                             "on the training input", path=path)
+        console.print(f"wrote [bold]{_e(path)}[/] (onnxruntime matches torch to {rep['relative']:.1e} relative)")

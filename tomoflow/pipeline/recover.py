@@ -45,11 +45,15 @@ def _model(path: str, sha256: str, device: str) -> Any:
     """The network of ``path`` on ``device``, loaded once per worker process."""
     key = (path, sha256, device)
     if key not in _MODELS:
+        from tomoflow.recover.onnx_network import is_onnx_path, load_onnx
         from tomoflow.recover.training import with_normalisation
         from tomoflow.recover.unet import load_unet
 
         _MODELS.clear()  # one model per process at a time
-        _MODELS[key] = with_normalisation(load_unet(path, device=device))  # raw grey values in and out
+        if is_onnx_path(path):  # exported with its normalisation inside: raw grey values in and out
+            _MODELS[key] = load_onnx(path)
+        else:
+            _MODELS[key] = with_normalisation(load_unet(path, device=device))  # raw grey values in and out
     return _MODELS[key]
 
 
@@ -88,7 +92,10 @@ def recover_volume(
     volume_path
         Input volume store (complete).
     model_path
-        U-Net weights (``.safetensors`` with its model card beside it; :func:`tomoflow.recover.save_unet`).
+        U-Net weights (``.safetensors`` with its model card beside it; :func:`tomoflow.recover.save_unet`),
+        or its ONNX export with the normalisation inside (``.onnx``,
+        :func:`tomoflow.recover.training.export_onnx` of the :func:`~tomoflow.recover.training.with_normalisation`
+        network), run by onnxruntime on the CPU.
     out_path
         Output volume store: same shape and voxel size as the input, plus a pyramid.
     pad_mode
@@ -129,8 +136,20 @@ def recover_volume(
     t_start = time.perf_counter()
     pad_mode = check_choice("pad_mode", pad_mode, PAD_MODES)
     src = VolumeStore.open(volume_path)
-    model = load_unet(model_path, device="cpu")  # verifies the card and the sha256 before anything is written
-    sha = str(model.card["sha256"])
+    from tomoflow.recover.onnx_network import is_onnx_path, load_onnx
+
+    onnx = is_onnx_path(model_path)
+    if onnx:
+        from tomoflow._hashing import file_sha256
+
+        model = load_onnx(model_path)
+        if not model.raw_values:
+            raise ConfigError(f"{model_path}: this ONNX graph takes normalised values; export the network with "
+                              "its normalisation (export_onnx(with_normalisation(load_unet(weights)), ...))")
+        sha = file_sha256(model_path)
+    else:
+        model = load_unet(model_path, device="cpu")  # verifies the card and the sha256 before anything is written
+        sha = str(model.card["sha256"])
     halo, align = receptive_field(model), alignment(model)
     shape = tuple(int(s) for s in src.shape)
     budget = _config.get().worker_memory_budget if memory_budget is None else _config.parse_bytes(memory_budget)
@@ -151,7 +170,8 @@ def recover_volume(
                           f"{float(trained_um):g} um voxels; resample the volume to that voxel size first "
                           "(tomoflow.pipeline.resample_volume with field_grid)")
     norm = model.card.get("normalisation")  # not covered by the weights' sha256: part of the identity
-    request = {"pad_mode": pad_mode, "chunks": list(chunk), "halo": halo, "alignment": align, "normalisation": norm}
+    request = {"pad_mode": pad_mode, "chunks": list(chunk), "halo": halo, "alignment": align, "normalisation": norm,
+               **({"runtime": "onnxruntime"} if onnx else {})}
     fp = fingerprint("recover", inputs={"volume": identity_of(volume_path), "model": sha}, params=request)
     plan = prepare_output(out_path, kind=VOLUME_FORMAT, stage="recover", fingerprint=fp, params=request,
                           inputs=[volume_path, model_path], overwrite=overwrite)
@@ -179,7 +199,7 @@ def recover_volume(
 
     client = client if client is not None else current_client()
     res = cluster_resources(client)
-    device = "cpu" if cfg.device == "cpu" or res.gpus == 0 else "cuda"
+    device = "cpu" if cfg.device == "cpu" or res.gpus == 0 or onnx else "cuda"
     vin, mod, out = (os.path.abspath(p) for p in (volume_path, model_path, out_path))
     blocks = [Block(units=(i,), region=t.out_slices, args=(vin, mod, sha, device, pad_mode, t.in_start, t.in_stop,
                                                           t.crop),

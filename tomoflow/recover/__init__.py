@@ -11,8 +11,11 @@ pore metrics.
 - :mod:`~tomoflow.recover.pores`: :func:`pore_metrics` with one fixed protocol
   (:func:`threshold_from_reference`), exact blockwise merging (:func:`block_pores`,
   :func:`merge_block_pores`), :func:`plot_pore_sizes`.
+- :mod:`~tomoflow.recover.onnx_network`: :func:`load_onnx`, the ONNX export run by onnxruntime (tiled
+  inference and the ``recover`` stage accept it in place of the torch network).
 """
 
+from tomoflow.recover.onnx_network import OnnxNetwork, load_onnx
 from tomoflow.recover.pores import (
     BlockPores,
     PoreMetrics,
@@ -30,4 +33,5 @@ __all__ = [
     "pore_metrics", "PoreMetrics", "threshold_from_reference", "block_pores", "BlockPores", "merge_block_pores",
     "plot_pore_sizes", "predict_tiled", "predict_volume", "plan_tiles", "Tile", "build_unet", "UNetConfig",
     "receptive_field", "save_unet", "load_unet", "train_recovery", "TrainResult", "with_normalisation",
+    "load_onnx", "OnnxNetwork",
 ]

@@ -332,6 +332,8 @@ def _geometry(model: Any, halo: Any, alignment: int | None, strict: bool) -> tup
 
 
 def _run(model: Any, arrays: list[np.ndarray], dev: Any, dtype: Any) -> np.ndarray:
+    if getattr(model, "runs_numpy", False):  # an ONNX network (tomoflow.recover.onnx_network)
+        return model(np.stack(arrays)[:, None])[:, 0].astype(np.float32, copy=False)
     import torch
 
     x = torch.from_numpy(np.stack(arrays)[:, None]).to(device=dev, dtype=dtype)
@@ -341,6 +343,8 @@ def _run(model: Any, arrays: list[np.ndarray], dev: Any, dtype: Any) -> np.ndarr
 
 
 def _prepare(model: Any, device: str) -> tuple[Any, Any, bool]:
+    if getattr(model, "runs_numpy", False):
+        return None, None, False
     from tomoflow.recover.unet import resolve_device
 
     dev = resolve_device(device)
@@ -384,7 +388,9 @@ def predict_tiled(
         A network from :func:`~tomoflow.recover.unet.build_unet` /
         :func:`~tomoflow.recover.unet.load_unet` (one input, one output channel). It is moved to
         ``device`` and run in eval mode under ``torch.inference_mode``, in its parameters' dtype; its
-        train/eval mode is restored afterwards. Another network needs ``halo`` and ``alignment``.
+        train/eval mode is restored afterwards. Or an exported network run by onnxruntime
+        (:func:`tomoflow.recover.onnx_network.load_onnx`; ``device`` is then ignored). Another network
+        needs ``halo`` and ``alignment``.
     volume
         ``(z, y, x)`` LFOV volume resampled onto the HR grid: any array-like with ``shape`` and NumPy
         slicing (NumPy, memory map, zarr array); read box by box.
@@ -474,7 +480,8 @@ def predict_tiled(
                 flush()
         flush()
     finally:
-        model.train(was_training)
+        if not getattr(model, "runs_numpy", False):
+            model.train(was_training)
     return out
 
 
@@ -517,5 +524,6 @@ def predict_volume(model: Any, volume: Any, *, device: str = "cpu", pad_mode: st
     try:
         y = _run(model, [x], dev, dtype)[0]
     finally:
-        model.train(was_training)
+        if not getattr(model, "runs_numpy", False):
+            model.train(was_training)
     return np.ascontiguousarray(y[tuple(slice(-s0, -s0 + n) for s0, n in zip(start, shape))])

@@ -876,6 +876,9 @@ def export_onnx(model: Any, path: str | os.PathLike, *, patch_shape: Sequence[in
     dynamic
         Dynamic batch and spatial axes (input ``"volume"``, output ``"recovered"``, both
         ``(n, 1, z, y, x)``). Spatial sizes fed to the graph must be multiples of the alignment.
+        The file's metadata records the network's configuration, whether it takes raw values (a
+        :func:`with_normalisation` network: the one to deploy) and the training voxel size, so that
+        :func:`tomoflow.recover.onnx_network.load_onnx` runs it in tiled inference.
     opset
         ONNX opset.
 
@@ -915,12 +918,33 @@ def export_onnx(model: Any, path: str | os.PathLike, *, patch_shape: Sequence[in
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer warnings about the Python-side shape arithmetic
             torch.onnx.export(model, (x,), str(tmp), **kwargs)
+        _add_onnx_metadata(tmp, model)
         os.replace(tmp, path)
     finally:
         model.train(was_training)
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def _add_onnx_metadata(path: Path, model: Any) -> None:
+    """What tiled inference needs to run the graph (:mod:`tomoflow.recover.onnx_network`)."""
+    import onnx
+
+    from tomoflow.recover.onnx_network import META_CONFIG, META_HR_VOXEL, META_VALUES
+
+    config = getattr(model, "config", None)
+    if not isinstance(config, UNetConfig):
+        return
+    card = getattr(model, "card", None) or {}
+    hr_um = (card.get("training_data") or {}).get("hr_voxel_um")
+    g = onnx.load(str(path))
+    for key, value in ((META_CONFIG, json.dumps(config.to_dict())),
+                       (META_VALUES, "raw" if isinstance(model, _normalised_class()) else "normalised"),
+                       (META_HR_VOXEL, "" if hr_um is None else repr(float(hr_um)))):
+        entry = g.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(g, str(path))
 
 
 def check_onnx(path: str | os.PathLike, model: Any, x: Any, *, rtol: float = 1e-4) -> dict[str, Any]:

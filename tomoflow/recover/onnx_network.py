@@ -1,0 +1,95 @@
+"""The resolution-recovery U-Net exported to ONNX (:func:`tomoflow.recover.training.export_onnx`), run
+with onnxruntime: a drop-in model for :func:`~tomoflow.recover.tiling.predict_tiled`,
+:func:`~tomoflow.recover.tiling.predict_volume` and the ``recover`` stage, for sites that deploy
+without torch.
+
+The exported file carries what tiled inference needs in its metadata (``metadata_props``): the
+network's configuration (receptive field, alignment), whether the graph takes raw grey values (the
+:func:`~tomoflow.recover.training.with_normalisation` network, the one to deploy) or normalised ones,
+and the training voxel size. Optional: ``pip install 'tomoflow[onnx]'``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tomoflow.errors import ConfigError, InputError
+from tomoflow.recover.unet import UNetConfig
+
+__all__ = ["META_CONFIG", "META_VALUES", "META_HR_VOXEL", "OnnxNetwork", "load_onnx", "is_onnx_path"]
+
+META_CONFIG = "tomoflow.unet_config"
+"""Metadata key: the network's :class:`~tomoflow.recover.unet.UNetConfig` as JSON."""
+META_VALUES = "tomoflow.values"
+"""Metadata key: ``"raw"`` (normalisation inside the graph) or ``"normalised"``."""
+META_HR_VOXEL = "tomoflow.hr_voxel_um"
+"""Metadata key: the HR voxel size the network was trained on (micrometres), when known."""
+
+
+def is_onnx_path(path: str | os.PathLike) -> bool:
+    """True for a ``.onnx`` file name."""
+    return Path(path).suffix.lower() == ".onnx"
+
+
+class OnnxNetwork:
+    """An exported U-Net in an onnxruntime session; call it on ``(n, 1, z, y, x)`` float32 NumPy arrays.
+
+    Attributes
+    ----------
+    path
+        The ``.onnx`` file.
+    config
+        The network's :class:`~tomoflow.recover.unet.UNetConfig` (from the file's metadata).
+    raw_values
+        True when the graph takes and returns raw grey values (normalisation inside).
+    hr_voxel_um
+        Training HR voxel size (micrometres) or None.
+    card
+        ``{"training_data": {"hr_voxel_um": ...}}``, what the ``recover`` stage checks.
+    """
+
+    runs_numpy = True  # tiled inference feeds it NumPy arrays, not torch tensors
+
+    def __init__(self, path: str | os.PathLike, *, providers: list[str] | None = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ConfigError("running an ONNX network needs onnxruntime: pip install 'tomoflow[onnx]'") from None
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise InputError("no such ONNX file", path=self.path)
+        try:
+            self._session = ort.InferenceSession(str(self.path), providers=providers or ["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types for unreadable graphs
+            raise InputError(f"not a readable ONNX graph ({type(exc).__name__}: {str(exc).splitlines()[0]})",
+                             path=self.path) from None
+        meta = self._session.get_modelmeta().custom_metadata_map
+        if META_CONFIG not in meta:
+            raise InputError(f"the ONNX graph has no {META_CONFIG!r} metadata: it was not exported by "
+                             "tomoflow.recover.training.export_onnx", path=self.path)
+        try:
+            self.config = UNetConfig.from_dict(json.loads(meta[META_CONFIG]))
+        except (ValueError, TypeError, ConfigError) as exc:
+            raise InputError(f"bad {META_CONFIG!r} metadata: {exc}", path=self.path) from None
+        self.raw_values = meta.get(META_VALUES) == "raw"
+        hr = meta.get(META_HR_VOXEL)
+        self.hr_voxel_um = float(hr) if hr not in (None, "", "None") else None
+        self.card = {"training_data": {"hr_voxel_um": self.hr_voxel_um}}
+        self._input = self._session.get_inputs()[0].name
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """The network on ``x`` ``(n, 1, z, y, x)`` (sizes multiples of the alignment); float32 out."""
+        return self._session.run(None, {self._input: np.ascontiguousarray(x, dtype=np.float32)})[0]
+
+    def __repr__(self) -> str:
+        return f"OnnxNetwork({str(self.path)!r}, channels={self.config.channels}, raw_values={self.raw_values})"
+
+
+def load_onnx(path: str | os.PathLike, *, providers: list[str] | None = None) -> OnnxNetwork:
+    """Open an ONNX U-Net exported by :func:`~tomoflow.recover.training.export_onnx` (see :class:`OnnxNetwork`)."""
+    return OnnxNetwork(path, providers=providers)
