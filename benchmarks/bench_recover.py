@@ -96,7 +96,7 @@ QUICK = {"hr": 64, "lfov": 40, "seeds": [1]}
 # part (b): volume N³, output chunk (= one task), central reference cube, whole-volume reference up to N
 # part (c): the benchmark pair of part (a) (seed 1) trains the network; held-out samples (other seeds) test it
 FULL_C = {"hr": 160, "lfov": 96, "train_seed": 1, "test_seeds": [101, 102, 103], "patch": 32, "context": 0,
-          "batch": 4, "epochs": 60, "steps": 32, "patience": 10}
+          "batch": 4, "epochs": 120, "steps": 32, "patience": 15}
 QUICK_C = {"hr": 64, "lfov": 40, "train_seed": 1, "test_seeds": [101], "patch": 32, "context": 0, "batch": 2,
            "epochs": 2, "steps": 4, "patience": 2}
 BUDGET_B = 2 * 1024**3  # part (b): the memory budget per worker; tomoflow's chunk follows it unless --chunk
@@ -672,7 +672,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=None, help="(b) volume size N (default 512, --quick 128)")
     ap.add_argument("--chunk", type=int, default=None, help="(b) tomoflow output chunk (default: from the 2 GiB budget per worker)")
     ap.add_argument("--ref", type=int, default=None, help="(b) size of the central reference cube (default 160)")
-    ap.add_argument("--epochs", type=int, default=None, help="(c) most training epochs (default 60, --quick 2)")
+    ap.add_argument("--epochs", type=int, default=None, help="(c) most training epochs (default 120, --quick 2)")
     ap.add_argument("--context", type=int, default=None, help="(c) training input context per side, voxels")
     ap.add_argument("--patch", type=int, default=None, help="(c) training patch edge, voxels (default 32)")
     args = ap.parse_args(argv)
