@@ -127,3 +127,151 @@ def test_check_shows_per_scan_settings(cli, tmp_path, tooth_h5):
 def test_batch_without_a_command_shows_help(cli):
     ran = cli("batch")
     assert "scan-archive" in ran.output and "check" in ran.output
+
+
+# ----------------------------------------------------------------------------- batch run
+_ANGLES = np.linspace(0, 180, 32, endpoint=False)
+
+
+def _small_archive(folder: Path, good: tuple[str, ...], bad: tuple[str, ...] = ()) -> None:
+    """Small DXchange scans (32 angles of 16 x 32 px) under folder/raw; the bad ones truncated."""
+    from tomoflow.recon import project
+    from tomoflow.testing import disk_phantom
+
+    (folder / "raw").mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(good + bad):
+        line = project(np.roll(disk_phantom((16, 32, 32)), i, axis=2) * 0.05, _ANGLES, center=15.5 + 0.25 * i)
+        path = folder / "raw" / f"{name}.h5"
+        write_dxchange(path, (1000.0 * np.exp(-line)).astype(np.float32), _ANGLES,
+                       flats=np.full((2, 16, 32), 1000, np.float32), darks=np.zeros((1, 16, 32), np.float32))
+        if name in bad:
+            path.write_bytes(path.read_bytes()[:4000])
+
+
+def _manifest(folder: Path, output: str, names: tuple[str, ...], *, slow: tuple[str, ...] = ()) -> Path:
+    """A manifest ingest -> recon of folder/raw/<name>.h5; ``slow`` scans use SIRT (about a second each)."""
+    lines = [f"  - {{name: {n}, path: raw/{n}.h5, pixel_size_um: 0.5"
+             + (", overrides: {recon: {algorithm: sirt, iterations: 40}}" if n in slow else "") + "}"
+             for n in names]
+    path = folder / f"{output}.yaml"
+    path.write_text(f"version: 1\noutput: {output}\ncluster: none\npipeline: [ingest, recon]\nscans:\n"
+                    + "\n".join(lines) + "\n")
+    return path
+
+
+def test_run_rejects_bad_manifests_before_any_work(cli, one_line_error, tmp_path, unchanged):
+    _small_archive(tmp_path, ("a",))
+    head = "version: 1\noutput: out\npipeline: [ingest, recon]\nscans:\n"
+    cases = {
+        "unknown.yaml": (head + "  - {name: a, path: raw/a.h5, colour: red}\n", ("scans[0].colour: unknown key",)),
+        "missing.yaml": (head + "  - {name: a, path: raw/a.h5}\n  - {name: b, path: raw/b.h5}\n",
+                         ("1 input(s) of the manifest missing", "scans[1] (b).path", "b.h5")),
+        "escape.yaml": (head + "  - {name: ../up, path: raw/a.h5}\n", ("scans[0].name", "not a safe scan name")),
+        "absolute.yaml": (head + "  - {name: /etc, path: raw/a.h5}\n", ("scans[0].name",)),
+        "reserved.yaml": (head + "  - {name: thumbnails, path: raw/a.h5}\n", ("taken by the batch report",)),
+        "top.yaml": (head.replace("version: 1", "version: 1\nworkers: 9") + "  - {name: a, path: raw/a.h5}\n",
+                     ("workers: unknown key",)),
+    }
+    for name, (text, _) in cases.items():
+        (tmp_path / name).write_text(text)
+    (tmp_path / "ok.yaml").write_text(head + "  - {name: a, path: raw/a.h5}\n")
+    with unchanged(tmp_path):
+        for name, (_, words) in cases.items():
+            one_line_error(cli("batch", "run", tmp_path / name), *words)
+        one_line_error(cli("batch", "run", tmp_path / "unknown.yaml", "--cluster", "cloud"), "unknown key")
+        one_line_error(cli("batch", "run", tmp_path / "ok.yaml", "--cluster", "cloud"), "invalid cluster spec 'cloud'")
+        one_line_error(cli("batch", "run", tmp_path / "ok.yaml", "--max-in-flight", "0"), "--max-in-flight")
+        one_line_error(cli("batch", "run", tmp_path / "nope.yaml"), "no such manifest file")
+    assert not (tmp_path / "out").exists()
+
+
+def test_run_without_a_cluster_reports_failed_scans_and_exits_1(cli, tmp_path):
+    _small_archive(tmp_path, ("a", "b"), bad=("broken",))
+    m = _manifest(tmp_path, "out", ("a", "broken", "b"))
+    ran = cli("batch", "run", m)
+    assert ran.code == 1, ran
+    lines = ran.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: 1 of 3 scan(s) failed (broken)"), ran
+    text = " ".join(ran.stdout.split())
+    assert "failed broken [ingest]:" in text and "truncated or corrupt" in text, ran
+    assert "2 complete, 0 already complete (skipped), 1 failed" in text and "batch-report.html" in text, ran
+    assert "Dask dashboard" not in text  # cluster: none
+    doc = json.loads((tmp_path / "out" / "batch-report.json").read_text())
+    assert [s["status"] for s in doc["scans"]] == ["complete", "failed", "complete"]
+    ran = cli("batch", "run", m)  # again: nothing to do but the broken scan
+    assert ran.code == 1 and "0 complete, 2 already complete (skipped), 1 failed" in " ".join(ran.stdout.split())
+    _manifest(tmp_path, "out", ("a", "b"))
+    ran = cli("batch", "run", m)
+    assert ran.code == 0 and ran.stderr == "", ran
+
+
+def _store_sums(root: Path) -> dict[str, str]:
+    import hashlib
+
+    import zarr
+
+    out = {}
+    for store in sorted(root.glob("*/*.zarr")):
+        def walk(group, prefix):
+            for name, arr in group.arrays():
+                out[prefix + name] = hashlib.sha256(np.ascontiguousarray(arr[...]).tobytes()).hexdigest()
+            for name, sub in group.groups():
+                walk(sub, f"{prefix}{name}/")
+
+        walk(zarr.open_group(str(store), mode="r"), f"{store.relative_to(root)}/")
+    return out
+
+
+@pytest.mark.slow
+def test_killed_runner_restarts_where_it_stopped(tmp_path):
+    """``tomoflow batch run`` against a running scheduler, SIGKILLed once the first scan is complete, then
+    started again: the complete scans are skipped (their stores untouched), the rest complete, and every
+    output equals an undisturbed run's."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tomoflow.cluster import connect
+    from tomoflow.io.stages import StageLog
+    from tomoflow.pipeline.batch import run_batch
+
+    names = ("s1", "s2", "s3", "s4")
+    _small_archive(tmp_path, names)
+    slow = names[1:]
+    with connect("local", processes=True, n_workers=2, threads_per_worker=1, dashboard_address=":0") as client:
+        ref = load_manifest(_manifest(tmp_path, "reference", names, slow=slow))
+        assert run_batch(ref, client=client).ok
+        expected = _store_sums(tmp_path / "reference")
+
+        m = _manifest(tmp_path, "out", names, slow=slow)
+        out = tmp_path / "out"
+        cmd = [sys.executable, "-m", "tomoflow.cli", "batch", "run", str(m), "--cluster", client.scheduler.address,
+               "--max-in-flight", "1"]
+        env = {**os.environ, "COLUMNS": "100"}
+        runner = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+        try:
+            deadline = time.monotonic() + 120
+            while not (StageLog(out / "s1" / "volume.zarr", "recon").exists
+                       and StageLog(out / "s1" / "volume.zarr", "recon").record.complete):
+                assert runner.poll() is None, runner.communicate()[0]
+                assert time.monotonic() < deadline, "the first scan never completed"
+                time.sleep(0.02)
+        finally:
+            runner.send_signal(signal.SIGKILL)
+            runner.communicate()
+        done = [n for n in names if StageLog(out / n / "volume.zarr", "recon").exists
+                and StageLog(out / n / "volume.zarr", "recon").record.complete]
+        assert "s1" in done and len(done) < len(names), done
+        before = {str(p): p.stat().st_mtime_ns for n in done for p in (out / n).glob("*.zarr/**/*") if p.is_file()}
+
+        again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "Dask dashboard" in again.stdout
+    doc = json.loads((out / "batch-report.json").read_text())
+    status = {s["name"]: s["status"] for s in doc["scans"]}
+    assert all(status[n] == "skipped-complete" for n in done) and set(status.values()) <= {"complete",
+                                                                                          "skipped-complete"}, status
+    assert {str(p): p.stat().st_mtime_ns for n in done for p in (out / n).glob("*.zarr/**/*") if p.is_file()} == before
+    assert _store_sums(out) == expected

@@ -1,5 +1,5 @@
 """``tomoflow batch``: batch manifests. ``scan-archive`` makes one from a folder of raw scans, ``check``
-validates one (the runner, ``tomoflow batch run``, reads the same file)."""
+validates one, ``run`` runs one (:func:`tomoflow.pipeline.batch.run_batch`) with a live progress view."""
 
 from __future__ import annotations
 
@@ -9,13 +9,15 @@ from typing import Any, Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from tomoflow.cli._app import _check_can_create, _e, _fail, _friendly, _writing, app, console
+from tomoflow.cli._app import _check_can_create, _cluster, _e, _fail, _friendly, _writing, app, console
 from tomoflow.errors import ConfigError
 
 batch_app = typer.Typer(
     name="batch",
-    help="Batch processing of many scans: make a manifest from an archive folder (scan-archive), check one (check).",
+    help="Batch processing of many scans: make a manifest from an archive folder (scan-archive), check one "
+    "(check), run one (run).",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -133,3 +135,142 @@ def check(
     console.print(scans)
     console.print(f"[bold]{_e(manifest)}[/]: valid ({len(m.scans)} scan(s), output root {_e(m.output)}, cluster "
                   f"{_e(m.cluster)}{'' if files else '; input files not checked'})")
+
+
+# ----------------------------------------------------------------------------- run
+_SUMMARY_ROWS = 50
+
+
+class _BatchDisplay:
+    """The live view of a batch: one bar for the scans (done and failed of the total, with ETA) and one
+    line per scan in flight (its current stage and step); a line for every scan that fails."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+            TimeRemainingColumn
+
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                            TextColumn("eta"), TimeRemainingColumn(), console=console)
+        self.overall: Any = None
+        self.scans: dict[str, Any] = {}
+        self.done = self.failed = 0
+
+    def __enter__(self) -> "_BatchDisplay":
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.bar.stop()
+
+    def _overall_text(self) -> str:
+        return f"[bold]scans[/] ({self.done - self.failed} complete, {self.failed} failed)"
+
+    def __call__(self, event: Any) -> None:
+        kind = event.kind
+        if kind == "batch-start":
+            self.overall = self.bar.add_task(self._overall_text(), total=event.total)
+        elif kind == "scan-start":
+            self.scans[event.scan] = self.bar.add_task(f"  {_e(event.scan)}: starting", total=None)
+        elif kind == "stage" and event.scan in self.scans:
+            step = "" if event.step == event.stage else f" · {event.step}"
+            self.bar.update(self.scans[event.scan], description=f"  {_e(event.scan)}: {_e(event.stage)}{_e(step)}",
+                            completed=event.done, total=max(1, event.total))
+        elif kind == "scan-done":
+            task = self.scans.pop(event.scan, None)
+            if task is not None:
+                self.bar.remove_task(task)
+            res = event.result
+            self.done += 1
+            if res.status == "failed":
+                self.failed += 1
+                where = f" in {res.failed_stage}" if res.failed_stage else ""
+                self.bar.console.print(Text.assemble(("failed: ", "bold red"), f"{res.name}{where}: {res.error}"))
+            if self.overall is not None:
+                self.bar.update(self.overall, completed=self.done, description=self._overall_text())
+
+
+def _stage_text(st: Any) -> str:
+    if st.status == "skipped-complete":
+        return f"{st.stage} skipped"
+    return f"{st.stage} {st.seconds:.1f}s" + (" FAILED" if st.status == "failed" else "")
+
+
+def _summary(result: Any) -> tuple[Table, list[str]]:
+    """The summary table (failed scans first, at most ``_SUMMARY_ROWS`` rows) and the error lines."""
+    scans = sorted(result.scans, key=lambda s: s.status != "failed")
+    table = Table(title=f"batch: {len(result.scans)} scan(s) in {result.seconds:.1f} s")
+    for col in ("scan", "status", "stages", "centre px", "align residual px"):
+        table.add_column(col, overflow="fold")
+    for s in scans[:_SUMMARY_ROWS]:
+        residual = s.alignment.get("residual_rms_px") if s.alignment else None
+        style = {"failed": "bold red", "complete": "green", "pending": "yellow"}.get(s.status, "")
+        table.add_row(_e(s.name), Text(s.status, style=style), _e(", ".join(map(_stage_text, s.stages)) or "-"),
+                      "-" if s.center is None else f"{s.center:.2f}", "-" if residual is None else f"{residual:.3f}")
+    if len(scans) > _SUMMARY_ROWS:
+        table.caption = f"... and {len(scans) - _SUMMARY_ROWS} more scan(s): see the batch report"
+    errors = [f"{s.name}" + (f" [{s.failed_stage}]" if s.failed_stage else "") + f": {s.error}"
+              for s in scans[:_SUMMARY_ROWS] if s.status == "failed"]
+    return table, errors
+
+
+@batch_app.command("run")
+@_friendly
+def run(
+    manifest: Path = typer.Argument(..., help="Batch manifest (.yaml, .yml or .json)."),
+    cluster: Optional[str] = typer.Option(None, help="Where to run, overriding the manifest's cluster: local, "
+                                          "local-cuda, slurm, pbs, a scheduler address or file, or none."),
+    workers: Optional[int] = typer.Option(None, help="Workers of a local cluster."),
+    max_in_flight: Optional[int] = typer.Option(None, "--max-in-flight", help="Most scans processed at once "
+                                                "(default: the manifest's max_scans_in_flight, else twice the workers, "
+                                                "at most 256)."),
+) -> None:
+    """Run every scan of a batch manifest through its stages on a Dask cluster, many scans at once.
+
+    The manifest is validated completely before anything starts.
+
+    Output stores are the state: a rerun skips what is complete (writing nothing to it) and resumes the rest.
+
+    A scan that fails (a bad file, a crash) is reported and the others go on.
+
+    Writes batch-report.json, batch-report.html and dask-performance.html in the output root.
+
+    Exit code 0 when every scan is complete, 1 when some failed."""
+    from tomoflow.cluster._spec import _invalid_spec, _is_address, _parse_kind
+    from tomoflow.io.manifest import load_manifest
+    from tomoflow.pipeline.batch import REPORT_HTML, preflight, run_batch
+
+    m = load_manifest(manifest)
+    spec = m.cluster if cluster is None else cluster.strip()
+    if cluster is not None and not (spec == "none" or _parse_kind(spec) is not None or _is_address(spec)
+                                    or Path(spec).is_file()):
+        raise _invalid_spec(cluster)
+    if max_in_flight is not None and max_in_flight < 1:
+        raise ConfigError(f"--max-in-flight must be at least 1, got {max_in_flight}")
+    if workers is not None and (workers < 1 or spec != "local"):
+        raise ConfigError(f"--workers must be at least 1, got {workers}" if workers < 1 else
+                          f"--workers applies to a local cluster only, not {spec!r}")
+    preflight(m)
+    _check_can_create(Path(m.output))
+    console.print(f"batch [bold]{_e(manifest)}[/]: {len(m.scans)} scan(s), pipeline "
+                  f"{_e(', '.join(s.stage for s in m.pipeline))}, output root {_e(m.output)}")
+    try:
+        with _cluster(spec, workers) as client, _BatchDisplay() as display, _writing(Path(m.output)):
+            result = run_batch(m, client=client, progress=display, max_in_flight=max_in_flight)
+    except KeyboardInterrupt:
+        _fail(f"interrupted; the report in {m.output} shows what finished; run the same command again to resume",
+              code=130)
+    table, errors = _summary(result)
+    console.print(table)
+    for line in errors:
+        console.print(Text.assemble(("failed ", "bold red"), line))
+    counts = result.counts()
+    console.print(f"{counts['complete']} complete, {counts['skipped-complete']} already complete (skipped), "
+                  f"{counts['failed']} failed; report: [bold]{_e(result.report_html)}[/] and "
+                  f"{_e(result.report_json)}"
+                  + (f"; Dask performance report: {_e(result.performance_report)}"
+                     if result.performance_report is not None and result.performance_report.is_file() else ""))
+    failed = result.failed
+    if failed:
+        names = ", ".join(s.name for s in failed[:10]) + (f" and {len(failed) - 10} more" if len(failed) > 10 else "")
+        _fail(f"{len(failed)} of {len(result.scans)} scan(s) failed ({names}); see {result.report_html or REPORT_HTML}",
+              code=1)

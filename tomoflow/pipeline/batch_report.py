@@ -1,0 +1,211 @@
+"""The batch report of :func:`tomoflow.pipeline.batch.run_batch`: ``batch-report.json`` (everything, for
+programs), ``batch-report.html`` (one table for people, no external resources) and a PNG thumbnail of
+each scan's central slice in ``thumbnails/``.
+
+Per scan: name, status (``complete``, ``skipped-complete``, ``failed``, ``pending``), every stage with
+its status and seconds (this run's, and those its store recorded when it was computed), attempts,
+rotation centre, alignment residual, error (and the stage it happened in), outputs and thumbnail.
+All files are written atomically (a temporary file renamed), so a reader never sees half a report.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from tomoflow.io.models import utc_now
+from tomoflow.io.stages import STAGES_GROUP
+
+if TYPE_CHECKING:
+    from tomoflow.io.manifest import Manifest
+    from tomoflow.pipeline.batch import BatchResult
+
+__all__ = ["write_report", "write_thumbnail", "report_document", "report_html", "THUMBNAIL_PX", "EMBED_LIMIT"]
+
+#: Longest side of a thumbnail (pixels).
+THUMBNAIL_PX = 128
+#: Up to this many scans the HTML embeds the thumbnails (one self-contained file); beyond, it links them.
+EMBED_LIMIT = 1000
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+# ----------------------------------------------------------------------------- thumbnails
+def _newest_record(store: Path) -> float:
+    """Modification time of the newest stage record of a store (when it was last completed)."""
+    times = [p.stat().st_mtime for p in (Path(store) / STAGES_GROUP).glob("*/zarr.json")]
+    return max(times, default=0.0)
+
+
+def thumbnail_image(store: str | os.PathLike, size: int = THUMBNAIL_PX) -> np.ndarray:
+    """The central z slice of a volume store as ``uint8``, longest side at most ``size`` pixels, grey
+    values stretched between the 1st and 99th percentiles. Reads the coarsest pyramid level that is
+    still at least ``size`` pixels wide (level 0 for a small volume)."""
+    from PIL import Image
+
+    from tomoflow.io.volume_store import VolumeStore
+
+    v = VolumeStore.open(store)
+    level = 0
+    for k in range(v.n_levels):
+        if min(v.level(k).shape[1:]) >= size:
+            level = k
+    arr = v.level(level)
+    img = np.asarray(arr[arr.shape[0] // 2], dtype=np.float32)
+    finite = np.isfinite(img)
+    lo, hi = (np.percentile(img[finite], [1, 99]) if finite.any() else (0.0, 1.0))
+    scaled = np.clip((np.nan_to_num(img, nan=lo) - lo) / (hi - lo if hi > lo else 1.0), 0, 1)
+    pic = Image.fromarray((scaled * 255).astype(np.uint8))
+    pic.thumbnail((size, size), Image.Resampling.LANCZOS)
+    return np.asarray(pic)
+
+
+def write_thumbnail(store: str | os.PathLike, png: str | os.PathLike, *, relative_to: str | os.PathLike | None = None,
+                    size: int = THUMBNAIL_PX) -> str:
+    """Write the thumbnail of a volume store (:func:`thumbnail_image`) as a PNG, unless one newer than
+    the store's last completed stage is there already; returns its path (relative to ``relative_to``)."""
+    from PIL import Image
+
+    png = Path(png)
+    if not png.is_file() or png.stat().st_mtime < _newest_record(Path(store)):
+        import io
+
+        png.parent.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        Image.fromarray(thumbnail_image(store, size)).save(buf, format="PNG")
+        _atomic_write(png, buf.getvalue())
+    return os.path.relpath(png, relative_to) if relative_to is not None else str(png)
+
+
+# ----------------------------------------------------------------------------- JSON
+def report_document(result: BatchResult, manifest: Manifest, report_dir: Path, *, final: bool = True) -> dict[str, Any]:
+    """The batch report as plain data (what ``batch-report.json`` holds)."""
+    from tomoflow import __version__
+
+    counts = result.counts()
+    stage_seconds: dict[str, float] = {}
+    for s in result.scans:
+        for st in s.stages:
+            if st.status == "complete":
+                stage_seconds[st.stage] = stage_seconds.get(st.stage, 0.0) + st.seconds
+    perf = result.performance_report
+    return {
+        "tomoflow_batch_report": 1,
+        "tomoflow_version": __version__,
+        "written": utc_now(),
+        "final": bool(final),
+        "interrupted": bool(result.interrupted),
+        "output": str(manifest.output),
+        "pipeline": [s.stage for s in manifest.pipeline],
+        "retries": manifest.retries,
+        "seconds": result.seconds,
+        "counts": counts,
+        "scans_total": len(result.scans),
+        "stage_seconds_computed": stage_seconds,
+        "performance_report": os.path.relpath(perf, report_dir) if perf is not None else None,
+        "scans": [s.as_dict() for s in result.scans],
+    }
+
+
+# ----------------------------------------------------------------------------- HTML
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
+table { border-collapse: collapse; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 4px 8px; vertical-align: top; text-align: left; }
+th { background: #f0f0f0; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.complete { color: #176317; } .skipped-complete { color: #35607a; } .failed { color: #a01010; font-weight: bold; }
+.pending { color: #8a6d00; } .error { color: #a01010; max-width: 40em; white-space: pre-wrap; }
+img { image-rendering: pixelated; display: block; width: 128px; height: auto; }
+"""
+
+
+def _f(value: Any, spec: str = ".2f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _img(report_dir: Path, rel: str | None, embed: bool) -> str:
+    if not rel:
+        return ""
+    if embed:
+        try:
+            data = base64.b64encode((report_dir / rel).read_bytes()).decode("ascii")
+        except OSError:
+            return ""
+        return f'<img alt="central slice" src="data:image/png;base64,{data}">'
+    return f'<img alt="central slice" src="{html.escape(Path(rel).as_posix(), quote=True)}">'
+
+
+def report_html(doc: dict[str, Any], report_dir: Path) -> str:
+    """One HTML page with the summary and one table row per scan (all text escaped)."""
+    e = html.escape
+    c = doc["counts"]
+    embed = doc["scans_total"] <= EMBED_LIMIT
+    state = "final" if doc["final"] else "running (rewritten as scans finish)"
+    if doc["interrupted"]:
+        state = "interrupted: rerun the same manifest to resume"
+    perf = doc["performance_report"]
+    rows = []
+    for s in doc["scans"]:
+        stages = "<br>".join(
+            f'{e(st["stage"])}: <span class="{e(st["status"])}">{e(st["status"])}</span> {st["seconds"]:.1f} s'
+            + (f' (computed in {st["recorded_seconds"]:.1f} s)' if st["status"] == "skipped-complete"
+               and st["recorded_seconds"] is not None else "")
+            for st in s["stages"])
+        al = s.get("alignment") or {}
+        residual = "-" if not al else (f'{_f(al.get("residual_rms_px"), ".3f")} px rms, '
+                                       f'{_f(al.get("residual_max_px"), ".3f")} max ({e(str(al.get("method")))}, '
+                                       f'{"converged" if al.get("converged") else "not converged"})')
+        error = ""
+        if s.get("error"):
+            where = f'[{e(s["failed_stage"])}] ' if s.get("failed_stage") else ""
+            error = f'{where}{e(s["error"])}'
+            if s.get("retried_after"):
+                error += f'<br>(after {len(s["retried_after"])} retried failure(s))'
+        rows.append(
+            f'<tr><td>{e(s["name"])}</td><td class="{e(s["status"])}">{e(s["status"])}</td><td>{stages}</td>'
+            f'<td class="num">{_f(s.get("center"))}</td><td>{residual}</td><td class="num">{s["attempts"]}</td>'
+            f'<td class="num">{s["seconds"]:.1f}</td><td class="error">{error}</td>'
+            f'<td>{_img(report_dir, s.get("thumbnail"), embed)}</td></tr>')
+    head = "".join(f"<th>{h}</th>" for h in ("scan", "status", "stages (this run)", "centre (px)",
+                                             "alignment residual", "attempts", "seconds", "error", "central slice"))
+    summary = (f'{c.get("complete", 0)} complete, {c.get("skipped-complete", 0)} already complete (skipped), '
+               f'{c.get("failed", 0)} failed, {c.get("pending", 0)} pending, of {doc["scans_total"]} scans '
+               f'in {doc["seconds"]:.1f} s')
+    perf_link = (f' &middot; <a href="{e(Path(perf).as_posix(), quote=True)}">Dask performance report</a>'
+                 if perf else "")
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>tomoflow batch report</title>'
+            f"<style>{_CSS}</style></head><body>\n<h1>tomoflow batch report</h1>\n"
+            f'<p>{e(summary)}. Output root <code>{e(doc["output"])}</code>; pipeline {e(", ".join(doc["pipeline"]))}; '
+            f'report {e(state)}, written {e(doc["written"])}{perf_link}.</p>\n'
+            f"<table><thead><tr>{head}</tr></thead><tbody>\n" + "\n".join(rows)
+            + "\n</tbody></table></body></html>\n")
+
+
+def write_report(result: BatchResult, manifest: Manifest, report_dir: str | os.PathLike, *,
+                 final: bool = True) -> tuple[Path, Path]:
+    """Write ``batch-report.json`` and ``batch-report.html`` into ``report_dir``; returns their paths."""
+    from tomoflow.pipeline.batch import REPORT_HTML, REPORT_JSON
+
+    rdir = Path(report_dir)
+    rdir.mkdir(parents=True, exist_ok=True)
+    doc = report_document(result, manifest, rdir, final=final)
+    js, page = rdir / REPORT_JSON, rdir / REPORT_HTML
+    _atomic_write(js, (json.dumps(doc, indent=2, default=str) + "\n").encode("utf-8"))
+    _atomic_write(page, report_html(doc, rdir).encode("utf-8"))
+    return js, page
