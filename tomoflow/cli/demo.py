@@ -127,12 +127,13 @@ def _demo(out: Path, size: int, rows: int, angles: int, cluster: str, workers: i
 def _recovery(rec: Path, size: int, train_seconds: float, client: Any) -> None:
     """Steps 6-12 of the demo: a resolution recovery of a simulated pair, everything written in ``rec``."""
     import numpy as np
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from tomoflow.cli.recovery import pores_document, pores_table, register_stores
+    from tomoflow.cli.recovery import pores_document, pores_table
+    from tomoflow.cli.train_recovery import training_bar
     from tomoflow.io.synthetic import write_multiscale_pair
     from tomoflow.io.volume_store import VolumeStore
     from tomoflow.pipeline.pores import reference_threshold, volume_pores
+    from tomoflow.pipeline.registration import register_volumes
     from tomoflow.pipeline.recover import recover_volume
     from tomoflow.pipeline.resample import field_grid, resample_volume
     from tomoflow.recover import plot_pore_sizes
@@ -154,7 +155,7 @@ def _recovery(rec: Path, size: int, train_seconds: float, client: Any) -> None:
 
     h, lf = VolumeStore.open(hr_path), VolumeStore.open(lf_path)
     hr_vol = np.asarray(h.level(0)[...], dtype=np.float32)
-    doc = register_stores(hr_path, lf_path, h, lf, hr_vol, hr_um, lf_um)
+    doc = register_volumes(hr_path, lf_path, hr_volume=hr_vol)
     reg = rec / "registration.json"
     reg.write_text(json.dumps(doc, indent=2) + "\n")
     matrix = np.asarray(doc["matrix"], dtype=np.float64)
@@ -172,19 +173,7 @@ def _recovery(rec: Path, size: int, train_seconds: float, client: Any) -> None:
     console.print(f"9. training a small U-Net (LFOV on the ROI grid -> HR) for at most {train_seconds:g} s "
                   f"-> {_e(model_dir)}")
     inp = np.asarray(VolumeStore.open(roi_in).level(0)[...], dtype=np.float32)
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[loss]}"),
-                  TimeElapsedColumn(), console=console) as bar:
-        task = bar.add_task("training", total=steps, loss="")
-
-        def progress(epoch: int, step: int, n_steps: int, train_loss: float | None, val_loss: float | None) -> None:
-            if train_loss is None:  # epoch 0: the starting network (the identity)
-                bar.update(task, description="epoch 0", completed=0, total=n_steps,
-                           loss=f"val L1 {val_loss:.4f} (input as it is)")
-                return
-            val = "-" if val_loss is None else f"{val_loss:.4f}"
-            bar.update(task, description=f"epoch {epoch}", completed=step, total=n_steps,
-                       loss=f"train L1 {train_loss:.4f} val L1 {val}")
-
+    with training_bar(steps) as progress:
         res = train_recovery(inp, hr_vol, out_dir=model_dir, config=unet, patch=16, batch=4, epochs=1000,
                              steps_per_epoch=steps, lr=3e-3, patience=4, seed=0, time_limit_s=train_seconds,
                              progress=progress, command=f"tomoflow demo --recovery-size {size} "

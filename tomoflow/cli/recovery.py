@@ -21,43 +21,7 @@ from tomoflow.cli._app import (
     app,
     console,
 )
-
-
-def _voxel_um(store: Any, path: Path) -> float:
-    vs = store.attrs.voxel_size
-    if vs is None:
-        _fail(f"{path}: the voxel size is unknown (the scan had no pixel size); registration needs micrometres")
-    return float(vs.value)
-
-
-def _stage_um(store: Any) -> Any:
-    pos = store.extra.get("stage_position_um")
-    return None if pos is None else [float(v) for v in pos]
-
-
-def registration_prior(h: Any, lf: Any, hr_um: float, lf_um: float) -> tuple[Any, str]:
-    """The registration prior of two volume stores: from their stage positions (``stage_position_um`` in
-    the extra metadata), else None (the ROI assumed centred in the LFOV field); with a description."""
-    from tomoflow.register.transform import prior_from_stage
-
-    hs, ls = _stage_um(h), _stage_um(lf)
-    if hs is not None and ls is not None:
-        return prior_from_stage(h.shape, hr_um, hs, lf.shape, lf_um, ls), "stage positions"
-    return None, "none recorded: ROI assumed centred in the LFOV field"
-
-
-def register_stores(hr: Path, lfov: Path, h: Any, lf: Any, hr_vol: Any, hr_um: float, lf_um: float, *, dof: int = 9,
-                    device: str = "auto", max_rotation: float = 10.0) -> dict[str, Any]:
-    """Register the HR store into the LFOV store from the stage prior; the document ``tomoflow register``
-    writes (``matrix``: HR physical -> LFOV physical micrometres, NCC, stages, timing)."""
-    from tomoflow.register import register as run_register
-
-    prior, source = registration_prior(h, lf, hr_um, lf_um)
-    t0 = time.perf_counter()
-    res = run_register(hr_vol, lf.level(0), hr_um, lf_um, prior=prior, dof=dof, device=device,
-                       max_rotation_deg=max_rotation)
-    return {"hr": str(hr), "lfov": str(lfov), "hr_voxel_um": hr_um, "lfov_voxel_um": lf_um, "prior_source": source,
-            "seconds": time.perf_counter() - t0, **res.as_dict()}
+from tomoflow.pipeline.registration import register_volumes, registration_prior, volume_voxel_um
 
 
 @app.command("simulate-pair")
@@ -114,12 +78,12 @@ def register(
         if p is not None:
             _check_can_create(p)
     h, lf = VolumeStore.open(hr), VolumeStore.open(lfov)
-    hr_um, lf_um = _voxel_um(h, hr), _voxel_um(lf, lfov)
+    hr_um, lf_um = volume_voxel_um(h, hr), volume_voxel_um(lf, lfov)
     _, source = registration_prior(h, lf, hr_um, lf_um)
     console.print(f"HR {' x '.join(map(str, h.shape))} voxels of {hr_um:g} um, LFOV "
                   f"{' x '.join(map(str, lf.shape))} voxels of {lf_um:g} um; prior: {_e(source)}")
     hr_vol = np.asarray(h.level(0)[...], dtype=np.float32)
-    doc = register_stores(hr, lfov, h, lf, hr_vol, hr_um, lf_um, dof=dof, device=device, max_rotation=max_rotation)
+    doc = register_volumes(hr, lfov, dof=dof, device=device, max_rotation_deg=max_rotation, hr_volume=hr_vol)
     seconds, tr, matrix = doc["seconds"], doc["transform"], np.asarray(doc["matrix"])
     with _writing(out):
         Path(out).write_text(json.dumps(doc, indent=2) + "\n")

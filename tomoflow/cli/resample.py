@@ -39,9 +39,10 @@ def resample(
     size, with one cubic interpolation per voxel, chunk by chunk on Dask (resumable)."""
     import numpy as np
 
-    from tomoflow.cli.recovery import _parse_region, _voxel_um
+    from tomoflow.cli.recovery import _parse_region
     from tomoflow.cli.train_recovery import _read_registration
     from tomoflow.io.volume_store import VolumeStore
+    from tomoflow.pipeline.registration import volume_voxel_um
     from tomoflow.pipeline.resample import field_grid, resample_volume
 
     if (registration is None) == (voxel is None):
@@ -50,7 +51,7 @@ def resample(
     if chunk < 1:
         _fail(f"--chunk must be a positive number of voxels, got {chunk}")
     src = VolumeStore.open(volume)
-    src_um = _voxel_um(src, volume)
+    src_um = volume_voxel_um(src, volume)
     doc = None
     if registration is not None:
         if hr is None:
@@ -58,7 +59,7 @@ def resample(
         if region is not None:
             _fail("--region goes with --voxel (a part of the whole field); with --registration the grid is the HR ROI")
         h = VolumeStore.open(hr)
-        spacing = _voxel_um(h, hr)
+        spacing = volume_voxel_um(h, hr)
         matrix, doc = _read_registration(registration, spacing, src_um)
         shape = tuple(int(n) for n in h.shape)
         what = f"the HR grid of {hr.name} ({' x '.join(map(str, shape))} voxels of {spacing:g} um)"

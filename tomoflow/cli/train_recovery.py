@@ -7,17 +7,19 @@ resampled onto the HR grid over the ROI, and the pair trains a 3D U-Net
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shlex
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
 from tomoflow.cli._app import _check_can_create, _e, _friendly, _writing, app, console
-from tomoflow.cli.recovery import _voxel_um, register_stores
+from tomoflow.pipeline.registration import register_volumes, volume_voxel_um
 from tomoflow.errors import ConfigError, InputError
 
 REGISTRATION_NAME = "registration.json"
@@ -49,6 +51,31 @@ def _read_registration(path: Path, hr_um: float, lf_um: float) -> tuple[Any, dic
             raise InputError(f"{key} is {want:g} um in the registration but {have:g} um in the volume store: it "
                              "registers other volumes", path=path)
     return m, doc
+
+
+@contextlib.contextmanager
+def training_bar(steps: int, epochs: int | None = None, on_report: Callable[[], None] | None = None
+                 ) -> Iterator[Callable[..., None]]:
+    """A progress bar for :func:`tomoflow.recover.training.train_recovery`: yields its ``progress``
+    callback (epoch, steps of the epoch, train and validation L1); ``on_report`` runs at every report."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[loss]}"),
+                  TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task("training", total=steps, loss="")
+
+        def progress(epoch: int, step: int, n_steps: int, train_loss: float | None, val_loss: float | None) -> None:
+            if on_report is not None:
+                on_report()
+            if train_loss is None:  # epoch 0: the starting network (the identity)
+                bar.update(task, description="epoch 0", completed=0, total=n_steps,
+                           loss=f"val L1 {val_loss:.4f} (input as it is)")
+                return
+            val = "-" if val_loss is None else f"{val_loss:.4f}"
+            bar.update(task, description=f"epoch {epoch}" + (f"/{epochs}" if epochs else ""), completed=step,
+                       total=n_steps, loss=f"train L1 {train_loss:.4f} val L1 {val}")
+
+        yield progress
 
 
 def _channels(text: str) -> tuple[int, ...]:
@@ -103,7 +130,7 @@ def train_recovery(
     if registration is not None and not Path(registration).is_file():
         raise InputError("no such registration file", path=registration)
     h, lf = VolumeStore.open(hr), VolumeStore.open(lfov)
-    hr_um, lf_um = _voxel_um(h, hr), _voxel_um(lf, lfov)
+    hr_um, lf_um = volume_voxel_um(h, hr), volume_voxel_um(lf, lfov)
     if not hr_um < lf_um:
         raise ConfigError(f"HR voxels ({hr_um:g} um, {hr}) must be smaller than LFOV voxels ({lf_um:g} um, {lfov}); "
                           "are HR and LFOV swapped?")
@@ -118,7 +145,7 @@ def train_recovery(
         reg_source = str(kept)
     else:
         console.print(f"registering {_e(hr)} into {_e(lfov)} ...")
-        doc = register_stores(hr, lfov, h, lf, hr_vol, hr_um, lf_um, dof=dof, device=device)
+        doc = register_volumes(hr, lfov, dof=dof, device=device, hr_volume=hr_vol)
         matrix = np.asarray(doc["matrix"], dtype=np.float64)
         unsaved, reg_source = doc, str(kept)
         console.print(f"registered in {doc['seconds']:.1f} s: NCC {doc['ncc_prior']:.3f} -> {doc['ncc']:.3f} "
@@ -137,29 +164,14 @@ def train_recovery(
     source = {"hr": str(hr), "lfov": str(lfov), "registration": reg_source, "matrix": matrix.tolist(),
               "ncc": doc.get("ncc")}
 
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    def keep_registration() -> None:
+        nonlocal unsaved
+        if unsaved is not None:  # written once training has started, so that --resume reuses it
+            with _writing(kept):
+                kept.write_text(json.dumps(unsaved, indent=2) + "\n")
+            unsaved = None
 
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[loss]}"),
-                  TimeElapsedColumn(), console=console) as bar:
-        task = bar.add_task("training", total=steps, loss="")
-
-        def keep_registration() -> None:
-            nonlocal unsaved
-            if unsaved is not None:  # written once training has started, so that --resume reuses it
-                with _writing(kept):
-                    kept.write_text(json.dumps(unsaved, indent=2) + "\n")
-                unsaved = None
-
-        def progress(epoch: int, step: int, n_steps: int, train_loss: float | None, val_loss: float | None) -> None:
-            keep_registration()
-            if train_loss is None:  # epoch 0: the starting network (the identity)
-                bar.update(task, description="epoch 0", completed=0, total=n_steps,
-                           loss=f"val L1 {val_loss:.4f} (input as it is)")
-                return
-            val = "-" if val_loss is None else f"{val_loss:.4f}"
-            bar.update(task, description=f"epoch {epoch}/{epochs}", completed=step, total=n_steps,
-                       loss=f"train L1 {train_loss:.4f} val L1 {val}")
-
+    with training_bar(steps, epochs, on_report=keep_registration) as progress:
         with _writing(out):
             res = _train(inp, hr_vol, out_dir=out, config=config, patch=patch, batch=batch, epochs=epochs,
                          steps_per_epoch=steps, lr=lr, val_fraction=val_fraction, patience=patience, seed=seed,
