@@ -10,9 +10,13 @@ made by ``tomoflow batch scan-archive``; the estimate runs in the runner process
 and with the true centre given in the manifest. Each is run with
 :func:`tomoflow.pipeline.batch.run_batch` (the default number of scans in flight: twice the workers)
 on a ``LocalCluster`` of 1, then 2 single-threaded worker processes, 3 times (``--quick`` once), each
-time into a fresh output root; the run of median wall time is reported. Before the timed runs the
+time into a fresh output root; the run of median wall time is reported. The workers run either each
+pinned to a CPU of its own (``--pin pinned``: a task's thread budget is then 1, so 1 worker = 1 core)
+or unpinned (``default``: a lone worker's tasks get every CPU, because the stage engine gives a task
+the host's CPUs divided by the worker threads on it); both by default. Before the timed runs the
 workers import tomoflow and compile the kernels, and a 2-scan batch into another root warms up the
-runner. Measured:
+runner. A run during which other processes used more than 0.3 cores is redone (twice at most; then
+kept and counted in ``busy_runs``). Measured:
 
 - wall time of ``run_batch`` -> scans per hour, and the scaling (2 workers / 1 worker; target >= 1.8x);
 - *scheduler overhead per scan* = ``(workers x wall - sum of the tasks' compute time) / scans``: the
@@ -43,7 +47,7 @@ rate, the maximum task count in the scheduler, the runner's RSS at start and at 
 per scan (least-squares slope over the second half of the run) and what that slope projects for the
 whole manifest, and the workers' peak RSS.
 
-    python benchmarks/bench_batch.py            # 24 scans on 1 and 2 workers; the 10,000-scan run (~20 min)
+    python benchmarks/bench_batch.py            # part 1 (~8 min) and the 10,000-scan run (~15 min)
     python benchmarks/bench_batch.py --quick    # 6 scans; 1,000-scan run for 10 s (smoke test)
 
 Results: printed tables and ``benchmarks/results/bench_batch[_quick].json`` (or ``--output``).
@@ -101,7 +105,7 @@ def true_center(seed: int, cols: int) -> float:
 
 
 def raw_scan(seed: int, angles: int, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
-    """Raw counts of a disk phantom shifted by ``seed`` columns, its axis at :func:`true_center`."""
+    """Raw counts of a disk phantom shifted sideways by a few columns (by seed), its axis at :func:`true_center`."""
     theta = np.linspace(0, 180, angles, endpoint=False)
     vol = np.roll(disk_phantom((rows, cols, cols)), (seed % 7) - 3, axis=2) * (2.0 / cols)
     line = project(vol, theta, center=true_center(seed, cols))
