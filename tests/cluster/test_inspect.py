@@ -111,6 +111,7 @@ class FakeClient:
     def __init__(self, workers: dict[str, dict[str, Any]], cpus: dict[str, Any] | Exception):
         self.workers, self.cpus = workers, cpus
         self.info_calls: list[int] = []
+        self.asked: list[list[str]] = []
 
     def scheduler_info(self, n_workers: int = 5) -> dict[str, Any]:
         self.info_calls.append(n_workers)
@@ -119,6 +120,7 @@ class FakeClient:
 
     def run(self, function: Callable, *, workers: list[str], on_error: str = "raise") -> dict:
         assert function is cpu_count and on_error == "return"
+        self.asked.append(list(workers))
         if isinstance(self.cpus, Exception):
             raise self.cpus
         return {w: self.cpus[w] for w in workers if w in self.cpus}
@@ -179,3 +181,28 @@ def test_cluster_resources_falls_back_when_information_is_missing() -> None:
 
 def test_cluster_resources_of_a_cluster_without_workers() -> None:
     assert cluster_resources(FakeClient({}, {})) == ClusterResources(0, 0, 0, 1, None)
+
+
+def test_each_worker_is_asked_its_cpu_count_once_per_client() -> None:
+    workers = {"tcp://a:1": _worker("a", 1), "tcp://a:2": _worker("a", 1)}
+    client = FakeClient(workers, {"tcp://a:1": 4, "tcp://a:2": 4, "tcp://a:3": 4, "tcp://b:1": 1})
+    first = cluster_resources(client)
+    assert first.task_threads == 2 and client.asked == [["tcp://a:1", "tcp://a:2"]]
+    for _ in range(3):  # a batch's stages: no broadcast to every worker each time
+        assert cluster_resources(client) == first
+    assert client.asked == [["tcp://a:1", "tcp://a:2"]]
+    # a worker joins: only it is asked; a worker restarted at an address under a new id is asked again
+    workers["tcp://a:3"] = _worker("a", 1)
+    workers["tcp://a:1"] = {**_worker("a", 1), "id": "restarted"}
+    assert cluster_resources(client).task_threads == 1  # 4 CPUs // 3 threads
+    assert client.asked[1:] == [["tcp://a:1", "tcp://a:3"]]
+    # a worker that did not answer is asked again next time
+    workers["tcp://b:1"] = _worker("b", 1)
+    client.cpus.pop("tcp://b:1")  # type: ignore[union-attr]
+    cluster_resources(client)
+    cluster_resources(client)
+    assert client.asked[2:] == [["tcp://b:1"], ["tcp://b:1"]]
+    # another client asks for itself
+    other = FakeClient(workers, {"tcp://a:1": 4, "tcp://a:2": 4, "tcp://a:3": 4})
+    cluster_resources(other)
+    assert sorted(other.asked[0]) == ["tcp://a:1", "tcp://a:2", "tcp://a:3", "tcp://b:1"]

@@ -124,6 +124,19 @@ def test_auto_centre_is_found(scan, tmp_path, small_slabs):
     assert v.attrs.rotation_center == pytest.approx(CENTER, abs=0.25)
 
 
+def test_auto_centre_is_estimated_in_a_worker_task(scan, tmp_path, small_slabs, dask_client):
+    """With a cluster, the centre estimate is a task (readable key), not work of the calling process."""
+    from distributed import get_task_stream
+
+    path, _ = scan
+    with get_task_stream(dask_client) as ts:
+        v = reconstruct_scan(path, tmp_path / "auto.zarr", center="auto", client=dask_client)
+    keys = [str(t["key"]) for t in ts.data]
+    assert sum(k.startswith("estimate-center-") for k in keys) == 1, keys
+    assert v.attrs.rotation_center == pytest.approx(CENTER, abs=0.25)
+    assert v.stages()["recon"].params["center"] == "auto"
+
+
 def test_slabs_are_spread_over_worker_threads(scan, tmp_path, dask_client):
     """With a budget that holds the whole scan, the 2 worker threads of the cluster still get 2
     balanced slabs (3 and 2 chunks of 8 rows), not one slab doing all the work."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import threading
+import weakref
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -228,26 +230,44 @@ class ClusterResources:
     memory_per_thread: int | None
 
 
-def _worker_cpus(client: Client, addresses: list[str]) -> dict[str, int]:
+# CPU counts already asked, per client: {(address, worker id): cpus}. A worker's CPU count does not
+# change while it lives, so each worker is asked once per client, not once per stage (a batch of
+# 10,000 scans would otherwise broadcast a ``client.run`` to every worker 10,000 times).
+_CPU_CACHE: weakref.WeakKeyDictionary[Any, dict[tuple[str, str], int]] = weakref.WeakKeyDictionary()
+_CPU_CACHE_LOCK = threading.Lock()
+
+
+def _worker_cpus(client: Client, workers: Mapping[str, Mapping[str, Any]]) -> dict[str, int]:
     """CPU count each worker may run on (``tomoflow.backend.cpu_count`` run on the worker).
 
-    Workers that do not answer with a positive integer (tomoflow not importable there, worker
-    gone) are left out; the caller counts them as 1 CPU.
+    Asked once per worker and client (cached by address and worker id); only workers not seen before
+    are asked. Workers that do not answer with a positive integer (tomoflow not importable there,
+    worker gone) are left out and asked again next time; the caller counts them as 1 CPU.
     """
-    if not addresses:
-        return {}
+    ids = {address: (address, str(info.get("id", ""))) for address, info in workers.items()}
+    try:
+        with _CPU_CACHE_LOCK:
+            cache = _CPU_CACHE.setdefault(client, {})
+    except TypeError:  # a client that cannot be weakly referenced: no cache
+        cache = {}
+    counts = {address: cache[key] for address, key in ids.items() if key in cache}
+    ask = [address for address in ids if address not in counts]
+    if not ask:
+        return counts
     from tomoflow.backend import cpu_count
 
     try:
-        replies = client.run(cpu_count, workers=addresses, on_error="return")
+        replies = client.run(cpu_count, workers=ask, on_error="return")
     except Exception:  # noqa: BLE001 - no answer at all: count every worker as 1 CPU
         logger.warning("could not ask the Dask workers for their CPU counts; assuming 1 each",
                        exc_info=True)
-        return {}
-    counts = {}
+        return counts
     for address, reply in replies.items():
         if isinstance(reply, int) and not isinstance(reply, bool) and reply >= 1:
             counts[address] = reply
+            if address in ids:
+                with _CPU_CACHE_LOCK:
+                    cache[ids[address]] = reply
         else:
             logger.warning("worker %s did not report its CPU count (%r); assuming 1", address, reply)
     return counts
@@ -278,8 +298,8 @@ def cluster_resources(client: Client | None) -> ClusterResources:
     """Workers, threads, GPUs and the per-task thread and memory budget of a cluster.
 
     The stage engine sizes its block plans and the thread budget of its tasks with it. It costs one
-    scheduler call and one ``client.run`` (a CPU count on each worker); call it once per stage, not
-    per task.
+    scheduler call, plus a ``client.run`` (a CPU count) on the workers this client has not asked
+    before; call it once per stage, not per task.
 
     Parameters
     ----------
@@ -309,7 +329,7 @@ def cluster_resources(client: Client | None) -> ClusterResources:
             n_workers=1, total_threads=cpu_count(), gpus=0, task_threads=1, memory_per_thread=None
         )
     workers = _workers(client)
-    cpus = _worker_cpus(client, list(workers))
+    cpus = _worker_cpus(client, workers)
     return ClusterResources(
         n_workers=len(workers),
         total_threads=sum(int(_number(info.get("nthreads"))) for info in workers.values()),

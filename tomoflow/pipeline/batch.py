@@ -12,7 +12,9 @@ How it runs
   Work that is not a Dask graph runs as *one* task on a worker with an explicit unique key:
   ``ingest-<token>-<scan>``, ``register-volumes-<token>-<scan>``, ``train-recovery-<token>-<scan>``
   (the dashboard groups them as ``ingest``, ``register-volumes``, ``train-recovery``); registration
-  and training ask for ``resources={"GPU": 1}`` when the cluster has GPU workers.
+  and training ask for ``resources={"GPU": 1}`` when the cluster has GPU workers. The recon stage
+  estimates an ``auto`` centre in an ``estimate-center-<token>`` task, so the runner process does
+  no per-scan compute, and the cluster's workers are asked their CPU counts once, not per stage.
 * **The stores are the state.** Every stage function returns at once, writing nothing, when its
   output store is complete for the same inputs and parameters (the stage engine's fingerprints), and
   resumes an incomplete one; the runner reads each store's stage record before and after the call to

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,9 +30,9 @@ from typing import Any
 import numpy as np
 
 from tomoflow import config as _config
-from tomoflow.backend import has_cuda, to_numpy
+from tomoflow.backend import has_cuda, limit_threads, to_numpy
 from tomoflow._checks import check_choice
-from tomoflow.errors import ConfigError, InputError
+from tomoflow.errors import ConfigError, InputError, PipelineError, TomoflowError
 from tomoflow.geometry import check_slice_shape
 from tomoflow.io.models import VOLUME_FORMAT
 from tomoflow.io.scan_store import ScanStore, validate_center
@@ -144,6 +145,31 @@ def estimate_center(scan: ScanStore, *, band: int = 32, method: str = "vo") -> f
     z1 = min(n_rows, z0 + band)
     p = read_line_integrals(scan, z0, z1)
     return find_center(p, scan.angles_deg, method=method)
+
+
+def _estimate_center_task(scan_path: str, threads: int) -> float:
+    """Task: :func:`estimate_center` of the scan store at ``scan_path`` within a thread budget."""
+    with limit_threads(threads):
+        return estimate_center(ScanStore.open(scan_path))
+
+
+def _center_on_cluster(scan_path: str | os.PathLike, client: Any, threads: int) -> float:
+    """:func:`estimate_center` as a task on the cluster (here without one).
+
+    The estimate reads a band of rows and runs the Fourier metric: compute that belongs on a worker,
+    not in the calling process (a batch runner would otherwise pay it for every scan).
+    """
+    path = os.path.abspath(scan_path)
+    if client is None:
+        return estimate_center(ScanStore.open(path))
+    key = f"estimate-center-{uuid.uuid4().hex[:8]}"
+    try:
+        return float(client.submit(_estimate_center_task, path, threads, key=key, pure=False).result())
+    except TomoflowError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - KilledWorker, CommClosedError, ...
+        raise PipelineError(f"{path}: the centre estimate ({key}) failed: {type(exc).__name__}: {exc} "
+                            "(a worker died? out of memory?); run again") from exc
 
 
 def slab_bytes(n_angles: int, n_cols: int, shape: tuple[int, int], rows: int, algorithm: str) -> int:
@@ -333,12 +359,16 @@ def reconstruct_scan(
         log.info("%s is complete for this scan and these parameters; nothing to do", out_path)
         return VolumeStore.open(out_path)
 
+    from tomoflow.cluster import cluster_resources
+
+    client = client if client is not None else current_client()
+    res = cluster_resources(client)
     if plan.action == "resume":
         vstore = VolumeStore.open(out_path, mode="r+", require_complete=False)
         ctr = float(vstore.attrs.rotation_center)  # type: ignore[arg-type]
         log.info("resuming %s (centre %.2f px)", out_path, ctr)
     else:
-        ctr = estimate_center(scan) if center_req == "auto" else float(center_req)
+        ctr = _center_on_cluster(scan_path, client, res.task_threads) if center_req == "auto" else float(center_req)
         if center_req == "auto":
             log.info("estimated rotation centre %.2f px (detector centre %.1f)", ctr, (n_cols - 1) / 2)
         pixel = scan.attrs.pixel_size.value if scan.attrs.pixel_size else None
@@ -357,10 +387,6 @@ def reconstruct_scan(
         steps = {"level-0": -(-n_rows // chunks[0]), **steps}
         StageLog.begin(out_path, "recon", fingerprint=fp, params=request, steps=steps)
 
-    from tomoflow.cluster import cluster_resources
-
-    client = client if client is not None else current_client()
-    res = cluster_resources(client)
     params = ReconParams(algorithm=algorithm, center=ctr, filter=filt, n_iter=iters, shape=slice_shape,
                          device=cfg.device)
     chunk_rows = int(vstore.level(0).chunks[0])
