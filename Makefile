@@ -51,10 +51,14 @@ $(BENCH_STAMP): pyproject.toml constraints.txt Makefile benchmarks/requirements-
 	$(BENCH_VENV)/bin/python -m pip install $(PIP_FLAGS) -c constraints.txt -e . -r benchmarks/requirements-bench.txt
 	touch $(BENCH_STAMP)
 
+# Every benchmark at full size (about 2 hours on 2 cores; run on an idle machine). Results in
+# benchmarks/results/, figures in benchmarks/BENCHMARKS.md; `--quick` on any script for a smoke run.
 bench: $(BENCH_STAMP)
 	$(BENCH_VENV)/bin/python benchmarks/bench_recon.py
 	$(BENCH_VENV)/bin/python benchmarks/bench_pipeline.py
 	$(BENCH_VENV)/bin/python benchmarks/bench_align.py
+	$(BENCH_VENV)/bin/python benchmarks/bench_recover.py
+	$(BENCH_VENV)/bin/python benchmarks/bench_batch.py
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) demo-output .pytest_cache
