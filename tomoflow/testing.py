@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["has_module", "requires_cupy", "disk_phantom", "ellipse_slice", "write_volume_store"]
+__all__ = ["has_module", "requires_cupy", "disk_phantom", "ellipse_slice", "small_scan_counts", "write_small_dxchange",
+           "write_volume_store", "http_get", "assert_dashboard_page"]
 
 
 def has_module(name: str) -> bool:
@@ -47,6 +48,30 @@ def disk_phantom(shape: tuple[int, int, int]) -> np.ndarray:
     return (sl[None] * scale).astype(np.float32)
 
 
+def small_scan_counts(seed: int, angles_deg: Any, rows: int = 16, cols: int = 32) -> np.ndarray:
+    """Raw counts ``(angle, row, col)`` of :func:`disk_phantom` rolled ``seed`` columns sideways, its axis
+    at column ``(cols - 1) / 2 + 0.25 * seed`` (a little off centre); 1000 counts of open beam."""
+    from tomoflow.recon import project
+
+    vol = np.roll(disk_phantom((rows, cols, cols)), seed, axis=2) * 0.05
+    line = project(vol, np.asarray(angles_deg, dtype=np.float64), center=(cols - 1) / 2.0 + 0.25 * seed)
+    return (1000.0 * np.exp(-line)).astype(np.float32)
+
+
+def write_small_dxchange(path: Any, seed: int = 0, *, angles_deg: Any = None, rows: int = 16, cols: int = 32,
+                         counts: Any = None) -> Any:
+    """A small DXchange file of :func:`small_scan_counts` (or ``counts``), with 2 flats (1000) and a dark
+    (0), as a beamline writes it: a test archive's scan. ``angles_deg`` default 32 over 180 degrees."""
+    from tomoflow.io.dxchange import write_dxchange
+
+    angles = np.linspace(0, 180, 32, endpoint=False) if angles_deg is None else np.asarray(angles_deg)
+    raw = small_scan_counts(seed, angles, rows, cols) if counts is None else np.asarray(counts, np.float32)
+    rows, cols = raw.shape[1:]
+    write_dxchange(path, raw, angles, flats=np.full((2, rows, cols), 1000, np.float32),
+                   darks=np.zeros((1, rows, cols), np.float32))
+    return path
+
+
 def write_volume_store(path: Any, data: Any, *, voxel_size_um: float | None = 2.0,
                        chunks: tuple[int, int, int] = (8, 16, 16)) -> Any:
     """A complete one-level tomoflow volume store holding ``data`` (tests and benchmarks: an input volume
@@ -66,3 +91,25 @@ def write_volume_store(path: Any, data: Any, *, voxel_size_um: float | None = 2.
     StageLog(path, "recon").mark_done("level-0", [0])
     StageLog(path, "recon").finish(output_id="testing-volume", seconds=0.0)
     return VolumeStore.open(path)
+
+
+def http_get(url: str, timeout: float = 20.0) -> tuple[int, str]:
+    """``(status, body)`` of a GET (an HTTP error status is returned, not raised; no server raises
+    ``urllib.error.URLError``)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, ""
+
+
+def assert_dashboard_page(url: str) -> str:
+    """Assert that ``url`` serves a real Bokeh page of the Dask dashboard (not the 'Dask needs bokeh'
+    stand-in, which also answers 200); its body."""
+    status, body = http_get(url)
+    assert status == 200, (url, status)
+    assert "Dask needs" not in body and "bokeh.min.js" in body and "Bokeh.embed" in body, (url, body[:500])
+    return body

@@ -135,15 +135,11 @@ _ANGLES = np.linspace(0, 180, 32, endpoint=False)
 
 def _small_archive(folder: Path, good: tuple[str, ...], bad: tuple[str, ...] = ()) -> None:
     """Small DXchange scans (32 angles of 16 x 32 px) under folder/raw; the bad ones truncated."""
-    from tomoflow.recon import project
-    from tomoflow.testing import disk_phantom
+    from tomoflow.testing import write_small_dxchange
 
     (folder / "raw").mkdir(parents=True, exist_ok=True)
     for i, name in enumerate(good + bad):
-        line = project(np.roll(disk_phantom((16, 32, 32)), i, axis=2) * 0.05, _ANGLES, center=15.5 + 0.25 * i)
-        path = folder / "raw" / f"{name}.h5"
-        write_dxchange(path, (1000.0 * np.exp(-line)).astype(np.float32), _ANGLES,
-                       flats=np.full((2, 16, 32), 1000, np.float32), darks=np.zeros((1, 16, 32), np.float32))
+        path = write_small_dxchange(folder / "raw" / f"{name}.h5", i, angles_deg=_ANGLES)
         if name in bad:
             path.write_bytes(path.read_bytes()[:4000])
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from tomoflow.testing import assert_dashboard_page, http_get
 
 CLUSTER_DIR = Path(__file__).resolve().parents[2] / "cluster"
 
@@ -24,30 +25,21 @@ def small() -> dict[str, object]:
     return {"n_workers": 2, "threads_per_worker": 1, "processes": False, "dashboard_address": "127.0.0.1:0"}
 
 
-def _get(url: str) -> tuple[int, str]:
-    with urllib.request.urlopen(url, timeout=20) as response:
-        return response.status, response.read().decode("utf-8", "replace")
-
-
 def _assert_real_dashboard(url: str) -> None:
     """The /status page is the bokeh dashboard, not the 'Dask needs bokeh' stand-in (also HTTP 200)."""
     assert url.startswith("http://127.0.0.1:"), url
     assert url.endswith("/status"), url
-    status, body = _get(url)
-    assert status == 200
-    assert "Dask needs" not in body
+    body = assert_dashboard_page(url)
     assert "<title>Dask Diagnostic UI</title>" in body
-    assert "bokeh.min.js" in body  # BokehJS is loaded ...
-    assert "Bokeh.embed" in body  # ... and the status document is embedded with it
     # the BokehJS bundle the page refers to is really served
     js = body.split('src="static/js/bokeh.min.js', 1)[1].split('"', 1)[0]
-    status, script = _get(url.rsplit("/", 1)[0] + "/static/js/bokeh.min.js" + js)
+    status, script = http_get(url.rsplit("/", 1)[0] + "/static/js/bokeh.min.js" + js)
     assert status == 200 and "Bokeh" in script
 
 
 def _assert_nothing_listens(url: str) -> None:
     with pytest.raises(urllib.error.URLError):
-        _get(url)
+        http_get(url)
 
 
 @pytest.fixture(scope="session")

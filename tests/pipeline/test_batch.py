@@ -19,7 +19,6 @@ import pytest
 
 from tomoflow.errors import ConfigError, InputError
 from tomoflow.io import ScanStore, VolumeStore
-from tomoflow.io.dxchange import write_dxchange
 from tomoflow.io.manifest import load_manifest
 from tomoflow.pipeline.batch import (
     COMPLETE,
@@ -33,8 +32,7 @@ from tomoflow.pipeline.batch import (
     run_batch,
 )
 from tomoflow.pipeline.engine import KILL_AFTER_WRITE_ENV
-from tomoflow.recon import project
-from tomoflow.testing import disk_phantom
+from tomoflow.testing import small_scan_counts, write_small_dxchange
 
 ANGLES = np.linspace(0, 180, 32, endpoint=False)
 ROWS, COLS = 16, 32
@@ -43,15 +41,11 @@ BAD = ("truncated", "nan-rows", "no-data")
 
 
 def _raw(seed: int) -> np.ndarray:
-    """Raw counts of a small disk phantom, its axis a little off centre."""
-    vol = np.roll(disk_phantom((ROWS, COLS, COLS)), seed, axis=2) * 0.05
-    line = project(vol, ANGLES, center=15.5 + 0.25 * seed)
-    return (1000.0 * np.exp(-line)).astype(np.float32)
+    return small_scan_counts(seed, ANGLES, ROWS, COLS)
 
 
 def _write(path: Path, raw: np.ndarray) -> None:
-    write_dxchange(path, raw, ANGLES, flats=np.full((2, ROWS, COLS), 1000, np.float32),
-                   darks=np.zeros((1, ROWS, COLS), np.float32))
+    write_small_dxchange(path, angles_deg=ANGLES, counts=raw)
 
 
 @pytest.fixture(scope="module")
