@@ -672,6 +672,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=None, help="(b) volume size N (default 512, --quick 128)")
     ap.add_argument("--chunk", type=int, default=None, help="(b) tomoflow output chunk (default: from the 2 GiB budget per worker)")
     ap.add_argument("--ref", type=int, default=None, help="(b) size of the central reference cube (default 160)")
+    ap.add_argument("--workers", type=int, default=2, help="(b) tomoflow's single-threaded worker processes "
+                    "(default 2; 1: one worker whose tasks get both CPUs: torch runs on 2 threads)")
     ap.add_argument("--epochs", type=int, default=None, help="(c) most training epochs (default 120, --quick 2)")
     ap.add_argument("--context", type=int, default=None, help="(c) training input context per side, voxels")
     ap.add_argument("--patch", type=int, default=None, help="(c) training patch edge, voxels (default 32)")
@@ -709,7 +711,7 @@ def main(argv: list[str] | None = None) -> int:
                 print("MONAI is not installed (benchmark environment: pip install monai); running without the peer",
                       file=sys.stderr)
                 peer = False
-        payload["tiled_inference"] = part_b(cfg, peer, idle_wait=10.0 if args.quick else 60.0)
+        payload["tiled_inference"] = part_b(cfg, peer, workers=args.workers, idle_wait=10.0 if args.quick else 60.0)
         packages += ["monai", "dask", "distributed", "zarr"]
     name = "bench_recover" + ("" if parts == ["a", "b", "c"] else "_" + "".join(parts)) + ("_quick" if args.quick else "")
     if "c" in parts:

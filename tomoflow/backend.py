@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import threading
 from collections.abc import Iterator
 from contextvars import ContextVar
 from types import ModuleType
@@ -19,7 +20,7 @@ import numpy as np
 
 __all__ = [
     "get_namespace", "to_numpy", "is_cupy", "has_cuda", "asarray_on", "fft_module",
-    "cpu_count", "thread_budget", "fft_workers", "limit_threads",
+    "cpu_count", "thread_budget", "fft_workers", "limit_threads", "torch_threads",
 ]
 
 _THREADS: ContextVar[int | None] = ContextVar("tomoflow_thread_budget", default=None)
@@ -137,3 +138,40 @@ def limit_threads(n: int) -> Iterator[int]:
         if numba is not None and previous is not None:
             numba.set_num_threads(previous)
         _THREADS.reset(token)
+
+
+_TORCH_LOCK = threading.Lock()
+_TORCH_STATE = {"users": 0, "previous": None}
+
+
+@contextlib.contextmanager
+def torch_threads() -> Iterator[int]:
+    """Run the block with torch's intra-op thread count set to :func:`thread_budget`, then restore it.
+
+    torch's setting is per process (not per thread like numba's): concurrent blocks on one worker get
+    the same budget, so the first to enter sets it and the last to leave restores it. Dask worker
+    processes start with ``OMP_NUM_THREADS=1``, so without this a task of a 2-CPU budget would run its
+    network on one thread.
+
+    Yields
+    ------
+    int
+        The thread count set.
+    """
+    import torch
+
+    n = thread_budget()
+    with _TORCH_LOCK:
+        if _TORCH_STATE["users"] == 0:
+            _TORCH_STATE["previous"] = torch.get_num_threads()
+        _TORCH_STATE["users"] += 1
+        if torch.get_num_threads() != n:
+            torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        with _TORCH_LOCK:
+            _TORCH_STATE["users"] -= 1
+            previous = _TORCH_STATE["previous"]
+            if _TORCH_STATE["users"] == 0 and previous is not None and torch.get_num_threads() != previous:
+                torch.set_num_threads(previous)

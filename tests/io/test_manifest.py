@@ -180,6 +180,11 @@ def test_names_that_could_escape_the_output_root_are_refused(tmp_path, raw, name
     _error(tmp_path, _doc(scans=[{"name": name, "path": "raw/a.h5"}]), "scans[0].name", "not a safe scan name")
 
 
+@pytest.mark.parametrize("name", ["thumbnails", "Batch-Report.json", "dask-performance.html"])
+def test_names_of_the_batch_report_are_refused_at_load(tmp_path, raw, name):
+    _error(tmp_path, _doc(scans=[{"name": name, "path": "raw/a.h5"}]), "scans[0].name", "taken by the batch report")
+
+
 def test_yaml_numbers_as_names_say_to_quote_them(tmp_path, raw):
     p = tmp_path / "batch.yaml"
     p.write_text("version: 1\noutput: out\npipeline: [ingest]\nscans:\n  - {name: 001, path: raw/a.h5}\n")

@@ -83,12 +83,16 @@ __all__ = [
     "format_validation_error",
     "NAME_PATTERN",
     "OUTPUT_NAMES",
+    "REPORT_NAMES",
 ]
 
 #: What a scan name must look like (it names the scan's output folder).
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 _NAME_RE = re.compile(NAME_PATTERN)
 _RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
+#: Files and folders of the batch report in the output root (``tomoflow.pipeline.batch``): no scan may
+#: be named like them, since a scan's outputs go to ``<output>/<name>/``.
+REPORT_NAMES = ("batch-report.json", "batch-report.html", "dask-performance.html", "thumbnails")
 
 #: Per-scan outputs under ``<output>/<name>/`` (see :func:`scan_outputs`).
 OUTPUT_NAMES = {
@@ -202,6 +206,9 @@ class ScanEntry(_Model):
             raise ValueError(f"{value!r} is not a safe scan name: use letters, digits, '.', '_' and '-', start "
                              "with a letter or digit, at most 128 characters, no '..' (it names the scan's "
                              "output folder)")
+        if value.lower() in REPORT_NAMES:
+            raise ValueError(f"{value!r} is taken by the batch report ({', '.join(REPORT_NAMES)} are in the output "
+                             "root); rename the scan")
         return value
 
     @field_validator("angles", mode="before")

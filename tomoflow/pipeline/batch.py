@@ -59,7 +59,7 @@ import numpy as np
 from tomoflow import config as _config
 from tomoflow.errors import ConfigError, InputError, PipelineError, StoreError, TomoflowError
 from tomoflow.io._manifest_util import real_path
-from tomoflow.io.manifest import Manifest, ScanEntry, missing_inputs, scan_outputs
+from tomoflow.io.manifest import REPORT_NAMES, Manifest, ScanEntry, missing_inputs, scan_outputs
 from tomoflow.io.stages import STAGES_GROUP, read_zarr_json
 from tomoflow.pipeline.registration import volume_voxel_um
 
@@ -86,10 +86,7 @@ log = logging.getLogger(__name__)
 #: Scan and stage statuses.
 COMPLETE, SKIPPED, FAILED, PENDING = "complete", "skipped-complete", "failed", "pending"
 
-REPORT_JSON = "batch-report.json"
-REPORT_HTML = "batch-report.html"
-PERFORMANCE_REPORT = "dask-performance.html"
-THUMBNAILS = "thumbnails"
+REPORT_JSON, REPORT_HTML, PERFORMANCE_REPORT, THUMBNAILS = REPORT_NAMES
 #: Completion marker of a per-scan training, written in ``<output>/<scan>/training/`` after the weights.
 TRAINING_MARKER = "batch-training.json"
 #: Cap of the default number of scans in flight (one runner thread each; pass ``max_in_flight`` for more).

@@ -27,6 +27,7 @@ import numpy as np
 
 from tomoflow import config as _config
 from tomoflow._checks import check_choice
+from tomoflow.backend import torch_threads
 from tomoflow.errors import ConfigError
 from tomoflow.io.models import VOLUME_FORMAT
 from tomoflow.io.stages import StageLog
@@ -67,7 +68,10 @@ def _recover_block(volume_path: str, model_path: str, sha256: str, device: str, 
     x = read_box(src, in_start, in_stop, pad_mode)
     _check_finite_box(x, in_start, in_stop)
     dev, dtype, _ = _prepare(model, device)
-    return _run(model, [x], dev, dtype)[0][crop]
+    if dev is None or dev.type != "cpu":  # an ONNX session (its own threads), or a GPU
+        return _run(model, [x], dev, dtype)[0][crop]
+    with torch_threads():  # the task's CPU budget, not Dask's OMP_NUM_THREADS=1
+        return _run(model, [x], dev, dtype)[0][crop]
 
 
 def recover_volume(
