@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 
 __all__ = ["has_module", "requires_cupy", "disk_phantom", "ellipse_slice", "small_scan_counts", "write_small_dxchange",
-           "write_volume_store", "http_get", "assert_dashboard_page"]
+           "write_volume_store", "http_get", "assert_dashboard_page",
+           "write_manifest_yaml"]
 
 
 def has_module(name: str) -> bool:
@@ -69,6 +70,20 @@ def write_small_dxchange(path: Any, seed: int = 0, *, angles_deg: Any = None, ro
     rows, cols = raw.shape[1:]
     write_dxchange(path, raw, angles, flats=np.full((2, rows, cols), 1000, np.float32),
                    darks=np.zeros((1, rows, cols), np.float32))
+    return path
+
+
+def write_manifest_yaml(path: Any, output: str, scans: list[str], *,
+                        pipeline: str = "[ingest, {stage: align, method: phase}, recon]", **settings: Any) -> Any:
+    """A batch manifest written as a person would (YAML flow mappings, one line per scan): ``scans`` are
+    the scan entries' inner text (``"name: a, path: raw/a.h5"``), ``settings`` more top-level keys
+    (``cluster: none`` by default). Returns ``path``."""
+    from pathlib import Path
+
+    top = {"cluster": "none", **settings}
+    lines = ["version: 1", f"output: {output}", *(f"{k}: {v}" for k, v in top.items()), f"pipeline: {pipeline}",
+             "scans:", *(f"  - {{{entry}}}" for entry in scans)]
+    Path(path).write_text("\n".join(lines) + "\n")
     return path
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import textwrap
 from pathlib import Path
 
 import h5py
@@ -32,7 +31,7 @@ from tomoflow.pipeline.batch import (
     run_batch,
 )
 from tomoflow.pipeline.engine import KILL_AFTER_WRITE_ENV
-from tomoflow.testing import small_scan_counts, write_small_dxchange
+from tomoflow.testing import small_scan_counts, write_manifest_yaml, write_small_dxchange
 
 ANGLES = np.linspace(0, 180, 32, endpoint=False)
 ROWS, COLS = 16, 32
@@ -67,20 +66,9 @@ def archive(tmp_path_factory) -> Path:
 
 
 def manifest_file(archive: Path, output: str, *, names=GOOD + BAD, retries: int = 1) -> Path:
-    lines = []
-    for name in names:
-        settings = "pixel_size_um: 0.5" + ("" if name == "tooth" else ", stages: [ingest, recon]")
-        lines.append(f"  - {{name: {name}, path: raw/{name}.h5, {settings}}}")
-    path = archive / f"{output}.yaml"
-    path.write_text(textwrap.dedent(f"""\
-        version: 1
-        output: {output}
-        cluster: none
-        retries: {retries}
-        pipeline: [ingest, {{stage: align, method: phase}}, recon]
-        scans:
-        """) + "\n".join(lines) + "\n")
-    return path
+    scans = [f"name: {name}, path: raw/{name}.h5, pixel_size_um: 0.5" + ("" if name == "tooth" else ", stages: [ingest, recon]")
+             for name in names]
+    return write_manifest_yaml(archive / f"{output}.yaml", output, scans, retries=retries)
 
 
 def _store_checksums(store: Path) -> dict[str, str]:

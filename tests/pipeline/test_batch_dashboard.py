@@ -29,7 +29,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import textwrap
 import threading
 import time
 import urllib.parse
@@ -42,7 +41,7 @@ import pytest
 
 from tomoflow.io.manifest import load_manifest
 from tomoflow.pipeline.batch import COMPLETE, BatchResult, run_batch
-from tomoflow.testing import assert_dashboard_page, http_get, write_small_dxchange
+from tomoflow.testing import assert_dashboard_page, http_get, write_manifest_yaml, write_small_dxchange
 
 pytestmark = pytest.mark.slow
 
@@ -72,16 +71,8 @@ def archive(tmp_path_factory) -> Path:
 
 
 def _manifest(archive: Path, output: str, n: int):
-    scans = "\n".join(f"  - {{name: scan-{i:02d}, path: raw/scan-{i:02d}.h5, pixel_size_um: 0.5}}" for i in range(n))
-    path = archive / f"{output}.yaml"
-    path.write_text(textwrap.dedent(f"""\
-        version: 1
-        output: {output}
-        cluster: none
-        max_scans_in_flight: {IN_FLIGHT}
-        pipeline: [ingest, {{stage: align, method: phase}}, recon]
-        scans:
-        """) + scans + "\n")
+    scans = [f"name: scan-{i:02d}, path: raw/scan-{i:02d}.h5, pixel_size_um: 0.5" for i in range(n)]
+    path = write_manifest_yaml(archive / f"{output}.yaml", output, scans, max_scans_in_flight=IN_FLIGHT)
     return load_manifest(path)
 
 
