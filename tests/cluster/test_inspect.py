@@ -59,6 +59,14 @@ def test_cluster_resources_without_a_client() -> None:
     )
 
 
+def test_cluster_resources_without_a_client_inside_a_task_budget() -> None:
+    """A stage run whole inside one task: one block at a time, each with the task's whole budget."""
+    from tomoflow.backend import limit_threads
+
+    with limit_threads(3):
+        assert cluster_resources(None) == ClusterResources(1, 1, 0, 3, None)
+
+
 def test_cluster_resources_is_a_frozen_dataclass() -> None:
     res = cluster_resources(None)
     assert [f.name for f in dataclasses.fields(res)] == [

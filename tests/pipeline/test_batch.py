@@ -232,6 +232,29 @@ def test_a_scan_that_keeps_killing_workers_fails_alone_then_resumes(archive, fir
     assert checksums(Path(m.output)) == sums
 
 
+def test_a_small_scan_is_reconstructed_in_one_task_a_large_one_in_blocks(archive, cluster):
+    """One slab under the memory budget: the recon stage is one ``recon-<token>-<scan>`` task (its store
+    set up and its blocks run on the worker); otherwise the stage's blocks are tasks of their own."""
+    import tomoflow
+    from distributed import get_task_stream
+    from dask.utils import key_split
+
+    client, _ = cluster
+    results, groups = {}, {}
+    for name, budget in (("one-task", None), ("blocks", 200_000)):  # 200 kB: less than the whole scan needs
+        m = load_manifest(manifest_file(archive, name, names=("chip",)))
+        with tomoflow.config.set(**({} if budget is None else {"worker_memory_budget": budget})), \
+                get_task_stream(client) as ts:
+            results[name] = run_batch(m, client=client, performance_report=False)
+        groups[name] = {key_split(t["key"]) for t in ts.data}
+        assert results[name].ok, results[name]
+    assert groups["one-task"] == {"ingest", "recon"}, groups
+    assert {"ingest", "recon-fbp", "pyramid-level"} <= groups["blocks"] and "recon" not in groups["blocks"], groups
+    vols = [VolumeStore.open(Path(archive / n / "chip" / "volume.zarr")) for n in ("one-task", "blocks")]
+    assert vols[0].stages()["recon"].info["slabs"] == 1
+    np.testing.assert_allclose(np.asarray(vols[0].level(0)[:]), np.asarray(vols[1].level(0)[:]), atol=1e-5)
+
+
 def test_without_a_cluster_and_retries_of_transient_failures(archive, monkeypatch):
     """No client: everything runs in this process. An exception that is not bad input is retried."""
     import tomoflow.pipeline.reconstruct as rec

@@ -310,3 +310,12 @@ def test_worker_killed_between_data_and_marker(scan, tmp_path, small_slabs, monk
         reconstruct_scan(scan, out2, center=CENTER, client=client)
     assert not trigger.exists()
     assert _checksums(out2) == expected
+
+
+def test_local_execution_hides_the_client(dask_client):
+    from tomoflow.pipeline.engine import current_client, local_execution
+
+    assert current_client() is dask_client
+    with local_execution():
+        assert current_client() is None
+    assert current_client() is dask_client

@@ -305,7 +305,9 @@ def cluster_resources(client: Client | None) -> ClusterResources:
     ----------
     client
         A connected client, or ``None`` for dask's local threaded scheduler in this process
-        (one "worker" with one thread per CPU, each task single-threaded, no memory limit).
+        (one "worker" with one thread per CPU, each task single-threaded, no memory limit; inside
+        :func:`tomoflow.backend.limit_threads`, as in a task running a whole stage, one thread whose
+        tasks get that budget).
 
     Returns
     -------
@@ -323,8 +325,12 @@ def cluster_resources(client: Client | None) -> ClusterResources:
     ClusterResources(n_workers=2, total_threads=2, gpus=0, task_threads=4, memory_per_thread=...)
     """
     if client is None:
-        from tomoflow.backend import cpu_count
+        from tomoflow.backend import _THREADS, cpu_count
 
+        budget = _THREADS.get()
+        if budget is not None:  # inside a task with a thread budget: one block at a time, with all of it
+            return ClusterResources(n_workers=1, total_threads=1, gpus=0, task_threads=budget,
+                                    memory_per_thread=None)
         return ClusterResources(
             n_workers=1, total_threads=cpu_count(), gpus=0, task_threads=1, memory_per_thread=None
         )

@@ -14,7 +14,10 @@ How it runs
   (the dashboard groups them as ``ingest``, ``register-volumes``, ``train-recovery``); registration
   and training ask for ``resources={"GPU": 1}`` when the cluster has GPU workers. The recon stage
   estimates an ``auto`` centre in an ``estimate-center-<token>`` task, so the runner process does
-  no per-scan compute, and the cluster's workers are asked their CPU counts once, not per stage.
+  no per-scan compute, and the cluster's workers are asked their CPU counts once, not per stage. A
+  scan small enough to reconstruct in one slab under the memory budget has its whole recon stage run
+  as one ``recon-<token>-<scan>`` task (store setup, slab, pyramid, records: all on the worker), so
+  the runner's cost per small scan is a submit and a wait.
 * **The stores are the state.** Every stage function returns at once, writing nothing, when its
   output store is complete for the same inputs and parameters (the stage engine's fingerprints), and
   resumes an incomplete one; the runner reads each store's stage record before and after the call to
@@ -246,6 +249,36 @@ def _ingest_task(source: str, store: str, kwargs: dict[str, Any], settings: dict
     return {"shape": list(s.shape)}
 
 
+def _fits_one_slab(scan_store: Path, opts: dict[str, Any]) -> bool:
+    """Whether reconstructing the whole scan is one slab task under the memory budget: then the stage
+    runs whole as *one* task on a worker (:func:`_recon_task`) instead of being planned, created and
+    followed from the runner (its store setup, records and pyramid cost the runner more CPU than
+    such a scan's compute). Read from the store's JSON metadata only."""
+    from tomoflow.pipeline.reconstruct import slab_bytes
+
+    doc = read_zarr_json(scan_store / "projections")
+    shape = doc.get("shape") if doc else None
+    if not (isinstance(shape, list) and len(shape) == 3 and all(isinstance(n, int) and n > 0 for n in shape)):
+        return False
+    n_angles, n_rows, n_cols = shape
+    ny, nx = opts.get("shape") or (n_cols, n_cols)
+    need = slab_bytes(n_angles, n_cols, (int(ny), int(nx)), n_rows, opts.get("algorithm", "fbp"))
+    return need <= _config.get().worker_memory_budget
+
+
+def _recon_task(source: str, out: str, center: Any, opts: dict[str, Any], settings: dict[str, Any],
+                threads: int) -> dict[str, Any]:
+    """Task: the whole recon stage of a small scan in this worker (its slab and pyramid blocks in this
+    task's thread, within its thread budget), under the runner's tomoflow settings."""
+    from tomoflow.backend import limit_threads
+    from tomoflow.pipeline.engine import local_execution
+    from tomoflow.pipeline.reconstruct import reconstruct_scan
+
+    with _config.set(**settings), limit_threads(max(1, int(threads))), local_execution():
+        v = reconstruct_scan(source, out, center=center, **opts)
+    return {"shape": list(v.shape)}
+
+
 def _register_task(hr: str, lfov: str, dof: int, max_rotation_deg: float, device: str) -> dict[str, Any]:
     """Task: register the HR ROI volume into the LFOV volume from the stage prior (as ``tomoflow register``)."""
     from tomoflow.pipeline.registration import register_volumes
@@ -472,9 +505,19 @@ class _ScanRunner:
 
             center = None if "align" in stages else scan.center  # the aligned store holds the refined centre
             opts = stages["recon"].kwargs()
-            self._stage("recon", lambda: reconstruct_scan(source, out["volume"], center=center, client=client,
-                                                          progress=self._progress("recon"), **opts),
-                        [(out["volume"], "recon")])
+
+            def recon() -> Any:
+                if client is not None and _fits_one_slab(Path(source), opts):
+                    settings = _config.get().model_dump()
+                    threads = self.batch.resources.task_threads if self.batch.resources is not None else 1
+                    gpu = {"GPU": 1} if self.batch.resources is not None and self.batch.resources.gpus > 0 \
+                        and settings.get("device") != "cpu" else None
+                    return self._task("recon", _recon_task,
+                                      (str(source), str(out["volume"]), center, opts, settings, threads), gpu)
+                return reconstruct_scan(source, out["volume"], center=center, client=client,
+                                        progress=self._progress("recon"), **opts)
+
+            self._stage("recon", recon, [(out["volume"], "recon")])
         if "recover" in stages:
             self._recover(stages["recover"], out["volume"] if "recon" in stages else scan.volume)
 

@@ -56,7 +56,9 @@ import math
 import os
 import signal
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,6 +82,7 @@ __all__ = [
     "run_blocks",
     "units_of",
     "current_client",
+    "local_execution",
     "KILL_AFTER_WRITE_ENV",
 ]
 
@@ -319,11 +322,27 @@ def run_blocks(
     return report
 
 
+_LOCAL_EXECUTION: ContextVar[bool] = ContextVar("tomoflow_local_execution", default=False)
+
+
+@contextmanager
+def local_execution() -> Iterator[None]:
+    """Run the stages called inside without a cluster (:func:`current_client` is None): for a stage run
+    whole as *one* task on a worker (a small scan of a batch), whose blocks then run in the task's own
+    thread, within its thread budget, instead of being submitted back to the cluster."""
+    token = _LOCAL_EXECUTION.set(True)
+    try:
+        yield
+    finally:
+        _LOCAL_EXECUTION.reset(token)
+
+
 def current_client() -> Any:
-    """The distributed client of this context, or None (only if distributed is already imported)."""
+    """The distributed client of this context, or None (only if distributed is already imported; None
+    inside :func:`local_execution`)."""
     import sys
 
-    if "distributed" not in sys.modules:
+    if "distributed" not in sys.modules or _LOCAL_EXECUTION.get():
         return None
     from distributed import get_client
 
