@@ -148,10 +148,10 @@ _TORCH_STATE = {"users": 0, "previous": None}
 def torch_threads() -> Iterator[int]:
     """Run the block with torch's intra-op thread count set to :func:`thread_budget`, then restore it.
 
-    torch's setting is per process (not per thread like numba's): concurrent blocks on one worker get
-    the same budget, so the first to enter sets it and the last to leave restores it. Dask worker
-    processes start with ``OMP_NUM_THREADS=1``, so without this a task of a 2-CPU budget would run its
-    network on one thread.
+    Dask worker processes start with ``OMP_NUM_THREADS=1``, so without this a task of a 2-CPU budget
+    would run its network on one thread. torch's setting is per thread in OpenMP builds (the Linux
+    wheels) but process-wide in others; concurrent blocks on one worker get the same budget, so the
+    first to enter sets it and the last to leave restores it, which is right in both cases.
 
     Yields
     ------

@@ -233,26 +233,30 @@ def test_a_scan_that_keeps_killing_workers_fails_alone_then_resumes(archive, fir
 
 
 def test_a_small_scan_is_reconstructed_in_one_task_a_large_one_in_blocks(archive, cluster):
-    """One slab under the memory budget: the recon stage is one ``recon-<token>-<scan>`` task (its store
-    set up and its blocks run on the worker); otherwise the stage's blocks are tasks of their own."""
+    """When the stage's own plan is one slab task, the recon stage is one ``recon-<token>-<scan>`` task (its
+    store set up and its blocks run on the worker); otherwise (over the memory budget, or rows in two
+    chunks for the cluster's two worker threads) the stage's blocks are tasks of their own."""
     import tomoflow
     from distributed import get_task_stream
     from dask.utils import key_split
 
     client, _ = cluster
     results, groups = {}, {}
-    for name, budget in (("one-task", None), ("blocks", 200_000)):  # 200 kB: less than the whole scan needs
+    cases = {"one-task": {}, "blocks": {"worker_memory_budget": 200_000},  # 200 kB: less than one slab needs
+             "two-chunks": {"scan_chunk_rows": ROWS // 2}}
+    for name, settings in cases.items():
         m = load_manifest(manifest_file(archive, name, names=("chip",)))
-        with tomoflow.config.set(**({} if budget is None else {"worker_memory_budget": budget})), \
-                get_task_stream(client) as ts:
+        with tomoflow.config.set(**settings), get_task_stream(client) as ts:
             results[name] = run_batch(m, client=client, performance_report=False)
         groups[name] = {key_split(t["key"]) for t in ts.data}
         assert results[name].ok, results[name]
     assert groups["one-task"] == {"ingest", "recon"}, groups
-    assert {"ingest", "recon-fbp", "pyramid-level"} <= groups["blocks"] and "recon" not in groups["blocks"], groups
-    vols = [VolumeStore.open(Path(archive / n / "chip" / "volume.zarr")) for n in ("one-task", "blocks")]
-    assert vols[0].stages()["recon"].info["slabs"] == 1
-    np.testing.assert_allclose(np.asarray(vols[0].level(0)[:]), np.asarray(vols[1].level(0)[:]), atol=1e-5)
+    for name in ("blocks", "two-chunks"):
+        assert {"ingest", "recon-fbp", "pyramid-level"} <= groups[name] and "recon" not in groups[name], groups
+    vols = [VolumeStore.open(Path(archive / n / "chip" / "volume.zarr")) for n in cases]
+    assert vols[0].stages()["recon"].info["slabs"] == 1 and vols[2].stages()["recon"].info["slabs"] == 2
+    for v in vols[1:]:
+        np.testing.assert_allclose(np.asarray(vols[0].level(0)[:]), np.asarray(v.level(0)[:]), atol=1e-5)
 
 
 def test_without_a_cluster_and_retries_of_transient_failures(archive, monkeypatch):

@@ -15,9 +15,9 @@ How it runs
   and training ask for ``resources={"GPU": 1}`` when the cluster has GPU workers. The recon stage
   estimates an ``auto`` centre in an ``estimate-center-<token>`` task, so the runner process does
   no per-scan compute, and the cluster's workers are asked their CPU counts once, not per stage. A
-  scan small enough to reconstruct in one slab under the memory budget has its whole recon stage run
-  as one ``recon-<token>-<scan>`` task (store setup, slab, pyramid, records: all on the worker), so
-  the runner's cost per small scan is a submit and a wait.
+  scan whose reconstruction the stage would plan as a single slab task anyway has its whole recon
+  stage run as one ``recon-<token>-<scan>`` task (store setup, slab, pyramid, records: all on the
+  worker), so the runner's cost per small scan is a submit and a wait.
 * **The stores are the state.** Every stage function returns at once, writing nothing, when its
   output store is complete for the same inputs and parameters (the stage engine's fingerprints), and
   resumes an incomplete one; the runner reads each store's stage record before and after the call to
@@ -249,21 +249,27 @@ def _ingest_task(source: str, store: str, kwargs: dict[str, Any], settings: dict
     return {"shape": list(s.shape)}
 
 
-def _fits_one_slab(scan_store: Path, opts: dict[str, Any]) -> bool:
-    """Whether reconstructing the whole scan is one slab task under the memory budget: then the stage
-    runs whole as *one* task on a worker (:func:`_recon_task`) instead of being planned, created and
-    followed from the runner (its store setup, records and pyramid cost the runner more CPU than
-    such a scan's compute). Read from the store's JSON metadata only."""
+def _fits_one_slab(scan_store: Path, opts: dict[str, Any], parallel: int) -> bool:
+    """Whether the recon stage's own plan for this scan is a single slab task (its rows in one chunk, or
+    chunks that fit one task's memory budget and are not worth spreading over ``parallel`` worker
+    threads): then running the stage whole as *one* task on a worker (:func:`_recon_task`) loses no
+    parallelism, and spares the runner the store setup, records and pyramid it would otherwise drive
+    (more runner CPU than such a scan's compute). Read from the store's JSON metadata only."""
+    from tomoflow.pipeline.engine import plan_blocks
     from tomoflow.pipeline.reconstruct import slab_bytes
 
-    doc = read_zarr_json(scan_store / "projections")
-    shape = doc.get("shape") if doc else None
-    if not (isinstance(shape, list) and len(shape) == 3 and all(isinstance(n, int) and n > 0 for n in shape)):
+    doc = read_zarr_json(scan_store / "projections") or {}
+    shape = doc.get("shape")
+    chunks = ((doc.get("chunk_grid") or {}).get("configuration") or {}).get("chunk_shape")
+    if not all(isinstance(v, list) and len(v) == 3 and all(isinstance(n, int) and n > 0 for n in v)
+               for v in (shape, chunks)):
         return False
     n_angles, n_rows, n_cols = shape
+    chunk_rows = chunks[1]
     ny, nx = opts.get("shape") or (n_cols, n_cols)
-    need = slab_bytes(n_angles, n_cols, (int(ny), int(nx)), n_rows, opts.get("algorithm", "fbp"))
-    return need <= _config.get().worker_memory_budget
+    unit = slab_bytes(n_angles, n_cols, (int(ny), int(nx)), chunk_rows, opts.get("algorithm", "fbp"))
+    budget = _config.get().worker_memory_budget
+    return unit <= budget and len(plan_blocks(-(-n_rows // chunk_rows), unit, budget, parallel)) == 1
 
 
 def _recon_task(source: str, out: str, center: Any, opts: dict[str, Any], settings: dict[str, Any],
@@ -507,11 +513,11 @@ class _ScanRunner:
             opts = stages["recon"].kwargs()
 
             def recon() -> Any:
-                if client is not None and _fits_one_slab(Path(source), opts):
+                res = self.batch.resources
+                if res is not None and _fits_one_slab(Path(source), opts, res.total_threads):
                     settings = _config.get().model_dump()
-                    threads = self.batch.resources.task_threads if self.batch.resources is not None else 1
-                    gpu = {"GPU": 1} if self.batch.resources is not None and self.batch.resources.gpus > 0 \
-                        and settings.get("device") != "cpu" else None
+                    threads = res.task_threads
+                    gpu = {"GPU": 1} if res.gpus > 0 and settings.get("device") != "cpu" else None
                     return self._task("recon", _recon_task,
                                       (str(source), str(out["volume"]), center, opts, settings, threads), gpu)
                 return reconstruct_scan(source, out["volume"], center=center, client=client,
