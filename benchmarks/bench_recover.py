@@ -21,9 +21,10 @@ cost does not depend on training; see :func:`make_unet`) runs over an N³ float3
 
 - ``tomoflow.pipeline.recover.recover_volume`` on a ``LocalCluster`` of 2 single-threaded worker
   processes with a memory budget of 2 GiB per worker: one output chunk per task, its size chosen from
-  the budget (:func:`tomoflow.recover.tiling.block_for_budget`: 128³ at N = 512, input boxes of
-  ``chunk + 2 * 23`` rounded up to the alignment, 180³; ``--quick``: 64³ chunks, 116³ boxes), written
-  into an OME-Zarr store with its pyramid. Wall time, throughput and the peak resident memory
+  the budget (:func:`tomoflow.recover.tiling.block_for_budget`: 128³ at N = 512), each block's input
+  box grown by the halo valid evaluation needs (the network run without padding on the box, only the
+  kept voxels computed: :func:`tomoflow.recover.tiling.valid_halo`, 22 voxels, boxes of 176³;
+  ``--quick``: 64³ chunks, 112³ boxes), written into an OME-Zarr store with its pyramid. Wall time, throughput and the peak resident memory
   (``VmHWM``, reset before the run) of each worker, against the budget; and
 - MONAI (the peer) as it is used: the whole volume as one torch tensor in one process (2 torch
   threads), ``monai.inferers.sliding_window_inference`` with ``roi_size`` = tomoflow's input box,
@@ -421,8 +422,8 @@ def part_b(cfg: dict[str, Any], peer: bool, workers: int = 2, threads: int = 2, 
     import torch
 
     from tomoflow.io.volume_store import VolumeStore
-    from tomoflow.recover.tiling import plan_tiles, predict_volume, read_box
-    from tomoflow.recover.unet import UNetConfig, alignment, load_unet, receptive_field
+    from tomoflow.recover.tiling import plan_tiles, predict_volume, read_box, valid_halo
+    from tomoflow.recover.unet import UNetConfig, alignment, build_unet, load_unet, receptive_field
 
     from tomoflow.recover.tiling import block_for_budget
 
@@ -430,8 +431,10 @@ def part_b(cfg: dict[str, Any], peer: bool, workers: int = 2, threads: int = 2, 
     n = int(cfg["n"])
     chunk = int(cfg["chunk"]) if cfg["chunk"] else block_for_budget(ucfg, BUDGET_B, shape=(n,) * 3)
     radius, align = receptive_field(ucfg), alignment(ucfg)
-    box = plan_tiles((n,) * 3, chunk, radius, align)[0].in_shape[0]
-    n_tiles = len(plan_tiles((n,) * 3, chunk, radius, align))
+    tight = valid_halo(build_unet(config=ucfg), (n,) * 3, chunk, align)  # as recover_volume plans it
+    halo = radius if tight is None else tight
+    box = plan_tiles((n,) * 3, chunk, halo, align)[0].in_shape[0]
+    n_tiles = len(plan_tiles((n,) * 3, chunk, halo, align))
     margin = math.ceil(radius / align) * align
     size = min(int(cfg["ref"]), n)
     c0 = ((n - size) // 2 // align) * align
@@ -444,7 +447,8 @@ def part_b(cfg: dict[str, Any], peer: bool, workers: int = 2, threads: int = 2, 
         "config": {**cfg, "unet": ucfg.to_dict(), "receptive_field": radius, "alignment": align,
                    "tomoflow": {"workers": workers, "threads_per_worker": 1, "chunks": [chunk] * 3,
                                 "memory_budget_bytes": BUDGET_B, "chunk_from_budget": not cfg["chunk"],
-                                "input_box": [box] * 3, "tasks": n_tiles, "pad_mode": "reflect"},
+                                "input_box": [box] * 3, "halo": halo, "unpadded": tight is not None,
+                                "tasks": n_tiles, "pad_mode": "reflect"},
                    "monai": {"roi_size": [box] * 3, "overlap": MONAI_OVERLAP, "mode": "constant",
                              "sw_batch_size": 1, "threads": threads, "padding_mode": "constant"},
                    "reference": {"region": [c0, c0 + size], "margin": margin,
@@ -677,6 +681,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=None, help="(c) most training epochs (default 120, --quick 2)")
     ap.add_argument("--context", type=int, default=None, help="(c) training input context per side, voxels")
     ap.add_argument("--patch", type=int, default=None, help="(c) training patch edge, voxels (default 32)")
+    ap.add_argument("--patience", type=int, default=None, help="(c) early-stopping patience, epochs (default 15)")
     args = ap.parse_args(argv)
     parts = sorted({p.strip().lower() for p in args.parts.split(",") if p.strip()})
     if not parts or set(parts) - {"a", "b", "c"}:
@@ -716,7 +721,7 @@ def main(argv: list[str] | None = None) -> int:
     name = "bench_recover" + ("" if parts == ["a", "b", "c"] else "_" + "".join(parts)) + ("_quick" if args.quick else "")
     if "c" in parts:
         cfg = dict(QUICK_C if args.quick else FULL_C)
-        for key in ("epochs", "context", "patch"):
+        for key in ("epochs", "context", "patch", "patience"):
             if getattr(args, key) is not None:
                 cfg[key] = getattr(args, key)
         figures = args.output.with_suffix("") if args.output else RESULTS_DIR / name

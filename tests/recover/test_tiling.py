@@ -10,7 +10,14 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from tomoflow.errors import ConfigError, InputError  # noqa: E402
-from tomoflow.recover.tiling import plan_tiles, predict_tiled, predict_volume, read_box  # noqa: E402
+from tomoflow.recover.tiling import (  # noqa: E402
+    plan_tiles,
+    predict_tiled,
+    predict_volume,
+    read_box,
+    valid_evaluation,
+    valid_halo,
+)
 from tomoflow.recover.unet import alignment, build_unet, receptive_field  # noqa: E402
 
 SHAPE = (37, 41, 29)
@@ -104,6 +111,29 @@ def test_tiled_equals_whole(model, volume, whole, block, mode) -> None:
     assert _rel(got, whole[mode]) <= TOL, _rel(got, whole[mode])
 
 
+@pytest.mark.parametrize("block", [(16, 16, 16), (20, 13, 17)])
+def test_valid_and_padded_evaluation_agree(model, volume, whole, block) -> None:
+    """Tiles run without padding (the default for a torch U-Net) and tiles run padded and cropped both
+    stitch to the whole-volume reference (which is always padded)."""
+    tiles = plan_tiles(SHAPE, block, receptive_field(model), alignment(model))
+    assert valid_evaluation(model, tiles[0].in_shape, [t.crop for t in tiles])
+    valid = predict_tiled(model, volume, block=block, valid=True)
+    padded = predict_tiled(model, volume, block=block, valid=False)
+    assert _rel(valid, whole["reflect"]) <= TOL and _rel(padded, whole["reflect"]) <= TOL
+    assert _rel(valid, padded) <= TOL
+
+
+def test_valid_evaluation_needs_a_unet(volume) -> None:
+    class Twice(torch.nn.Module):
+        def forward(self, x):
+            return 2 * x
+
+    assert not valid_evaluation(Twice(), (40, 40, 40), [(slice(10, 20),) * 3])
+    with pytest.raises(ConfigError, match="valid evaluation needs a torch U-Net"):
+        predict_tiled(Twice(), volume, block=16, halo=2, alignment=1, valid=True)
+    np.testing.assert_array_equal(predict_tiled(Twice(), volume, block=16, halo=2, alignment=1), 2 * volume)
+
+
 def test_three_levels_alignment_four() -> None:
     torch.manual_seed(1)
     net = build_unet(channels=(2, 3, 3)).eval()
@@ -111,6 +141,21 @@ def test_three_levels_alignment_four() -> None:
     v = np.random.default_rng(2).random((19, 22, 13), dtype=np.float32)
     ref = predict_volume(net, v)
     got = predict_tiled(net, v, block=(9, 11, 6), batch=4)
+    assert _rel(got, ref) <= TOL
+
+
+def test_valid_halo_below_the_radius_is_exact() -> None:
+    """Valid evaluation runs boxes grown by 22 voxels, not the radius 23, and the result is still the
+    whole-volume one, for blocks on the pooling grid and off it."""
+    torch.manual_seed(5)
+    net = build_unet(channels=(2, 3, 3)).eval()
+    v = np.random.default_rng(3).random((40, 36, 33), dtype=np.float32)
+    assert valid_halo(net, v.shape, 16) == 22 < receptive_field(net)
+    ref = predict_volume(net, v)
+    assert _rel(predict_tiled(net, v, block=16), ref) <= TOL
+    assert _rel(predict_tiled(net, v, block=(9, 11, 6)), ref) <= TOL
+    with pytest.warns(UserWarning, match="smaller than the network's receptive-field radius"):
+        got = predict_tiled(net, v, block=16, halo=22, valid=True, strict=False)  # an explicit halo is checked
     assert _rel(got, ref) <= TOL
 
 

@@ -20,6 +20,7 @@ from tomoflow.recover.unet import (  # noqa: E402
     load_unet,
     receptive_field,
     save_unet,
+    valid_region,
 )
 
 TINY = (4, 8)
@@ -88,6 +89,36 @@ def test_lean_forward_equals_the_plain_network(channels) -> None:
         grads.append([p.grad.clone() for p in net.parameters()])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * float(a.abs().max()) + 1e-8)
+
+
+@pytest.mark.parametrize("channels,box", [((4,), (9, 12, 10)), ((4, 8), (30, 27, 33)), ((2, 3, 3), (56, 61, 64)),
+                                          ((2, 2, 2, 2), (104, 107, 112))])
+def test_valid_evaluation_is_the_padded_network_cropped(channels, box) -> None:
+    """Without padding (convolutions unpadded, features cut to the pooling grid), the network returns
+    exactly the voxels of its valid region, equal to the padded network's output there; the region's
+    margin never exceeds the receptive-field radius."""
+    torch.manual_seed(4)
+    net = build_unet(channels=channels).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    region = valid_region(net, box)
+    assert region is not None
+    assert all(0 < lo <= receptive_field(net) for lo, _ in region)
+    x = torch.randn(2, 1, *box)
+    with torch.inference_mode():
+        want = net(x)[(slice(None), slice(None)) + tuple(slice(lo, hi) for lo, hi in region)]
+        got = net(x, valid=True)
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
+
+
+def test_valid_region_depends_on_box_parity_not_on_a_radius() -> None:
+    # default network: margin 22 on an aligned box (the radius, 23, is reached only off the pooling grid)
+    assert valid_region(UNetConfig(), (180, 176, 181)) == ((22, 158), (22, 154), (22, 158))
+    assert valid_region(UNetConfig(), (45, 52, 60)) is None
+    with pytest.raises(InputError, match="too small for valid evaluation"):
+        build_unet(channels=TINY)(torch.zeros(1, 1, 8, 8, 8), valid=True)
 
 
 def test_parameter_count_is_stable() -> None:

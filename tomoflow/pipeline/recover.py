@@ -59,9 +59,11 @@ def _model(path: str, sha256: str, device: str) -> Any:
 
 
 def _recover_block(volume_path: str, model_path: str, sha256: str, device: str, pad_mode: str,
-                   in_start: tuple[int, ...], in_stop: tuple[int, ...], crop: tuple[slice, ...]) -> np.ndarray:
-    """Block function: one output chunk, predicted from its halo'd, aligned input box."""
-    from tomoflow.recover.tiling import _check_finite_box, _prepare, _run, read_box
+                   in_start: tuple[int, ...], in_stop: tuple[int, ...], crop: tuple[slice, ...],
+                   valid: bool = False) -> np.ndarray:
+    """Block function: one output chunk, predicted from its halo'd, aligned input box; ``valid``: a torch
+    U-Net run without padding, only the kept voxels computed (:func:`tomoflow.recover.tiling.valid_halo`)."""
+    from tomoflow.recover.tiling import _check_finite_box, _predict_boxes, _prepare, read_box
 
     model = _model(model_path, sha256, device)
     src = VolumeStore.open(volume_path).level(0)
@@ -69,9 +71,9 @@ def _recover_block(volume_path: str, model_path: str, sha256: str, device: str, 
     _check_finite_box(x, in_start, in_stop)
     dev, dtype, _ = _prepare(model, device)
     if dev is None or dev.type != "cpu":  # an ONNX session (its own threads), or a GPU
-        return _run(model, [x], dev, dtype)[0][crop]
+        return _predict_boxes(model, [x], [crop], dev, dtype, valid)[0]
     with torch_threads():  # the task's CPU budget, not Dask's OMP_NUM_THREADS=1
-        return _run(model, [x], dev, dtype)[0][crop]
+        return _predict_boxes(model, [x], [crop], dev, dtype, valid)[0]
 
 
 def recover_volume(
@@ -134,7 +136,7 @@ def recover_volume(
         Bad ``pad_mode`` or ``chunks`` smaller than the network's alignment; a volume whose voxel size
         differs from the one the network was trained on (``training_data.hr_voxel_um`` of its card).
     """
-    from tomoflow.recover.tiling import PAD_MODES, block_for_budget, plan_tiles
+    from tomoflow.recover.tiling import PAD_MODES, block_for_budget, plan_tiles, valid_halo
     from tomoflow.recover.unet import alignment, inference_bytes, load_unet, receptive_field
 
     t_start = time.perf_counter()
@@ -162,6 +164,11 @@ def recover_volume(
     else:
         chunk = tuple(int(c) for c in chunks)
     tiles = plan_tiles(shape, chunk, halo, align)  # checks chunk >= alignment
+    tight = valid_halo(model, shape, chunk, align)  # a torch U-Net runs unpadded: a smaller box suffices
+    if tight is not None and tight < halo:
+        halo = tight
+        tiles = plan_tiles(shape, chunk, halo, align)
+    valid = tight is not None  # decided here, with the halo: a box below the radius must run unpadded
     need = inference_bytes(model, tiles[0].in_shape)
     if need > budget:
         raise ConfigError(f"chunks {chunk} need input boxes of {tiles[0].in_shape} voxels, about {need / 1e9:.2f} GB "
@@ -174,7 +181,8 @@ def recover_volume(
                           f"{float(trained_um):g} um voxels; resample the volume to that voxel size first "
                           "(tomoflow.pipeline.resample_volume with field_grid)")
     norm = model.card.get("normalisation")  # not covered by the weights' sha256: part of the identity
-    request = {"pad_mode": pad_mode, "chunks": list(chunk), "halo": halo, "alignment": align, "normalisation": norm,
+    request = {"pad_mode": pad_mode, "chunks": list(chunk), "halo": halo, "alignment": align, "unpadded": valid,
+               "normalisation": norm,
                **({"runtime": "onnxruntime"} if onnx else {})}
     fp = fingerprint("recover", inputs={"volume": identity_of(volume_path), "model": sha}, params=request)
     plan = prepare_output(out_path, kind=VOLUME_FORMAT, stage="recover", fingerprint=fp, params=request,
@@ -206,7 +214,7 @@ def recover_volume(
     device = "cpu" if cfg.device == "cpu" or res.gpus == 0 or onnx else "cuda"
     vin, mod, out = (os.path.abspath(p) for p in (volume_path, model_path, out_path))
     blocks = [Block(units=(i,), region=t.out_slices, args=(vin, mod, sha, device, pad_mode, t.in_start, t.in_stop,
-                                                          t.crop),
+                                                          t.crop, valid),
                     nbytes=need, label=f"block {t.index}")
               for i, t in enumerate(tiles)]
     rep = run_blocks(out, blocks, _recover_block, stage="recover", step="level-0", array="0", name="recover-unet",

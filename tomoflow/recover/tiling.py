@@ -56,6 +56,8 @@ __all__ = [
     "read_box",
     "predict_tiled",
     "predict_volume",
+    "valid_evaluation",
+    "valid_halo",
 ]
 
 PAD_MODES = ("reflect", "zeros")
@@ -331,15 +333,74 @@ def _geometry(model: Any, halo: Any, alignment: int | None, strict: bool) -> tup
     return (radius if radius is not None else max(hal)), hal, alignment
 
 
-def _run(model: Any, arrays: list[np.ndarray], dev: Any, dtype: Any) -> np.ndarray:
+def valid_evaluation(model: Any, box_shape: Sequence[int], crops: Sequence[Sequence[slice]]) -> bool:
+    """Whether ``model`` can be run without padding (:func:`~tomoflow.recover.unet.valid_region`) on
+    boxes of ``box_shape`` and still give every voxel of ``crops`` (box-relative slices).
+
+    True for a torch U-Net from :func:`~tomoflow.recover.unet.build_unet` (or wrapped by
+    :func:`~tomoflow.recover.training.with_normalisation`) whenever its halo is at least the receptive
+    field; False for an ONNX network or a network without a :class:`~tomoflow.recover.unet.UNetConfig`.
+    """
+    from tomoflow.recover.unet import UNetConfig, valid_region
+
+    cfg = getattr(model, "config", None)
+    if getattr(model, "runs_numpy", False) or not isinstance(cfg, UNetConfig):
+        return False
+    region = valid_region(cfg, box_shape)
+    return region is not None and all(
+        lo <= sl.start and sl.stop <= hi for crop in crops for sl, (lo, hi) in zip(crop, region))
+
+
+def valid_halo(model: Any, shape: Sequence[int], block: int | Sequence[int], alignment: int | None = None
+               ) -> int | None:
+    """The smallest halo whose tiles :func:`valid_evaluation` can run, or None where it cannot.
+
+    Valid evaluation computes an aligned box's output from a margin of its own
+    (:func:`~tomoflow.recover.unet.valid_region`, 22 voxels for the default network) rather than the
+    receptive-field radius (23, reached only off the pooling grid); with the rounding of boxes to the
+    alignment, 128³ blocks of the default network then take boxes of 176³ instead of 180³ (about 7 %
+    less work). Tries halos from that margin up to the radius on the tiles :func:`plan_tiles` makes
+    and keeps the first whose every block lies in its box's valid region.
+    """
+    from tomoflow.recover.unet import UNetConfig, receptive_field, valid_region
+    from tomoflow.recover.unet import alignment as net_alignment
+
+    cfg = getattr(model, "config", None)
+    if getattr(model, "runs_numpy", False) or not isinstance(cfg, UNetConfig):
+        return None
+    a = net_alignment(cfg) if alignment is None else int(alignment)
+    radius = receptive_field(cfg)
+    probe = valid_region(cfg, (4 * radius + 8 * a,))
+    low = radius if probe is None else probe[0][0]
+    for h in range(low, radius + 1):
+        tiles = plan_tiles(shape, block, h, a)
+        if valid_evaluation(model, tiles[0].in_shape, [t.crop for t in tiles]):
+            return h
+    return None
+
+
+def _predict_boxes(model: Any, arrays: list[np.ndarray], crops: Sequence[Sequence[slice]], dev: Any, dtype: Any,
+                   valid: bool = False) -> list[np.ndarray]:
+    """The network on equally shaped input boxes in one call; each output cut to its ``crop``
+    (box-relative slices). ``valid``: evaluate without padding (the crops must lie in
+    :func:`~tomoflow.recover.unet.valid_region`, see :func:`valid_evaluation`)."""
     if getattr(model, "runs_numpy", False):  # an ONNX network (tomoflow.recover.onnx_network)
-        return model(np.stack(arrays)[:, None])[:, 0].astype(np.float32, copy=False)
+        y = model(np.stack(arrays)[:, None])[:, 0].astype(np.float32, copy=False)
+        return [yi[tuple(c)] for yi, c in zip(y, crops)]
     import torch
 
+    shift = (0,) * arrays[0].ndim
+    if valid:
+        from tomoflow.recover.unet import valid_region
+
+        shift = tuple(lo for lo, _ in valid_region(model.config, arrays[0].shape))
     x = torch.from_numpy(np.stack(arrays)[:, None]).to(device=dev, dtype=dtype)
     with torch.inference_mode():
-        y = model(x)
-    return y[:, 0].to(device="cpu", dtype=torch.float32).numpy()
+        y = model(x, valid=True) if valid else model(x)
+        del x
+        out = [y[i, 0][tuple(slice(sl.start - d, sl.stop - d) for sl, d in zip(c, shift))]
+               for i, c in enumerate(crops)]
+        return [o.to(device="cpu", dtype=torch.float32).numpy().copy() for o in out]
 
 
 def _prepare(model: Any, device: str) -> tuple[Any, Any, bool]:
@@ -379,6 +440,7 @@ def predict_tiled(
     pad_mode: str = "reflect",
     alignment: int | None = None,
     strict: bool = True,
+    valid: bool | None = None,
 ) -> Any:
     """Apply the U-Net block by block; the result equals :func:`predict_volume` to float rounding.
 
@@ -399,7 +461,8 @@ def predict_tiled(
         alignment.
     halo
         Context read around each block (voxels); default the network's receptive-field radius (the
-        smallest exact value). Smaller values raise :class:`ConfigError` (``strict=False``: warn and
+        smallest exact value for any tiling), or with valid evaluation the smallest halo it can run
+        (:func:`valid_halo`). Smaller values raise :class:`ConfigError` (``strict=False``: warn and
         run, the stitched result then has seams).
     batch
         Tiles per network call (all tiles of a plan have the same input shape). Memory only: the
@@ -422,6 +485,12 @@ def predict_tiled(
         Tile-origin multiple (voxels); default (and minimum) the network's ``2**(L-1)``.
     strict
         Refuse a halo below the receptive-field radius (default) instead of warning.
+    valid
+        Run the network without padding on each box (:func:`~tomoflow.recover.unet.valid_region`):
+        only the voxels kept are computed, about 0.6x the work of a padded pass for the default network
+        and 128³ blocks, same result to float rounding. ``None`` (default): wherever the network allows
+        it (a torch U-Net from :func:`~tomoflow.recover.unet.build_unet`; not ONNX); ``False``: the
+        padded network, cropped.
 
     Returns
     -------
@@ -440,6 +509,8 @@ def predict_tiled(
     pad_mode = check_choice("pad_mode", pad_mode, PAD_MODES)
     batch = check_int("batch", batch, low=1)
     _, hal, a = _geometry(model, halo, alignment, strict)
+    if halo is None and valid is not False:
+        hal = (valid_halo(model, shape, block, a) or hal[0],) * 3
     tiles = plan_tiles(shape, block, hal, a)
     if out is None:
         out = np.zeros(shape, dtype=np.float32)
@@ -447,6 +518,12 @@ def predict_tiled(
         raise ConfigError(f"out has shape {tuple(getattr(out, 'shape', ()))}, the volume {shape}")
     if skip is not None and not callable(skip):
         raise ConfigError(f"skip must be a callable skip(tile) -> bool, got {skip!r}")
+    use_valid = valid_evaluation(model, tiles[0].in_shape, [t.crop for t in tiles])
+    if valid is False:
+        use_valid = False
+    elif valid and not use_valid:
+        raise ConfigError("valid evaluation needs a torch U-Net from build_unet and a halo of at least its "
+                          "receptive field; use valid=None")
     dev, dtype, was_training = _prepare(model, device)
     total, done = len(tiles), 0
 
@@ -462,9 +539,9 @@ def predict_tiled(
         def flush() -> None:
             if not pending:
                 return
-            y = _run(model, [x for _, x in pending], dev, dtype)
+            y = _predict_boxes(model, [x for _, x in pending], [t.crop for t, _ in pending], dev, dtype, use_valid)
             for (t, _), yt in zip(pending, y):
-                out[t.out_slices] = yt[t.crop]
+                out[t.out_slices] = yt
                 finished()
             pending.clear()
 
@@ -521,9 +598,9 @@ def predict_volume(model: Any, volume: Any, *, device: str = "cpu", pad_mode: st
     x = read_box(volume, start, stop, pad_mode)
     _check_finite_box(x, start, stop)
     dev, dtype, was_training = _prepare(model, device)
-    try:
-        y = _run(model, [x], dev, dtype)[0]
+    try:  # the padded network on the extended volume: the reference tiled inference is held to
+        y = _predict_boxes(model, [x], [tuple(slice(-s0, -s0 + n) for s0, n in zip(start, shape))], dev, dtype)[0]
     finally:
         if not getattr(model, "runs_numpy", False):
             model.train(was_training)
-    return np.ascontiguousarray(y[tuple(slice(-s0, -s0 + n) for s0, n in zip(start, shape))])
+    return np.ascontiguousarray(y)

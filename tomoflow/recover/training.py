@@ -216,8 +216,9 @@ def _normalised_class() -> Any:
             self.card = getattr(net, "card", {})
             self.offset, self.scale = float(offset), float(scale)
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.net((x - self.offset) / self.scale) * self.scale + self.offset
+        def forward(self, x: torch.Tensor, valid: bool = False) -> torch.Tensor:
+            # ``valid``: the wrapped network's valid evaluation (tomoflow.recover.unet.valid_region)
+            return self.net((x - self.offset) / self.scale, valid=valid) * self.scale + self.offset
 
     _NORM_CLASS = NormalisedUNet
     return _NORM_CLASS

@@ -51,6 +51,7 @@ __all__ = [
     "build_unet",
     "receptive_field",
     "alignment",
+    "valid_region",
     "inference_bytes",
     "count_parameters",
     "save_unet",
@@ -226,6 +227,82 @@ def alignment(model_or_config: Any) -> int:
     return int(2 ** (_as_config(model_or_config).levels - 1))
 
 
+@dataclass(frozen=True)
+class _ValidAxis:
+    """Crops of valid evaluation along one axis (:func:`_valid_axis`); slices are tensor-relative."""
+
+    pool: tuple[tuple[int, int], ...]  # before each max-pool, finest first
+    up: tuple[tuple[int, int], ...]  # the transposed convolution's output, per decoder level (coarse first)
+    skip: tuple[tuple[int, int], ...]  # the encoder features it meets
+    out: tuple[int, int]  # the output region, box-relative input voxels [lo, hi)
+
+
+def _valid_axis(config: UNetConfig, n: int) -> _ValidAxis | None:
+    """Walk the layers along one axis of an aligned box of ``n`` voxels without padding.
+
+    Coordinates are box-relative, at each level's pitch; the box starts on the global pooling grid,
+    so "even" at level ``l`` is even in the whole volume too. A 3x3x3 convolution drops one voxel per
+    side; before a max-pool the features are cut to an even start and stop (the pooling grid of the
+    whole volume); a transposed convolution doubles the region; a skip keeps the intersection of its
+    two inputs. None when the box is too small to leave any output.
+    """
+    lo, hi = 0, int(n)
+    pool, up, skip = [], [], []
+    enc: dict[int, tuple[int, int]] = {}
+    for lvl in range(config.levels):
+        if lvl > 0:
+            a, b = lo + (lo % 2), hi - (hi % 2)
+            if b - a < 2:
+                return None
+            pool.append((a - lo, b - lo))
+            lo, hi = a // 2, b // 2
+        lo, hi = lo + 2, hi - 2
+        if hi <= lo:
+            return None
+        enc[lvl] = (lo, hi)
+    for lvl in range(config.levels - 2, -1, -1):
+        ulo, uhi = 2 * lo, 2 * hi
+        slo, shi = enc[lvl]
+        a, b = max(ulo, slo), min(uhi, shi)
+        if b - a < 5:
+            return None
+        up.append((a - ulo, b - ulo))
+        skip.append((a - slo, b - slo))
+        lo, hi = a + 2, b - 2
+    return _ValidAxis(tuple(pool), tuple(up), tuple(skip), (lo, hi))
+
+
+def valid_region(model_or_config: Any, box_shape: Sequence[int]) -> tuple[tuple[int, int], ...] | None:
+    """The output region that *valid* evaluation (``forward(x, valid=True)``) returns for a box.
+
+    Valid evaluation runs every convolution without padding and cuts the feature maps to the pooling
+    grid before each max-pool, so it computes only output voxels whose whole dependence lies inside
+    the box: on a box that starts on a multiple of :func:`alignment` (relative to the volume origin)
+    they equal the padded network's output on the whole volume, with none of the work the padded
+    network spends on voxels the tiling then crops away (about 0.6x the operations of a padded pass
+    on a 180³ box of the default network).
+
+    Parameters
+    ----------
+    model_or_config
+        A :class:`UNetConfig` or a network from :func:`build_unet`.
+    box_shape
+        Input box ``(z, y, x)`` in voxels (any sizes; its start must be aligned).
+
+    Returns
+    -------
+    tuple of (lo, hi) or None
+        Per axis, the box-relative voxel range ``[lo, hi)`` of the output; None when the box is too
+        small to leave any (default network: 45 voxels or fewer). ``lo`` never exceeds
+        :func:`receptive_field` (22 for the default network, whose radius is 23).
+    """
+    config = _as_config(model_or_config)
+    axes = [_valid_axis(config, int(n)) for n in box_shape]
+    if any(a is None for a in axes):
+        return None
+    return tuple(a.out for a in axes)  # type: ignore[union-attr]
+
+
 INFERENCE_BYTES_PER_VOXEL_CHANNEL = 16
 """Peak CPU bytes of a forward pass per input voxel and first-level feature channel (float32).
 
@@ -292,13 +369,26 @@ def _network_class() -> Any:
                 self.decoders.append(double_conv(2 * ch[lvl], ch[lvl]))
             self.head = nn.Conv3d(ch[0], config.out_channels, 1)
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
+        def forward(self, x: torch.Tensor, valid: bool = False) -> torch.Tensor:
+            """The network on ``x`` ``(n, in_channels, z, y, x)``.
+
+            ``valid=False``: the output has the input's shape (zero padding at every layer).
+            ``valid=True``: no padding; the output is the region :func:`valid_region` of the box
+            (``x`` must start on the pooling grid of the volume it was cut from)."""
             if x.ndim != 5:
                 raise InputError(f"the U-Net takes (n, channel, z, y, x) tensors, got shape {tuple(x.shape)}")
             a = 2 ** (len(self.config.channels) - 1)
             size = tuple(int(s) for s in x.shape[2:])
-            pad = [(-s) % a for s in size]
             inp = x
+            plan = None
+            if valid:
+                plan = [_valid_axis(self.config, s) for s in size]
+                if any(p is None for p in plan):
+                    raise InputError(f"an input box of {size} voxels is too small for valid evaluation of this "
+                                     "network (it leaves no output voxel)")
+                pad = [0, 0, 0]
+            else:
+                pad = [(-s) % a for s in size]
             if any(pad):  # F.pad lists the last axis first: (x_lo, x_hi, y_lo, y_hi, z_lo, z_hi)
                 x = F.pad(x, (0, pad[2], 0, pad[1], 0, pad[0]))
             # channels-last feature maps and weights: oneDNN's convolutions then skip reordering copies
@@ -309,7 +399,13 @@ def _network_class() -> Any:
             def conv(layer: Any, t: Any, weight: Any = None, bias: Any = True) -> Any:
                 w = layer.weight if weight is None else weight
                 w = w.contiguous(memory_format=torch.channels_last_3d) if cl else w
-                return F.conv3d(t, w, layer.bias if bias is True else bias, padding=layer.padding)
+                return F.conv3d(t, w, layer.bias if bias is True else bias, padding=0 if valid else layer.padding)
+
+            def cut(t: Any, which: str, i: int) -> Any:  # valid evaluation: the planned crop of a feature map
+                if plan is None:
+                    return t
+                sl = tuple(slice(*getattr(p, which)[i]) for p in plan)
+                return t[(slice(None), slice(None)) + sl]
 
             def block(seq: Any, t: Any) -> Any:  # double_conv (activations in place: fresh conv outputs)
                 t = F.leaky_relu(conv(seq[0], t), NEGATIVE_SLOPE, inplace=True)
@@ -318,16 +414,16 @@ def _network_class() -> Any:
             skips = []
             for lvl, enc in enumerate(self.encoders):
                 if lvl > 0:
-                    h = self.pool(h)
+                    h = self.pool(cut(h, "pool", lvl - 1))
                 h = block(enc, h)
                 skips.append(h)
             skips.pop()
-            for up, dec in zip(self.ups, self.decoders):
+            for i, (up, dec) in enumerate(zip(self.ups, self.decoders)):
                 # dec's first convolution over the concatenation [up(h), skip], computed as the sum of its
                 # two halves: the concatenated copy (2 feature maps at full resolution) is never made
                 w = up.weight.contiguous(memory_format=torch.channels_last_3d) if cl else up.weight
-                u = F.conv_transpose3d(h, w, up.bias, stride=2)
-                skip = skips.pop()
+                u = cut(F.conv_transpose3d(h, w, up.bias, stride=2), "up", i)
+                skip = cut(skips.pop(), "skip", i)
                 del h
                 c = u.shape[1]
                 h = conv(dec[0], u, dec[0].weight[:, :c])
@@ -341,6 +437,8 @@ def _network_class() -> Any:
             if any(pad):
                 y = y[:, :, : size[0], : size[1], : size[2]]
             if self.config.residual:
+                if plan is not None:
+                    inp = inp[(slice(None), slice(None)) + tuple(slice(*p.out) for p in plan)]
                 y = y + inp
             return y
 
