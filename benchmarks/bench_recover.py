@@ -97,9 +97,10 @@ QUICK = {"hr": 64, "lfov": 40, "seeds": [1]}
 # part (b): volume N³, output chunk (= one task), central reference cube, whole-volume reference up to N
 # part (c): the benchmark pair of part (a) (seed 1) trains the network; held-out samples (other seeds) test it
 FULL_C = {"hr": 160, "lfov": 96, "train_seed": 1, "test_seeds": [101, 102, 103], "patch": 32, "context": 0,
-          "batch": 4, "epochs": 120, "steps": 32, "patience": 15}
+          "batch": 4, "epochs": 120, "steps": 32, "patience": 15,
+          "pore_weight": 0.0}
 QUICK_C = {"hr": 64, "lfov": 40, "train_seed": 1, "test_seeds": [101], "patch": 32, "context": 0, "batch": 2,
-           "epochs": 2, "steps": 4, "patience": 2}
+           "epochs": 2, "steps": 4, "patience": 2, "pore_weight": 0.0}
 BUDGET_B = 2 * 1024**3  # part (b): the memory budget per worker; tomoflow's chunk follows it unless --chunk
 FULL_B = {"n": 512, "chunk": None, "ref": 160, "full_ref_max": 160, "seed": 0}
 QUICK_B = {"n": 128, "chunk": 64, "ref": 72, "full_ref_max": 160, "seed": 0}
@@ -584,7 +585,8 @@ def part_c(cfg: dict[str, Any], work: Path, figures: Path, idle_wait: float = 60
 
     res = train_recovery(inp, pair.hr, out_dir=work / "model", patch=cfg["patch"], context=cfg["context"],
                          batch=cfg["batch"], epochs=cfg["epochs"], steps_per_epoch=cfg["steps"],
-                         patience=cfg["patience"], seed=0, threads=2, device="cpu", progress=progress,
+                         patience=cfg["patience"], pore_weight=cfg.get("pore_weight", 0.0), seed=0, threads=2,
+                         device="cpu", progress=progress,
                          hr_voxel_um=1.0, lfov_voxel_um=4.0)
     train_wall = time.perf_counter() - t
     tr = res.card["training"]
@@ -592,7 +594,7 @@ def part_c(cfg: dict[str, Any], work: Path, figures: Path, idle_wait: float = 60
                 "epochs_run": tr["epochs_run"], "best_epoch": tr["best_epoch"], "stopped_by": tr["stopped_by"],
                 "steps": tr["epochs_run"] * cfg["steps"], "threads": tr["threads"], "other_load_before": load0,
                 "held_out": res.metrics, "parameters": {k: cfg[k] for k in ("patch", "context", "batch", "epochs",
-                                                                           "steps", "patience")}}
+                                                                           "steps", "patience", "pore_weight")}}
     print(f"trained in {train_wall:.1f} s ({tr['epochs_run']} epochs, best {tr['best_epoch']}, {tr['stopped_by']}); "
           f"held-out L1 {res.metrics['val_l1_input']:.4f} -> {res.metrics['val_l1']:.4f}", flush=True)
     net = with_normalisation(res.model, res.card)
@@ -682,6 +684,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--context", type=int, default=None, help="(c) training input context per side, voxels")
     ap.add_argument("--patch", type=int, default=None, help="(c) training patch edge, voxels (default 32)")
     ap.add_argument("--patience", type=int, default=None, help="(c) early-stopping patience, epochs (default 15)")
+    ap.add_argument("--pore-weight", type=float, default=None, help="(c) weight of the pore term in the training "
+                    "loss (default 0: L1 only)")
     args = ap.parse_args(argv)
     parts = sorted({p.strip().lower() for p in args.parts.split(",") if p.strip()})
     if not parts or set(parts) - {"a", "b", "c"}:
@@ -721,7 +725,7 @@ def main(argv: list[str] | None = None) -> int:
     name = "bench_recover" + ("" if parts == ["a", "b", "c"] else "_" + "".join(parts)) + ("_quick" if args.quick else "")
     if "c" in parts:
         cfg = dict(QUICK_C if args.quick else FULL_C)
-        for key in ("epochs", "context", "patch", "patience"):
+        for key in ("epochs", "context", "patch", "patience", "pore_weight"):
             if getattr(args, key) is not None:
                 cfg[key] = getattr(args, key)
         figures = args.output.with_suffix("") if args.output else RESULTS_DIR / name

@@ -282,6 +282,34 @@ def test_context_feeds_a_larger_input_box_and_takes_the_loss_on_its_centre(pair,
 
 
 # ----------------------------------------------------------------------------- ONNX
+def test_pore_term_is_recorded_and_moves_the_prediction_toward_the_pores(pair, tmp_path):
+    """pore_weight adds the soft-threshold cross-entropy: the card records the threshold (Otsu of the
+    target's training voxels) and its width; the trained network differs from the L1-only one and
+    puts more held-out voxels below the threshold than L1 alone (L1 hedges on ambiguous voxels)."""
+    from tomoflow.recover.pores import threshold_from_reference
+
+    inp, hr, _ = pair
+    kw = dict(config=TINY, patch=16, batch=4, epochs=2, steps_per_epoch=12, lr=3e-3, seed=0, device="cpu",
+              threads=1)
+    plain = train_recovery(inp, hr, out_dir=tmp_path / "plain", **kw)
+    pores = train_recovery(inp, hr, out_dir=tmp_path / "pores", pore_weight=2.0, **kw)
+    term = pores.card["training"]["pore_term"]
+    assert plain.card["training"]["pore_term"] is None
+    assert term["weight"] == 2.0 and term["width"] > 0 and 0 < term["pore_fraction"] < 0.5
+    hr_n = apply_normalisation(hr, pores.card)
+    mask = ~pores.split.held_out_mask
+    assert term["threshold"] == pytest.approx(threshold_from_reference(hr_n, mask=mask))
+    assert "pore term" in pores.card["training"]["loss"]
+    validate_card(pores.card, tmp_path / "card.json")
+    held = pores.split.held_out_mask
+    thr_raw = threshold_from_reference(hr, mask=mask)
+    below = [float((predict_volume(with_normalisation(r.model), inp)[held] < thr_raw).mean()) for r in (plain, pores)]
+    assert below[1] > below[0], below
+    with pytest.raises(ConfigError, match="pore_weight"):
+        train_recovery(inp, hr, out_dir=tmp_path / "bad", pore_weight=-1.0, **kw)
+    assert not (tmp_path / "bad").exists()
+
+
 def test_onnx_export_matches_torch(tmp_path):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
@@ -355,6 +383,12 @@ def test_cli_registers_trains_and_resumes(stores, tmp_path):
     assert r.exit_code == 0, r.output
     assert "registering" not in r.stdout
     assert json.loads((out / CARD_NAME).read_text())["training"]["epochs_run"] == 3
+    # the pore term from the command line, recorded in the card and in the command that reproduces it
+    r = _cli("train-recovery", hr, lf, "--out", tmp_path / "pores", "--registration", out / "registration.json",
+             *FAST, "--pore-weight", 0.5)
+    assert r.exit_code == 0, r.output
+    card = json.loads((tmp_path / "pores" / CARD_NAME).read_text())
+    assert card["training"]["pore_term"]["weight"] == 0.5 and "--pore-weight 0.5" in card["command"]
 
 
 def test_cli_with_a_registration_file_and_its_mistakes(stores, tmp_path):

@@ -102,6 +102,8 @@ def train_recovery(
     channels: str = typer.Option("16,32,64", help="U-Net feature channels per level, finest first."),
     val_fraction: float = typer.Option(0.125, help="Fraction of the spatial blocks (octants or slabs) held out."),
     patience: int = typer.Option(4, help="Epochs without a better validation loss before stopping."),
+    pore_weight: float = typer.Option(0.0, help="Weight of the pore term added to the L1 loss (soft threshold "
+                                      "at the target's Otsu pore threshold; 0: L1 only)."),
     seed: int = typer.Option(0, help="Seed of the split, the initial weights and the patches."),
     time_limit: Optional[float] = typer.Option(None, help="Stop training after this many seconds."),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: all)."),
@@ -158,6 +160,7 @@ def train_recovery(
                         "--epochs", epochs, "--steps", steps, "--patch", patch, "--batch", batch, "--lr", lr,
                         "--channels", ",".join(map(str, config.channels)), "--val-fraction", val_fraction,
                         "--patience", patience, "--seed", seed, "--device", device]
+    parts += ["--pore-weight", pore_weight] if pore_weight else []
     parts += ["--time-limit", time_limit] if time_limit is not None else []
     parts += ["--threads", threads] if threads is not None else []
     command = " ".join(shlex.quote(str(p)) for p in parts)
@@ -175,6 +178,7 @@ def train_recovery(
         with _writing(out):
             res = _train(inp, hr_vol, out_dir=out, config=config, patch=patch, batch=batch, epochs=epochs,
                          steps_per_epoch=steps, lr=lr, val_fraction=val_fraction, patience=patience, seed=seed,
+                         pore_weight=pore_weight,
                          time_limit_s=time_limit, threads=threads, device=device, resume=resume, progress=progress,
                          command=command, hr_voxel_um=hr_um, lfov_voxel_um=lf_um, source=source)
             keep_registration()

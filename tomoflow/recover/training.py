@@ -36,7 +36,9 @@ context from the input around them), so the validation numbers are those of the 
 applied identically to input and target in normalised space: the blur and resampling are linear, so
 the transformed target is still the right answer for the transformed input, and the network learns a
 correction that does not depend on the absolute grey level); L1 loss (robust to the residual
-misregistration and HR noise, and less prone than MSE to the over-smoothed "mean" answer); Adam with a
+misregistration and HR noise, and less prone than MSE to the over-smoothed "mean" answer; optionally
+plus a pore term, ``pore_weight``, that rewards putting each voxel on the right side of the pore
+protocol's threshold); Adam with a
 cosine decay to ``lr * lr_final`` (over the epochs or the time limit, as the jitter network's
 training); the residual head starts at zero, so training starts from the identity (the LFOV
 itself; ``val_l1_input`` in the card); early stopping on the validation L1, best weights kept; a
@@ -533,6 +535,27 @@ class TrainResult:
         return int(self.card["training"]["best_epoch"])
 
 
+PORE_WIDTH = 0.1
+"""Width of the pore term's soft threshold, as a fraction of the gap between mean solid and mean pore."""
+
+
+def _pore_term(target_n: np.ndarray, split: Split) -> dict[str, float]:
+    """Threshold (Otsu, the pore protocol's) and soft width of the training target, normalised units,
+    from the voxels not held out."""
+    from tomoflow.recover.pores import threshold_from_reference
+
+    train = ~split.held_out_mask
+    values = target_n[train]
+    thr = threshold_from_reference(target_n, mask=train, name="target")
+    pore, solid = values[values < thr], values[values >= thr]
+    gap = float(solid.mean() - pore.mean()) if pore.size and solid.size else 0.0
+    if not gap > 0:
+        raise InputError("the training target has no pore and solid classes to separate (pore_weight needs "
+                         "both)", dataset="target")
+    return {"threshold": thr, "width": PORE_WIDTH * gap, "method": "otsu on the target's training voxels",
+            "pore_fraction": float(pore.size / values.size)}
+
+
 def _check_pair(inp: Any, target: Any) -> tuple[np.ndarray, np.ndarray]:
     x = np.asarray(inp, dtype=np.float32)
     y = np.asarray(target, dtype=np.float32)
@@ -578,6 +601,7 @@ def train_recovery(
     device: str = "auto",
     resume: bool = False,
     augment: bool = True,
+    pore_weight: float = 0.0,
     progress: ProgressCallback | None = None,
     init_weights: str | os.PathLike | None = None,
     command: str | None = None,
@@ -632,6 +656,16 @@ def train_recovery(
         pair and parameters; ``epochs`` and ``time_limit_s`` may change); False starts over.
     augment
         Random flips, axis permutations, gain and offset (:func:`augment_pair`); False: none.
+    pore_weight
+        Weight of a pore term added to the L1 loss (0: none). The pore threshold is derived from the
+        training target as the pore protocol derives it (:func:`tomoflow.recover.pores.threshold_from_reference`,
+        Otsu, on the voxels not held out); the term is the binary cross-entropy between the target's
+        pore mask and a soft threshold of the prediction, ``sigmoid((threshold - prediction) / width)``
+        with ``width`` a tenth of the gap between the target's mean solid and mean pore values (both
+        follow each patch's gain and offset). L1 rewards the mean of what an ambiguous voxel could be,
+        which for a thin crack or a small pore is often on the solid side of the threshold; the term
+        rewards the side, which is what porosity and pore counts measure. Early stopping still
+        watches the validation L1.
     progress
         ``progress(epoch, step, n_steps, train_loss, val_loss)``: every few steps and at the end of each
         epoch (``val_loss`` given then, with ``step == n_steps``); on a fresh start, epoch 0, step 0 reports the
@@ -701,6 +735,10 @@ def train_recovery(
         **({"context": context} if context else {}), batch=batch,
         steps_per_epoch=steps_per_epoch, lr=lr, lr_final=lr_final, val_fraction=val_fraction, split=sp.kind,
         seed=seed, augmentation=aug)
+    pore_weight = check_number("pore_weight", pore_weight, low=0.0)
+    pore_term = _pore_term(y_n, sp) if pore_weight > 0 else None
+    if pore_term is not None:
+        train_cfg["pore_term"] = {"weight": pore_weight, **pore_term}
 
     # ---- model, optimiser, resume
     torch.manual_seed(seed)
@@ -770,20 +808,31 @@ def train_recovery(
                 g["lr"] = _lr_at(done, lr, lr_final)
             xb = np.empty((batch, 1) + (patch + 2 * context,) * 3, dtype=np.float32)
             yb = np.empty((batch, 1, patch, patch, patch), dtype=np.float32)
+            gains = np.ones((batch, 2), dtype=np.float32)  # per patch: gain, offset of its augmentation
+            gains[:, 1] = 0.0
             for i, c in enumerate(sp.sample(batch, rng)):
                 sl = tuple(slice(int(s), int(s) + patch) for s in c)
                 xi = x_n[sl] if not context else read_box(x_n, c - context, c + patch + context, PAD_MODE)
                 if augment:
-                    xb[i, 0], yb[i, 0], _ = augment_pair(xi, y_n[sl], rng)
+                    xb[i, 0], yb[i, 0], drawn = augment_pair(xi, y_n[sl], rng)
+                    gains[i] = drawn["gain"], drawn["offset"]
                 else:
                     xb[i, 0], yb[i, 0] = xi, y_n[sl]
             xt, yt = torch.from_numpy(xb).to(dev), torch.from_numpy(yb).to(dev)
             opt.zero_grad(set_to_none=True)
             core = (Ellipsis,) + (slice(context, context + patch),) * 3
-            loss = torch.mean(torch.abs(model(xt)[core] - yt))
+            pred = model(xt)[core]
+            l1 = torch.mean(torch.abs(pred - yt))
+            loss = l1
+            if pore_term is not None:
+                g = torch.from_numpy(gains).to(dev).view(batch, 2, 1, 1, 1, 1)
+                thr = g[:, 0] * pore_term["threshold"] + g[:, 1]
+                width = g[:, 0] * pore_term["width"]
+                loss = l1 + pore_weight * torch.nn.functional.binary_cross_entropy_with_logits(
+                    (thr - pred) / width, (yt < thr).to(pred.dtype))
             loss.backward()
             opt.step()
-            run_loss += float(loss.detach())
+            run_loss += float(l1.detach())
             run_n += 1
             if progress is not None and (step + 1) % 4 == 0 and step + 1 < n_steps:
                 progress(epoch, step + 1, n_steps, run_loss / run_n, None)
@@ -843,7 +892,12 @@ def train_recovery(
             "optimizer": "Adam", "lr": lr,
             "lr_schedule": f"cosine per step to {lr_final} x lr over {epochs} epochs"
             + (f" or {time_limit_s:g} s of training, whichever first" if time_limit_s else ""),
-            "loss": "L1 (mean absolute error), normalised units", "epochs_run": len(history), "max_epochs": epochs,
+            "loss": "L1 (mean absolute error), normalised units"
+            + (f" + {pore_weight:g} x pore term (binary cross-entropy of a soft threshold at "
+               f"{pore_term['threshold']:.4g}, width {pore_term['width']:.4g}, against the target's pores)"
+               if pore_term is not None else ""),
+            "pore_term": None if pore_term is None else {"weight": pore_weight, **pore_term},
+            "epochs_run": len(history), "max_epochs": epochs,
             "start_val_l1": start_val, "best_epoch": best_epoch, "patience": patience, "stopped_by": stopped,
             "initialized_from": init_info,
             "device": str(dev), "threads": torch.get_num_threads(), "torch": torch.__version__, "history": history,
