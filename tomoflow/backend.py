@@ -20,7 +20,7 @@ import numpy as np
 
 __all__ = [
     "get_namespace", "to_numpy", "is_cupy", "has_cuda", "asarray_on", "fft_module",
-    "cpu_count", "thread_budget", "fft_workers", "limit_threads", "torch_threads",
+    "cpu_count", "thread_budget", "thread_budget_set", "fft_workers", "limit_threads", "torch_threads",
 ]
 
 _THREADS: ContextVar[int | None] = ContextVar("tomoflow_thread_budget", default=None)
@@ -100,6 +100,11 @@ def thread_budget() -> int:
     """
     n = _THREADS.get()
     return cpu_count() if n is None else n
+
+
+def thread_budget_set() -> int | None:
+    """The budget :func:`limit_threads` set for the running code (e.g. a Dask task's), or None outside one."""
+    return _THREADS.get()
 
 
 def fft_workers() -> int:

@@ -300,6 +300,10 @@ def test_pore_term_is_recorded_and_moves_the_prediction_toward_the_pores(pair, t
     mask = ~pores.split.held_out_mask
     assert term["threshold"] == pytest.approx(threshold_from_reference(hr_n, mask=mask))
     assert "pore term" in pores.card["training"]["loss"]
+    # the best weights are chosen by the same loss on the held-out blocks, not by L1 alone
+    hist = pores.history
+    assert all("val_loss" in h for h in hist) and not any("val_loss" in h for h in plain.history)
+    assert pores.card["training"]["best_epoch"] == min(hist, key=lambda h: h["val_loss"])["epoch"]
     validate_card(pores.card, tmp_path / "card.json")
     held = pores.split.held_out_mask
     thr_raw = threshold_from_reference(hr, mask=mask)

@@ -325,9 +325,9 @@ def cluster_resources(client: Client | None) -> ClusterResources:
     ClusterResources(n_workers=2, total_threads=2, gpus=0, task_threads=4, memory_per_thread=...)
     """
     if client is None:
-        from tomoflow.backend import _THREADS, cpu_count
+        from tomoflow.backend import cpu_count, thread_budget_set
 
-        budget = _THREADS.get()
+        budget = thread_budget_set()
         if budget is not None:  # inside a task with a thread budget: one block at a time, with all of it
             return ClusterResources(n_workers=1, total_threads=1, gpus=0, task_threads=budget,
                                     memory_per_thread=None)

@@ -494,6 +494,24 @@ def _l1_held_out(pred_n: np.ndarray, tgt_n: np.ndarray, split: Split) -> float:
     return tot / max(n, 1)
 
 
+def _val_loss(pred_n: np.ndarray, tgt_n: np.ndarray, split: Split, pore_term: dict[str, Any] | None,
+              pore_weight: float) -> tuple[float, float]:
+    """``(loss, l1)`` on the held-out blocks: the training loss (L1, plus the weighted pore term when
+    there is one), which selects the best weights, and the L1 alone."""
+    l1 = _l1_held_out(pred_n, tgt_n, split)
+    if pore_term is None:
+        return l1, l1
+    tot, n = 0.0, 0
+    for a, b in split.held_out_boxes:
+        sl = tuple(slice(s, e) for s, e in zip(a, b))
+        y = tgt_n[sl].astype(np.float64)
+        z = (pore_term["threshold"] - pred_n[sl].astype(np.float64)) / pore_term["width"]
+        label = y < pore_term["threshold"]
+        tot += float((np.maximum(z, 0.0) - z * label + np.log1p(np.exp(-np.abs(z)))).sum())
+        n += y.size
+    return l1 + pore_weight * tot / max(n, 1), l1
+
+
 # ----------------------------------------------------------------------------- training
 @dataclass
 class TrainResult:
@@ -664,14 +682,16 @@ def train_recovery(
         with ``width`` a tenth of the gap between the target's mean solid and mean pore values (both
         follow each patch's gain and offset). L1 rewards the mean of what an ambiguous voxel could be,
         which for a thin crack or a small pore is often on the solid side of the threshold; the term
-        rewards the side, which is what porosity and pore counts measure. Early stopping still
-        watches the validation L1.
+        rewards the side, which is what porosity and pore counts measure. Early stopping and the
+        choice of the best weights then follow the same loss on the held-out blocks (``val_loss`` in
+        the history); the card's ``val_l1`` stays the L1.
     progress
         ``progress(epoch, step, n_steps, train_loss, val_loss)``: every few steps and at the end of each
         epoch (``val_loss`` given then, with ``step == n_steps``); on a fresh start, epoch 0, step 0 reports the
         validation L1 of the starting network (the identity, i.e. the input itself, unless
         ``init_weights``), which competes as "epoch 0" for the best weights: a training that never
-        beats it returns the starting network (``best_epoch`` 0). Losses are L1 in normalised units.
+        beats it returns the starting network (``best_epoch`` 0). Losses are L1 in normalised units
+        (the validation value includes the pore term when ``pore_weight`` > 0).
     init_weights
         Start from these weights (``recover_unet.safetensors`` with its card; same configuration) instead
         of a random initialisation: fine-tuning.
@@ -785,7 +805,9 @@ def train_recovery(
         log.info("resuming after epoch %d (best validation L1 %.4g)", first_epoch - 1, best_val)
     else:  # epoch 0: the starting network competes too (a zero head is the identity: never worse than the input)
         zero_head = init_weights is None and config.residual
-        start_val = identity_l1 if zero_head else _l1_held_out(_predict_held_out(model, x_n, sp, dev), y_n, sp)
+        start_pred = x_n if zero_head else _predict_held_out(model, x_n, sp, dev)
+        start_val = _val_loss(start_pred, y_n, sp, pore_term, pore_weight)[0]
+        del start_pred
         best_val = start_val
         if progress is not None:
             progress(0, 0, steps_per_epoch, None, start_val)
@@ -839,17 +861,18 @@ def train_recovery(
             if time_limit_s is not None and train_s + time.perf_counter() - t_ep >= time_limit_s:
                 break
         train_loss = run_loss / max(run_n, 1)
-        val = _l1_held_out(_predict_held_out(model, x_n, sp, dev), y_n, sp)
+        val, val_l1 = _val_loss(_predict_held_out(model, x_n, sp, dev), y_n, sp, pore_term, pore_weight)
         train_s += time.perf_counter() - t_ep
         if val < best_val:
             best_val, best_epoch, bad = val, epoch, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             bad += 1
-        history.append({"epoch": epoch, "lr": opt.param_groups[0]["lr"], "train_l1": train_loss, "val_l1": val,
+        history.append({"epoch": epoch, "lr": opt.param_groups[0]["lr"], "train_l1": train_loss, "val_l1": val_l1,
+                        **({"val_loss": val} if pore_term is not None else {}),
                         "steps": run_n, "seconds": time.perf_counter() - t_ep})
-        log.info("epoch %d: train L1 %.4f, validation L1 %.4f (identity %.4f)%s", epoch, train_loss, val,
-                 identity_l1, " *" if best_epoch == epoch else "")
+        log.info("epoch %d: train L1 %.4f, validation L1 %.4f (identity %.4f), loss %.4f%s", epoch, train_loss,
+                 val_l1, identity_l1, val, " *" if best_epoch == epoch else "")
         _save_checkpoint(ckpt, model, best_state, opt, {
             "epoch": epoch, "best_val_l1": best_val, "best_epoch": best_epoch, "bad_epochs": bad,
             "history": history, "train_s": train_s, "start_val_l1": start_val, "config": train_cfg})
