@@ -98,9 +98,10 @@ QUICK = {"hr": 64, "lfov": 40, "seeds": [1]}
 # part (c): the benchmark pair of part (a) (seed 1) trains the network; held-out samples (other seeds) test it
 FULL_C = {"hr": 160, "lfov": 96, "train_seed": 1, "test_seeds": [101, 102, 103], "patch": 32, "context": 0,
           "batch": 4, "epochs": 120, "steps": 32, "patience": 15,
-          "pore_weight": 0.0}
+          "pore_weight": 0.0, "channels": [16, 32, 64]}
 QUICK_C = {"hr": 64, "lfov": 40, "train_seed": 1, "test_seeds": [101], "patch": 32, "context": 0, "batch": 2,
-           "epochs": 2, "steps": 4, "patience": 2, "pore_weight": 0.0}
+           "epochs": 2, "steps": 4, "patience": 2, "pore_weight": 0.0,
+           "channels": [16, 32, 64]}
 BUDGET_B = 2 * 1024**3  # part (b): the memory budget per worker; tomoflow's chunk follows it unless --chunk
 FULL_B = {"n": 512, "chunk": None, "ref": 160, "full_ref_max": 160, "seed": 0}
 QUICK_B = {"n": 128, "chunk": 64, "ref": 72, "full_ref_max": 160, "seed": 0}
@@ -583,7 +584,10 @@ def part_c(cfg: dict[str, Any], work: Path, figures: Path, idle_wait: float = 60
             print(f"  epoch {epoch:3d}  train L1 {train_l1 if train_l1 is not None else float('nan'):.4f}  "
                   f"val L1 {val_l1:.4f}  {time.perf_counter() - t:7.1f} s", flush=True)
 
+    from tomoflow.recover.unet import UNetConfig
+
     res = train_recovery(inp, pair.hr, out_dir=work / "model", patch=cfg["patch"], context=cfg["context"],
+                         config=UNetConfig(channels=tuple(cfg.get("channels", (16, 32, 64)))),
                          batch=cfg["batch"], epochs=cfg["epochs"], steps_per_epoch=cfg["steps"],
                          patience=cfg["patience"], pore_weight=cfg.get("pore_weight", 0.0), seed=0, threads=2,
                          device="cpu", progress=progress,
@@ -594,7 +598,7 @@ def part_c(cfg: dict[str, Any], work: Path, figures: Path, idle_wait: float = 60
                 "epochs_run": tr["epochs_run"], "best_epoch": tr["best_epoch"], "stopped_by": tr["stopped_by"],
                 "steps": tr["epochs_run"] * cfg["steps"], "threads": tr["threads"], "other_load_before": load0,
                 "held_out": res.metrics, "parameters": {k: cfg[k] for k in ("patch", "context", "batch", "epochs",
-                                                                           "steps", "patience", "pore_weight")}}
+                                                                           "steps", "patience", "pore_weight", "channels")}}
     print(f"trained in {train_wall:.1f} s ({tr['epochs_run']} epochs, best {tr['best_epoch']}, {tr['stopped_by']}); "
           f"held-out L1 {res.metrics['val_l1_input']:.4f} -> {res.metrics['val_l1']:.4f}", flush=True)
     net = with_normalisation(res.model, res.card)
@@ -684,6 +688,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--context", type=int, default=None, help="(c) training input context per side, voxels")
     ap.add_argument("--patch", type=int, default=None, help="(c) training patch edge, voxels (default 32)")
     ap.add_argument("--patience", type=int, default=None, help="(c) early-stopping patience, epochs (default 15)")
+    ap.add_argument("--channels", default=None, help="(c) U-Net channels per level, e.g. 32,64,128 (default 16,32,64)")
     ap.add_argument("--pore-weight", type=float, default=None, help="(c) weight of the pore term in the training "
                     "loss (default 0: L1 only)")
     args = ap.parse_args(argv)
@@ -725,6 +730,8 @@ def main(argv: list[str] | None = None) -> int:
     name = "bench_recover" + ("" if parts == ["a", "b", "c"] else "_" + "".join(parts)) + ("_quick" if args.quick else "")
     if "c" in parts:
         cfg = dict(QUICK_C if args.quick else FULL_C)
+        if args.channels is not None:
+            cfg["channels"] = [int(c) for c in args.channels.split(",")]
         for key in ("epochs", "context", "patch", "patience", "pore_weight"):
             if getattr(args, key) is not None:
                 cfg[key] = getattr(args, key)

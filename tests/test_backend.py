@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from tomoflow.backend import limit_threads, thread_budget, torch_threads
+from tomoflow.backend import limit_threads, thread_budget, thread_budget_set, torch_threads
 
 torch = pytest.importorskip("torch")
 
@@ -27,6 +27,13 @@ def test_torch_threads_follow_the_budget_and_are_restored(one_torch_thread):
         with torch_threads() as n:
             assert n == 2 and torch.get_num_threads() == 2
         assert torch.get_num_threads() == 1
+
+
+def test_thread_budget_set_only_inside_a_budget():
+    assert thread_budget_set() is None
+    with limit_threads(3):
+        assert thread_budget_set() == 3
+    assert thread_budget_set() is None
 
 
 def test_concurrent_blocks_keep_their_budget_until_they_leave(one_torch_thread):
