@@ -123,6 +123,19 @@ def test_valid_and_padded_evaluation_agree(model, volume, whole, block) -> None:
     assert _rel(valid, padded) <= TOL
 
 
+def test_tiles_run_unpadded_by_default_and_padded_on_request(volume) -> None:
+    torch.manual_seed(6)
+    net = build_unet(channels=(4, 8)).eval()
+    seen: list[bool] = []
+    plain = net.forward
+    net.forward = lambda x, valid=False: (seen.append(valid), plain(x, valid=valid))[1]
+    predict_tiled(net, volume, block=16)
+    assert seen and all(seen)
+    seen.clear()
+    predict_tiled(net, volume, block=16, valid=False)
+    assert seen and not any(seen)
+
+
 def test_valid_evaluation_needs_a_unet(volume) -> None:
     class Twice(torch.nn.Module):
         def forward(self, x):
