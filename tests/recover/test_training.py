@@ -304,6 +304,9 @@ def test_pore_term_is_recorded_and_moves_the_prediction_toward_the_pores(pair, t
     hist = pores.history
     assert all("val_loss" in h for h in hist) and not any("val_loss" in h for h in plain.history)
     assert pores.card["training"]["best_epoch"] == min(hist, key=lambda h: h["val_loss"])["epoch"]
+    tr = pores.card["training"]  # the card's L1 figures stay L1; the pore loss is recorded beside them
+    assert tr["start_val_l1"] == pytest.approx(pores.card["metrics"]["held_out"]["val_l1_input"])
+    assert tr["start_val_loss"] > tr["start_val_l1"] and "start_val_loss" not in plain.card["training"]
     validate_card(pores.card, tmp_path / "card.json")
     held = pores.split.held_out_mask
     thr_raw = threshold_from_reference(hr, mask=mask)

@@ -333,6 +333,14 @@ def _geometry(model: Any, halo: Any, alignment: int | None, strict: bool) -> tup
     return (radius if radius is not None else max(hal)), hal, alignment
 
 
+def _torch_unet_config(model: Any) -> Any:
+    """The :class:`~tomoflow.recover.unet.UNetConfig` of a torch U-Net (which can run unpadded), else None."""
+    from tomoflow.recover.unet import UNetConfig
+
+    cfg = getattr(model, "config", None)
+    return cfg if isinstance(cfg, UNetConfig) and not getattr(model, "runs_numpy", False) else None
+
+
 def valid_evaluation(model: Any, box_shape: Sequence[int], crops: Sequence[Sequence[slice]]) -> bool:
     """Whether ``model`` can be run without padding (:func:`~tomoflow.recover.unet.valid_region`) on
     boxes of ``box_shape`` and still give every voxel of ``crops`` (box-relative slices).
@@ -341,10 +349,10 @@ def valid_evaluation(model: Any, box_shape: Sequence[int], crops: Sequence[Seque
     :func:`~tomoflow.recover.training.with_normalisation`) whenever its halo is at least the receptive
     field; False for an ONNX network or a network without a :class:`~tomoflow.recover.unet.UNetConfig`.
     """
-    from tomoflow.recover.unet import UNetConfig, valid_region
+    from tomoflow.recover.unet import valid_region
 
-    cfg = getattr(model, "config", None)
-    if getattr(model, "runs_numpy", False) or not isinstance(cfg, UNetConfig):
+    cfg = _torch_unet_config(model)
+    if cfg is None:
         return False
     region = valid_region(cfg, box_shape)
     return region is not None and all(
@@ -362,11 +370,11 @@ def valid_halo(model: Any, shape: Sequence[int], block: int | Sequence[int], ali
     less work). Tries halos from that margin up to the radius on the tiles :func:`plan_tiles` makes
     and keeps the first whose every block lies in its box's valid region.
     """
-    from tomoflow.recover.unet import UNetConfig, receptive_field, valid_region
+    from tomoflow.recover.unet import receptive_field, valid_region
     from tomoflow.recover.unet import alignment as net_alignment
 
-    cfg = getattr(model, "config", None)
-    if getattr(model, "runs_numpy", False) or not isinstance(cfg, UNetConfig):
+    cfg = _torch_unet_config(model)
+    if cfg is None:
         return None
     a = net_alignment(cfg) if alignment is None else int(alignment)
     radius = receptive_field(cfg)
@@ -509,8 +517,9 @@ def predict_tiled(
     pad_mode = check_choice("pad_mode", pad_mode, PAD_MODES)
     batch = check_int("batch", batch, low=1)
     _, hal, a = _geometry(model, halo, alignment, strict)
-    if halo is None and valid is not False:
-        hal = (valid_halo(model, shape, block, a) or hal[0],) * 3
+    tight = valid_halo(model, shape, block, a) if halo is None and valid is not False else None
+    if tight is not None:
+        hal = (tight,) * 3
     tiles = plan_tiles(shape, block, hal, a)
     if out is None:
         out = np.zeros(shape, dtype=np.float32)
@@ -518,10 +527,9 @@ def predict_tiled(
         raise ConfigError(f"out has shape {tuple(getattr(out, 'shape', ()))}, the volume {shape}")
     if skip is not None and not callable(skip):
         raise ConfigError(f"skip must be a callable skip(tile) -> bool, got {skip!r}")
-    use_valid = valid_evaluation(model, tiles[0].in_shape, [t.crop for t in tiles])
-    if valid is False:
-        use_valid = False
-    elif valid and not use_valid:
+    use_valid = valid is not False and (tight is not None
+                                        or valid_evaluation(model, tiles[0].in_shape, [t.crop for t in tiles]))
+    if valid and not use_valid:
         raise ConfigError("valid evaluation needs a torch U-Net from build_unet and a halo of at least its "
                           "receptive field; use valid=None")
     dev, dtype, was_training = _prepare(model, device)

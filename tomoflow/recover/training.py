@@ -802,11 +802,12 @@ def train_recovery(
         best_val, best_epoch, bad = float(info["best_val_l1"]), int(info["best_epoch"]), int(info["bad_epochs"])
         history, train_s = list(info["history"]), float(info.get("train_s", 0.0))
         start_val = float(info["start_val_l1"])
+        start_l1 = float(info.get("start_l1", start_val))
         log.info("resuming after epoch %d (best validation L1 %.4g)", first_epoch - 1, best_val)
     else:  # epoch 0: the starting network competes too (a zero head is the identity: never worse than the input)
         zero_head = init_weights is None and config.residual
         start_pred = x_n if zero_head else _predict_held_out(model, x_n, sp, dev)
-        start_val = _val_loss(start_pred, y_n, sp, pore_term, pore_weight)[0]
+        start_val, start_l1 = _val_loss(start_pred, y_n, sp, pore_term, pore_weight)
         del start_pred
         best_val = start_val
         if progress is not None:
@@ -875,7 +876,8 @@ def train_recovery(
                  val_l1, identity_l1, val, " *" if best_epoch == epoch else "")
         _save_checkpoint(ckpt, model, best_state, opt, {
             "epoch": epoch, "best_val_l1": best_val, "best_epoch": best_epoch, "bad_epochs": bad,
-            "history": history, "train_s": train_s, "start_val_l1": start_val, "config": train_cfg})
+            "history": history, "train_s": train_s, "start_val_l1": start_val, "start_l1": start_l1,
+            "config": train_cfg})
         if progress is not None:
             progress(epoch, n_steps, n_steps, train_loss, val)
         if bad >= patience:
@@ -921,7 +923,8 @@ def train_recovery(
                if pore_term is not None else ""),
             "pore_term": None if pore_term is None else {"weight": pore_weight, **pore_term},
             "epochs_run": len(history), "max_epochs": epochs,
-            "start_val_l1": start_val, "best_epoch": best_epoch, "patience": patience, "stopped_by": stopped,
+            "start_val_l1": start_l1, **({"start_val_loss": start_val} if pore_term is not None else {}),
+            "best_epoch": best_epoch, "patience": patience, "stopped_by": stopped,
             "initialized_from": init_info,
             "device": str(dev), "threads": torch.get_num_threads(), "torch": torch.__version__, "history": history,
         },
