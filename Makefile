@@ -57,13 +57,15 @@ $(BENCH_STAMP): pyproject.toml constraints.txt Makefile benchmarks/requirements-
 	$(BENCH_VENV)/bin/python -m pip install $(PIP_FLAGS) -c constraints.txt -e . -r benchmarks/requirements-bench.txt
 	touch $(BENCH_STAMP)
 
-# Every benchmark at full size (about 2 hours on 2 cores; run on an idle machine). Results in
+# Every benchmark at full size (about 2.5 hours on 2 cores; run on an idle machine). Results in
 # benchmarks/results/, figures in benchmarks/BENCHMARKS.md; `--quick` on any script for a smoke run.
 bench: $(BENCH_STAMP)
 	$(BENCH_VENV)/bin/python benchmarks/bench_recon.py
 	$(BENCH_VENV)/bin/python benchmarks/bench_pipeline.py
 	$(BENCH_VENV)/bin/python benchmarks/bench_align.py
 	$(BENCH_VENV)/bin/python benchmarks/bench_recover.py
+	$(BENCH_VENV)/bin/python benchmarks/bench_recover.py --parts c --lfov-spacing 3 \
+		--output benchmarks/results/bench_recover_c_3um.json  # the paper's case: LFOV 3 um
 	$(BENCH_VENV)/bin/python benchmarks/bench_batch.py
 
 clean:

@@ -117,3 +117,24 @@ def test_the_onnx_export_runs_as_the_stage_model(setup, tmp_path):
     with pytest.raises(ConfigError, match="takes normalised values"):
         recover_volume(src.path, normalised, tmp_path / "never.zarr")
     assert not (tmp_path / "never.zarr").exists()
+
+
+def test_the_cards_calibration_is_applied_and_part_of_the_identity(setup, tmp_path):
+    """A card with an output calibration: the stage writes what ``with_normalisation`` of the loaded
+    network gives (calibrated) and records the calibration in its parameters, which make the output's
+    identity; a card without one records none (the identity of stores made before calibrations stays)."""
+    from tomoflow.recover.training import with_normalisation
+    from tomoflow.recover.unet import load_unet
+
+    d, weights, model, data, src = setup
+    cal = {"pore_level": 0.0, "from": 0.3, "threshold": 0.5, "solid_level": 1.0}
+    cw = tmp_path / "calibrated.safetensors"
+    save_unet(model, model.config, cw, card={"name": "test-unet", "calibration": cal})
+    out = recover_volume(src.path, cw, tmp_path / "cal.zarr", chunks=(8, 16, 16))
+    want = predict_volume(with_normalisation(load_unet(cw)), data)
+    got = np.asarray(out.level(0)[...])
+    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+    assert out.stages()["recover"].params["calibration"]["from"] == 0.3
+    plain = np.asarray(recover_volume(src.path, weights, tmp_path / "plain.zarr", chunks=(8, 16, 16)).level(0)[...])
+    assert np.abs(got - plain).max() > 1e-3  # the calibration changed the output
+    assert "calibration" not in VolumeStore.open(tmp_path / "plain.zarr").stages()["recover"].params

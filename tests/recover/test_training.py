@@ -18,10 +18,13 @@ from tomoflow.recover.tiling import predict_volume  # noqa: E402
 from tomoflow.recover.training import (  # noqa: E402
     CARD_NAME,
     WEIGHTS_NAME,
+    apply_calibration,
     apply_normalisation,
     augment_pair,
+    calibration_of,
     check_onnx,
     export_onnx,
+    fit_calibration,
     held_out_metrics,
     normalisation_from,
     normalisation_of,
@@ -101,10 +104,60 @@ def test_weights_load_and_the_card_reproduces_the_held_out_metrics(trained, pair
     # inference contract: load (sha256 checked), wrap with the card's normalisation, predict the whole volume
     model = load_unet(res.weights)
     assert model.card["normalisation"]["offset"] == norm["offset"]
-    pred = predict_volume(with_normalisation(model), inp)
-    again = held_out_metrics(pred, inp, hr, res.split, float(hr.max() - hr.min()))
+    raw = predict_volume(with_normalisation(model, calibrated=False), inp)
+    again = held_out_metrics(raw, inp, hr, res.split, float(hr.max() - hr.min()))
     assert again["psnr_prediction_db"] == pytest.approx(card["metrics"]["held_out"]["psnr_prediction_db"], abs=1e-3)
     assert again["ssim_prediction"] == pytest.approx(card["metrics"]["held_out"]["ssim_prediction"], abs=1e-4)
+    # what inference returns by default: the calibrated prediction, whose figures the card gives beside
+    pred = predict_volume(with_normalisation(model), inp)
+    cal = card["metrics"]["held_out"]["calibrated"]
+    again = held_out_metrics(pred, inp, hr, res.split, float(hr.max() - hr.min()))
+    assert again["psnr_prediction_db"] == pytest.approx(cal["psnr_prediction_db"], abs=1e-3)
+
+
+def test_calibration_gives_the_prediction_the_targets_pore_fraction(trained, pair):
+    """The card's calibration, fitted on the whole training pair, gives the prediction HR's pore fraction
+    there at the pore threshold (within the voxels that tie), moves nothing outside the pore-solid range,
+    and is what with_normalisation applies."""
+    inp, hr, _ = pair
+    res, _, _ = trained
+    cal = res.card["calibration"]
+    assert cal["fitted_on"].startswith("the whole training pair") and cal["voxels"] == hr.size
+    model = load_unet(res.weights)
+    raw = predict_volume(with_normalisation(model, calibrated=False), inp)
+    pred = predict_volume(with_normalisation(model), inp)
+    knots = calibration_of(model)
+    np.testing.assert_allclose(pred, apply_calibration(raw, knots), rtol=0, atol=1e-5)
+    thr = cal["threshold"]
+    assert cal["pore_fraction"] == pytest.approx(np.mean(hr < thr))
+    assert cal["pore_fraction_before"] == pytest.approx(np.mean(raw < thr), abs=1e-6)
+    assert np.mean(pred < thr) == pytest.approx(cal["pore_fraction"], abs=2.0 / hr.size + 1e-6)
+    lo, hi = cal["pore_level"], cal["solid_level"]
+    outside = (raw < lo) | (raw > hi)
+    np.testing.assert_allclose(pred[outside], raw[outside], rtol=0, atol=1e-5)
+    assert np.all(np.diff(apply_calibration(np.linspace(lo - 1, hi + 1, 999), knots)) > 0)  # monotone
+    pf = res.metrics["pore_fraction"]
+    assert pf["threshold"] == thr and 0 < pf["target"] < 1 and 0 <= pf["calibrated"] <= 1
+
+
+def test_calibration_fit_and_its_refusals():
+    rng = np.random.default_rng(0)
+    target = np.where(rng.random((20, 20, 20)) < 0.1, 0.1, 1.0).astype(np.float32)
+    pred = (0.7 * target + 0.3 + 0.05 * rng.standard_normal(target.shape)).astype(np.float32)  # pores too bright
+    cal = fit_calibration(pred, target, threshold=0.5)
+    assert cal["pore_level"] == pytest.approx(0.1) and cal["solid_level"] == pytest.approx(1.0)
+    after = apply_calibration(pred, calibration_of({"calibration": cal}))
+    assert np.mean(after < 0.5) == pytest.approx(np.mean(target < 0.5), abs=1e-3)
+    t = torch.from_numpy(pred)  # the torch path (what the network wrapper and ONNX run) is the same map
+    np.testing.assert_allclose(apply_calibration(t, calibration_of({"calibration": cal})).numpy(), after, atol=1e-6)
+    assert fit_calibration(pred, np.ones_like(target), threshold=0.5) is None  # no pores: nothing to fit
+    assert calibration_of({}) is None and calibration_of({"calibration": None}) is None
+    with pytest.raises(InputError, match="calibration"):
+        calibration_of({"calibration": {"pore_level": 1.0, "from": 0.5, "threshold": 0.5, "solid_level": 0.0}})
+    with pytest.raises(InputError, match="calibration"):
+        calibration_of({"calibration": {"pore_level": 0.0}})
+    with pytest.raises(InputError, match="shapes differ"):
+        fit_calibration(pred, target[:-1])
 
 
 def test_fine_tuning_starts_from_earlier_weights(trained, pair, tmp_path):
@@ -310,7 +363,8 @@ def test_pore_term_is_recorded_and_moves_the_prediction_toward_the_pores(pair, t
     validate_card(pores.card, tmp_path / "card.json")
     held = pores.split.held_out_mask
     thr_raw = threshold_from_reference(hr, mask=mask)
-    below = [float((predict_volume(with_normalisation(r.model), inp)[held] < thr_raw).mean()) for r in (plain, pores)]
+    below = [float((predict_volume(with_normalisation(r.model, calibrated=False), inp)[held] < thr_raw).mean())
+             for r in (plain, pores)]  # the networks themselves, before the calibration evens them out
     assert below[1] > below[0], below
     with pytest.raises(ConfigError, match="pore_weight"):
         train_recovery(inp, hr, out_dir=tmp_path / "bad", pore_weight=-1.0, **kw)
@@ -326,7 +380,10 @@ def test_onnx_export_matches_torch(tmp_path):
     x = torch.randn(2, 1, 24, 16, 32)  # other sizes than traced: dynamic axes
     rep = check_onnx(path, net, x)
     assert rep["ok"] and rep["max_abs_diff"] < 1e-4, rep
-    wrapped = with_normalisation(net, {"normalisation": {"offset": 0.5, "scale": 2.0}})
+    wrapped = with_normalisation(net, {"normalisation": {"offset": 0.5, "scale": 2.0},
+                                       "calibration": {"pore_level": -1.0, "from": 0.3, "threshold": 0.0,
+                                                       "solid_level": 1.0}})
+    assert wrapped.calibration is not None  # the calibration's clamps export too
     path2 = export_onnx(wrapped, tmp_path / "wrapped.onnx", patch_shape=(16, 16, 16))
     rep2 = check_onnx(path2, wrapped, x[:1].numpy()[0, 0])
     assert rep2["ok"], rep2
@@ -396,6 +453,14 @@ def test_cli_registers_trains_and_resumes(stores, tmp_path):
     assert r.exit_code == 0, r.output
     card = json.loads((tmp_path / "pores" / CARD_NAME).read_text())
     assert card["training"]["pore_term"]["weight"] == 0.5 and "--pore-weight 0.5" in card["command"]
+    assert card["calibration"]["threshold"] > 0 and "pore fraction of the held-out blocks" in r.stdout
+    # the calibration is on by default; --no-calibrate leaves the network's output as it is
+    r = _cli("train-recovery", hr, lf, "--out", tmp_path / "plain", "--registration", out / "registration.json",
+             *FAST, "--no-calibrate")
+    assert r.exit_code == 0, r.output
+    card = json.loads((tmp_path / "plain" / CARD_NAME).read_text())
+    assert card["calibration"] is None and "--no-calibrate" in card["command"]
+    assert "pore fraction" not in r.stdout
 
 
 def test_cli_with_a_registration_file_and_its_mistakes(stores, tmp_path):

@@ -104,6 +104,9 @@ def train_recovery(
     patience: int = typer.Option(4, help="Epochs without a better validation loss before stopping."),
     pore_weight: float = typer.Option(0.0, help="Weight of the pore term added to the L1 loss (soft threshold "
                                       "at the target's Otsu pore threshold; 0: L1 only)."),
+    calibrate: bool = typer.Option(True, "--calibrate/--no-calibrate", help="Fit the output calibration on the "
+                                   "training pair (the prediction gets HR's pore fraction at the pore threshold; "
+                                   "stored in the model card)."),
     seed: int = typer.Option(0, help="Seed of the split, the initial weights and the patches."),
     time_limit: Optional[float] = typer.Option(None, help="Stop training after this many seconds."),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: all)."),
@@ -161,6 +164,7 @@ def train_recovery(
                         "--channels", ",".join(map(str, config.channels)), "--val-fraction", val_fraction,
                         "--patience", patience, "--seed", seed, "--device", device]
     parts += ["--pore-weight", pore_weight] if pore_weight else []
+    parts += [] if calibrate else ["--no-calibrate"]
     parts += ["--time-limit", time_limit] if time_limit is not None else []
     parts += ["--threads", threads] if threads is not None else []
     command = " ".join(shlex.quote(str(p)) for p in parts)
@@ -178,7 +182,7 @@ def train_recovery(
         with _writing(out):
             res = _train(inp, hr_vol, out_dir=out, config=config, patch=patch, batch=batch, epochs=epochs,
                          steps_per_epoch=steps, lr=lr, val_fraction=val_fraction, patience=patience, seed=seed,
-                         pore_weight=pore_weight,
+                         pore_weight=pore_weight, calibrate=calibrate,
                          time_limit_s=time_limit, threads=threads, device=device, resume=resume, progress=progress,
                          command=command, hr_voxel_um=hr_um, lfov_voxel_um=lf_um, source=source)
             keep_registration()
@@ -189,6 +193,11 @@ def train_recovery(
     console.print(f"held-out blocks ({res.split.kind}, {m['n_voxels']} voxels): PSNR input {m['psnr_input_db']:.2f} dB "
                   f"-> prediction {m['psnr_prediction_db']:.2f} dB{ssim}; best epoch {tr['best_epoch']} of "
                   f"{tr['epochs_run']} ({_e(tr['stopped_by'])})")
+    pf = m.get("pore_fraction")
+    if pf is not None:
+        console.print(f"pore fraction of the held-out blocks at the threshold {pf['threshold']:.4g}: HR "
+                      f"{100 * pf['target']:.2f} %, prediction {100 * pf['prediction']:.2f} % -> calibrated "
+                      f"{100 * pf['calibrated']:.2f} %")
     console.print(f"wrote [bold]{_e(out / WEIGHTS_NAME)}[/] and its model card {_e(CARD_NAME)} in "
                   f"{time.perf_counter() - t0:.1f} s")
     if onnx:

@@ -181,6 +181,7 @@ def recover_volume(
     norm = model.card.get("normalisation")  # not covered by the weights' sha256: part of the identity
     request = {"pad_mode": pad_mode, "chunks": list(chunk), "halo": halo, "alignment": align, "unpadded": valid,
                "normalisation": norm,
+               **({"calibration": model.card["calibration"]} if model.card.get("calibration") else {}),
                **({"runtime": "onnxruntime"} if onnx else {})}
     fp = fingerprint("recover", inputs={"volume": identity_of(volume_path), "model": sha}, params=request)
     plan = prepare_output(out_path, kind=VOLUME_FORMAT, stage="recover", fingerprint=fp, params=request,

@@ -7,7 +7,8 @@ pore metrics.
   boxes: equal to :func:`predict_volume` to float rounding, for any block size).
 - :mod:`~tomoflow.recover.training`: :func:`train_recovery` per sample on the registered overlap (patches,
   flips/permutations and intensity augmentation, held-out spatial blocks, early stopping, one global
-  normalisation stored in the card; :func:`with_normalisation` wraps a loaded network for inference).
+  normalisation and an output calibration (:func:`fit_calibration`: HR's pore fraction at the pore
+  threshold) stored in the card; :func:`with_normalisation` wraps a loaded network for inference).
 - :mod:`~tomoflow.recover.pores`: :func:`pore_metrics` with one fixed protocol
   (:func:`threshold_from_reference`), exact blockwise merging (:func:`block_pores`,
   :func:`merge_block_pores`), :func:`plot_pore_sizes`.
@@ -26,12 +27,12 @@ from tomoflow.recover.pores import (
     threshold_from_reference,
 )
 from tomoflow.recover.tiling import Tile, plan_tiles, predict_tiled, predict_volume
-from tomoflow.recover.training import TrainResult, train_recovery, with_normalisation
+from tomoflow.recover.training import TrainResult, fit_calibration, train_recovery, with_normalisation
 from tomoflow.recover.unet import UNetConfig, build_unet, load_unet, receptive_field, save_unet
 
 __all__ = [
     "pore_metrics", "PoreMetrics", "threshold_from_reference", "block_pores", "BlockPores", "merge_block_pores",
     "plot_pore_sizes", "predict_tiled", "predict_volume", "plan_tiles", "Tile", "build_unet", "UNetConfig",
     "receptive_field", "save_unet", "load_unet", "train_recovery", "TrainResult", "with_normalisation",
-    "load_onnx", "OnnxNetwork",
+    "fit_calibration", "load_onnx", "OnnxNetwork",
 ]
