@@ -676,7 +676,7 @@ def part_c(cfg: dict[str, Any], work: Path, figures: Path, idle_wait: float = 60
     }
     print("summary:", summary, "targets:", targets, flush=True)
     return {"config": cfg, "training": training, "samples": samples, "summary": summary, "targets": targets,
-            "recall_by_size": {"bins_um3": list(RECALL_BINS_UM3[:-1]) + [None],
+            "recall_by_size": {"bins_um3": list(RECALL_BINS_UM3[:-1]) + [None],  # bin edges; None: open
                                **{k: v.tolist() for k, v in recall.items()}}}
 
 

@@ -642,6 +642,11 @@ def plot_pore_sizes(metrics: Mapping[str, PoreMetrics], path: str | Path, *, bin
         ax.stairs(counts, edges, linewidth=1.6,
                   label=_plain(f"{key}: porosity {100 * m.porosity:.2f} %, {m.count} pores"))
     ax.set_xscale("log")
+    from matplotlib.ticker import LogFormatter
+
+    # plain numbers at 1-2-5 steps, so that the few ticks of a short log range do not overlap as "3 x 10^0"
+    ax.xaxis.set_major_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+    ax.xaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
     ax.set_xlabel("equivalent diameter (um)")
     ax.set_ylabel("pores per bin")
     ax.legend(fontsize=8)

@@ -306,7 +306,10 @@ def fit_calibration(prediction: np.ndarray, target: np.ndarray, *, threshold: fl
         m = np.asarray(mask, dtype=bool)
         pred, tgt = pred[m], tgt[m]
     pred, tgt = pred.ravel(), tgt.ravel()
-    thr = float(threshold_from_reference(tgt.reshape(-1, 1, 1), name="target")) if threshold is None else float(threshold)
+    if threshold is None:
+        thr = float(threshold_from_reference(tgt.reshape(-1, 1, 1), name="target"))
+    else:
+        thr = float(threshold)
     pore = tgt < thr
     if pore.all() or not pore.any():
         return None
