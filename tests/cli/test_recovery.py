@@ -85,3 +85,30 @@ def test_pores_table_json_and_histogram(cli, pair_stores, tmp_path):
     assert ran.code == 2 and "--threshold" in ran.stderr, ran
     ran = cli("pores", hr, "--threshold", "0.5", "--region", "0:5,0:5")
     assert ran.code == 2 and "--region" in ran.stderr, ran
+
+
+def test_pores_recall_by_size_against_the_reference(cli, pair_stores, tmp_path):
+    """``--recall``: which of the HR's pores each volume on its grid finds, by pore size; the small pores
+    are the first a blurred copy loses. Refused without --reference and for a volume on another grid."""
+    from scipy.ndimage import gaussian_filter
+
+    from tomoflow.recover import pore_recall, threshold_from_reference
+    from tomoflow.testing import write_volume_store
+
+    hr, lf, pair = pair_stores
+    blurred = gaussian_filter(pair.hr, 1.5).astype(np.float32)
+    bl = write_volume_store(tmp_path / "blurred.zarr", blurred, voxel_size_um=1.0).path  # the HR's grid
+    js = tmp_path / "pores.json"
+    ran = cli("pores", hr, bl, "--reference", hr, "--recall", "--json", js)
+    assert ran.code == 0 and "blurred.zarr finds" in ran.stdout, ran
+    full = json.loads(js.read_text())
+    doc = full["recall_by_size"]
+    want = pore_recall(pair.hr, {"blurred.zarr": blurred}, threshold=full["threshold"], spacing_um=1.0)
+    assert doc["reference"] == want.reference.tolist()
+    assert doc["found"]["blurred.zarr"] == want.found["blurred.zarr"].tolist()
+    r = [x for x in doc["recall"]["blurred.zarr"] if x is not None]
+    assert r[0] < r[-1] == 1.0, r  # the smallest pores are lost first, the largest all found
+    ran = cli("pores", hr, bl, "--threshold", threshold_from_reference(pair.hr), "--recall")
+    assert ran.code == 2 and "--reference" in ran.stderr, ran
+    ran = cli("pores", hr, lf, "--reference", hr, "--recall")
+    assert ran.code != 0 and "lfov.zarr" in ran.stderr and "grid" in ran.stderr, ran

@@ -35,3 +35,25 @@ def test_reference_threshold_and_bad_region(store):
     assert reference_threshold(s.path) == pytest.approx(threshold_from_reference(v), rel=1e-6)
     with pytest.raises(ConfigError, match="region"):
         volume_pores(s.path, threshold=0.5, region=((0, 60), (0, 5), (0, 5)))
+
+
+def test_recall_of_stores_equals_the_kernel_and_is_bounded(store, tmp_path):
+    from tomoflow.errors import InputError
+    from tomoflow.pipeline.pores import volume_pore_recall
+    from tomoflow.recover import pore_recall
+
+    s, v = store
+    t = float(np.percentile(v, 20))
+    other = gaussian_filter(v, 1.0).astype(np.float32)
+    o = write_volume_store(tmp_path / "o.zarr", other, chunks=(7, 16, 16))
+    r = ((5, 40), (3, 30), (0, 45))
+    got = volume_pore_recall(s.path, [o.path], threshold=t, region=r)
+    sl = tuple(slice(a, b) for a, b in r)
+    want = pore_recall(v[sl], {"o.zarr": other[sl]}, threshold=t, spacing_um=2.0)
+    assert got.reference.tolist() == want.reference.tolist() and got.reference.sum() > 3
+    assert got.found["o.zarr"].tolist() == want.found["o.zarr"].tolist()
+    with pytest.raises(ConfigError, match="smaller region"):
+        volume_pore_recall(s.path, [o.path], threshold=t, max_bytes=1000)
+    small = write_volume_store(tmp_path / "small.zarr", v[:10])
+    with pytest.raises(InputError, match="one grid"):
+        volume_pore_recall(s.path, [small.path], threshold=t)

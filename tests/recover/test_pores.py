@@ -16,6 +16,7 @@ from tomoflow.recover.pores import (
     merge_block_pores,
     plot_pore_sizes,
     pore_metrics,
+    pore_recall,
     threshold_from_reference,
 )
 
@@ -261,3 +262,42 @@ def test_bad_reference_and_blocks():
         merge_block_pores({(0, 0): a})
     with pytest.raises(InputError, match="no blocks"):
         merge_block_pores({})
+
+
+# ----------------------------------------------------------------------------- recall by size
+def test_pore_recall_finds_which_reference_pores_each_volume_has_by_size():
+    hr = np.ones((24, 24, 24), dtype=np.float32)
+    hr[2:4, 2:4, 2:4] = 0.0  # 8 voxels
+    hr[10:14, 10:14, 10:14] = 0.0  # 64 voxels
+    hr[18:22, 2:6, 2:10] = 0.0  # 128 voxels
+    hr[20, 20, 20] = 0.0  # 1 voxel: below the minimum size, not a pore
+    part = hr.copy()
+    part[10:14, 10:14, 10:14] = 1.0  # misses the 64-voxel pore
+    part[18:22, 2:6, 2:3] = 1.0  # keeps 7/8 of the 128-voxel pore: found
+    edges = [8, 16, 64, 128, np.inf]
+    r = pore_recall(hr, {"same": hr, "part": part, "none": np.ones_like(hr)}, threshold=0.5, edges_um3=edges)
+    assert r.reference.tolist() == [1, 0, 1, 1]
+    assert r.found["same"].tolist() == [1, 0, 1, 1] and r.found["none"].tolist() == [0, 0, 0, 0]
+    assert r.found["part"].tolist() == [1, 0, 0, 1]
+    np.testing.assert_array_equal(r.recall("part"), [1.0, np.nan, 0.0, 1.0])
+    doc = json.loads(json.dumps(r.as_dict()))
+    assert doc["edges_um3"][-1] is None and doc["recall"]["part"][1] is None
+    # voxel size: volumes in um^3; a stricter found_fraction drops the partly kept pore
+    r2 = pore_recall(hr, {"part": part}, threshold=0.5, spacing_um=2.0, found_fraction=0.9,
+                     edges_um3=[64, 512, 1024, np.inf])
+    assert r2.reference.tolist() == [1, 1, 1] and r2.found["part"].tolist() == [1, 0, 0]
+    # default edges: doubling from the smallest pore, the last bin open, every pore in a bin
+    r3 = pore_recall(hr, {"same": hr}, threshold=0.5)
+    assert r3.edges_um3[0] == 8 and np.isinf(r3.edges_um3[-1]) and r3.reference.sum() == 3
+
+
+def test_pore_recall_refuses_bad_input():
+    hr = np.ones((8, 8, 8))
+    with pytest.raises(InputError, match="differs from the reference"):
+        pore_recall(hr, {"small": np.ones((8, 8, 7))}, threshold=0.5)
+    with pytest.raises(InputError, match="NaN"):
+        pore_recall(hr, {"bad": np.full((8, 8, 8), np.nan)}, threshold=0.5)
+    with pytest.raises(ConfigError, match="edges_um3"):
+        pore_recall(hr, {}, threshold=0.5, edges_um3=[8, 8])
+    with pytest.raises(ConfigError, match="found_fraction"):
+        pore_recall(hr, {}, threshold=0.5, found_fraction=0.0)

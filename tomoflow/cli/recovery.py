@@ -4,6 +4,7 @@ volume), recover (a trained U-Net over a whole volume store), pores (porosity an
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -144,6 +145,26 @@ def pores_table(results: dict[str, Any], threshold: float, connectivity: int, mi
     return table
 
 
+def recall_table(found: Any, reference: str) -> Any:
+    """The rich table of a :class:`~tomoflow.recover.PoreRecall`: per pore-volume bin, the reference's
+    pores and the fraction each volume finds."""
+    from rich.table import Table
+
+    table = Table(title=f"which of {_e(reference)}'s pores each volume finds, by pore volume "
+                        f"(at least {100 * found.found_fraction:g} % of the pore below the threshold)")
+    table.add_column("pore volume um3")
+    table.add_column(f"{_e(reference)} pores", justify="right")
+    for name in found.found:
+        table.add_column(f"{_e(name)} finds", justify="right")
+    e = found.edges_um3
+    for i in range(len(found.reference)):
+        label = f"{e[i]:g} - {e[i + 1]:g}" if math.isfinite(e[i + 1]) else f">= {e[i]:g}"
+        table.add_row(label, str(int(found.reference[i])),
+                      *("-" if not found.reference[i] else f"{100 * r:.0f} %"
+                        for r in (found.recall(k)[i] for k in found.found)))
+    return table
+
+
 def pores_document(results: dict[str, Any], threshold: float, connectivity: int, min_voxels: int,
                    region: Any = None) -> dict[str, Any]:
     """The JSON document of pore metrics (``{name: PoreMetrics}``): the protocol and each volume's
@@ -177,6 +198,9 @@ def pores(
     min_voxels: int = typer.Option(8, help="Smallest pore in voxels (smaller ones are not pores)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the metrics as JSON here."),
     png: Optional[Path] = typer.Option(None, help="Write the pore-size histogram PNG here."),
+    recall: bool = typer.Option(False, "--recall", help="Also say which of --reference's pores each volume "
+                                "finds, by pore size (volumes on the reference's grid; the region is read "
+                                "into memory)."),
 ) -> None:
     """Porosity, pore count and pore sizes of volume stores with one fixed protocol (threshold, connectivity,
     minimum size), blockwise (exact for volumes larger than memory)."""
@@ -186,6 +210,8 @@ def pores(
         if p is not None:
             _check_can_create(p)
     box = _parse_region(region)
+    if recall and reference is None:
+        _fail("--recall compares with the reference's pores: give --reference (the HR)")
     if threshold is None:
         if reference is None:
             _fail("give --threshold, or --reference (a volume store, usually the HR) to derive it from")
@@ -196,8 +222,18 @@ def pores(
         results[v.name if v.name not in results else str(v)] = volume_pores(
             v, threshold=threshold, connectivity=connectivity, min_voxels=min_voxels, region=box)
     console.print(pores_table(results, threshold, connectivity, min_voxels))
+    found = None
+    if recall:
+        from tomoflow.pipeline.pores import volume_pore_recall
+
+        others = [v for v in volumes if v != reference]
+        found = volume_pore_recall(reference, others, threshold=threshold, connectivity=connectivity,
+                                   min_voxels=min_voxels, region=box)
+        console.print(recall_table(found, reference.name))
     if json_out is not None:
         doc = pores_document(results, threshold, connectivity, min_voxels, box)
+        if found is not None:
+            doc["recall_by_size"] = {"reference": str(reference), **found.as_dict()}
         with _writing(json_out):
             json_out.write_text(json.dumps(doc, indent=2) + "\n")
         console.print(f"wrote {_e(json_out)}")

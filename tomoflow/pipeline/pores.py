@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tomoflow._checks import check_int
-from tomoflow.errors import ConfigError
+from tomoflow.errors import ConfigError, InputError
 from tomoflow.io.volume_store import VolumeStore
 
-__all__ = ["volume_pores", "reference_threshold"]
+__all__ = ["volume_pores", "reference_threshold", "volume_pore_recall", "RECALL_MAX_BYTES"]
+
+#: Most bytes :func:`volume_pore_recall` reads into memory (the reference's labels and every volume's region).
+RECALL_MAX_BYTES = 4 * 1024**3
 
 
 def _region(shape: tuple[int, ...], region: Sequence[Sequence[int]] | None) -> tuple[tuple[int, int], ...]:
@@ -93,3 +97,62 @@ def volume_pores(
         if progress is not None:
             progress(i + 1, len(starts))
     return merge_block_pores(blocks, spacing_um=spacing, min_voxels=min_voxels, name=str(path))
+
+
+def volume_pore_recall(
+    reference: str | os.PathLike,
+    paths: Sequence[str | os.PathLike],
+    *,
+    threshold: float,
+    connectivity: int = 26,
+    min_voxels: int = 8,
+    region: Sequence[Sequence[int]] | None = None,
+    max_bytes: int = RECALL_MAX_BYTES,
+) -> Any:
+    """Recall by pore size (:func:`tomoflow.recover.pore_recall`) of volume stores against a reference
+    store (the HR) over one region: which of the reference's pores each volume finds.
+
+    In memory (pores are matched voxel by voxel): the region of the reference and of every volume is
+    read whole, so it must fit in ``max_bytes`` (about 4 bytes per voxel per volume, plus 8 for the
+    reference's labels); use ``region`` to measure a part of a larger volume. The volumes must share
+    the reference's grid (shape and voxel size), e.g. the LFOV resampled onto the HR grid and the
+    network's output of it.
+
+    Returns
+    -------
+    tomoflow.recover.PoreRecall
+        Keyed by each path's name (the path itself where two names clash).
+
+    Raises
+    ------
+    InputError
+        A volume on another grid than the reference's.
+    ConfigError
+        A bad region, or one too large for ``max_bytes``.
+    """
+    from tomoflow.recover import pore_recall
+
+    ref = VolumeStore.open(reference)
+    r = _region(ref.shape, region)
+    n = int(np.prod([b - a for a, b in r]))
+    need = n * (8 + 4 * (1 + len(paths)))
+    if need > max_bytes:
+        raise ConfigError(f"recall by pore size reads the region whole: {need / 1e9:.1f} GB for {n} voxels x "
+                          f"{1 + len(paths)} volumes, over {max_bytes / 1e9:.1f} GB; give a smaller region")
+    vs = ref.attrs.voxel_size
+    spacing = 1.0 if vs is None else float(vs.value)
+    sl = tuple(slice(a, b) for a, b in r)
+    vols: dict[str, Any] = {}
+    for p in paths:
+        st = VolumeStore.open(p)
+        if tuple(st.shape) != tuple(ref.shape):
+            raise InputError(f"shape {tuple(st.shape)} differs from the reference {reference} {tuple(ref.shape)}; "
+                             "recall compares volumes on one grid (resample the LFOV onto the HR grid first)",
+                             path=p)
+        other = st.attrs.voxel_size
+        if other is not None and vs is not None and not np.isclose(float(other.value), spacing, rtol=1e-3):
+            raise InputError(f"voxels of {float(other.value):g} um, the reference's are {spacing:g} um", path=p)
+        name = Path(p).name if Path(p).name not in vols else str(p)
+        vols[name] = np.asarray(st.level(0)[sl], dtype=np.float32)
+    return pore_recall(np.asarray(ref.level(0)[sl], dtype=np.float32), vols, threshold=threshold,
+                       spacing_um=spacing, connectivity=connectivity, min_voxels=min_voxels)
