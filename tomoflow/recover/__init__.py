@@ -10,8 +10,8 @@ pore metrics.
   normalisation and an output calibration (:func:`fit_calibration`: HR's pore fraction at the pore
   threshold) stored in the card; :func:`with_normalisation` wraps a loaded network for inference).
 - :mod:`~tomoflow.recover.pores`: :func:`pore_metrics` with one fixed protocol
-  (:func:`threshold_from_reference`), :func:`pore_recall` (which of the HR's pores a volume finds, by size), exact blockwise merging (:func:`block_pores`,
-  :func:`merge_block_pores`), :func:`plot_pore_sizes`.
+  (:func:`threshold_from_reference`), :func:`pore_recall` (which of the HR's pores a volume finds, by
+  size), exact blockwise merging (:func:`block_pores`, :func:`merge_block_pores`), :func:`plot_pore_sizes`.
 - :mod:`~tomoflow.recover.onnx_network`: :func:`load_onnx`, the ONNX export run by onnxruntime (tiled
   inference and the ``recover`` stage accept it in place of the torch network).
 """
@@ -33,7 +33,8 @@ from tomoflow.recover.training import TrainResult, fit_calibration, train_recove
 from tomoflow.recover.unet import UNetConfig, build_unet, load_unet, receptive_field, save_unet
 
 __all__ = [
-    "pore_metrics", "PoreMetrics", "pore_recall", "PoreRecall", "threshold_from_reference", "block_pores", "BlockPores", "merge_block_pores",
+    "pore_metrics", "PoreMetrics", "pore_recall", "PoreRecall", "threshold_from_reference", "block_pores",
+    "BlockPores", "merge_block_pores",
     "plot_pore_sizes", "predict_tiled", "predict_volume", "plan_tiles", "Tile", "build_unet", "UNetConfig",
     "receptive_field", "save_unet", "load_unet", "train_recovery", "TrainResult", "with_normalisation",
     "fit_calibration", "load_onnx", "OnnxNetwork",
