@@ -192,7 +192,8 @@ def test_slab_memory_estimate_covers_the_measured_peak(tmp_path):
 
 
 def test_gpu_tasks_carry_the_gpu_resource(scan, tmp_path, small_slabs):
-    """On a cluster whose workers offer GPUs, slab tasks ask for ``resources={"GPU": 1}`` (and the
+    """On a cluster whose workers offer GPUs, slab tasks ask for a share of the ``GPU`` resource (the
+    conveyor runs ``CONVEYOR_TASKS`` slab tasks per GPU worker at once; and the
     annotation survives graph submission); without GPU workers they ask for nothing (they would
     otherwise wait forever). No CUDA is needed: with device "auto" the kernels fall back to NumPy."""
     from dask.utils import key_split
@@ -210,7 +211,9 @@ def test_gpu_tasks_carry_the_gpu_resource(scan, tmp_path, small_slabs):
                 self.seen[key] = dict(ts.resource_restrictions or {})
 
     path, _ = scan
-    for resources, expected in (({"GPU": 1}, {"GPU": 1}), (None, {})):
+    from tomoflow.pipeline.reconstruct import CONVEYOR_TASKS
+
+    for resources, expected in (({"GPU": 1}, {"GPU": 1 / CONVEYOR_TASKS}), (None, {})):
         with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, resources=resources,
                           dashboard_address=":0") as cluster, cluster.get_client() as client:
             plugin = Restrictions(cluster.scheduler)
@@ -219,7 +222,8 @@ def test_gpu_tasks_carry_the_gpu_resource(scan, tmp_path, small_slabs):
             groups = {key_split(k) for k in plugin.seen}
             assert groups == {"recon-fbp", "pyramid-level"}  # readable dashboard task groups
             recon = [v for k, v in plugin.seen.items() if key_split(k) == "recon-fbp"]
-            assert len(recon) == 5
+            # GPU blocks hold only their raw rows and result in host memory, so they plan larger blocks
+            assert len(recon) == (5 if resources is None else 2)
             assert all(r == expected for r in recon)
 
 
@@ -231,3 +235,23 @@ def test_cuda_device_without_a_gpu_is_a_clear_error(scan, tmp_path, small_slabs)
     path, _ = scan
     with tomoflow.config.set(device="cuda"), pytest.raises(ConfigError, match="no usable CUDA"):
         reconstruct_scan(path, tmp_path / "cuda.zarr", center=CENTER)
+
+
+def test_fourier_fbp_method_and_its_identity(scan, tmp_path, small_slabs):
+    path, line = scan
+    out = tmp_path / "fourier.zarr"
+    v = reconstruct_scan(path, out, center=CENTER, fbp_method="fourier")
+    ref = fbp(line, ANGLES, center=CENTER, mask=True, method="fourier")
+    np.testing.assert_allclose(np.asarray(v.level(0)[:]), ref, atol=2e-4)
+    assert v.stages()["recon"].params["fbp_method"] == "fourier"
+    # The method is part of the output's identity: the direct method may not resume into this store.
+    with pytest.raises(StoreError, match="other inputs or parameters"):
+        reconstruct_scan(path, out, center=CENTER, fbp_method="direct")
+    # On a CPU machine `auto` is the direct method, whose identity is that of earlier versions.
+    if not tomoflow.backend.has_cuda():
+        auto = reconstruct_scan(path, tmp_path / "auto.zarr", center=CENTER)
+        assert "fbp_method" not in auto.stages()["recon"].params
+    bad = tmp_path / "bad.zarr"
+    with pytest.raises(ConfigError, match="fbp_method"):
+        reconstruct_scan(path, bad, center=CENTER, fbp_method="gridrec")
+    assert not bad.exists()

@@ -46,6 +46,8 @@ def recon(
         None, help="Rotation centre: column in px, `auto`, or omitted = the centre saved by "
         "`tomoflow center --save`, else auto."),
     filter: str = typer.Option("ramp", help="FBP filter: ramp, shepp-logan, cosine, hann, hamming, parzen."),
+    fbp_method: str = typer.Option("auto", help="FBP method: direct, fourier (gridding), or auto = fourier on "
+                                   "GPU workers, direct on CPUs."),
     iterations: Optional[int] = typer.Option(None, help="MLEM/SIRT iterations (default 20 / 50)."),
     cluster: str = typer.Option("local", help="local, local-cuda, slurm, pbs, a scheduler address or file, or none."),
     workers: Optional[int] = typer.Option(None, help="Workers of the local cluster."),
@@ -62,7 +64,7 @@ def recon(
     t0 = time.perf_counter()
     with _cluster(cluster, workers) as client, _stage_progress() as update, _writing(out):
         v = reconstruct_scan(store, out, algorithm=algorithm, center=ctr, filter=filter, n_iter=iterations,
-                             client=client, overwrite=overwrite, progress=update)
+                             client=client, overwrite=overwrite, progress=update, fbp_method=fbp_method)
     used = v.attrs.rotation_center
     vs = v.attrs.voxel_size
     voxel = (f"{vs.value:g} {vs.unit}" if vs is not None

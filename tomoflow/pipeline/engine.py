@@ -169,6 +169,7 @@ class StepReport:
     max_block_bytes: int = 0
     threads: int = 1
     gpu: bool = False
+    gpu_tasks: int = 1
     details: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -238,6 +239,7 @@ def run_blocks(
     array: str,
     name: str,
     gpu: bool = False,
+    gpu_tasks: int = 1,
     threads: int | None = None,
     client: Any = None,
     cluster: Any = None,
@@ -264,6 +266,10 @@ def run_blocks(
     gpu
         The block function wants a GPU: tasks carry ``resources={"GPU": 1}`` when the cluster has GPU
         workers (never otherwise: such a task would wait forever).
+    gpu_tasks
+        Block tasks that may run at once on one GPU worker: each asks for ``1 / gpu_tasks`` of its
+        ``GPU`` resource. Above 1, one task's reads and writes overlap another's GPU compute (the slab
+        conveyor of :mod:`tomoflow.pipeline.gpu`, which bounds how many compute at once).
     threads
         Thread budget per task; default: the worker's share of its node's CPUs
         (:func:`tomoflow.cluster.cluster_resources`).
@@ -305,6 +311,9 @@ def run_blocks(
     res = cluster
     report.threads = int(threads) if threads is not None else res.task_threads
     report.gpu = bool(gpu and res.gpus > 0)
+    if int(gpu_tasks) < 1:
+        raise ValueError(f"gpu_tasks must be >= 1, got {gpu_tasks}")
+    report.gpu_tasks = int(gpu_tasks)
     t0 = time.perf_counter()
     if client is None:
         results = _run_local(store, array, stage, step, fn, todo, report.threads, res.total_threads,
@@ -381,7 +390,7 @@ def _run_distributed(client: Any, store: str, array: str, stage: str, step: str,
     from distributed import as_completed
 
     token = hashlib.sha256(f"{resolved_path(store)}\0{stage}\0{step}\0{time.time_ns()}".encode()).hexdigest()[:8]
-    resources = {"GPU": 1} if report.gpu else None
+    resources = {"GPU": 1.0 / report.gpu_tasks} if report.gpu else None
     futures = [
         client.submit(_run_block, store, array, stage, step, fn, b, report.threads, key=f"{name}-{token}-{i}",
                       pure=False, resources=resources, retries=retries)

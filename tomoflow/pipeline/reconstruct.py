@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from tomoflow import config as _config
-from tomoflow.backend import has_cuda, limit_threads, to_numpy
+from tomoflow.backend import has_cuda, limit_threads
 from tomoflow._checks import check_choice
 from tomoflow.errors import ConfigError, InputError, PipelineError, TomoflowError
 from tomoflow.geometry import check_slice_shape
@@ -47,7 +47,7 @@ from tomoflow.pipeline.engine import (
     run_blocks,
 )
 from tomoflow.recon.center import find_center
-from tomoflow.recon.fbp import fbp
+from tomoflow.recon.fbp import FBP_METHODS, fbp
 from tomoflow.recon.filters import check_filter, padded_length
 from tomoflow.recon.iterative import mlem, sirt
 from tomoflow.recon.normalize import mean_frames, normalize_log
@@ -56,6 +56,8 @@ __all__ = [
     "ReconParams",
     "reconstruct_scan",
     "read_line_integrals",
+    "read_raw_rows",
+    "line_integrals",
     "estimate_center",
     "slab_bytes",
     "check_flats",
@@ -65,6 +67,8 @@ log = logging.getLogger(__name__)
 
 ALGORITHMS = ("fbp", "mlem", "sirt")
 DEFAULT_ITERATIONS = {"fbp": 0, "mlem": 20, "sirt": 50}
+#: Slab tasks per GPU worker at once: each reads and writes on the CPU, at most ``gpu_slots()`` compute.
+CONVEYOR_TASKS = 4
 #: Largest fraction of non-finite raw values a slab may hold (isolated dead pixels are repaired).
 MAX_NONFINITE_FRACTION = 1e-3
 
@@ -80,9 +84,45 @@ class ReconParams:
     shape: tuple[int, int]
     device: str
     mask: bool = True
+    fbp_method: str = "direct"
 
 
 # ----------------------------------------------------------------------------- reading and sizing
+def read_raw_rows(scan: ScanStore, z0: int, z1: int, *, angles: slice = slice(None)) -> tuple[Any, Any, Any]:
+    """Host arrays of detector rows ``z0:z1``: projections (stored dtype), flats and darks (or None).
+
+    Raises
+    ------
+    InputError
+        If more than :data:`MAX_NONFINITE_FRACTION` of the rows' raw values are NaN or Inf (a corrupt
+        or never-written part of the store), naming the store and rows.
+    """
+    raw = np.asarray(scan.projections[angles, z0:z1, :])
+    if raw.dtype.kind == "f":
+        bad = raw.size - int(np.count_nonzero(np.isfinite(raw)))
+        if bad > MAX_NONFINITE_FRACTION * raw.size:
+            raise InputError(f"rows {z0}-{z1} hold {bad} NaN/Inf values ({100 * bad / raw.size:.1f} %): the scan "
+                             "data is corrupt or was never written there", scan.path, "projections")
+    if scan.attrs.values == "line-integral":
+        return raw, None, None
+    flats = np.asarray(scan.flats[:, z0:z1, :]) if scan.flats.shape[0] else None
+    darks = np.asarray(scan.darks[:, z0:z1, :]) if scan.darks.shape[0] else None
+    return raw, flats, darks
+
+
+def line_integrals(raw: Any, flats: Any, darks: Any, xp: Any = np, *, normalise: bool = True) -> Any:
+    """``(angle, row, col)`` float32 line integrals in namespace ``xp`` from :func:`read_raw_rows`'s
+    arrays (uploaded in their stored dtype, converted on the device); ``normalise=False`` for stores
+    that hold line integrals already."""
+    data = xp.asarray(raw).astype(xp.float32, copy=False)
+    if not normalise:
+        return data
+    shape = raw.shape[1:]
+    f = mean_frames(None if flats is None else xp.asarray(flats), shape, name="flats")
+    d = mean_frames(None if darks is None else xp.asarray(darks), shape, name="darks")
+    return normalize_log(data, f, d, out=data)
+
+
 def read_line_integrals(scan: ScanStore, z0: int, z1: int, xp: Any = np, *, angles: slice = slice(None)) -> Any:
     """Line integrals ``(angle, z1 - z0, col)`` float32 of detector rows ``z0:z1`` of a scan store.
 
@@ -96,20 +136,8 @@ def read_line_integrals(scan: ScanStore, z0: int, z1: int, xp: Any = np, *, angl
         If more than :data:`MAX_NONFINITE_FRACTION` of the rows' raw values are NaN or Inf (a corrupt
         or never-written part of the store), naming the store and rows.
     """
-    raw = np.asarray(scan.projections[angles, z0:z1, :], dtype=np.float32)
-    bad = raw.size - int(np.count_nonzero(np.isfinite(raw)))
-    if bad > MAX_NONFINITE_FRACTION * raw.size:
-        raise InputError(f"rows {z0}-{z1} hold {bad} NaN/Inf values ({100 * bad / raw.size:.1f} %): the scan "
-                         "data is corrupt or was never written there", scan.path, "projections")
-    data = xp.asarray(raw)
-    if scan.attrs.values == "line-integral":
-        return data
-    flats = scan.flats[:, z0:z1, :] if scan.flats.shape[0] else None
-    darks = scan.darks[:, z0:z1, :] if scan.darks.shape[0] else None
-    shape = raw.shape[1:]
-    f = mean_frames(None if flats is None else xp.asarray(flats), shape, name="flats")
-    d = mean_frames(None if darks is None else xp.asarray(darks), shape, name="darks")
-    return normalize_log(data, f, d, out=data)
+    raw, flats, darks = read_raw_rows(scan, z0, z1, angles=angles)
+    return line_integrals(raw, flats, darks, xp, normalise=scan.attrs.values != "line-integral")
 
 
 def check_flats(scan: ScanStore, *, sample_rows: int = 64, max_bad_fraction: float = 0.5) -> None:
@@ -172,15 +200,21 @@ def _center_on_cluster(scan_path: str | os.PathLike, client: Any, threads: int) 
                             "(a worker died? out of memory?); run again") from exc
 
 
-def slab_bytes(n_angles: int, n_cols: int, shape: tuple[int, int], rows: int, algorithm: str) -> int:
+def slab_bytes(n_angles: int, n_cols: int, shape: tuple[int, int], rows: int, algorithm: str,
+               fbp_method: str = "direct") -> int:
     """Estimated peak bytes of one slab task of ``rows`` detector rows.
 
     Counts the raw and normalised sinograms, the padded complex filter buffers (FBP), the output
     volume and the kernels' z-innermost copies; iterative methods hold about five volume-sized and
-    three sinogram-sized arrays at once.
+    three sinogram-sized arrays at once. The Fourier method holds the complex padded spectra and an
+    oversampled complex grid per pair of rows (its fixed spreading matrix is not counted per row).
     """
     sino = n_angles * n_cols * 4 * rows
     vol = shape[0] * shape[1] * 4 * rows
+    if algorithm == "fbp" and fbp_method == "fourier":
+        pad = padded_length(n_cols)
+        grid = max(pad, 2 * max(shape)) ** 2 * 8
+        return int(3 * sino + n_angles * pad * 8 * rows + 3 * grid * -(-rows // 2) + 2 * vol)
     if algorithm == "fbp":
         pad = padded_length(n_cols)
         filt = n_angles * rows * (pad * 4 + (pad // 2 + 1) * 8 * 2)
@@ -204,7 +238,8 @@ def _namespace(device: str) -> Any:
 def reconstruct_slab(p: Any, angles_deg: np.ndarray, params: ReconParams) -> Any:
     """Reconstruct one slab of line integrals ``(angle, row, col)`` -> ``(row, y, x)`` with the kernels."""
     if params.algorithm == "fbp":
-        return fbp(p, angles_deg, center=params.center, filter=params.filter, shape=params.shape, mask=params.mask)
+        return fbp(p, angles_deg, center=params.center, filter=params.filter, shape=params.shape, mask=params.mask,
+                   method=params.fbp_method)
     fn = mlem if params.algorithm == "mlem" else sirt
     return fn(p, angles_deg, center=params.center, n_iter=params.n_iter, shape=params.shape, mask=params.mask)
 
@@ -213,8 +248,32 @@ def _recon_block(scan_path: str, params: ReconParams, z0: int, z1: int) -> np.nd
     """Block function: read, normalise and reconstruct rows ``z0:z1`` of the scan."""
     scan = ScanStore.open(scan_path)
     xp = _namespace(params.device)
-    p = read_line_integrals(scan, z0, z1, xp)
-    return to_numpy(reconstruct_slab(p, scan.angles_deg, params))
+    if xp is np:
+        return reconstruct_slab(read_line_integrals(scan, z0, z1, np), scan.angles_deg, params)
+    return _recon_block_gpu(scan, params, z0, z1)
+
+
+def _recon_block_gpu(scan: ScanStore, params: ReconParams, z0: int, z1: int) -> np.ndarray:
+    """The GPU block: read on the host (no GPU held), then upload, normalise, reconstruct and download
+    sub-slab by sub-slab inside one GPU section (:mod:`tomoflow.pipeline.gpu`), so other threads read
+    and write their blocks while this one computes, and device memory stays bounded."""
+    import cupy
+
+    from tomoflow.pipeline.gpu import device_rows, gpu_section, to_host
+
+    raw, flats, darks = read_raw_rows(scan, z0, z1)
+    normalise = scan.attrs.values != "line-integral"
+    n_angles, rows, n_cols = raw.shape
+    out = np.empty((rows, *params.shape), dtype=np.float32)
+    step = device_rows(slab_bytes(n_angles, n_cols, params.shape, 1, params.algorithm, params.fbp_method), rows)
+    with gpu_section():
+        for r0 in range(0, rows, step):
+            r1 = min(rows, r0 + step)
+            p = line_integrals(raw[:, r0:r1], None if flats is None else flats[:, r0:r1],
+                               None if darks is None else darks[:, r0:r1], cupy, normalise=normalise)
+            to_host(reconstruct_slab(p, scan.angles_deg, params), out[r0:r1])
+            del p
+    return out
 
 
 def _pyramid_block(out: str, level: int, region: tuple[slice, ...]) -> np.ndarray:
@@ -288,6 +347,7 @@ def reconstruct_scan(
     client: Any = None,
     overwrite: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
+    fbp_method: str = "auto",
 ) -> VolumeStore:
     """Reconstruct a scan store into an OME-Zarr volume store (see module docstring).
 
@@ -320,6 +380,10 @@ def reconstruct_scan(
         Replace an existing volume store made from other inputs or parameters.
     progress
         Called as ``progress(stage, done, total)`` as tasks finish.
+    fbp_method
+        ``direct``, ``fourier`` (see :func:`tomoflow.recon.fbp`) or ``auto``: ``fourier`` where the
+        slabs run on GPUs (the fast method there), ``direct`` on CPUs. The method used is part of the
+        output's identity.
 
     Returns
     -------
@@ -350,8 +414,22 @@ def reconstruct_scan(
         center_req = validate_center(center, n_cols, scan_path)
     check_flats(scan)
     cfg = _config.get()
+    fbp_method = check_choice("fbp_method", str(fbp_method).lower(), ("auto", *FBP_METHODS))
+
+    from tomoflow.cluster import cluster_resources
+
+    client = client if client is not None else current_client()
+    if cfg.device == "cuda" and client is None and not has_cuda():
+        raise ConfigError("device is 'cuda' but this machine has no usable CUDA device or CuPy "
+                          "(install tomoflow[gpu], or use --device cpu / auto)")
+    res = cluster_resources(client)
+    on_gpu = cfg.device == "cuda" or (cfg.device == "auto" and (res.gpus > 0 or (client is None and has_cuda())))
+    if fbp_method == "auto":
+        fbp_method = "fourier" if on_gpu else "direct"
     request = {"algorithm": algorithm, "center": center_req, "filter": filt, "n_iter": iters,
                "shape": list(slice_shape), "mask": True}
+    if algorithm == "fbp" and fbp_method != "direct":
+        request["fbp_method"] = fbp_method  # absent for the direct method: earlier stores keep their identity
     fp = fingerprint("recon", inputs={"scan": scan.identity}, params=request)
     plan = prepare_output(out_path, kind=VOLUME_FORMAT, stage="recon", fingerprint=fp, params=request,
                           inputs=[scan_path], overwrite=overwrite)
@@ -359,10 +437,6 @@ def reconstruct_scan(
         log.info("%s is complete for this scan and these parameters; nothing to do", out_path)
         return VolumeStore.open(out_path)
 
-    from tomoflow.cluster import cluster_resources
-
-    client = client if client is not None else current_client()
-    res = cluster_resources(client)
     if plan.action == "resume":
         vstore = VolumeStore.open(out_path, mode="r+", require_complete=False)
         ctr = float(vstore.attrs.rotation_center)  # type: ignore[arg-type]
@@ -388,13 +462,17 @@ def reconstruct_scan(
         StageLog.begin(out_path, "recon", fingerprint=fp, params=request, steps=steps)
 
     params = ReconParams(algorithm=algorithm, center=ctr, filter=filt, n_iter=iters, shape=slice_shape,
-                         device=cfg.device)
+                         device=cfg.device, fbp_method=fbp_method)
     chunk_rows = int(vstore.level(0).chunks[0])
-    unit_bytes = slab_bytes(n_angles, n_cols, slice_shape, chunk_rows, algorithm)
+    if on_gpu:  # host memory of a GPU block: its raw rows and its result (device memory: pipeline.gpu)
+        unit_bytes = 4 * chunk_rows * (n_angles * n_cols + 2 * slice_shape[0] * slice_shape[1])
+    else:
+        unit_bytes = slab_bytes(n_angles, n_cols, slice_shape, chunk_rows, algorithm, fbp_method)
     blocks = _slab_blocks(os.path.abspath(scan_path), params, n_rows, chunk_rows, unit_bytes, budget, res.total_threads)
     out = os.path.abspath(out_path)
     recon = run_blocks(out, blocks, _recon_block, stage="recon", step="level-0", array="0",
-                       name=f"recon-{algorithm}", gpu=cfg.device != "cpu", client=client, cluster=res,
+                       name=f"recon-{algorithm}", gpu=cfg.device != "cpu", gpu_tasks=CONVEYOR_TASKS,
+                       client=client, cluster=res,
                        progress=progress, progress_label="recon")
     timings = {"recon": recon.wall_s, "recon_compute": recon.compute_s,
                **run_pyramid(out, vstore, "recon", client=client, cluster=res, progress=progress)}

@@ -6,13 +6,17 @@ from typing import Any
 
 import numpy as np
 
-from tomoflow._checks import as_stack, validate_angles
+from tomoflow._checks import as_stack, check_choice, check_number, validate_angles
 from tomoflow.backend import get_namespace
 from tomoflow.geometry import center_column, check_center, check_slice_shape, circle_mask
 from tomoflow.recon.filters import check_filter, filter_projections
-from tomoflow.recon.projector import backproject
+from tomoflow.recon.fourier import fourier_backproject
+from tomoflow.recon.projector import BACKENDS, backproject
 
-__all__ = ["fbp", "angular_weights", "circle_mask"]
+__all__ = ["fbp", "angular_weights", "circle_mask", "FBP_METHODS"]
+
+FBP_METHODS = ("direct", "fourier")
+"""FBP methods: filter + direct backprojection, or gridding in Fourier space."""
 
 
 def angular_weights(angles_deg: Any) -> np.ndarray:
@@ -57,6 +61,7 @@ def fbp(
     pad_factor: float = 2.0,
     mask: bool = False,
     backend: str = "auto",
+    method: str = "direct",
 ) -> Any:
     """Filtered backprojection of a stack of parallel-beam projections.
 
@@ -79,7 +84,12 @@ def fbp(
     mask
         Zero the pixels outside the reconstruction circle.
     backend
-        See :func:`tomoflow.recon.project`.
+        See :func:`tomoflow.recon.project` (``method="direct"`` only).
+    method
+        ``"direct"`` (default): filter, then backproject with linear interpolation along the detector
+        (``O(n_angles n^2)`` per slice). ``"fourier"``: gridding in Fourier space
+        (:mod:`tomoflow.recon.fourier`, ``O(n_angles n W^2 + n^2 log n)``, trigonometric interpolation;
+        the fast method on the GPU at large sizes). Both agree inside the reconstruction circle.
 
     Returns
     -------
@@ -91,7 +101,18 @@ def fbp(
     InputError
         Projections not 2-D/3-D, or angles not matching them (count, NaN).
     ConfigError
-        Unknown filter or backend, centre far off the detector, bad ``shape`` or ``pad_factor``.
+        Unknown filter, backend or method, centre far off the detector, bad ``shape`` or ``pad_factor``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tomoflow.recon import fbp, project
+    >>> angles = np.linspace(0, 180, 90, endpoint=False)
+    >>> slab = np.zeros((2, 64, 64), np.float32); slab[:, 24:40, 20:44] = 1.0
+    >>> sino = project(slab, angles)
+    >>> direct, fourier = fbp(sino, angles), fbp(sino, angles, method="fourier")
+    >>> bool(abs(direct[0, 32, 32] - 1) < 0.05 and abs(fourier[0, 32, 32] - 1) < 0.05)
+    True
     """
     xp = get_namespace(projections)
     p, single = as_stack(xp.asarray(projections), axis=1)
@@ -99,6 +120,13 @@ def fbp(
     angles = validate_angles(angles_deg, na)
     filt = check_filter(filter)
     ctr = check_center(center, ncol)
+    if check_choice("FBP method", method, FBP_METHODS) == "fourier":
+        check_choice("projector backend", backend, BACKENDS)
+        vol = fourier_backproject(p, angles, angular_weights(angles), center=ctr, filter=filt,
+                                  shape=check_slice_shape(shape, ncol), pad_factor=check_number("pad_factor", pad_factor, low=1.0))
+        if mask:
+            vol *= circle_mask(vol.shape[1:], xp=xp)[None]
+        return vol[0] if single else vol
     filtered = filter_projections(p, filter=filt, shift_px=center_column(ncol) - ctr, pad_factor=pad_factor)
     filtered *= xp.asarray(angular_weights(angles), dtype=xp.float32)[:, None, None]
     vol = backproject(filtered, angles, shape=check_slice_shape(shape, ncol), model="interpolate", backend=backend)

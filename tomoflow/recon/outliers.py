@@ -123,12 +123,14 @@ def _repair(nd: Any, xp: Any, p: Any, bad: Any, med: Any, window: int) -> Any:
         from tomoflow.recon._median_numba import fill_invalid
 
         return fill_invalid(np.ascontiguousarray(p, dtype=np.float32), np.ascontiguousarray(bad), med, window // 2)
-    size = (1, window, window) if p.shape[1] >= window else (1, 1, window)  # pragma: no cover - GPU only
-    good = (~bad).astype(xp.float32)
-    num = nd.uniform_filter(xp.where(bad, xp.float32(0), p), size=size, mode="nearest")
-    den = nd.uniform_filter(good, size=size, mode="nearest")
-    fill = xp.where(den > 1e-3, num / xp.maximum(den, xp.float32(1e-6)), med)
-    return xp.where(bad, fill, p).astype(xp.float32, copy=False)
+    # The same clipped window as the CPU kernel: zeros outside the image count neither as values nor as
+    # valid pixels, so the ratio is the mean of the valid pixels inside the image.
+    size = (1, window, window)  # pragma: no cover - GPU only
+    good = (~bad).astype(xp.float32)  # pragma: no cover
+    num = nd.uniform_filter(xp.where(bad, xp.float32(0), p), size=size, mode="constant", cval=0.0)  # pragma: no cover
+    den = nd.uniform_filter(good, size=size, mode="constant", cval=0.0)  # pragma: no cover
+    fill = xp.where(den > 0.5 / window**2, num / xp.maximum(den, xp.float32(1e-12)), med)  # pragma: no cover
+    return xp.where(bad, fill, p).astype(xp.float32, copy=False)  # pragma: no cover
 
 
 def remove_outliers(

@@ -25,9 +25,10 @@ backprojection of filtered backprojection.
 
 Backends
 --------
-One model, two code paths: a generic array-namespace path (NumPy or CuPy: per-angle gather /
-``bincount`` scatter, used on the GPU) and a compiled CPU path (numba, tiled for cache reuse and
-vectorised along z, used for NumPy inputs). Both compute the same operator; a test checks they agree.
+One model, three code paths: compiled kernels for each device (numba on the CPU, tiled for cache reuse
+and vectorised along z; fused CUDA kernels for CuPy inputs, one launch per slab, see
+:mod:`tomoflow.recon._projector_cuda`) and a generic array-namespace reference path (NumPy or CuPy:
+per-angle gather / ``bincount`` scatter). All compute the same operator; tests check they agree.
 """
 
 from __future__ import annotations
@@ -113,7 +114,8 @@ def _cos_sin(angles_deg: Any, n_angles: int | None = None) -> tuple[np.ndarray, 
 MODELS = ("adjoint", "interpolate")
 """Backprojection models: the exact adjoint of :func:`project`, or linear interpolation (FBP)."""
 BACKENDS = ("auto", "compiled", "xp")
-"""Code paths: ``auto`` (compiled for NumPy, array namespace for CuPy), ``compiled`` or ``xp``."""
+"""Code paths: ``auto`` = ``compiled`` (numba kernels for NumPy, fused CUDA kernels for CuPy) or ``xp``
+(the generic array-namespace reference path)."""
 
 
 def _inverse_half_widths(cos: np.ndarray, sin: np.ndarray, model: str) -> np.ndarray:
@@ -124,9 +126,21 @@ def _inverse_half_widths(cos: np.ndarray, sin: np.ndarray, model: str) -> np.nda
 
 
 def _use_compiled(xp: Any, backend: str) -> bool:
+    """True for the numba CPU kernels (NumPy input, ``auto`` / ``compiled``)."""
     if check_choice("projector backend", backend, BACKENDS) == "xp" or xp is not np:
         return False
     return _compiled() is not None
+
+
+def _use_fused(xp: Any, backend: str) -> bool:
+    """True for the fused CUDA kernels (CuPy input, ``auto`` / ``compiled``)."""
+    return xp is not np and check_choice("projector backend", backend, BACKENDS) != "xp"
+
+
+def _fused() -> Any:
+    from tomoflow.recon import _projector_cuda
+
+    return _projector_cuda
 
 
 def forward_project_slab(
@@ -147,6 +161,8 @@ def forward_project_slab(
             res = k.forward_kernel(blk, cos, sin, q, (nx - 1) / 2.0, (ny - 1) / 2.0, ctr, ncol, _TILE, 4 * k.numba.get_num_threads())
             out[:, z0 : z0 + _ZBLOCK, :] = np.moveaxis(res, -1, 1)
         return out
+    if _use_fused(xp, backend):
+        return _fused().forward(volume, cos, sin, ctr, ncol)
     return _fp_xp(xp.asarray(volume), cos, sin, q, ctr, ncol)
 
 
@@ -172,6 +188,8 @@ def backproject_slab(
             res = k.back_kernel(blk, cos, sin, q, (nx - 1) / 2.0, (ny - 1) / 2.0, ctr, int(ny), int(nx), _TILE)
             out[z0 : z0 + _ZBLOCK] = np.moveaxis(res, -1, 0)
         return out
+    if _use_fused(xp, backend):
+        return _fused().backward(projections, cos, sin, q, ctr, int(ny), int(nx))
     return _bp_xp(xp.asarray(projections), cos, sin, q, ctr, int(ny), int(nx))
 
 
@@ -191,8 +209,8 @@ def project(volume: Any, angles_deg: Any, *, center: float | None = None, n_cols
     n_cols
         Detector width in columns; default ``x`` size. May be wider or narrower than the slice.
     backend
-        ``"auto"`` (compiled numba kernels for NumPy, array-namespace code for CuPy), ``"compiled"``
-        or ``"xp"`` (force the generic array-namespace path, as used on the GPU).
+        ``"auto"`` / ``"compiled"`` (numba kernels for NumPy, fused CUDA kernels for CuPy) or ``"xp"``
+        (the generic array-namespace reference path).
 
     Returns
     -------
