@@ -103,3 +103,12 @@ def test_fourier_mask_360_and_bad_method():
         fbp(project(phantom, ANGLES), ANGLES, method="gridrec")
     with pytest.raises(ConfigError, match="backend"):
         fbp(project(phantom, ANGLES), ANGLES, method="fourier", backend="gpu")
+
+
+def test_fbp_docstring_example_runs():
+    import doctest
+
+    import tomoflow.recon.fbp as mod
+
+    result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
+    assert result.attempted and result.failed == 0
