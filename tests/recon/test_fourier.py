@@ -107,8 +107,9 @@ def test_fourier_mask_360_and_bad_method():
 
 def test_fbp_docstring_example_runs():
     import doctest
+    import importlib
 
-    import tomoflow.recon.fbp as mod
+    mod = importlib.import_module("tomoflow.recon.fbp")  # the attribute tomoflow.recon.fbp is the function
 
     result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
     assert result.attempted and result.failed == 0
