@@ -86,7 +86,8 @@ class ScanAttrs(_Model):
     """Attributes of a scan store (zarr v3 group holding one scan as an xarray Dataset).
 
     Variables of the group: ``projections`` (angle, row, col) float32, ``flats`` (flat, row, col)
-    float32, ``darks`` (dark, row, col) float32, coordinate ``angle`` (degrees), optional
+    float32, ``darks`` (dark, row, col) float32 (uint16 where raw counts came as 8- or 16-bit
+    integers), coordinate ``angle`` (degrees), optional
     ``stage_position`` (angle, axis) in micrometres and, after alignment, ``shifts`` (angle, 2).
     """
 

@@ -3,9 +3,11 @@
 Layout (all arrays carry zarr v3 ``dimension_names`` so xarray sees labelled dimensions)::
 
     scan.zarr/
-      projections      (angle, row, col)  float32   raw counts or line integrals (attrs ``values``)
-      flats            (flat, row, col)   float32   raw flat (white) fields; may have length 0
-      darks            (dark, row, col)   float32   raw dark fields; may have length 0
+      projections      (angle, row, col)  float32   raw counts or line integrals (attrs ``values``);
+                                          uint16    raw counts given as uint8 / uint16 (kept as
+                                                    counted: half the bytes of float32)
+      flats            (flat, row, col)   float32   raw flat (white) fields; may have length 0 (uint16
+      darks            (dark, row, col)   float32   raw dark fields; may have length 0  as above)
       angle            (angle,)           float64   rotation angle in degrees (index coordinate)
       stage_position   (angle, axis)      float64   optional, micrometres, axis = x, y, z (attribute)
       zarr.json        group attributes:  :class:`tomoflow.io.models.ScanAttrs`
@@ -61,6 +63,7 @@ __all__ = [
     "ScanStore",
     "open_scan",
     "write_scan",
+    "storage_dtype",
     "default_scan_chunks",
     "file_sha256",
     "validate_angles",
@@ -124,19 +127,26 @@ class ScanStore:
     @classmethod
     def _create(cls, plan: OutputPlan, attrs: ScanAttrs, shape: tuple[int, int, int], angles: np.ndarray, *,
                 n_flats: int, n_darks: int, chunks: tuple[int, int, int], stage_position_um: np.ndarray | None,
-                ) -> "ScanStore":
-        """Create the (validated) store layout: root attributes, empty arrays, the angle coordinate."""
+                dtypes: dict[str, np.dtype] | None = None) -> "ScanStore":
+        """Create the (validated) store layout: root attributes, empty arrays, the angle coordinate.
+        ``dtypes`` gives the storage type of projections, flats and darks (default float32)."""
         n_angles, n_rows, n_cols = shape
+        dtypes = dtypes or {}
+
+        def typed(name: str) -> dict[str, Any]:
+            dt = np.dtype(dtypes.get(name, np.float32))
+            return {"dtype": dt, "fill_value": np.nan if dt.kind == "f" else 0}
+
         root = create_store(plan, attrs.model_dump(mode="json"))
         root.create_array(
-            "projections", shape=shape, chunks=chunks, dtype="float32",
-            dimension_names=["angle", "row", "col"], fill_value=np.nan,
+            "projections", shape=shape, chunks=chunks, **typed("projections"),
+            dimension_names=["angle", "row", "col"],
             attributes={"long_name": "projections", "values": attrs.values},
         )
         for name, n, dim in (("flats", n_flats, "flat"), ("darks", n_darks, "dark")):
             root.create_array(
                 name, shape=(int(n), n_rows, n_cols), chunks=(max(1, min(int(n), 8)), chunks[1], n_cols),
-                dtype="float32", dimension_names=[dim, "row", "col"], fill_value=np.nan,
+                **typed(name), dimension_names=[dim, "row", "col"],
             )
         ang = root.create_array("angle", shape=(n_angles,), dtype="float64", dimension_names=["angle"],
                                 attributes={"units": "degree", "long_name": "rotation angle"}, fill_value=np.nan)
@@ -320,6 +330,22 @@ def _ingest_fingerprint(source: SourceFile | None, projections: Any, flats: np.n
     return fingerprint("ingest", inputs={"source": params.pop("data")}, params=params), params
 
 
+#: Integer types raw counts keep in a scan store (stored as uint16): detectors count in 8-16 bits.
+_COUNT_TYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
+
+
+def storage_dtype(dtype: Any, values: str = "intensity") -> np.dtype:
+    """How a scan store keeps data of ``dtype``: raw counts of 8 or 16 bits as ``uint16`` (exact, half
+    the bytes of float32), everything else as ``float32``."""
+    if values == "intensity" and dtype is not None and np.dtype(dtype) in _COUNT_TYPES:
+        return np.dtype(np.uint16)
+    return np.dtype(np.float32)
+
+
+def _as_stored(frames: np.ndarray, values: str) -> np.ndarray:
+    return frames.astype(storage_dtype(frames.dtype, values), copy=False)
+
+
 def write_scan(
     path: str | os.PathLike,
     projections: Any,
@@ -357,7 +383,9 @@ def write_scan(
     path
         Scan store to create (a directory, conventionally ``*.zarr``).
     projections
-        ``(angle, row, col)`` raw counts (``values="intensity"``) or line integrals.
+        ``(angle, row, col)`` raw counts (``values="intensity"``) or line integrals. Counts given as
+        ``uint8`` / ``uint16`` are stored as ``uint16`` (exactly, half the bytes), other types as
+        ``float32`` (see :func:`storage_dtype`); flats and darks likewise.
     angles_deg
         Rotation angle of every projection, degrees.
     flats, darks
@@ -410,8 +438,11 @@ def write_scan(
         raise InputError(f"projections are empty (shape {shape})", src_path, "projections")
     n_angles, n_rows, n_cols = (int(v) for v in shape)
     angles = validate_angles(angles_deg, n_angles, src_path, "angles")
-    flats_a = np.zeros((0, n_rows, n_cols), np.float32) if flats is None else np.asarray(flats, dtype=np.float32)
-    darks_a = np.zeros((0, n_rows, n_cols), np.float32) if darks is None else np.asarray(darks, dtype=np.float32)
+    proj_dtype = storage_dtype(getattr(projections, "dtype", None), values)
+    flats_a = (np.zeros((0, n_rows, n_cols), proj_dtype) if flats is None
+               else _as_stored(np.asarray(flats), values))
+    darks_a = (np.zeros((0, n_rows, n_cols), proj_dtype) if darks is None
+               else _as_stored(np.asarray(darks), values))
     if flats_a.ndim == 2:
         flats_a = flats_a[None]
     if darks_a.ndim == 2:
@@ -444,7 +475,8 @@ def write_scan(
         plan = OutputPlan("replace", plan.path)
 
     store = ScanStore._create(plan, attrs, (n_angles, n_rows, n_cols), angles, n_flats=flats_a.shape[0],
-                              n_darks=darks_a.shape[0], chunks=chunks, stage_position_um=sp)
+                              n_darks=darks_a.shape[0], chunks=chunks, stage_position_um=sp,
+                              dtypes={"projections": proj_dtype, "flats": flats_a.dtype, "darks": darks_a.dtype})
     stage = StageLog.begin(path, "ingest", fingerprint=fp, params=params, steps={})
     content = _ContentHash()
     content.text("attrs", {k: v for k, v in meta.items() if k not in ("provenance", "source")})
@@ -455,10 +487,11 @@ def write_scan(
         content.update(name, frames)
     step = block_angles or chunks[0]
     for start in range(0, n_angles, step):
-        block = np.asarray(projections[start : start + step], dtype=np.float32)
+        block = np.asarray(projections[start : start + step]).astype(proj_dtype, copy=False)
         if block.shape[1:] != (n_rows, n_cols):
             raise InputError(f"projection block at angle {start} has shape {block.shape}", src_path, "projections")
-        bad = ~np.isfinite(block).reshape(block.shape[0], -1).any(axis=1)
+        bad = (~np.isfinite(block).reshape(block.shape[0], -1).any(axis=1) if block.dtype.kind == "f"
+               else np.zeros(block.shape[0], bool))
         if bad.any():
             raise InputError(f"projection {start + int(np.argmax(bad))} contains no finite value (all NaN/Inf)",
                              src_path, "projections")

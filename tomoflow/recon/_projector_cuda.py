@@ -154,8 +154,13 @@ def _z_innermost(xp: Any, a: Any, z_axis: int) -> Any:
     return out
 
 
-def _grid(total: int) -> tuple[int]:
-    return (int(-(-total // _THREADS)),)
+def _launch(name: str, total: int, arrays: tuple[Any, ...], na: int, ncol: int, nzq: int, ny: int, nx: int,
+            center: float) -> None:
+    """Launch kernel ``name`` over ``total`` threads with its arrays and the shared geometry arguments."""
+    if total:
+        geometry = (np.int32(na), np.int32(ncol), np.int32(nzq), np.int32(ny), np.int32(nx),
+                    np.float64((nx - 1) / 2.0), np.float64((ny - 1) / 2.0), np.float64(center))
+        _kernel(name)((int(-(-total // _THREADS)),), (_THREADS,), (*arrays, *geometry))
 
 
 def forward(volume: Any, cos: np.ndarray, sin: np.ndarray, center: float, ncol: int) -> Any:
@@ -163,16 +168,12 @@ def forward(volume: Any, cos: np.ndarray, sin: np.ndarray, center: float, ncol: 
     import cupy as cp
 
     nz, ny, nx = volume.shape
-    na = int(cos.size)
+    na, nzq = int(cos.size), _zq(nz)
     vol = _z_innermost(cp, volume, 0)  # (ny, nx, nzq*4)
-    nzq = _zq(nz)
     out = cp.empty((na, ncol, 4 * nzq), dtype=cp.float32)
-    total = na * ncol * nzq
-    if total:
-        _kernel("tf_project")(_grid(total), (_THREADS,), (
-            vol, cp.asarray(cos, dtype=cp.float64), cp.asarray(sin, dtype=cp.float64), out,
-            np.int32(na), np.int32(ncol), np.int32(nzq), np.int32(ny), np.int32(nx),
-            np.float64((nx - 1) / 2.0), np.float64((ny - 1) / 2.0), np.float64(center)))
+    _launch("tf_project", na * ncol * nzq,
+            (vol, cp.asarray(cos, dtype=cp.float64), cp.asarray(sin, dtype=cp.float64), out),
+            na, ncol, nzq, ny, nx, center)
     return cp.ascontiguousarray(cp.moveaxis(out[..., :nz], -1, 1))
 
 
@@ -181,14 +182,11 @@ def backward(sino: Any, cos: np.ndarray, sin: np.ndarray, inv_hw: np.ndarray, ce
     import cupy as cp
 
     na, nz, ncol = sino.shape
-    s = _z_innermost(cp, sino, 1)  # (na, ncol, nzq*4)
     nzq = _zq(nz)
+    s = _z_innermost(cp, sino, 1)  # (na, ncol, nzq*4)
     out = cp.empty((ny, nx, 4 * nzq), dtype=cp.float32)
-    total = ny * nx * nzq
-    if total:
-        _kernel("tf_backproject")(_grid(total), (_THREADS,), (
-            s, cp.asarray(cos, dtype=cp.float64), cp.asarray(sin, dtype=cp.float64),
-            cp.asarray(inv_hw, dtype=cp.float32), out,
-            np.int32(na), np.int32(ncol), np.int32(nzq), np.int32(ny), np.int32(nx),
-            np.float64((nx - 1) / 2.0), np.float64((ny - 1) / 2.0), np.float64(center)))
+    _launch("tf_backproject", ny * nx * nzq,
+            (s, cp.asarray(cos, dtype=cp.float64), cp.asarray(sin, dtype=cp.float64),
+             cp.asarray(inv_hw, dtype=cp.float32), out),
+            na, ncol, nzq, ny, nx, center)
     return cp.ascontiguousarray(cp.moveaxis(out[..., :nz], -1, 0))
