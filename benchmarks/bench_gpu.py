@@ -17,8 +17,8 @@ What is measured (each part selected with ``--parts fbp,mlem,e2e,kernels``, defa
 * e2e      ``reconstruct_scan`` (what ``tomoflow recon`` runs) from a scan store of raw counts (uint16
            values, flats, darks) to a float32 OME-Zarr volume, 2048 angles x 2048 rows x 2048 columns by
            default (rows halved while input + output would exceed 90 % of the free disk): wall time,
-           the I/O floor (reading every input array + writing a volume-shaped array with the volume's
-           chunks and codec on the same disk), their ratio, and the GPU busy fraction (nvidia-smi).
+           the I/O floor (reading every input array + writing arrays of every level's shape with the
+           volume's chunks and codec on the same disk), their ratio, and the GPU busy fraction (nvidia-smi).
 * kernels  ``project`` and ``backproject(model="adjoint" | "interpolate")`` with CuPy input against the
            NumPy (compiled) results (max relative error), the adjoint identity <Ax, y> = <x, A^T y> on
            the GPU, time per call and G voxel-angle updates per second, on 1024^2 x 181 angles x 32 rows.
@@ -44,7 +44,7 @@ Fairness
   ``ellipsoid_projections`` holds its whole float64 output and same-sized temporaries at once, 64 GiB
   each at 2048^3, and extrapolates to 5-15 min of one core; its estimated cost is recorded),
   turned into raw counts (I0 = 30000, dark 100, Gaussian noise of Poisson variance, uint16). The scan
-  store keeps them as float32, as ``tomoflow ingest`` does. Before the read floor and before
+  store keeps them as uint16, as ``tomoflow ingest`` does with 8/16-bit counts. Before the read floor and before
   ``reconstruct_scan`` the scan store's files are dropped from the page cache (``--e2e-cache cold``,
   posix_fadvise on our own files only), so both read from the disk; the volume's writes go through
   the page cache in both the pipeline and the floor. ``reconstruct_scan`` runs with ``client=None``
