@@ -419,9 +419,8 @@ def reconstruct_scan(
     from tomoflow.cluster import cluster_resources
 
     client = client if client is not None else current_client()
-    if cfg.device == "cuda" and client is None and not has_cuda():
-        raise ConfigError("device is 'cuda' but this machine has no usable CUDA device or CuPy "
-                          "(install tomoflow[gpu], or use --device cpu / auto)")
+    if client is None:
+        _namespace(cfg.device)  # the blocks run here: a 'cuda' device without a GPU fails now, before any write
     res = cluster_resources(client)
     on_gpu = cfg.device == "cuda" or (cfg.device == "auto" and (res.gpus > 0 or (client is None and has_cuda())))
     if fbp_method == "auto":

@@ -9,10 +9,11 @@ reads ``P`` consecutive samples per matrix entry (coalesced), and writes the gri
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import numpy as np
+
+from tomoflow.recon._cuda import cuda_kernel
 
 _SOURCE = r"""
 extern "C" __global__ void tf_spread_gather(
@@ -43,14 +44,6 @@ extern "C" __global__ void tf_spread_gather(
 """
 
 
-@functools.lru_cache(maxsize=None)
-def _kernel(device_id: int) -> Any:
-    import cupy
-
-    with cupy.cuda.Device(device_id):
-        return cupy.RawModule(code=_SOURCE, options=("--std=c++14",)).get_function("tf_spread_gather")
-
-
 def spread(matrix: tuple[Any, Any, Any], samples: Any, m_grid: int) -> Any:
     """``(pairs, M, M)`` complex64 grid = CSR ``matrix`` (``(indptr, indices, data)``, ``M^2`` rows) times
     ``samples`` ``(n_samples, pairs)`` complex64, ``pairs <= 32``."""
@@ -66,6 +59,6 @@ def spread(matrix: tuple[Any, Any, Any], samples: Any, m_grid: int) -> Any:
     x = cupy.ascontiguousarray(samples, dtype=cupy.complex64)
     grid = (-(-nrows // rows_per_block),)
     shared = pairs * (rows_per_block + 1) * 8
-    _kernel(cupy.cuda.Device().id)(grid, (pairs, rows_per_block), (indptr, indices, data, x, out, np.int32(nrows)),
+    cuda_kernel(_SOURCE, "tf_spread_gather")(grid, (pairs, rows_per_block), (indptr, indices, data, x, out, np.int32(nrows)),
                                    shared_mem=shared)
     return out

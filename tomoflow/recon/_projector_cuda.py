@@ -17,10 +17,11 @@ angle tables are staged through shared memory in chunks. Same weights as the num
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import numpy as np
+
+from tomoflow.recon._cuda import cuda_kernel
 
 _THREADS = 256
 
@@ -127,18 +128,8 @@ extern "C" __global__ void tf_project(
 """
 
 
-@functools.lru_cache(maxsize=None)
-def _module(device_id: int) -> Any:
-    import cupy
-
-    with cupy.cuda.Device(device_id):
-        return cupy.RawModule(code=_SOURCE, options=("--std=c++14",))
-
-
 def _kernel(name: str) -> Any:
-    import cupy
-
-    return _module(cupy.cuda.Device().id).get_function(name)
+    return cuda_kernel(_SOURCE, name)
 
 
 def _zq(nz: int) -> int:
