@@ -8,7 +8,10 @@ from ``seed``, so scan ``k`` is the same whatever ``n_scans`` is):
   ellipsoids (:func:`tomoflow.sim.aggregate_particles`). Gold and cathode volumes are stretched along
   a random 3-D direction and moved off the rotation axis (one affine resampling), so projections
   change shape and position with the angle. Some scans add a weak pillar wider than the field of view
-  and some objects leave it: truncated projections.
+  and some objects leave it: truncated projections. The ``filling`` family is a dense cathode or
+  packed aggregate as wide and as tall as the field (radius 0.75-0.9 half-field, stretched up to 1.3x):
+  at every angle the jitter pushes part of it out of the detector, which is what a sample that fills
+  a nano-tomography field of view does.
 - **Detector**: ``size x size`` (default 160, the network input) for most scans; some have fewer
   rows or more columns (resampled to the network input like at inference, which teaches the
   anisotropic resampling and the smoothing of downsampled detectors).
@@ -95,6 +98,14 @@ CHECK_PAIRS = 24
 CACHE_VERSION = 3
 
 
+FAMILIES = ("gold", "cathode", "aggregate", "filling")
+"""Phantom families the recipe can draw (module docstring)."""
+
+FILLING_STRETCH = (1.0, 1.3)
+FILLING_OFF_AXIS = 0.1
+"""Stretch range and largest off-axis distance (fraction of the half-field) of the ``filling`` family."""
+
+
 # ----------------------------------------------------------------------------- recipe
 @dataclass(frozen=True)
 class TrainingRecipe:
@@ -106,8 +117,8 @@ class TrainingRecipe:
     size: int = INPUT_SIZE
     n_angles: int = 181
     angle_range_deg: float = 180.0
-    families: tuple[str, ...] = ("gold", "cathode", "aggregate")
-    family_weights: tuple[float, ...] = (0.35, 0.3, 0.35)
+    families: tuple[str, ...] = FAMILIES
+    family_weights: tuple[float, ...] = (0.25, 0.25, 0.25, 0.25)
     jitter: float = 13.75
     small_jitter_fraction: float = 0.4
     small_jitter: tuple[float, float] = (0.3, 4.0)
@@ -141,10 +152,29 @@ def _recipe_from(d: dict[str, Any]) -> TrainingRecipe:
 # ----------------------------------------------------------------------------- one scan
 
 
-def _make_phantom(family: str, shape: tuple[int, int, int], rng: np.random.Generator,
-                  recipe: TrainingRecipe) -> np.ndarray:
+def _stretch_and_move(vol: np.ndarray, rng: np.random.Generator, stretch: tuple[float, float],
+                      max_off_axis: float) -> np.ndarray:
+    """Stretch ``vol`` along a random 3-D direction by a factor in ``stretch`` and move it off the
+    rotation axis by up to ``max_off_axis`` half-fields (one affine resampling, linear)."""
     from scipy import ndimage
 
+    shape = vol.shape
+    u = rng.normal(size=3)
+    u /= np.linalg.norm(u)
+    s = rng.uniform(*stretch)
+    fwd = np.eye(3) + (s - 1.0) * np.outer(u, u)  # output = fwd @ input (about the centre)
+    L = min(shape[1], shape[2]) / 2.0
+    r = rng.uniform(0.0, max_off_axis) * L
+    a = rng.uniform(0, 2 * np.pi)
+    move = np.array([rng.uniform(-0.1, 0.1) * shape[0], r * np.sin(a), r * np.cos(a)])
+    inv = np.linalg.inv(fwd)
+    ctr = (np.array(shape) - 1) / 2.0
+    return ndimage.affine_transform(vol, inv, offset=ctr - inv @ (ctr + move), order=1, mode="constant",
+                                    cval=0.0, output=np.float32)
+
+
+def _make_phantom(family: str, shape: tuple[int, int, int], rng: np.random.Generator,
+                  recipe: TrainingRecipe) -> np.ndarray:
     from tomoflow.sim import aggregate_particles, cathode_particle, gold_particle
 
     seed = int(rng.integers(2**31))
@@ -153,29 +183,28 @@ def _make_phantom(family: str, shape: tuple[int, int, int], rng: np.random.Gener
             shape, seed=seed, n_particles=int(rng.integers(4, 24)), n_clusters=int(rng.integers(1, 4)),
             cluster_length=float(rng.uniform(0.2, 0.9)), offset=float(rng.uniform(0.1, 0.55)),
             attenuation=float(rng.uniform(1.5, 4.0)))
-    else:
-        if family == "gold":
-            vol = gold_particle(shape, seed=seed, radius=float(rng.uniform(0.15, 0.4)),
-                                n_satellites=int(rng.integers(0, 6)), attenuation=float(rng.uniform(1.5, 4.0)))
-        elif family == "cathode":
-            vol = cathode_particle(shape, seed=seed, radius=float(rng.uniform(0.3, 0.6)),
+    elif family == "gold":
+        vol = gold_particle(shape, seed=seed, radius=float(rng.uniform(0.15, 0.4)),
+                            n_satellites=int(rng.integers(0, 6)), attenuation=float(rng.uniform(1.5, 4.0)))
+        vol = _stretch_and_move(vol, rng, recipe.stretch, recipe.max_off_axis)
+    elif family == "cathode":
+        vol = cathode_particle(shape, seed=seed, radius=float(rng.uniform(0.3, 0.6)),
+                               porosity=float(rng.uniform(0.0, 0.15)), n_cracks=int(rng.integers(0, 6)),
+                               n_grains=int(rng.integers(20, 80)), attenuation=float(rng.uniform(1.2, 3.0)))
+        vol = _stretch_and_move(vol, rng, recipe.stretch, recipe.max_off_axis)
+    elif family == "filling":  # a dense sample as wide and tall as the field: the jitter pushes it out
+        if rng.random() < 0.6:
+            vol = cathode_particle(shape, seed=seed, radius=float(rng.uniform(0.75, 0.9)),
                                    porosity=float(rng.uniform(0.0, 0.15)), n_cracks=int(rng.integers(0, 6)),
-                                   n_grains=int(rng.integers(20, 80)), attenuation=float(rng.uniform(1.2, 3.0)))
-        else:  # pragma: no cover - recipe validated
-            raise ConfigError(f"unknown phantom family {family!r}")
-        # stretch along a random direction and move off the rotation axis (one affine resampling)
-        u = rng.normal(size=3)
-        u /= np.linalg.norm(u)
-        s = rng.uniform(*recipe.stretch)
-        fwd = np.eye(3) + (s - 1.0) * np.outer(u, u)  # output = fwd @ input (about the centre)
-        L = min(shape[1], shape[2]) / 2.0
-        r = rng.uniform(0.0, recipe.max_off_axis) * L
-        a = rng.uniform(0, 2 * np.pi)
-        move = np.array([rng.uniform(-0.1, 0.1) * shape[0], r * np.sin(a), r * np.cos(a)])
-        inv = np.linalg.inv(fwd)
-        ctr = (np.array(shape) - 1) / 2.0
-        vol = ndimage.affine_transform(vol, inv, offset=ctr - inv @ (ctr + move), order=1, mode="constant",
-                                       cval=0.0, output=np.float32)
+                                   n_grains=int(rng.integers(40, 120)), attenuation=float(rng.uniform(1.0, 3.0)))
+        else:
+            vol = aggregate_particles(  # a packed bed of many clusters
+                shape, seed=seed, n_particles=int(rng.integers(60, 120)), n_clusters=int(rng.integers(6, 12)),
+                radius=(0.15, 0.35), elongation=(1.0, 2.0), cluster_length=float(rng.uniform(0.8, 1.4)),
+                offset=float(rng.uniform(0.4, 0.7)), attenuation=float(rng.uniform(1.0, 3.0)))
+        vol = _stretch_and_move(vol, rng, FILLING_STRETCH, FILLING_OFF_AXIS)
+    else:  # pragma: no cover - recipe validated
+        raise ConfigError(f"unknown phantom family {family!r}")
     if rng.random() < recipe.pillar_fraction:  # a weak support wider than the field of view
         L = min(shape[1], shape[2]) / 2.0
         yy = np.arange(shape[1]) - (shape[1] - 1) / 2.0
@@ -351,9 +380,9 @@ def _check_recipe(recipe: TrainingRecipe) -> None:
     check_number("max_salt_and_pepper", recipe.max_salt_and_pepper, low=0.0, high=0.6)
     if len(recipe.families) != len(recipe.family_weights) or not recipe.families:
         raise ConfigError("families and family_weights must have the same, non-zero length")
-    bad = set(recipe.families) - {"gold", "cathode", "aggregate"}
+    bad = set(recipe.families) - set(FAMILIES)
     if bad:
-        raise ConfigError(f"unknown phantom families {sorted(bad)}; choose among gold, cathode, aggregate")
+        raise ConfigError(f"unknown phantom families {sorted(bad)}; choose among {', '.join(FAMILIES)}")
 
 
 # ----------------------------------------------------------------------------- training
