@@ -35,6 +35,13 @@ Cases (full run)
   phantom: 0-60 %
   salt-and-pepper in 10 % steps, Gaussian, Poisson; every method but consistency-to-convergence.
   The sweep feeds the RMSE-versus-noise plot (the paper's Fig. 4e).
+* unseen conditions (generalisation, clean, full size; ``--no-unseen`` skips them; not part of the
+  targets): ``foam``, the resolution-recovery simulator's porous core plug
+  (``tomoflow.sim.multiscale.porous_sample("foam")``, longer than the field along z, axis 5 px off
+  centre the other way), and both paper phantoms with the jitter applied by another interpolator
+  (linear, ``scipy.ndimage.shift(order=1, mode="nearest")`` of the ideal line integrals, instead of
+  the simulator's Fourier shift that training also used); methods none, phase, consistency-10,
+  resnet, hybrid (``--quick``: none, phase, resnet).
 
 Metrics
 -------
@@ -98,13 +105,15 @@ from tomoflow.align import apply_shifts, estimate_shifts  # noqa: E402
 from tomoflow.align.gauge import fix_gauge  # noqa: E402
 from tomoflow.recon import fbp, normalize_log  # noqa: E402
 from tomoflow.sim import rasterize_ellipsoids, shepp_logan_3d, simulate_scan  # noqa: E402
+from tomoflow.sim.multiscale import porous_sample, rasterize_sample  # noqa: E402
 
 # ----------------------------------------------------------------------------- configuration
 # other_noise_all: Gaussian and Poisson cases for every phantom (False: the first phantom only)
 FULL = {"n": 256, "n_angles": 181, "jitter": 20.0, "sweep_rows": None, "ssim_rows": 8,
-        "sweep_sp": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6], "target_sp": 0.4, "other_noise_all": True}
+        "sweep_sp": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6], "target_sp": 0.4, "other_noise_all": True,
+        "unseen_methods": ("none", "phase", "consistency-10", "resnet", "hybrid")}
 QUICK = {"n": 48, "n_angles": 61, "jitter": 20.0 * 48 / 256, "sweep_rows": None, "ssim_rows": 4,
-         "sweep_sp": [0.0, 0.4], "target_sp": 0.4, "other_noise_all": False}
+         "sweep_sp": [0.0, 0.4], "target_sp": 0.4, "other_noise_all": False, "unseen_methods": ("none", "phase", "resnet")}
 GAUSSIAN_SIGMA = 0.03  # read noise, fraction of the open-beam level (simulate_scan noise["gaussian"])
 PHOTONS = 500.0  # Poisson noise: mean photons per open-beam pixel (simulate_scan photons=)
 CAPSULE_AXIS_OFFSET = 6.0  # px at 256 columns (scaled with the size): rotation axis off the detector centre
@@ -199,11 +208,38 @@ PHANTOMS: dict[str, dict[str, Any]] = {
 }
 
 
+UNSEEN_PHANTOMS: dict[str, dict[str, Any]] = {
+    "foam": {"description": "tomoflow.sim.multiscale.porous_sample('foam', seed=303): a core-plug-like porous matrix "
+                            "longer than the field along z, with dense inclusions, fractures and pores (the resolution-"
+                            "recovery simulator's sample, never used by the aligner); axis 5 px off the detector centre "
+                            "on the other side", "seed": 303, "axis_offset_px_at_256": -5.0},
+}
+ALL_PHANTOMS = {**PHANTOMS, **UNSEEN_PHANTOMS}
+UNSEEN_CASES = (("foam", "fourier"), ("shepp_logan", "linear"), ("capsules", "linear"))
+"""Generalisation cases, clean: (phantom, jitter model). ``linear``: the jitter applied to the ideal line
+integrals with ``scipy.ndimage.shift(order=1, mode="nearest")`` instead of the simulator's Fourier shift."""
+FOAM_LINE_INTEGRAL = 2.0  # attenuation per voxel = FOAM_LINE_INTEGRAL / half-width (matrix value 1)
+
+
 def make_phantom(name: str, n: int) -> np.ndarray:
     shape = (n, n, n)
     if name == "shepp_logan":
         return shepp_logan_3d(shape)
+    if name == "foam":
+        sample = porous_sample("foam", size_um=float(n), center_um=(n - 1) / 2.0, seed=ALL_PHANTOMS[name]["seed"])
+        vol = rasterize_sample(sample, shape, 1.0)
+        return (vol * np.float32(FOAM_LINE_INTEGRAL / (n / 2.0))).astype(np.float32)
     return rasterize_ellipsoids(capsule_table(shape), shape)
+
+
+def jitter_linear(ideal: np.ndarray, shifts: np.ndarray) -> np.ndarray:
+    """The jitter applied with another interpolator: linear, edge values outside (``ndimage.shift``)."""
+    from scipy import ndimage
+
+    out = np.empty(ideal.shape, dtype=np.float32)
+    for k in range(ideal.shape[0]):
+        out[k] = ndimage.shift(np.asarray(ideal[k], dtype=np.float64), shifts[k], order=1, mode="nearest")
+    return out
 
 
 # ----------------------------------------------------------------------------- stage profile
@@ -323,19 +359,25 @@ def log_times(log: list[dict[str, float]]) -> dict[str, float]:
 def run_case(case: dict[str, Any], vol: np.ndarray, cfg: dict[str, Any], aligner: Any,
              log: Any, busy: list[str]) -> dict[str, Any]:
     n, na = cfg["n"], cfg["n_angles"]
-    spec = PHANTOMS[case["phantom"]]
+    spec = ALL_PHANTOMS[case["phantom"]]
     noise = noise_spec(case["noise"])
+    model = case.get("jitter_model", "fourier")
     angles = np.linspace(0.0, 180.0, na)
     center = (n - 1) / 2.0 + spec["axis_offset_px_at_256"] * n / 256.0
     t0 = time.perf_counter()
     scan = simulate_scan(vol, angles, jitter_px=cfg["jitter"], noise=noise["noise"], photons=noise["photons"],
                          seed=spec["seed"], center=center)
-    p_all = normalize_log(scan.projections, scan.flats, scan.darks)
+    if model == "fourier":
+        p_all = normalize_log(scan.projections, scan.flats, scan.darks)
+    else:  # clean only: the measured line integrals are the ideal ones jittered by the other interpolator
+        assert model == "linear" and case["noise"] == "clean", case
+        p_all = jitter_linear(scan.ideal_line_integrals, np.asarray(scan.shifts))
     rows = case["rows"]
     r0 = (n - rows) // 2
     p = np.ascontiguousarray(p_all[:, r0 : r0 + rows], dtype=np.float32)
     ideal = scan.ideal_line_integrals[:, r0 : r0 + rows]
-    clean = np.ascontiguousarray(scan.line_integrals[:, r0 : r0 + rows], dtype=np.float32)  # jittered, no noise
+    jittered = scan.line_integrals if model == "fourier" else p_all
+    clean = np.ascontiguousarray(jittered[:, r0 : r0 + rows], dtype=np.float32)  # jittered, no noise
     del p_all
     sim_s = time.perf_counter() - t0
 
@@ -356,6 +398,7 @@ def run_case(case: dict[str, Any], vol: np.ndarray, cfg: dict[str, Any], aligner
         return mean_ssim(ref, img, drange)
 
     out: dict[str, Any] = {"phantom": case["phantom"], "noise": case["noise"], "noise_spec": noise, "rows": rows,
+                           "jitter_model": model, "tiers": list(case["tiers"]),
                            "row_range": [r0, r0 + rows], "ssim_rows": [r0 + k0, r0 + k0 + k],
                            "true_center": scan.center, "true_axis_of_jittered_data": true_axis,
                            "truth_rms_px": float(np.sqrt(np.mean(np.sum(truth_fixed**2, axis=1)))),
@@ -417,35 +460,42 @@ def run_case(case: dict[str, Any], vol: np.ndarray, cfg: dict[str, Any], aligner
 
 # ----------------------------------------------------------------------------- cases, targets
 def build_cases(cfg: dict[str, Any], phantoms: list[str], methods: list[str], noises: set[str] | None,
-                sweep: bool) -> list[dict[str, Any]]:
+                sweep: bool, unseen: bool = False) -> list[dict[str, Any]]:
     n = cfg["n"]
     sweep_rows = cfg["sweep_rows"] or n
-    cases: dict[tuple[str, str, int], dict[str, Any]] = {}
+    cases: dict[tuple[str, str, int, str], dict[str, Any]] = {}
 
-    def add(ph: str, label: str, rows: int, ms: tuple[str, ...], tier: str) -> None:
+    def add(ph: str, label: str, rows: int, ms: tuple[str, ...], tier: str, model: str = "fourier") -> None:
         if noises is not None and label not in noises:
             return
-        key = (ph, label, rows)
-        c = cases.setdefault(key, {"phantom": ph, "noise": label, "rows": rows, "methods": [], "tiers": []})
+        key = (ph, label, rows, model)
+        c = cases.setdefault(key, {"phantom": ph, "noise": label, "rows": rows, "jitter_model": model,
+                                   "methods": [], "tiers": []})
         c["methods"] = [m for m in ALL_METHODS if m in methods and (m in c["methods"] or m in ms)]
         if tier not in c["tiers"]:
             c["tiers"].append(tier)
 
-    for ph in phantoms:
+    paper = [ph for ph in phantoms if ph in PHANTOMS]
+    for ph in paper:
         add(ph, "clean", n, ALL_METHODS, "full")
         add(ph, sp_label(cfg["target_sp"]), n, SWEEP_METHODS, "full")
     if sweep:
-        for i, ph in enumerate(phantoms):
+        for i, ph in enumerate(paper):
             other = ["gauss", "poisson"] if cfg["other_noise_all"] or i == 0 else []
             for label in [sp_label(f) for f in cfg["sweep_sp"]] + other:
                 add(ph, label, sweep_rows, SWEEP_METHODS, "sweep")
+    if unseen:
+        for ph, model in UNSEEN_CASES:
+            if ph in phantoms:
+                add(ph, "clean", n, tuple(cfg["unseen_methods"]), "unseen", model)
     return [c for c in cases.values() if c["methods"]]
 
 
 def evaluate_targets(results: list[dict[str, Any]], cfg: dict[str, Any]) -> list[dict[str, Any]]:
     n = cfg["n"]
-    full = {(c["phantom"], c["noise"]): c["methods"] for c in results if c["rows"] == n}
-    phantoms = sorted({c["phantom"] for c in results})
+    paper = [c for c in results if c["phantom"] in PHANTOMS and c.get("jitter_model", "fourier") == "fourier"]
+    full = {(c["phantom"], c["noise"]): c["methods"] for c in paper if c["rows"] == n}
+    phantoms = sorted({c["phantom"] for c in paper})
     sp = sp_label(cfg["target_sp"])
     T = TARGETS
 
@@ -496,14 +546,15 @@ def print_report(results: list[dict[str, Any]], targets: list[dict[str, Any]], c
     rows = []
     for c in results:
         for m, r in c["methods"].items():
-            rows.append([c["phantom"], c["noise"], c["rows"], m, f"{r['rmse_dy']:.3f}", f"{r['rmse_dx']:.3f}",
+            rows.append([c["phantom"], c["noise"], c.get("jitter_model", "fourier"), c["rows"], m,
+                         f"{r['rmse_dy']:.3f}", f"{r['rmse_dx']:.3f}",
                          f"{r['rmse']:.3f}", f"{r['mse']:.3f}", f"{r['max_error']:.2f}",
                          f"{100 * r['frac_over_1px']:.1f}", f"{r['ssim']:.3f}", _f(r["ssim_own_center"], ".3f"),
                          f"{r['ssim_noisy']:.3f}",
                          _f(r.get("center_error"), "+.2f"), r.get("n_iter", "-"),
                          fmt_time(r.get("estimate_s")), fmt_time(r.get("correction_s"))])
     print()
-    print_table(rows, ["phantom", "noise", "rows", "method", "RMSE dy", "RMSE dx", "RMSE", "MSE px2", "max",
+    print_table(rows, ["phantom", "noise", "jitter", "rows", "method", "RMSE dy", "RMSE dx", "RMSE", "MSE px2", "max",
                        ">1px %", "SSIM", "SSIM own c", "SSIM noisy", "centre err", "iters", "estimate", "correction"],
                 title=f"Jitter alignment, {cfg['n_angles']} angles over 180 deg, {cfg['n']} x {cfg['n']} detector, "
                       f"jitter +-{cfg['jitter']:g} px; residual after gauge fixing (px); rows < {cfg['n']}: noise "
@@ -516,7 +567,7 @@ def print_report(results: list[dict[str, Any]], targets: list[dict[str, Any]], c
             if "profile" not in r:
                 continue
             pr, lt = r["profile"], r["log_times"]
-            trows.append([c["phantom"], c["noise"], m, fmt_time(pr.get("despeckle")), fmt_time(pr.get("center")),
+            trows.append([c["phantom"], c["noise"], c.get("jitter_model", "fourier"), m, fmt_time(pr.get("despeckle")), fmt_time(pr.get("center")),
                           fmt_time(pr.get("mlem")),
                           fmt_time(pr.get("reproject")), fmt_time(pr.get("network")), fmt_time(pr.get("register")),
                           fmt_time(pr.get("shift")), fmt_time(pr.get("other")), fmt_time(r["shift_s"]),
@@ -524,7 +575,7 @@ def print_report(results: list[dict[str, Any]], targets: list[dict[str, Any]], c
                           fmt_time(lt.get("network_s")), fmt_time(lt.get("register_s")), fmt_time(lt.get("loop_s"))])
     if trows:
         print()
-        print_table(trows, ["phantom", "noise", "method", "despeckle", "centre", "MLEM", "reproject", "network", "register",
+        print_table(trows, ["phantom", "noise", "jitter", "method", "despeckle", "centre", "MLEM", "reproject", "network", "register",
                             "shift (loop)", "other", "shift", "FBP", "total", "log mlem_s", "log network_s",
                             "log register_s", "log loop_s"],
                     title="Wall time split, full-size cases (profile: exclusive time per stage inside estimate_shifts; "
@@ -543,7 +594,8 @@ def plot_noise(results: list[dict[str, Any]], cfg: dict[str, Any], path: Path) -
     pts: dict[str, dict[str, list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
     for c in results:
         f = c["noise_spec"]["salt_and_pepper"]
-        if c["rows"] != sweep_rows or f is None:
+        if (c["rows"] != sweep_rows or f is None or c["phantom"] not in PHANTOMS
+                or c.get("jitter_model", "fourier") != "fourier"):
             continue
         for m, r in c["methods"].items():
             pts[c["phantom"]][m].append((100 * f, r["rmse"]))
@@ -616,7 +668,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--no-sweep", action="store_true", help="only the full-size cases (no noise sweep)")
     ap.add_argument("--methods", default=",".join(ALL_METHODS),
                     help=f"comma-separated subset of {', '.join(ALL_METHODS)} (default all)")
-    ap.add_argument("--phantoms", default=",".join(PHANTOMS), help=f"comma-separated subset of {', '.join(PHANTOMS)}")
+    ap.add_argument("--phantoms", default=",".join(ALL_PHANTOMS),
+                    help=f"comma-separated subset of {', '.join(ALL_PHANTOMS)} (the last only in the unseen cases)")
+    ap.add_argument("--no-unseen", action="store_true",
+                    help="skip the generalisation cases (an unseen porous phantom; the jitter applied with a linear "
+                         "interpolator)")
     ap.add_argument("--noise", default=None,
                     help="comma-separated noise labels to run (clean, sp10..sp60, gauss, poisson; default all)")
     ap.add_argument("--wait-idle", type=float, default=None, metavar="SECONDS",
@@ -642,12 +698,13 @@ def main(argv: list[str] | None = None) -> int:
         cfg["sweep_rows"] = args.sweep_rows
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     phantoms = [p.strip() for p in args.phantoms.split(",") if p.strip()]
-    bad = [m for m in methods if m not in METHOD_OPTIONS] + [p for p in phantoms if p not in PHANTOMS]
+    bad = [m for m in methods if m not in METHOD_OPTIONS] + [p for p in phantoms if p not in ALL_PHANTOMS]
     if bad:
         print(f"unknown method or phantom: {', '.join(bad)}", file=sys.stderr)
         return 2
     noises = None if args.noise is None else {s.strip() for s in args.noise.split(",") if s.strip()}
-    partial = (set(methods) != set(ALL_METHODS) or set(phantoms) != set(PHANTOMS) or noises is not None
+    partial = (set(methods) != set(ALL_METHODS) or set(phantoms) != set(ALL_PHANTOMS) or noises is not None
+               or args.no_unseen
                or args.no_sweep or args.sweep_rows is not None)
 
     from tomoflow.align.resnet import default_weights_path
@@ -688,7 +745,7 @@ def main(argv: list[str] | None = None) -> int:
     warm = warm_up(methods, aligner)
     log(f"warm-up done in {warm:.1f} s; numba threads {numba.get_num_threads()}")
 
-    cases = build_cases(cfg, phantoms, methods, noises, not args.no_sweep)
+    cases = build_cases(cfg, phantoms, methods, noises, not args.no_sweep, unseen=not args.no_unseen)
     wait = args.wait_idle if args.wait_idle is not None else (0.0 if args.quick else 120.0)
     busy: list[str] = []
     results = []
@@ -727,7 +784,9 @@ def main(argv: list[str] | None = None) -> int:
                    "sweep": (f"noise sweep on the central {cfg['sweep_rows'] or cfg['n']} of {cfg['n']} detector rows "
                              "(reconstructions of those rows only)"),
                    "gaussian_sigma_fraction_of_flat": GAUSSIAN_SIGMA, "poisson_photons": PHOTONS},
-        "phantoms": {k: PHANTOMS[k] for k in phantoms},
+        "phantoms": {k: ALL_PHANTOMS[k] for k in phantoms},
+        "unseen_cases": {"cases": [list(c) for c in UNSEEN_CASES], "methods": list(cfg["unseen_methods"]),
+                         "linear": "scipy.ndimage.shift(order=1, mode='nearest') of the ideal line integrals, clean"},
         "methods": {m: METHOD_OPTIONS[m] for m in methods},
         "skipped_methods": skipped,
         "weights": weights_info,

@@ -130,3 +130,29 @@ def test_bad_parameters():
         train_aligner("/nonexistent/never", val_fraction=0.0)
     with pytest.raises(ConfigError):
         make_training_scans(1, recipe=TrainingRecipe(families=("gold", "rock"), family_weights=(1, 1)))
+
+
+def test_filling_family_spans_the_field():
+    """The ``filling`` phantoms are as wide and tall as the detector at every angle (the jitter then
+    pushes them out of it); the other families stay mostly inside."""
+    from tomoflow.recon import project
+
+    recipe = TrainingRecipe()
+    angles = np.array([0.0, 45.0, 90.0, 135.0])
+
+    def coverage(family, seed):
+        vol = training._make_phantom(family, (40, 40, 40), np.random.default_rng(seed), recipe)
+        p = np.asarray(project(vol, angles))
+        hit = p > 0.02 * p.max()
+        return float(hit.any(axis=1).mean(axis=1).min()), float(hit.any(axis=2).mean(axis=1).min())
+
+    filling = [coverage("filling", s) for s in range(4)]
+    assert min(c for c, _ in filling) >= 0.75 and min(r for _, r in filling) >= 0.75, filling
+    gold = [coverage("gold", s) for s in range(4)]
+    assert min(c for c, _ in gold) < 0.75, gold
+    assert "filling" in recipe.families
+
+
+def test_unknown_family_is_named():
+    with pytest.raises(ConfigError, match="rock.*filling"):
+        make_training_scans(1, recipe=TrainingRecipe(families=("rock",), family_weights=(1,)))
