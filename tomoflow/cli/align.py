@@ -157,13 +157,21 @@ def train_aligner(
                   TimeElapsedColumn(), console=console) as bar:
         task = bar.add_task("simulating scans", total=None, loss="")
 
+        plain = not console.is_terminal  # a background job's log: one line per milestone instead of a bar
+        t0 = time.perf_counter()
+
         def progress(epoch: int, step: int, n_steps: int, train_loss: float | None, val_loss: float | None) -> None:
             if train_loss is None:  # still simulating the training scans
                 bar.update(task, description="simulating scans", completed=step, total=n_steps, loss="")
+                if plain and (step == n_steps or step % max(1, n_steps // 10) == 0):
+                    console.print(f"simulated {step}/{n_steps} scans ({time.perf_counter() - t0:.0f} s)")
                 return
             val = "-" if val_loss is None else f"{val_loss:.3f}"
             bar.update(task, description=f"epoch {epoch}", completed=step, total=n_steps,
                        loss=f"train {train_loss:.3f} px² val {val} px²")
+            if plain and val_loss is not None:
+                console.print(f"epoch {epoch}: train MSE {train_loss:.3f} px², validation MSE {val} px² "
+                              f"({time.perf_counter() - t0:.0f} s)")
 
         card = _train(out, n_scans=n_scans, size=size, n_angles=n_angles, epochs=epochs, batch_size=batch_size,
                       lr=lr, lr_final=lr_final, val_fraction=val_fraction, patience=patience, seed=seed,
