@@ -205,6 +205,55 @@ def _corrected(p: Any, shifts: np.ndarray) -> Any:
     return shift_images(p, -shifts)
 
 
+def measured_fraction(shape: tuple[int, int, int], shifts: Any) -> np.ndarray | None:
+    """How much of each pixel of projections moved by ``-shifts`` was measured (1) rather than pulled
+    in from beyond the detector's edge (0).
+
+    A projection corrected by ``-(dy, dx)`` takes pixel ``(r, c)`` from ``(r + dy, c + dx)``. The
+    fraction of that source pixel lying on the detector (``[-0.5, n - 0.5]`` on each axis, product
+    of the two axes) is the weight: 1 inside, 0 where the shift has only replicated the edge, a
+    fraction on the boundary pixel, so the weight changes continuously with the shift. Left in, an
+    edge band disagrees with the reprojection by the content that really lies there (a sample that
+    reaches the field's edge), and every registration of that projection is pulled in proportion to
+    its shift. The alignment loops weight the reference reconstruction by it (MLEM ``weights``) and
+    fill the unmeasured part from the reprojection before registering (:func:`fill_missing`).
+
+    Parameters
+    ----------
+    shape
+        ``(angle, row, col)`` of the stack.
+    shifts
+        ``(angle, 2)`` jitter estimate ``(dy, dx)`` in px, the stack having been moved by ``-shifts``.
+
+    Returns
+    -------
+    ``(angle, row, col)`` float32 NumPy array in [0, 1], or None when every pixel was measured.
+    """
+    n, ny, nx = (int(v) for v in shape)
+    sh = np.asarray(to_numpy(shifts), dtype=np.float64).reshape(n, 2)
+    rows, cols = _on_detector(ny, sh[:, 0]), _on_detector(nx, sh[:, 1])
+    if rows.min() >= 1.0 and cols.min() >= 1.0:
+        return None
+    return (rows[:, :, None] * cols[:, None, :]).astype(np.float32)
+
+
+def _on_detector(length: int, d: np.ndarray) -> np.ndarray:
+    """``(n, length)``: the fraction of source pixel ``[k + d - 0.5, k + d + 0.5]`` on ``[-0.5, length - 0.5]``."""
+    u = np.arange(length)[None, :] + d[:, None]
+    return np.clip(np.minimum(u + 0.5, length - 0.5) - np.maximum(u - 0.5, -0.5), 0.0, 1.0)
+
+
+def fill_missing(data: Any, reprojections: Any, measured: np.ndarray | None) -> Any:
+    """``data`` with its unmeasured part (:func:`measured_fraction`) taken from the reprojection (what
+    the model predicts there), ``measured * data + (1 - measured) * reprojections``, so that it carries
+    no displacement; ``data`` itself when everything was measured."""
+    if measured is None:
+        return data
+    xp = get_namespace(data)
+    m = xp.asarray(measured, dtype=data.dtype)
+    return m * data + (1 - m) * xp.asarray(reprojections, dtype=data.dtype)
+
+
 def _first_limit(p: Any) -> tuple[float, float]:
     """Largest displacement believed from a registration against the first, blurred reference:
     a quarter of the field on each axis (pixels)."""
@@ -430,8 +479,10 @@ def align_consistency(
     for it in range(1, n_iter + 1):
         t0 = time.perf_counter()
         data = _corrected(p, shifts)
+        measured = measured_fraction(p.shape, shifts)
         rep, vol = reproject(data, ang, center=ctr, n_iter=recon_iterations if vol is None else warm_iterations,
-                             x0=vol, return_volume=True, subsets=subsets)
+                             x0=vol, return_volume=True, subsets=subsets, weights=measured)
+        data = fill_missing(data, rep, measured)
         res = phase_correlate(data, rep, upsample=upsample, window=LOOP_WINDOW, normalization=LOOP_NORMALIZATION,
                               max_shift=tuple(first_limit) if it == 1 else search_later)
         update = np.asarray(to_numpy(res.shifts), dtype=np.float64)

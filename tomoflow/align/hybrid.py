@@ -39,6 +39,8 @@ from tomoflow.align.consistency import (
     _initial_center,
     align_consistency,
     clean_copy,
+    fill_missing,
+    measured_fraction,
 )
 from tomoflow.align.gauge import fix_gauge
 from tomoflow.align.phase import phase_correlate
@@ -117,13 +119,21 @@ def start_network(projections: Any, angles_deg: Any, center: str | float | None 
                         shifts=np.zeros((int(p.shape[0]), 2)))
 
 
+def network_measured(state: NetworkState) -> np.ndarray | None:
+    """How much of each network-space pixel, once the stack is moved by the current estimate, was
+    measured rather than pulled in from beyond the detector
+    (:func:`~tomoflow.align.consistency.measured_fraction`); None when all of it was."""
+    return measured_fraction(state.stack.shape, state.shifts / state.scale[None, :])
+
+
 def network_volume(state: NetworkState, angles_deg: Any, *,
                    recon_iterations: int = DEFAULT_MLEM_ITERATIONS) -> tuple[np.ndarray, Any]:
     """First half of :func:`network_pairs`: ``(data, volume)``, the network-space stack moved by the
-    current estimate and its MLEM reconstruction about the current centre."""
+    current estimate and its MLEM reconstruction about the current centre, weighted by
+    :func:`network_measured` (what the move pulled in from beyond the detector is left out)."""
     data = np.asarray(to_numpy(_corrected(state.stack, state.shifts / state.scale[None, :])), dtype=np.float32)
     vol = reference_volume(data, angles_deg, center=network_center(state.center, state.scale[1]),
-                           n_iter=recon_iterations)
+                           n_iter=recon_iterations, weights=network_measured(state))
     return data, vol
 
 
@@ -134,13 +144,22 @@ def network_reprojections(state: NetworkState, volume: Any, angles_deg: Any) -> 
     return np.asarray(to_numpy(rep), dtype=np.float32)
 
 
+def network_fill(state: NetworkState, data: np.ndarray, reprojections: np.ndarray) -> np.ndarray:
+    """The first half's stack as the network reads it: what the move pulled in from beyond the
+    detector (:func:`network_measured`) taken from the reprojection
+    (:func:`~tomoflow.align.consistency.fill_missing`)."""
+    return np.asarray(fill_missing(data, reprojections, network_measured(state)), dtype=np.float32)
+
+
 def network_pairs(state: NetworkState, angles_deg: Any, *,
                   recon_iterations: int = DEFAULT_MLEM_ITERATIONS) -> tuple[np.ndarray, np.ndarray]:
     """The (projection, reprojection) pairs the network reads, made in network space: the stack moved by
-    the current estimate, its MLEM reconstruction about the current centre, reprojected. Training pairs
-    are made by this function too (:mod:`tomoflow.align.training`)."""
+    the current estimate, its MLEM reconstruction about the current centre, reprojected, and what the
+    move pulled in from beyond the detector filled from the reprojection. Training pairs are made
+    by this function too (:mod:`tomoflow.align.training`)."""
     data, vol = network_volume(state, angles_deg, recon_iterations=recon_iterations)
-    return data, network_reprojections(state, vol, angles_deg)
+    rep = network_reprojections(state, vol, angles_deg)
+    return network_fill(state, data, rep), rep
 
 
 def network_update(state: NetworkState, data: np.ndarray, reprojections: np.ndarray, angles_deg: Any, *,

@@ -30,6 +30,7 @@ def reproject(
     x0: Any = None,
     return_volume: bool = False,
     subsets: int = 1,
+    weights: Any = None,
 ) -> Any:
     """Reproject an MLEM reconstruction of ``projections`` at their own angles.
 
@@ -51,6 +52,9 @@ def reproject(
         Also return the reconstruction.
     subsets
         Ordered subsets of the reconstruction (:func:`tomoflow.recon.mlem`; 1 = MLEM).
+    weights
+        Per-datum weights of the reconstruction (:func:`tomoflow.recon.mlem`; 0 = missing), e.g.
+        :func:`tomoflow.align.consistency.measured_fraction`; default all 1.
 
     Returns
     -------
@@ -62,13 +66,14 @@ def reproject(
     n_iter = check_int("n_iter (MLEM iterations)", n_iter, low=1)
     xp = get_namespace(projections)
     p = xp.asarray(projections, dtype=xp.float32)
-    vol = reference_volume(p, angles_deg, center=center, n_iter=n_iter, x0=x0, subsets=subsets)
+    vol = reference_volume(p, angles_deg, center=center, n_iter=n_iter, x0=x0, subsets=subsets, weights=weights)
     rep = reproject_volume(vol, angles_deg, center=center, n_cols=p.shape[-1])
     return (rep, vol) if return_volume else rep
 
 
 def reference_volume(projections: Any, angles_deg: Any, *, center: float | None = None,
-                     n_iter: int = DEFAULT_MLEM_ITERATIONS, x0: Any = None, subsets: int = 1) -> Any:
+                     n_iter: int = DEFAULT_MLEM_ITERATIONS, x0: Any = None, subsets: int = 1,
+                     weights: Any = None) -> Any:
     """The MLEM (OSEM with ``subsets``) reconstruction ``(row, col, col)`` of :func:`reproject` (its
     first half)."""
     from tomoflow.recon import mlem
@@ -76,7 +81,7 @@ def reference_volume(projections: Any, angles_deg: Any, *, center: float | None 
     n_iter = check_int("n_iter (MLEM iterations)", n_iter, low=1)
     xp = get_namespace(projections)
     return mlem(xp.asarray(projections, dtype=xp.float32), angles_deg, center=center, n_iter=n_iter, x0=x0,
-                subsets=subsets)
+                subsets=subsets, weights=weights)
 
 
 def reproject_volume(volume: Any, angles_deg: Any, *, center: float | None = None, n_cols: int | None = None) -> Any:

@@ -129,11 +129,12 @@ def _network_mlem_task(prev: Any, angles: np.ndarray, n_iter: int) -> dict:
 
 def _network_reproject_task(ref: dict, angles: np.ndarray) -> dict:
     """``align-reproject`` of one network pass."""
-    from tomoflow.align.hybrid import network_reprojections
+    from tomoflow.align.hybrid import network_fill, network_reprojections
 
     t0 = time.perf_counter()
     rep = network_reprojections(ref["state"], ref["volume"], angles)
-    return {**ref, "volume": None, "reprojections": rep, "reproject_s": time.perf_counter() - t0}
+    data = network_fill(ref["state"], ref["data"], rep)
+    return {**ref, "volume": None, "data": data, "reprojections": rep, "reproject_s": time.perf_counter() - t0}
 
 
 def _network_task(ref: dict, angles: np.ndarray, options: dict) -> dict:

@@ -147,6 +147,7 @@ def mlem(
     return_info: bool = False,
     backend: str = "auto",
     subsets: int = 1,
+    weights: Any = None,
 ) -> Any:
     """Maximum-likelihood expectation maximisation (Shepp & Vardi) for parallel-beam data.
 
@@ -156,6 +157,10 @@ def mlem(
     each with that group's data, ``x <- x / A_S^T 1 * A_S^T (y_S / A_S x)``: about ``subsets`` times the
     progress of an MLEM iteration for the same projector work, early on (it does not converge to the
     exact maximum-likelihood point; use it where speed matters more than the last iterations).
+    With ``weights`` ``w`` (one per datum) it maximises the weighted likelihood,
+    ``x <- x / A^T w * A^T (w y / A x)``: a datum of weight 0 is missing (it neither pulls the estimate
+    nor counts in the sensitivity), which is how data known to be invalid are left out (e.g. the
+    pixels a shift pulled in from beyond the detector's edge).
 
     Parameters
     ----------
@@ -183,6 +188,9 @@ def mlem(
         See :func:`tomoflow.recon.project`.
     subsets
         Ordered subsets of angles (``1 <= subsets <= n_angles``); 1 (default) is MLEM.
+    weights
+        Per-datum weights, the shape of ``projections``, finite and ``>= 0`` (0 = missing datum);
+        default all 1. A slice with no datum of positive weight stays at its start value.
 
     Returns
     -------
@@ -192,7 +200,8 @@ def mlem(
     Raises
     ------
     InputError
-        Projections not 2-D/3-D or not finite, angles not matching them, ``x0`` of the wrong shape.
+        Projections not 2-D/3-D or not finite, angles not matching them, ``x0`` of the wrong shape,
+        ``weights`` of the wrong shape, negative or not finite.
     ConfigError
         ``n_iter``, ``tol``, ``shape``, ``center``, ``subsets`` or ``backend`` out of range / unknown.
     """
@@ -201,10 +210,11 @@ def mlem(
     if subsets > pb.ang.size:
         raise ConfigError(f"subsets must be at most the number of angles ({pb.ang.size}), got {subsets}")
     xp, m = pb.xp, pb.mask
+    w = _data_weights(pb, weights)
     nz, (ny, nx) = pb.p.shape[1], pb.shape
     y = xp.maximum(pb.p, 0)
     groups = _angle_subsets(pb.ang, subsets)
-    sens = [xp.where(c > 1e-6, c, xp.inf) for c in _subset_sensitivities(pb, groups, backend)]
+    sens = [xp.where(c > 1e-6, c, xp.inf) for c in _subset_sensitivities(pb, groups, backend, w)]
 
     def uniform() -> Any:
         level = float(xp.mean(y)) / max(1.0, float(min(ny, nx)) * 0.7)
@@ -224,7 +234,9 @@ def mlem(
             ys, ang = y[idx], pb.ang[idx]
             ax = project(x_new, ang, n_cols=pb.n_cols, **geom)
             ratio = xp.where(ax > eps, ys / xp.maximum(ax, eps), xp.where(ys > 0, xp.float32(1.0), xp.float32(0.0)))
-            objective += _kl(xp, ys, ax)
+            if w is not None:
+                ratio *= w[idx]
+            objective += _kl(xp, ys, ax, None if w is None else w[idx])
             x_new = x_new * (backproject(ratio, ang, shape=pb.shape, **geom) / safe_sens)
         info.objective.append(objective)
         stop = _record_step(info, xp, it, x, x_new, callback, pb.tol)
@@ -244,24 +256,40 @@ def _angle_subsets(angles_deg: np.ndarray, subsets: int) -> list[Any]:
     return [np.sort(order[k::subsets]) for k in range(subsets)]
 
 
-def _subset_sensitivities(pb: _Problem, groups: list[Any], backend: str) -> list[Any]:
-    """Column sums ``A_S^T 1`` ``(1, y, x)`` of each group's system (the full one for one group)."""
-    if len(groups) == 1:
+def _data_weights(pb: _Problem, weights: Any) -> Any:
+    """``weights`` checked and shaped like ``pb.p`` (float32), or None for all ones."""
+    if weights is None:
+        return None
+    xp = pb.xp
+    w, _ = as_stack(xp.asarray(weights, dtype=xp.float32), axis=1)
+    if tuple(w.shape) != tuple(pb.p.shape):
+        raise InputError(f"weights have shape {tuple(xp.asarray(weights).shape)}, expected the projections' "
+                         f"shape", dataset="weights")
+    check_finite(w, "weights")
+    if bool(xp.any(w < 0)):
+        raise InputError("weights must be >= 0 (0 marks a missing datum)", dataset="weights")
+    return w
+
+
+def _subset_sensitivities(pb: _Problem, groups: list[Any], backend: str, weights: Any = None) -> list[Any]:
+    """Column sums ``A_S^T w`` of each group's system (the full one for one group): ``(1, y, x)`` for
+    unit weights, ``(z, y, x)`` with ``weights``."""
+    if len(groups) == 1 and weights is None:
         return [_system_sums(pb, backend)[1]]
     xp = pb.xp
     out = []
     for idx in groups:
-        col = backproject(xp.ones((len(idx), 1, pb.n_cols), dtype=xp.float32), pb.ang[idx], center=pb.center,
-                          shape=pb.shape, backend=backend)
+        w = xp.ones((pb.ang[idx].size, 1, pb.n_cols), dtype=xp.float32) if weights is None else weights[idx]
+        col = backproject(w, pb.ang[idx], center=pb.center, shape=pb.shape, backend=backend)
         out.append(col if pb.mask is None else col * pb.mask)
     return out
 
 
-def _kl(xp: Any, y: Any, ax: Any) -> float:
+def _kl(xp: Any, y: Any, ax: Any, w: Any = None) -> float:
     ax = xp.maximum(ax, 1e-12)
     pos = y > 0
-    term = xp.where(pos, y * xp.log(xp.where(pos, y, 1) / ax), 0)
-    return float(xp.sum(ax - y + term, dtype=xp.float64))
+    term = ax - y + xp.where(pos, y * xp.log(xp.where(pos, y, 1) / ax), 0)
+    return float(xp.sum(term if w is None else w * term, dtype=xp.float64))
 
 
 def sirt(
