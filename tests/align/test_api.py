@@ -63,7 +63,8 @@ def _scan(center_offset: float = 6.0, jitter: float = 8.0):
 def test_network_methods_recover_known_jitter():
     """A scan the network never saw (noisy, non-square detector, axis 6 px off centre, ±8 px): the
     ResNet alone lands within about a pixel; the hybrid refines it to the accuracy of the consistency
-    baseline run to convergence (here limited by the photon noise) in fewer iterations."""
+    baseline run to convergence, both to a few hundredths of a pixel (0.34 px for both before the
+    loops left out what their corrections pull in from beyond the detector)."""
     p, ang, truth = _scan()
 
     def rmse(res):
@@ -73,6 +74,6 @@ def test_network_methods_recover_known_jitter():
     hybrid = estimate_shifts(p, ang, method="hybrid", return_result=True)
     consistency = estimate_shifts(p, ang, method="consistency", return_result=True)
     assert rmse(resnet) < 1.5, rmse(resnet)
-    assert rmse(hybrid) < 0.45 and rmse(hybrid) <= rmse(consistency) + 0.05, (rmse(hybrid), rmse(consistency))
-    assert hybrid.n_iter < consistency.n_iter
+    assert rmse(hybrid) < 0.1 and rmse(consistency) < 0.1, (rmse(hybrid), rmse(consistency))  # 0.009, 0.014
+    assert rmse(hybrid) <= rmse(consistency) + 0.02, (rmse(hybrid), rmse(consistency))
     assert hybrid.quality.shape == (91,) and np.isfinite(hybrid.center)

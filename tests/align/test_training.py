@@ -133,8 +133,8 @@ def test_bad_parameters():
 
 
 def test_filling_family_spans_the_field():
-    """The ``filling`` phantoms are as wide and tall as the detector at every angle (the jitter then
-    pushes them out of it); the other families stay mostly inside."""
+    """The optional ``filling`` phantoms are as wide and tall as the detector at every angle (the jitter
+    then pushes them out of it); the other families stay mostly inside."""
     from tomoflow.recon import project
 
     recipe = TrainingRecipe()
@@ -150,7 +150,9 @@ def test_filling_family_spans_the_field():
     assert min(c for c, _ in filling) >= 0.75 and min(r for _, r in filling) >= 0.75, filling
     gold = [coverage("gold", s) for s in range(4)]
     assert min(c for c, _ in gold) < 0.75, gold
-    assert "filling" in recipe.families
+    assert "filling" in training.FAMILIES and "filling" not in recipe.families  # optional, not the default
+    with_filling = TrainingRecipe(families=training.FAMILIES, family_weights=(1, 1, 1, 1))
+    training._check_recipe(with_filling)  # accepted
 
 
 def test_unknown_family_is_named():

@@ -190,7 +190,8 @@ def mlem(
         Ordered subsets of angles (``1 <= subsets <= n_angles``); 1 (default) is MLEM.
     weights
         Per-datum weights, the shape of ``projections``, finite and ``>= 0`` (0 = missing datum);
-        default all 1. A slice with no datum of positive weight stays at its start value.
+        default all 1. A slice with no datum of positive weight comes out 0 (no evidence), like a
+        voxel no ray reaches.
 
     Returns
     -------
