@@ -58,3 +58,26 @@ def test_refine_without_binning_and_bad_options(wide_scan):
         refine(p, ang, coarse, binning=0)
     with pytest.raises(ConfigError, match="coarse_tol"):
         refine(p, ang, coarse, coarse_tol=-1.0)
+
+
+def test_network_pairs_fill_what_the_correction_pulled_in():
+    """Once the estimate moves the stack, the pairs the network reads carry the reprojection where the
+    move pulled content in from beyond the detector, and the moved data everywhere else."""
+    from tomoflow.align.consistency import _corrected, measured_fraction
+    from tomoflow.align.hybrid import NetworkState, network_pairs
+    from tomoflow.align.resnet import INPUT_SIZE
+
+    ang = np.linspace(0.0, 180.0, 6)
+    proj = sim.simulate_scan(sim.cathode_particle((INPUT_SIZE,) * 3, seed=1, radius=0.85), ang).line_integrals
+    shifts = np.array([[3.0, -2.5], [0, 0], [-4.0, 0], [0, 6.0], [1.2, 1.2], [0, 0]])
+    state = NetworkState(stack=proj, scale=np.ones(2), center=(INPUT_SIZE - 1) / 2.0, shifts=shifts)
+    data, rep = network_pairs(state, ang, recon_iterations=2)
+    m = measured_fraction(proj.shape, shifts)
+    moved = np.asarray(_corrected(proj, shifts))
+    np.testing.assert_allclose(data[m == 0], rep[m == 0], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(data[m == 1], moved[m == 1], rtol=1e-6, atol=1e-6)
+    assert (m == 0).sum() > 1000 and np.abs(moved - rep)[m == 0].max() > 0.1  # the band was replaced
+    # no move, nothing filled: the first pass (and the training pairs) read the data as measured
+    data0, _ = network_pairs(NetworkState(stack=proj, scale=np.ones(2), center=state.center,
+                                          shifts=np.zeros((6, 2))), ang, recon_iterations=2)
+    np.testing.assert_array_equal(data0, proj)
