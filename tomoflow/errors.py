@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from os import PathLike
 
-__all__ = ["TomoflowError", "InputError", "StoreError", "ConfigError", "PipelineError"]
+__all__ = ["TomoflowError", "InputError", "ModelError", "StoreError", "ConfigError", "PipelineError"]
 
 
 class TomoflowError(Exception):
@@ -46,6 +46,12 @@ class InputError(TomoflowError, ValueError):
         elif dataset:
             where = f"[{dataset}]: "
         super().__init__(where + problem)
+
+
+class ModelError(InputError):
+    """A model file (weights, ONNX export, training checkpoint) that may not be loaded: no model card beside
+    it, a card that names another file, or bytes whose sha256 is not the card's (the file changed after
+    training). Same parameters as :class:`InputError` (``path`` is the model file or its card)."""
 
 
 class StoreError(TomoflowError):
