@@ -7,7 +7,20 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["overview_png", "sweep_png", "alignment_png", "recovery_png"]
+__all__ = ["overview_png", "sweep_png", "sweep_plans", "alignment_png", "registration_png", "recovery_png"]
+
+
+def _picture_plan(target: Any, overwrite: bool, inputs: Any) -> Any:
+    """``target`` as a checked :class:`~tomoflow.io.output.FilePlan` of a PNG picture (before any work)."""
+    from tomoflow.io.output import as_file_plan
+
+    return as_file_plan(target, kind="picture", overwrite=overwrite, inputs=[i for i in inputs if i is not None])
+
+
+def save_figure(fig: Any, plan: Any, dpi: int) -> Path:
+    from tomoflow.io.output import save_figure as _save
+
+    return _save(fig, plan, dpi=dpi)
 
 
 def _robust_limits(img: np.ndarray) -> tuple[float, float]:
@@ -33,13 +46,18 @@ def _show(ax: Any, img: np.ndarray, title: str, xlabel: str, ylabel: str, aspect
     ax.tick_params(labelsize=7)
 
 
-def overview_png(path: str | Path, scan_path: str | Path, volume_path: str | Path | None = None,
-                 *, title: str | None = None) -> Path:
+def overview_png(path: Any, scan_path: str | Path, volume_path: str | Path | None = None,
+                 *, title: str | None = None, overwrite: bool = False) -> Path:
     """Write a PNG overview: a projection and a sinogram of the scan, and the volume's central
     z, y and x slices when a volume store is given.
 
+    ``path`` is a PNG file or a :class:`~tomoflow.io.output.FilePlan` of one: like every file tomoflow
+    writes it never lands in a store, never replaces an input or a file tomoflow did not write, and
+    replaces a picture tomoflow wrote only with ``overwrite``.
+
     Returns the PNG path.
     """
+    plan = _picture_plan(path, overwrite, [scan_path] + ([volume_path] if volume_path is not None else []))
     import matplotlib
 
     matplotlib.use("Agg")
@@ -71,28 +89,46 @@ def overview_png(path: str | Path, scan_path: str | Path, volume_path: str | Pat
         axes[2].text(0.02, 0.02, f"{voxel}, {centre}",
                      transform=axes[2].transAxes, color="yellow", fontsize=7)
     fig.suptitle(_plain(title or Path(scan_path).name), fontsize=10)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, plan, dpi=110)
 
 
-def sweep_png(directory: str | Path, slices: np.ndarray, centers: np.ndarray, metric: np.ndarray) -> list[Path]:
-    """Write one PNG per centre of a sweep (``center_<value>.png``) and ``sweep_metric.png``."""
+def sweep_plans(directory: str | Path, centers: Any, *, inputs: Any = (), overwrite: bool = False,
+                fingerprint: str | None = None) -> list[Any]:
+    """Plan (before any work) the files of :func:`sweep_png`: ``center_<value>.png`` per centre and
+    ``sweep_metric.png`` in ``directory``, each through the file policy.
+
+    ``fingerprint`` (of the scan and the sweep's parameters) lets a rerun of the same sweep keep the
+    pictures it already wrote.
+    """
+    from tomoflow.io.output import fingerprint as digest
+    from tomoflow.io.output import plan_file, plan_folder
+
+    d = plan_folder(directory, inputs=inputs, option="--try", what="PNG pictures")
+    names = [f"center_{c:08.2f}.png" for c in np.asarray(centers, dtype=np.float64)] + ["sweep_metric.png"]
+    return [plan_file(d / n, kind="picture", inputs=inputs, overwrite=overwrite,
+                      fingerprint=None if fingerprint is None else digest("sweep-png", inputs={"sweep": fingerprint},
+                                                                          params={"name": n}))
+            for n in names]
+
+
+def sweep_png(directory: Any, slices: np.ndarray, centers: np.ndarray, metric: np.ndarray, *,
+              overwrite: bool = False) -> list[Path]:
+    """Write one PNG per centre of a sweep (``center_<value>.png``) and ``sweep_metric.png``.
+
+    ``directory`` is a folder, or the plans of :func:`sweep_plans` made before the work.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
+    from tomoflow.io.output import save_image
+
+    plans = directory if isinstance(directory, list) else sweep_plans(directory, centers, overwrite=overwrite)
     out = []
     lo, hi = _robust_limits(np.asarray(slices))
-    for s, c in zip(slices, centers):
-        p = d / f"center_{c:08.2f}.png"
-        plt.imsave(p, np.clip((s - lo) / (hi - lo), 0, 1), cmap="gray")
-        out.append(p)
+    for s, plan in zip(slices, plans[:-1]):
+        out.append(save_image(np.clip((s - lo) / (hi - lo), 0, 1), plan))
     fig, ax = plt.subplots(figsize=(5, 3), constrained_layout=True)
     ax.plot(centers, metric, "o-")
     best = centers[int(np.argmax(metric))]
@@ -100,21 +136,21 @@ def sweep_png(directory: str | Path, slices: np.ndarray, centers: np.ndarray, me
     ax.set_xlabel("rotation centre (px)")
     ax.set_ylabel("sharpness (-TV)")
     ax.legend(fontsize=8)
-    p = d / "sweep_metric.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    out.append(p)
+    out.append(save_figure(fig, plans[-1], dpi=110))
     return out
 
 
-def alignment_png(path: str | Path, scan_path: str | Path, aligned_path: str | Path, *,
-                  title: str | None = None) -> Path:
+def alignment_png(path: Any, scan_path: str | Path, aligned_path: str | Path, *,
+                  title: str | None = None, overwrite: bool = False) -> Path:
     """Write the jitter-correction report: estimated shifts per angle (low-confidence projections
     marked), the central sinogram and an FBP slice before and after correction, and the convergence
     curve of the refinement (max and RMS update per iteration).
 
+    ``path``: a PNG file or a :class:`~tomoflow.io.output.FilePlan` (see :func:`overview_png`).
+
     Returns the PNG path.
     """
+    plan = _picture_plan(path, overwrite, [scan_path, aligned_path])
     import matplotlib
 
     matplotlib.use("Agg")
@@ -171,15 +207,11 @@ def alignment_png(path: str | Path, scan_path: str | Path, aligned_path: str | P
     _show(axes[1, 2], s_after, f"FBP row {mid} after (centre {c_after:.2f} px)", "x (px)", "y (px)")
     method = al.stage("align").info.get("method", "?")
     fig.suptitle(_plain(title or f"jitter correction ({method}): {Path(scan_path).name}"), fontsize=10)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, plan, dpi=100)
 
 
-def registration_png(path: str | Path, hr: np.ndarray, resampled: np.ndarray, *, title: str = "",
-                     tiles: int = 8) -> Path:
+def registration_png(path: Any, hr: np.ndarray, resampled: np.ndarray, *, title: str = "",
+                     tiles: int = 8, overwrite: bool = False) -> Path:
     """QC of a registration: for the central z, y and x planes of the HR ROI, the HR volume, the LFOV
     resampled onto it, and a checkerboard of both (each normalised to its 1-99 % range): edges that
     continue across the squares mean the volumes line up.
@@ -187,7 +219,7 @@ def registration_png(path: str | Path, hr: np.ndarray, resampled: np.ndarray, *,
     Parameters
     ----------
     path
-        PNG to write.
+        PNG to write, or a :class:`~tomoflow.io.output.FilePlan` (see :func:`overview_png`).
     hr, resampled
         ``(z, y, x)`` volumes of one shape: the HR ROI and the LFOV on its grid
         (:func:`tomoflow.register.resample.resample_to_grid`).
@@ -196,6 +228,7 @@ def registration_png(path: str | Path, hr: np.ndarray, resampled: np.ndarray, *,
     tiles
         Checkerboard squares per side.
     """
+    plan = _picture_plan(path, overwrite, [])
     import matplotlib
 
     matplotlib.use("Agg")
@@ -222,14 +255,11 @@ def registration_png(path: str | Path, hr: np.ndarray, resampled: np.ndarray, *,
     if title:
         fig.suptitle(_plain(title), fontsize=10)
     fig.tight_layout()
-    out = Path(path)
-    fig.savefig(out, dpi=80)
-    plt.close(fig)
-    return out
+    return save_figure(fig, plan, dpi=80)
 
 
-def recovery_png(path: str | Path, lfov_field: np.ndarray, recovered_field: np.ndarray, lfov_roi: np.ndarray,
-                 recovered_roi: np.ndarray, hr: np.ndarray, *, title: str = "") -> Path:
+def recovery_png(path: Any, lfov_field: np.ndarray, recovered_field: np.ndarray, lfov_roi: np.ndarray,
+                 recovered_roi: np.ndarray, hr: np.ndarray, *, title: str = "", overwrite: bool = False) -> Path:
     """Before/after of a resolution recovery: the central z slice of the whole LFOV field and of its
     recovery (top row), and of the HR region of interest: the LFOV on the HR grid, its recovery and the
     HR volume itself (bottom row).
@@ -240,7 +270,8 @@ def recovery_png(path: str | Path, lfov_field: np.ndarray, recovered_field: np.n
     Parameters
     ----------
     path
-        PNG to write (folders are created).
+        PNG to write (folders are created), or a :class:`~tomoflow.io.output.FilePlan` (see
+        :func:`overview_png`).
     lfov_field, recovered_field
         ``(z, y, x)`` volumes of one shape: the whole LFOV field resampled at the HR voxel size
         (:func:`tomoflow.pipeline.resample.field_grid`) and the network's output on it.
@@ -260,6 +291,7 @@ def recovery_png(path: str | Path, lfov_field: np.ndarray, recovered_field: np.n
     ValueError
         A volume that is not 3-D, or shapes that differ within a row.
     """
+    plan = _picture_plan(path, overwrite, [])
     import matplotlib
 
     matplotlib.use("Agg")
@@ -282,8 +314,4 @@ def recovery_png(path: str | Path, lfov_field: np.ndarray, recovered_field: np.n
         _show(fig.add_subplot(grid[1, 2 * i : 2 * i + 2]), vol[zr], f"{name}, slice z={zr}", "x (voxel)",
               "y (voxel)", limits=limits)
     fig.suptitle(_plain(title or "resolution recovery: before and after"), fontsize=10)
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return save_figure(fig, plan, dpi=100)

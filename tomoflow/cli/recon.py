@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from tomoflow.cli._app import (
+    _plan_picture,
     _check_can_create,
     _cluster,
     _e,
@@ -51,16 +52,18 @@ def recon(
     iterations: Optional[int] = typer.Option(None, help="MLEM/SIRT iterations (default 20 / 50)."),
     cluster: str = typer.Option("local", help="local, local-cuda, slurm, pbs, a scheduler address or file, or none."),
     workers: Optional[int] = typer.Option(None, help="Workers of the local cluster."),
-    overwrite: bool = typer.Option(False, help="Replace the output instead of resuming it."),
+    overwrite: bool = typer.Option(False, help="Replace the output (and the --png picture) made from other inputs or "
+                                   "parameters; never what tomoflow did not make."),
     png: Optional[Path] = typer.Option(None, help="Also write a PNG overview here."),
 ) -> None:
     """Reconstruct a scan store into a volume store by sinogram slabs on Dask (resumable)."""
     from tomoflow.pipeline import reconstruct_scan
 
     ctr = _parse_center(center)
-    if png is not None:
-        _check_can_create(png)
     source = _center_source(ctr, store)  # also fails fast on a missing store, before a cluster starts
+    png_plan = _plan_picture(png, command="recon", sources={"scan": store}, overwrite=overwrite, outputs=(out,),
+                             params={"algorithm": algorithm, "center": ctr, "filter": filter,
+                                     "fbp_method": fbp_method, "iterations": iterations})
     t0 = time.perf_counter()
     with _cluster(cluster, workers) as client, _stage_progress() as update, _writing(out):
         v = reconstruct_scan(store, out, algorithm=algorithm, center=ctr, filter=filter, n_iter=iterations,
@@ -73,11 +76,10 @@ def recon(
                   f"voxel size {_e(voxel)}")
     console.print(f"rotation centre {used:.2f} px ({_e(source)})" if used is not None
                   else f"rotation centre: {_e(source)}")
-    if png is not None:
+    if png_plan is not None:
         from tomoflow.report import overview_png
 
-        with _writing(png):
-            console.print(f"overview: {_e(overview_png(png, store, out))}")
+        console.print(f"overview: {_e(overview_png(png_plan, store, out))}")
 
 
 # ----------------------------------------------------------------------------- schema / demo

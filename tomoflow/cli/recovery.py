@@ -63,6 +63,8 @@ def register(
     png: Optional[Path] = typer.Option(None, help="Also write a QC PNG (HR, LFOV resampled onto it, checkerboard)."),
     device: str = typer.Option("auto", help="torch device: cpu, cuda or auto."),
     max_rotation: float = typer.Option(10.0, help="Refuse a result rotated by more than this (degrees)."),
+    overwrite: bool = typer.Option(False, help="Replace a JSON or PNG that tomoflow wrote from other inputs or "
+                                   "parameters (never a file tomoflow did not write)."),
 ) -> None:
     """Register an HR ROI volume into an LFOV volume: stage prior, translation, then 9 DOF.
 
@@ -75,10 +77,16 @@ def register(
     from tomoflow.io.volume_store import VolumeStore
     from tomoflow.register.resample import resample_to_grid
 
-    for p in (out, png):
-        if p is not None:
-            _check_can_create(p)
+    from tomoflow.io.output import fingerprint, identity_of, plan_file, write_file, write_json
+
     h, lf = VolumeStore.open(hr), VolumeStore.open(lfov)
+    inputs = {"hr": identity_of(hr), "lfov": identity_of(lfov)}
+    request = {"dof": dof, "max_rotation_deg": max_rotation}
+    out_plan = plan_file(out, kind="registration", option="--out", inputs=[hr, lfov], overwrite=overwrite,
+                         fingerprint=fingerprint("register", inputs=inputs, params=request))
+    png_plan = None if png is None else plan_file(
+        png, kind="picture", option="--png", inputs=[hr, lfov, out], overwrite=overwrite,
+        fingerprint=fingerprint("register-png", inputs=inputs, params=request))
     hr_um, lf_um = volume_voxel_um(h, hr), volume_voxel_um(lf, lfov)
     _, source = registration_prior(h, lf, hr_um, lf_um)
     console.print(f"HR {' x '.join(map(str, h.shape))} voxels of {hr_um:g} um, LFOV "
@@ -86,18 +94,16 @@ def register(
     hr_vol = np.asarray(h.level(0)[...], dtype=np.float32)
     doc = register_volumes(hr, lfov, dof=dof, device=device, max_rotation_deg=max_rotation, hr_volume=hr_vol)
     seconds, tr, matrix = doc["seconds"], doc["transform"], np.asarray(doc["matrix"])
-    with _writing(out):
-        Path(out).write_text(json.dumps(doc, indent=2) + "\n")
-    console.print(f"wrote [bold]{_e(out)}[/] in {seconds:.1f} s: NCC {doc['ncc_prior']:.3f} -> {doc['ncc']:.3f}, "
+    write_json(out_plan, doc)
+    console.print(f"{'kept' if out_plan.action == 'same' else 'wrote'} [bold]{_e(out)}[/] ({seconds:.1f} s): NCC {doc['ncc_prior']:.3f} -> {doc['ncc']:.3f}, "
                   f"rotation {tr['rotation_deg']:.2f} deg, scale {' '.join(f'{s:.4f}' for s in tr['scale'])}, "
                   f"translation {' '.join(f'{t:+.2f}' for t in tr['translation_um'])} um")
-    if png is not None:
+    if png_plan is not None:
         from tomoflow.report import registration_png
 
         resampled = resample_to_grid(lf.level(0), matrix, h.shape, hr_um, lf_um)
-        with _writing(png):
-            registration_png(png, hr_vol, resampled, title=f"{hr.name} in {lfov.name}: NCC {doc['ncc']:.3f}, "
-                             f"rotation {tr['rotation_deg']:.2f} deg")
+        registration_png(png_plan, hr_vol, resampled, title=f"{hr.name} in {lfov.name}: NCC {doc['ncc']:.3f}, "
+                         f"rotation {tr['rotation_deg']:.2f} deg")
         console.print(f"QC: {_e(png)}")
 
 
@@ -196,20 +202,34 @@ def pores(
     region: Optional[str] = typer.Option(None, help="z0:z1,y0:y1,x0:x1 voxel region (default: whole volumes)."),
     connectivity: int = typer.Option(26, help="Voxel connectivity of a pore: 6, 18 or 26."),
     min_voxels: int = typer.Option(8, help="Smallest pore in voxels (smaller ones are not pores)."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the metrics as JSON here."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the metrics as JSON here (a new file, or "
+                                            "one tomoflow wrote: see --overwrite)."),
     png: Optional[Path] = typer.Option(None, help="Write the pore-size histogram PNG here."),
     recall: bool = typer.Option(False, "--recall", help="Also say which of --reference's pores each volume "
                                 "finds, by pore size (volumes on the reference's grid; the region is read "
                                 "into memory)."),
+    overwrite: bool = typer.Option(False, help="Replace a JSON or PNG that tomoflow wrote from other inputs or "
+                                   "parameters (never a file tomoflow did not write)."),
 ) -> None:
     """Porosity, pore count and pore sizes of volume stores with one fixed protocol (threshold, connectivity,
     minimum size), blockwise (exact for volumes larger than memory)."""
     from tomoflow.pipeline.pores import reference_threshold, volume_pores
 
-    for p in (json_out, png):
-        if p is not None:
-            _check_can_create(p)
+    from tomoflow.io.output import fingerprint, identity_of, plan_file, write_json
+
     box = _parse_region(region)
+    sources = list(volumes) + ([reference] if reference is not None else [])
+    ident = {f"volume{i}": identity_of(v) for i, v in enumerate(volumes)}
+    if reference is not None:
+        ident["reference"] = identity_of(reference)
+    request = {"threshold": threshold, "region": box, "connectivity": connectivity, "min_voxels": min_voxels,
+               "recall": recall, "names": [v.name for v in volumes]}
+    json_plan = None if json_out is None else plan_file(
+        json_out, kind="pore-metrics", option="--json", inputs=sources, overwrite=overwrite,
+        fingerprint=fingerprint("pores", inputs=ident, params=request))
+    png_plan = None if png is None else plan_file(
+        png, kind="picture", option="--png", inputs=sources + ([json_out] if json_out else []), overwrite=overwrite,
+        fingerprint=fingerprint("pores-png", inputs=ident, params=request))
     if recall and reference is None:
         _fail("--recall compares with the reference's pores: give --reference (the HR)")
     if threshold is None:
@@ -230,16 +250,14 @@ def pores(
         found = volume_pore_recall(reference, others, threshold=threshold, connectivity=connectivity,
                                    min_voxels=min_voxels, region=box)
         console.print(recall_table(found, reference.name))
-    if json_out is not None:
+    if json_plan is not None:
         doc = pores_document(results, threshold, connectivity, min_voxels, box)
         if found is not None:
             doc["recall_by_size"] = {"reference": str(reference), **found.as_dict()}
-        with _writing(json_out):
-            json_out.write_text(json.dumps(doc, indent=2) + "\n")
-        console.print(f"wrote {_e(json_out)}")
-    if png is not None:
+        write_json(json_plan, doc)
+        console.print(f"{'kept' if json_plan.action == 'same' else 'wrote'} {_e(json_out)}")
+    if png_plan is not None:
         from tomoflow.recover import plot_pore_sizes
 
-        with _writing(png):
-            plot_pore_sizes(results, png)
+        plot_pore_sizes(results, png_plan)
         console.print(f"histogram: {_e(png)}")

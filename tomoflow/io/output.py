@@ -13,12 +13,13 @@ storage layer so that ingest, which writes scan stores from raw files, obeys the
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -26,9 +27,14 @@ from typing import Any, Literal
 import numpy as np
 
 from tomoflow.errors import StoreError, TomoflowError
-from tomoflow.io.stages import StageLog, read_zarr_json, store_identity, store_kind
+from tomoflow.io.stages import StageLog, read_zarr_json, stage_records, store_identity, store_kind
 
-__all__ = ["OutputPlan", "fingerprint", "identity_of", "prepare_output", "create_store", "resolved_path"]
+__all__ = [
+    "OutputPlan", "fingerprint", "identity_of", "prepare_output", "create_store", "resolved_path",
+    "FilePlan", "FILE_KINDS", "STAMP_KEY", "plan_file", "plan_folder", "write_file", "write_json", "read_stamp",
+    "as_file_plan", "enclosing_store", "check_writable_location", "save_figure", "save_image", "file_stamp",
+    "plan_files",
+]
 
 
 def _canonical(obj: Any) -> Any:
@@ -114,10 +120,35 @@ def _inside(child: Path, parent: Path) -> bool:
     return child == parent or parent in child.parents
 
 
-def _describe_params_change(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
-    keys = sorted(set(old) | set(new))
-    diffs = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if _canonical(old.get(k)) != _canonical(new.get(k))]
-    return "; ".join(diffs[:4]) if diffs else "its inputs differ (another scan or an input that changed)"
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as ``{"a.b": leaf}`` (so a change deep in a dictionary is named, not dumped)."""
+    if isinstance(value, Mapping) and value:
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: value}
+
+
+def _short(value: Any, limit: int = 48) -> str:
+    text = repr(_canonical(value))
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _describe_params_change(old: Mapping[str, Any], new: Mapping[str, Any], first: int = 4) -> str:
+    """The first few parameters that differ, as ``name: old -> new`` (values shortened), and a count.
+
+    >>> _describe_params_change({"center": 295.9, "cal": {"a": 1, "b": 2}}, {"center": 300.0, "cal": {"a": 1, "b": 3}})
+    'cal.b: 2 -> 3; center: 295.9 -> 300.0'
+    """
+    flat_old, flat_new = _flatten(dict(old)), _flatten(dict(new))
+    keys = sorted(set(flat_old) | set(flat_new))
+    diffs = [f"{k}: {_short(flat_old.get(k))} -> {_short(flat_new.get(k))}" for k in keys
+             if _canonical(flat_old.get(k)) != _canonical(flat_new.get(k))]
+    if not diffs:
+        return "its inputs differ (another scan or an input that changed)"
+    more = f"; and {len(diffs) - first} more" if len(diffs) > first else ""
+    return "; ".join(diffs[:first]) + more
 
 
 _KIND_NAMES = {"tomoflow-scan": "scan store", "tomoflow-volume": "volume store"}
@@ -190,15 +221,24 @@ def prepare_output(
     if found != kind:
         raise StoreError(f"{out}: is a tomoflow {_KIND_NAMES.get(found, found)}, not a {what}; "
                          "refusing to replace it; choose another output path")
-    if overwrite:
-        return OutputPlan("replace", out)
     log_ = StageLog(out, stage)
     if not log_.exists:
+        made_by = sorted(stage_records(out))
+        if made_by:
+            # Same kind, another stage: an ingested scan is not an alignment, an HR volume is not a
+            # recovered one. Such a store may be the only copy of the data: never replaced.
+            raise StoreError(f"{out}: is a {what} made by tomoflow {' and '.join(made_by)}, not by {stage}; "
+                             f"refusing to replace it{' (even with --overwrite)' if overwrite else ''}; "
+                             "choose another output path")
         root = (read_zarr_json(out) or {}).get("attributes") or {}
         if "stages" in root:
+            if overwrite:
+                return OutputPlan("replace", out)
             raise StoreError(f"{out}: a {what} made by an older tomoflow (format without stage records); "
                              "pass --overwrite to replace it, or choose another output path")
         # Our own store, interrupted while it was being created: nothing was computed into it yet.
+        return OutputPlan("replace", out)
+    if overwrite:
         return OutputPlan("replace", out)
     rec = log_.record
     if rec.fingerprint != fingerprint:
@@ -236,3 +276,495 @@ def create_store(plan: OutputPlan, attributes: Mapping[str, Any]) -> Any:
         if isinstance(exc, TomoflowError):
             raise
         raise StoreError(f"{path}: cannot create the store ({type(exc).__name__}: {exc})") from None
+
+
+# ============================================================================= files
+# Every file tomoflow writes beside its stores (JSON documents, PNG pictures, model weights and cards,
+# ONNX exports, checkpoints, manifests, reports, logs) goes through the same policy as the stores:
+#
+# * nothing is written inside a tomoflow store, onto an input of the run or inside an input folder;
+# * a file tomoflow did not make is never replaced: tomoflow recognises its own files by a *stamp*
+#   carried in the file itself (a JSON key, a PNG text chunk, safetensors/ONNX metadata, a first-line
+#   comment in YAML, HTML and logs) naming the kind of file and the fingerprint of what made it;
+# * a file tomoflow made is left untouched when the rerun would write the same thing (same kind,
+#   same fingerprint), replaced only with ``overwrite`` otherwise, and never by a file of another kind;
+# * every check runs before any work (:func:`plan_file`) and again just before the write
+#   (:func:`write_file`), which writes a temporary name in the same folder and renames it into place.
+
+#: The key (JSON), text-chunk keyword (PNG) and metadata key (safetensors, ONNX) of a file's stamp.
+STAMP_KEY = "tomoflow_file"
+
+#: What each kind of file may be called (its suffixes); the first is the one suggested in messages.
+FILE_KINDS: dict[str, tuple[str, ...]] = {
+    "picture": (".png",),
+    "registration": (".json",),
+    "pore-metrics": (".json",),
+    "model-weights": (".safetensors",),
+    "model-card": (".json",),
+    "model-onnx": (".onnx",),
+    "checkpoint": (".safetensors", ".json"),
+    "training-data": (".safetensors", ".json"),
+    "manifest": (".yaml", ".yml", ".json"),
+    "batch-report": (".html", ".json"),
+    "log": (".log",),
+    "schema": (".json",),
+    "document": (".json",),
+    "raw-scan": (".h5", ".hdf5"),
+}
+
+#: Largest file read when looking for a stamp (a bigger JSON or YAML is not one tomoflow wrote).
+_STAMP_READ_LIMIT = 256 * 2**20
+_TEXT_FORMATS = {".yaml": "# ", ".yml": "# ", ".log": "# ", ".txt": "# "}
+
+
+def _version() -> str:
+    from tomoflow._version import __version__
+
+    return __version__
+
+
+@dataclass(frozen=True)
+class FilePlan:
+    """What :func:`plan_file` decided for a file tomoflow is about to write.
+
+    Attributes
+    ----------
+    path
+        The file, as given.
+    kind
+        What the file is (a key of :data:`FILE_KINDS`): files of different kinds never replace each other.
+    action
+        ``"create"`` (nothing there), ``"replace"`` (a file tomoflow made, ``overwrite`` asked) or
+        ``"same"`` (a file tomoflow made from the same inputs and parameters: written again by nobody).
+    fingerprint
+        Digest of what the file is made from (:func:`fingerprint`), recorded in its stamp.
+    inputs, overwrite, option
+        As given to :func:`plan_file` (the write checks them again).
+    """
+
+    path: Path
+    kind: str
+    action: Literal["create", "replace", "same"]
+    fingerprint: str | None = None
+    inputs: tuple[str, ...] = ()
+    overwrite: bool = False
+    option: str | None = None
+
+    @property
+    def stamp(self) -> dict[str, Any]:
+        """The stamp the file carries: its kind, fingerprint and the tomoflow version that wrote it."""
+        return {"kind": self.kind, "fingerprint": self.fingerprint, "tomoflow": _version()}
+
+    @property
+    def stamp_text(self) -> str:
+        return json.dumps(self.stamp, sort_keys=True, separators=(",", ":"))
+
+    def png_metadata(self) -> dict[str, str]:
+        """``metadata=`` for matplotlib's ``savefig``/``imsave``: the stamp as a PNG text chunk."""
+        return {"Software": f"tomoflow {_version()}", STAMP_KEY: self.stamp_text}
+
+    def safetensors_metadata(self, **extra: str) -> dict[str, str]:
+        """safetensors header metadata carrying the stamp (plus ``extra``, all strings)."""
+        return {**{k: str(v) for k, v in extra.items()}, STAMP_KEY: self.stamp_text}
+
+    def json_document(self, doc: Mapping[str, Any]) -> dict[str, Any]:
+        """``doc`` with the stamp added under :data:`STAMP_KEY` (a JSON object's last key)."""
+        out = {k: v for k, v in doc.items() if k != STAMP_KEY}
+        out[STAMP_KEY] = self.stamp
+        return out
+
+    def text_header(self) -> str:
+        """The first line of a text file (YAML, log) carrying the stamp, newline included."""
+        return f"# {STAMP_KEY}: {self.stamp_text}\n"
+
+    def html_header(self) -> str:
+        """The first line of an HTML file carrying the stamp (a comment), newline included."""
+        return f"<!-- {STAMP_KEY}: {self.stamp_text} -->\n"
+
+
+def _png_stamp(path: Path) -> dict[str, Any] | None:
+    import struct
+
+    with open(path, "rb") as f:
+        if f.read(8) != b"\x89PNG\r\n\x1a\n":
+            return None
+        for _ in range(256):
+            head = f.read(8)
+            if len(head) < 8:
+                return None
+            length, ctype = struct.unpack(">I4s", head)
+            if ctype in (b"IDAT", b"IEND") or length > 2**20:
+                return None
+            data = f.read(length)
+            f.read(4)  # crc
+            if ctype == b"tEXt" and b"\0" in data:
+                key, _, value = data.partition(b"\0")
+                if key.decode("latin-1") == STAMP_KEY:
+                    return _parse_stamp(value.decode("latin-1"))
+            elif ctype == b"iTXt" and data.startswith(STAMP_KEY.encode() + b"\0\0"):  # uncompressed
+                rest = data[len(STAMP_KEY) + 3:]
+                parts = rest.split(b"\0", 2)  # language tag, translated keyword, text
+                if len(parts) == 3:
+                    return _parse_stamp(parts[2].decode("utf-8", "replace"))
+    return None
+
+
+def _parse_stamp(text: Any) -> dict[str, Any] | None:
+    if isinstance(text, str):
+        try:
+            text = json.loads(text)
+        except ValueError:
+            return None
+    if isinstance(text, dict) and isinstance(text.get("kind"), str):
+        return text
+    return None
+
+
+def _safetensors_stamp(path: Path) -> dict[str, Any] | None:
+    import struct
+
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            return None
+        (n,) = struct.unpack("<Q", head)
+        if n > 100 * 2**20:
+            return None
+        try:
+            header = json.loads(f.read(n))
+        except ValueError:
+            return None
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    return _parse_stamp(meta.get(STAMP_KEY)) if isinstance(meta, dict) else None
+
+
+def _onnx_stamp(path: Path) -> dict[str, Any] | None:
+    try:
+        import onnx
+    except ImportError:
+        return None
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - not an ONNX file
+        return None
+    for prop in model.metadata_props:
+        if prop.key == STAMP_KEY:
+            return _parse_stamp(prop.value)
+    return None
+
+
+def read_stamp(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The stamp of a file tomoflow wrote (``{"kind", "fingerprint", "tomoflow"}``), or None.
+
+    None for anything else: a file without a stamp, an unreadable or oversized one, a folder, a link.
+    Reads only what it needs (a JSON document, a PNG's chunks before its image data, a safetensors
+    header, an ONNX file's metadata, the first line of a text file).
+    """
+    p = Path(path)
+    try:
+        if p.is_symlink() or not p.is_file():
+            return None
+        suffix = p.suffix.lower()
+        if suffix == ".png":
+            return _png_stamp(p)
+        if suffix == ".safetensors":
+            return _safetensors_stamp(p)
+        if suffix == ".onnx":
+            return _onnx_stamp(p)
+        if suffix == ".json":
+            if p.stat().st_size > _STAMP_READ_LIMIT:
+                return None
+            with open(p, encoding="utf-8") as f:
+                doc = json.load(f)
+            return _parse_stamp(doc.get(STAMP_KEY)) if isinstance(doc, dict) else None
+        if suffix in (".h5", ".hdf5"):
+            import h5py
+
+            with h5py.File(p, "r") as f:
+                return _parse_stamp(f.attrs.get(STAMP_KEY))
+        with open(p, encoding="utf-8") as f:
+            first = f.readline(8192).strip()
+        for lead, tail in (("# ", ""), ("<!-- ", " -->")):
+            prefix = f"{lead}{STAMP_KEY}: "
+            if first.startswith(prefix) and first.endswith(tail):
+                return _parse_stamp(first[len(prefix):len(first) - len(tail)])
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    except Exception:  # noqa: BLE001 - h5py raises its own types for a file that is not HDF5
+        return None
+    return None
+
+
+def enclosing_store(path: str | os.PathLike) -> Path | None:
+    """The tomoflow store that ``path`` is, or lies inside (following links), else None."""
+    real = resolved_path(path)
+    for p in (real, *real.parents):
+        if store_kind(p) is not None:
+            return p
+    return None
+
+
+def check_writable_location(path: str | os.PathLike) -> None:
+    """Refuse up front a file or folder that cannot be created: its nearest existing parent must be a
+    writable folder.
+
+    Raises
+    ------
+    StoreError
+        Naming the path and the folder that refuses it.
+    """
+    p = Path(path)
+    parent = p.absolute().parent
+    while not os.path.lexists(parent) and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise StoreError(f"{p}: cannot be created: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise StoreError(f"{p}: cannot be created: the folder {parent} is not writable")
+
+
+def _check_not_an_input(path: Path, inputs: Sequence[str | os.PathLike], what: str) -> None:
+    real = resolved_path(path)
+    for inp in inputs:
+        r = resolved_path(inp)
+        if real == r:
+            raise StoreError(f"{path}: is an input of this run; refusing to write {what} over it; choose another path")
+        if _inside(real, r):
+            raise StoreError(f"{path}: lies inside the input {inp}; choose a path outside it")
+        if _inside(r, real):
+            raise StoreError(f"{path}: contains the input {inp}; choose another path")
+
+
+def plan_file(
+    path: str | os.PathLike,
+    *,
+    kind: str,
+    fingerprint: str | None = None,
+    inputs: Sequence[str | os.PathLike] = (),
+    overwrite: bool = False,
+    option: str | None = None,
+) -> FilePlan:
+    """Decide, writing nothing, whether tomoflow may write the file ``path``; call it before any work.
+
+    Parameters
+    ----------
+    path
+        The file to write.
+    kind
+        What it is (a key of :data:`FILE_KINDS`); its suffix must be one of that kind's.
+    fingerprint
+        Digest of the inputs and parameters the file is made from (:func:`fingerprint`): a file tomoflow
+        made with the same one is left as it is (``action == "same"``). None: always a new file.
+    inputs
+        Every file or store the run reads: the file may not be one of them or lie inside one.
+    overwrite
+        Replace a file tomoflow made from other inputs or parameters (of the same kind).
+    option
+        The command-line option that named the file (``"--png"``), for messages.
+
+    Returns
+    -------
+    FilePlan
+
+    Raises
+    ------
+    ConfigError
+        The name does not fit the kind (a ``.json`` given to ``--png``).
+    StoreError
+        One line, naming the file: it lies in a tomoflow store or an input, is an input, is a folder
+        or a link, is a file tomoflow did not make or a tomoflow file of another kind, was made from
+        other inputs without ``overwrite``, or its folder cannot be written.
+    """
+    from tomoflow.errors import ConfigError
+
+    if kind not in FILE_KINDS:
+        raise ValueError(f"unknown file kind {kind!r}; one of {sorted(FILE_KINDS)}")
+    p = Path(path)
+    label = f"{option} {p}" if option else str(p)
+    suffixes = FILE_KINDS[kind]
+    if p.name in ("", ".", "..") or str(path).endswith(("/", os.sep)):
+        raise ConfigError(f"{label}: expected a file name ending in {' or '.join(suffixes)}, got a folder")
+    if p.suffix.lower() not in suffixes:
+        raise ConfigError(f"{label}: a {kind.replace('-', ' ')} file must end in {' or '.join(suffixes)}, "
+                          f"not {p.suffix or 'no suffix'}")
+    store = enclosing_store(p)
+    if store is not None:
+        raise StoreError(f"{p}: {'is' if store == resolved_path(p) else 'lies inside'} the tomoflow store {store}; "
+                         "tomoflow never writes files into a store; choose a path outside it")
+    _check_not_an_input(p, inputs, f"a {kind.replace('-', ' ')}")
+    common = dict(path=p, kind=kind, fingerprint=fingerprint, inputs=tuple(map(os.fspath, inputs)),
+                  overwrite=overwrite, option=option)
+    if not os.path.lexists(p):
+        check_writable_location(p)
+        return FilePlan(action="create", **common)  # type: ignore[arg-type]
+    if p.is_symlink():
+        raise StoreError(f"{p}: is a symbolic link; tomoflow does not replace links; choose another path")
+    if p.is_dir():
+        raise StoreError(f"{p}: is a folder; expected a {' or '.join(suffixes)} file name")
+    if not p.is_file():
+        raise StoreError(f"{p}: exists and is not a regular file; choose another path")
+    stamp = read_stamp(p)
+    if stamp is None:
+        raise StoreError(f"{p}: exists and was not written by tomoflow; refusing to replace it"
+                         f"{' (even with --overwrite)' if overwrite else ''}; choose another path or move it away")
+    if stamp.get("kind") != kind:
+        raise StoreError(f"{p}: is a tomoflow {str(stamp.get('kind')).replace('-', ' ')} file, not a "
+                         f"{kind.replace('-', ' ')}; refusing to replace it; choose another path")
+    if fingerprint is not None and stamp.get("fingerprint") == fingerprint:
+        return FilePlan(action="same", **common)  # type: ignore[arg-type]
+    if not overwrite:
+        raise StoreError(f"{p}: was written by tomoflow from other inputs or parameters; pass --overwrite to "
+                         "replace it, or choose another path")
+    check_writable_location(p)
+    if not os.access(p.absolute().parent, os.W_OK | os.X_OK):  # pragma: no cover - checked above
+        raise StoreError(f"{p}: its folder is not writable")
+    return FilePlan(action="replace", **common)  # type: ignore[arg-type]
+
+
+def plan_folder(path: str | os.PathLike, *, inputs: Sequence[str | os.PathLike] = (), option: str | None = None,
+                what: str = "files") -> Path:
+    """Check, writing nothing, a folder tomoflow will write named files into (each through
+    :func:`plan_file`): not a tomoflow store, not inside one, not an input or inside one, not a file.
+
+    Returns the folder path. Raises :class:`StoreError` with one line naming it.
+    """
+    p = Path(path)
+    store = enclosing_store(p)
+    if store is not None:
+        raise StoreError(f"{p}: {'is' if store == resolved_path(p) else 'lies inside'} the tomoflow store {store}; "
+                         f"tomoflow never writes {what} into a store; choose a folder outside it")
+    _check_not_an_input(p, inputs, what)
+    if os.path.lexists(p) and not p.is_dir():
+        raise StoreError(f"{p}: exists and is not a folder; choose another path for the {what}")
+    check_writable_location(p / "probe")
+    return p
+
+
+def write_file(plan: FilePlan, content: bytes | str | Callable[[Path], Any]) -> Path:
+    """Write a planned file: checks again, writes a temporary name in the same folder, renames it.
+
+    Parameters
+    ----------
+    plan
+        From :func:`plan_file` (before the work).
+    content
+        The bytes or text, or a function ``write(tmp_path)`` that writes the file (matplotlib,
+        safetensors, ONNX) at the temporary path, which has the right suffix. Text and JSON must
+        carry the plan's stamp (:meth:`FilePlan.json_document`, :meth:`FilePlan.text_header`); a
+        writer passes :meth:`FilePlan.png_metadata` or :meth:`FilePlan.safetensors_metadata`.
+
+    Returns
+    -------
+    Path
+        The file (left untouched when ``plan.action == "same"``).
+
+    Raises
+    ------
+    StoreError
+        The file became something tomoflow may not replace since it was planned, or the write
+        failed (disk full, permissions): nothing is left behind.
+    """
+    again = plan_file(plan.path, kind=plan.kind, fingerprint=plan.fingerprint, inputs=plan.inputs,
+                      overwrite=plan.overwrite or plan.action == "replace", option=plan.option)
+    if again.action == "same":
+        return plan.path
+    path = plan.path
+    path.absolute().parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tomoflow-{os.getpid()}-{os.urandom(4).hex()}{path.suffix}")
+    try:
+        if callable(content):
+            content(tmp)
+        else:
+            data = content.encode("utf-8") if isinstance(content, str) else bytes(content)
+            with open(tmp, "wb") as f:
+                f.write(data)
+        stamp = read_stamp(tmp)
+        if stamp is None or stamp.get("kind") != plan.kind or stamp.get("fingerprint") != plan.fingerprint:
+            raise RuntimeError(f"{path}: the {plan.kind} writer did not stamp the file (a tomoflow bug)")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    finally:
+        with contextlib.suppress(OSError):
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+    return path
+
+
+def write_json(plan: FilePlan, doc: Mapping[str, Any], *, indent: int | None = 2, **dump: Any) -> Path:
+    """:func:`write_file` of a JSON document carrying the plan's stamp."""
+    return write_file(plan, json.dumps(plan.json_document(doc), indent=indent, **dump) + "\n")
+
+
+def as_file_plan(target: "str | os.PathLike | FilePlan", *, kind: str, overwrite: bool = False,
+                 inputs: Sequence[str | os.PathLike] = (), fingerprint: str | None = None) -> FilePlan:
+    """``target`` if it is already a :class:`FilePlan`, else :func:`plan_file` of it (API functions that
+    write a file take either)."""
+    if isinstance(target, FilePlan):
+        if target.kind != kind:
+            raise ValueError(f"{target.path}: planned as a {target.kind} file, written as a {kind}")
+        return target
+    return plan_file(target, kind=kind, overwrite=overwrite, inputs=inputs, fingerprint=fingerprint)
+
+
+def save_figure(fig: Any, target: "str | os.PathLike | FilePlan", *, overwrite: bool = False,
+                inputs: Sequence[str | os.PathLike] = (), dpi: int = 110) -> Path:
+    """Save a matplotlib figure as a PNG through the file policy (stamped, atomic) and close it.
+
+    ``target`` is a :class:`FilePlan` made before the work, or a path planned here (a new file, or a
+    picture tomoflow made when ``overwrite``).
+    """
+    import matplotlib.pyplot as plt
+
+    try:
+        plan = as_file_plan(target, kind="picture", overwrite=overwrite, inputs=inputs)
+        return write_file(plan, lambda tmp: fig.savefig(tmp, dpi=dpi, metadata=plan.png_metadata()))
+    finally:
+        plt.close(fig)
+
+
+def save_image(image: Any, target: "str | os.PathLike | FilePlan", *, overwrite: bool = False,
+               cmap: str = "gray") -> Path:
+    """``matplotlib.pyplot.imsave`` of a 2-D array (values 0..1) through the file policy."""
+    import matplotlib.pyplot as plt
+
+    plan = as_file_plan(target, kind="picture", overwrite=overwrite)
+    return write_file(plan, lambda tmp: plt.imsave(tmp, image, cmap=cmap, metadata=plan.png_metadata()))
+
+
+def file_stamp(kind: str, fingerprint: str | None = None) -> dict[str, Any]:
+    """The stamp a file of ``kind`` carries (for writers that build the file themselves, e.g. a model
+    card written beside its weights): ``{"kind", "fingerprint", "tomoflow"}``."""
+    if kind not in FILE_KINDS:
+        raise ValueError(f"unknown file kind {kind!r}")
+    return {"kind": kind, "fingerprint": fingerprint, "tomoflow": _version()}
+
+
+def plan_files(folder: str | os.PathLike, files: Mapping[str, str], *, fingerprint: str | None = None,
+               inputs: Sequence[str | os.PathLike] = (), overwrite: bool = False, option: str | None = "--out",
+               renew: Sequence[str] = ()) -> dict[str, FilePlan]:
+    """Check, before any work, a folder and the named files tomoflow will write into it (a training
+    folder: weights, model card, checkpoint ...).
+
+    Parameters
+    ----------
+    folder
+        The output folder (:func:`plan_folder`: never a store, an input or inside one).
+    files
+        Relative file name -> kind (:data:`FILE_KINDS`).
+    fingerprint
+        What the files are made from: a file tomoflow made with the same one belongs to this very run
+        (a resumed training) and may be rewritten by it.
+    renew
+        Names of files the run rewrites as it goes (checkpoints): tomoflow's own files of the right kind
+        are accepted whatever their fingerprint (the run checks their content itself).
+
+    Returns
+    -------
+    dict
+        Name -> :class:`FilePlan`.
+    """
+    base = plan_folder(folder, inputs=inputs, option=option)
+    return {name: plan_file(base / name, kind=kind, fingerprint=fingerprint, inputs=inputs,
+                            overwrite=overwrite or name in renew, option=option)
+            for name, kind in files.items()}

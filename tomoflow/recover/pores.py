@@ -725,8 +725,8 @@ def _plain(text: str) -> str:
     return str(text).replace("$", r"\$")
 
 
-def plot_pore_sizes(metrics: Mapping[str, PoreMetrics], path: str | Path, *, bins: int = 30,
-                    title: str | None = None) -> Path:
+def plot_pore_sizes(metrics: Mapping[str, PoreMetrics], path: Any, *, bins: int = 30,
+                    title: str | None = None, overwrite: bool = False) -> Path:
     """Overlay the equivalent-diameter histograms of several volumes in a PNG.
 
     Parameters
@@ -735,7 +735,9 @@ def plot_pore_sizes(metrics: Mapping[str, PoreMetrics], path: str | Path, *, bin
         ``{name: PoreMetrics}``, e.g. ``{"LFOV": ..., "HR": ..., "recovered": ...}``, all measured
         with the same threshold and connectivity.
     path
-        PNG file to write (folders are created).
+        PNG file to write (folders are created), or a :class:`tomoflow.io.output.FilePlan` of one. The
+        file policy applies: a file tomoflow did not write is never replaced, one it wrote only with
+        ``overwrite``.
     bins
         Number of log-spaced bins shared by all volumes.
     title
@@ -782,9 +784,7 @@ def plot_pore_sizes(metrics: Mapping[str, PoreMetrics], path: str | Path, *, bin
     protocol = (f"threshold {ms[0].threshold:g}, {ms[0].connectivity}-connected, "
                 f"min {'/'.join(map(str, mins))} voxels")
     ax.set_title(_plain(f"{title}\n{protocol}" if title else protocol), fontsize=9)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    from tomoflow.io.output import save_figure
+
+    return save_figure(fig, path, overwrite=overwrite)
 
