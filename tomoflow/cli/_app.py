@@ -103,6 +103,22 @@ def _check_can_create(path: Path) -> None:
         raise ConfigError(f"{path}: cannot be created: the folder {parent} is not writable")
 
 
+def _plan_picture(png: Path | None, *, command: str, sources: dict[str, Path], params: dict[str, Any],
+                  overwrite: bool, outputs: tuple[Path, ...] = ()) -> Any:
+    """The file plan of a ``--png`` option, made before any work (None without one).
+
+    The picture's fingerprint is the command's inputs (by identity) and parameters, so a rerun of the
+    same command keeps the picture it wrote; the PNG may be none of the inputs or outputs.
+    """
+    if png is None:
+        return None
+    from tomoflow.io.output import fingerprint, identity_of, plan_file
+
+    fp = fingerprint(f"{command}-png", inputs={k: identity_of(v) for k, v in sources.items()}, params=params)
+    return plan_file(png, kind="picture", option="--png", fingerprint=fp, overwrite=overwrite,
+                     inputs=[*sources.values(), *outputs])
+
+
 def _fail(message: str, code: int = 2) -> NoReturn:
     """Print ``error: message`` (plain text, one line) on stderr and exit with ``code``."""
     err_console.print(Text.assemble(("error: ", "bold red"), _one_line(message) or "unknown error"))
