@@ -6,9 +6,14 @@ is wrong, so that a facility data engineer can act on it without reading a trace
 
 from __future__ import annotations
 
+import errno as _errno
+import os as _os
+from collections.abc import Iterable
 from os import PathLike
+from typing import Any
 
-__all__ = ["TomoflowError", "InputError", "ModelError", "StoreError", "ConfigError", "PipelineError"]
+__all__ = ["TomoflowError", "InputError", "ModelError", "StoreError", "ConfigError", "PipelineError",
+           "summarise", "shorten", "describe_os_error"]
 
 
 class TomoflowError(Exception):
@@ -64,3 +69,67 @@ class ConfigError(TomoflowError, ValueError):
 
 class PipelineError(TomoflowError):
     """A pipeline task failed: names the store, the stage and the block, and says how to go on."""
+
+
+# ----------------------------------------------------------------------------- message helpers
+def summarise(items: Iterable[Any], first: int = 5, *, sep: str = ", ", last: str = " and ") -> str:
+    """A list that could be huge, as its first few items and a count of the rest.
+
+    >>> summarise(["a", "b"])
+    'a and b'
+    >>> summarise(f"f{i}.h5" for i in range(20000))
+    'f0.h5, f1.h5, f2.h5, f3.h5, f4.h5 and 19,995 more'
+    >>> summarise(["x: gone", "y: gone", "z: gone"], first=2, sep="; ", last="; and ")
+    'x: gone; y: gone; and 1 more'
+    """
+    shown: list[str] = []
+    rest = 0
+    for item in items:
+        if len(shown) < first:
+            shown.append(str(item))
+        else:
+            rest += 1
+    if rest:
+        return sep.join(shown) + f"{last}{rest:,} more"
+    if len(shown) < 2:
+        return "".join(shown)
+    return sep.join(shown[:-1]) + last + shown[-1]
+
+
+def shorten(text: Any, limit: int = 300) -> str:
+    """``text`` on one line (its non-blank lines joined with ``; ``), cut to ``limit`` characters.
+
+    >>> shorten("first\\n  second\\n", 40)
+    'first; second'
+    >>> shorten("x" * 50, 20)
+    'xxxxxxxxxxxxxxxxx...'
+    """
+    one = "; ".join(line.strip() for line in str(text).splitlines() if line.strip())
+    return one if len(one) <= limit else one[: max(0, limit - 3)] + "..."
+
+
+_OS_PHRASES = {
+    _errno.ENOSPC: "no space left on {path}",
+    _errno.EDQUOT: "disk quota exceeded on {path}",
+    _errno.EROFS: "{path} is on a read-only file system",
+    _errno.EACCES: "permission denied: {path}",
+    _errno.EPERM: "operation not permitted: {path}",
+    _errno.ENOENT: "no such file or folder: {path}",
+    _errno.EIO: "input/output error on {path} (a failing disk or network file system?)",
+}
+
+
+def describe_os_error(exc: OSError, path: str | PathLike | None = None) -> str:
+    """What an OS error means for ``path`` (default: the file the error names), in a few words.
+
+    >>> describe_os_error(OSError(28, "No space left on device"), "/data/out")
+    'no space left on /data/out'
+    >>> describe_os_error(PermissionError(13, "Permission denied", "/x/y.zarr"))
+    'permission denied: /x/y.zarr'
+    """
+    where = path if path is not None else (exc.filename if exc.filename is not None else None)
+    code = exc.errno if isinstance(exc.errno, int) else None
+    if code in _OS_PHRASES:
+        return _OS_PHRASES[code].format(path=where if where is not None else "the device")
+    reason = _os.strerror(code) if code else (exc.strerror or str(exc) or type(exc).__name__)
+    return f"{where}: {reason}" if where is not None else reason

@@ -48,6 +48,7 @@ from tomoflow.pipeline.engine import (
     plan_blocks,
     prepare_output,
     run_blocks,
+    writes_outputs,
 )
 from tomoflow.pipeline.reconstruct import check_flats, read_line_integrals
 
@@ -168,6 +169,7 @@ def _register_task(binned: np.ndarray, angles: np.ndarray, method: str, center: 
 
 
 # ----------------------------------------------------------------------------- driver
+@writes_outputs
 def align_scan(
     scan_path: str | Path,
     out_path: str | Path,

@@ -13,6 +13,11 @@ and the batch runner next) is *planning + a block function*; this module owns ev
    of the expected kind; a non-empty folder that is not one, an input of the stage, an output inside
    an input or an input inside the output are refused. :func:`create_store` then creates the root
    group with its attributes in one atomic write.
+   **One runner per output**: when the plan has something to write, :func:`prepare_output` takes the
+   output's lock (:mod:`tomoflow.io.lock`: ``<store>.lock`` beside the store) and plans again under
+   it, so a second runner is refused with who holds it, and a plan made before another runner
+   created or finished the store is never acted on. The lock is held until the stage function
+   (decorated with :func:`writes_outputs`) returns or raises; a complete output takes no lock.
 3. **Blocks and markers** — a stage's output is divided into *units* (e.g. one z-chunk of a volume);
    a :class:`Block` covers whole units and writes exactly their chunks. :func:`plan_blocks` groups
    units under a per-task memory budget, balanced over the cluster's worker threads.
@@ -37,15 +42,17 @@ How the next stages use it
 
 A stage driver looks like::
 
-    fp = fingerprint("recon", inputs={"scan": identity_of(scan)}, params=params)
-    plan = prepare_output(out, kind="tomoflow-volume", stage="recon", fingerprint=fp,
-                          inputs=[scan], overwrite=overwrite)
-    if plan.action == "complete":
-        return open(out)                       # no writes at all
-    if plan.action in ("create", "replace"):
-        create the store (create_store) and StageLog.begin(out, "recon", ...)
-    run_blocks(out, blocks, fn, stage="recon", step="level-0", array="0", name="recon-fbp")
-    StageLog(out, "recon").finish(output_id=fp, seconds=...)
+    @writes_outputs                                # the output's lock is held until it returns
+    def reconstruct(scan, out, overwrite=False):
+        fp = fingerprint("recon", inputs={"scan": identity_of(scan)}, params=params)
+        plan = prepare_output(out, kind="tomoflow-volume", stage="recon", fingerprint=fp,
+                              inputs=[scan], overwrite=overwrite)   # locks unless complete
+        if plan.action == "complete":
+            return open(out)                       # no writes at all, no lock
+        if plan.action in ("create", "replace"):
+            create the store (create_store) and StageLog.begin(out, "recon", ...)
+        run_blocks(out, blocks, fn, stage="recon", step="level-0", array="0", name="recon-fbp")
+        StageLog(out, "recon").finish(output_id=fp, seconds=...)
 """
 
 from __future__ import annotations
@@ -66,8 +73,10 @@ from typing import Any
 import numpy as np
 
 from tomoflow.backend import limit_threads, to_numpy
-from tomoflow.errors import PipelineError, StoreError, TomoflowError
-from tomoflow.io.output import OutputPlan, create_store, fingerprint, identity_of, prepare_output, resolved_path
+from tomoflow.errors import PipelineError, StoreError, TomoflowError, describe_os_error, shorten
+from tomoflow.io.lock import claim_output, output_lock_scope, writes_outputs
+from tomoflow.io.output import OutputPlan, create_store, fingerprint, identity_of, resolved_path
+from tomoflow.io.output import prepare_output as _plan_output
 from tomoflow.io.stages import StageLog
 
 __all__ = [
@@ -78,6 +87,8 @@ __all__ = [
     "identity_of",
     "prepare_output",
     "create_store",
+    "writes_outputs",
+    "output_lock_scope",
     "plan_blocks",
     "run_blocks",
     "units_of",
@@ -95,6 +106,37 @@ KILL_AFTER_WRITE_ENV = "TOMOFLOW_TESTING_KILL_AFTER_WRITE"
 
 
 # ----------------------------------------------------------------------------- planning
+def prepare_output(
+    path: str | os.PathLike,
+    *,
+    kind: str,
+    stage: str,
+    fingerprint: str,
+    params: Mapping[str, Any] | None = None,
+    inputs: Sequence[str | os.PathLike] = (),
+    overwrite: bool = False,
+) -> OutputPlan:
+    """Decide what a stage may do with its output path (:func:`tomoflow.io.output.prepare_output`:
+    create, resume, complete or replace, refusing whatever could lose data), and lock the output for
+    this stage when there is something to write (:func:`tomoflow.io.lock.claim_output`).
+
+    The lock (``<store>.lock`` beside the store) is taken only after the plan was validated, and only
+    for a plan other than ``complete``; the plan is then made again under the lock, so what another
+    runner did meanwhile is seen. It is held until the enclosing :func:`writes_outputs` stage function
+    returns or raises (without one, no lock is taken).
+
+    Raises
+    ------
+    StoreError
+        The plan refuses the output (see :func:`tomoflow.io.output.prepare_output`), or another run is
+        writing it: ``<out> is being written by PID 1234 on host h since ... (command); wait for it or
+        stop it``.
+    """
+    return claim_output(lambda: _plan_output(path, kind=kind, stage=stage, fingerprint=fingerprint, params=params,
+                                             inputs=inputs, overwrite=overwrite),
+                        path, what=f"{stage} output")
+
+
 @dataclass(frozen=True)
 class Block:
     """One task: compute ``region`` of the output array, which covers exactly the marker ``units``.
@@ -209,22 +251,28 @@ def _run_block(store: str, array: str, stage: str, step: str, fn: Callable[..., 
         data = to_numpy(data)
     except TomoflowError:
         raise
+    except OSError as exc:  # reading an input: say what the system said, in words
+        raise PipelineError(f"{where} failed: {describe_os_error(exc)}") from exc
     except Exception as exc:  # noqa: BLE001 - a library error deep in a kernel: say where
-        raise PipelineError(f"{where} failed: {type(exc).__name__}: {exc}") from exc
+        raise PipelineError(f"{where} failed: {type(exc).__name__}: {shorten(exc, 1000)}") from exc
     t1 = time.perf_counter()
-    out = zarr.open_array(store, path=array, mode="r+")
-    region = _full_region(block.region, len(out.shape))
-    expected = tuple(len(range(*s.indices(n))) for s, n in zip(region, out.shape))
-    if tuple(data.shape) != expected:
-        raise PipelineError(f"{where}: block function returned shape {tuple(data.shape)}, expected {expected}")
-    if np.issubdtype(data.dtype, np.floating):
-        bad = int(np.size(data) - np.count_nonzero(np.isfinite(data)))
-        if bad:
-            raise PipelineError(f"{where}: result holds {bad} NaN/Inf values (bad input data in this block?); "
-                                "nothing was written for it")
-    out[region] = data
-    _maybe_kill_for_test()
-    StageLog(store, stage).mark_done(step, block.units)
+    try:
+        out = zarr.open_array(store, path=array, mode="r+")
+        region = _full_region(block.region, len(out.shape))
+        expected = tuple(len(range(*s.indices(n))) for s, n in zip(region, out.shape))
+        if tuple(data.shape) != expected:
+            raise PipelineError(f"{where}: block function returned shape {tuple(data.shape)}, expected {expected}")
+        if np.issubdtype(data.dtype, np.floating):
+            bad = int(np.size(data) - np.count_nonzero(np.isfinite(data)))
+            if bad:
+                raise PipelineError(f"{where}: result holds {bad} NaN/Inf values (bad input data in this block?); "
+                                    "nothing was written for it")
+        out[region] = data
+        _maybe_kill_for_test()
+        StageLog(store, stage).mark_done(step, block.units)
+    except OSError as exc:  # a full disk, a read-only or vanished folder: say it in words, never guess
+        raise StoreError(f"{where}: cannot write the block ({describe_os_error(exc, store)}); "
+                         "run again to resume once that is fixed") from None
     t2 = time.perf_counter()
     return {"units": list(block.units), "compute_s": t1 - t0, "write_s": t2 - t1}
 
@@ -403,15 +451,35 @@ def _run_distributed(client: Any, store: str, array: str, stage: str, step: str,
                 results.append(fut.result())
             except TomoflowError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - KilledWorker, CommClosedError, ...
-                raise PipelineError(f"{store}: {stage} task {fut.key} failed: {type(exc).__name__}: {exc} "
-                                    "(a worker died? out of memory?); run again to resume") from exc
+            except OSError as exc:  # raised by the task itself (not a lost connection): say what it was
+                if type(exc).__name__ in _LOST:
+                    raise PipelineError(f"{store}: {stage} task {fut.key} failed: {_task_failure(exc)}; "
+                                        "run again to resume") from exc
+                raise StoreError(f"{store}: {stage} task {fut.key} failed: {describe_os_error(exc)}") from exc
+            except Exception as exc:  # noqa: BLE001 - KilledWorker, CommClosedError, a bug in a kernel ...
+                raise PipelineError(f"{store}: {stage} task {fut.key} failed: {_task_failure(exc)}; "
+                                    "run again to resume") from exc
             if progress is not None:
                 progress(label, report.skipped + len(results), total)
     except BaseException:
         client.cancel(futures)
         raise
     return results
+
+
+#: Exceptions of distributed that mean a task's worker or connection was lost (not the task's own error).
+_LOST = {"CommClosedError", "StreamClosedError", "FutureCancelledError", "CancelledError", "TimeoutError"}
+
+
+def _task_failure(exc: BaseException) -> str:
+    """Why a task failed, in one line: a guess about the cause only where the exception says it."""
+    name = type(exc).__name__
+    text = shorten(exc, 300)
+    if name == "KilledWorker":
+        return f"the workers that ran it died, one after the other (out of memory? a crash?): {text}"
+    if name in _LOST:
+        return f"lost the connection to its worker ({name}: {text})"
+    return f"{name}: {text}"
 
 
 def units_of(blocks: Iterable[Block]) -> list[int]:

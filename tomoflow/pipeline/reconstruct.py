@@ -45,6 +45,7 @@ from tomoflow.pipeline.engine import (
     plan_blocks,
     prepare_output,
     run_blocks,
+    writes_outputs,
 )
 from tomoflow.recon.center import find_center
 from tomoflow.recon.fbp import FBP_METHODS, fbp
@@ -334,6 +335,7 @@ def _validate(algorithm: str, filter: str, n_iter: int | None, memory_budget: An
     return algorithm, filt, iters, budget
 
 
+@writes_outputs
 def reconstruct_scan(
     scan_path: str | Path,
     out_path: str | Path,

@@ -33,6 +33,7 @@ from tomoflow.io.models import VOLUME_FORMAT
 from tomoflow.io.stages import StageLog
 from tomoflow.io.volume_store import VolumeStore, level_shape, pyramid_levels
 from tomoflow.pipeline.engine import Block, current_client, fingerprint, identity_of, prepare_output, run_blocks
+from tomoflow.pipeline.engine import writes_outputs
 from tomoflow.pipeline.reconstruct import _chunk_grid, run_pyramid
 
 __all__ = ["recover_volume"]
@@ -76,6 +77,7 @@ def _recover_block(volume_path: str, model_path: str, sha256: str, device: str, 
         return _predict_boxes(model, [x], [crop], dev, dtype, valid)[0]
 
 
+@writes_outputs
 def recover_volume(
     volume_path: str | Path,
     model_path: str | Path,

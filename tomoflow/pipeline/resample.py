@@ -25,6 +25,7 @@ from tomoflow.io.models import VOLUME_FORMAT
 from tomoflow.io.stages import StageLog
 from tomoflow.io.volume_store import VolumeStore, level_shape, pyramid_levels
 from tomoflow.pipeline.engine import Block, current_client, fingerprint, identity_of, prepare_output, run_blocks
+from tomoflow.pipeline.engine import writes_outputs
 from tomoflow.pipeline.reconstruct import _chunk_grid, run_pyramid
 
 __all__ = ["resample_volume", "field_grid"]
@@ -52,6 +53,7 @@ def _resample_block(source_path: str, matrix: list[list[float]], shape: tuple[in
     return resample_to_grid(src, np.asarray(matrix), shape, spacing, source_spacing, box=box, order=order)
 
 
+@writes_outputs
 def resample_volume(
     source_path: str | Path,
     out_path: str | Path,
