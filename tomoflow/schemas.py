@@ -42,19 +42,22 @@ def schema_json(name: str) -> str:
     schema: dict[str, Any] = model.model_json_schema(mode="serialization")
     schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": f"tomoflow/{name}.schema.json",
               **schema, "title": _TITLES[name]}
+    # the file policy's stamp (no version: the text changes only when the model does)
+    schema["tomoflow_file"] = {"kind": "schema", "fingerprint": None}
     return json.dumps(schema, indent=2, sort_keys=True) + "\n"
 
 
 def write_schemas(directory: str | Path) -> list[Path]:
-    """Write every schema to ``directory/<name>.schema.json``; return the paths."""
-    d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    out = []
-    for name in SCHEMAS:
-        p = d / f"{name}.schema.json"
-        p.write_text(schema_json(name))
-        out.append(p)
-    return out
+    """Write every schema to ``directory/<name>.schema.json``; return the paths.
+
+    The file policy applies (checked for every file before any is written): the folder is no store, and
+    each file is new or a schema tomoflow wrote; a file tomoflow did not write is never replaced.
+    """
+    from tomoflow.io.output import plan_files, write_file
+
+    plans = plan_files(directory, {f"{name}.schema.json": "schema" for name in SCHEMAS}, overwrite=True,
+                       option=None)
+    return [write_file(plans[f"{name}.schema.json"], schema_json(name)) for name in SCHEMAS]
 
 
 def stale_schemas(directory: str | Path) -> list[str]:

@@ -71,6 +71,16 @@ def demo(
 def _demo(out: Path, size: int, rows: int, angles: int, cluster: str, workers: int | None,
           recovery_size: int = 0, recovery_seconds: float = RECOVERY_TRAIN_SECONDS,
           recovery_budget: int | str = "2GB") -> None:
+    from tomoflow.io.output import plan_files
+
+    # The file policy, before any work: the demo replaces only what an earlier demo wrote there.
+    files = {"synthetic_scan.h5": "raw-scan", "overview.png": "picture", "alignment.png": "picture"}
+    if recovery_size:
+        files.update({f"recovery/{n}": k for n, k in (
+            ("registration.json", "registration"), ("pores.json", "pore-metrics"), ("pores.png", "picture"),
+            ("recovery.png", "picture"), ("model/recover_unet.safetensors", "model-weights"),
+            ("model/recover_unet.json", "model-card"))})
+    plan_files(out, files, overwrite=True)
     out.mkdir(parents=True, exist_ok=True)
     raw = out / "synthetic_scan.h5"
     scan_store = out / "scan.zarr"
@@ -110,8 +120,8 @@ def _demo(out: Path, size: int, rows: int, angles: int, cluster: str, workers: i
         console.print(f"   refined rotation centre {al.attrs.rotation_center:.2f} px; "
                       f"{al.stage('align').info.get('method')} alignment in {al.stage('align').seconds or 0:.1f} s")
         png = overview_png(out / "overview.png", aligned, volume, title="tomoflow demo: simulated cathode particle, "
-                           "jitter-corrected")
-        report = alignment_png(out / "alignment.png", scan_store, aligned)
+                           "jitter-corrected", overwrite=True)
+        report = alignment_png(out / "alignment.png", scan_store, aligned, overwrite=True)
         console.print(f"5. overview: [bold]{_e(png)}[/]; before/after: [bold]{_e(report)}[/]")
         if recovery_size:
             from tomoflow import config
@@ -129,6 +139,7 @@ def _recovery(rec: Path, size: int, train_seconds: float, client: Any) -> None:
     import numpy as np
 
     from tomoflow.cli.recovery import pores_document, pores_table
+    from tomoflow.io.output import plan_file, write_json
     from tomoflow.cli.train_recovery import training_bar
     from tomoflow.io.synthetic import write_multiscale_pair
     from tomoflow.io.volume_store import VolumeStore
@@ -157,7 +168,7 @@ def _recovery(rec: Path, size: int, train_seconds: float, client: Any) -> None:
     hr_vol = np.asarray(h.level(0)[...], dtype=np.float32)
     doc = register_volumes(hr_path, lf_path, hr_volume=hr_vol)
     reg = rec / "registration.json"
-    reg.write_text(json.dumps(doc, indent=2) + "\n")
+    write_json(plan_file(reg, kind="registration", overwrite=True), doc)
     matrix = np.asarray(doc["matrix"], dtype=np.float64)
     console.print(f"7. registered the ROI into the LFOV in {doc['seconds']:.1f} s (prior: {_e(doc['prior_source'])}): "
                   f"NCC {doc['ncc_prior']:.3f} -> {doc['ncc']:.3f} -> {_e(reg)}")
@@ -179,7 +190,7 @@ def _recovery(rec: Path, size: int, train_seconds: float, client: Any) -> None:
                              progress=progress, command=f"tomoflow demo --recovery-size {size} "
                              f"--recovery-train-seconds {train_seconds:g}", hr_voxel_um=hr_um, lfov_voxel_um=lf_um,
                              source={"hr": str(hr_path), "lfov": str(lf_path), "registration": str(reg),
-                                     "matrix": matrix.tolist(), "ncc": doc.get("ncc")})
+                                     "matrix": matrix.tolist(), "ncc": doc.get("ncc")}, overwrite=True)
     m, tr = res.metrics, res.card["training"]
     console.print(f"   held-out blocks: PSNR {m['psnr_input_db']:.2f} dB (input) -> {m['psnr_prediction_db']:.2f} dB, "
                   f"L1 {m['val_l1_input']:.4f} -> {m['val_l1']:.4f}; best epoch {tr['best_epoch']} of "
@@ -205,14 +216,15 @@ def _recovery(rec: Path, size: int, train_seconds: float, client: Any) -> None:
     console.print(f"11. pores over the ROI, one protocol (threshold {threshold:.4g}: Otsu on the HR):")
     console.print(pores_table(results, threshold, connectivity, min_voxels))
     pores_json, pores_png = rec / "pores.json", rec / "pores.png"
-    pores_json.write_text(json.dumps(pores_document(results, threshold, connectivity, min_voxels), indent=2) + "\n")
-    plot_pore_sizes(results, pores_png, title="demo: LFOV, HR and recovered ROI")
+    write_json(plan_file(pores_json, kind="pore-metrics", overwrite=True),
+               pores_document(results, threshold, connectivity, min_voxels))
+    plot_pore_sizes(results, pores_png, title="demo: LFOV, HR and recovered ROI", overwrite=True)
 
     def level0(path: Path) -> Any:
         return np.asarray(VolumeStore.open(path).level(0)[...], dtype=np.float32)
 
     png = recovery_png(rec / "recovery.png", level0(field_in), level0(field_out), inp, level0(roi_out), hr_vol,
                        title=f"demo: resolution recovery, {lf_um:g} um LFOV -> {hr_um:g} um (held-out PSNR "
-                       f"{m['psnr_input_db']:.1f} -> {m['psnr_prediction_db']:.1f} dB)")
+                       f"{m['psnr_input_db']:.1f} -> {m['psnr_prediction_db']:.1f} dB)", overwrite=True)
     console.print(f"12. pores: {_e(pores_json)}, histogram {_e(pores_png)}; before/after: [bold]{_e(png)}[/]")
     console.print(f"   recovery part in {time.perf_counter() - t0:.1f} s")

@@ -32,7 +32,7 @@ from tomoflow.io.stages import StageLog, read_zarr_json, stage_records, store_id
 __all__ = [
     "OutputPlan", "fingerprint", "identity_of", "prepare_output", "create_store", "resolved_path",
     "FilePlan", "FILE_KINDS", "STAMP_KEY", "plan_file", "plan_folder", "write_file", "write_json", "read_stamp",
-    "as_file_plan", "enclosing_store", "check_writable_location", "save_figure", "save_image", "file_stamp",
+    "as_file_plan", "check_not_an_input", "enclosing_store", "check_writable_location", "save_figure", "save_image", "file_stamp",
     "plan_files",
 ]
 
@@ -476,12 +476,21 @@ def read_stamp(path: str | os.PathLike) -> dict[str, Any] | None:
                 return None
             with open(p, encoding="utf-8") as f:
                 doc = json.load(f)
-            return _parse_stamp(doc.get(STAMP_KEY)) if isinstance(doc, dict) else None
+            if not isinstance(doc, dict):
+                return None
+            sid = doc.get("$id")
+            if STAMP_KEY not in doc and isinstance(sid, str) and sid.startswith("tomoflow/") \
+                    and sid.endswith(".schema.json"):  # schemas of tomoflow 0.1, before stamps
+                return {"kind": "schema", "fingerprint": None}
+            return _parse_stamp(doc.get(STAMP_KEY))
         if suffix in (".h5", ".hdf5"):
             import h5py
 
             with h5py.File(p, "r") as f:
-                return _parse_stamp(f.attrs.get(STAMP_KEY))
+                stamp = f.attrs.get(STAMP_KEY)
+                if stamp is None and f.attrs.get("tomoflow_writer") == "tomoflow":  # Data Exchange files of tomoflow 0.1
+                    return {"kind": "raw-scan", "fingerprint": None}
+                return _parse_stamp(stamp.decode() if isinstance(stamp, bytes) else stamp)
         with open(p, encoding="utf-8") as f:
             first = f.readline(8192).strip()
         for lead, tail in (("# ", ""), ("<!-- ", " -->")):
@@ -523,7 +532,9 @@ def check_writable_location(path: str | os.PathLike) -> None:
         raise StoreError(f"{p}: cannot be created: the folder {parent} is not writable")
 
 
-def _check_not_an_input(path: Path, inputs: Sequence[str | os.PathLike], what: str) -> None:
+def check_not_an_input(path: str | os.PathLike, inputs: Sequence[str | os.PathLike], what: str) -> None:
+    """Refuse (:class:`StoreError`) an output that is an input of the run, lies inside one or holds one."""
+    path = Path(path)
     real = resolved_path(path)
     for inp in inputs:
         r = resolved_path(inp)
@@ -591,7 +602,7 @@ def plan_file(
     if store is not None:
         raise StoreError(f"{p}: {'is' if store == resolved_path(p) else 'lies inside'} the tomoflow store {store}; "
                          "tomoflow never writes files into a store; choose a path outside it")
-    _check_not_an_input(p, inputs, f"a {kind.replace('-', ' ')}")
+    check_not_an_input(p, inputs, f"a {kind.replace('-', ' ')}")
     common = dict(path=p, kind=kind, fingerprint=fingerprint, inputs=tuple(map(os.fspath, inputs)),
                   overwrite=overwrite, option=option)
     if not os.path.lexists(p):
@@ -633,7 +644,7 @@ def plan_folder(path: str | os.PathLike, *, inputs: Sequence[str | os.PathLike] 
     if store is not None:
         raise StoreError(f"{p}: {'is' if store == resolved_path(p) else 'lies inside'} the tomoflow store {store}; "
                          f"tomoflow never writes {what} into a store; choose a folder outside it")
-    _check_not_an_input(p, inputs, what)
+    check_not_an_input(p, inputs, what)
     if os.path.lexists(p) and not p.is_dir():
         raise StoreError(f"{p}: exists and is not a folder; choose another path for the {what}")
     check_writable_location(p / "probe")
