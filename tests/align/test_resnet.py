@@ -166,7 +166,7 @@ def test_bad_inputs():
 def _save_with_card(model, tmp_path):
     path = tmp_path / "jitter_resnet.safetensors"
     sha = save_weights(model, path)
-    (tmp_path / "jitter_resnet.json").write_text(json.dumps({"sha256": sha}))
+    (tmp_path / "jitter_resnet.json").write_text(json.dumps({"sha256": sha, "weights": path.name}))
     return path
 
 
@@ -182,7 +182,7 @@ def test_safetensors_round_trip_and_tampering(tmp_path):
     path.write_bytes(bytes(raw))
     with pytest.raises(InputError, match="sha256"):
         load_aligner(path)
-    # no card: refused unless verification is switched off
+    # no card: refused (no card, no load)
     (tmp_path / "jitter_resnet.json").unlink()
     with pytest.raises(InputError, match="model card"):
         load_aligner(path)
@@ -195,7 +195,7 @@ def test_pickle_files_are_never_loaded(tmp_path):
     torch.save(build_network().state_dict(), path)  # a pickle disguised as safetensors
     from tomoflow._hashing import file_sha256
 
-    (tmp_path / "jitter_resnet.json").write_text(json.dumps({"sha256": file_sha256(path)}))
+    (tmp_path / "jitter_resnet.json").write_text(json.dumps({"sha256": file_sha256(path), "weights": path.name}))
     with pytest.raises(InputError, match="safetensors"):
         load_aligner(path)
 

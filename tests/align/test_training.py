@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 from tomoflow.align import training  # noqa: E402
 from tomoflow.align.resnet import CARD_NAME, CHECK_NAME, INPUT_SIZE, WEIGHTS_NAME, build_network, load_aligner  # noqa: E402
 from tomoflow.align.training import TrainingRecipe, make_training_scans, train_aligner  # noqa: E402
-from tomoflow.errors import ConfigError  # noqa: E402
+from tomoflow.errors import ConfigError, InputError  # noqa: E402
 
 TINY = dict(n_scans=2, size=48, n_angles=12, batch_size=8, seed=3, device="cpu", val_fraction=0.5)
 
@@ -114,7 +114,7 @@ def test_fine_tuning_starts_from_given_weights(tmp_path):
     assert convs and all(torch.allclose(given[k], tuned[k], atol=1e-6) for k in convs)
     (tmp_path / "junk.safetensors").write_bytes(b"not a tensor file")
     for bad in (tmp_path / "missing.safetensors", tmp_path / "junk.safetensors"):
-        with pytest.raises(ConfigError, match="init weights"):
+        with pytest.raises(InputError, match="init weights"):  # a ModelError: no card, no load
             train_aligner(tmp_path / "c", epochs=1, init_weights=bad, cache_dir=tmp_path / "a" / "cache", **TINY)
 
 

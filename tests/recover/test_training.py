@@ -520,8 +520,15 @@ def test_onnx_files_not_from_tomoflow_are_refused(tmp_path):
     pytest.importorskip("onnxruntime")
     from tomoflow.recover.onnx_network import load_onnx
 
+    from tomoflow._hashing import file_sha256
+
     bad = tmp_path / "x.onnx"
     bad.write_bytes(b"not a graph")
+    with pytest.raises(InputError, match="no model card beside it"):  # no card, no load
+        load_onnx(bad)
+    sha = file_sha256(bad)  # a card that vouches for the bytes: then the graph itself is refused
+    (tmp_path / "x.json").write_text(json.dumps({"format": "onnx", "weights": "x.onnx", "sha256": sha,
+                                                 "onnx": {"file": "x.onnx", "sha256": sha}}))
     with pytest.raises(InputError, match="not a readable ONNX graph"):
         load_onnx(bad)
     with pytest.raises(InputError, match="no such ONNX file"):

@@ -226,7 +226,7 @@ def test_load_refuses_tampered_or_mismatched(tmp_path) -> None:
     with pytest.raises(InputError, match="no such weights"):
         load_unet(tmp_path / "missing.safetensors")
     card_file.unlink()
-    with pytest.raises(InputError, match="missing beside"):
+    with pytest.raises(InputError, match="no model card beside it"):
         load_unet(path)
 
 

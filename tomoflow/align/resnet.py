@@ -40,6 +40,7 @@ importing tomoflow never imports torch.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -69,6 +70,7 @@ __all__ = [
     "resolve_device",
     "JitterAligner",
     "load_aligner",
+    "load_state_into",
     "save_weights",
     "default_weights_path",
 ]
@@ -321,23 +323,25 @@ def default_weights_path() -> Path:
     return Path(__file__).resolve().parent.parent / "models" / WEIGHTS_NAME
 
 
-def save_weights(model: Any, path: str | os.PathLike) -> str:
-    """Write ``model``'s state (parameters and BatchNorm buffers) as safetensors; return its sha256."""
+def save_weights(model: Any, path: str | os.PathLike, *, fingerprint: str | None = None) -> str:
+    """Write ``model``'s state (parameters and BatchNorm buffers) as safetensors; return its sha256.
+
+    The file policy applies: ``path`` may be a new file or weights tomoflow wrote, never another file.
+    """
     from safetensors.torch import save_file
+
+    from tomoflow.io.output import STAMP_KEY, file_stamp, plan_file
+
+    plan_file(path, kind="model-weights", fingerprint=fingerprint, overwrite=True)
 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata={"format": "pt", "architecture": "JitterResNet"})
+    save_file(state, str(tmp), metadata={"format": "pt", "architecture": "JitterResNet",
+                                         STAMP_KEY: json.dumps(file_stamp("model-weights", fingerprint))})
     os.replace(tmp, path)
     os.chmod(path, 0o644)
     return file_sha256(path)
-
-
-def _card_path(weights: Path) -> Path:
-    name = weights.name
-    stem = name[: -len(".safetensors")] if name.endswith(".safetensors") else weights.stem
-    return weights.with_name(stem + ".json")
 
 
 @dataclass
@@ -422,43 +426,57 @@ class JitterAligner:
         return out[0] if single else out
 
 
-def load_aligner(path: str | os.PathLike | None = None, *, device: str = "cpu",
-                 verify: bool = True) -> JitterAligner:
-    """Load the jitter ResNet from safetensors (never unpickled) and check it against its model card.
+def load_aligner(path: str | os.PathLike | None = None, *, device: str = "cpu") -> JitterAligner:
+    """Load the jitter ResNet from safetensors (never unpickled), checked against its model card.
 
     Parameters
     ----------
     path
         Weights file; default the shipped ``tomoflow/models/jitter_resnet.safetensors``. The model
-        card is the ``.json`` of the same stem beside it.
+        card is the ``.json`` of the same stem beside it; it must name this file and hold its sha256
+        (:func:`tomoflow.models.card.verified_model`: no card, no load).
     device
         ``"cpu"``, ``"cuda"`` or ``"auto"``.
-    verify
-        Check the file's sha256 against the card's ``sha256`` (refuse a tampered or mismatched file).
+
+    Raises
+    ------
+    ModelError
+        Missing file or card, a card naming another file, sha256 mismatch (an ``InputError``).
+    InputError
+        Not safetensors, or weights that do not fit the architecture.
+    """
+    from tomoflow.models.card import verified_model
+
+    dev = resolve_device(device)
+    weights = default_weights_path() if path is None else Path(path)
+    if path is None and not weights.is_file():
+        raise InputError("no such weights file (the shipped weights are missing: train them with "
+                         "`tomoflow train-aligner`)", path=weights)
+    card, real = verified_model(weights)
+    model = load_state_into(build_network(), real, shown=weights)
+    return JitterAligner(model=model, device=dev, card=card, path=weights)
+
+
+def load_state_into(model: Any, path: Path, *, shown: Path | None = None) -> Any:
+    """Load the tensors of a verified JitterResNet safetensors file (:func:`tomoflow.models.card.verified_model`)
+    into ``model`` (strict: every key, every shape); ``shown`` is the path named in errors. Returns ``model``.
 
     Raises
     ------
     InputError
-        Missing file or card, sha256 mismatch, or weights that do not fit the architecture.
+        Not a readable safetensors file, or tensors that do not fit the JitterResNet.
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    dev = resolve_device(device)
-    weights = default_weights_path() if path is None else Path(path)
-    if not weights.is_file():
-        hint = " (the shipped weights are missing: train them with `tomoflow train-aligner`)" if path is None else ""
-        raise InputError("no such weights file" + hint, path=weights)
-    from tomoflow.models.card import read_verified_card
-
-    card = read_verified_card(weights, _card_path(weights), verify=verify)
+    shown = path if shown is None else shown
     try:
-        state = load_file(str(weights), device="cpu")
+        state = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
-        raise InputError(f"not a readable safetensors file: {exc}", path=weights) from None
-    model = build_network()
+        raise InputError(f"not a readable safetensors file: {exc}", path=shown) from None
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise InputError(f"weights do not fit the JitterResNet architecture: {exc}", path=weights) from None
-    return JitterAligner(model=model, device=dev, card=card, path=weights)
+        lines = [line.strip() for line in str(exc).strip().splitlines()[:3]]
+        raise InputError("weights do not fit the JitterResNet architecture: " + " ".join(lines), path=shown) from None
+    return model

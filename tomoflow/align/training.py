@@ -74,7 +74,7 @@ from tomoflow.align.resnet import (
     resolve_device,
     save_weights,
 )
-from tomoflow.errors import ConfigError
+from tomoflow.errors import ConfigError, InputError, ModelError
 
 __all__ = [
     "TrainingRecipe",
@@ -346,11 +346,15 @@ def make_training_scans(
         rfile = cache / "recipe.json"
         if rfile.is_file():
             have = json.loads(rfile.read_text())
+            if isinstance(have, dict):
+                have.pop("tomoflow_file", None)
             if have != json.loads(json.dumps(want)):
                 raise ConfigError(f"the pair cache {cache} was made with another recipe or seed; "
                                   "use another output folder (or delete that cache)")
         else:
-            rfile.write_text(json.dumps(want, indent=1))
+            from tomoflow.io.output import STAMP_KEY, file_stamp
+
+            rfile.write_text(json.dumps({**want, STAMP_KEY: file_stamp("training-data")}, indent=1))
     xs, ys, ids, metas = [], [], [], []
     t0 = time.perf_counter()
     for k in range(n_scans):
@@ -441,19 +445,75 @@ def _load_optimizer(opt: Any, tensors: dict[str, Any]) -> None:
     opt.load_state_dict(sd)
 
 
+CHECKPOINT_TENSORS = "last.safetensors"
+CHECKPOINT_STATE = "state.json"
+"""A training checkpoint (both networks): the tensors, and their card: the state, which names them and
+holds their sha256 (:func:`tomoflow.models.card.verified_checkpoint`)."""
+
+
 def _save_checkpoint(ckpt: Path, model: Any, best_state: dict[str, Any], opt: Any, info: dict[str, Any]) -> None:
     from safetensors.torch import save_file
+
+    from tomoflow._hashing import file_sha256
 
     ckpt.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tensors.update({f"best.{k}": v.detach().cpu().contiguous() for k, v in best_state.items()})
     tensors.update(_optimizer_tensors(opt))
-    tmp = ckpt / "last.safetensors.tmp"
-    save_file(tensors, str(tmp))
-    os.replace(tmp, ckpt / "last.safetensors")
-    tmpj = ckpt / "state.json.tmp"
-    tmpj.write_text(json.dumps(info, indent=1))
-    os.replace(tmpj, ckpt / "state.json")
+    from tomoflow.io.output import STAMP_KEY, file_stamp
+
+    stamp = file_stamp("checkpoint")
+    tmp = ckpt / (CHECKPOINT_TENSORS + ".tmp")
+    save_file(tensors, str(tmp), metadata={STAMP_KEY: json.dumps(stamp)})
+    sha = file_sha256(tmp)
+    os.replace(tmp, ckpt / CHECKPOINT_TENSORS)
+    tmpj = ckpt / (CHECKPOINT_STATE + ".tmp")  # written last: the tensors are never newer than their state
+    tmpj.write_text(json.dumps({**info, "weights": CHECKPOINT_TENSORS, "sha256": sha, STAMP_KEY: stamp}, indent=1))
+    os.replace(tmpj, ckpt / CHECKPOINT_STATE)
+
+
+def _load_checkpoint(ckpt: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The state and tensors (CPU) of a checkpoint, through the gate: the state must name the tensors
+    and hold their sha256.
+
+    Raises
+    ------
+    ModelError
+        The tensors changed after the state was written, are missing, or the state is not a checkpoint's.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from tomoflow.models.card import verified_checkpoint
+
+    info = verified_checkpoint(ckpt / CHECKPOINT_TENSORS, ckpt / CHECKPOINT_STATE)
+    try:
+        tensors = load_file(str(ckpt / CHECKPOINT_TENSORS), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelError(f"not a readable safetensors file: {exc}", path=ckpt / CHECKPOINT_TENSORS) from None
+    return info, tensors
+
+
+def _init_weights_state(init_weights: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(state dict on the CPU, {"file", "sha256"})`` of JitterResNet ``init_weights``, through the gate.
+
+    Raises
+    ------
+    ModelError
+        No card beside the file, a card naming another file, a sha256 that is not the card's.
+    InputError
+        Not safetensors, or not a JitterResNet.
+    """
+    from tomoflow.align.resnet import load_state_into
+    from tomoflow.models.card import verified_model
+
+    given = Path(init_weights)
+    try:
+        card, real = verified_model(given)
+        model = load_state_into(build_network(), real, shown=given)
+    except InputError as exc:  # ModelError included: say which argument it was
+        raise type(exc)(f"{exc.problem} (the init weights)", exc.path, exc.dataset) from None
+    return model.state_dict(), {"file": given.name, "sha256": str(card["sha256"])}
 
 
 def _lr_at(progress: float, lr: float, lr_final: float) -> float:
@@ -484,6 +544,7 @@ def train_aligner(
     command: str | None = None,
     progress: ProgressCallback | None = None,
     init_weights: str | os.PathLike | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Simulate training pairs, train the jitter ResNet and write its weights and model card.
 
@@ -534,10 +595,30 @@ def train_aligner(
     progress
         ``progress(epoch, step, n_steps, train_loss, val_loss)`` (see :data:`ProgressCallback`).
 
+    overwrite
+        Replace weights, card and check set that tomoflow wrote into ``out_dir`` for another training
+        (files tomoflow did not write are never replaced; a resumed run of the same training rewrites
+        its own).
+    init_weights
+        Start from these JitterResNet weights (safetensors with their model card beside them, which must
+        name them and hold their sha256) instead of a random initialisation: fine-tuning. Checked
+        before anything is simulated or written.
+
     Returns
     -------
     dict
         The model card written to ``jitter_resnet.json``.
+
+    Raises
+    ------
+    ModelError
+        ``init_weights`` or the checkpoint fail the load gate (no card beside them, a card naming another
+        file, a sha256 that is not the card's: :func:`tomoflow.models.card.verified_model`); raised
+        before anything is simulated or written.
+    InputError
+        ``init_weights`` that are not JitterResNet safetensors.
+    ConfigError
+        Bad parameters, or a checkpoint made with other training parameters.
     """
     import torch
 
@@ -556,10 +637,34 @@ def train_aligner(
     if threads is not None:
         torch.set_num_threads(check_int("threads", threads, low=1))
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "checkpoint"
     cache = Path(cache_dir) if cache_dir is not None else out / "cache"
     t_start = time.perf_counter()
+
+    # ---- every model file read is checked before anything is simulated or written
+    init_info, init_state = None, None
+    if init_weights is not None:  # fine-tune: start from earlier weights (never unpickled), card-checked
+        init_state, init_info = _init_weights_state(init_weights)
+    resumed = None
+    if resume and (ckpt / CHECKPOINT_STATE).is_file():
+        resumed = _load_checkpoint(ckpt)
+        saved = dict(resumed[0].get("config") or {})
+        saved.pop("epochs", None)  # may grow on resume
+        if saved != _train_config(n_scans, recipe, seed, val_fraction, batch_size, lr, lr_final):
+            raise ConfigError(f"the checkpoint in {ckpt} was made with other training parameters; "
+                              "use another output folder or resume=False")
+    # ---- every file this training writes, checked by the file policy before any work
+    from tomoflow.io.output import fingerprint as digest
+    from tomoflow.io.output import plan_files
+
+    train_fp = digest("train-aligner", inputs={"init": (init_info or {}).get("sha256") or ""},
+                      params=_train_config(n_scans, recipe, seed, val_fraction, batch_size, lr, lr_final))
+    renew = [f"checkpoint/{CHECKPOINT_TENSORS}", f"checkpoint/{CHECKPOINT_STATE}"]
+    plan_files(out, {WEIGHTS_NAME: "model-weights", CARD_NAME: "model-card", CHECK_NAME: "training-data",
+                     **{n: "checkpoint" for n in renew}}, fingerprint=train_fp, overwrite=overwrite, renew=renew)
+    if cache_dir is None:
+        plan_files(cache, {"recipe.json": "training-data"}, renew=["recipe.json"])
+    out.mkdir(parents=True, exist_ok=True)
 
     # ---- data (cached per scan)
     t_sim = time.perf_counter()
@@ -575,32 +680,11 @@ def train_aligner(
     model = build_network().to(dev).to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     first_epoch, best_val, bad, history, train_s = 1, math.inf, 0, [], 0.0
-    init_info = None
-    if init_weights is not None:  # fine-tune: start from earlier weights (never unpickled)
-        from safetensors.torch import load_file
-
-        from tomoflow._hashing import file_sha256
-
-        wpath = Path(init_weights)
-        if not wpath.is_file():
-            raise ConfigError(f"init weights {wpath} not found")
-        try:
-            model.load_state_dict(load_file(str(wpath), device=str(dev)))
-        except Exception as exc:  # a file of another architecture or not safetensors
-            raise ConfigError(f"init weights {wpath} are not JitterResNet safetensors: {exc}") from None
-        init_info = {"file": wpath.name, "sha256": file_sha256(wpath)}
+    if init_state is not None:
+        model.load_state_dict(init_state)
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    state_file = ckpt / "state.json"
-    if resume and state_file.is_file():
-        from safetensors.torch import load_file
-
-        info = json.loads(state_file.read_text())
-        saved = dict(info.get("config") or {})
-        saved.pop("epochs", None)  # may grow on resume
-        if saved != _train_config(n_scans, recipe, seed, val_fraction, batch_size, lr, lr_final):
-            raise ConfigError(f"the checkpoint in {ckpt} was made with other training parameters; "
-                              "use another output folder or resume=False")
-        tensors = load_file(str(ckpt / "last.safetensors"), device="cpu")
+    if resumed is not None:
+        info, tensors = resumed
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         best_state = {k[5:]: v.to(dev) for k, v in tensors.items() if k.startswith("best.")}
         _load_optimizer(opt, {k: v.to(dev) for k, v in tensors.items() if k.startswith("opt.")})
@@ -683,8 +767,8 @@ def train_aligner(
     model.eval()
     final = _evaluate(model, x_val, y_val, s_val, dev, 64)
     weights = out / WEIGHTS_NAME
-    sha = save_weights(model.to(memory_format=torch.contiguous_format), weights)
-    check = _write_check_set(out / CHECK_NAME, model, x_val, y_val, dev)
+    sha = save_weights(model.to(memory_format=torch.contiguous_format), weights, fingerprint=train_fp)
+    check = _write_check_set(out / CHECK_NAME, model, x_val, y_val, dev, fingerprint=train_fp)
     n_pairs = int(len(data))
     recipe_d = recipe.to_dict()
     families = {f: sum(m["family"] == f for m in data.meta) for f in recipe.families}
@@ -722,7 +806,7 @@ def train_aligner(
         "timing": {"simulation_s": sim_s, "training_s": train_s, "total_s": time.perf_counter() - t_start},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    _write_card(out / CARD_NAME, card)
+    _write_card(out / CARD_NAME, card, train_fp)
     return card
 
 
@@ -733,7 +817,8 @@ def _train_config(n_scans: int, recipe: TrainingRecipe, seed: int, val_fraction:
                                   "lr_final": lr_final}))
 
 
-def _write_check_set(path: Path, model: Any, x_val: np.ndarray, y_val: np.ndarray, device: Any) -> dict[str, Any]:
+def _write_check_set(path: Path, model: Any, x_val: np.ndarray, y_val: np.ndarray, device: Any,
+                     fingerprint: str | None = None) -> dict[str, Any]:
     """Save a few held-out pairs (160 x 160, float16 as cached) with their targets, and the metric the
     saved weights give on them through the public :meth:`JitterAligner.predict` path."""
     from safetensors.numpy import save_file
@@ -746,8 +831,10 @@ def _write_check_set(path: Path, model: Any, x_val: np.ndarray, y_val: np.ndarra
     xs = np.ascontiguousarray(x_val[pick])
     ys = np.ascontiguousarray(y_val[pick]).astype(np.float32)
     tmp = path.with_name(path.name + ".tmp")
+    from tomoflow.io.output import STAMP_KEY, file_stamp
+
     save_file({"projections": np.ascontiguousarray(xs[:, 0]), "reprojections": np.ascontiguousarray(xs[:, 1]),
-               "shifts": ys}, str(tmp))
+               "shifts": ys}, str(tmp), metadata={STAMP_KEY: json.dumps(file_stamp("training-data", fingerprint))})
     os.replace(tmp, path)
     os.chmod(path, 0o644)
     aligner = JitterAligner(model=model, device=device)
@@ -762,7 +849,10 @@ def _write_check_set(path: Path, model: Any, x_val: np.ndarray, y_val: np.ndarra
     }
 
 
-def _write_card(path: Path, card: dict[str, Any]) -> None:
+def _write_card(path: Path, card: dict[str, Any], fingerprint: str | None = None) -> None:
+    from tomoflow.io.output import STAMP_KEY, file_stamp
+
+    card = {**card, STAMP_KEY: file_stamp("model-card", fingerprint)}
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(card, indent=1, default=float))
     os.replace(tmp, path)
@@ -772,6 +862,9 @@ def install_weights(out_dir: str | os.PathLike, models_dir: str | os.PathLike | 
     """Copy the trained weights, card and check set from ``out_dir`` to ``tomoflow/models/``."""
     from tomoflow.align.resnet import default_weights_path
 
+    from tomoflow.models.card import verified_model
+
+    verified_model(Path(out_dir) / WEIGHTS_NAME)  # only weights that pass the gate are installed
     dest = Path(models_dir) if models_dir is not None else default_weights_path().parent
     copied = []
     for name in (WEIGHTS_NAME, CARD_NAME, CHECK_NAME):

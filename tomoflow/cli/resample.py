@@ -43,7 +43,7 @@ def resample(
     from tomoflow.cli.train_recovery import _read_registration
     from tomoflow.io.volume_store import VolumeStore
     from tomoflow.pipeline.registration import volume_voxel_um
-    from tomoflow.pipeline.resample import field_grid, resample_volume
+    from tomoflow.pipeline.resample import field_grid, plan_resample, resample_volume
 
     if (registration is None) == (voxel is None):
         _fail("give either --registration with --hr (the HR ROI grid) or --voxel (the whole field at that voxel "
@@ -58,6 +58,9 @@ def resample(
             _fail("--registration needs --hr, the HR volume store whose grid the output takes")
         if region is not None:
             _fail("--region goes with --voxel (a part of the whole field); with --registration the grid is the HR ROI")
+        from tomoflow.io.output import check_not_an_input
+
+        check_not_an_input(out, [hr, registration], "the resampled volume")  # inputs of this run, never replaced
         h = VolumeStore.open(hr)
         spacing = volume_voxel_um(h, hr)
         matrix, doc = _read_registration(registration, spacing, src_um)
@@ -80,6 +83,8 @@ def resample(
             shape = tuple(b - a for a, b in box)
         what = (f"the field of {volume.name} at {spacing:g} um ({' x '.join(map(str, shape))} voxels"
                 + (f", region {region}" if region else "") + ")")
+    # the whole plan (matrix, grid, chunks, bytes against the caps and the free space) before any cluster
+    plan_resample(volume, out, matrix=matrix, shape=shape, spacing_um=spacing, order=order, chunks=(chunk,) * 3)
     console.print(f"resampling {_e(volume)} ({src_um:g} um voxels) onto {_e(what)}")
     t0 = time.perf_counter()
     with _cluster(cluster, workers) as client, _stage_progress() as update, _writing(out):

@@ -45,6 +45,9 @@ def _read_registration(path: Path, hr_um: float, lf_um: float) -> tuple[Any, dic
         m = np.zeros(0)
     if m.shape != (4, 4) or not np.all(np.isfinite(m)) or not np.allclose(m[3], [0, 0, 0, 1]):
         raise InputError("\"matrix\" must be a finite 4 x 4 affine matrix (last row 0 0 0 1)", path=path)
+    from tomoflow.register.transform import check_affine
+
+    m = check_affine(m, "\"matrix\"", path=path)  # invertible and well conditioned (a zero matrix is refused)
     for key, have in (("hr_voxel_um", hr_um), ("lfov_voxel_um", lf_um)):
         want = doc.get(key)
         if isinstance(want, int | float) and not math.isclose(float(want), have, rel_tol=1e-6):

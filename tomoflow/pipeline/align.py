@@ -349,6 +349,9 @@ def _shipped_model_sha256(method: str) -> str:
     if not sha:
         raise ConfigError(f"method {method!r} needs the trained network, but {weights} (or its model card) is "
                           "missing; train it with `tomoflow train-aligner`, or use --method consistency or phase")
+    from tomoflow.models.card import verified_model
+
+    verified_model(weights)  # the load gate, before anything is written (ModelError: changed weights)
     return str(sha)
 
 

@@ -10,9 +10,11 @@ a whole-volume computation to ~1e-7 (the spline prefilter's margin, see that fun
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ import numpy as np
 
 from tomoflow import config as _config
 from tomoflow._checks import check_int, check_number
-from tomoflow.errors import ConfigError
+from tomoflow.errors import ConfigError, InputError
 from tomoflow.io.models import VOLUME_FORMAT
 from tomoflow.io.stages import StageLog
 from tomoflow.io.volume_store import VolumeStore, level_shape, pyramid_levels
@@ -28,7 +30,7 @@ from tomoflow.pipeline.engine import Block, current_client, fingerprint, identit
 from tomoflow.pipeline.engine import writes_outputs
 from tomoflow.pipeline.reconstruct import _chunk_grid, run_pyramid
 
-__all__ = ["resample_volume", "field_grid"]
+__all__ = ["resample_volume", "field_grid", "plan_resample", "ResamplePlan", "MIN_CHUNK_EDGE", "MAX_CHUNK_VOXELS"]
 
 
 def field_grid(source_shape: Sequence[int], source_spacing_um: float, spacing_um: float
@@ -42,6 +44,145 @@ def field_grid(source_shape: Sequence[int], source_spacing_um: float, spacing_um
                          low_open=True)
     shape = tuple(int(np.floor((int(n) - 1) * ratio + 1e-9)) + 1 for n in source_shape)
     return shape, np.eye(4)  # type: ignore[return-value]
+
+
+MIN_CHUNK_EDGE = 16
+"""Smallest output chunk edge (voxels) on an axis longer than that. Each chunk is a task, a zarr file
+and a completion marker; below 16³ voxels (16 KiB) their overhead, not the interpolation, is the work
+(a 51³ grid in chunks of 1 is 132651 tasks for 0.5 MiB of data)."""
+
+MAX_CHUNK_VOXELS = 2**27
+"""Most voxels in one output chunk (512³, 512 MiB of float32): one task computes and holds it at once."""
+
+
+@dataclass(frozen=True)
+class ResamplePlan:
+    """A checked resampling: what :func:`resample_volume` will write (from :func:`plan_resample`).
+
+    Attributes
+    ----------
+    matrix
+        ``(4, 4)`` output-physical -> source-physical matrix (checked: finite, affine, invertible).
+    shape, spacing_um
+        The output grid (voxels) and its voxel size (micrometres).
+    source_spacing_um
+        The source's voxel size (micrometres).
+    chunks
+        Output chunk shape.
+    n_levels
+        Pyramid levels written (level 0 included).
+    nbytes
+        Planned bytes of every level, uncompressed (float32).
+    n_chunks
+        Planned chunks (files) of every level.
+    """
+
+    matrix: np.ndarray
+    shape: tuple[int, int, int]
+    spacing_um: float
+    source_spacing_um: float
+    chunks: tuple[int, int, int]
+    n_levels: int
+    nbytes: int
+    n_chunks: int
+
+
+def plan_resample(
+    source_path: str | Path,
+    out_path: str | Path | None,
+    *,
+    matrix: Any,
+    shape: Sequence[int],
+    spacing_um: float,
+    order: int = 3,
+    chunks: Sequence[int] | None = None,
+) -> ResamplePlan:
+    """Check a resampling before anything is created (what :func:`resample_volume` runs first).
+
+    The policy: the matrix is a finite, invertible, well conditioned affine map
+    (:func:`tomoflow.register.transform.check_affine`); the grid maps inside the source; chunks are at
+    least :data:`MIN_CHUNK_EDGE` per axis (or the whole axis) and at most :data:`MAX_CHUNK_VOXELS`; the
+    whole planned output (every pyramid level, uncompressed) is within the cap one command may plan,
+    its chunk count within the cap, and, for a new output, within the free space where it is written
+    (:func:`tomoflow._checks.check_planned_output`). So a mistyped voxel size or chunk is refused at
+    once, never planned for minutes.
+
+    Parameters
+    ----------
+    source_path, out_path
+        Source volume store, and the output store (None: no free-space check).
+    matrix, shape, spacing_um, order, chunks
+        As for :func:`resample_volume`.
+
+    Returns
+    -------
+    ResamplePlan
+
+    Raises
+    ------
+    ConfigError
+        Bad matrix (singular, not affine, not finite), shape, spacing, order or chunks; a planned output
+        over the caps; the source's voxel size unknown.
+    InputError
+        The grid maps (partly) outside the source.
+    StoreError
+        Source missing or incomplete; not enough free space for the output.
+    """
+    from tomoflow._checks import check_planned_output
+    from tomoflow.register.resample import footprint
+    from tomoflow.register.transform import check_affine
+
+    src = VolumeStore.open(source_path)
+    vs = src.attrs.voxel_size
+    if vs is None:
+        raise ConfigError(f"{source_path}: the voxel size is unknown; resampling needs micrometres")
+    src_sp = float(vs.value)
+    m = check_affine(matrix)
+    try:
+        shp = tuple(check_int("shape", n, low=1) for n in shape)
+    except TypeError:
+        raise ConfigError(f"shape must be (nz, ny, nx), got {shape!r}") from None
+    if len(shp) != 3:
+        raise ConfigError(f"shape must be (nz, ny, nx), got {tuple(shape)}")
+    sp = check_number("spacing_um", spacing_um, low=0.0, low_open=True)
+    if not (isinstance(order, int) and not isinstance(order, bool) and 0 <= order <= 5):
+        raise ConfigError(f"order must be an integer spline order 0-5, got {order!r}")
+    if chunks is None:
+        chunk = tuple(min(64, n) for n in shp)
+    else:
+        try:
+            chunk = tuple(check_int("chunks", c, low=1) for c in chunks)
+        except TypeError:
+            raise ConfigError(f"chunks must be (cz, cy, cx), got {chunks!r}") from None
+        if len(chunk) != 3:
+            raise ConfigError(f"chunks must be (cz, cy, cx), got {tuple(chunks)}")
+    small = [f"{ax} {c}" for ax, c, n in zip("zyx", chunk, shp) if c < min(MIN_CHUNK_EDGE, n)]
+    if small:
+        raise ConfigError(f"chunks {chunk} are too small ({', '.join(small)} voxels): an output chunk is at least "
+                          f"{MIN_CHUNK_EDGE} voxels per axis (or the whole axis); tiny chunks make a task and a file per "
+                          "few voxels")
+    held = math.prod(min(c, n) for c, n in zip(chunk, shp))
+    if held > MAX_CHUNK_VOXELS:
+        raise ConfigError(f"chunks {chunk} hold {held:,} voxels each, over the {MAX_CHUNK_VOXELS:,} one task may "
+                          "compute at once; use smaller chunks")
+    # the grid's size, before the footprint (its corners) or anything else looks at it
+    n_levels = pyramid_levels(shp)
+    levels = [level_shape(shp, k) for k in range(n_levels)]
+    nbytes = sum(math.prod(ls) for ls in levels) * 4  # float32, uncompressed: the most it can take
+    n_chunks = sum(math.prod(-(-n // c) for n, c in zip(ls, chunk)) for ls in levels)
+    new_output = out_path is not None and not os.path.lexists(out_path)
+    size = f"{' x '.join(str(n) if n < 10**9 else f'{float(n):.3g}' for n in shp)} voxels of {sp:g} um"
+    check_planned_output(f"the resampled volume ({size}, {n_levels} pyramid levels)",
+                         float(nbytes) if nbytes < 10**300 else math.inf,
+                         out_path if new_output else None,
+                         n_chunks=float(n_chunks) if n_chunks < 10**300 else math.inf)
+    lo, hi = footprint(m, shp, sp, src_sp)
+    if np.any(lo < -0.5 - 1e-6) or np.any(hi > np.asarray(src.shape) - 0.5 + 1e-6):
+        raise InputError(f"the output grid maps to source voxels {np.round(lo, 2).tolist()} .. "
+                         f"{np.round(hi, 2).tolist()}, outside the source of shape {src.shape}",
+                         path=source_path)
+    return ResamplePlan(matrix=m, shape=shp, spacing_um=sp, source_spacing_um=src_sp,  # type: ignore[arg-type]
+                        chunks=chunk, n_levels=n_levels, nbytes=int(nbytes), n_chunks=int(n_chunks))  # type: ignore[arg-type]
 
 
 def _resample_block(source_path: str, matrix: list[list[float]], shape: tuple[int, ...], spacing: float,
@@ -98,37 +239,18 @@ def resample_volume(
         The grid maps (partly) outside the source, or the source holds NaN/Inf there (checked on
         the grid's corners before anything is written, then per chunk).
     ConfigError
-        Bad matrix, shape, spacing, order or chunks; the source's voxel size is unknown.
+        Bad matrix (singular, ill-conditioned, not affine, not finite), shape, spacing, order or
+        chunks; a planned output over the caps (:func:`plan_resample`, checked before anything is
+        created); the source's voxel size is unknown.
     StoreError
-        Source incomplete; output refused.
+        Source incomplete; not enough free space for the output; output refused.
     """
-    from tomoflow.register.resample import footprint
-
     t_start = time.perf_counter()
-    src = VolumeStore.open(source_path)
-    vs = src.attrs.voxel_size
-    if vs is None:
-        raise ConfigError(f"{source_path}: the voxel size is unknown; resampling needs micrometres")
-    src_sp = float(vs.value)
-    m = np.asarray(matrix, dtype=np.float64)
-    if m.shape != (4, 4) or not np.all(np.isfinite(m)):
-        raise ConfigError(f"matrix must be a finite 4 x 4 affine matrix, got shape {m.shape}")
-    shp = tuple(check_int("shape", n, low=1) for n in shape)
-    if len(shp) != 3:
-        raise ConfigError(f"shape must be (nz, ny, nx), got {tuple(shape)}")
-    sp = check_number("spacing_um", spacing_um, low=0.0, low_open=True)
+    rp = plan_resample(source_path, out_path, matrix=matrix, shape=shape, spacing_um=spacing_um, order=order,
+                       chunks=chunks)  # everything checked (matrix, grid, bounds, disk) before anything is created
     if registration is not None and not isinstance(registration, dict):
         raise ConfigError(f"registration must be a dict (a registration document), got {type(registration).__name__}")
-    if not (isinstance(order, int) and 0 <= order <= 5):
-        raise ConfigError(f"order must be an integer spline order 0-5, got {order!r}")
-    chunk = tuple(min(64, n) for n in shp) if chunks is None else tuple(check_int("chunks", c, low=1) for c in chunks)
-    lo, hi = footprint(m, shp, sp, src_sp)
-    if np.any(lo < -0.5 - 1e-6) or np.any(hi > np.asarray(src.shape) - 0.5 + 1e-6):
-        from tomoflow.errors import InputError
-
-        raise InputError(f"the output grid maps to source voxels {np.round(lo, 2).tolist()} .. "
-                         f"{np.round(hi, 2).tolist()}, outside the source of shape {src.shape}",
-                         path=source_path)
+    m, shp, sp, src_sp, chunk = rp.matrix, rp.shape, rp.spacing_um, rp.source_spacing_um, rp.chunks
     request = {"matrix": m.tolist(), "shape": list(shp), "spacing_um": sp, "order": order, "chunks": list(chunk)}
     fp = fingerprint("resample", inputs={"volume": identity_of(source_path)}, params=request)
     plan = prepare_output(out_path, kind=VOLUME_FORMAT, stage="resample", fingerprint=fp, params=request,

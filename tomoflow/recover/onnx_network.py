@@ -51,6 +51,19 @@ class OnnxNetwork:
         Training HR voxel size (micrometres) or None.
     card
         ``{"training_data": {"hr_voxel_um": ...}}``, what the ``recover`` stage checks.
+    model_card
+        The model card beside the file, which names it and holds its sha256 (checked on opening:
+        :func:`tomoflow.models.card.verified_model`).
+    sha256
+        The file's sha256 (the card's, verified).
+
+    Raises
+    ------
+    ModelError
+        No card beside the file, a card that records no ONNX export or another file, or a sha256 that
+        is not the card's.
+    InputError
+        Not a readable ONNX graph, or one not exported by tomoflow.
     """
 
     runs_numpy = True  # tiled inference feeds it NumPy arrays, not torch tensors
@@ -60,11 +73,17 @@ class OnnxNetwork:
             import onnxruntime as ort
         except ImportError:
             raise ConfigError("running an ONNX network needs onnxruntime: pip install 'tomoflow[onnx]'") from None
+        from tomoflow.models.card import card_path, verified_model
+
         self.path = Path(path)
         if not self.path.is_file():
             raise InputError("no such ONNX file", path=self.path)
+        # the gate: the card beside the file names it and holds its sha256 (no card, no load); the
+        # session then reads the very file that was hashed
+        model_card, real = verified_model(self.path)
+        self.sha256 = str(model_card["onnx"]["sha256"])
         try:
-            self._session = ort.InferenceSession(str(self.path), providers=providers or ["CPUExecutionProvider"])
+            self._session = ort.InferenceSession(str(real), providers=providers or ["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types for unreadable graphs
             raise InputError(f"not a readable ONNX graph ({type(exc).__name__}: {str(exc).splitlines()[0]})",
                              path=self.path) from None
@@ -77,8 +96,16 @@ class OnnxNetwork:
         except (ValueError, TypeError, ConfigError) as exc:
             raise InputError(f"bad {META_CONFIG!r} metadata: {exc}", path=self.path) from None
         self.raw_values = meta.get(META_VALUES) == "raw"
+        values = model_card["onnx"].get("values")
+        if values is not None and values != meta.get(META_VALUES):
+            raise InputError(f"card {card_path(real).name} says the graph takes {values} values, its metadata "
+                             f"says {meta.get(META_VALUES)!r}", path=self.path)
+        from tomoflow.recover.unet import check_card_config
+
+        check_card_config(model_card, self.config, card_path(real), "the graph's")
         hr = meta.get(META_HR_VOXEL)
         self.hr_voxel_um = float(hr) if hr not in (None, "", "None") else None
+        self.model_card: dict[str, Any] = model_card
         self.card = {"training_data": {"hr_voxel_um": self.hr_voxel_um}}
         self._input = self._session.get_inputs()[0].name
 

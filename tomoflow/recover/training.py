@@ -85,7 +85,14 @@ from typing import Any
 import numpy as np
 
 from tomoflow._checks import check_choice, check_int, check_number
-from tomoflow.align.training import ProgressCallback, _load_optimizer, _lr_at, _save_checkpoint
+from tomoflow.align.training import (
+    CHECKPOINT_STATE,
+    ProgressCallback,
+    _load_checkpoint,
+    _load_optimizer,
+    _lr_at,
+    _save_checkpoint,
+)
 from tomoflow.errors import ConfigError, InputError
 from tomoflow.recover.tiling import read_box
 from tomoflow.recover.unet import UNetConfig, alignment, build_unet, receptive_field, resolve_device, save_unet
@@ -747,6 +754,7 @@ def train_recovery(
     hr_voxel_um: float | None = None,
     lfov_voxel_um: float | None = None,
     source: dict[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train a resolution-recovery U-Net on one (LFOV-on-HR-grid, HR) pair (module docstring).
 
@@ -793,6 +801,9 @@ def train_recovery(
     resume
         Continue from ``out_dir/checkpoint`` when there is one (it must have been made with the same
         pair and parameters; ``epochs`` and ``time_limit_s`` may change); False starts over.
+    overwrite
+        Replace weights and a card that tomoflow wrote into ``out_dir`` for another training (files
+        tomoflow did not write are never replaced; a resumed run of the same training rewrites its own).
     augment
         Random flips, axis permutations, gain and offset (:func:`augment_pair`); False: none.
     pore_weight
@@ -820,8 +831,8 @@ def train_recovery(
         beats it returns the starting network (``best_epoch`` 0). Losses are L1 in normalised units
         (the validation value includes the pore term when ``pore_weight`` > 0).
     init_weights
-        Start from these weights (``recover_unet.safetensors`` with its card; same configuration) instead
-        of a random initialisation: fine-tuning.
+        Start from these weights (``recover_unet.safetensors`` with its card, which must name them and
+        hold their sha256; same configuration) instead of a random initialisation: fine-tuning.
     command
         The exact command that ran this training (recorded in the card).
     hr_voxel_um, lfov_voxel_um, source
@@ -834,9 +845,14 @@ def train_recovery(
     Raises
     ------
     InputError
-        Not 3-D, shapes differ, NaN/Inf, a constant input, or a volume smaller than a patch.
+        Not 3-D, shapes differ, NaN/Inf, a constant input, or a volume smaller than a patch;
+        ``init_weights`` that are not U-Net safetensors.
+    ModelError
+        ``init_weights`` or the checkpoint fail the load gate (no card beside them, a card naming another
+        file, a sha256 that is not the card's: :func:`tomoflow.models.card.verified_model`).
     ConfigError
-        Bad parameters, a checkpoint made with other data or parameters, bad ``init_weights``.
+        Bad parameters, a checkpoint made with other data or parameters, ``init_weights`` of another
+        configuration.
     """
     import torch
 
@@ -894,34 +910,44 @@ def train_recovery(
     if init_weights is None and config.residual:  # start as the identity: zero correction (head at zero)
         torch.nn.init.zeros_(model.head.weight)
         torch.nn.init.zeros_(model.head.bias)
-    if init_weights is not None:
+    if init_weights is not None:  # through the gate (card beside, naming the file, same sha256)
         from tomoflow.recover.unet import load_unet
 
         try:
             init = load_unet(init_weights, device="cpu")
-        except InputError as exc:
-            raise ConfigError(f"init weights: {exc}") from None
+        except InputError as exc:  # ModelError included: say which argument it was
+            raise type(exc)(f"{exc.problem} (the init weights)", exc.path, exc.dataset) from None
         if init.config != config:
             raise ConfigError(f"init weights have the configuration {init.config}, not {config}")
         model.load_state_dict(init.state_dict())
         init_info = {"file": Path(init_weights).name, "sha256": init.card.get("sha256")}
     train_cfg["init_weights"] = init_info
+    resumed = None  # the checkpoint, through the gate, and its parameters: checked before anything is planned
+    if resume and (ckpt / CHECKPOINT_STATE).is_file():
+        resumed = _load_checkpoint(ckpt)  # the state names the tensors and holds their sha256
+        saved = {k: v for k, v in (resumed[0].get("config") or {}).items()}
+        if saved != train_cfg:
+            diff = sorted(k for k in set(saved) | set(train_cfg) if saved.get(k) != train_cfg.get(k))
+            raise ConfigError(f"the checkpoint in {ckpt} was made with other data or training parameters "
+                              f"({', '.join(diff)}); use another output folder or start over")
+    # ---- every file this training writes, checked by the file policy before any work
+    from tomoflow.align.training import CHECKPOINT_STATE as _STATE
+    from tomoflow.align.training import CHECKPOINT_TENSORS as _TENSORS
+    from tomoflow.io.output import fingerprint as digest
+    from tomoflow.io.output import plan_files
+
+    # the training's identity, as its checkpoint's (a resumed run, longer or not, is the same training)
+    train_fp = digest("train-recovery", inputs={}, params={**train_cfg, "calibrate": calibrate})
+    renew = [f"checkpoint/{_TENSORS}", f"checkpoint/{_STATE}"]
+    plan_files(out, {WEIGHTS_NAME: "model-weights", CARD_NAME: "model-card", **{n: "checkpoint" for n in renew}},
+               fingerprint=train_fp, overwrite=overwrite, renew=renew)
     out.mkdir(parents=True, exist_ok=True)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     identity_l1 = _l1_held_out(x_n, y_n, sp)
     first_epoch, best_epoch, bad, history, train_s = 1, 0, 0, [], 0.0
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    state_file = ckpt / "state.json"
-    if resume and state_file.is_file():
-        from safetensors.torch import load_file
-
-        info = json.loads(state_file.read_text())
-        saved = dict(info.get("config") or {})
-        if saved != train_cfg:
-            diff = sorted(k for k in set(saved) | set(train_cfg) if saved.get(k) != train_cfg.get(k))
-            raise ConfigError(f"the checkpoint in {ckpt} was made with other data or training parameters "
-                              f"({', '.join(diff)}); use another output folder or start over")
-        tensors = load_file(str(ckpt / "last.safetensors"), device="cpu")
+    if resumed is not None:
+        info, tensors = resumed
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         best_state = {k[5:]: v.to(dev) for k, v in tensors.items() if k.startswith("best.")}
         _load_optimizer(opt, {k: v.to(dev) for k, v in tensors.items() if k.startswith("opt.")})
@@ -1071,7 +1097,7 @@ def train_recovery(
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     weights = out / WEIGHTS_NAME
-    card = save_unet(model, config, weights, card=card)
+    card = save_unet(model, config, weights, card=card, fingerprint=train_fp)
     model.card = card
     return TrainResult(weights=weights, card_path=out / CARD_NAME, card=card, model=model, history=history, split=sp)
 
@@ -1110,7 +1136,10 @@ def export_onnx(model: Any, path: str | os.PathLike, *, patch_shape: Sequence[in
         A network from :func:`~tomoflow.recover.unet.build_unet` / :func:`~tomoflow.recover.unet.load_unet`,
         or one wrapped by :func:`with_normalisation` (the graph then takes and returns raw values).
     path
-        The ``.onnx`` file to write.
+        The ``.onnx`` file to write. Its model card ``<name>.json`` beside it records the export (file,
+        sha256, values), which loading requires (:func:`tomoflow.models.card.verified_model`): the
+        network's card there (``recover_unet.json`` of a training folder) is updated; none there: one is
+        written from ``model.card``. A card of another network there is refused.
     patch_shape
         ``(z, y, x)`` of the example input traced; multiples of the network's alignment.
     dynamic
@@ -1129,7 +1158,8 @@ def export_onnx(model: Any, path: str | os.PathLike, *, patch_shape: Sequence[in
     Raises
     ------
     ConfigError
-        The ``onnx`` package is missing (``pip install 'tomoflow[onnx]'``), or a bad ``patch_shape``.
+        The ``onnx`` package is missing (``pip install 'tomoflow[onnx]'``), a bad ``patch_shape``, or a
+        file beside ``path`` that is not this network's card.
     """
     import torch
 
@@ -1141,6 +1171,8 @@ def export_onnx(model: Any, path: str | os.PathLike, *, patch_shape: Sequence[in
     a = alignment(model) if getattr(model, "config", None) is not None else 1
     if any(s % a for s in shp):
         raise ConfigError(f"patch_shape {shp} must be multiples of the network's alignment {a}")
+    path = Path(path)
+    card_file, base = _onnx_card_base(path, model)  # checked before anything is written
     params = list(model.parameters())
     p0 = params[0] if params else torch.zeros(())
     was_training = bool(model.training)
@@ -1152,19 +1184,81 @@ def export_onnx(model: Any, path: str | os.PathLike, *, patch_shape: Sequence[in
         kwargs["dynamic_axes"] = {"volume": axes, "recovered": axes}
     if "dynamo" in inspect.signature(torch.onnx.export).parameters:
         kwargs["dynamo"] = False  # the TorchScript exporter: needs onnx only, not onnxscript
-    path = Path(path)
+    from tomoflow.io.output import plan_file
+
+    plan_file(path, kind="model-onnx", overwrite=True)  # never a file tomoflow did not write, never in a store
     tmp = path.with_name(path.name + ".tmp")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer warnings about the Python-side shape arithmetic
             torch.onnx.export(model, (x,), str(tmp), **kwargs)
         _add_onnx_metadata(tmp, model)
+        card = _onnx_card(base, path, tmp, model, opset)
         os.replace(tmp, path)
+        _write_json(card_file, card)  # after the file: a crash between leaves an export its card refuses
     finally:
         model.train(was_training)
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def _onnx_card_base(path: Path, model: Any) -> tuple[Path, dict[str, Any]]:
+    """The card the export of ``model`` to ``path`` goes into, and what it starts from.
+
+    The card beside the ``.onnx`` (``<name>.json``, :func:`tomoflow.models.card.card_path`) records the
+    export (``card["onnx"]``: file, sha256, values), so the export passes the load gate. An existing
+    card there is updated only when it is this network's (same weights sha256: the training folder's
+    ``recover_unet.json``) or an earlier export's own card of this file; any other file is refused.
+    No card there: the network's own card (``model.card``) is the start.
+    """
+    from tomoflow.models.card import card_path, read_card
+
+    card_file = card_path(path)
+    own = dict(getattr(model, "card", None) or {})
+    if card_file.exists():
+        try:
+            existing = read_card(card_file, path)
+        except InputError as exc:
+            raise ConfigError(f"{card_file}: the card of the export would replace a file that is not a model card "
+                              f"({exc.problem}); export under another name") from None
+        same_net = bool(own.get("sha256")) and existing.get("sha256") == own.get("sha256")
+        own_export = existing.get("format") == "onnx" and (existing.get("onnx") or {}).get("file") == path.name
+        if not (same_net or own_export):
+            raise ConfigError(f"{card_file}: the model card of another network is there; export beside this "
+                              "network's own card or under another name")
+        return card_file, dict(existing) if same_net else own
+    return card_file, own
+
+
+def _onnx_card(base: dict[str, Any], path: Path, onnx_file: Path, model: Any, opset: int) -> dict[str, Any]:
+    """``base`` with the export recorded (and, when it describes no safetensors weights, the export
+    as its weights: ``format`` 'onnx')."""
+    from tomoflow._hashing import file_sha256
+    from tomoflow.models.card import card_path, validate_card
+    from tomoflow.recover.unet import architecture
+
+    sha = file_sha256(onnx_file)
+    card = dict(base)
+    if not card.get("sha256") or card.get("format") == "onnx" or not card.get("weights"):
+        card.update({"format": "onnx", "weights": path.name, "sha256": sha})
+    config = getattr(model, "config", None)
+    if isinstance(config, UNetConfig) and not card.get("architecture"):
+        card["architecture"] = architecture(config)
+    card.setdefault("name", "tomoflow resolution-recovery 3D U-Net")
+    from tomoflow.io.output import STAMP_KEY, file_stamp
+
+    card.setdefault(STAMP_KEY, file_stamp("model-card"))
+    card["onnx"] = {"file": path.name, "sha256": sha, "opset": int(opset),
+                    "values": "raw" if isinstance(model, _normalised_class()) else "normalised"}
+    validate_card(card, card_path(path))
+    return card
+
+
+def _write_json(path: Path, doc: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1, default=float) + "\n")
+    os.replace(tmp, path)
 
 
 def _add_onnx_metadata(path: Path, model: Any) -> None:
@@ -1184,6 +1278,10 @@ def _add_onnx_metadata(path: Path, model: Any) -> None:
                        (META_HR_VOXEL, "" if hr_um is None else repr(float(hr_um)))):
         entry = g.metadata_props.add()
         entry.key, entry.value = key, value
+    from tomoflow.io.output import STAMP_KEY, file_stamp
+
+    entry = g.metadata_props.add()  # the file policy's stamp: tomoflow wrote this export
+    entry.key, entry.value = STAMP_KEY, json.dumps(file_stamp("model-onnx"))
     onnx.save(g, str(path))
 
 

@@ -496,13 +496,14 @@ def architecture(config: UNetConfig) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- weights
 def _card_path(weights: Path) -> Path:
-    name = weights.name
-    stem = name[: -len(".safetensors")] if name.endswith(".safetensors") else weights.stem
-    return weights.with_name(stem + ".json")
+    """The model card beside a weights file (one rule: :func:`tomoflow.models.card.card_path`)."""
+    from tomoflow.models.card import card_path
+
+    return card_path(weights)
 
 
-def save_unet(model: Any, config: UNetConfig, path: str | os.PathLike, *, card: dict[str, Any] | None = None
-              ) -> dict[str, Any]:
+def save_unet(model: Any, config: UNetConfig, path: str | os.PathLike, *, card: dict[str, Any] | None = None,
+              fingerprint: str | None = None) -> dict[str, Any]:
     """Write the weights as safetensors and the model card JSON beside them.
 
     The :class:`UNetConfig` goes into the safetensors metadata (``"config"``, JSON) and into the card
@@ -542,8 +543,14 @@ def save_unet(model: Any, config: UNetConfig, path: str | os.PathLike, *, card: 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
+    from tomoflow.io.output import STAMP_KEY, file_stamp, plan_file
+
+    # The file policy: a file tomoflow did not write is never replaced (callers plan the folder first).
+    for target, kind in ((path, "model-weights"), (_card_path(path), "model-card")):
+        plan_file(target, kind=kind, fingerprint=fingerprint, overwrite=True)
     save_file(state, str(tmp), metadata={"format": "pt", "architecture": ARCHITECTURE_NAME,
-                                         "config": config.to_json()})
+                                         "config": config.to_json(),
+                                         STAMP_KEY: json.dumps(file_stamp("model-weights", fingerprint))})
     os.replace(tmp, path)
     os.chmod(path, 0o644)
     full = dict(card or {})
@@ -554,6 +561,7 @@ def save_unet(model: Any, config: UNetConfig, path: str | os.PathLike, *, card: 
         "architecture": dict(architecture(config), parameters=count_parameters(model)),
     })
     full.setdefault("name", "tomoflow resolution-recovery 3D U-Net")
+    full[STAMP_KEY] = file_stamp("model-card", fingerprint)
     card_file = _card_path(path)
     validate_card(full, card_file)
     tmp_card = card_file.with_name(card_file.name + ".tmp")
@@ -562,46 +570,43 @@ def save_unet(model: Any, config: UNetConfig, path: str | os.PathLike, *, card: 
     return full
 
 
-def load_unet(path: str | os.PathLike, *, device: str = "cpu", verify: bool = True) -> Any:
+def load_unet(path: str | os.PathLike, *, device: str = "cpu") -> Any:
     """Load a U-Net saved by :func:`save_unet` (safetensors, never unpickled), in eval mode.
 
     Parameters
     ----------
     path
-        Weights file; the model card is the ``.json`` of the same stem beside it.
+        Weights file; the model card is the ``.json`` of the same stem beside it, and must name this
+        file and hold its sha256 (:func:`tomoflow.models.card.verified_model`: no card, no load).
     device
         ``"cpu"``, ``"cuda"`` or ``"auto"``.
-    verify
-        Check the file's sha256 against the card's (refuse a tampered or mismatched file); needs the
-        card.
 
     Returns
     -------
     torch.nn.Module
         The network on ``device``, eval mode; ``model.config`` is its :class:`UNetConfig`,
-        ``model.card`` its model card (dict, empty when there is none and ``verify`` is False).
+        ``model.card`` its model card (dict).
 
     Raises
     ------
+    ModelError
+        Missing file or card, invalid card, a card naming another file, sha256 mismatch (an ``InputError``).
     InputError
-        Missing file or card, invalid card, sha256 mismatch, no or bad configuration in the metadata,
-        or weights that do not fit the architecture.
+        No or bad configuration in the metadata, or weights that do not fit the architecture.
     """
     from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
-    from tomoflow.models.card import read_verified_card
+    from tomoflow.models.card import card_path, verified_model
 
     dev = resolve_device(device)
     weights = Path(path)
-    if not weights.is_file():
-        raise InputError("no such weights file", path=weights)
-    card_file = _card_path(weights)
-    card = read_verified_card(weights, card_file, verify=verify)
+    card, real = verified_model(weights)
+    card_file = card_path(real)
     try:
-        with safe_open(str(weights), framework="pt") as f:
+        with safe_open(str(real), framework="pt") as f:
             meta = f.metadata() or {}
-        state = load_file(str(weights), device="cpu")
+        state = load_file(str(real), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise InputError(f"not a readable safetensors file: {exc}", path=weights) from None
     if meta.get("architecture") != ARCHITECTURE_NAME or "config" not in meta:
@@ -610,6 +615,26 @@ def load_unet(path: str | os.PathLike, *, device: str = "cpu", verify: bool = Tr
         config = UNetConfig.from_json(meta["config"])
     except ConfigError as exc:
         raise InputError(f"bad U-Net configuration in the metadata: {exc}", path=weights) from None
+    check_card_config(card, config, card_file)
+    model = build_unet(config=config)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise InputError(f"weights do not fit the U-Net configuration {config}: {exc}", path=weights) from None
+    model.card = card
+    return model.to(dev).eval()
+
+
+def check_card_config(card: dict[str, Any], config: UNetConfig, card_file: str | os.PathLike,
+                      holder: str = "the weights'") -> None:
+    """The card's ``architecture`` (when it gives the channels) is ``config``, the one the file holds
+    (``holder`` names it in the error).
+
+    Raises
+    ------
+    InputError
+        A bad configuration in the card, or one that differs from ``config``.
+    """
     arch = card.get("architecture") or {}
     if "channels" in arch:
         try:
@@ -618,12 +643,5 @@ def load_unet(path: str | os.PathLike, *, device: str = "cpu", verify: bool = Tr
         except ConfigError as exc:
             raise InputError(f"bad U-Net configuration in the model card: {exc}", path=card_file) from None
         if card_config != config:
-            raise InputError(f"model card configuration {card_config} differs from the weights' {config}",
+            raise InputError(f"model card configuration {card_config} differs from {holder} {config}",
                              path=card_file)
-    model = build_unet(config=config)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise InputError(f"weights do not fit the U-Net configuration {config}: {exc}", path=weights) from None
-    model.card = card
-    return model.to(dev).eval()

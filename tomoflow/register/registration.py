@@ -43,7 +43,7 @@ import numpy as np
 
 from tomoflow._checks import check_choice, check_int, check_number
 from tomoflow.errors import ConfigError, InputError, TomoflowError
-from tomoflow.register.transform import Affine9, torch_matrix
+from tomoflow.register.transform import Affine9, check_affine, torch_matrix
 
 __all__ = ["register", "Registration", "RegistrationError", "DOFS"]
 
@@ -149,9 +149,9 @@ def _prior_matrix(prior: Any, hr_shape: tuple[int, ...], lfov_shape: tuple[int, 
     if m.shape == (3,):  # a translation
         t, m = m, np.eye(4)
         m[:3, 3] = t
-    if m.shape != (4, 4) or not np.all(np.isfinite(m)) or not np.allclose(m[3], [0, 0, 0, 1]):
+    if m.shape != (4, 4):
         raise ConfigError(f"prior must be a 4 x 4 affine matrix (last row 0 0 0 1) or a translation (3,), got {prior!r}")
-    return m
+    return check_affine(m, "prior")  # finite, affine, invertible and well conditioned
 
 
 # ----------------------------------------------------------------------------- similarity

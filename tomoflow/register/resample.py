@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from tomoflow.errors import ConfigError, InputError
+from tomoflow.register.transform import check_affine
 
 __all__ = ["resample_to_grid", "footprint"]
 
@@ -38,7 +39,7 @@ def footprint(matrix: Any, shape: Sequence[int], spacing_um: Any, target_spacing
     b = _box(shape, box)
     sp = np.broadcast_to(np.asarray(spacing_um, dtype=np.float64), (3,))
     tsp = np.broadcast_to(np.asarray(target_spacing_um, dtype=np.float64), (3,))
-    m = np.asarray(matrix, dtype=np.float64)
+    m = check_affine(matrix)
     corners = np.array([[z, y, x] for z in (b[0][0], b[0][1] - 1) for y in (b[1][0], b[1][1] - 1)
                         for x in (b[2][0], b[2][1] - 1)], dtype=np.float64) * sp
     q = (corners @ m[:3, :3].T + m[:3, 3]) / tsp
@@ -85,7 +86,8 @@ def resample_to_grid(
     InputError
         The box maps (partly) outside ``source``, or ``source`` holds NaN/Inf where it is needed.
     ConfigError
-        Bad ``box`` or ``order``.
+        Bad ``box`` or ``order``; a matrix that is not a finite, invertible affine map
+        (:func:`~tomoflow.register.transform.check_affine`).
     """
     from scipy.ndimage import map_coordinates
 
@@ -94,7 +96,7 @@ def resample_to_grid(
     b = _box(shape, box)
     sp = np.broadcast_to(np.asarray(spacing_um, dtype=np.float64), (3,))
     ssp = np.broadcast_to(np.asarray(source_spacing_um, dtype=np.float64), (3,))
-    m = np.asarray(matrix, dtype=np.float64)
+    m = check_affine(matrix)  # finite, affine, invertible: a singular matrix is refused, not interpolated
     src_shape = np.asarray(getattr(source, "shape", ()), dtype=int)
     if src_shape.size != 3:
         raise InputError(f"expected a (z, y, x) source volume, got shape {tuple(src_shape)}", dataset="source")

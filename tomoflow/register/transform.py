@@ -16,18 +16,32 @@ trade off against each other (about a corner, a small rotation would also move t
 composition is R·S, a true rotation of a scaled frame (SimpleITK's ``ScaleVersor3DTransform`` is
 ``R + S - I``, which is not; ANCHORS.md).
 
-Kernels only: NumPy (and torch for the differentiable form), no files.
+Kernels only: NumPy (and torch for the differentiable form), no files. :func:`check_affine` is the
+one check of a matrix before it is used (registration priors, resampling).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
+from tomoflow.errors import ConfigError, InputError
+
 __all__ = ["Affine9", "rotation_matrix", "rotation_vector", "voxel_to_physical", "compose", "torch_matrix",
-           "prior_from_stage"]
+           "prior_from_stage", "check_affine", "MAX_CONDITION", "SCALE_RANGE"]
+
+MAX_CONDITION = 1e3
+"""Largest condition number (largest / smallest singular value) of a matrix's linear part. Both frames
+are micrometres, so a registration or a grid change is a rotation with scales near 1 (condition near
+1); a linear part that stretches one direction a thousand times more than another squeezes the grid
+onto a plane or a line of the source: singular for every practical purpose."""
+
+SCALE_RANGE = (1e-3, 1e3)
+"""Smallest and largest singular value of a matrix's linear part (micrometres per micrometre): beyond
+them the matrix maps the grid to a point or the source to a point (a zero matrix, a unit mistake)."""
 
 
 def rotation_matrix(rotvec: Any) -> np.ndarray:
@@ -75,6 +89,64 @@ def prior_from_stage(hr_shape: Any, hr_spacing_um: Any, hr_stage_um: Any, lfov_s
     m = np.eye(4)
     m[:3, 3] = (np.asarray(hr_stage_um, np.float64) - np.asarray(lfov_stage_um, np.float64)
                 + centre(lfov_shape, lfov_spacing_um) - centre(hr_shape, hr_spacing_um))
+    return m
+
+
+def check_affine(matrix: Any, what: str = "matrix", path: str | os.PathLike | None = None) -> np.ndarray:
+    """A 4 x 4 HR -> LFOV (output -> source) matrix checked before it is used: the one home of this rule.
+
+    Checks: numbers of shape 4 x 4, all finite, last row ``0 0 0 1``, and an invertible, well
+    conditioned linear part (singular values within :data:`SCALE_RANGE`, condition number at most
+    :data:`MAX_CONDITION`; a reflection is allowed).
+
+    Parameters
+    ----------
+    matrix
+        The matrix (array-like).
+    what
+        Its name in the message (``"matrix"``, ``"prior"``, ``'"matrix" of the registration'``).
+    path
+        The file it was read from: the error is then an :class:`~tomoflow.errors.InputError` naming
+        it; without, a :class:`~tomoflow.errors.ConfigError` (a bad parameter).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(4, 4)`` float64.
+
+    Raises
+    ------
+    InputError, ConfigError
+        Naming ``what`` and the rule it breaks.
+    """
+    def fail(problem: str) -> NoReturn:
+        if path is not None:
+            raise InputError(f"{what} {problem}", path=path)
+        raise ConfigError(f"{what} {problem}")
+
+    try:
+        m = np.array(matrix, dtype=np.float64)
+    except (TypeError, ValueError):
+        fail("is not a 4 x 4 matrix of numbers")
+    if m.shape != (4, 4):
+        fail(f"must be a 4 x 4 affine matrix, got shape {m.shape}")
+    if not np.all(np.isfinite(m)):
+        fail("holds NaN or Inf")
+    if not np.array_equal(m[3], [0.0, 0.0, 0.0, 1.0]) and not np.allclose(m[3], [0, 0, 0, 1], rtol=0, atol=1e-9):
+        fail(f"must be affine: its last row is {m[3].tolist()}, not [0, 0, 0, 1]")
+    sv = np.linalg.svd(m[:3, :3], compute_uv=False)
+    lo, hi = SCALE_RANGE
+    if sv[-1] <= 0.0 or sv[-1] < lo:
+        fail(f"is singular (smallest singular value of its linear part {sv[-1]:.3g}, below {lo:g}): it maps the "
+             "grid onto a plane, a line or a point")
+    if sv[0] > hi:
+        fail(f"scales by {sv[0]:.3g} (largest singular value of its linear part, above {hi:g}): not a "
+             "micrometre-to-micrometre map")
+    cond = float(sv[0] / sv[-1])
+    if cond > MAX_CONDITION:
+        fail(f"is ill-conditioned (condition number {cond:.3g} of its linear part, above {MAX_CONDITION:g}): it "
+             "squeezes the grid onto nearly a plane or a line")
+    m[3] = (0.0, 0.0, 0.0, 1.0)
     return m
 
 
