@@ -42,6 +42,7 @@ demo: $(STAMP)
 # apt-get; never fails; NO_BROWSER=1 to leave the system alone: the test is then skipped with a reason).
 test: $(STAMP)
 	$(if $(NO_BROWSER),,-@scripts/install-browser)
+	$(if $(NO_SLURM),,-@scripts/start-slurm)
 	$(VENV)/bin/python -m pytest
 
 browser:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import urllib.error
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +11,25 @@ import pytest
 from tomoflow.testing import assert_dashboard_page, http_get
 
 CLUSTER_DIR = Path(__file__).resolve().parents[2] / "cluster"
+
+
+@pytest.fixture(autouse=True)
+def _tls_files_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """SLURM / PBS clusters built here write their workers' temporary TLS files to a temporary folder,
+    not to ``~/.tomoflow/tls`` (a test that checks that default unsets this)."""
+    import importlib.util
+
+    import dask
+
+    if importlib.util.find_spec("dask_jobqueue") is not None:
+        # its configuration defaults first: leaving dask.config.set would drop a `jobqueue.slurm`
+        # section that it created (and the defaults merged into it meanwhile)
+        import dask_jobqueue  # noqa: F401
+
+    folder = tmp_path_factory.getbasetemp() / "tls"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    with dask.config.set({f"jobqueue.{kind}.shared-temp-directory": str(folder) for kind in ("slurm", "pbs")}):
+        yield
 
 
 @pytest.fixture(scope="session")

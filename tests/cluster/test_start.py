@@ -104,7 +104,7 @@ def test_start_cluster_without_a_client(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("kind: kubernetes\n")
     with pytest.raises(ConfigError, match="`kind:` must be one of"):
         tc.start_cluster(str(tmp_path / "bad.yaml"))
-    with pytest.raises(ConfigError, match="n_workers must be a positive integer"):
+    with pytest.raises(ConfigError, match=r"n_workers \(--workers\) must be a positive integer"):
         tc.start_cluster("local", n_workers=-1, processes=False)
 
 

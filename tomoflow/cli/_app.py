@@ -293,7 +293,7 @@ def _cluster(spec: str | None, workers: int | None = None) -> Iterator[Any]:
     if not logging.getLogger().isEnabledFor(logging.INFO):
         logging.getLogger("distributed").setLevel(logging.WARNING)
     kwargs: dict[str, Any] = {}
-    if spec == "local" and workers:
+    if spec == "local" and workers is not None:  # 0 or -1 too: connect refuses them (and too many) clearly
         kwargs["n_workers"] = workers
     with connect(spec, **kwargs) as client:
         url = str(dashboard_url(client))

@@ -23,6 +23,11 @@ else in the directory named by the environment variable ``TOMOFLOW_CLUSTER_DIR``
 defaults shipped inside the package (``tomoflow/cluster/defaults/``; ``cluster/`` of the source
 tree links to them). Keyword arguments override the file.
 
+Clusters whose workers are on other machines (``slurm``, ``pbs``) talk TLS with credentials made for
+them (``security: false`` turns it off); nothing tomoflow starts listens on every interface unless the
+settings ask for it; local worker counts are checked against this machine (:func:`check_worker_count`).
+See ``cluster/README.md``, "What a cluster exposes".
+
 GPU tasks carry ``resources={"GPU": 1}`` (the reconstruction's slab tasks a quarter each, so that four
 share a GPU worker as a conveyor, see :mod:`tomoflow.pipeline.gpu`); only workers that advertise a
 ``GPU`` resource run them, and a task asking for a resource that no worker has waits forever. :func:`gpu_resources_available` tells
@@ -57,7 +62,7 @@ from tomoflow.cluster.inspect import (
     gpu_resources_available,
 )
 from tomoflow.cluster.settings import CLUSTER_DIR_ENV, CLUSTER_KINDS, load_cluster_config
-from tomoflow.cluster.start import start_cluster
+from tomoflow.cluster.start import check_worker_count, start_cluster
 
 if TYPE_CHECKING:
     from tomoflow.cluster.client import TomoflowClient
@@ -70,6 +75,7 @@ __all__ = [
     "ClusterResources",
     "connect",
     "start_cluster",
+    "check_worker_count",
     "load_cluster_config",
     "dashboard_url",
     "gpu_resources_available",

@@ -128,6 +128,8 @@ def connect(
         Shape of a ``local`` / ``local-cuda`` cluster. Defaults (``cluster/local.yaml``): one
         single-threaded worker process per core, the machine's memory split evenly
         (``memory_limit="auto"``). With ``processes=False``: one worker using every core.
+        ``n_workers`` and ``threads_per_worker`` must be between 1 and 4 per CPU core of this machine
+        (:func:`~tomoflow.cluster.check_worker_count`).
     processes
         ``local``: ``False`` runs workers as threads of this process (fast to start; for tests and
         small jobs). ``slurm`` / ``pbs``: Dask worker processes per job.
@@ -142,7 +144,9 @@ def connect(
         Directory holding ``local.yaml``, ``slurm.yaml``, ...; see :func:`load_cluster_config`.
     **kwargs
         For clusters tomoflow starts: further settings of the cluster class (``LocalCluster``,
-        ``LocalCUDACluster``, ``SLURMCluster``, ``PBSCluster``), overriding the file. For an address
+        ``LocalCUDACluster``, ``SLURMCluster``, ``PBSCluster``), overriding the file; for ``slurm`` /
+        ``pbs`` also ``security`` (``True``, the default: TLS with temporary credentials; ``False``:
+        plain TCP; or a mapping of :class:`distributed.security.Security` arguments). For an address
         or scheduler file: arguments of :class:`distributed.Client` (``timeout``, ``security``).
 
     Returns
@@ -154,8 +158,9 @@ def connect(
     Raises
     ------
     ConfigError
-        Unknown spec (the message lists the valid ones), invalid settings, a scheduler file that does
-        not exist, or a missing optional dependency (``pip install 'tomoflow[gpu]'`` / ``[hpc]``).
+        Unknown spec (the message lists the valid ones), invalid settings (among them a worker count
+        this machine cannot run), a scheduler file that does not exist, or a missing optional
+        dependency (``pip install 'tomoflow[gpu]'`` / ``[hpc]``).
     TomoflowError
         The scheduler at an address or in a scheduler file cannot be reached.
 

@@ -47,8 +47,9 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
         "rmm_pool_size": 0.5,
         "rmm_allocator_external_lib_list": ["cupy", "torch"],
     },
-    "slurm": {"jobs": 1, "gpus_per_job": 0, "dashboard_address": "127.0.0.1:8787"},
-    "pbs": {"jobs": 1, "gpus_per_job": 0, "dashboard_address": "127.0.0.1:8787"},
+    # security: TLS with temporary credentials between the scheduler and the workers on other machines
+    "slurm": {"jobs": 1, "gpus_per_job": 0, "dashboard_address": "127.0.0.1:8787", "security": True},
+    "pbs": {"jobs": 1, "gpus_per_job": 0, "dashboard_address": "127.0.0.1:8787", "security": True},
 }
 
 
