@@ -75,16 +75,37 @@ def _os_error_message(exc: OSError) -> str:
     return str(exc) or type(exc).__name__
 
 
+#: What the stages planned for each output in the last :func:`_writing` block (absolute path -> ``create``,
+#: ``resume``, ``replace`` or ``complete``: :func:`tomoflow.io.lock.recorded_plans`).
+_PLANNED: dict[Path, str] = {}
+
+
 @contextlib.contextmanager
 def _writing(path: Path) -> Iterator[None]:
     """Report an OS error that names no file (h5py, zarr, a Dask worker) against ``path``, the output
-    being written, so the one-line message says where."""
-    try:
-        yield
-    except OSError as exc:
-        if exc.filename is not None:
-            raise
-        raise OSError(exc.errno, _os_reason(exc), str(path)) from None
+    being written, so the one-line message says where; remember what the stages planned for their
+    outputs (:func:`_wrote` tells an output that was already complete)."""
+    from tomoflow.io.lock import recorded_plans
+
+    with recorded_plans() as plans:
+        try:
+            yield
+        except OSError as exc:
+            if exc.filename is not None:
+                raise
+            raise OSError(exc.errno, _os_reason(exc), str(path)) from None
+        finally:
+            _PLANNED.update(plans)
+
+
+def _wrote(path: Path, details: str = "") -> None:
+    """``wrote PATH details``; or, when the stage found ``PATH`` complete for the same inputs and
+    parameters in the last :func:`_writing` block, say so: nothing was written (no stale timings)."""
+    if _PLANNED.get(Path(os.path.abspath(path))) == "complete":
+        console.print(f"[bold]{_e(path)}[/] was already complete for these inputs and parameters: nothing written")
+    else:
+        sep = "" if details.startswith((":", ",", ";")) else " "
+        console.print(f"wrote [bold]{_e(path)}[/]" + (f"{sep}{details}" if details else ""))
 
 
 def _check_can_create(path: Path) -> None:

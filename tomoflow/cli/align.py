@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 
+from tomoflow.cli._app import _wrote
 from tomoflow.cli._app import (
     _check_can_create,
     _cluster,
@@ -35,7 +36,7 @@ def _print_alignment(store: Path) -> None:
     rec = s.stage("align")
     shifts = np.asarray(s.group["shifts"][:])
     quality = np.asarray(s.group["quality"][:])
-    console.print(f"wrote [bold]{_e(store)}[/]: {shifts.shape[0]} projections aligned with {_e(rec.info.get('method'))} "
+    _wrote(store, f": {shifts.shape[0]} projections aligned with {_e(rec.info.get('method'))} "
                   f"in {rec.seconds or 0:.1f} s; jitter RMS dy {np.sqrt(np.mean(shifts[:, 0] ** 2)):.2f} px, "
                   f"dx {np.sqrt(np.mean(shifts[:, 1] ** 2)):.2f} px; rotation centre {s.attrs.rotation_center:.2f} px")
     weak = int(np.sum(quality < 0.5)) if np.all(np.isfinite(quality)) else 0
@@ -105,8 +106,7 @@ def correct(
                          **({} if vertical else {"vertical": False}))
     aligned_path = aligned if aligned is not None else out.with_name(out.name.removesuffix(".zarr") + "-aligned.zarr")
     _print_alignment(aligned_path)
-    console.print(f"wrote [bold]{_e(out)}[/] {' x '.join(map(str, v.shape))} voxels; whole chain "
-                  f"{time.perf_counter() - t0:.1f} s")
+    _wrote(out, f"{' x '.join(map(str, v.shape))} voxels; whole chain {time.perf_counter() - t0:.1f} s")
     if png is not None:
         from tomoflow.report import alignment_png
 

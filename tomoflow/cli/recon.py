@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from tomoflow.cli._app import _wrote
 from tomoflow.cli._app import (
     _plan_picture,
     _check_can_create,
@@ -72,8 +73,7 @@ def recon(
     vs = v.attrs.voxel_size
     voxel = (f"{vs.value:g} {vs.unit}" if vs is not None
              else "unknown (the scan has no pixel size: pass --pixel-size at ingest)")
-    console.print(f"wrote [bold]{_e(out)}[/] {' x '.join(map(str, v.shape))} voxels in {time.perf_counter() - t0:.1f} s, "
-                  f"voxel size {_e(voxel)}")
+    _wrote(out, f"{' x '.join(map(str, v.shape))} voxels in {time.perf_counter() - t0:.1f} s, voxel size {_e(voxel)}")
     console.print(f"rotation centre {used:.2f} px ({_e(source)})" if used is not None
                   else f"rotation centre: {_e(source)}")
     if png_plan is not None:

@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 import typer
 
+from tomoflow.cli._app import _wrote
 from tomoflow.cli._app import (
     _check_can_create,
     _cluster,
@@ -128,9 +129,9 @@ def recover(
         v = recover_volume(volume, model, out, pad_mode=pad_mode, client=client, overwrite=overwrite,
                            progress=update)
     info = v.stages()["recover"].info
-    console.print(f"wrote [bold]{_e(out)}[/] {' x '.join(map(str, v.shape))} voxels in {time.perf_counter() - t0:.1f} s "
-                  f"({info.get('blocks_computed', 0)} of {info.get('blocks', 0)} blocks computed, halo "
-                  f"{info.get('halo')} voxels, {info.get('device')})")
+    _wrote(out, f"{' x '.join(map(str, v.shape))} voxels in {time.perf_counter() - t0:.1f} s "
+                f"({info.get('blocks_computed', 0)} of {info.get('blocks', 0)} blocks computed, halo "
+                f"{info.get('halo')} voxels, {info.get('device')})")
 
 
 def pores_table(results: dict[str, Any], threshold: float, connectivity: int, min_voxels: int) -> Any:

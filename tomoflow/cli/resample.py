@@ -13,6 +13,7 @@ from typing import Optional
 
 import typer
 
+from tomoflow.cli._app import _wrote
 from tomoflow.cli._app import _cluster, _e, _fail, _friendly, _stage_progress, _writing, app, console
 
 
@@ -91,5 +92,4 @@ def resample(
         v = resample_volume(volume, out, matrix=matrix, shape=shape, spacing_um=spacing, order=order,
                             chunks=(chunk,) * 3, registration=doc, client=client, overwrite=overwrite,
                             progress=update)
-    console.print(f"wrote [bold]{_e(out)}[/] {' x '.join(map(str, v.shape))} voxels of {spacing:g} um in "
-                  f"{time.perf_counter() - t0:.1f} s")
+    _wrote(out, f"{' x '.join(map(str, v.shape))} voxels of {spacing:g} um in {time.perf_counter() - t0:.1f} s")
