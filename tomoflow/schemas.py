@@ -42,7 +42,12 @@ def schema_json(name: str) -> str:
     schema: dict[str, Any] = model.model_json_schema(mode="serialization")
     schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": f"tomoflow/{name}.schema.json",
               **schema, "title": _TITLES[name]}
-    # the file policy's stamp (no version: the text changes only when the model does)
+    # The file policy's stamp: files of this schema written by tomoflow carry one (a JSON manifest, a
+    # model card), and the schema file itself is stamped (no version: its text changes with the model).
+    if isinstance(schema.get("properties"), dict):
+        schema["properties"]["tomoflow_file"] = {
+            "type": "object", "description": "Written by tomoflow: the file's kind and the fingerprint of what it "
+            "was made from (tomoflow.io.output; not part of the document)."}
     schema["tomoflow_file"] = {"kind": "schema", "fingerprint": None}
     return json.dumps(schema, indent=2, sort_keys=True) + "\n"
 

@@ -79,7 +79,7 @@ def test_scan_archive_refuses_before_walking(cli, one_line_error, archive, tmp_p
     existing = tmp_path / "have.yaml"
     existing.write_text("keep me")
     with unchanged(tmp_path):
-        one_line_error(cli("batch", "scan-archive", archive, "-o", existing), "have.yaml", "exists", "--overwrite")
+        one_line_error(cli("batch", "scan-archive", archive, "-o", existing), "have.yaml", "exists", "not written by tomoflow")
         one_line_error(cli("batch", "scan-archive", archive, "-o", tmp_path / "m.toml"), ".yaml, .yml or .json")
         one_line_error(cli("batch", "scan-archive", archive, "-o", tmp_path / "m.yaml", "--pipeline",
                            "ingest,recon,recover"), "recover needs every scan's paired HR volume")

@@ -852,7 +852,7 @@ def _write_check_set(path: Path, model: Any, x_val: np.ndarray, y_val: np.ndarra
 def _write_card(path: Path, card: dict[str, Any], fingerprint: str | None = None) -> None:
     from tomoflow.io.output import STAMP_KEY, file_stamp
 
-    card = {**card, STAMP_KEY: file_stamp("model-card", fingerprint)}
+    card[STAMP_KEY] = file_stamp("model-card", fingerprint)  # the card returned is the card written
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(card, indent=1, default=float))
     os.replace(tmp, path)

@@ -11,7 +11,7 @@ import typer
 
 from tomoflow.cli._app import _wrote
 from tomoflow.cli._app import (
-    _check_can_create,
+    _plan_picture,
     _cluster,
     _e,
     _friendly,
@@ -64,17 +64,16 @@ def align(
     from tomoflow.pipeline.align import align_scan
 
     ctr = _parse_center(center)
-    if png is not None:
-        _check_can_create(png)
+    png_plan = _plan_picture(png, command="align", sources={"scan": store}, overwrite=overwrite, outputs=(out,),
+                             params={"method": method, "center": ctr, "max_size": max_size, "vertical": vertical})
     with _cluster(cluster, workers) as client, _stage_progress() as update, _writing(out):
         align_scan(store, out, method=method, center=ctr, max_size=max_size, client=client, overwrite=overwrite,
                    progress=update, **({} if vertical else {"vertical": False}))
     _print_alignment(out)
-    if png is not None:
+    if png_plan is not None:
         from tomoflow.report import alignment_png
 
-        with _writing(png):
-            console.print(f"report: {_e(alignment_png(png, store, out))}")
+        console.print(f"report: {_e(alignment_png(png_plan, store, out))}")
 
 
 @app.command()
@@ -97,21 +96,21 @@ def correct(
     from tomoflow.pipeline.align import correct_scan
 
     ctr = _parse_center(center)
-    if png is not None:
-        _check_can_create(png)
+    aligned_path = aligned if aligned is not None else out.with_name(out.name.removesuffix(".zarr") + "-aligned.zarr")
+    png_plan = _plan_picture(png, command="correct", sources={"scan": store}, overwrite=overwrite,
+                             outputs=(out, aligned_path),
+                             params={"method": method, "center": ctr, "algorithm": algorithm, "vertical": vertical})
     t0 = time.perf_counter()
     with _cluster(cluster, workers) as client, _stage_progress() as update, _writing(out):
         v = correct_scan(store, out, aligned_path=aligned, method=method, center=ctr, algorithm=algorithm,
                          client=client, overwrite=overwrite, progress=update,
                          **({} if vertical else {"vertical": False}))
-    aligned_path = aligned if aligned is not None else out.with_name(out.name.removesuffix(".zarr") + "-aligned.zarr")
     _print_alignment(aligned_path)
     _wrote(out, f"{' x '.join(map(str, v.shape))} voxels; whole chain {time.perf_counter() - t0:.1f} s")
-    if png is not None:
+    if png_plan is not None:
         from tomoflow.report import alignment_png
 
-        with _writing(png):
-            console.print(f"report: {_e(alignment_png(png, store, aligned_path))}")
+        console.print(f"report: {_e(alignment_png(png_plan, store, aligned_path))}")
 
 
 @app.command("train-aligner")
@@ -137,12 +136,20 @@ def train_aligner(
                                                 "shipped ones) instead of a random initialisation: fine-tuning."),
     install: bool = typer.Option(False, help="Copy the final weights, model card and check set into the package "
                                  "(tomoflow/models/) so that the network methods use them."),
+    overwrite: bool = typer.Option(False, help="Replace weights, card and check set that tomoflow wrote into --out "
+                                   "for another training (never files tomoflow did not write)."),
 ) -> None:
     """Train the jitter ResNet on simulated scans (the shipped weights were made by this training;
     rerunning with the same folder resumes from its checkpoint)."""
+    from tomoflow._checks import check_int, check_planned_memory, check_seed
     from tomoflow.align.training import install_weights
     from tomoflow.align.training import train_aligner as _train
 
+    check_seed("--seed", seed)
+    # one simulated scan's phantom is held in memory (its generators peak at ~20 float32 copies of a
+    # volume up to ~1.1 size on each side): refuse a size that cannot fit before any work
+    check_planned_memory(f"train-aligner --size {size}: one simulated phantom",
+                         80.0 * check_int("--size", size, low=1) ** 3)
     # The card records the command that reproduces these weights, spelled out from the parameters.
     parts = ["tomoflow", "train-aligner", "--out", str(out), "--n-scans", n_scans, "--size", size, "--n-angles",
              n_angles, "--epochs", epochs, "--batch-size", batch_size, "--lr", lr, "--lr-final", lr_final,
@@ -176,7 +183,7 @@ def train_aligner(
         card = _train(out, n_scans=n_scans, size=size, n_angles=n_angles, epochs=epochs, batch_size=batch_size,
                       lr=lr, lr_final=lr_final, val_fraction=val_fraction, patience=patience, seed=seed,
                       threads=threads, time_limit_s=time_limit, device=device, command=command, progress=progress,
-                      init_weights=init_weights)
+                      init_weights=init_weights, overwrite=overwrite)
     console.print(f"wrote the weights and model card into [bold]{_e(out)}[/]; held-out metrics: "
                   f"{_e(card.get('metrics', {}))}")
     if install:

@@ -11,7 +11,6 @@ import typer
 from tomoflow.cli._app import _wrote
 from tomoflow.cli._app import (
     _plan_picture,
-    _check_can_create,
     _cluster,
     _e,
     _fail,

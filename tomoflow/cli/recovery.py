@@ -3,7 +3,6 @@ volume), recover (a trained U-Net over a whole volume store), pores (porosity an
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -13,7 +12,6 @@ import typer
 
 from tomoflow.cli._app import _wrote
 from tomoflow.cli._app import (
-    _check_can_create,
     _cluster,
     _e,
     _fail,
@@ -41,9 +39,11 @@ def simulate_pair(
 ) -> None:
     """Simulate a porous sample scanned twice: an LFOV volume and an HR ROI inside it, with stage
     positions a few voxels off and a random 9-DOF misregistration (ground truth in the metadata)."""
+    from tomoflow._checks import check_seed
     from tomoflow.io.synthetic import write_multiscale_pair
     from tomoflow.sim import simulate_multiscale_pair
 
+    check_seed("--seed", seed)
     t0 = time.perf_counter()
     pair = simulate_multiscale_pair(family=family, hr_shape=(hr_size,) * 3, lfov_shape=(lfov_size,) * 3,
                                     hr_spacing_um=hr_voxel, lfov_spacing_um=lfov_voxel, seed=seed)
@@ -78,7 +78,7 @@ def register(
     from tomoflow.io.volume_store import VolumeStore
     from tomoflow.register.resample import resample_to_grid
 
-    from tomoflow.io.output import fingerprint, identity_of, plan_file, write_file, write_json
+    from tomoflow.io.output import fingerprint, identity_of, plan_file, write_json
 
     h, lf = VolumeStore.open(hr), VolumeStore.open(lfov)
     inputs = {"hr": identity_of(hr), "lfov": identity_of(lfov)}

@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 import typer
 
-from tomoflow.cli._app import _check_can_create, _e, _friendly, _writing, app, console
+from tomoflow.cli._app import _e, _friendly, _writing, app, console
 from tomoflow.pipeline.registration import register_volumes, volume_voxel_um
 from tomoflow.errors import ConfigError, InputError
 
@@ -88,6 +88,21 @@ def _channels(text: str) -> tuple[int, ...]:
         raise ConfigError(f"--channels: expected comma-separated integers such as 16,32,64, got {text!r}") from None
 
 
+def _check_network_size(config: Any, patch: int, batch: int) -> None:
+    """Refuse, before any work, a U-Net (``--channels``) whose training cannot fit in memory: weights,
+    gradients and Adam's two moments (16 bytes a parameter) plus the activations of one batch."""
+    from tomoflow._checks import check_int, check_planned_memory
+
+    c = (int(config.in_channels), *config.channels)
+    enc = sum(27 * (c[i] * c[i + 1] + c[i + 1] ** 2) for i in range(len(c) - 1))
+    dec = sum(8 * b * a + 27 * (2 * a * a + a * a) for a, b in zip(config.channels, config.channels[1:]))
+    params = enc + dec + config.channels[0] * config.out_channels
+    voxels = check_int("--batch", batch) * check_int("--patch", patch) ** 3
+    activations = 4.0 * voxels * sum(6 * ch / 8**lev for lev, ch in enumerate(config.channels))
+    check_planned_memory(f"train-recovery --channels {','.join(map(str, config.channels))}: the network "
+                         f"({params:,} parameters) and its training", 16.0 * params + activations)
+
+
 @app.command("train-recovery")
 @_friendly
 def train_recovery(
@@ -118,6 +133,8 @@ def train_recovery(
     dof: int = typer.Option(9, help="Degrees of freedom when registering here: 3, 6 or 9."),
     onnx: bool = typer.Option(False, "--onnx", help="Also export recover_unet.onnx (raw grey values in and out, "
                               "for `tomoflow recover --model` with onnxruntime), checked against torch."),
+    overwrite: bool = typer.Option(False, help="Replace weights, card and export that tomoflow wrote into --out for "
+                                   "another training (never files tomoflow did not write)."),
 ) -> None:
     """Train the resolution-recovery U-Net on one sample: the LFOV volume resampled onto the HR ROI's grid
     is the input, the HR volume the target. Spatial blocks are held out for validation."""
@@ -131,10 +148,21 @@ def train_recovery(
 
     t0 = time.perf_counter()
     config = UNetConfig(channels=_channels(channels))
-    _check_can_create(out)
-    if (out / "checkpoint" / "state.json").is_file() and not resume:
-        raise ConfigError(f"{out} already holds a training checkpoint; add --resume to continue it, or choose "
-                          "another --out folder")
+    _check_network_size(config, patch, batch)
+    from tomoflow.io.output import fingerprint, identity_of, plan_files, write_json
+
+    # The file policy, before any work: --out is no store and no input, and every file this command
+    # writes there is new or tomoflow's own of the same kind (the training checks the rest precisely).
+    sources = [hr, lfov] + ([registration] if registration is not None else [])
+    names = {WEIGHTS_NAME: "model-weights", CARD_NAME: "model-card", "checkpoint/last.safetensors": "checkpoint",
+             "checkpoint/state.json": "checkpoint", **({"recover_unet.onnx": "model-onnx"} if onnx else {})}
+    plan_files(out, names, inputs=sources, renew=list(names))
+    kept_plan = plan_files(out, {REGISTRATION_NAME: "registration"}, inputs=sources, overwrite=True, fingerprint=(
+        fingerprint("register", inputs={"hr": identity_of(hr), "lfov": identity_of(lfov)},
+                    params={"dof": dof, "max_rotation_deg": 10.0})))[REGISTRATION_NAME]
+    if (out / "checkpoint" / "state.json").is_file() and not (resume or overwrite):
+        raise ConfigError(f"{out} already holds a training checkpoint; add --resume to continue it, --overwrite to "
+                          "start over, or choose another --out folder")
     if registration is not None and not Path(registration).is_file():
         raise InputError("no such registration file", path=registration)
     h, lf = VolumeStore.open(hr), VolumeStore.open(lfov)
@@ -177,8 +205,7 @@ def train_recovery(
     def keep_registration() -> None:
         nonlocal unsaved
         if unsaved is not None:  # written once training has started, so that --resume reuses it
-            with _writing(kept):
-                kept.write_text(json.dumps(unsaved, indent=2) + "\n")
+            write_json(kept_plan, unsaved)
             unsaved = None
 
     with training_bar(steps, epochs, on_report=keep_registration) as progress:
@@ -187,7 +214,8 @@ def train_recovery(
                          steps_per_epoch=steps, lr=lr, val_fraction=val_fraction, patience=patience, seed=seed,
                          pore_weight=pore_weight, calibrate=calibrate,
                          time_limit_s=time_limit, threads=threads, device=device, resume=resume, progress=progress,
-                         command=command, hr_voxel_um=hr_um, lfov_voxel_um=lf_um, source=source)
+                         command=command, hr_voxel_um=hr_um, lfov_voxel_um=lf_um, source=source,
+                         overwrite=overwrite)
             keep_registration()
     m, tr = res.metrics, res.card["training"]
     ssim = ""
