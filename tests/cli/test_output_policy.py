@@ -289,3 +289,17 @@ def test_stamps_of_every_format(tmp_path):
     assert read_stamp(tmp_path / "w.safetensors")["kind"] == "model-weights"
     (tmp_path / "plain.png").write_bytes(b"\x89PNG\r\n\x1a\n")
     assert read_stamp(tmp_path / "plain.png") is None
+
+
+def test_demo_refuses_a_bad_worker_count_before_any_step(cli, one_line_error, tmp_path):
+    out = tmp_path / "demo"
+    one_line_error(cli("demo", "--out", out, "--workers", "-1"), "--workers")
+    assert not out.exists()
+
+
+def test_demo_never_replaces_a_user_file_in_its_folder(cli, one_line_error, tmp_path):
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / "overview.png").write_bytes(b"mine")
+    one_line_error(cli("demo", "--out", out, "--cluster", "none"), "overview.png", "not written by tomoflow")
+    assert sorted(p.name for p in out.iterdir()) == ["overview.png"]

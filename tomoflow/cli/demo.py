@@ -61,6 +61,10 @@ def demo(
         raise ConfigError(f"--recovery-size must be 0 (no recovery) or at least 40 voxels (a smaller ROI is too small "
                           f"to register), got {recovery_size}")
     _check_positive("--recovery-train-seconds", recovery_train_seconds, "seconds")
+    if cluster == "local" and workers is not None:  # before the first step, not when the cluster starts
+        from tomoflow.cluster import check_worker_count
+
+        check_worker_count(workers, option="--workers")
     budget = config.get().worker_memory_budget  # --memory, for the recovery part (a network block needs ~0.5 GB)
     # Small slabs (8 rows, 24 MB per task) so the dashboard shows the work spread over the workers.
     with config.set(scan_chunk_rows=8, worker_memory_budget="24MB"):
