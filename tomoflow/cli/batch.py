@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tomoflow.cli._app import _check_can_create, _cluster, _e, _fail, _friendly, _writing, app, console
-from tomoflow.errors import ConfigError
+from tomoflow.errors import ConfigError, shorten, summarise
 
 batch_app = typer.Typer(
     name="batch",
@@ -141,11 +141,24 @@ def check(
 _SUMMARY_ROWS = 50
 
 
+def failure_line(res: Any, report_dir: Path | None) -> str:
+    """The one line of a failed scan: ``NAME [stage]: reason (traceback: <report dir>/batch-logs/NAME.log)``
+    (the reason on one line, at most :data:`_REASON_CHARS` characters; the log has all of it)."""
+    where = f" [{res.failed_stage}]" if res.failed_stage else ""
+    log = f" (traceback: {Path(report_dir) / res.log if report_dir is not None else res.log})" if res.log else ""
+    return f"{res.name}{where}: {shorten(res.error or res.status, _REASON_CHARS)}{log}"
+
+
+#: Longest reason printed for a failed scan (the report and the scan's log hold the whole text).
+_REASON_CHARS = 300
+
+
 class _BatchDisplay:
     """The live view of a batch: one bar for the scans (done and failed of the total, with ETA) and one
-    line per scan in flight (its current stage and step); a line for every scan that fails."""
+    line per scan in flight (its current stage and step); one line for every scan that fails (its
+    reason, and where its traceback is)."""
 
-    def __init__(self) -> None:
+    def __init__(self, report_dir: Path | None = None) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
             TimeRemainingColumn
 
@@ -154,6 +167,7 @@ class _BatchDisplay:
         self.overall: Any = None
         self.scans: dict[str, Any] = {}
         self.done = self.failed = 0
+        self.report_dir = report_dir
 
     def __enter__(self) -> "_BatchDisplay":
         self.bar.start()
@@ -183,8 +197,7 @@ class _BatchDisplay:
             self.done += 1
             if res.status == "failed":
                 self.failed += 1
-                where = f" in {res.failed_stage}" if res.failed_stage else ""
-                self.bar.console.print(Text.assemble(("failed: ", "bold red"), f"{res.name}{where}: {res.error}"))
+                self.bar.console.print(Text.assemble(("failed ", "bold red"), failure_line(res, self.report_dir)))
             if self.overall is not None:
                 self.bar.update(self.overall, completed=self.done, description=self._overall_text())
 
@@ -196,7 +209,8 @@ def _stage_text(st: Any) -> str:
 
 
 def _summary(result: Any) -> tuple[Table, list[str]]:
-    """The summary table (failed scans first, at most ``_SUMMARY_ROWS`` rows) and the error lines."""
+    """The summary table (failed scans first, at most ``_SUMMARY_ROWS`` rows) and the failure lines
+    (:func:`failure_line`)."""
     scans = sorted(result.scans, key=lambda s: s.status != "failed")
     table = Table(title=f"batch: {len(result.scans)} scan(s) in {result.seconds:.1f} s")
     for col in ("scan", "status", "stages", "centre px", "align residual px"):
@@ -208,8 +222,8 @@ def _summary(result: Any) -> tuple[Table, list[str]]:
                       "-" if s.center is None else f"{s.center:.2f}", "-" if residual is None else f"{residual:.3f}")
     if len(scans) > _SUMMARY_ROWS:
         table.caption = f"... and {len(scans) - _SUMMARY_ROWS} more scan(s): see the batch report"
-    errors = [f"{s.name}" + (f" [{s.failed_stage}]" if s.failed_stage else "") + f": {s.error}"
-              for s in scans[:_SUMMARY_ROWS] if s.status == "failed"]
+    errors = [failure_line(s, getattr(result, "report_dir", None)) for s in scans[:_SUMMARY_ROWS]
+              if s.status == "failed"]
     return table, errors
 
 
@@ -232,12 +246,16 @@ def run(
 
     A scan that fails (a bad file, a crash) is reported and the others go on.
 
-    Writes batch-report.json, batch-report.html and dask-performance.html in the output root.
+    Writes batch-report.json, batch-report.html and dask-performance.html in the output root, and the
+    traceback of each failed scan in batch-logs/NAME.log there.
+
+    One runner per output root: a second run is refused (it says who runs).
 
     Exit code 0 when every scan is complete, 1 when some failed."""
     from tomoflow.cluster._spec import _invalid_spec, _is_address, _parse_kind
+    from tomoflow.io.lock import check_unlocked
     from tomoflow.io.manifest import load_manifest
-    from tomoflow.pipeline.batch import REPORT_HTML, preflight, run_batch
+    from tomoflow.pipeline.batch import preflight, run_batch
 
     m = load_manifest(manifest)
     spec = m.cluster if cluster is None else cluster.strip()
@@ -251,26 +269,36 @@ def run(
                           f"--workers applies to a local cluster only, not {spec!r}")
     preflight(m)
     _check_can_create(Path(m.output))
+    if Path(m.output).is_dir():
+        check_unlocked(Path(m.output), root=True)  # another run of this output root: refused before a cluster starts
     console.print(f"batch [bold]{_e(manifest)}[/]: {len(m.scans)} scan(s), pipeline "
                   f"{_e(', '.join(s.stage for s in m.pipeline))}, output root {_e(m.output)}")
     try:
-        with _cluster(spec, workers) as client, _BatchDisplay() as display, _writing(Path(m.output)):
+        with _cluster(spec, workers) as client, _BatchDisplay(Path(m.output)) as display, _writing(Path(m.output)):
             result = run_batch(m, client=client, progress=display, max_in_flight=max_in_flight)
     except KeyboardInterrupt:
         _fail(f"interrupted; the report in {m.output} shows what finished; run the same command again to resume",
               code=130)
-    table, errors = _summary(result)
+    table, _ = _summary(result)  # each failure had its line as it happened (_BatchDisplay)
     console.print(table)
-    for line in errors:
-        console.print(Text.assemble(("failed ", "bold red"), line))
     counts = result.counts()
+    if result.report_html is not None:
+        report = f"report: [bold]{_e(result.report_html)}[/] and {_e(result.report_json)}"
+    else:
+        report = f"the batch report could not be written ({_e(result.report_error or 'unknown reason')})"
+    perf = result.performance_report
+    if perf is not None and perf.is_file():
+        report += f"; Dask performance report: {_e(perf)}"
+    elif result.performance_error:
+        report += f"; no Dask performance report ({_e(result.performance_error)})"
     console.print(f"{counts['complete']} complete, {counts['skipped-complete']} already complete (skipped), "
-                  f"{counts['failed']} failed; report: [bold]{_e(result.report_html)}[/] and "
-                  f"{_e(result.report_json)}"
-                  + (f"; Dask performance report: {_e(result.performance_report)}"
-                     if result.performance_report is not None and result.performance_report.is_file() else ""))
+                  f"{counts['failed']} failed; {report}")
     failed = result.failed
     if failed:
-        names = ", ".join(s.name for s in failed[:10]) + (f" and {len(failed) - 10} more" if len(failed) > 10 else "")
-        _fail(f"{len(failed)} of {len(result.scans)} scan(s) failed ({names}); see {result.report_html or REPORT_HTML}",
-              code=1)
+        see = (f"see {result.report_html}" if result.report_html is not None
+               else f"the batch report could not be written: {result.report_error}")
+        _fail(f"{len(failed):,} of {len(result.scans):,} scan(s) failed ({summarise((s.name for s in failed), 10)}); "
+              f"{see}", code=1)
+    if result.report_html is None:
+        _fail(f"{m.output}: every scan is complete, but the batch report could not be written "
+              f"({result.report_error})")

@@ -49,7 +49,7 @@ from pydantic import (
     model_validator,
 )
 
-from tomoflow.errors import ConfigError, InputError
+from tomoflow.errors import ConfigError, InputError, shorten, summarise
 from tomoflow.io._manifest_util import (
     SUFFIXES,
     clean_message,
@@ -91,8 +91,15 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 _NAME_RE = re.compile(NAME_PATTERN)
 _RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
 #: Files and folders of the batch report in the output root (``tomoflow.pipeline.batch``): no scan may
-#: be named like them, since a scan's outputs go to ``<output>/<name>/``.
-REPORT_NAMES = ("batch-report.json", "batch-report.html", "dask-performance.html", "thumbnails")
+#: be named like them, since a scan's outputs go to ``<output>/<name>/``. ``batch-logs`` holds the
+#: traceback of each failed scan.
+REPORT_NAMES = ("batch-report.json", "batch-report.html", "dask-performance.html", "thumbnails", "batch-logs")
+
+#: Problems named in one error message (an invalid manifest, missing inputs); the rest are counted, so a
+#: manifest of 20,000 scans with a mistake in each gives a message of a few lines, not megabytes.
+SHOWN_PROBLEMS = 10
+#: Longest text of one problem in a message.
+PROBLEM_CHARS = 300
 
 #: Per-scan outputs under ``<output>/<name>/`` (see :func:`scan_outputs`).
 OUTPUT_NAMES = {
@@ -592,7 +599,8 @@ def load_manifest(path: str | os.PathLike, *, check_files: bool = True) -> Manif
         Unreadable YAML/JSON, or a manifest that breaks a rule; the message names the file and every
         offending key (``scans[2].name: ...``).
     InputError
-        The manifest file, or (``check_files``) input files it names, are missing.
+        The manifest file, or (``check_files``) input files it names, are missing (the first
+        :data:`SHOWN_PROBLEMS` named and the rest counted; :func:`missing_inputs` lists them all).
     """
     p = Path(path)
     doc = read_document(p)
@@ -606,7 +614,8 @@ def load_manifest(path: str | os.PathLike, *, check_files: bool = True) -> Manif
     if check_files:
         missing = missing_inputs(manifest)
         if missing:
-            raise InputError(f"{len(missing)} input(s) of the manifest missing\n  " + "\n  ".join(missing), p)
+            raise InputError(f"{len(missing):,} input(s) of the manifest missing: "
+                             + summarise(missing, SHOWN_PROBLEMS, sep="; ", last="; and "), p)
     return manifest
 
 
@@ -679,8 +688,9 @@ def _describe(loc: tuple[Any, ...]) -> tuple[str, list[str] | None]:
     return text, sorted(model.model_fields) if isinstance(model, type) else None
 
 
-def format_validation_error(exc: ValidationError, indent: str = "  ") -> str:
-    """A pydantic ValidationError of a :class:`Manifest` as lines ``scans[2].name: message``."""
+def format_validation_error(exc: ValidationError, indent: str = "  ", *, first: int = SHOWN_PROBLEMS) -> str:
+    """A pydantic ValidationError of a :class:`Manifest` as lines ``scans[2].name: message``: the
+    ``first`` distinct problems (each at most :data:`PROBLEM_CHARS` characters) and a count of the rest."""
     lines = []
     for e in exc.errors():
         loc = tuple(e.get("loc", ()))
@@ -699,5 +709,9 @@ def format_validation_error(exc: ValidationError, indent: str = "  ") -> str:
             elif kind not in ("missing", "manifest", "value_error") and isinstance(inp, (str, int, float, bool)):
                 shown = repr(inp) if len(repr(inp)) <= 80 else repr(inp)[:77] + "..."
                 msg += f" (got {shown})"
-        lines.append(f"{indent}{where or '(top level)'}: {msg}")
-    return "\n".join(dict.fromkeys(lines))
+        text = f"{where or '(top level)'}: {msg}"
+        lines.append(indent + shorten(text, PROBLEM_CHARS))
+    lines = list(dict.fromkeys(lines))
+    if len(lines) > first:
+        lines = lines[:first] + [f"{indent}and {len(lines) - first:,} more problem(s)"]
+    return "\n".join(lines)

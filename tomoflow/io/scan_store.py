@@ -55,6 +55,7 @@ from tomoflow._version import __version__
 from tomoflow.errors import ConfigError, InputError, StoreError
 from tomoflow.io.models import SCAN_FORMAT, Provenance, ScanAttrs, SourceFile, StageRecord
 from tomoflow.io.output import OutputPlan, create_store, fingerprint, prepare_output
+from tomoflow.io.lock import claim_output, writes_outputs
 from tomoflow.io.stages import StageLog, stage_records, store_identity, store_kind
 
 logger = logging.getLogger(__name__)
@@ -346,6 +347,7 @@ def _as_stored(frames: np.ndarray, values: str) -> np.ndarray:
     return frames.astype(storage_dtype(frames.dtype, values), copy=False)
 
 
+@writes_outputs
 def write_scan(
     path: str | os.PathLike,
     projections: Any,
@@ -464,8 +466,8 @@ def write_scan(
     meta["instrument"] = hashlib.sha256(json.dumps(meta["instrument"], sort_keys=True, default=str).encode()).hexdigest()
     fp, params = _ingest_fingerprint(source, projections, flats_a, darks_a, angles, meta, chunks, extra)
     inputs = [source.path] if source is not None and source.format != "synthetic" and os.path.exists(source.path) else []
-    plan = prepare_output(path, kind=SCAN_FORMAT, stage="ingest", fingerprint=fp, params=params,
-                          inputs=inputs, overwrite=overwrite)
+    plan = claim_output(lambda: prepare_output(path, kind=SCAN_FORMAT, stage="ingest", fingerprint=fp, params=params,
+                                               inputs=inputs, overwrite=overwrite), path, what="ingest output")
     if plan.action == "complete":
         logger.info("%s already holds this ingest; nothing to do", path)
         if progress is not None:

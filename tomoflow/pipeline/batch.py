@@ -35,21 +35,36 @@ How it runs
 * **Safety.** Before any work, every scan's output folder is checked to lie inside the output root and
   to be distinct from every other scan's (symbolic links resolved), and no scan may be named like a
   file of the batch report. Each scan writes only under ``<output>/<name>/``.
+* **One runner per output root.** The batch holds ``<output>/.tomoflow.lock``
+  (:func:`tomoflow.io.lock.output_lock`) while it runs: a second run of the same manifest (or of any
+  manifest with that output root) is refused with who holds it (host, PID, since when, command); a
+  lock left by a runner that is gone (same host, dead PID) is taken over with a warning. Each stage
+  also locks the store it writes (``<store>.lock``), so a single-scan command never writes into a
+  store the batch is writing, nor the reverse.
+* **One line per failure.** A failed scan is one line in the result (``ScanResult.error``: the
+  reason, on one line, long texts cut); its full traceback(s) go to ``batch-logs/<name>.log`` beside
+  the report (``ScanResult.log``). Dask's multi-line "Compute Failed" worker messages (and its
+  "Sizeof calculation failed" noise about the profiles the performance report collects) are dropped
+  while the batch runs (a worker plugin; the batch reports every task failure itself). OS errors are
+  said in words (``no space left on /data/out``), never guessed at as a dead worker.
 * **Report.** ``batch-report.json`` and ``batch-report.html`` (one table, thumbnails of each scan's
   central slice in ``thumbnails/``) in the output root (or ``report_dir``), rewritten every few
   seconds while the batch runs and at its end; ``<output>/<name>/scan-report.json`` per scan; and a
   Dask ``performance_report`` (``dask-performance.html``) beside them. See
-  :mod:`tomoflow.pipeline.batch_report`.
+  :mod:`tomoflow.pipeline.batch_report`. A report that cannot be written (a full disk) never fails
+  or stops the batch: :attr:`BatchResult.report_error` says why.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import os
 import threading
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -60,9 +75,19 @@ from typing import Any
 import numpy as np
 
 from tomoflow import config as _config
-from tomoflow.errors import ConfigError, InputError, PipelineError, StoreError, TomoflowError
+from tomoflow.errors import (
+    ConfigError,
+    InputError,
+    PipelineError,
+    StoreError,
+    TomoflowError,
+    describe_os_error,
+    shorten,
+    summarise,
+)
 from tomoflow.io._manifest_util import real_path
-from tomoflow.io.manifest import REPORT_NAMES, Manifest, ScanEntry, missing_inputs, scan_outputs
+from tomoflow.io.lock import check_unlocked, output_lock
+from tomoflow.io.manifest import REPORT_NAMES, SHOWN_PROBLEMS, Manifest, ScanEntry, missing_inputs, scan_outputs
 from tomoflow.io.stages import STAGES_GROUP, read_zarr_json
 from tomoflow.pipeline.registration import volume_voxel_um
 
@@ -81,6 +106,7 @@ __all__ = [
     "REPORT_HTML",
     "PERFORMANCE_REPORT",
     "THUMBNAILS",
+    "LOGS",
     "TRAINING_MARKER",
 ]
 
@@ -89,12 +115,14 @@ log = logging.getLogger(__name__)
 #: Scan and stage statuses.
 COMPLETE, SKIPPED, FAILED, PENDING = "complete", "skipped-complete", "failed", "pending"
 
-REPORT_JSON, REPORT_HTML, PERFORMANCE_REPORT, THUMBNAILS = REPORT_NAMES
+REPORT_JSON, REPORT_HTML, PERFORMANCE_REPORT, THUMBNAILS, LOGS = REPORT_NAMES
 #: Completion marker of a per-scan training, written in ``<output>/<scan>/training/`` after the weights.
 TRAINING_MARKER = "batch-training.json"
 #: Cap of the default number of scans in flight (one runner thread each; pass ``max_in_flight`` for more).
 MAX_DEFAULT_IN_FLIGHT = 256
-_RESERVED = {n.lower() for n in (REPORT_JSON, REPORT_HTML, PERFORMANCE_REPORT, THUMBNAILS)}
+_RESERVED = {n.lower() for n in REPORT_NAMES}
+#: Longest error text kept in a scan's result and report (the full text and traceback are in its log).
+ERROR_CHARS = 2000
 
 
 # ----------------------------------------------------------------------------- results
@@ -127,6 +155,8 @@ class ScanResult:
     alignment: dict[str, Any] | None = None
     thumbnail: str | None = None
     outputs: dict[str, str] = field(default_factory=dict)
+    #: The scan's failure log (full tracebacks of every failed attempt), relative to the report folder.
+    log: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -138,7 +168,11 @@ class ScanResult:
 
 @dataclass
 class BatchResult:
-    """The batch: every scan's result in manifest order, wall time and the report files."""
+    """The batch: every scan's result in manifest order, wall time and the report files.
+
+    ``report_json`` / ``report_html`` are None when the report could not be written; ``report_error``
+    then says why (``no space left on /data/out``); likewise ``performance_error``.
+    """
 
     scans: list[ScanResult]
     seconds: float = 0.0
@@ -146,6 +180,9 @@ class BatchResult:
     report_html: Path | None = None
     performance_report: Path | None = None
     interrupted: bool = False
+    report_error: str | None = None
+    performance_error: str | None = None
+    report_dir: Path | None = None
 
     @property
     def failed(self) -> list[ScanResult]:
@@ -211,7 +248,8 @@ def preflight(manifest: Manifest, report_dir: str | os.PathLike | None = None) -
     """
     missing = missing_inputs(manifest)
     if missing:
-        raise InputError(f"{len(missing)} input(s) of the manifest missing\n  " + "\n  ".join(missing))
+        raise InputError(f"{len(missing):,} input(s) of the manifest missing: "
+                         + summarise(missing, SHOWN_PROBLEMS, sep="; ", last="; and "))
     layouts: dict[str, dict[str, Path]] = {}
     owners: dict[Path, str] = {}
     problems = []
@@ -235,7 +273,8 @@ def preflight(manifest: Manifest, report_dir: str | os.PathLike | None = None) -
         if inside is not None:
             problems.append(f"report folder {report_dir} lies in the output folder of scan {inside!r}")
     if problems:
-        raise ConfigError(f"{manifest.output}: the batch cannot run: " + "; ".join(problems))
+        raise ConfigError(f"{manifest.output}: the batch cannot run: " + summarise(problems, SHOWN_PROBLEMS, sep="; ",
+                                                                                  last="; and "))
     return layouts
 
 
@@ -348,17 +387,38 @@ def _killed_worker(exc: BaseException) -> BaseException | None:
     return next((e for e in _chain(exc) if type(e).__name__ == "KilledWorker"), None)
 
 
+#: OS errors that a retry right away would meet again (a full disk, no permission, a read-only folder).
+_LASTING_OS_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
 def _deterministic(exc: BaseException) -> bool:
-    """Bad input or a refusal: the same again on a retry (a task failure or lost worker is not)."""
+    """Bad input, a refusal or a full disk: the same again on a retry (a task failure or lost worker is not)."""
+    if isinstance(exc, OSError) and exc.errno in _LASTING_OS_ERRORS:
+        return True
     return isinstance(exc, TomoflowError) and not isinstance(exc, PipelineError)
 
 
 def _message(exc: BaseException) -> str:
+    """The reason a scan failed, on one line (at most :data:`ERROR_CHARS` characters)."""
+    if isinstance(exc, OSError) and not isinstance(exc, TomoflowError) and exc.errno is not None:
+        return shorten(describe_os_error(exc), ERROR_CHARS)
     text = str(exc).strip() or type(exc).__name__
     if isinstance(exc, StoreError) and "--overwrite" in text:
         text += (" [tomoflow batch never replaces an output: move that store away to redo the scan with the "
                  "manifest's inputs and parameters]")
-    return text if isinstance(exc, TomoflowError) else f"{type(exc).__name__}: {text}"
+    return shorten(text if isinstance(exc, TomoflowError) else f"{type(exc).__name__}: {text}", ERROR_CHARS)
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write text atomically (temporary file renamed; the temporary file never left behind)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def _token(*parts: Any) -> str:
@@ -375,6 +435,7 @@ class _ScanRunner:
         self.out = batch.layouts[scan.name]
         self.result = ScanResult(name=scan.name)
         self.attempt = 0
+        self.failures: list[str] = []  # the full text of every failed attempt (for the scan's log)
 
     # -- events
     def _emit(self, kind: str, **kw: Any) -> None:
@@ -407,6 +468,8 @@ class _ScanRunner:
                     break
                 except Exception as exc:  # noqa: BLE001 - one scan's failure must not stop the batch
                     r.failed_stage = r.stages[-1].stage if r.stages and r.stages[-1].status == FAILED else None
+                    self.failures.append(f"attempt {attempt}, stage {r.failed_stage or '-'}, {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+                                         + "".join(traceback.format_exception(exc)))
                     killed = _killed_worker(exc)
                     if killed is not None:
                         r.status, r.error_type = FAILED, "KilledWorker"
@@ -419,7 +482,8 @@ class _ScanRunner:
                         break
                     if _deterministic(exc) or attempt > retries:
                         break
-                    log.warning("scan %s, attempt %d failed (%s); retrying", self.scan.name, attempt, r.error)
+                    log.warning("scan %s, attempt %d failed (%s); retrying", self.scan.name, attempt,
+                                shorten(r.error, 300))
                     r.retried_after.append(r.error)
         finally:
             r.seconds = time.perf_counter() - t0
@@ -435,12 +499,40 @@ class _ScanRunner:
         try:
             self._describe()
         except Exception as exc:  # noqa: BLE001 - a report detail must not fail the scan
-            log.warning("scan %s: cannot describe its outputs for the report: %s", self.scan.name, exc)
+            self.batch.warn(f"scan {self.scan.name}: cannot describe its outputs for the report: "
+                            f"{_message(exc)}", key=("describe", type(exc).__name__))
+        self._write_log()
         try:
             self.out["dir"].mkdir(parents=True, exist_ok=True)
             _write_json(self.out["report"], r.as_dict())
         except OSError as exc:
-            log.warning("cannot write %s: %s", self.out["report"], exc)
+            self.batch.warn(f"cannot write {self.out['report']} ({describe_os_error(exc, self.out['report'])})",
+                            key=("scan-report", exc.errno))
+
+    def _write_log(self) -> None:
+        """Write the scan's failure log (every failed attempt's traceback) beside the report, or remove
+        the one of an earlier run once the scan is complete."""
+        r = self.result
+        path = self.batch.report_dir / LOGS / f"{self.scan.name}.log"
+        if not self.failures:
+            if r.ok and path.is_file():
+                try:
+                    path.unlink()
+                except OSError:
+                    pass
+            return
+        from tomoflow import __version__
+
+        head = (f"tomoflow {__version__} batch: scan {self.scan.name}: {r.status}"
+                + (f" in stage {r.failed_stage}" if r.failed_stage else "") + f" after {r.attempts} attempt(s)\n"
+                + f"manifest output {self.batch.manifest.output}\n\n")
+        try:
+            _write_text(path, head + "\n".join(self.failures))
+        except OSError as exc:
+            self.batch.warn(f"cannot write the failure logs in {path.parent} ({describe_os_error(exc, path.parent)})",
+                            key=("log", exc.errno))
+            return
+        r.log = os.path.relpath(path, self.batch.report_dir)
 
     def _check_not_stopped(self) -> None:
         if self.batch.stop.is_set():
@@ -674,6 +766,7 @@ class _Batch:
         self.run_id = uuid.uuid4().hex
         self.results: dict[str, ScanResult] = {}
         self.done_events = {s.hr_scan: threading.Event() for s in manifest.scans if s.hr_scan is not None}
+        self._warned: set[Any] = set()
         self.resources = None
         if client is not None:
             from tomoflow.cluster import cluster_resources
@@ -686,6 +779,15 @@ class _Batch:
         else:
             self.torch_device = "cpu" if device == "cpu" or gpus == 0 else "cuda"
         self._lock = threading.Lock()
+
+    def warn(self, message: str, *, key: Any = None) -> None:
+        """Log a problem of the batch's own files once (later ones of the same ``key`` at debug level):
+        a full disk must not print one warning per scan."""
+        key = message if key is None else key
+        with self._lock:
+            first = key not in self._warned
+            self._warned.add(key)
+        (log.warning if first else log.debug)("%s", message)
 
     def emit(self, event: BatchEvent) -> None:
         if self.progress is None:
@@ -769,26 +871,46 @@ def run_batch(
     Raises
     ------
     InputError, ConfigError, StoreError
-        The batch cannot start (see :func:`preflight`); nothing was written.
+        The batch cannot start (see :func:`preflight`), or another run holds the output root's lock
+        (``<output> is being written by PID ... on host ... since ...; wait for it or stop it``);
+        nothing was written.
     KeyboardInterrupt
         After writing the report of what finished (the rest resumes on the next run).
     """
-    from tomoflow.pipeline.batch_report import write_report
-
     t0 = time.perf_counter()
     if max_in_flight is not None and (isinstance(max_in_flight, bool) or int(max_in_flight) < 1):
         raise ConfigError(f"max_in_flight must be at least 1, got {max_in_flight!r}")
     rdir = Path(report_dir) if report_dir is not None else Path(manifest.output)
     layouts = preflight(manifest, rdir)
+    root = Path(manifest.output)
+    if root.is_dir():
+        check_unlocked(root, root=True)  # refuse a second runner before asking the cluster anything
     report_every_s = max(float(report_every_s), len(manifest.scans) / 100)  # a big report is rewritten less often
     n_flight = int(max_in_flight) if max_in_flight is not None else _default_in_flight(manifest, client)
-    Path(manifest.output).mkdir(parents=True, exist_ok=True)
-    rdir.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"{root}: cannot create the output root ({describe_os_error(exc)})") from None
+    with output_lock(root, what="batch output root", root=True):
+        return _run_locked(manifest, client, layouts, rdir, progress, n_flight, performance_report,
+                           report_every_s, t0)
+
+
+def _run_locked(manifest: Manifest, client: Any, layouts: dict[str, dict[str, Path]], rdir: Path,
+                progress: Progress | None, n_flight: int, performance_report: bool, report_every_s: float,
+                t0: float) -> BatchResult:
+    """:func:`run_batch` once the output root's lock is held."""
+    from tomoflow.pipeline.batch_report import write_report
+
+    try:
+        rdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"{rdir}: cannot create the report folder ({describe_os_error(exc)})") from None
     batch = _Batch(manifest, client, layouts, rdir, progress)
     # HR scans (named by another scan's hr_scan) first: a scan waiting for one never waits for a scan not started.
     order = sorted(manifest.scans, key=lambda s: s.name not in batch.done_events)
     perf = rdir / PERFORMANCE_REPORT if performance_report and client is not None else None
-    result = BatchResult(scans=[], performance_report=perf)
+    result = BatchResult(scans=[], performance_report=perf, report_dir=rdir)
     batch.emit(BatchEvent("batch-start", total=len(order), info={"max_in_flight": n_flight,
                                                                 "output": str(manifest.output)}))
 
@@ -798,10 +920,14 @@ def run_batch(
         result.seconds = time.perf_counter() - t0
         try:
             result.report_json, result.report_html = write_report(result, manifest, rdir, final=final)
+            result.report_error = None
         except OSError as exc:
-            log.warning("cannot write the batch report in %s: %s", rdir, exc)
+            result.report_json = result.report_html = None
+            result.report_error = describe_os_error(exc, rdir)
+            batch.warn(f"cannot write the batch report in {rdir} ({result.report_error})", key=("report", exc.errno))
 
-    with _performance_report(client, perf):
+    perf_writer = _performance_report(client, perf)
+    with _quiet_task_failures(client), perf_writer:
         pool = ThreadPoolExecutor(max_workers=n_flight, thread_name_prefix="tomoflow-scan")
         pending: set[Future] = set()
         scans = iter(order)
@@ -830,9 +956,96 @@ def run_batch(
             snapshot(final=True)
             raise
         pool.shutdown(wait=True)
+    if perf_writer.error is not None:
+        result.performance_report, result.performance_error = None, perf_writer.error
     snapshot(final=True)
     batch.emit(BatchEvent("batch-done", info={"seconds": result.seconds}))
     return result
+
+
+# ----------------------------------------------------------------------------- quiet task failures
+_DASK_FAILURE_DUMPS = ("Compute Failed", "Exception during execution of task")
+
+
+class _DropTaskFailureDumps(logging.Filter):
+    """Drops distributed's multi-line dump of a failed task (key, task, exception, traceback): the batch
+    reports every failure itself, in one line, with the traceback in the scan's log. Also drops
+    distributed's "Sizeof calculation ... failed" warning: the workers' deep call-stack profiles, which
+    the performance report collects, are too deep for ``sizeof`` (distributed then just measures them
+    another way): nothing the user can act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.msg if isinstance(record.msg, str) else ""
+        if record.name == "distributed.sizeof":
+            return "Sizeof calculation" not in record.getMessage()
+        return not msg.startswith(_DASK_FAILURE_DUMPS)
+
+
+_DROP = _DropTaskFailureDumps()
+_QUIET_LOGGERS = ("distributed.worker", "distributed.sizeof")
+_PLUGIN_NAME = "tomoflow-batch-quiet-task-failures"
+
+
+def _quiet_here(on: bool) -> None:
+    for name in _QUIET_LOGGERS:
+        logger = logging.getLogger(name)
+        (logger.addFilter if on else logger.removeFilter)(_DROP)
+
+
+def _plugin_class() -> type:
+    """The worker plugin class (made on first use: importing this module must not import distributed)."""
+    cls = globals().get("_QuietTaskFailures")
+    if cls is None:
+        from distributed.diagnostics.plugin import WorkerPlugin
+
+        class _QuietTaskFailures(WorkerPlugin):
+            """Installs :class:`_DropTaskFailureDumps` on a worker for the duration of a batch."""
+
+            name = _PLUGIN_NAME
+            idempotent = True
+
+            def setup(self, worker: Any) -> None:
+                _quiet_here(True)
+
+            def teardown(self, worker: Any) -> None:
+                _quiet_here(False)
+
+        _QuietTaskFailures.__module__ = __name__
+        globals()["_QuietTaskFailures"] = cls = _QuietTaskFailures
+    return cls
+
+
+def __getattr__(name: str) -> Any:  # a worker unpickling the plugin finds its class here
+    if name == "_QuietTaskFailures":
+        return _plugin_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class _quiet_task_failures:
+    """While a batch runs: no "Compute Failed" dumps from the workers (a worker plugin, also on workers
+    that join or restart) nor from this process (workers in threads)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.registered = False
+
+    def __enter__(self) -> None:
+        _quiet_here(True)
+        if self.client is None:
+            return
+        try:
+            self.client.register_plugin(_plugin_class()(), name=_PLUGIN_NAME)
+            self.registered = True
+        except Exception as exc:  # noqa: BLE001 - quieter logs are a nicety: never fail the batch for them
+            log.debug("cannot quiet the workers' task failure messages: %s", exc)
+
+    def __exit__(self, *exc: Any) -> None:
+        _quiet_here(False)
+        if self.registered:
+            try:
+                self.client.unregister_worker_plugin(_PLUGIN_NAME)
+            except Exception as err:  # noqa: BLE001
+                log.debug("cannot remove the worker plugin %s: %s", _PLUGIN_NAME, err)
 
 
 class _performance_report:
@@ -842,10 +1055,18 @@ class _performance_report:
     def __init__(self, client: Any, path: Path | None) -> None:
         self.client, self.path = client, path
         self._stack: Any = None
+        #: Why the report was not written (one line), or None.
+        self.error: str | None = None
 
-    def __enter__(self) -> None:
+    def _failed(self, doing: str, exc: BaseException) -> None:
+        why = describe_os_error(exc, self.path) if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
+        self.error = shorten(why, 300)
+        log.warning("cannot %s the Dask performance report %s (%s)", doing, self.path, self.error)
+        log.debug("the Dask performance report failed", exc_info=True)
+
+    def __enter__(self) -> "_performance_report":
         if self.client is None or self.path is None:
-            return
+            return self
         import contextlib
 
         from distributed import performance_report
@@ -855,10 +1076,11 @@ class _performance_report:
         try:
             self._stack.enter_context(self.client.as_current())
             self._stack.enter_context(performance_report(filename=str(self.tmp)))
-        except Exception:  # noqa: BLE001 - the report is a diagnostic: never fail the batch for it
-            log.warning("cannot start the Dask performance report", exc_info=True)
+        except Exception as exc:  # noqa: BLE001 - the report is a diagnostic: never fail the batch for it
+            self._failed("start", exc)
             self._stack.close()
             self._stack = None
+        return self
 
     def __exit__(self, *exc: Any) -> None:
         if self._stack is None:
@@ -866,8 +1088,11 @@ class _performance_report:
         try:
             self._stack.__exit__(*exc)
             os.replace(self.tmp, self.path)  # type: ignore[arg-type]
-        except Exception:  # noqa: BLE001
-            log.warning("cannot write the Dask performance report %s", self.path, exc_info=True)
+        except Exception as err:  # noqa: BLE001 - a full disk, a lost scheduler: one line, never a traceback
+            self._failed("write", err)
         finally:
-            if self.tmp.exists():
-                self.tmp.unlink()
+            try:
+                if self.tmp.exists():
+                    self.tmp.unlink()
+            except OSError:
+                pass

@@ -4,7 +4,8 @@ each scan's central slice in ``thumbnails/``.
 
 Per scan: name, status (``complete``, ``skipped-complete``, ``failed``, ``pending``), every stage with
 its status and seconds (this run's, and those its store recorded when it was computed), attempts,
-rotation centre, alignment residual, error (and the stage it happened in), outputs and thumbnail.
+rotation centre, alignment residual, error (one line, and the stage it happened in; the full traceback
+of every failed attempt is in ``batch-logs/<name>.log``, linked), outputs and thumbnail.
 All files are written atomically (a temporary file renamed), so a reader never sees half a report.
 """
 
@@ -177,6 +178,9 @@ def report_html(doc: dict[str, Any], report_dir: Path) -> str:
             error = f'{where}{e(s["error"])}'
             if s.get("retried_after"):
                 error += f'<br>(after {len(s["retried_after"])} retried failure(s))'
+        if s.get("log"):
+            error += (f'<br><a href="{e(Path(s["log"]).as_posix(), quote=True)}">traceback</a>' if error
+                      else f'<a href="{e(Path(s["log"]).as_posix(), quote=True)}">log of retried failures</a>')
         rows.append(
             f'<tr><td>{e(s["name"])}</td><td class="{e(s["status"])}">{e(s["status"])}</td><td>{stages}</td>'
             f'<td class="num">{_f(s.get("center"))}</td><td>{residual}</td><td class="num">{s["attempts"]}</td>'
