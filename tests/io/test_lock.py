@@ -250,3 +250,36 @@ def test_every_stage_refuses_a_store_another_run_is_writing(small_scan, tmp_path
         assert not lock_file(out).exists(), name
         with output_lock(out):  # complete: nothing to write, no lock needed
             run(out)
+
+
+def test_two_runs_of_one_stage_at_once_never_trip_over_each_other(small_scan, tmp_path):
+    """The race of the issue: two runs planning the same new store at once used to both create it, one
+    deleting the other's (``cannot write (No such file or directory)``). Now one writes and the other is
+    refused with who writes, or finds the store complete; nothing else."""
+    from tomoflow.pipeline.reconstruct import reconstruct_scan
+
+    scan, _, _ = small_scan
+    for i in range(3):
+        out = tmp_path / f"race-{i}.zarr"
+        barrier = threading.Barrier(2)
+        outcomes: list[object] = []
+
+        def run() -> None:
+            barrier.wait()
+            try:
+                outcomes.append(reconstruct_scan(scan, out))
+            except Exception as exc:  # noqa: BLE001 - collected and checked below
+                outcomes.append(exc)
+
+        threads = [threading.Thread(target=run) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        errors = [o for o in outcomes if isinstance(o, Exception)]
+        assert len(errors) <= 1, outcomes
+        assert all(isinstance(e, StoreError) and "is being written by PID" in str(e) for e in errors), errors
+        assert not lock_file(out).exists()
+        from tomoflow.io import VolumeStore
+
+        assert VolumeStore.open(out).is_complete()

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from tomoflow.errors import ConfigError, InputError, TomoflowError
+from tomoflow.errors import ConfigError, InputError, TomoflowError, summarise
 from tomoflow.io.batch_stages import STAGES
 from tomoflow.io.ingest import _HDF5_SUFFIXES, _TIFF_SUFFIXES, _TXRM_SUFFIXES, detect_format
 from tomoflow.io.manifest import Manifest, ScanEntry, format_validation_error
@@ -138,7 +138,8 @@ def _probe_nexus(path: Path) -> list[tuple[str, tuple[int, int, int] | None, str
         with reader_errors(path, None, "cannot list NeXus entries"):
             entries = find_nxtomo_entries(h5)
         if not entries:
-            raise InputError(f"no NXentry with definition 'NXtomo' (top-level groups: {sorted(h5.keys())})", path, "/")
+            raise InputError(f"no NXentry with definition 'NXtomo' (top-level groups: {summarise(sorted(h5.keys()))})",
+                             path, "/")
         out: list[tuple[str, tuple[int, int, int] | None, str | None]] = []
         for entry in entries:
             try:

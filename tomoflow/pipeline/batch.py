@@ -809,7 +809,7 @@ class _Batch:
         res = self.results.get(name)
         if res is None or not res.ok:
             raise ConfigError(f"the HR scan {name!r} of this scan did not complete"
-                              + (f" ({res.error})" if res is not None and res.error else ""))
+                              + (f" ({shorten(res.error, 300)})" if res is not None and res.error else ""))
 
     def run_scan(self, scan: ScanEntry) -> ScanResult:
         res = _ScanRunner(self, scan).run()

@@ -92,6 +92,7 @@ __all__ = [
     "plan_blocks",
     "run_blocks",
     "units_of",
+    "task_failure_reason",
     "current_client",
     "local_execution",
     "KILL_AFTER_WRITE_ENV",
@@ -453,11 +454,11 @@ def _run_distributed(client: Any, store: str, array: str, stage: str, step: str,
                 raise
             except OSError as exc:  # raised by the task itself (not a lost connection): say what it was
                 if type(exc).__name__ in _LOST:
-                    raise PipelineError(f"{store}: {stage} task {fut.key} failed: {_task_failure(exc)}; "
+                    raise PipelineError(f"{store}: {stage} task {fut.key} failed: {task_failure_reason(exc)}; "
                                         "run again to resume") from exc
                 raise StoreError(f"{store}: {stage} task {fut.key} failed: {describe_os_error(exc)}") from exc
             except Exception as exc:  # noqa: BLE001 - KilledWorker, CommClosedError, a bug in a kernel ...
-                raise PipelineError(f"{store}: {stage} task {fut.key} failed: {_task_failure(exc)}; "
+                raise PipelineError(f"{store}: {stage} task {fut.key} failed: {task_failure_reason(exc)}; "
                                     "run again to resume") from exc
             if progress is not None:
                 progress(label, report.skipped + len(results), total)
@@ -471,14 +472,18 @@ def _run_distributed(client: Any, store: str, array: str, stage: str, step: str,
 _LOST = {"CommClosedError", "StreamClosedError", "FutureCancelledError", "CancelledError", "TimeoutError"}
 
 
-def _task_failure(exc: BaseException) -> str:
-    """Why a task failed, in one line: a guess about the cause only where the exception says it."""
+def task_failure_reason(exc: BaseException) -> str:
+    """Why a Dask task failed, in one line: a guess about the cause only where the exception says it
+    (``KilledWorker``: its workers died; a closed comm: the connection was lost; an OS error: what the
+    system said, e.g. ``no space left on /data``), otherwise the exception's type and text."""
     name = type(exc).__name__
     text = shorten(exc, 300)
     if name == "KilledWorker":
         return f"the workers that ran it died, one after the other (out of memory? a crash?): {text}"
     if name in _LOST:
         return f"lost the connection to its worker ({name}: {text})"
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return describe_os_error(exc)
     return f"{name}: {text}"
 
 

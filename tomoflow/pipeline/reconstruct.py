@@ -197,8 +197,9 @@ def _center_on_cluster(scan_path: str | os.PathLike, client: Any, threads: int) 
     except TomoflowError:
         raise
     except Exception as exc:  # noqa: BLE001 - KilledWorker, CommClosedError, ...
-        raise PipelineError(f"{path}: the centre estimate ({key}) failed: {type(exc).__name__}: {exc} "
-                            "(a worker died? out of memory?); run again") from exc
+        from tomoflow.pipeline.engine import task_failure_reason
+
+        raise PipelineError(f"{path}: the centre estimate ({key}) failed: {task_failure_reason(exc)}; run again") from exc
 
 
 def slab_bytes(n_angles: int, n_cols: int, shape: tuple[int, int], rows: int, algorithm: str,
