@@ -56,12 +56,15 @@ def ingest(
     for k, v in (("flats", flats), ("darks", darks), ("entry", entry), ("pixel_size_um", pixel_size)):
         if v is not None:
             kw[k] = v
+    from tomoflow.cli._app import _wrote
+
     fmt = detect_format(source) if format == "auto" else format
     t0 = time.perf_counter()
     with _writing(store), _progress(f"ingest {fmt}", None) as advance:
         st = _ingest(source, store, format=fmt, overwrite=overwrite, progress=advance, **kw)
-    console.print(f"wrote [bold]{_e(store)}[/] ({st.shape[0]} projections of {st.shape[1]} x {st.shape[2]}) "
-                  f"in {time.perf_counter() - t0:.1f} s")
+    # A rerun that found the same ingest complete (same source content and options, through any path)
+    # says that nothing was written.
+    _wrote(store, f"({st.shape[0]} projections of {st.shape[1]} x {st.shape[2]}) in {time.perf_counter() - t0:.1f} s")
 
 
 @app.command()
@@ -156,13 +159,28 @@ def simulate(
     """Simulate a jittered scan of a phantom (with flats and darks) and write it to a file or store."""
     if phantom not in PHANTOMS:
         raise ConfigError(f"--phantom: unknown phantom {phantom!r}; choose {', '.join(PHANTOMS)}")
+    from tomoflow._checks import check_number, check_planned_memory, check_planned_output, check_seed
+    from tomoflow.sim.noise import MAX_PHOTONS
+
     n_photons = None if photons.strip().lower() == "none" else _parse_float("--photons", photons, "a number or none")
     _check_positive("--photons", n_photons, "photons per pixel")
+    if n_photons is not None:
+        check_number("--photons (photons per pixel; 'none' for no photon noise)", n_photons, low=0.0,
+                     low_open=True, high=MAX_PHOTONS)
     if not (math.isfinite(jitter) and math.isfinite(center_offset)):
         raise ConfigError("--jitter and --center-offset must be finite numbers of pixels")
+    if jitter >= size / 2:
+        raise ConfigError(f"--jitter {jitter:g} px moves the sample off the detector: it must be below half the "
+                          f"detector width ({size / 2:g} px for --size {size})")
     if abs(center_offset) > (size - 1) / 2:
         raise ConfigError(f"--center-offset {center_offset:g} puts the rotation axis off the detector "
                           f"(at most {(size - 1) / 2:g} px for --size {size})")
+    check_seed("--seed", seed)
+    # Sizes, before anything is allocated or created: the phantom is held in memory (its generators
+    # peak at about 20 float32 copies of it), the scan is written (projections plus 10 flats and 10 darks).
+    check_planned_memory(f"simulate --size {size} --rows {rows}: the phantom", 80.0 * rows * size * size)
+    check_planned_output(f"simulate --angles {angles} --rows {rows} --size {size}: the scan",
+                         4.0 * (angles + 20) * rows * size, out, n_chunks=-(-angles // 8) * -(-rows // 32))
     _check_can_create(out)
     with _writing(out):
         out_path = _simulate(out, phantom, size, rows, angles, jitter, n_photons, center_offset, seed, overwrite)
@@ -195,6 +213,8 @@ def center(
     try_range: float = typer.Option(5.0, help=f"--try sweeps centre +- this many pixels (within the detector; at most {MAX_TRIAL_CENTERS} centres)."),
     try_step: float = typer.Option(0.5, help="--try step (px, > 0)."),
     save: bool = typer.Option(False, help="Store the centre in the scan store: `tomoflow recon` then uses it unless given --center."),
+    overwrite: bool = typer.Option(False, help="Replace --try pictures tomoflow wrote for another sweep (never "
+                                   "files tomoflow did not write)."),
 ) -> None:
     """Estimate the rotation centre (column, px; (ncol-1)/2 = centred) and print it."""
     import numpy as np
@@ -204,12 +224,29 @@ def center(
     from tomoflow.recon.center import center_sweep
 
     if try_ is not None:  # before the estimate: a bad sweep fails at once
+        from tomoflow.io.output import plan_folder
+
         _sweep_size(try_range, try_step)
-        _check_can_create(try_)
+        plan_folder(try_, inputs=[store], option="--try", what="PNG pictures")
+    from tomoflow._checks import check_choice
+    from tomoflow.recon.center import METHODS
+
+    method = check_choice("--method", method, METHODS)
     scan = ScanStore.open(store, mode="r+" if save else "r")
+    scan.check_for(f"center-{method}")  # the angles the method needs, before any work
+    if try_ is not None:
+        scan.check_for("fbp")  # the sweep reconstructs slices
     n_cols = scan.shape[2]
     c = estimate_center(scan, method=method)
     centers = _trial_centers(c, try_range, try_step, n_cols) if try_ is not None else None
+    plans = None
+    if centers is not None:  # every picture checked before the sweep runs
+        from tomoflow.io.output import fingerprint, identity_of
+        from tomoflow.report import sweep_plans
+
+        plans = sweep_plans(try_, centers, inputs=[store], overwrite=overwrite, fingerprint=fingerprint(
+            "center-try", inputs={"scan": identity_of(store)},
+            params={"method": method, "try_range": try_range, "try_step": try_step}))
     console.print(f"rotation centre: [bold]{c:.2f}[/] px (detector centre {(n_cols - 1) / 2:.1f})")
     if save:
         with _writing(store):
@@ -223,6 +260,5 @@ def center(
         with _progress("centre sweep", 1) as advance:
             slices, metric = center_sweep(p, scan.angles_deg, centers=centers)
             advance()
-        with _writing(try_):
-            files = sweep_png(try_, slices, centers, metric)
+        files = sweep_png(plans, slices, centers, metric)
         console.print(f"sharpest slice at {centers[int(np.argmax(metric))]:.2f} px; {len(files)} PNGs in {_e(try_)}")

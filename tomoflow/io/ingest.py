@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 
-from tomoflow.errors import InputError
+from tomoflow.errors import ConfigError, InputError
 from tomoflow.io.readers import check_input_file, is_hdf5, open_hdf5, reader_errors
 from tomoflow.io.scan_store import ScanStore
 
@@ -139,8 +139,14 @@ def ingest(
     Raises
     ------
     InputError
-        Bad input (naming the file and dataset); the store, if already created, is left marked
-        incomplete.
+        Bad input, naming the file and dataset: unreadable, or not a scan (the physics of its angles and
+        counts, see :func:`tomoflow._checks.validate_scan_geometry` and
+        :class:`tomoflow._checks.MeasuredCheck`). Nothing is left behind: the store is built under a
+        temporary name and put in place only when complete.
+    ConfigError
+        An option the format does not take (``entry=`` for a Data Exchange file ...), or a bad value.
+    StoreError
+        The output may not be written (see :func:`tomoflow.io.scan_store.write_scan`).
     """
     from tomoflow.io import dxchange, nexus, npy, tiff, txrm
 
@@ -151,15 +157,37 @@ def ingest(
     if fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r}; supported: {', '.join(FORMATS)}",
                          source if isinstance(source, (str, os.PathLike)) else None)
+    readers = {"dxchange": dxchange.ingest_dxchange, "nexus": nexus.ingest_nexus, "txrm": txrm.ingest_txrm,
+               "tiff": tiff.ingest_tiff, "numpy": npy.ingest_numpy}
+    _check_options(fmt, kw, readers, source)
     logger.info("ingest %s as %s -> %s", source if isinstance(source, (str, os.PathLike)) else type(source).__name__,
                 fmt, store_path)
-    common = {"overwrite": overwrite, "progress": progress}
-    if fmt == "dxchange":
-        return dxchange.ingest_dxchange(source, store_path, angles=angles, **common, **kw)
-    if fmt == "nexus":
-        return nexus.ingest_nexus(source, store_path, angles=angles, **common, **kw)
-    if fmt == "txrm":
-        return txrm.ingest_txrm(source, store_path, angles=angles, **common, **kw)
-    if fmt == "tiff":
-        return tiff.ingest_tiff(source, store_path, angles=angles, **common, **kw)
-    return npy.ingest_numpy(source, store_path, angles=angles, **common, **kw)
+    return readers[fmt](source, store_path, angles=angles, overwrite=overwrite, progress=progress, **kw)
+
+
+#: Command-line spelling of reader options, for messages.
+_CLI_NAMES = {"entry": "--entry", "flats": "--flats", "darks": "--darks", "pixel_size_um": "--pixel-size"}
+
+
+def _check_options(fmt: str, kw: dict[str, Any], readers: dict[str, Callable[..., Any]], source: Any) -> None:
+    """Refuse, before anything is read or written, an option the format's reader does not take
+    (``--entry`` for a Data Exchange file, ``--flats`` for a NeXus file ...), naming the formats that
+    take it."""
+    import inspect
+
+    def accepted(fn: Callable[..., Any]) -> set[str]:
+        return {n for n, p in inspect.signature(fn).parameters.items()
+                if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+    mine = accepted(readers[fmt])
+    for name in kw:
+        if name in mine:
+            continue
+        takers = [f for f, fn in readers.items() if name in accepted(fn)]
+        spelled = f"{name}= ({_CLI_NAMES[name]})" if name in _CLI_NAMES else f"{name}="
+        where = f"{source}: " if isinstance(source, (str, os.PathLike)) else ""
+        if takers:
+            raise ConfigError(f"{where}option {spelled} does not apply to {fmt} input; it applies to "
+                              f"{' or '.join(takers)} input only")
+        raise ConfigError(f"{where}unknown ingest option {name}=; {fmt} input takes "
+                          f"{', '.join(sorted(mine - {'angles', 'overwrite', 'progress'})) or 'no other option'}")

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tomoflow._checks import check_frames, validate_angles
+from tomoflow._checks import check_frames, validate_angles, validate_scan_geometry
 from tomoflow._hashing import files_sha256
 from tomoflow.errors import InputError, TomoflowError
 from tomoflow.io.models import SourceFile
@@ -379,7 +379,9 @@ class RawScan:
         return tuple(self.projections.shape)  # type: ignore[return-value]
 
     def validate(self) -> None:
-        """Check ranks, shapes, angle count and flats/darks detector shape; raise :class:`InputError`."""
+        """Check ranks, shapes, the angles (count and the physics of a scan: see
+        :func:`tomoflow._checks.validate_scan_geometry`) and flats/darks detector shape; raise
+        :class:`InputError`."""
         path = self.source.path
         shape = tuple(getattr(self.projections, "shape", ()))
         if len(shape) != 3:
@@ -392,7 +394,9 @@ class RawScan:
                 "no rotation angles in the file; pass them explicitly (angles=..., CLI: --angles)",
                 path, self.angles_dataset,
             )
-        self.angles_deg = validate_angles(self.angles_deg, shape[0], path, self.angles_dataset)
+        # The physics of the angles (count, span, distinct directions): before any store exists.
+        self.angles_deg = validate_scan_geometry(self.angles_deg, shape[0], need="scan", path=path,
+                                                 dataset=self.angles_dataset, n_columns=shape[2])
         self.flats = _as_frames(self.flats, "flats", shape[1:], path, "flats")
         self.darks = _as_frames(self.darks, "darks", shape[1:], path, "darks")
         if self.stage_position_um is not None:
@@ -446,7 +450,7 @@ class RawScan:
 
         logger.info("ingesting %s (%s, %s) into %s", self.source.path, self.source.format, self.shape, store_path)
         return write_scan(store_path, self.projections, self.angles_deg, flats=self.flats, darks=self.darks,
-                          overwrite=overwrite, progress=progress, **meta)
+                          overwrite=overwrite, progress=progress, projections_dataset=self.dataset, **meta)
 
 
 def resolve_angles(angles: Any, n: int, path: Any = None) -> np.ndarray:

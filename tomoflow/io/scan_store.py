@@ -30,17 +30,38 @@ Completion and identity
 written, with the sha256 of everything written as the store's identity. :func:`open_scan` refuses an
 incomplete store. Output safety (never replacing a user's folder or the source) is
 :func:`tomoflow.io.output.prepare_output`'s.
+
+An ingest is identified by *what* it reads, never by the path it was reached through: the source's
+sha256 (a TIFF stack: its files' bytes in stack order) and the parameters; the path is provenance only
+(``source.path``). The same file through a symlink, a relative path or another working directory is the
+same ingest: a rerun finds it complete and writes nothing.
+
+A store is written under a temporary name beside its final path (``.<name>.ingest-<id>``) and renamed
+into place only once complete, so an ingest that fails part way (a NaN projection, a corrupt TIFF,
+Ctrl-C) leaves nothing behind and never replaces a good store with a broken one.
+
+Physics of a scan
+-----------------
+Every scan is checked before a store is created (angles: :func:`tomoflow._checks.validate_scan_geometry`
+with the ``"scan"`` need) and while it streams (:class:`tomoflow._checks.MeasuredCheck`: every projection
+carries a finite line integral somewhere, and at least half of all pixels do; the fraction is recorded in
+the ingest record). A stage that reads a store checks its own need with :meth:`ScanStore.check_for`
+(for example FBP: at least 4 distinct projection directions). Reads go through :class:`StoreArray`,
+which turns an undecodable chunk (truncated or corrupt file) into a :class:`~tomoflow.errors.StoreError`
+naming the store, the array and the chunk.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,13 +69,15 @@ import numpy as np
 import zarr
 
 from tomoflow import config as _config
+from tomoflow._checks import SCAN_NEEDS, MeasuredCheck, check_int, check_planned_output, validate_scan_geometry
+from tomoflow._checks import MIN_MEASURED_FRACTION
 from tomoflow._checks import check_frames as _check_frames
 from tomoflow._checks import validate_angles
 from tomoflow._hashing import file_sha256
 from tomoflow._version import __version__
-from tomoflow.errors import ConfigError, InputError, StoreError
+from tomoflow.errors import ConfigError, InputError, StoreError, TomoflowError, describe_os_error
 from tomoflow.io.models import SCAN_FORMAT, Provenance, ScanAttrs, SourceFile, StageRecord
-from tomoflow.io.output import OutputPlan, create_store, fingerprint, prepare_output
+from tomoflow.io.output import OutputPlan, create_store, fingerprint, prepare_output, resolved_path
 from tomoflow.io.lock import claim_output, writes_outputs
 from tomoflow.io.stages import StageLog, stage_records, store_identity, store_kind
 
@@ -62,6 +85,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "ScanStore",
+    "StoreArray",
     "open_scan",
     "write_scan",
     "storage_dtype",
@@ -76,6 +100,128 @@ def default_scan_chunks(n_angles: int, n_rows: int, n_cols: int) -> tuple[int, i
     """Chunk shape ``(angle, row, col)`` of scan-store projections (see module docstring)."""
     cfg = _config.get()
     return (max(1, min(cfg.scan_chunk_angles, n_angles)), max(1, min(cfg.scan_chunk_rows, n_rows)), max(1, n_cols))
+
+
+class StoreArray:
+    """A zarr array of a store, read through one door.
+
+    Everything of the wrapped :class:`zarr.Array` is available (``shape``, ``chunks``, ``dtype``,
+    writing by ``[...] = ...``); reads (``[...]``, :meth:`get_orthogonal_selection`, ``numpy.asarray``)
+    turn a chunk that cannot be read or decoded (a truncated or corrupt chunk file: a zstd error, a
+    short buffer) into a :class:`~tomoflow.errors.StoreError` naming the store, the array and the chunk.
+
+    Parameters
+    ----------
+    array
+        The zarr array.
+    store
+        The store's path (named in errors).
+    name
+        The array's name in the store.
+    """
+
+    def __init__(self, array: Any, store: str | os.PathLike, name: str) -> None:
+        self._array = array
+        self._store = Path(store)
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("__") or attr in ("_array", "_store", "_name"):
+            raise AttributeError(attr)
+        return getattr(self._array, attr)
+
+    def __repr__(self) -> str:
+        return f"StoreArray({self._store}/{self._name}, shape={self._array.shape}, dtype={self._array.dtype})"
+
+    def __len__(self) -> int:
+        return int(self._array.shape[0])
+
+    @property
+    def zarr_array(self) -> Any:
+        """The wrapped :class:`zarr.Array`."""
+        return self._array
+
+    def __getitem__(self, selection: Any) -> Any:
+        return self._read(self._array.__getitem__, selection)
+
+    def get_orthogonal_selection(self, selection: Any, **kwargs: Any) -> Any:
+        return self._read(lambda sel: self._array.get_orthogonal_selection(sel, **kwargs), selection)
+
+    def get_basic_selection(self, selection: Any = Ellipsis, **kwargs: Any) -> Any:
+        return self._read(lambda sel: self._array.get_basic_selection(sel, **kwargs), selection)
+
+    def __setitem__(self, selection: Any, value: Any) -> None:
+        self._array[selection] = value
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        out = np.asarray(self[...])
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    # ------------------------------------------------------------------ damaged chunks
+    def _read(self, fn: Any, selection: Any) -> Any:
+        try:
+            return fn(selection)
+        except (TomoflowError, MemoryError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - codecs raise RuntimeError, ValueError, OSError ...
+            bad = self._damaged_chunk(selection)
+            if bad is None:  # every chunk reads on its own: not a damaged chunk, let it through
+                raise
+            key, where, err = bad
+            raise StoreError(
+                f"{self._store}: array {self._name!r}, chunk {key} ({where}) cannot be read "
+                f"({type(err).__name__}: {str(err).strip() or 'no detail'}): the chunk file is truncated or corrupt; "
+                "make the store again (the command that made it, with --overwrite)"
+            ) from exc
+
+    def _chunk_ranges(self, selection: Any) -> list[range] | None:
+        shape, chunks = tuple(self._array.shape), tuple(self._array.chunks)
+        sel = selection if isinstance(selection, tuple) else (selection,)
+        if any(s is Ellipsis for s in sel):
+            i = next(i for i, s in enumerate(sel) if s is Ellipsis)
+            sel = sel[:i] + (slice(None),) * (len(shape) - len(sel) + 1) + sel[i + 1:]
+        sel = tuple(sel) + (slice(None),) * (len(shape) - len(sel))
+        ranges = []
+        for s, n, c in zip(sel, shape, chunks):
+            if isinstance(s, slice):
+                idx = range(*s.indices(n))
+                if not idx:
+                    return None
+                lo, hi = min(idx[0], idx[-1]), max(idx[0], idx[-1])
+            elif isinstance(s, (int, np.integer)):
+                lo = hi = int(s) % n if n else 0
+            else:
+                a = np.asarray(s)
+                a = np.flatnonzero(a) if a.dtype == bool else a.astype(np.int64).reshape(-1) % max(n, 1)
+                if a.size == 0:
+                    return None
+                lo, hi = int(a.min()), int(a.max())
+            ranges.append(range(lo // c, hi // c + 1))
+        return ranges
+
+    def _damaged_chunk(self, selection: Any) -> tuple[str, str, BaseException] | None:
+        """The first chunk of ``selection`` that does not read on its own: (key, region, error)."""
+        import itertools
+
+        try:
+            ranges = self._chunk_ranges(selection)
+        except Exception:  # noqa: BLE001 - an unusual selection: search the whole array
+            ranges = [range(-(-n // c)) for n, c in zip(self._array.shape, self._array.chunks)]
+        if not ranges:
+            return None
+        shape, chunks = tuple(self._array.shape), tuple(self._array.chunks)
+        dims = list(getattr(self._array.metadata, "dimension_names", None) or [f"axis {i}" for i in range(len(shape))])
+        for coords in itertools.product(*ranges):
+            region = tuple(slice(k * c, min((k + 1) * c, n)) for k, c, n in zip(coords, chunks, shape))
+            try:
+                self._array[region]
+            except (TomoflowError, MemoryError):
+                raise
+            except Exception as err:  # noqa: BLE001 - the damaged chunk
+                key = "c/" + "/".join(map(str, coords))
+                where = ", ".join(f"{d} {r.start}-{r.stop - 1}" for d, r in zip(dims, region))
+                return key, where, err
+        return None
 
 
 class ScanStore:
@@ -204,28 +350,75 @@ class ScanStore:
                 what = unfinished[0] if unfinished else "ingest"
                 raise StoreError(f"{self.path}: {what} did not complete (interrupted?); run the same "
                                  f"command again")
+            # A store made before the physics checks (or edited by hand) is checked as a scan again.
+            validate_scan_geometry(self.angles_deg, shape[0], need="scan", path=self.path, dataset="angle",
+                                   n_columns=shape[2])
         return attrs
+
+    def check_for(self, need: str) -> np.ndarray:
+        """Check that this scan can serve ``need`` before a stage creates anything; return its angles.
+
+        ``need`` is a key of :data:`tomoflow._checks.SCAN_NEEDS` (``"fbp"``, ``"sirt"``, ``"mlem"``,
+        ``"center-vo"``, ``"center-pair"``, ``"align"``, ``"scan"``): its minimum of distinct
+        projection directions and angular coverage (:func:`tomoflow._checks.validate_scan_geometry`).
+        The projections must carry measurements: at least
+        :data:`tomoflow._checks.MIN_MEASURED_FRACTION` of their pixels give a finite line integral.
+        That fraction is recorded by ingest; a store without it (an aligned store, a store of an
+        older tomoflow) is judged on three sampled projections.
+
+        Raises
+        ------
+        InputError
+            Naming the store, the need and the rule broken.
+        """
+        if need not in SCAN_NEEDS:
+            raise ConfigError(f"unknown scan need {need!r}; choose one of {', '.join(map(repr, SCAN_NEEDS))}")
+        angles = validate_scan_geometry(self.angles_deg, self.shape[0], need=need, path=self.path, dataset="angle",
+                                        n_columns=self.shape[2])
+        rec = self.stage("ingest")
+        frac = rec.info.get("measured_fraction") if rec.complete else None
+        if isinstance(frac, (int, float)):
+            if frac < MIN_MEASURED_FRACTION:
+                raise InputError(f"only {100 * frac:.1f} % of the projection pixels give a finite line integral; "
+                                 f"at least {100 * MIN_MEASURED_FRACTION:g} % must", self.path, "projections")
+            return angles
+        values = self.attrs.values
+        check = MeasuredCheck(values, np.asarray(self.darks[...]) if values == "intensity" else None,
+                              self.path, "projections")
+        n = self.shape[0]
+        for i in sorted({0, n // 2, n - 1}):
+            check.update(i, np.asarray(self.projections[i : i + 1]))
+        check.finish()
+        return angles
 
     # ------------------------------------------------------------------ access
     @property
     def attrs(self) -> ScanAttrs:
         return ScanAttrs.model_validate(dict(self.group.attrs))
 
-    @property
-    def projections(self) -> zarr.Array:
-        return self.group["projections"]  # type: ignore[return-value]
+    def array(self, name: str) -> StoreArray:
+        """Array ``name`` of the store, read through :class:`StoreArray` (damaged chunks: StoreError)."""
+        try:
+            arr = self.group[name]
+        except KeyError:
+            raise StoreError(f"{self.path}: array {name!r} is missing") from None
+        return StoreArray(arr, self.path, name)
 
     @property
-    def flats(self) -> zarr.Array:
-        return self.group["flats"]  # type: ignore[return-value]
+    def projections(self) -> StoreArray:
+        return self.array("projections")
 
     @property
-    def darks(self) -> zarr.Array:
-        return self.group["darks"]  # type: ignore[return-value]
+    def flats(self) -> StoreArray:
+        return self.array("flats")
+
+    @property
+    def darks(self) -> StoreArray:
+        return self.array("darks")
 
     @property
     def angles_deg(self) -> np.ndarray:
-        return np.asarray(self.group["angle"][:], dtype=np.float64)
+        return np.asarray(self.array("angle")[:], dtype=np.float64)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -311,8 +504,13 @@ class _ContentHash:
 
 def _ingest_fingerprint(source: SourceFile | None, projections: Any, flats: np.ndarray, darks: np.ndarray,
                         angles: np.ndarray, meta: Mapping[str, Any], chunks: tuple[int, int, int],
-                        extra: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-    """Fingerprint of an ingest: the source's sha256 (or the in-memory data's) and every parameter."""
+                        extra: Mapping[str, Any]) -> tuple[str, dict[str, Any], str]:
+    """Fingerprint of an ingest: the source's sha256 (or the in-memory data's) and every parameter.
+
+    Never the source's path: the same file reached through a symlink, a relative path or another
+    working directory is the same ingest (the path stays in the store's attributes as provenance).
+    Returns ``(fingerprint, params, data identity)``.
+    """
     h = _ContentHash()
     if source is not None and source.sha256:
         h.text("source", source.sha256)
@@ -326,9 +524,11 @@ def _ingest_fingerprint(source: SourceFile | None, projections: Any, flats: np.n
     for name, (dims, values, attributes) in sorted(extra.items()):
         h.update(f"extra:{name}", np.asarray(values))
         h.text(f"extra-meta:{name}", [list(dims), dict(attributes)])
-    params = {"data": h.hexdigest(), "chunks": list(chunks),
-              **{k: v for k, v in meta.items() if k != "provenance"}}
-    return fingerprint("ingest", inputs={"source": params.pop("data")}, params=params), params
+    params = {"chunks": list(chunks), **{k: v for k, v in meta.items() if k != "provenance"}}
+    if isinstance(params.get("source"), Mapping):
+        params["source"] = {k: v for k, v in params["source"].items() if k != "path"}
+    data = h.hexdigest()
+    return fingerprint("ingest", inputs={"source": data}, params=params), params, data
 
 
 #: Integer types raw counts keep in a scan store (stored as uint16): detectors count in 8-16 bits.
@@ -367,6 +567,7 @@ def write_scan(
     instrument: Mapping[str, Any] | None = None,
     source: SourceFile | None = None,
     chunks: tuple[int, int, int] | None = None,
+    projections_dataset: str = "projections",
 ) -> ScanStore:
     """Write a scan held in (or streamed from) array-likes to a scan store: the ``ingest`` stage.
 
@@ -374,11 +575,16 @@ def write_scan(
     with ``shape`` and slicing along the first axis: it is copied in chunk-aligned blocks of angles,
     so it is never read into memory whole.
 
-    Everything is validated before anything is created. The output obeys the stage engine's rules
+    Everything that can be is validated before anything is created: shapes, the physics of the angles
+    (:func:`tomoflow._checks.validate_scan_geometry`), parameters and the planned size (against the free
+    space and :data:`tomoflow._checks.MAX_PLANNED_BYTES`). The data itself is checked as it streams
+    (:class:`tomoflow._checks.MeasuredCheck`) into a store under a temporary name, renamed into place
+    only when complete: a failure leaves nothing behind. The output obeys the stage engine's rules
     (:mod:`tomoflow.io.output`): a store already holding this very ingest (same source sha256 and
-    parameters) is returned at once without a write; an interrupted one is redone; a scan store of
-    other data is refused unless ``overwrite``; a folder that is not a tomoflow scan store, or the
-    source itself, is never replaced.
+    parameters, whatever path reached the source) is returned at once without a write; a store whose
+    ingest never completed is replaced (see :func:`_plan_ingest`); a complete scan store of other data
+    is refused unless ``overwrite``; a folder that is not a tomoflow scan store, a store made by another
+    stage, or the source itself, is never replaced.
 
     Parameters
     ----------
@@ -416,6 +622,8 @@ def write_scan(
         output may never be, contain or lie in.
     chunks
         Override the projection chunk shape (see :func:`default_scan_chunks`).
+    projections_dataset
+        Name of the projections in the source file, for error messages.
 
     Returns
     -------
@@ -425,11 +633,13 @@ def write_scan(
     Raises
     ------
     InputError
-        Bad data (shapes, empty, NaN projections, angle count), naming the source file.
+        Bad data (shapes, empty, NaN projections, projections without a finite line integral, angle
+        count, too few distinct directions, angles spanning more than ten turns), naming the source
+        file and dataset.
     ConfigError
-        Bad parameters (pixel size, energy, values).
+        Bad parameters (pixel size, energy, values, chunks), or a planned size over the cap.
     StoreError
-        The output may not be written (see above) or cannot be created.
+        The output may not be written (see above), cannot be created or lacks the space.
     """
     t0 = time.perf_counter()
     shape = tuple(getattr(projections, "shape", ()))
@@ -439,7 +649,8 @@ def write_scan(
     if 0 in shape:
         raise InputError(f"projections are empty (shape {shape})", src_path, "projections")
     n_angles, n_rows, n_cols = (int(v) for v in shape)
-    angles = validate_angles(angles_deg, n_angles, src_path, "angles")
+    angles = validate_scan_geometry(angles_deg, n_angles, need="scan", path=src_path, dataset="angles",
+                                    n_columns=n_cols)
     proj_dtype = storage_dtype(getattr(projections, "dtype", None), values)
     flats_a = (np.zeros((0, n_rows, n_cols), proj_dtype) if flats is None
                else _as_stored(np.asarray(flats), values))
@@ -459,53 +670,182 @@ def write_scan(
                              src_path, "stage_position")
     attrs = ScanStore.build_attrs(values=values, pixel_size_um=pixel_size_um, energy_kev=energy_kev,
                                   rotation_center=rotation_center, instrument=instrument, source=source)
-    chunks = tuple(chunks) if chunks is not None else default_scan_chunks(n_angles, n_rows, n_cols)
+    chunks = (default_scan_chunks(n_angles, n_rows, n_cols) if chunks is None
+              else _check_chunks(chunks, (n_angles, n_rows, n_cols)))
+    step = chunks[0] if block_angles is None else check_int("block_angles", block_angles)
     extra = dict(extra_arrays or {})
+    n_chunks = float(np.prod([-(-n // c) for n, c in zip((n_angles, n_rows, n_cols), chunks)], dtype=np.float64))
+    planned = (float(n_angles) * n_rows * n_cols * proj_dtype.itemsize + flats_a.nbytes + darks_a.nbytes
+               + 8.0 * n_angles + sum(np.asarray(v[1]).nbytes for v in extra.values()))
+    check_planned_output(f"the scan store ({n_angles} x {n_rows} x {n_cols} {proj_dtype})", planned, path,
+                         n_chunks=n_chunks)
     meta = attrs.model_dump(mode="json")
     meta["stage_position"] = None if sp is None else hashlib.sha256(sp.tobytes()).hexdigest()
     meta["instrument"] = hashlib.sha256(json.dumps(meta["instrument"], sort_keys=True, default=str).encode()).hexdigest()
-    fp, params = _ingest_fingerprint(source, projections, flats_a, darks_a, angles, meta, chunks, extra)
+    fp, params, data_id = _ingest_fingerprint(source, projections, flats_a, darks_a, angles, meta, chunks, extra)
     inputs = [source.path] if source is not None and source.format != "synthetic" and os.path.exists(source.path) else []
-    plan = claim_output(lambda: prepare_output(path, kind=SCAN_FORMAT, stage="ingest", fingerprint=fp, params=params,
-                                               inputs=inputs, overwrite=overwrite), path, what="ingest output")
+    plan = claim_output(lambda: _plan_ingest(path, fp, params, data_id, inputs, overwrite), path,
+                        what="ingest output")
     if plan.action == "complete":
         logger.info("%s already holds this ingest; nothing to do", path)
         if progress is not None:
             progress(n_angles)
         return ScanStore.open(path)
-    if plan.action == "resume":  # our own interrupted ingest of the same data: redo it from the start
-        plan = OutputPlan("replace", plan.path)
 
-    store = ScanStore._create(plan, attrs, (n_angles, n_rows, n_cols), angles, n_flats=flats_a.shape[0],
-                              n_darks=darks_a.shape[0], chunks=chunks, stage_position_um=sp,
-                              dtypes={"projections": proj_dtype, "flats": flats_a.dtype, "darks": darks_a.dtype})
-    stage = StageLog.begin(path, "ingest", fingerprint=fp, params=params, steps={})
-    content = _ContentHash()
-    content.text("attrs", {k: v for k, v in meta.items() if k not in ("provenance", "source")})
-    content.update("angles", angles)
-    for name, frames in (("flats", flats_a), ("darks", darks_a)):
-        if frames.size:
-            store.group[name][:] = frames
-        content.update(name, frames)
-    step = block_angles or chunks[0]
-    for start in range(0, n_angles, step):
-        block = np.asarray(projections[start : start + step]).astype(proj_dtype, copy=False)
-        if block.shape[1:] != (n_rows, n_cols):
-            raise InputError(f"projection block at angle {start} has shape {block.shape}", src_path, "projections")
-        bad = (~np.isfinite(block).reshape(block.shape[0], -1).any(axis=1) if block.dtype.kind == "f"
-               else np.zeros(block.shape[0], bool))
-        if bad.any():
-            raise InputError(f"projection {start + int(np.argmax(bad))} contains no finite value (all NaN/Inf)",
-                             src_path, "projections")
-        store.projections[start : start + block.shape[0]] = block
-        content.update("projections", block)
-        if progress is not None:
-            progress(block.shape[0])
-    for name, (dims, vals, attributes) in extra.items():
-        vals = np.asarray(vals)
-        arr = store.group.create_array(name, shape=vals.shape, dtype=vals.dtype, dimension_names=list(dims),
-                                       attributes=dict(attributes))
-        arr[:] = vals
-        content.update(f"extra:{name}", vals)
-    stage.finish(output_id=content.hexdigest(), seconds=time.perf_counter() - t0)
-    return store
+    with _staging(plan) as staged:  # built under a temporary name, renamed into place once complete
+        store = ScanStore._create(staged, attrs, (n_angles, n_rows, n_cols), angles, n_flats=flats_a.shape[0],
+                                  n_darks=darks_a.shape[0], chunks=chunks, stage_position_um=sp,
+                                  dtypes={"projections": proj_dtype, "flats": flats_a.dtype, "darks": darks_a.dtype})
+        stage = StageLog.begin(staged.path, "ingest", fingerprint=fp, params=params, steps={})
+        content = _ContentHash()
+        content.text("attrs", {k: v for k, v in meta.items() if k not in ("provenance", "source")})
+        content.update("angles", angles)
+        for name, frames in (("flats", flats_a), ("darks", darks_a)):
+            if frames.size:
+                store.group[name][:] = frames
+            content.update(name, frames)
+        measured = MeasuredCheck(values, darks_a, src_path, projections_dataset)
+        for start in range(0, n_angles, step):
+            block = np.asarray(projections[start : start + step]).astype(proj_dtype, copy=False)
+            if block.shape[1:] != (n_rows, n_cols):
+                raise InputError(f"projection block at angle {start} has shape {block.shape}", src_path,
+                                 projections_dataset)
+            measured.update(start, block)
+            store.projections[start : start + block.shape[0]] = block
+            content.update("projections", block)
+            if progress is not None:
+                progress(block.shape[0])
+        fraction = measured.finish()
+        for name, (dims, vals, attributes) in extra.items():
+            vals = np.asarray(vals)
+            arr = store.group.create_array(name, shape=vals.shape, dtype=vals.dtype, dimension_names=list(dims),
+                                           attributes=dict(attributes))
+            arr[:] = vals
+            content.update(f"extra:{name}", vals)
+        stage.finish(output_id=content.hexdigest(), seconds=time.perf_counter() - t0,
+                     measured_fraction=round(fraction, 6))
+    return ScanStore.open(path)
+
+
+def _check_chunks(chunks: Any, shape: tuple[int, int, int]) -> tuple[int, int, int]:
+    """A projection chunk shape: three integers >= 1 (clipped to the array's shape)."""
+    try:
+        parts = tuple(chunks)
+    except TypeError:
+        raise ConfigError(f"chunks must be three integers (angle, row, col), got {chunks!r}") from None
+    if len(parts) != 3:
+        raise ConfigError(f"chunks must be three integers (angle, row, col), got {chunks!r}")
+    out = tuple(min(check_int(f"chunks[{i}]", c), n) for i, (c, n) in enumerate(zip(parts, shape)))
+    return out  # type: ignore[return-value]
+
+
+# ----------------------------------------------------------------------------- ingest output
+def _plan_ingest(path: str | os.PathLike, fp: str, params: Mapping[str, Any], data_id: str,
+                 inputs: Sequence[str | os.PathLike], overwrite: bool) -> OutputPlan:
+    """What an ingest may do with its output (writing nothing): :func:`prepare_output`'s rules, plus
+
+    * **an ingest that never completed** (the store holds an incomplete ``ingest`` record and no other
+      stage) is replaced, whatever it was made from: nothing complete is lost, and the store cannot
+      be used as it is. So a rerun of the same command finishes it, and a corrected source (another
+      sha256) may take its place, without ``--overwrite``. A *complete* ingest of other data is still
+      refused without ``--overwrite``: it may be the only copy of what it holds.
+    * **the same ingest recorded by an older tomoflow**, whose fingerprint included the source's path,
+      is recognised (its fingerprint is recomputed with the recorded path) and is complete.
+
+    A ``resume`` plan becomes ``replace``: an ingest is redone from its start.
+    """
+    records = stage_records(path) if store_kind(path) == SCAN_FORMAT else {}
+    rec = records.get("ingest")
+    effective, force = fp, overwrite
+    if rec is not None and not overwrite:
+        if not rec.complete and set(records) == {"ingest"}:
+            force = True
+        elif rec.fingerprint != fp and rec.fingerprint == _legacy_fingerprint(params, data_id, rec.params):
+            effective = rec.fingerprint
+    plan = prepare_output(path, kind=SCAN_FORMAT, stage="ingest", fingerprint=effective, params=params,
+                          inputs=inputs, overwrite=force)
+    return OutputPlan("replace", plan.path) if plan.action == "resume" else plan
+
+
+def _legacy_fingerprint(params: Mapping[str, Any], data_id: str, recorded: Mapping[str, Any]) -> str | None:
+    """The fingerprint an older tomoflow gave this ingest when run on the recorded source path."""
+    old = recorded.get("source") if isinstance(recorded, Mapping) else None
+    new = params.get("source")
+    if not isinstance(old, Mapping) or not isinstance(new, Mapping) or "path" not in old:
+        return None
+    return fingerprint("ingest", inputs={"source": data_id}, params={**params, "source": {**new, "path": old["path"]}})
+
+
+_STAGING_TAG = ".ingest-"
+
+
+@contextlib.contextmanager
+def _staging(plan: OutputPlan) -> Iterator[OutputPlan]:
+    """Build a store under a temporary name beside ``plan.path`` and rename it into place at the end.
+
+    Yields a ``create`` plan for the temporary path. When the block completes, the store replaces
+    ``plan.path`` (an empty folder, or, for a ``replace`` plan, the tomoflow scan store there: moved
+    aside, then deleted once the new one is in place). When it raises, the temporary store, and any
+    parent folder made for it, are deleted: an ingest that fails leaves nothing behind. A symlink at
+    ``plan.path`` keeps pointing to the store, which is written where it points. Temporary stores left
+    by a killed run (the output lock is held, so no other run is writing them) are deleted first.
+    """
+    final = resolved_path(plan.path)
+    made: list[Path] = []
+    try:
+        missing = [p for p in final.parents if not p.exists()]
+        for d in reversed(missing):
+            d.mkdir()
+            made.append(d)
+    except OSError as exc:
+        for d in reversed(made):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise StoreError(f"{plan.path}: cannot create the store ({describe_os_error(exc)})") from None
+    _remove_stale_staging(final)
+    tmp = final.parent / f".{final.name}{_STAGING_TAG}{uuid.uuid4().hex[:12]}"
+    try:
+        yield OutputPlan("create", tmp)
+        _move_into_place(tmp, final, plan)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        for d in reversed(made):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
+
+
+def _remove_stale_staging(final: Path) -> None:
+    prefix = f".{final.name}{_STAGING_TAG}"
+    try:
+        siblings = [p for p in final.parent.iterdir() if p.name.startswith(prefix)]
+    except OSError:
+        return
+    for p in siblings:
+        if p.is_dir() and not p.is_symlink() and (store_kind(p) == SCAN_FORMAT or not any(p.iterdir())):
+            logger.warning("removing %s, left by an ingest that was killed", p)
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _move_into_place(tmp: Path, final: Path, plan: OutputPlan) -> None:
+    """Rename the complete store ``tmp`` to ``final`` (see :func:`_staging`)."""
+    try:
+        if not os.path.lexists(final):
+            os.rename(tmp, final)
+            return
+        if final.is_dir() and store_kind(final) is None and not any(final.iterdir()):
+            os.rmdir(final)  # the empty folder prepare_output accepted
+            os.rename(tmp, final)
+            return
+        if plan.action != "replace" or store_kind(final) != SCAN_FORMAT:
+            raise StoreError(f"{plan.path}: changed while the scan was ingested; the new store was not put there")
+        old = final.parent / f".{final.name}.replaced-{uuid.uuid4().hex[:12]}"
+        os.rename(final, old)
+        try:
+            os.rename(tmp, final)
+        except BaseException:
+            os.rename(old, final)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    except OSError as exc:
+        raise StoreError(f"{plan.path}: cannot put the new store in place ({describe_os_error(exc)})") from None

@@ -103,6 +103,32 @@ class _TiffStack:
         self.path = files[0] if len(files) == 1 else files[0].parent
         self._tf: Any = None
 
+    def check_headers(self) -> None:
+        """Check every file (or page) of the stack before anything is written: a readable TIFF holding
+        one 2-D image of the stack's shape. Reads headers only (the pixels stream later)."""
+        import tifffile
+
+        if self.multipage:
+            f = self.files[0]
+            with reader_errors(f, None, "cannot read TIFF pages (corrupt or truncated?)"):
+                with tifffile.TiffFile(f) as tf:
+                    for j, page in enumerate(tf.pages):
+                        if tuple(page.shape) != self.frame_shape:
+                            raise InputError(f"page shape {tuple(page.shape)} differs from the stack's "
+                                             f"{self.frame_shape}", f, f"page {j}")
+            return
+        for f in self.files[1:]:
+            check_input_file(f)
+            with reader_errors(f, None, "cannot read TIFF (corrupt or not a TIFF?)"):
+                with tifffile.TiffFile(f) as tf:
+                    n_pages = len(tf.pages)
+                    shape = tuple(tf.pages[0].shape)
+            if n_pages != 1:
+                raise InputError(f"{n_pages} pages in one file of a {len(self.files)}-file stack; give a multi-page "
+                                 "file alone", f)
+            if shape != self.frame_shape:
+                raise InputError(f"image shape {shape} differs from the stack's {self.frame_shape}", f)
+
     def close(self) -> None:
         if self._tf is not None:
             self._tf.close()
@@ -182,6 +208,7 @@ def open_tiff(
         if not files:
             raise InputError("no projection files left after removing flats and darks", source)
     stack = _TiffStack(files, "projections")
+    stack.check_headers()  # shape mismatches and corrupt headers: refused before a store exists
     flat_arr = _TiffStack(flat_files, "flats").read_all() if flat_files else None
     dark_arr = _TiffStack(dark_files, "darks").read_all() if dark_files else None
     for name, arr, fl in (("flats", flat_arr, flat_files), ("darks", dark_arr, dark_files)):

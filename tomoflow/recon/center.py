@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from tomoflow._checks import as_stack, check_choice, check_finite, check_number, validate_angles
+from tomoflow._checks import as_stack, check_choice, check_finite, check_number, validate_scan_geometry
 from tomoflow.backend import fft_module, get_namespace, to_numpy
 from tomoflow.errors import ConfigError, InputError
 from tomoflow.geometry import center_column, circle_mask
@@ -56,9 +56,10 @@ def _rows_band(projections: Any, rows: Any) -> Any:
     return xp.mean(p[:, rows, :], axis=1)
 
 
-def _check(sino: Any, angles_deg: Any) -> np.ndarray:
-    """Angles (degrees) checked against the ``(angle, col)`` sinogram, which must be finite."""
-    ang = validate_angles(angles_deg, sino.shape[0])
+def _check(sino: Any, angles_deg: Any, need: str) -> np.ndarray:
+    """Angles (degrees) checked against the ``(angle, col)`` sinogram, which must be finite, and against
+    what the method ``need`` (a key of :data:`tomoflow._checks.SCAN_NEEDS`) needs of a scan."""
+    ang = validate_scan_geometry(angles_deg, sino.shape[0], need=need, dataset="angles", n_columns=sino.shape[-1])
     check_finite(sino, "projections", "normalise them first (tomoflow.recon.normalize)")
     return ang
 
@@ -87,6 +88,9 @@ def _vo_metrics(sino: Any, deltas: np.ndarray, ratio: float = 1.0, mask_rows: in
     # Entries inside the wedge are zeroed in both spectra: they add |0 + 0 * ramp| = 0 to the sum.
     wedge = xp.asarray(wedge_out)
     count = int(wedge_out.sum())
+    if count == 0:  # no angular harmonic beyond the mask: too few angles for the metric
+        raise InputError(f"{na} projections are too few for the Fourier-metric centre (no angular harmonic "
+                         "beyond its mask); use more angles or method 'pair'", dataset="angles")
     zeros = xp.zeros_like(top)
     t_spec = fft.fft2(xp.concatenate([top, zeros], axis=0)) * wedge
     b_spec = fft.fft2(xp.concatenate([zeros, bot], axis=0)) * wedge
@@ -130,10 +134,16 @@ def find_center_vo(
     Returns
     -------
     Centre column (pixels), ``(ncol - 1) / 2`` = centred.
+
+    Raises
+    ------
+    InputError
+        Angles that the method cannot use (``SCAN_NEEDS["center-vo"]``: at least 4 distinct
+        projection directions around the half turn), or projections with NaN/Inf.
     """
     ratio = check_number("ratio", ratio, low=0.0, low_open=True)
     sino = _rows_band(projections, rows)
-    ang = _check(sino, angles_deg)
+    ang = _check(sino, angles_deg, "center-vo")
     span = np.ptp(ang)
     if span < 150 or span > 200:
         log.warning("Fourier-metric centre assumes ~180 degrees of data; got %.1f degrees", span)
@@ -215,16 +225,18 @@ def find_center_pair(projections: Any, angles_deg: Any, *, rows: Any = None, tol
     Raises
     ------
     InputError
-        If no pair is within ``tolerance_deg`` of 180 degrees apart.
+        If no pair is within ``tolerance_deg`` of 180 degrees apart, or the angles are not a scan
+        (``SCAN_NEEDS["scan"]``: two distinct directions at least).
     """
     tolerance_deg = check_number("tolerance_deg", tolerance_deg, low=0.0, low_open=True)
     sino = to_numpy(_rows_band(projections, rows)).astype(np.float64)
-    ang = _check(sino, angles_deg)
+    ang = _check(sino, angles_deg, "scan")  # the pair itself is checked below, with tolerance_deg
     diff = np.abs(np.abs(ang[:, None] - ang[None, :]) - 180.0)
     i, j = np.unravel_index(int(np.argmin(diff)), diff.shape)
     if diff[i, j] > tolerance_deg:
         raise InputError(
-            f"no projection pair 180 degrees apart (closest: {ang[i]:.2f} and {ang[j]:.2f}); use find_center_vo"
+            f"no projection pair 180 degrees apart (closest: {ang[i]:.2f} and {ang[j]:.2f}); use method 'vo' "
+            "(find_center_vo)"
         )
     a = sino[i]
     b = sino[j][::-1]
@@ -315,7 +327,7 @@ def center_sweep(
         :func:`sharpness` of each slice (NumPy array); it peaks at the right centre.
     """
     sino = _rows_band(projections, rows)
-    ang = _check(sino, angles_deg)
+    ang = _check(sino, angles_deg, "fbp")
     xp = get_namespace(sino)
     try:
         ctrs = np.asarray(to_numpy(centers), dtype=np.float64).reshape(-1)

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from tomoflow._checks import check_int, check_number
+from tomoflow._checks import check_int, check_number, random_generator
 from tomoflow.errors import InputError
 from tomoflow.recon.shift import shift_images
 
@@ -40,7 +40,7 @@ def random_jitter(n_angles: int, jitter_px: float, *, seed: Any = None, vertical
     """
     n_angles = check_int("n_angles", n_angles, low=0)
     amp = check_number("jitter amplitude jitter_px (pixels)", jitter_px, low=0.0)
-    shifts = np.random.default_rng(seed).uniform(-amp, amp, size=(n_angles, 2))
+    shifts = random_generator(seed).uniform(-amp, amp, size=(n_angles, 2))
     if not vertical:
         shifts[:, 0] = 0.0
     return shifts

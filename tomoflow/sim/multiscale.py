@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from tomoflow._checks import check_choice, check_int, check_number
+from tomoflow._checks import check_choice, check_int, check_number, random_generator
 from tomoflow.errors import ConfigError, InputError
 from tomoflow.sim.noise import gaussian_noise
 from tomoflow.sim.phantoms import _random_rotation
@@ -274,7 +274,7 @@ def porous_sample(
                           f"field side ({0.25 * float(size.min()):g} µm), got {pore_radius_um!r}")
     porosity = (0.08 if family == "cathode" else 0.2) if porosity is None else porosity
     porosity = check_number("porosity", porosity, low=0.0, high=0.5)
-    rng = np.random.default_rng(seed)
+    rng = random_generator(seed)
     prims: list[tuple[np.ndarray, np.ndarray, np.ndarray, float, int]] = []
     lo, hi = center - size / 2, center + size / 2
 
@@ -691,7 +691,7 @@ def simulate_multiscale_pair(
         pore_radius_um = (float(hr_sp.min()), (5.0 if family == "cathode" else 10.0) * float(hr_sp.max()))
     _roi_fit_check(hr_shp, hr_sp, lf_shp, lf_sp, roi_c, max_rot, max_scale, max_trans * lf_sp)
 
-    master = np.random.default_rng(seed)
+    master = random_generator(seed)
     s_sample, s_dof, s_lnoise, s_hnoise = (int(v) for v in master.integers(0, 2**63 - 1, size=4))
     sample = porous_sample(family, size_um=np.array(lf_shp) * lf_sp, center_um=c_lf,
                            pore_radius_um=pore_radius_um, porosity=porosity, seed=s_sample)

@@ -14,14 +14,19 @@ from typing import Any
 
 import numpy as np
 
-from tomoflow._checks import check_number
+from tomoflow._checks import check_number, random_generator
 from tomoflow.backend import asarray_on, get_namespace, to_numpy
 from tomoflow.errors import InputError
 
-__all__ = ["gaussian_noise", "poisson_noise", "salt_and_pepper", "MAX_SALT_AND_PEPPER"]
+__all__ = ["gaussian_noise", "poisson_noise", "salt_and_pepper", "MAX_SALT_AND_PEPPER", "MAX_PHOTONS"]
 
 MAX_SALT_AND_PEPPER = 0.6
 """Largest accepted salt-and-pepper fraction."""
+
+MAX_PHOTONS = 1e13
+"""Largest mean photon count per pixel: photon noise then has a relative size ``1/sqrt(N)`` of 3e-7,
+about float32's resolution (1.2e-7): beyond it the noise is invisible in the data (use no photon noise),
+and NumPy's Poisson sampler refuses means past about 1e18."""
 
 
 def _float_dtype(x: Any) -> Any:
@@ -49,7 +54,7 @@ def gaussian_noise(x: Any, sigma: float, *, seed: Any = None) -> Any:
     dtype = _float_dtype(x)
     out = xp.asarray(x, dtype=dtype).copy()
     if sigma > 0:
-        noise = np.random.default_rng(seed).normal(0.0, sigma, size=tuple(x.shape)).astype(dtype)
+        noise = random_generator(seed).normal(0.0, sigma, size=tuple(x.shape)).astype(dtype)
         out += asarray_on(noise, xp)
     return out
 
@@ -69,7 +74,7 @@ def poisson_noise(intensity: Any, photons: float, *, seed: Any = None) -> Any:
     intensity
         Normalised transmission, ``>= 0``, any shape, NumPy or CuPy.
     photons
-        Mean photon count per pixel of the unattenuated beam (``T = 1``); must be ``> 0``.
+        Mean photon count per pixel of the unattenuated beam (``T = 1``); in ``(0, MAX_PHOTONS]``.
     seed
         Random seed.
 
@@ -77,7 +82,8 @@ def poisson_noise(intensity: Any, photons: float, *, seed: Any = None) -> Any:
     -------
     Noisy transmission, same shape and namespace, float32 (float64 for float64 input).
     """
-    photons = check_number("photons (mean count of the unattenuated beam)", photons, low=0.0, low_open=True)
+    photons = check_number("photons (mean count of the unattenuated beam)", photons, low=0.0, low_open=True,
+                           high=MAX_PHOTONS)
     xp = get_namespace(intensity)
     dtype = _float_dtype(intensity)
     host = np.asarray(to_numpy(intensity), dtype=np.float64)
@@ -85,7 +91,7 @@ def poisson_noise(intensity: Any, photons: float, *, seed: Any = None) -> Any:
         raise InputError("poisson_noise: intensity contains NaN or Inf")
     if host.size and host.min() < 0:
         raise InputError(f"poisson_noise expects a non-negative transmission I/I0, found minimum {host.min():.3g}")
-    counts = np.random.default_rng(seed).poisson(photons * host)
+    counts = random_generator(seed).poisson(photons * host)
     return asarray_on((counts / photons).astype(dtype), xp)
 
 
@@ -127,7 +133,7 @@ def salt_and_pepper(
         return out
     lo = float(xp.min(out)) if low is None else check_number("low", low)
     hi = float(xp.max(out)) if high is None else check_number("high", high)
-    rng = np.random.default_rng(seed)
+    rng = random_generator(seed)
     idx = rng.choice(out.size, size=n, replace=False)
     vals = np.where(rng.random(n) < 0.5, lo, hi).astype(dtype)
     flat = out.reshape(-1)

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from tomoflow._checks import check_int, check_number
+from tomoflow._checks import check_int, check_number, random_generator
 from tomoflow.backend import fft_workers
 from tomoflow.errors import ConfigError
 from tomoflow.sim.analytic import rasterize_ellipsoids
@@ -235,7 +235,7 @@ def gold_particle(
     roughness = check_number("roughness", roughness, low=0.0, high=0.3)
     n_satellites = check_int("n_satellites", n_satellites, low=0)
     s_lo, s_hi = _radius_range("satellite_radius", satellite_radius)
-    rng = np.random.default_rng(seed)
+    rng = random_generator(seed)
     L = _half_width(shp)
     mu = attenuation / L
     vol = np.zeros(shp, dtype=np.float32)
@@ -339,7 +339,7 @@ def cathode_particle(
 
     from scipy.spatial import cKDTree
 
-    rng = np.random.default_rng(seed)
+    rng = random_generator(seed)
     L = _half_width(shp)
     R = radius * L
     mu = attenuation / L
@@ -584,7 +584,7 @@ def aggregate_particles(
     attenuation = check_number("attenuation", attenuation, low=0.0)
     contrast = check_number("contrast", contrast, low=0.0, high=0.9)
 
-    rng = np.random.default_rng(seed)
+    rng = random_generator(seed)
     L = _half_width(shp)
     mu = attenuation / L
     vol = np.zeros(shp, dtype=np.float32)

@@ -27,12 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from tomoflow._checks import check_choice, check_finite, check_int, check_number, validate_angles
+from tomoflow._checks import (check_choice, check_finite, check_int, check_number, check_seed, random_generator,
+                              validate_angles)
 from tomoflow.backend import to_numpy
 from tomoflow.errors import InputError
 from tomoflow.geometry import check_center
 from tomoflow.sim.jitter import apply_jitter, random_jitter
-from tomoflow.sim.noise import MAX_SALT_AND_PEPPER, gaussian_noise, poisson_noise, salt_and_pepper
+from tomoflow.sim.noise import MAX_PHOTONS, MAX_SALT_AND_PEPPER, gaussian_noise, poisson_noise, salt_and_pepper
 
 __all__ = ["SyntheticScan", "ScanSimulator", "RawProjections", "simulate_scan", "NOISE_KEYS"]
 
@@ -165,14 +166,18 @@ class ScanSimulator:
         frac = check_number("noise['salt_and_pepper']", noise.get("salt_and_pepper", 0.0) or 0.0,
                             low=0.0, high=MAX_SALT_AND_PEPPER)
         if photons is not None:
-            photons = check_number("photons (mean photons per open-beam pixel)", photons, low=0.0, low_open=True)
+            photons = check_number("photons (mean photons per open-beam pixel)", photons, low=0.0, low_open=True,
+                                   high=MAX_PHOTONS)
 
         n_angles = angles.size
         rows, cols = vol.shape[0], vol.shape[2]
+        if shifts is None:  # a jitter of half the detector or more moves the sample off it
+            check_number(f"jitter_px (half-range, pixels; below half the {cols}-column detector)", jitter_px,
+                         low=0.0, high=cols / 2.0, high_open=True)
         if seed is None or isinstance(seed, (int, np.integer)):
-            entropy = None if seed is None else int(seed)
+            entropy = None if seed is None else check_seed("seed", seed)
         else:  # a SeedSequence or Generator: draw the root entropy from it
-            entropy = int(np.random.default_rng(seed).integers(2**63))
+            entropy = int(random_generator(seed).integers(2**63))
         root = np.random.SeedSequence(entropy)
         entropy = int(root.entropy)  # recorded, so a scan made with seed=None can be reproduced
         s_jit, s_flat, s_dark, s_poisson, s_gauss, s_sp = root.spawn(6)
@@ -323,7 +328,8 @@ def simulate_scan(
         ``(angle,)`` rotation angles in degrees.
     jitter_px
         Jitter half-range in pixels: each projection is displaced by ``(dy, dx)`` uniform in
-        ``[-jitter_px, +jitter_px]`` (:func:`tomoflow.sim.jitter.random_jitter`); 0 for none.
+        ``[-jitter_px, +jitter_px]`` (:func:`tomoflow.sim.jitter.random_jitter`); 0 for none; below half
+        the detector width (a larger shift moves the sample off the detector).
     jitter_vertical
         Jitter rows too (``dy``); False keeps ``dy = 0``.
     shifts
@@ -332,7 +338,8 @@ def simulate_scan(
         None, or a dict with any of ``"gaussian"`` (read-noise standard deviation as a fraction of
         ``flat_level``) and ``"salt_and_pepper"`` (fraction of projection pixels hit, in [0, 0.6]).
     photons
-        Mean photons per pixel of the open beam; None for no photon noise.
+        Mean photons per pixel of the open beam, at most :data:`tomoflow.sim.noise.MAX_PHOTONS`; None for
+        no photon noise.
     n_flats, n_darks
         Number of flat and dark frames (``>= 0``).
     flat_level
@@ -342,7 +349,8 @@ def simulate_scan(
     flat_variation
         Relative peak deviation of the beam profile from its mean, in ``[0, 0.5]``.
     seed
-        Random seed for jitter, beam profile and noise.
+        Random seed for jitter, beam profile and noise: an integer in ``[0, 2**63 - 1]``, a
+        :class:`numpy.random.SeedSequence` or a Generator.
     center
         Rotation-axis detector column in pixels; default ``(x - 1) / 2``.
 
