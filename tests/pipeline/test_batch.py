@@ -58,7 +58,7 @@ def archive(tmp_path_factory) -> Path:
     data = (raw / "truncated.h5").read_bytes()
     (raw / "truncated.h5").write_bytes(data[: len(data) // 3])
     half_nan = _raw(6)
-    half_nan[:, : ROWS // 2] = np.nan  # ingests (no projection is all NaN); reconstruction refuses it
+    half_nan[:, : ROWS // 2] = np.nan  # more NaN/Inf than reconstruction accepts: ingest refuses it
     _write(raw / "nan-rows.h5", half_nan)
     with h5py.File(raw / "no-data.h5", "w") as f:  # a DXchange layout without its projections
         f.create_dataset("/exchange/theta", data=ANGLES)
@@ -146,8 +146,8 @@ def test_good_scans_complete_and_bad_ones_fail_alone_with_clear_errors(first_run
     # bad input is deterministic: failed at once (no retry), in the stage that met it, with the file named
     trunc, nan, nodata = by["truncated"], by["nan-rows"], by["no-data"]
     assert trunc.failed_stage == "ingest" and "truncated.h5" in trunc.error and "truncated or corrupt" in trunc.error
-    assert nan.failed_stage == "recon" and "NaN/Inf" in nan.error and [st.status for st in nan.stages] == [
-        COMPLETE, FAILED]
+    assert nan.failed_stage == "ingest" and "NaN/Inf" in nan.error and [st.status for st in nan.stages] == [
+        FAILED]
     assert nodata.failed_stage == "ingest" and "no-data.h5" in nodata.error and "/exchange/data" in nodata.error
     for s in (trunc, nan, nodata):
         assert s.status == FAILED and s.attempts == 1 and s.error_type == "InputError" and s.thumbnail is None, s
@@ -184,7 +184,7 @@ def test_rerun_skips_complete_scans_writing_nothing(first_run, cluster):
         assert by[name].stages[-1].recorded_seconds > 0
     for name in BAD:  # still failed, with the same reason
         assert by[name].status == FAILED and by[name].failed_stage in ("ingest", "recon"), by[name]
-    assert by["nan-rows"].stages[0].status == SKIPPED
+    assert by["nan-rows"].stages[0].status == FAILED  # refused again at ingest, nothing written
     assert mtimes(root) == before
     assert checksums(root) == sums
 

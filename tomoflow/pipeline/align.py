@@ -230,6 +230,7 @@ def align_scan(
     center_req: float | str = "auto" if isinstance(center, str) and center.strip().lower() == "auto" else \
         validate_center(center, n_cols, scan_path)
     check_flats(scan)
+    scan.check_for("align")  # the angles and measurements this stage needs (tomoflow._checks.SCAN_NEEDS)
     b = bin_factor((n_rows, n_cols), max_size)
     if method in ("hybrid", "resnet"):
         from tomoflow.align.resnet import MIN_SIZE as NET_MIN

@@ -416,6 +416,7 @@ def reconstruct_scan(
     else:
         center_req = validate_center(center, n_cols, scan_path)
     check_flats(scan)
+    scan.check_for(algorithm)  # the angles and measurements this stage needs (tomoflow._checks.SCAN_NEEDS)
     cfg = _config.get()
     fbp_method = check_choice("fbp_method", str(fbp_method).lower(), ("auto", *FBP_METHODS))
 
