@@ -57,18 +57,19 @@ def scan_archive(
                                 "address or file, or none."),
     verify: bool = typer.Option(False, "--verify", help="Open every scan with its full reader (reads and hashes "
                                 "every file: slow on a large archive)."),
-    overwrite: bool = typer.Option(False, help="Replace an existing manifest file."),
+    overwrite: bool = typer.Option(False, help="Replace a manifest tomoflow wrote (never a file it did not write)."),
 ) -> None:
     """Find the raw scans of an archive (DXchange, NeXus, TXRM files, folders of TIFFs), list them and the
     files that cannot be read (with the reason), and write a batch manifest of the readable ones."""
     from tomoflow.io.archive import scan_archive as _scan
     from tomoflow.io.manifest import save_manifest
 
+    from tomoflow.io.output import plan_file
+
     if out.suffix.lower() not in _SUFFIXES:
         raise ConfigError(f"{out}: the manifest must be a .yaml, .yml or .json file")
-    if out.exists() and not overwrite:
-        raise ConfigError(f"{out}: exists; pass --overwrite to replace it")
-    _check_can_create(out)
+    # the file policy, before the archive is searched: a new file, or a manifest tomoflow wrote (--overwrite)
+    plan = plan_file(out, kind="manifest", option="--out", overwrite=overwrite)
     found = _scan(directory, output=output_root, pipeline=_pipeline(pipeline), cluster=cluster, verify=verify)
     root = found.root
     if found.scans:
@@ -89,8 +90,7 @@ def scan_archive(
         console.print(f"{len(found.skipped)} other file(s) and folder(s) skipped (not raw scans)")
     if found.manifest is None:
         _fail(f"{directory}: no usable scan found; nothing written")
-    with _writing(out):
-        save_manifest(found.manifest, out)
+    save_manifest(found.manifest, plan)
     console.print(f"wrote [bold]{_e(out)}[/]: {len(found.scans)} scan(s), {len(found.unreadable)} not usable; "
                   f"pipeline {_e(', '.join(s.stage for s in found.manifest.pipeline))}; output root "
                   f"{_e(found.manifest.output)}")

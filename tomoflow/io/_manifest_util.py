@@ -118,7 +118,10 @@ def read_document(path: Path) -> Any:
             return dict(items)
 
         try:
-            return json.loads(text, object_pairs_hook=pairs)
+            doc = json.loads(text, object_pairs_hook=pairs)
+            if isinstance(doc, dict):
+                doc.pop("tomoflow_file", None)  # the file policy's stamp, not part of the manifest
+            return doc
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
     import yaml
@@ -142,11 +145,15 @@ def relative_text(value: Any, base: Path) -> Any:
         return value
 
 
-def write_document(path: Path, doc: dict[str, Any]) -> None:
-    """Write ``doc`` as YAML (``.yaml`` / ``.yml``; short lists of numbers inline) or JSON, replacing
-    ``path`` atomically (a temporary file renamed)."""
+def write_document(path: Any, doc: dict[str, Any], *, overwrite: bool = False) -> None:
+    """Write ``doc`` as YAML (``.yaml`` / ``.yml``; short lists of numbers inline) or JSON through the
+    file policy (:func:`tomoflow.io.output.write_file`: stamped, atomic; ``path`` a file or a plan)."""
+    from tomoflow.io.output import as_file_plan, write_file
+
+    plan = as_file_plan(path, kind="manifest", overwrite=overwrite)
+    path = plan.path
     if path.suffix.lower() == ".json":
-        text = json.dumps(doc, indent=2) + "\n"
+        text = json.dumps(plan.json_document(doc), indent=2) + "\n"
     else:
         import yaml
 
@@ -158,11 +165,5 @@ def write_document(path: Path, doc: dict[str, Any]) -> None:
             return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
 
         Dumper.add_representer(list, seq)
-        text = yaml.dump(doc, Dumper=Dumper, sort_keys=False, allow_unicode=True, width=120)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        text = plan.text_header() + yaml.dump(doc, Dumper=Dumper, sort_keys=False, allow_unicode=True, width=120)
+    write_file(plan, text)

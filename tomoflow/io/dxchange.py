@@ -16,6 +16,7 @@ otherwise) and beam energy from ``/measurement/instrument/monochromator/energy``
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable
@@ -226,6 +227,9 @@ def write_dxchange(
         if not _written_by_tomoflow(path):
             raise StoreError(f"{path}: exists and is not a Data Exchange file tomoflow wrote; refusing to "
                              "replace it; choose another path")
+    from tomoflow.io.output import STAMP_KEY, file_stamp, plan_file
+
+    plan_file(path, kind="raw-scan", overwrite=overwrite)  # the file policy: never in a store, never a user's file
     shape = tuple(getattr(projections, "shape", np.shape(projections)))
     if len(shape) != 3 or 0 in shape:
         raise InputError(f"projections must be a non-empty 3-D (angle, row, col) stack, got shape {shape}", path, DATA)
@@ -244,6 +248,7 @@ def write_dxchange(
             raise StoreError(f"{path}: cannot create the file ({reason})") from None
         with f:
             f.attrs[WRITER_ATTR] = "tomoflow"
+            f.attrs[STAMP_KEY] = json.dumps(file_stamp("raw-scan"))
             f.create_dataset("implements", data="exchange")
             ds = f.create_dataset(DATA, shape=shape, dtype=dtype)
             ds.attrs["axes"] = "theta:y:x"

@@ -646,17 +646,22 @@ def _to_document(manifest: Manifest, base: Path | None) -> dict[str, Any]:
     return doc
 
 
-def save_manifest(manifest: Manifest, path: str | os.PathLike, *, relative: bool = True) -> Path:
-    """Write ``manifest`` as YAML (``.yaml`` / ``.yml``) or JSON (``.json``), replacing ``path``.
+def save_manifest(manifest: Manifest, path: Any, *, relative: bool = True, overwrite: bool = False) -> Path:
+    """Write ``manifest`` as YAML (``.yaml`` / ``.yml``) or JSON (``.json``).
 
-    With ``relative``, absolute paths inside the manifest's folder are written relative to it (so the
-    folder can move); :func:`load_manifest` reads the file back into an equal manifest.
+    ``path`` is a file or a :class:`tomoflow.io.output.FilePlan` of one. The file policy applies: a new
+    file, or a manifest tomoflow wrote (replaced only with ``overwrite``); never a file tomoflow did not
+    write, never inside a store. With ``relative``, absolute paths inside the manifest's folder are
+    written relative to it (so the folder can move); :func:`load_manifest` reads the file back into an
+    equal manifest.
     """
-    p = Path(path)
+    from tomoflow.io.output import FilePlan
+
+    p = path.path if isinstance(path, FilePlan) else Path(path)
     if p.suffix.lower() not in SUFFIXES:
         raise ConfigError(f"{p}: a batch manifest is a .yaml, .yml or .json file")
     doc = _to_document(manifest, p.absolute().parent if relative else None)
-    write_document(p, doc)
+    write_document(path, doc, overwrite=overwrite)
     return p
 
 
