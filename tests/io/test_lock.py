@@ -47,6 +47,7 @@ def _write_lock(lock: Path, **fields) -> None:
 
 
 def test_lock_files_live_inside_a_root_and_beside_a_store(tmp_path):
+    tmp_path = Path(os.path.realpath(tmp_path))
     assert lock_file(tmp_path / "out", root=True) == tmp_path / "out" / LOCK_NAME
     assert lock_file(tmp_path / "a" / "volume.zarr") == tmp_path / "a" / "volume.zarr.lock"
 
@@ -283,3 +284,13 @@ def test_two_runs_of_one_stage_at_once_never_trip_over_each_other(small_scan, tm
         from tomoflow.io import VolumeStore
 
         assert VolumeStore.open(out).is_complete()
+
+
+def test_one_output_reached_through_a_link_shares_its_lock(tmp_path):
+    real = tmp_path / "data"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    with output_lock(real / "vol.zarr"):
+        with pytest.raises(StoreError, match="is being written by PID"):
+            with output_lock(tmp_path / "link" / "vol.zarr"):
+                pass

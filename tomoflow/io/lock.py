@@ -177,8 +177,9 @@ def _command() -> str:
 
 def lock_file(path: str | os.PathLike, *, root: bool = False) -> Path:
     """The lock file of an output: ``<path>/.tomoflow.lock`` for an output root (``root=True``), else
-    ``<parent>/<name>.lock`` beside the store (module docstring says why)."""
-    p = Path(os.path.abspath(os.fspath(path)))
+    ``<parent>/<name>.lock`` beside the store (module docstring says why). Symbolic links are resolved
+    first, so two runs that reach one output through different paths share its lock."""
+    p = Path(os.path.realpath(os.fspath(path)))
     return p / LOCK_NAME if root else p.with_name(p.name + STORE_LOCK_SUFFIX)
 
 
