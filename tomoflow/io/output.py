@@ -681,7 +681,7 @@ def write_file(plan: FilePlan, content: bytes | str | Callable[[Path], Any]) -> 
         return plan.path
     path = plan.path
     path.absolute().parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tomoflow-{os.getpid()}-{os.urandom(4).hex()}{path.suffix}")
+    tmp = _temporary_name(path)
     try:
         if callable(content):
             content(tmp)
@@ -694,12 +694,20 @@ def write_file(plan: FilePlan, content: bytes | str | Callable[[Path], Any]) -> 
             raise RuntimeError(f"{path}: the {plan.kind} writer did not stamp the file (a tomoflow bug)")
         os.replace(tmp, path)
     except OSError as exc:
-        raise StoreError(f"{path}: cannot write ({exc.strerror or exc})") from None
+        from tomoflow.errors import describe_os_error
+
+        raise StoreError(describe_os_error(exc, path)) from None
     finally:
         with contextlib.suppress(OSError):
             if os.path.lexists(tmp):
                 os.unlink(tmp)
     return path
+
+
+def _temporary_name(path: Path) -> Path:
+    """A name beside ``path`` that nobody can guess (so no link can be planted there), same suffix
+    (writers such as matplotlib choose the format by it), hidden."""
+    return path.with_name(f".{path.stem}.tomoflow-{os.getpid()}-{os.urandom(6).hex()}{path.suffix}")
 
 
 def write_json(plan: FilePlan, doc: Mapping[str, Any], *, indent: int | None = 2, **dump: Any) -> Path:

@@ -15,7 +15,6 @@ import base64
 import html
 import json
 import os
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +27,7 @@ if TYPE_CHECKING:
     from tomoflow.io.manifest import Manifest
     from tomoflow.pipeline.batch import BatchResult
 
-__all__ = ["write_report", "write_thumbnail", "report_document", "report_html", "THUMBNAIL_PX", "EMBED_LIMIT"]
+__all__ = ["write_report", "write_report_file", "write_thumbnail", "report_document", "report_html", "THUMBNAIL_PX", "EMBED_LIMIT"]
 
 #: Longest side of a thumbnail (pixels).
 THUMBNAIL_PX = 128
@@ -36,14 +35,32 @@ THUMBNAIL_PX = 128
 EMBED_LIMIT = 1000
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+#: What each file of a batch's report folder is (the file policy's kinds, :mod:`tomoflow.io.output`).
+REPORT_KINDS = {".json": "batch-report", ".html": "batch-report", ".log": "log", ".png": "picture"}
+
+
+def write_report_file(path: Path, content: "str | bytes | Any") -> Path:
+    """Write one file of a batch's report (JSON document, HTML page, log text, PNG writer) through the
+    file policy: stamped, atomic, never inside a store, never over a file tomoflow did not write (a
+    :class:`~tomoflow.errors.StoreError` naming it). A report file tomoflow wrote is rewritten: the
+    report follows the run.
+
+    ``content``: a JSON-able ``dict`` (stamped here), HTML or log text (a first-line stamp is added
+    here), or a function ``write(tmp_path, plan)`` for other formats.
+    """
+    from tomoflow.io.output import plan_file, write_file
+
+    kind = REPORT_KINDS.get(path.suffix.lower(), "batch-report")
+    plan = plan_file(path, kind=kind, overwrite=True)
+    if isinstance(content, dict):
+        data: Any = json.dumps(plan.json_document(content), indent=2, default=str) + "\n"
+    elif isinstance(content, str):
+        data = (plan.html_header() if path.suffix.lower() == ".html" else plan.text_header()) + content
+    elif callable(content):
+        return write_file(plan, lambda tmp: content(tmp, plan))
+    else:
+        data = content
+    return write_file(plan, data)
 
 
 # ----------------------------------------------------------------------------- thumbnails
@@ -84,12 +101,15 @@ def write_thumbnail(store: str | os.PathLike, png: str | os.PathLike, *, relativ
 
     png = Path(png)
     if not png.is_file() or png.stat().st_mtime < _newest_record(Path(store)):
-        import io
+        from PIL import PngImagePlugin
 
-        png.parent.mkdir(parents=True, exist_ok=True)
-        buf = io.BytesIO()
-        Image.fromarray(thumbnail_image(store, size)).save(buf, format="PNG")
-        _atomic_write(png, buf.getvalue())
+        def save(tmp: Path, plan: Any) -> None:
+            info = PngImagePlugin.PngInfo()
+            for key, value in plan.png_metadata().items():
+                info.add_text(key, value)
+            Image.fromarray(thumbnail_image(store, size)).save(tmp, format="PNG", pnginfo=info)
+
+        write_report_file(png, save)
     return os.path.relpath(png, relative_to) if relative_to is not None else str(png)
 
 
@@ -210,6 +230,6 @@ def write_report(result: BatchResult, manifest: Manifest, report_dir: str | os.P
     rdir.mkdir(parents=True, exist_ok=True)
     doc = report_document(result, manifest, rdir, final=final)
     js, page = rdir / REPORT_JSON, rdir / REPORT_HTML
-    _atomic_write(js, (json.dumps(doc, indent=2, default=str) + "\n").encode("utf-8"))
-    _atomic_write(page, report_html(doc, rdir).encode("utf-8"))
+    write_report_file(js, doc)
+    write_report_file(page, report_html(doc, rdir))
     return js, page
