@@ -270,7 +270,7 @@ def validate_scan_geometry(
         gap = _largest_gap(dirs)
         if gap > spec.max_gap_deg:
             hint = ("; are they in radians? tomoflow takes degrees"
-                    if span <= 2 * math.pi + 1e-6 and angles.size > 2 else "")
+                    if 3.0 <= span <= 2 * math.pi + 1e-6 and angles.size > 2 else "")  # pi or 2 pi
             raise InputError(f"{spec.what} needs projection directions around the half turn with no gap over "
                              f"{spec.max_gap_deg:g} degrees; these angles ({lo:g} to {hi:g}) leave a gap of "
                              f"{gap:.1f} degrees{hint}", path, dataset)

@@ -437,3 +437,20 @@ def test_simulation_parameters_are_config_errors():
         with pytest.raises(ConfigError, match="--seed"):
             check_seed("--seed", bad)
     assert isinstance(random_generator(np.random.SeedSequence(3)), np.random.Generator)
+
+
+def test_an_unwritable_folder_names_the_store_not_the_temporary_name(tmp_path, monkeypatch):
+    from tomoflow.io import scan_store
+
+    real = os.mkdir
+
+    def refuse(p, *a, **k):
+        if ".ingest-" in str(p):
+            raise PermissionError(13, "Permission denied", str(p))
+        return real(p, *a, **k)
+
+    monkeypatch.setattr(scan_store.os, "mkdir", refuse)
+    with pytest.raises(StoreError) as err:
+        write_scan(tmp_path / "s.zarr", _counts(), HALF_TURN)
+    assert str(err.value) == f"{tmp_path / 's.zarr'}: cannot create the store (permission denied: {tmp_path})"
+    assert list(tmp_path.iterdir()) == []

@@ -805,6 +805,13 @@ def _staging(plan: OutputPlan) -> Iterator[OutputPlan]:
     _remove_stale_staging(final)
     tmp = final.parent / f".{final.name}{_STAGING_TAG}{uuid.uuid4().hex[:12]}"
     try:
+        os.mkdir(tmp)  # errors name the store asked for, not the temporary name
+    except OSError as exc:
+        for d in reversed(made):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise StoreError(f"{plan.path}: cannot create the store ({describe_os_error(exc, final.parent)})") from None
+    try:
         yield OutputPlan("create", tmp)
         _move_into_place(tmp, final, plan)
     except BaseException:
