@@ -13,7 +13,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -164,12 +163,14 @@ def _full_disk_blocks(monkeypatch) -> None:
     monkeypatch.setattr(StageLog, "mark_done", full)
 
 
-def _full_disk_report(root: Path) -> None:
-    """The next batch report written by this thread goes to /dev/full (a real ENOSPC)."""
-    if not os.path.exists("/dev/full"):
-        pytest.skip("no /dev/full")
-    root.mkdir(parents=True, exist_ok=True)
-    (root / f".batch-report.json.{os.getpid()}.{threading.get_ident()}.tmp").symlink_to("/dev/full")
+def _full_disk_report(monkeypatch) -> None:
+    """The batch report cannot be written: no space left (ENOSPC)."""
+    import tomoflow.pipeline.batch_report as batch_report
+
+    def full(result, manifest, report_dir, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(Path(report_dir) / "batch-report.json"))
+
+    monkeypatch.setattr(batch_report, "write_report", full)
 
 
 def test_a_batch_on_a_full_disk_says_so_in_one_line_per_scan(tmp_path, cli, monkeypatch):
@@ -177,7 +178,7 @@ def test_a_batch_on_a_full_disk_says_so_in_one_line_per_scan(tmp_path, cli, monk
     inputs = _sums(raw)
     m = _manifest(tmp_path, ("a", "b"), retries=2)
     _full_disk_blocks(monkeypatch)
-    _full_disk_report(tmp_path / "out")
+    _full_disk_report(monkeypatch)
     ran = cli("batch", "run", m)
     assert ran.code == 1, ran
     text = ran.output
@@ -193,11 +194,11 @@ def test_a_batch_on_a_full_disk_says_so_in_one_line_per_scan(tmp_path, cli, monk
     assert not [p for p in (tmp_path / "out").rglob("*.tmp")]
 
 
-def test_every_scan_complete_but_no_room_for_the_report_is_exit_2(tmp_path, cli, one_line_error):
+def test_every_scan_complete_but_no_room_for_the_report_is_exit_2(tmp_path, cli, one_line_error, monkeypatch):
     raw = _archive(tmp_path, good=("a",))
     inputs = _sums(raw)
     m = _manifest(tmp_path, ("a",))
-    _full_disk_report(tmp_path / "out")
+    _full_disk_report(monkeypatch)
     ran = cli("batch", "run", m)
     one_line_error(ran, "every scan is complete, but the batch report could not be written",
                    f"no space left on {tmp_path / 'out'}")

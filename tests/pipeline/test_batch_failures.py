@@ -199,18 +199,44 @@ def test_a_full_disk_is_said_in_words_not_blamed_on_a_worker(archive, monkeypatc
     assert "no space left on" in res.error and "worker died" not in res.error, res.error
 
 
-def test_a_report_that_cannot_be_written_says_why_and_never_fails_the_batch(archive, caplog, dask_client):
-    """The report files and Dask's performance report on a full disk (``/dev/full``: a real ENOSPC): the
-    scans still complete, the result says why there is no report, one warning line each, no traceback,
-    no temporary file left behind."""
+def _no_room_for_reports(monkeypatch) -> None:
+    """The batch report's files cannot be written: the disk is full (ENOSPC), as the file policy reports it
+    (a StoreError raised while handling the OSError)."""
+    import tomoflow.pipeline.batch_report as batch_report
+
+    def full(result, manifest, report_dir, **kwargs):
+        try:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(Path(report_dir) / REPORT_JSON))
+        except OSError as exc:
+            raise StoreError(f"{Path(report_dir) / REPORT_JSON}: cannot write ({exc.strerror})") from None
+
+    monkeypatch.setattr(batch_report, "write_report", full)
+
+
+def _no_room_for_the_performance_report(monkeypatch) -> None:
+    """Dask writes its performance report into /dev/full (a real ENOSPC)."""
+    import tomoflow.pipeline.batch as batch
+
     if not os.path.exists("/dev/full"):
         pytest.skip("no /dev/full")
+    enter = batch._performance_report.__enter__
+
+    def full_enter(self):
+        out = enter(self)
+        if getattr(self, "tmp", None) is not None:
+            Path(self.tmp).symlink_to("/dev/full")
+        return out
+
+    monkeypatch.setattr(batch._performance_report, "__enter__", full_enter)
+
+
+def test_a_report_that_cannot_be_written_says_why_and_never_fails_the_batch(archive, caplog, dask_client, monkeypatch):
+    """The report files and Dask's performance report on a full disk: the scans still complete, the result
+    says why there is no report, one warning line each, no traceback, no temporary file left behind."""
     m = _manifest(archive, names=("good",))
     root = Path(m.output)
-    root.mkdir()
-    tid = threading.get_ident()
-    (root / f".{REPORT_JSON}.{os.getpid()}.{tid}.tmp").symlink_to("/dev/full")  # the report's first file
-    (root / f".{PERFORMANCE_REPORT}.{os.getpid()}.tmp").symlink_to("/dev/full")
+    _no_room_for_reports(monkeypatch)
+    _no_room_for_the_performance_report(monkeypatch)
     with caplog.at_level(logging.WARNING):
         result = run_batch(m, client=dask_client)
     assert result.ok and result.report_json is None and result.report_html is None
@@ -220,7 +246,7 @@ def test_a_report_that_cannot_be_written_says_why_and_never_fails_the_batch(arch
     assert len([r for r in warnings if "batch report" in r.getMessage()]) == 1, caplog.text
     assert len([r for r in warnings if "performance report" in r.getMessage()]) == 1, caplog.text
     assert not any(r.exc_info for r in warnings) and "Traceback" not in caplog.text
-    assert not [p for p in root.iterdir() if p.name.endswith(".tmp")]
+    assert not [p for p in root.rglob("*") if p.name.endswith(".tmp") or p.is_symlink()]
     assert not (root / REPORT_JSON).exists() and not (root / PERFORMANCE_REPORT).exists()
 
 

@@ -409,6 +409,16 @@ def _message(exc: BaseException) -> str:
     return shorten(text if isinstance(exc, TomoflowError) else f"{type(exc).__name__}: {text}", ERROR_CHARS)
 
 
+def _write_problem(exc: BaseException, where: Path) -> str:
+    """Why a file of the batch could not be written, in words: the OS error behind ``exc`` (also one the
+    file policy's :class:`~tomoflow.errors.StoreError` wraps: ``no space left on /data/out``), else the
+    error's own text (one line)."""
+    for e in _chain(exc):
+        if isinstance(e, OSError) and not isinstance(e, TomoflowError) and e.errno is not None:
+            return describe_os_error(e, where)
+    return shorten(str(exc) or type(exc).__name__, 300)
+
+
 def _write_text(path: Path, text: str) -> None:
     """Write text atomically (temporary file renamed; the temporary file never left behind)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -505,9 +515,9 @@ class _ScanRunner:
         try:
             self.out["dir"].mkdir(parents=True, exist_ok=True)
             _write_json(self.out["report"], r.as_dict())
-        except OSError as exc:
-            self.batch.warn(f"cannot write {self.out['report']} ({describe_os_error(exc, self.out['report'])})",
-                            key=("scan-report", exc.errno))
+        except (OSError, TomoflowError) as exc:
+            why = _write_problem(exc, self.out["report"])
+            self.batch.warn(f"cannot write {self.out['report']} ({why})", key=("scan-report", type(exc).__name__))
 
     def _write_log(self) -> None:
         """Write the scan's failure log (every failed attempt's traceback) beside the report, or remove
@@ -528,9 +538,9 @@ class _ScanRunner:
                 + f"manifest output {self.batch.manifest.output}\n\n")
         try:
             _write_text(path, head + "\n".join(self.failures))
-        except OSError as exc:
-            self.batch.warn(f"cannot write the failure logs in {path.parent} ({describe_os_error(exc, path.parent)})",
-                            key=("log", exc.errno))
+        except (OSError, TomoflowError) as exc:
+            why = _write_problem(exc, path.parent)
+            self.batch.warn(f"cannot write the failure logs in {path.parent} ({why})", key=("log", type(exc).__name__))
             return
         r.log = os.path.relpath(path, self.batch.report_dir)
 
@@ -925,6 +935,10 @@ def _run_locked(manifest: Manifest, client: Any, layouts: dict[str, dict[str, Pa
             result.report_json = result.report_html = None
             result.report_error = describe_os_error(exc, rdir)
             batch.warn(f"cannot write the batch report in {rdir} ({result.report_error})", key=("report", exc.errno))
+        except TomoflowError as exc:  # the file policy refused (a full disk is a StoreError there too)
+            result.report_json = result.report_html = None
+            result.report_error = _write_problem(exc, rdir)
+            batch.warn(f"cannot write the batch report in {rdir} ({result.report_error})", key=("report", "policy"))
 
     perf_writer = _performance_report(client, perf)
     with _quiet_task_failures(client), perf_writer:
@@ -1059,8 +1073,7 @@ class _performance_report:
         self.error: str | None = None
 
     def _failed(self, doing: str, exc: BaseException) -> None:
-        why = describe_os_error(exc, self.path) if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
-        self.error = shorten(why, 300)
+        self.error = _write_problem(exc, self.path) if self.path is not None else shorten(exc, 300)
         log.warning("cannot %s the Dask performance report %s (%s)", doing, self.path, self.error)
         log.debug("the Dask performance report failed", exc_info=True)
 
