@@ -357,14 +357,10 @@ def _record(store: Path, stage: str) -> tuple[bool, str | None, float | None]:
 
 
 def _write_json(path: Path, doc: Any) -> None:
-    """Write JSON atomically (temporary file renamed)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        tmp.write_text(json.dumps(doc, indent=2, default=str) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    """Write a report JSON through the file policy (stamped, atomic; never over a user's file)."""
+    from tomoflow.pipeline.batch_report import write_report_file
+
+    write_report_file(path, dict(doc))
 
 
 def _read_json(path: Path) -> Any:
@@ -420,15 +416,10 @@ def _write_problem(exc: BaseException, where: Path) -> str:
 
 
 def _write_text(path: Path, text: str) -> None:
-    """Write text atomically (temporary file renamed; the temporary file never left behind)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    """Write a log through the file policy (stamped first line, atomic; never over a user's file)."""
+    from tomoflow.pipeline.batch_report import write_report_file
+
+    write_report_file(path, text)
 
 
 def _token(*parts: Any) -> str:
@@ -892,6 +883,11 @@ def run_batch(
         raise ConfigError(f"max_in_flight must be at least 1, got {max_in_flight!r}")
     rdir = Path(report_dir) if report_dir is not None else Path(manifest.output)
     layouts = preflight(manifest, rdir)
+    from tomoflow.io.output import plan_files
+
+    # the report's files, by the file policy, before anything starts: never a user's file, never in a store
+    plan_files(rdir, {REPORT_JSON: "batch-report", REPORT_HTML: "batch-report", PERFORMANCE_REPORT: "batch-report"},
+               renew=[REPORT_JSON, REPORT_HTML, PERFORMANCE_REPORT], option="report folder")
     root = Path(manifest.output)
     if root.is_dir():
         check_unlocked(root, root=True)  # refuse a second runner before asking the cluster anything
@@ -1100,7 +1096,10 @@ class _performance_report:
             return
         try:
             self._stack.__exit__(*exc)
-            os.replace(self.tmp, self.path)  # type: ignore[arg-type]
+            from tomoflow.pipeline.batch_report import write_report_file
+
+            html = self.tmp.read_text(encoding="utf-8")
+            write_report_file(self.path, html)  # type: ignore[arg-type]  # stamped, through the file policy
         except Exception as err:  # noqa: BLE001 - a full disk, a lost scheduler: one line, never a traceback
             self._failed("write", err)
         finally:
