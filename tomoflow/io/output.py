@@ -309,7 +309,7 @@ FILE_KINDS: dict[str, tuple[str, ...]] = {
     "log": (".log",),
     "schema": (".json",),
     "document": (".json",),
-    "raw-scan": (".h5", ".hdf5"),
+    "raw-scan": (".h5", ".hdf5", ".hdf", ".he5", ".nxs"),
 }
 
 #: Largest file read when looking for a stamp (a bigger JSON or YAML is not one tomoflow wrote).
@@ -483,7 +483,7 @@ def read_stamp(path: str | os.PathLike) -> dict[str, Any] | None:
                     and sid.endswith(".schema.json"):  # schemas of tomoflow 0.1, before stamps
                 return {"kind": "schema", "fingerprint": None}
             return _parse_stamp(doc.get(STAMP_KEY))
-        if suffix in (".h5", ".hdf5"):
+        if suffix in FILE_KINDS["raw-scan"]:
             import h5py
 
             with h5py.File(p, "r") as f:
