@@ -316,11 +316,16 @@ def _cluster(spec: str | None, workers: int | None = None) -> Iterator[Any]:
     kwargs: dict[str, Any] = {}
     if spec == "local" and workers is not None:  # 0 or -1 too: connect refuses them (and too many) clearly
         kwargs["n_workers"] = workers
+    from tomoflow.pipeline.batch import _quiet_task_failures
+
+    verbose = logging.getLogger().isEnabledFor(logging.INFO)
     with connect(spec, **kwargs) as client:
         url = str(dashboard_url(client))
         console.print(Text.assemble("Dask dashboard: ", (url, Style(link=url))))
         try:
-            yield client
+            # a failing task is one line (the command's error), not the workers' "Compute Failed" dumps
+            with (contextlib.nullcontext() if verbose else _quiet_task_failures(client)):
+                yield client
         finally:
             # Workers going away at shutdown are expected; do not print their connection errors.
             for name in ("distributed", "tornado"):

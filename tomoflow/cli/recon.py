@@ -61,6 +61,10 @@ def recon(
 
     ctr = _parse_center(center)
     source = _center_source(ctr, store)  # also fails fast on a missing store, before a cluster starts
+    if algorithm in ("fbp", "sirt", "mlem"):  # the scan's physics for this method, before a cluster starts
+        from tomoflow.io.scan_store import ScanStore
+
+        ScanStore.open(store).check_for(algorithm)
     png_plan = _plan_picture(png, command="recon", sources={"scan": store}, overwrite=overwrite, outputs=(out,),
                              params={"algorithm": algorithm, "center": ctr, "filter": filter,
                                      "fbp_method": fbp_method, "iterations": iterations})

@@ -194,15 +194,7 @@ def prepare_output(
         parameters and ``overwrite`` is False.
     """
     out = Path(path)
-    real = resolved_path(out)
-    for inp in inputs:
-        r = resolved_path(inp)
-        if real == r:
-            raise StoreError(f"{out}: is an input of this {stage} run; choose another output path")
-        if _inside(r, real):
-            raise StoreError(f"{out}: contains the input {inp}; choose an output path outside it")
-        if _inside(real, r):
-            raise StoreError(f"{out}: lies inside the input {inp}; choose an output path outside it")
+    check_not_an_input(out, inputs, f"the {stage} output")
     what = _KIND_NAMES.get(kind, kind)
     if not os.path.lexists(out):
         return OutputPlan("create", out)

@@ -160,7 +160,9 @@ class StageLog:
                                  dimension_names=["unit"], overwrite=True)
             grp.attrs.put(rec.model_dump(mode="json"))
         except OSError as exc:
-            raise StoreError(f"{log.store}: cannot write ({exc.strerror or exc})") from None
+            from tomoflow.errors import describe_os_error
+
+            raise StoreError(f"{log.store}: cannot write ({describe_os_error(exc, log.store)})") from None
         return log
 
     # ------------------------------------------------------------------ record

@@ -35,6 +35,7 @@ import numpy as np
 from tomoflow.errors import ConfigError
 from tomoflow.io.models import SourceFile
 from tomoflow.io.scan_store import write_scan
+from tomoflow.io.lock import writes_outputs as _writes_outputs
 
 if TYPE_CHECKING:  # the storage layer may import kernels, but only needs the type here
     from tomoflow.sim.multiscale import MultiscalePair
@@ -169,6 +170,7 @@ def _isotropic(name: str, spacing: Any) -> float:
     return float(sp[0])
 
 
+@_writes_outputs
 def write_multiscale_pair(
     pair: "MultiscalePair",
     hr_path: str | os.PathLike,
@@ -223,6 +225,7 @@ def write_multiscale_pair(
 
     from tomoflow import config as _config
     from tomoflow.io.models import VOLUME_FORMAT
+    from tomoflow.io.lock import claim_output
     from tomoflow.io.output import OutputPlan, fingerprint, prepare_output, resolved_path
     from tomoflow.io.stages import StageLog
     from tomoflow.io.volume_store import VolumeStore, block_mean_2x, level_shape, pyramid_levels
@@ -270,8 +273,9 @@ def write_multiscale_pair(
         digest.update(json.dumps(extra, sort_keys=True, default=str).encode())
         params = {"synthetic": "multiscale-pair", "role": role, "content_sha256": digest.hexdigest()}
         fp = fingerprint("recon", inputs={}, params=params)
-        plan = prepare_output(path, kind=VOLUME_FORMAT, stage="recon", fingerprint=fp, params=params,
-                              overwrite=overwrite)
+        plan = claim_output(lambda p=path, f=fp, q=params: prepare_output(  # locked until the function returns
+            p, kind=VOLUME_FORMAT, stage="recon", fingerprint=f, params=q, overwrite=overwrite), path,
+            what="simulated volume")
         jobs.append((plan, vol, spacing, extra, fp, params))
 
     cfg = _config.get()

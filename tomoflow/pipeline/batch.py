@@ -1035,6 +1035,10 @@ class _quiet_task_failures:
     """While a batch runs: no "Compute Failed" dumps from the workers (a worker plugin, also on workers
     that join or restart) nor from this process (workers in threads)."""
 
+    #: How many of these are open per client (the CLI's cluster and a batch inside it): the plugin is
+    #: registered by the first and removed by the last.
+    _depth: dict[int, int] = {}
+
     def __init__(self, client: Any) -> None:
         self.client = client
         self.registered = False
@@ -1043,6 +1047,10 @@ class _quiet_task_failures:
         _quiet_here(True)
         if self.client is None:
             return
+        depth = self._depth.get(id(self.client), 0)
+        self._depth[id(self.client)] = depth + 1
+        if depth:
+            return
         try:
             self.client.register_plugin(_plugin_class()(), name=_PLUGIN_NAME)
             self.registered = True
@@ -1050,6 +1058,12 @@ class _quiet_task_failures:
             log.debug("cannot quiet the workers' task failure messages: %s", exc)
 
     def __exit__(self, *exc: Any) -> None:
+        if self.client is not None:
+            left = self._depth.get(id(self.client), 1) - 1
+            if left:
+                self._depth[id(self.client)] = left
+                return
+            self._depth.pop(id(self.client), None)
         _quiet_here(False)
         if self.registered:
             try:
