@@ -128,3 +128,22 @@ def assert_dashboard_page(url: str) -> str:
     assert status == 200, (url, status)
     assert "Dask needs" not in body and "bokeh.min.js" in body and "Bokeh.embed" in body, (url, body[:500])
     return body
+
+
+def store_checksums(store: Any) -> dict[str, str]:
+    """sha256 of every array of a zarr store, by path inside it (data only: attributes hold times and
+    paths): two runs made the same result when these are equal."""
+    import hashlib
+
+    import zarr
+
+    out: dict[str, str] = {}
+
+    def walk(group: Any, prefix: str = "") -> None:
+        for name, arr in group.arrays():
+            out[prefix + name] = hashlib.sha256(np.ascontiguousarray(arr[...]).tobytes()).hexdigest()
+        for name, sub in group.groups():
+            walk(sub, f"{prefix}{name}/")
+
+    walk(zarr.open_group(str(store), mode="r"))
+    return out

@@ -13,7 +13,6 @@ without a cluster; with ``adapt`` in the settings the lost job is replaced by a 
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import shutil
@@ -125,19 +124,9 @@ def _worker_logs(site_file: Path) -> str:
 
 
 def _store_checksums(store: Path) -> dict[str, str]:
-    """sha256 of every array of a store (data only: attributes hold times and paths)."""
-    import zarr
+    from tomoflow.testing import store_checksums
 
-    out: dict[str, str] = {}
-
-    def walk(group, prefix: str = "") -> None:
-        for name, arr in group.arrays():
-            out[prefix + name] = hashlib.sha256(np.ascontiguousarray(arr[...]).tobytes()).hexdigest()
-        for name, sub in group.groups():
-            walk(sub, f"{prefix}{name}/")
-
-    walk(zarr.open_group(str(store), mode="r"))
-    return out
+    return store_checksums(store)
 
 
 def _checksums(root: Path) -> dict[str, dict[str, str]]:

@@ -7,7 +7,6 @@ outputs (array checksums); a scan whose task keeps killing workers fails alone a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -72,19 +71,9 @@ def manifest_file(archive: Path, output: str, *, names=GOOD + BAD, retries: int 
 
 
 def _store_checksums(store: Path) -> dict[str, str]:
-    """sha256 of every array of a store (data only: attributes hold times and paths)."""
-    import zarr
+    from tomoflow.testing import store_checksums
 
-    out = {}
-
-    def walk(group, prefix=""):
-        for name, arr in group.arrays():
-            out[prefix + name] = hashlib.sha256(np.ascontiguousarray(arr[...]).tobytes()).hexdigest()
-        for name, sub in group.groups():
-            walk(sub, f"{prefix}{name}/")
-
-    walk(zarr.open_group(str(store), mode="r"))
-    return out
+    return store_checksums(store)
 
 
 def checksums(root: Path, names=GOOD) -> dict[str, dict[str, str]]:
