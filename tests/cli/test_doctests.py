@@ -6,7 +6,8 @@ import importlib
 import pytest
 
 
-@pytest.mark.parametrize("module", ["tomoflow.cli._app", "tomoflow.report"])
+@pytest.mark.parametrize("module", ["tomoflow.cli._app", "tomoflow.report", "tomoflow.io.output", "tomoflow.errors",
+                                    "tomoflow._checks", "tomoflow.io.lock"])
 def test_docstring_examples(module):
     mod = importlib.import_module(module)
     result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, report=True)

@@ -1,14 +1,41 @@
-"""Output safety and identity of tomoflow stores: what a stage may do with its output path.
+"""The output policy of every file tomoflow writes: stores, and the files beside them.
 
-Part of the stage engine (:mod:`tomoflow.pipeline.engine` re-exports everything here); it lives in the
-storage layer so that ingest, which writes scan stores from raw files, obeys the same rules:
+Part of the stage engine (:mod:`tomoflow.pipeline.engine` re-exports the store half); it lives in the
+storage layer so that ingest, which writes scan stores from raw files, obeys the same rules.
+
+Stores:
 
 * a stage's output is fingerprinted by the *identity* of its inputs and its parameters
   (:func:`identity_of`, :func:`fingerprint`), never by path strings;
 * :func:`prepare_output` decides — writing nothing — whether to create, resume, return at once or
   replace, and refuses everything that could lose a user's data;
 * :func:`create_store` creates the root group with its attributes in one atomic write, deleting a
-  previous store only when it is a tomoflow store of the expected kind.
+  previous store only when it is a tomoflow store of the expected kind, made by the same stage.
+
+Files (JSON, PNG, model weights and cards, ONNX, checkpoints, manifests, schemas, reports, logs):
+
+* :func:`plan_file` (and :func:`plan_folder`, :func:`plan_files` for a folder of named files) decides,
+  writing nothing and before any work, whether a file may be written: never inside a store, never
+  onto or inside an input, never over a file tomoflow did not write (recognised by the *stamp* every
+  tomoflow file carries, :func:`read_stamp`), over one it wrote only with ``overwrite``, and not at
+  all when the same inputs and parameters made it (``action == "same"``);
+* :func:`write_file` checks again, writes a temporary name in the same folder and renames it into
+  place (:func:`write_json`, :func:`save_figure` for the common formats).
+
+>>> import tempfile, pathlib
+>>> d = pathlib.Path(tempfile.mkdtemp())
+>>> plan = plan_file(d / "doc.json", kind="document", fingerprint="abc")
+>>> plan.action
+'create'
+>>> _ = write_json(plan, {"answer": 42})
+>>> read_stamp(d / "doc.json")["kind"], plan_file(d / "doc.json", kind="document", fingerprint="abc").action
+('document', 'same')
+>>> (d / "notes.json").write_text("{}")
+2
+>>> plan_file(d / "notes.json", kind="document", overwrite=True)  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+tomoflow.errors.StoreError: .../notes.json: exists and was not written by tomoflow; refusing to replace it (even with --overwrite); choose another path or move it away
 """
 
 from __future__ import annotations
@@ -619,8 +646,6 @@ def plan_file(
         raise StoreError(f"{p}: was written by tomoflow from other inputs or parameters; pass --overwrite to "
                          "replace it, or choose another path")
     check_writable_location(p)
-    if not os.access(p.absolute().parent, os.W_OK | os.X_OK):  # pragma: no cover - checked above
-        raise StoreError(f"{p}: its folder is not writable")
     return FilePlan(action="replace", **common)  # type: ignore[arg-type]
 
 
