@@ -11,7 +11,8 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 @pytest.mark.parametrize("script, args", [("bench_recon.py", []), ("bench_pipeline.py", []), ("bench_align.py", []),
-                                          ("bench_recover.py", ["--parts", "c", "--no-peer"]), ("bench_batch.py", [])])
+                                          ("bench_recover.py", ["--parts", "c", "--no-peer"]), ("bench_batch.py", []),
+                                          ("bench_safety.py", [])])
 def test_benchmark_smoke_run(script, args, tmp_path):
     if script == "bench_recover.py":
         pytest.importorskip("torch")
