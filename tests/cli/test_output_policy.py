@@ -303,3 +303,25 @@ def test_demo_never_replaces_a_user_file_in_its_folder(cli, one_line_error, tmp_
     (out / "overview.png").write_bytes(b"mine")
     one_line_error(cli("demo", "--out", out, "--cluster", "none"), "overview.png", "not written by tomoflow")
     assert sorted(p.name for p in out.iterdir()) == ["overview.png"]
+
+
+def test_no_store_is_made_inside_another_store(cli, one_line_error, scans, tooth_h5):
+    sc, _ = scans
+    before = _snapshot(sc)
+    one_line_error(cli("simulate", sc / "inner.zarr", "--size", "32", "--rows", "4", "--angles", "24"),
+                   "lies inside the tomoflow store")
+    one_line_error(cli("ingest", tooth_h5, sc / "projections" / "t.zarr"), "lies inside the tomoflow store")
+    one_line_error(cli("recon", sc, "-o", sc / "v.zarr", "--cluster", "none", "--center", "15.5"),
+                   "input")
+    assert _snapshot(sc) == before
+
+
+def test_the_same_simulation_again_is_the_same_scan(cli, tmp_path):
+    s = tmp_path / "s.zarr"
+    args = ("simulate", s, "--size", "32", "--rows", "4", "--angles", "24", "--seed", "5")
+    assert cli(*args).code == 0
+    stamp = {p: p.stat().st_mtime_ns for p in s.rglob("*") if p.is_file()}
+    ran = cli(*args)
+    assert ran.code == 0, ran
+    assert {p: p.stat().st_mtime_ns for p in s.rglob("*") if p.is_file()} == stamp  # nothing rewritten
+    assert cli("simulate", s, "--size", "32", "--rows", "4", "--angles", "24", "--seed", "6").code == 2

@@ -271,13 +271,23 @@ def _progress_bar() -> Progress:
 
 @contextlib.contextmanager
 def _progress(description: str, total: int | None) -> Iterator[Callable[..., None]]:
-    with _progress_bar() as bar:
-        task = bar.add_task(_e(description), total=total)
+    """``advance(n)`` of one bar, shown from the first report (a run refused before any work prints no
+    empty bar)."""
+    bar = _progress_bar()
+    task: Any = None
 
-        def advance(n: int = 1) -> None:
-            bar.advance(task, n)
+    def advance(n: int = 1) -> None:
+        nonlocal task
+        if task is None:
+            bar.start()
+            task = bar.add_task(_e(description), total=total)
+        bar.advance(task, n)
 
+    try:
         yield advance
+    finally:
+        if task is not None:
+            bar.stop()
 
 
 @contextlib.contextmanager

@@ -222,6 +222,10 @@ def prepare_output(
     """
     out = Path(path)
     check_not_an_input(out, inputs, f"the {stage} output")
+    outer = enclosing_store(out.absolute().parent)
+    if outer is not None:  # a store inside a store: its files would be part of the outer one
+        raise StoreError(f"{out}: lies inside the tomoflow store {outer}; tomoflow never writes into a store; "
+                         "choose a path outside it")
     what = _KIND_NAMES.get(kind, kind)
     if not os.path.lexists(out):
         return OutputPlan("create", out)

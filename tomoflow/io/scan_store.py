@@ -516,6 +516,10 @@ def _ingest_fingerprint(source: SourceFile | None, projections: Any, flats: np.n
         h.text("source", source.sha256)
     elif isinstance(projections, np.ndarray):
         h.update("projections", projections)
+    elif source is not None and source.format == "synthetic" and isinstance(meta.get("instrument"), str):
+        # a simulation is identified by its recipe (phantom, sizes, noise, jitter, seed: the instrument
+        # record, a digest here): the same simulation again is the same scan
+        h.text("synthetic", meta["instrument"])
     else:  # a lazy array-like without a file identity: never resumed, never "already complete"
         h.text("nonce", uuid.uuid4().hex)
     h.update("flats", flats)
