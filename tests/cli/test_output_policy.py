@@ -325,3 +325,58 @@ def test_the_same_simulation_again_is_the_same_scan(cli, tmp_path):
     assert ran.code == 0, ran
     assert {p: p.stat().st_mtime_ns for p in s.rglob("*") if p.is_file()} == stamp  # nothing rewritten
     assert cli("simulate", s, "--size", "32", "--rows", "4", "--angles", "24", "--seed", "6").code == 2
+
+
+def test_overwrite_never_deletes_a_users_files_put_inside_a_store(cli, one_line_error, scans):
+    sc, _ = scans
+    vol = sc.parent / "v.zarr"
+    assert cli("recon", sc, "-o", vol, "--cluster", "none", "--center", "15.5").code == 0
+    (vol / "NOTES.txt").write_text("precious")
+    (vol / "mine").mkdir()
+    (vol / "mine" / "a.txt").write_text("x")
+    one_line_error(cli("recon", sc, "-o", vol, "--cluster", "none", "--center", "15", "--overwrite"),
+                   "files tomoflow did not write", "NOTES.txt", "mine/a.txt")
+    assert (vol / "NOTES.txt").read_text() == "precious" and (vol / "mine" / "a.txt").exists()
+    (vol / "NOTES.txt").unlink()
+    shutil.rmtree(vol / "mine")
+    assert cli("recon", sc, "-o", vol, "--cluster", "none", "--center", "15", "--overwrite").code == 0
+
+
+def test_a_linked_store_output_is_refused(cli, one_line_error, scans):
+    sc, raw = scans
+    link = sc.parent / "link.zarr"
+    link.symlink_to(raw)
+    before = _snapshot(raw)
+    one_line_error(cli("simulate", link, "--size", "32", "--rows", "4", "--angles", "24", "--seed", "9",
+                       "--overwrite"), "symbolic link")
+    assert _snapshot(raw) == before
+
+
+def test_correct_checks_both_outputs_before_aligning(cli, one_line_error, scans):
+    sc, raw = scans
+    with_files = _snapshot(sc.parent)
+    one_line_error(cli("correct", sc, "-o", sc.parent / "cv.zarr", "--aligned", sc.parent / "cv.zarr",
+                       "--method", "phase", "--cluster", "none"), "two paths")
+    one_line_error(cli("correct", sc, "-o", raw, "--method", "phase", "--cluster", "none"),
+                   "scan store, not a volume store")
+    assert _snapshot(sc.parent) == with_files  # the alignment never ran
+
+
+def test_train_aligner_never_writes_over_its_init_weights(cli, one_line_error, tmp_path):
+    from tomoflow.align.resnet import default_weights_path
+
+    d = tmp_path / "ta"
+    d.mkdir()
+    for name in ("jitter_resnet.safetensors", "jitter_resnet.json"):
+        shutil.copy(default_weights_path().with_name(name), d / name)
+    before = _snapshot(d)
+    one_line_error(cli("train-aligner", "-o", d, "--init-weights", d / "jitter_resnet.safetensors", "--n-scans", "2",
+                       "--size", "32", "--n-angles", "8", "--epochs", "1", "--overwrite"), "input")
+    assert _snapshot(d) == before
+
+
+def test_command_line_mistakes_are_one_line(cli_process, one_line_error):
+    one_line_error(cli_process("recon"), "Missing argument", "tomoflow recon --help")
+    one_line_error(cli_process("recon", "x.zarr", "-o", "y.zarr", "--no-such-option"), "No such option")
+    one_line_error(cli_process("simulate", "s.zarr", "--size", "abc"), "--size")
+    one_line_error(cli_process("no-such-command"), "No such command")

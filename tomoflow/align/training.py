@@ -451,7 +451,8 @@ CHECKPOINT_STATE = "state.json"
 holds their sha256 (:func:`tomoflow.models.card.verified_checkpoint`)."""
 
 
-def _save_checkpoint(ckpt: Path, model: Any, best_state: dict[str, Any], opt: Any, info: dict[str, Any]) -> None:
+def _save_checkpoint(ckpt: Path, model: Any, best_state: dict[str, Any], opt: Any, info: dict[str, Any],
+                     kind: str = "aligner-checkpoint") -> None:
     from safetensors.torch import save_file
 
     from tomoflow._hashing import file_sha256
@@ -462,7 +463,7 @@ def _save_checkpoint(ckpt: Path, model: Any, best_state: dict[str, Any], opt: An
     tensors.update(_optimizer_tensors(opt))
     from tomoflow.io.output import STAMP_KEY, file_stamp
 
-    stamp = file_stamp("checkpoint")
+    stamp = file_stamp(kind)  # which network's: one training never resumes or replaces the other's
     tmp = ckpt / (CHECKPOINT_TENSORS + ".tmp")
     save_file(tensors, str(tmp), metadata={STAMP_KEY: json.dumps(stamp)})
     sha = file_sha256(tmp)
@@ -656,12 +657,15 @@ def train_aligner(
     # ---- every file this training writes, checked by the file policy before any work
     from tomoflow.io.output import fingerprint as digest
     from tomoflow.io.output import plan_files
+    from tomoflow.models.card import card_path
 
     train_fp = digest("train-aligner", inputs={"init": (init_info or {}).get("sha256") or ""},
                       params=_train_config(n_scans, recipe, seed, val_fraction, batch_size, lr, lr_final))
     renew = [f"checkpoint/{CHECKPOINT_TENSORS}", f"checkpoint/{CHECKPOINT_STATE}"]
+    read = [init_weights, card_path(Path(init_weights))] if init_weights is not None else []
     plan_files(out, {WEIGHTS_NAME: "model-weights", CARD_NAME: "model-card", CHECK_NAME: "training-data",
-                     **{n: "checkpoint" for n in renew}}, fingerprint=train_fp, overwrite=overwrite, renew=renew)
+                     **{n: "aligner-checkpoint" for n in renew}}, fingerprint=train_fp, overwrite=overwrite,
+               renew=renew, inputs=read)
     if cache_dir is None:
         plan_files(cache, {"recipe.json": "training-data"}, renew=["recipe.json"])
     out.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,42 @@ from rich.text import Text
 
 from tomoflow.errors import ConfigError, TomoflowError
 
-app = typer.Typer(
+class _OneLineUsage(typer.Typer):
+    """The app, whose command-line mistakes (an unknown option, a missing argument, a value of the wrong
+    type) are one ``error:`` line on stderr with exit code 2 like every other mistake, not click's
+    boxed usage panel."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        import sys
+
+        from typer.main import get_command
+
+        try:  # typer vendors its own click (0.20+); older typer uses click itself
+            from typer import _click as click  # type: ignore[attr-defined]
+        except ImportError:  # pragma: no cover - depends on the typer version
+            import click
+
+        usage_error = click.exceptions.UsageError
+        click_error = getattr(click.exceptions, "ClickException", usage_error)
+        try:
+            kwargs.setdefault("prog_name", "tomoflow")  # also under `python -m tomoflow.cli`
+            rv = get_command(self).main(*args, standalone_mode=False, **kwargs)
+        except usage_error as exc:
+            message = _one_line(exc.format_message())
+            if message:  # (no arguments at all: the help was shown, nothing to add)
+                where = exc.ctx.command_path if exc.ctx is not None else "tomoflow"
+                err_console.print(Text.assemble(("error: ", "bold red"), f"{message} (see '{where} --help')"))
+            sys.exit(2)
+        except click_error as exc:
+            err_console.print(Text.assemble(("error: ", "bold red"), _one_line(exc.format_message())))
+            sys.exit(exc.exit_code)
+        except (KeyboardInterrupt, typer.Abort):
+            err_console.print(Text.assemble(("error: ", "bold red"), "interrupted; rerun the same command to resume"))
+            sys.exit(130)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+app = _OneLineUsage(
     name="tomoflow",
     help="Nano-tomography at facility scale: ingest raw scans into zarr stores, find the rotation "
     "centre, reconstruct volumes on a Dask cluster. Start with `tomoflow demo`.",

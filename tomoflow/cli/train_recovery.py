@@ -154,8 +154,8 @@ def train_recovery(
     # The file policy, before any work: --out is no store and no input, and every file this command
     # writes there is new or tomoflow's own of the same kind (the training checks the rest precisely).
     sources = [hr, lfov] + ([registration] if registration is not None else [])
-    names = {WEIGHTS_NAME: "model-weights", CARD_NAME: "model-card", "checkpoint/last.safetensors": "checkpoint",
-             "checkpoint/state.json": "checkpoint", **({"recover_unet.onnx": "model-onnx"} if onnx else {})}
+    names = {WEIGHTS_NAME: "model-weights", CARD_NAME: "model-card",
+             "checkpoint/last.safetensors": "recovery-checkpoint", "checkpoint/state.json": "recovery-checkpoint", **({"recover_unet.onnx": "model-onnx"} if onnx else {})}
     plan_files(out, names, inputs=sources, renew=list(names))
     kept_plan = plan_files(out, {REGISTRATION_NAME: "registration"}, inputs=sources, overwrite=True, fingerprint=(
         fingerprint("register", inputs={"hr": identity_of(hr), "lfov": identity_of(lfov)},

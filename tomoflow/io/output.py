@@ -221,6 +221,9 @@ def prepare_output(
         parameters and ``overwrite`` is False.
     """
     out = Path(path)
+    if out.is_symlink():  # replacing would follow it to wherever it points, or delete the link's target
+        raise StoreError(f"{out}: is a symbolic link; tomoflow writes a store only at a real path; choose another "
+                         "output path")
     check_not_an_input(out, inputs, f"the {stage} output")
     outer = enclosing_store(out.absolute().parent)
     if outer is not None:  # a store inside a store: its files would be part of the outer one
@@ -256,19 +259,69 @@ def prepare_output(
         root = (read_zarr_json(out) or {}).get("attributes") or {}
         if "stages" in root:
             if overwrite:
-                return OutputPlan("replace", out)
+                return _replacing(out)
             raise StoreError(f"{out}: a {what} made by an older tomoflow (format without stage records); "
                              "pass --overwrite to replace it, or choose another output path")
         # Our own store, interrupted while it was being created: nothing was computed into it yet.
-        return OutputPlan("replace", out)
+        return _replacing(out)
     if overwrite:
-        return OutputPlan("replace", out)
+        return _replacing(out)
     rec = log_.record
     if rec.fingerprint != fingerprint:
         why = _describe_params_change(rec.params, params or {})
         raise StoreError(f"{out}: was made from other inputs or parameters ({why}); pass --overwrite to "
                          "replace it, or choose another output path")
     return OutputPlan("complete" if rec.complete else "resume", out)
+
+
+def foreign_files(store: str | os.PathLike, first: int = 5) -> tuple[list[str], int]:
+    """Files inside a tomoflow store that are not part of a zarr v3 hierarchy (a user's notes, a
+    folder copied in): ``(the first few, relative to the store; how many in all)``.
+
+    A zarr v3 store holds only ``zarr.json`` in every node, sub-nodes (folders with their own
+    ``zarr.json``) in groups, and chunks (``c/...`` or ``c.<i>.<j>...``) in arrays.
+    """
+    root = Path(store)
+    found: list[str] = []
+    count = 0
+
+    def visit(node: Path) -> None:
+        nonlocal count
+        doc = read_zarr_json(node) or {}
+        is_array = doc.get("node_type") == "array"
+        try:
+            entries = list(os.scandir(node))
+        except OSError:
+            return
+        for e in entries:
+            if e.name == "zarr.json":
+                continue
+            if is_array and (e.name == "c" or e.name.startswith("c.")):
+                continue
+            if not is_array and e.is_dir(follow_symlinks=False) and (Path(e.path) / "zarr.json").is_file():
+                visit(Path(e.path))
+                continue
+            if e.is_dir(follow_symlinks=False):
+                inner = [str(p.relative_to(root)) for p in Path(e.path).rglob("*") if not p.is_dir()]
+                count += max(1, len(inner))
+                found.extend((inner or [str(Path(e.path).relative_to(root)) + "/"])[: max(0, first - len(found))])
+            else:
+                count += 1
+                if len(found) < first:
+                    found.append(str(Path(e.path).relative_to(root)))
+
+    visit(root)
+    return found, count
+
+
+def _replacing(out: Path) -> OutputPlan:
+    """A replace plan for a store of ours, unless files tomoflow did not write are inside it."""
+    found, count = foreign_files(out)
+    if count:
+        more = f" and {count - len(found)} more" if count > len(found) else ""
+        raise StoreError(f"{out}: holds files tomoflow did not write ({', '.join(found)}{more}); refusing to "
+                         "delete it (even with --overwrite); move them out, or choose another output path")
+    return OutputPlan("replace", out)
 
 
 def create_store(plan: OutputPlan, attributes: Mapping[str, Any]) -> Any:
@@ -325,7 +378,8 @@ FILE_KINDS: dict[str, tuple[str, ...]] = {
     "model-weights": (".safetensors",),
     "model-card": (".json",),
     "model-onnx": (".onnx",),
-    "checkpoint": (".safetensors", ".json"),
+    "aligner-checkpoint": (".safetensors", ".json"),
+    "recovery-checkpoint": (".safetensors", ".json"),
     "training-data": (".safetensors", ".json"),
     "manifest": (".yaml", ".yml", ".json"),
     "batch-report": (".html", ".json"),

@@ -486,6 +486,16 @@ def correct_scan(
     _validate(algorithm, filter, None, None)  # the reconstruction's parameters, before anything is written
     out = Path(out_path)
     aligned = Path(aligned_path) if aligned_path is not None else out.with_name(out.name.removesuffix(".zarr") + "-aligned.zarr")
+    from tomoflow.errors import ConfigError
+    from tomoflow.io.models import VOLUME_FORMAT
+    from tomoflow.io.output import prepare_output as check_output
+    from tomoflow.io.output import resolved_path
+
+    if resolved_path(aligned) == resolved_path(out):
+        raise ConfigError(f"{out}: the aligned scan store and the volume store must be two paths (--aligned)")
+    # the volume's path too, before the alignment writes anything: a user's folder, a store of another
+    # kind or stage, an input (the hard refusals; resume or replace is decided when the volume is made)
+    check_output(out, kind=VOLUME_FORMAT, stage="recon", fingerprint="", inputs=[scan_path, aligned], overwrite=True)
     align_scan(scan_path, aligned, method=method, center=center, client=client, overwrite=overwrite,
                progress=progress, **options)
     return reconstruct_scan(aligned, out, algorithm=algorithm, filter=filter, center=None, client=client,

@@ -935,12 +935,15 @@ def train_recovery(
     from tomoflow.align.training import CHECKPOINT_TENSORS as _TENSORS
     from tomoflow.io.output import fingerprint as digest
     from tomoflow.io.output import plan_files
+    from tomoflow.models.card import card_path
 
     # the training's identity, as its checkpoint's (a resumed run, longer or not, is the same training)
     train_fp = digest("train-recovery", inputs={}, params={**train_cfg, "calibrate": calibrate})
     renew = [f"checkpoint/{_TENSORS}", f"checkpoint/{_STATE}"]
-    plan_files(out, {WEIGHTS_NAME: "model-weights", CARD_NAME: "model-card", **{n: "checkpoint" for n in renew}},
-               fingerprint=train_fp, overwrite=overwrite, renew=renew)
+    read = [init_weights, card_path(Path(init_weights))] if init_weights is not None else []
+    plan_files(out, {WEIGHTS_NAME: "model-weights", CARD_NAME: "model-card",
+                     **{n: "recovery-checkpoint" for n in renew}},
+               fingerprint=train_fp, overwrite=overwrite, renew=renew, inputs=read)
     out.mkdir(parents=True, exist_ok=True)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     identity_l1 = _l1_held_out(x_n, y_n, sp)
@@ -1030,7 +1033,7 @@ def train_recovery(
         _save_checkpoint(ckpt, model, best_state, opt, {
             "epoch": epoch, "best_val_l1": best_val, "best_epoch": best_epoch, "bad_epochs": bad,
             "history": history, "train_s": train_s, "start_val_l1": start_val, "start_l1": start_l1,
-            "config": train_cfg})
+            "config": train_cfg}, kind="recovery-checkpoint")
         if progress is not None:
             progress(epoch, n_steps, n_steps, train_loss, val)
         if bad >= patience:
