@@ -7,6 +7,7 @@ exit code 2, one line, the user's files and the inputs byte-identical afterwards
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -232,7 +233,13 @@ def test_plan_and_write_file_api(tmp_path):
     plan = plan_file(p, kind="document", fingerprint="a")
     assert plan.action == "create" and not p.exists()  # planning writes nothing
     write_json(plan, {"x": np.float64(1.5).item()})
-    assert read_stamp(p) == {"kind": "document", "fingerprint": "a", "tomoflow": read_stamp(p)["tomoflow"]}
+    stamp = read_stamp(p)
+    assert (stamp["kind"], stamp["fingerprint"]) == ("document", "a") and len(stamp["body"]) == 64
+    doc = json.loads(p.read_text())
+    doc["x"] = 2.5  # edited by hand: no longer the document tomoflow wrote, so no longer tomoflow's
+    p.write_text(json.dumps(doc))
+    assert read_stamp(p) is None
+    p.write_text(json.dumps({**doc, "x": 1.5}))
     assert plan_file(p, kind="document", fingerprint="a").action == "same"
     with pytest.raises(StoreError, match="--overwrite"):
         plan_file(p, kind="document", fingerprint="b")
@@ -282,7 +289,7 @@ def test_stamps_of_every_format(tmp_path):
     save_figure(fig, tmp_path / "a.png")
     assert read_stamp(tmp_path / "a.png")["kind"] == "picture"
     plan = plan_file(tmp_path / "m.yaml", kind="manifest")
-    write_file(plan, plan.text_header() + "version: 1\n")
+    write_file(plan, plan.text_document("version: 1\n"))
     assert read_stamp(tmp_path / "m.yaml")["kind"] == "manifest"
     torch.manual_seed(0)
     save_weights(build_network(), tmp_path / "w.safetensors")
@@ -380,3 +387,12 @@ def test_command_line_mistakes_are_one_line(cli_process, one_line_error):
     one_line_error(cli_process("recon", "x.zarr", "-o", "y.zarr", "--no-such-option"), "No such option")
     one_line_error(cli_process("simulate", "s.zarr", "--size", "abc"), "--size")
     one_line_error(cli_process("no-such-command"), "No such command")
+
+
+def test_a_copied_stamp_does_not_make_a_users_file_tomoflows(cli, one_line_error, work):
+    forged = work / "forged.json"
+    forged.write_text('{"mine": 1, "tomoflow_file": {"kind": "registration", "fingerprint": null}}')
+    before = forged.read_bytes()
+    one_line_error(cli("register", work / "hr.zarr", work / "lfov.zarr", "-o", forged, "--overwrite"),
+                   "not written by tomoflow")
+    assert forged.read_bytes() == before

@@ -352,9 +352,9 @@ def make_training_scans(
                 raise ConfigError(f"the pair cache {cache} was made with another recipe or seed; "
                                   "use another output folder (or delete that cache)")
         else:
-            from tomoflow.io.output import STAMP_KEY, file_stamp
+            from tomoflow.io.output import stamped_json
 
-            rfile.write_text(json.dumps({**want, STAMP_KEY: file_stamp("training-data")}, indent=1))
+            rfile.write_text(stamped_json(want, "training-data", indent=1))
     xs, ys, ids, metas = [], [], [], []
     t0 = time.perf_counter()
     for k in range(n_scans):
@@ -469,7 +469,9 @@ def _save_checkpoint(ckpt: Path, model: Any, best_state: dict[str, Any], opt: An
     sha = file_sha256(tmp)
     os.replace(tmp, ckpt / CHECKPOINT_TENSORS)
     tmpj = ckpt / (CHECKPOINT_STATE + ".tmp")  # written last: the tensors are never newer than their state
-    tmpj.write_text(json.dumps({**info, "weights": CHECKPOINT_TENSORS, "sha256": sha, STAMP_KEY: stamp}, indent=1))
+    from tomoflow.io.output import stamped_json
+
+    tmpj.write_text(stamped_json({**info, "weights": CHECKPOINT_TENSORS, "sha256": sha}, kind, indent=1))
     os.replace(tmpj, ckpt / CHECKPOINT_STATE)
 
 
@@ -854,11 +856,12 @@ def _write_check_set(path: Path, model: Any, x_val: np.ndarray, y_val: np.ndarra
 
 
 def _write_card(path: Path, card: dict[str, Any], fingerprint: str | None = None) -> None:
-    from tomoflow.io.output import STAMP_KEY, file_stamp
+    from tomoflow.io.output import STAMP_KEY, stamped_json
 
-    card[STAMP_KEY] = file_stamp("model-card", fingerprint)  # the card returned is the card written
+    text = stamped_json(card, "model-card", fingerprint, indent=1, default=float)
+    card[STAMP_KEY] = json.loads(text)[STAMP_KEY]  # the card returned is the card written
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(card, indent=1, default=float))
+    tmp.write_text(text)
     os.replace(tmp, path)
 
 

@@ -168,11 +168,18 @@ def _plan_picture(png: Path | None, *, command: str, sources: dict[str, Path], p
     """
     if png is None:
         return None
-    from tomoflow.io.output import fingerprint, identity_of, plan_file
+    from tomoflow.errors import StoreError
+    from tomoflow.io.output import fingerprint, identity_of, plan_file, resolved_path
 
+    real = resolved_path(png)
+    for o in outputs:  # the command's own outputs (stores it is about to write)
+        r = resolved_path(o)
+        if real == r or r in real.parents:
+            raise StoreError(f"{png}: {'is' if real == r else 'lies inside'} {o}, an output of this command; "
+                             "choose a path outside it")
     fp = fingerprint(f"{command}-png", inputs={k: identity_of(v) for k, v in sources.items()}, params=params)
     return plan_file(png, kind="picture", option="--png", fingerprint=fp, overwrite=overwrite,
-                     inputs=[*sources.values(), *outputs])
+                     inputs=list(sources.values()))
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:

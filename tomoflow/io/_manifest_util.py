@@ -153,7 +153,7 @@ def write_document(path: Any, doc: dict[str, Any], *, overwrite: bool = False) -
     plan = as_file_plan(path, kind="manifest", overwrite=overwrite)
     path = plan.path
     if path.suffix.lower() == ".json":
-        text = json.dumps(plan.json_document(doc), indent=2) + "\n"
+        text = plan.json_text(doc, indent=2)
     else:
         import yaml
 
@@ -165,5 +165,5 @@ def write_document(path: Any, doc: dict[str, Any], *, overwrite: bool = False) -
             return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
 
         Dumper.add_representer(list, seq)
-        text = plan.text_header() + yaml.dump(doc, Dumper=Dumper, sort_keys=False, allow_unicode=True, width=120)
+        text = plan.text_document(yaml.dump(doc, Dumper=Dumper, sort_keys=False, allow_unicode=True, width=120))
     write_file(plan, text)

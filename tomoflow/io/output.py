@@ -60,7 +60,7 @@ __all__ = [
     "OutputPlan", "fingerprint", "identity_of", "prepare_output", "create_store", "resolved_path",
     "FilePlan", "FILE_KINDS", "STAMP_KEY", "plan_file", "plan_folder", "write_file", "write_json", "read_stamp",
     "as_file_plan", "check_not_an_input", "enclosing_store", "check_writable_location", "save_figure", "save_image", "file_stamp",
-    "plan_files",
+    "plan_files", "stamped_json",
 ]
 
 
@@ -444,19 +444,34 @@ class FilePlan:
         """safetensors header metadata carrying the stamp (plus ``extra``, all strings)."""
         return {**{k: str(v) for k, v in extra.items()}, STAMP_KEY: self.stamp_text}
 
-    def json_document(self, doc: Mapping[str, Any]) -> dict[str, Any]:
-        """``doc`` with the stamp added under :data:`STAMP_KEY` (a JSON object's last key)."""
-        out = {k: v for k, v in doc.items() if k != STAMP_KEY}
-        out[STAMP_KEY] = self.stamp
-        return out
+    def json_text(self, doc: Mapping[str, Any], *, indent: int | None = 2, default: Any = None) -> str:
+        """``doc`` as JSON text carrying the stamp under :data:`STAMP_KEY` (:func:`stamped_json`)."""
+        return stamped_json(doc, self.kind, self.fingerprint, indent=indent, default=default)
 
-    def text_header(self) -> str:
-        """The first line of a text file (YAML, log) carrying the stamp, newline included."""
-        return f"# {STAMP_KEY}: {self.stamp_text}\n"
+    def text_document(self, body: str, *, html: bool = False) -> str:
+        """``body`` (YAML, a log, an HTML page) after a first line carrying the stamp, with the digest
+        of ``body``: a file edited after tomoflow wrote it is no longer taken for tomoflow's."""
+        stamp = dict(self.stamp, body=hashlib.sha256(body.encode("utf-8")).hexdigest())
+        text = json.dumps(stamp, sort_keys=True, separators=(",", ":"))
+        return (f"<!-- {STAMP_KEY}: {text} -->\n" if html else f"# {STAMP_KEY}: {text}\n") + body
 
-    def html_header(self) -> str:
-        """The first line of an HTML file carrying the stamp (a comment), newline included."""
-        return f"<!-- {STAMP_KEY}: {self.stamp_text} -->\n"
+
+def _body_digest(value: Any) -> str:
+    """Digest of a JSON document's content (its stamp left out), independent of its formatting."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def stamped_json(doc: Mapping[str, Any], kind: str | None = None, fingerprint: str | None = None, *,
+                 indent: int | None = 2, default: Any = None) -> str:
+    """JSON text of ``doc`` carrying tomoflow's stamp: its kind, fingerprint, version and the digest of
+    the document itself (a file a user edited, or wrote with a copied stamp, is not taken for one
+    tomoflow wrote). ``kind`` None keeps the kind and fingerprint of the stamp ``doc`` already has."""
+    old = doc.get(STAMP_KEY) if isinstance(doc.get(STAMP_KEY), Mapping) else {}
+    if kind is None:
+        kind, fingerprint = old.get("kind"), old.get("fingerprint")
+    body = json.loads(json.dumps({k: v for k, v in doc.items() if k != STAMP_KEY}, default=default))
+    stamp = dict(file_stamp(str(kind), fingerprint), body=_body_digest(body))
+    return json.dumps({**body, STAMP_KEY: stamp}, indent=indent) + "\n"
 
 
 def _png_stamp(path: Path) -> dict[str, Any] | None:
@@ -556,10 +571,13 @@ def read_stamp(path: str | os.PathLike) -> dict[str, Any] | None:
             if not isinstance(doc, dict):
                 return None
             sid = doc.get("$id")
-            if STAMP_KEY not in doc and isinstance(sid, str) and sid.startswith("tomoflow/") \
-                    and sid.endswith(".schema.json"):  # schemas of tomoflow 0.1, before stamps
+            old = doc.get(STAMP_KEY)
+            if (old is None or (isinstance(old, dict) and "body" not in old)) and isinstance(sid, str) \
+                    and sid.startswith("tomoflow/") and sid.endswith(".schema.json"):  # schemas of tomoflow 0.1
                 return {"kind": "schema", "fingerprint": None}
-            return _parse_stamp(doc.get(STAMP_KEY))
+            stamp = _parse_stamp(doc.pop(STAMP_KEY, None))
+            # the document must be the one stamped: edited (or a copied stamp) is no longer tomoflow's
+            return stamp if stamp is not None and stamp.get("body") == _body_digest(doc) else None
         if suffix in FILE_KINDS["raw-scan"]:
             import h5py
 
@@ -568,12 +586,17 @@ def read_stamp(path: str | os.PathLike) -> dict[str, Any] | None:
                 if stamp is None and f.attrs.get("tomoflow_writer") == "tomoflow":  # Data Exchange files of tomoflow 0.1
                     return {"kind": "raw-scan", "fingerprint": None}
                 return _parse_stamp(stamp.decode() if isinstance(stamp, bytes) else stamp)
-        with open(p, encoding="utf-8") as f:
-            first = f.readline(8192).strip()
+        if p.stat().st_size > _STAMP_READ_LIMIT:
+            return None
+        raw = p.read_bytes()
+        head, _, body = raw.partition(b"\n")
+        first = head.decode("utf-8").strip()
         for lead, tail in (("# ", ""), ("<!-- ", " -->")):
             prefix = f"{lead}{STAMP_KEY}: "
             if first.startswith(prefix) and first.endswith(tail):
-                return _parse_stamp(first[len(prefix):len(first) - len(tail)])
+                stamp = _parse_stamp(first[len(prefix):len(first) - len(tail)])
+                ok = stamp is not None and stamp.get("body") == hashlib.sha256(body).hexdigest()
+                return stamp if ok else None
     except (OSError, ValueError, UnicodeDecodeError):
         return None
     except Exception:  # noqa: BLE001 - h5py raises its own types for a file that is not HDF5
@@ -736,7 +759,7 @@ def write_file(plan: FilePlan, content: bytes | str | Callable[[Path], Any]) -> 
     content
         The bytes or text, or a function ``write(tmp_path)`` that writes the file (matplotlib,
         safetensors, ONNX) at the temporary path, which has the right suffix. Text and JSON must
-        carry the plan's stamp (:meth:`FilePlan.json_document`, :meth:`FilePlan.text_header`); a
+        carry the plan's stamp (:meth:`FilePlan.json_text`, :meth:`FilePlan.text_document`); a
         writer passes :meth:`FilePlan.png_metadata` or :meth:`FilePlan.safetensors_metadata`.
 
     Returns
@@ -787,7 +810,7 @@ def _temporary_name(path: Path) -> Path:
 
 def write_json(plan: FilePlan, doc: Mapping[str, Any], *, indent: int | None = 2, **dump: Any) -> Path:
     """:func:`write_file` of a JSON document carrying the plan's stamp."""
-    return write_file(plan, json.dumps(plan.json_document(doc), indent=indent, **dump) + "\n")
+    return write_file(plan, plan.json_text(doc, indent=indent, default=dump.get("default")))
 
 
 def as_file_plan(target: "str | os.PathLike | FilePlan", *, kind: str, overwrite: bool = False,

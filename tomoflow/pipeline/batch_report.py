@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,9 +52,9 @@ def write_report_file(path: Path, content: "str | bytes | Any") -> Path:
     kind = REPORT_KINDS.get(path.suffix.lower(), "batch-report")
     plan = plan_file(path, kind=kind, overwrite=True)
     if isinstance(content, dict):
-        data: Any = json.dumps(plan.json_document(content), indent=2, default=str) + "\n"
+        data: Any = plan.json_text(content, indent=2, default=str)
     elif isinstance(content, str):
-        data = (plan.html_header() if path.suffix.lower() == ".html" else plan.text_header()) + content
+        data = plan.text_document(content, html=path.suffix.lower() == ".html")
     elif callable(content):
         return write_file(plan, lambda tmp: content(tmp, plan))
     else:

@@ -1259,8 +1259,10 @@ def _onnx_card(base: dict[str, Any], path: Path, onnx_file: Path, model: Any, op
 
 
 def _write_json(path: Path, doc: dict[str, Any]) -> None:
+    from tomoflow.io.output import stamped_json
+
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1, default=float) + "\n")
+    tmp.write_text(stamped_json(doc, indent=1, default=float))  # keeps the card's kind and fingerprint
     os.replace(tmp, path)
 
 

@@ -561,11 +561,14 @@ def save_unet(model: Any, config: UNetConfig, path: str | os.PathLike, *, card: 
         "architecture": dict(architecture(config), parameters=count_parameters(model)),
     })
     full.setdefault("name", "tomoflow resolution-recovery 3D U-Net")
-    full[STAMP_KEY] = file_stamp("model-card", fingerprint)
     card_file = _card_path(path)
     validate_card(full, card_file)
+    from tomoflow.io.output import stamped_json
+
+    text = stamped_json(full, "model-card", fingerprint, indent=1)
+    full[STAMP_KEY] = json.loads(text)[STAMP_KEY]  # the card returned is the card written
     tmp_card = card_file.with_name(card_file.name + ".tmp")
-    tmp_card.write_text(json.dumps(full, indent=1, sort_keys=False) + "\n")
+    tmp_card.write_text(text)
     os.replace(tmp_card, card_file)
     return full
 
