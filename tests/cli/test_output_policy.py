@@ -396,3 +396,26 @@ def test_a_copied_stamp_does_not_make_a_users_file_tomoflows(cli, one_line_error
     one_line_error(cli("register", work / "hr.zarr", work / "lfov.zarr", "-o", forged, "--overwrite"),
                    "not written by tomoflow")
     assert forged.read_bytes() == before
+
+
+def test_a_second_writer_of_the_same_file_is_refused_naming_the_first(cli_process, one_line_error, work):
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    out = work / "r.json"
+    first = subprocess.Popen([sys.executable, "-m", "tomoflow.cli", "register", work / "hr.zarr", work / "lfov.zarr",
+                              "-o", out], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lock = work / "r.json.lock"
+        deadline = time.monotonic() + 60
+        while not lock.exists() and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert lock.exists(), "the first run never took its lock"
+        ran = cli_process("register", work / "hr.zarr", work / "lfov.zarr", "-o", out, "--dof", "6", "--overwrite")
+        one_line_error(ran, "r.json", f"PID {first.pid}", socket.gethostname(), "since")
+    finally:
+        first.communicate(timeout=120)
+    assert first.returncode == 0 and not lock.exists() and os.path.isfile(out)

@@ -10,6 +10,7 @@ it (``scan [b].zarr``, ``tomoflow[gpu]``) is escaped, never interpreted.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import logging
 import math
@@ -188,14 +189,34 @@ def _fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code=code)
 
 
+_HELD: contextvars.ContextVar[contextlib.ExitStack | None] = contextvars.ContextVar("tomoflow_held", default=None)
+
+
+def _hold_output(path: Path, what: str) -> None:
+    """Lock the output ``path`` (a file or a folder of files; :func:`tomoflow.io.lock.output_lock`, the
+    lock beside it) until the command returns: a second run writing it at the same time is refused,
+    naming the holder. Call it once the output is planned (nothing is created before)."""
+    from tomoflow.io.lock import output_lock
+
+    stack = _HELD.get()
+    if stack is None:  # pragma: no cover - every command runs inside _friendly
+        raise RuntimeError("_hold_output outside a command")
+    stack.enter_context(output_lock(path, what=what))
+
+
 def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn tomoflow errors, and as a last resort OS errors (a read-only or missing folder), into one
-    line on stderr and exit code 2."""
+    line on stderr and exit code 2; release the outputs the command held (:func:`_hold_output`)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            with contextlib.ExitStack() as stack:
+                token = _HELD.set(stack)
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    _HELD.reset(token)
         except TomoflowError as exc:
             _fail(str(exc))
         except OSError as exc:

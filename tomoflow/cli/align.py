@@ -11,6 +11,7 @@ import typer
 
 from tomoflow.cli._app import _wrote
 from tomoflow.cli._app import (
+    _hold_output,
     _plan_picture,
     _cluster,
     _e,
@@ -160,6 +161,7 @@ def train_aligner(
     command = " ".join(shlex.quote(str(p)) for p in parts)
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    _hold_output(out, "training folder")  # one training at a time writes this folder
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[loss]}"),
                   TimeElapsedColumn(), console=console) as bar:
         task = bar.add_task("simulating scans", total=None, loss="")

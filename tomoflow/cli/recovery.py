@@ -12,6 +12,7 @@ import typer
 
 from tomoflow.cli._app import _wrote
 from tomoflow.cli._app import (
+    _hold_output,
     _cluster,
     _e,
     _fail,
@@ -88,6 +89,7 @@ def register(
     png_plan = None if png is None else plan_file(
         png, kind="picture", option="--png", inputs=[hr, lfov, out], overwrite=overwrite,
         fingerprint=fingerprint("register-png", inputs=inputs, params=request))
+    _hold_output(out, "registration")  # one writer at a time
     hr_um, lf_um = volume_voxel_um(h, hr), volume_voxel_um(lf, lfov)
     _, source = registration_prior(h, lf, hr_um, lf_um)
     console.print(f"HR {' x '.join(map(str, h.shape))} voxels of {hr_um:g} um, LFOV "
@@ -231,6 +233,8 @@ def pores(
     png_plan = None if png is None else plan_file(
         png, kind="picture", option="--png", inputs=sources + ([json_out] if json_out else []), overwrite=overwrite,
         fingerprint=fingerprint("pores-png", inputs=ident, params=request))
+    if json_out is not None:
+        _hold_output(json_out, "pore metrics")  # one writer at a time
     if recall and reference is None:
         _fail("--recall compares with the reference's pores: give --reference (the HR)")
     if threshold is None:

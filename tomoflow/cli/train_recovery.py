@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 import typer
 
-from tomoflow.cli._app import _e, _friendly, _writing, app, console
+from tomoflow.cli._app import _e, _friendly, _hold_output, _writing, app, console
 from tomoflow.pipeline.registration import register_volumes, volume_voxel_um
 from tomoflow.errors import ConfigError, InputError
 
@@ -157,6 +157,7 @@ def train_recovery(
     names = {WEIGHTS_NAME: "model-weights", CARD_NAME: "model-card",
              "checkpoint/last.safetensors": "recovery-checkpoint", "checkpoint/state.json": "recovery-checkpoint", **({"recover_unet.onnx": "model-onnx"} if onnx else {})}
     plan_files(out, names, inputs=sources, renew=list(names))
+    _hold_output(out, "training folder")  # one training at a time writes this folder
     kept_plan = plan_files(out, {REGISTRATION_NAME: "registration"}, inputs=sources, overwrite=True, fingerprint=(
         fingerprint("register", inputs={"hr": identity_of(hr), "lfov": identity_of(lfov)},
                     params={"dof": dof, "max_rotation_deg": 10.0})))[REGISTRATION_NAME]
