@@ -217,6 +217,11 @@ def test_load_refuses_tampered_or_mismatched(tmp_path) -> None:
     card_file.write_text(json.dumps(card))
     with pytest.raises(InputError, match="differs from the weights"):
         load_unet(path)
+    from tomoflow.errors import StoreError
+
+    with pytest.raises(StoreError, match="not written by tomoflow"):  # an edited card is the user's now
+        save_unet(model, model.config, path)
+    card_file.unlink()
     save_unet(model, model.config, path)
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF

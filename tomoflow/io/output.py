@@ -221,10 +221,10 @@ def prepare_output(
         parameters and ``overwrite`` is False.
     """
     out = Path(path)
+    check_not_an_input(out, inputs, f"the {stage} output")
     if out.is_symlink():  # replacing would follow it to wherever it points, or delete the link's target
         raise StoreError(f"{out}: is a symbolic link; tomoflow writes a store only at a real path; choose another "
                          "output path")
-    check_not_an_input(out, inputs, f"the {stage} output")
     outer = enclosing_store(out.absolute().parent)
     if outer is not None:  # a store inside a store: its files would be part of the outer one
         raise StoreError(f"{out}: lies inside the tomoflow store {outer}; tomoflow never writes into a store; "
