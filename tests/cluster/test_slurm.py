@@ -315,3 +315,19 @@ def test_batch_with_adapt_replaces_the_cancelled_job(site, archive: Path) -> Non
         result = run_batch(manifest, client=client)
     assert result.ok, [(r.name, r.error) for r in result.scans]
     assert _checksums(archive / "adapt") == _checksums(archive / "reference")
+
+def test_jobs_that_never_start_end_in_one_line_not_a_hang(site, tmp_path: Path) -> None:
+    """A worker job asking for more than any node has stays queued: the command says it waits, then fails
+    with one line after TOMOFLOW_WORKER_WAIT_S, writing nothing."""
+    site_file, name = site
+    greedy = _with(site_file, cores=64, memory="500GB")
+    _tomoflow("simulate", "scan.zarr", "--size", 32, "--rows", 4, "--angles", 24, cwd=tmp_path)
+    t0 = time.monotonic()
+    ran = subprocess.run([sys.executable, "-m", "tomoflow.cli", "recon", "scan.zarr", "-o", "v.zarr", "--cluster",
+                          str(greedy)], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                         env={**_env(), "TOMOFLOW_WORKER_WAIT_S": "8"})
+    assert time.monotonic() - t0 < 120
+    assert ran.returncode == 2, ran
+    lines = ran.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: no worker job") and "Traceback" not in ran.stderr, ran
+    assert not (tmp_path / "v.zarr").exists()

@@ -395,6 +395,7 @@ def _cluster(spec: str | None, workers: int | None = None) -> Iterator[Any]:
     with connect(spec, **kwargs) as client:
         url = str(dashboard_url(client))
         console.print(Text.assemble("Dask dashboard: ", (url, Style(link=url))))
+        _wait_for_first_worker(client)
         try:
             # a failing task is one line (the command's error), not the workers' "Compute Failed" dumps
             with (contextlib.nullcontext() if verbose else _quiet_task_failures(client)):
@@ -403,6 +404,41 @@ def _cluster(spec: str | None, workers: int | None = None) -> Iterator[Any]:
             # Workers going away at shutdown are expected; do not print their connection errors.
             for name in ("distributed", "tornado"):
                 logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+#: How long a command waits for the first worker job of a batch-system cluster (SLURM, PBS) to start,
+#: in seconds (``TOMOFLOW_WORKER_WAIT_S``); it says every half minute that it is still waiting.
+WORKER_WAIT_S = 1800.0
+
+
+def _wait_for_first_worker(client: Any) -> None:
+    """On a cluster of batch-system jobs, wait until a worker has started, saying so every 30 s, and
+    fail with one line after ``TOMOFLOW_WORKER_WAIT_S`` (default :data:`WORKER_WAIT_S`) instead of
+    waiting silently for ever on jobs that never start (a full queue, resources no node has)."""
+    import time
+
+    cluster = getattr(client, "cluster", None)
+    if cluster is None or not hasattr(cluster, "job_cls") or not getattr(cluster, "worker_spec", None):
+        return  # not a batch-system cluster, or no job asked for yet (adapt from zero)
+    limit = _parse_float("TOMOFLOW_WORKER_WAIT_S", os.environ.get("TOMOFLOW_WORKER_WAIT_S", str(WORKER_WAIT_S)),
+                         "a number of seconds")
+    t0 = time.monotonic()
+    while True:
+        left = limit - (time.monotonic() - t0)
+        try:
+            client.wait_for_workers(1, timeout=max(0.5, min(30.0, left)))
+            return
+        except (TimeoutError, OSError):
+            waited = time.monotonic() - t0
+            if waited >= limit:
+                from tomoflow.errors import PipelineError
+
+                raise PipelineError(f"no worker job of the {type(cluster).__name__} started within {waited:.0f} s "
+                                    f"({len(cluster.worker_spec)} job(s) still queued: see the batch system's queue); "
+                                    "nothing was written; ask for resources a node has, or set "
+                                    "TOMOFLOW_WORKER_WAIT_S to wait longer") from None
+            console.print(f"waiting for the first worker job to start ({waited:.0f} s; "
+                          f"{len(cluster.worker_spec)} job(s) queued)")
 
 
 def _stage_rows(store: Any) -> list[tuple[str, str]]:
