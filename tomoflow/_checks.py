@@ -614,3 +614,31 @@ def check_planned_memory(what: str, nbytes: float, *, fraction: float = 0.8) -> 
     if nbytes > fraction * available:
         raise ConfigError(f"{what} would hold {format_bytes(nbytes)} in memory at once and "
                           f"{format_bytes(available)} is available; choose smaller sizes")
+
+
+def check_flats_brighter(flat: Any, dark: Any, path: PathLike = None, *, max_bad_fraction: float = 0.5) -> None:
+    """Refuse flat fields that cannot normalise a scan: all zero, or not brighter than the darks.
+
+    Parameters
+    ----------
+    flat, dark
+        ``(row, col)`` mean flat and mean dark (counts; ``dark`` None: zero), or sampled rows of them.
+    path
+        The file or store named in the error.
+    max_bad_fraction
+        Largest fraction of pixels allowed a flat <= dark or a non-finite flat.
+
+    Raises
+    ------
+    InputError
+        Naming the file and the ``flats`` dataset, with the fraction of bad pixels.
+    """
+    flat = np.asarray(flat, dtype=np.float64)
+    dark = np.zeros_like(flat) if dark is None else np.asarray(dark, dtype=np.float64)
+    bad = ~np.isfinite(flat) | (flat <= np.nan_to_num(dark, nan=0.0))
+    if bad.size and bad.mean() > max_bad_fraction:
+        what = ("all zero" if np.all(np.nan_to_num(flat) == 0)
+                else f"not brighter than the darks in {100 * bad.mean():.0f} % of pixels")
+        raise InputError(f"the flat fields are {what}; the scan cannot be normalised (re-ingest it with "
+                         "correct flats, or without flats if the projections are already normalised)",
+                         path, "flats")

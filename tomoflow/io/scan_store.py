@@ -666,6 +666,11 @@ def write_scan(
         darks_a = darks_a[None]
     _check_frames("flats", flats_a, n_rows, n_cols, src_path)
     _check_frames("darks", darks_a, n_rows, n_cols, src_path)
+    if values == "intensity" and flats_a.shape[0]:  # flats that cannot normalise: refused before a store exists
+        from tomoflow._checks import check_flats_brighter
+
+        check_flats_brighter(np.nanmean(flats_a, axis=0),
+                             np.nanmean(darks_a, axis=0) if darks_a.shape[0] else None, src_path)
     sp = None
     if stage_position_um is not None:
         sp = np.asarray(stage_position_um, dtype=np.float64)

@@ -159,12 +159,9 @@ def check_flats(scan: ScanStore, *, sample_rows: int = 64, max_bad_fraction: flo
     flat = np.nanmean(np.asarray(scan.flats.get_orthogonal_selection((slice(None), rows, slice(None)))), axis=0)
     dark = (np.nanmean(np.asarray(scan.darks.get_orthogonal_selection((slice(None), rows, slice(None)))), axis=0)
             if scan.darks.shape[0] else np.zeros_like(flat))
-    bad = ~np.isfinite(flat) | (flat <= np.nan_to_num(dark, nan=0.0))
-    if bad.mean() > max_bad_fraction:
-        what = "all zero" if np.all(np.nan_to_num(flat) == 0) else f"not brighter than the darks in {100 * bad.mean():.0f} % of pixels"
-        raise InputError(f"the flat fields are {what}; the scan cannot be normalised (re-ingest it with "
-                         "correct flats, or without flats if the projections are already normalised)",
-                         scan.path, "flats")
+    from tomoflow._checks import check_flats_brighter
+
+    check_flats_brighter(flat, dark, scan.path, max_bad_fraction=max_bad_fraction)
 
 
 def estimate_center(scan: ScanStore, *, band: int = 32, method: str = "vo") -> float:
