@@ -220,7 +220,14 @@ def test_refused_parameters_leave_nothing_behind(scan, tmp_path):
 
 def test_all_zero_flats_are_refused(tmp_path):
     path = tmp_path / "zeroflat.zarr"
-    write_scan(path, np.full((4, 8, 8), 100.0), [0, 45, 90, 135], flats=np.zeros((2, 8, 8)))
+    with pytest.raises(InputError, match="flat fields are all zero"):  # at ingest, before a store exists
+        write_scan(path, np.full((4, 8, 8), 100.0), [0, 45, 90, 135], flats=np.zeros((2, 8, 8)))
+    assert not path.exists()
+    # a store whose flats were damaged after ingest: refused by the reconstruction, nothing written
+    write_scan(path, np.full((4, 8, 8), 100.0), [0, 45, 90, 135], flats=np.full((2, 8, 8), 1000.0))
+    import zarr
+
+    zarr.open_group(str(path), mode="r+")["flats"][...] = 0
     with pytest.raises(InputError, match="flat fields are all zero"):
         reconstruct_scan(path, tmp_path / "v.zarr", center=3.5)
     assert not (tmp_path / "v.zarr").exists()
