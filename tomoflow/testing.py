@@ -147,3 +147,23 @@ def store_checksums(store: Any) -> dict[str, str]:
 
     walk(zarr.open_group(str(store), mode="r"))
     return out
+
+
+def tree_snapshot(folder: Any) -> dict[str, str]:
+    """Everything under ``folder`` by relative path: a file's sha256, a link's target, ``"dir"``. Two
+    snapshots are equal when nothing was created, removed, renamed or changed (the inputs and a user's
+    files after a refused command)."""
+    import hashlib
+    import os
+    from pathlib import Path
+
+    out: dict[str, str] = {}
+    for p in sorted(Path(folder).rglob("*")):
+        rel = str(p.relative_to(folder))
+        if p.is_symlink():
+            out[rel] = "link:" + os.readlink(p)
+        elif p.is_file():
+            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+        else:
+            out[rel] = "dir"
+    return out

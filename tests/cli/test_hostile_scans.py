@@ -5,9 +5,7 @@ the source."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from pathlib import Path
 
 import h5py
@@ -34,16 +32,9 @@ def _dx(path: Path, proj: np.ndarray, theta) -> Path:
 
 
 def _snapshot(folder: Path) -> dict[str, str]:
-    out = {}
-    for p in sorted(Path(folder).rglob("*")):
-        rel = str(p.relative_to(folder))
-        if p.is_symlink():
-            out[rel] = "link:" + os.readlink(p)
-        elif p.is_file():
-            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
-        else:
-            out[rel] = "dir"
-    return out
+    from tomoflow.testing import tree_snapshot
+
+    return tree_snapshot(folder)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ types, nothing left behind."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -50,17 +49,9 @@ def _counts(n: int = 16, rows: int = 4, cols: int = 16, seed: int = 0) -> np.nda
 
 
 def _snapshot(folder: Path) -> dict[str, str]:
-    """Every file under ``folder`` with the sha256 of its bytes (links as their target)."""
-    out = {}
-    for p in sorted(folder.rglob("*")):
-        rel = str(p.relative_to(folder))
-        if p.is_symlink():
-            out[rel] = "link:" + os.readlink(p)
-        elif p.is_file():
-            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
-        else:
-            out[rel] = "dir"
-    return out
+    from tomoflow.testing import tree_snapshot
+
+    return tree_snapshot(folder)
 
 
 # ----------------------------------------------------------------------------- the angle policy

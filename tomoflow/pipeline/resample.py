@@ -33,6 +33,17 @@ from tomoflow.pipeline.reconstruct import _chunk_grid, run_pyramid
 __all__ = ["resample_volume", "field_grid", "plan_resample", "ResamplePlan", "MIN_CHUNK_EDGE", "MAX_CHUNK_VOXELS"]
 
 
+
+def _three_ints(name: str, value: Any, form: str) -> tuple[int, int, int]:
+    """``value`` as three positive integers, or a ConfigError naming ``name`` and its ``form``."""
+    try:
+        out = tuple(check_int(name, n, low=1) for n in value)
+    except TypeError:
+        raise ConfigError(f"{name} must be {form}, got {value!r}") from None
+    if len(out) != 3:
+        raise ConfigError(f"{name} must be {form}, got {tuple(value)}")
+    return out  # type: ignore[return-value]
+
 def field_grid(source_shape: Sequence[int], source_spacing_um: float, spacing_um: float
                ) -> tuple[tuple[int, int, int], np.ndarray]:
     """The whole field of a volume at another voxel size, axes aligned: ``(shape, matrix)``.
@@ -138,24 +149,14 @@ def plan_resample(
         raise ConfigError(f"{source_path}: the voxel size is unknown; resampling needs micrometres")
     src_sp = float(vs.value)
     m = check_affine(matrix)
-    try:
-        shp = tuple(check_int("shape", n, low=1) for n in shape)
-    except TypeError:
-        raise ConfigError(f"shape must be (nz, ny, nx), got {shape!r}") from None
-    if len(shp) != 3:
-        raise ConfigError(f"shape must be (nz, ny, nx), got {tuple(shape)}")
+    shp = _three_ints("shape", shape, "(nz, ny, nx)")
     sp = check_number("spacing_um", spacing_um, low=0.0, low_open=True)
     if not (isinstance(order, int) and not isinstance(order, bool) and 0 <= order <= 5):
         raise ConfigError(f"order must be an integer spline order 0-5, got {order!r}")
     if chunks is None:
         chunk = tuple(min(64, n) for n in shp)
     else:
-        try:
-            chunk = tuple(check_int("chunks", c, low=1) for c in chunks)
-        except TypeError:
-            raise ConfigError(f"chunks must be (cz, cy, cx), got {chunks!r}") from None
-        if len(chunk) != 3:
-            raise ConfigError(f"chunks must be (cz, cy, cx), got {tuple(chunks)}")
+        chunk = _three_ints("chunks", chunks, "(cz, cy, cx)")
     small = [f"{ax} {c}" for ax, c, n in zip("zyx", chunk, shp) if c < min(MIN_CHUNK_EDGE, n)]
     if small:
         raise ConfigError(f"chunks {chunk} are too small ({', '.join(small)} voxels): an output chunk is at least "
