@@ -54,8 +54,8 @@ def _pyramid_block(out: str, level: int, region: tuple[slice, ...]) -> np.ndarra
 
 def _pyramid_blocks(out: str, vstore: VolumeStore, level: int) -> list[Block]:
     arr = vstore.level(level)
-    return [Block(units=(i,), region=r, args=(out, level, r), nbytes=9 * 4 * int(np.prod([s.stop - s.start for s in r])),
-                  label=f"level {level} chunk {i}")
+    return [Block(units=(i,), region=r, args=(out, level, r),
+                  nbytes=9 * 4 * int(np.prod([s.stop - s.start for s in r])), label=f"level {level} chunk {i}")
             for i, r in enumerate(chunk_grid(tuple(arr.shape), tuple(arr.chunks)))]
 
 

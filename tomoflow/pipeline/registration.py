@@ -77,7 +77,7 @@ def register_volumes(hr_path: str | os.PathLike, lfov_path: str | os.PathLike, *
                           f"{lfov_path}); are HR and LFOV swapped?")
     prior, source = registration_prior(h, lf, hr_um, lf_um)
     hr_vol = np.asarray(h.level(0)[...] if hr_volume is None else hr_volume, dtype=np.float32)
-    res = register(hr_vol, lf.level(0), hr_um, lf_um, prior=prior, dof=dof, device=device,
-                   max_rotation_deg=max_rotation_deg)
+    res = register(hr_vol, lf.level(0), hr_spacing_um=hr_um, lfov_spacing_um=lf_um, prior=prior, dof=dof,
+                   device=device, max_rotation_deg=max_rotation_deg)
     return {"hr": str(hr_path), "lfov": str(lfov_path), "hr_voxel_um": hr_um, "lfov_voxel_um": lf_um,
             "prior_source": source, "seconds": time.perf_counter() - t0, **res.as_dict()}

@@ -42,10 +42,10 @@ from typing import Any
 import numpy as np
 
 from tomoflow._checks import check_choice, check_int, check_number
-from tomoflow.errors import ConfigError, InputError, TomoflowError
+from tomoflow.errors import ConfigError, InputError, RegistrationError
 from tomoflow.register.transform import Affine9, check_affine, torch_matrix
 
-__all__ = ["register", "Registration", "RegistrationError", "DOFS"]
+__all__ = ["register", "Registration", "DOFS"]
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +62,6 @@ LOSS_TOL = 1e-10
 #: HR smoothing sigmas tried after the translation stage, as fractions of the voxel-size ratio.
 SMOOTHING_TRIALS = (0.35, 0.5, 0.65, 0.8, 1.0)
 """Fewest 2x-binned LFOV voxels per axis across the ROI for the binned level to run."""
-
-
-class RegistrationError(TomoflowError):
-    """A registration result is implausible (scale, rotation) or did not improve on the prior."""
 
 
 @dataclass
@@ -296,11 +292,11 @@ def _optimise(problem: _Problem, m: np.ndarray, dof: int, scale_um: float, lf_st
 def register(
     hr: Any,
     lfov: Any,
-    hr_spacing: Any,
-    lfov_spacing: Any,
+    *,
+    hr_spacing_um: Any,
+    lfov_spacing_um: Any,
     prior: Any = None,
     dof: int = 9,
-    *,
     search_um: float | None = None,
     smoothing: float | None = None,
     max_rotation_deg: float = 10.0,
@@ -316,7 +312,7 @@ def register(
         ``(z, y, x)`` HR volume (NumPy array; read whole).
     lfov
         ``(z, y, x)`` LFOV volume: a NumPy or zarr array (only the region around the ROI is read).
-    hr_spacing, lfov_spacing
+    hr_spacing_um, lfov_spacing_um
         Voxel sizes in micrometres (one number, or ``(dz, dy, dx)``). HR voxels must be smaller.
     prior
         Starting placement: 4 x 4 HR-physical -> LFOV-physical matrix, or a translation ``(3,)`` um
@@ -357,8 +353,8 @@ def register(
     t_all = time.perf_counter()
     hr_shape = _volume_shape("HR", hr)
     lf_shape = _volume_shape("LFOV", lfov)
-    hr_sp = _spacing("hr_spacing", hr_spacing)
-    lf_sp = _spacing("lfov_spacing", lfov_spacing)
+    hr_sp = _spacing("hr_spacing_um", hr_spacing_um)
+    lf_sp = _spacing("lfov_spacing_um", lfov_spacing_um)
     if np.any(hr_sp >= lf_sp):
         raise ConfigError(f"HR voxels ({hr_sp.tolist()} um) must be smaller than LFOV voxels "
                           f"({lf_sp.tolist()} um): are the volumes or the spacings swapped?")
