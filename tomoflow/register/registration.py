@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from tomoflow import config as _config
 from tomoflow._checks import check_choice, check_int, check_number
 from tomoflow.errors import ConfigError, InputError, RegistrationError
 from tomoflow.register.transform import Affine9, check_affine, torch_matrix
@@ -302,7 +303,7 @@ def register(
     max_rotation_deg: float = 10.0,
     scale_range: tuple[float, float] = (0.9, 1.1),
     max_iter: int = 100,
-    device: str = "cpu",
+    device: str | None = None,
 ) -> Registration:
     """Register an HR region-of-interest volume into an LFOV volume of the same sample (module docstring).
 
@@ -330,7 +331,8 @@ def register(
     max_iter
         Most L-BFGS iterations per stage and level.
     device
-        torch device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
+        torch device: ``"cpu"``, ``"cuda"`` or ``"auto"``; None: the configured device
+        (``tomoflow.config.get().device``).
 
     Returns
     -------
@@ -365,6 +367,7 @@ def register(
         raise ConfigError(f"scale_range must be (low < 1 < high), got {scale_range!r}")
     max_rotation_deg = check_number("max_rotation_deg", max_rotation_deg, low=0.0, low_open=True, high=90.0)
     max_iter = check_int("max_iter", max_iter, low=1)
+    device = _config.get().device if device is None else device
     dev = resolve_device(check_choice("device", device, ("cpu", "cuda", "auto")))
     ratio = float(np.mean(lf_sp / hr_sp))
     sigma = 0.5 * ratio if smoothing is None else check_number("smoothing (HR voxels)", smoothing, low=0.0)
