@@ -102,7 +102,7 @@ class AlignResult:
     Attributes
     ----------
     shifts
-        ``(n_angles, 2)`` float64 jitter ``(dy, dx)`` in pixels (sign convention of ARCHITECTURE.md;
+        ``(n_angles, 2)`` float64 jitter ``(dy, dx)`` in pixels (sign convention: docs/architecture.md;
         correct with ``shift_images(raw, -shifts)``), NumPy. Gauge-fixed (module docstring): mean
         ``dy`` is 0, ``dx`` holds no object-translation sinusoid, and its constant part is folded into
         ``center`` (mean ``dx`` 0) unless the centre was held.

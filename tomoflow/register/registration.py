@@ -22,8 +22,8 @@ interpolation error far below the accuracy asked for (a few hundredths of an HR 
 are the same modality (X-ray attenuation), so NCC is the metric: it ignores gain and offset
 differences between the scans and has a sharp, smooth optimum. The optimiser is L-BFGS (torch, strong
 Wolfe line search) on parameters scaled to "LFOV voxels of displacement at the ROI's edge", so a unit
-step in a rotation, a scale or a translation moves the ROI about equally (ITK's optimisers ignore
-parameter scales: ANCHORS.md).
+step in a rotation, a scale or a translation moves the ROI about equally (ITK's optimisers leave the
+parameter scales to the user: a radian and a micrometre would otherwise weigh the same).
 
 Only the LFOV region around the prior placement of the ROI (plus the search margin) is read
 (``lfov[box]``), so ``lfov`` can be a lazily sliced zarr array of any size. Results that are not

@@ -14,7 +14,7 @@ translation, all about a fixed point ``c`` (the HR volume's centre):
 so rotating or scaling leaves the ROI centre where the translation put it and the nine parameters do not
 trade off against each other (about a corner, a small rotation would also move the centre). The
 composition is R·S, a true rotation of a scaled frame (SimpleITK's ``ScaleVersor3DTransform`` is
-``R + S - I``, which is not; ANCHORS.md).
+``R + S - I``, which is not).
 
 Kernels only: NumPy (and torch for the differentiable form), no files. :func:`check_affine` is the
 one check of a matrix before it is used (registration priors, resampling).
