@@ -54,7 +54,7 @@ the recovered volume: porosity, pore count, mean pore volume. PNGs: the central 
 pore-size histogram of the first held-out sample (``results/bench_recover[_c]_slices.png``,
 ``..._pores.png``). Where the missing pores are: HR's pores binned by volume, and in each bin the
 fraction that the LFOV and the recovered volume find (a quarter or more of the pore's voxels below the
-threshold): *recall by pore size* (``tomoflow.recover.recall``), summed over the held-out samples.
+threshold): *recall by pore size* (``tomoflow.recover.pore_recall``), summed over the held-out samples.
 
 ``--lfov-spacing S`` (part (c)) scans the same samples with an LFOV of S µm voxels over the same
 field (384 µm: 96³ at 4 µm, 128³ at 3 µm); the HR ROI, PSF (0.7 LFOV voxel) and noise are unchanged.
@@ -689,7 +689,7 @@ RECALL_BINS_UM3 = (8, 16, 32, 64, 128, 256, 512, math.inf)
 
 def recall_by_size(hr: np.ndarray, volumes: dict[str, np.ndarray], threshold: float) -> dict[str, np.ndarray]:
     """HR's pores per volume bin (:data:`RECALL_BINS_UM3`, HR voxels of 1 µm) and how many of them each of
-    ``volumes`` finds (``tomoflow.recover.recall``, the protocol's 26-connectivity and 8-voxel minimum)."""
+    ``volumes`` finds (``tomoflow.recover.pore_recall``, the protocol's 26-connectivity and 8-voxel minimum)."""
     from tomoflow.recover import pore_recall
 
     r = pore_recall(hr, volumes, threshold=threshold, edges_um3=RECALL_BINS_UM3, spacing_um=1.0, connectivity=26,

@@ -110,7 +110,7 @@ def volume_pore_recall(
     region: Sequence[Sequence[int]] | None = None,
     max_bytes: int = RECALL_MAX_BYTES,
 ) -> Any:
-    """Recall by pore size (:func:`tomoflow.recover.recall`) of volume stores against a reference
+    """Recall by pore size (:func:`tomoflow.recover.pore_recall`) of volume stores against a reference
     store (the HR) over one region: which of the reference's pores each volume finds.
 
     In memory (pores are matched voxel by voxel): the region of the reference and of every volume is
