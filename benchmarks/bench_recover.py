@@ -132,7 +132,8 @@ def mapping_error(m_est: np.ndarray, m_true: np.ndarray, shape: tuple[int, int, 
 
 def run_tomoflow(pair: Any) -> tuple[np.ndarray, float, dict[str, Any]]:
     t = time.perf_counter()
-    res = register(pair.hr, pair.lfov, pair.hr_spacing_um, pair.lfov_spacing_um, prior=pair.prior_matrix)
+    res = register(pair.hr, pair.lfov, hr_spacing_um=pair.hr_spacing_um, lfov_spacing_um=pair.lfov_spacing_um,
+                   prior=pair.prior_matrix)
     return res.matrix, time.perf_counter() - t, {"stages": [(s["name"], round(s["seconds"], 3)) for s in res.stages],
                                                   "ncc": res.ncc}
 
@@ -558,7 +559,8 @@ def _pair_on_hr_grid(cfg: dict[str, Any], seed: int) -> tuple[Any, np.ndarray, d
                                     lfov_spacing_um=cfg.get("lfov_um", 4.0), prior_error_lfov_vox=1.5, seed=seed)
     t_sim = time.perf_counter() - t
     t = time.perf_counter()
-    reg = register(pair.hr, pair.lfov, pair.hr_spacing_um, pair.lfov_spacing_um, prior=pair.prior_matrix)
+    reg = register(pair.hr, pair.lfov, hr_spacing_um=pair.hr_spacing_um, lfov_spacing_um=pair.lfov_spacing_um,
+                   prior=pair.prior_matrix)
     e = mapping_error(reg.matrix, pair.true_matrix, pair.hr.shape, 1.0)
     inp = resample_to_grid(pair.lfov, reg.matrix, pair.hr.shape, pair.hr_spacing_um, pair.lfov_spacing_um)
     return pair, inp, {"seed": seed, "simulate_s": t_sim, "register_and_resample_s": time.perf_counter() - t,
@@ -576,7 +578,8 @@ def part_c(cfg: dict[str, Any], work: Path, figures: Path, idle_wait: float = 60
     """Training time on this CPU for the benchmark pair; pore metrics of LFOV / HR / recovered on held-out samples."""
     import torch
 
-    from tomoflow.recover import plot_pore_sizes, pore_metrics, predict_volume, threshold_from_reference
+    from tomoflow.pipeline.pores import plot_pore_sizes
+    from tomoflow.recover import pore_metrics, predict_volume, threshold_from_reference
     from tomoflow.recover.training import train_recovery, with_normalisation
 
     wait_for_idle(idle_wait)

@@ -115,7 +115,6 @@ PENDING = {
     ('tomoflow.align.training', 'io'),
     ('tomoflow.io.batch_stages', 'pipeline'),
     ('tomoflow.io.manifest', 'cluster'),
-    ('tomoflow.recover.pores', 'io'),
     ('tomoflow.recover.training', 'align'),
     ('tomoflow.recover.training', 'io'),
     ('tomoflow.recover.unet', 'align'),

@@ -13,7 +13,7 @@ from os import PathLike
 from typing import Any
 
 __all__ = ["TomoflowError", "InputError", "ModelError", "StoreError", "ConfigError", "PipelineError",
-           "summarise", "shorten", "describe_os_error"]
+           "RegistrationError", "summarise", "shorten", "describe_os_error"]
 
 
 class TomoflowError(Exception):
@@ -69,6 +69,11 @@ class ConfigError(TomoflowError, ValueError):
 
 class PipelineError(TomoflowError):
     """A pipeline task failed: names the store, the stage and the block, and says how to go on."""
+
+
+class RegistrationError(TomoflowError):
+    """A registration result is implausible (scale, rotation) or did not improve on the prior
+    (:func:`tomoflow.register.register`)."""
 
 
 # ----------------------------------------------------------------------------- message helpers

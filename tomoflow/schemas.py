@@ -48,9 +48,9 @@ def schema_json(name: str) -> str:
         schema["properties"]["tomoflow_file"] = {
             "type": "object", "description": "Written by tomoflow: the file's kind and the fingerprint of what it "
             "was made from (tomoflow.io.output; not part of the document)."}
-    from tomoflow.io.output import _body_digest
+    from tomoflow.io.output import body_digest
 
-    schema["tomoflow_file"] = {"kind": "schema", "fingerprint": None, "body": _body_digest(schema)}
+    schema["tomoflow_file"] = {"kind": "schema", "fingerprint": None, "body": body_digest(schema)}
     return json.dumps(schema, indent=2, sort_keys=True) + "\n"
 
 

@@ -10,19 +10,17 @@ import pytest
 from scipy import ndimage
 
 import tomoflow.recover.pores
+import tomoflow.recover.recall
 from tomoflow.errors import ConfigError, InputError
-from tomoflow.recover.pores import (
-    block_pores,
-    merge_block_pores,
-    plot_pore_sizes,
-    pore_metrics,
-    pore_recall,
-    threshold_from_reference,
-)
+from tomoflow.pipeline.pores import plot_pore_sizes
+from tomoflow.recover.pore_blocks import block_pores, merge_block_pores
+from tomoflow.recover.pores import pore_metrics, threshold_from_reference
+from tomoflow.recover.recall import pore_recall
 
 
-def test_docstring_examples_run():
-    assert doctest.testmod(tomoflow.recover.pores, raise_on_error=True).attempted > 0
+@pytest.mark.parametrize("module", [tomoflow.recover.pores, tomoflow.recover.recall])
+def test_docstring_examples_run(module):
+    assert doctest.testmod(module, raise_on_error=True).attempted > 0
 
 
 # ----------------------------------------------------------------------------- helpers

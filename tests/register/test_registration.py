@@ -44,7 +44,7 @@ def _error_hr_vox(m_est, m_true):
 def test_recovers_a_known_9dof_transform(pair):
     hr, lfov, m_true, prior = pair
     assert _error_hr_vox(prior, m_true).mean() > 5.0
-    res = register(hr, lfov, 1.0, 4.0, prior=prior)
+    res = register(hr, lfov, hr_spacing_um=1.0, lfov_spacing_um=4.0, prior=prior)
     assert isinstance(res, Registration) and res.dof == 9
     err = _error_hr_vox(res.matrix, m_true)
     assert err.mean() < 0.1 and err.max() < 0.25, (err.mean(), err.max())
@@ -68,7 +68,7 @@ def test_translation_only_and_lfov_read_by_region(pair):
             return lfov[key]
 
     src = Sliced()
-    res = register(hr, src, 1.0, 4.0, prior=prior, dof=3)
+    res = register(hr, src, hr_spacing_um=1.0, lfov_spacing_um=4.0, prior=prior, dof=3)
     assert res.stages[-1]["name"] == "translation"
     assert len(src.reads) == 1
     read = [s.stop - s.start for s in src.reads[0]]
@@ -80,25 +80,26 @@ def test_translation_only_and_lfov_read_by_region(pair):
 def test_bad_inputs_give_clear_errors(pair):
     hr, lfov, _, prior = pair
     with pytest.raises(ConfigError, match="smaller than LFOV voxels"):
-        register(hr, lfov, 4.0, 1.0, prior=prior)
+        register(hr, lfov, hr_spacing_um=4.0, lfov_spacing_um=1.0, prior=prior)
     with pytest.raises(ConfigError, match="dof"):
-        register(hr, lfov, 1.0, 4.0, prior=prior, dof=7)
+        register(hr, lfov, hr_spacing_um=1.0, lfov_spacing_um=4.0, prior=prior, dof=7)
     with pytest.raises(InputError, match="do not overlap"):
         far = prior.copy()
         far[:3, 3] += 1000.0
-        register(hr, lfov, 1.0, 4.0, prior=far)
+        register(hr, lfov, hr_spacing_um=1.0, lfov_spacing_um=4.0, prior=far)
     with pytest.raises(InputError, match="HR.*NaN"):
         bad = hr.copy()
         bad[3, 3, 3] = np.nan
-        register(bad, lfov, 1.0, 4.0, prior=prior)
+        register(bad, lfov, hr_spacing_um=1.0, lfov_spacing_um=4.0, prior=prior)
     with pytest.raises(InputError, match="shape"):
-        register(hr[0], lfov, 1.0, 4.0, prior=prior)
+        register(hr[0], lfov, hr_spacing_um=1.0, lfov_spacing_um=4.0, prior=prior)
     with pytest.raises(ConfigError, match="prior"):
-        register(hr, lfov, 1.0, 4.0, prior=np.ones((3, 3)))
+        register(hr, lfov, hr_spacing_um=1.0, lfov_spacing_um=4.0, prior=np.ones((3, 3)))
 
 
 def test_wrong_voxel_size_is_implausible(pair):
     """An HR voxel size 15 % off asks for a 0.87 scale: refused, not returned."""
     hr, lfov, _, prior = pair
     with pytest.raises(RegistrationError, match="scale"):
-        register(hr, lfov, 1.0, 4.0 * 0.87, prior=prior * np.r_[1, 1, 1, 1][:, None] * 1.0)
+        register(hr, lfov, hr_spacing_um=1.0, lfov_spacing_um=4.0 * 0.87,
+                 prior=prior * np.r_[1, 1, 1, 1][:, None] * 1.0)

@@ -18,7 +18,7 @@ from tomoflow.sim.multiscale import (
     compose_matrix,
     porous_sample,
     rasterize_sample,
-    rotation_matrix,
+    rotation_from_euler_deg,
     simulate_multiscale_pair,
 )
 
@@ -66,7 +66,7 @@ def test_shapes_dtypes_spacings_and_dof(pair):
     assert np.all(np.abs(pair.rotation_deg) <= 3.0) and np.all(np.abs(pair.scale - 1) <= 0.02)
     m = pair.true_matrix
     np.testing.assert_array_equal(m[3], [0, 0, 0, 1])
-    np.testing.assert_allclose(m[:3, :3], rotation_matrix(pair.rotation_deg) @ np.diag(pair.scale), atol=1e-15)
+    np.testing.assert_allclose(m[:3, :3], rotation_from_euler_deg(pair.rotation_deg) @ np.diag(pair.scale), atol=1e-15)
     np.testing.assert_allclose(m @ [*pair.hr_center_um, 1.0], [*pair.translation_um, 1.0], atol=1e-12)
     # the ROI centre is within max_translation LFOV voxels of the LFOV centre
     assert np.all(np.abs(pair.translation_um - pair.lfov_center_um) <= 3.0 * 4.0 + 1e-9)
@@ -78,11 +78,11 @@ def test_shapes_dtypes_spacings_and_dof(pair):
 
 def test_rotation_convention():
     # R_z rotates y towards x, R_y x towards z, R_x z towards y; R = R_z @ R_y @ R_x
-    np.testing.assert_allclose(rotation_matrix((90, 0, 0)) @ [0, 1, 0], [0, 0, 1], atol=1e-15)
-    np.testing.assert_allclose(rotation_matrix((0, 90, 0)) @ [0, 0, 1], [1, 0, 0], atol=1e-15)
-    np.testing.assert_allclose(rotation_matrix((0, 0, 90)) @ [1, 0, 0], [0, 1, 0], atol=1e-15)
-    r = rotation_matrix((7, -3, 11))
-    rz, ry, rx = rotation_matrix((7, 0, 0)), rotation_matrix((0, -3, 0)), rotation_matrix((0, 0, 11))
+    np.testing.assert_allclose(rotation_from_euler_deg((90, 0, 0)) @ [0, 1, 0], [0, 0, 1], atol=1e-15)
+    np.testing.assert_allclose(rotation_from_euler_deg((0, 90, 0)) @ [0, 0, 1], [1, 0, 0], atol=1e-15)
+    np.testing.assert_allclose(rotation_from_euler_deg((0, 0, 90)) @ [1, 0, 0], [0, 1, 0], atol=1e-15)
+    r = rotation_from_euler_deg((7, -3, 11))
+    rz, ry, rx = rotation_from_euler_deg((7, 0, 0)), rotation_from_euler_deg((0, -3, 0)), rotation_from_euler_deg((0, 0, 11))
     np.testing.assert_allclose(r, rz @ ry @ rx)
     np.testing.assert_allclose(r @ r.T, np.eye(3), atol=1e-15)
     m = compose_matrix((7, -3, 11), (1.01, 0.99, 1.02), (5.0, 6.0, 7.0), (1.0, 2.0, 3.0))
@@ -127,7 +127,7 @@ def test_single_primitive_lands_where_the_matrix_says(big):
     p = simulate_multiscale_pair(**SMALL, **kw, seed=11, noise=0.0)
     m = p.true_matrix
     target = m @ [*(p.hr_center_um + [2.3, -3.1, 1.7]), 1.0]  # off the HR centre: rotation matters
-    rot = rotation_matrix((20, 40, -30))
+    rot = rotation_from_euler_deg((20, 40, -30))
     s = PorousSample(target[None, :3], [[6.0, 4.0, 3.0]], rot[None], [1.0], [1])
     lf = rasterize_sample(s, p.lfov.shape, 4.0, supersample=6)
     hr = rasterize_sample(s, p.hr.shape, 1.0, m, supersample=4)

@@ -1,6 +1,6 @@
 """Jitter alignment (Fu et al. 2021 and classical baselines): kernels on arrays, no Dask, no files.
 
-Sign convention (ARCHITECTURE.md): a jitter ``(dy, dx)`` is how far a measured projection is displaced
+Sign convention (docs/architecture.md): a jitter ``(dy, dx)`` is how far a measured projection is displaced
 from where a perfect stage would have put it (rows, columns; ``+dx`` = content moved to larger column
 index). Alignment estimates it; correction moves the raw projection by ``(-dy, -dx)``, once
 (:func:`apply_shifts`).

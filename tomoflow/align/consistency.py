@@ -76,7 +76,8 @@ from tomoflow.backend import get_namespace, to_numpy
 from tomoflow.errors import ConfigError, InputError
 from tomoflow.geometry import check_center
 
-__all__ = ["align_consistency", "align_phase", "register_phase", "estimate_axis", "AlignResult", "MIN_ANGLES"]
+__all__ = ["align_consistency", "align_phase", "register_phase", "estimate_axis", "check_scan", "initial_center",
+           "AlignResult", "MIN_ANGLES"]
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ class AlignResult:
     Attributes
     ----------
     shifts
-        ``(n_angles, 2)`` float64 jitter ``(dy, dx)`` in pixels (sign convention of ARCHITECTURE.md;
+        ``(n_angles, 2)`` float64 jitter ``(dy, dx)`` in pixels (sign convention: docs/architecture.md;
         correct with ``shift_images(raw, -shifts)``), NumPy. Gauge-fixed (module docstring): mean
         ``dy`` is 0, ``dx`` holds no object-translation sinusoid, and its constant part is folded into
         ``center`` (mean ``dx`` 0) unless the centre was held.
@@ -134,8 +135,28 @@ class AlignResult:
     volume: Any = None
 
 
-def _check_scan(projections: Any, angles_deg: Any, *, vertical: bool = True) -> tuple[Any, Any, np.ndarray]:
-    """``(xp, float32 (angle, row, col) stack, angles)`` of a scan fit for reconstruction-based alignment."""
+def check_scan(projections: Any, angles_deg: Any, *, vertical: bool = True) -> tuple[Any, Any, np.ndarray]:
+    """Check that a scan is fit for reconstruction-based alignment, and return it as float32.
+
+    Parameters
+    ----------
+    projections
+        Line integrals ``(angle, row, col)``, NumPy or CuPy.
+    angles_deg
+        One angle per projection, degrees.
+    vertical
+        Whether the rows will be aligned too (then the detector needs at least ``MIN_SIZE`` rows).
+
+    Returns
+    -------
+    tuple
+        ``(xp, p, angles)``: the array namespace, the float32 stack and the validated float64 angles.
+
+    Raises
+    ------
+    InputError
+        Not 3-D, fewer than :data:`MIN_ANGLES` angles, too few pixels, or NaN / Inf values.
+    """
     xp = get_namespace(projections)
     arr = xp.asarray(projections)
     if arr.ndim != 3:
@@ -178,9 +199,29 @@ def clean_copy(p: Any) -> Any:
     return res.data
 
 
-def _initial_center(center: Any, p: Any, ang: np.ndarray) -> float:
-    """Rotation centre before alignment: ``"auto"`` estimates it on the data (:func:`estimate_axis`),
-    None = detector centre."""
+def initial_center(center: Any, p: Any, ang: np.ndarray) -> float:
+    """The rotation centre an alignment starts from.
+
+    Parameters
+    ----------
+    center
+        A column in pixels, ``"auto"`` (estimated on the data by :func:`estimate_axis`) or None
+        (the detector centre).
+    p
+        The checked stack ``(angle, row, col)`` (:func:`check_scan`).
+    ang
+        Its angles, degrees.
+
+    Returns
+    -------
+    float
+        The centre, column in pixels.
+
+    Raises
+    ------
+    ConfigError
+        A string other than ``"auto"``, or a column outside the detector.
+    """
     ncol = int(p.shape[-1])
     if isinstance(center, str):
         if center != "auto":
@@ -326,11 +367,11 @@ def align_phase(
     """
     recon_iterations = check_int("recon_iterations", recon_iterations, low=1)
     upsample = check_int("upsample", upsample, low=1)
-    _, p, ang = _check_scan(projections, angles_deg, vertical=vertical)
+    _, p, ang = check_scan(projections, angles_deg, vertical=vertical)
     t0 = time.perf_counter()
     if despeckle:
         p = clean_copy(p)
-    ctr = _initial_center(center, p, ang)
+    ctr = initial_center(center, p, ang)
     rep = reproject(p, ang, center=ctr, n_iter=recon_iterations)
     res = register_phase(p, rep, ang, ctr, upsample=upsample, vertical=vertical)
     res.log[0]["seconds"] = time.perf_counter() - t0
@@ -458,14 +499,14 @@ def align_consistency(
     subsets = check_int("subsets", subsets, low=1)
     if callback is not None and not callable(callback):
         raise ConfigError(f"callback must be callable, got {callback!r}")
-    _, p, ang = _check_scan(projections, angles_deg, vertical=vertical)
+    _, p, ang = check_scan(projections, angles_deg, vertical=vertical)
     if despeckle:
         p = clean_copy(p)
     n, ny, nx = (int(s) for s in p.shape)
     shifts = _raw_shifts(init_shifts, n)
     if not vertical:
         shifts[:, 0] = 0.0
-    ctr = _initial_center(center, p, ang)
+    ctr = initial_center(center, p, ang)
     if init_shifts is not None:
         # ``center`` is the axis of the raw data: removing the common dx of the start keeps it there.
         shifts, _ = _gauge(shifts, ctr, ang, refine_center=False)

@@ -34,12 +34,12 @@ from tomoflow._checks import check_int, check_number
 from tomoflow.align.binning import bin_center, bin_stack, unbin_center, unbin_volume
 from tomoflow.align.consistency import (
     AlignResult,
-    _check_scan,
     _corrected,
-    _initial_center,
     align_consistency,
+    check_scan,
     clean_copy,
     fill_missing,
+    initial_center,
     measured_fraction,
 )
 from tomoflow.align.gauge import fix_gauge
@@ -113,8 +113,8 @@ def start_network(projections: Any, angles_deg: Any, center: str | float | None 
     and the stack resampled to the network input."""
     from tomoflow.align.resnet import shift_scale, to_input_size
 
-    _, p, ang = _check_scan(projections, angles_deg)
-    ctr = _initial_center(center, p, ang)
+    _, p, ang = check_scan(projections, angles_deg)
+    ctr = initial_center(center, p, ang)
     return NetworkState(stack=to_input_size(p), scale=shift_scale(tuple(p.shape[-2:])), center=float(ctr),
                         shifts=np.zeros((int(p.shape[0]), 2)))
 
@@ -253,7 +253,7 @@ def align_resnet(
     if passes > 5:
         raise ConfigError(f"passes must be 1-5, got {passes}")
     tol = check_number("tol (pixels)", tol, low=0.0, low_open=True)
-    _, p, ang = _check_scan(projections, angles_deg)
+    _, p, ang = check_scan(projections, angles_deg)
     if despeckle:
         p = clean_copy(p)
     from tomoflow.align.resnet import load_aligner
@@ -315,7 +315,7 @@ def align_hybrid(
         ``method="hybrid"``; ``log`` = the network passes, then one entry per refinement iteration
         (binned ones carry ``"binning"``).
     """
-    _, p, ang = _check_scan(projections, angles_deg)
+    _, p, ang = check_scan(projections, angles_deg)
     if despeckle:
         p = clean_copy(p)
     coarse = align_resnet(p, ang, center=center, recon_iterations=recon_iterations, passes=passes,
@@ -378,7 +378,7 @@ def refine(projections: Any, angles_deg: Any, coarse: AlignResult, *, n_iter: in
     coarse_iter = check_int("coarse_iter", coarse_iter, low=1)
     coarse_tol = check_number("coarse_tol (pixels)", coarse_tol, low=0.0, low_open=True)
     coarse_warm = check_int("coarse_warm", coarse_warm, low=1)
-    _, p, ang = _check_scan(projections, angles_deg, vertical=bool(consistency_options.get("vertical", True)))
+    _, p, ang = check_scan(projections, angles_deg, vertical=bool(consistency_options.get("vertical", True)))
     ny, nx = int(p.shape[1]), int(p.shape[2])
     fr = binning if ny // binning >= COARSE_MIN_ROWS and consistency_options.get("vertical", True) else 1
     fc = binning if nx // binning >= COARSE_MIN_COLS else 1

@@ -36,7 +36,7 @@ angles, +-8 px jitter; RMSE of the recovered jitter; ``tests/align/test_phase.py
 
 - Tomography projections are smooth: their power sits in a few low frequencies. Phase normalisation
   weights the many high-frequency bins that hold only noise as much as those few, and the peak sinks
-  into the noise floor (the ANCHORS pitfall; skimage's ``normalization="phase"`` "found no shift"):
+  into the noise floor (a known pitfall of phase correlation; skimage's ``normalization="phase"`` "found no shift"):
   with photon noise (200 photons/pixel) ``"phase"`` + Hann gave 5.4 px against the exactly shifted
   projections, plain correlation 0.03 px.
 - The alignment methods register each projection against the *reprojection of a reconstruction made

@@ -3,7 +3,7 @@
 Each measured projection is read next to the reprojection of an MLEM reconstruction of the jittered
 scan (:func:`tomoflow.align.reproject.reproject`) as one 2-channel image; the network regresses the
 jitter ``(dy, dx)`` of the measured projection relative to the reprojection, in pixels, with the sign
-convention of ARCHITECTURE.md (``+dx``: the measured content sits at larger column index; correction
+convention of docs/architecture.md (``+dx``: the measured content sits at larger column index; correction
 shifts by ``(-dy, -dx)``).
 
 Architecture (as published): stem conv 7x7 stride 2 (2 -> 64) + BatchNorm + ReLU, max-pool 3x3/2,

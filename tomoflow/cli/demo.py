@@ -147,10 +147,10 @@ def _recovery(rec: Path, size: int, train_seconds: float, client: Any) -> None:
     from tomoflow.io.synthetic import write_multiscale_pair
     from tomoflow.io.volume_store import VolumeStore
     from tomoflow.pipeline.pores import reference_threshold, volume_pores
-    from tomoflow.pipeline.registration import register_volumes
+    from tomoflow.pipeline.pores import plot_pore_sizes
     from tomoflow.pipeline.recover import recover_volume
+    from tomoflow.pipeline.registration import register_volumes
     from tomoflow.pipeline.resample import field_grid, resample_volume
-    from tomoflow.recover import plot_pore_sizes
     from tomoflow.recover.training import train_recovery
     from tomoflow.recover.unet import UNetConfig
     from tomoflow.report import recovery_png

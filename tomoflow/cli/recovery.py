@@ -262,7 +262,7 @@ def pores(
         write_json(json_plan, doc)
         console.print(f"{'kept' if json_plan.action == 'same' else 'wrote'} {_e(json_out)}")
     if png_plan is not None:
-        from tomoflow.recover import plot_pore_sizes
+        from tomoflow.pipeline.pores import plot_pore_sizes
 
         plot_pore_sizes(results, png_plan)
         console.print(f"histogram: {_e(png)}")

@@ -60,7 +60,7 @@ __all__ = [
     "OutputPlan", "fingerprint", "identity_of", "prepare_output", "create_store", "resolved_path",
     "FilePlan", "FILE_KINDS", "STAMP_KEY", "plan_file", "plan_folder", "write_file", "write_json", "read_stamp",
     "as_file_plan", "check_not_an_input", "enclosing_store", "check_writable_location", "save_figure", "save_image", "file_stamp",
-    "plan_files", "stamped_json",
+    "plan_files", "stamped_json", "body_digest",
 ]
 
 
@@ -456,8 +456,19 @@ class FilePlan:
         return (f"<!-- {STAMP_KEY}: {text} -->\n" if html else f"# {STAMP_KEY}: {text}\n") + body
 
 
-def _body_digest(value: Any) -> str:
-    """Digest of a JSON document's content (its stamp left out), independent of its formatting."""
+def body_digest(value: Any) -> str:
+    """Digest of a JSON document's content (its stamp left out), independent of its formatting.
+
+    Parameters
+    ----------
+    value
+        The document (JSON-serialisable), without its ``tomoflow_file`` stamp.
+
+    Returns
+    -------
+    str
+        sha256 hex digest of its canonical JSON (sorted keys, no spaces).
+    """
     return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
@@ -470,7 +481,7 @@ def stamped_json(doc: Mapping[str, Any], kind: str | None = None, fingerprint: s
     if kind is None:
         kind, fingerprint = old.get("kind"), old.get("fingerprint")
     body = json.loads(json.dumps({k: v for k, v in doc.items() if k != STAMP_KEY}, default=default))
-    stamp = dict(file_stamp(str(kind), fingerprint), body=_body_digest(body))
+    stamp = dict(file_stamp(str(kind), fingerprint), body=body_digest(body))
     return json.dumps({**body, STAMP_KEY: stamp}, indent=indent) + "\n"
 
 
@@ -577,7 +588,7 @@ def read_stamp(path: str | os.PathLike) -> dict[str, Any] | None:
                 return {"kind": "schema", "fingerprint": None}
             stamp = _parse_stamp(doc.pop(STAMP_KEY, None))
             # the document must be the one stamped: edited (or a copied stamp) is no longer tomoflow's
-            return stamp if stamp is not None and stamp.get("body") == _body_digest(doc) else None
+            return stamp if stamp is not None and stamp.get("body") == body_digest(doc) else None
         if suffix in FILE_KINDS["raw-scan"]:
             import h5py
 

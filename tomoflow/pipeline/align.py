@@ -90,12 +90,12 @@ def _mlem_task(binned: np.ndarray, angles: np.ndarray, center: float | str, n_it
                despeckle: bool) -> dict:
     """``align-mlem`` of the phase method: impulse noise removed, centre (estimated if asked), the
     reference reconstruction of the binned stack."""
-    from tomoflow.align.consistency import _check_scan, _initial_center, clean_copy
+    from tomoflow.align.consistency import check_scan, clean_copy, initial_center
     from tomoflow.align.reproject import reference_volume
 
-    _, p, ang = _check_scan(binned, angles, vertical=vertical)
+    _, p, ang = check_scan(binned, angles, vertical=vertical)
     p = clean_copy(p) if despeckle else p
-    ctr = _initial_center(center, p, ang)
+    ctr = initial_center(center, p, ang)
     t0 = time.perf_counter()
     vol = reference_volume(p, ang, center=ctr, n_iter=n_iter)
     return {"clean": p, "volume": vol, "center": ctr, "mlem_s": time.perf_counter() - t0}
@@ -114,14 +114,14 @@ def _network_mlem_task(prev: Any, angles: np.ndarray, n_iter: int) -> dict:
     """``align-mlem`` of one network pass: the network-space stack moved by the current estimate and
     its MLEM reconstruction. The first pass (``prev`` = the binned stack and the requested centre)
     also removes impulse noise and estimates the centre."""
-    from tomoflow.align.consistency import _check_scan, clean_copy
+    from tomoflow.align.consistency import check_scan, clean_copy
     from tomoflow.align.hybrid import network_volume, start_network
 
     t0 = time.perf_counter()
     if "state" in prev:
         state, clean = prev["state"], prev["clean"]
     else:
-        _, clean, ang = _check_scan(prev["binned"], angles)
+        _, clean, ang = check_scan(prev["binned"], angles)
         clean = clean_copy(clean) if prev["despeckle"] else clean
         state = start_network(clean, ang, prev["center"])
     data, vol = network_volume(state, angles, recon_iterations=n_iter)

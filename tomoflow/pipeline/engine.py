@@ -1,7 +1,8 @@
 """The stage engine: one way to run blocks of work that each write whole chunks of one output store.
 
-Every pipeline stage (reconstruction today; alignment, registration resampling, tiled U-Net inference
-and the batch runner next) is *planning + a block function*; this module owns everything else, once:
+Every pipeline stage (reconstruction, alignment, registration resampling, tiled U-Net inference; the
+batch runner calls them per scan) is *planning + a block function*; this module owns everything else,
+once:
 
 1. **Output identity** — :func:`fingerprint` digests the stage name, the *identity* of each input
    (:func:`identity_of`: a tomoflow store's content/producer identity, a raw file's sha256 — never a
@@ -30,13 +31,19 @@ and the batch runner next) is *planning + a block function*; this module owns ev
    :func:`tomoflow.backend.limit_threads` with the worker's share of its node's CPUs, so numba and
    FFT threads never oversubscribe a node.
 
-How the next stages use it
---------------------------
-* **Alignment** writes per-angle shifts and aligned projections into its own store: units = angle
-  chunks, block function = read projections of those angles, shift, return them.
-* **Registration resampling / tiled U-Net inference**: units = output chunks of a volume store,
-  ``Block.args`` carry the input region plus its halo; the block function reads the halo'd input,
-  runs the kernel or network and returns the cropped chunk region.
+How the stages use it
+---------------------
+* **Reconstruction** (:mod:`tomoflow.pipeline.reconstruct`): units = z-chunks of the volume's
+  level 0, blocks = sinogram slabs of whole units (``recon-<algorithm>``), then the pyramid.
+* **Alignment** (:mod:`tomoflow.pipeline.align`) writes per-angle shifts and aligned projections into
+  its own scan store: units = angle chunks (``flat-field-correct``, then ``align-shift``: read the
+  projections of those angles, shift them, return them), the estimation in between.
+* **Registration resampling / tiled U-Net inference** (:mod:`tomoflow.pipeline.resample`,
+  :mod:`tomoflow.pipeline.recover`): units = output chunks of a volume store, ``Block.args`` carry
+  the input region plus its halo; the block function reads the halo'd input, runs the kernel or
+  network and returns the cropped chunk region (``resample-volume``, ``recover-unet``).
+* **The pyramid** of every volume store (:mod:`tomoflow.pipeline.pyramid`): one ``pyramid-level``
+  task per chunk of each coarser level.
 * **The batch runner** calls each stage's driver per scan; the stores are the state, so a rerun of
   a batch skips complete stages at :func:`prepare_output` (no writes) and resumes incomplete ones.
 

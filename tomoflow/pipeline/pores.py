@@ -4,13 +4,14 @@
 (:func:`tomoflow.recover.block_pores` on each), then joins pores across slab faces
 (:func:`tomoflow.recover.merge_block_pores`): the result equals :func:`tomoflow.recover.pore_metrics` on
 the whole region, with memory O(slab). One fixed protocol (threshold, connectivity, minimum size) is
-applied to every volume compared.
+applied to every volume compared. :func:`plot_pore_sizes` saves the size histograms of several
+volumes as a PNG (:func:`tomoflow.recover.pore_plot.pore_size_figure`).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from tomoflow._checks import check_int
 from tomoflow.errors import ConfigError, InputError
 from tomoflow.io.volume_store import VolumeStore
 
-__all__ = ["volume_pores", "reference_threshold", "volume_pore_recall", "RECALL_MAX_BYTES"]
+__all__ = ["volume_pores", "reference_threshold", "volume_pore_recall", "plot_pore_sizes", "RECALL_MAX_BYTES"]
 
 #: Most bytes :func:`volume_pore_recall` reads into memory (the reference's labels and every volume's region).
 RECALL_MAX_BYTES = 4 * 1024**3
@@ -156,3 +157,38 @@ def volume_pore_recall(
         vols[name] = np.asarray(st.level(0)[sl], dtype=np.float32)
     return pore_recall(np.asarray(ref.level(0)[sl], dtype=np.float32), vols, threshold=threshold,
                        spacing_um=spacing, connectivity=connectivity, min_voxels=min_voxels)
+
+
+def plot_pore_sizes(metrics: Mapping[str, Any], path: Any, *, bins: int = 30, title: str | None = None,
+                    overwrite: bool = False) -> Path:
+    """Overlay the equivalent-diameter histograms of several volumes in a PNG.
+
+    Parameters
+    ----------
+    metrics
+        ``{name: PoreMetrics}``, e.g. ``{"LFOV": ..., "HR": ..., "recovered": ...}``, all measured
+        with the same threshold and connectivity.
+    path
+        PNG file to write (folders are created), or a :class:`tomoflow.io.output.FilePlan` of one. The
+        file policy applies: a file tomoflow did not write is never replaced, one it wrote only with
+        ``overwrite``.
+    bins
+        Number of log-spaced bins shared by all volumes.
+    title
+        Figure title; the protocol (threshold, connectivity, minimum size) is appended.
+
+    Returns
+    -------
+    Path
+        The PNG path.
+
+    Raises
+    ------
+    ConfigError
+        No metrics, or metrics of different thresholds or connectivities
+        (:func:`tomoflow.recover.pore_plot.pore_size_figure`).
+    """
+    from tomoflow.io.output import save_figure
+    from tomoflow.recover.pore_plot import pore_size_figure
+
+    return save_figure(pore_size_figure(metrics, bins=bins, title=title), path, overwrite=overwrite)

@@ -23,7 +23,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from tomoflow.errors import ConfigError, InputError, PipelineError, TomoflowErro
 from tomoflow.geometry import check_slice_shape
 from tomoflow.io.models import VOLUME_FORMAT
 from tomoflow.io.scan_store import ScanStore, validate_center
-from tomoflow.io.volume_store import VolumeStore, block_mean_2x, level_shape, pyramid_levels
+from tomoflow.io.volume_store import VolumeStore, level_shape, pyramid_levels
 from tomoflow.pipeline.engine import (
     Block,
     StageLog,
@@ -47,6 +47,7 @@ from tomoflow.pipeline.engine import (
     run_blocks,
     writes_outputs,
 )
+from tomoflow.pipeline.pyramid import chunk_grid, run_pyramid
 from tomoflow.recon.center import find_center
 from tomoflow.recon.fbp import FBP_METHODS, fbp
 from tomoflow.recon.filters import check_filter, padded_length
@@ -275,21 +276,7 @@ def _recon_block_gpu(scan: ScanStore, params: ReconParams, z0: int, z1: int) -> 
     return out
 
 
-def _pyramid_block(out: str, level: int, region: tuple[slice, ...]) -> np.ndarray:
-    """Block function: one chunk of ``level`` from ``level - 1`` of the same store."""
-    src = VolumeStore.open(out, require_complete=False).level(level - 1)
-    src_sl = tuple(slice(2 * s.start, min(2 * s.stop, n)) for s, n in zip(region, src.shape))
-    return block_mean_2x(np.asarray(src[src_sl]))
-
-
 # ----------------------------------------------------------------------------- planning
-def _chunk_grid(shape: tuple[int, ...], chunks: tuple[int, ...]) -> list[tuple[slice, ...]]:
-    """Every chunk region of an array, in C order (the marker unit order)."""
-    counts = [-(-s // c) for s, c in zip(shape, chunks)]
-    return [tuple(slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(idx, chunks, shape))
-            for idx in np.ndindex(*counts)]
-
-
 def _slab_blocks(scan_path: str, params: ReconParams, n_rows: int, chunk_rows: int, unit_bytes: int,
                  budget: int, parallel: int) -> list[Block]:
     n_units = -(-n_rows // chunk_rows)
@@ -300,26 +287,6 @@ def _slab_blocks(scan_path: str, params: ReconParams, n_rows: int, chunk_rows: i
                             args=(scan_path, params, z0, z1), nbytes=unit_bytes * (u1 - u0),
                             label=f"rows {z0}-{z1}"))
     return blocks
-
-
-def _pyramid_blocks(out: str, vstore: VolumeStore, level: int) -> list[Block]:
-    arr = vstore.level(level)
-    return [Block(units=(i,), region=r, args=(out, level, r), nbytes=9 * 4 * int(np.prod([s.stop - s.start for s in r])),
-                  label=f"level {level} chunk {i}")
-            for i, r in enumerate(_chunk_grid(tuple(arr.shape), tuple(arr.chunks)))]
-
-
-def run_pyramid(out: str, store: VolumeStore, stage: str, *, client: Any, cluster: Any,
-                progress: Callable[[str, int, int], None] | None) -> dict[str, float]:
-    """Compute levels 1.. of a volume store from level 0 (2x block means, one task per chunk) as steps
-    ``level-k`` of ``stage``; returns each level's wall time."""
-    timings = {}
-    for level in range(1, store.n_levels):
-        rep = run_blocks(out, _pyramid_blocks(out, store, level), _pyramid_block, stage=stage, step=f"level-{level}",
-                         array=str(level), name="pyramid-level", client=client, cluster=cluster, progress=progress,
-                         progress_label=f"pyramid level {level}")
-        timings[f"pyramid_level_{level}"] = rep.wall_s
-    return timings
 
 
 def _validate(algorithm: str, filter: str, n_iter: int | None, memory_budget: Any,  # noqa: A002
@@ -456,7 +423,7 @@ def reconstruct_scan(
         inputs = [scan.attrs.source] if scan.attrs.source else []
         vstore = VolumeStore.create(plan, shape3, pixel, chunks=chunks, n_levels=n_levels, algorithm=algorithm,
                                     rotation_center=ctr, scan=str(scan_path), run_config=run_config, inputs=inputs)
-        steps = {f"level-{k}": len(_chunk_grid(level_shape(shape3, k), tuple(vstore.level(k).chunks)))
+        steps = {f"level-{k}": len(chunk_grid(level_shape(shape3, k), tuple(vstore.level(k).chunks)))
                  for k in range(1, n_levels)}
         steps = {"level-0": -(-n_rows // chunks[0]), **steps}
         StageLog.begin(out_path, "recon", fingerprint=fp, params=request, steps=steps)

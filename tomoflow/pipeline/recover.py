@@ -34,7 +34,7 @@ from tomoflow.io.stages import StageLog
 from tomoflow.io.volume_store import VolumeStore, level_shape, pyramid_levels
 from tomoflow.pipeline.engine import Block, current_client, fingerprint, identity_of, prepare_output, run_blocks
 from tomoflow.pipeline.engine import writes_outputs
-from tomoflow.pipeline.reconstruct import _chunk_grid, run_pyramid
+from tomoflow.pipeline.pyramid import chunk_grid, run_pyramid
 
 __all__ = ["recover_volume"]
 
@@ -64,17 +64,17 @@ def _recover_block(volume_path: str, model_path: str, sha256: str, device: str, 
                    valid: bool = False) -> np.ndarray:
     """Block function: one output chunk, predicted from its halo'd, aligned input box; ``valid``: a torch
     U-Net run without padding, only the kept voxels computed (:func:`tomoflow.recover.tiling.valid_halo`)."""
-    from tomoflow.recover.tiling import _check_finite_box, _predict_boxes, _prepare, read_box
+    from tomoflow.recover.tiling import check_finite_box, predict_boxes, prepare_model, read_box
 
     model = _model(model_path, sha256, device)
     src = VolumeStore.open(volume_path).level(0)
     x = read_box(src, in_start, in_stop, pad_mode)
-    _check_finite_box(x, in_start, in_stop)
-    dev, dtype, _ = _prepare(model, device)
+    check_finite_box(x, in_start, in_stop)
+    dev, dtype, _ = prepare_model(model, device)
     if dev is None or dev.type != "cpu":  # an ONNX session (its own threads), or a GPU
-        return _predict_boxes(model, [x], [crop], dev, dtype, valid)[0]
+        return predict_boxes(model, [x], [crop], dev, dtype, valid)[0]
     with torch_threads():  # the task's CPU budget, not Dask's OMP_NUM_THREADS=1
-        return _predict_boxes(model, [x], [crop], dev, dtype, valid)[0]
+        return predict_boxes(model, [x], [crop], dev, dtype, valid)[0]
 
 
 @writes_outputs
@@ -204,7 +204,7 @@ def recover_volume(
                                        extra={"recovered_from": str(volume_path), "model": str(model_path),
                                               "model_sha256": sha})
         steps = {"level-0": len(tiles)}
-        steps.update({f"level-{k}": len(_chunk_grid(level_shape(shape, k), tuple(out_store.level(k).chunks)))
+        steps.update({f"level-{k}": len(chunk_grid(level_shape(shape, k), tuple(out_store.level(k).chunks)))
                       for k in range(1, n_levels)})
         StageLog.begin(out_path, "recover", fingerprint=fp, params=request, steps=steps)
 

@@ -46,7 +46,7 @@ def registration_prior(h: Any, lf: Any, hr_um: float, lf_um: float) -> tuple[Any
 
 
 def register_volumes(hr_path: str | os.PathLike, lfov_path: str | os.PathLike, *, dof: int = 9,
-                     device: str = "auto", max_rotation_deg: float = 10.0, hr_volume: Any = None) -> dict[str, Any]:
+                     device: str | None = None, max_rotation_deg: float = 10.0, hr_volume: Any = None) -> dict[str, Any]:
     """Register the HR volume store into the LFOV volume store from the stage prior.
 
     Parameters
@@ -55,7 +55,8 @@ def register_volumes(hr_path: str | os.PathLike, lfov_path: str | os.PathLike, *
         Volume stores (complete, voxel sizes known; HR voxels smaller than LFOV voxels). The LFOV is
         read only around the ROI.
     dof, device, max_rotation_deg
-        As for :func:`tomoflow.register.register`.
+        As for :func:`tomoflow.register.register` (``device`` None: the configured device,
+        ``tomoflow.config.get().device``).
     hr_volume
         The HR volume's level 0 when the caller has already read it (``(z, y, x)`` float32).
 
@@ -77,7 +78,7 @@ def register_volumes(hr_path: str | os.PathLike, lfov_path: str | os.PathLike, *
                           f"{lfov_path}); are HR and LFOV swapped?")
     prior, source = registration_prior(h, lf, hr_um, lf_um)
     hr_vol = np.asarray(h.level(0)[...] if hr_volume is None else hr_volume, dtype=np.float32)
-    res = register(hr_vol, lf.level(0), hr_um, lf_um, prior=prior, dof=dof, device=device,
-                   max_rotation_deg=max_rotation_deg)
+    res = register(hr_vol, lf.level(0), hr_spacing_um=hr_um, lfov_spacing_um=lf_um, prior=prior, dof=dof,
+                   device=device, max_rotation_deg=max_rotation_deg)
     return {"hr": str(hr_path), "lfov": str(lfov_path), "hr_voxel_um": hr_um, "lfov_voxel_um": lf_um,
             "prior_source": source, "seconds": time.perf_counter() - t0, **res.as_dict()}

@@ -28,7 +28,7 @@ from tomoflow.io.stages import StageLog
 from tomoflow.io.volume_store import VolumeStore, level_shape, pyramid_levels
 from tomoflow.pipeline.engine import Block, current_client, fingerprint, identity_of, prepare_output, run_blocks
 from tomoflow.pipeline.engine import writes_outputs
-from tomoflow.pipeline.reconstruct import _chunk_grid, run_pyramid
+from tomoflow.pipeline.pyramid import chunk_grid, run_pyramid
 
 __all__ = ["resample_volume", "field_grid", "plan_resample", "ResamplePlan", "MIN_CHUNK_EDGE", "MAX_CHUNK_VOXELS"]
 
@@ -268,7 +268,7 @@ def resample_volume(
                                        run_config={**cfg.model_dump(mode="json"), "resample": request},
                                        extra={"resampled_from": str(source_path), "matrix": m.tolist(),
                                               **({"registration": registration} if registration else {})})
-        steps = {f"level-{k}": len(_chunk_grid(level_shape(shp, k), tuple(out_store.level(k).chunks)))
+        steps = {f"level-{k}": len(chunk_grid(level_shape(shp, k), tuple(out_store.level(k).chunks)))
                  for k in range(n_levels)}
         StageLog.begin(out_path, "resample", fingerprint=fp, params=request, steps=steps)
     client = client if client is not None else current_client()
@@ -276,7 +276,7 @@ def resample_volume(
 
     res = cluster_resources(client)
     srcp, out = os.path.abspath(source_path), os.path.abspath(out_path)
-    regions = _chunk_grid(shp, chunk)
+    regions = chunk_grid(shp, chunk)
     blocks = [Block(units=(i,), region=r, args=(srcp, m.tolist(), shp, sp, src_sp, order, r),
                     nbytes=int(np.prod([s.stop - s.start for s in r])) * 4 * 12, label=f"chunk {i}")
               for i, r in enumerate(regions)]

@@ -19,24 +19,24 @@ the *same* region:
 
 Metrics (:class:`PoreMetrics`): porosity (counted pore voxels / analysed voxels), count, pore
 volumes (um^3, descending) and equivalent diameters (diameter of the sphere of the same volume, um),
-with a JSON summary and a size histogram; :func:`plot_pore_sizes` overlays the histograms of several
-volumes.
+with a JSON summary and a size histogram.
 
-Volumes larger than memory are measured block by block, exactly: :func:`block_pores` labels one
-block and keeps the voxel count of every label and the labels on its six faces;
-:func:`merge_block_pores` joins labels of voxels that touch across block borders (faces, and for 18-
-and 26-connectivity also edges and corners where 3 to 8 blocks meet) with a connected-components
-pass over the block-boundary voxels, then applies the minimum size to the merged pores. The result
-equals :func:`pore_metrics` of the whole volume for any partition of it into boxes.
+The same protocol, elsewhere:
+
+- :mod:`tomoflow.recover.recall`: :func:`~tomoflow.recover.recall.pore_recall`, which of the
+  reference's pores each volume finds, by pore size;
+- :mod:`tomoflow.recover.pore_blocks`: volumes larger than memory, block by block, exactly
+  (:func:`~tomoflow.recover.pore_blocks.block_pores`, :func:`~tomoflow.recover.pore_blocks.merge_block_pores`);
+- :mod:`tomoflow.recover.pore_plot`: :func:`~tomoflow.recover.pore_plot.pore_size_figure` overlays the
+  size histograms of several volumes (saved by :func:`tomoflow.pipeline.pores.plot_pore_sizes`).
 
 Volumes are ``(z, y, x)``; voxel sizes ``spacing_um = (dz, dy, dx)`` in micrometres.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -46,14 +46,8 @@ from tomoflow.errors import ConfigError, InputError
 
 __all__ = [
     "PoreMetrics",
-    "BlockPores",
     "pore_metrics",
     "threshold_from_reference",
-    "PoreRecall",
-    "pore_recall",
-    "block_pores",
-    "merge_block_pores",
-    "plot_pore_sizes",
     "CONNECTIVITIES",
     "THRESHOLD_METHODS",
 ]
@@ -64,14 +58,12 @@ CONNECTIVITIES = {6: 1, 18: 2, 26: 3}
 #: Threshold methods of :func:`threshold_from_reference` (``skimage.filters.threshold_<method>``).
 THRESHOLD_METHODS = ("otsu", "li", "isodata")
 
-#: Order of the faces kept by :class:`BlockPores`.
-FACES = ("z-", "z+", "y-", "y+", "x-", "x+")
-
 
 # ----------------------------------------------------------------------------- results
 @dataclass
 class PoreMetrics:
-    """Pore metrics of one volume under one protocol (:func:`pore_metrics`, :func:`merge_block_pores`).
+    """Pore metrics of one volume under one protocol (:func:`pore_metrics`,
+    :func:`~tomoflow.recover.pore_blocks.merge_block_pores`).
 
     Attributes
     ----------
@@ -162,39 +154,6 @@ class PoreMetrics:
         edges = _bin_edges([self], bins, log)
         counts, _ = np.histogram(self.equivalent_diameters_um, bins=edges)
         return counts.astype(np.int64), edges
-
-
-@dataclass
-class BlockPores:
-    """Pores of one block, labelled alone (:func:`block_pores`), ready for :func:`merge_block_pores`.
-
-    Attributes
-    ----------
-    shape
-        ``(z, y, x)`` shape of the block (voxels).
-    voxel_counts
-        ``(n_labels,)`` int64 voxels of labels ``1..n_labels`` (no minimum size applied yet).
-    faces
-        Six int32 label images of the block's faces, in the order ``z-, z+, y-, y+, x-, x+``
-        (``block[0]``, ``block[-1]``, ``block[:, 0]``, ``block[:, -1]``, ``block[:, :, 0]``,
-        ``block[:, :, -1]``); 0 is not pore.
-    analysed_voxels
-        Voxels of the block inside the mask.
-    threshold, connectivity
-        The protocol the block was labelled with.
-    """
-
-    shape: tuple[int, int, int]
-    voxel_counts: np.ndarray
-    faces: tuple[np.ndarray, ...] = field(repr=False)
-    analysed_voxels: int
-    threshold: float
-    connectivity: int
-
-    @property
-    def n_labels(self) -> int:
-        """Number of labels (pore components of the block alone)."""
-        return int(self.voxel_counts.size)
 
 
 # ----------------------------------------------------------------------------- checks
@@ -350,137 +309,11 @@ def pore_metrics(
                     spacing_um=spacing, name=name)
 
 
-@dataclass
-class PoreRecall:
-    """Which of a reference's pores other volumes find, per pore-volume bin (:func:`pore_recall`).
-
-    Attributes
-    ----------
-    edges_um3
-        ``(n_bins + 1,)`` bin edges of the reference pores' volumes (µm³); the last may be ``inf``.
-    reference
-        ``(n_bins,)`` reference pores per bin (the protocol's pores: minimum size applied).
-    found
-        ``{name: (n_bins,)}`` how many of those pores each volume finds.
-    found_fraction
-        A pore is found when at least this fraction of its voxels is below the threshold there too.
-    """
-
-    edges_um3: np.ndarray
-    reference: np.ndarray
-    found: dict[str, np.ndarray]
-    found_fraction: float
-
-    def recall(self, name: str) -> np.ndarray:
-        """``(n_bins,)`` fraction of the reference's pores that ``name`` finds (NaN for empty bins)."""
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return self.found[name] / np.where(self.reference > 0, self.reference, np.nan)
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready: edges (``None`` for an open last edge), counts, recall per volume."""
-        edges = [None if not np.isfinite(e) else float(e) for e in self.edges_um3]
-        return {"edges_um3": edges, "reference": self.reference.tolist(), "found_fraction": self.found_fraction,
-                "found": {k: v.tolist() for k, v in self.found.items()},
-                "recall": {k: [None if not np.isfinite(r) else float(r) for r in self.recall(k)] for k in self.found}}
-
-
-def pore_recall(
-    reference: Any,
-    volumes: Mapping[str, Any],
-    *,
-    threshold: float,
-    edges_um3: Sequence[float] | None = None,
-    spacing_um: float | Sequence[float] = (1.0, 1.0, 1.0),
-    connectivity: int = 26,
-    min_voxels: int = 8,
-    found_fraction: float = 0.25,
-) -> PoreRecall:
-    """Recall by pore size: for each of the reference's pores (binned by volume), whether each volume
-    has it too, under the same protocol as :func:`pore_metrics`.
-
-    Where :func:`pore_metrics` says how many pores a recovered volume has, this says *which* of the
-    HR's pores it has: a pore of the reference is found in a volume when at least ``found_fraction``
-    of its voxels are below ``threshold`` there. Binned by the reference pore's volume, it shows the
-    size below which a volume stops resolving pores (for a resolution-recovery network: about one
-    LFOV voxel). In memory: the volumes must share the reference's grid and fit in RAM.
-
-    Parameters
-    ----------
-    reference
-        ``(z, y, x)`` reference grey values (the HR).
-    volumes
-        ``{name: (z, y, x) grey values}`` on the same grid (LFOV on the HR grid, recovered, ...).
-    threshold
-        The protocol's pore threshold (:func:`threshold_from_reference`).
-    edges_um3
-        Increasing bin edges of pore volume (µm³), ``inf`` allowed last; default: doubling from the
-        minimum pore volume up to the largest reference pore (last bin open).
-    spacing_um, connectivity, min_voxels
-        As for :func:`pore_metrics` (applied to the reference's pores).
-    found_fraction
-        In ``(0, 1]``.
-
-    Returns
-    -------
-    PoreRecall
-
-    Raises
-    ------
-    InputError
-        A volume of another shape than the reference, or bad volumes (see :func:`pore_metrics`).
-    ConfigError
-        Bad protocol parameters, edges not increasing, ``found_fraction`` outside ``(0, 1]``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> hr = np.ones((16, 16, 16))
-    >>> hr[1:3, 1:3, 1:3] = 0.0                 # an 8-voxel pore
-    >>> hr[8:12, 8:12, 8:12] = 0.0              # a 64-voxel pore
-    >>> blurred = hr.copy(); blurred[1:3, 1:3, 1:3] = 1.0   # lost the small one
-    >>> r = pore_recall(hr, {"blurred": blurred}, threshold=0.5, edges_um3=[8, 64, np.inf])
-    >>> r.reference.tolist(), r.found["blurred"].tolist()
-    ([1, 1], [0, 1])
-    """
-    threshold = _check_threshold(threshold)
-    connectivity = _check_connectivity(connectivity)
-    min_voxels = check_int("min_voxels (smallest pore, voxels)", min_voxels, low=0)
-    spacing = _check_spacing(spacing_um)
-    found_fraction = check_number("found_fraction", found_fraction, low=0.0, high=1.0, low_open=True)
-    ref = _check_volume(reference, "reference")
-    vols = {str(k): _check_volume(v, str(k)) for k, v in volumes.items()}
-    for k, v in vols.items():
-        if v.shape != ref.shape:
-            raise InputError(f"shape {v.shape} differs from the reference's {ref.shape}; put both on one grid "
-                             "first (tomoflow.register.resample.resample_to_grid)", dataset=k)
-    labels, counts, _ = _label(ref, threshold, connectivity, None)
-    keep = counts >= max(min_voxels, 1)
-    voxel = float(np.prod(spacing))
-    sizes_um3 = counts * voxel
-    if edges_um3 is None:
-        lo = max(min_voxels, 1) * voxel
-        top = float(sizes_um3[keep].max()) if keep.any() else 2 * lo
-        edges = lo * 2.0 ** np.arange(0, max(1, int(np.ceil(np.log2(top / lo)))) + 1)
-        edges = np.append(edges[:-1], np.inf)
-    else:
-        edges = np.asarray(edges_um3, dtype=np.float64).ravel()
-        if edges.size < 2 or np.any(np.isnan(edges)) or np.any(np.diff(edges) <= 0):
-            raise ConfigError(f"edges_um3 must be at least two increasing pore volumes (um^3), got {edges_um3!r}")
-    ref_hist = np.histogram(sizes_um3[keep], edges)[0]
-    found = {}
-    flat = labels.ravel()
-    for k, v in vols.items():
-        inside = np.bincount(flat, weights=(v < np.float64(threshold)).ravel(), minlength=counts.size + 1)[1:]
-        ok = keep & (inside >= found_fraction * counts)
-        found[k] = np.histogram(sizes_um3[ok], edges)[0]
-    return PoreRecall(edges_um3=edges, reference=ref_hist, found=found, found_fraction=float(found_fraction))
-
-
 def threshold_from_reference(hr: Any, *, method: str = "otsu", mask: Any = None, name: str = "HR") -> float:
     """The protocol's pore threshold, derived once from the high-resolution reference volume.
 
     The returned grey value must then be passed unchanged to :func:`pore_metrics` (or
-    :func:`block_pores`) for the LFOV, HR *and* recovered volumes, so that differences in the metrics
+    :func:`~tomoflow.recover.pore_blocks.block_pores`) for the LFOV, HR *and* recovered volumes, so that differences in the metrics
     come from the volumes and not from the segmentation.
 
     Parameters
@@ -522,186 +355,7 @@ def threshold_from_reference(hr: Any, *, method: str = "otsu", mask: Any = None,
     return float(getattr(filters, f"threshold_{method}")(np.asarray(values, dtype=np.float64).ravel()))
 
 
-# ----------------------------------------------------------------------------- blockwise
-def block_pores(block: Any, *, threshold: float, connectivity: int = 26, mask: Any = None,
-                name: str = "block") -> BlockPores:
-    """Label the pore voxels of one block alone, keeping what :func:`merge_block_pores` needs.
-
-    Parameters
-    ----------
-    block
-        ``(z, y, x)`` grey values of one block of the volume (finite).
-    threshold, connectivity
-        As in :func:`pore_metrics`; the same for every block.
-    mask
-        ``(z, y, x)`` boolean analysed region of this block, or None for all of it.
-    name
-        What the block is, named in errors.
-
-    Returns
-    -------
-    BlockPores
-        Voxel counts of the block's components and the labels on its six faces. No minimum size is
-        applied: a pore split between blocks may be small in each.
-    """
-    threshold = _check_threshold(threshold)
-    connectivity = _check_connectivity(connectivity)
-    v = _check_volume(block, name)
-    m = _check_mask(mask, v.shape, name)
-    labels, counts, analysed = _label(v, threshold, connectivity, m)
-    faces = tuple(np.ascontiguousarray(f, dtype=np.int32) for f in (
-        labels[0], labels[-1], labels[:, 0], labels[:, -1], labels[:, :, 0], labels[:, :, -1]))
-    return BlockPores(shape=tuple(int(s) for s in v.shape), voxel_counts=counts, faces=faces,  # type: ignore[arg-type]
-                      analysed_voxels=analysed, threshold=threshold, connectivity=connectivity)
-
-
-def _block_list(blocks: Mapping[Any, BlockPores] | Iterable[tuple[Any, BlockPores]]
-                ) -> list[tuple[tuple[int, int, int], BlockPores]]:
-    items = list(blocks.items()) if isinstance(blocks, Mapping) else list(blocks)
-    if not items:
-        raise InputError("no blocks to merge", dataset="blocks")
-    out = []
-    for item in items:
-        try:
-            origin, bp = item
-        except (TypeError, ValueError):
-            raise InputError(f"blocks must be {{origin: BlockPores}} or (origin, BlockPores) pairs, got {item!r}",
-                             dataset="blocks") from None
-        if not isinstance(bp, BlockPores):
-            raise InputError(f"block at {origin!r} is a {type(bp).__name__}, not BlockPores", dataset="blocks")
-        o = tuple(np.asarray(origin).ravel().tolist()) if np.ndim(origin) else ()
-        if len(o) != 3 or not all(isinstance(c, int) and c >= 0 for c in o):
-            raise InputError(f"block origin must be 3 voxel indices >= 0 (z, y, x), got {origin!r}", dataset="blocks")
-        out.append((o, bp))
-    first = out[0][1]
-    for o, bp in out:
-        if bp.threshold != first.threshold or bp.connectivity != first.connectivity:
-            raise InputError(
-                f"block at {o} was labelled with threshold {bp.threshold:g} and connectivity {bp.connectivity}, "
-                f"others with {first.threshold:g} and {first.connectivity}: one protocol for all blocks",
-                dataset="blocks")
-    return out
-
-
-def _face_voxels(origin: tuple[int, int, int], bp: BlockPores) -> tuple[np.ndarray, np.ndarray]:
-    """Global ``(n, 3)`` coordinates and block labels of the pore voxels on a block's faces."""
-    nz, ny, nx = bp.shape
-    fixed = (0, nz - 1, 0, ny - 1, 0, nx - 1)
-    coords, labels = [], []
-    for k, face in enumerate(bp.faces):
-        axis = k // 2
-        idx = np.nonzero(face)
-        c = np.empty((idx[0].size, 3), dtype=np.int64)
-        free = [a for a in range(3) if a != axis]
-        c[:, axis] = fixed[k]
-        c[:, free[0]] = idx[0]
-        c[:, free[1]] = idx[1]
-        coords.append(c + np.asarray(origin, dtype=np.int64))
-        labels.append(face[idx].astype(np.int64))
-    return np.concatenate(coords), np.concatenate(labels)
-
-
-def _half_offsets(connectivity: int) -> np.ndarray:
-    """Neighbour offsets of one half of the connectivity's neighbourhood (each pair found once)."""
-    rank = CONNECTIVITIES[connectivity]
-    offs = [tuple(c - 1 for c in d) for d in np.ndindex(3, 3, 3)]
-    return np.array([d for d in offs if d > (0, 0, 0) and sum(map(abs, d)) <= rank], dtype=np.int64)
-
-
-def _border_edges(items: list[tuple[tuple[int, int, int], BlockPores]], offsets: np.ndarray,
-                  first_id: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs of global label ids of pore voxels that touch across block borders."""
-    coords, gids, owner = [], [], []
-    for b, (origin, bp) in enumerate(items):
-        c, lab = _face_voxels(origin, bp)
-        coords.append(c)
-        gids.append(first_id[b] + lab - 1)
-        owner.append(np.full(lab.size, b, dtype=np.int64))
-    c, gid, own = np.concatenate(coords), np.concatenate(gids), np.concatenate(owner)
-    if c.size == 0:
-        return np.empty(0, np.int64), np.empty(0, np.int64)
-    extent = c.max(axis=0) + 2  # room for the +1 neighbour of the last voxel
-    keys = np.ravel_multi_index(tuple((c + 1).T), tuple(extent + 1))
-    order = np.argsort(keys, kind="stable")
-    keys, gid, own, c = keys[order], gid[order], own[order], c[order]
-    dup = np.nonzero(keys[1:] == keys[:-1])[0]
-    if np.any(own[dup] != own[dup + 1]):
-        z, y, x = c[dup[own[dup] != own[dup + 1]][0]]
-        raise InputError(f"blocks overlap (voxel {(int(z), int(y), int(x))} is in two blocks)", dataset="blocks")
-    keep = np.ones(keys.size, dtype=bool)
-    keep[dup + 1] = False  # the same face voxel twice: a block one voxel thick
-    keys, gid, own, c = keys[keep], gid[keep], own[keep], c[keep]
-    a, b = [], []
-    for d in offsets:
-        nb = np.ravel_multi_index(tuple((c + 1 + d).T), tuple(extent + 1))
-        pos = np.minimum(np.searchsorted(keys, nb), keys.size - 1)
-        hit = (keys[pos] == nb) & (own[pos] != own)
-        a.append(gid[hit])
-        b.append(gid[pos[hit]])
-    return np.concatenate(a), np.concatenate(b)
-
-
-def merge_block_pores(
-    blocks: Mapping[tuple[int, int, int], BlockPores] | Iterable[tuple[tuple[int, int, int], BlockPores]],
-    *,
-    spacing_um: float | Sequence[float] = (1.0, 1.0, 1.0),
-    min_voxels: int = 8,
-    name: str = "volume",
-) -> PoreMetrics:
-    """Pore metrics of a volume from its independently labelled blocks, exactly as for the whole volume.
-
-    Pore voxels that touch across block borders (by a face, and with 18/26-connectivity also by an
-    edge or corner, including voxels of blocks that meet only at an edge or a corner) join their
-    labels; the joined components are the pores. The minimum size is applied after joining, so a pore
-    split into small parts is still one pore. Blocks must not overlap (checked on their pore voxels)
-    and together make the analysed volume; any partition into boxes works, not only a regular grid.
-
-    Parameters
-    ----------
-    blocks
-        ``{origin: BlockPores}`` or ``(origin, BlockPores)`` pairs; ``origin`` is the ``(z, y, x)``
-        voxel index of the block's first voxel in the volume. All labelled with one threshold and
-        connectivity (:func:`block_pores`).
-    spacing_um, min_voxels, name
-        As in :func:`pore_metrics`.
-
-    Returns
-    -------
-    PoreMetrics
-        Equal to :func:`pore_metrics` of the assembled volume and mask.
-
-    Raises
-    ------
-    InputError
-        No blocks, bad origins, blocks of different protocols, overlapping blocks, no analysed voxels.
-    ConfigError
-        Negative ``min_voxels`` or bad voxel sizes.
-    """
-    from scipy import sparse
-    from scipy.sparse.csgraph import connected_components
-
-    min_voxels = check_int("min_voxels (smallest pore, voxels)", min_voxels, low=0)
-    spacing = _check_spacing(spacing_um)
-    items = _block_list(blocks)
-    sizes = np.array([bp.n_labels for _, bp in items], dtype=np.int64)
-    first_id = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    counts = np.concatenate([bp.voxel_counts.astype(np.int64) for _, bp in items])
-    analysed = sum(int(bp.analysed_voxels) for _, bp in items)
-    connectivity = items[0][1].connectivity
-    a, b = _border_edges(items, _half_offsets(connectivity), first_id)
-    n = counts.size
-    if a.size:
-        graph = sparse.coo_matrix((np.ones(a.size, dtype=np.int8), (a, b)), shape=(n, n)).tocsr()
-        n_comp, comp = connected_components(graph, directed=False)
-        merged = np.zeros(n_comp, dtype=np.int64)
-        np.add.at(merged, comp, counts)
-    else:
-        merged = counts
-    return _metrics(merged, analysed, threshold=items[0][1].threshold, connectivity=connectivity,
-                    min_voxels=min_voxels, spacing_um=spacing, name=name)
-
-
-# ----------------------------------------------------------------------------- plot
+# ----------------------------------------------------------------------------- histogram
 def _bin_edges(metrics: Sequence[PoreMetrics], bins: Any, log: bool) -> np.ndarray:
     """Common equivalent-diameter bin edges (um) of several metrics."""
     if np.ndim(bins) == 1:
@@ -719,72 +373,3 @@ def _bin_edges(metrics: Sequence[PoreMetrics], bins: Any, log: bool) -> np.ndarr
     if hi <= lo:
         lo, hi = lo / 1.05, hi * 1.05
     return np.geomspace(lo, hi, n + 1) if log else np.linspace(lo, hi, n + 1)
-
-
-def _plain(text: str) -> str:
-    return str(text).replace("$", r"\$")
-
-
-def plot_pore_sizes(metrics: Mapping[str, PoreMetrics], path: Any, *, bins: int = 30,
-                    title: str | None = None, overwrite: bool = False) -> Path:
-    """Overlay the equivalent-diameter histograms of several volumes in a PNG.
-
-    Parameters
-    ----------
-    metrics
-        ``{name: PoreMetrics}``, e.g. ``{"LFOV": ..., "HR": ..., "recovered": ...}``, all measured
-        with the same threshold and connectivity.
-    path
-        PNG file to write (folders are created), or a :class:`tomoflow.io.output.FilePlan` of one. The
-        file policy applies: a file tomoflow did not write is never replaced, one it wrote only with
-        ``overwrite``.
-    bins
-        Number of log-spaced bins shared by all volumes.
-    title
-        Figure title; the protocol (threshold, connectivity, minimum size) is appended.
-
-    Returns
-    -------
-    Path
-        The PNG path.
-
-    Raises
-    ------
-    ConfigError
-        No metrics, or metrics of different thresholds or connectivities.
-    """
-    if not metrics:
-        raise ConfigError("plot_pore_sizes needs at least one {name: PoreMetrics}")
-    ms = list(metrics.values())
-    protocols = {(m.threshold, m.connectivity) for m in ms}
-    if len(protocols) != 1:
-        raise ConfigError(f"pore metrics from different protocols (threshold, connectivity) {sorted(protocols)}: "
-                          "apply one threshold and connectivity to every volume")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    edges = _bin_edges(ms, bins, True)
-    fig, ax = plt.subplots(figsize=(6.0, 4.0), constrained_layout=True)
-    for key, m in metrics.items():
-        counts, _ = m.histogram(edges)
-        ax.stairs(counts, edges, linewidth=1.6,
-                  label=_plain(f"{key}: porosity {100 * m.porosity:.2f} %, {m.count} pores"))
-    ax.set_xscale("log")
-    from matplotlib.ticker import LogFormatter
-
-    # plain numbers at 1-2-5 steps, so that the few ticks of a short log range do not overlap as "3 x 10^0"
-    ax.xaxis.set_major_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
-    ax.xaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
-    ax.set_xlabel("equivalent diameter (um)")
-    ax.set_ylabel("pores per bin")
-    ax.legend(fontsize=8)
-    mins = sorted({m.min_voxels for m in ms})
-    protocol = (f"threshold {ms[0].threshold:g}, {ms[0].connectivity}-connected, "
-                f"min {'/'.join(map(str, mins))} voxels")
-    ax.set_title(_plain(f"{title}\n{protocol}" if title else protocol), fontsize=9)
-    from tomoflow.io.output import save_figure
-
-    return save_figure(fig, path, overwrite=overwrite)
-

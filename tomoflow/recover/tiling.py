@@ -54,6 +54,9 @@ __all__ = [
     "plan_tiles",
     "block_for_budget",
     "read_box",
+    "check_finite_box",
+    "prepare_model",
+    "predict_boxes",
     "predict_tiled",
     "predict_volume",
     "valid_evaluation",
@@ -387,11 +390,29 @@ def valid_halo(model: Any, shape: Sequence[int], block: int | Sequence[int], ali
     return None
 
 
-def _predict_boxes(model: Any, arrays: list[np.ndarray], crops: Sequence[Sequence[slice]], dev: Any, dtype: Any,
-                   valid: bool = False) -> list[np.ndarray]:
-    """The network on equally shaped input boxes in one call; each output cut to its ``crop``
-    (box-relative slices). ``valid``: evaluate without padding (the crops must lie in
-    :func:`~tomoflow.recover.unet.valid_region`, see :func:`valid_evaluation`)."""
+def predict_boxes(model: Any, arrays: list[np.ndarray], crops: Sequence[Sequence[slice]], dev: Any, dtype: Any,
+                  valid: bool = False) -> list[np.ndarray]:
+    """The network on equally shaped input boxes in one call, each output cut to its crop.
+
+    Parameters
+    ----------
+    model
+        A U-Net placed by :func:`prepare_model`, or an ONNX network (``runs_numpy``).
+    arrays
+        Input boxes ``(z, y, x)``, all of one shape.
+    crops
+        Per box, the kept output region as box-relative slices.
+    dev, dtype
+        The torch device and parameter dtype returned by :func:`prepare_model` (ignored for ONNX).
+    valid
+        Evaluate without padding; the crops must then lie in :func:`~tomoflow.recover.unet.valid_region`
+        (see :func:`valid_evaluation`).
+
+    Returns
+    -------
+    list of numpy.ndarray
+        One float32 array per box, the network's output over its crop.
+    """
     if getattr(model, "runs_numpy", False):  # an ONNX network (tomoflow.recover.onnx_network)
         y = model(np.stack(arrays)[:, None])[:, 0].astype(np.float32, copy=False)
         return [yi[tuple(c)] for yi, c in zip(y, crops)]
@@ -411,7 +432,23 @@ def _predict_boxes(model: Any, arrays: list[np.ndarray], crops: Sequence[Sequenc
         return [o.to(device="cpu", dtype=torch.float32).numpy().copy() for o in out]
 
 
-def _prepare(model: Any, device: str) -> tuple[Any, Any, bool]:
+def prepare_model(model: Any, device: str) -> tuple[Any, Any, bool]:
+    """Put a U-Net on ``device`` in evaluation mode, for :func:`predict_boxes`.
+
+    Parameters
+    ----------
+    model
+        A torch U-Net, or an ONNX network (``runs_numpy``: left as it is).
+    device
+        ``"cpu"``, ``"cuda"`` or ``"auto"``.
+
+    Returns
+    -------
+    tuple
+        ``(device, dtype, was_training)``: the torch device and parameter dtype to feed the network
+        (``None, None`` for an ONNX network), and whether it was in training mode before (so a caller
+        can restore it).
+    """
     if getattr(model, "runs_numpy", False):
         return None, None, False
     from tomoflow.recover.unet import resolve_device
@@ -428,7 +465,21 @@ def _prepare(model: Any, device: str) -> tuple[Any, Any, bool]:
     return dev, dtype, was_training
 
 
-def _check_finite_box(x: np.ndarray, start: Sequence[int], stop: Sequence[int]) -> None:
+def check_finite_box(x: np.ndarray, start: Sequence[int], stop: Sequence[int]) -> None:
+    """Refuse an input box holding NaN or Inf.
+
+    Parameters
+    ----------
+    x
+        The box as read (:func:`read_box`).
+    start, stop
+        Its corners in volume voxels ``(z, y, x)``, named in the message.
+
+    Raises
+    ------
+    InputError
+        If any voxel of ``x`` is not finite.
+    """
     if not np.all(np.isfinite(x)):
         raise InputError(f"volume contains NaN or Inf in the box {tuple(start)} - {tuple(stop)} (z, y, x); "
                          "repair or mask them before resolution recovery", dataset="volume")
@@ -532,7 +583,7 @@ def predict_tiled(
     if valid and not use_valid:
         raise ConfigError("valid evaluation needs a torch U-Net from build_unet and a halo of at least its "
                           "receptive field; use valid=None")
-    dev, dtype, was_training = _prepare(model, device)
+    dev, dtype, was_training = prepare_model(model, device)
     total, done = len(tiles), 0
 
     def finished() -> None:
@@ -547,7 +598,7 @@ def predict_tiled(
         def flush() -> None:
             if not pending:
                 return
-            y = _predict_boxes(model, [x for _, x in pending], [t.crop for t, _ in pending], dev, dtype, use_valid)
+            y = predict_boxes(model, [x for _, x in pending], [t.crop for t, _ in pending], dev, dtype, use_valid)
             for (t, _), yt in zip(pending, y):
                 out[t.out_slices] = yt
                 finished()
@@ -559,7 +610,7 @@ def predict_tiled(
                 finished()
                 continue
             x = read_box(volume, t.in_start, t.in_stop, pad_mode)
-            _check_finite_box(x, t.in_start, t.in_stop)
+            check_finite_box(x, t.in_start, t.in_stop)
             pending.append((t, x))
             if len(pending) == batch:
                 flush()
@@ -604,10 +655,10 @@ def predict_volume(model: Any, volume: Any, *, device: str = "cpu", pad_mode: st
     start = tuple(-math.ceil(h / a) * a for h in hal)
     stop = tuple(s0 + math.ceil((n + h - s0) / a) * a for s0, n, h in zip(start, shape, hal))
     x = read_box(volume, start, stop, pad_mode)
-    _check_finite_box(x, start, stop)
-    dev, dtype, was_training = _prepare(model, device)
+    check_finite_box(x, start, stop)
+    dev, dtype, was_training = prepare_model(model, device)
     try:  # the padded network on the extended volume: the reference tiled inference is held to
-        y = _predict_boxes(model, [x], [tuple(slice(-s0, -s0 + n) for s0, n in zip(start, shape))], dev, dtype)[0]
+        y = predict_boxes(model, [x], [tuple(slice(-s0, -s0 + n) for s0, n in zip(start, shape))], dev, dtype)[0]
     finally:
         if not getattr(model, "runs_numpy", False):
             model.train(was_training)

@@ -5,7 +5,8 @@ L-BFGS in torch) returns a :class:`Registration` whose ``matrix`` maps HR physic
 micrometres to LFOV physical micrometres (:mod:`tomoflow.register.transform` states the convention).
 """
 
-from tomoflow.register.registration import DOFS, Registration, RegistrationError, register
+from tomoflow.errors import RegistrationError
+from tomoflow.register.registration import DOFS, Registration, register
 from tomoflow.register.transform import Affine9
 
 __all__ = ["register", "Registration", "RegistrationError", "Affine9", "DOFS"]

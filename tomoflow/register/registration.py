@@ -22,8 +22,8 @@ interpolation error far below the accuracy asked for (a few hundredths of an HR 
 are the same modality (X-ray attenuation), so NCC is the metric: it ignores gain and offset
 differences between the scans and has a sharp, smooth optimum. The optimiser is L-BFGS (torch, strong
 Wolfe line search) on parameters scaled to "LFOV voxels of displacement at the ROI's edge", so a unit
-step in a rotation, a scale or a translation moves the ROI about equally (ITK's optimisers ignore
-parameter scales: ANCHORS.md).
+step in a rotation, a scale or a translation moves the ROI about equally (ITK's optimisers leave the
+parameter scales to the user: a radian and a micrometre would otherwise weigh the same).
 
 Only the LFOV region around the prior placement of the ROI (plus the search margin) is read
 (``lfov[box]``), so ``lfov`` can be a lazily sliced zarr array of any size. Results that are not
@@ -41,11 +41,12 @@ from typing import Any
 
 import numpy as np
 
+from tomoflow import config as _config
 from tomoflow._checks import check_choice, check_int, check_number
-from tomoflow.errors import ConfigError, InputError, TomoflowError
+from tomoflow.errors import ConfigError, InputError, RegistrationError
 from tomoflow.register.transform import Affine9, check_affine, torch_matrix
 
-__all__ = ["register", "Registration", "RegistrationError", "DOFS"]
+__all__ = ["register", "Registration", "DOFS"]
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +63,6 @@ LOSS_TOL = 1e-10
 #: HR smoothing sigmas tried after the translation stage, as fractions of the voxel-size ratio.
 SMOOTHING_TRIALS = (0.35, 0.5, 0.65, 0.8, 1.0)
 """Fewest 2x-binned LFOV voxels per axis across the ROI for the binned level to run."""
-
-
-class RegistrationError(TomoflowError):
-    """A registration result is implausible (scale, rotation) or did not improve on the prior."""
 
 
 @dataclass
@@ -296,17 +293,17 @@ def _optimise(problem: _Problem, m: np.ndarray, dof: int, scale_um: float, lf_st
 def register(
     hr: Any,
     lfov: Any,
-    hr_spacing: Any,
-    lfov_spacing: Any,
+    *,
+    hr_spacing_um: Any,
+    lfov_spacing_um: Any,
     prior: Any = None,
     dof: int = 9,
-    *,
     search_um: float | None = None,
     smoothing: float | None = None,
     max_rotation_deg: float = 10.0,
     scale_range: tuple[float, float] = (0.9, 1.1),
     max_iter: int = 100,
-    device: str = "cpu",
+    device: str | None = None,
 ) -> Registration:
     """Register an HR region-of-interest volume into an LFOV volume of the same sample (module docstring).
 
@@ -316,7 +313,7 @@ def register(
         ``(z, y, x)`` HR volume (NumPy array; read whole).
     lfov
         ``(z, y, x)`` LFOV volume: a NumPy or zarr array (only the region around the ROI is read).
-    hr_spacing, lfov_spacing
+    hr_spacing_um, lfov_spacing_um
         Voxel sizes in micrometres (one number, or ``(dz, dy, dx)``). HR voxels must be smaller.
     prior
         Starting placement: 4 x 4 HR-physical -> LFOV-physical matrix, or a translation ``(3,)`` um
@@ -334,7 +331,8 @@ def register(
     max_iter
         Most L-BFGS iterations per stage and level.
     device
-        torch device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
+        torch device: ``"cpu"``, ``"cuda"`` or ``"auto"``; None: the configured device
+        (``tomoflow.config.get().device``).
 
     Returns
     -------
@@ -357,8 +355,8 @@ def register(
     t_all = time.perf_counter()
     hr_shape = _volume_shape("HR", hr)
     lf_shape = _volume_shape("LFOV", lfov)
-    hr_sp = _spacing("hr_spacing", hr_spacing)
-    lf_sp = _spacing("lfov_spacing", lfov_spacing)
+    hr_sp = _spacing("hr_spacing_um", hr_spacing_um)
+    lf_sp = _spacing("lfov_spacing_um", lfov_spacing_um)
     if np.any(hr_sp >= lf_sp):
         raise ConfigError(f"HR voxels ({hr_sp.tolist()} um) must be smaller than LFOV voxels "
                           f"({lf_sp.tolist()} um): are the volumes or the spacings swapped?")
@@ -369,6 +367,7 @@ def register(
         raise ConfigError(f"scale_range must be (low < 1 < high), got {scale_range!r}")
     max_rotation_deg = check_number("max_rotation_deg", max_rotation_deg, low=0.0, low_open=True, high=90.0)
     max_iter = check_int("max_iter", max_iter, low=1)
+    device = _config.get().device if device is None else device
     dev = resolve_device(check_choice("device", device, ("cpu", "cuda", "auto")))
     ratio = float(np.mean(lf_sp / hr_sp))
     sigma = 0.5 * ratio if smoothing is None else check_number("smoothing (HR voxels)", smoothing, low=0.0)

@@ -14,7 +14,7 @@ translation, all about a fixed point ``c`` (the HR volume's centre):
 so rotating or scaling leaves the ROI centre where the translation put it and the nine parameters do not
 trade off against each other (about a corner, a small rotation would also move the centre). The
 composition is R·S, a true rotation of a scaled frame (SimpleITK's ``ScaleVersor3DTransform`` is
-``R + S - I``, which is not; ANCHORS.md).
+``R + S - I``, which is not).
 
 Kernels only: NumPy (and torch for the differentiable form), no files. :func:`check_affine` is the
 one check of a matrix before it is used (registration priors, resampling).
@@ -30,7 +30,7 @@ import numpy as np
 
 from tomoflow.errors import ConfigError, InputError
 
-__all__ = ["Affine9", "rotation_matrix", "rotation_vector", "voxel_to_physical", "compose", "torch_matrix",
+__all__ = ["Affine9", "rotation_from_rotvec", "rotation_vector", "voxel_to_physical", "compose", "torch_matrix",
            "prior_from_stage", "check_affine", "MAX_CONDITION", "SCALE_RANGE"]
 
 MAX_CONDITION = 1e3
@@ -44,7 +44,7 @@ SCALE_RANGE = (1e-3, 1e3)
 them the matrix maps the grid to a point or the source to a point (a zero matrix, a unit mistake)."""
 
 
-def rotation_matrix(rotvec: Any) -> np.ndarray:
+def rotation_from_rotvec(rotvec: Any) -> np.ndarray:
     """3 x 3 rotation matrix of a rotation vector ``(z, y, x)`` (radians; Rodrigues' formula)."""
     v = np.asarray(rotvec, dtype=np.float64).reshape(3)
     theta = float(np.linalg.norm(v))
@@ -57,7 +57,7 @@ def rotation_matrix(rotvec: Any) -> np.ndarray:
 
 def rotation_vector(rot: Any) -> np.ndarray:
     """Rotation vector ``(z, y, x)`` (radians) of a 3 x 3 rotation matrix (inverse of
-    :func:`rotation_matrix` for angles below 180 degrees)."""
+    :func:`rotation_from_rotvec` for angles below 180 degrees)."""
     r = np.asarray(rot, dtype=np.float64)
     cos = np.clip((np.trace(r) - 1.0) / 2.0, -1.0, 1.0)
     theta = float(np.arccos(cos))
@@ -182,7 +182,7 @@ class Affine9:
     @property
     def matrix(self) -> np.ndarray:
         """The 4 x 4 HR-physical -> LFOV-physical matrix."""
-        a = rotation_matrix(self.rotation) @ np.diag(np.asarray(self.scale, dtype=np.float64))
+        a = rotation_from_rotvec(self.rotation) @ np.diag(np.asarray(self.scale, dtype=np.float64))
         c = np.asarray(self.center, dtype=np.float64)
         m = np.eye(4)
         m[:3, :3] = a

@@ -1,6 +1,6 @@
 """Synthetic stage jitter: random per-projection displacements and their application.
 
-Sign convention (ARCHITECTURE.md): a jitter ``(dy, dx)`` is how far the measured projection is
+Sign convention (docs/architecture.md): a jitter ``(dy, dx)`` is how far the measured projection is
 displaced from where a perfect stage would have put it, in pixels (rows, columns); ``+dx`` moves the
 content towards larger column index. Alignment estimates it; correction shifts by ``(-dy, -dx)``.
 The shift itself is :func:`tomoflow.recon.shift.shift_images`, the one sub-pixel shift of tomoflow.

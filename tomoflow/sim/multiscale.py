@@ -65,7 +65,7 @@ __all__ = [
     "porous_sample",
     "rasterize_sample",
     "compose_matrix",
-    "rotation_matrix",
+    "rotation_from_euler_deg",
     "simulate_multiscale_pair",
 ]
 
@@ -106,7 +106,7 @@ def _shape3(name: str, shape: Any, low: int = 1) -> tuple[int, int, int]:
     return tuple(check_int(name, v, low=low) for v in vals)  # type: ignore[return-value]
 
 
-def rotation_matrix(angles_deg: Vec3) -> np.ndarray:
+def rotation_from_euler_deg(angles_deg: Vec3) -> np.ndarray:
     """``R = R_z(a_z) @ R_y(a_y) @ R_x(a_x)`` for angles ``(a_z, a_y, a_x)`` in degrees, (z, y, x) axes.
 
     ``R_axis(a)`` rotates the plane of the two other axes, taken cyclically in (z, y, x) order (see
@@ -126,7 +126,7 @@ def rotation_matrix(angles_deg: Vec3) -> np.ndarray:
 def compose_matrix(rotation_deg: Vec3, scale: Vec3, translation_um: Vec3, center_um: Vec3) -> np.ndarray:
     """4x4 ``T(translation) @ R(rotation) @ S(scale) @ T(-center)``: maps a point at ``center_um`` to
     ``translation_um``, scaling (first) and rotating about it (see the module docstring)."""
-    rs = rotation_matrix(rotation_deg) @ np.diag(_vec3("scale", scale, positive=True))
+    rs = rotation_from_euler_deg(rotation_deg) @ np.diag(_vec3("scale", scale, positive=True))
     m = np.eye(4)
     m[:3, :3] = rs
     m[:3, 3] = _vec3("translation_um", translation_um) - rs @ _vec3("center_um", center_um)
@@ -303,7 +303,7 @@ def porous_sample(
     else:
         Rt = 0.45 * float(min(size[1], size[2]))
         mat_semi = np.array([4.0 * float(size[0]), Rt, Rt]) * np.array([1.0, *(1.0 + rng.uniform(-0.04, 0.04, 2))])
-        mat_rot = rotation_matrix((rng.uniform(0, 360), rng.uniform(-1, 1), rng.uniform(-1, 1)))
+        mat_rot = rotation_from_euler_deg((rng.uniform(0, 360), rng.uniform(-1, 1), rng.uniform(-1, 1)))
         mat_c = center + np.array([0.0, *rng.uniform(-0.02, 0.02, size=2) * Rt])
         prims.append((mat_c, mat_semi, mat_rot, 1.0, _SOLID))
 
