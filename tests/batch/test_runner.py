@@ -1,4 +1,4 @@
-"""The batch runner (tomoflow/pipeline/batch.py) on a real cluster of two worker processes, over a small
+"""The batch runner (tomoflow/batch/runner.py) on a real cluster of two worker processes, over a small
 archive of DXchange files: four good scans and three bad ones (truncated, half NaN, no /exchange/data).
 
 Good scans complete, bad ones fail alone with their clear error in the report; a rerun skips every
@@ -15,20 +15,10 @@ import h5py
 import numpy as np
 import pytest
 
+from tomoflow.batch import COMPLETE, FAILED, SKIPPED, BatchEvent, load_manifest, preflight, run_batch
+from tomoflow.batch.names import PERFORMANCE_REPORT, REPORT_HTML, REPORT_JSON
 from tomoflow.errors import ConfigError, InputError
 from tomoflow.io import ScanStore, VolumeStore
-from tomoflow.io.manifest import load_manifest
-from tomoflow.pipeline.batch import (
-    COMPLETE,
-    FAILED,
-    PERFORMANCE_REPORT,
-    REPORT_HTML,
-    REPORT_JSON,
-    SKIPPED,
-    BatchEvent,
-    preflight,
-    run_batch,
-)
 from tomoflow.pipeline.engine import KILL_AFTER_WRITE_ENV
 from tomoflow.testing import small_scan_counts, write_manifest_yaml, write_small_dxchange
 
