@@ -153,7 +153,7 @@ def test_a_failed_scan_is_one_line_and_its_traceback_goes_to_a_log(archive):
 
 
 def test_huge_error_texts_are_cut_in_the_result_and_kept_whole_in_the_log(archive, monkeypatch):
-    import tomoflow.pipeline.reconstruct as rec
+    import tomoflow.batch.scans as rec  # where the runner calls reconstruct_scan
 
     def noisy(*args, **kwargs):
         raise RuntimeError("first line\n" + "x" * 100_000)

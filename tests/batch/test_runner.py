@@ -240,7 +240,7 @@ def test_a_small_scan_is_reconstructed_in_one_task_a_large_one_in_blocks(archive
 
 def test_without_a_cluster_and_retries_of_transient_failures(archive, monkeypatch):
     """No client: everything runs in this process. An exception that is not bad input is retried."""
-    import tomoflow.pipeline.reconstruct as rec
+    import tomoflow.batch.scans as rec  # where the runner calls reconstruct_scan
 
     m = load_manifest(manifest_file(archive, "local", names=("chip", "foam-1"), retries=2))
     real = rec.reconstruct_scan
