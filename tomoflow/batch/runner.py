@@ -45,14 +45,18 @@ How it runs
   reason, on one line, long texts cut); its full traceback(s) go to ``batch-logs/<name>.log`` beside
   the report (``ScanResult.log``). Dask's multi-line "Compute Failed" worker messages (and its
   "Sizeof calculation failed" noise about the profiles the performance report collects) are dropped
-  while the batch runs (a worker plugin; the batch reports every task failure itself). OS errors are
-  said in words (``no space left on /data/out``), never guessed at as a dead worker.
+  while the batch runs (a worker plugin, :class:`tomoflow.cluster.quiet_task_failures`; the batch
+  reports every task failure itself). OS errors are said in words (``no space left on /data/out``),
+  never guessed at as a dead worker (:mod:`tomoflow.batch.failures`).
 * **Report.** ``batch-report.json`` and ``batch-report.html`` (one table, thumbnails of each scan's
   central slice in ``thumbnails/``) in the output root (or ``report_dir``), rewritten every few
   seconds while the batch runs and at its end; ``<output>/<name>/scan-report.json`` per scan; and a
   Dask ``performance_report`` (``dask-performance.html``) beside them. See
   :mod:`tomoflow.batch.report`. A report that cannot be written (a full disk) never fails
   or stops the batch: :attr:`BatchResult.report_error` says why.
+
+This module holds the pool and the checks before any work; one scan's stages and retries are in
+:mod:`tomoflow.batch.scans`, the work sent to workers as single tasks in :mod:`tomoflow.batch.tasks`.
 """
 
 from __future__ import annotations
