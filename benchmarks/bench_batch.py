@@ -8,7 +8,7 @@ which the compute of a scan outweighs its fixed costs. Each archive's manifest r
 ``recon`` (FBP) on every scan, twice: with the centre ``auto`` (estimated per scan, as in a manifest
 made by ``tomoflow batch scan-archive``; the estimate runs in the runner process, not on a worker)
 and with the true centre given in the manifest. Each is run with
-:func:`tomoflow.pipeline.batch.run_batch` (the default number of scans in flight: twice the workers)
+:func:`tomoflow.batch.run_batch` (the default number of scans in flight: twice the workers)
 on a ``LocalCluster`` of 1, then 2 single-threaded worker processes, 3 times (``--quick`` once), each
 time into a fresh output root; the run of median wall time is reported. The workers run either each
 pinned to a CPU of its own (``--pin pinned``: a task's thread budget is then 1, so 1 worker = 1 core)
@@ -81,8 +81,7 @@ from _common import (  # noqa: E402
 )
 
 from tomoflow.io.dxchange import write_dxchange  # noqa: E402
-from tomoflow.io.manifest import load_manifest  # noqa: E402
-from tomoflow.pipeline.batch import preflight, run_batch  # noqa: E402
+from tomoflow.batch import load_manifest, preflight, run_batch  # noqa: E402
 from tomoflow.recon import project  # noqa: E402
 from tomoflow.testing import disk_phantom  # noqa: E402
 

@@ -113,8 +113,6 @@ def violations(root: Path) -> list[Edge]:
 PENDING = {
     ('tomoflow.align.resnet', 'io'),
     ('tomoflow.align.training', 'io'),
-    ('tomoflow.io.batch_stages', 'pipeline'),
-    ('tomoflow.io.manifest', 'cluster'),
     ('tomoflow.recover.training', 'align'),
     ('tomoflow.recover.training', 'io'),
     ('tomoflow.recover.unet', 'align'),

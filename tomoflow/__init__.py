@@ -1,7 +1,7 @@
 """tomoflow: jitter-corrected nano-tomography and resolution recovery at facility scale, on Dask.
 
 Public API (everything else is reachable through the subpackages ``tomoflow.recon``, ``tomoflow.sim``,
-``tomoflow.io``, ``tomoflow.pipeline``, ``tomoflow.cluster``)::
+``tomoflow.io``, ``tomoflow.pipeline``, ``tomoflow.cluster``, ``tomoflow.batch``)::
 
     tomoflow.ingest(source, "scan.zarr")                  # raw file -> zarr scan store
     tomoflow.open_scan("scan.zarr")                       # -> xarray.Dataset

@@ -11,8 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from tomoflow.batch.manifest import Manifest
 from tomoflow.config import TomoflowConfig
-from tomoflow.io.manifest import Manifest
 from tomoflow.io.models import ScanAttrs, VolumeAttrs
 from tomoflow.models.card import ModelCard
 

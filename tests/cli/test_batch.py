@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import tifffile
 
+from tomoflow.batch import load_manifest
 from tomoflow.io.dxchange import write_dxchange
-from tomoflow.io.manifest import load_manifest
 
 
 @pytest.fixture
@@ -229,9 +229,9 @@ def test_killed_runner_restarts_where_it_stopped(tmp_path):
     import sys
     import time
 
+    from tomoflow.batch import run_batch
     from tomoflow.cluster import connect
     from tomoflow.io.stages import StageLog
-    from tomoflow.pipeline.batch import run_batch
 
     names = ("s1", "s2", "s3", "s4")
     _small_archive(tmp_path, names)

@@ -165,12 +165,12 @@ def _full_disk_blocks(monkeypatch) -> None:
 
 def _full_disk_report(monkeypatch) -> None:
     """The batch report cannot be written: no space left (ENOSPC)."""
-    import tomoflow.pipeline.batch_report as batch_report
+    import tomoflow.batch.runner as runner
 
     def full(result, manifest, report_dir, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(Path(report_dir) / "batch-report.json"))
 
-    monkeypatch.setattr(batch_report, "write_report", full)
+    monkeypatch.setattr(runner, "write_report", full)
 
 
 def test_a_batch_on_a_full_disk_says_so_in_one_line_per_scan(tmp_path, cli, monkeypatch):

@@ -209,7 +209,7 @@ def test_scan_archive_overwrite_never_replaces_a_user_file(cli, one_line_error, 
     assert cli("batch", "scan-archive", arch, "-o", out).code == 0
     one_line_error(cli("batch", "scan-archive", arch, "-o", out), "--overwrite")
     assert cli("batch", "scan-archive", arch, "-o", out, "--overwrite").code == 0
-    from tomoflow.io.manifest import load_manifest
+    from tomoflow.batch import load_manifest
 
     assert len(load_manifest(out).scans) == 1  # the stamp is no manifest field
 

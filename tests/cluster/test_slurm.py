@@ -291,8 +291,7 @@ def test_batch_with_adapt_replaces_the_cancelled_job(site, archive: Path) -> Non
     import dask
 
     from tomoflow.cluster import connect
-    from tomoflow.io.manifest import load_manifest
-    from tomoflow.pipeline.batch import run_batch
+    from tomoflow.batch import load_manifest, run_batch
 
     site_file, name = site
     adaptive = _with(site_file, adapt="{minimum_jobs: 2, maximum_jobs: 2}")

@@ -389,7 +389,7 @@ def _cluster(spec: str | None, workers: int | None = None) -> Iterator[Any]:
     kwargs: dict[str, Any] = {}
     if spec == "local" and workers is not None:  # 0 or -1 too: connect refuses them (and too many) clearly
         kwargs["n_workers"] = workers
-    from tomoflow.pipeline.batch import _quiet_task_failures
+    from tomoflow.cluster import quiet_task_failures
 
     verbose = logging.getLogger().isEnabledFor(logging.INFO)
     with connect(spec, **kwargs) as client:
@@ -398,7 +398,7 @@ def _cluster(spec: str | None, workers: int | None = None) -> Iterator[Any]:
         _wait_for_first_worker(client)
         try:
             # a failing task is one line (the command's error), not the workers' "Compute Failed" dumps
-            with (contextlib.nullcontext() if verbose else _quiet_task_failures(client)):
+            with (contextlib.nullcontext() if verbose else quiet_task_failures(client)):
                 yield client
         finally:
             # Workers going away at shutdown are expected; do not print their connection errors.

@@ -1,5 +1,5 @@
 """``tomoflow batch``: batch manifests. ``scan-archive`` makes one from a folder of raw scans, ``check``
-validates one, ``run`` runs one (:func:`tomoflow.pipeline.batch.run_batch`) with a live progress view."""
+validates one, ``run`` runs one (:func:`tomoflow.batch.run_batch`) with a live progress view."""
 
 from __future__ import annotations
 
@@ -61,9 +61,8 @@ def scan_archive(
 ) -> None:
     """Find the raw scans of an archive (DXchange, NeXus, TXRM files, folders of TIFFs), list them and the
     files that cannot be read (with the reason), and write a batch manifest of the readable ones."""
-    from tomoflow.io.archive import scan_archive as _scan
-    from tomoflow.io.manifest import save_manifest
-
+    from tomoflow.batch import save_manifest
+    from tomoflow.batch import scan_archive as _scan
     from tomoflow.io.output import plan_file
 
     if out.suffix.lower() not in _SUFFIXES:
@@ -110,7 +109,7 @@ def check(
 ) -> None:
     """Validate a batch manifest without doing any work: keys, names, stages and their options, per-scan
     overrides, input files; print its stages and scans."""
-    from tomoflow.io.manifest import load_manifest
+    from tomoflow.batch import load_manifest
 
     m = load_manifest(manifest, check_files=files)
     stages = Table(title="pipeline")
@@ -252,16 +251,15 @@ def run(
     One runner per output root: a second run is refused (it says who runs).
 
     Exit code 0 when every scan is complete, 1 when some failed."""
-    from tomoflow.cluster._spec import _invalid_spec, _is_address, _parse_kind
+    from tomoflow.batch import load_manifest, preflight, run_batch
+    from tomoflow.cluster import invalid_spec, is_address, parse_kind
     from tomoflow.io.lock import check_unlocked
-    from tomoflow.io.manifest import load_manifest
-    from tomoflow.pipeline.batch import preflight, run_batch
 
     m = load_manifest(manifest)
     spec = m.cluster if cluster is None else cluster.strip()
-    if cluster is not None and not (spec == "none" or _parse_kind(spec) is not None or _is_address(spec)
+    if cluster is not None and not (spec == "none" or parse_kind(spec) is not None or is_address(spec)
                                     or Path(spec).is_file()):
-        raise _invalid_spec(cluster)
+        raise invalid_spec(cluster)
     if max_in_flight is not None and max_in_flight < 1:
         raise ConfigError(f"--max-in-flight must be at least 1, got {max_in_flight}")
     if workers is not None and (workers < 1 or spec != "local"):

@@ -40,7 +40,9 @@ GPUs and per-task thread and memory budget the stage engine plans with.
 
 The modules: :mod:`~tomoflow.cluster.settings` (settings files), :mod:`~tomoflow.cluster.start`
 (starting each kind), :mod:`~tomoflow.cluster.client` (specs, :class:`TomoflowClient`,
-:func:`connect`), :mod:`~tomoflow.cluster.inspect` (a running cluster).
+:func:`connect`), :mod:`~tomoflow.cluster.inspect` (a running cluster), :mod:`~tomoflow.cluster.quiet`
+(no "Compute Failed" dumps from the workers while tomoflow reports failures itself); the grammar of
+specs (:func:`parse_kind`, :func:`is_address`, :func:`invalid_spec`) is in ``_spec``.
 
 Dask, CuPy, dask-cuda and dask-jobqueue are imported only inside the functions that need them:
 importing this package imports none of them (``TomoflowClient``, a :class:`distributed.Client`
@@ -52,7 +54,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from tomoflow.cluster._spec import VALID_SPECS
+from tomoflow.cluster._spec import VALID_SPECS, invalid_spec, is_address, parse_kind
 from tomoflow.cluster.client import connect
 from tomoflow.cluster.inspect import (
     ClusterResources,
@@ -61,6 +63,7 @@ from tomoflow.cluster.inspect import (
     describe,
     gpu_resources_available,
 )
+from tomoflow.cluster.quiet import quiet_task_failures
 from tomoflow.cluster.settings import CLUSTER_DIR_ENV, CLUSTER_KINDS, load_cluster_config
 from tomoflow.cluster.start import check_worker_count, start_cluster
 
@@ -81,6 +84,10 @@ __all__ = [
     "gpu_resources_available",
     "describe",
     "cluster_resources",
+    "parse_kind",
+    "is_address",
+    "invalid_spec",
+    "quiet_task_failures",
 ]
 
 

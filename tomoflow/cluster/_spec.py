@@ -25,7 +25,7 @@ _ADDRESS_SCHEMES = ("tcp", "tls", "inproc", "ucx", "ucxx", "ws", "wss")
 _HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
 
 
-def _is_address(spec: str) -> bool:
+def is_address(spec: str) -> bool:
     """Whether ``spec`` is a scheduler address (``tcp://host:port``, ``host:port``, ...)."""
     scheme, sep, _ = spec.partition("://")
     if sep:
@@ -33,7 +33,7 @@ def _is_address(spec: str) -> bool:
     return bool(_HOST_PORT.match(spec))
 
 
-def _parse_kind(spec: str) -> tuple[str, str | None] | None:
+def parse_kind(spec: str) -> tuple[str, str | None] | None:
     """``"slurm:gpu"`` -> ``("slurm", "gpu")``; ``None`` when ``spec`` names no cluster kind."""
     kind, _, profile = spec.partition(":")
     if kind in CLUSTER_KINDS:
@@ -43,7 +43,7 @@ def _parse_kind(spec: str) -> tuple[str, str | None] | None:
     return None
 
 
-def _invalid_spec(spec: Any, why: str = "") -> ConfigError:
+def invalid_spec(spec: Any, why: str = "") -> ConfigError:
     """The error for a spec that is none of :data:`VALID_SPECS` (the message lists them)."""
     lines = "\n  ".join(VALID_SPECS)
     reason = f" ({why})" if why else ""

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tomoflow.cluster._spec import VALID_SPECS, _invalid_spec, _is_address, _parse_kind
+from tomoflow.cluster._spec import VALID_SPECS, invalid_spec, is_address, parse_kind
 from tomoflow.cluster.inspect import dashboard_url
 from tomoflow.cluster.start import start_cluster
 from tomoflow.errors import ConfigError, TomoflowError
@@ -172,7 +172,7 @@ def connect(
     """
     text = os.fspath(spec).strip() if isinstance(spec, (str, os.PathLike)) else None
     if not text:
-        raise _invalid_spec(spec, "empty or not a string")
+        raise invalid_spec(spec, "empty or not a string")
     if text.startswith("~"):
         text = os.path.expanduser(text)
     shape = {
@@ -185,14 +185,14 @@ def connect(
     }
     given = {k: v for k, v in shape.items() if v is not None}
 
-    parsed = _parse_kind(text)
+    parsed = parse_kind(text)
     is_settings_file = text.endswith((".yaml", ".yml"))
 
     # --- a scheduler that already runs --------------------------------------------------------
     existing_address: str | None = None
     existing_file: str | None = None
     if parsed is None and not is_settings_file:
-        if _is_address(text):
+        if is_address(text):
             existing_address = text
         elif text.endswith(".json") or Path(text).is_file():
             path = Path(text)
@@ -204,7 +204,7 @@ def connect(
             _check_scheduler_file(path)
             existing_file = str(path)
         else:
-            raise _invalid_spec(spec)
+            raise invalid_spec(spec)
     if existing_address or existing_file:
         if given or profile or config_dir is not None:
             settings = sorted(given) + ([f"profile={profile}"] if profile else [])

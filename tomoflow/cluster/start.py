@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tomoflow.cluster._spec import _invalid_spec, _parse_kind
+from tomoflow.cluster._spec import invalid_spec, parse_kind
 from tomoflow.cluster.settings import CLUSTER_KINDS, _config_dirs, _read_yaml, load_cluster_config
 from tomoflow.errors import ConfigError, TomoflowError
 
@@ -611,9 +611,9 @@ def start_cluster(
         if kind not in CLUSTER_KINDS:
             raise ConfigError(f"{path}: `kind:` must be one of {', '.join(CLUSTER_KINDS)}, got {kind!r}")
     else:
-        parsed = _parse_kind(text)
+        parsed = parse_kind(text)
         if parsed is None:
-            raise _invalid_spec(spec)
+            raise invalid_spec(spec)
         kind, spec_profile = parsed
         profile = profile or spec_profile
     settings = load_cluster_config(kind, config_dir=config_dir, profile=profile, path=path)

@@ -18,16 +18,18 @@ from tomoflow.errors import ConfigError, InputError
 from tomoflow.io.readers import check_input_file, is_hdf5, open_hdf5, reader_errors
 from tomoflow.io.scan_store import ScanStore
 
-__all__ = ["FORMATS", "detect_format", "ingest"]
+__all__ = ["FORMATS", "HDF5_SUFFIXES", "TXRM_SUFFIXES", "TIFF_SUFFIXES", "detect_format", "ingest"]
 
 logger = logging.getLogger(__name__)
 
 #: Formats :func:`ingest` understands.
 FORMATS = ("dxchange", "nexus", "txrm", "tiff", "numpy")
 
-_HDF5_SUFFIXES = {".h5", ".hdf5", ".hdf", ".nxs", ".nx5", ".he5"}
-_TXRM_SUFFIXES = {".txrm", ".txm"}
-_TIFF_SUFFIXES = {".tif", ".tiff"}
+#: File suffixes (lower case) of each kind of raw file, as :func:`detect_format` reads them (HDF5:
+#: DXchange or NeXus, told apart by the content).
+HDF5_SUFFIXES = {".h5", ".hdf5", ".hdf", ".nxs", ".nx5", ".he5"}
+TXRM_SUFFIXES = {".txrm", ".txm"}
+TIFF_SUFFIXES = {".tif", ".tiff"}
 _OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 _TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _NPY_MAGIC = b"\x93NUMPY"
@@ -63,21 +65,21 @@ def detect_format(path: str | os.PathLike | Sequence[str | os.PathLike]) -> str:
         return "tiff"
     check_input_file(p, allow_dir=True)
     if p.is_dir():
-        if any(f.suffix.lower() in _TIFF_SUFFIXES for f in p.iterdir()):
+        if any(f.suffix.lower() in TIFF_SUFFIXES for f in p.iterdir()):
             return "tiff"
         raise InputError("unknown format: directory holds no .tif/.tiff files", p)
     suffix = p.suffix.lower()
     with reader_errors(p, None, "cannot read file"), open(p, "rb") as f:
         head = f.read(8)
-    if suffix in _HDF5_SUFFIXES:
+    if suffix in HDF5_SUFFIXES:
         if not is_hdf5(p):
             raise InputError(f"not an HDF5 file (no HDF5 signature) despite the {suffix} extension", p)
         return _hdf5_flavour(p)
-    if suffix in _TXRM_SUFFIXES:
+    if suffix in TXRM_SUFFIXES:
         if head != _OLE_MAGIC:
             raise InputError(f"not an OLE2 compound file (ZEISS TXRM) despite the {suffix} extension", p)
         return "txrm"
-    if suffix in _TIFF_SUFFIXES:
+    if suffix in TIFF_SUFFIXES:
         if head[:4] not in _TIFF_MAGICS:
             raise InputError(f"not a TIFF file (no TIFF signature) despite the {suffix} extension", p)
         return "tiff"

@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 import tifffile
 
+from tomoflow.batch import load_manifest, save_manifest, scan_archive
 from tomoflow.errors import ConfigError, InputError
-from tomoflow.io.archive import scan_archive
 from tomoflow.io.dxchange import write_dxchange
-from tomoflow.io.manifest import load_manifest, save_manifest
 
 
 def _dx(path: Path, n: int = 10, seed: int = 0) -> Path:

@@ -1,4 +1,4 @@
-"""The batch runner when things go wrong (tomoflow/pipeline/batch.py): one runner per output root, one
+"""The batch runner when things go wrong (tomoflow/batch/runner.py): one runner per output root, one
 line per failed scan with its traceback in a log file, a full disk said in words (never "a worker
 died?", never a traceback, never "report: None"), and messages that stay short for huge manifests."""
 
@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tomoflow.batch import COMPLETE, FAILED, load_manifest, preflight, run_batch
+from tomoflow.batch.names import LOGS, PERFORMANCE_REPORT, REPORT_JSON
 from tomoflow.errors import InputError, PipelineError, StoreError
 from tomoflow.io.lock import LOCK_NAME, output_lock
-from tomoflow.io.manifest import load_manifest
-from tomoflow.pipeline.batch import COMPLETE, FAILED, LOGS, PERFORMANCE_REPORT, REPORT_JSON, preflight, run_batch
 from tomoflow.testing import small_scan_counts, write_manifest_yaml, write_small_dxchange
 
 ANGLES = np.linspace(0, 180, 32, endpoint=False)
@@ -153,7 +153,7 @@ def test_a_failed_scan_is_one_line_and_its_traceback_goes_to_a_log(archive):
 
 
 def test_huge_error_texts_are_cut_in_the_result_and_kept_whole_in_the_log(archive, monkeypatch):
-    import tomoflow.pipeline.reconstruct as rec
+    import tomoflow.batch.scans as rec  # where the runner calls reconstruct_scan
 
     def noisy(*args, **kwargs):
         raise RuntimeError("first line\n" + "x" * 100_000)
@@ -202,7 +202,7 @@ def test_a_full_disk_is_said_in_words_not_blamed_on_a_worker(archive, monkeypatc
 def _no_room_for_reports(monkeypatch) -> None:
     """The batch report's files cannot be written: the disk is full (ENOSPC), as the file policy reports it
     (a StoreError raised while handling the OSError)."""
-    import tomoflow.pipeline.batch_report as batch_report
+    import tomoflow.batch.runner as runner
 
     def full(result, manifest, report_dir, **kwargs):
         try:
@@ -210,16 +210,16 @@ def _no_room_for_reports(monkeypatch) -> None:
         except OSError as exc:
             raise StoreError(f"{Path(report_dir) / REPORT_JSON}: cannot write ({exc.strerror})") from None
 
-    monkeypatch.setattr(batch_report, "write_report", full)
+    monkeypatch.setattr(runner, "write_report", full)
 
 
 def _no_room_for_the_performance_report(monkeypatch) -> None:
     """Dask writes its performance report into /dev/full (a real ENOSPC)."""
-    import tomoflow.pipeline.batch as batch
+    from tomoflow.batch.report import DaskPerformanceReport
 
     if not os.path.exists("/dev/full"):
         pytest.skip("no /dev/full")
-    enter = batch._performance_report.__enter__
+    enter = DaskPerformanceReport.__enter__
 
     def full_enter(self):
         out = enter(self)
@@ -227,7 +227,7 @@ def _no_room_for_the_performance_report(monkeypatch) -> None:
             Path(self.tmp).symlink_to("/dev/full")
         return out
 
-    monkeypatch.setattr(batch._performance_report, "__enter__", full_enter)
+    monkeypatch.setattr(DaskPerformanceReport, "__enter__", full_enter)
 
 
 def test_a_report_that_cannot_be_written_says_why_and_never_fails_the_batch(archive, caplog, dask_client, monkeypatch):

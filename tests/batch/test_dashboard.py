@@ -39,8 +39,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tomoflow.io.manifest import load_manifest
-from tomoflow.pipeline.batch import COMPLETE, BatchResult, run_batch
+from tomoflow.batch import COMPLETE, BatchResult, load_manifest, run_batch
 from tomoflow.testing import assert_dashboard_page, http_get, write_manifest_yaml, write_small_dxchange
 
 pytestmark = pytest.mark.slow

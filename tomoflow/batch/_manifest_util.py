@@ -1,4 +1,4 @@
-"""Helpers of :mod:`tomoflow.io.manifest` that know nothing of its models: glob and path tests, reading
+"""Helpers of :mod:`tomoflow.batch.manifest` that know nothing of its models: glob and path tests, reading
 and writing the YAML / JSON text, and building pydantic errors with chosen locations."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from tomoflow.errors import ConfigError, InputError
+from tomoflow.io.output import as_file_plan, write_file
 
 SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -148,8 +149,6 @@ def relative_text(value: Any, base: Path) -> Any:
 def write_document(path: Any, doc: dict[str, Any], *, overwrite: bool = False) -> None:
     """Write ``doc`` as YAML (``.yaml`` / ``.yml``; short lists of numbers inline) or JSON through the
     file policy (:func:`tomoflow.io.output.write_file`: stamped, atomic; ``path`` a file or a plan)."""
-    from tomoflow.io.output import as_file_plan, write_file
-
     plan = as_file_plan(path, kind="manifest", overwrite=overwrite)
     path = plan.path
     if path.suffix.lower() == ".json":

@@ -25,7 +25,8 @@ the manifest's folder. Errors are :class:`~tomoflow.errors.ConfigError` (invalid
 offending key (``scans[2].name: ...``). :func:`save_manifest` writes it back (paths inside the
 manifest's folder written relative to it). :func:`scan_outputs` is the per-scan output layout.
 
-The stages and their options are in :mod:`tomoflow.io.batch_stages`.
+The stages and their options are in :mod:`tomoflow.batch.stages`; the names of the files a batch
+writes in :mod:`tomoflow.batch.names`.
 """
 
 from __future__ import annotations
@@ -49,8 +50,7 @@ from pydantic import (
     model_validator,
 )
 
-from tomoflow.errors import ConfigError, InputError, shorten, summarise
-from tomoflow.io._manifest_util import (
+from tomoflow.batch._manifest_util import (
     SUFFIXES,
     clean_message,
     glob_base,
@@ -61,7 +61,8 @@ from tomoflow.io._manifest_util import (
     validation_error,
     write_document,
 )
-from tomoflow.io.batch_stages import (
+from tomoflow.batch.names import OUTPUT_NAMES, REPORT_NAMES
+from tomoflow.batch.stages import (
     STAGE_MODELS,
     STAGES,
     RecoverStage,
@@ -70,7 +71,10 @@ from tomoflow.io.batch_stages import (
     TrainOptions,
     resolve_path,
 )
-from tomoflow.io.ingest import _HDF5_SUFFIXES, _TIFF_SUFFIXES, _TXRM_SUFFIXES, FORMATS
+from tomoflow.cluster import is_address, parse_kind
+from tomoflow.errors import ConfigError, InputError, shorten, summarise
+from tomoflow.io.ingest import FORMATS, HDF5_SUFFIXES, TIFF_SUFFIXES, TXRM_SUFFIXES
+from tomoflow.io.output import FilePlan
 
 __all__ = [
     "AngleRange",
@@ -82,36 +86,19 @@ __all__ = [
     "missing_inputs",
     "format_validation_error",
     "NAME_PATTERN",
-    "OUTPUT_NAMES",
-    "REPORT_NAMES",
+    "SHOWN_PROBLEMS",
 ]
 
 #: What a scan name must look like (it names the scan's output folder).
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 _NAME_RE = re.compile(NAME_PATTERN)
 _RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
-#: Files and folders of the batch report in the output root (``tomoflow.pipeline.batch``): no scan may
-#: be named like them, since a scan's outputs go to ``<output>/<name>/``. ``batch-logs`` holds the
-#: traceback of each failed scan.
-REPORT_NAMES = ("batch-report.json", "batch-report.html", "dask-performance.html", "thumbnails", "batch-logs")
 
 #: Problems named in one error message (an invalid manifest, missing inputs); the rest are counted, so a
 #: manifest of 20,000 scans with a mistake in each gives a message of a few lines, not megabytes.
 SHOWN_PROBLEMS = 10
 #: Longest text of one problem in a message.
 PROBLEM_CHARS = 300
-
-#: Per-scan outputs under ``<output>/<name>/`` (see :func:`scan_outputs`).
-OUTPUT_NAMES = {
-    "scan": "scan.zarr",
-    "aligned": "aligned.zarr",
-    "volume": "volume.zarr",
-    "registration": "registration.json",
-    "resampled": "lfov-hr-grid.zarr",
-    "training": "training",
-    "recovered": "recovered.zarr",
-    "report": "scan-report.json",
-}
 
 _CLUSTER_KINDS_HELP = ("local, local-cuda, slurm[:profile], pbs[:profile], a scheduler address "
                        "(tcp://host:port, host:port), a scheduler .json file, a cluster settings .yaml "
@@ -263,13 +250,13 @@ class ScanEntry(_Model):
         if self.path is None:
             return None
         suffix = self.path.suffix.lower()
-        if globby(self.path) or suffix in _TIFF_SUFFIXES or self.path.is_dir():
+        if globby(self.path) or suffix in TIFF_SUFFIXES or self.path.is_dir():
             return "tiff"
         if suffix == ".npy":
             return "numpy"
-        if suffix in _TXRM_SUFFIXES:
+        if suffix in TXRM_SUFFIXES:
             return "txrm"
-        return "hdf5" if suffix in _HDF5_SUFFIXES else None
+        return "hdf5" if suffix in HDF5_SUFFIXES else None
 
     @model_validator(mode="after")
     def _format_options(self) -> "ScanEntry":
@@ -374,10 +361,8 @@ class Manifest(_Model):
     @field_validator("cluster", mode="after")
     @classmethod
     def _cluster_spec(cls, value: str, info: ValidationInfo) -> str:
-        from tomoflow.cluster._spec import _is_address, _parse_kind
-
         text = value.strip()
-        if text == "none" or _parse_kind(text) is not None or _is_address(text):
+        if text == "none" or parse_kind(text) is not None or is_address(text):
             return text
         if text.endswith((".json", ".yaml", ".yml")):
             return str(resolve_path(Path(text), info))
@@ -527,7 +512,7 @@ class Manifest(_Model):
 def scan_outputs(manifest: Manifest, scan: ScanEntry | str) -> dict[str, Path]:
     """Where ``scan`` writes: ``{"dir": <output>/<name>, "scan": .../scan.zarr, "aligned": ...,
     "volume": ..., "registration": ..., "resampled": ..., "training": ..., "recovered": ...,
-    "report": ...}`` (see :data:`OUTPUT_NAMES`).
+    "report": ...}`` (see :data:`tomoflow.batch.names.OUTPUT_NAMES`).
 
     Raises
     ------
@@ -655,8 +640,6 @@ def save_manifest(manifest: Manifest, path: Any, *, relative: bool = True, overw
     written relative to it (so the folder can move); :func:`load_manifest` reads the file back into an
     equal manifest.
     """
-    from tomoflow.io.output import FilePlan
-
     p = path.path if isinstance(path, FilePlan) else Path(path)
     if p.suffix.lower() not in SUFFIXES:
         raise ConfigError(f"{p}: a batch manifest is a .yaml, .yml or .json file")

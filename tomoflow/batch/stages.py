@@ -1,4 +1,4 @@
-"""The stages of a batch pipeline, as they appear in a batch manifest (:mod:`tomoflow.io.manifest`).
+"""The stages of a batch pipeline, as they appear in a batch manifest (:mod:`tomoflow.batch.manifest`).
 
 One pydantic model per stage, told apart by its ``stage`` key. Each holds the options of the pipeline
 function that runs the stage, checked against the same constants that function checks them with
@@ -19,8 +19,9 @@ stage        runs                                                        needs
              (:func:`tomoflow.pipeline.recover.recover_volume`)
 ===========  ==========================================================  ================================
 
-The storage layer imports the pipeline's constants here (not its functions): a manifest is the
-description of pipeline work, and the constants are its single source.
+The constants come from the modules that run the stages (not their functions): a manifest is the
+description of pipeline work, and the constants are its single source. None of those modules imports
+torch when imported, so neither does this one.
 """
 
 from __future__ import annotations

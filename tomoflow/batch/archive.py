@@ -35,14 +35,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from pydantic import ValidationError
 
-from tomoflow.errors import ConfigError, InputError, TomoflowError, summarise
-from tomoflow.io.batch_stages import STAGES
-from tomoflow.io.ingest import _HDF5_SUFFIXES, _TIFF_SUFFIXES, _TXRM_SUFFIXES, detect_format
-from tomoflow.io.manifest import Manifest, ScanEntry, format_validation_error
-from tomoflow.io.readers import h5_dataset, h5_read, h5_units, open_hdf5, reader_errors, resolve_angles, unit_factor
+from tomoflow.batch.manifest import Manifest, ScanEntry, format_validation_error
+from tomoflow.batch.stages import STAGES
+from tomoflow.errors import ConfigError, InputError, TomoflowError
+from tomoflow.io import dxchange, nexus, tiff, txrm
+from tomoflow.io.ingest import HDF5_SUFFIXES, TIFF_SUFFIXES, TXRM_SUFFIXES, detect_format
+from tomoflow.io.probe import error_reason, probe_dxchange, probe_nexus, probe_tiff_stack, probe_txrm
+from tomoflow.io.readers import resolve_angles
 from tomoflow.io.tiff import natural_key
 
 __all__ = ["ArchiveScan", "FoundScan", "Unreadable", "scan_archive", "DEFAULT_PIPELINE"]
@@ -103,133 +104,6 @@ class ArchiveScan:
     skipped: list[Path]
 
 
-# ----------------------------------------------------------------------------- probes
-def _probe_dxchange(path: Path) -> tuple[int, int, int]:
-    from tomoflow.io.dxchange import DARK, DATA, THETA, WHITE
-
-    h5 = open_hdf5(path)
-    try:
-        data = h5_dataset(h5, DATA, path)
-        shape = tuple(int(s) for s in data.shape)
-        if len(shape) != 3 or 0 in shape:
-            raise InputError(f"projections must be a non-empty (angle, row, col) stack, got shape {shape}", path, DATA)
-        theta = h5_dataset(h5, THETA, path, required=False)
-        if theta is None:
-            raise InputError("no rotation angles; add the scan to the manifest by hand with angles:", path, THETA)
-        deg = h5_read(theta, path, THETA).astype(np.float64).reshape(-1)
-        resolve_angles(deg * unit_factor(h5_units(theta), "angle", "degree", path, THETA), shape[0], path)
-        for name in (WHITE, DARK):
-            ds = h5_dataset(h5, name, path, required=False)
-            if ds is not None and tuple(ds.shape[-2:]) != shape[1:]:
-                raise InputError(f"frames of {tuple(ds.shape[-2:])} px, projections of {shape[1:]}", path, name)
-        with reader_errors(path, DATA, "cannot read the last projection (truncated or corrupt?)"):
-            np.asarray(data[shape[0] - 1])
-        return shape  # type: ignore[return-value]
-    finally:
-        h5.close()
-
-
-def _probe_nexus(path: Path) -> list[tuple[str, tuple[int, int, int] | None, str | None]]:
-    """``(entry, shape, problem)`` for every NXtomo entry of the file."""
-    from tomoflow.io.nexus import PROJECTION, find_nxtomo_entries
-
-    h5 = open_hdf5(path)
-    try:
-        with reader_errors(path, None, "cannot list NeXus entries"):
-            entries = find_nxtomo_entries(h5)
-        if not entries:
-            raise InputError(f"no NXentry with definition 'NXtomo' (top-level groups: {summarise(sorted(h5.keys()))})",
-                             path, "/")
-        out: list[tuple[str, tuple[int, int, int] | None, str | None]] = []
-        for entry in entries:
-            try:
-                out.append((entry, _probe_nexus_entry(h5, path, entry, PROJECTION), None))
-            except TomoflowError as exc:
-                out.append((entry, None, _reason(exc, path)))
-        return out
-    finally:
-        h5.close()
-
-
-def _first(h5: Any, path: Path, entry: str, names: tuple[str, ...]) -> tuple[str, Any]:
-    for n in names:
-        ds = h5_dataset(h5, f"{entry}/{n}", path, required=False)
-        if ds is not None:
-            return f"{entry}/{n}", ds
-    return f"{entry}/{names[0]}", None
-
-
-def _probe_nexus_entry(h5: Any, path: Path, entry: str, projection: int) -> tuple[int, int, int]:
-    name, data = _first(h5, path, entry, ("data/data", "instrument/detector/data"))
-    if data is None or data.ndim != 3 or 0 in data.shape:
-        raise InputError("no (frame, row, col) frame data (looked for data/data and instrument/detector/data)",
-                         path, entry)
-    key_name, keys = _first(h5, path, entry, ("data/image_key", "instrument/detector/image_key"))
-    n = int(data.shape[0])
-    if keys is not None:
-        k = h5_read(keys, path, key_name).reshape(-1)
-        if k.size != data.shape[0]:
-            raise InputError(f"{k.size} image keys for {data.shape[0]} frames", path, key_name)
-        n = int(np.count_nonzero(k == projection))
-        if n == 0:
-            raise InputError("no projection frames (image_key == 0)", path, key_name)
-    ang_name, ang = _first(h5, path, entry, ("data/rotation_angle", "sample/rotation_angle"))
-    if ang is None:
-        raise InputError("no rotation angles; add the scan to the manifest by hand with angles:", path, ang_name)
-    if ang.size not in (n, data.shape[0]):
-        raise InputError(f"{ang.size} rotation angles for {data.shape[0]} frames ({n} projections)", path, ang_name)
-    with reader_errors(path, name, "cannot read the last frame (truncated or corrupt?)"):
-        np.asarray(data[data.shape[0] - 1])
-    return (n, int(data.shape[1]), int(data.shape[2]))
-
-
-def _probe_txrm(path: Path) -> tuple[int, int, int]:
-    import olefile
-
-    from tomoflow.io.txrm import _image_dtype, _Ole, image_stream_name
-
-    if not olefile.isOleFile(str(path)):
-        raise InputError("not an OLE2 compound file (expected a ZEISS TXRM)", path)
-    with reader_errors(path, None, "cannot open OLE2 file (truncated or corrupt?)"):
-        ole = olefile.OleFileIO(str(path))
-    try:
-        f = _Ole(ole, path)
-        n = f.scalar("ImageInfo/NoOfImages", "<i4")
-        taken = f.scalar("ImageInfo/ImagesTaken", "<i4", required=False)
-        n = taken if taken is not None and 0 < taken < n else n
-        width, height = f.scalar("ImageInfo/ImageWidth", "<i4"), f.scalar("ImageInfo/ImageHeight", "<i4")
-        if n <= 0 or width <= 0 or height <= 0:
-            raise InputError(f"{n} images of {width} x {height} px", path, "ImageInfo")
-        last = image_stream_name(n)
-        if not f.exists(last):
-            raise InputError(f"image stream is missing: the file holds fewer than {n} images (truncated?)", path, last)
-        with reader_errors(path, last, "cannot stat stream"):
-            size = ole.get_size(last)
-        dtype = _image_dtype(f.scalar("ImageInfo/DataType", "<i4", required=False), size, width * height, path, last)
-        got = len(f.raw(last))  # the last image: where a truncated file fails
-        if got != width * height * dtype.itemsize:
-            raise InputError(f"stream has {got} bytes, expected {width * height * dtype.itemsize} (truncated?)",
-                             path, last)
-        angles = f.array("ImageInfo/Angles", "<f4", required=False)
-        if angles is None or angles.size < n:
-            raise InputError("no rotation angle for every image; add the scan to the manifest by hand with angles:",
-                             path, "ImageInfo/Angles")
-        return (int(n), int(height), int(width))
-    finally:
-        ole.close()
-
-
-def _tiff_shape(files: list[Path], what: str) -> tuple[int, int, int]:
-    from tomoflow.io.tiff import _TiffStack
-
-    stack = _TiffStack(files, what)
-    try:
-        stack.read(stack.n - 1, stack.n)  # the last frame: where a truncated stack fails
-    finally:
-        stack.close()
-    return (stack.n, *stack.frame_shape)  # type: ignore[return-value]
-
-
 # ----------------------------------------------------------------------------- TIFF folders
 @dataclass
 class _TiffDir:
@@ -266,7 +140,7 @@ def _angles_file(folder: Path) -> Path | None:
 
 
 def _tiff_scan(t: _TiffDir, frames_dirs: dict[str, Path], root: Path) -> FoundScan:
-    shape = _tiff_shape(t.projections, "projections")
+    shape = probe_tiff_stack(t.projections, "projections")
     sibling = bool(frames_dirs)
     angles = _angles_file(t.path) or (_angles_file(t.path.parent) if sibling else None)
     if angles is None:
@@ -279,11 +153,11 @@ def _tiff_scan(t: _TiffDir, frames_dirs: dict[str, Path], root: Path) -> FoundSc
         files = getattr(t, role)
         spec: Path | list[Path] | None = _frames_spec(files)
         if not files and role in frames_dirs:
-            files = sorted((f for f in frames_dirs[role].iterdir() if f.suffix.lower() in _TIFF_SUFFIXES),
+            files = sorted((f for f in frames_dirs[role].iterdir() if f.suffix.lower() in TIFF_SUFFIXES),
                            key=natural_key)
             spec = frames_dirs[role]
         if files:
-            px = _tiff_shape(files, role)[1:]
+            px = probe_tiff_stack(files, role)[1:]
             if px != shape[1:]:
                 raise InputError(f"{role} of {tuple(px)} px, projections of {shape[1:]} px", files[0])
             setattr(found, role, spec)
@@ -310,8 +184,6 @@ def _is_store(d: Path) -> bool:
 
 def _verify(found: FoundScan) -> None:
     """Open ``found`` with the full reader (hashing the file) and validate it."""
-    from tomoflow.io import dxchange, nexus, tiff, txrm
-
     if found.format == "dxchange":
         raw = dxchange.open_dxchange(found.path)
     elif found.format == "nexus":
@@ -358,9 +230,9 @@ def _walk(root: Path, out_root: Path) -> _Walk:
             suffix = p.suffix.lower()
             if n.startswith("."):
                 w.skipped.append(p)
-            elif suffix in _TIFF_SUFFIXES:
+            elif suffix in TIFF_SUFFIXES:
                 tiffs[_role(n)].append(p)
-            elif suffix in _HDF5_SUFFIXES or suffix in _TXRM_SUFFIXES or (suffix == "" and _sniff(p)):
+            elif suffix in HDF5_SUFFIXES or suffix in TXRM_SUFFIXES or (suffix == "" and _sniff(p)):
                 for item in _probe_file(p):
                     (w.found if isinstance(item, FoundScan) else w.unreadable).append(item)
             else:
@@ -390,7 +262,7 @@ def _tiff_scans(w: _Walk, root: Path) -> None:
         try:
             w.found.append(_tiff_scan(t, beside, root))
         except TomoflowError as exc:
-            w.unreadable.append(Unreadable(t.path, _reason(exc, t.path)))
+            w.unreadable.append(Unreadable(t.path, error_reason(exc, t.path)))
         except Exception as exc:  # noqa: BLE001 - one bad folder never stops the walk
             logger.warning("%s: unexpected error", t.path, exc_info=True)
             w.unreadable.append(Unreadable(t.path, f"unexpected error ({type(exc).__name__}: {exc})"))
@@ -459,7 +331,7 @@ def scan_archive(
                 _verify(f)
                 kept.append(f)
             except TomoflowError as exc:
-                unreadable.append(Unreadable(f.path, _reason(exc, f.path)))
+                unreadable.append(Unreadable(f.path, error_reason(exc, f.path)))
         found = kept
     unreadable.sort(key=lambda u: natural_key(u.path))
     used = {f.angles for f in found}
@@ -475,12 +347,6 @@ def scan_archive(
     return ArchiveScan(root=root, manifest=manifest, scans=found, unreadable=unreadable, skipped=skipped)
 
 
-def _reason(exc: TomoflowError, path: Path) -> str:
-    """The error's message, without the path when it is ``path`` itself (listed beside it)."""
-    if isinstance(exc, InputError) and exc.path == str(path):
-        return (f"[{exc.dataset}] " if exc.dataset else "") + exc.problem
-    return str(exc)
-
 
 def _sniff(path: Path) -> bool:
     """A file without suffix that starts like HDF5 or OLE2 (TXRM)."""
@@ -495,12 +361,12 @@ def _probe_file(path: Path) -> list[FoundScan | Unreadable]:
     try:
         fmt = detect_format(path)
         if fmt == "dxchange":
-            return [FoundScan(path.stem, path, fmt, _probe_dxchange(path))]
+            return [FoundScan(path.stem, path, fmt, probe_dxchange(path))]
         if fmt == "txrm":
-            return [FoundScan(path.stem, path, fmt, _probe_txrm(path))]
+            return [FoundScan(path.stem, path, fmt, probe_txrm(path))]
         if fmt != "nexus":
             raise InputError(f"a {fmt} file, not DXchange, NeXus or TXRM", path)
-        entries = _probe_nexus(path)
+        entries = probe_nexus(path)
         out: list[FoundScan | Unreadable] = []
         for entry, shape, problem in entries:
             label = path.stem if len(entries) == 1 else f"{path.stem}-{entry.strip('/').replace('/', '-')}"
@@ -511,7 +377,7 @@ def _probe_file(path: Path) -> list[FoundScan | Unreadable]:
                                      notes=[f"NeXus entry {entry}"] if len(entries) > 1 else []))
         return out
     except TomoflowError as exc:
-        return [Unreadable(path, _reason(exc, path))]
+        return [Unreadable(path, error_reason(exc, path))]
     except Exception as exc:  # noqa: BLE001 - one bad file never stops the walk
         logger.warning("%s: unexpected error", path, exc_info=True)
         return [Unreadable(path, f"unexpected error ({type(exc).__name__}: {exc})")]

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import yaml
 
+from tomoflow.batch.manifest import AngleRange, Manifest, ScanEntry, load_manifest, save_manifest, scan_outputs
+from tomoflow.batch.stages import ALIGN_OPTIONS, AlignStage, ReconStage, RecoverStage, TrainOptions
 from tomoflow.errors import ConfigError, InputError
-from tomoflow.io.batch_stages import ALIGN_OPTIONS, AlignStage, ReconStage, RecoverStage, TrainOptions
-from tomoflow.io.manifest import AngleRange, Manifest, ScanEntry, load_manifest, save_manifest, scan_outputs
 
 
 @pytest.fixture
@@ -400,7 +400,7 @@ def test_stage_defaults_match_the_commands():
 def test_the_module_docstring_example_is_a_valid_manifest(tmp_path):
     import textwrap
 
-    import tomoflow.io.manifest as mod
+    import tomoflow.batch.manifest as mod
 
     example = mod.__doc__.split("::\n\n", 1)[1].split("\n\n:func:", 1)[0]
     p = tmp_path / "example.yaml"

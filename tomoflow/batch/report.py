@@ -1,6 +1,7 @@
-"""The batch report of :func:`tomoflow.pipeline.batch.run_batch`: ``batch-report.json`` (everything, for
-programs), ``batch-report.html`` (one table for people, no external resources) and a PNG thumbnail of
-each scan's central slice in ``thumbnails/``.
+"""The batch report of :func:`tomoflow.batch.run_batch`: ``batch-report.json`` (everything, for
+programs), ``batch-report.html`` (one table for people, no external resources), a PNG thumbnail of
+each scan's central slice in ``thumbnails/``, and Dask's performance report (:class:`DaskPerformanceReport`).
+The file names are those of :mod:`tomoflow.batch.names`.
 
 Per scan: name, status (``complete``, ``skipped-complete``, ``failed``, ``pending``), every stage with
 its status and seconds (this run's, and those its store recorded when it was computed), attempts,
@@ -12,21 +13,30 @@ All files are written atomically (a temporary file renamed), so a reader never s
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
+import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from tomoflow._version import __version__
+from tomoflow.batch.failures import write_problem
+from tomoflow.batch.manifest import Manifest
+from tomoflow.batch.names import REPORT_HTML, REPORT_JSON
+from tomoflow.batch.results import COMPLETE, BatchResult
+from tomoflow.errors import shorten
 from tomoflow.io.models import utc_now
+from tomoflow.io.output import plan_file, write_file
 from tomoflow.io.stages import STAGES_GROUP
+from tomoflow.io.volume_store import VolumeStore
 
-if TYPE_CHECKING:
-    from tomoflow.io.manifest import Manifest
-    from tomoflow.pipeline.batch import BatchResult
+__all__ = ["write_report", "write_report_file", "write_thumbnail", "report_document", "report_html",
+           "DaskPerformanceReport", "THUMBNAIL_PX", "EMBED_LIMIT"]
 
-__all__ = ["write_report", "write_report_file", "write_thumbnail", "report_document", "report_html", "THUMBNAIL_PX", "EMBED_LIMIT"]
+log = logging.getLogger(__name__)
 
 #: Longest side of a thumbnail (pixels).
 THUMBNAIL_PX = 128
@@ -47,8 +57,6 @@ def write_report_file(path: Path, content: "str | bytes | Any") -> Path:
     ``content``: a JSON-able ``dict`` (stamped here), HTML or log text (a first-line stamp is added
     here), or a function ``write(tmp_path, plan)`` for other formats.
     """
-    from tomoflow.io.output import plan_file, write_file
-
     kind = REPORT_KINDS.get(path.suffix.lower(), "batch-report")
     plan = plan_file(path, kind=kind, overwrite=True)
     if isinstance(content, dict):
@@ -75,7 +83,6 @@ def thumbnail_image(store: str | os.PathLike, size: int = THUMBNAIL_PX) -> np.nd
     still at least ``size`` pixels wide (level 0 for a small volume)."""
     from PIL import Image
 
-    from tomoflow.io.volume_store import VolumeStore
 
     v = VolumeStore.open(store)
     level = 0
@@ -115,13 +122,11 @@ def write_thumbnail(store: str | os.PathLike, png: str | os.PathLike, *, relativ
 # ----------------------------------------------------------------------------- JSON
 def report_document(result: BatchResult, manifest: Manifest, report_dir: Path, *, final: bool = True) -> dict[str, Any]:
     """The batch report as plain data (what ``batch-report.json`` holds)."""
-    from tomoflow import __version__
-
     counts = result.counts()
     stage_seconds: dict[str, float] = {}
     for s in result.scans:
         for st in s.stages:
-            if st.status == "complete":
+            if st.status == COMPLETE:
                 stage_seconds[st.stage] = stage_seconds.get(st.stage, 0.0) + st.seconds
     perf = result.performance_report
     return {
@@ -223,8 +228,6 @@ def report_html(doc: dict[str, Any], report_dir: Path) -> str:
 def write_report(result: BatchResult, manifest: Manifest, report_dir: str | os.PathLike, *,
                  final: bool = True) -> tuple[Path, Path]:
     """Write ``batch-report.json`` and ``batch-report.html`` into ``report_dir``; returns their paths."""
-    from tomoflow.pipeline.batch import REPORT_HTML, REPORT_JSON
-
     rdir = Path(report_dir)
     rdir.mkdir(parents=True, exist_ok=True)
     doc = report_document(result, manifest, rdir, final=final)
@@ -232,3 +235,52 @@ def write_report(result: BatchResult, manifest: Manifest, report_dir: str | os.P
     write_report_file(js, doc)
     write_report_file(page, report_html(doc, rdir))
     return js, page
+
+
+# ----------------------------------------------------------------------------- Dask
+class DaskPerformanceReport:
+    """``distributed.performance_report`` into ``path`` (written under a temporary name, then renamed),
+    or nothing without a client or path."""
+
+    def __init__(self, client: Any, path: Path | None) -> None:
+        self.client, self.path = client, path
+        self._stack: Any = None
+        #: Why the report was not written (one line), or None.
+        self.error: str | None = None
+
+    def _failed(self, doing: str, exc: BaseException) -> None:
+        self.error = write_problem(exc, self.path) if self.path is not None else shorten(exc, 300)
+        log.warning("cannot %s the Dask performance report %s (%s)", doing, self.path, self.error)
+        log.debug("the Dask performance report failed", exc_info=True)
+
+    def __enter__(self) -> "DaskPerformanceReport":
+        if self.client is None or self.path is None:
+            return self
+        from distributed import performance_report
+
+        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        self._stack = contextlib.ExitStack()
+        try:
+            self._stack.enter_context(self.client.as_current())
+            self._stack.enter_context(performance_report(filename=str(self.tmp)))
+        except Exception as exc:  # noqa: BLE001 - the report is a diagnostic: never fail the batch for it
+            self._failed("start", exc)
+            self._stack.close()
+            self._stack = None
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._stack is None:
+            return
+        try:
+            self._stack.__exit__(*exc)
+            page = self.tmp.read_text(encoding="utf-8")
+            write_report_file(self.path, page)  # type: ignore[arg-type]  # stamped, through the file policy
+        except Exception as err:  # noqa: BLE001 - a full disk, a lost scheduler: one line, never a traceback
+            self._failed("write", err)
+        finally:
+            try:
+                if self.tmp.exists():
+                    self.tmp.unlink()
+            except OSError:
+                pass

@@ -1,4 +1,4 @@
-"""The batch runner (tomoflow/pipeline/batch.py) on a real cluster of two worker processes, over a small
+"""The batch runner (tomoflow/batch/runner.py) on a real cluster of two worker processes, over a small
 archive of DXchange files: four good scans and three bad ones (truncated, half NaN, no /exchange/data).
 
 Good scans complete, bad ones fail alone with their clear error in the report; a rerun skips every
@@ -15,20 +15,10 @@ import h5py
 import numpy as np
 import pytest
 
+from tomoflow.batch import COMPLETE, FAILED, SKIPPED, BatchEvent, load_manifest, preflight, run_batch
+from tomoflow.batch.names import PERFORMANCE_REPORT, REPORT_HTML, REPORT_JSON
 from tomoflow.errors import ConfigError, InputError
 from tomoflow.io import ScanStore, VolumeStore
-from tomoflow.io.manifest import load_manifest
-from tomoflow.pipeline.batch import (
-    COMPLETE,
-    FAILED,
-    PERFORMANCE_REPORT,
-    REPORT_HTML,
-    REPORT_JSON,
-    SKIPPED,
-    BatchEvent,
-    preflight,
-    run_batch,
-)
 from tomoflow.pipeline.engine import KILL_AFTER_WRITE_ENV
 from tomoflow.testing import small_scan_counts, write_manifest_yaml, write_small_dxchange
 
@@ -250,7 +240,7 @@ def test_a_small_scan_is_reconstructed_in_one_task_a_large_one_in_blocks(archive
 
 def test_without_a_cluster_and_retries_of_transient_failures(archive, monkeypatch):
     """No client: everything runs in this process. An exception that is not bad input is retried."""
-    import tomoflow.pipeline.reconstruct as rec
+    import tomoflow.batch.scans as rec  # where the runner calls reconstruct_scan
 
     m = load_manifest(manifest_file(archive, "local", names=("chip", "foam-1"), retries=2))
     real = rec.reconstruct_scan
