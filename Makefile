@@ -51,6 +51,18 @@ browser:
 schemas: $(STAMP)
 	$(VENV)/bin/tomoflow schema --out schemas
 
+# The documentation site (docs/, Sphinx + MyST + numpydoc): the `docs` extra is installed into .venv
+# when missing; warnings are errors. Open docs/_build/html/index.html. tests/test_docs.py runs its examples.
+DOCS_STAMP := $(VENV)/.tomoflow-docs-installed
+.PHONY: docs
+
+$(DOCS_STAMP): $(STAMP)
+	$(VENV)/bin/python -m pip install $(PIP_FLAGS) -c constraints.txt -e ".[$(EXTRAS),docs]"
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	$(VENV)/bin/python -m sphinx -W --keep-going -b html docs docs/_build/html
+
 $(BENCH_STAMP): pyproject.toml constraints.txt Makefile benchmarks/requirements-bench.txt
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install $(PIP_FLAGS) --upgrade pip

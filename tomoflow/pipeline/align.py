@@ -1,7 +1,7 @@
 """Jitter-correct a whole scan store into an aligned scan store, on the stage engine.
 
-Plan
-----
+Alignment plan
+--------------
 1. ``flat-field-correct`` tasks (blocks of angle chunks): flat/dark-normalise and ``-log`` the raw
    projections and bin them so that neither detector axis exceeds ``max_size`` pixels, into the
    output store's ``binned`` array. Jitter is a rigid shift per projection, and the network reads

@@ -3,8 +3,8 @@
 Only the reconstruction-specific planning lives here; output safety, resume by identity, markers,
 task names, GPU resources and thread budgets are :mod:`tomoflow.pipeline.engine`'s.
 
-Plan
-----
+Reconstruction plan
+-------------------
 * **Units** are z-chunks of level 0 (one chunk of scan rows each); a **slab** block groups whole
   units, as many as fit the per-task memory budget (:func:`slab_bytes` estimates a slab's peak), and
   the number of slabs is balanced over the cluster's worker threads.

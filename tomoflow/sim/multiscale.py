@@ -225,8 +225,8 @@ def porous_sample(
 ) -> PorousSample:
     """Random analytic porous sample filling a field of view.
 
-    Families
-    --------
+    The families:
+
     ``"cathode"``
         Battery-cathode secondary particle: a slightly ellipsoidal envelope (radius 0.42 of the
         smallest field side, attenuation 1) filled with ~300 overlapping ellipsoidal primary grains
