@@ -69,7 +69,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (  # noqa: E402
+from _common import (
     _cpu_jiffies,
     _reset_hwm,
     _rss_bytes,
@@ -80,11 +80,11 @@ from _common import (  # noqa: E402
     write_results,
 )
 
-from tomoflow.io.dxchange import write_dxchange  # noqa: E402
-from tomoflow.io.manifest import load_manifest  # noqa: E402
-from tomoflow.pipeline.batch import preflight, run_batch  # noqa: E402
-from tomoflow.recon import project  # noqa: E402
-from tomoflow.testing import disk_phantom  # noqa: E402
+from tomoflow.io.dxchange import write_dxchange
+from tomoflow.io.manifest import load_manifest
+from tomoflow.pipeline.batch import preflight, run_batch
+from tomoflow.recon import project
+from tomoflow.testing import disk_phantom
 
 SCAN = {"angles": 90, "rows": 16, "cols": 64}     # part 1, "small": the small scans
 LARGER = {"angles": 360, "rows": 32, "cols": 256}  # part 1, "larger": compute outweighs the per-scan costs

@@ -451,7 +451,7 @@ def choose_lprec_filter(dev: Device, fn: Callable[..., Any], info: dict[str, Any
             raise RuntimeError(f"LPRec3d_tomobar accepted none of the ramp-like filters: {tried}")
     info["filter"] = kwargs.get("filter_type", "(no filter_type parameter: its default)")
     info["filters_rejected"] = tried
-    info["kwargs"] = {k: v for k, v in kwargs.items()}
+    info["kwargs"] = dict(kwargs)
     dev.free()
     return kwargs
 
@@ -540,7 +540,7 @@ def part_fbp(dev: Device, cfg: dict[str, Any], args: argparse.Namespace) -> dict
         host = np.ascontiguousarray(np.broadcast_to(sino[:, None, :], (na, R, n)))
         h2d: dict[str, Any] = {"bytes": int(host.nbytes)}
         if dev.gpu:
-            th, slab = bench(dev, lambda: dev.put(host), repeat=args.repeats)
+            th, slab = bench(dev, lambda host=host: dev.put(host), repeat=args.repeats)
             h2d.update(th.as_dict(per=R))
             h2d["GBps"] = round(host.nbytes / th.median / 1e9, 2)
             h2d["host_memory"] = "pageable (numpy)"
@@ -565,7 +565,7 @@ def part_fbp(dev: Device, cfg: dict[str, Any], args: argparse.Namespace) -> dict
             log(f"[fbp] {key}: slab of {R} rows ...")
             try:
                 with GpuPeak(dev) as pk:
-                    tm, out = bench(dev, lambda: run(slab), repeat=args.repeats, max_call_s=args.max_call_s,
+                    tm, out = bench(dev, lambda run=run, slab=slab: run(slab), repeat=args.repeats, max_call_s=args.max_call_s,
                                     before=restore)
                 shape = tuple(int(s) for s in out.shape)
                 row = {**tm.as_dict(per=R), **pk.as_dict(), "output_shape": list(shape),
@@ -699,7 +699,8 @@ def part_mlem(dev: Device, cfg: dict[str, Any], args: argparse.Namespace) -> dic
     print(f"\nMLEM {k} iterations on {na} x {rows} x {cols} ({dev.name}, slabs of {slab}): "
           f"{res['total_s']:.2f} s total ({res['compute_s']:.2f} s in mlem, {res['per_iteration_s']:.3f} s/iteration; "
           f"copies {res['h2d_s']:.2f} + {res['d2h_s']:.2f} s), peak "
-          f"{fmt_bytes(res.get('gpu_peak_bytes', res.get('cpu_peak_rss_bytes')))}; target < {TARGETS['mlem_seconds']:g} s: "
+          f"{fmt_bytes(res.get('gpu_peak_bytes', res.get('cpu_peak_rss_bytes')))}; "
+          f"target < {TARGETS['mlem_seconds']:g} s: "
           f"{'met' if res['target_met'] else 'NOT met'}", flush=True)
     return res
 
@@ -924,11 +925,13 @@ def part_e2e(dev: Device, cfg: dict[str, Any], args: argparse.Namespace) -> dict
         log(f"[e2e] workdir {base}: {res['filesystem']['type']} file system at {res['filesystem']['mount']}, "
             f"{fmt_bytes(free)} free")
         if res["filesystem"]["type"] in ("tmpfs", "ramfs"):
-            log("[e2e] WARNING: the workdir is in memory (tmpfs): the I/O floor is a memory floor; use --workdir on a disk")
+            log("[e2e] WARNING: the workdir is in memory (tmpfs): the I/O floor is a memory floor; "
+                "use --workdir on a disk")
         res["rows_requested"] = rows
         while need(rows) > 0.9 * free and rows > 8:
             rows //= 2
-            log(f"[e2e] input + output would exceed 90 % of the free disk ({fmt_bytes(free)}): halving the rows to {rows}")
+            log(f"[e2e] input + output would exceed 90 % of the free disk ({fmt_bytes(free)}): "
+                f"halving the rows to {rows}")
             res.setdefault("rows_halved_to", []).append(rows)
         if need(rows) > 0.9 * free:
             raise RuntimeError(f"not enough free disk in {base} ({fmt_bytes(free)}) even for {rows} rows")
@@ -960,7 +963,8 @@ def part_e2e(dev: Device, cfg: dict[str, Any], args: argparse.Namespace) -> dict
         flats = src.frames(n_flats, I0_COUNTS + DARK_COUNTS, seed=10_000_001)
         darks = src.frames(n_darks, DARK_COUNTS, seed=10_000_002)
         scan_path, out_path = base / "scan.zarr", base / "volume.zarr"
-        log(f"[e2e] writing the scan store {A} x {rows} x {C} ({fmt_bytes(in_bytes * A * rows * C)} of uint16 counts) ...")
+        log(f"[e2e] writing the scan store {A} x {rows} x {C} "
+            f"({fmt_bytes(in_bytes * A * rows * C)} of uint16 counts) ...")
         t0 = time.perf_counter()
         write_scan(scan_path, src, ang, flats=flats, darks=darks, values="intensity", pixel_size_um=1.0,
                    block_angles=max(8, min(64, A)) // 8 * 8 if A >= 8 else None)
@@ -990,7 +994,7 @@ def part_e2e(dev: Device, cfg: dict[str, Any], args: argparse.Namespace) -> dict
                 raise RuntimeError("--e2e-fbp-method: reconstruct_scan has no fbp_method parameter")
             kwargs["fbp_method"] = args.e2e_fbp_method
         res["reconstruct_scan"] = {
-            "signature": f"reconstruct_scan{sig}", "kwargs": {k: v for k, v in kwargs.items()},
+            "signature": f"reconstruct_scan{sig}", "kwargs": dict(kwargs),
             "config_device": dev.name,
             "cluster": "none: client=None, so reconstruct_scan runs its blocks in a local thread pool in this process "
                        "(tomoflow.pipeline.engine, no distributed cluster)",

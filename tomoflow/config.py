@@ -33,7 +33,7 @@ def parse_bytes(value: int | float | str) -> int:
         from dask.utils import parse_bytes as _parse
 
         out = int(_parse(value))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ConfigError(f"cannot read {value!r} as a memory size (examples: '2GB', '512MiB')") from exc
     if out <= 0:
         raise ConfigError(f"memory size must be positive, got {value!r}")

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 
-
 @pytest.fixture
 def truncate(tmp_path: Path) -> Callable[[Path, float], Path]:
     """Copy the first ``fraction`` of a file's bytes into tmp_path (a truncated download)."""

@@ -21,7 +21,7 @@ from tomoflow.errors import InputError, PipelineError, StoreError
 from tomoflow.io.lock import LOCK_NAME, output_lock
 from tomoflow.io.manifest import load_manifest
 from tomoflow.pipeline.batch import COMPLETE, FAILED, LOGS, PERFORMANCE_REPORT, REPORT_JSON, preflight, run_batch
-from tomoflow.testing import small_scan_counts, write_manifest_yaml, write_small_dxchange
+from tomoflow.testing import write_manifest_yaml, write_small_dxchange
 
 ANGLES = np.linspace(0, 180, 32, endpoint=False)
 

@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 
-from tomoflow.register.transform import Affine9, compose, rotation_matrix, rotation_vector, torch_matrix, voxel_to_physical
+from tomoflow.register.transform import (
+    Affine9,
+    compose,
+    rotation_matrix,
+    rotation_vector,
+    torch_matrix,
+    voxel_to_physical,
+)
 
 
 def test_rotation_vector_round_trip_and_orthogonality():

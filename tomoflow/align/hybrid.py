@@ -337,7 +337,8 @@ def refine(projections: Any, angles_deg: Any, coarse: AlignResult, *, n_iter: in
     that bias fades only as the warm-started reconstruction sharpens, a few hundredths of a pixel per
     iteration. Two things make the reference converge sooner: ordered subsets (OSEM, ``subsets`` = 4:
     about four MLEM iterations' progress for the price of one), and a binned stack (``binning`` = 2:
-    8x fewer voxels), which converges its reconstruction and the shifts in a fraction of the time (``coarse_iter`` iterations of ``coarse_warm`` MLEM iterations,
+    8x fewer voxels), which converges its reconstruction and the shifts in a fraction of the time (``coarse_iter``
+    iterations of ``coarse_warm`` MLEM iterations,
     until the largest update is below ``coarse_tol`` full-resolution px); the full-resolution loop
     then starts from those shifts *and* from that converged volume (repeated onto the full grid), so
     its first reference is already sharp and it only has to add the last sub-binned-pixel detail

@@ -29,6 +29,7 @@ from rich.text import Text
 
 from tomoflow.errors import ConfigError, TomoflowError
 
+
 class _OneLineUsage(typer.Typer):
     """The app, whose command-line mistakes (an unknown option, a missing argument, a value of the wrong
     type) are one ``error:`` line on stderr with exit code 2 like every other mistake, not click's
@@ -380,9 +381,9 @@ def _cluster(spec: str | None, workers: int | None = None) -> Iterator[Any]:
     if spec is None or spec == "none":
         yield None
         return
-    from tomoflow.cluster import connect, dashboard_url
-
     import distributed  # noqa: F401 - configures its loggers on import; quieten them afterwards
+
+    from tomoflow.cluster import connect, dashboard_url
 
     if not logging.getLogger().isEnabledFor(logging.INFO):
         logging.getLogger("distributed").setLevel(logging.WARNING)

@@ -6,7 +6,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import typer
@@ -38,11 +38,11 @@ def ingest(
     source: str = typer.Argument(..., help="Raw scan: DXchange/NeXus .h5, ZEISS .txrm, TIFF file/dir/glob or .npy."),
     store: Path = typer.Argument(..., help="Scan store to create (a directory, e.g. scan.zarr)."),
     format: str = typer.Option("auto", "--format", "-f", help="auto, dxchange, nexus, txrm, tiff or numpy."),
-    angles: Optional[str] = typer.Option(None, help="Angles (deg): a text file (one per line) or START,STOP,STEP. Required for TIFF."),
-    flats: Optional[str] = typer.Option(None, help="TIFF flat (white) fields: file, dir or glob."),
-    darks: Optional[str] = typer.Option(None, help="TIFF dark fields: file, dir or glob."),
-    entry: Optional[str] = typer.Option(None, help="NeXus entry to read (default: the NXtomo entry found)."),
-    pixel_size: Optional[float] = typer.Option(None, help="Override the pixel size (micrometre, > 0)."),
+    angles: str | None = typer.Option(None, help="Angles (deg): a text file (one per line) or START,STOP,STEP. Required for TIFF."),
+    flats: str | None = typer.Option(None, help="TIFF flat (white) fields: file, dir or glob."),
+    darks: str | None = typer.Option(None, help="TIFF dark fields: file, dir or glob."),
+    entry: str | None = typer.Option(None, help="NeXus entry to read (default: the NXtomo entry found)."),
+    pixel_size: float | None = typer.Option(None, help="Override the pixel size (micrometre, > 0)."),
     overwrite: bool = typer.Option(False, help="Replace an existing store."),
 ) -> None:
     """Copy a raw scan into a zarr scan store, streaming (the file is never read whole)."""
@@ -209,7 +209,7 @@ def _simulate(out: Path, phantom: str, size: int, rows: int, angles: int, jitter
 def center(
     store: Path = typer.Argument(..., help="Scan store."),
     method: str = typer.Option("vo", help="vo (Fourier metric) or pair (0/180 degree correlation)."),
-    try_: Optional[Path] = typer.Option(None, "--try", help="Also reconstruct one slice per centre around the estimate and write PNGs to this directory."),
+    try_: Path | None = typer.Option(None, "--try", help="Also reconstruct one slice per centre around the estimate and write PNGs to this directory."),
     try_range: float = typer.Option(5.0, help=f"--try sweeps centre +- this many pixels (within the detector; at most {MAX_TRIAL_CENTERS} centres)."),
     try_step: float = typer.Option(0.5, help="--try step (px, > 0)."),
     save: bool = typer.Option(False, help="Store the centre in the scan store: `tomoflow recon` then uses it unless given --center."),

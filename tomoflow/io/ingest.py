@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-
 from tomoflow.errors import ConfigError, InputError
 from tomoflow.io.readers import check_input_file, is_hdf5, open_hdf5, reader_errors
 from tomoflow.io.scan_store import ScanStore
@@ -103,7 +102,7 @@ def ingest(
     source: Any,
     store_path: str | os.PathLike,
     *,
-    format: str = "auto",  # noqa: A002 - the natural name for users
+    format: str = "auto",  # the natural name for users
     overwrite: bool = False,
     angles: Any = None,
     progress: Callable[[int], Any] | None = None,

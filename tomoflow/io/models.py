@@ -28,7 +28,7 @@ VOLUME_FORMAT = "tomoflow-volume"
 
 def utc_now() -> str:
     """ISO-8601 UTC timestamp, second resolution."""
-    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    return _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
 
 
 class _Model(BaseModel):

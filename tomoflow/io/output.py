@@ -35,7 +35,7 @@ Files (JSON, PNG, model weights and cards, ONNX, checkpoints, manifests, schemas
 >>> plan_file(d / "notes.json", kind="document", overwrite=True)  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
-tomoflow.errors.StoreError: .../notes.json: exists and was not written by tomoflow; refusing to replace it (even with --overwrite); choose another path or move it away
+tomoflow.errors.StoreError: .../notes.json: exists and was not written by tomoflow; refusing to replace it ...
 """
 
 from __future__ import annotations
@@ -348,7 +348,7 @@ def create_store(plan: OutputPlan, attributes: Mapping[str, Any]) -> Any:
         return zarr.create_group(str(path), zarr_format=3, attributes=dict(attributes), overwrite=False)
     except OSError as exc:
         raise StoreError(f"{path}: cannot create the store ({exc.strerror or exc})") from None
-    except Exception as exc:  # noqa: BLE001 - zarr wraps OS errors (e.g. ContainsGroupError)
+    except Exception as exc:  # zarr wraps OS errors (e.g. ContainsGroupError)
         if isinstance(exc, TomoflowError):
             raise
         raise StoreError(f"{path}: cannot create the store ({type(exc).__name__}: {exc})") from None
@@ -813,7 +813,7 @@ def write_json(plan: FilePlan, doc: Mapping[str, Any], *, indent: int | None = 2
     return write_file(plan, plan.json_text(doc, indent=indent, default=dump.get("default")))
 
 
-def as_file_plan(target: "str | os.PathLike | FilePlan", *, kind: str, overwrite: bool = False,
+def as_file_plan(target: str | os.PathLike | FilePlan, *, kind: str, overwrite: bool = False,
                  inputs: Sequence[str | os.PathLike] = (), fingerprint: str | None = None) -> FilePlan:
     """``target`` if it is already a :class:`FilePlan`, else :func:`plan_file` of it (API functions that
     write a file take either)."""
@@ -824,7 +824,7 @@ def as_file_plan(target: "str | os.PathLike | FilePlan", *, kind: str, overwrite
     return plan_file(target, kind=kind, overwrite=overwrite, inputs=inputs, fingerprint=fingerprint)
 
 
-def save_figure(fig: Any, target: "str | os.PathLike | FilePlan", *, overwrite: bool = False,
+def save_figure(fig: Any, target: str | os.PathLike | FilePlan, *, overwrite: bool = False,
                 inputs: Sequence[str | os.PathLike] = (), dpi: int = 110) -> Path:
     """Save a matplotlib figure as a PNG through the file policy (stamped, atomic) and close it.
 
@@ -840,7 +840,7 @@ def save_figure(fig: Any, target: "str | os.PathLike | FilePlan", *, overwrite: 
         plt.close(fig)
 
 
-def save_image(image: Any, target: "str | os.PathLike | FilePlan", *, overwrite: bool = False,
+def save_image(image: Any, target: str | os.PathLike | FilePlan, *, overwrite: bool = False,
                cmap: str = "gray") -> Path:
     """``matplotlib.pyplot.imsave`` of a 2-D array (values 0..1) through the file policy."""
     import matplotlib.pyplot as plt

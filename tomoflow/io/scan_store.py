@@ -69,16 +69,22 @@ import numpy as np
 import zarr
 
 from tomoflow import config as _config
-from tomoflow._checks import SCAN_NEEDS, MeasuredCheck, check_int, check_planned_output, validate_scan_geometry
-from tomoflow._checks import MIN_MEASURED_FRACTION
+from tomoflow._checks import (
+    MIN_MEASURED_FRACTION,
+    SCAN_NEEDS,
+    MeasuredCheck,
+    check_int,
+    check_planned_output,
+    validate_angles,
+    validate_scan_geometry,
+)
 from tomoflow._checks import check_frames as _check_frames
-from tomoflow._checks import validate_angles
 from tomoflow._hashing import file_sha256
 from tomoflow._version import __version__
 from tomoflow.errors import ConfigError, InputError, StoreError, TomoflowError, describe_os_error
+from tomoflow.io.lock import claim_output, writes_outputs
 from tomoflow.io.models import SCAN_FORMAT, Provenance, ScanAttrs, SourceFile, StageRecord
 from tomoflow.io.output import OutputPlan, create_store, fingerprint, prepare_output, resolved_path
-from tomoflow.io.lock import claim_output, writes_outputs
 from tomoflow.io.stages import StageLog, stage_records, store_identity, store_kind
 
 logger = logging.getLogger(__name__)
@@ -163,7 +169,7 @@ class StoreArray:
             return fn(selection)
         except (TomoflowError, MemoryError):
             raise
-        except Exception as exc:  # noqa: BLE001 - codecs raise RuntimeError, ValueError, OSError ...
+        except Exception as exc:  # codecs raise RuntimeError, ValueError, OSError ...
             bad = self._damaged_chunk(selection)
             if bad is None:  # every chunk reads on its own: not a damaged chunk, let it through
                 raise
@@ -274,7 +280,7 @@ class ScanStore:
     @classmethod
     def _create(cls, plan: OutputPlan, attrs: ScanAttrs, shape: tuple[int, int, int], angles: np.ndarray, *,
                 n_flats: int, n_darks: int, chunks: tuple[int, int, int], stage_position_um: np.ndarray | None,
-                dtypes: dict[str, np.dtype] | None = None) -> "ScanStore":
+                dtypes: dict[str, np.dtype] | None = None) -> ScanStore:
         """Create the (validated) store layout: root attributes, empty arrays, the angle coordinate.
         ``dtypes`` gives the storage type of projections, flats and darks (default float32)."""
         n_angles, n_rows, n_cols = shape
@@ -308,7 +314,7 @@ class ScanStore:
 
     # ------------------------------------------------------------------ opening
     @classmethod
-    def open(cls, path: str | os.PathLike, mode: str = "r", *, require_complete: bool = True) -> "ScanStore":
+    def open(cls, path: str | os.PathLike, mode: str = "r", *, require_complete: bool = True) -> ScanStore:
         """Open and validate an existing scan store.
 
         Raises

@@ -26,16 +26,16 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from tomoflow.errors import ConfigError
+from tomoflow.io.lock import writes_outputs as _writes_outputs
 from tomoflow.io.models import SourceFile
 from tomoflow.io.scan_store import write_scan
-from tomoflow.io.lock import writes_outputs as _writes_outputs
 
 if TYPE_CHECKING:  # the storage layer may import kernels, but only needs the type here
     from tomoflow.sim.multiscale import MultiscalePair
@@ -59,7 +59,7 @@ _SHIFT_ATTRS = {
 
 def write_synthetic_scan(
     path: str | os.PathLike,
-    scan: "SyntheticScan | ScanSimulator",
+    scan: SyntheticScan | ScanSimulator,
     format: Literal["zarr", "dxchange"] = "zarr",
     overwrite: bool = False,
     *,
@@ -172,7 +172,7 @@ def _isotropic(name: str, spacing: Any) -> float:
 
 @_writes_outputs
 def write_multiscale_pair(
-    pair: "MultiscalePair",
+    pair: MultiscalePair,
     hr_path: str | os.PathLike,
     lfov_path: str | os.PathLike,
     *,
@@ -224,8 +224,8 @@ def write_multiscale_pair(
     import time
 
     from tomoflow import config as _config
-    from tomoflow.io.models import VOLUME_FORMAT
     from tomoflow.io.lock import claim_output
+    from tomoflow.io.models import VOLUME_FORMAT
     from tomoflow.io.output import OutputPlan, fingerprint, prepare_output, resolved_path
     from tomoflow.io.stages import StageLog
     from tomoflow.io.volume_store import VolumeStore, block_mean_2x, level_shape, pyramid_levels

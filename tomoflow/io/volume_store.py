@@ -124,7 +124,7 @@ class VolumeStore:
         run_config: dict[str, Any] | None = None,
         inputs: list[SourceFile] | None = None,
         extra: Mapping[str, Any] | None = None,
-    ) -> "VolumeStore":
+    ) -> VolumeStore:
         """Create an empty volume store where :func:`tomoflow.io.output.prepare_output` allowed it.
 
         Parameters
@@ -174,7 +174,7 @@ class VolumeStore:
         return cls(plan.path, root)
 
     @classmethod
-    def open(cls, path: str | os.PathLike, mode: str = "r", *, require_complete: bool = True) -> "VolumeStore":
+    def open(cls, path: str | os.PathLike, mode: str = "r", *, require_complete: bool = True) -> VolumeStore:
         """Open an existing volume store, checking the layout (and, by default, that it is complete).
 
         Raises

@@ -455,7 +455,7 @@ def correct_scan(
     method: str = "hybrid",
     center: float | str | None = None,
     algorithm: str = "fbp",
-    filter: str = "ramp",  # noqa: A002
+    filter: str = "ramp",
     client: Any = None,
     overwrite: bool = False,
     progress: Callable[[str, int, int], None] | None = None,

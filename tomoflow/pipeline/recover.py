@@ -32,8 +32,15 @@ from tomoflow.errors import ConfigError
 from tomoflow.io.models import VOLUME_FORMAT
 from tomoflow.io.stages import StageLog
 from tomoflow.io.volume_store import VolumeStore, level_shape, pyramid_levels
-from tomoflow.pipeline.engine import Block, current_client, fingerprint, identity_of, prepare_output, run_blocks
-from tomoflow.pipeline.engine import writes_outputs
+from tomoflow.pipeline.engine import (
+    Block,
+    current_client,
+    fingerprint,
+    identity_of,
+    prepare_output,
+    run_blocks,
+    writes_outputs,
+)
 from tomoflow.pipeline.reconstruct import _chunk_grid, run_pyramid
 
 __all__ = ["recover_volume"]

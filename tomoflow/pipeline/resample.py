@@ -26,8 +26,15 @@ from tomoflow.errors import ConfigError, InputError
 from tomoflow.io.models import VOLUME_FORMAT
 from tomoflow.io.stages import StageLog
 from tomoflow.io.volume_store import VolumeStore, level_shape, pyramid_levels
-from tomoflow.pipeline.engine import Block, current_client, fingerprint, identity_of, prepare_output, run_blocks
-from tomoflow.pipeline.engine import writes_outputs
+from tomoflow.pipeline.engine import (
+    Block,
+    current_client,
+    fingerprint,
+    identity_of,
+    prepare_output,
+    run_blocks,
+    writes_outputs,
+)
 from tomoflow.pipeline.reconstruct import _chunk_grid, run_pyramid
 
 __all__ = ["resample_volume", "field_grid", "plan_resample", "ResamplePlan", "MIN_CHUNK_EDGE", "MAX_CHUNK_VOXELS"]

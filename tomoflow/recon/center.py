@@ -301,7 +301,7 @@ def center_sweep(
     centers: Any,
     *,
     rows: Any = None,
-    filter: str = "ramp",  # noqa: A002
+    filter: str = "ramp",
 ) -> tuple[Any, np.ndarray]:
     """Reconstruct one slice at each candidate centre (the "try" sweep).
 

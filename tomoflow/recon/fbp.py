@@ -56,7 +56,7 @@ def fbp(
     angles_deg: Any,
     *,
     center: float | None = None,
-    filter: str = "ramp",  # noqa: A002 - public name asked for by users
+    filter: str = "ramp",  # public name asked for by users
     shape: tuple[int, int] | None = None,
     pad_factor: float = 2.0,
     mask: bool = False,

@@ -166,7 +166,7 @@ def _phase_table(angles_key: bytes, n_pad: int, left: int, center: float, frac_u
 
 
 def fourier_backproject(
-    projections: Any, angles_deg: np.ndarray, weights: np.ndarray, *, center: float, filter: str,  # noqa: A002
+    projections: Any, angles_deg: np.ndarray, weights: np.ndarray, *, center: float, filter: str,
     shape: tuple[int, int], pad_factor: float = 2.0, eps: float = FOURIER_EPS,
 ) -> Any:
     """Filtered backprojection of checked inputs by gridding (see the module documentation).

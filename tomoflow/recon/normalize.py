@@ -63,7 +63,7 @@ class NormalizeReport:
         """Number of repairs (bad reference pixels + non-finite values; clipping excluded)."""
         return self.bad_reference_pixels + self.nonfinite_values
 
-    def __add__(self, other: "NormalizeReport") -> "NormalizeReport":
+    def __add__(self, other: NormalizeReport) -> NormalizeReport:
         return NormalizeReport(
             self.bad_reference_pixels + other.bad_reference_pixels,
             self.nonfinite_values + other.nonfinite_values,

@@ -298,9 +298,8 @@ def _check_volume(volume: Any) -> tuple[int, int, int]:
 
 def _geometry(model: Any, halo: Any, alignment: int | None, strict: bool) -> tuple[int, tuple[int, ...] | int, int]:
     """Receptive-field radius, halo and alignment for ``model`` (see :func:`predict_tiled`)."""
-    from tomoflow.recover.unet import UNetConfig
+    from tomoflow.recover.unet import UNetConfig, receptive_field
     from tomoflow.recover.unet import alignment as net_alignment
-    from tomoflow.recover.unet import receptive_field
 
     cfg = getattr(model, "config", None)
     if isinstance(cfg, UNetConfig):
@@ -370,8 +369,8 @@ def valid_halo(model: Any, shape: Sequence[int], block: int | Sequence[int], ali
     less work). Tries halos from that margin up to the radius on the tiles :func:`plan_tiles` makes
     and keeps the first whose every block lies in its box's valid region.
     """
-    from tomoflow.recover.unet import receptive_field, valid_region
     from tomoflow.recover.unet import alignment as net_alignment
+    from tomoflow.recover.unet import receptive_field, valid_region
 
     cfg = _torch_unet_config(model)
     if cfg is None:

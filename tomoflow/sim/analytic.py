@@ -253,7 +253,7 @@ def _rasterize(tab3: np.ndarray, shape: tuple[int, int, int], supersample: int, 
             yy = (np.arange(y_lo, y_hi) - centres[1]) * pixel - y0
             xx = (np.arange(x_lo, x_hi) - centres[2]) * pixel - x0
 
-            def rho2(z, y, x):  # normalised squared radius; broadcasts
+            def rho2(z, y, x, cph=cph, sph=sph, a=a, b=b, c=c):  # normalised squared radius; broadcasts
                 xi = x * cph + y * sph
                 eta = -x * sph + y * cph
                 r = (xi / a) ** 2 + (eta / b) ** 2

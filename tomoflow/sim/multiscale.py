@@ -198,7 +198,7 @@ class PorousSample:
 
     @classmethod
     def spheres(cls, centers_um: Any, radii_um: Any, values: Any, phases: Any = _SOLID,
-                family: str = "custom") -> "PorousSample":
+                family: str = "custom") -> PorousSample:
         """Spheres (broadcast ``radii_um``, ``values``, ``phases`` to the number of centres)."""
         c = np.asarray(centers_um, dtype=np.float64).reshape(-1, 3)
         m = c.shape[0]

@@ -141,8 +141,8 @@ def _axes_coords(shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, n
 # Facet normals of a cubic (fcc) crystal: {111}, {100}, {110}.
 _N111 = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], float) / np.sqrt(3)
 _N100 = np.vstack([np.eye(3), -np.eye(3)])
-_N110 = np.array([v for v in (
-    [1, 1, 0], [1, -1, 0], [1, 0, 1], [1, 0, -1], [0, 1, 1], [0, 1, -1])], float) / np.sqrt(2)
+_N110 = np.array([
+    [1, 1, 0], [1, -1, 0], [1, 0, 1], [1, 0, -1], [0, 1, 1], [0, 1, -1]], float) / np.sqrt(2)
 _N110 = np.vstack([_N110, -_N110])
 
 

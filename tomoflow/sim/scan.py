@@ -27,8 +27,15 @@ from typing import Any
 
 import numpy as np
 
-from tomoflow._checks import (check_choice, check_finite, check_int, check_number, check_seed, random_generator,
-                              validate_angles)
+from tomoflow._checks import (
+    check_choice,
+    check_finite,
+    check_int,
+    check_number,
+    check_seed,
+    random_generator,
+    validate_angles,
+)
 from tomoflow.backend import to_numpy
 from tomoflow.errors import InputError
 from tomoflow.geometry import check_center
@@ -185,7 +192,8 @@ class ScanSimulator:
         if shifts is not None:
             true_shifts = np.asarray(shifts, dtype=np.float64)
             if true_shifts.shape != (n_angles, 2) or not np.all(np.isfinite(true_shifts)):
-                raise InputError(f"shifts must be a finite (n_angles, 2) = ({n_angles}, 2) array of (dy, dx), got shape {true_shifts.shape}")
+                raise InputError(f"shifts must be a finite (n_angles, 2) = ({n_angles}, 2) array of (dy, dx), "
+                                 f"got shape {true_shifts.shape}")
         else:
             true_shifts = random_jitter(n_angles, jitter_px, seed=s_jit, vertical=jitter_vertical)
 
@@ -261,7 +269,7 @@ class ScanSimulator:
         return raw, np.asarray(measured, dtype=np.float32), ideal
 
     @property
-    def raw(self) -> "RawProjections":
+    def raw(self) -> RawProjections:
         """The raw projections as a lazy ``(angle, row, col)`` float32 array-like (sliced on angles)."""
         return RawProjections(self)
 
