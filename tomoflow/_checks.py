@@ -445,7 +445,7 @@ def check_finite(array: Any, what: str, hint: str = "") -> None:
 
 
 # ----------------------------------------------------------------------------- parameters (ConfigError)
-def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
+def check_choice(name: str, value: Any, choices: Iterable[str | None]) -> str:
     """``value`` if it is one of ``choices``, else :class:`ConfigError` listing them."""
     options = tuple(choices)
     if value not in options:

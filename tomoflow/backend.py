@@ -129,9 +129,9 @@ def limit_threads(n: int) -> Iterator[int]:
     if n < 1:
         raise ValueError(f"thread budget must be >= 1, got {n}")
     token = _THREADS.set(n)
-    numba = None
+    numba: Any = None
     try:
-        import numba
+        import numba  # type: ignore[no-redef]  # None where numba is missing
     except ImportError:  # pragma: no cover - numba is a dependency
         pass
     previous = numba.get_num_threads() if numba is not None else None
@@ -146,7 +146,7 @@ def limit_threads(n: int) -> Iterator[int]:
 
 
 _TORCH_LOCK = threading.Lock()
-_TORCH_STATE = {"users": 0, "previous": None}
+_TORCH_STATE: dict[str, Any] = {"users": 0, "previous": None}
 
 
 @contextlib.contextmanager

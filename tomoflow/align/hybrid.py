@@ -182,11 +182,12 @@ def network_update(state: NetworkState, data: np.ndarray, reprojections: np.ndar
     g = fix_gauge(previous + d_net * state.scale[None, :], center=state.center, angles_deg=ang)
     shifts = np.asarray(g.shifts, dtype=np.float64)
     moved = shifts - previous
+    g_center = float(g.center)  # type: ignore[arg-type]  # fix_gauge sets the centre
     t3 = time.perf_counter()
     entry = {"iteration": len(state.log) + 1, "max_update_px": float(np.abs(moved).max()),
-             "rms_update_px": float(np.sqrt(np.mean(np.sum(moved**2, axis=1)))), "center": float(g.center),
+             "rms_update_px": float(np.sqrt(np.mean(np.sum(moved**2, axis=1)))), "center": g_center,
              "network_s": t2 - t1, "register_s": t3 - t2}
-    return NetworkState(stack=state.stack, scale=state.scale, center=float(g.center), shifts=shifts,
+    return NetworkState(stack=state.stack, scale=state.scale, center=g_center, shifts=shifts,
                         log=[*state.log, entry], quality=np.asarray(to_numpy(check.quality), dtype=np.float64))
 
 

@@ -41,15 +41,15 @@ class _OneLineUsage(typer.Typer):
         from typer.main import get_command
 
         try:  # typer vendors its own click (0.20+); older typer uses click itself
-            from typer import _click as click  # type: ignore[attr-defined]
+            from typer import _click as click
         except ImportError:  # pragma: no cover - depends on the typer version
-            import click
+            import click  # type: ignore[no-redef]  # the same module under older typer
 
         usage_error = click.exceptions.UsageError
         click_error = getattr(click.exceptions, "ClickException", usage_error)
         try:
             kwargs.setdefault("prog_name", "tomoflow")  # also under `python -m tomoflow.cli`
-            rv = get_command(self).main(*args, standalone_mode=False, **kwargs)
+            rv = get_command(self).main(*args, standalone_mode=False, **kwargs)  # type: ignore[misc]  # callers never pass standalone_mode
         except usage_error as exc:
             message = _one_line(exc.format_message())
             if message:  # (no arguments at all: the help was shown, nothing to add)

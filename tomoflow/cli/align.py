@@ -102,9 +102,18 @@ def correct(
                              params={"method": method, "center": ctr, "algorithm": algorithm, "vertical": vertical})
     t0 = time.perf_counter()
     with _cluster(cluster, workers) as client, _stage_progress() as update, _writing(out):
-        v = correct_scan(store, out, aligned_path=aligned, method=method, center=ctr, algorithm=algorithm,
-                         client=client, overwrite=overwrite, progress=update,
-                         **({} if vertical else {"vertical": False}))
+        v = correct_scan(
+            store,
+            out,
+            aligned_path=aligned,
+            method=method,
+            center=ctr,
+            algorithm=algorithm,
+            client=client,
+            overwrite=overwrite,
+            progress=update,
+            **({} if vertical else {"vertical": False}),  # type: ignore[arg-type]  # the keyword vertical, a bool
+        )
     _print_alignment(aligned_path)
     _wrote(out, f"{' x '.join(map(str, v.shape))} voxels; whole chain {time.perf_counter() - t0:.1f} s")
     if png_plan is not None:

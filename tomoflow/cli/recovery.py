@@ -251,9 +251,15 @@ def pores(
         from tomoflow.pipeline.pores import volume_pore_recall
 
         others = [v for v in volumes if v != reference]
-        found = volume_pore_recall(reference, others, threshold=threshold, connectivity=connectivity,
-                                   min_voxels=min_voxels, region=box)
-        console.print(recall_table(found, reference.name))
+        found = volume_pore_recall(
+            reference,  # type: ignore[arg-type]  # --recall requires --reference
+            others,
+            threshold=threshold,
+            connectivity=connectivity,
+            min_voxels=min_voxels,
+            region=box,
+        )
+        console.print(recall_table(found, reference.name))  # type: ignore[union-attr]  # --recall requires --reference
     if json_plan is not None:
         doc = pores_document(results, threshold, connectivity, min_voxels, box)
         if found is not None:

@@ -86,17 +86,17 @@ def info(
         raise StoreError(f"{store}: not a zarr store ({type(exc).__name__})") from None
     if kind == "tomoflow-volume":
         v = VolumeStore.open(store)
-        a = v.attrs
+        va = v.attrs
         if as_json:
-            console.print_json(json.dumps(a.model_dump(mode="json")))
+            console.print_json(json.dumps(va.model_dump(mode="json")))
             return
-        vs = a.voxel_size
+        vs = va.voxel_size
         rows: list[tuple[str, Any]] = [
             ("shape (z, y, x)", " x ".join(map(str, v.shape))),
             ("voxel size", f"{vs.value:g} {vs.unit}" if vs is not None else "unknown (scale 1 = one pixel)"),
             ("levels", v.n_levels),
-            ("algorithm", a.algorithm),
-            ("rotation centre", f"{a.rotation_center:.2f} px" if a.rotation_center is not None else "-"),
+            ("algorithm", va.algorithm),
+            ("rotation centre", f"{va.rotation_center:.2f} px" if va.rotation_center is not None else "-"),
         ]
         console.print(_table(f"volume store {store}", rows + _stage_rows(v)))
         return
@@ -200,7 +200,7 @@ def _simulate(out: Path, phantom: str, size: int, rows: int, angles: int, jitter
     sim = ScanSimulator(vol, ang, jitter_px=jitter, photons=photons, seed=seed, center=center)
     fmt = "dxchange" if out.suffix.lower() in (".h5", ".hdf5") else "zarr"
     with _progress("simulate projections", angles) as advance:  # streamed: one block of angles in memory
-        return write_synthetic_scan(out, sim, format=fmt, overwrite=overwrite, pixel_size_um=0.03, progress=advance)
+        return write_synthetic_scan(out, sim, format=fmt, overwrite=overwrite, pixel_size_um=0.03, progress=advance)  # type: ignore[arg-type]  # one of the two literals
 
 
 # ----------------------------------------------------------------------------- centre / recon
@@ -244,9 +244,17 @@ def center(
         from tomoflow.io.output import fingerprint, identity_of
         from tomoflow.report import sweep_plans
 
-        plans = sweep_plans(try_, centers, inputs=[store], overwrite=overwrite, fingerprint=fingerprint(
-            "center-try", inputs={"scan": identity_of(store)},
-            params={"method": method, "try_range": try_range, "try_step": try_step}))
+        plans = sweep_plans(
+            try_,  # type: ignore[arg-type]  # set where centers is
+            centers,
+            inputs=[store],
+            overwrite=overwrite,
+            fingerprint=fingerprint(
+                "center-try",
+                inputs={"scan": identity_of(store)},
+                params={"method": method, "try_range": try_range, "try_step": try_step},
+            ),
+        )
     console.print(f"rotation centre: [bold]{c:.2f}[/] px (detector centre {(n_cols - 1) / 2:.1f})")
     if save:
         with _writing(store):

@@ -156,7 +156,7 @@ def ingest(
     if fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r}; supported: {', '.join(FORMATS)}",
                          source if isinstance(source, (str, os.PathLike)) else None)
-    readers = {"dxchange": dxchange.ingest_dxchange, "nexus": nexus.ingest_nexus, "txrm": txrm.ingest_txrm,
+    readers: dict[str, Callable[..., Any]] = {"dxchange": dxchange.ingest_dxchange, "nexus": nexus.ingest_nexus, "txrm": txrm.ingest_txrm,
                "tiff": tiff.ingest_tiff, "numpy": npy.ingest_numpy}
     _check_options(fmt, kw, readers, source)
     logger.info("ingest %s as %s -> %s", source if isinstance(source, (str, os.PathLike)) else type(source).__name__,

@@ -7,7 +7,7 @@ a test fails when they drift).
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,8 +22,8 @@ __all__ = [
     "VOLUME_FORMAT",
 ]
 
-SCAN_FORMAT = "tomoflow-scan"
-VOLUME_FORMAT = "tomoflow-volume"
+SCAN_FORMAT: Final = "tomoflow-scan"
+VOLUME_FORMAT: Final = "tomoflow-volume"
 
 
 def utc_now() -> str:

@@ -466,7 +466,8 @@ def stamped_json(doc: Mapping[str, Any], kind: str | None = None, fingerprint: s
     """JSON text of ``doc`` carrying tomoflow's stamp: its kind, fingerprint, version and the digest of
     the document itself (a file a user edited, or wrote with a copied stamp, is not taken for one
     tomoflow wrote). ``kind`` None keeps the kind and fingerprint of the stamp ``doc`` already has."""
-    old = doc.get(STAMP_KEY) if isinstance(doc.get(STAMP_KEY), Mapping) else {}
+    old = doc.get(STAMP_KEY)
+    old = old if isinstance(old, Mapping) else {}
     if kind is None:
         kind, fingerprint = old.get("kind"), old.get("fingerprint")
     body = json.loads(json.dumps({k: v for k, v in doc.items() if k != STAMP_KEY}, default=default))
@@ -703,7 +704,7 @@ def plan_file(
         raise StoreError(f"{p}: {'is' if store == resolved_path(p) else 'lies inside'} the tomoflow store {store}; "
                          "tomoflow never writes files into a store; choose a path outside it")
     check_not_an_input(p, inputs, f"a {kind.replace('-', ' ')}")
-    common = dict(path=p, kind=kind, fingerprint=fingerprint, inputs=tuple(map(os.fspath, inputs)),
+    common = dict(path=p, kind=kind, fingerprint=fingerprint, inputs=tuple(os.fspath(i) for i in inputs),
                   overwrite=overwrite, option=option)
     if not os.path.lexists(p):
         check_writable_location(p)

@@ -376,7 +376,7 @@ class RawScan:
     # ------------------------------------------------------------------ checks
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(self.projections.shape)  # type: ignore[return-value]
+        return tuple(self.projections.shape)
 
     def validate(self) -> None:
         """Check ranks, shapes, the angles (count and the physics of a scan: see

@@ -268,8 +268,8 @@ class ScanStore:
             raise ConfigError(f"rotation centre must be a finite number of pixels, got {rotation_center!r}")
         return ScanAttrs(
             values=values,  # type: ignore[arg-type]
-            pixel_size=None if pixel_size_um is None else {"value": float(pixel_size_um), "unit": "micrometer"},
-            energy=None if energy_kev is None else {"value": float(energy_kev), "unit": "keV"},
+            pixel_size=None if pixel_size_um is None else {"value": float(pixel_size_um), "unit": "micrometer"},  # type: ignore[arg-type]  # pydantic validates the dict into a Quantity
+            energy=None if energy_kev is None else {"value": float(energy_kev), "unit": "keV"},  # type: ignore[arg-type]  # pydantic validates the dict into a Quantity
             rotation_center=None if rotation_center is None else float(rotation_center),
             instrument=dict(instrument or {}),
             source=source,
@@ -428,7 +428,7 @@ class ScanStore:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(self.projections.shape)  # type: ignore[return-value]
+        return tuple(self.projections.shape)
 
     @property
     def identity(self) -> str:
@@ -499,7 +499,7 @@ class _ContentHash:
     def update(self, label: str, array: Any) -> None:
         a = np.ascontiguousarray(array)
         self._h.update(f"\0{label}\0{a.dtype.str}\0{a.shape}\0".encode())
-        self._h.update(a.tobytes() if a.size == 0 else memoryview(a).cast("B"))
+        self._h.update(a.tobytes() if a.size == 0 else memoryview(a).cast("B"))  # type: ignore[arg-type]  # an ndarray has the buffer protocol
 
     def text(self, label: str, obj: Any) -> None:
         self._h.update(f"\0{label}\0{json.dumps(obj, sort_keys=True, default=str)}".encode())
@@ -776,7 +776,7 @@ def _plan_ingest(path: str | os.PathLike, fp: str, params: Mapping[str, Any], da
         if not rec.complete and set(records) == {"ingest"}:
             force = True
         elif rec.fingerprint != fp and rec.fingerprint == _legacy_fingerprint(params, data_id, rec.params):
-            effective = rec.fingerprint
+            effective = rec.fingerprint  # type: ignore[assignment]  # equal to the legacy fingerprint: not None
     plan = prepare_output(path, kind=SCAN_FORMAT, stage="ingest", fingerprint=effective, params=params,
                           inputs=inputs, overwrite=force)
     return OutputPlan("replace", plan.path) if plan.action == "resume" else plan

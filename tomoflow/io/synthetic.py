@@ -273,7 +273,7 @@ def write_multiscale_pair(
         digest.update(json.dumps(extra, sort_keys=True, default=str).encode())
         params = {"synthetic": "multiscale-pair", "role": role, "content_sha256": digest.hexdigest()}
         fp = fingerprint("recon", inputs={}, params=params)
-        plan = claim_output(lambda p=path, f=fp, q=params: prepare_output(  # locked until the function returns
+        plan = claim_output(lambda p=path, f=fp, q=params: prepare_output(  # type: ignore[misc]  # a lambda with defaults, called once; locked until the function returns
             p, kind=VOLUME_FORMAT, stage="recon", fingerprint=f, params=q, overwrite=overwrite), path,
             what="simulated volume")
         jobs.append((plan, vol, spacing, extra, fp, params))
@@ -285,7 +285,7 @@ def write_multiscale_pair(
         if plan.action == "resume":  # our own interrupted write of the same data: redo it
             plan = OutputPlan("replace", plan.path)
         t0 = time.perf_counter()
-        shape = tuple(int(s) for s in vol.shape)
+        shape: Any = tuple(int(s) for s in vol.shape)
         chunks = tuple(min(cfg.volume_chunk, s) for s in shape)
         n_levels = pyramid_levels(shape)
         store = VolumeStore.create(plan, shape, spacing, chunks=chunks, n_levels=n_levels, algorithm="synthetic",

@@ -98,7 +98,7 @@ def _image_dtype(code: int | None, nbytes: int, npix: int, path: Any, stream: st
     if dt is None:
         if by_size is None:
             raise InputError(f"unknown pixel type (DataType {code}, {nbytes // npix} bytes per pixel)", path, stream)
-        return by_size
+        return by_size  # type: ignore[return-value]  # a dtype from _BY_SIZE
     if dt.itemsize != nbytes // npix:
         raise InputError(
             f"DataType {code} ({dt}) does not match stream size {nbytes} bytes for {npix} pixels", path, stream

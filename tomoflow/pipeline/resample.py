@@ -49,7 +49,7 @@ def _three_ints(name: str, value: Any, form: str) -> tuple[int, int, int]:
         raise ConfigError(f"{name} must be {form}, got {value!r}") from None
     if len(out) != 3:
         raise ConfigError(f"{name} must be {form}, got {tuple(value)}")
-    return out  # type: ignore[return-value]
+    return out
 
 def field_grid(source_shape: Sequence[int], source_spacing_um: float, spacing_um: float
                ) -> tuple[tuple[int, int, int], np.ndarray]:
@@ -189,8 +189,16 @@ def plan_resample(
         raise InputError(f"the output grid maps to source voxels {np.round(lo, 2).tolist()} .. "
                          f"{np.round(hi, 2).tolist()}, outside the source of shape {src.shape}",
                          path=source_path)
-    return ResamplePlan(matrix=m, shape=shp, spacing_um=sp, source_spacing_um=src_sp,  # type: ignore[arg-type]
-                        chunks=chunk, n_levels=n_levels, nbytes=int(nbytes), n_chunks=int(n_chunks))  # type: ignore[arg-type]
+    return ResamplePlan(
+        matrix=m,
+        shape=shp,
+        spacing_um=sp,
+        source_spacing_um=src_sp,
+        chunks=chunk,  # type: ignore[arg-type]  # three sizes, one per axis
+        n_levels=n_levels,
+        nbytes=int(nbytes),
+        n_chunks=int(n_chunks),
+    )
 
 
 def _resample_block(source_path: str, matrix: list[list[float]], shape: tuple[int, ...], spacing: float,

@@ -228,7 +228,7 @@ def mlem(
         x *= m
     info = IterationInfo()
     eps = xp.float32(1e-12)
-    geom = {"center": pb.center, "backend": backend}
+    geom: dict[str, Any] = {"center": pb.center, "backend": backend}
     for it in range(pb.n_iter):
         x_new, objective = x, 0.0
         for idx, safe_sens in zip(groups, sens):
@@ -332,7 +332,7 @@ def sirt(
     cinv = xp.where(col > 1e-6, relaxation / xp.maximum(col, 1e-6), 0).astype(xp.float32)
     x = pb.start(x0, lambda: xp.zeros((p.shape[1], *pb.shape), dtype=xp.float32))
     info = IterationInfo()
-    geom = {"center": pb.center, "backend": backend}
+    geom: dict[str, Any] = {"center": pb.center, "backend": backend}
     for it in range(pb.n_iter):
         res = p - project(x, pb.ang, n_cols=pb.n_cols, **geom)
         info.objective.append(0.5 * float(xp.sum(res * res * rinv, dtype=xp.float64)))

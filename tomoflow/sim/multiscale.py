@@ -477,7 +477,7 @@ def rasterize_sample(
             if n_sub == 1:
                 continue
             if edge.any():
-                r2 = None
+                r2: Any = None
                 for k in range(3):
                     t = ((loc[k][edge][None, :] + d_local[p, :, k].astype(np.float32)[:, None])
                          * np.float32(inv_semi[p, k])) ** 2
@@ -491,7 +491,7 @@ def rasterize_sample(
             ph = lut_phase[labels]
             for k in range(len(PHASES)):
                 phases_out[k, s0:s1] = np.mean(ph == k, axis=0)
-    return (out, phases_out) if return_phases else out
+    return (out, phases_out) if return_phases else out  # type: ignore[return-value]  # the labels only with return_phases
 
 
 # --------------------------------------------------------------------------- the pair
@@ -700,7 +700,7 @@ def simulate_multiscale_pair(
     angles = rng.uniform(-max_rot, max_rot, size=3)
     scale = 1.0 + rng.uniform(-max_scale, max_scale, size=3)
     trans = roi_c + rng.uniform(-max_trans, max_trans, size=3) * lf_sp
-    true_m = compose_matrix(angles, scale, trans, c_hr)
+    true_m = compose_matrix(angles, scale, trans, c_hr)  # type: ignore[arg-type]  # arrays of three
     err_vox = _unit_vector(rng) * rng.uniform(0.5, 1.0) * prior_err
     err_um = err_vox * lf_sp
     lfov_stage = rng.uniform(-5000.0, 5000.0, size=3)
@@ -710,10 +710,10 @@ def simulate_multiscale_pair(
 
     from scipy.ndimage import gaussian_filter
 
-    hr_clean, phases = rasterize_sample(sample, hr_shp, hr_sp, true_m, supersample=ss_hr, return_phases=True)
+    hr_clean, phases = rasterize_sample(sample, hr_shp, hr_sp, true_m, supersample=ss_hr, return_phases=True)  # type: ignore[arg-type]  # an array of three
     fractions = {name: float(phases[k].mean(dtype=np.float64)) for k, name in enumerate(PHASES)}
     del phases
-    lf_clean = rasterize_sample(sample, lf_shp, lf_sp, None, supersample=ss_lf)
+    lf_clean = rasterize_sample(sample, lf_shp, lf_sp, None, supersample=ss_lf)  # type: ignore[arg-type]  # an array of three
     hr = hr_clean if hr_psf == 0 else gaussian_filter(hr_clean, hr_psf, mode="nearest")
     lf = lf_clean if psf == 0 else gaussian_filter(lf_clean, psf, mode="nearest")
     hr = gaussian_noise(hr, hr_noise, seed=s_hnoise)

@@ -103,7 +103,7 @@ class SyntheticScan:
     @property
     def detector_shape(self) -> tuple[int, int]:
         """``(rows, cols)`` of the detector."""
-        return tuple(self.projections.shape[1:])  # type: ignore[return-value]
+        return tuple(self.projections.shape[1:])
 
 
 def _smooth_profile(rng: np.random.Generator, shape: tuple[int, int], variation: float) -> np.ndarray:
@@ -186,7 +186,7 @@ class ScanSimulator:
         else:  # a SeedSequence or Generator: draw the root entropy from it
             entropy = int(random_generator(seed).integers(2**63))
         root = np.random.SeedSequence(entropy)
-        entropy = int(root.entropy)  # recorded, so a scan made with seed=None can be reproduced
+        entropy = int(root.entropy)  # type: ignore[arg-type]  # an int: the root was seeded with an int or None; recorded, so a scan made with seed=None can be reproduced
         s_jit, s_flat, s_dark, s_poisson, s_gauss, s_sp = root.spawn(6)
 
         if shifts is not None:
@@ -258,7 +258,7 @@ class ScanSimulator:
         for k, i in enumerate(range(a0, a1)):
             t = np.exp(-measured[k : k + 1].astype(np.float64)) * profile
             if self._poisson is not None:
-                t = poisson_noise(t, self._photons, seed=self._poisson[i])
+                t = poisson_noise(t, self._photons, seed=self._poisson[i])  # type: ignore[arg-type]  # set together with _poisson
             p = (self.dark_field[None] + self._flat_level * t).astype(np.float32)
             if self._gauss is not None:
                 p = gaussian_noise(p, self._sigma * self._flat_level, seed=self._gauss[i])
