@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from tomoflow._typing import Array, ArrayLike
+
 __all__ = [
     "get_namespace", "to_numpy", "is_cupy", "has_cuda", "asarray_on", "fft_module",
     "cpu_count", "thread_budget", "thread_budget_set", "fft_workers", "limit_threads", "torch_threads",
@@ -58,14 +60,14 @@ def fft_module(xp: ModuleType) -> ModuleType:
     return xp.fft
 
 
-def to_numpy(array: Any) -> np.ndarray:
+def to_numpy(array: ArrayLike) -> np.ndarray:
     """Copy a CuPy array to the host; NumPy arrays are returned unchanged."""
     if is_cupy(array):
-        return array.get()
+        return array.get()  # type: ignore[union-attr]  # a CuPy array here
     return np.asarray(array)
 
 
-def asarray_on(array: Any, xp: ModuleType, dtype: Any = None) -> Any:
+def asarray_on(array: ArrayLike, xp: ModuleType, dtype: Any = None) -> Array:
     """Move ``array`` onto the device of namespace ``xp`` (host<->device copy if needed)."""
     if xp is np:
         return np.asarray(to_numpy(array), dtype=dtype)

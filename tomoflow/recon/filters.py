@@ -9,11 +9,11 @@ the DC bias of a sampled ``|f|``. Windows multiply it: ``shepp-logan`` (sinc), `
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 import numpy as np
 
 from tomoflow._checks import check_choice, check_number
+from tomoflow._typing import Array
 from tomoflow.backend import fft_module, fft_workers, get_namespace
 from tomoflow.recon.shift import phase_ramp
 
@@ -95,8 +95,8 @@ def filter_response(filter: str, n: int) -> np.ndarray:  # the public parameter 
 
 
 def filter_projections(
-    projections: Any, *, filter: str = "ramp", shift_px: float = 0.0, pad_factor: float = 2.0
-) -> Any:
+    projections: Array, *, filter: str = "ramp", shift_px: float = 0.0, pad_factor: float = 2.0
+) -> Array:
     """Filter projections along columns, shifting them by ``shift_px`` in the same FFT.
 
     Parameters

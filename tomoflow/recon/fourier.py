@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from tomoflow._typing import Array
 from tomoflow.backend import fft_module, fft_workers, get_namespace
 from tomoflow.recon.filters import filter_response, padded_length
 
@@ -166,9 +167,9 @@ def _phase_table(angles_key: bytes, n_pad: int, left: int, center: float, frac_u
 
 
 def fourier_backproject(
-    projections: Any, angles_deg: np.ndarray, weights: np.ndarray, *, center: float, filter: str,
+    projections: Array, angles_deg: np.ndarray, weights: np.ndarray, *, center: float, filter: str,
     shape: tuple[int, int], pad_factor: float = 2.0, eps: float = FOURIER_EPS,
-) -> Any:
+) -> Array:
     """Filtered backprojection of checked inputs by gridding (see the module documentation).
 
     Parameters

@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from tomoflow._checks import check_int, check_number, validate_angles
+from tomoflow._typing import ArrayLike
 from tomoflow.errors import ConfigError, InputError
 from tomoflow.geometry import check_center
 
@@ -96,7 +97,7 @@ def _detector_positions(n_cols: int, center: float | None, pixel: float, oversam
 
 # --------------------------------------------------------------------------- projections
 def ellipse_sinogram(
-    ellipses: Any,
+    ellipses: ArrayLike,
     angles_deg: Sequence[float] | np.ndarray,
     n_cols: int,
     *,
@@ -146,7 +147,7 @@ def ellipse_sinogram(
 
 
 def ellipsoid_projections(
-    ellipsoids: Any,
+    ellipsoids: ArrayLike,
     angles_deg: Sequence[float] | np.ndarray,
     detector_shape: tuple[int, int],
     *,
@@ -276,7 +277,7 @@ def _rasterize(tab3: np.ndarray, shape: tuple[int, int, int], supersample: int, 
     return out
 
 
-def rasterize_ellipses(ellipses: Any, n: int, *, supersample: int = 4, pixel: float = 1.0) -> np.ndarray:
+def rasterize_ellipses(ellipses: ArrayLike, n: int, *, supersample: int = 4, pixel: float = 1.0) -> np.ndarray:
     """Draw 2-D ellipses on an ``n x n`` pixel grid with partial-pixel coverage.
 
     Parameters
@@ -307,7 +308,7 @@ def rasterize_ellipses(ellipses: Any, n: int, *, supersample: int = 4, pixel: fl
 
 
 def rasterize_ellipsoids(
-    ellipsoids: Any,
+    ellipsoids: ArrayLike,
     shape: tuple[int, int, int],
     *,
     supersample: int = 2,

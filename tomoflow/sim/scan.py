@@ -36,6 +36,7 @@ from tomoflow._checks import (
     random_generator,
     validate_angles,
 )
+from tomoflow._typing import Array, ArrayLike
 from tomoflow.backend import to_numpy
 from tomoflow.errors import InputError
 from tomoflow.geometry import check_center
@@ -309,12 +310,12 @@ class RawProjections:
 
 
 def simulate_scan(
-    phantom: Any,
+    phantom: Array,
     angles_deg: Sequence[float] | np.ndarray,
     *,
     jitter_px: float = 0.0,
     jitter_vertical: bool = True,
-    shifts: Any = None,
+    shifts: ArrayLike | None = None,
     noise: Mapping[str, float] | None = None,
     photons: float | None = None,
     n_flats: int = 10,
