@@ -140,8 +140,8 @@ def write_manifest(path: Path, output: Path, files: list[Path], *,
 # ----------------------------------------------------------------------------- worker helpers
 def _warm_worker() -> int:
     """Import the stages and compile the kernels in a worker (outside the measurement); its pid."""
-    from tomoflow.io.ingest import ingest  # noqa: F401
-    from tomoflow.pipeline.reconstruct import reconstruct_scan  # noqa: F401
+    from tomoflow.io.ingest import ingest  # noqa: F401  (imported to load it before timing)
+    from tomoflow.pipeline.reconstruct import reconstruct_scan  # noqa: F401  (imported to load it before timing)
     from tomoflow.recon import fbp
 
     fbp(np.ones((8, 2, 16), np.float32), np.linspace(0, 180, 8, endpoint=False), center=7.5)

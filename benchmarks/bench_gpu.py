@@ -100,8 +100,8 @@ import numpy as np
 BENCH_DIR = Path(__file__).resolve().parent
 STUB_DIR = BENCH_DIR / "_astra_stub"
 sys.path.insert(0, str(BENCH_DIR))
-from _common import PeakMemory, fmt_bytes, fmt_time, print_table, write_results  # noqa: E402
-from bench_recon import analytic_sinogram, rasterise_phantom, uniform_angles  # noqa: E402
+from _common import PeakMemory, fmt_bytes, fmt_time, print_table, write_results  # noqa: E402  (after the sys.path set-up)
+from bench_recon import analytic_sinogram, rasterise_phantom, uniform_angles  # noqa: E402  (after the sys.path set-up)
 
 PARTS = ("fbp", "mlem", "e2e", "kernels")
 FULL = {
@@ -410,7 +410,7 @@ def load_lprec(dev: Device, no_peer: bool) -> tuple[Callable[..., Any] | None, d
             log(f"  peer import: using benchmark stubs for {', '.join(info['stubs'])} ({STUB_DIR})")
         from httomolibgpu import cupywrapper
         from httomolibgpu.recon.algorithm import LPRec3d_tomobar
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001  (a failing peer or probe is recorded, not fatal)
         return None, {**info, **_err(exc)}
     if not getattr(cupywrapper, "cupy_run", True):
         return None, {**info, "error": "httomolibgpu fell back to its CPU mocks (cupywrapper.cupy_run is False: "
@@ -445,7 +445,7 @@ def choose_lprec_filter(dev: Device, fn: Callable[..., Any], info: dict[str, Any
                 fn(tiny, ang, center=31.5, filter_type=cand, **kwargs)
                 kwargs["filter_type"] = cand
                 break
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001  (a failing peer or probe is recorded, not fatal)
                 tried[cand] = f"{type(exc).__name__}: {exc}"[:300]
         else:
             raise RuntimeError(f"LPRec3d_tomobar accepted none of the ramp-like filters: {tried}")
@@ -512,7 +512,7 @@ def part_fbp(dev: Device, cfg: dict[str, Any], args: argparse.Namespace) -> dict
             if run.note:  # type: ignore[attr-defined]
                 methods[key]["note"] = run.note  # type: ignore[attr-defined]
             runners[key] = (lambda r: (lambda s: r(s, ang)))(run)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001  (a failing peer or probe is recorded, not fatal)
             methods[key].update(_err(exc))
             log(f"[fbp] {key}: {methods[key]['error']}")
 
@@ -525,7 +525,7 @@ def part_fbp(dev: Device, cfg: dict[str, Any], args: argparse.Namespace) -> dict
             ctr = (n - 1) / 2.0
             runners["lprec"] = lambda s: lprec(s, rad, center=ctr, **kw)
             log(f"[fbp] LPRec filter: {linfo['filter']!r}, kwargs {kw}")
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001  (a failing peer or probe is recorded, not fatal)
             linfo.update(_err(exc))
     if "skipped" in linfo:
         log(f"[fbp] LPRec3d_tomobar skipped: {linfo['skipped']}")
@@ -582,7 +582,7 @@ def part_fbp(dev: Device, cfg: dict[str, Any], args: argparse.Namespace) -> dict
                 q = entry["quality"]
                 log(f"[fbp] {key} R={R}: {row['ms_per_slice']:.3f} ms/slice (median of {tm.as_dict()['repeats']}), "
                     f"RMSE {q['rmse']:.4f} (scaled {q['rmse_scaled']:.4f}, a={q['scale']:.4f}, {q['orientation']})")
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001  (a failing peer or probe is recorded, not fatal)
                 entry["by_rows"][str(R)] = _err(exc)
                 log(f"[fbp] {key} R={R} FAILED: {type(exc).__name__}: {exc}")
             out = None
@@ -818,7 +818,7 @@ class GpuUtilSampler:
                 r = subprocess.run([self.exe, "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
                                     "--id=0"], capture_output=True, text=True, timeout=5)
                 self.samples.append(float(r.stdout.strip().splitlines()[0]))
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001  (a failing peer or probe is recorded, not fatal)
                 self.errors += 1
             nxt += self.interval
             self._stop.wait(max(0.0, nxt - time.perf_counter()))
@@ -1118,7 +1118,7 @@ def part_kernels(dev: Device, cfg: dict[str, Any], args: argparse.Namespace) -> 
                          "speedup_vs_reference": round(ref_t[name] / tm.median, 2)}
             log(f"[kernels] {name}: {tm.median * 1e3:.2f} ms/call, {ops[name]['G_updates_per_s']} G updates/s, "
                 f"max rel. error vs NumPy {ops[name]['max_rel_error']:.2e}")
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001  (a failing peer or probe is recorded, not fatal)
             ops[name] = _err(exc)
             log(f"[kernels] {name} FAILED: {ops[name]['error']}")
         out = None
@@ -1136,7 +1136,7 @@ def part_kernels(dev: Device, cfg: dict[str, Any], args: argparse.Namespace) -> 
         res["adjoint_identity"] = {"Ax_dot_y": lhs, "x_dot_ATy": rhs,
                                    "relative_difference": abs(lhs - rhs) / max(abs(lhs), abs(rhs), 1e-30)}
         del x, y, ax, aty
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001  (a failing peer or probe is recorded, not fatal)
         res["adjoint_identity"] = _err(exc)
     dev.free()
     rows = [[k, fmt_time(v.get("median_s")), f"{v.get('G_updates_per_s', float('nan')):.2f}",
@@ -1164,7 +1164,7 @@ def gpu_environment() -> dict[str, Any]:
             out["nvidia_smi_query"] = subprocess.run(
                 [exe, "--query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit", "--format=csv,noheader"],
                 capture_output=True, text=True, timeout=10).stdout.strip()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001  (a failing peer or probe is recorded, not fatal)
             out["nvidia_smi_L"] = f"failed: {exc}"
     from importlib import metadata
 

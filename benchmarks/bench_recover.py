@@ -255,7 +255,7 @@ def _warm_worker() -> dict[str, Any]:
     import torch
 
     import tomoflow.pipeline.recover
-    import tomoflow.recover.unet  # noqa: F401
+    import tomoflow.recover.unet  # noqa: F401  (imported to load it before timing)
 
     return {"torch_threads": torch.get_num_threads(), "omp": os.environ.get("OMP_NUM_THREADS")}
 
@@ -755,7 +755,7 @@ def main(argv: list[str] | None = None) -> int:
         peer = not args.no_peer
         if peer:
             try:
-                import SimpleITK  # noqa: F401
+                import SimpleITK  # noqa: F401  (imported to check it is installed)
             except ImportError:
                 print("SimpleITK is not installed (benchmark environment: pip install SimpleITK); running without "
                       "the peer", file=sys.stderr)
@@ -771,7 +771,7 @@ def main(argv: list[str] | None = None) -> int:
         peer = not args.no_peer
         if peer:
             try:
-                import monai  # noqa: F401
+                import monai  # noqa: F401  (imported to check it is installed)
             except ImportError:
                 print("MONAI is not installed (benchmark environment: pip install monai); running without the peer",
                       file=sys.stderr)

@@ -94,7 +94,7 @@ def _restore(previous: TomoflowConfig) -> Iterator[TomoflowConfig]:
             _config = previous
 
 
-def set(**changes: Any) -> contextlib.AbstractContextManager[TomoflowConfig]:  # noqa: A001
+def set(**changes: Any) -> contextlib.AbstractContextManager[TomoflowConfig]:  # noqa: A001  (tomoflow.config.set is the public name)
     """Change settings; use as a context manager to restore them afterwards.
 
     Raises

@@ -12,10 +12,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from tomoflow.errors import ConfigError, InputError  # noqa: E402
-from tomoflow.models.card import validate_card  # noqa: E402
-from tomoflow.recover.tiling import predict_volume  # noqa: E402
-from tomoflow.recover.training import (  # noqa: E402
+from tomoflow.errors import ConfigError, InputError  # noqa: E402  (after pytest.importorskip)
+from tomoflow.models.card import validate_card  # noqa: E402  (after pytest.importorskip)
+from tomoflow.recover.tiling import predict_volume  # noqa: E402  (after pytest.importorskip)
+from tomoflow.recover.training import (  # noqa: E402  (after pytest.importorskip)
     CARD_NAME,
     WEIGHTS_NAME,
     apply_calibration,
@@ -33,7 +33,7 @@ from tomoflow.recover.training import (  # noqa: E402
     undo_normalisation,
     with_normalisation,
 )
-from tomoflow.recover.unet import UNetConfig, build_unet, load_unet  # noqa: E402
+from tomoflow.recover.unet import UNetConfig, build_unet, load_unet  # noqa: E402  (after pytest.importorskip)
 
 TINY = UNetConfig(channels=(4, 8))
 

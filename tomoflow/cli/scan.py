@@ -82,7 +82,7 @@ def info(
 
     try:
         kind = zarr.open_group(str(store), mode="r").attrs.get("tomoflow_format")
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001  (zarr raises many types for a folder that is not a store)
         raise StoreError(f"{store}: not a zarr store ({type(exc).__name__})") from None
     if kind == "tomoflow-volume":
         v = VolumeStore.open(store)

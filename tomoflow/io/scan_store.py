@@ -339,7 +339,7 @@ class ScanStore:
         """Check layout and attributes; return the parsed attributes."""
         try:
             attrs = ScanAttrs.model_validate(dict(self.group.attrs))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001  (pydantic and zarr raise several types)
             raise StoreError(f"{self.path}: invalid scan-store attributes: {exc}") from None
         for name in ("projections", "flats", "darks", "angle"):
             if name not in self.group:

@@ -189,7 +189,7 @@ class VolumeStore:
             raise StoreError(f"{path}: not a tomoflow volume store (OME-Zarr 0.5 + tomoflow attributes)")
         try:
             root = zarr.open_group(str(path), mode=mode)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001  (zarr raises many types)
             raise StoreError(f"{path}: not a zarr store ({type(exc).__name__}: {exc})") from None
         if "ome" not in root.attrs:
             raise StoreError(f"{path}: not a tomoflow volume store (no OME-Zarr metadata)")

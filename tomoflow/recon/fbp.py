@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from tomoflow._checks import as_stack, check_choice, check_number, validate_angles
