@@ -708,7 +708,7 @@ def plan_file(
                   overwrite=overwrite, option=option)
     if not os.path.lexists(p):
         check_writable_location(p)
-        return FilePlan(action="create", **common)  # type: ignore[arg-type]
+        return FilePlan(action="create", **common)  # type: ignore[arg-type]  # common holds the typed fields
     if p.is_symlink():
         raise StoreError(f"{p}: is a symbolic link; tomoflow does not replace links; choose another path")
     if p.is_dir():
@@ -723,12 +723,12 @@ def plan_file(
         raise StoreError(f"{p}: is a tomoflow {str(stamp.get('kind')).replace('-', ' ')} file, not a "
                          f"{kind.replace('-', ' ')}; refusing to replace it; choose another path")
     if fingerprint is not None and stamp.get("fingerprint") == fingerprint:
-        return FilePlan(action="same", **common)  # type: ignore[arg-type]
+        return FilePlan(action="same", **common)  # type: ignore[arg-type]  # common holds the typed fields
     if not overwrite:
         raise StoreError(f"{p}: was written by tomoflow from other inputs or parameters; pass --overwrite to "
                          "replace it, or choose another path")
     check_writable_location(p)
-    return FilePlan(action="replace", **common)  # type: ignore[arg-type]
+    return FilePlan(action="replace", **common)  # type: ignore[arg-type]  # common holds the typed fields
 
 
 def plan_folder(path: str | os.PathLike, *, inputs: Sequence[str | os.PathLike] = (), option: str | None = None,

@@ -267,7 +267,7 @@ class ScanStore:
         if rotation_center is not None and not np.isfinite(rotation_center):
             raise ConfigError(f"rotation centre must be a finite number of pixels, got {rotation_center!r}")
         return ScanAttrs(
-            values=values,  # type: ignore[arg-type]
+            values=values,  # type: ignore[arg-type]  # pydantic checks the literal
             pixel_size=None if pixel_size_um is None else {"value": float(pixel_size_um), "unit": "micrometer"},  # type: ignore[arg-type]  # pydantic validates the dict into a Quantity
             energy=None if energy_kev is None else {"value": float(energy_kev), "unit": "keV"},  # type: ignore[arg-type]  # pydantic validates the dict into a Quantity
             rotation_center=None if rotation_center is None else float(rotation_center),
@@ -751,7 +751,7 @@ def _check_chunks(chunks: Any, shape: tuple[int, int, int]) -> tuple[int, int, i
     if len(parts) != 3:
         raise ConfigError(f"chunks must be three integers (angle, row, col), got {chunks!r}")
     out = tuple(min(check_int(f"chunks[{i}]", c), n) for i, (c, n) in enumerate(zip(parts, shape)))
-    return out  # type: ignore[return-value]
+    return out  # type: ignore[return-value]  # three values, checked above
 
 
 # ----------------------------------------------------------------------------- ingest output

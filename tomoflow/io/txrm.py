@@ -189,7 +189,7 @@ def _open(f: _Ole, path: Any, angles: Any) -> RawScan:
     stage = None
     pos = [f.array(f"ImageInfo/{ax}Position", "<f4", required=False) for ax in "XYZ"]
     if all(p_ is not None and p_.size >= n for p_ in pos):
-        stage = np.stack([p_[:n].astype(np.float64) for p_ in pos], axis=1)  # type: ignore[index]
+        stage = np.stack([p_[:n].astype(np.float64) for p_ in pos], axis=1)  # type: ignore[index]  # all three positions are present here
     elif any(p_ is not None for p_ in pos):
         logger.warning("%s: stage position streams incomplete; stage positions not recorded", path)
 

@@ -439,7 +439,7 @@ def reconstruct_scan(
 
     if plan.action == "resume":
         vstore = VolumeStore.open(out_path, mode="r+", require_complete=False)
-        ctr = float(vstore.attrs.rotation_center)  # type: ignore[arg-type]
+        ctr = float(vstore.attrs.rotation_center)  # type: ignore[arg-type]  # a resumed volume has its centre
         log.info("resuming %s (centre %.2f px)", out_path, ctr)
     else:
         ctr = _center_on_cluster(scan_path, client, res.task_threads) if center_req == "auto" else float(center_req)

@@ -61,7 +61,7 @@ def field_grid(source_shape: Sequence[int], source_spacing_um: float, spacing_um
     ratio = check_number("source / target voxel size", float(source_spacing_um) / float(spacing_um), low=0.0,
                          low_open=True)
     shape = tuple(int(np.floor((int(n) - 1) * ratio + 1e-9)) + 1 for n in source_shape)
-    return shape, np.eye(4)  # type: ignore[return-value]
+    return shape, np.eye(4)  # type: ignore[return-value]  # three sizes, one per axis
 
 
 MIN_CHUNK_EDGE = 16

@@ -340,4 +340,4 @@ def rasterize_ellipsoids(
     shape3 = tuple(check_int("shape", s) for s in shape)
     supersample = check_int("supersample", supersample)
     pixel = _positive("pixel", pixel)
-    return _rasterize(tab, shape3, supersample, pixel, flat=False)  # type: ignore[arg-type]
+    return _rasterize(tab, shape3, supersample, pixel, flat=False)  # type: ignore[arg-type]  # three sizes, one per axis

@@ -103,7 +103,7 @@ def _shape3(name: str, shape: Any, low: int = 1) -> tuple[int, int, int]:
         raise ConfigError(f"{name} must be an int or (nz, ny, nx), got {shape!r}") from None
     if len(vals) != 3:
         raise ConfigError(f"{name} must be three integers (nz, ny, nx), got {shape!r}")
-    return tuple(check_int(name, v, low=low) for v in vals)  # type: ignore[return-value]
+    return tuple(check_int(name, v, low=low) for v in vals)  # type: ignore[return-value]  # three values, checked above
 
 
 def rotation_matrix(angles_deg: Vec3) -> np.ndarray:
@@ -732,8 +732,8 @@ def simulate_multiscale_pair(
     return MultiscalePair(
         hr=np.ascontiguousarray(hr, dtype=np.float32),
         lfov=np.ascontiguousarray(lf, dtype=np.float32),
-        hr_spacing_um=tuple(float(v) for v in hr_sp),  # type: ignore[arg-type]
-        lfov_spacing_um=tuple(float(v) for v in lf_sp),  # type: ignore[arg-type]
+        hr_spacing_um=tuple(float(v) for v in hr_sp),  # type: ignore[arg-type]  # three spacings, one per axis
+        lfov_spacing_um=tuple(float(v) for v in lf_sp),  # type: ignore[arg-type]  # three spacings, one per axis
         true_matrix=true_m,
         prior_matrix=prior_m,
         hr_stage_position_um=hr_stage,

@@ -132,7 +132,7 @@ def _random_rotation(rng: np.random.Generator) -> np.ndarray:
 
 def _axes_coords(shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Voxel-centre coordinates (voxels) relative to the volume centre, as open (z, y, x) grids."""
-    return tuple(  # type: ignore[return-value]
+    return tuple(  # type: ignore[return-value]  # three grids, one per axis
         (np.arange(n, dtype=np.float32) - (n - 1) / 2.0).reshape([-1 if i == k else 1 for i in range(3)])
         for k, n in enumerate(shape)
     )
