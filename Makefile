@@ -2,6 +2,7 @@
 #   make demo   set up .venv and run the main job on a simulated scan (local Dask cluster)
 #   make test   set up .venv and run the test suite
 #   make bench  set up .venv-bench (adds benchmark peers such as astra-toolbox) and run benchmarks
+#   make lint   ruff (lint and format check) and mypy, as configured in pyproject.toml
 #
 # torch: where no NVIDIA GPU is visible the CPU build is installed first (TORCH_SPEC, from the
 # local wheel cache or TORCH_INDEX, e.g. TORCH_INDEX="--index-url https://download.pytorch.org/whl/cpu"),
@@ -19,12 +20,13 @@ comma := ,
 EXTRAS := test,hpc,onnx$(if $(HAS_GPU),$(comma)gpu,)
 
 STAMP := $(VENV)/.tomoflow-installed
+LINT_STAMP := $(VENV)/.tomoflow-lint-installed
 BENCH_STAMP := $(BENCH_VENV)/.tomoflow-installed
 
-.PHONY: demo test bench venv clean schemas help browser
+.PHONY: demo test bench venv clean schemas help browser lint
 
 help:
-	@echo "make demo | make test | make bench | make schemas | make clean"
+	@echo "make demo | make test | make bench | make lint | make schemas | make clean"
 
 $(STAMP): pyproject.toml constraints.txt Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +49,16 @@ test: $(STAMP)
 
 browser:
 	-scripts/install-browser
+
+# The `lint` extra (ruff, mypy, stubs; pinned ranges) into .venv, once; mypy reads the installed packages.
+$(LINT_STAMP): $(STAMP) pyproject.toml
+	$(VENV)/bin/python -m pip install $(PIP_FLAGS) -c constraints.txt -e ".[lint]"
+	touch $(LINT_STAMP)
+
+lint: $(LINT_STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 schemas: $(STAMP)
 	$(VENV)/bin/tomoflow schema --out schemas

@@ -99,13 +99,13 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import OtherLoad, fmt_time, print_table, wait_for_idle, write_results  # noqa: E402
+from _common import OtherLoad, fmt_time, print_table, wait_for_idle, write_results
 
-from tomoflow.align import apply_shifts, estimate_shifts  # noqa: E402
-from tomoflow.align.gauge import fix_gauge  # noqa: E402
-from tomoflow.recon import fbp, normalize_log  # noqa: E402
-from tomoflow.sim import rasterize_ellipsoids, shepp_logan_3d, simulate_scan  # noqa: E402
-from tomoflow.sim.multiscale import porous_sample, rasterize_sample  # noqa: E402
+from tomoflow.align import apply_shifts, estimate_shifts
+from tomoflow.align.gauge import fix_gauge
+from tomoflow.recon import fbp, normalize_log
+from tomoflow.sim import rasterize_ellipsoids, shepp_logan_3d, simulate_scan
+from tomoflow.sim.multiscale import porous_sample, rasterize_sample
 
 # ----------------------------------------------------------------------------- configuration
 # other_noise_all: Gaussian and Poisson cases for every phantom (False: the first phantom only)
@@ -453,7 +453,8 @@ def run_case(case: dict[str, Any], vol: np.ndarray, cfg: dict[str, Any], aligner
         r["ssim_noisy"] = r["ssim"] if case["noise"] == "clean" else ssim_of(p, est + gauge_part, scan.center)
         out["methods"][m] = r
         timing = f", estimate {fmt_time(r['estimate_s'])}, total {fmt_time(r['correction_s'])}" if ctr is not None else ""
-        log(f"  {m:<15} RMSE {r['rmse']:.3f} px (dy {r['rmse_dy']:.3f}, dx {r['rmse_dx']:.3f}), max {r['max_error']:.2f}, "
+        log(f"  {m:<15} RMSE {r['rmse']:.3f} px (dy {r['rmse_dy']:.3f}, dx {r['rmse_dx']:.3f}), "
+            f"max {r['max_error']:.2f}, "
             f"SSIM {r['ssim']:.3f}{timing}")
     return out
 

@@ -69,7 +69,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (  # noqa: E402
+from _common import (
     _cpu_jiffies,
     _reset_hwm,
     _rss_bytes,
@@ -80,10 +80,10 @@ from _common import (  # noqa: E402
     write_results,
 )
 
-from tomoflow.io.dxchange import write_dxchange  # noqa: E402
-from tomoflow.batch import load_manifest, preflight, run_batch  # noqa: E402
-from tomoflow.recon import project  # noqa: E402
-from tomoflow.testing import disk_phantom  # noqa: E402
+from tomoflow.io.dxchange import write_dxchange
+from tomoflow.batch import load_manifest, preflight, run_batch
+from tomoflow.recon import project
+from tomoflow.testing import disk_phantom
 
 SCAN = {"angles": 90, "rows": 16, "cols": 64}     # part 1, "small": the issue's small scans
 LARGER = {"angles": 360, "rows": 32, "cols": 256}  # part 1, "larger": compute outweighs the per-scan costs
@@ -139,8 +139,8 @@ def write_manifest(path: Path, output: Path, files: list[Path], *,
 # ----------------------------------------------------------------------------- worker helpers
 def _warm_worker() -> int:
     """Import the stages and compile the kernels in a worker (outside the measurement); its pid."""
-    from tomoflow.io.ingest import ingest  # noqa: F401
-    from tomoflow.pipeline.reconstruct import reconstruct_scan  # noqa: F401
+    from tomoflow.io.ingest import ingest  # noqa: F401  (imported to load it before timing)
+    from tomoflow.pipeline.reconstruct import reconstruct_scan  # noqa: F401  (imported to load it before timing)
     from tomoflow.recon import fbp
 
     fbp(np.ones((8, 2, 16), np.float32), np.linspace(0, 180, 8, endpoint=False), center=7.5)

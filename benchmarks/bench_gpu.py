@@ -100,8 +100,8 @@ import numpy as np
 BENCH_DIR = Path(__file__).resolve().parent
 STUB_DIR = BENCH_DIR / "_astra_stub"
 sys.path.insert(0, str(BENCH_DIR))
-from _common import PeakMemory, fmt_bytes, fmt_time, print_table, write_results  # noqa: E402
-from bench_recon import analytic_sinogram, rasterise_phantom, uniform_angles  # noqa: E402
+from _common import PeakMemory, fmt_bytes, fmt_time, print_table, write_results  # noqa: E402  (after the sys.path set-up)
+from bench_recon import analytic_sinogram, rasterise_phantom, uniform_angles  # noqa: E402  (after the sys.path set-up)
 
 PARTS = ("fbp", "mlem", "e2e", "kernels")
 FULL = {
@@ -410,7 +410,7 @@ def load_lprec(dev: Device, no_peer: bool) -> tuple[Callable[..., Any] | None, d
             log(f"  peer import: using benchmark stubs for {', '.join(info['stubs'])} ({STUB_DIR})")
         from httomolibgpu import cupywrapper
         from httomolibgpu.recon.algorithm import LPRec3d_tomobar
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001  (a failing peer or probe is recorded, not fatal)
         return None, {**info, **_err(exc)}
     if not getattr(cupywrapper, "cupy_run", True):
         return None, {**info, "error": "httomolibgpu fell back to its CPU mocks (cupywrapper.cupy_run is False: "
@@ -445,13 +445,13 @@ def choose_lprec_filter(dev: Device, fn: Callable[..., Any], info: dict[str, Any
                 fn(tiny, ang, center=31.5, filter_type=cand, **kwargs)
                 kwargs["filter_type"] = cand
                 break
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001  (a failing peer or probe is recorded, not fatal)
                 tried[cand] = f"{type(exc).__name__}: {exc}"[:300]
         else:
             raise RuntimeError(f"LPRec3d_tomobar accepted none of the ramp-like filters: {tried}")
     info["filter"] = kwargs.get("filter_type", "(no filter_type parameter: its default)")
     info["filters_rejected"] = tried
-    info["kwargs"] = {k: v for k, v in kwargs.items()}
+    info["kwargs"] = dict(kwargs)
     dev.free()
     return kwargs
 
@@ -512,7 +512,7 @@ def part_fbp(dev: Device, cfg: dict[str, Any], args: argparse.Namespace) -> dict
             if run.note:  # type: ignore[attr-defined]
                 methods[key]["note"] = run.note  # type: ignore[attr-defined]
             runners[key] = (lambda r: (lambda s: r(s, ang)))(run)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001  (a failing peer or probe is recorded, not fatal)
             methods[key].update(_err(exc))
             log(f"[fbp] {key}: {methods[key]['error']}")
 
@@ -525,7 +525,7 @@ def part_fbp(dev: Device, cfg: dict[str, Any], args: argparse.Namespace) -> dict
             ctr = (n - 1) / 2.0
             runners["lprec"] = lambda s: lprec(s, rad, center=ctr, **kw)
             log(f"[fbp] LPRec filter: {linfo['filter']!r}, kwargs {kw}")
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001  (a failing peer or probe is recorded, not fatal)
             linfo.update(_err(exc))
     if "skipped" in linfo:
         log(f"[fbp] LPRec3d_tomobar skipped: {linfo['skipped']}")
@@ -540,7 +540,7 @@ def part_fbp(dev: Device, cfg: dict[str, Any], args: argparse.Namespace) -> dict
         host = np.ascontiguousarray(np.broadcast_to(sino[:, None, :], (na, R, n)))
         h2d: dict[str, Any] = {"bytes": int(host.nbytes)}
         if dev.gpu:
-            th, slab = bench(dev, lambda: dev.put(host), repeat=args.repeats)
+            th, slab = bench(dev, lambda host=host: dev.put(host), repeat=args.repeats)
             h2d.update(th.as_dict(per=R))
             h2d["GBps"] = round(host.nbytes / th.median / 1e9, 2)
             h2d["host_memory"] = "pageable (numpy)"
@@ -565,7 +565,7 @@ def part_fbp(dev: Device, cfg: dict[str, Any], args: argparse.Namespace) -> dict
             log(f"[fbp] {key}: slab of {R} rows ...")
             try:
                 with GpuPeak(dev) as pk:
-                    tm, out = bench(dev, lambda: run(slab), repeat=args.repeats, max_call_s=args.max_call_s,
+                    tm, out = bench(dev, lambda run=run, slab=slab: run(slab), repeat=args.repeats, max_call_s=args.max_call_s,
                                     before=restore)
                 shape = tuple(int(s) for s in out.shape)
                 row = {**tm.as_dict(per=R), **pk.as_dict(), "output_shape": list(shape),
@@ -582,7 +582,7 @@ def part_fbp(dev: Device, cfg: dict[str, Any], args: argparse.Namespace) -> dict
                 q = entry["quality"]
                 log(f"[fbp] {key} R={R}: {row['ms_per_slice']:.3f} ms/slice (median of {tm.as_dict()['repeats']}), "
                     f"RMSE {q['rmse']:.4f} (scaled {q['rmse_scaled']:.4f}, a={q['scale']:.4f}, {q['orientation']})")
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001  (a failing peer or probe is recorded, not fatal)
                 entry["by_rows"][str(R)] = _err(exc)
                 log(f"[fbp] {key} R={R} FAILED: {type(exc).__name__}: {exc}")
             out = None
@@ -699,7 +699,8 @@ def part_mlem(dev: Device, cfg: dict[str, Any], args: argparse.Namespace) -> dic
     print(f"\nMLEM {k} iterations on {na} x {rows} x {cols} ({dev.name}, slabs of {slab}): "
           f"{res['total_s']:.2f} s total ({res['compute_s']:.2f} s in mlem, {res['per_iteration_s']:.3f} s/iteration; "
           f"copies {res['h2d_s']:.2f} + {res['d2h_s']:.2f} s), peak "
-          f"{fmt_bytes(res.get('gpu_peak_bytes', res.get('cpu_peak_rss_bytes')))}; target < {TARGETS['mlem_seconds']:g} s: "
+          f"{fmt_bytes(res.get('gpu_peak_bytes', res.get('cpu_peak_rss_bytes')))}; "
+          f"target < {TARGETS['mlem_seconds']:g} s: "
           f"{'met' if res['target_met'] else 'NOT met'}", flush=True)
     return res
 
@@ -817,7 +818,7 @@ class GpuUtilSampler:
                 r = subprocess.run([self.exe, "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
                                     "--id=0"], capture_output=True, text=True, timeout=5)
                 self.samples.append(float(r.stdout.strip().splitlines()[0]))
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001  (a failing peer or probe is recorded, not fatal)
                 self.errors += 1
             nxt += self.interval
             self._stop.wait(max(0.0, nxt - time.perf_counter()))
@@ -924,11 +925,13 @@ def part_e2e(dev: Device, cfg: dict[str, Any], args: argparse.Namespace) -> dict
         log(f"[e2e] workdir {base}: {res['filesystem']['type']} file system at {res['filesystem']['mount']}, "
             f"{fmt_bytes(free)} free")
         if res["filesystem"]["type"] in ("tmpfs", "ramfs"):
-            log("[e2e] WARNING: the workdir is in memory (tmpfs): the I/O floor is a memory floor; use --workdir on a disk")
+            log("[e2e] WARNING: the workdir is in memory (tmpfs): the I/O floor is a memory floor; "
+                "use --workdir on a disk")
         res["rows_requested"] = rows
         while need(rows) > 0.9 * free and rows > 8:
             rows //= 2
-            log(f"[e2e] input + output would exceed 90 % of the free disk ({fmt_bytes(free)}): halving the rows to {rows}")
+            log(f"[e2e] input + output would exceed 90 % of the free disk ({fmt_bytes(free)}): "
+                f"halving the rows to {rows}")
             res.setdefault("rows_halved_to", []).append(rows)
         if need(rows) > 0.9 * free:
             raise RuntimeError(f"not enough free disk in {base} ({fmt_bytes(free)}) even for {rows} rows")
@@ -960,7 +963,8 @@ def part_e2e(dev: Device, cfg: dict[str, Any], args: argparse.Namespace) -> dict
         flats = src.frames(n_flats, I0_COUNTS + DARK_COUNTS, seed=10_000_001)
         darks = src.frames(n_darks, DARK_COUNTS, seed=10_000_002)
         scan_path, out_path = base / "scan.zarr", base / "volume.zarr"
-        log(f"[e2e] writing the scan store {A} x {rows} x {C} ({fmt_bytes(in_bytes * A * rows * C)} of uint16 counts) ...")
+        log(f"[e2e] writing the scan store {A} x {rows} x {C} "
+            f"({fmt_bytes(in_bytes * A * rows * C)} of uint16 counts) ...")
         t0 = time.perf_counter()
         write_scan(scan_path, src, ang, flats=flats, darks=darks, values="intensity", pixel_size_um=1.0,
                    block_angles=max(8, min(64, A)) // 8 * 8 if A >= 8 else None)
@@ -990,7 +994,7 @@ def part_e2e(dev: Device, cfg: dict[str, Any], args: argparse.Namespace) -> dict
                 raise RuntimeError("--e2e-fbp-method: reconstruct_scan has no fbp_method parameter")
             kwargs["fbp_method"] = args.e2e_fbp_method
         res["reconstruct_scan"] = {
-            "signature": f"reconstruct_scan{sig}", "kwargs": {k: v for k, v in kwargs.items()},
+            "signature": f"reconstruct_scan{sig}", "kwargs": dict(kwargs),
             "config_device": dev.name,
             "cluster": "none: client=None, so reconstruct_scan runs its blocks in a local thread pool in this process "
                        "(tomoflow.pipeline.engine, no distributed cluster)",
@@ -1114,7 +1118,7 @@ def part_kernels(dev: Device, cfg: dict[str, Any], args: argparse.Namespace) -> 
                          "speedup_vs_reference": round(ref_t[name] / tm.median, 2)}
             log(f"[kernels] {name}: {tm.median * 1e3:.2f} ms/call, {ops[name]['G_updates_per_s']} G updates/s, "
                 f"max rel. error vs NumPy {ops[name]['max_rel_error']:.2e}")
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001  (a failing peer or probe is recorded, not fatal)
             ops[name] = _err(exc)
             log(f"[kernels] {name} FAILED: {ops[name]['error']}")
         out = None
@@ -1132,7 +1136,7 @@ def part_kernels(dev: Device, cfg: dict[str, Any], args: argparse.Namespace) -> 
         res["adjoint_identity"] = {"Ax_dot_y": lhs, "x_dot_ATy": rhs,
                                    "relative_difference": abs(lhs - rhs) / max(abs(lhs), abs(rhs), 1e-30)}
         del x, y, ax, aty
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001  (a failing peer or probe is recorded, not fatal)
         res["adjoint_identity"] = _err(exc)
     dev.free()
     rows = [[k, fmt_time(v.get("median_s")), f"{v.get('G_updates_per_s', float('nan')):.2f}",
@@ -1160,7 +1164,7 @@ def gpu_environment() -> dict[str, Any]:
             out["nvidia_smi_query"] = subprocess.run(
                 [exe, "--query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit", "--format=csv,noheader"],
                 capture_output=True, text=True, timeout=10).stdout.strip()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001  (a failing peer or probe is recorded, not fatal)
             out["nvidia_smi_L"] = f"failed: {exc}"
     from importlib import metadata
 

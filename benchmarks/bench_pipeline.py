@@ -22,14 +22,14 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import _reset_hwm, _rss_bytes, _status_kib, fmt_bytes, print_table, write_results  # noqa: E402
+from _common import _reset_hwm, _rss_bytes, _status_kib, fmt_bytes, print_table, write_results
 
-import tomoflow  # noqa: E402
-from tomoflow.cluster import connect  # noqa: E402
-from tomoflow.io import write_scan  # noqa: E402
-from tomoflow.pipeline.reconstruct import reconstruct_scan, slab_bytes  # noqa: E402
-from tomoflow.recon import project  # noqa: E402
-from tomoflow.testing import disk_phantom  # noqa: E402
+import tomoflow
+from tomoflow.cluster import connect
+from tomoflow.io import write_scan
+from tomoflow.pipeline.reconstruct import reconstruct_scan, slab_bytes
+from tomoflow.recon import project
+from tomoflow.testing import disk_phantom
 
 
 def _start_peak() -> int:

@@ -52,13 +52,19 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (  # noqa: E402
-    OtherLoad, PeakMemory, fmt_time, print_table, time_call, wait_for_idle, write_results,
+from _common import (
+    OtherLoad,
+    PeakMemory,
+    fmt_time,
+    print_table,
+    time_call,
+    wait_for_idle,
+    write_results,
 )
 
-from tomoflow.recon import backproject, project  # noqa: E402
-from tomoflow.recon.fbp import circle_mask, fbp  # noqa: E402
-from tomoflow.recon.iterative import mlem, sirt  # noqa: E402
+from tomoflow.recon import backproject, project
+from tomoflow.recon.fbp import circle_mask, fbp
+from tomoflow.recon.iterative import mlem, sirt
 
 SLAB = 16
 
@@ -497,7 +503,8 @@ def main(argv: list[str] | None = None) -> int:
     if have_astra:
         alignment = check_alignment(astra_mod, args.astra_projector)
         log(f"geometry check: max column difference {alignment['astra_angles=-theta']['max_column_difference']} px "
-            f"with astra angles = -theta (vs {alignment['astra_angles=+theta']['max_column_difference']} px with +theta)")
+            f"with astra angles = -theta "
+            f"(vs {alignment['astra_angles=+theta']['max_column_difference']} px with +theta)")
         if not alignment["aligned"]:
             print("ERROR: ASTRA and tomoflow geometries do not line up; results would be meaningless", file=sys.stderr)
             return 3
@@ -541,7 +548,8 @@ def main(argv: list[str] | None = None) -> int:
             "phantom": "modified Shepp-Logan (Toft), radius n/2; reference image rasterised with 4x4 supersampling",
             "sinograms": "exact analytic line integrals sampled at detector column centres",
             "angles": "uniform over [0, 180): k * 180 / n_angles",
-            "rmse": "FBP/SIRT: vs rasterised phantom inside circle_mask (radius n/2); FP: vs analytic sinogram, all bins",
+            "rmse": "FBP/SIRT: vs rasterised phantom inside circle_mask (radius n/2); "
+                    "FP: vs analytic sinogram, all bins",
             "tomoflow": f"slab of {SLAB} identical slices per call; per-slice time = slab time / {SLAB}",
             "astra": "2-D CPU algorithms, one slice per call; time includes creating/freeing data objects and "
                      "the algorithm (projector and geometry reused)",

@@ -16,7 +16,8 @@ Error = distance between the estimated and the true mapping of every HR voxel ce
 
 Part (b), exact tiled U-Net inference. The default U-Net (``UNetConfig()``: channels 16, 32, 64;
 receptive-field radius 23, alignment 4) with random variance-preserving weights (seed 0; inference
-cost does not depend on training; see :func:`make_unet`) runs over an N³ float32 volume store of smooth random structure (N = 512; ``--quick``
+cost does not depend on training; see :func:`make_unet`) runs over an N³ float32 volume store of smooth random
+structure (N = 512; ``--quick``
 128) by
 
 - ``tomoflow.pipeline.recover.recover_volume`` on a ``LocalCluster`` of 2 single-threaded worker
@@ -24,7 +25,8 @@ cost does not depend on training; see :func:`make_unet`) runs over an N³ float3
   the budget (:func:`tomoflow.recover.tiling.block_for_budget`: 128³ at N = 512), each block's input
   box grown by the halo valid evaluation needs (the network run without padding on the box, only the
   kept voxels computed: :func:`tomoflow.recover.tiling.valid_halo`, 22 voxels, boxes of 176³;
-  ``--quick``: 64³ chunks, 112³ boxes), written into an OME-Zarr store with its pyramid. Wall time, throughput and the peak resident memory
+  ``--quick``: 64³ chunks, 112³ boxes), written into an OME-Zarr store with its pyramid. Wall time, throughput and
+  the peak resident memory
   (``VmHWM``, reset before the run) of each worker, against the budget; and
 - MONAI (the peer) as it is used: the whole volume as one torch tensor in one process (2 torch
   threads), ``monai.inferers.sliding_window_inference`` with ``roi_size`` = tomoflow's input box,
@@ -83,7 +85,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (  # noqa: E402
+from _common import (
     RESULTS_DIR,
     _cpu_jiffies,
     _reset_hwm,
@@ -96,8 +98,8 @@ from _common import (  # noqa: E402
     write_results,
 )
 
-from tomoflow.register import register  # noqa: E402
-from tomoflow.sim import simulate_multiscale_pair  # noqa: E402
+from tomoflow.register import register
+from tomoflow.sim import simulate_multiscale_pair
 
 FULL = {"hr": 160, "lfov": 96, "seeds": [1, 2, 3]}
 QUICK = {"hr": 64, "lfov": 40, "seeds": [1]}
@@ -139,7 +141,7 @@ def run_tomoflow(pair: Any) -> tuple[np.ndarray, float, dict[str, Any]]:
 
 
 def _sitk_image(a: np.ndarray, spacing: float) -> Any:
-    import SimpleITK as sitk
+    import SimpleITK as sitk  # noqa: N813  (SimpleITK's own spelling)
 
     img = sitk.GetImageFromArray(np.ascontiguousarray(a, dtype=np.float32))
     img.SetSpacing((spacing,) * 3)
@@ -159,7 +161,7 @@ def _sitk_matrix(tx: Any) -> np.ndarray:
 
 
 def run_simpleitk(pair: Any, seed: int) -> tuple[np.ndarray, float, dict[str, Any]]:
-    import SimpleITK as sitk
+    import SimpleITK as sitk  # noqa: N813  (SimpleITK's own spelling)
 
     t0 = time.perf_counter()
     fixed = _sitk_image(pair.hr, float(pair.hr_spacing_um[0]))
@@ -213,7 +215,7 @@ def part_a(cfg: dict[str, Any], peer: bool) -> dict[str, Any]:
         case: dict[str, Any] = {"seed": seed, "simulate_s": sim_s, "prior_error_hr_vox": {"mean": e0.mean(), "max": e0.max()},
                                 "true": {"rotation_deg": pair.rotation_deg.tolist(), "scale": pair.scale.tolist()},
                                 "methods": {}}
-        runners = [("tomoflow", run_tomoflow)] + ([("simpleitk", lambda p: run_simpleitk(p, seed))] if peer else [])
+        runners = [("tomoflow", run_tomoflow)] + ([("simpleitk", lambda p, seed=seed: run_simpleitk(p, seed))] if peer else [])
         for name, fn in runners:
             load0 = other_cpu_load(0.5)
             m, secs, info = fn(pair)
@@ -253,8 +255,8 @@ def _warm_worker() -> dict[str, Any]:
     """Import torch and the network code in a worker (not part of the measured peak); its threads."""
     import torch
 
-    import tomoflow.pipeline.recover  # noqa: F401
-    import tomoflow.recover.unet  # noqa: F401
+    import tomoflow.pipeline.recover
+    import tomoflow.recover.unet  # noqa: F401  (imported to load it before timing)
 
     return {"torch_threads": torch.get_num_threads(), "omp": os.environ.get("OMP_NUM_THREADS")}
 
@@ -432,10 +434,8 @@ def part_b(cfg: dict[str, Any], peer: bool, workers: int = 2, threads: int = 2, 
     import torch
 
     from tomoflow.io.volume_store import VolumeStore
-    from tomoflow.recover.tiling import plan_tiles, predict_volume, read_box, valid_halo
+    from tomoflow.recover.tiling import block_for_budget, plan_tiles, predict_volume, read_box, valid_halo
     from tomoflow.recover.unet import UNetConfig, alignment, build_unet, load_unet, receptive_field
-
-    from tomoflow.recover.tiling import block_for_budget
 
     ucfg = UNetConfig()
     n = int(cfg["n"])
@@ -576,7 +576,6 @@ def _pore_row(m: Any) -> dict[str, Any]:
 
 def part_c(cfg: dict[str, Any], work: Path, figures: Path, idle_wait: float = 60.0) -> dict[str, Any]:
     """Training time on this CPU for the benchmark pair; pore metrics of LFOV / HR / recovered on held-out samples."""
-    import torch
 
     from tomoflow.pipeline.pores import plot_pore_sizes
     from tomoflow.recover import pore_metrics, predict_volume, threshold_from_reference
@@ -759,7 +758,7 @@ def main(argv: list[str] | None = None) -> int:
         peer = not args.no_peer
         if peer:
             try:
-                import SimpleITK  # noqa: F401
+                import SimpleITK  # noqa: F401  (imported to check it is installed)
             except ImportError:
                 print("SimpleITK is not installed (benchmark environment: pip install SimpleITK); running without "
                       "the peer", file=sys.stderr)
@@ -775,7 +774,7 @@ def main(argv: list[str] | None = None) -> int:
         peer = not args.no_peer
         if peer:
             try:
-                import monai  # noqa: F401
+                import monai  # noqa: F401  (imported to check it is installed)
             except ImportError:
                 print("MONAI is not installed (benchmark environment: pip install monai); running without the peer",
                       file=sys.stderr)

@@ -24,8 +24,8 @@ KERNELS = SHARED_KERNELS | {"align", "register", "recover"}
 
 #: Layer of each top-level module or subpackage of ``tomoflow`` (``__init__`` is the package itself).
 LAYER = {
-    **{name: 0 for name in BASE},
-    **{name: 1 for name in KERNELS},
+    **dict.fromkeys(BASE, 0),
+    **dict.fromkeys(KERNELS, 1),
     "cluster": 2,  # connecting to a cluster, inspecting its workers: imports base modules only
     "io": 2,
     "pipeline": 3,

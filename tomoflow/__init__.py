@@ -46,7 +46,7 @@ __all__ = [
 if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
     from tomoflow import config, recon, sim
     from tomoflow.cluster import connect, dashboard_url
-    from tomoflow.io import ingest, open_scan, open_volume, write_scan
+    from tomoflow.io import ingest, open_scan, open_volume, write_scan  # type: ignore[no-redef]  # the function, not its submodule tomoflow.io.ingest
     from tomoflow.pipeline import reconstruct_scan
 
 

@@ -294,7 +294,8 @@ class MeasuredCheck:
     :data:`MIN_MEASURED_FRACTION` of all pixels must, and at most :data:`MAX_NONFINITE_FRACTION` of
     all values may be NaN/Inf (more is a corrupt file, and reconstruction refuses it). A pixel of raw
     counts (``values="intensity"``) has a finite line integral when it is finite and above the dark
-    level (the mean dark frame, or 0 without darks): otherwise the transmission ``(p - dark) / (flat - dark)`` is not positive and
+    level (the mean dark frame, or 0 without darks): otherwise the transmission ``(p - dark) / (flat - dark)`` is
+    not positive and
     ``-log`` is undefined. A pixel of line integrals needs to be finite.
 
     Parameters
@@ -444,7 +445,7 @@ def check_finite(array: Any, what: str, hint: str = "") -> None:
 
 
 # ----------------------------------------------------------------------------- parameters (ConfigError)
-def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
+def check_choice(name: str, value: Any, choices: Iterable[str | None]) -> str:
     """``value`` if it is one of ``choices``, else :class:`ConfigError` listing them."""
     options = tuple(choices)
     if value not in options:

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from tomoflow._typing import Array, ArrayLike
+
 __all__ = [
     "get_namespace", "to_numpy", "is_cupy", "has_cuda", "asarray_on", "fft_module",
     "cpu_count", "thread_budget", "thread_budget_set", "fft_workers", "limit_threads", "torch_threads",
@@ -58,14 +60,14 @@ def fft_module(xp: ModuleType) -> ModuleType:
     return xp.fft
 
 
-def to_numpy(array: Any) -> np.ndarray:
+def to_numpy(array: ArrayLike) -> np.ndarray:
     """Copy a CuPy array to the host; NumPy arrays are returned unchanged."""
     if is_cupy(array):
-        return array.get()
+        return array.get()  # type: ignore[union-attr]  # a CuPy array here
     return np.asarray(array)
 
 
-def asarray_on(array: Any, xp: ModuleType, dtype: Any = None) -> Any:
+def asarray_on(array: ArrayLike, xp: ModuleType, dtype: Any = None) -> Array:
     """Move ``array`` onto the device of namespace ``xp`` (host<->device copy if needed)."""
     if xp is np:
         return np.asarray(to_numpy(array), dtype=dtype)
@@ -129,9 +131,9 @@ def limit_threads(n: int) -> Iterator[int]:
     if n < 1:
         raise ValueError(f"thread budget must be >= 1, got {n}")
     token = _THREADS.set(n)
-    numba = None
+    numba: Any = None
     try:
-        import numba
+        import numba  # type: ignore[no-redef]  # None where numba is missing
     except ImportError:  # pragma: no cover - numba is a dependency
         pass
     previous = numba.get_num_threads() if numba is not None else None
@@ -146,7 +148,7 @@ def limit_threads(n: int) -> Iterator[int]:
 
 
 _TORCH_LOCK = threading.Lock()
-_TORCH_STATE = {"users": 0, "previous": None}
+_TORCH_STATE: dict[str, Any] = {"users": 0, "previous": None}
 
 
 @contextlib.contextmanager

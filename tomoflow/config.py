@@ -33,7 +33,7 @@ def parse_bytes(value: int | float | str) -> int:
         from dask.utils import parse_bytes as _parse
 
         out = int(_parse(value))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ConfigError(f"cannot read {value!r} as a memory size (examples: '2GB', '512MiB')") from exc
     if out <= 0:
         raise ConfigError(f"memory size must be positive, got {value!r}")
@@ -94,7 +94,7 @@ def _restore(previous: TomoflowConfig) -> Iterator[TomoflowConfig]:
             _config = previous
 
 
-def set(**changes: Any) -> contextlib.AbstractContextManager[TomoflowConfig]:  # noqa: A001
+def set(**changes: Any) -> contextlib.AbstractContextManager[TomoflowConfig]:  # noqa: A001  (tomoflow.config.set is the public name)
     """Change settings; use as a context manager to restore them afterwards.
 
     Raises

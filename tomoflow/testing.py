@@ -4,7 +4,6 @@ phantoms with known answers. Imported by tomoflow's own tests; usable by downstr
 from __future__ import annotations
 
 import importlib.util
-
 from typing import Any
 
 import numpy as np

@@ -12,7 +12,7 @@ from tomoflow.align import apply_shifts, estimate_shifts
 from tomoflow.align.gauge import fix_gauge
 from tomoflow.align.resnet import default_weights_path
 from tomoflow.errors import ConfigError, InputError
-from tomoflow.recon import normalize_log, project
+from tomoflow.recon import normalize_log
 from tomoflow.sim import apply_jitter, gold_particle, random_jitter, simulate_scan
 
 requires_weights = pytest.mark.skipif(not default_weights_path().is_file(),

@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from tomoflow.align.resnet import (  # noqa: E402
+from tomoflow.align.resnet import (  # noqa: E402  (after pytest.importorskip)
     CHECK_NAME,
     INPUT_SIZE,
     JitterAligner,
@@ -21,7 +21,7 @@ from tomoflow.align.resnet import (  # noqa: E402
     prepare_pairs,
     save_weights,
 )
-from tomoflow.errors import ConfigError, InputError  # noqa: E402
+from tomoflow.errors import ConfigError, InputError  # noqa: E402  (after pytest.importorskip)
 
 
 def _random_model(seed: int = 0):

@@ -9,10 +9,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from tomoflow.align import training  # noqa: E402
-from tomoflow.align.resnet import CARD_NAME, CHECK_NAME, INPUT_SIZE, WEIGHTS_NAME, build_network, load_aligner  # noqa: E402
-from tomoflow.align.training import TrainingRecipe, make_training_scans, train_aligner  # noqa: E402
-from tomoflow.errors import ConfigError, InputError  # noqa: E402
+from tomoflow.align import training  # noqa: E402  (after pytest.importorskip)
+from tomoflow.align.resnet import CARD_NAME, CHECK_NAME, INPUT_SIZE, WEIGHTS_NAME, build_network, load_aligner  # noqa: E402  (after pytest.importorskip)
+from tomoflow.align.training import TrainingRecipe, make_training_scans, train_aligner  # noqa: E402  (after pytest.importorskip)
+from tomoflow.errors import ConfigError, InputError  # noqa: E402  (after pytest.importorskip)
 
 TINY = dict(n_scans=2, size=48, n_angles=12, batch_size=8, seed=3, device="cpu", val_fraction=0.5)
 

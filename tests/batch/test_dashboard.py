@@ -184,7 +184,7 @@ class EventStream:
     def transitions(self) -> list[dict[str, Any]]:
         return [m for m in self.messages if m.get("name") == "transition"]
 
-    def __enter__(self) -> "EventStream":
+    def __enter__(self) -> EventStream:
         self._thread.start()
         assert self._open.wait(20), f"{self.url}: no answer (messages: {self.messages[:3]})"
         if self._error is not None:
@@ -384,7 +384,7 @@ def test_browser_screenshot_of_status_during_batch(browser, archive, client, das
             seen = asyncio.run(asyncio.wait_for(
                 _render_and_capture(browser, f"{dashboard}/status", profile, stderr, batch.is_alive),
                 BROWSER_TIMEOUT_S))
-    except (TimeoutError, asyncio.TimeoutError):
+    except TimeoutError:
         tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
         pytest.fail(f"headless Chromium ({browser}) did not render {dashboard}/status with the batch's tasks "
                     f"within {BROWSER_TIMEOUT_S:.0f} s (batch still running: {batch.is_alive()}); its output:\n{tail}")

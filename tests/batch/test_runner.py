@@ -207,7 +207,7 @@ def test_a_scan_that_keeps_killing_workers_fails_alone_then_resumes(archive, fir
     assert tooth.failed_stage == "align" and "killed the workers" in tooth.error, tooth
     assert all(by[n].status == COMPLETE for n in GOOD[1:]), result
     again = run_batch(m, client=client)
-    assert {s.name: s.status for s in again.scans} == {"tooth": COMPLETE, **{n: SKIPPED for n in GOOD[1:]}}
+    assert {s.name: s.status for s in again.scans} == {"tooth": COMPLETE, **dict.fromkeys(GOOD[1:], SKIPPED)}
     assert checksums(Path(m.output)) == sums
 
 
@@ -215,9 +215,10 @@ def test_a_small_scan_is_reconstructed_in_one_task_a_large_one_in_blocks(archive
     """When the stage's own plan is one slab task, the recon stage is one ``recon-<token>-<scan>`` task (its
     store set up and its blocks run on the worker); otherwise (over the memory budget, or rows in two
     chunks for the cluster's two worker threads) the stage's blocks are tasks of their own."""
-    import tomoflow
-    from distributed import get_task_stream
     from dask.utils import key_split
+    from distributed import get_task_stream
+
+    import tomoflow
 
     client, _ = cluster
     results, groups = {}, {}

@@ -57,9 +57,8 @@ def test_recon_over_a_scan_store_is_refused(cli, one_line_error, tooth_h5, tooth
 
 
 def test_all_zero_flats_are_refused_and_nothing_is_left(cli, one_line_error, unchanged, tmp_path):
-    from tomoflow.io import write_scan
-
     from tomoflow.errors import InputError
+    from tomoflow.io import write_scan
 
     store = tmp_path / "zeroflat.zarr"
     with unchanged(tmp_path), pytest.raises(InputError, match="flat fields are all zero"):  # refused at ingest

@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from tomoflow.io.lock import LOCK_NAME
 
@@ -191,7 +190,7 @@ def test_a_batch_on_a_full_disk_says_so_in_one_line_per_scan(tmp_path, cli, monk
     assert len(failures) == 2 and all("[recon]: " in f and "no space left on" in f for f in failures), ran
     assert f"the batch report could not be written (no space left on {tmp_path / 'out'})" in ran.stdout, ran
     assert _sums(raw) == inputs
-    assert not [p for p in (tmp_path / "out").rglob("*.tmp")]
+    assert not list((tmp_path / "out").rglob("*.tmp"))
 
 
 def test_every_scan_complete_but_no_room_for_the_report_is_exit_2(tmp_path, cli, one_line_error, monkeypatch):

@@ -73,7 +73,7 @@ def test_recon_into_read_only_folder(cli, one_line_error, tooth_store, readonly_
 def test_missing_gpu_extra_keeps_its_brackets(cli, one_line_error, unchanged, tooth_store, tmp_path):
     """``pip install 'tomoflow[gpu]'`` is printed with ``[gpu]`` (it was swallowed as markup)."""
     try:
-        import dask_cuda  # noqa: F401
+        import dask_cuda  # noqa: F401  (imported to check it is installed)
     except ImportError:
         pass
     else:

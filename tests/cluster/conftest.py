@@ -24,7 +24,7 @@ def _tls_files_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None
     if importlib.util.find_spec("dask_jobqueue") is not None:
         # its configuration defaults first: leaving dask.config.set would drop a `jobqueue.slurm`
         # section that it created (and the defaults merged into it meanwhile)
-        import dask_jobqueue  # noqa: F401
+        import dask_jobqueue  # noqa: F401  (imported to check it is installed)
 
     folder = tmp_path_factory.getbasetemp() / "tls"
     folder.mkdir(mode=0o700, exist_ok=True)

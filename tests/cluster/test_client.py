@@ -118,7 +118,7 @@ def test_tomoflow_client_is_one_distributed_client_class() -> None:
     assert TomoflowClient.__module__ == "tomoflow.cluster" and TomoflowClient.__name__ == "TomoflowClient"
     assert "TomoflowClient" in dir(tc)
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
-        tc.nope  # noqa: B018
+        tc.nope  # noqa: B018  (the attribute access is the test)
 
 
 def test_importing_tomoflow_cluster_imports_no_optional_backend() -> None:

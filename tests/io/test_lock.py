@@ -265,7 +265,7 @@ def test_two_runs_of_one_stage_at_once_never_trip_over_each_other(small_scan, tm
         barrier = threading.Barrier(2)
         outcomes: list[object] = []
 
-        def run() -> None:
+        def run(barrier=barrier, outcomes=outcomes, out=out) -> None:
             barrier.wait()
             try:
                 outcomes.append(reconstruct_scan(scan, out))

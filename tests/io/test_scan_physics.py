@@ -407,8 +407,8 @@ def test_a_truncated_chunk_is_a_store_error_naming_the_chunk(tmp_path):
 # ----------------------------------------------------------------------------- simulation parameters
 def test_simulation_parameters_are_config_errors():
     from tomoflow.sim import cathode_particle, simulate_multiscale_pair
-    from tomoflow.sim.scan import ScanSimulator
     from tomoflow.sim.noise import poisson_noise
+    from tomoflow.sim.scan import ScanSimulator
 
     vol = np.zeros((2, 16, 16), np.float32)
     with pytest.raises(ConfigError, match="jitter_px"):

@@ -17,8 +17,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from tomoflow.errors import InputError, ModelError  # noqa: E402
-from tomoflow.models.card import card_path, read_card, verified_checkpoint, verified_model  # noqa: E402
+from tomoflow.errors import InputError, ModelError  # noqa: E402  (after pytest.importorskip)
+from tomoflow.models.card import card_path, read_card, verified_checkpoint, verified_model  # noqa: E402  (after pytest.importorskip)
 
 HAS_ONNX = importlib.util.find_spec("onnx") is not None and importlib.util.find_spec("onnxruntime") is not None
 needs_onnx = pytest.mark.skipif(not HAS_ONNX, reason="needs onnx and onnxruntime (pip install 'tomoflow[onnx]')")

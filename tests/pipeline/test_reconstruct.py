@@ -156,7 +156,8 @@ ang = np.linspace(0, 180, na, endpoint=False)
 rng = np.random.default_rng(0)
 raw = rng.uniform(200, 1000, (na, nr, nc)).astype(np.float32)
 with tomoflow.config.set(scan_chunk_rows=64):
-    write_scan(sys.argv[1], raw, ang, flats=np.full((2, nr, nc), 1010, np.float32), darks=np.full((1, nr, nc), 5, np.float32))
+    write_scan(sys.argv[1], raw, ang, flats=np.full((2, nr, nc), 1010, np.float32),
+               darks=np.full((1, nr, nc), 5, np.float32))
 del raw
 p = ReconParams(algorithm="fbp", center=(nc - 1) / 2, filter="ramp", n_iter=0, shape=(nc, nc), device="cpu")
 _recon_block(sys.argv[1], p, 0, 8)  # compile the kernels, import everything

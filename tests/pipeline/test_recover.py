@@ -5,14 +5,13 @@ import pytest
 
 pytest.importorskip("torch")
 
-from tomoflow.errors import PipelineError, StoreError  # noqa: E402
-from tomoflow.io.stages import StageLog  # noqa: E402
-from tomoflow.io.volume_store import VolumeStore, pyramid_levels  # noqa: E402
-from tomoflow.pipeline.recover import recover_volume  # noqa: E402
-from tomoflow.recover import build_unet, predict_volume, save_unet  # noqa: E402
-from tomoflow.errors import ConfigError  # noqa: E402
-from tomoflow.recover.unet import UNetConfig, inference_bytes  # noqa: E402
-from tomoflow.testing import write_volume_store  # noqa: E402
+from tomoflow.errors import ConfigError, PipelineError, StoreError
+from tomoflow.io.stages import StageLog
+from tomoflow.io.volume_store import VolumeStore, pyramid_levels
+from tomoflow.pipeline.recover import recover_volume
+from tomoflow.recover import build_unet, predict_volume, save_unet
+from tomoflow.recover.unet import UNetConfig, inference_bytes
+from tomoflow.testing import write_volume_store
 
 SHAPE = (20, 37, 29)
 

@@ -9,8 +9,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from tomoflow.errors import ConfigError, InputError  # noqa: E402
-from tomoflow.recover.tiling import (  # noqa: E402
+from tomoflow.errors import ConfigError, InputError  # noqa: E402  (after pytest.importorskip)
+from tomoflow.recover.tiling import (  # noqa: E402  (after pytest.importorskip)
     plan_tiles,
     predict_tiled,
     predict_volume,
@@ -18,7 +18,7 @@ from tomoflow.recover.tiling import (  # noqa: E402
     valid_evaluation,
     valid_halo,
 )
-from tomoflow.recover.unet import alignment, build_unet, receptive_field  # noqa: E402
+from tomoflow.recover.unet import alignment, build_unet, receptive_field  # noqa: E402  (after pytest.importorskip)
 
 SHAPE = (37, 41, 29)
 TOL = 1e-5
@@ -192,7 +192,7 @@ def test_batch_equals_single(model, volume) -> None:
 def test_preallocated_out_skip_and_progress(model, volume, whole) -> None:
     out = np.full(SHAPE, np.nan, dtype=np.float64)
     calls = []
-    skipped = lambda t: t.index == (0, 1, 0)  # noqa: E731
+    skipped = lambda t: t.index == (0, 1, 0)  # noqa: E731  (a one-line predicate)
     res = predict_tiled(model, volume, block=(20, 20, 20), out=out, skip=skipped,
                         progress=lambda d, n: calls.append((d, n)))
     assert res is out and np.isfinite(out).all()

@@ -12,10 +12,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from tomoflow.errors import ConfigError, InputError  # noqa: E402
-from tomoflow.models.card import validate_card  # noqa: E402
-from tomoflow.recover.tiling import predict_volume  # noqa: E402
-from tomoflow.recover.training import (  # noqa: E402
+from tomoflow.errors import ConfigError, InputError  # noqa: E402  (after pytest.importorskip)
+from tomoflow.models.card import validate_card  # noqa: E402  (after pytest.importorskip)
+from tomoflow.recover.tiling import predict_volume  # noqa: E402  (after pytest.importorskip)
+from tomoflow.recover.training import (  # noqa: E402  (after pytest.importorskip)
     CARD_NAME,
     WEIGHTS_NAME,
     apply_calibration,
@@ -33,7 +33,7 @@ from tomoflow.recover.training import (  # noqa: E402
     undo_normalisation,
     with_normalisation,
 )
-from tomoflow.recover.unet import UNetConfig, build_unet, load_unet  # noqa: E402
+from tomoflow.recover.unet import UNetConfig, build_unet, load_unet  # noqa: E402  (after pytest.importorskip)
 
 TINY = UNetConfig(channels=(4, 8))
 
@@ -223,7 +223,7 @@ def test_training_patches_never_overlap_held_out_blocks(shape, patch, kind):
         assert not held[tuple(slice(s, s + patch) for s in c)].any()
     assert len({tuple(c) for c in corners}) > 50  # not one position over and over
     # the held-out blocks are blocks of the tiling grid, whole
-    for (a, b), idx in zip(split.held_out_boxes, split.held_out):
+    for (a, _b), idx in zip(split.held_out_boxes, split.held_out):
         assert a == tuple(i * s for i, s in zip(idx, split.block))
 
 
@@ -518,9 +518,8 @@ def test_tiled_inference_runs_the_exported_onnx_graph(tmp_path):
 
 def test_onnx_files_not_from_tomoflow_are_refused(tmp_path):
     pytest.importorskip("onnxruntime")
-    from tomoflow.recover.onnx_network import load_onnx
-
     from tomoflow._hashing import file_sha256
+    from tomoflow.recover.onnx_network import load_onnx
 
     bad = tmp_path / "x.onnx"
     bad.write_bytes(b"not a graph")

@@ -11,8 +11,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from tomoflow.errors import ConfigError, InputError  # noqa: E402
-from tomoflow.recover.unet import (  # noqa: E402
+from tomoflow.errors import ConfigError, InputError  # noqa: E402  (after pytest.importorskip)
+from tomoflow.recover.unet import (  # noqa: E402  (after pytest.importorskip)
     UNetConfig,
     alignment,
     build_unet,

@@ -26,6 +26,7 @@ training), :mod:`~tomoflow.align.hybrid`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -91,7 +92,7 @@ def estimate_shifts(
     from tomoflow.align.hybrid import align_hybrid, align_resnet
 
     method = check_choice("alignment method", str(method).lower(), METHODS)
-    fn = {"hybrid": align_hybrid, "resnet": align_resnet, "phase": align_phase,
+    fn: Callable[..., Any] = {"hybrid": align_hybrid, "resnet": align_resnet, "phase": align_phase,  # type: ignore[assignment]  # mypy joins the four functions to `function`
           "consistency": align_consistency}[method]
     result = fn(projections, angles_deg, center=center, **options)
     return result if return_result else result.shifts

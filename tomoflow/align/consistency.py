@@ -313,7 +313,7 @@ def _gauge(shifts: np.ndarray, ctr: float, ang: np.ndarray, refine_center: bool)
     g = fix_gauge(shifts, center=ctr, angles_deg=ang)
     out = np.asarray(g.shifts)
     if refine_center:
-        return out, float(g.center)
+        return out, float(g.center)  # type: ignore[arg-type]  # fix_gauge sets the centre
     out[:, 1] += g.common_dx
     return out, ctr
 

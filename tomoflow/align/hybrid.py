@@ -182,11 +182,12 @@ def network_update(state: NetworkState, data: np.ndarray, reprojections: np.ndar
     g = fix_gauge(previous + d_net * state.scale[None, :], center=state.center, angles_deg=ang)
     shifts = np.asarray(g.shifts, dtype=np.float64)
     moved = shifts - previous
+    g_center = float(g.center)  # type: ignore[arg-type]  # fix_gauge sets the centre
     t3 = time.perf_counter()
     entry = {"iteration": len(state.log) + 1, "max_update_px": float(np.abs(moved).max()),
-             "rms_update_px": float(np.sqrt(np.mean(np.sum(moved**2, axis=1)))), "center": float(g.center),
+             "rms_update_px": float(np.sqrt(np.mean(np.sum(moved**2, axis=1)))), "center": g_center,
              "network_s": t2 - t1, "register_s": t3 - t2}
-    return NetworkState(stack=state.stack, scale=state.scale, center=float(g.center), shifts=shifts,
+    return NetworkState(stack=state.stack, scale=state.scale, center=g_center, shifts=shifts,
                         log=[*state.log, entry], quality=np.asarray(to_numpy(check.quality), dtype=np.float64))
 
 
@@ -337,7 +338,8 @@ def refine(projections: Any, angles_deg: Any, coarse: AlignResult, *, n_iter: in
     that bias fades only as the warm-started reconstruction sharpens, a few hundredths of a pixel per
     iteration. Two things make the reference converge sooner: ordered subsets (OSEM, ``subsets`` = 4:
     about four MLEM iterations' progress for the price of one), and a binned stack (``binning`` = 2:
-    8x fewer voxels), which converges its reconstruction and the shifts in a fraction of the time (``coarse_iter`` iterations of ``coarse_warm`` MLEM iterations,
+    8x fewer voxels), which converges its reconstruction and the shifts in a fraction of the time (``coarse_iter``
+    iterations of ``coarse_warm`` MLEM iterations,
     until the largest update is below ``coarse_tol`` full-resolution px); the full-resolution loop
     then starts from those shifts *and* from that converged volume (repeated onto the full grid), so
     its first reference is already sharp and it only has to add the last sub-binned-pixel detail

@@ -139,7 +139,7 @@ def _max_shift(value: Any) -> tuple[float, float]:
         pair = np.repeat(pair, 2)
     if pair.size != 2:
         raise ConfigError(f"max_shift must be one number or a (dy, dx) pair of pixels, got {value!r}")
-    return tuple(check_number("max_shift (pixels)", v, low=0.0) for v in pair)  # type: ignore[return-value]
+    return tuple(check_number("max_shift (pixels)", v, low=0.0) for v in pair)  # type: ignore[return-value]  # two values, checked above
 
 
 def _prepare(images: Any, xp: Any, wy: Any, wx: Any) -> Any:

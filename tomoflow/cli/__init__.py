@@ -6,7 +6,8 @@ shown as one line on stderr with exit code 2, never a traceback, and is found be
 
 Modules: :mod:`~tomoflow.cli._app` (the app, output, errors, option parsing, progress, cluster),
 :mod:`~tomoflow.cli.scan` (ingest, info, simulate, center), :mod:`~tomoflow.cli.recon` (recon, schema),
-:mod:`~tomoflow.cli.align` (align, correct, train-aligner), :mod:`~tomoflow.cli.recovery` (simulate-pair, register, recover, pores),
+:mod:`~tomoflow.cli.align` (align, correct, train-aligner), :mod:`~tomoflow.cli.recovery` (simulate-pair, register,
+recover, pores),
 :mod:`~tomoflow.cli.train_recovery` (train-recovery), :mod:`~tomoflow.cli.resample` (resample),
 :mod:`~tomoflow.cli.demo` (demo), :mod:`~tomoflow.cli.batch` (batch scan-archive, batch check).
 """

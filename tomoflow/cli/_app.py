@@ -29,6 +29,7 @@ from rich.text import Text
 
 from tomoflow.errors import ConfigError, TomoflowError
 
+
 class _OneLineUsage(typer.Typer):
     """The app, whose command-line mistakes (an unknown option, a missing argument, a value of the wrong
     type) are one ``error:`` line on stderr with exit code 2 like every other mistake, not click's
@@ -40,15 +41,15 @@ class _OneLineUsage(typer.Typer):
         from typer.main import get_command
 
         try:  # typer vendors its own click (0.20+); older typer uses click itself
-            from typer import _click as click  # type: ignore[attr-defined]
+            from typer import _click as click
         except ImportError:  # pragma: no cover - depends on the typer version
-            import click
+            import click  # type: ignore[no-redef]  # the same module under older typer
 
         usage_error = click.exceptions.UsageError
         click_error = getattr(click.exceptions, "ClickException", usage_error)
         try:
             kwargs.setdefault("prog_name", "tomoflow")  # also under `python -m tomoflow.cli`
-            rv = get_command(self).main(*args, standalone_mode=False, **kwargs)
+            rv = get_command(self).main(*args, standalone_mode=False, **kwargs)  # type: ignore[misc]  # callers never pass standalone_mode
         except usage_error as exc:
             message = _one_line(exc.format_message())
             if message:  # (no arguments at all: the help was shown, nothing to add)
@@ -380,9 +381,9 @@ def _cluster(spec: str | None, workers: int | None = None) -> Iterator[Any]:
     if spec is None or spec == "none":
         yield None
         return
-    from tomoflow.cluster import connect, dashboard_url
-
     import distributed  # noqa: F401 - configures its loggers on import; quieten them afterwards
+
+    from tomoflow.cluster import connect, dashboard_url
 
     if not logging.getLogger().isEnabledFor(logging.INFO):
         logging.getLogger("distributed").setLevel(logging.WARNING)

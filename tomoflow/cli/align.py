@@ -5,20 +5,19 @@ from __future__ import annotations
 import shlex
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from tomoflow.cli._app import _wrote
 from tomoflow.cli._app import (
-    _hold_output,
-    _plan_picture,
     _cluster,
     _e,
     _friendly,
+    _hold_output,
     _parse_center,
+    _plan_picture,
     _stage_progress,
     _writing,
+    _wrote,
     app,
     console,
 )
@@ -51,15 +50,15 @@ def align(
     store: Path = typer.Argument(..., help="Scan store to align."),
     out: Path = typer.Option(..., "--out", "-o", help="Aligned scan store to write (line integrals, shifts, centre)."),
     method: str = typer.Option("hybrid", help=_METHOD_HELP),
-    center: Optional[str] = typer.Option(None, help="Starting rotation centre: column in px, `auto`, or omitted = "
+    center: str | None = typer.Option(None, help="Starting rotation centre: column in px, `auto`, or omitted = "
                                          "the centre saved in the scan store, else auto. The methods refine it."),
     max_size: int = typer.Option(256, help="Estimate the shifts on projections binned to at most this many pixels."),
     vertical: bool = typer.Option(True, "--vertical/--horizontal-only", help="Estimate vertical jitter too "
                                   "(default); --horizontal-only for detectors of a few rows."),
     cluster: str = typer.Option("local", help="local, local-cuda, slurm, pbs, a scheduler address or file, or none."),
-    workers: Optional[int] = typer.Option(None, help="Workers of the local cluster."),
+    workers: int | None = typer.Option(None, help="Workers of the local cluster."),
     overwrite: bool = typer.Option(False, help="Replace an aligned store made from other inputs or parameters."),
-    png: Optional[Path] = typer.Option(None, help="Also write the alignment report PNG here."),
+    png: Path | None = typer.Option(None, help="Also write the alignment report PNG here."),
 ) -> None:
     """Estimate the jitter of every projection and write the corrected scan store (resumable)."""
     from tomoflow.pipeline.align import align_scan
@@ -82,16 +81,16 @@ def align(
 def correct(
     store: Path = typer.Argument(..., help="Scan store to correct."),
     out: Path = typer.Option(..., "--out", "-o", help="Volume store to write (OME-Zarr 0.5)."),
-    aligned: Optional[Path] = typer.Option(None, help="Aligned scan store (default: <out>-aligned.zarr beside the volume)."),
+    aligned: Path | None = typer.Option(None, help="Aligned scan store (default: <out>-aligned.zarr beside the volume)."),
     method: str = typer.Option("hybrid", help=_METHOD_HELP),
-    center: Optional[str] = typer.Option(None, help="Starting rotation centre (px), `auto`, or omitted (saved, else auto)."),
+    center: str | None = typer.Option(None, help="Starting rotation centre (px), `auto`, or omitted (saved, else auto)."),
     algorithm: str = typer.Option("fbp", help="fbp, mlem or sirt."),
     vertical: bool = typer.Option(True, "--vertical/--horizontal-only", help="Estimate vertical jitter too "
                                   "(default); --horizontal-only for detectors of a few rows."),
     cluster: str = typer.Option("local", help="local, local-cuda, slurm, pbs, a scheduler address or file, or none."),
-    workers: Optional[int] = typer.Option(None, help="Workers of the local cluster."),
+    workers: int | None = typer.Option(None, help="Workers of the local cluster."),
     overwrite: bool = typer.Option(False, help="Replace outputs made from other inputs or parameters."),
-    png: Optional[Path] = typer.Option(None, help="Also write the alignment report PNG (before/after) here."),
+    png: Path | None = typer.Option(None, help="Also write the alignment report PNG (before/after) here."),
 ) -> None:
     """The whole jitter-correction chain: align, then reconstruct with the refined centre."""
     from tomoflow.pipeline.align import correct_scan
@@ -103,9 +102,18 @@ def correct(
                              params={"method": method, "center": ctr, "algorithm": algorithm, "vertical": vertical})
     t0 = time.perf_counter()
     with _cluster(cluster, workers) as client, _stage_progress() as update, _writing(out):
-        v = correct_scan(store, out, aligned_path=aligned, method=method, center=ctr, algorithm=algorithm,
-                         client=client, overwrite=overwrite, progress=update,
-                         **({} if vertical else {"vertical": False}))
+        v = correct_scan(
+            store,
+            out,
+            aligned_path=aligned,
+            method=method,
+            center=ctr,
+            algorithm=algorithm,
+            client=client,
+            overwrite=overwrite,
+            progress=update,
+            **({} if vertical else {"vertical": False}),  # type: ignore[arg-type]  # the keyword vertical, a bool
+        )
     _print_alignment(aligned_path)
     _wrote(out, f"{' x '.join(map(str, v.shape))} voxels; whole chain {time.perf_counter() - t0:.1f} s")
     if png_plan is not None:
@@ -128,12 +136,12 @@ def train_aligner(
     lr_final: float = typer.Option(0.05, help="Final learning rate as a fraction of --lr."),
     val_fraction: float = typer.Option(0.1, help="Fraction of the scans held out for validation (split by scan)."),
     patience: int = typer.Option(3, help="Epochs without validation improvement before stopping."),
-    time_limit: Optional[float] = typer.Option(None, help="Stop training after this many seconds (the "
+    time_limit: float | None = typer.Option(None, help="Stop training after this many seconds (the "
                                                "learning-rate schedule follows it)."),
-    threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: all)."),
+    threads: int | None = typer.Option(None, help="torch CPU threads (default: all)."),
     seed: int = typer.Option(0, help="Seed of the data recipe and the initial weights."),
     device: str = typer.Option("auto", help="cpu, cuda or auto."),
-    init_weights: Optional[Path] = typer.Option(None, help="Start from these weights (safetensors, e.g. the "
+    init_weights: Path | None = typer.Option(None, help="Start from these weights (safetensors, e.g. the "
                                                 "shipped ones) instead of a random initialisation: fine-tuning."),
     install: bool = typer.Option(False, help="Copy the final weights, model card and check set into the package "
                                  "(tomoflow/models/) so that the network methods use them."),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -49,7 +49,7 @@ def _pipeline(text: str) -> list[str]:
 def scan_archive(
     directory: Path = typer.Argument(..., help="Archive folder of raw scans (searched recursively)."),
     out: Path = typer.Option(..., "--out", "-o", help="Manifest to write: .yaml, .yml or .json."),
-    output_root: Optional[Path] = typer.Option(None, "--output-root", help="Output root of the batch (default: "
+    output_root: Path | None = typer.Option(None, "--output-root", help="Output root of the batch (default: "
                                                "<DIR>-processed beside the archive)."),
     pipeline: str = typer.Option("ingest,align,recon", help="Stages, comma-separated, in order: ingest, align, "
                                  "recon (recover needs each scan's HR volume: add it by hand)."),
@@ -158,8 +158,14 @@ class _BatchDisplay:
     reason, and where its traceback is)."""
 
     def __init__(self, report_dir: Path | None = None) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-            TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                             TextColumn("eta"), TimeRemainingColumn(), console=console)
@@ -168,7 +174,7 @@ class _BatchDisplay:
         self.done = self.failed = 0
         self.report_dir = report_dir
 
-    def __enter__(self) -> "_BatchDisplay":
+    def __enter__(self) -> _BatchDisplay:
         self.bar.start()
         return self
 
@@ -230,10 +236,10 @@ def _summary(result: Any) -> tuple[Table, list[str]]:
 @_friendly
 def run(
     manifest: Path = typer.Argument(..., help="Batch manifest (.yaml, .yml or .json)."),
-    cluster: Optional[str] = typer.Option(None, help="Where to run, overriding the manifest's cluster: local, "
+    cluster: str | None = typer.Option(None, help="Where to run, overriding the manifest's cluster: local, "
                                           "local-cuda, slurm, pbs, a scheduler address or file, or none."),
-    workers: Optional[int] = typer.Option(None, help="Workers of a local cluster."),
-    max_in_flight: Optional[int] = typer.Option(None, "--max-in-flight", help="Most scans processed at once "
+    workers: int | None = typer.Option(None, help="Workers of a local cluster."),
+    max_in_flight: int | None = typer.Option(None, "--max-in-flight", help="Most scans processed at once "
                                                 "(default: the manifest's max_scans_in_flight, else twice the workers, "
                                                 "at most 256)."),
 ) -> None:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
-from tomoflow.cli.scan import _simulate
 from tomoflow.cli._app import (
     _check_positive,
     _cluster,
@@ -19,8 +18,8 @@ from tomoflow.cli._app import (
     app,
     console,
 )
+from tomoflow.cli.scan import _simulate
 from tomoflow.errors import ConfigError
-
 
 #: Edge of the recovery part's HR ROI by default (1 um voxels; the LFOV field around it, in 4 um voxels, is a bit
 #: over twice as wide).
@@ -37,7 +36,7 @@ def demo(
     rows: int = typer.Option(32, min=1, help="Detector rows."),
     angles: int = typer.Option(181, min=16, help="Projections over 180 degrees."),
     cluster: str = typer.Option("local", help="Cluster to run on (see `tomoflow recon --help`)."),
-    workers: Optional[int] = typer.Option(2, help="Workers of the local cluster."),
+    workers: int | None = typer.Option(2, help="Workers of the local cluster."),
     recovery_size: int = typer.Option(RECOVERY_SIZE, min=0, help="Edge of the HR ROI of the resolution-recovery "
                                       "part (1 um voxels, at least 40; the LFOV field around it, in 4 um voxels, is "
                                       "a bit over twice as wide); 0 skips that part."),
@@ -142,8 +141,8 @@ def _recovery(rec: Path, size: int, train_seconds: float, client: Any) -> None:
     import numpy as np
 
     from tomoflow.cli.recovery import pores_document, pores_table
-    from tomoflow.io.output import plan_file, write_json
     from tomoflow.cli.train_recovery import training_bar
+    from tomoflow.io.output import plan_file, write_json
     from tomoflow.io.synthetic import write_multiscale_pair
     from tomoflow.io.volume_store import VolumeStore
     from tomoflow.pipeline.pores import reference_threshold, volume_pores

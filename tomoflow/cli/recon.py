@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from tomoflow.cli._app import _wrote
 from tomoflow.cli._app import (
-    _plan_picture,
     _cluster,
     _e,
     _fail,
     _friendly,
     _parse_center,
+    _plan_picture,
     _stage_progress,
     _writing,
+    _wrote,
     app,
     console,
 )
@@ -43,18 +42,18 @@ def recon(
     store: Path = typer.Argument(..., help="Scan store to reconstruct."),
     out: Path = typer.Option(..., "--out", "-o", help="Volume store to write (OME-Zarr 0.5)."),
     algorithm: str = typer.Option("fbp", help="fbp, mlem or sirt."),
-    center: Optional[str] = typer.Option(
+    center: str | None = typer.Option(
         None, help="Rotation centre: column in px, `auto`, or omitted = the centre saved by "
         "`tomoflow center --save`, else auto."),
     filter: str = typer.Option("ramp", help="FBP filter: ramp, shepp-logan, cosine, hann, hamming, parzen."),
     fbp_method: str = typer.Option("auto", help="FBP method: direct, fourier (gridding), or auto = fourier on "
                                    "GPU workers, direct on CPUs."),
-    iterations: Optional[int] = typer.Option(None, help="MLEM/SIRT iterations (default 20 / 50)."),
+    iterations: int | None = typer.Option(None, help="MLEM/SIRT iterations (default 20 / 50)."),
     cluster: str = typer.Option("local", help="local, local-cuda, slurm, pbs, a scheduler address or file, or none."),
-    workers: Optional[int] = typer.Option(None, help="Workers of the local cluster."),
+    workers: int | None = typer.Option(None, help="Workers of the local cluster."),
     overwrite: bool = typer.Option(False, help="Replace the output (and the --png picture) made from other inputs or "
                                    "parameters; never what tomoflow did not make."),
-    png: Optional[Path] = typer.Option(None, help="Also write a PNG overview here."),
+    png: Path | None = typer.Option(None, help="Also write a PNG overview here."),
 ) -> None:
     """Reconstruct a scan store into a volume store by sinogram slabs on Dask (resumable)."""
     from tomoflow.pipeline import reconstruct_scan

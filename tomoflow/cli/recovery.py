@@ -6,19 +6,19 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
-from tomoflow.cli._app import _wrote
 from tomoflow.cli._app import (
-    _hold_output,
     _cluster,
     _e,
     _fail,
     _friendly,
+    _hold_output,
     _stage_progress,
     _writing,
+    _wrote,
     app,
     console,
 )
@@ -62,7 +62,7 @@ def register(
     out: Path = typer.Option(..., "--out", "-o", help="JSON file to write: the HR -> LFOV matrix, its "
                              "parameters, NCC before/after, stage timings."),
     dof: int = typer.Option(9, help="Degrees of freedom: 3 (translation), 6 (rigid) or 9 (+ per-axis scale)."),
-    png: Optional[Path] = typer.Option(None, help="Also write a QC PNG (HR, LFOV resampled onto it, checkerboard)."),
+    png: Path | None = typer.Option(None, help="Also write a QC PNG (HR, LFOV resampled onto it, checkerboard)."),
     device: str = typer.Option("auto", help="torch device: cpu, cuda or auto."),
     max_rotation: float = typer.Option(10.0, help="Refuse a result rotated by more than this (degrees)."),
     overwrite: bool = typer.Option(False, help="Replace a JSON or PNG that tomoflow wrote from other inputs or "
@@ -76,10 +76,9 @@ def register(
     """
     import numpy as np
 
+    from tomoflow.io.output import fingerprint, identity_of, plan_file, write_json
     from tomoflow.io.volume_store import VolumeStore
     from tomoflow.register.resample import resample_to_grid
-
-    from tomoflow.io.output import fingerprint, identity_of, plan_file, write_json
 
     h, lf = VolumeStore.open(hr), VolumeStore.open(lfov)
     inputs = {"hr": identity_of(hr), "lfov": identity_of(lfov)}
@@ -98,7 +97,8 @@ def register(
     doc = register_volumes(hr, lfov, dof=dof, device=device, max_rotation_deg=max_rotation, hr_volume=hr_vol)
     seconds, tr, matrix = doc["seconds"], doc["transform"], np.asarray(doc["matrix"])
     write_json(out_plan, doc)
-    console.print(f"{'kept' if out_plan.action == 'same' else 'wrote'} [bold]{_e(out)}[/] ({seconds:.1f} s): NCC {doc['ncc_prior']:.3f} -> {doc['ncc']:.3f}, "
+    console.print(f"{'kept' if out_plan.action == 'same' else 'wrote'} [bold]{_e(out)}[/] ({seconds:.1f} s): "
+                  f"NCC {doc['ncc_prior']:.3f} -> {doc['ncc']:.3f}, "
                   f"rotation {tr['rotation_deg']:.2f} deg, scale {' '.join(f'{s:.4f}' for s in tr['scale'])}, "
                   f"translation {' '.join(f'{t:+.2f}' for t in tr['translation_um'])} um")
     if png_plan is not None:
@@ -119,7 +119,7 @@ def recover(
     out: Path = typer.Option(..., "--out", "-o", help="Volume store to write (OME-Zarr, with pyramid)."),
     pad_mode: str = typer.Option("reflect", help="Volume border extension: reflect or zeros (as in training)."),
     cluster: str = typer.Option("local", help="local, local-cuda, slurm, pbs, a scheduler address or file, or none."),
-    workers: Optional[int] = typer.Option(None, help="Workers of the local cluster."),
+    workers: int | None = typer.Option(None, help="Workers of the local cluster."),
     overwrite: bool = typer.Option(False, help="Replace an output made from other inputs or parameters."),
 ) -> None:
     """Run a resolution-recovery U-Net over a whole volume, block by block on Dask (exact stitching,
@@ -182,7 +182,7 @@ def pores_document(results: dict[str, Any], threshold: float, connectivity: int,
             "volumes": {name: m.as_dict() for name, m in results.items()}}
 
 
-def _parse_region(text: Optional[str]) -> Any:
+def _parse_region(text: str | None) -> Any:
     if text is None:
         return None
     try:
@@ -199,15 +199,15 @@ def _parse_region(text: Optional[str]) -> Any:
 def pores(
     volumes: list[Path] = typer.Argument(..., help="Volume stores to measure (e.g. LFOV, HR, recovered) over "
                                          "the same region."),
-    threshold: Optional[float] = typer.Option(None, help="Pore threshold (pores are darker); default: Otsu on "
+    threshold: float | None = typer.Option(None, help="Pore threshold (pores are darker); default: Otsu on "
                                               "--reference."),
-    reference: Optional[Path] = typer.Option(None, help="Volume store the threshold is derived from (the HR)."),
-    region: Optional[str] = typer.Option(None, help="z0:z1,y0:y1,x0:x1 voxel region (default: whole volumes)."),
+    reference: Path | None = typer.Option(None, help="Volume store the threshold is derived from (the HR)."),
+    region: str | None = typer.Option(None, help="z0:z1,y0:y1,x0:x1 voxel region (default: whole volumes)."),
     connectivity: int = typer.Option(26, help="Voxel connectivity of a pore: 6, 18 or 26."),
     min_voxels: int = typer.Option(8, help="Smallest pore in voxels (smaller ones are not pores)."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the metrics as JSON here (a new file, or "
+    json_out: Path | None = typer.Option(None, "--json", help="Write the metrics as JSON here (a new file, or "
                                             "one tomoflow wrote: see --overwrite)."),
-    png: Optional[Path] = typer.Option(None, help="Write the pore-size histogram PNG here."),
+    png: Path | None = typer.Option(None, help="Write the pore-size histogram PNG here."),
     recall: bool = typer.Option(False, "--recall", help="Also say which of --reference's pores each volume "
                                 "finds, by pore size (volumes on the reference's grid; the region is read "
                                 "into memory)."),
@@ -216,9 +216,8 @@ def pores(
 ) -> None:
     """Porosity, pore count and pore sizes of volume stores with one fixed protocol (threshold, connectivity,
     minimum size), blockwise (exact for volumes larger than memory)."""
-    from tomoflow.pipeline.pores import reference_threshold, volume_pores
-
     from tomoflow.io.output import fingerprint, identity_of, plan_file, write_json
+    from tomoflow.pipeline.pores import reference_threshold, volume_pores
 
     box = _parse_region(region)
     sources = list(volumes) + ([reference] if reference is not None else [])
@@ -252,9 +251,15 @@ def pores(
         from tomoflow.pipeline.pores import volume_pore_recall
 
         others = [v for v in volumes if v != reference]
-        found = volume_pore_recall(reference, others, threshold=threshold, connectivity=connectivity,
-                                   min_voxels=min_voxels, region=box)
-        console.print(recall_table(found, reference.name))
+        found = volume_pore_recall(
+            reference,  # type: ignore[arg-type]  # --recall requires --reference
+            others,
+            threshold=threshold,
+            connectivity=connectivity,
+            min_voxels=min_voxels,
+            region=box,
+        )
+        console.print(recall_table(found, reference.name))  # type: ignore[union-attr]  # --recall requires --reference
     if json_plan is not None:
         doc = pores_document(results, threshold, connectivity, min_voxels, box)
         if found is not None:

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from tomoflow.cli._app import _wrote
-from tomoflow.cli._app import _cluster, _e, _fail, _friendly, _stage_progress, _writing, app, console
+from tomoflow.cli._app import _cluster, _e, _fail, _friendly, _stage_progress, _writing, _wrote, app, console
 
 
 @app.command()
@@ -22,18 +20,18 @@ from tomoflow.cli._app import _cluster, _e, _fail, _friendly, _stage_progress, _
 def resample(
     volume: Path = typer.Argument(..., help="Volume store to resample (e.g. the LFOV volume)."),
     out: Path = typer.Option(..., "--out", "-o", help="Volume store to write (OME-Zarr, with pyramid)."),
-    registration: Optional[Path] = typer.Option(None, "--registration", "-r", help="JSON written by `tomoflow "
+    registration: Path | None = typer.Option(None, "--registration", "-r", help="JSON written by `tomoflow "
                                                 "register`: resample onto the grid of --hr through its matrix."),
-    hr: Optional[Path] = typer.Option(None, help="With --registration: the HR volume store whose grid (shape, "
+    hr: Path | None = typer.Option(None, help="With --registration: the HR volume store whose grid (shape, "
                                       "voxel size) is the output's."),
-    voxel: Optional[float] = typer.Option(None, help="Without --registration: the whole field of VOLUME at this "
+    voxel: float | None = typer.Option(None, help="Without --registration: the whole field of VOLUME at this "
                                           "voxel size (um), e.g. the HR voxel size before `tomoflow recover`."),
-    region: Optional[str] = typer.Option(None, help="With --voxel: only z0:z1,y0:y1,x0:x1 (voxels of the new "
+    region: str | None = typer.Option(None, help="With --voxel: only z0:z1,y0:y1,x0:x1 (voxels of the new "
                                          "grid)."),
     order: int = typer.Option(3, help="Spline order: 3 cubic, 1 trilinear, 0 nearest."),
     chunk: int = typer.Option(64, help="Output chunk edge (voxels)."),
     cluster: str = typer.Option("local", help="local, local-cuda, slurm, pbs, a scheduler address or file, or none."),
-    workers: Optional[int] = typer.Option(None, help="Workers of the local cluster."),
+    workers: int | None = typer.Option(None, help="Workers of the local cluster."),
     overwrite: bool = typer.Option(False, help="Replace an output made from other inputs or parameters."),
 ) -> None:
     """Resample a volume store onto the HR ROI grid of a registration, or its whole field at another voxel

@@ -6,7 +6,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import typer
@@ -38,11 +38,11 @@ def ingest(
     source: str = typer.Argument(..., help="Raw scan: DXchange/NeXus .h5, ZEISS .txrm, TIFF file/dir/glob or .npy."),
     store: Path = typer.Argument(..., help="Scan store to create (a directory, e.g. scan.zarr)."),
     format: str = typer.Option("auto", "--format", "-f", help="auto, dxchange, nexus, txrm, tiff or numpy."),
-    angles: Optional[str] = typer.Option(None, help="Angles (deg): a text file (one per line) or START,STOP,STEP. Required for TIFF."),
-    flats: Optional[str] = typer.Option(None, help="TIFF flat (white) fields: file, dir or glob."),
-    darks: Optional[str] = typer.Option(None, help="TIFF dark fields: file, dir or glob."),
-    entry: Optional[str] = typer.Option(None, help="NeXus entry to read (default: the NXtomo entry found)."),
-    pixel_size: Optional[float] = typer.Option(None, help="Override the pixel size (micrometre, > 0)."),
+    angles: str | None = typer.Option(None, help="Angles (deg): a text file (one per line) or START,STOP,STEP. Required for TIFF."),
+    flats: str | None = typer.Option(None, help="TIFF flat (white) fields: file, dir or glob."),
+    darks: str | None = typer.Option(None, help="TIFF dark fields: file, dir or glob."),
+    entry: str | None = typer.Option(None, help="NeXus entry to read (default: the NXtomo entry found)."),
+    pixel_size: float | None = typer.Option(None, help="Override the pixel size (micrometre, > 0)."),
     overwrite: bool = typer.Option(False, help="Replace an existing store."),
 ) -> None:
     """Copy a raw scan into a zarr scan store, streaming (the file is never read whole)."""
@@ -82,21 +82,21 @@ def info(
 
     try:
         kind = zarr.open_group(str(store), mode="r").attrs.get("tomoflow_format")
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001  (zarr raises many types for a folder that is not a store)
         raise StoreError(f"{store}: not a zarr store ({type(exc).__name__})") from None
     if kind == "tomoflow-volume":
         v = VolumeStore.open(store)
-        a = v.attrs
+        va = v.attrs
         if as_json:
-            console.print_json(json.dumps(a.model_dump(mode="json")))
+            console.print_json(json.dumps(va.model_dump(mode="json")))
             return
-        vs = a.voxel_size
+        vs = va.voxel_size
         rows: list[tuple[str, Any]] = [
             ("shape (z, y, x)", " x ".join(map(str, v.shape))),
             ("voxel size", f"{vs.value:g} {vs.unit}" if vs is not None else "unknown (scale 1 = one pixel)"),
             ("levels", v.n_levels),
-            ("algorithm", a.algorithm),
-            ("rotation centre", f"{a.rotation_center:.2f} px" if a.rotation_center is not None else "-"),
+            ("algorithm", va.algorithm),
+            ("rotation centre", f"{va.rotation_center:.2f} px" if va.rotation_center is not None else "-"),
         ]
         console.print(_table(f"volume store {store}", rows + _stage_rows(v)))
         return
@@ -200,7 +200,7 @@ def _simulate(out: Path, phantom: str, size: int, rows: int, angles: int, jitter
     sim = ScanSimulator(vol, ang, jitter_px=jitter, photons=photons, seed=seed, center=center)
     fmt = "dxchange" if out.suffix.lower() in (".h5", ".hdf5") else "zarr"
     with _progress("simulate projections", angles) as advance:  # streamed: one block of angles in memory
-        return write_synthetic_scan(out, sim, format=fmt, overwrite=overwrite, pixel_size_um=0.03, progress=advance)
+        return write_synthetic_scan(out, sim, format=fmt, overwrite=overwrite, pixel_size_um=0.03, progress=advance)  # type: ignore[arg-type]  # one of the two literals
 
 
 # ----------------------------------------------------------------------------- centre / recon
@@ -209,7 +209,7 @@ def _simulate(out: Path, phantom: str, size: int, rows: int, angles: int, jitter
 def center(
     store: Path = typer.Argument(..., help="Scan store."),
     method: str = typer.Option("vo", help="vo (Fourier metric) or pair (0/180 degree correlation)."),
-    try_: Optional[Path] = typer.Option(None, "--try", help="Also reconstruct one slice per centre around the estimate and write PNGs to this directory."),
+    try_: Path | None = typer.Option(None, "--try", help="Also reconstruct one slice per centre around the estimate and write PNGs to this directory."),
     try_range: float = typer.Option(5.0, help=f"--try sweeps centre +- this many pixels (within the detector; at most {MAX_TRIAL_CENTERS} centres)."),
     try_step: float = typer.Option(0.5, help="--try step (px, > 0)."),
     save: bool = typer.Option(False, help="Store the centre in the scan store: `tomoflow recon` then uses it unless given --center."),
@@ -244,9 +244,17 @@ def center(
         from tomoflow.io.output import fingerprint, identity_of
         from tomoflow.report import sweep_plans
 
-        plans = sweep_plans(try_, centers, inputs=[store], overwrite=overwrite, fingerprint=fingerprint(
-            "center-try", inputs={"scan": identity_of(store)},
-            params={"method": method, "try_range": try_range, "try_step": try_step}))
+        plans = sweep_plans(
+            try_,  # type: ignore[arg-type]  # set where centers is
+            centers,
+            inputs=[store],
+            overwrite=overwrite,
+            fingerprint=fingerprint(
+                "center-try",
+                inputs={"scan": identity_of(store)},
+                params={"method": method, "try_range": try_range, "try_step": try_step},
+            ),
+        )
     console.print(f"rotation centre: [bold]{c:.2f}[/] px (detector centre {(n_cols - 1) / 2:.1f})")
     if save:
         with _writing(store):

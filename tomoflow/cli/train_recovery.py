@@ -14,13 +14,13 @@ import shlex
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
 from tomoflow.cli._app import _e, _friendly, _hold_output, _writing, app, console
-from tomoflow.pipeline.registration import register_volumes, volume_voxel_um
 from tomoflow.errors import ConfigError, InputError
+from tomoflow.pipeline.registration import register_volumes, volume_voxel_um
 
 REGISTRATION_NAME = "registration.json"
 """Where the command keeps the registration it ran itself (reused by ``--resume``)."""
@@ -110,7 +110,7 @@ def train_recovery(
     lfov: Path = typer.Argument(..., help="LFOV volume store of the same sample (the input; read around the ROI)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for recover_unet.safetensors, its model card "
                              "recover_unet.json and the training checkpoint."),
-    registration: Optional[Path] = typer.Option(None, "--registration", "-r", help="JSON written by `tomoflow "
+    registration: Path | None = typer.Option(None, "--registration", "-r", help="JSON written by `tomoflow "
                                                 "register` (its \"matrix\"); default: register now (stage prior)."),
     epochs: int = typer.Option(20, help="Most epochs (early stopping or the time limit may end sooner)."),
     steps: int = typer.Option(16, help="Optimisation steps per epoch (one validation per epoch)."),
@@ -126,8 +126,8 @@ def train_recovery(
                                    "training pair (the prediction gets HR's pore fraction at the pore threshold; "
                                    "stored in the model card)."),
     seed: int = typer.Option(0, help="Seed of the split, the initial weights and the patches."),
-    time_limit: Optional[float] = typer.Option(None, help="Stop training after this many seconds."),
-    threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: all)."),
+    time_limit: float | None = typer.Option(None, help="Stop training after this many seconds."),
+    threads: int | None = typer.Option(None, help="torch CPU threads (default: all)."),
     device: str = typer.Option("auto", help="torch device: cpu, cuda or auto."),
     resume: bool = typer.Option(False, "--resume", help="Continue the training checkpoint in --out."),
     dof: int = typer.Option(9, help="Degrees of freedom when registering here: 3, 6 or 9."),

@@ -30,7 +30,8 @@ See ``cluster/README.md``, "What a cluster exposes".
 
 GPU tasks carry ``resources={"GPU": 1}`` (the reconstruction's slab tasks a quarter each, so that four
 share a GPU worker as a conveyor, see :mod:`tomoflow.pipeline.gpu`); only workers that advertise a
-``GPU`` resource run them, and a task asking for a resource that no worker has waits forever. :func:`gpu_resources_available` tells
+``GPU`` resource run them, and a task asking for a resource that no worker has waits forever.
+:func:`gpu_resources_available` tells
 whether a client's cluster can run GPU tasks; :func:`cluster_resources` gives the workers, threads,
 GPUs and per-task thread and memory budget the stage engine plans with.
 

@@ -56,7 +56,7 @@ class _ClusterOwner:
             if cluster is not None and not sys.is_finalizing():
                 try:
                     cluster.close()
-                except Exception:  # noqa: BLE001 - closing must not mask the caller's error
+                except Exception:  # closing must not mask the caller's error
                     logger.warning("closing the Dask cluster %r failed", cluster, exc_info=True)
 
 

@@ -258,7 +258,7 @@ def _worker_cpus(client: Client, workers: Mapping[str, Mapping[str, Any]]) -> di
 
     try:
         replies = client.run(cpu_count, workers=ask, on_error="return")
-    except Exception:  # noqa: BLE001 - no answer at all: count every worker as 1 CPU
+    except Exception:  # no answer at all: count every worker as 1 CPU
         logger.warning("could not ask the Dask workers for their CPU counts; assuming 1 each",
                        exc_info=True)
         return counts

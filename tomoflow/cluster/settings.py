@@ -156,7 +156,8 @@ def load_cluster_config(
         raise ConfigError(f"unknown cluster kind {kind!r}; known kinds: {', '.join(CLUSTER_KINDS)}")
     settings: dict[str, Any] = dict(_DEFAULTS[kind])
     if path is not None:
-        file: Path | None = Path(path)
+        file: Path | None
+        file = Path(path)
         if not file.is_file():
             raise ConfigError(f"{file}: cluster settings file not found")
     else:

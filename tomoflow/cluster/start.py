@@ -234,7 +234,7 @@ def _start_local_cuda(settings: dict[str, Any]) -> Any:
         return LocalCUDACluster(**opts)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{source}: invalid local-cuda settings: {exc}") from exc
-    except Exception as exc:  # noqa: BLE001 - NVML / CUDA failures have many types
+    except Exception as exc:  # NVML / CUDA failures have many types
         visible = os.environ.get("CUDA_VISIBLE_DEVICES", "unset")
         raise TomoflowError(
             f"local-cuda cluster could not start: {exc} (is a CUDA GPU visible? "

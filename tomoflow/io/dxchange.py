@@ -122,7 +122,7 @@ def open_dxchange(path: str | os.PathLike, *, angles: Any = None) -> RawScan:
         # Check the frames' detector shape now, naming their datasets.
         for name, ds_name, frames in (("flats", WHITE, flats), ("darks", DARK, darks)):
             if frames is not None:
-                check_frames(name, frames, *data.shape[1:], path, ds_name)
+                check_frames(name, frames, *data.shape[1:], path, ds_name)  # type: ignore[call-arg]  # shape[1:] is (rows, cols)
         raw.override_angles(angles)
         return raw
     except BaseException:

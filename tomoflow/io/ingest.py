@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-
 from tomoflow.errors import ConfigError, InputError
 from tomoflow.io.readers import check_input_file, is_hdf5, open_hdf5, reader_errors
 from tomoflow.io.scan_store import ScanStore
@@ -105,7 +104,7 @@ def ingest(
     source: Any,
     store_path: str | os.PathLike,
     *,
-    format: str = "auto",  # noqa: A002 - the natural name for users
+    format: str = "auto",  # the natural name for users
     overwrite: bool = False,
     angles: Any = None,
     progress: Callable[[int], Any] | None = None,
@@ -159,7 +158,7 @@ def ingest(
     if fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r}; supported: {', '.join(FORMATS)}",
                          source if isinstance(source, (str, os.PathLike)) else None)
-    readers = {"dxchange": dxchange.ingest_dxchange, "nexus": nexus.ingest_nexus, "txrm": txrm.ingest_txrm,
+    readers: dict[str, Callable[..., Any]] = {"dxchange": dxchange.ingest_dxchange, "nexus": nexus.ingest_nexus, "txrm": txrm.ingest_txrm,
                "tiff": tiff.ingest_tiff, "numpy": npy.ingest_numpy}
     _check_options(fmt, kw, readers, source)
     logger.info("ingest %s as %s -> %s", source if isinstance(source, (str, os.PathLike)) else type(source).__name__,

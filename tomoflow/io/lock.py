@@ -110,7 +110,7 @@ class LockHolder:
     def since(self) -> str:
         """``started`` as ``2026-12-06 03:40 UTC``."""
         try:
-            t = _dt.datetime.fromisoformat(self.started).astimezone(_dt.timezone.utc)
+            t = _dt.datetime.fromisoformat(self.started).astimezone(_dt.UTC)
         except (TypeError, ValueError):
             return str(self.started)
         return t.strftime("%Y-%m-%d %H:%M UTC")
@@ -347,11 +347,11 @@ def _acquire(output: Path, lock: Path, what: str, command: str | None) -> _Held:
                     if _age(lock) < _YOUNG_S:
                         time.sleep(0.05)
                         continue
-                    raise _not_a_lock(output, lock)
+                    raise _not_a_lock(output, lock)  # noqa: B904  (the refusal is the error, not the race)
                 assert isinstance(holder, LockHolder)
                 alive = holder.alive()
                 if alive is not False:
-                    raise _refusal(output, holder)
+                    raise _refusal(output, holder)  # noqa: B904  (the refusal is the error, not the race)
                 if _take_over(lock, holder):
                     log.warning("%s: taking over the stale lock %s of %s, which no longer runs", output, lock,
                                 holder.describe())
@@ -361,7 +361,7 @@ def _acquire(output: Path, lock: Path, what: str, command: str | None) -> _Held:
                                  f"({describe_os_error(exc, lock.parent)})") from None
             doc = {"tomoflow_lock": _FORMAT, "what": what, "output": str(output), "host": _host(),
                    "pid": os.getpid(), "pid_start": _proc_start(os.getpid()),
-                   "started": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+                   "started": _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat(),
                    "command": command if command is not None else _command(), "token": token}
             try:
                 with os.fdopen(fd, "w", encoding="utf-8") as f:

@@ -7,7 +7,7 @@ a test fails when they drift).
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,13 +22,13 @@ __all__ = [
     "VOLUME_FORMAT",
 ]
 
-SCAN_FORMAT = "tomoflow-scan"
-VOLUME_FORMAT = "tomoflow-volume"
+SCAN_FORMAT: Final = "tomoflow-scan"
+VOLUME_FORMAT: Final = "tomoflow-volume"
 
 
 def utc_now() -> str:
     """ISO-8601 UTC timestamp, second resolution."""
-    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    return _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
 
 
 class _Model(BaseModel):

@@ -242,7 +242,7 @@ def _open(h5: Any, path: Any, entry: str | None, angles: Any) -> RawScan:
     stage = None
     trans = [_first(h5, entry, (f"sample/{ax}_translation",), path)[1] for ax in "xyz"]
     if all(t is not None for t in trans):
-        cols = []
+        cols: list[Any] = []
         for ax, t in zip("xyz", trans):
             v = h5_read(t, path, f"{entry}/sample/{ax}_translation").astype(np.float64).reshape(-1)
             v = v * unit_factor(h5_units(t), "length", "m", path, f"{entry}/sample/{ax}_translation")
@@ -277,7 +277,7 @@ def _open(h5: Any, path: Any, entry: str | None, angles: Any) -> RawScan:
         source=source_file(path, "nexus"),
         flats=frames(FLAT),
         darks=frames(DARK),
-        dataset=data_name,
+        dataset=data_name,  # type: ignore[arg-type]  # found with the projections
         angles_dataset=ang_name or f"{entry}/sample/rotation_angle",
         pixel_size_um=_pixel_size_um(h5, f"{entry}/instrument/detector/x_pixel_size", path),
         energy_kev=h5_scalar(

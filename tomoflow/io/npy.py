@@ -120,7 +120,7 @@ def ingest_numpy(
     energy_kev: float | None = None,
     stage_position_um: Any = None,
     instrument: Mapping[str, Any] | None = None,
-) -> "ScanStore":
+) -> ScanStore:
     """Write in-memory (or ``.npy``) arrays to a new scan store, streaming blocks of angles.
 
     Parameters

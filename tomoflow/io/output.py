@@ -35,7 +35,7 @@ Files (JSON, PNG, model weights and cards, ONNX, checkpoints, manifests, schemas
 >>> plan_file(d / "notes.json", kind="document", overwrite=True)  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
-tomoflow.errors.StoreError: .../notes.json: exists and was not written by tomoflow; refusing to replace it (even with --overwrite); choose another path or move it away
+tomoflow.errors.StoreError: .../notes.json: exists and was not written by tomoflow; refusing to replace it ...
 """
 
 from __future__ import annotations
@@ -348,7 +348,7 @@ def create_store(plan: OutputPlan, attributes: Mapping[str, Any]) -> Any:
         return zarr.create_group(str(path), zarr_format=3, attributes=dict(attributes), overwrite=False)
     except OSError as exc:
         raise StoreError(f"{path}: cannot create the store ({exc.strerror or exc})") from None
-    except Exception as exc:  # noqa: BLE001 - zarr wraps OS errors (e.g. ContainsGroupError)
+    except Exception as exc:  # zarr wraps OS errors (e.g. ContainsGroupError)
         if isinstance(exc, TomoflowError):
             raise
         raise StoreError(f"{path}: cannot create the store ({type(exc).__name__}: {exc})") from None
@@ -477,7 +477,8 @@ def stamped_json(doc: Mapping[str, Any], kind: str | None = None, fingerprint: s
     """JSON text of ``doc`` carrying tomoflow's stamp: its kind, fingerprint, version and the digest of
     the document itself (a file a user edited, or wrote with a copied stamp, is not taken for one
     tomoflow wrote). ``kind`` None keeps the kind and fingerprint of the stamp ``doc`` already has."""
-    old = doc.get(STAMP_KEY) if isinstance(doc.get(STAMP_KEY), Mapping) else {}
+    old = doc.get(STAMP_KEY)
+    old = old if isinstance(old, Mapping) else {}
     if kind is None:
         kind, fingerprint = old.get("kind"), old.get("fingerprint")
     body = json.loads(json.dumps({k: v for k, v in doc.items() if k != STAMP_KEY}, default=default))
@@ -714,11 +715,11 @@ def plan_file(
         raise StoreError(f"{p}: {'is' if store == resolved_path(p) else 'lies inside'} the tomoflow store {store}; "
                          "tomoflow never writes files into a store; choose a path outside it")
     check_not_an_input(p, inputs, f"a {kind.replace('-', ' ')}")
-    common = dict(path=p, kind=kind, fingerprint=fingerprint, inputs=tuple(map(os.fspath, inputs)),
+    common = dict(path=p, kind=kind, fingerprint=fingerprint, inputs=tuple(os.fspath(i) for i in inputs),
                   overwrite=overwrite, option=option)
     if not os.path.lexists(p):
         check_writable_location(p)
-        return FilePlan(action="create", **common)  # type: ignore[arg-type]
+        return FilePlan(action="create", **common)  # type: ignore[arg-type]  # common holds the typed fields
     if p.is_symlink():
         raise StoreError(f"{p}: is a symbolic link; tomoflow does not replace links; choose another path")
     if p.is_dir():
@@ -733,12 +734,12 @@ def plan_file(
         raise StoreError(f"{p}: is a tomoflow {str(stamp.get('kind')).replace('-', ' ')} file, not a "
                          f"{kind.replace('-', ' ')}; refusing to replace it; choose another path")
     if fingerprint is not None and stamp.get("fingerprint") == fingerprint:
-        return FilePlan(action="same", **common)  # type: ignore[arg-type]
+        return FilePlan(action="same", **common)  # type: ignore[arg-type]  # common holds the typed fields
     if not overwrite:
         raise StoreError(f"{p}: was written by tomoflow from other inputs or parameters; pass --overwrite to "
                          "replace it, or choose another path")
     check_writable_location(p)
-    return FilePlan(action="replace", **common)  # type: ignore[arg-type]
+    return FilePlan(action="replace", **common)  # type: ignore[arg-type]  # common holds the typed fields
 
 
 def plan_folder(path: str | os.PathLike, *, inputs: Sequence[str | os.PathLike] = (), option: str | None = None,
@@ -824,7 +825,7 @@ def write_json(plan: FilePlan, doc: Mapping[str, Any], *, indent: int | None = 2
     return write_file(plan, plan.json_text(doc, indent=indent, default=dump.get("default")))
 
 
-def as_file_plan(target: "str | os.PathLike | FilePlan", *, kind: str, overwrite: bool = False,
+def as_file_plan(target: str | os.PathLike | FilePlan, *, kind: str, overwrite: bool = False,
                  inputs: Sequence[str | os.PathLike] = (), fingerprint: str | None = None) -> FilePlan:
     """``target`` if it is already a :class:`FilePlan`, else :func:`plan_file` of it (API functions that
     write a file take either)."""
@@ -835,7 +836,7 @@ def as_file_plan(target: "str | os.PathLike | FilePlan", *, kind: str, overwrite
     return plan_file(target, kind=kind, overwrite=overwrite, inputs=inputs, fingerprint=fingerprint)
 
 
-def save_figure(fig: Any, target: "str | os.PathLike | FilePlan", *, overwrite: bool = False,
+def save_figure(fig: Any, target: str | os.PathLike | FilePlan, *, overwrite: bool = False,
                 inputs: Sequence[str | os.PathLike] = (), dpi: int = 110) -> Path:
     """Save a matplotlib figure as a PNG through the file policy (stamped, atomic) and close it.
 
@@ -851,7 +852,7 @@ def save_figure(fig: Any, target: "str | os.PathLike | FilePlan", *, overwrite: 
         plt.close(fig)
 
 
-def save_image(image: Any, target: "str | os.PathLike | FilePlan", *, overwrite: bool = False,
+def save_image(image: Any, target: str | os.PathLike | FilePlan, *, overwrite: bool = False,
                cmap: str = "gray") -> Path:
     """``matplotlib.pyplot.imsave`` of a 2-D array (values 0..1) through the file policy."""
     import matplotlib.pyplot as plt

@@ -367,7 +367,7 @@ class RawScan:
             with contextlib.suppress(Exception):
                 closer()
 
-    def __enter__(self) -> "RawScan":
+    def __enter__(self) -> RawScan:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -376,7 +376,7 @@ class RawScan:
     # ------------------------------------------------------------------ checks
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(self.projections.shape)  # type: ignore[return-value]
+        return tuple(self.projections.shape)
 
     def validate(self) -> None:
         """Check ranks, shapes, the angles (count and the physics of a scan: see
@@ -424,7 +424,7 @@ class RawScan:
         chunks: tuple[int, int, int] | None = None,
         pixel_size_um: float | None = None,
         energy_kev: float | None = None,
-    ) -> "ScanStore":
+    ) -> ScanStore:
         """Validate and stream the scan into a new scan store; return it marked ``ingest`` complete.
 
         The projections are copied in chunk-aligned blocks of angles. If reading fails midway the

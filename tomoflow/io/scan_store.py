@@ -69,16 +69,22 @@ import numpy as np
 import zarr
 
 from tomoflow import config as _config
-from tomoflow._checks import SCAN_NEEDS, MeasuredCheck, check_int, check_planned_output, validate_scan_geometry
-from tomoflow._checks import MIN_MEASURED_FRACTION
+from tomoflow._checks import (
+    MIN_MEASURED_FRACTION,
+    SCAN_NEEDS,
+    MeasuredCheck,
+    check_int,
+    check_planned_output,
+    validate_angles,
+    validate_scan_geometry,
+)
 from tomoflow._checks import check_frames as _check_frames
-from tomoflow._checks import validate_angles
 from tomoflow._hashing import file_sha256
 from tomoflow._version import __version__
 from tomoflow.errors import ConfigError, InputError, StoreError, TomoflowError, describe_os_error
+from tomoflow.io.lock import claim_output, writes_outputs
 from tomoflow.io.models import SCAN_FORMAT, Provenance, ScanAttrs, SourceFile, StageRecord
 from tomoflow.io.output import OutputPlan, create_store, fingerprint, prepare_output, resolved_path
-from tomoflow.io.lock import claim_output, writes_outputs
 from tomoflow.io.stages import StageLog, stage_records, store_identity, store_kind
 
 logger = logging.getLogger(__name__)
@@ -163,7 +169,7 @@ class StoreArray:
             return fn(selection)
         except (TomoflowError, MemoryError):
             raise
-        except Exception as exc:  # noqa: BLE001 - codecs raise RuntimeError, ValueError, OSError ...
+        except Exception as exc:  # codecs raise RuntimeError, ValueError, OSError ...
             bad = self._damaged_chunk(selection)
             if bad is None:  # every chunk reads on its own: not a damaged chunk, let it through
                 raise
@@ -261,9 +267,9 @@ class ScanStore:
         if rotation_center is not None and not np.isfinite(rotation_center):
             raise ConfigError(f"rotation centre must be a finite number of pixels, got {rotation_center!r}")
         return ScanAttrs(
-            values=values,  # type: ignore[arg-type]
-            pixel_size=None if pixel_size_um is None else {"value": float(pixel_size_um), "unit": "micrometer"},
-            energy=None if energy_kev is None else {"value": float(energy_kev), "unit": "keV"},
+            values=values,  # type: ignore[arg-type]  # pydantic checks the literal
+            pixel_size=None if pixel_size_um is None else {"value": float(pixel_size_um), "unit": "micrometer"},  # type: ignore[arg-type]  # pydantic validates the dict into a Quantity
+            energy=None if energy_kev is None else {"value": float(energy_kev), "unit": "keV"},  # type: ignore[arg-type]  # pydantic validates the dict into a Quantity
             rotation_center=None if rotation_center is None else float(rotation_center),
             instrument=dict(instrument or {}),
             source=source,
@@ -274,7 +280,7 @@ class ScanStore:
     @classmethod
     def _create(cls, plan: OutputPlan, attrs: ScanAttrs, shape: tuple[int, int, int], angles: np.ndarray, *,
                 n_flats: int, n_darks: int, chunks: tuple[int, int, int], stage_position_um: np.ndarray | None,
-                dtypes: dict[str, np.dtype] | None = None) -> "ScanStore":
+                dtypes: dict[str, np.dtype] | None = None) -> ScanStore:
         """Create the (validated) store layout: root attributes, empty arrays, the angle coordinate.
         ``dtypes`` gives the storage type of projections, flats and darks (default float32)."""
         n_angles, n_rows, n_cols = shape
@@ -308,7 +314,7 @@ class ScanStore:
 
     # ------------------------------------------------------------------ opening
     @classmethod
-    def open(cls, path: str | os.PathLike, mode: str = "r", *, require_complete: bool = True) -> "ScanStore":
+    def open(cls, path: str | os.PathLike, mode: str = "r", *, require_complete: bool = True) -> ScanStore:
         """Open and validate an existing scan store.
 
         Raises
@@ -333,7 +339,7 @@ class ScanStore:
         """Check layout and attributes; return the parsed attributes."""
         try:
             attrs = ScanAttrs.model_validate(dict(self.group.attrs))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001  (pydantic and zarr raise several types)
             raise StoreError(f"{self.path}: invalid scan-store attributes: {exc}") from None
         for name in ("projections", "flats", "darks", "angle"):
             if name not in self.group:
@@ -422,7 +428,7 @@ class ScanStore:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(self.projections.shape)  # type: ignore[return-value]
+        return tuple(self.projections.shape)
 
     @property
     def identity(self) -> str:
@@ -493,7 +499,7 @@ class _ContentHash:
     def update(self, label: str, array: Any) -> None:
         a = np.ascontiguousarray(array)
         self._h.update(f"\0{label}\0{a.dtype.str}\0{a.shape}\0".encode())
-        self._h.update(a.tobytes() if a.size == 0 else memoryview(a).cast("B"))
+        self._h.update(a.tobytes() if a.size == 0 else memoryview(a).cast("B"))  # type: ignore[arg-type]  # an ndarray has the buffer protocol
 
     def text(self, label: str, obj: Any) -> None:
         self._h.update(f"\0{label}\0{json.dumps(obj, sort_keys=True, default=str)}".encode())
@@ -745,7 +751,7 @@ def _check_chunks(chunks: Any, shape: tuple[int, int, int]) -> tuple[int, int, i
     if len(parts) != 3:
         raise ConfigError(f"chunks must be three integers (angle, row, col), got {chunks!r}")
     out = tuple(min(check_int(f"chunks[{i}]", c), n) for i, (c, n) in enumerate(zip(parts, shape)))
-    return out  # type: ignore[return-value]
+    return out  # type: ignore[return-value]  # three values, checked above
 
 
 # ----------------------------------------------------------------------------- ingest output
@@ -770,7 +776,7 @@ def _plan_ingest(path: str | os.PathLike, fp: str, params: Mapping[str, Any], da
         if not rec.complete and set(records) == {"ingest"}:
             force = True
         elif rec.fingerprint != fp and rec.fingerprint == _legacy_fingerprint(params, data_id, rec.params):
-            effective = rec.fingerprint
+            effective = rec.fingerprint  # type: ignore[assignment]  # equal to the legacy fingerprint: not None
     plan = prepare_output(path, kind=SCAN_FORMAT, stage="ingest", fingerprint=effective, params=params,
                           inputs=inputs, overwrite=force)
     return OutputPlan("replace", plan.path) if plan.action == "resume" else plan

@@ -137,7 +137,7 @@ class StageLog:
 
     @classmethod
     def begin(cls, store: str | os.PathLike, name: str, *, fingerprint: str, params: Mapping[str, Any],
-              steps: Mapping[str, int]) -> "StageLog":
+              steps: Mapping[str, int]) -> StageLog:
         """Write a fresh, incomplete record of stage ``name`` and its empty marker arrays.
 
         Parameters

@@ -26,16 +26,16 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from tomoflow.errors import ConfigError
+from tomoflow.io.lock import writes_outputs as _writes_outputs
 from tomoflow.io.models import SourceFile
 from tomoflow.io.scan_store import write_scan
-from tomoflow.io.lock import writes_outputs as _writes_outputs
 
 if TYPE_CHECKING:  # the storage layer may import kernels, but only needs the type here
     from tomoflow.sim.multiscale import MultiscalePair
@@ -59,7 +59,7 @@ _SHIFT_ATTRS = {
 
 def write_synthetic_scan(
     path: str | os.PathLike,
-    scan: "SyntheticScan | ScanSimulator",
+    scan: SyntheticScan | ScanSimulator,
     format: Literal["zarr", "dxchange"] = "zarr",
     overwrite: bool = False,
     *,
@@ -172,7 +172,7 @@ def _isotropic(name: str, spacing: Any) -> float:
 
 @_writes_outputs
 def write_multiscale_pair(
-    pair: "MultiscalePair",
+    pair: MultiscalePair,
     hr_path: str | os.PathLike,
     lfov_path: str | os.PathLike,
     *,
@@ -224,8 +224,8 @@ def write_multiscale_pair(
     import time
 
     from tomoflow import config as _config
-    from tomoflow.io.models import VOLUME_FORMAT
     from tomoflow.io.lock import claim_output
+    from tomoflow.io.models import VOLUME_FORMAT
     from tomoflow.io.output import OutputPlan, fingerprint, prepare_output, resolved_path
     from tomoflow.io.stages import StageLog
     from tomoflow.io.volume_store import VolumeStore, block_mean_2x, level_shape, pyramid_levels
@@ -273,7 +273,7 @@ def write_multiscale_pair(
         digest.update(json.dumps(extra, sort_keys=True, default=str).encode())
         params = {"synthetic": "multiscale-pair", "role": role, "content_sha256": digest.hexdigest()}
         fp = fingerprint("recon", inputs={}, params=params)
-        plan = claim_output(lambda p=path, f=fp, q=params: prepare_output(  # locked until the function returns
+        plan = claim_output(lambda p=path, f=fp, q=params: prepare_output(  # type: ignore[misc]  # a lambda with defaults, called once; locked until the function returns
             p, kind=VOLUME_FORMAT, stage="recon", fingerprint=f, params=q, overwrite=overwrite), path,
             what="simulated volume")
         jobs.append((plan, vol, spacing, extra, fp, params))
@@ -285,7 +285,7 @@ def write_multiscale_pair(
         if plan.action == "resume":  # our own interrupted write of the same data: redo it
             plan = OutputPlan("replace", plan.path)
         t0 = time.perf_counter()
-        shape = tuple(int(s) for s in vol.shape)
+        shape: Any = tuple(int(s) for s in vol.shape)
         chunks = tuple(min(cfg.volume_chunk, s) for s in shape)
         n_levels = pyramid_levels(shape)
         store = VolumeStore.create(plan, shape, spacing, chunks=chunks, n_levels=n_levels, algorithm="synthetic",

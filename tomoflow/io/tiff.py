@@ -21,7 +21,7 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -35,7 +35,7 @@ __all__ = ["natural_key", "list_tiffs", "open_tiff", "ingest_tiff", "TiffSpec"]
 logger = logging.getLogger(__name__)
 
 #: A TIFF stack specification: directory, glob pattern, multi-page file, or list of files.
-TiffSpec = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]
+TiffSpec = str | os.PathLike | Sequence[str | os.PathLike]
 
 _TIFF_SUFFIXES = (".tif", ".tiff")
 

@@ -98,7 +98,7 @@ def _image_dtype(code: int | None, nbytes: int, npix: int, path: Any, stream: st
     if dt is None:
         if by_size is None:
             raise InputError(f"unknown pixel type (DataType {code}, {nbytes // npix} bytes per pixel)", path, stream)
-        return by_size
+        return by_size  # type: ignore[return-value]  # a dtype from _BY_SIZE
     if dt.itemsize != nbytes // npix:
         raise InputError(
             f"DataType {code} ({dt}) does not match stream size {nbytes} bytes for {npix} pixels", path, stream
@@ -189,7 +189,7 @@ def _open(f: _Ole, path: Any, angles: Any) -> RawScan:
     stage = None
     pos = [f.array(f"ImageInfo/{ax}Position", "<f4", required=False) for ax in "XYZ"]
     if all(p_ is not None and p_.size >= n for p_ in pos):
-        stage = np.stack([p_[:n].astype(np.float64) for p_ in pos], axis=1)  # type: ignore[index]
+        stage = np.stack([p_[:n].astype(np.float64) for p_ in pos], axis=1)  # type: ignore[index]  # all three positions are present here
     elif any(p_ is not None for p_ in pos):
         logger.warning("%s: stage position streams incomplete; stage positions not recorded", path)
 

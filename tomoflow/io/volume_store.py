@@ -99,7 +99,7 @@ def pyramid_levels(shape: tuple[int, int, int], extra_levels: int | None = None)
 
 def level_shape(shape: tuple[int, int, int], k: int) -> tuple[int, int, int]:
     """Shape of pyramid level ``k`` of a level-0 ``shape`` (each level halves, rounding up)."""
-    return tuple(max(1, -(-int(s) // 2**k)) for s in shape)  # type: ignore[return-value]
+    return tuple(max(1, -(-int(s) // 2**k)) for s in shape)
 
 
 class VolumeStore:
@@ -124,7 +124,7 @@ class VolumeStore:
         run_config: dict[str, Any] | None = None,
         inputs: list[SourceFile] | None = None,
         extra: Mapping[str, Any] | None = None,
-    ) -> "VolumeStore":
+    ) -> VolumeStore:
         """Create an empty volume store where :func:`tomoflow.io.output.prepare_output` allowed it.
 
         Parameters
@@ -155,7 +155,7 @@ class VolumeStore:
             raise ConfigError(f"voxel size must be a positive number of micrometres, got {voxel_size_um!r}")
         cfg = _config.get()
         attrs = VolumeAttrs(
-            voxel_size=None if voxel_size_um is None else {"value": float(voxel_size_um), "unit": "micrometer"},
+            voxel_size=None if voxel_size_um is None else {"value": float(voxel_size_um), "unit": "micrometer"},  # type: ignore[arg-type]  # pydantic validates the dict into a Quantity
             algorithm=algorithm,
             rotation_center=rotation_center,
             scan=scan,
@@ -174,7 +174,7 @@ class VolumeStore:
         return cls(plan.path, root)
 
     @classmethod
-    def open(cls, path: str | os.PathLike, mode: str = "r", *, require_complete: bool = True) -> "VolumeStore":
+    def open(cls, path: str | os.PathLike, mode: str = "r", *, require_complete: bool = True) -> VolumeStore:
         """Open an existing volume store, checking the layout (and, by default, that it is complete).
 
         Raises
@@ -189,7 +189,7 @@ class VolumeStore:
             raise StoreError(f"{path}: not a tomoflow volume store (OME-Zarr 0.5 + tomoflow attributes)")
         try:
             root = zarr.open_group(str(path), mode=mode)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001  (zarr raises many types)
             raise StoreError(f"{path}: not a zarr store ({type(exc).__name__}: {exc})") from None
         if "ome" not in root.attrs:
             raise StoreError(f"{path}: not a tomoflow volume store (no OME-Zarr metadata)")
@@ -225,11 +225,11 @@ class VolumeStore:
         """
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= int(k) < self.n_levels:
             raise ConfigError(f"{self.path}: no pyramid level {k!r}; levels are 0 .. {self.n_levels - 1}")
-        return self.group[str(int(k))]  # type: ignore[return-value]
+        return self.group[str(int(k))]
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(self.level(0).shape)  # type: ignore[return-value]
+        return tuple(self.level(0).shape)
 
     def stages(self) -> dict[str, StageRecord]:
         """Every stage record of the store (``recon``)."""

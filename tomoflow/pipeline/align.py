@@ -149,7 +149,7 @@ def _network_task(ref: dict, angles: np.ndarray, options: dict) -> dict:
     return {"state": state, "clean": ref["clean"]}
 
 
-def _register_task(binned: np.ndarray, angles: np.ndarray, method: str, center: float | str, prev: dict | None,
+def _register_task(binned: np.ndarray, angles: np.ndarray, method: str, center: float | str, prev: Any,
                    options: dict) -> Any:
     """``align-register``: phase correlation against the reference (``phase``), or consistency
     iterations (``consistency``; ``hybrid`` starts them from the network's estimate)."""
@@ -236,7 +236,7 @@ def align_scan(
         from tomoflow.align.resnet import MIN_SIZE as NET_MIN
         from tomoflow.errors import ConfigError
 
-        binned = (-(-n_rows // b), -(-n_cols // b))
+        binned: Any = (-(-n_rows // b), -(-n_cols // b))
         if min(binned) < NET_MIN:
             raise ConfigError(f"method {method!r}: projections of {binned[0]} x {binned[1]} px (after binning "
                               f"{b}x for the estimation) are too small for the network (at least {NET_MIN} x "
@@ -455,7 +455,7 @@ def correct_scan(
     method: str = "hybrid",
     center: float | str | None = None,
     algorithm: str = "fbp",
-    filter: str = "ramp",  # noqa: A002
+    filter: str = "ramp",
     client: Any = None,
     overwrite: bool = False,
     progress: Callable[[str, int, int], None] | None = None,

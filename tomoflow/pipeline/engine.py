@@ -66,7 +66,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import os
 import signal
 import time
@@ -74,7 +73,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -261,7 +259,7 @@ def _run_block(store: str, array: str, stage: str, step: str, fn: Callable[..., 
         raise
     except OSError as exc:  # reading an input: say what the system said, in words
         raise PipelineError(f"{where} failed: {describe_os_error(exc)}") from exc
-    except Exception as exc:  # noqa: BLE001 - a library error deep in a kernel: say where
+    except Exception as exc:  # a library error deep in a kernel: say where
         raise PipelineError(f"{where} failed: {type(exc).__name__}: {shorten(exc, 1000)}") from exc
     t1 = time.perf_counter()
     try:
@@ -464,7 +462,7 @@ def _run_distributed(client: Any, store: str, array: str, stage: str, step: str,
                     raise PipelineError(f"{store}: {stage} task {fut.key} failed: {task_failure_reason(exc)}; "
                                         "run again to resume") from exc
                 raise StoreError(f"{store}: {stage} task {fut.key} failed: {describe_os_error(exc)}") from exc
-            except Exception as exc:  # noqa: BLE001 - KilledWorker, CommClosedError, a bug in a kernel ...
+            except Exception as exc:  # KilledWorker, CommClosedError, a bug in a kernel ...
                 raise PipelineError(f"{store}: {stage} task {fut.key} failed: {task_failure_reason(exc)}; "
                                     "run again to resume") from exc
             if progress is not None:

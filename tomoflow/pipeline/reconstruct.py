@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 
 from tomoflow import config as _config
-from tomoflow.backend import has_cuda, limit_threads
 from tomoflow._checks import check_choice
+from tomoflow.backend import has_cuda, limit_threads
 from tomoflow.errors import ConfigError, InputError, PipelineError, TomoflowError
 from tomoflow.geometry import check_slice_shape
 from tomoflow.io.models import VOLUME_FORMAT
@@ -194,7 +194,7 @@ def _center_on_cluster(scan_path: str | os.PathLike, client: Any, threads: int) 
         return float(client.submit(_estimate_center_task, path, threads, key=key, pure=False).result())
     except TomoflowError:
         raise
-    except Exception as exc:  # noqa: BLE001 - KilledWorker, CommClosedError, ...
+    except Exception as exc:  # KilledWorker, CommClosedError, ...
         from tomoflow.pipeline.engine import task_failure_reason
 
         raise PipelineError(f"{path}: the centre estimate ({key}) failed: {task_failure_reason(exc)}; run again") from exc
@@ -289,7 +289,7 @@ def _slab_blocks(scan_path: str, params: ReconParams, n_rows: int, chunk_rows: i
     return blocks
 
 
-def _validate(algorithm: str, filter: str, n_iter: int | None, memory_budget: Any,  # noqa: A002
+def _validate(algorithm: str, filter: str, n_iter: int | None, memory_budget: Any,
               ) -> tuple[str, str, int, int]:
     algorithm = check_choice("algorithm", str(algorithm).lower(), ALGORITHMS)
     filt = check_filter(filter)
@@ -307,7 +307,7 @@ def reconstruct_scan(
     *,
     algorithm: str = "fbp",
     center: float | str | None = None,
-    filter: str = "ramp",  # noqa: A002
+    filter: str = "ramp",
     n_iter: int | None = None,
     shape: tuple[int, int] | None = None,
     memory_budget: int | str | None = None,
@@ -406,7 +406,7 @@ def reconstruct_scan(
 
     if plan.action == "resume":
         vstore = VolumeStore.open(out_path, mode="r+", require_complete=False)
-        ctr = float(vstore.attrs.rotation_center)  # type: ignore[arg-type]
+        ctr = float(vstore.attrs.rotation_center)  # type: ignore[arg-type]  # a resumed volume has its centre
         log.info("resuming %s (centre %.2f px)", out_path, ctr)
     else:
         ctr = _center_on_cluster(scan_path, client, res.task_threads) if center_req == "auto" else float(center_req)

@@ -159,7 +159,7 @@ def recover_volume(
         model = load_unet(model_path, device="cpu")  # verifies the card and the sha256 before anything is written
         sha = str(model.card["sha256"])
     align = alignment(model)
-    shape = tuple(int(s) for s in src.shape)
+    shape: Any = tuple(int(s) for s in src.shape)
     budget = _config.get().worker_memory_budget if memory_budget is None else _config.parse_bytes(memory_budget)
     if chunks is None:
         chunk = tuple(min(block_for_budget(model, budget, shape=shape), n) for n in shape)
@@ -168,7 +168,7 @@ def recover_volume(
     tight = valid_halo(model, shape, chunk, align)  # a torch U-Net runs unpadded: a smaller box suffices
     valid = tight is not None  # decided here, with the halo: a box below the radius must run unpadded
     halo = tight if valid else receptive_field(model)
-    tiles = plan_tiles(shape, chunk, halo, align)  # checks chunk >= alignment
+    tiles = plan_tiles(shape, chunk, halo, align)  # type: ignore[arg-type]  # receptive_field is an int; checks chunk >= alignment
     need = inference_bytes(model, tiles[0].in_shape)
     if need > budget:
         raise ConfigError(f"chunks {chunk} need input boxes of {tiles[0].in_shape} voxels, about {need / 1e9:.2f} GB "

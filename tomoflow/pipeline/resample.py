@@ -42,7 +42,7 @@ def _three_ints(name: str, value: Any, form: str) -> tuple[int, int, int]:
         raise ConfigError(f"{name} must be {form}, got {value!r}") from None
     if len(out) != 3:
         raise ConfigError(f"{name} must be {form}, got {tuple(value)}")
-    return out  # type: ignore[return-value]
+    return out
 
 def field_grid(source_shape: Sequence[int], source_spacing_um: float, spacing_um: float
                ) -> tuple[tuple[int, int, int], np.ndarray]:
@@ -54,7 +54,7 @@ def field_grid(source_shape: Sequence[int], source_spacing_um: float, spacing_um
     ratio = check_number("source / target voxel size", float(source_spacing_um) / float(spacing_um), low=0.0,
                          low_open=True)
     shape = tuple(int(np.floor((int(n) - 1) * ratio + 1e-9)) + 1 for n in source_shape)
-    return shape, np.eye(4)  # type: ignore[return-value]
+    return shape, np.eye(4)  # type: ignore[return-value]  # three sizes, one per axis
 
 
 MIN_CHUNK_EDGE = 16
@@ -182,8 +182,16 @@ def plan_resample(
         raise InputError(f"the output grid maps to source voxels {np.round(lo, 2).tolist()} .. "
                          f"{np.round(hi, 2).tolist()}, outside the source of shape {src.shape}",
                          path=source_path)
-    return ResamplePlan(matrix=m, shape=shp, spacing_um=sp, source_spacing_um=src_sp,  # type: ignore[arg-type]
-                        chunks=chunk, n_levels=n_levels, nbytes=int(nbytes), n_chunks=int(n_chunks))  # type: ignore[arg-type]
+    return ResamplePlan(
+        matrix=m,
+        shape=shp,
+        spacing_um=sp,
+        source_spacing_um=src_sp,
+        chunks=chunk,  # type: ignore[arg-type]  # three sizes, one per axis
+        n_levels=n_levels,
+        nbytes=int(nbytes),
+        n_chunks=int(n_chunks),
+    )
 
 
 def _resample_block(source_path: str, matrix: list[list[float]], shape: tuple[int, ...], spacing: float,

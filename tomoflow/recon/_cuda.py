@@ -6,7 +6,7 @@ import functools
 from typing import Any
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _module(source: str, device_id: int) -> Any:
     import cupy
 

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from tomoflow._checks import as_stack, check_choice, check_finite, check_number, validate_scan_geometry
+from tomoflow._typing import Array, ArrayLike
 from tomoflow.backend import fft_module, get_namespace, to_numpy
 from tomoflow.errors import ConfigError, InputError
 from tomoflow.geometry import center_column, circle_mask
@@ -109,8 +110,8 @@ def _vo_metrics(sino: Any, deltas: np.ndarray, ratio: float = 1.0, mask_rows: in
 
 
 def find_center_vo(
-    projections: Any,
-    angles_deg: Any,
+    projections: Array,
+    angles_deg: ArrayLike,
     *,
     rows: Any = None,
     search_radius: float | None = None,
@@ -201,7 +202,7 @@ def _subpixel_shift_1d(a: np.ndarray, b: np.ndarray, upsample: int = 100) -> flo
     return float(cand[int(np.argmax(vals))])
 
 
-def find_center_pair(projections: Any, angles_deg: Any, *, rows: Any = None, tolerance_deg: float = 0.6) -> float:
+def find_center_pair(projections: Array, angles_deg: ArrayLike, *, rows: Any = None, tolerance_deg: float = 0.6) -> float:
     """Rotation centre from the projection pair closest to 180 degrees apart.
 
     The projection at ``theta + 180`` is the mirror image of the one at ``theta`` about the rotation
@@ -246,7 +247,7 @@ def find_center_pair(projections: Any, angles_deg: Any, *, rows: Any = None, tol
     return float(((ncol - 1) - s) / 2.0)
 
 
-def find_center(projections: Any, angles_deg: Any, *, method: str = "vo", **kwargs: Any) -> float:
+def find_center(projections: Array, angles_deg: ArrayLike, *, method: str = "vo", **kwargs: Any) -> float:
     """Rotation centre (column, pixels) of a parallel-beam scan.
 
     Parameters
@@ -281,7 +282,7 @@ def _binomial_smooth(xp: Any, s: Any) -> Any:
     return s
 
 
-def sharpness(slices: Any) -> np.ndarray:
+def sharpness(slices: Array) -> np.ndarray:
     """Sharpness of each slice ``(n, y, x)``: minus the total variation of the lightly smoothed slice
     inside the reconstruction circle. A wrong centre turns every edge into a doubled arc, which adds
     variation, so the metric peaks at the right centre (noise is damped by the smoothing)."""
@@ -296,12 +297,12 @@ def sharpness(slices: Any) -> np.ndarray:
 
 
 def center_sweep(
-    projections: Any,
-    angles_deg: Any,
-    centers: Any,
+    projections: Array,
+    angles_deg: ArrayLike,
+    centers: ArrayLike,
     *,
     rows: Any = None,
-    filter: str = "ramp",  # noqa: A002
+    filter: str = "ramp",
 ) -> tuple[Any, np.ndarray]:
     """Reconstruct one slice at each candidate centre (the "try" sweep).
 

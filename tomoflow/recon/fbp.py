@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from tomoflow._checks import as_stack, check_choice, check_number, validate_angles
+from tomoflow._typing import Array, ArrayLike
 from tomoflow.backend import get_namespace
 from tomoflow.geometry import center_column, check_center, check_slice_shape, circle_mask
 from tomoflow.recon.filters import check_filter, filter_projections
@@ -19,7 +18,7 @@ FBP_METHODS = ("direct", "fourier")
 """FBP methods: filter + direct backprojection, or gridding in Fourier space."""
 
 
-def angular_weights(angles_deg: Any) -> np.ndarray:
+def angular_weights(angles_deg: ArrayLike) -> np.ndarray:
     """Quadrature weights (radians) of each projection for the FBP angle integral.
 
     Angles are folded onto [0, 180) degrees (a projection at ``theta + 180`` sees the same lines
@@ -52,17 +51,17 @@ def angular_weights(angles_deg: Any) -> np.ndarray:
 
 
 def fbp(
-    projections: Any,
-    angles_deg: Any,
+    projections: Array,
+    angles_deg: ArrayLike,
     *,
     center: float | None = None,
-    filter: str = "ramp",  # noqa: A002 - public name asked for by users
+    filter: str = "ramp",  # public name asked for by users
     shape: tuple[int, int] | None = None,
     pad_factor: float = 2.0,
     mask: bool = False,
     backend: str = "auto",
     method: str = "direct",
-) -> Any:
+) -> Array:
     """Filtered backprojection of a stack of parallel-beam projections.
 
     Parameters

@@ -9,11 +9,11 @@ the DC bias of a sampled ``|f|``. Windows multiply it: ``shepp-logan`` (sinc), `
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 import numpy as np
 
 from tomoflow._checks import check_choice, check_number
+from tomoflow._typing import Array
 from tomoflow.backend import fft_module, fft_workers, get_namespace
 from tomoflow.recon.shift import phase_ramp
 
@@ -25,7 +25,7 @@ FILTERS = ("ramp", "shepp-logan", "cosine", "hann", "hamming", "parzen", "none")
 _SYNONYMS = {"ram-lak": "ramp"}
 
 
-def check_filter(filter: str) -> str:  # noqa: A002 - the public parameter name
+def check_filter(filter: str) -> str:  # the public parameter name
     """Canonical (lower-case) name of FBP filter ``filter``; :class:`ConfigError` if unknown."""
     name = str(filter).lower()
     return check_choice("FBP filter", _SYNONYMS.get(name, name), FILTERS)
@@ -76,7 +76,7 @@ def _response_np(name: str, n: int) -> np.ndarray:
     return ramp * win
 
 
-def filter_response(filter: str, n: int) -> np.ndarray:  # noqa: A002 - the public parameter name
+def filter_response(filter: str, n: int) -> np.ndarray:  # the public parameter name
     """Real frequency response of an FBP filter.
 
     Parameters
@@ -95,8 +95,8 @@ def filter_response(filter: str, n: int) -> np.ndarray:  # noqa: A002 - the publ
 
 
 def filter_projections(
-    projections: Any, *, filter: str = "ramp", shift_px: float = 0.0, pad_factor: float = 2.0  # noqa: A002
-) -> Any:
+    projections: Array, *, filter: str = "ramp", shift_px: float = 0.0, pad_factor: float = 2.0
+) -> Array:
     """Filter projections along columns, shifting them by ``shift_px`` in the same FFT.
 
     Parameters

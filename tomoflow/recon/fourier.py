@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from tomoflow._typing import Array
 from tomoflow.backend import fft_module, fft_workers, get_namespace
 from tomoflow.recon.filters import filter_response, padded_length
 
@@ -94,8 +95,8 @@ def _geometry(xp: Any, angles_key: bytes, n_pad: int, m_grid: int, width: int) -
             rows = rows + idx[..., None, :]
             wts = wts * w[..., None, :]
     na = int(theta.size)
-    cols = xp.broadcast_to(xp.arange(na * n_pad, dtype=xp.int32).reshape(na, n_pad)[..., None, None], rows.shape)
-    return rows.ravel(), xp.ascontiguousarray(cols).ravel(), wts.ravel()
+    cols = xp.broadcast_to(xp.arange(na * n_pad, dtype=xp.int32).reshape(na, n_pad)[..., None, None], rows.shape)  # type: ignore[union-attr]  # the loop ran twice
+    return rows.ravel(), xp.ascontiguousarray(cols).ravel(), wts.ravel()  # type: ignore[union-attr]  # the loop ran twice
 
 
 _BUILD_LOCK = threading.Lock()
@@ -166,9 +167,9 @@ def _phase_table(angles_key: bytes, n_pad: int, left: int, center: float, frac_u
 
 
 def fourier_backproject(
-    projections: Any, angles_deg: np.ndarray, weights: np.ndarray, *, center: float, filter: str,  # noqa: A002
+    projections: Array, angles_deg: np.ndarray, weights: np.ndarray, *, center: float, filter: str,
     shape: tuple[int, int], pad_factor: float = 2.0, eps: float = FOURIER_EPS,
-) -> Any:
+) -> Array:
     """Filtered backprojection of checked inputs by gridding (see the module documentation).
 
     Parameters
@@ -238,14 +239,14 @@ def _constants(device: int | None, angles_key: bytes, weights_key: bytes, n_pad:
     if device is None:
         xp = np
     else:
-        import cupy as xp
+        import cupy as xp  # type: ignore[no-redef]  # the device's array module
     cx, cy = (nx - 1) / 2.0, (ny - 1) / 2.0
     jx, jy = int(np.floor(cx)), int(np.floor(cy))
     weights = np.frombuffer(weights_key, dtype=np.float64)
     table = _phase_table(angles_key, n_pad, left, center, cx - jx, cy - jy, filter_name)
     deapod = np.outer(1.0 / _kernel_transform(np.arange(ny) - jy, m_grid, width),
                       1.0 / _kernel_transform(np.arange(nx) - jx, m_grid, width)) * (m_grid * m_grid)
-    with contextlib.nullcontext() if device is None else xp.cuda.Device(device):
+    with contextlib.nullcontext() if device is None else xp.cuda.Device(device):  # type: ignore[attr-defined]  # cupy when a device is given
         return (xp.asarray((table * weights[:, None]).astype(np.complex64)),
                 xp.asarray(np.mod(np.arange(ny) - jy, m_grid)), xp.asarray(np.mod(np.arange(nx) - jx, m_grid)),
                 xp.asarray(deapod.astype(np.float32)))

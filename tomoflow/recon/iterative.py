@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from tomoflow._checks import as_stack, check_finite, check_int, check_number, validate_angles
+from tomoflow._typing import Array, ArrayLike
 from tomoflow.backend import get_namespace
 from tomoflow.errors import ConfigError, InputError
 from tomoflow.geometry import check_center, check_slice_shape, circle_mask
@@ -134,12 +135,12 @@ def _record_step(info: IterationInfo, xp: Any, it: int, x_old: Any, x_new: Any,
 
 
 def mlem(
-    projections: Any,
-    angles_deg: Any,
+    projections: Array,
+    angles_deg: ArrayLike,
     *,
     center: float | None = None,
     n_iter: int = 20,
-    x0: Any = None,
+    x0: Array | None = None,
     tol: float | None = None,
     mask: bool = False,
     shape: tuple[int, int] | None = None,
@@ -147,7 +148,7 @@ def mlem(
     return_info: bool = False,
     backend: str = "auto",
     subsets: int = 1,
-    weights: Any = None,
+    weights: ArrayLike | None = None,
 ) -> Any:
     """Maximum-likelihood expectation maximisation (Shepp & Vardi) for parallel-beam data.
 
@@ -228,7 +229,7 @@ def mlem(
         x *= m
     info = IterationInfo()
     eps = xp.float32(1e-12)
-    geom = {"center": pb.center, "backend": backend}
+    geom: dict[str, Any] = {"center": pb.center, "backend": backend}
     for it in range(pb.n_iter):
         x_new, objective = x, 0.0
         for idx, safe_sens in zip(groups, sens):
@@ -294,12 +295,12 @@ def _kl(xp: Any, y: Any, ax: Any, w: Any = None) -> float:
 
 
 def sirt(
-    projections: Any,
-    angles_deg: Any,
+    projections: Array,
+    angles_deg: ArrayLike,
     *,
     center: float | None = None,
     n_iter: int = 50,
-    x0: Any = None,
+    x0: Array | None = None,
     tol: float | None = None,
     positivity: bool = True,
     mask: bool = False,
@@ -332,7 +333,7 @@ def sirt(
     cinv = xp.where(col > 1e-6, relaxation / xp.maximum(col, 1e-6), 0).astype(xp.float32)
     x = pb.start(x0, lambda: xp.zeros((p.shape[1], *pb.shape), dtype=xp.float32))
     info = IterationInfo()
-    geom = {"center": pb.center, "backend": backend}
+    geom: dict[str, Any] = {"center": pb.center, "backend": backend}
     for it in range(pb.n_iter):
         res = p - project(x, pb.ang, n_cols=pb.n_cols, **geom)
         info.objective.append(0.5 * float(xp.sum(res * res * rinv, dtype=xp.float64)))

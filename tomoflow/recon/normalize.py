@@ -28,6 +28,7 @@ from typing import Any, Literal, overload
 import numpy as np
 
 from tomoflow._checks import as_stack, check_choice, check_frames, check_number
+from tomoflow._typing import Array
 from tomoflow.backend import get_namespace
 from tomoflow.errors import InputError
 
@@ -63,7 +64,7 @@ class NormalizeReport:
         """Number of repairs (bad reference pixels + non-finite values; clipping excluded)."""
         return self.bad_reference_pixels + self.nonfinite_values
 
-    def __add__(self, other: "NormalizeReport") -> "NormalizeReport":
+    def __add__(self, other: NormalizeReport) -> NormalizeReport:
         return NormalizeReport(
             self.bad_reference_pixels + other.bad_reference_pixels,
             self.nonfinite_values + other.nonfinite_values,
@@ -89,7 +90,7 @@ def _prepare_out(xp: Any, src: Any, out: Any) -> Any:
     return out
 
 
-def mean_frames(frames: Any, detector_shape: tuple[int, int], *, name: str = "frames") -> Any:
+def mean_frames(frames: Array, detector_shape: tuple[int, int], *, name: str = "frames") -> Array:
     """Mean of ``(frame, row, col)`` frames over the frame axis, ignoring non-finite values.
 
     Parameters
@@ -136,22 +137,22 @@ def _warn(report: NormalizeReport, what: str) -> None:
 
 
 @overload
-def normalize(projections: Any, flats: Any, darks: Any, *, min_transmission: float = ...,
-              on_invalid: OnInvalid = ..., out: Any = ..., return_report: Literal[False] = ...) -> Any: ...
+def normalize(projections: Array, flats: Array, darks: Array, *, min_transmission: float = ...,
+              on_invalid: OnInvalid = ..., out: Array = ..., return_report: Literal[False] = ...) -> Array: ...
 @overload
-def normalize(projections: Any, flats: Any, darks: Any, *, min_transmission: float = ...,
-              on_invalid: OnInvalid = ..., out: Any = ...,
-              return_report: Literal[True]) -> tuple[Any, NormalizeReport]: ...
+def normalize(projections: Array, flats: Array, darks: Array, *, min_transmission: float = ...,
+              on_invalid: OnInvalid = ..., out: Array = ...,
+              return_report: Literal[True]) -> tuple[Array, NormalizeReport]: ...
 
 
 def normalize(
-    projections: Any,
-    flats: Any,
-    darks: Any,
+    projections: Array,
+    flats: Array,
+    darks: Array,
     *,
     min_transmission: float = 1e-6,
     on_invalid: OnInvalid = "repair",
-    out: Any = None,
+    out: Array | None = None,
     return_report: bool = False,
 ) -> Any:
     """Flat/dark-field correction: transmission ``(p - mean(darks)) / (mean(flats) - mean(darks))``.
@@ -225,19 +226,19 @@ def normalize(
 
 
 @overload
-def minus_log(transmission: Any, *, min_transmission: float = ..., on_invalid: OnInvalid = ..., out: Any = ...,
-              return_report: Literal[False] = ...) -> Any: ...
+def minus_log(transmission: Array, *, min_transmission: float = ..., on_invalid: OnInvalid = ..., out: Array = ...,
+              return_report: Literal[False] = ...) -> Array: ...
 @overload
-def minus_log(transmission: Any, *, min_transmission: float = ..., on_invalid: OnInvalid = ..., out: Any = ...,
-              return_report: Literal[True]) -> tuple[Any, NormalizeReport]: ...
+def minus_log(transmission: Array, *, min_transmission: float = ..., on_invalid: OnInvalid = ..., out: Array = ...,
+              return_report: Literal[True]) -> tuple[Array, NormalizeReport]: ...
 
 
 def minus_log(
-    transmission: Any,
+    transmission: Array,
     *,
     min_transmission: float = 1e-6,
     on_invalid: OnInvalid = "repair",
-    out: Any = None,
+    out: Array | None = None,
     return_report: bool = False,
 ) -> Any:
     """Line integrals ``-log(max(t, min_transmission))`` of transmission ``t``.
@@ -282,22 +283,22 @@ def minus_log(
 
 
 @overload
-def normalize_log(projections: Any, flats: Any, darks: Any, *, min_transmission: float = ...,
-                  on_invalid: OnInvalid = ..., out: Any = ..., return_report: Literal[False] = ...) -> Any: ...
+def normalize_log(projections: Array, flats: Array, darks: Array, *, min_transmission: float = ...,
+                  on_invalid: OnInvalid = ..., out: Array = ..., return_report: Literal[False] = ...) -> Array: ...
 @overload
-def normalize_log(projections: Any, flats: Any, darks: Any, *, min_transmission: float = ...,
-                  on_invalid: OnInvalid = ..., out: Any = ...,
-                  return_report: Literal[True]) -> tuple[Any, NormalizeReport]: ...
+def normalize_log(projections: Array, flats: Array, darks: Array, *, min_transmission: float = ...,
+                  on_invalid: OnInvalid = ..., out: Array = ...,
+                  return_report: Literal[True]) -> tuple[Array, NormalizeReport]: ...
 
 
 def normalize_log(
-    projections: Any,
-    flats: Any,
-    darks: Any,
+    projections: Array,
+    flats: Array,
+    darks: Array,
     *,
     min_transmission: float = 1e-6,
     on_invalid: OnInvalid = "repair",
-    out: Any = None,
+    out: Array | None = None,
     return_report: bool = False,
 ) -> Any:
     """Flat/dark correction followed by ``-log``: line integrals ready for reconstruction.

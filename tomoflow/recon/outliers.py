@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from tomoflow._checks import check_choice, check_int, check_number
+from tomoflow._typing import Array
 from tomoflow.backend import get_namespace, to_numpy
 from tomoflow.errors import ConfigError, InputError
 
@@ -82,7 +83,7 @@ def _median3x3(nd: Any, xp: Any, p: Any) -> Any:
     return nd.median_filter(p, size=(1, 3, 3), mode="nearest")  # pragma: no cover - GPU only
 
 
-def median3x3(images: Any) -> Any:
+def median3x3(images: Array) -> Array:
     """3 x 3 median filter of every image of an ``(n, row, col)`` stack, edges replicated (float32,
     same namespace; numba on the CPU, about 50x ``scipy.ndimage.median_filter``)."""
     xp = get_namespace(images)
@@ -134,7 +135,7 @@ def _repair(nd: Any, xp: Any, p: Any, bad: Any, med: Any, window: int) -> Any:
 
 
 def remove_outliers(
-    projections: Any,
+    projections: Array,
     *,
     threshold: float = 0.1,
     passes: int = 3,

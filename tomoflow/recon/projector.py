@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from tomoflow._checks import as_stack, check_choice, check_int, validate_angles
+from tomoflow._typing import Array, ArrayLike
 from tomoflow.backend import get_namespace
 from tomoflow.geometry import centered_grid, check_center, check_slice_shape
 
@@ -144,8 +145,8 @@ def _fused() -> Any:
 
 
 def forward_project_slab(
-    volume: Any, angles_deg: Any, *, center: float | None = None, n_cols: int | None = None, backend: str = "auto"
-) -> Any:
+    volume: Array, angles_deg: ArrayLike, *, center: float | None = None, n_cols: int | None = None, backend: str = "auto"
+) -> Array:
     """Forward-project a slab of slices; see :func:`project` (same arguments, 3-D only)."""
     xp = get_namespace(volume)
     nz, ny, nx = volume.shape
@@ -167,9 +168,9 @@ def forward_project_slab(
 
 
 def backproject_slab(
-    projections: Any, angles_deg: Any, *, center: float | None = None, shape: tuple[int, int] | None = None,
+    projections: Array, angles_deg: ArrayLike, *, center: float | None = None, shape: tuple[int, int] | None = None,
     model: str = "adjoint", backend: str = "auto",
-) -> Any:
+) -> Array:
     """Backproject a stack ``(angle, row, col)``; see :func:`backproject` (3-D only).
 
     Returns ``(row, ny, nx)``; ``shape`` is ``(ny, nx)``, default ``(ncol, ncol)``.
@@ -194,8 +195,8 @@ def backproject_slab(
 
 
 # ----------------------------------------------------------------------------- public API
-def project(volume: Any, angles_deg: Any, *, center: float | None = None, n_cols: int | None = None,
-            backend: str = "auto") -> Any:
+def project(volume: Array, angles_deg: ArrayLike, *, center: float | None = None, n_cols: int | None = None,
+            backend: str = "auto") -> Array:
     """Parallel-beam projections of a volume (line integrals in voxel units).
 
     Parameters
@@ -229,8 +230,8 @@ def project(volume: Any, angles_deg: Any, *, center: float | None = None, n_cols
     return out[:, 0] if single else out
 
 
-def backproject(projections: Any, angles_deg: Any, *, center: float | None = None,
-                shape: tuple[int, int] | None = None, model: str = "adjoint", backend: str = "auto") -> Any:
+def backproject(projections: Array, angles_deg: ArrayLike, *, center: float | None = None,
+                shape: tuple[int, int] | None = None, model: str = "adjoint", backend: str = "auto") -> Array:
     """Unfiltered backprojection.
 
     Parameters

@@ -14,18 +14,18 @@ same FFT, :mod:`tomoflow.recon.filters`) and the centre estimators (:mod:`tomofl
 from __future__ import annotations
 
 from types import ModuleType
-from typing import Any
 
 import numpy as np
 
 from tomoflow._checks import as_stack, check_int
+from tomoflow._typing import Array, ArrayLike
 from tomoflow.backend import fft_module, get_namespace
 from tomoflow.errors import InputError
 
 __all__ = ["shift_images", "phase_ramp"]
 
 
-def phase_ramp(n: int, shift: Any, *, xp: ModuleType | None = None, rfft: bool = True) -> Any:
+def phase_ramp(n: int, shift: ArrayLike, *, xp: ModuleType | None = None, rfft: bool = True) -> Array:
     """Fourier multiplier that shifts a real signal of ``n`` samples by ``shift`` samples.
 
     Multiplying the FFT of a signal by it and transforming back moves the content by ``shift``
@@ -59,7 +59,7 @@ def phase_ramp(n: int, shift: Any, *, xp: ModuleType | None = None, rfft: bool =
     return ramp
 
 
-def shift_images(images: Any, shifts: Any, *, pad: int | None = None) -> Any:
+def shift_images(images: Array, shifts: ArrayLike, *, pad: int | None = None) -> Array:
     """Shift each image by its own sub-pixel ``(dy, dx)`` with a Fourier phase ramp.
 
     Parameters

@@ -84,7 +84,7 @@ class OnnxNetwork:
         self.sha256 = str(model_card["onnx"]["sha256"])
         try:
             self._session = ort.InferenceSession(str(real), providers=providers or ["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own exception types for unreadable graphs
+        except Exception as exc:  # noqa: BLE001  (onnxruntime raises its own exception types for unreadable graphs)
             raise InputError(f"not a readable ONNX graph ({type(exc).__name__}: {str(exc).splitlines()[0]})",
                              path=self.path) from None
         meta = self._session.get_modelmeta().custom_metadata_map

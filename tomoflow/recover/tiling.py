@@ -296,14 +296,13 @@ def _check_volume(volume: Any) -> tuple[int, int, int]:
         raise InputError(f"volume must be 3-D (z, y, x), got shape {shape}", dataset="volume")
     if min(shape) < 1:
         raise InputError(f"volume is empty, shape {shape}", dataset="volume")
-    return shape  # type: ignore[return-value]
+    return shape
 
 
 def _geometry(model: Any, halo: Any, alignment: int | None, strict: bool) -> tuple[int, tuple[int, ...] | int, int]:
     """Receptive-field radius, halo and alignment for ``model`` (see :func:`predict_tiled`)."""
-    from tomoflow.recover.unet import UNetConfig
+    from tomoflow.recover.unet import UNetConfig, receptive_field
     from tomoflow.recover.unet import alignment as net_alignment
-    from tomoflow.recover.unet import receptive_field
 
     cfg = getattr(model, "config", None)
     if isinstance(cfg, UNetConfig):
@@ -373,8 +372,8 @@ def valid_halo(model: Any, shape: Sequence[int], block: int | Sequence[int], ali
     less work). Tries halos from that margin up to the radius on the tiles :func:`plan_tiles` makes
     and keeps the first whose every block lies in its box's valid region.
     """
-    from tomoflow.recover.unet import receptive_field, valid_region
     from tomoflow.recover.unet import alignment as net_alignment
+    from tomoflow.recover.unet import receptive_field, valid_region
 
     cfg = _torch_unet_config(model)
     if cfg is None:
@@ -422,7 +421,7 @@ def predict_boxes(model: Any, arrays: list[np.ndarray], crops: Sequence[Sequence
     if valid:
         from tomoflow.recover.unet import valid_region
 
-        shift = tuple(lo for lo, _ in valid_region(model.config, arrays[0].shape))
+        shift = tuple(lo for lo, _ in valid_region(model.config, arrays[0].shape))  # type: ignore[union-attr]  # valid: the region exists
     x = torch.from_numpy(np.stack(arrays)[:, None]).to(device=dev, dtype=dtype)
     with torch.inference_mode():
         y = model(x, valid=True) if valid else model(x)
@@ -652,8 +651,8 @@ def predict_volume(model: Any, volume: Any, *, device: str = "cpu", pad_mode: st
     shape = _check_volume(volume)
     pad_mode = check_choice("pad_mode", pad_mode, PAD_MODES)
     _, hal, a = _geometry(model, halo, alignment, True)
-    start = tuple(-math.ceil(h / a) * a for h in hal)
-    stop = tuple(s0 + math.ceil((n + h - s0) / a) * a for s0, n, h in zip(start, shape, hal))
+    start = tuple(-math.ceil(h / a) * a for h in hal)  # type: ignore[union-attr]  # strict geometry: a tuple per axis
+    stop = tuple(s0 + math.ceil((n + h - s0) / a) * a for s0, n, h in zip(start, shape, hal))  # type: ignore[arg-type]  # strict geometry: a tuple per axis
     x = read_box(volume, start, stop, pad_mode)
     check_finite_box(x, start, stop)
     dev, dtype, was_training = prepare_model(model, device)

@@ -124,7 +124,7 @@ def _volume_shape(name: str, vol: Any) -> tuple[int, int, int]:
     if min(shape) < 4:
         raise InputError(f"volume of shape {shape} is too small to register (at least 4 voxels per axis)",
                          dataset=name)
-    return shape  # type: ignore[return-value]
+    return shape
 
 
 def _finite(name: str, a: np.ndarray) -> None:

@@ -204,8 +204,8 @@ class Affine9:
             raise ValueError("the linear part of the matrix is a reflection, not a rotation")
         c = np.asarray(center, dtype=np.float64)
         t = m[:3, 3] - c + a @ c
-        return cls(tuple(float(v) for v in rotation_vector(r)), tuple(float(v) for v in s),
-                   tuple(float(v) for v in t), tuple(float(v) for v in c))
+        parts: Any = [tuple(float(v) for v in x) for x in (rotation_vector(r), s, t, c)]  # three components each
+        return cls(*parts)
 
     @property
     def rotation_deg(self) -> float:

@@ -12,6 +12,13 @@ from tomoflow.sim.analytic import (
     rasterize_ellipsoids,
 )
 from tomoflow.sim.jitter import apply_jitter, random_jitter
+from tomoflow.sim.multiscale import (
+    MultiscalePair,
+    PorousSample,
+    porous_sample,
+    rasterize_sample,
+    simulate_multiscale_pair,
+)
 from tomoflow.sim.noise import gaussian_noise, poisson_noise, salt_and_pepper
 from tomoflow.sim.phantoms import (
     SHEPP_LOGAN_2D,
@@ -22,13 +29,6 @@ from tomoflow.sim.phantoms import (
     shepp_logan_3d,
     shepp_logan_ellipses,
     shepp_logan_ellipsoids,
-)
-from tomoflow.sim.multiscale import (
-    MultiscalePair,
-    PorousSample,
-    porous_sample,
-    rasterize_sample,
-    simulate_multiscale_pair,
 )
 from tomoflow.sim.scan import SyntheticScan, simulate_scan
 

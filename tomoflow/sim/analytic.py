@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from tomoflow._checks import check_int, check_number, validate_angles
+from tomoflow._typing import ArrayLike
 from tomoflow.errors import ConfigError, InputError
 from tomoflow.geometry import check_center
 
@@ -96,7 +97,7 @@ def _detector_positions(n_cols: int, center: float | None, pixel: float, oversam
 
 # --------------------------------------------------------------------------- projections
 def ellipse_sinogram(
-    ellipses: Any,
+    ellipses: ArrayLike,
     angles_deg: Sequence[float] | np.ndarray,
     n_cols: int,
     *,
@@ -146,7 +147,7 @@ def ellipse_sinogram(
 
 
 def ellipsoid_projections(
-    ellipsoids: Any,
+    ellipsoids: ArrayLike,
     angles_deg: Sequence[float] | np.ndarray,
     detector_shape: tuple[int, int],
     *,
@@ -253,7 +254,7 @@ def _rasterize(tab3: np.ndarray, shape: tuple[int, int, int], supersample: int, 
             yy = (np.arange(y_lo, y_hi) - centres[1]) * pixel - y0
             xx = (np.arange(x_lo, x_hi) - centres[2]) * pixel - x0
 
-            def rho2(z, y, x):  # normalised squared radius; broadcasts
+            def rho2(z, y, x, cph=cph, sph=sph, a=a, b=b, c=c):  # normalised squared radius; broadcasts
                 xi = x * cph + y * sph
                 eta = -x * sph + y * cph
                 r = (xi / a) ** 2 + (eta / b) ** 2
@@ -276,7 +277,7 @@ def _rasterize(tab3: np.ndarray, shape: tuple[int, int, int], supersample: int, 
     return out
 
 
-def rasterize_ellipses(ellipses: Any, n: int, *, supersample: int = 4, pixel: float = 1.0) -> np.ndarray:
+def rasterize_ellipses(ellipses: ArrayLike, n: int, *, supersample: int = 4, pixel: float = 1.0) -> np.ndarray:
     """Draw 2-D ellipses on an ``n x n`` pixel grid with partial-pixel coverage.
 
     Parameters
@@ -307,7 +308,7 @@ def rasterize_ellipses(ellipses: Any, n: int, *, supersample: int = 4, pixel: fl
 
 
 def rasterize_ellipsoids(
-    ellipsoids: Any,
+    ellipsoids: ArrayLike,
     shape: tuple[int, int, int],
     *,
     supersample: int = 2,
@@ -339,4 +340,4 @@ def rasterize_ellipsoids(
     shape3 = tuple(check_int("shape", s) for s in shape)
     supersample = check_int("supersample", supersample)
     pixel = _positive("pixel", pixel)
-    return _rasterize(tab, shape3, supersample, pixel, flat=False)  # type: ignore[arg-type]
+    return _rasterize(tab, shape3, supersample, pixel, flat=False)  # type: ignore[arg-type]  # three sizes, one per axis

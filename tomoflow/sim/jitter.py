@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from tomoflow._checks import check_int, check_number, random_generator
+from tomoflow._typing import Array, ArrayLike
 from tomoflow.errors import InputError
 from tomoflow.recon.shift import shift_images
 
@@ -46,7 +47,7 @@ def random_jitter(n_angles: int, jitter_px: float, *, seed: Any = None, vertical
     return shifts
 
 
-def apply_jitter(projections: Any, shifts: Any) -> Any:
+def apply_jitter(projections: Array, shifts: ArrayLike) -> Array:
     """Displace every projection by its jitter ``(dy, dx)`` (sub-pixel, Fourier).
 
     Parameters

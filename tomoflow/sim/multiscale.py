@@ -103,7 +103,7 @@ def _shape3(name: str, shape: Any, low: int = 1) -> tuple[int, int, int]:
         raise ConfigError(f"{name} must be an int or (nz, ny, nx), got {shape!r}") from None
     if len(vals) != 3:
         raise ConfigError(f"{name} must be three integers (nz, ny, nx), got {shape!r}")
-    return tuple(check_int(name, v, low=low) for v in vals)  # type: ignore[return-value]
+    return tuple(check_int(name, v, low=low) for v in vals)  # type: ignore[return-value]  # three values, checked above
 
 
 def rotation_from_euler_deg(angles_deg: Vec3) -> np.ndarray:
@@ -198,7 +198,7 @@ class PorousSample:
 
     @classmethod
     def spheres(cls, centers_um: Any, radii_um: Any, values: Any, phases: Any = _SOLID,
-                family: str = "custom") -> "PorousSample":
+                family: str = "custom") -> PorousSample:
         """Spheres (broadcast ``radii_um``, ``values``, ``phases`` to the number of centres)."""
         c = np.asarray(centers_um, dtype=np.float64).reshape(-1, 3)
         m = c.shape[0]
@@ -477,7 +477,7 @@ def rasterize_sample(
             if n_sub == 1:
                 continue
             if edge.any():
-                r2 = None
+                r2: Any = None
                 for k in range(3):
                     t = ((loc[k][edge][None, :] + d_local[p, :, k].astype(np.float32)[:, None])
                          * np.float32(inv_semi[p, k])) ** 2
@@ -491,7 +491,7 @@ def rasterize_sample(
             ph = lut_phase[labels]
             for k in range(len(PHASES)):
                 phases_out[k, s0:s1] = np.mean(ph == k, axis=0)
-    return (out, phases_out) if return_phases else out
+    return (out, phases_out) if return_phases else out  # type: ignore[return-value]  # the labels only with return_phases
 
 
 # --------------------------------------------------------------------------- the pair
@@ -700,7 +700,7 @@ def simulate_multiscale_pair(
     angles = rng.uniform(-max_rot, max_rot, size=3)
     scale = 1.0 + rng.uniform(-max_scale, max_scale, size=3)
     trans = roi_c + rng.uniform(-max_trans, max_trans, size=3) * lf_sp
-    true_m = compose_matrix(angles, scale, trans, c_hr)
+    true_m = compose_matrix(angles, scale, trans, c_hr)  # type: ignore[arg-type]  # arrays of three
     err_vox = _unit_vector(rng) * rng.uniform(0.5, 1.0) * prior_err
     err_um = err_vox * lf_sp
     lfov_stage = rng.uniform(-5000.0, 5000.0, size=3)
@@ -710,10 +710,10 @@ def simulate_multiscale_pair(
 
     from scipy.ndimage import gaussian_filter
 
-    hr_clean, phases = rasterize_sample(sample, hr_shp, hr_sp, true_m, supersample=ss_hr, return_phases=True)
+    hr_clean, phases = rasterize_sample(sample, hr_shp, hr_sp, true_m, supersample=ss_hr, return_phases=True)  # type: ignore[arg-type]  # an array of three
     fractions = {name: float(phases[k].mean(dtype=np.float64)) for k, name in enumerate(PHASES)}
     del phases
-    lf_clean = rasterize_sample(sample, lf_shp, lf_sp, None, supersample=ss_lf)
+    lf_clean = rasterize_sample(sample, lf_shp, lf_sp, None, supersample=ss_lf)  # type: ignore[arg-type]  # an array of three
     hr = hr_clean if hr_psf == 0 else gaussian_filter(hr_clean, hr_psf, mode="nearest")
     lf = lf_clean if psf == 0 else gaussian_filter(lf_clean, psf, mode="nearest")
     hr = gaussian_noise(hr, hr_noise, seed=s_hnoise)
@@ -732,8 +732,8 @@ def simulate_multiscale_pair(
     return MultiscalePair(
         hr=np.ascontiguousarray(hr, dtype=np.float32),
         lfov=np.ascontiguousarray(lf, dtype=np.float32),
-        hr_spacing_um=tuple(float(v) for v in hr_sp),  # type: ignore[arg-type]
-        lfov_spacing_um=tuple(float(v) for v in lf_sp),  # type: ignore[arg-type]
+        hr_spacing_um=tuple(float(v) for v in hr_sp),  # type: ignore[arg-type]  # three spacings, one per axis
+        lfov_spacing_um=tuple(float(v) for v in lf_sp),  # type: ignore[arg-type]  # three spacings, one per axis
         true_matrix=true_m,
         prior_matrix=prior_m,
         hr_stage_position_um=hr_stage,

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from tomoflow._checks import check_number, random_generator
+from tomoflow._typing import Array
 from tomoflow.backend import asarray_on, get_namespace, to_numpy
 from tomoflow.errors import InputError
 
@@ -33,7 +34,7 @@ def _float_dtype(x: Any) -> Any:
     return np.float64 if np.dtype(x.dtype) == np.float64 else np.float32
 
 
-def gaussian_noise(x: Any, sigma: float, *, seed: Any = None) -> Any:
+def gaussian_noise(x: Array, sigma: float, *, seed: Any = None) -> Array:
     """Add zero-mean Gaussian noise of standard deviation ``sigma``.
 
     Parameters
@@ -59,7 +60,7 @@ def gaussian_noise(x: Any, sigma: float, *, seed: Any = None) -> Any:
     return out
 
 
-def poisson_noise(intensity: Any, photons: float, *, seed: Any = None) -> Any:
+def poisson_noise(intensity: Array, photons: float, *, seed: Any = None) -> Array:
     """Photon-counting noise on a *normalised transmission*.
 
     The input is the flat-normalised intensity ``T = I / I0`` (``exp(-line integral)``; 1 means the
@@ -96,13 +97,13 @@ def poisson_noise(intensity: Any, photons: float, *, seed: Any = None) -> Any:
 
 
 def salt_and_pepper(
-    x: Any,
+    x: Array,
     fraction: float,
     *,
     seed: Any = None,
     low: float | None = None,
     high: float | None = None,
-) -> Any:
+) -> Array:
     """Set a random ``fraction`` of the elements to ``low`` (pepper) or ``high`` (salt).
 
     Exactly ``round(fraction * x.size)`` distinct elements are changed; each becomes ``low`` or

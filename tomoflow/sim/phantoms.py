@@ -102,7 +102,7 @@ def _shape3(shape: Shape) -> tuple[int, int, int]:
         raise ConfigError(f"shape must be an int or (nz, ny, nx), got {shape!r}") from None
     if len(out) != 3 or min(out) < 1 or any(o != s for o, s in zip(out, shape)):
         raise ConfigError(f"shape must be three positive integers (nz, ny, nx), got {shape!r}")
-    return out  # type: ignore[return-value]
+    return out
 
 
 def _half_width(shape: tuple[int, int, int]) -> float:
@@ -132,7 +132,7 @@ def _random_rotation(rng: np.random.Generator) -> np.ndarray:
 
 def _axes_coords(shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Voxel-centre coordinates (voxels) relative to the volume centre, as open (z, y, x) grids."""
-    return tuple(  # type: ignore[return-value]
+    return tuple(  # type: ignore[return-value]  # three grids, one per axis
         (np.arange(n, dtype=np.float32) - (n - 1) / 2.0).reshape([-1 if i == k else 1 for i in range(3)])
         for k, n in enumerate(shape)
     )
@@ -141,8 +141,8 @@ def _axes_coords(shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, n
 # Facet normals of a cubic (fcc) crystal: {111}, {100}, {110}.
 _N111 = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], float) / np.sqrt(3)
 _N100 = np.vstack([np.eye(3), -np.eye(3)])
-_N110 = np.array([v for v in (
-    [1, 1, 0], [1, -1, 0], [1, 0, 1], [1, 0, -1], [0, 1, 1], [0, 1, -1])], float) / np.sqrt(2)
+_N110 = np.array([
+    [1, 1, 0], [1, -1, 0], [1, 0, 1], [1, 0, -1], [0, 1, 1], [0, 1, -1]], float) / np.sqrt(2)
 _N110 = np.vstack([_N110, -_N110])
 
 
@@ -366,8 +366,8 @@ def cathode_particle(
 
     vol = np.zeros(shp, dtype=np.float32)
     particle = np.zeros(shp, dtype=bool)
-    grains = np.zeros(shp, dtype=np.int32) if return_labels else None
-    cracks = np.zeros(shp, dtype=bool) if return_labels else None
+    grains: Any = np.zeros(shp, dtype=np.int32) if return_labels else None
+    cracks: Any = np.zeros(shp, dtype=bool) if return_labels else None
     yc, xc = (np.arange(s.start, s.stop, dtype=np.float32) - (n - 1) / 2.0 for s, n in zip(sl[1:], shp[1:]))
     rot32 = rot.astype(np.float32)
     slab = max(1, (1 << 22) // max(1, yc.size * xc.size))  # ~4 M voxels per slab: memory independent of size
@@ -386,7 +386,7 @@ def cathode_particle(
         _, gid = tree.query(pts, k=1, workers=fft_workers())
         dens = grain_density[gid].astype(np.float32) * cover[sel]
         crack_cov = np.zeros(pts.shape[0], dtype=np.float32)
-        for p0, nrm, disc in discs:
+        for p0, nrm, disc in discs:  # type: ignore[assignment]  # float32 discs
             rel = pts - p0[None, :]
             dn = rel @ nrm
             dp2 = np.einsum("ij,ij->i", rel, rel) - dn * dn
@@ -415,16 +415,16 @@ def cathode_particle(
         u *= rng.random() ** (1 / 3) / np.linalg.norm(u)
         shrink = np.maximum(1.0 - (r + 0.5) / semi, 0.0)
         pos = (u * semi * shrink) @ rot.T  # pore centre (voxels, rel. volume centre), inside the particle
-        box = []
+        span = []
         for k in range(3):
             c_idx = pos[k] + (shp[k] - 1) / 2.0
             lo, hi = max(int(np.ceil(c_idx - r)), 0), min(int(np.floor(c_idx + r)) + 1, shp[k])
-            box.append((lo, hi))
-        if any(lo >= hi for lo, hi in box):
+            span.append((lo, hi))
+        if any(lo >= hi for lo, hi in span):
             continue
-        bz, by, bx = (np.arange(lo, hi) - (n - 1) / 2.0 - p for (lo, hi), n, p in zip(box, shp, pos))
+        bz, by, bx = (np.arange(lo, hi) - (n - 1) / 2.0 - p for (lo, hi), n, p in zip(span, shp, pos))
         ball = bz[:, None, None] ** 2 + by[None, :, None] ** 2 + bx[None, None, :] ** 2 <= r * r
-        region = tuple(slice(lo, hi) for lo, hi in box)
+        region = tuple(slice(lo, hi) for lo, hi in span)
         ball &= particle[region]
         before = int(pores[region].sum())
         pores[region] |= ball

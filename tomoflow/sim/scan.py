@@ -27,8 +27,16 @@ from typing import Any
 
 import numpy as np
 
-from tomoflow._checks import (check_choice, check_finite, check_int, check_number, check_seed, random_generator,
-                              validate_angles)
+from tomoflow._checks import (
+    check_choice,
+    check_finite,
+    check_int,
+    check_number,
+    check_seed,
+    random_generator,
+    validate_angles,
+)
+from tomoflow._typing import Array, ArrayLike
 from tomoflow.backend import to_numpy
 from tomoflow.errors import InputError
 from tomoflow.geometry import check_center
@@ -96,7 +104,7 @@ class SyntheticScan:
     @property
     def detector_shape(self) -> tuple[int, int]:
         """``(rows, cols)`` of the detector."""
-        return tuple(self.projections.shape[1:])  # type: ignore[return-value]
+        return tuple(self.projections.shape[1:])
 
 
 def _smooth_profile(rng: np.random.Generator, shape: tuple[int, int], variation: float) -> np.ndarray:
@@ -179,13 +187,14 @@ class ScanSimulator:
         else:  # a SeedSequence or Generator: draw the root entropy from it
             entropy = int(random_generator(seed).integers(2**63))
         root = np.random.SeedSequence(entropy)
-        entropy = int(root.entropy)  # recorded, so a scan made with seed=None can be reproduced
+        entropy = int(root.entropy)  # type: ignore[arg-type]  # an int: the root was seeded with an int or None; recorded, so a scan made with seed=None can be reproduced
         s_jit, s_flat, s_dark, s_poisson, s_gauss, s_sp = root.spawn(6)
 
         if shifts is not None:
             true_shifts = np.asarray(shifts, dtype=np.float64)
             if true_shifts.shape != (n_angles, 2) or not np.all(np.isfinite(true_shifts)):
-                raise InputError(f"shifts must be a finite (n_angles, 2) = ({n_angles}, 2) array of (dy, dx), got shape {true_shifts.shape}")
+                raise InputError(f"shifts must be a finite (n_angles, 2) = ({n_angles}, 2) array of (dy, dx), "
+                                 f"got shape {true_shifts.shape}")
         else:
             true_shifts = random_jitter(n_angles, jitter_px, seed=s_jit, vertical=jitter_vertical)
 
@@ -250,7 +259,7 @@ class ScanSimulator:
         for k, i in enumerate(range(a0, a1)):
             t = np.exp(-measured[k : k + 1].astype(np.float64)) * profile
             if self._poisson is not None:
-                t = poisson_noise(t, self._photons, seed=self._poisson[i])
+                t = poisson_noise(t, self._photons, seed=self._poisson[i])  # type: ignore[arg-type]  # set together with _poisson
             p = (self.dark_field[None] + self._flat_level * t).astype(np.float32)
             if self._gauss is not None:
                 p = gaussian_noise(p, self._sigma * self._flat_level, seed=self._gauss[i])
@@ -261,7 +270,7 @@ class ScanSimulator:
         return raw, np.asarray(measured, dtype=np.float32), ideal
 
     @property
-    def raw(self) -> "RawProjections":
+    def raw(self) -> RawProjections:
         """The raw projections as a lazy ``(angle, row, col)`` float32 array-like (sliced on angles)."""
         return RawProjections(self)
 
@@ -301,12 +310,12 @@ class RawProjections:
 
 
 def simulate_scan(
-    phantom: Any,
+    phantom: Array,
     angles_deg: Sequence[float] | np.ndarray,
     *,
     jitter_px: float = 0.0,
     jitter_vertical: bool = True,
-    shifts: Any = None,
+    shifts: ArrayLike | None = None,
     noise: Mapping[str, float] | None = None,
     photons: float | None = None,
     n_flats: int = 10,
