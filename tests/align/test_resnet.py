@@ -14,7 +14,6 @@ from tomoflow.align.resnet import (  # noqa: E402
     INPUT_SIZE,
     JitterAligner,
     build_network,
-    count_parameters,
     default_weights_path,
     load_aligner,
     normalize_pairs,
@@ -22,6 +21,7 @@ from tomoflow.align.resnet import (  # noqa: E402
     save_weights,
 )
 from tomoflow.errors import ConfigError, InputError  # noqa: E402
+from tomoflow.nn import count_parameters  # noqa: E402
 
 
 def _random_model(seed: int = 0):

@@ -12,11 +12,11 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from tomoflow.errors import ConfigError, InputError  # noqa: E402
+from tomoflow.nn import count_parameters  # noqa: E402
 from tomoflow.recover.unet import (  # noqa: E402
     UNetConfig,
     alignment,
     build_unet,
-    count_parameters,
     load_unet,
     receptive_field,
     save_unet,

@@ -49,10 +49,11 @@ from typing import Any
 
 import numpy as np
 
-from tomoflow._checks import check_choice, check_finite, check_int
+from tomoflow._checks import check_finite, check_int
 from tomoflow._hashing import file_sha256
 from tomoflow.backend import is_cupy, to_numpy
-from tomoflow.errors import ConfigError, InputError
+from tomoflow.errors import InputError
+from tomoflow.nn import resolve_device
 
 __all__ = [
     "INPUT_SIZE",
@@ -64,10 +65,8 @@ __all__ = [
     "CARD_NAME",
     "CHECK_NAME",
     "build_network",
-    "count_parameters",
     "normalize_pairs",
     "prepare_pairs",
-    "resolve_device",
     "JitterAligner",
     "load_aligner",
     "load_state_into",
@@ -126,11 +125,6 @@ NORMALIZATION: dict[str, Any] = {
 def build_network() -> Any:
     """A fresh, randomly initialised :class:`JitterResNet` (``torch.nn.Module``)."""
     return _network_class()()
-
-
-def count_parameters(model: Any) -> int:
-    """Number of trainable parameters of a torch module."""
-    return int(sum(p.numel() for p in model.parameters() if p.requires_grad))
 
 
 _CLASS: Any = None
@@ -305,18 +299,6 @@ def shift_scale(shape: tuple[int, int]) -> np.ndarray:
     return np.array([shape[0] / INPUT_SIZE, shape[1] / INPUT_SIZE], dtype=np.float64)
 
 
-def resolve_device(device: str = "cpu") -> Any:
-    """``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when torch sees a GPU) as a ``torch.device``."""
-    import torch
-
-    device = check_choice("device", device, ("cpu", "cuda", "auto"))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device='cuda' asked for, but torch sees no CUDA device; use 'cpu' or 'auto'")
-    return torch.device(device)
-
-
 # ----------------------------------------------------------------------------- weights
 def default_weights_path() -> Path:
     """The shipped weights: ``tomoflow/models/jitter_resnet.safetensors``."""
@@ -426,7 +408,7 @@ class JitterAligner:
         return out[0] if single else out
 
 
-def load_aligner(path: str | os.PathLike | None = None, *, device: str = "cpu") -> JitterAligner:
+def load_aligner(path: str | os.PathLike | None = None, *, device: str | None = None) -> JitterAligner:
     """Load the jitter ResNet from safetensors (never unpickled), checked against its model card.
 
     Parameters
@@ -436,7 +418,7 @@ def load_aligner(path: str | os.PathLike | None = None, *, device: str = "cpu") 
         card is the ``.json`` of the same stem beside it; it must name this file and hold its sha256
         (:func:`tomoflow.models.card.verified_model`: no card, no load).
     device
-        ``"cpu"``, ``"cuda"`` or ``"auto"``.
+        ``"cpu"``, ``"cuda"`` or ``"auto"``; None: the device of :mod:`tomoflow.config`.
 
     Raises
     ------

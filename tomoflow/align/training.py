@@ -69,12 +69,11 @@ from tomoflow.align.resnet import (
     NORMALIZATION,
     WEIGHTS_NAME,
     build_network,
-    count_parameters,
     normalize_pairs,
-    resolve_device,
     save_weights,
 )
 from tomoflow.errors import ConfigError, InputError, ModelError
+from tomoflow.nn import count_parameters, cosine_lr, load_optimizer, optimizer_tensors, resolve_device
 
 __all__ = [
     "TrainingRecipe",
@@ -425,26 +424,6 @@ def _evaluate(model: Any, x: np.ndarray, y: np.ndarray, scan: np.ndarray, device
     }
 
 
-def _optimizer_tensors(opt: Any) -> dict[str, Any]:
-    out = {}
-    for i, st in opt.state_dict()["state"].items():
-        for k, v in st.items():
-            import torch
-
-            out[f"opt.{i}.{k}"] = v.detach().cpu().contiguous() if isinstance(v, torch.Tensor) else torch.tensor(v)
-    return out
-
-
-def _load_optimizer(opt: Any, tensors: dict[str, Any]) -> None:
-    sd = opt.state_dict()
-    state: dict[int, dict[str, Any]] = {}
-    for key, v in tensors.items():
-        _, i, k = key.split(".", 2)
-        state.setdefault(int(i), {})[k] = v
-    sd["state"] = state
-    opt.load_state_dict(sd)
-
-
 CHECKPOINT_TENSORS = "last.safetensors"
 CHECKPOINT_STATE = "state.json"
 """A training checkpoint (both networks): the tensors, and their card: the state, which names them and
@@ -460,7 +439,7 @@ def _save_checkpoint(ckpt: Path, model: Any, best_state: dict[str, Any], opt: An
     ckpt.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tensors.update({f"best.{k}": v.detach().cpu().contiguous() for k, v in best_state.items()})
-    tensors.update(_optimizer_tensors(opt))
+    tensors.update(optimizer_tensors(opt))
     from tomoflow.io.output import STAMP_KEY, file_stamp
 
     stamp = file_stamp(kind)  # which network's: one training never resumes or replaces the other's
@@ -517,12 +496,6 @@ def _init_weights_state(init_weights: str | os.PathLike) -> tuple[dict[str, Any]
     except InputError as exc:  # ModelError included: say which argument it was
         raise type(exc)(f"{exc.problem} (the init weights)", exc.path, exc.dataset) from None
     return model.state_dict(), {"file": given.name, "sha256": str(card["sha256"])}
-
-
-def _lr_at(progress: float, lr: float, lr_final: float) -> float:
-    """Cosine decay from ``lr`` (progress 0) to ``lr * lr_final`` (progress 1)."""
-    t = min(max(progress, 0.0), 1.0)
-    return lr * (lr_final + (1.0 - lr_final) * 0.5 * (1.0 + math.cos(math.pi * t)))
 
 
 def train_aligner(
@@ -693,7 +666,7 @@ def train_aligner(
         info, tensors = resumed
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         best_state = {k[5:]: v.to(dev) for k, v in tensors.items() if k.startswith("best.")}
-        _load_optimizer(opt, {k: v.to(dev) for k, v in tensors.items() if k.startswith("opt.")})
+        load_optimizer(opt, {k: v.to(dev) for k, v in tensors.items() if k.startswith("opt.")})
         first_epoch = int(info["epoch"]) + 1
         best_val, bad, history = float(info["best_val_mse"]), int(info["bad_epochs"]), info["history"]
         train_s = float(info.get("train_s", 0.0))
@@ -716,7 +689,7 @@ def train_aligner(
             if time_limit_s is not None:
                 done = max(done, (train_s + time.perf_counter() - t_ep) / time_limit_s)
             for g in opt.param_groups:
-                g["lr"] = _lr_at(done, lr, lr_final)
+                g["lr"] = cosine_lr(done, lr, lr_final)
             idx = np.sort(order[step * batch_size : (step + 1) * batch_size])
             xb = data.x[idx].astype(np.float32)
             yb = data.y[idx].copy()

@@ -414,7 +414,7 @@ def _predict_boxes(model: Any, arrays: list[np.ndarray], crops: Sequence[Sequenc
 def _prepare(model: Any, device: str) -> tuple[Any, Any, bool]:
     if getattr(model, "runs_numpy", False):
         return None, None, False
-    from tomoflow.recover.unet import resolve_device
+    from tomoflow.nn import resolve_device
 
     dev = resolve_device(device)
     was_training = bool(model.training)

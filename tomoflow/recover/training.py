@@ -89,13 +89,12 @@ from tomoflow.align.training import (
     CHECKPOINT_STATE,
     ProgressCallback,
     _load_checkpoint,
-    _load_optimizer,
-    _lr_at,
     _save_checkpoint,
 )
 from tomoflow.errors import ConfigError, InputError
 from tomoflow.recover.tiling import read_box
-from tomoflow.recover.unet import UNetConfig, alignment, build_unet, receptive_field, resolve_device, save_unet
+from tomoflow.nn import cosine_lr, load_optimizer, resolve_device
+from tomoflow.recover.unet import UNetConfig, alignment, build_unet, receptive_field, save_unet
 
 __all__ = [
     "WEIGHTS_NAME",
@@ -953,7 +952,7 @@ def train_recovery(
         info, tensors = resumed
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         best_state = {k[5:]: v.to(dev) for k, v in tensors.items() if k.startswith("best.")}
-        _load_optimizer(opt, {k: v.to(dev) for k, v in tensors.items() if k.startswith("opt.")})
+        load_optimizer(opt, {k: v.to(dev) for k, v in tensors.items() if k.startswith("opt.")})
         first_epoch = int(info["epoch"]) + 1
         best_val, best_epoch, bad = float(info["best_val_l1"]), int(info["best_epoch"]), int(info["bad_epochs"])
         history, train_s = list(info["history"]), float(info.get("train_s", 0.0))
@@ -984,7 +983,7 @@ def train_recovery(
             if time_limit_s is not None:
                 done = max(done, (train_s + time.perf_counter() - t_ep) / time_limit_s)
             for g in opt.param_groups:
-                g["lr"] = _lr_at(done, lr, lr_final)
+                g["lr"] = cosine_lr(done, lr, lr_final)
             xb = np.empty((batch, 1) + (patch + 2 * context,) * 3, dtype=np.float32)
             yb = np.empty((batch, 1, patch, patch, patch), dtype=np.float32)
             gains = np.ones((batch, 2), dtype=np.float32)  # per patch: gain, offset of its augmentation

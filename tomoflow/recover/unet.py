@@ -41,7 +41,7 @@ import numpy as np
 
 from tomoflow._checks import check_int
 from tomoflow._hashing import file_sha256
-from tomoflow.align.resnet import count_parameters, resolve_device
+from tomoflow.nn import count_parameters, resolve_device
 from tomoflow.errors import ConfigError, InputError
 
 __all__ = [
@@ -53,10 +53,8 @@ __all__ = [
     "alignment",
     "valid_region",
     "inference_bytes",
-    "count_parameters",
     "save_unet",
     "load_unet",
-    "resolve_device",
 ]
 
 ARCHITECTURE_NAME = "UNet3d"
@@ -573,7 +571,7 @@ def save_unet(model: Any, config: UNetConfig, path: str | os.PathLike, *, card: 
     return full
 
 
-def load_unet(path: str | os.PathLike, *, device: str = "cpu") -> Any:
+def load_unet(path: str | os.PathLike, *, device: str | None = None) -> Any:
     """Load a U-Net saved by :func:`save_unet` (safetensors, never unpickled), in eval mode.
 
     Parameters
@@ -582,7 +580,7 @@ def load_unet(path: str | os.PathLike, *, device: str = "cpu") -> Any:
         Weights file; the model card is the ``.json`` of the same stem beside it, and must name this
         file and hold its sha256 (:func:`tomoflow.models.card.verified_model`: no card, no load).
     device
-        ``"cpu"``, ``"cuda"`` or ``"auto"``.
+        ``"cpu"``, ``"cuda"`` or ``"auto"``; None: the device of :mod:`tomoflow.config`.
 
     Returns
     -------

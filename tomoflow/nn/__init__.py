@@ -1,0 +1,13 @@
+"""Shared torch machinery of the two networks (kernel layer: imports base modules only).
+
+:func:`resolve_device` (the torch device of a ``device`` argument or of :mod:`tomoflow.config`),
+:func:`count_parameters`, the optimiser state as flat tensors (:func:`optimizer_tensors`,
+:func:`load_optimizer`) and the cosine learning-rate schedule (:func:`cosine_lr`). torch is imported
+lazily inside the functions: importing this package never imports torch.
+"""
+
+from tomoflow.nn.device import resolve_device
+from tomoflow.nn.state import count_parameters, load_optimizer, optimizer_tensors
+from tomoflow.nn.schedule import cosine_lr
+
+__all__ = ["resolve_device", "count_parameters", "optimizer_tensors", "load_optimizer", "cosine_lr"]
