@@ -17,8 +17,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "tomoflow"
 
-BASE = {"errors", "_checks", "backend", "geometry", "config", "_hashing", "_version", "_typing", "weights",
-        "models"}  # TODO(issue 21): models is renamed weights
+BASE = {"errors", "_checks", "backend", "geometry", "config", "_hashing", "_version", "_typing", "weights"}
 SHARED_KERNELS = {"nn", "recon", "sim"}  # kernels every other kernel may use
 KERNELS = SHARED_KERNELS | {"align", "register", "recover"}
 

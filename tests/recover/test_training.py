@@ -13,7 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from tomoflow.errors import ConfigError, InputError  # noqa: E402
-from tomoflow.models.card import validate_card  # noqa: E402
+from tomoflow.weights.card import validate_card  # noqa: E402
 from tomoflow.recover.tiling import predict_volume  # noqa: E402
 from tomoflow.recover.training import (  # noqa: E402
     CARD_NAME,

@@ -301,8 +301,8 @@ def shift_scale(shape: tuple[int, int]) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- weights
 def default_weights_path() -> Path:
-    """The shipped weights: ``tomoflow/models/jitter_resnet.safetensors``."""
-    return Path(__file__).resolve().parent.parent / "models" / WEIGHTS_NAME
+    """The shipped weights: ``tomoflow/weights/jitter_resnet.safetensors``."""
+    return Path(__file__).resolve().parent.parent / "weights" / WEIGHTS_NAME
 
 
 def save_weights(model: Any, path: str | os.PathLike, *, fingerprint: str | None = None) -> str:
@@ -414,9 +414,9 @@ def load_aligner(path: str | os.PathLike | None = None, *, device: str | None = 
     Parameters
     ----------
     path
-        Weights file; default the shipped ``tomoflow/models/jitter_resnet.safetensors``. The model
+        Weights file; default the shipped ``tomoflow/weights/jitter_resnet.safetensors``. The model
         card is the ``.json`` of the same stem beside it; it must name this file and hold its sha256
-        (:func:`tomoflow.models.card.verified_model`: no card, no load).
+        (:func:`tomoflow.weights.card.verified_model`: no card, no load).
     device
         ``"cpu"``, ``"cuda"`` or ``"auto"``; None: the device of :mod:`tomoflow.config`.
 
@@ -427,7 +427,7 @@ def load_aligner(path: str | os.PathLike | None = None, *, device: str | None = 
     InputError
         Not safetensors, or weights that do not fit the architecture.
     """
-    from tomoflow.models.card import verified_model
+    from tomoflow.weights.card import verified_model
 
     dev = resolve_device(device)
     weights = default_weights_path() if path is None else Path(path)
@@ -440,7 +440,7 @@ def load_aligner(path: str | os.PathLike | None = None, *, device: str | None = 
 
 
 def load_state_into(model: Any, path: Path, *, shown: Path | None = None) -> Any:
-    """Load the tensors of a verified JitterResNet safetensors file (:func:`tomoflow.models.card.verified_model`)
+    """Load the tensors of a verified JitterResNet safetensors file (:func:`tomoflow.weights.card.verified_model`)
     into ``model`` (strict: every key, every shape); ``shown`` is the path named in errors. Returns ``model``.
 
     Raises

@@ -427,7 +427,7 @@ def _evaluate(model: Any, x: np.ndarray, y: np.ndarray, scan: np.ndarray, device
 CHECKPOINT_TENSORS = "last.safetensors"
 CHECKPOINT_STATE = "state.json"
 """A training checkpoint (both networks): the tensors, and their card: the state, which names them and
-holds their sha256 (:func:`tomoflow.models.card.verified_checkpoint`)."""
+holds their sha256 (:func:`tomoflow.weights.card.verified_checkpoint`)."""
 
 
 def _save_checkpoint(ckpt: Path, model: Any, best_state: dict[str, Any], opt: Any, info: dict[str, Any],
@@ -466,7 +466,7 @@ def _load_checkpoint(ckpt: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from tomoflow.models.card import verified_checkpoint
+    from tomoflow.weights.card import verified_checkpoint
 
     info = verified_checkpoint(ckpt / CHECKPOINT_TENSORS, ckpt / CHECKPOINT_STATE)
     try:
@@ -487,7 +487,7 @@ def _init_weights_state(init_weights: str | os.PathLike) -> tuple[dict[str, Any]
         Not safetensors, or not a JitterResNet.
     """
     from tomoflow.align.resnet import load_state_into
-    from tomoflow.models.card import verified_model
+    from tomoflow.weights.card import verified_model
 
     given = Path(init_weights)
     try:
@@ -531,7 +531,7 @@ def train_aligner(
         (the model card), ``jitter_resnet_check.safetensors`` (a tiny held-out check set: pairs, targets
         and the card's check metric reproduce from it), ``checkpoint/`` (last epoch's state, for
         resume) and, unless ``cache_dir`` is given, ``cache/`` (the simulated pairs, one ``.npz`` per
-        scan). Only the first three belong in ``tomoflow/models/``.
+        scan). Only the first three belong in ``tomoflow/weights/``.
     n_scans
         Simulated scans (each gives ``n_angles`` pairs).
     size
@@ -589,7 +589,7 @@ def train_aligner(
     ------
     ModelError
         ``init_weights`` or the checkpoint fail the load gate (no card beside them, a card naming another
-        file, a sha256 that is not the card's: :func:`tomoflow.models.card.verified_model`); raised
+        file, a sha256 that is not the card's: :func:`tomoflow.weights.card.verified_model`); raised
         before anything is simulated or written.
     InputError
         ``init_weights`` that are not JitterResNet safetensors.
@@ -632,7 +632,7 @@ def train_aligner(
     # ---- every file this training writes, checked by the file policy before any work
     from tomoflow.io.output import fingerprint as digest
     from tomoflow.io.output import plan_files
-    from tomoflow.models.card import card_path
+    from tomoflow.weights.card import card_path
 
     train_fp = digest("train-aligner", inputs={"init": (init_info or {}).get("sha256") or ""},
                       params=_train_config(n_scans, recipe, seed, val_fraction, batch_size, lr, lr_final))
@@ -839,10 +839,10 @@ def _write_card(path: Path, card: dict[str, Any], fingerprint: str | None = None
 
 
 def install_weights(out_dir: str | os.PathLike, models_dir: str | os.PathLike | None = None) -> list[Path]:
-    """Copy the trained weights, card and check set from ``out_dir`` to ``tomoflow/models/``."""
+    """Copy the trained weights, card and check set from ``out_dir`` to ``tomoflow/weights/``."""
     from tomoflow.align.resnet import default_weights_path
 
-    from tomoflow.models.card import verified_model
+    from tomoflow.weights.card import verified_model
 
     verified_model(Path(out_dir) / WEIGHTS_NAME)  # only weights that pass the gate are installed
     dest = Path(models_dir) if models_dir is not None else default_weights_path().parent

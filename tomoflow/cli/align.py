@@ -136,7 +136,7 @@ def train_aligner(
     init_weights: Optional[Path] = typer.Option(None, help="Start from these weights (safetensors, e.g. the "
                                                 "shipped ones) instead of a random initialisation: fine-tuning."),
     install: bool = typer.Option(False, help="Copy the final weights, model card and check set into the package "
-                                 "(tomoflow/models/) so that the network methods use them."),
+                                 "(tomoflow/weights/) so that the network methods use them."),
     overwrite: bool = typer.Option(False, help="Replace weights, card and check set that tomoflow wrote into --out "
                                    "for another training (never files tomoflow did not write)."),
 ) -> None:
@@ -190,4 +190,4 @@ def train_aligner(
                   f"{_e(card.get('metrics', {}))}")
     if install:
         install_weights(out)
-        console.print("installed into tomoflow/models/: the hybrid and resnet methods now use these weights")
+        console.print("installed into tomoflow/weights/: the hybrid and resnet methods now use these weights")

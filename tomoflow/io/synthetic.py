@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from tomoflow.errors import ConfigError
-from tomoflow.io.models import SourceFile
+from tomoflow.io.metadata import SourceFile
 from tomoflow.io.scan_store import write_scan
 from tomoflow.io.lock import writes_outputs as _writes_outputs
 
@@ -224,7 +224,7 @@ def write_multiscale_pair(
     import time
 
     from tomoflow import config as _config
-    from tomoflow.io.models import VOLUME_FORMAT
+    from tomoflow.io.metadata import VOLUME_FORMAT
     from tomoflow.io.lock import claim_output
     from tomoflow.io.output import OutputPlan, fingerprint, prepare_output, resolved_path
     from tomoflow.io.stages import StageLog

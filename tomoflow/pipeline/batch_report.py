@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tomoflow.io.models import utc_now
+from tomoflow.io.metadata import utc_now
 from tomoflow.io.stages import STAGES_GROUP
 
 if TYPE_CHECKING:

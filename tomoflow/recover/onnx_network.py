@@ -53,7 +53,7 @@ class OnnxNetwork:
         ``{"training_data": {"hr_voxel_um": ...}}``, what the ``recover`` stage checks.
     model_card
         The model card beside the file, which names it and holds its sha256 (checked on opening:
-        :func:`tomoflow.models.card.verified_model`).
+        :func:`tomoflow.weights.card.verified_model`).
     sha256
         The file's sha256 (the card's, verified).
 
@@ -73,7 +73,7 @@ class OnnxNetwork:
             import onnxruntime as ort
         except ImportError:
             raise ConfigError("running an ONNX network needs onnxruntime: pip install 'tomoflow[onnx]'") from None
-        from tomoflow.models.card import card_path, verified_model
+        from tomoflow.weights.card import card_path, verified_model
 
         self.path = Path(path)
         if not self.path.is_file():

@@ -848,7 +848,7 @@ def train_recovery(
         ``init_weights`` that are not U-Net safetensors.
     ModelError
         ``init_weights`` or the checkpoint fail the load gate (no card beside them, a card naming another
-        file, a sha256 that is not the card's: :func:`tomoflow.models.card.verified_model`).
+        file, a sha256 that is not the card's: :func:`tomoflow.weights.card.verified_model`).
     ConfigError
         Bad parameters, a checkpoint made with other data or parameters, ``init_weights`` of another
         configuration.
@@ -934,7 +934,7 @@ def train_recovery(
     from tomoflow.align.training import CHECKPOINT_TENSORS as _TENSORS
     from tomoflow.io.output import fingerprint as digest
     from tomoflow.io.output import plan_files
-    from tomoflow.models.card import card_path
+    from tomoflow.weights.card import card_path
 
     # the training's identity, as its checkpoint's (a resumed run, longer or not, is the same training)
     train_fp = digest("train-recovery", inputs={}, params={**train_cfg, "calibrate": calibrate})
@@ -1139,7 +1139,7 @@ def export_onnx(model: Any, path: str | os.PathLike, *, patch_shape: Sequence[in
         or one wrapped by :func:`with_normalisation` (the graph then takes and returns raw values).
     path
         The ``.onnx`` file to write. Its model card ``<name>.json`` beside it records the export (file,
-        sha256, values), which loading requires (:func:`tomoflow.models.card.verified_model`): the
+        sha256, values), which loading requires (:func:`tomoflow.weights.card.verified_model`): the
         network's card there (``recover_unet.json`` of a training folder) is updated; none there: one is
         written from ``model.card``. A card of another network there is refused.
     patch_shape
@@ -1208,13 +1208,13 @@ def export_onnx(model: Any, path: str | os.PathLike, *, patch_shape: Sequence[in
 def _onnx_card_base(path: Path, model: Any) -> tuple[Path, dict[str, Any]]:
     """The card the export of ``model`` to ``path`` goes into, and what it starts from.
 
-    The card beside the ``.onnx`` (``<name>.json``, :func:`tomoflow.models.card.card_path`) records the
+    The card beside the ``.onnx`` (``<name>.json``, :func:`tomoflow.weights.card.card_path`) records the
     export (``card["onnx"]``: file, sha256, values), so the export passes the load gate. An existing
     card there is updated only when it is this network's (same weights sha256: the training folder's
     ``recover_unet.json``) or an earlier export's own card of this file; any other file is refused.
     No card there: the network's own card (``model.card``) is the start.
     """
-    from tomoflow.models.card import card_path, read_card
+    from tomoflow.weights.card import card_path, read_card
 
     card_file = card_path(path)
     own = dict(getattr(model, "card", None) or {})
@@ -1237,7 +1237,7 @@ def _onnx_card(base: dict[str, Any], path: Path, onnx_file: Path, model: Any, op
     """``base`` with the export recorded (and, when it describes no safetensors weights, the export
     as its weights: ``format`` 'onnx')."""
     from tomoflow._hashing import file_sha256
-    from tomoflow.models.card import card_path, validate_card
+    from tomoflow.weights.card import card_path, validate_card
     from tomoflow.recover.unet import architecture
 
     sha = file_sha256(onnx_file)

@@ -494,8 +494,8 @@ def architecture(config: UNetConfig) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- weights
 def _card_path(weights: Path) -> Path:
-    """The model card beside a weights file (one rule: :func:`tomoflow.models.card.card_path`)."""
-    from tomoflow.models.card import card_path
+    """The model card beside a weights file (one rule: :func:`tomoflow.weights.card.card_path`)."""
+    from tomoflow.weights.card import card_path
 
     return card_path(weights)
 
@@ -531,7 +531,7 @@ def save_unet(model: Any, config: UNetConfig, path: str | os.PathLike, *, card: 
     """
     from safetensors.torch import save_file
 
-    from tomoflow.models.card import validate_card
+    from tomoflow.weights.card import validate_card
 
     if not isinstance(config, UNetConfig):
         raise ConfigError(f"config must be a UNetConfig, got {type(config).__name__}")
@@ -578,7 +578,7 @@ def load_unet(path: str | os.PathLike, *, device: str | None = None) -> Any:
     ----------
     path
         Weights file; the model card is the ``.json`` of the same stem beside it, and must name this
-        file and hold its sha256 (:func:`tomoflow.models.card.verified_model`: no card, no load).
+        file and hold its sha256 (:func:`tomoflow.weights.card.verified_model`: no card, no load).
     device
         ``"cpu"``, ``"cuda"`` or ``"auto"``; None: the device of :mod:`tomoflow.config`.
 
@@ -598,7 +598,7 @@ def load_unet(path: str | os.PathLike, *, device: str | None = None) -> Any:
     from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
-    from tomoflow.models.card import card_path, verified_model
+    from tomoflow.weights.card import card_path, verified_model
 
     dev = resolve_device(device)
     weights = Path(path)

@@ -1,6 +1,6 @@
 """Model integrity: every model file tomoflow loads — the jitter ResNet's and the U-Net's safetensors, the
 U-Net's ONNX export, ``--init-weights`` of both trainings, training checkpoints — passes one gate
-(:func:`tomoflow.models.card.verified_model`): a card beside it, naming it, with its sha256. No card, no
+(:func:`tomoflow.weights.card.verified_model`): a card beside it, naming it, with its sha256. No card, no
 load; a changed byte, a card naming another file, a card of another network: refused before anything is
 written (API: :class:`~tomoflow.errors.ModelError`; CLI: one ``error:`` line, exit code 2, nothing left)."""
 
@@ -18,7 +18,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from tomoflow.errors import InputError, ModelError  # noqa: E402
-from tomoflow.models.card import card_path, read_card, verified_checkpoint, verified_model  # noqa: E402
+from tomoflow.weights.card import card_path, read_card, verified_checkpoint, verified_model  # noqa: E402
 
 HAS_ONNX = importlib.util.find_spec("onnx") is not None and importlib.util.find_spec("onnxruntime") is not None
 needs_onnx = pytest.mark.skipif(not HAS_ONNX, reason="needs onnx and onnxruntime (pip install 'tomoflow[onnx]')")
