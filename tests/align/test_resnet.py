@@ -18,10 +18,10 @@ from tomoflow.align.resnet import (  # noqa: E402
     load_aligner,
     normalize_pairs,
     prepare_pairs,
-    save_weights,
 )
 from tomoflow.errors import ConfigError, InputError  # noqa: E402
 from tomoflow.nn import count_parameters  # noqa: E402
+from tomoflow.train.files import save_weights  # noqa: E402
 
 
 def _random_model(seed: int = 0):

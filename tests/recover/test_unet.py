@@ -13,13 +13,13 @@ torch = pytest.importorskip("torch")
 
 from tomoflow.errors import ConfigError, InputError  # noqa: E402
 from tomoflow.nn import count_parameters  # noqa: E402
+from tomoflow.train.files import save_unet  # noqa: E402
 from tomoflow.recover.unet import (  # noqa: E402
     UNetConfig,
     alignment,
     build_unet,
     load_unet,
     receptive_field,
-    save_unet,
     valid_region,
 )
 

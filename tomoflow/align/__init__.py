@@ -20,7 +20,7 @@ Methods of :func:`estimate_shifts`:
 
 Modules: :mod:`~tomoflow.align.phase` (batched phase correlation), :mod:`~tomoflow.align.gauge`
 (common-shift gauge), :mod:`~tomoflow.align.reproject`, :mod:`~tomoflow.align.consistency`,
-:mod:`~tomoflow.align.resnet` (network, weights), :mod:`~tomoflow.align.training` (simulator and
+:mod:`~tomoflow.align.resnet` (network, weights), :mod:`~tomoflow.align.training_data` (simulator of training pairs; the trainer is :mod:`tomoflow.train.aligner`) (simulator and
 training), :mod:`~tomoflow.align.hybrid`.
 """
 

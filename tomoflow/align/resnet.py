@@ -40,7 +40,6 @@ importing tomoflow never imports torch.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -50,7 +49,6 @@ from typing import Any
 import numpy as np
 
 from tomoflow._checks import check_finite, check_int
-from tomoflow._hashing import file_sha256
 from tomoflow.backend import is_cupy, to_numpy
 from tomoflow.errors import InputError
 from tomoflow.nn import resolve_device
@@ -70,7 +68,6 @@ __all__ = [
     "JitterAligner",
     "load_aligner",
     "load_state_into",
-    "save_weights",
     "default_weights_path",
 ]
 
@@ -303,27 +300,6 @@ def shift_scale(shape: tuple[int, int]) -> np.ndarray:
 def default_weights_path() -> Path:
     """The shipped weights: ``tomoflow/weights/jitter_resnet.safetensors``."""
     return Path(__file__).resolve().parent.parent / "weights" / WEIGHTS_NAME
-
-
-def save_weights(model: Any, path: str | os.PathLike, *, fingerprint: str | None = None) -> str:
-    """Write ``model``'s state (parameters and BatchNorm buffers) as safetensors; return its sha256.
-
-    The file policy applies: ``path`` may be a new file or weights tomoflow wrote, never another file.
-    """
-    from safetensors.torch import save_file
-
-    from tomoflow.io.output import STAMP_KEY, file_stamp, plan_file
-
-    plan_file(path, kind="model-weights", fingerprint=fingerprint, overwrite=True)
-
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata={"format": "pt", "architecture": "JitterResNet",
-                                         STAMP_KEY: json.dumps(file_stamp("model-weights", fingerprint))})
-    os.replace(tmp, path)
-    os.chmod(path, 0o644)
-    return file_sha256(path)
 
 
 @dataclass

@@ -143,8 +143,8 @@ def train_aligner(
     """Train the jitter ResNet on simulated scans (the shipped weights were made by this training;
     rerunning with the same folder resumes from its checkpoint)."""
     from tomoflow._checks import check_int, check_planned_memory, check_seed
-    from tomoflow.align.training import install_weights
-    from tomoflow.align.training import train_aligner as _train
+    from tomoflow.train.aligner import install_weights
+    from tomoflow.train.aligner import train_aligner as _train
 
     check_seed("--seed", seed)
     # one simulated scan's phantom is held in memory (its generators peak at ~20 float32 copies of a

@@ -335,7 +335,7 @@ def _train_task(hr: str, lfov: str, matrix: list[list[float]], out_dir: str, opt
                 threads: int | None, source: dict[str, Any]) -> dict[str, Any]:
     """Task: train the recovery U-Net on (LFOV resampled onto the HR grid, HR), resuming a checkpoint."""
     from tomoflow.io.volume_store import VolumeStore
-    from tomoflow.recover.training import train_recovery
+    from tomoflow.train.recovery import train_recovery
     from tomoflow.register.resample import resample_to_grid
 
     h, lf = VolumeStore.open(hr), VolumeStore.open(lfov)
