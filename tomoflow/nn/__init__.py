@@ -2,8 +2,10 @@
 
 :func:`resolve_device` (the torch device of a ``device`` argument or of :mod:`tomoflow.config`),
 :func:`count_parameters`, the optimiser state as flat tensors (:func:`optimizer_tensors`,
-:func:`load_optimizer`) and the cosine learning-rate schedule (:func:`cosine_lr`). torch is imported
-lazily inside the functions: importing this package never imports torch.
+:func:`load_optimizer`), the cosine learning-rate schedule (:func:`cosine_lr`) and the one training
+loop of both networks (:func:`tomoflow.nn.loop.train_epochs`: schedule, early stopping, time budget,
+resumable checkpoints written by a callback of the trainer). torch is imported lazily inside the
+functions: importing this package never imports torch.
 """
 
 from tomoflow.nn.device import resolve_device

@@ -37,8 +37,8 @@ from tomoflow.align.resnet import (
 )
 from tomoflow.align.training_data import PairSet, TrainingRecipe, check_recipe, simulate_scan_pairs
 from tomoflow.errors import ConfigError, InputError
-from tomoflow.nn import count_parameters, cosine_lr, load_optimizer, resolve_device
-from tomoflow.nn.loop import ProgressCallback
+from tomoflow.nn import count_parameters, resolve_device
+from tomoflow.nn.loop import LoopState, ProgressCallback, copy_state, restore, train_epochs
 from tomoflow.train.files import (
     CHECKPOINT_STATE,
     CHECKPOINT_TENSORS,
@@ -334,88 +334,65 @@ def train_aligner(
     torch.manual_seed(int(seed))
     model = build_network().to(dev).to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    first_epoch, best_val, bad, history, train_s = 1, math.inf, 0, [], 0.0
     if init_state is not None:
         model.load_state_dict(init_state)
-    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    state = LoopState(best_state=copy_state(model))
     if resumed is not None:
         info, tensors = resumed
-        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        best_state = {k[5:]: v.to(dev) for k, v in tensors.items() if k.startswith("best.")}
-        load_optimizer(opt, {k: v.to(dev) for k, v in tensors.items() if k.startswith("opt.")})
-        first_epoch = int(info["epoch"]) + 1
-        best_val, bad, history = float(info["best_val_mse"]), int(info["bad_epochs"]), info["history"]
-        train_s = float(info.get("train_s", 0.0))
-        log.info("resuming after epoch %d (best validation MSE %.4g)", first_epoch - 1, best_val)
-    stopped = "epochs"
-    if first_epoch > 1 and (bad >= patience or (time_limit_s is not None and train_s >= time_limit_s)):
-        first_epoch = epochs + 1  # already finished: just write the outputs again
-        stopped = "resumed finished run"
+        state.best_state = restore(model, opt, tensors, dev)
+        state.epoch = int(info["epoch"])
+        state.best_val, state.bad, state.history = float(info["best_val_mse"]), int(info["bad_epochs"]), info["history"]
+        state.train_s = float(info.get("train_s", 0.0))
+        log.info("resuming after epoch %d (best validation MSE %.4g)", state.epoch, state.best_val)
 
     n_steps = max(1, math.ceil(len(tr) / batch_size))
-    for epoch in range(first_epoch, epochs + 1):
-        t_ep = time.perf_counter()
-        rng = np.random.default_rng([int(seed), int(epoch)])
+    order = tr
+
+    def begin_epoch(epoch: int, rng: np.random.Generator) -> None:
+        nonlocal order
         order = tr[rng.permutation(len(tr))]
-        model.train()
-        run_loss, run_n = 0.0, 0
-        for step in range(n_steps):
-            # cosine decay over the run: epochs, or the time limit when that comes first
-            done = ((epoch - 1) * n_steps + step) / (epochs * n_steps)
-            if time_limit_s is not None:
-                done = max(done, (train_s + time.perf_counter() - t_ep) / time_limit_s)
-            for g in opt.param_groups:
-                g["lr"] = cosine_lr(done, lr, lr_final)
-            idx = np.sort(order[step * batch_size : (step + 1) * batch_size])
-            xb = data.x[idx].astype(np.float32)
-            yb = data.y[idx].copy()
-            flip_h = rng.random(len(idx)) < 0.5
-            flip_v = rng.random(len(idx)) < 0.5
-            xb[flip_h] = xb[flip_h][..., ::-1]
-            xb[flip_v] = xb[flip_v][..., ::-1, :]
-            yb[flip_h, 1] *= -1.0
-            yb[flip_v, 0] *= -1.0
-            xt = normalize_pairs(torch.from_numpy(np.ascontiguousarray(xb)).to(dev))
-            xt = xt.contiguous(memory_format=torch.channels_last)
-            yt = torch.from_numpy(yb).to(dev)
-            opt.zero_grad(set_to_none=True)
-            loss = torch.mean((model(xt) - yt) ** 2)
-            loss.backward()
-            opt.step()
-            run_loss += float(loss.detach()) * len(idx)
-            run_n += len(idx)
-            if progress is not None and (step + 1) % 10 == 0 and step + 1 < n_steps:
-                progress(epoch, step + 1, n_steps, run_loss / run_n, None)
-            if (step + 1) % 100 == 0:
-                log.info("epoch %d step %d/%d: train MSE %.4f px^2, lr %.3g", epoch, step + 1, n_steps,
-                         run_loss / run_n, opt.param_groups[0]["lr"])
-            if time_limit_s is not None and train_s + time.perf_counter() - t_ep >= time_limit_s:
-                break  # the time is up: validate this (partial) epoch and stop
-        train_loss = run_loss / max(run_n, 1)
+
+    def step(epoch: int, k: int, rng: np.random.Generator) -> tuple[float, int]:
+        idx = np.sort(order[k * batch_size : (k + 1) * batch_size])
+        xb = data.x[idx].astype(np.float32)
+        yb = data.y[idx].copy()
+        flip_h = rng.random(len(idx)) < 0.5
+        flip_v = rng.random(len(idx)) < 0.5
+        xb[flip_h] = xb[flip_h][..., ::-1]
+        xb[flip_v] = xb[flip_v][..., ::-1, :]
+        yb[flip_h, 1] *= -1.0
+        yb[flip_v, 0] *= -1.0
+        xt = normalize_pairs(torch.from_numpy(np.ascontiguousarray(xb)).to(dev))
+        xt = xt.contiguous(memory_format=torch.channels_last)
+        yt = torch.from_numpy(yb).to(dev)
+        opt.zero_grad(set_to_none=True)
+        loss = torch.mean((model(xt) - yt) ** 2)
+        loss.backward()
+        opt.step()
+        return float(loss.detach()) * len(idx), len(idx)
+
+    def validate(epoch: int) -> tuple[float, dict[str, Any]]:
         metrics = _evaluate(model, x_val, y_val, s_val, dev, 64)
-        val = metrics["mse_px2"]
-        train_s += time.perf_counter() - t_ep
-        improved = val < best_val
-        if improved:
-            best_val, bad = val, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            bad += 1
-        history.append({"epoch": epoch, "lr": opt.param_groups[0]["lr"], "train_mse_px2": train_loss,
-                        "val_mse_px2": val, "val_rmse_px": metrics["rmse_px"], "seconds": time.perf_counter() - t_ep})
+        return metrics["mse_px2"], metrics
+
+    def record(epoch: int, train_loss: float, val: float, metrics: dict[str, Any], steps: int,
+               t_ep: float) -> dict[str, Any]:
         log.info("epoch %d: train MSE %.4f, validation MSE %.4f px^2 (RMSE %s)%s", epoch, train_loss, val,
-                 metrics["rmse_px"], " *" if improved else "")
-        save_checkpoint(ckpt, model, best_state, opt, {
-            "epoch": epoch, "best_val_mse": best_val, "bad_epochs": bad, "history": history, "train_s": train_s,
+                 metrics["rmse_px"], " *" if state.best_epoch == epoch else "")
+        return {"epoch": epoch, "lr": opt.param_groups[0]["lr"], "train_mse_px2": train_loss,
+                "val_mse_px2": val, "val_rmse_px": metrics["rmse_px"], "seconds": time.perf_counter() - t_ep}
+
+    def checkpoint(state: LoopState) -> None:
+        save_checkpoint(ckpt, model, state.best_state, opt, {
+            "epoch": state.epoch, "best_val_mse": state.best_val, "bad_epochs": state.bad, "history": state.history,
+            "train_s": state.train_s,
             "config": _train_config(n_scans, recipe, seed, val_fraction, batch_size, lr, lr_final)})
-        if progress is not None:
-            progress(epoch, n_steps, n_steps, train_loss, val)
-        if bad >= patience:
-            stopped = "early stopping"
-            break
-        if time_limit_s is not None and train_s >= time_limit_s:
-            stopped = "time limit"
-            break
+
+    state = train_epochs(model, opt, state, epochs=epochs, n_steps=n_steps, lr=lr, lr_final=lr_final, seed=seed,
+                         patience=patience, time_limit_s=time_limit_s, step=step, validate=validate, record=record,
+                         checkpoint=checkpoint, begin_epoch=begin_epoch, progress=progress, progress_every=10,
+                         log_every=100, loss_name="train MSE (px^2)")
+    best_state, history, train_s, stopped = state.best_state, state.history, state.train_s, state.stopped
 
     # ---- outputs: best weights, check set, card
     model.load_state_dict(best_state)

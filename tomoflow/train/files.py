@@ -13,7 +13,8 @@ from typing import Any
 from tomoflow._hashing import file_sha256
 from tomoflow.errors import ConfigError, ModelError
 from tomoflow.recover.unet import ARCHITECTURE_NAME, UNetConfig, architecture
-from tomoflow.nn import count_parameters, optimizer_tensors
+from tomoflow.nn import count_parameters
+from tomoflow.nn.loop import checkpoint_tensors
 
 __all__ = [
     "CHECKPOINT_TENSORS",
@@ -39,9 +40,7 @@ def save_checkpoint(ckpt: Path, model: Any, best_state: dict[str, Any], opt: Any
     from safetensors.torch import save_file
 
     ckpt.mkdir(parents=True, exist_ok=True)
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tensors.update({f"best.{k}": v.detach().cpu().contiguous() for k, v in best_state.items()})
-    tensors.update(optimizer_tensors(opt))
+    tensors = checkpoint_tensors(model, best_state, opt)
     from tomoflow.io.output import STAMP_KEY, file_stamp
 
     stamp = file_stamp(kind)  # which network's: one training never resumes or replaces the other's

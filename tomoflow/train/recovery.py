@@ -44,8 +44,8 @@ import numpy as np
 
 from tomoflow._checks import check_int, check_number
 from tomoflow.errors import ConfigError, InputError
-from tomoflow.nn import cosine_lr, load_optimizer, resolve_device
-from tomoflow.nn.loop import ProgressCallback
+from tomoflow.nn import resolve_device
+from tomoflow.nn.loop import LoopState, ProgressCallback, copy_state, restore, train_epochs
 from tomoflow.recover.augment import augment_pair
 from tomoflow.recover.calibration import apply_calibration, calibration_of, fit_calibration
 from tomoflow.recover.metrics import held_out_metrics, l1_held_out, predict_held_out, val_loss
@@ -363,101 +363,78 @@ def train_recovery(
     out.mkdir(parents=True, exist_ok=True)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     identity_l1 = l1_held_out(x_n, y_n, sp)
-    first_epoch, best_epoch, bad, history, train_s = 1, 0, 0, [], 0.0
-    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    state = LoopState(best_state=copy_state(model))
     if resumed is not None:
         info, tensors = resumed
-        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        best_state = {k[5:]: v.to(dev) for k, v in tensors.items() if k.startswith("best.")}
-        load_optimizer(opt, {k: v.to(dev) for k, v in tensors.items() if k.startswith("opt.")})
-        first_epoch = int(info["epoch"]) + 1
-        best_val, best_epoch, bad = float(info["best_val_l1"]), int(info["best_epoch"]), int(info["bad_epochs"])
-        history, train_s = list(info["history"]), float(info.get("train_s", 0.0))
+        state.best_state = restore(model, opt, tensors, dev)
+        state.epoch = int(info["epoch"])
+        state.best_val, state.best_epoch = float(info["best_val_l1"]), int(info["best_epoch"])
+        state.bad = int(info["bad_epochs"])
+        state.history, state.train_s = list(info["history"]), float(info.get("train_s", 0.0))
         start_val = float(info["start_val_l1"])
         start_l1 = float(info.get("start_l1", start_val))
-        log.info("resuming after epoch %d (best validation L1 %.4g)", first_epoch - 1, best_val)
+        log.info("resuming after epoch %d (best validation L1 %.4g)", state.epoch, state.best_val)
     else:  # epoch 0: the starting network competes too (a zero head is the identity: never worse than the input)
         zero_head = init_weights is None and config.residual
         start_pred = x_n if zero_head else predict_held_out(model, x_n, sp, dev)
         start_val, start_l1 = val_loss(start_pred, y_n, sp, pore_term, pore_weight)
         del start_pred
-        best_val = start_val
+        state.best_val = start_val
         if progress is not None:
             progress(0, 0, steps_per_epoch, None, start_val)
-    stopped = "epochs"
-    if first_epoch > 1 and (bad >= patience or (time_limit_s is not None and train_s >= time_limit_s)):
-        first_epoch = epochs + 1
-        stopped = "resumed finished run"
 
-    n_steps = steps_per_epoch
-    for epoch in range(first_epoch, epochs + 1):
-        t_ep = time.perf_counter()
-        rng = np.random.default_rng([seed, epoch])
-        model.train()
-        run_loss, run_n = 0.0, 0
-        for step in range(n_steps):
-            done = ((epoch - 1) * n_steps + step) / (epochs * n_steps)
-            if time_limit_s is not None:
-                done = max(done, (train_s + time.perf_counter() - t_ep) / time_limit_s)
-            for g in opt.param_groups:
-                g["lr"] = cosine_lr(done, lr, lr_final)
-            xb = np.empty((batch, 1) + (patch + 2 * context,) * 3, dtype=np.float32)
-            yb = np.empty((batch, 1, patch, patch, patch), dtype=np.float32)
-            gains = np.ones((batch, 2), dtype=np.float32)  # per patch: gain, offset of its augmentation
-            gains[:, 1] = 0.0
-            for i, c in enumerate(sp.sample(batch, rng)):
-                sl = tuple(slice(int(s), int(s) + patch) for s in c)
-                xi = x_n[sl] if not context else read_box(x_n, c - context, c + patch + context, PAD_MODE)
-                if augment:
-                    xb[i, 0], yb[i, 0], drawn = augment_pair(xi, y_n[sl], rng)
-                    gains[i] = drawn["gain"], drawn["offset"]
-                else:
-                    xb[i, 0], yb[i, 0] = xi, y_n[sl]
-            xt, yt = torch.from_numpy(xb).to(dev), torch.from_numpy(yb).to(dev)
-            opt.zero_grad(set_to_none=True)
-            core = (Ellipsis,) + (slice(context, context + patch),) * 3
-            pred = model(xt)[core]
-            l1 = torch.mean(torch.abs(pred - yt))
-            loss = l1
-            if pore_term is not None:
-                g = torch.from_numpy(gains).to(dev).view(batch, 2, 1, 1, 1, 1)
-                thr = g[:, 0] * pore_term["threshold"] + g[:, 1]
-                width = g[:, 0] * pore_term["width"]
-                loss = l1 + pore_weight * torch.nn.functional.binary_cross_entropy_with_logits(
-                    (thr - pred) / width, (yt < thr).to(pred.dtype))
-            loss.backward()
-            opt.step()
-            run_loss += float(l1.detach())
-            run_n += 1
-            if progress is not None and (step + 1) % 4 == 0 and step + 1 < n_steps:
-                progress(epoch, step + 1, n_steps, run_loss / run_n, None)
-            if time_limit_s is not None and train_s + time.perf_counter() - t_ep >= time_limit_s:
-                break
-        train_loss = run_loss / max(run_n, 1)
-        val, val_l1 = val_loss(predict_held_out(model, x_n, sp, dev), y_n, sp, pore_term, pore_weight)
-        train_s += time.perf_counter() - t_ep
-        if val < best_val:
-            best_val, best_epoch, bad = val, epoch, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            bad += 1
-        history.append({"epoch": epoch, "lr": opt.param_groups[0]["lr"], "train_l1": train_loss, "val_l1": val_l1,
-                        **({"val_loss": val} if pore_term is not None else {}),
-                        "steps": run_n, "seconds": time.perf_counter() - t_ep})
+    core = (Ellipsis,) + (slice(context, context + patch),) * 3
+
+    def step(epoch: int, k: int, rng: np.random.Generator) -> tuple[float, int]:
+        xb = np.empty((batch, 1) + (patch + 2 * context,) * 3, dtype=np.float32)
+        yb = np.empty((batch, 1, patch, patch, patch), dtype=np.float32)
+        gains = np.ones((batch, 2), dtype=np.float32)  # per patch: gain, offset of its augmentation
+        gains[:, 1] = 0.0
+        for i, c in enumerate(sp.sample(batch, rng)):
+            sl = tuple(slice(int(s), int(s) + patch) for s in c)
+            xi = x_n[sl] if not context else read_box(x_n, c - context, c + patch + context, PAD_MODE)
+            if augment:
+                xb[i, 0], yb[i, 0], drawn = augment_pair(xi, y_n[sl], rng)
+                gains[i] = drawn["gain"], drawn["offset"]
+            else:
+                xb[i, 0], yb[i, 0] = xi, y_n[sl]
+        xt, yt = torch.from_numpy(xb).to(dev), torch.from_numpy(yb).to(dev)
+        opt.zero_grad(set_to_none=True)
+        pred = model(xt)[core]
+        l1 = torch.mean(torch.abs(pred - yt))
+        loss = l1
+        if pore_term is not None:
+            g = torch.from_numpy(gains).to(dev).view(batch, 2, 1, 1, 1, 1)
+            thr = g[:, 0] * pore_term["threshold"] + g[:, 1]
+            width = g[:, 0] * pore_term["width"]
+            loss = l1 + pore_weight * torch.nn.functional.binary_cross_entropy_with_logits(
+                (thr - pred) / width, (yt < thr).to(pred.dtype))
+        loss.backward()
+        opt.step()
+        return float(l1.detach()), 1
+
+    def validate(epoch: int) -> tuple[float, float]:
+        return val_loss(predict_held_out(model, x_n, sp, dev), y_n, sp, pore_term, pore_weight)
+
+    def record(epoch: int, train_loss: float, val: float, val_l1: float, steps: int, t_ep: float) -> dict[str, Any]:
+        entry = {"epoch": epoch, "lr": opt.param_groups[0]["lr"], "train_l1": train_loss, "val_l1": val_l1,
+                 **({"val_loss": val} if pore_term is not None else {}),
+                 "steps": steps, "seconds": time.perf_counter() - t_ep}
         log.info("epoch %d: train L1 %.4f, validation L1 %.4f (identity %.4f), loss %.4f%s", epoch, train_loss,
-                 val_l1, identity_l1, val, " *" if best_epoch == epoch else "")
-        save_checkpoint(ckpt, model, best_state, opt, {
-            "epoch": epoch, "best_val_l1": best_val, "best_epoch": best_epoch, "bad_epochs": bad,
-            "history": history, "train_s": train_s, "start_val_l1": start_val, "start_l1": start_l1,
-            "config": train_cfg}, kind="recovery-checkpoint")
-        if progress is not None:
-            progress(epoch, n_steps, n_steps, train_loss, val)
-        if bad >= patience:
-            stopped = "early stopping"
-            break
-        if time_limit_s is not None and train_s >= time_limit_s:
-            stopped = "time limit"
-            break
+                 val_l1, identity_l1, val, " *" if state.best_epoch == epoch else "")
+        return entry
+
+    def checkpoint(state: LoopState) -> None:
+        save_checkpoint(ckpt, model, state.best_state, opt, {
+            "epoch": state.epoch, "best_val_l1": state.best_val, "best_epoch": state.best_epoch,
+            "bad_epochs": state.bad, "history": state.history, "train_s": state.train_s, "start_val_l1": start_val,
+            "start_l1": start_l1, "config": train_cfg}, kind="recovery-checkpoint")
+
+    state = train_epochs(model, opt, state, epochs=epochs, n_steps=steps_per_epoch, lr=lr, lr_final=lr_final,
+                         seed=seed, patience=patience, time_limit_s=time_limit_s, step=step, validate=validate,
+                         record=record, checkpoint=checkpoint, progress=progress, progress_every=4)
+    best_state, best_epoch, history, train_s = state.best_state, state.best_epoch, state.history, state.train_s
+    stopped = state.stopped
 
     # ---- outputs: best weights, held-out metrics, card
     model.load_state_dict(best_state)
