@@ -43,7 +43,7 @@ the network's zero padding at the volume faces instead of the reflected volume, 
 difference includes that border convention; the centre and the interior show its seams.
 
 Part (c), training and pore metrics. The network (default ``UNetConfig``) is trained by
-``tomoflow.recover.train_recovery`` on the 2-core CPU (2 torch threads) on part (a)'s first pair
+``tomoflow.train.recovery.train_recovery`` on the 2-core CPU (2 torch threads) on part (a)'s first pair
 (seed 1: the LFOV registered by tomoflow and resampled onto the 160³ HR grid; octants, one held out),
 with the defaults of ``tomoflow train-recovery`` except more steps (``FULL_C``); wall time recorded.
 Then, on held-out samples (other seeds of the same family: samples the network never saw, a harder

@@ -109,7 +109,7 @@ def test_the_onnx_export_runs_as_the_stage_model(setup, tmp_path):
     from tomoflow.recover.unet import load_unet
 
     d, weights, model, data, src = setup
-    net = load_unet(weights)
+    net = load_unet(weights, device="cpu")
     onnx_raw = export_onnx(with_normalization(net), tmp_path / "unet.onnx", patch_shape=(8, 8, 8))
     want = np.asarray(recover_volume(src.path, weights, tmp_path / "torch.zarr", chunks=(8, 16, 16)).level(0)[...])
     v = recover_volume(src.path, onnx_raw, tmp_path / "onnx.zarr", chunks=(8, 16, 16))
@@ -133,7 +133,7 @@ def test_the_cards_calibration_is_applied_and_part_of_the_identity(setup, tmp_pa
     cw = tmp_path / "calibrated.safetensors"
     save_unet(model, model.config, cw, card={"name": "test-unet", "calibration": cal})
     out = recover_volume(src.path, cw, tmp_path / "cal.zarr", chunks=(8, 16, 16))
-    want = predict_volume(with_normalization(load_unet(cw)), data)
+    want = predict_volume(with_normalization(load_unet(cw, device="cpu")), data)
     got = np.asarray(out.level(0)[...])
     assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
     assert out.stages()["recover"].params["calibration"]["from"] == 0.3

@@ -89,7 +89,7 @@ def test_weights_load_and_the_card_reproduces_the_held_out_metrics(trained, pair
     for key in ("psnr_input_db", "psnr_prediction_db", "ssim_input", "ssim_prediction", "val_l1", "val_l1_input"):
         assert np.isfinite(card["metrics"]["held_out"][key]), key
     # inference contract: load (sha256 checked), wrap with the card's normalisation, predict the whole volume
-    model = load_unet(res.weights)
+    model = load_unet(res.weights, device="cpu")
     assert model.card["normalisation"]["offset"] == norm["offset"]
     raw = predict_volume(with_normalization(model, calibrated=False), inp)
     again = held_out_metrics(raw, inp, hr, res.split, float(hr.max() - hr.min()))
@@ -110,7 +110,7 @@ def test_calibration_gives_the_prediction_the_targets_pore_fraction(trained, pai
     res, _, _ = trained
     cal = res.card["calibration"]
     assert cal["fitted_on"].startswith("the whole training pair") and cal["voxels"] == hr.size
-    model = load_unet(res.weights)
+    model = load_unet(res.weights, device="cpu")
     raw = predict_volume(with_normalization(model, calibrated=False), inp)
     pred = predict_volume(with_normalization(model), inp)
     knots = calibration_of(model)
