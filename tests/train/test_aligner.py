@@ -9,11 +9,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from tomoflow.train import aligner as training  # noqa: E402
 from tomoflow.align.resnet import CARD_NAME, CHECK_NAME, WEIGHTS_NAME, load_aligner  # noqa: E402
 from tomoflow.align.training_data import TrainingRecipe  # noqa: E402
-from tomoflow.train.aligner import make_training_scans, train_aligner  # noqa: E402
 from tomoflow.errors import ConfigError, InputError  # noqa: E402
+from tomoflow.train import aligner as training  # noqa: E402
+from tomoflow.train.aligner import make_training_scans, train_aligner  # noqa: E402
 
 TINY = dict(n_scans=2, size=48, n_angles=12, batch_size=8, seed=3, device="cpu", val_fraction=0.5)
 

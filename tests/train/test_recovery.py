@@ -13,14 +13,14 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from tomoflow.errors import ConfigError, InputError  # noqa: E402
-from tomoflow.weights.card import validate_card  # noqa: E402
-from tomoflow.recover.tiling import predict_volume  # noqa: E402
 from tomoflow.recover.calibration import apply_calibration, calibration_of  # noqa: E402
 from tomoflow.recover.metrics import held_out_metrics  # noqa: E402
 from tomoflow.recover.normalization import apply_normalization, with_normalization  # noqa: E402
+from tomoflow.recover.tiling import predict_volume  # noqa: E402
 from tomoflow.recover.unet import CARD_NAME, WEIGHTS_NAME, UNetConfig, build_unet, load_unet  # noqa: E402
 from tomoflow.train.onnx_export import check_onnx, export_onnx  # noqa: E402
 from tomoflow.train.recovery import train_recovery  # noqa: E402
+from tomoflow.weights.card import validate_card  # noqa: E402
 
 TINY = UNetConfig(channels=(4, 8))
 
@@ -411,9 +411,8 @@ def test_tiled_inference_runs_the_exported_onnx_graph(tmp_path):
 
 def test_onnx_files_not_from_tomoflow_are_refused(tmp_path):
     pytest.importorskip("onnxruntime")
-    from tomoflow.recover.onnx_network import load_onnx
-
     from tomoflow._hashing import file_sha256
+    from tomoflow.recover.onnx_network import load_onnx
 
     bad = tmp_path / "x.onnx"
     bad.write_bytes(b"not a graph")

@@ -9,7 +9,7 @@ functions: importing this package never imports torch.
 """
 
 from tomoflow.nn.device import resolve_device
-from tomoflow.nn.state import count_parameters, load_optimizer, optimizer_tensors
 from tomoflow.nn.schedule import cosine_lr
+from tomoflow.nn.state import count_parameters, load_optimizer, optimizer_tensors
 
 __all__ = ["resolve_device", "count_parameters", "optimizer_tensors", "load_optimizer", "cosine_lr"]

@@ -12,9 +12,9 @@ from typing import Any
 
 from tomoflow._hashing import file_sha256
 from tomoflow.errors import ConfigError, ModelError
-from tomoflow.recover.unet import ARCHITECTURE_NAME, UNetConfig, architecture
 from tomoflow.nn import count_parameters
 from tomoflow.nn.loop import checkpoint_tensors
+from tomoflow.recover.unet import ARCHITECTURE_NAME, UNetConfig, architecture
 
 __all__ = [
     "CHECKPOINT_TENSORS",
@@ -78,7 +78,7 @@ def load_checkpoint(ckpt: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def save_weights(model: Any, path: str | os.PathLike, *, fingerprint: str | None = None) -> str:
-    """Write ``model``'s state (parameters and BatchNorm buffers) as safetensors; return its sha256.
+    """Write a JitterResNet ``model``'s state (parameters and BatchNorm buffers) as safetensors; return its sha256.
 
     The file policy applies: ``path`` may be a new file or weights tomoflow wrote, never another file.
     """
