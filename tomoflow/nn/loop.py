@@ -22,7 +22,8 @@ import numpy as np
 
 from tomoflow.nn.schedule import cosine_lr
 
-__all__ = ["ProgressCallback", "LoopState", "StepFunction", "copy_state", "checkpoint_tensors", "restore", "train_epochs"]
+__all__ = ["ProgressCallback", "LoopState", "StepFunction", "copy_state", "checkpoint_tensors", "restore",
+           "train_epochs"]
 
 log = logging.getLogger(__name__)
 

@@ -1,16 +1,16 @@
 """The output calibration of the resolution-recovery network (fitted after training, applied at inference).
 
-**Calibration** (:func:`fit_calibration`, ``card["calibration"]``, on by default: ``calibrate``): a
-network trained voxel by voxel answers, for a voxel it is unsure of, what that voxel most likely is;
-thin cracks and pores smaller than an LFOV voxel are unsure everywhere, so they come out a little
-above the pore threshold and the recovered porosity falls short of HR's (by 0.9-1.7 percentage points
-on held-out simulated samples, with the best grey values). After training, one monotone,
-piecewise-linear grey-value map is fitted on the whole training pair so that the prediction has the
-target's pore fraction at the pore protocol's threshold (Otsu of the target); it leaves the pore and
-solid levels and everything outside them unchanged. :func:`with_normalization` applies it after the
-normalisation (``calibrated=False``: the network alone); it is element-wise, so tiles stay exact, and
-it exports to ONNX. The card's held-out metrics are the network's; ``metrics["held_out"]["calibrated"]``
-and ``["pore_fraction"]`` give the calibrated prediction's.
+**Calibration** (:func:`fit_calibration`, ``card["calibration"]``, on by default: ``calibrate``): a network
+trained voxel by voxel answers, for a voxel it is unsure of, what that voxel most likely is; thin cracks and
+pores smaller than an LFOV voxel are unsure everywhere, so they come out a little above the pore threshold and
+the recovered porosity falls short of HR's (by 0.9-1.7 percentage points on held-out simulated samples, with
+the best grey values). After training, one monotone, piecewise-linear grey-value map is fitted on the whole
+training pair so that the prediction has the target's pore fraction at the pore protocol's threshold (Otsu of
+the target); it leaves the pore and solid levels and everything outside them unchanged.
+:func:`~tomoflow.recover.normalization.with_normalization` applies it after the normalisation
+(``calibrated=False``: the network alone); it is element-wise, so tiles stay exact, and it exports to ONNX.
+The card's held-out metrics are the network's; ``metrics["held_out"]["calibrated"]`` and ``["pore_fraction"]``
+give the calibrated prediction's.
 """
 
 from __future__ import annotations

@@ -76,7 +76,7 @@ def normalization_from(inp: Any) -> dict[str, Any]:
 def normalization_of(card_or_model: Any) -> tuple[float, float]:
     """``(offset, scale)`` from a model card (dict), its ``"normalisation"`` entry, or a network with a
     ``card`` attribute (:func:`~tomoflow.recover.unet.load_unet`). No ``normalisation`` entry: the
-    identity ``(0.0, 1.0)`` (a network saved by hand, not by :func:`train_recovery`).
+    identity ``(0.0, 1.0)`` (a network saved by hand, not by :func:`~tomoflow.train.recovery.train_recovery`).
 
     Raises
     ------
@@ -160,12 +160,12 @@ def _normalized_class() -> Any:
 def with_normalization(net: Any, card: Any = None, *, calibrated: bool = True) -> Any:
     """``net`` wrapped so that it takes and returns raw grey values: ``undo(net(apply(x)))`` with the
     normalisation of ``card`` (default ``net.card``; none: the identity), followed by the card's
-    output calibration (:func:`fit_calibration`) if it has one and ``calibrated``.
+    output calibration (:func:`~tomoflow.recover.calibration.fit_calibration`) if it has one and ``calibrated``.
 
     ``with_normalization(load_unet(path))`` is the network inference runs: a ``torch.nn.Module`` whose
     ``config`` and ``card`` are the wrapped network's, so :func:`~tomoflow.recover.tiling.predict_tiled`,
-    :func:`~tomoflow.recover.tiling.predict_volume` and :func:`export_onnx` accept it as it is. Both
-    maps are element-wise: tiles stay exact.
+    :func:`~tomoflow.recover.tiling.predict_volume` and :func:`~tomoflow.train.onnx_export.export_onnx`
+    accept it as it is. Both maps are element-wise: tiles stay exact.
     """
     offset, scale = normalization_of(net if card is None else card)
     calibration = calibration_of(net if card is None else card) if calibrated else None

@@ -32,13 +32,14 @@ __all__ = ["export_onnx", "check_onnx"]
 
 def export_onnx(model: Any, path: str | os.PathLike, *, patch_shape: Sequence[int] = (32, 32, 32),
                 dynamic: bool = True, opset: int = 17) -> Path:
-    """Export the network (or a :func:`with_normalization` wrapper) to ONNX.
+    """Export the network (or a :func:`~tomoflow.recover.normalization.with_normalization` wrapper) to ONNX.
 
     Parameters
     ----------
     model
         A network from :func:`~tomoflow.recover.unet.build_unet` / :func:`~tomoflow.recover.unet.load_unet`,
-        or one wrapped by :func:`with_normalization` (the graph then takes and returns raw values).
+        or one wrapped by :func:`~tomoflow.recover.normalization.with_normalization` (the graph then
+        takes and returns raw values).
     path
         The ``.onnx`` file to write. Its model card ``<name>.json`` beside it records the export (file,
         sha256, values), which loading requires (:func:`tomoflow.weights.card.verified_model`): the
@@ -50,8 +51,9 @@ def export_onnx(model: Any, path: str | os.PathLike, *, patch_shape: Sequence[in
         Dynamic batch and spatial axes (input ``"volume"``, output ``"recovered"``, both
         ``(n, 1, z, y, x)``). Spatial sizes fed to the graph must be multiples of the alignment.
         The file's metadata records the network's configuration, whether it takes raw values (a
-        :func:`with_normalization` network: the one to deploy) and the training voxel size, so that
-        :func:`tomoflow.recover.onnx_network.load_onnx` runs it in tiled inference.
+        :func:`~tomoflow.recover.normalization.with_normalization` network: the one to deploy) and the
+        training voxel size, so that :func:`tomoflow.recover.onnx_network.load_onnx` runs it in tiled
+        inference.
     opset
         ONNX opset.
 

@@ -9,22 +9,24 @@ inside it. After registration the LFOV is resampled onto the HR voxel grid
 (resampled) LFOV volume (:func:`~tomoflow.recover.tiling.predict_tiled`,
 :func:`tomoflow.pipeline.recover.recover_volume`).
 
-Normalization (:mod:`tomoflow.recover.normalization`), spatial split (:mod:`tomoflow.recover.splits`), augmentation (:mod:`tomoflow.recover.augment`), held-out metrics (:mod:`tomoflow.recover.metrics`) and the output calibration (:mod:`tomoflow.recover.calibration`) are kernels; this module puts them together.
+Normalization (:mod:`tomoflow.recover.normalization`), spatial split (:mod:`tomoflow.recover.splits`),
+augmentation (:mod:`tomoflow.recover.augment`), held-out metrics (:mod:`tomoflow.recover.metrics`), the
+output calibration (:mod:`tomoflow.recover.calibration`) and the training loop
+(:func:`tomoflow.nn.loop.train_epochs`) are kernels; this module puts them together and writes the files.
 
 **Training** (:func:`train_recovery`): random patches (default 32³, batch 4), each augmented by
-:func:`augment_pair` (random flip of each axis, random axis permutation, one random gain and offset
-applied identically to input and target in normalised space: the blur and resampling are linear, so
-the transformed target is still the right answer for the transformed input, and the network learns a
-correction that does not depend on the absolute grey level); L1 loss (robust to the residual
-misregistration and HR noise, and less prone than MSE to the over-smoothed "mean" answer; optionally
-plus a pore term, ``pore_weight``, that rewards putting each voxel on the right side of the pore
-protocol's threshold); Adam with a
-cosine decay to ``lr * lr_final`` (over the epochs or the time limit, as the jitter network's
-training); the residual head starts at zero, so training starts from the identity (the LFOV
-itself; ``val_l1_input`` in the card); early stopping on the validation L1, best weights kept; a
-checkpoint every epoch (safetensors + JSON, never pickle) that ``resume=True`` continues exactly (the
-random patches of epoch ``e`` come from ``(seed, e)``). Written: ``recover_unet.safetensors`` and
-``recover_unet.json`` (the model card, :func:`~tomoflow.recover.unet.save_unet`) and ``checkpoint/``.
+:func:`~tomoflow.recover.augment.augment_pair` (random flip of each axis, random axis permutation, one random
+gain and offset applied identically to input and target in normalised space: the blur and resampling are
+linear, so the transformed target is still the right answer for the transformed input, and the network learns
+a correction that does not depend on the absolute grey level); L1 loss (robust to the residual misregistration
+and HR noise, and less prone than MSE to the over-smoothed "mean" answer; optionally plus a pore term,
+``pore_weight``, that rewards putting each voxel on the right side of the pore protocol's threshold); Adam
+with a cosine decay to ``lr * lr_final`` (over the epochs or the time limit, as the jitter network's
+training); the residual head starts at zero, so training starts from the identity (the LFOV itself;
+``val_l1_input`` in the card); early stopping on the validation L1, best weights kept; a checkpoint every
+epoch (safetensors + JSON, never pickle) that ``resume=True`` continues exactly (the random patches of epoch
+``e`` come from ``(seed, e)``). Written: ``recover_unet.safetensors`` and ``recover_unet.json`` (the model
+card, :func:`~tomoflow.train.files.save_unet`) and ``checkpoint/``.
 
 torch is imported lazily: importing this module never imports it.
 """
@@ -72,7 +74,7 @@ class TrainResult:
         The model card as written (``normalisation``, ``metrics["held_out"]``, ``training``, ...).
     model
         The best network (eval mode; its ``card`` attribute is the card). Wrap it with
-        :func:`with_normalization` to run it on raw volumes.
+        :func:`~tomoflow.recover.normalization.with_normalization` to run it on raw volumes.
     history
         One dict per epoch: ``epoch``, ``lr``, ``train_l1``, ``val_l1``, ``seconds``.
     split
@@ -206,7 +208,7 @@ def train_recovery(
         Adam learning rate, decayed (cosine, every step) to ``lr * lr_final`` at the last epoch or the
         time limit, whichever comes first.
     val_fraction, split
-        Held-out fraction of the spatial blocks and the block layout (:func:`plan_split`).
+        Held-out fraction of the spatial blocks and the block layout (:func:`~tomoflow.recover.splits.plan_split`).
     patience
         Stop after this many epochs without a better validation L1.
     seed
@@ -225,7 +227,7 @@ def train_recovery(
         Replace weights and a card that tomoflow wrote into ``out_dir`` for another training (files
         tomoflow did not write are never replaced; a resumed run of the same training rewrites its own).
     augment
-        Random flips, axis permutations, gain and offset (:func:`augment_pair`); False: none.
+        Random flips, axis permutations, gain and offset (:func:`~tomoflow.recover.augment.augment_pair`); False: none.
     pore_weight
         Weight of a pore term added to the L1 loss (0: none). The pore threshold is derived from the
         training target as the pore protocol derives it (:func:`tomoflow.recover.pores.threshold_from_reference`,
@@ -238,9 +240,10 @@ def train_recovery(
         choice of the best weights then follow the same loss on the held-out blocks (``val_loss`` in
         the history); the card's ``val_l1`` stays the L1.
     calibrate
-        After training, fit the output calibration (:func:`fit_calibration`) on the whole training
-        pair and store it in the card (``card["calibration"]``; :func:`with_normalization` applies
-        it): the prediction then has the target's pore fraction at the pore protocol's threshold.
+        After training, fit the output calibration (:func:`~tomoflow.recover.calibration.fit_calibration`)
+        on the whole training pair and store it in the card (``card["calibration"]``;
+        :func:`~tomoflow.recover.normalization.with_normalization` applies it): the prediction then has the
+        target's pore fraction at the pore protocol's threshold.
         ``metrics["held_out"]["pore_fraction"]`` gives the held-out blocks' pore fraction of the
         target, and of the prediction before and after the calibration.
     progress
