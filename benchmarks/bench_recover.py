@@ -45,7 +45,7 @@ the network's zero padding at the volume faces instead of the reflected volume, 
 difference includes that border convention; the centre and the interior show its seams.
 
 Part (c), training and pore metrics. The network (default ``UNetConfig``) is trained by
-``tomoflow.recover.train_recovery`` on the 2-core CPU (2 torch threads) on part (a)'s first pair
+``tomoflow.train.recovery.train_recovery`` on the 2-core CPU (2 torch threads) on part (a)'s first pair
 (seed 1: the LFOV registered by tomoflow and resampled onto the 160³ HR grid; octants, one held out),
 with the defaults of ``tomoflow train-recovery`` except more steps (``FULL_C``); wall time recorded.
 Then, on held-out samples (other seeds of the same family: samples the network never saw, a harder
@@ -314,7 +314,8 @@ def make_unet(path: Path, seed: int) -> Any:
     import torch
     from torch import nn
 
-    from tomoflow.recover.unet import NEGATIVE_SLOPE, UNetConfig, build_unet, save_unet
+    from tomoflow.recover.unet import NEGATIVE_SLOPE, UNetConfig, build_unet
+    from tomoflow.train.files import save_unet
 
     torch.manual_seed(seed)
     cfg = UNetConfig()
@@ -579,7 +580,8 @@ def part_c(cfg: dict[str, Any], work: Path, figures: Path, idle_wait: float = 60
 
     from tomoflow.pipeline.pores import plot_pore_sizes
     from tomoflow.recover import pore_metrics, predict_volume, threshold_from_reference
-    from tomoflow.recover.training import train_recovery, with_normalisation
+    from tomoflow.recover.normalization import with_normalization
+    from tomoflow.train.recovery import train_recovery
 
     wait_for_idle(idle_wait)
     pair, inp, info = _pair_on_hr_grid(cfg, cfg["train_seed"])
@@ -610,9 +612,9 @@ def part_c(cfg: dict[str, Any], work: Path, figures: Path, idle_wait: float = 60
                                                                            "steps", "patience", "pore_weight", "channels")}}
     print(f"trained in {train_wall:.1f} s ({tr['epochs_run']} epochs, best {tr['best_epoch']}, {tr['stopped_by']}); "
           f"held-out L1 {res.metrics['val_l1_input']:.4f} -> {res.metrics['val_l1']:.4f}", flush=True)
-    from tomoflow.recover.training import apply_calibration, calibration_of, fit_calibration
+    from tomoflow.recover.calibration import apply_calibration, calibration_of, fit_calibration
 
-    net_raw = with_normalisation(res.model, res.card, calibrated=False)
+    net_raw = with_normalization(res.model, res.card, calibrated=False)
     cal = calibration_of(res.card)
     training["calibration"] = res.card.get("calibration")
     training["held_out_pore_fraction"] = res.metrics.get("pore_fraction")
@@ -628,7 +630,7 @@ def part_c(cfg: dict[str, Any], work: Path, figures: Path, idle_wait: float = 60
         q, xq, qinfo = _pair_on_hr_grid(cfg, seed)
         t = time.perf_counter()
         raw = predict_volume(net_raw, xq)
-        pred = raw if cal is None else apply_calibration(raw, cal)  # what with_normalisation(net) returns
+        pred = raw if cal is None else apply_calibration(raw, cal)  # what with_normalization(net) returns
         qinfo["inference_s"] = time.perf_counter() - t
         thr = threshold_from_reference(q.hr)
         vols = {"LFOV": xq, "HR": q.hr, "recovered": pred, **({"uncalibrated": raw} if cal is not None else {}),

@@ -17,8 +17,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "tomoflow"
 
-BASE = {"errors", "_checks", "backend", "geometry", "config", "_hashing", "_version", "_typing", "weights",
-        "models"}  # TODO(issue 21): models is renamed weights
+BASE = {"errors", "_checks", "backend", "geometry", "config", "_hashing", "_version", "_typing", "weights"}
 SHARED_KERNELS = {"nn", "recon", "sim"}  # kernels every other kernel may use
 KERNELS = SHARED_KERNELS | {"align", "register", "recover"}
 
@@ -109,18 +108,6 @@ def violations(root: Path) -> list[Edge]:
     return [e for e in imports(root) if e.dst in LAYER and e.src in LAYER and not allowed(e.src, e.dst)]
 
 
-#: Upward imports still being removed (issue 21): each entry goes as its module is fixed; none may be added.
-PENDING = {
-    ('tomoflow.align.resnet', 'io'),
-    ('tomoflow.align.training', 'io'),
-    ('tomoflow.recover.training', 'align'),
-    ('tomoflow.recover.training', 'io'),
-    ('tomoflow.recover.unet', 'align'),
-    ('tomoflow.recover.unet', 'io'),
-    ('tomoflow.register.registration', 'align'),
-}
-
-
 def test_every_part_of_the_package_has_a_layer():
     parts = {p.stem if p.is_file() else p.name for p in PACKAGE.iterdir()
              if (p.suffix == ".py" or (p.is_dir() and (p / "__init__.py").exists()))}
@@ -128,7 +115,7 @@ def test_every_part_of_the_package_has_a_layer():
 
 
 def test_no_module_imports_a_layer_above_it():
-    bad = [e for e in violations(PACKAGE) if (e.module, e.dst) not in PENDING]
+    bad = violations(PACKAGE)
     assert not bad, "upward imports (see docs/architecture.md, Layers):\n" + "\n".join(map(str, bad))
 
 

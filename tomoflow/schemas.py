@@ -13,8 +13,8 @@ from pydantic import BaseModel
 
 from tomoflow.batch.manifest import Manifest
 from tomoflow.config import TomoflowConfig
-from tomoflow.io.models import ScanAttrs, VolumeAttrs
-from tomoflow.models.card import ModelCard
+from tomoflow.io.metadata import ScanAttrs, VolumeAttrs
+from tomoflow.weights.card import ModelCard
 
 __all__ = ["SCHEMAS", "schema_json", "write_schemas", "stale_schemas"]
 

@@ -225,7 +225,8 @@ def test_a_rerun_that_writes_nothing_says_the_output_was_complete(tmp_path, cli)
     1 blocks computed)", but that the output was already complete, nothing written."""
     import torch
 
-    from tomoflow.recover import build_unet, save_unet
+    from tomoflow.recover import build_unet
+    from tomoflow.train.files import save_unet
     from tomoflow.recover.unet import UNetConfig
 
     _archive(tmp_path, good=("a",))

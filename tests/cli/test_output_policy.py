@@ -29,7 +29,8 @@ def tree_digest(root: Path) -> dict[str, str]:
 def pair(tmp_path_factory, cli):
     """A small HR/LFOV pair, its registration JSON and a tiny trained U-Net, made once (read only)."""
     torch = pytest.importorskip("torch")
-    from tomoflow.recover import build_unet, save_unet
+    from tomoflow.recover import build_unet
+    from tomoflow.train.files import save_unet
     from tomoflow.recover.unet import UNetConfig
 
     d = tmp_path_factory.mktemp("policy")
@@ -282,7 +283,8 @@ def test_stamps_of_every_format(tmp_path):
     import matplotlib.pyplot as plt
     torch = pytest.importorskip("torch")
 
-    from tomoflow.align.resnet import build_network, save_weights
+    from tomoflow.align.resnet import build_network
+    from tomoflow.train.files import save_weights
     from tomoflow.io.output import plan_file, read_stamp, save_figure, write_file
 
     fig = plt.figure()

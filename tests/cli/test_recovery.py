@@ -53,7 +53,8 @@ def test_register_mistakes_are_one_line(cli, pair_stores, tmp_path):
 def test_recover_runs_a_saved_unet_over_a_volume_store(cli, pair_stores, tmp_path):
     torch = pytest.importorskip("torch")
     from tomoflow.io import open_volume
-    from tomoflow.recover import build_unet, predict_volume, save_unet
+    from tomoflow.recover import build_unet, predict_volume
+    from tomoflow.train.files import save_unet
     from tomoflow.recover.unet import UNetConfig
 
     _, lf, pair = pair_stores

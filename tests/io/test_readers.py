@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tomoflow.errors import InputError
-from tomoflow.io.models import SourceFile
+from tomoflow.io.metadata import SourceFile
 from tomoflow.io.readers import (
     LazyStack,
     RawScan,

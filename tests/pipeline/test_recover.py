@@ -9,9 +9,10 @@ from tomoflow.errors import ConfigError, PipelineError, StoreError
 from tomoflow.io.stages import StageLog
 from tomoflow.io.volume_store import VolumeStore, pyramid_levels
 from tomoflow.pipeline.recover import recover_volume
-from tomoflow.recover import build_unet, predict_volume, save_unet
+from tomoflow.recover import build_unet, predict_volume
 from tomoflow.recover.unet import UNetConfig, inference_bytes
 from tomoflow.testing import write_volume_store
+from tomoflow.train.files import save_unet
 
 SHAPE = (20, 37, 29)
 
@@ -102,12 +103,13 @@ def test_the_onnx_export_runs_as_the_stage_model(setup, tmp_path):
     graph that takes normalised values is refused before anything is written."""
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
-    from tomoflow.recover.training import export_onnx, with_normalisation
+    from tomoflow.recover.normalization import with_normalization
+    from tomoflow.train.onnx_export import export_onnx
     from tomoflow.recover.unet import load_unet
 
     d, weights, model, data, src = setup
-    net = load_unet(weights)
-    onnx_raw = export_onnx(with_normalisation(net), tmp_path / "unet.onnx", patch_shape=(8, 8, 8))
+    net = load_unet(weights, device="cpu")
+    onnx_raw = export_onnx(with_normalization(net), tmp_path / "unet.onnx", patch_shape=(8, 8, 8))
     want = np.asarray(recover_volume(src.path, weights, tmp_path / "torch.zarr", chunks=(8, 16, 16)).level(0)[...])
     v = recover_volume(src.path, onnx_raw, tmp_path / "onnx.zarr", chunks=(8, 16, 16))
     np.testing.assert_allclose(np.asarray(v.level(0)[...]), want, rtol=0, atol=1e-5 * np.abs(want).max())
@@ -119,10 +121,10 @@ def test_the_onnx_export_runs_as_the_stage_model(setup, tmp_path):
 
 
 def test_the_cards_calibration_is_applied_and_part_of_the_identity(setup, tmp_path):
-    """A card with an output calibration: the stage writes what ``with_normalisation`` of the loaded
+    """A card with an output calibration: the stage writes what ``with_normalization`` of the loaded
     network gives (calibrated) and records the calibration in its parameters, which make the output's
     identity; a card without one records none (the identity of stores made before calibrations stays)."""
-    from tomoflow.recover.training import with_normalisation
+    from tomoflow.recover.normalization import with_normalization
     from tomoflow.recover.unet import load_unet
 
     d, weights, model, data, src = setup
@@ -130,7 +132,7 @@ def test_the_cards_calibration_is_applied_and_part_of_the_identity(setup, tmp_pa
     cw = tmp_path / "calibrated.safetensors"
     save_unet(model, model.config, cw, card={"name": "test-unet", "calibration": cal})
     out = recover_volume(src.path, cw, tmp_path / "cal.zarr", chunks=(8, 16, 16))
-    want = predict_volume(with_normalisation(load_unet(cw)), data)
+    want = predict_volume(with_normalization(load_unet(cw, device="cpu")), data)
     got = np.asarray(out.level(0)[...])
     assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
     assert out.stages()["recover"].params["calibration"]["from"] == 0.3

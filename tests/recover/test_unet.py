@@ -12,14 +12,14 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from tomoflow.errors import ConfigError, InputError  # noqa: E402  (after pytest.importorskip)
+from tomoflow.nn import count_parameters  # noqa: E402  (after pytest.importorskip)
+from tomoflow.train.files import save_unet  # noqa: E402  (after pytest.importorskip)
 from tomoflow.recover.unet import (  # noqa: E402  (after pytest.importorskip)
     UNetConfig,
     alignment,
     build_unet,
-    count_parameters,
     load_unet,
     receptive_field,
-    save_unet,
     valid_region,
 )
 
@@ -192,7 +192,7 @@ def test_save_load_round_trip(tmp_path) -> None:
     assert card["format"] == "safetensors" and card["weights"] == path.name
     assert card["architecture"]["receptive_field"] == 14 + 9 == receptive_field(model)
     assert card["architecture"]["parameters"] == count_parameters(model)
-    loaded = load_unet(path)
+    loaded = load_unet(path, device="cpu")
     assert loaded.config == model.config and not loaded.training
     assert loaded.card["training_data"] == {"seed": 3}
     x = torch.rand(1, 1, 9, 10, 11)

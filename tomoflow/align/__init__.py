@@ -20,8 +20,8 @@ Methods of :func:`estimate_shifts`:
 
 Modules: :mod:`~tomoflow.align.phase` (batched phase correlation), :mod:`~tomoflow.align.gauge`
 (common-shift gauge), :mod:`~tomoflow.align.reproject`, :mod:`~tomoflow.align.consistency`,
-:mod:`~tomoflow.align.resnet` (network, weights), :mod:`~tomoflow.align.training` (simulator and
-training), :mod:`~tomoflow.align.hybrid`.
+:mod:`~tomoflow.align.resnet` (network, loading its weights), :mod:`~tomoflow.align.training_data`
+(simulator of training pairs; the trainer is :mod:`tomoflow.train.aligner`), :mod:`~tomoflow.align.hybrid`.
 """
 
 from __future__ import annotations

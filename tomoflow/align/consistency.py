@@ -180,7 +180,7 @@ def estimate_axis(projections: Any, angles_deg: Any) -> float:
 
     A 3 x 3 median filter of every projection (salt-and-pepper otherwise sends the Fourier metric tens
     of pixels astray), then :func:`tomoflow.recon.find_center`. Training pairs are made with the same
-    estimate (:mod:`tomoflow.align.training`), so the network sees at inference the pairs it learnt.
+    estimate (:mod:`tomoflow.align.training_data`), so the network sees at inference the pairs it learnt.
     """
     from tomoflow.recon import find_center
     from tomoflow.recon.outliers import median3x3

@@ -156,7 +156,7 @@ def network_pairs(state: NetworkState, angles_deg: Any, *,
     """The (projection, reprojection) pairs the network reads, made in network space: the stack moved by
     the current estimate, its MLEM reconstruction about the current centre, reprojected, and what the
     move pulled in from beyond the detector filled from the reprojection. Training pairs are made
-    by this function too (:mod:`tomoflow.align.training`)."""
+    by this function too (:mod:`tomoflow.align.training_data`)."""
     data, vol = network_volume(state, angles_deg, recon_iterations=recon_iterations)
     rep = network_reprojections(state, vol, angles_deg)
     return network_fill(state, data, rep), rep

@@ -40,7 +40,6 @@ importing tomoflow never imports torch.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -49,10 +48,10 @@ from typing import Any
 
 import numpy as np
 
-from tomoflow._checks import check_choice, check_finite, check_int
-from tomoflow._hashing import file_sha256
+from tomoflow._checks import check_finite, check_int
 from tomoflow.backend import is_cupy, to_numpy
-from tomoflow.errors import ConfigError, InputError
+from tomoflow.errors import InputError
+from tomoflow.nn import resolve_device
 
 __all__ = [
     "INPUT_SIZE",
@@ -64,14 +63,11 @@ __all__ = [
     "CARD_NAME",
     "CHECK_NAME",
     "build_network",
-    "count_parameters",
     "normalize_pairs",
     "prepare_pairs",
-    "resolve_device",
     "JitterAligner",
     "load_aligner",
     "load_state_into",
-    "save_weights",
     "default_weights_path",
 ]
 
@@ -126,11 +122,6 @@ NORMALIZATION: dict[str, Any] = {
 def build_network() -> Any:
     """A fresh, randomly initialised :class:`JitterResNet` (``torch.nn.Module``)."""
     return _network_class()()
-
-
-def count_parameters(model: Any) -> int:
-    """Number of trainable parameters of a torch module."""
-    return int(sum(p.numel() for p in model.parameters() if p.requires_grad))
 
 
 _CLASS: Any = None
@@ -305,43 +296,10 @@ def shift_scale(shape: tuple[int, int]) -> np.ndarray:
     return np.array([shape[0] / INPUT_SIZE, shape[1] / INPUT_SIZE], dtype=np.float64)
 
 
-def resolve_device(device: str = "cpu") -> Any:
-    """``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when torch sees a GPU) as a ``torch.device``."""
-    import torch
-
-    device = check_choice("device", device, ("cpu", "cuda", "auto"))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device='cuda' asked for, but torch sees no CUDA device; use 'cpu' or 'auto'")
-    return torch.device(device)
-
-
 # ----------------------------------------------------------------------------- weights
 def default_weights_path() -> Path:
-    """The shipped weights: ``tomoflow/models/jitter_resnet.safetensors``."""
-    return Path(__file__).resolve().parent.parent / "models" / WEIGHTS_NAME
-
-
-def save_weights(model: Any, path: str | os.PathLike, *, fingerprint: str | None = None) -> str:
-    """Write ``model``'s state (parameters and BatchNorm buffers) as safetensors; return its sha256.
-
-    The file policy applies: ``path`` may be a new file or weights tomoflow wrote, never another file.
-    """
-    from safetensors.torch import save_file
-
-    from tomoflow.io.output import STAMP_KEY, file_stamp, plan_file
-
-    plan_file(path, kind="model-weights", fingerprint=fingerprint, overwrite=True)
-
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata={"format": "pt", "architecture": "JitterResNet",
-                                         STAMP_KEY: json.dumps(file_stamp("model-weights", fingerprint))})
-    os.replace(tmp, path)
-    os.chmod(path, 0o644)
-    return file_sha256(path)
+    """The shipped weights: ``tomoflow/weights/jitter_resnet.safetensors``."""
+    return Path(__file__).resolve().parent.parent / "weights" / WEIGHTS_NAME
 
 
 @dataclass
@@ -426,17 +384,17 @@ class JitterAligner:
         return out[0] if single else out
 
 
-def load_aligner(path: str | os.PathLike | None = None, *, device: str = "cpu") -> JitterAligner:
+def load_aligner(path: str | os.PathLike | None = None, *, device: str | None = None) -> JitterAligner:
     """Load the jitter ResNet from safetensors (never unpickled), checked against its model card.
 
     Parameters
     ----------
     path
-        Weights file; default the shipped ``tomoflow/models/jitter_resnet.safetensors``. The model
+        Weights file; default the shipped ``tomoflow/weights/jitter_resnet.safetensors``. The model
         card is the ``.json`` of the same stem beside it; it must name this file and hold its sha256
-        (:func:`tomoflow.models.card.verified_model`: no card, no load).
+        (:func:`tomoflow.weights.card.verified_model`: no card, no load).
     device
-        ``"cpu"``, ``"cuda"`` or ``"auto"``.
+        ``"cpu"``, ``"cuda"`` or ``"auto"``; None: the device of :mod:`tomoflow.config`.
 
     Raises
     ------
@@ -445,7 +403,7 @@ def load_aligner(path: str | os.PathLike | None = None, *, device: str = "cpu") 
     InputError
         Not safetensors, or weights that do not fit the architecture.
     """
-    from tomoflow.models.card import verified_model
+    from tomoflow.weights.card import verified_model
 
     dev = resolve_device(device)
     weights = default_weights_path() if path is None else Path(path)
@@ -458,7 +416,7 @@ def load_aligner(path: str | os.PathLike | None = None, *, device: str = "cpu") 
 
 
 def load_state_into(model: Any, path: Path, *, shown: Path | None = None) -> Any:
-    """Load the tensors of a verified JitterResNet safetensors file (:func:`tomoflow.models.card.verified_model`)
+    """Load the tensors of a verified JitterResNet safetensors file (:func:`tomoflow.weights.card.verified_model`)
     into ``model`` (strict: every key, every shape); ``shown`` is the path named in errors. Returns ``model``.
 
     Raises

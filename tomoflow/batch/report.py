@@ -28,7 +28,7 @@ from tomoflow.batch.manifest import Manifest
 from tomoflow.batch.names import REPORT_HTML, REPORT_JSON
 from tomoflow.batch.results import COMPLETE, BatchResult
 from tomoflow.errors import shorten
-from tomoflow.io.models import utc_now
+from tomoflow.io.metadata import utc_now
 from tomoflow.io.output import plan_file, write_file
 from tomoflow.io.stages import STAGES_GROUP
 from tomoflow.io.volume_store import VolumeStore

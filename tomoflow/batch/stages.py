@@ -14,7 +14,7 @@ stage        runs                                                        needs
 ``recon``    :func:`tomoflow.pipeline.reconstruct_scan`                  ``ingest``
 ``recover``  register (:func:`tomoflow.register.register`), resample     ``recon`` (or the scan's LFOV
              (:func:`tomoflow.pipeline.resample.resample_volume`),       ``volume``), and the scan's HR
-             train (:func:`tomoflow.recover.training.train_recovery`,    volume (``hr`` / ``hr_scan``)
+             train (:func:`tomoflow.train.recovery.train_recovery`,      volume (``hr`` / ``hr_scan``)
              when ``model: train``), recover
              (:func:`tomoflow.pipeline.recover.recover_volume`)
 ===========  ==========================================================  ================================
@@ -36,7 +36,8 @@ from tomoflow.pipeline.align import METHODS as ALIGN_METHODS
 from tomoflow.pipeline.reconstruct import ALGORITHMS, DEFAULT_ITERATIONS
 from tomoflow.recon.filters import FILTERS
 from tomoflow.recover.tiling import PAD_MODES
-from tomoflow.recover.training import SPLITS, WEIGHTS_NAME
+from tomoflow.recover.splits import SPLITS
+from tomoflow.recover.unet import WEIGHTS_NAME
 from tomoflow.register.registration import DOFS
 
 __all__ = [
@@ -191,7 +192,7 @@ class TrainOptions(_Model):
                                        description="Stop training after this many seconds.")
 
     def kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of :func:`tomoflow.recover.training.train_recovery` (``config`` holds
+        """Keyword arguments of :func:`tomoflow.train.recovery.train_recovery` (``config`` holds
         the channels as a :class:`tomoflow.recover.unet.UNetConfig`)."""
         from tomoflow.recover.unet import UNetConfig
 

@@ -65,7 +65,7 @@ def register_task(hr: str, lfov: str, dof: int, max_rotation_deg: float, device:
 def train_task(hr: str, lfov: str, matrix: list[list[float]], out_dir: str, options: dict[str, Any], device: str,
                threads: int | None, source: dict[str, Any]) -> dict[str, Any]:
     """Task: train the recovery U-Net on (LFOV resampled onto the HR grid, HR), resuming a checkpoint."""
-    from tomoflow.recover.training import train_recovery  # torch: loaded on the worker that trains
+    from tomoflow.train.recovery import train_recovery  # torch: loaded on the worker that trains
     from tomoflow.register.resample import resample_to_grid
 
     h, lf = VolumeStore.open(hr), VolumeStore.open(lfov)

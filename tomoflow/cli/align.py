@@ -144,15 +144,15 @@ def train_aligner(
     init_weights: Path | None = typer.Option(None, help="Start from these weights (safetensors, e.g. the "
                                                 "shipped ones) instead of a random initialisation: fine-tuning."),
     install: bool = typer.Option(False, help="Copy the final weights, model card and check set into the package "
-                                 "(tomoflow/models/) so that the network methods use them."),
+                                 "(tomoflow/weights/) so that the network methods use them."),
     overwrite: bool = typer.Option(False, help="Replace weights, card and check set that tomoflow wrote into --out "
                                    "for another training (never files tomoflow did not write)."),
 ) -> None:
     """Train the jitter ResNet on simulated scans (the shipped weights were made by this training;
     rerunning with the same folder resumes from its checkpoint)."""
     from tomoflow._checks import check_int, check_planned_memory, check_seed
-    from tomoflow.align.training import install_weights
-    from tomoflow.align.training import train_aligner as _train
+    from tomoflow.train.aligner import install_weights
+    from tomoflow.train.aligner import train_aligner as _train
 
     check_seed("--seed", seed)
     # one simulated scan's phantom is held in memory (its generators peak at ~20 float32 copies of a
@@ -198,4 +198,4 @@ def train_aligner(
                   f"{_e(card.get('metrics', {}))}")
     if install:
         install_weights(out)
-        console.print("installed into tomoflow/models/: the hybrid and resnet methods now use these weights")
+        console.print("installed into tomoflow/weights/: the hybrid and resnet methods now use these weights")

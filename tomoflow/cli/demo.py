@@ -150,7 +150,7 @@ def _recovery(rec: Path, size: int, train_seconds: float, client: Any) -> None:
     from tomoflow.pipeline.recover import recover_volume
     from tomoflow.pipeline.registration import register_volumes
     from tomoflow.pipeline.resample import field_grid, resample_volume
-    from tomoflow.recover.training import train_recovery
+    from tomoflow.train.recovery import train_recovery
     from tomoflow.recover.unet import UNetConfig
     from tomoflow.report import recovery_png
     from tomoflow.sim import simulate_multiscale_pair

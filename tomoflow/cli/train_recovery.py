@@ -2,7 +2,7 @@
 
 The LFOV volume is registered to the HR ROI (or the matrix is read from ``tomoflow register``'s JSON),
 resampled onto the HR grid over the ROI, and the pair trains a 3D U-Net
-(:func:`tomoflow.recover.training.train_recovery`): weights, model card and checkpoint in ``--out``.
+(:func:`tomoflow.train.recovery.train_recovery`): weights, model card and checkpoint in ``--out``.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def _read_registration(path: Path, hr_um: float, lf_um: float) -> tuple[Any, dic
 @contextlib.contextmanager
 def training_bar(steps: int, epochs: int | None = None, on_report: Callable[[], None] | None = None
                  ) -> Iterator[Callable[..., None]]:
-    """A progress bar for :func:`tomoflow.recover.training.train_recovery`: yields its ``progress``
+    """A progress bar for :func:`tomoflow.train.recovery.train_recovery`: yields its ``progress``
     callback (epoch, steps of the epoch, train and validation L1); ``on_report`` runs at every report."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -141,8 +141,8 @@ def train_recovery(
     import numpy as np
 
     from tomoflow.io.volume_store import VolumeStore
-    from tomoflow.recover.training import CARD_NAME, WEIGHTS_NAME
-    from tomoflow.recover.training import train_recovery as _train
+    from tomoflow.recover.unet import CARD_NAME, WEIGHTS_NAME
+    from tomoflow.train.recovery import train_recovery as _train
     from tomoflow.recover.unet import UNetConfig
     from tomoflow.register.resample import resample_to_grid
 
@@ -233,10 +233,11 @@ def train_recovery(
     console.print(f"wrote [bold]{_e(out / WEIGHTS_NAME)}[/] and its model card {_e(CARD_NAME)} in "
                   f"{time.perf_counter() - t0:.1f} s")
     if onnx:
-        from tomoflow.recover.training import check_onnx, export_onnx, with_normalisation
+        from tomoflow.recover.normalization import with_normalization
+        from tomoflow.train.onnx_export import check_onnx, export_onnx
         from tomoflow.recover.unet import alignment
 
-        raw = with_normalisation(res.model, res.card)
+        raw = with_normalization(res.model, res.card)
         path = out / "recover_unet.onnx"
         with _writing(path):
             export_onnx(raw, path, patch_shape=(patch,) * 3)

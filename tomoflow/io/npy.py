@@ -17,7 +17,7 @@ import numpy as np
 
 from tomoflow._checks import check_choice
 from tomoflow.errors import InputError
-from tomoflow.io.models import SourceFile
+from tomoflow.io.metadata import SourceFile
 from tomoflow.io.readers import LazyStack, RawScan, check_input_file, reader_errors, resolve_angles, source_file
 
 if TYPE_CHECKING:

@@ -28,7 +28,7 @@ import numpy as np
 from tomoflow._checks import check_frames, validate_angles, validate_scan_geometry
 from tomoflow._hashing import files_sha256
 from tomoflow.errors import InputError, TomoflowError
-from tomoflow.io.models import SourceFile
+from tomoflow.io.metadata import SourceFile
 
 if TYPE_CHECKING:  # the store is imported when a scan is written, not to open a raw file
     from tomoflow.io.scan_store import ScanStore

@@ -10,7 +10,7 @@ Layout (all arrays carry zarr v3 ``dimension_names`` so xarray sees labelled dim
       darks            (dark, row, col)   float32   raw dark fields; may have length 0  as above)
       angle            (angle,)           float64   rotation angle in degrees (index coordinate)
       stage_position   (angle, axis)      float64   optional, micrometres, axis = x, y, z (attribute)
-      zarr.json        group attributes:  :class:`tomoflow.io.models.ScanAttrs`
+      zarr.json        group attributes:  :class:`tomoflow.io.metadata.ScanAttrs`
 
 Chunking
 --------
@@ -83,7 +83,7 @@ from tomoflow._hashing import file_sha256
 from tomoflow._version import __version__
 from tomoflow.errors import ConfigError, InputError, StoreError, TomoflowError, describe_os_error
 from tomoflow.io.lock import claim_output, writes_outputs
-from tomoflow.io.models import SCAN_FORMAT, Provenance, ScanAttrs, SourceFile, StageRecord
+from tomoflow.io.metadata import SCAN_FORMAT, Provenance, ScanAttrs, SourceFile, StageRecord
 from tomoflow.io.output import OutputPlan, create_store, fingerprint, prepare_output, resolved_path
 from tomoflow.io.stages import StageLog, stage_records, store_identity, store_kind
 

@@ -5,7 +5,7 @@ later ``align``, ``recover`` ...) owns one sub-group of the store::
 
     store.zarr/
       zarr.json                 root attributes: static metadata written once at creation
-      stages/<stage>/zarr.json  the stage's :class:`~tomoflow.io.models.StageRecord` (fingerprint,
+      stages/<stage>/zarr.json  the stage's :class:`~tomoflow.io.metadata.StageRecord` (fingerprint,
                                 parameters, started/finished, timings, complete flag)
       stages/<stage>/<step>     uint8 (n_units,) block markers, ONE CHUNK PER UNIT
 
@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from tomoflow.errors import StoreError
-from tomoflow.io.models import StageRecord, utc_now
+from tomoflow.io.metadata import StageRecord, utc_now
 
 __all__ = ["StageLog", "stage_records", "store_identity", "store_kind", "read_zarr_json", "STAGES_GROUP"]
 

@@ -34,7 +34,7 @@ import numpy as np
 
 from tomoflow.errors import ConfigError
 from tomoflow.io.lock import writes_outputs as _writes_outputs
-from tomoflow.io.models import SourceFile
+from tomoflow.io.metadata import SourceFile
 from tomoflow.io.scan_store import write_scan
 
 if TYPE_CHECKING:  # the storage layer may import kernels, but only needs the type here
@@ -225,7 +225,7 @@ def write_multiscale_pair(
 
     from tomoflow import config as _config
     from tomoflow.io.lock import claim_output
-    from tomoflow.io.models import VOLUME_FORMAT
+    from tomoflow.io.metadata import VOLUME_FORMAT
     from tomoflow.io.output import OutputPlan, fingerprint, prepare_output, resolved_path
     from tomoflow.io.stages import StageLog
     from tomoflow.io.volume_store import VolumeStore, block_mean_2x, level_shape, pyramid_levels

@@ -39,7 +39,7 @@ import zarr
 from tomoflow import config as _config
 from tomoflow._version import __version__
 from tomoflow.errors import ConfigError, StoreError
-from tomoflow.io.models import VOLUME_FORMAT, Provenance, SourceFile, StageRecord, VolumeAttrs
+from tomoflow.io.metadata import VOLUME_FORMAT, Provenance, SourceFile, StageRecord, VolumeAttrs
 from tomoflow.io.output import OutputPlan, create_store
 from tomoflow.io.stages import stage_records, store_kind
 

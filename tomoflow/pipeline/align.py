@@ -37,7 +37,7 @@ import numpy as np
 from tomoflow import config as _config
 from tomoflow._checks import check_choice, check_int
 from tomoflow.align.binning import bin_stack
-from tomoflow.io.models import SCAN_FORMAT
+from tomoflow.io.metadata import SCAN_FORMAT
 from tomoflow.io.scan_store import ScanStore, validate_center
 from tomoflow.pipeline.engine import (
     Block,
@@ -350,7 +350,7 @@ def _shipped_model_sha256(method: str) -> str:
     if not sha:
         raise ConfigError(f"method {method!r} needs the trained network, but {weights} (or its model card) is "
                           "missing; train it with `tomoflow train-aligner`, or use --method consistency or phase")
-    from tomoflow.models.card import verified_model
+    from tomoflow.weights.card import verified_model
 
     verified_model(weights)  # the load gate, before anything is written (ModelError: changed weights)
     return str(sha)
@@ -487,7 +487,7 @@ def correct_scan(
     out = Path(out_path)
     aligned = Path(aligned_path) if aligned_path is not None else out.with_name(out.name.removesuffix(".zarr") + "-aligned.zarr")
     from tomoflow.errors import ConfigError
-    from tomoflow.io.models import VOLUME_FORMAT
+    from tomoflow.io.metadata import VOLUME_FORMAT
     from tomoflow.io.output import prepare_output as check_output
     from tomoflow.io.output import resolved_path
 

@@ -34,7 +34,7 @@ from tomoflow._checks import check_choice
 from tomoflow.backend import has_cuda, limit_threads
 from tomoflow.errors import ConfigError, InputError, PipelineError, TomoflowError
 from tomoflow.geometry import check_slice_shape
-from tomoflow.io.models import VOLUME_FORMAT
+from tomoflow.io.metadata import VOLUME_FORMAT
 from tomoflow.io.scan_store import ScanStore, validate_center
 from tomoflow.io.volume_store import VolumeStore, level_shape, pyramid_levels
 from tomoflow.pipeline.engine import (

@@ -29,7 +29,7 @@ from tomoflow import config as _config
 from tomoflow._checks import check_choice
 from tomoflow.backend import torch_threads
 from tomoflow.errors import ConfigError
-from tomoflow.io.models import VOLUME_FORMAT
+from tomoflow.io.metadata import VOLUME_FORMAT
 from tomoflow.io.stages import StageLog
 from tomoflow.io.volume_store import VolumeStore, level_shape, pyramid_levels
 from tomoflow.pipeline.engine import Block, current_client, fingerprint, identity_of, prepare_output, run_blocks
@@ -48,14 +48,14 @@ def _model(path: str, sha256: str, device: str) -> Any:
     key = (path, sha256, device)
     if key not in _MODELS:
         from tomoflow.recover.onnx_network import is_onnx_path, load_onnx
-        from tomoflow.recover.training import with_normalisation
+        from tomoflow.recover.normalization import with_normalization
         from tomoflow.recover.unet import load_unet
 
         _MODELS.clear()  # one model per process at a time
         if is_onnx_path(path):  # exported with its normalisation inside: raw grey values in and out
             _MODELS[key] = load_onnx(path)
         else:
-            _MODELS[key] = with_normalisation(load_unet(path, device=device))  # raw grey values in and out
+            _MODELS[key] = with_normalization(load_unet(path, device=device))  # raw grey values in and out
     return _MODELS[key]
 
 
@@ -93,16 +93,16 @@ def recover_volume(
     """Run a resolution-recovery U-Net over a whole volume store into a new OME-Zarr volume store.
 
     The network reads and writes raw grey values: the normalisation stored in its model card
-    (:func:`tomoflow.recover.training.with_normalisation`) is applied around it in every block.
+    (:func:`tomoflow.recover.normalization.with_normalization`) is applied around it in every block.
 
     Parameters
     ----------
     volume_path
         Input volume store (complete).
     model_path
-        U-Net weights (``.safetensors`` with its model card beside it; :func:`tomoflow.recover.save_unet`),
+        U-Net weights (``.safetensors`` with its model card beside it; :func:`tomoflow.train.files.save_unet`),
         or its ONNX export with the normalisation inside (``.onnx``,
-        :func:`tomoflow.recover.training.export_onnx` of the :func:`~tomoflow.recover.training.with_normalisation`
+        :func:`tomoflow.train.onnx_export.export_onnx` of the :func:`~tomoflow.recover.normalization.with_normalization`
         network), run by onnxruntime on the CPU.
     out_path
         Output volume store: same shape and voxel size as the input, plus a pyramid.
@@ -153,7 +153,7 @@ def recover_volume(
         model = load_onnx(model_path)
         if not model.raw_values:
             raise ConfigError(f"{model_path}: this ONNX graph takes normalised values; export the network with "
-                              "its normalisation (export_onnx(with_normalisation(load_unet(weights)), ...))")
+                              "its normalisation (export_onnx(with_normalization(load_unet(weights)), ...))")
         sha = file_sha256(model_path)
     else:
         model = load_unet(model_path, device="cpu")  # verifies the card and the sha256 before anything is written

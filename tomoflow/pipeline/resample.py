@@ -23,7 +23,7 @@ import numpy as np
 from tomoflow import config as _config
 from tomoflow._checks import check_int, check_number
 from tomoflow.errors import ConfigError, InputError
-from tomoflow.io.models import VOLUME_FORMAT
+from tomoflow.io.metadata import VOLUME_FORMAT
 from tomoflow.io.stages import StageLog
 from tomoflow.io.volume_store import VolumeStore, level_shape, pyramid_levels
 from tomoflow.pipeline.engine import Block, current_client, fingerprint, identity_of, prepare_output, run_blocks

@@ -1,11 +1,11 @@
-"""The resolution-recovery U-Net exported to ONNX (:func:`tomoflow.recover.training.export_onnx`), run
+"""The resolution-recovery U-Net exported to ONNX (:func:`tomoflow.train.onnx_export.export_onnx`), run
 with onnxruntime: a drop-in model for :func:`~tomoflow.recover.tiling.predict_tiled`,
 :func:`~tomoflow.recover.tiling.predict_volume` and the ``recover`` stage, for sites that deploy
 without torch.
 
 The exported file carries what tiled inference needs in its metadata (``metadata_props``): the
 network's configuration (receptive field, alignment), whether the graph takes raw grey values (the
-:func:`~tomoflow.recover.training.with_normalisation` network, the one to deploy) or normalised ones,
+:func:`~tomoflow.recover.normalization.with_normalization` network, the one to deploy) or normalised ones,
 and the training voxel size. Optional: ``pip install 'tomoflow[onnx]'``.
 """
 
@@ -53,7 +53,7 @@ class OnnxNetwork:
         ``{"training_data": {"hr_voxel_um": ...}}``, what the ``recover`` stage checks.
     model_card
         The model card beside the file, which names it and holds its sha256 (checked on opening:
-        :func:`tomoflow.models.card.verified_model`).
+        :func:`tomoflow.weights.card.verified_model`).
     sha256
         The file's sha256 (the card's, verified).
 
@@ -73,7 +73,7 @@ class OnnxNetwork:
             import onnxruntime as ort
         except ImportError:
             raise ConfigError("running an ONNX network needs onnxruntime: pip install 'tomoflow[onnx]'") from None
-        from tomoflow.models.card import card_path, verified_model
+        from tomoflow.weights.card import card_path, verified_model
 
         self.path = Path(path)
         if not self.path.is_file():
@@ -90,7 +90,7 @@ class OnnxNetwork:
         meta = self._session.get_modelmeta().custom_metadata_map
         if META_CONFIG not in meta:
             raise InputError(f"the ONNX graph has no {META_CONFIG!r} metadata: it was not exported by "
-                             "tomoflow.recover.training.export_onnx", path=self.path)
+                             "tomoflow.train.onnx_export.export_onnx", path=self.path)
         try:
             self.config = UNetConfig.from_dict(json.loads(meta[META_CONFIG]))
         except (ValueError, TypeError, ConfigError) as exc:
@@ -118,5 +118,5 @@ class OnnxNetwork:
 
 
 def load_onnx(path: str | os.PathLike, *, providers: list[str] | None = None) -> OnnxNetwork:
-    """Open an ONNX U-Net exported by :func:`~tomoflow.recover.training.export_onnx` (see :class:`OnnxNetwork`)."""
+    """Open an ONNX U-Net exported by :func:`~tomoflow.train.onnx_export.export_onnx` (see :class:`OnnxNetwork`)."""
     return OnnxNetwork(path, providers=providers)

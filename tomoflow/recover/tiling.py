@@ -348,7 +348,7 @@ def valid_evaluation(model: Any, box_shape: Sequence[int], crops: Sequence[Seque
     boxes of ``box_shape`` and still give every voxel of ``crops`` (box-relative slices).
 
     True for a torch U-Net from :func:`~tomoflow.recover.unet.build_unet` (or wrapped by
-    :func:`~tomoflow.recover.training.with_normalisation`) whenever its halo is at least the receptive
+    :func:`~tomoflow.recover.normalization.with_normalization`) whenever its halo is at least the receptive
     field; False for an ONNX network or a network without a :class:`~tomoflow.recover.unet.UNetConfig`.
     """
     from tomoflow.recover.unet import valid_region
@@ -450,7 +450,7 @@ def prepare_model(model: Any, device: str) -> tuple[Any, Any, bool]:
     """
     if getattr(model, "runs_numpy", False):
         return None, None, False
-    from tomoflow.recover.unet import resolve_device
+    from tomoflow.nn import resolve_device
 
     dev = resolve_device(device)
     was_training = bool(model.training)

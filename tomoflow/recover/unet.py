@@ -24,7 +24,7 @@ and whole-volume inference never rely on this: they pad explicitly, see
 :mod:`~tomoflow.recover.tiling`).
 
 Weights are stored as safetensors (never unpickled) with the :class:`UNetConfig` in the file's
-metadata, next to a model card JSON that records their sha256 (:func:`save_unet`,
+metadata, next to a model card JSON that records their sha256 (:func:`tomoflow.train.files.save_unet`,
 :func:`load_unet`). torch is imported lazily, so importing this module never imports torch.
 """
 
@@ -40,11 +40,12 @@ from typing import Any
 import numpy as np
 
 from tomoflow._checks import check_int
-from tomoflow._hashing import file_sha256
-from tomoflow.align.resnet import count_parameters, resolve_device
+from tomoflow.nn import resolve_device
 from tomoflow.errors import ConfigError, InputError
 
 __all__ = [
+    "WEIGHTS_NAME",
+    "CARD_NAME",
     "ARCHITECTURE_NAME",
     "NEGATIVE_SLOPE",
     "UNetConfig",
@@ -53,11 +54,13 @@ __all__ = [
     "alignment",
     "valid_region",
     "inference_bytes",
-    "count_parameters",
-    "save_unet",
     "load_unet",
-    "resolve_device",
 ]
+
+WEIGHTS_NAME = "recover_unet.safetensors"
+"""File name of the trained weights in the output folder (the card is ``recover_unet.json``)."""
+
+CARD_NAME = "recover_unet.json"
 
 ARCHITECTURE_NAME = "UNet3d"
 """Name of the architecture in the safetensors metadata and the model card."""
@@ -495,94 +498,16 @@ def architecture(config: UNetConfig) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- weights
-def _card_path(weights: Path) -> Path:
-    """The model card beside a weights file (one rule: :func:`tomoflow.models.card.card_path`)."""
-    from tomoflow.models.card import card_path
-
-    return card_path(weights)
-
-
-def save_unet(model: Any, config: UNetConfig, path: str | os.PathLike, *, card: dict[str, Any] | None = None,
-              fingerprint: str | None = None) -> dict[str, Any]:
-    """Write the weights as safetensors and the model card JSON beside them.
-
-    The :class:`UNetConfig` goes into the safetensors metadata (``"config"``, JSON) and into the card
-    (``architecture``), with the weights' sha256.
-
-    Parameters
-    ----------
-    model
-        The network (its state is saved; it is not modified).
-    config
-        Its configuration (must equal ``model.config`` when the model has one).
-    path
-        Weights file, e.g. ``recover_unet.safetensors``; the card is ``recover_unet.json`` beside it.
-    card
-        Further model-card fields (name, training_data, training, metrics, command, ...). ``sha256``,
-        ``format``, ``weights`` and ``architecture`` are filled in here.
-
-    Returns
-    -------
-    dict
-        The card as written.
-
-    Raises
-    ------
-    ConfigError
-        ``config`` differs from the model's own, or is not a :class:`UNetConfig`.
-    """
-    from safetensors.torch import save_file
-
-    from tomoflow.models.card import validate_card
-
-    if not isinstance(config, UNetConfig):
-        raise ConfigError(f"config must be a UNetConfig, got {type(config).__name__}")
-    own = getattr(model, "config", None)
-    if isinstance(own, UNetConfig) and own != config:
-        raise ConfigError(f"config {config} differs from the model's own {own}")
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    from tomoflow.io.output import STAMP_KEY, file_stamp, plan_file
-
-    # The file policy: a file tomoflow did not write is never replaced (callers plan the folder first).
-    for target, kind in ((path, "model-weights"), (_card_path(path), "model-card")):
-        plan_file(target, kind=kind, fingerprint=fingerprint, overwrite=True)
-    save_file(state, str(tmp), metadata={"format": "pt", "architecture": ARCHITECTURE_NAME,
-                                         "config": config.to_json(),
-                                         STAMP_KEY: json.dumps(file_stamp("model-weights", fingerprint))})
-    os.replace(tmp, path)
-    os.chmod(path, 0o644)
-    full = dict(card or {})
-    full.update({
-        "format": "safetensors",
-        "weights": path.name,
-        "sha256": file_sha256(path),
-        "architecture": dict(architecture(config), parameters=count_parameters(model)),
-    })
-    full.setdefault("name", "tomoflow resolution-recovery 3D U-Net")
-    card_file = _card_path(path)
-    validate_card(full, card_file)
-    from tomoflow.io.output import stamped_json
-
-    text = stamped_json(full, "model-card", fingerprint, indent=1)
-    full[STAMP_KEY] = json.loads(text)[STAMP_KEY]  # the card returned is the card written
-    tmp_card = card_file.with_name(card_file.name + ".tmp")
-    tmp_card.write_text(text)
-    os.replace(tmp_card, card_file)
-    return full
-
-
-def load_unet(path: str | os.PathLike, *, device: str = "cpu") -> Any:
-    """Load a U-Net saved by :func:`save_unet` (safetensors, never unpickled), in eval mode.
+def load_unet(path: str | os.PathLike, *, device: str | None = None) -> Any:
+    """Load a U-Net saved by :func:`tomoflow.train.files.save_unet` (safetensors, never unpickled), in eval mode.
 
     Parameters
     ----------
     path
         Weights file; the model card is the ``.json`` of the same stem beside it, and must name this
-        file and hold its sha256 (:func:`tomoflow.models.card.verified_model`: no card, no load).
+        file and hold its sha256 (:func:`tomoflow.weights.card.verified_model`: no card, no load).
     device
-        ``"cpu"``, ``"cuda"`` or ``"auto"``.
+        ``"cpu"``, ``"cuda"`` or ``"auto"``; None: the device of :mod:`tomoflow.config`.
 
     Returns
     -------
@@ -600,7 +525,7 @@ def load_unet(path: str | os.PathLike, *, device: str = "cpu") -> Any:
     from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
-    from tomoflow.models.card import card_path, verified_model
+    from tomoflow.weights.card import card_path, verified_model
 
     dev = resolve_device(device)
     weights = Path(path)

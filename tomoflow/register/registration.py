@@ -350,7 +350,7 @@ def register(
     """
     from scipy.ndimage import gaussian_filter
 
-    from tomoflow.align.resnet import resolve_device
+    from tomoflow.nn import resolve_device
 
     t_all = time.perf_counter()
     hr_shape = _volume_shape("HR", hr)

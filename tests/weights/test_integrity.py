@@ -1,6 +1,6 @@
 """Model integrity: every model file tomoflow loads — the jitter ResNet's and the U-Net's safetensors, the
 U-Net's ONNX export, ``--init-weights`` of both trainings, training checkpoints — passes one gate
-(:func:`tomoflow.models.card.verified_model`): a card beside it, naming it, with its sha256. No card, no
+(:func:`tomoflow.weights.card.verified_model`): a card beside it, naming it, with its sha256. No card, no
 load; a changed byte, a card naming another file, a card of another network: refused before anything is
 written (API: :class:`~tomoflow.errors.ModelError`; CLI: one ``error:`` line, exit code 2, nothing left)."""
 
@@ -18,7 +18,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from tomoflow.errors import InputError, ModelError  # noqa: E402  (after pytest.importorskip)
-from tomoflow.models.card import card_path, read_card, verified_checkpoint, verified_model  # noqa: E402  (after pytest.importorskip)
+from tomoflow.weights.card import card_path, read_card, verified_checkpoint, verified_model  # noqa: E402  (after pytest.importorskip)
 
 HAS_ONNX = importlib.util.find_spec("onnx") is not None and importlib.util.find_spec("onnxruntime") is not None
 needs_onnx = pytest.mark.skipif(not HAS_ONNX, reason="needs onnx and onnxruntime (pip install 'tomoflow[onnx]')")
@@ -73,7 +73,8 @@ TINY_UNET = dict(channels=(4, 8))
 @pytest.fixture
 def unet_dir(tmp_path):
     """A tiny U-Net saved as a training folder would hold it: ``recover_unet.safetensors`` + card."""
-    from tomoflow.recover.unet import UNetConfig, build_unet, save_unet
+    from tomoflow.recover.unet import UNetConfig, build_unet
+    from tomoflow.train.files import save_unet
 
     torch.manual_seed(7)
     cfg = UNetConfig(**TINY_UNET)
@@ -95,10 +96,11 @@ def volume(tmp_path):
 
 
 def _export(d: Path, w: Path) -> Path:
-    from tomoflow.recover.training import export_onnx, with_normalisation
+    from tomoflow.recover.normalization import with_normalization
+    from tomoflow.train.onnx_export import export_onnx
     from tomoflow.recover.unet import load_unet
 
-    return export_onnx(with_normalisation(load_unet(w)), d / "recover_unet.onnx", patch_shape=(8, 8, 8))
+    return export_onnx(with_normalization(load_unet(w, device="cpu")), d / "recover_unet.onnx", patch_shape=(8, 8, 8))
 
 
 def _change_head_bias(onnx_file: Path, delta: float = 0.5) -> None:
@@ -124,14 +126,15 @@ def test_the_shipped_models_pass_the_gate():
         pytest.skip("shipped weights not added yet")
     card, real = verified_model(weights)
     assert card["weights"] == weights.name and real == weights.resolve()
-    assert load_aligner().card["sha256"] == card["sha256"]
+    assert load_aligner(device="cpu").card["sha256"] == card["sha256"]
     check = card["metrics"]["check_set"]  # the check set the card's metric reproduces from is the shipped one
     assert check["file"] == CHECK_NAME and file_sha256(weights.parent / CHECK_NAME) == check["sha256"]
 
 
 # ----------------------------------------------------------------------------- safetensors (both networks)
 def _resnet(tmp_path: Path) -> Path:
-    from tomoflow.align.resnet import build_network, save_weights
+    from tomoflow.align.resnet import build_network
+    from tomoflow.train.files import save_weights
 
     torch.manual_seed(0)
     path = tmp_path / "jitter_resnet.safetensors"
@@ -142,7 +145,8 @@ def _resnet(tmp_path: Path) -> Path:
 
 
 def _unet(tmp_path: Path) -> Path:
-    from tomoflow.recover.unet import UNetConfig, build_unet, save_unet
+    from tomoflow.recover.unet import UNetConfig, build_unet
+    from tomoflow.train.files import save_unet
 
     cfg = UNetConfig(**TINY_UNET)
     path = tmp_path / "recover_unet.safetensors"
@@ -267,7 +271,7 @@ def test_the_onnx_export_is_recorded_in_the_card_and_checked(unet_dir, volume, t
 def test_exporting_a_bare_network_writes_its_own_card_and_never_takes_anothers(unet_dir, tmp_path):
     from tomoflow.errors import ConfigError
     from tomoflow.recover.onnx_network import load_onnx
-    from tomoflow.recover.training import export_onnx
+    from tomoflow.train.onnx_export import export_onnx
     from tomoflow.recover.unet import UNetConfig, build_unet
 
     net = build_unet(config=UNetConfig(**TINY_UNET))
@@ -337,7 +341,7 @@ def shipped_copy(tmp_path):
 
 
 def _no_simulation(monkeypatch):
-    import tomoflow.align.training as training
+    import tomoflow.train.aligner as training
 
     def refuse(*a, **k):  # the check must come before any work
         raise AssertionError("training data simulated before the init weights were checked")
@@ -346,7 +350,7 @@ def _no_simulation(monkeypatch):
 
 
 def test_train_aligner_checks_init_weights_against_their_card_before_any_work(shipped_copy, tmp_path, monkeypatch):
-    from tomoflow.align.training import train_aligner
+    from tomoflow.train.aligner import train_aligner
 
     _no_simulation(monkeypatch)
     out = tmp_path / "train"
@@ -371,7 +375,7 @@ def test_cli_train_aligner_with_changed_init_weights_fails_up_front(shipped_copy
 
 
 def test_train_recovery_checks_init_weights_and_its_checkpoint(unet_dir, tmp_path):
-    from tomoflow.recover.training import train_recovery
+    from tomoflow.train.recovery import train_recovery
     from tomoflow.recover.unet import UNetConfig
 
     d, w = unet_dir
@@ -395,26 +399,26 @@ def test_train_recovery_checks_init_weights_and_its_checkpoint(unet_dir, tmp_pat
 
 # ----------------------------------------------------------------------------- checkpoints
 def test_checkpoints_carry_their_own_card(tmp_path):
-    from tomoflow.align.training import _load_checkpoint, _save_checkpoint
+    from tomoflow.train.files import load_checkpoint, save_checkpoint
 
     model = torch.nn.Linear(3, 2)
     opt = torch.optim.Adam(model.parameters())
     ckpt = tmp_path / "checkpoint"
-    _save_checkpoint(ckpt, model, {k: v.clone() for k, v in model.state_dict().items()}, opt, {"epoch": 1})
-    info, tensors = _load_checkpoint(ckpt)
+    save_checkpoint(ckpt, model, {k: v.clone() for k, v in model.state_dict().items()}, opt, {"epoch": 1})
+    info, tensors = load_checkpoint(ckpt)
     assert info["epoch"] == 1 and "model.weight" in tensors
     state = json.loads((ckpt / "state.json").read_text())
     verified_checkpoint(ckpt / "last.safetensors", ckpt / "state.json")
     _flip(ckpt / "last.safetensors", n=1)
     with pytest.raises(ModelError, match="sha256 does not match its card state.json"):
-        _load_checkpoint(ckpt)
+        load_checkpoint(ckpt)
     (ckpt / "state.json").write_text(json.dumps({k: v for k, v in state.items() if k != "sha256"}))
     with pytest.raises(ModelError, match="older tomoflow"):
-        _load_checkpoint(ckpt)
+        load_checkpoint(ckpt)
     (ckpt / "state.json").write_text("[")
     with pytest.raises(ModelError, match="not valid JSON"):
-        _load_checkpoint(ckpt)
+        load_checkpoint(ckpt)
     (ckpt / "state.json").write_text(json.dumps(state))
     (ckpt / "last.safetensors").unlink()
     with pytest.raises(ModelError, match="no such checkpoint tensors file"):
-        _load_checkpoint(ckpt)
+        load_checkpoint(ckpt)

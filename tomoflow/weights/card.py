@@ -3,7 +3,7 @@
 A card (``<name>.json`` beside ``<name>.safetensors`` or ``<name>.onnx``) says what the network is, how it
 was trained (data recipe, seed, the exact command), how well it does on held-out data, and which file it
 describes with that file's sha256: ``weights`` + ``sha256`` for the safetensors weights, and the ``onnx``
-entry (``file`` + ``sha256``) for an ONNX export (:func:`tomoflow.recover.training.export_onnx` records
+entry (``file`` + ``sha256``) for an ONNX export (:func:`tomoflow.train.onnx_export.export_onnx` records
 it). The JSON Schema is ``schemas/model-card.schema.json``.
 
 **The gate** (:func:`verified_model`): every model file tomoflow loads — the jitter ResNet's and the
@@ -193,7 +193,7 @@ def verified_model(path: str | os.PathLike) -> tuple[dict[str, Any], Path]:
         entry = card.get("onnx")
         if not isinstance(entry, dict):
             raise ModelError(f"its card {cf.name} records no ONNX export (export with "
-                             "tomoflow.recover.training.export_onnx, which records the file and its sha256)", shown)
+                             "tomoflow.train.onnx_export.export_onnx, which records the file and its sha256)", shown)
         _check_entry(shown, real, cf, entry.get("file"), entry.get("sha256"), "ONNX file")
     else:
         if card.get("format") not in (None, "safetensors"):
@@ -206,7 +206,7 @@ def verified_checkpoint(weights: str | os.PathLike, state_file: str | os.PathLik
     """A training checkpoint's tensors checked against its own card, the ``state.json`` beside them.
 
     The state records ``weights`` (the tensors' file name) and ``sha256``, written after the tensors
-    (:func:`tomoflow.align.training._save_checkpoint`); the same rule as :func:`verified_model`.
+    (:func:`tomoflow.train.files.save_checkpoint`); the same rule as :func:`verified_model`.
 
     Returns
     -------

@@ -13,27 +13,14 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from tomoflow.errors import ConfigError, InputError  # noqa: E402  (after pytest.importorskip)
-from tomoflow.models.card import validate_card  # noqa: E402  (after pytest.importorskip)
+from tomoflow.recover.calibration import apply_calibration, calibration_of  # noqa: E402  (after pytest.importorskip)
+from tomoflow.recover.metrics import held_out_metrics  # noqa: E402  (after pytest.importorskip)
+from tomoflow.recover.normalization import apply_normalization, with_normalization  # noqa: E402  (after pytest.importorskip)
 from tomoflow.recover.tiling import predict_volume  # noqa: E402  (after pytest.importorskip)
-from tomoflow.recover.training import (  # noqa: E402  (after pytest.importorskip)
-    CARD_NAME,
-    WEIGHTS_NAME,
-    apply_calibration,
-    apply_normalisation,
-    augment_pair,
-    calibration_of,
-    check_onnx,
-    export_onnx,
-    fit_calibration,
-    held_out_metrics,
-    normalisation_from,
-    normalisation_of,
-    plan_split,
-    train_recovery,
-    undo_normalisation,
-    with_normalisation,
-)
-from tomoflow.recover.unet import UNetConfig, build_unet, load_unet  # noqa: E402  (after pytest.importorskip)
+from tomoflow.recover.unet import CARD_NAME, WEIGHTS_NAME, UNetConfig, build_unet, load_unet  # noqa: E402  (after pytest.importorskip)
+from tomoflow.train.onnx_export import check_onnx, export_onnx  # noqa: E402  (after pytest.importorskip)
+from tomoflow.train.recovery import train_recovery  # noqa: E402  (after pytest.importorskip)
+from tomoflow.weights.card import validate_card  # noqa: E402  (after pytest.importorskip)
 
 TINY = UNetConfig(channels=(4, 8))
 
@@ -102,14 +89,14 @@ def test_weights_load_and_the_card_reproduces_the_held_out_metrics(trained, pair
     for key in ("psnr_input_db", "psnr_prediction_db", "ssim_input", "ssim_prediction", "val_l1", "val_l1_input"):
         assert np.isfinite(card["metrics"]["held_out"][key]), key
     # inference contract: load (sha256 checked), wrap with the card's normalisation, predict the whole volume
-    model = load_unet(res.weights)
+    model = load_unet(res.weights, device="cpu")
     assert model.card["normalisation"]["offset"] == norm["offset"]
-    raw = predict_volume(with_normalisation(model, calibrated=False), inp)
+    raw = predict_volume(with_normalization(model, calibrated=False), inp)
     again = held_out_metrics(raw, inp, hr, res.split, float(hr.max() - hr.min()))
     assert again["psnr_prediction_db"] == pytest.approx(card["metrics"]["held_out"]["psnr_prediction_db"], abs=1e-3)
     assert again["ssim_prediction"] == pytest.approx(card["metrics"]["held_out"]["ssim_prediction"], abs=1e-4)
     # what inference returns by default: the calibrated prediction, whose figures the card gives beside
-    pred = predict_volume(with_normalisation(model), inp)
+    pred = predict_volume(with_normalization(model), inp)
     cal = card["metrics"]["held_out"]["calibrated"]
     again = held_out_metrics(pred, inp, hr, res.split, float(hr.max() - hr.min()))
     assert again["psnr_prediction_db"] == pytest.approx(cal["psnr_prediction_db"], abs=1e-3)
@@ -118,14 +105,14 @@ def test_weights_load_and_the_card_reproduces_the_held_out_metrics(trained, pair
 def test_calibration_gives_the_prediction_the_targets_pore_fraction(trained, pair):
     """The card's calibration, fitted on the whole training pair, gives the prediction HR's pore fraction
     there at the pore threshold (within the voxels that tie), moves nothing outside the pore-solid range,
-    and is what with_normalisation applies."""
+    and is what with_normalization applies."""
     inp, hr, _ = pair
     res, _, _ = trained
     cal = res.card["calibration"]
     assert cal["fitted_on"].startswith("the whole training pair") and cal["voxels"] == hr.size
-    model = load_unet(res.weights)
-    raw = predict_volume(with_normalisation(model, calibrated=False), inp)
-    pred = predict_volume(with_normalisation(model), inp)
+    model = load_unet(res.weights, device="cpu")
+    raw = predict_volume(with_normalization(model, calibrated=False), inp)
+    pred = predict_volume(with_normalization(model), inp)
     knots = calibration_of(model)
     np.testing.assert_allclose(pred, apply_calibration(raw, knots), rtol=0, atol=1e-5)
     thr = cal["threshold"]
@@ -138,26 +125,6 @@ def test_calibration_gives_the_prediction_the_targets_pore_fraction(trained, pai
     assert np.all(np.diff(apply_calibration(np.linspace(lo - 1, hi + 1, 999), knots)) > 0)  # monotone
     pf = res.metrics["pore_fraction"]
     assert pf["threshold"] == thr and 0 < pf["target"] < 1 and 0 <= pf["calibrated"] <= 1
-
-
-def test_calibration_fit_and_its_refusals():
-    rng = np.random.default_rng(0)
-    target = np.where(rng.random((20, 20, 20)) < 0.1, 0.1, 1.0).astype(np.float32)
-    pred = (0.7 * target + 0.3 + 0.05 * rng.standard_normal(target.shape)).astype(np.float32)  # pores too bright
-    cal = fit_calibration(pred, target, threshold=0.5)
-    assert cal["pore_level"] == pytest.approx(0.1) and cal["solid_level"] == pytest.approx(1.0)
-    after = apply_calibration(pred, calibration_of({"calibration": cal}))
-    assert np.mean(after < 0.5) == pytest.approx(np.mean(target < 0.5), abs=1e-3)
-    t = torch.from_numpy(pred)  # the torch path (what the network wrapper and ONNX run) is the same map
-    np.testing.assert_allclose(apply_calibration(t, calibration_of({"calibration": cal})).numpy(), after, atol=1e-6)
-    assert fit_calibration(pred, np.ones_like(target), threshold=0.5) is None  # no pores: nothing to fit
-    assert calibration_of({}) is None and calibration_of({"calibration": None}) is None
-    with pytest.raises(InputError, match="calibration"):
-        calibration_of({"calibration": {"pore_level": 1.0, "from": 0.5, "threshold": 0.5, "solid_level": 0.0}})
-    with pytest.raises(InputError, match="calibration"):
-        calibration_of({"calibration": {"pore_level": 0.0}})
-    with pytest.raises(InputError, match="shapes differ"):
-        fit_calibration(pred, target[:-1])
 
 
 def test_fine_tuning_starts_from_earlier_weights(trained, pair, tmp_path):
@@ -205,83 +172,9 @@ def test_resume_continues_from_the_checkpoint_exactly(pair, tmp_path):
 
 
 # ----------------------------------------------------------------------------- split, augmentation
-@pytest.mark.parametrize("shape, patch, kind", [((48, 48, 48), 16, "octants"), ((48, 48, 48), 32, "slabs"),
-                                                ((20, 33, 27), 8, "octants"), ((30, 28, 26), 16, "slabs")])
-def test_training_patches_never_overlap_held_out_blocks(shape, patch, kind):
-    split = plan_split(shape, patch, val_fraction=0.25, seed=3)
-    assert split.kind == kind
-    held = split.held_out_mask
-    assert held.any() and not held.all()
-    # the corner mask is exactly "the patch box misses every held-out voxel" (brute force)
-    ok = split.corner_mask()
-    for c in np.ndindex(*ok.shape):
-        box = held[tuple(slice(s, s + patch) for s in c)]
-        assert ok[c] == (not box.any()), c
-    corners = split.sample(500, np.random.default_rng(0))
-    assert corners.min() >= 0 and np.all(corners <= np.array(shape) - patch)
-    for c in corners:
-        assert not held[tuple(slice(s, s + patch) for s in c)].any()
-    assert len({tuple(c) for c in corners}) > 50  # not one position over and over
-    # the held-out blocks are blocks of the tiling grid, whole
-    for (a, _b), idx in zip(split.held_out_boxes, split.held_out):
-        assert a == tuple(i * s for i, s in zip(idx, split.block))
-
-
-def test_split_refuses_what_cannot_work():
-    with pytest.raises(InputError, match="smaller than a training patch"):
-        plan_split((40, 40, 12), 16)
-    with pytest.raises(ConfigError, match="no 36-voxel training patch fits"):
-        plan_split((40, 40, 40), 36)
-    with pytest.raises(ConfigError, match="split"):
-        plan_split((40, 40, 40), 16, kind="halves")
-
-
-def test_augmentation_transforms_input_and_target_alike():
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(6, 7, 8)).astype(np.float32)
-    y = x**2  # any voxel-wise relation must survive the augmentation
-    seen = set()
-    for _ in range(200):
-        xa, ya, info = augment_pair(x, y, rng)
-        g, b = info["gain"], info["offset"]
-        assert 0.9 <= g <= 1.1 and -0.05 <= b <= 0.05
-        want = np.transpose(x, info["perm"])[tuple(slice(None, None, -1) if f else slice(None) for f in info["flip"])]
-        np.testing.assert_allclose(xa, g * want + b, rtol=1e-6, atol=1e-6)
-        np.testing.assert_allclose(ya, g * ((xa - b) / g) ** 2 + b, rtol=1e-4, atol=1e-5)
-        assert xa.flags.c_contiguous and xa.dtype == np.float32
-        seen.add((tuple(info["perm"]), tuple(info["flip"])))
-    assert len(seen) == 48  # all 6 axis orders x 8 flips occur
-    xa, ya, info = augment_pair(x, y, rng, flips=False, permute=False, gain=(1, 1), offset=(0, 0))
-    np.testing.assert_array_equal(xa, x)
-    np.testing.assert_array_equal(ya, y)
 
 
 # ----------------------------------------------------------------------------- normalisation
-def test_normalisation_round_trips_and_is_what_the_card_says():
-    rng = np.random.default_rng(1)
-    x = (rng.normal(size=(20, 20, 20)) * 3e-3 + 2e-2).astype(np.float32)  # small attenuation values
-    norm = normalisation_from(x)
-    lo, hi = np.percentile(x, (0.5, 99.5))
-    assert norm["scale"] == pytest.approx(hi - lo, rel=1e-5)
-    card = {"normalisation": norm}
-    xn = apply_normalisation(x, card)
-    assert abs(float(xn.mean())) < 0.01 and 0.15 < float(xn.std()) < 0.2
-    np.testing.assert_allclose(undo_normalisation(xn, card), x, rtol=1e-5, atol=1e-7)
-    t = torch.from_numpy(x)
-    torch.testing.assert_close(undo_normalisation(apply_normalisation(t, card), card), t, rtol=1e-5, atol=1e-7)
-    assert normalisation_of({}) == (0.0, 1.0)  # a card without normalisation: the identity
-    with pytest.raises(InputError, match="positive scale"):
-        normalisation_of({"normalisation": {"offset": 0.0, "scale": 0.0}})
-    with pytest.raises(InputError, match="constant"):
-        normalisation_from(np.ones((8, 8, 8), np.float32))
-    # the wrapper is the same composition, and keeps the network's geometry
-    torch.manual_seed(0)
-    net = build_unet(config=TINY).eval()
-    wrapped = with_normalisation(net, card)
-    assert wrapped.config == TINY
-    v = torch.from_numpy(x[None, None, :16, :16, :16].copy())
-    with torch.no_grad():
-        torch.testing.assert_close(wrapped(v), undo_normalisation(net(apply_normalisation(v, card)), card))
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -314,7 +207,7 @@ def test_context_feeds_a_larger_input_box_and_takes_the_loss_on_its_centre(pair,
     """With ``context`` the network sees ``patch + 2 * context`` input voxels per axis (read with the
     reflect border rule near the volume faces) and the loss compares the centre of its output with the
     ``patch`` target cube."""
-    import tomoflow.recover.training as training
+    import tomoflow.train.recovery as training
 
     inp, hr, _ = pair
     seen = []
@@ -349,7 +242,7 @@ def test_pore_term_is_recorded_and_moves_the_prediction_toward_the_pores(pair, t
     term = pores.card["training"]["pore_term"]
     assert plain.card["training"]["pore_term"] is None
     assert term["weight"] == 2.0 and term["width"] > 0 and 0 < term["pore_fraction"] < 0.5
-    hr_n = apply_normalisation(hr, pores.card)
+    hr_n = apply_normalization(hr, pores.card)
     mask = ~pores.split.held_out_mask
     assert term["threshold"] == pytest.approx(threshold_from_reference(hr_n, mask=mask))
     assert "pore term" in pores.card["training"]["loss"]
@@ -363,7 +256,7 @@ def test_pore_term_is_recorded_and_moves_the_prediction_toward_the_pores(pair, t
     validate_card(pores.card, tmp_path / "card.json")
     held = pores.split.held_out_mask
     thr_raw = threshold_from_reference(hr, mask=mask)
-    below = [float((predict_volume(with_normalisation(r.model, calibrated=False), inp)[held] < thr_raw).mean())
+    below = [float((predict_volume(with_normalization(r.model, calibrated=False), inp)[held] < thr_raw).mean())
              for r in (plain, pores)]  # the networks themselves, before the calibration evens them out
     assert below[1] > below[0], below
     with pytest.raises(ConfigError, match="pore_weight"):
@@ -380,7 +273,7 @@ def test_onnx_export_matches_torch(tmp_path):
     x = torch.randn(2, 1, 24, 16, 32)  # other sizes than traced: dynamic axes
     rep = check_onnx(path, net, x)
     assert rep["ok"] and rep["max_abs_diff"] < 1e-4, rep
-    wrapped = with_normalisation(net, {"normalisation": {"offset": 0.5, "scale": 2.0},
+    wrapped = with_normalization(net, {"normalisation": {"offset": 0.5, "scale": 2.0},
                                        "calibration": {"pore_level": -1.0, "from": 0.3, "threshold": 0.0,
                                                        "solid_level": 1.0}})
     assert wrapped.calibration is not None  # the calibration's clamps export too
@@ -504,7 +397,7 @@ def test_tiled_inference_runs_the_exported_onnx_graph(tmp_path):
     torch.manual_seed(4)
     net = build_unet(config=TINY)
     net.card = {"normalisation": {"offset": 0.3, "scale": 2.0}, "training_data": {"hr_voxel_um": 0.5}}
-    raw = with_normalisation(net)
+    raw = with_normalization(net)
     path = export_onnx(raw, tmp_path / "raw.onnx", patch_shape=(16, 16, 16))
     onx = load_onnx(path)
     assert onx.raw_values and onx.config == TINY and onx.hr_voxel_um == 0.5

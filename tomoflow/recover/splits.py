@@ -1,0 +1,179 @@
+"""The spatial train/validation split of a resolution-recovery training pair.
+
+**Split** (:func:`plan_split`): the volume is cut into spatial blocks on the grid of
+:func:`~tomoflow.recover.tiling.plan_tiles` (block ``ceil(n / g)`` per axis): octants ``(2, 2, 2)``, or
+4 slabs across the longest axis when a patch does not fit beside a held-out octant; ``max(1,
+round(val_fraction * n_blocks))`` blocks, drawn from ``seed``, are held out. Training patches are drawn
+uniformly among the corners whose patch box does not overlap any held-out block (:meth:`Split.sample`),
+so no target voxel of a held-out block is ever trained on. Validation predicts the held-out blocks
+exactly as inference does (``predict_tiled`` with the split's block size, ``pad_mode="reflect"``,
+context from the input around them), so the validation numbers are those of the shipped inference.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tomoflow._checks import check_choice, check_int, check_number
+from tomoflow.errors import ConfigError, InputError
+
+__all__ = ["SPLITS", "PAD_MODE", "Split", "plan_split"]
+
+SPLITS = ("auto", "octants", "slabs")
+PAD_MODE = "reflect"  # the border rule of validation (and the one the card tells inference to use)
+
+
+@dataclass
+class Split:
+    """Spatial blocks of the training volume, some held out for validation (:func:`plan_split`).
+
+    Attributes
+    ----------
+    shape
+        Volume shape ``(z, y, x)``.
+    kind
+        ``"octants"`` or ``"slabs"``.
+    block
+        Block size per axis (voxels); block ``k`` of an axis is ``[k * block, min((k + 1) * block, n))``,
+        the tiles of :func:`~tomoflow.recover.tiling.plan_tiles` with this block.
+    grid
+        Number of blocks per axis.
+    held_out
+        Block indices ``(iz, iy, ix)`` of the validation blocks.
+    patch
+        Training patch edge (voxels).
+    """
+
+    shape: tuple[int, int, int]
+    kind: str
+    block: tuple[int, int, int]
+    grid: tuple[int, int, int]
+    held_out: tuple[tuple[int, int, int], ...]
+    patch: int
+    _corners: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def box(self, index: Sequence[int]) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+        """``(start, stop)`` of block ``index``."""
+        start = tuple(int(i) * b for i, b in zip(index, self.block))
+        stop = tuple(min(s + b, n) for s, b, n in zip(start, self.block, self.shape))
+        return start, stop  # type: ignore[return-value]
+
+    @property
+    def held_out_boxes(self) -> list[tuple[tuple[int, int, int], tuple[int, int, int]]]:
+        return [self.box(i) for i in self.held_out]
+
+    @property
+    def held_out_mask(self) -> np.ndarray:
+        """Boolean volume, True on held-out voxels."""
+        m = np.zeros(self.shape, dtype=bool)
+        for a, b in self.held_out_boxes:
+            m[tuple(slice(s, e) for s, e in zip(a, b))] = True
+        return m
+
+    def corner_mask(self) -> np.ndarray:
+        """Boolean ``(n - patch + 1)`` per axis: True where a patch with that corner overlaps no
+        held-out block."""
+        p = self.patch
+        ok = np.ones(tuple(n - p + 1 for n in self.shape), dtype=bool)
+        for a, b in self.held_out_boxes:
+            # the patch [c, c + p) overlaps [a, b) on an axis iff a - p < c < b; on all axes: overlap
+            sl = tuple(slice(max(s - p + 1, 0), max(e, 0)) for s, e in zip(a, b))
+            ok[sl] = False
+        return ok
+
+    @property
+    def n_positions(self) -> int:
+        """Number of training patch positions."""
+        return int(self._valid().size)
+
+    def _valid(self) -> np.ndarray:
+        if self._corners is None:
+            self._corners = np.flatnonzero(self.corner_mask())
+        return self._corners
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """``(n, 3)`` patch corners drawn uniformly among those overlapping no held-out block."""
+        valid = self._valid()
+        if valid.size == 0:
+            raise ConfigError(f"no {self.patch}-voxel patch fits beside the held-out blocks of a "
+                              f"{'x'.join(map(str, self.shape))} volume; use a smaller patch")
+        flat = valid[rng.integers(0, valid.size, size=int(n))]
+        return np.stack(np.unravel_index(flat, tuple(s - self.patch + 1 for s in self.shape)), axis=1)
+
+    def to_dict(self) -> dict[str, Any]:
+        held = int(self.held_out_mask.sum())
+        total = int(np.prod(self.shape))
+        return {"kind": self.kind, "grid": list(self.grid), "block": list(self.block),
+                "held_out": [list(i) for i in self.held_out],
+                "held_out_boxes": [[list(a), list(b)] for a, b in self.held_out_boxes],
+                "val_voxels": held, "train_voxels": total - held, "train_patch_positions": self.n_positions,
+                "rule": "training patches overlap no held-out block; validation = whole held-out blocks, "
+                        "predicted as at inference (predict_tiled, reflect border, input context around them)"}
+
+
+def _grid_split(shape: tuple[int, int, int], kind: str) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    if kind == "octants":
+        want = (2, 2, 2)
+    else:
+        ax = int(np.argmax(shape))
+        want = tuple(4 if k == ax else 1 for k in range(3))
+    block = tuple(max(1, math.ceil(n / g)) for n, g in zip(shape, want))
+    grid = tuple(math.ceil(n / b) for n, b in zip(shape, block))
+    return block, grid  # type: ignore[return-value]
+
+
+def plan_split(shape: Sequence[int], patch: int, *, kind: str = "auto", val_fraction: float = 0.125,
+               seed: int = 0) -> Split:
+    """Spatial train/validation split of a ``shape`` volume for ``patch``-voxel training patches.
+
+    Parameters
+    ----------
+    shape
+        ``(z, y, x)``.
+    patch
+        Training patch edge (voxels).
+    kind
+        ``"octants"`` (2 x 2 x 2 blocks), ``"slabs"`` (4 across the longest axis) or ``"auto"``: octants
+        when a patch fits beside the held-out octants, else slabs.
+    val_fraction
+        Fraction of the blocks held out: ``max(1, round(val_fraction * n_blocks))``, fewer than all.
+    seed
+        Which blocks are held out: a random order of the blocks drawn from ``seed``; the first
+        ``n_val`` unless no patch fits beside them, then the next ``n_val`` (cyclically), and so on.
+
+    Raises
+    ------
+    ConfigError
+        Bad kind or fraction, or no patch fits beside the held-out blocks.
+    """
+    shp = tuple(int(s) for s in shape)
+    if len(shp) != 3 or min(shp) < 1:
+        raise ConfigError(f"shape must be three positive sizes (z, y, x), got {tuple(shape)}")
+    patch = check_int("patch", patch, low=1)
+    kind = check_choice("split", kind, SPLITS)
+    val_fraction = check_number("val_fraction", val_fraction, low=0.0, high=0.5, low_open=True)
+    if patch > min(shp):
+        raise InputError(f"the volume {'x'.join(map(str, shp))} is smaller than a training patch of {patch} voxels "
+                         "on some axis; use a smaller patch", dataset="input")
+    split = None
+    for k in (("octants", "slabs") if kind == "auto" else (kind,)):
+        block, grid = _grid_split(shp, k)  # type: ignore[arg-type]
+        blocks = [tuple(int(v) for v in i) for i in np.ndindex(*grid)]
+        n_val = max(1, int(round(val_fraction * len(blocks))))
+        if n_val >= len(blocks):
+            continue
+        order = np.random.default_rng([int(seed), 11]).permutation(len(blocks))
+        for shift in range(len(blocks)):  # the seed's choice, else the next that leaves room for a patch
+            held = tuple(sorted(blocks[order[(shift + j) % len(blocks)]] for j in range(n_val)))
+            split = Split(shape=shp, kind=k, block=block, grid=grid, held_out=held,  # type: ignore[arg-type]
+                          patch=patch)
+            if split.n_positions > 0:
+                return split
+    raise ConfigError(f"no {patch}-voxel training patch fits beside the held-out "
+                      f"{split.kind if split else kind} of a {'x'.join(map(str, shp))} volume; use a smaller patch "
+                      "(or a larger region of interest)")

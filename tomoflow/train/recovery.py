@@ -1,0 +1,522 @@
+"""Per-sample training of the resolution-recovery 3D U-Net (Andrew et al., ZEISS): the trainer, which
+writes weights, model card and checkpoint (layer 3; the pure pieces are in :mod:`tomoflow.recover`).
+
+One sample, two scans: a large-field (LFOV) volume and a high-resolution (HR) region of interest
+inside it. After registration the LFOV is resampled onto the HR voxel grid
+(:func:`tomoflow.register.resample.resample_to_grid`), which gives the training pair over the ROI:
+``input`` (LFOV on the HR grid) and ``target`` (HR), same shape. :func:`train_recovery` trains a
+:func:`~tomoflow.recover.unet.build_unet` network on that pair; the network then runs over the whole
+(resampled) LFOV volume (:func:`~tomoflow.recover.tiling.predict_tiled`,
+:func:`tomoflow.pipeline.recover.recover_volume`).
+
+Normalization (:mod:`tomoflow.recover.normalization`), spatial split (:mod:`tomoflow.recover.splits`),
+augmentation (:mod:`tomoflow.recover.augment`), held-out metrics (:mod:`tomoflow.recover.metrics`), the
+output calibration (:mod:`tomoflow.recover.calibration`) and the training loop
+(:func:`tomoflow.nn.loop.train_epochs`) are kernels; this module puts them together and writes the files.
+
+**Training** (:func:`train_recovery`): random patches (default 32³, batch 4), each augmented by
+:func:`~tomoflow.recover.augment.augment_pair` (random flip of each axis, random axis permutation, one random
+gain and offset applied identically to input and target in normalised space: the blur and resampling are
+linear, so the transformed target is still the right answer for the transformed input, and the network learns
+a correction that does not depend on the absolute grey level); L1 loss (robust to the residual misregistration
+and HR noise, and less prone than MSE to the over-smoothed "mean" answer; optionally plus a pore term,
+``pore_weight``, that rewards putting each voxel on the right side of the pore protocol's threshold); Adam
+with a cosine decay to ``lr * lr_final`` (over the epochs or the time limit, as the jitter network's
+training); the residual head starts at zero, so training starts from the identity (the LFOV itself;
+``val_l1_input`` in the card); early stopping on the validation L1, best weights kept; a checkpoint every
+epoch (safetensors + JSON, never pickle) that ``resume=True`` continues exactly (the random patches of epoch
+``e`` come from ``(seed, e)``). Written: ``recover_unet.safetensors`` and ``recover_unet.json`` (the model
+card, :func:`~tomoflow.train.files.save_unet`) and ``checkpoint/``.
+
+torch is imported lazily: importing this module never imports it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tomoflow._checks import check_int, check_number
+from tomoflow.errors import ConfigError, InputError
+from tomoflow.nn import resolve_device
+from tomoflow.nn.loop import LoopState, ProgressCallback, copy_state, restore, train_epochs
+from tomoflow.recover.augment import augment_pair
+from tomoflow.recover.calibration import apply_calibration, calibration_of, fit_calibration
+from tomoflow.recover.metrics import held_out_metrics, l1_held_out, predict_held_out, val_loss
+from tomoflow.recover.normalization import apply_normalization, normalization_from, undo_normalization
+from tomoflow.recover.splits import PAD_MODE, Split, plan_split
+from tomoflow.recover.tiling import predict_tiled, read_box
+from tomoflow.recover.unet import CARD_NAME, WEIGHTS_NAME, UNetConfig, alignment, build_unet, load_unet, receptive_field
+from tomoflow.train.files import CHECKPOINT_STATE, CHECKPOINT_TENSORS, load_checkpoint, save_checkpoint, save_unet
+
+__all__ = ["TrainResult", "train_recovery", "WEIGHTS_NAME", "CARD_NAME"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_recovery` made.
+
+    Attributes
+    ----------
+    weights, card_path
+        ``recover_unet.safetensors`` and ``recover_unet.json`` in the output folder.
+    card
+        The model card as written (``normalisation``, ``metrics["held_out"]``, ``training``, ...).
+    model
+        The best network (eval mode; its ``card`` attribute is the card). Wrap it with
+        :func:`~tomoflow.recover.normalization.with_normalization` to run it on raw volumes.
+    history
+        One dict per epoch: ``epoch``, ``lr``, ``train_l1``, ``val_l1``, ``seconds``.
+    split
+        The spatial split.
+    """
+
+    weights: Path
+    card_path: Path
+    card: dict[str, Any]
+    model: Any
+    history: list[dict[str, Any]]
+    split: Split
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """Held-out metrics (``val_l1``, PSNR and SSIM of input and prediction)."""
+        return self.card["metrics"]["held_out"]
+
+    @property
+    def normalization(self) -> dict[str, Any]:
+        return self.card["normalisation"]
+
+    @property
+    def best_epoch(self) -> int:
+        return int(self.card["training"]["best_epoch"])
+
+
+PORE_WIDTH = 0.1
+"""Width of the pore term's soft threshold, as a fraction of the gap between mean solid and mean pore."""
+
+
+def _pore_term(target_n: np.ndarray, split: Split) -> dict[str, float]:
+    """Threshold (Otsu, the pore protocol's) and soft width of the training target, normalised units,
+    from the voxels not held out."""
+    from tomoflow.recover.pores import threshold_from_reference
+
+    train = ~split.held_out_mask
+    values = target_n[train]
+    thr = threshold_from_reference(target_n, mask=train, name="target")
+    pore, solid = values[values < thr], values[values >= thr]
+    gap = float(solid.mean() - pore.mean()) if pore.size and solid.size else 0.0
+    if not gap > 0:
+        raise InputError("the training target has no pore and solid classes to separate (pore_weight needs "
+                         "both)", dataset="target")
+    return {"threshold": thr, "width": PORE_WIDTH * gap, "method": "otsu on the target's training voxels",
+            "pore_fraction": float(pore.size / values.size)}
+
+
+def _check_pair(inp: Any, target: Any) -> tuple[np.ndarray, np.ndarray]:
+    x = np.asarray(inp, dtype=np.float32)
+    y = np.asarray(target, dtype=np.float32)
+    if x.ndim != 3:
+        raise InputError(f"the input must be a 3-D (z, y, x) volume, got shape {x.shape}", dataset="input")
+    if y.shape != x.shape:
+        raise InputError(f"input and target shapes differ: {x.shape} and {y.shape}; resample the LFOV onto the HR "
+                         "grid first (tomoflow.register.resample.resample_to_grid)", dataset="target")
+    for name, a in (("input", x), ("target", y)):
+        if not np.all(np.isfinite(a)):
+            raise InputError(f"the {name} volume contains NaN or Inf ({int(np.sum(~np.isfinite(a)))} voxels); "
+                             "crop or repair it before training", dataset=name)
+    return x, y
+
+
+def _sha(a: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+
+
+def _train_config(**kw: Any) -> dict[str, Any]:
+    return json.loads(json.dumps(kw))
+
+
+def train_recovery(
+    inp: Any,
+    target: Any,
+    *,
+    out_dir: str | os.PathLike,
+    config: UNetConfig | None = None,
+    patch: int = 32,
+    context: int = 0,
+    batch: int = 4,
+    epochs: int = 20,
+    steps_per_epoch: int = 16,
+    lr: float = 1e-3,
+    lr_final: float = 0.05,
+    val_fraction: float = 0.125,
+    split: str = "auto",
+    patience: int = 4,
+    seed: int = 0,
+    time_limit_s: float | None = None,
+    threads: int | None = None,
+    device: str | None = None,
+    resume: bool = False,
+    augment: bool = True,
+    pore_weight: float = 0.0,
+    calibrate: bool = True,
+    progress: ProgressCallback | None = None,
+    init_weights: str | os.PathLike | None = None,
+    command: str | None = None,
+    hr_voxel_um: float | None = None,
+    lfov_voxel_um: float | None = None,
+    source: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> TrainResult:
+    """Train a resolution-recovery U-Net on one (LFOV-on-HR-grid, HR) pair (module docstring).
+
+    Parameters
+    ----------
+    inp, target
+        ``(z, y, x)`` input (the LFOV resampled onto the HR grid) and target (HR), same shape, finite.
+    out_dir
+        Output folder: ``recover_unet.safetensors``, ``recover_unet.json`` (model card),
+        ``checkpoint/`` (last epoch's state, for ``resume``).
+    config
+        The network (default :class:`~tomoflow.recover.unet.UNetConfig`, channels 16, 32, 64); one input
+        and one output channel.
+    patch
+        Training patch edge (voxels), a multiple of the network's alignment, at most the volume's edge:
+        the loss is computed on ``patch``-voxel cubes of the target.
+    context
+        Input context around each patch (voxels per side, a multiple of the alignment): the network
+        sees a ``patch + 2 * context`` cube of the input (read with the reflect border rule, as at
+        inference; it may overlap held-out blocks, whose *targets* are never trained on) and the loss
+        is taken on the central ``patch`` cube of its output, so the loss sees less of the network's
+        zero padding at the box faces, which inference (halo >= receptive field) never sees. 0: input
+        and target patches coincide.
+    batch
+        Patches per optimisation step.
+    epochs, steps_per_epoch
+        Most epochs, and optimisation steps per epoch (one validation per epoch).
+    lr, lr_final
+        Adam learning rate, decayed (cosine, every step) to ``lr * lr_final`` at the last epoch or the
+        time limit, whichever comes first.
+    val_fraction, split
+        Held-out fraction of the spatial blocks and the block layout (:func:`~tomoflow.recover.splits.plan_split`).
+    patience
+        Stop after this many epochs without a better validation L1.
+    seed
+        Seed of the split, the initial weights, the patches and the augmentation.
+    time_limit_s
+        Stop (as early stopping does) once training has taken this long (wall seconds, summed over
+        resumed runs).
+    threads
+        torch CPU threads (default torch's choice); set for the whole process.
+    device
+        ``"cpu"``, ``"cuda"`` or ``"auto"``; None: the device of :mod:`tomoflow.config`.
+    resume
+        Continue from ``out_dir/checkpoint`` when there is one (it must have been made with the same
+        pair and parameters; ``epochs`` and ``time_limit_s`` may change); False starts over.
+    overwrite
+        Replace weights and a card that tomoflow wrote into ``out_dir`` for another training (files
+        tomoflow did not write are never replaced; a resumed run of the same training rewrites its own).
+    augment
+        Random flips, axis permutations, gain and offset (:func:`~tomoflow.recover.augment.augment_pair`); False: none.
+    pore_weight
+        Weight of a pore term added to the L1 loss (0: none). The pore threshold is derived from the
+        training target as the pore protocol derives it (:func:`tomoflow.recover.pores.threshold_from_reference`,
+        Otsu, on the voxels not held out); the term is the binary cross-entropy between the target's
+        pore mask and a soft threshold of the prediction, ``sigmoid((threshold - prediction) / width)``
+        with ``width`` a tenth of the gap between the target's mean solid and mean pore values (both
+        follow each patch's gain and offset). L1 rewards the mean of what an ambiguous voxel could be,
+        which for a thin crack or a small pore is often on the solid side of the threshold; the term
+        rewards the side, which is what porosity and pore counts measure. Early stopping and the
+        choice of the best weights then follow the same loss on the held-out blocks (``val_loss`` in
+        the history); the card's ``val_l1`` stays the L1.
+    calibrate
+        After training, fit the output calibration (:func:`~tomoflow.recover.calibration.fit_calibration`)
+        on the whole training pair and store it in the card (``card["calibration"]``;
+        :func:`~tomoflow.recover.normalization.with_normalization` applies it): the prediction then has the
+        target's pore fraction at the pore protocol's threshold.
+        ``metrics["held_out"]["pore_fraction"]`` gives the held-out blocks' pore fraction of the
+        target, and of the prediction before and after the calibration.
+    progress
+        ``progress(epoch, step, n_steps, train_loss, val_loss)``: every few steps and at the end of each
+        epoch (``val_loss`` given then, with ``step == n_steps``); on a fresh start, epoch 0, step 0 reports the
+        validation L1 of the starting network (the identity, i.e. the input itself, unless
+        ``init_weights``), which competes as "epoch 0" for the best weights: a training that never
+        beats it returns the starting network (``best_epoch`` 0). Losses are L1 in normalised units
+        (the validation value includes the pore term when ``pore_weight`` > 0).
+    init_weights
+        Start from these weights (``recover_unet.safetensors`` with its card, which must name them and
+        hold their sha256; same configuration) instead of a random initialisation: fine-tuning.
+    command
+        The exact command that ran this training (recorded in the card).
+    hr_voxel_um, lfov_voxel_um, source
+        Recorded in the card's data recipe (voxel sizes in micrometres; ``source``: paths, registration).
+
+    Returns
+    -------
+    TrainResult
+
+    Raises
+    ------
+    InputError
+        Not 3-D, shapes differ, NaN/Inf, a constant input, or a volume smaller than a patch;
+        ``init_weights`` that are not U-Net safetensors.
+    ModelError
+        ``init_weights`` or the checkpoint fail the load gate (no card beside them, a card naming another
+        file, a sha256 that is not the card's: :func:`tomoflow.weights.card.verified_model`).
+    ConfigError
+        Bad parameters, a checkpoint made with other data or parameters, ``init_weights`` of another
+        configuration.
+    """
+    import torch
+
+    t_start = time.perf_counter()
+    config = UNetConfig() if config is None else config
+    if not isinstance(config, UNetConfig):
+        raise ConfigError(f"config must be a UNetConfig, got {type(config).__name__}")
+    if config.in_channels != 1 or config.out_channels != 1:
+        raise ConfigError(f"resolution recovery maps one volume to one: the network has {config.in_channels} input "
+                          f"and {config.out_channels} output channels")
+    x_raw, y_raw = _check_pair(inp, target)
+    patch = check_int("patch", patch, low=1)
+    a = alignment(config)
+    if patch % a:
+        raise ConfigError(f"patch must be a multiple of the network's alignment {a} voxels, got {patch}")
+    context = check_int("context", context, low=0)
+    if context % a:
+        raise ConfigError(f"context must be a multiple of the network's alignment {a} voxels, got {context}")
+    batch = check_int("batch", batch, low=1)
+    epochs = check_int("epochs", epochs, low=1)
+    steps_per_epoch = check_int("steps_per_epoch", steps_per_epoch, low=1)
+    patience = check_int("patience", patience, low=1)
+    lr = check_number("lr", lr, low=0.0, low_open=True)
+    lr_final = check_number("lr_final", lr_final, low=0.0, high=1.0)
+    seed = check_int("seed", seed, low=0)
+    if time_limit_s is not None:
+        time_limit_s = check_number("time_limit_s", time_limit_s, low=0.0, low_open=True)
+    sp = plan_split(x_raw.shape, patch, kind=split, val_fraction=val_fraction, seed=seed)
+    if min(sp.block) < a:
+        raise ConfigError(f"the split's blocks {sp.block} are smaller than the network's alignment {a}; "
+                          "use a larger volume or fewer levels")
+    norm = normalization_from(x_raw)
+    x_n, y_n = apply_normalization(x_raw, norm), apply_normalization(y_raw, norm)
+    dev = resolve_device(device)
+    if threads is not None:
+        torch.set_num_threads(check_int("threads", threads, low=1))
+    out = Path(out_dir)
+    ckpt = out / "checkpoint"
+    aug = {"flips": bool(augment), "permute": bool(augment), "gain": [0.9, 1.1] if augment else [1.0, 1.0],
+           "offset": [-0.05, 0.05] if augment else [0.0, 0.0]}
+    train_cfg = _train_config(
+        input_sha256=_sha(x_raw), target_sha256=_sha(y_raw), config=config.to_dict(), patch=patch,
+        **({"context": context} if context else {}), batch=batch,
+        steps_per_epoch=steps_per_epoch, lr=lr, lr_final=lr_final, val_fraction=val_fraction, split=sp.kind,
+        seed=seed, augmentation=aug)
+    pore_weight = check_number("pore_weight", pore_weight, low=0.0)
+    pore_term = _pore_term(y_n, sp) if pore_weight > 0 else None
+    if pore_term is not None:
+        train_cfg["pore_term"] = {"weight": pore_weight, **pore_term}
+
+    # ---- model, optimiser, resume
+    torch.manual_seed(seed)
+    model = build_unet(config=config).to(dev)
+    init_info = None
+    if init_weights is None and config.residual:  # start as the identity: zero correction (head at zero)
+        torch.nn.init.zeros_(model.head.weight)
+        torch.nn.init.zeros_(model.head.bias)
+    if init_weights is not None:  # through the gate (card beside, naming the file, same sha256)
+        try:
+            init = load_unet(init_weights, device="cpu")
+        except InputError as exc:  # ModelError included: say which argument it was
+            raise type(exc)(f"{exc.problem} (the init weights)", exc.path, exc.dataset) from None
+        if init.config != config:
+            raise ConfigError(f"init weights have the configuration {init.config}, not {config}")
+        model.load_state_dict(init.state_dict())
+        init_info = {"file": Path(init_weights).name, "sha256": init.card.get("sha256")}
+    train_cfg["init_weights"] = init_info
+    resumed = None  # the checkpoint, through the gate, and its parameters: checked before anything is planned
+    if resume and (ckpt / CHECKPOINT_STATE).is_file():
+        resumed = load_checkpoint(ckpt)  # the state names the tensors and holds their sha256
+        saved = {k: v for k, v in (resumed[0].get("config") or {}).items()}
+        if saved != train_cfg:
+            diff = sorted(k for k in set(saved) | set(train_cfg) if saved.get(k) != train_cfg.get(k))
+            raise ConfigError(f"the checkpoint in {ckpt} was made with other data or training parameters "
+                              f"({', '.join(diff)}); use another output folder or start over")
+    # ---- every file this training writes, checked by the file policy before any work
+    from tomoflow.io.output import fingerprint as digest
+    from tomoflow.io.output import plan_files
+    from tomoflow.weights.card import card_path
+
+    # the training's identity, as its checkpoint's (a resumed run, longer or not, is the same training)
+    train_fp = digest("train-recovery", inputs={}, params={**train_cfg, "calibrate": calibrate})
+    renew = [f"checkpoint/{CHECKPOINT_TENSORS}", f"checkpoint/{CHECKPOINT_STATE}"]
+    read = [init_weights, card_path(Path(init_weights))] if init_weights is not None else []
+    plan_files(out, {WEIGHTS_NAME: "model-weights", CARD_NAME: "model-card",
+                     **{n: "recovery-checkpoint" for n in renew}},
+               fingerprint=train_fp, overwrite=overwrite, renew=renew, inputs=read)
+    out.mkdir(parents=True, exist_ok=True)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    identity_l1 = l1_held_out(x_n, y_n, sp)
+    state = LoopState(best_state=copy_state(model))
+    if resumed is not None:
+        info, tensors = resumed
+        state.best_state = restore(model, opt, tensors, dev)
+        state.epoch = int(info["epoch"])
+        state.best_val, state.best_epoch = float(info["best_val_l1"]), int(info["best_epoch"])
+        state.bad = int(info["bad_epochs"])
+        state.history, state.train_s = list(info["history"]), float(info.get("train_s", 0.0))
+        start_val = float(info["start_val_l1"])
+        start_l1 = float(info.get("start_l1", start_val))
+        log.info("resuming after epoch %d (best validation L1 %.4g)", state.epoch, state.best_val)
+    else:  # epoch 0: the starting network competes too (a zero head is the identity: never worse than the input)
+        zero_head = init_weights is None and config.residual
+        start_pred = x_n if zero_head else predict_held_out(model, x_n, sp, dev)
+        start_val, start_l1 = val_loss(start_pred, y_n, sp, pore_term, pore_weight)
+        del start_pred
+        state.best_val = start_val
+        if progress is not None:
+            progress(0, 0, steps_per_epoch, None, start_val)
+
+    core = (Ellipsis,) + (slice(context, context + patch),) * 3
+
+    def step(epoch: int, k: int, rng: np.random.Generator) -> tuple[float, int]:
+        xb = np.empty((batch, 1) + (patch + 2 * context,) * 3, dtype=np.float32)
+        yb = np.empty((batch, 1, patch, patch, patch), dtype=np.float32)
+        gains = np.ones((batch, 2), dtype=np.float32)  # per patch: gain, offset of its augmentation
+        gains[:, 1] = 0.0
+        for i, c in enumerate(sp.sample(batch, rng)):
+            sl = tuple(slice(int(s), int(s) + patch) for s in c)
+            xi = x_n[sl] if not context else read_box(x_n, c - context, c + patch + context, PAD_MODE)
+            if augment:
+                xb[i, 0], yb[i, 0], drawn = augment_pair(xi, y_n[sl], rng)
+                gains[i] = drawn["gain"], drawn["offset"]
+            else:
+                xb[i, 0], yb[i, 0] = xi, y_n[sl]
+        xt, yt = torch.from_numpy(xb).to(dev), torch.from_numpy(yb).to(dev)
+        opt.zero_grad(set_to_none=True)
+        pred = model(xt)[core]
+        l1 = torch.mean(torch.abs(pred - yt))
+        loss = l1
+        if pore_term is not None:
+            g = torch.from_numpy(gains).to(dev).view(batch, 2, 1, 1, 1, 1)
+            thr = g[:, 0] * pore_term["threshold"] + g[:, 1]
+            width = g[:, 0] * pore_term["width"]
+            loss = l1 + pore_weight * torch.nn.functional.binary_cross_entropy_with_logits(
+                (thr - pred) / width, (yt < thr).to(pred.dtype))
+        loss.backward()
+        opt.step()
+        return float(l1.detach()), 1
+
+    def validate(epoch: int) -> tuple[float, float]:
+        return val_loss(predict_held_out(model, x_n, sp, dev), y_n, sp, pore_term, pore_weight)
+
+    def record(epoch: int, train_loss: float, val: float, val_l1: float, steps: int, t_ep: float) -> dict[str, Any]:
+        entry = {"epoch": epoch, "lr": opt.param_groups[0]["lr"], "train_l1": train_loss, "val_l1": val_l1,
+                 **({"val_loss": val} if pore_term is not None else {}),
+                 "steps": steps, "seconds": time.perf_counter() - t_ep}
+        log.info("epoch %d: train L1 %.4f, validation L1 %.4f (identity %.4f), loss %.4f%s", epoch, train_loss,
+                 val_l1, identity_l1, val, " *" if state.best_epoch == epoch else "")
+        return entry
+
+    def checkpoint(state: LoopState) -> None:
+        save_checkpoint(ckpt, model, state.best_state, opt, {
+            "epoch": state.epoch, "best_val_l1": state.best_val, "best_epoch": state.best_epoch,
+            "bad_epochs": state.bad, "history": state.history, "train_s": state.train_s, "start_val_l1": start_val,
+            "start_l1": start_l1, "config": train_cfg}, kind="recovery-checkpoint")
+
+    state = train_epochs(model, opt, state, epochs=epochs, n_steps=steps_per_epoch, lr=lr, lr_final=lr_final,
+                         seed=seed, patience=patience, time_limit_s=time_limit_s, step=step, validate=validate,
+                         record=record, checkpoint=checkpoint, progress=progress, progress_every=4)
+    best_state, best_epoch, history, train_s = state.best_state, state.best_epoch, state.history, state.train_s
+    stopped = state.stopped
+
+    # ---- outputs: best weights, held-out metrics, card
+    model.load_state_dict(best_state)
+    model.eval()
+    pred_n = predict_held_out(model, x_n, sp, dev)
+    final_l1 = l1_held_out(pred_n, y_n, sp)
+    pred = undo_normalization(pred_n, norm)
+    metrics = held_out_metrics(pred, x_raw, y_raw, sp, float(y_raw.max() - y_raw.min()))
+    metrics.update({"val_l1": final_l1, "val_l1_input": identity_l1,
+                    "val_l1_units": "normalised grey values, (x - offset) / scale"})
+    calibration, calibration_note = None, "not requested (calibrate=False)"
+    if calibrate:
+        calibration, calibration_note, fractions, calibrated = _calibrate(model, x_n, y_raw, norm, sp, dev)
+        if calibration is not None:
+            metrics["pore_fraction"] = fractions
+            after = held_out_metrics(calibrated, x_raw, y_raw, sp, float(y_raw.max() - y_raw.min()))
+            metrics["calibrated"] = {k: after[k] for k in ("psnr_prediction_db", "ssim_prediction") if k in after}
+    card = {
+        "name": "tomoflow resolution-recovery 3D U-Net (per-sample)",
+        "input_size": [patch, patch, patch],
+        "normalisation": dict(norm, pad_mode=PAD_MODE),
+        "inference": "y = undo_normalization(net(apply_normalization(x))) on the LFOV resampled onto the HR grid "
+                     f"(tomoflow.recover.normalization.with_normalization); pad_mode {PAD_MODE!r}, halo >= "
+                     f"{receptive_field(config)} voxels",
+        "training_data": {
+            "input": "LFOV volume resampled onto the HR grid (registration matrix HR -> LFOV)",
+            "target": "HR region-of-interest volume",
+            "shape": list(x_raw.shape), "hr_voxel_um": hr_voxel_um, "lfov_voxel_um": lfov_voxel_um,
+            "input_sha256": train_cfg["input_sha256"], "target_sha256": train_cfg["target_sha256"],
+            "patch": [patch] * 3, "context": context, "batch": batch, "steps_per_epoch": steps_per_epoch,
+            "augmentation": dict(aug, note="same flips, permutation, gain and offset on input and target, "
+                                 "normalised space"),
+            "split": sp.to_dict(), "seed": seed, "source": source,
+        },
+        "training": {
+            "optimizer": "Adam", "lr": lr,
+            "lr_schedule": f"cosine per step to {lr_final} x lr over {epochs} epochs"
+            + (f" or {time_limit_s:g} s of training, whichever first" if time_limit_s else ""),
+            "loss": "L1 (mean absolute error), normalised units"
+            + (f" + {pore_weight:g} x pore term (binary cross-entropy of a soft threshold at "
+               f"{pore_term['threshold']:.4g}, width {pore_term['width']:.4g}, against the target's pores)"
+               if pore_term is not None else ""),
+            "pore_term": None if pore_term is None else {"weight": pore_weight, **pore_term},
+            "epochs_run": len(history), "max_epochs": epochs,
+            "start_val_l1": start_l1, **({"start_val_loss": start_val} if pore_term is not None else {}),
+            "best_epoch": best_epoch, "patience": patience, "stopped_by": stopped,
+            "initialized_from": init_info,
+            "device": str(dev), "threads": torch.get_num_threads(), "torch": torch.__version__, "history": history,
+        },
+        "metrics": {"held_out": metrics},
+        "calibration": calibration,
+        **({"calibration_note": calibration_note} if calibration is None else {}),
+        "seed": seed,
+        "command": command,
+        "timing": {"training_s": train_s, "total_s": time.perf_counter() - t_start},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    weights = out / WEIGHTS_NAME
+    card = save_unet(model, config, weights, card=card, fingerprint=train_fp)
+    model.card = card
+    return TrainResult(weights=weights, card_path=out / CARD_NAME, card=card, model=model, history=history, split=sp)
+
+
+def _calibrate(model: Any, x_n: np.ndarray, y_raw: np.ndarray, norm: dict[str, Any], split: Split,
+               device: Any) -> tuple[dict[str, Any] | None, str, dict[str, Any] | None, np.ndarray | None]:
+    """``(calibration, note, held-out pore fractions, calibrated prediction)`` of a trained network on its
+    whole training pair (raw grey values)."""
+    pred = undo_normalization(predict_tiled(model, x_n, block=split.block, device=str(device.type),
+                                            pad_mode=PAD_MODE), norm)
+    try:
+        cal = fit_calibration(pred, y_raw)
+    except InputError as exc:  # a constant target: no threshold
+        return None, f"not fitted: {exc}", None, None
+    if cal is None:
+        return None, "not fitted: the target has no pore and solid classes at its threshold", None, None
+    cal["fitted_on"] = "the whole training pair (every voxel of the region of interest)"
+    held = split.held_out_mask
+    calibrated = apply_calibration(pred, calibration_of({"calibration": cal}))  # type: ignore[arg-type]
+    fractions = {"threshold": cal["threshold"], "target": float(np.mean(y_raw[held] < cal["threshold"])),
+                 "prediction": float(np.mean(pred[held] < cal["threshold"])),
+                 "calibrated": float(np.mean(calibrated[held] < cal["threshold"]))}
+    return cal, "", fractions, calibrated
