@@ -33,12 +33,6 @@ root_doc = "index"
 exclude_patterns = [
     "_build",
     "**/.ipynb_checkpoints",
-    # TODO(lead, issue 21): packages made on other branches; drop each entry (and add the page to the
-    # toctree of api/index.md) once its package is merged.
-    "api/nn.md",
-    "api/weights.md",
-    "api/train.md",
-    "api/batch.md",
 ]
 templates_path = ["_templates"]
 
