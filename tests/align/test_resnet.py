@@ -224,13 +224,8 @@ def test_shipped_weights_reproduce_the_card_check_metric():
 
 
 # ----------------------------------------------------------------------------- GPU
-@pytest.mark.gpu
+@pytest.mark.gpu("torch")
 def test_cupy_inputs_on_cuda_match_cpu():
-    from tomoflow.backend import has_cuda
-    from tomoflow.testing import has_module
-
-    if not (has_module("cupy") and has_cuda() and torch.cuda.is_available()):
-        pytest.skip("needs a CUDA device, CuPy and torch with CUDA")
     import cupy
 
     model = _random_model(seed=7)

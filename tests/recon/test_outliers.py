@@ -13,7 +13,6 @@ from tomoflow.errors import ConfigError, InputError
 from tomoflow.recon import normalize_log, project, remove_outliers
 from tomoflow.recon.outliers import median3x3
 from tomoflow.sim import cathode_particle, simulate_scan
-from tomoflow.testing import requires_cupy
 
 
 def test_docstring_examples_run():
@@ -102,8 +101,8 @@ def test_bad_input():
     assert remove_outliers(np.zeros((0, 8, 8), np.float32)).fraction == 0.0
 
 
-@pytest.mark.parametrize("_", [pytest.param(0, marks=requires_cupy())])
-def test_cupy_matches_numpy(scan, _):  # pragma: no cover - GPU only
+@pytest.mark.gpu
+def test_cupy_matches_numpy(scan):  # pragma: no cover - GPU only
     import cupy as cp
 
     vol, angles, _ = scan

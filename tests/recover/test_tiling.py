@@ -271,10 +271,8 @@ def test_foreign_network_with_explicit_geometry(volume) -> None:
     assert _rel(got, ref) <= TOL
 
 
-@pytest.mark.gpu
+@pytest.mark.gpu("torch")
 def test_cuda_matches_cpu(volume) -> None:
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device")
     torch.manual_seed(0)
     net = build_unet(channels=(4, 8)).eval()
     ref = predict_volume(net, volume)
