@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -391,8 +392,8 @@ def test_onnx_export_matches_torch(tmp_path):
         export_onnx(net, tmp_path / "bad.onnx", patch_shape=(15, 16, 16))
 
 
-@pytest.mark.skipif(importlib.util.find_spec("onnx") is not None, reason="onnx is installed")
-def test_onnx_export_without_onnx_says_what_to_install(tmp_path):
+def test_onnx_export_without_onnx_says_what_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnx", None)  # as if onnx were not installed (find_spec gives None)
     with pytest.raises(ConfigError, match=r"tomoflow\[onnx\]"):
         export_onnx(build_unet(config=TINY), tmp_path / "x.onnx", patch_shape=(16, 16, 16))
     assert not (tmp_path / "x.onnx").exists()
