@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import doctest
-
 import numpy as np
 import pytest
 from scipy import ndimage
 
-import tomoflow.recon.outliers
 from tomoflow.errors import ConfigError, InputError
 from tomoflow.recon import normalize_log, project, remove_outliers
 from tomoflow.recon.outliers import median3x3
 from tomoflow.sim import cathode_particle, simulate_scan
-
-
-def test_docstring_examples_run():
-    assert doctest.testmod(tomoflow.recon.outliers, raise_on_error=True).attempted > 0
 
 
 @pytest.mark.parametrize("shape", [(3, 40, 37), (2, 1, 9), (1, 2, 2), (4, 3, 64)])

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import doctest
 import json
 
 import numpy as np
 import pytest
 from scipy import ndimage
 
-import tomoflow.recover.pores
 from tomoflow.errors import ConfigError, InputError
 from tomoflow.recover.pores import (
     block_pores,
@@ -19,10 +17,6 @@ from tomoflow.recover.pores import (
     pore_recall,
     threshold_from_reference,
 )
-
-
-def test_docstring_examples_run():
-    assert doctest.testmod(tomoflow.recover.pores, raise_on_error=True).attempted > 0
 
 
 # ----------------------------------------------------------------------------- helpers
