@@ -52,6 +52,7 @@ def _scan(center_offset: float = 6.0, jitter: float = 8.0):
     return normalize_log(scan.projections, scan.flats, scan.darks), ang, fix_gauge(scan.shifts, angles_deg=ang).shifts
 
 
+@pytest.mark.slow
 @requires_weights
 def test_network_methods_recover_known_jitter():
     """A scan the network never saw (noisy, non-square detector, axis 6 px off centre, ±8 px): the

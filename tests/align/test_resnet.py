@@ -68,6 +68,7 @@ def test_architecture_as_published():
 
 
 # ----------------------------------------------------------------------------- batch invariance
+@pytest.mark.slow
 def test_same_pair_same_shift_in_any_batch():
     aligner = JitterAligner(model=_random_model())
     p, r = _pairs(4, seed=1)
@@ -83,6 +84,7 @@ def test_same_pair_same_shift_in_any_batch():
     assert not aligner.model.training
 
 
+@pytest.mark.slow
 def test_flip_augmentation_is_equivariant_and_batch_invariant():
     """Averaging the readings of a pair flipped four ways makes the answer exactly equivariant: the
     pair mirrored left-right reads (dy, -dx), up-down (-dy, dx); and still per pair."""

@@ -17,6 +17,7 @@ from tomoflow.errors import ConfigError, InputError  # noqa: E402
 TINY = dict(n_scans=2, size=48, n_angles=12, batch_size=8, seed=3, device="cpu", val_fraction=0.5)
 
 
+@pytest.mark.slow
 def test_simulated_pairs_match_the_recipe():
     recipe = TrainingRecipe(size=48, n_angles=12, anisotropic_fraction=0.0, clean_fraction=1.0, pillar_fraction=0.0)
     item = training.simulate_scan_pairs(0, recipe=recipe, seed=11)
@@ -40,6 +41,7 @@ def test_simulated_pairs_match_the_recipe():
     np.testing.assert_array_equal(again["x"], x)
 
 
+@pytest.mark.slow
 def test_loss_decreases_on_a_few_steps():
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
@@ -59,6 +61,7 @@ def test_loss_decreases_on_a_few_steps():
     assert losses[-1] < 0.5 * losses[0]
 
 
+@pytest.mark.slow
 def test_train_aligner_tiny_end_to_end_and_resume(tmp_path, monkeypatch):
     calls = []
     card = train_aligner(tmp_path, epochs=1, command="tomoflow train-aligner tiny", progress=lambda *a: calls.append(a),
@@ -100,6 +103,7 @@ def test_train_aligner_tiny_end_to_end_and_resume(tmp_path, monkeypatch):
         make_training_scans(2, recipe=TrainingRecipe(size=40), seed=3, cache_dir=tmp_path / "cache")
 
 
+@pytest.mark.slow
 def test_fine_tuning_starts_from_given_weights(tmp_path):
     from safetensors.torch import load_file
 

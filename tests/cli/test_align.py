@@ -20,6 +20,7 @@ def jittered_store(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_align_the_tooth_horizontally_with_a_report(cli, tooth_store, tmp_path):
     ran = cli("align", tooth_store, "-o", tmp_path / "a.zarr", "--method", "phase", "--horizontal-only",
               "--cluster", "none", "--png", tmp_path / "report.png")
@@ -28,6 +29,7 @@ def test_align_the_tooth_horizontally_with_a_report(cli, tooth_store, tmp_path):
     assert cli("info", tmp_path / "a.zarr").code == 0
 
 
+@pytest.mark.slow
 def test_correct_runs_the_whole_chain(cli, jittered_store, tmp_path):
     ran = cli("correct", jittered_store, "-o", tmp_path / "v.zarr", "--method", "consistency", "--cluster", "none")
     assert ran.code == 0, ran
@@ -63,6 +65,7 @@ def test_network_method_without_weights_says_how_to_get_them(cli, one_line_error
                        "train-aligner", str(missing), "--method consistency")
 
 
+@pytest.mark.slow
 def test_train_aligner_tiny_run_and_resume(cli, tmp_path):
     """The training command end to end at toy size (3 scans of 48 px), then a rerun that resumes."""
     args = ("train-aligner", "-o", tmp_path / "t", "--n-scans", "3", "--size", "48", "--n-angles", "31",

@@ -52,6 +52,7 @@ def test_local_threads_compute_dashboard_and_close(
     assert_nothing_listens(url)
 
 
+@pytest.mark.slow
 def test_local_worker_processes(assert_real_dashboard: Callable) -> None:
     client = tc.connect("local", n_workers=1, threads_per_worker=1, processes=True,
                         dashboard_address="127.0.0.1:0")

@@ -157,6 +157,7 @@ def test_three_levels_alignment_four() -> None:
     assert _rel(got, ref) <= TOL
 
 
+@pytest.mark.slow
 def test_valid_halo_below_the_radius_is_exact() -> None:
     """Valid evaluation runs boxes grown by 22 voxels, not the radius 23, and the result is still the
     whole-volume one, for blocks on the pooling grid and off it."""

@@ -67,6 +67,7 @@ def trained(pair, tmp_path_factory):
 
 
 # ----------------------------------------------------------------------------- training
+@pytest.mark.slow
 def test_training_beats_the_input_on_held_out_blocks(trained):
     res, calls, _ = trained
     m = res.metrics
@@ -83,6 +84,7 @@ def test_training_beats_the_input_on_held_out_blocks(trained):
     assert [h["val_l1"] for h in res.history] == pytest.approx([c[4] for c in ends])
 
 
+@pytest.mark.slow
 def test_weights_load_and_the_card_reproduces_the_held_out_metrics(trained, pair):
     inp, hr, _ = pair
     res, _, out = trained
@@ -116,6 +118,7 @@ def test_weights_load_and_the_card_reproduces_the_held_out_metrics(trained, pair
     assert again["psnr_prediction_db"] == pytest.approx(cal["psnr_prediction_db"], abs=1e-3)
 
 
+@pytest.mark.slow
 def test_calibration_gives_the_prediction_the_targets_pore_fraction(trained, pair):
     """The card's calibration, fitted on the whole training pair, gives the prediction HR's pore fraction
     there at the pore threshold (within the voxels that tie), moves nothing outside the pore-solid range,
@@ -177,6 +180,7 @@ def test_fine_tuning_starts_from_earlier_weights(trained, pair, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_resume_continues_from_the_checkpoint_exactly(pair, tmp_path):
     inp, hr, _ = pair
     kw = dict(config=TINY, patch=16, batch=2, epochs=2, steps_per_epoch=3, seed=1, device="cpu")
@@ -336,6 +340,7 @@ def test_context_feeds_a_larger_input_box_and_takes_the_loss_on_its_centre(pair,
 
 
 # ----------------------------------------------------------------------------- ONNX
+@pytest.mark.slow
 def test_pore_term_is_recorded_and_moves_the_prediction_toward_the_pores(pair, tmp_path):
     """pore_weight adds the soft-threshold cross-entropy: the card records the threshold (Otsu of the
     target's training voxels) and its width; the trained network differs from the L1-only one and
@@ -429,6 +434,7 @@ def _one_line_error(r, *words):
 FAST = ["--epochs", 2, "--steps", 4, "--patch", 16, "--channels", "4,8", "--threads", 1, "--device", "cpu"]
 
 
+@pytest.mark.slow
 def test_cli_registers_trains_and_resumes(stores, tmp_path):
     hr, lf, _ = stores
     out = tmp_path / "model"
