@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import os
 from pathlib import Path
 
 import numpy as np
@@ -109,3 +110,23 @@ def dask_client():
 
     with connect("local", processes=False, n_workers=1, threads_per_worker=2, dashboard_address=":0") as client:
         yield client
+
+
+@pytest.fixture
+def readonly_dir(tmp_path) -> Path:
+    """A folder nothing can be created in: a chmod 0o555 folder, or ``/sys`` when running as root (root
+    ignores permission bits, but sysfs refuses new entries to everyone)."""
+    if os.geteuid() == 0:
+        probe = Path("/sys/tomoflow-write-probe")
+        try:
+            probe.mkdir()
+        except OSError:
+            yield Path("/sys")
+            return
+        probe.rmdir()
+        pytest.skip("running as root and /sys accepts new folders: no read-only folder to test with")
+    d = tmp_path / "read-only"
+    d.mkdir()
+    d.chmod(0o555)
+    yield d
+    d.chmod(0o755)
