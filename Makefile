@@ -1,6 +1,7 @@
 # tomoflow: two commands on a fresh machine.
 #   make demo   set up .venv and run the main job on a simulated scan (local Dask cluster)
-#   make test   set up .venv and run the test suite
+#   make test   set up .venv and run the test suite (everything: what CI runs)
+#   make test-fast  the same without the tests marked slow: the local loop (a few minutes)
 #   make bench  set up .venv-bench (adds benchmark peers such as astra-toolbox) and run benchmarks
 #   make lint   ruff (lint and format check) and mypy, as configured in pyproject.toml
 #
@@ -23,10 +24,10 @@ STAMP := $(VENV)/.tomoflow-installed
 LINT_STAMP := $(VENV)/.tomoflow-lint-installed
 BENCH_STAMP := $(BENCH_VENV)/.tomoflow-installed
 
-.PHONY: demo test bench venv clean schemas help browser lint
+.PHONY: demo test test-fast bench venv clean schemas help browser lint
 
 help:
-	@echo "make demo | make test | make bench | make lint | make schemas | make clean"
+	@echo "make demo | make test | make test-fast | make lint | make docs | make bench | make schemas | make clean"
 
 $(STAMP): pyproject.toml constraints.txt Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +47,11 @@ test: $(STAMP)
 	$(if $(NO_BROWSER),,-@scripts/install-browser)
 	$(if $(NO_SLURM),,-@scripts/start-slurm)
 	$(VENV)/bin/python -m pytest
+
+# The local loop: every test but those marked `slow` (under 5 minutes on 2 cores; no browser or SLURM
+# set up, so their tests skip with the reason). `make test` still runs everything.
+test-fast: $(STAMP)
+	$(VENV)/bin/python -m pytest -m "not slow"
 
 browser:
 	-scripts/install-browser

@@ -1,9 +1,18 @@
 """Fixtures shared by the whole suite: the real measured data in ../shared/data, a normalised tooth
 scan, damaged copies of real files, small NeXus files written on the fly, and an in-process Dask
-cluster."""
+cluster; and the one rule that skips GPU tests.
+
+GPU tests: mark them ``@pytest.mark.gpu`` (or ``pytestmark = pytest.mark.gpu`` for a whole file). They
+run where CuPy sees a CUDA device and are skipped otherwise, with the reason. A test that needs more
+names it: ``@pytest.mark.gpu("torch")`` (torch built with CUDA), ``@pytest.mark.gpu("dask_cuda")``.
+On a GPU machine ``pytest -m gpu`` runs only them.
+"""
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,6 +21,47 @@ import numpy as np
 import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+# what a ``gpu`` marker may name beyond CuPy and a CUDA device
+_GPU_NEEDS = ("torch", "dask_cuda")
+
+
+@functools.cache
+def _gpu_missing(needs: tuple[str, ...]) -> str | None:
+    """Why GPU tests needing ``needs`` cannot run here, or None when they can."""
+    if importlib.util.find_spec("cupy") is None:
+        return "gpu: needs CuPy and a CUDA device (CuPy is not installed: pip install 'tomoflow[gpu]')"
+    from tomoflow.backend import has_cuda
+
+    if not has_cuda():
+        return "gpu: needs a CUDA device (CuPy sees none)"
+    for need in needs:
+        if need == "torch":
+            if importlib.util.find_spec("torch") is None:
+                return "gpu: needs torch (not installed)"
+            import torch
+
+            if not torch.cuda.is_available():
+                return "gpu: needs torch built with CUDA (this torch sees no CUDA device)"
+        elif importlib.util.find_spec(need) is None:
+            return f"gpu: needs {need} (pip install 'tomoflow[gpu]')"
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip, with the reason, every test marked ``gpu`` that cannot run on this machine."""
+    for item in items:
+        needs: set[str] = set()
+        marked = False
+        for mark in item.iter_markers("gpu"):
+            marked = True
+            unknown = set(mark.args) - set(_GPU_NEEDS)
+            if unknown or mark.kwargs:
+                raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.gpu takes only {_GPU_NEEDS}, "
+                                        f"not {sorted(unknown) or mark.kwargs}")
+            needs.update(mark.args)
+        if marked and (why := _gpu_missing(tuple(sorted(needs)))):
+            item.add_marker(pytest.mark.skip(reason=why))
 
 
 @pytest.fixture(scope="session")
@@ -145,3 +195,23 @@ def dask_client():
 
     with connect("local", processes=False, n_workers=1, threads_per_worker=2, dashboard_address=":0") as client:
         yield client
+
+
+@pytest.fixture
+def readonly_dir(tmp_path) -> Path:
+    """A folder nothing can be created in: a chmod 0o555 folder, or ``/sys`` when running as root (root
+    ignores permission bits, but sysfs refuses new entries to everyone)."""
+    if os.geteuid() == 0:
+        probe = Path("/sys/tomoflow-write-probe")
+        try:
+            probe.mkdir()
+        except OSError:
+            yield Path("/sys")
+            return
+        probe.rmdir()
+        pytest.skip("running as root and /sys accepts new folders: no read-only folder to test with")
+    d = tmp_path / "read-only"
+    d.mkdir()
+    d.chmod(0o555)
+    yield d
+    d.chmod(0o755)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # each runs a benchmark script in a fresh interpreter
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 

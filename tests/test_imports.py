@@ -49,12 +49,41 @@ def test_public_names_resolve_lazily() -> None:
         tomoflow.nope  # noqa: B018  (the attribute access is the test)
 
 
-def test_recon_import_time_is_small() -> None:
-    """``import tomoflow.recon`` used to take about 1.2 s (it pulled in Dask, distributed and zarr)."""
-    res = _run(
-        "import json, time\n"
-        "t = time.perf_counter()\n"
-        "import tomoflow.recon\n"
-        "print(json.dumps(time.perf_counter() - t))\n"
+# layer 0 of tests/test_layers.py: what any module of the package may import
+BASE = ("errors", "_checks", "backend", "geometry", "config", "_hashing", "_version", "_typing", "weights")
+
+
+def _loaded_by(statement: str) -> dict:
+    """The tomoflow modules and the third-party top-level packages that ``statement`` loads."""
+    return _run(
+        "import json, sys\n"
+        "before = set(sys.modules)\n"
+        f"{statement}\n"
+        "new = set(sys.modules) - before\n"
+        "print(json.dumps({'tomoflow': sorted(m for m in new if m.startswith('tomoflow')),\n"
+        "                  'other': sorted({m.split('.')[0] for m in new} - set(sys.stdlib_module_names)\n"
+        "                                  - {'tomoflow'} - {m for m in new if m.startswith('_')})}))\n"
     )
-    print(f"import tomoflow.recon: {res:.3f} s (was about 1.2 s)")
+
+
+def test_recon_loads_only_the_base_and_numpy() -> None:
+    """``import tomoflow.recon`` used to take about 1.2 s (it pulled in Dask, distributed and zarr): it loads
+    only the base modules, its own, and NumPy (numba, SciPy and the rest when a kernel first needs them)."""
+    res = _loaded_by("import tomoflow.recon")
+    allowed = {"tomoflow", "tomoflow.recon"} | {f"tomoflow.{m}" for m in BASE}
+    extra = [m for m in res["tomoflow"] if m not in allowed and not m.startswith("tomoflow.recon.")]
+    assert extra == [], f"import tomoflow.recon loaded {extra}"
+    assert "tomoflow.recon.fbp" in res["tomoflow"]  # the check sees what it loads
+    assert res["other"] == ["numpy"], f"import tomoflow.recon loaded {res['other']}"
+
+
+ABOVE_IO = ("pipeline", "train", "batch", "report", "cli", "recover", "register", "align")
+
+
+def test_io_loads_no_module_above_it_or_of_another_kernel() -> None:
+    """The storage layer (layer 2) never loads the stages, batch runs, reports, the command line, or the
+    alignment / registration / recovery kernels, not even lazily at import."""
+    res = _loaded_by("import tomoflow.io")
+    assert "tomoflow.io.scan_store" in res["tomoflow"]  # the check sees what it loads
+    bad = [m for m in res["tomoflow"] if m.partition(".")[2].split(".")[0] in ABOVE_IO]
+    assert bad == [], f"import tomoflow.io loaded {bad}"

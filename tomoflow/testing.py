@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["has_module", "requires_cupy", "disk_phantom", "ellipse_slice", "small_scan_counts", "write_small_dxchange",
+__all__ = ["has_module", "disk_phantom", "ellipse_slice", "small_scan_counts", "write_small_dxchange",
            "write_volume_store", "http_get", "assert_dashboard_page",
            "write_manifest_yaml"]
 
@@ -16,15 +16,6 @@ __all__ = ["has_module", "requires_cupy", "disk_phantom", "ellipse_slice", "smal
 def has_module(name: str) -> bool:
     """True when ``name`` is importable (checked without importing it)."""
     return importlib.util.find_spec(name) is not None
-
-
-def requires_cupy():  # -> pytest.MarkDecorator
-    """pytest marks for tests that need CuPy and a CUDA device (``gpu`` marker + skip)."""
-    import pytest
-
-    from tomoflow.backend import has_cuda
-
-    return [pytest.mark.gpu, pytest.mark.skipif(not (has_module("cupy") and has_cuda()), reason="needs a CUDA device and CuPy")]
 
 
 def ellipse_slice(n: int) -> np.ndarray:

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import doctest
-
 import numpy as np
 import pytest
 
-import tomoflow.align
 from tomoflow.align import apply_shifts, estimate_shifts
 from tomoflow.align.gauge import fix_gauge
 from tomoflow.align.resnet import default_weights_path
@@ -17,10 +14,6 @@ from tomoflow.sim import apply_jitter, gold_particle, random_jitter, simulate_sc
 
 requires_weights = pytest.mark.skipif(not default_weights_path().is_file(),
                                       reason="the trained network weights are not shipped yet")
-
-
-def test_docstring_examples_run():
-    assert doctest.testmod(tomoflow.align, raise_on_error=True).attempted > 0
 
 
 def test_shift_round_trip():
@@ -59,6 +52,7 @@ def _scan(center_offset: float = 6.0, jitter: float = 8.0):
     return normalize_log(scan.projections, scan.flats, scan.darks), ang, fix_gauge(scan.shifts, angles_deg=ang).shifts
 
 
+@pytest.mark.slow
 @requires_weights
 def test_network_methods_recover_known_jitter():
     """A scan the network never saw (noisy, non-square detector, axis 6 px off centre, ±8 px): the

@@ -36,6 +36,7 @@ def _rmse(shifts, truth, ang):
     return float(np.sqrt(np.mean(np.sum(g.shifts**2, axis=1))))
 
 
+@pytest.mark.slow
 def test_refine_runs_binned_then_full_resolution(wide_scan):
     p, ang, truth, coarse = wide_scan
     res = refine(p, ang, coarse)
@@ -49,6 +50,7 @@ def test_refine_runs_binned_then_full_resolution(wide_scan):
     assert all(abs(e["center"] - res.center) < 2.0 for e in res.log[1:])
 
 
+@pytest.mark.slow
 def test_refine_without_binning_and_bad_options(wide_scan):
     p, ang, truth, coarse = wide_scan
     res = refine(p, ang, coarse, binning=1, n_iter=4)

@@ -7,7 +7,6 @@ from scipy.ndimage import gaussian_filter
 from tomoflow.align.phase import PhaseResult, phase_correlate
 from tomoflow.errors import ConfigError, InputError
 from tomoflow.recon import shift_images
-from tomoflow.testing import requires_cupy
 
 
 @pytest.fixture(scope="module")
@@ -209,11 +208,7 @@ def test_bad_parameters_raise_config_error(pc_texture):
         phase_correlate(img, img, max_shift=(1, 2, 3))
 
 
-GPU = requires_cupy()
-
-
-@GPU[0]
-@GPU[1]
+@pytest.mark.gpu
 def test_cupy_path_matches_numpy(pc_texture):
     import cupy
 

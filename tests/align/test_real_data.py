@@ -10,6 +10,7 @@ from tomoflow.align.gauge import fix_gauge
 from tomoflow.errors import InputError
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["phase", "consistency"])
 def test_horizontal_jitter_added_to_the_tooth_is_recovered(tooth_line_integrals, method):
     """±8 px of horizontal jitter added to the real projections (off-centre axis, ~296 px; 2 detector

@@ -68,6 +68,7 @@ def test_architecture_as_published():
 
 
 # ----------------------------------------------------------------------------- batch invariance
+@pytest.mark.slow
 def test_same_pair_same_shift_in_any_batch():
     aligner = JitterAligner(model=_random_model())
     p, r = _pairs(4, seed=1)
@@ -83,6 +84,7 @@ def test_same_pair_same_shift_in_any_batch():
     assert not aligner.model.training
 
 
+@pytest.mark.slow
 def test_flip_augmentation_is_equivariant_and_batch_invariant():
     """Averaging the readings of a pair flipped four ways makes the answer exactly equivariant: the
     pair mirrored left-right reads (dy, -dx), up-down (-dy, dx); and still per pair."""
@@ -224,13 +226,8 @@ def test_shipped_weights_reproduce_the_card_check_metric():
 
 
 # ----------------------------------------------------------------------------- GPU
-@pytest.mark.gpu
+@pytest.mark.gpu("torch")
 def test_cupy_inputs_on_cuda_match_cpu():
-    from tomoflow.backend import has_cuda
-    from tomoflow.testing import has_module
-
-    if not (has_module("cupy") and has_cuda() and torch.cuda.is_available()):
-        pytest.skip("needs a CUDA device, CuPy and torch with CUDA")
     import cupy
 
     model = _random_model(seed=7)

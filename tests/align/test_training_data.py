@@ -13,6 +13,7 @@ from tomoflow.align.training_data import TrainingRecipe  # noqa: E402
 from tomoflow.errors import ConfigError  # noqa: E402
 
 
+@pytest.mark.slow
 def test_simulated_pairs_match_the_recipe():
     recipe = TrainingRecipe(size=48, n_angles=12, anisotropic_fraction=0.0, clean_fraction=1.0, pillar_fraction=0.0)
     item = training_data.simulate_scan_pairs(0, recipe=recipe, seed=11)
@@ -36,6 +37,7 @@ def test_simulated_pairs_match_the_recipe():
     np.testing.assert_array_equal(again["x"], x)
 
 
+@pytest.mark.slow
 def test_loss_decreases_on_a_few_steps():
     torch.manual_seed(0)
     rng = np.random.default_rng(0)

@@ -251,6 +251,7 @@ def test_a_report_that_cannot_be_written_says_why_and_never_fails_the_batch(arch
 
 
 # ----------------------------------------------------------------------------- huge messages
+@pytest.mark.slow
 def test_twenty_thousand_missing_inputs_make_a_short_message(tmp_path):
     lines = ["version: 1", "output: out", "cluster: none", "pipeline: [ingest, recon]", "scans:"]
     lines += [f"  - {{name: s{i}, path: raw/missing-scan-file-number-{i:05d}.h5}}" for i in range(20_000)]
@@ -269,6 +270,7 @@ def test_twenty_thousand_missing_inputs_make_a_short_message(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_twenty_thousand_invalid_scans_make_a_short_message(tmp_path):
     from tomoflow.errors import ConfigError
 

@@ -103,6 +103,7 @@ def first_run(archive, cluster):
     return m, result, events, checksums(Path(m.output))
 
 
+@pytest.mark.slow
 def test_good_scans_complete_and_bad_ones_fail_alone_with_clear_errors(first_run):
     m, result, events, _ = first_run
     root = Path(m.output)

@@ -103,23 +103,3 @@ def fresh_tooth_store(tmp_path, tooth_h5, cli) -> Path:
     ran = cli("ingest", tooth_h5, store)
     assert ran.code == 0, ran
     return store
-
-
-@pytest.fixture
-def readonly_dir(tmp_path) -> Path:
-    """A folder nothing can be created in: a chmod 0o555 folder, or ``/sys`` when running as root (root
-    ignores permission bits, but sysfs refuses new entries to everyone)."""
-    if os.geteuid() == 0:
-        probe = Path("/sys/tomoflow-write-probe")
-        try:
-            probe.mkdir()
-        except OSError:
-            yield Path("/sys")
-            return
-        probe.rmdir()
-        pytest.skip("running as root and /sys accepts new folders: no read-only folder to test with")
-    d = tmp_path / "read-only"
-    d.mkdir()
-    d.chmod(0o555)
-    yield d
-    d.chmod(0o755)

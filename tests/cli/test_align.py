@@ -20,6 +20,7 @@ def jittered_store(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_align_the_tooth_horizontally_with_a_report(cli, tooth_store, tmp_path):
     ran = cli("align", tooth_store, "-o", tmp_path / "a.zarr", "--method", "phase", "--horizontal-only",
               "--cluster", "none", "--png", tmp_path / "report.png")
@@ -28,6 +29,7 @@ def test_align_the_tooth_horizontally_with_a_report(cli, tooth_store, tmp_path):
     assert cli("info", tmp_path / "a.zarr").code == 0
 
 
+@pytest.mark.slow
 def test_correct_runs_the_whole_chain(cli, jittered_store, tmp_path):
     ran = cli("correct", jittered_store, "-o", tmp_path / "v.zarr", "--method", "consistency", "--cluster", "none")
     assert ran.code == 0, ran
@@ -46,17 +48,24 @@ def test_align_mistakes_are_one_line(cli, one_line_error, unchanged, jittered_st
         one_line_error(cli("align", jittered_store, "-o", tmp_path / "a.zarr", "--cluster", "none", *args), *words)
 
 
-def test_network_method_without_weights_says_how_to_get_them(cli, one_line_error, unchanged, jittered_store,
-                                                              tmp_path):
-    from tomoflow.align.resnet import default_weights_path
+def test_network_method_without_weights_says_how_to_get_them(cli, one_line_error, unchanged, tmp_path, monkeypatch):
+    """The weights are shipped, so their absence (a checkout without them, a packaging mistake) is simulated,
+    on a scan large enough for the network (32 x 32 px)."""
+    import tomoflow.align.resnet
+    from tomoflow.io.synthetic import write_synthetic_scan
+    from tomoflow.sim import gold_particle, simulate_scan
 
-    if default_weights_path().is_file():
-        pytest.skip("the trained weights are shipped")
+    store = tmp_path / "scan.zarr"
+    write_synthetic_scan(store, simulate_scan(gold_particle((32, 32, 32), seed=2), np.linspace(0, 180, 16),
+                                              photons=None, seed=1), format="zarr")
+    missing = tmp_path / "no-weights" / "jitter_resnet.safetensors"
+    monkeypatch.setattr(tomoflow.align.resnet, "default_weights_path", lambda: missing)
     with unchanged(tmp_path):
-        one_line_error(cli("align", jittered_store, "-o", tmp_path / "a.zarr", "--method", "resnet", "--cluster",
-                           "none"), "train-aligner")
+        one_line_error(cli("align", store, "-o", tmp_path / "a.zarr", "--method", "resnet", "--cluster", "none"),
+                       "train-aligner", str(missing), "--method consistency")
 
 
+@pytest.mark.slow
 def test_train_aligner_tiny_run_and_resume(cli, tmp_path):
     """The training command end to end at toy size (3 scans of 48 px), then a rerun that resumes."""
     args = ("train-aligner", "-o", tmp_path / "t", "--n-scans", "3", "--size", "48", "--n-angles", "31",

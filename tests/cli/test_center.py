@@ -7,6 +7,7 @@ import pytest
 import tomoflow.pipeline.reconstruct
 
 
+@pytest.mark.slow
 def test_center_and_try_sweep(cli, tooth_store, tmp_path):
     ran = cli("center", tooth_store, "--try", tmp_path / "sweep", "--try-range", "2", "--try-step", "1")
     assert ran.code == 0, ran

@@ -3,7 +3,10 @@ resolution recovery (simulated pair, registration, training, whole-field recover
 
 import json
 
+import pytest
 
+
+@pytest.mark.slow
 def test_demo_end_to_end(cli, tmp_path):
     from tomoflow.io.volume_store import VolumeStore
     from tomoflow.pipeline.resample import field_grid

@@ -65,6 +65,7 @@ def _lock_doc(**fields) -> str:
 
 
 # ----------------------------------------------------------------------------- one runner per output root
+@pytest.mark.slow
 def test_two_batch_runs_of_one_manifest_at_once(tmp_path, cli_process, one_line_error):
     """The reproduction: a second ``tomoflow batch run`` of a manifest that is running is refused at
     once, in one line naming the first run (PID, host, since, command), writing nothing; the first
@@ -96,6 +97,7 @@ def test_two_batch_runs_of_one_manifest_at_once(tmp_path, cli_process, one_line_
     assert not lock.exists() and _sums(raw) == inputs
 
 
+@pytest.mark.slow
 def test_a_lock_left_by_a_dead_run_is_taken_over(tmp_path, cli_process):
     raw = _archive(tmp_path, good=("a",))
     m = _manifest(tmp_path, ("a",))
@@ -135,6 +137,7 @@ def test_a_single_scan_command_refuses_a_store_a_batch_is_writing(tmp_path, cli,
 
 
 # ----------------------------------------------------------------------------- one line per failure
+@pytest.mark.slow
 def test_failed_scans_on_a_cluster_are_one_line_each_with_their_traceback_in_a_log(tmp_path, cli_process):
     _archive(tmp_path, good=("good",), nan=("half-nan",))
     m = _manifest(tmp_path, ("good", "half-nan"), cluster="local")
@@ -206,6 +209,7 @@ def test_every_scan_complete_but_no_room_for_the_report_is_exit_2(tmp_path, cli,
 
 
 # ----------------------------------------------------------------------------- huge messages
+@pytest.mark.slow
 def test_a_manifest_of_20000_missing_files_is_one_short_line(tmp_path, cli, one_line_error, unchanged):
     lines = ["version: 1", "output: out", "cluster: none", "pipeline: [ingest, recon]", "scans:"]
     lines += [f"  - {{name: s{i}, path: raw/missing-{i:05d}.h5}}" for i in range(20_000)]

@@ -384,6 +384,7 @@ def test_train_aligner_never_writes_over_its_init_weights(cli, one_line_error, t
     assert _snapshot(d) == before
 
 
+@pytest.mark.slow
 def test_command_line_mistakes_are_one_line(cli_process, one_line_error):
     one_line_error(cli_process("recon"), "Missing argument", "tomoflow recon --help")
     one_line_error(cli_process("recon", "x.zarr", "-o", "y.zarr", "--no-such-option"), "No such option")
@@ -400,6 +401,7 @@ def test_a_copied_stamp_does_not_make_a_users_file_tomoflows(cli, one_line_error
     assert forged.read_bytes() == before
 
 
+@pytest.mark.slow
 def test_a_second_writer_of_the_same_file_is_refused_naming_the_first(cli_process, one_line_error, work):
     import os
     import socket

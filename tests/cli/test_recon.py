@@ -27,6 +27,7 @@ def _centre(stdout):
     return float(m.group(1)), m.group(2)
 
 
+@pytest.mark.slow
 def test_recon_uses_the_saved_centre(cli, fresh_tooth_store, tmp_path):
     from tomoflow.io.volume_store import VolumeStore
 

@@ -50,6 +50,7 @@ def test_register_mistakes_are_one_line(cli, pair_stores, tmp_path):
     assert ran.code == 2 and "dof" in ran.stderr, ran
 
 
+@pytest.mark.slow
 def test_recover_runs_a_saved_unet_over_a_volume_store(cli, pair_stores, tmp_path):
     torch = pytest.importorskip("torch")
     from tomoflow.io import open_volume

@@ -98,6 +98,7 @@ def test_local_cuda_worker_count_is_checked_first(monkeypatch: pytest.MonkeyPatc
         tc.connect("local-cuda", n_workers=0)
 
 
+@pytest.mark.slow
 def test_cli_refuses_too_many_and_too_few_workers(tmp_path: Path) -> None:
     """``tomoflow recon ... --workers 1000`` once hung the machine: now one line, exit 2, nothing written."""
     scan = tmp_path / "scan.zarr"

@@ -20,9 +20,6 @@ from tomoflow.errors import ConfigError
 
 requires_jobqueue = pytest.mark.skipif(importlib.util.find_spec("dask_jobqueue") is None,
                                        reason="requires dask_jobqueue")
-requires_dask_cuda = pytest.mark.skipif(importlib.util.find_spec("dask_cuda") is None,
-                                        reason="requires dask_cuda")
-requires_gpu = pytest.mark.skipif(shutil.which("nvidia-smi") is None, reason="requires an NVIDIA GPU")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -55,6 +52,7 @@ def test_local_threads_compute_dashboard_and_close(
     assert_nothing_listens(url)
 
 
+@pytest.mark.slow
 def test_local_worker_processes(assert_real_dashboard: Callable) -> None:
     client = tc.connect("local", n_workers=1, threads_per_worker=1, processes=True,
                         dashboard_address="127.0.0.1:0")
@@ -206,9 +204,7 @@ def test_jobqueue_errors(cluster_dir: Path) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.gpu
-@requires_dask_cuda
-@requires_gpu
+@pytest.mark.gpu("dask_cuda")
 def test_local_cuda_cluster_has_gpu_resources(assert_real_dashboard: Callable) -> None:
     with tc.connect("local-cuda", n_workers=1, dashboard_address="127.0.0.1:0") as client:
         assert tc.gpu_resources_available(client)

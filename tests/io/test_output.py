@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from tomoflow.errors import StoreError
@@ -75,16 +73,9 @@ def test_store_interrupted_while_being_created_is_replaced(tmp_path):
     assert plan(tmp_path / "v.zarr").action == "replace"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
-def test_read_only_location_is_a_store_error(tmp_path):
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    ro.chmod(0o555)
-    try:
-        with pytest.raises(StoreError, match="cannot create"):
-            create_store(plan(ro / "v.zarr"), {"tomoflow_format": "tomoflow-volume"})
-    finally:
-        ro.chmod(0o755)
+def test_read_only_location_is_a_store_error(readonly_dir):
+    with pytest.raises(StoreError, match="cannot create"):
+        create_store(plan(readonly_dir / "tomoflow-test-v.zarr"), {"tomoflow_format": "tomoflow-volume"})
 
 
 def test_read_only_file_system_is_a_store_error():

@@ -153,6 +153,7 @@ def jittered_tall(tmp_path_factory):
     return path, scan
 
 
+@pytest.mark.slow
 @requires_weights
 def test_network_passes_are_named_tasks_and_match_the_kernel(jittered_tall, tmp_path):
     """resnet on a cluster: each network pass is align-mlem -> align-reproject -> align-resnet, and the

@@ -14,9 +14,9 @@ from tomoflow.io import write_scan
 from tomoflow.pipeline.reconstruct import reconstruct_scan
 from tomoflow.recon import project
 from tomoflow.recon.fbp import fbp
-from tomoflow.testing import disk_phantom, has_module, requires_cupy
+from tomoflow.testing import disk_phantom
 
-pytestmark = requires_cupy()
+pytestmark = pytest.mark.gpu
 
 N_ROWS, N = 24, 64
 ANGLES = np.linspace(0, 180, 90, endpoint=False)
@@ -89,11 +89,10 @@ def test_to_host_through_pinned_memory():
     assert device_rows(10**15, 500) == 1
 
 
+@pytest.mark.gpu("dask_cuda")
 def test_recon_on_a_local_cuda_cluster_with_a_live_dashboard(scan, tmp_path):
     """`tomoflow.connect("local-cuda")`: slab tasks carry their share of the GPU resource, the result
     equals the kernels', and the dashboard serves its page while the reconstruction runs."""
-    if not has_module("dask_cuda"):
-        pytest.skip("needs dask-cuda (pip install 'tomoflow[gpu]')")
     from dask.utils import key_split
     from distributed.diagnostics.plugin import SchedulerPlugin
 

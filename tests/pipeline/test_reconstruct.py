@@ -174,6 +174,7 @@ print(json.dumps({"peak": peak, "estimate": slab_bytes(na, nc, (nc, nc), nr, "fb
 """
 
 
+@pytest.mark.slow
 def test_slab_memory_estimate_covers_the_measured_peak(tmp_path):
     """Run one 64-row slab task (360 angles, 512 columns) in a fresh process and measure its peak
     resident memory (VmHWM after resetting it): the planner's estimate must cover it, without

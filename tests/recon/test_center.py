@@ -47,6 +47,7 @@ def test_center_bad_input():
         find_center(bad, ang)
 
 
+@pytest.mark.slow
 def test_tooth_centre_and_sweep_agree(tooth_line_integrals):
     """On the real APS tooth scan the automatic centre is where the sweep is sharpest, and a centre
     a few pixels off is visibly worse."""

@@ -105,11 +105,3 @@ def test_fourier_mask_360_and_bad_method():
         fbp(project(phantom, ANGLES), ANGLES, method="fourier", backend="gpu")
 
 
-def test_fbp_docstring_example_runs():
-    import doctest
-    import importlib
-
-    mod = importlib.import_module("tomoflow.recon.fbp")  # the attribute tomoflow.recon.fbp is the function
-
-    result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
-    assert result.attempted and result.failed == 0

@@ -6,11 +6,9 @@ Skipped without a CUDA device; run on a GPU machine with ``pytest -m gpu``.
 import numpy as np
 import pytest
 
-from tomoflow.backend import has_cuda
-from tomoflow.testing import ellipse_slice, has_module
+from tomoflow.testing import ellipse_slice
 
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not (has_module("cupy") and has_cuda()),
-                                                  reason="needs a CUDA device and CuPy")]
+pytestmark = pytest.mark.gpu
 
 N = 64
 ANGLES = np.linspace(0, 180, 60, endpoint=False)

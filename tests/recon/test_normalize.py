@@ -7,7 +7,6 @@ import logging
 import numpy as np
 import pytest
 
-from tomoflow.backend import has_cuda
 from tomoflow.errors import ConfigError, InputError
 from tomoflow.recon.normalize import NormalizeReport, mean_frames, minus_log, normalize, normalize_log
 
@@ -152,7 +151,6 @@ def test_mean_frames() -> None:
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not has_cuda(), reason="needs a CUDA device and CuPy")
 def test_cupy_matches_numpy() -> None:
     import cupy as cp
 

@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import doctest
-
 import numpy as np
 import pytest
 from scipy import ndimage
 
-import tomoflow.recon.outliers
 from tomoflow.errors import ConfigError, InputError
 from tomoflow.recon import normalize_log, project, remove_outliers
 from tomoflow.recon.outliers import median3x3
 from tomoflow.sim import cathode_particle, simulate_scan
-from tomoflow.testing import requires_cupy
-
-
-def test_docstring_examples_run():
-    assert doctest.testmod(tomoflow.recon.outliers, raise_on_error=True).attempted > 0
 
 
 @pytest.mark.parametrize("shape", [(3, 40, 37), (2, 1, 9), (1, 2, 2), (4, 3, 64)])
@@ -102,8 +94,8 @@ def test_bad_input():
     assert remove_outliers(np.zeros((0, 8, 8), np.float32)).fraction == 0.0
 
 
-@pytest.mark.parametrize("_", [pytest.param(0, marks=requires_cupy())])
-def test_cupy_matches_numpy(scan, _):  # pragma: no cover - GPU only
+@pytest.mark.gpu
+def test_cupy_matches_numpy(scan):  # pragma: no cover - GPU only
     import cupy as cp
 
     vol, angles, _ = scan

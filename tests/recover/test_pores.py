@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import doctest
 import json
 
 import numpy as np
 import pytest
 from scipy import ndimage
 
-import tomoflow.recover.pores
-import tomoflow.recover.recall
 from tomoflow.errors import ConfigError, InputError
 from tomoflow.pipeline.pores import plot_pore_sizes
 from tomoflow.recover.pore_blocks import block_pores, merge_block_pores
 from tomoflow.recover.pores import pore_metrics, threshold_from_reference
 from tomoflow.recover.recall import pore_recall
-
-
-@pytest.mark.parametrize("module", [tomoflow.recover.pores, tomoflow.recover.recall])
-def test_docstring_examples_run(module):
-    assert doctest.testmod(module, raise_on_error=True).attempted > 0
 
 
 # ----------------------------------------------------------------------------- helpers

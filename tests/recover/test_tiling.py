@@ -157,6 +157,7 @@ def test_three_levels_alignment_four() -> None:
     assert _rel(got, ref) <= TOL
 
 
+@pytest.mark.slow
 def test_valid_halo_below_the_radius_is_exact() -> None:
     """Valid evaluation runs boxes grown by 22 voxels, not the radius 23, and the result is still the
     whole-volume one, for blocks on the pooling grid and off it."""
@@ -271,10 +272,8 @@ def test_foreign_network_with_explicit_geometry(volume) -> None:
     assert _rel(got, ref) <= TOL
 
 
-@pytest.mark.gpu
+@pytest.mark.gpu("torch")
 def test_cuda_matches_cpu(volume) -> None:
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device")
     torch.manual_seed(0)
     net = build_unet(channels=(4, 8)).eval()
     ref = predict_volume(net, volume)

@@ -97,6 +97,7 @@ def test_bad_inputs_give_clear_errors(pair):
         register(hr, lfov, hr_spacing_um=1.0, lfov_spacing_um=4.0, prior=np.ones((3, 3)))
 
 
+@pytest.mark.slow
 def test_wrong_voxel_size_is_implausible(pair):
     """An HR voxel size 15 % off asks for a 0.87 scale: refused, not returned."""
     hr, lfov, _, prior = pair

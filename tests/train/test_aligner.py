@@ -59,6 +59,7 @@ def test_train_aligner_tiny_end_to_end_and_resume(tmp_path, monkeypatch):
         make_training_scans(2, recipe=TrainingRecipe(size=40), seed=3, cache_dir=tmp_path / "cache")
 
 
+@pytest.mark.slow
 def test_fine_tuning_starts_from_given_weights(tmp_path):
     from safetensors.torch import load_file
 

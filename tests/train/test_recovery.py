@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -53,6 +54,7 @@ def trained(pair, tmp_path_factory):
 
 
 # ----------------------------------------------------------------------------- training
+@pytest.mark.slow
 def test_training_beats_the_input_on_held_out_blocks(trained):
     res, calls, _ = trained
     m = res.metrics
@@ -69,6 +71,7 @@ def test_training_beats_the_input_on_held_out_blocks(trained):
     assert [h["val_l1"] for h in res.history] == pytest.approx([c[4] for c in ends])
 
 
+@pytest.mark.slow
 def test_weights_load_and_the_card_reproduces_the_held_out_metrics(trained, pair):
     inp, hr, _ = pair
     res, _, out = trained
@@ -102,6 +105,7 @@ def test_weights_load_and_the_card_reproduces_the_held_out_metrics(trained, pair
     assert again["psnr_prediction_db"] == pytest.approx(cal["psnr_prediction_db"], abs=1e-3)
 
 
+@pytest.mark.slow
 def test_calibration_gives_the_prediction_the_targets_pore_fraction(trained, pair):
     """The card's calibration, fitted on the whole training pair, gives the prediction HR's pore fraction
     there at the pore threshold (within the voxels that tie), moves nothing outside the pore-solid range,
@@ -143,6 +147,7 @@ def test_fine_tuning_starts_from_earlier_weights(trained, pair, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_resume_continues_from_the_checkpoint_exactly(pair, tmp_path):
     inp, hr, _ = pair
     kw = dict(config=TINY, patch=16, batch=2, epochs=2, steps_per_epoch=3, seed=1, device="cpu")
@@ -228,6 +233,7 @@ def test_context_feeds_a_larger_input_box_and_takes_the_loss_on_its_centre(pair,
 
 
 # ----------------------------------------------------------------------------- ONNX
+@pytest.mark.slow
 def test_pore_term_is_recorded_and_moves_the_prediction_toward_the_pores(pair, tmp_path):
     """pore_weight adds the soft-threshold cross-entropy: the card records the threshold (Otsu of the
     target's training voxels) and its width; the trained network differs from the L1-only one and
@@ -284,8 +290,8 @@ def test_onnx_export_matches_torch(tmp_path):
         export_onnx(net, tmp_path / "bad.onnx", patch_shape=(15, 16, 16))
 
 
-@pytest.mark.skipif(importlib.util.find_spec("onnx") is not None, reason="onnx is installed")
-def test_onnx_export_without_onnx_says_what_to_install(tmp_path):
+def test_onnx_export_without_onnx_says_what_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnx", None)  # as if onnx were not installed (find_spec gives None)
     with pytest.raises(ConfigError, match=r"tomoflow\[onnx\]"):
         export_onnx(build_unet(config=TINY), tmp_path / "x.onnx", patch_shape=(16, 16, 16))
     assert not (tmp_path / "x.onnx").exists()
@@ -321,6 +327,7 @@ def _one_line_error(r, *words):
 FAST = ["--epochs", 2, "--steps", 4, "--patch", 16, "--channels", "4,8", "--threads", 1, "--device", "cpu"]
 
 
+@pytest.mark.slow
 def test_cli_registers_trains_and_resumes(stores, tmp_path):
     hr, lf, _ = stores
     out = tmp_path / "model"

@@ -36,8 +36,11 @@ whether a client's cluster can run GPU tasks; :func:`cluster_resources` gives th
 GPUs and per-task thread and memory budget the stage engine plans with.
 
 >>> from tomoflow.cluster import connect, describe
->>> with connect("local", n_workers=2, processes=False) as client:  # doctest: +SKIP
+>>> with connect("local", n_workers=2, processes=False) as client:
 ...     print(describe(client))
+Dask cluster LocalCluster at ...
+  workers: 2, threads: ..., memory: ..., GPUs: 0
+  dashboard: ...
 
 The modules: :mod:`~tomoflow.cluster.settings` (settings files), :mod:`~tomoflow.cluster.start`
 (starting each kind), :mod:`~tomoflow.cluster.client` (specs, :class:`TomoflowClient`,

@@ -166,7 +166,7 @@ def connect(
 
     Examples
     --------
-    >>> with connect("local", n_workers=2, processes=False) as client:  # doctest: +SKIP
+    >>> with connect("local", n_workers=2, processes=False) as client:
     ...     client.submit(sum, [1, 2, 3]).result()
     6
     """

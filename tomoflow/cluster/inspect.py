@@ -320,9 +320,10 @@ def cluster_resources(client: Client | None) -> ClusterResources:
     --------
     >>> cluster_resources(None).task_threads
     1
-    >>> with connect("local", n_workers=2, threads_per_worker=1) as client:  # doctest: +SKIP
+    >>> from tomoflow.cluster import connect
+    >>> with connect("local", n_workers=2, threads_per_worker=1, processes=False) as client:
     ...     cluster_resources(client)
-    ClusterResources(n_workers=2, total_threads=2, gpus=0, task_threads=4, memory_per_thread=...)
+    ClusterResources(n_workers=2, total_threads=2, gpus=0, task_threads=..., memory_per_thread=...)
     """
     if client is None:
         from tomoflow.backend import cpu_count, thread_budget_set

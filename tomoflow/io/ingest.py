@@ -1,5 +1,7 @@
 """One entry point for every raw format: :func:`ingest` (and :func:`detect_format`).
 
+Examples (not run as doctests: they read raw files of yours):
+
 >>> from tomoflow.io.ingest import ingest
 >>> store = ingest("tooth.h5", "tooth.zarr")                                  # doctest: +SKIP
 >>> store = ingest("proj/", "scan.zarr", angles=(0, 180, 0.5), flats="flat/")  # doctest: +SKIP
