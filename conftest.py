@@ -44,6 +44,10 @@ def _missing_optional(path: Path) -> str | None:
 
 def pytest_ignore_collect(collection_path: Path, config) -> bool | None:
     """Leave out the package modules that cannot be imported on this machine (see the module docstring)."""
-    if collection_path.suffix == ".py" and collection_path.is_relative_to(PACKAGE) and _missing_optional(collection_path):
+    if (
+        collection_path.suffix == ".py"
+        and collection_path.is_relative_to(PACKAGE)
+        and _missing_optional(collection_path)
+    ):
         return True
     return None

@@ -255,8 +255,9 @@ class OtherLoad:
         self.wall = wall
 
 
-def wait_for_idle(max_wait: float, threshold: float = 0.3, interval: float = 1.0,
-                  log: Callable[[str], None] | None = None) -> float | None:
+def wait_for_idle(
+    max_wait: float, threshold: float = 0.3, interval: float = 1.0, log: Callable[[str], None] | None = None
+) -> float | None:
     """Wait (up to ``max_wait`` seconds) until other processes use less than ``threshold`` cores.
 
     Returns the last measured :func:`other_cpu_load`.
@@ -310,13 +311,19 @@ def _git_commit() -> str | None:
     try:
         r = subprocess.run(
             ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"],
-            capture_output=True, text=True, timeout=5, check=False,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
         )
         if r.returncode != 0:
             return None
         dirty = subprocess.run(
             ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=5, check=False,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
         )
         return r.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
@@ -339,8 +346,11 @@ def machine_info(extra_packages: Sequence[str] = ()) -> dict[str, Any]:
         "python": sys.version.split()[0],
         "python_executable": sys.executable,
         "packages": package_versions(dict.fromkeys(pk)),
-        "thread_env": {k: os.environ[k] for k in sorted(os.environ)
-                       if k.endswith("_NUM_THREADS") or k in ("OMP_PROC_BIND", "NUMBA_THREADING_LAYER")},
+        "thread_env": {
+            k: os.environ[k]
+            for k in sorted(os.environ)
+            if k.endswith("_NUM_THREADS") or k in ("OMP_PROC_BIND", "NUMBA_THREADING_LAYER")
+        },
         "git_commit": _git_commit(),
         "loadavg": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
     }
@@ -368,8 +378,9 @@ def fmt_bytes(n: float | None) -> str:
     return f"{n:.1f} GiB"  # pragma: no cover
 
 
-def print_table(rows: Sequence[Sequence[Any]], headers: Sequence[str], *, title: str | None = None,
-                file: Any = None) -> str:
+def print_table(
+    rows: Sequence[Sequence[Any]], headers: Sequence[str], *, title: str | None = None, file: Any = None
+) -> str:
     """Print (and return) a plain-text table; numbers are right-aligned, text left-aligned."""
     cells = [[str(h) for h in headers]] + [["-" if c is None else str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
@@ -413,8 +424,9 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def write_results(name: str, payload: dict[str, Any], *, path: str | Path | None = None,
-                  extra_packages: Sequence[str] = ()) -> Path:
+def write_results(
+    name: str, payload: dict[str, Any], *, path: str | Path | None = None, extra_packages: Sequence[str] = ()
+) -> Path:
     """Write ``payload`` plus machine information as JSON.
 
     The file is ``benchmarks/results/<name>.json`` unless ``path`` is given; it is written to a

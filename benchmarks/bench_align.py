@@ -109,11 +109,28 @@ from tomoflow.sim.multiscale import porous_sample, rasterize_sample
 
 # ----------------------------------------------------------------------------- configuration
 # other_noise_all: Gaussian and Poisson cases for every phantom (False: the first phantom only)
-FULL = {"n": 256, "n_angles": 181, "jitter": 20.0, "sweep_rows": None, "ssim_rows": 8,
-        "sweep_sp": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6], "target_sp": 0.4, "other_noise_all": True,
-        "unseen_methods": ("none", "phase", "consistency-10", "resnet", "hybrid")}
-QUICK = {"n": 48, "n_angles": 61, "jitter": 20.0 * 48 / 256, "sweep_rows": None, "ssim_rows": 4,
-         "sweep_sp": [0.0, 0.4], "target_sp": 0.4, "other_noise_all": False, "unseen_methods": ("none", "phase", "resnet")}
+FULL = {
+    "n": 256,
+    "n_angles": 181,
+    "jitter": 20.0,
+    "sweep_rows": None,
+    "ssim_rows": 8,
+    "sweep_sp": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6],
+    "target_sp": 0.4,
+    "other_noise_all": True,
+    "unseen_methods": ("none", "phase", "consistency-10", "resnet", "hybrid"),
+}
+QUICK = {
+    "n": 48,
+    "n_angles": 61,
+    "jitter": 20.0 * 48 / 256,
+    "sweep_rows": None,
+    "ssim_rows": 4,
+    "sweep_sp": [0.0, 0.4],
+    "target_sp": 0.4,
+    "other_noise_all": False,
+    "unseen_methods": ("none", "phase", "resnet"),
+}
 GAUSSIAN_SIGMA = 0.03  # read noise, fraction of the open-beam level (simulate_scan noise["gaussian"])
 PHOTONS = 500.0  # Poisson noise: mean photons per open-beam pixel (simulate_scan photons=)
 CAPSULE_AXIS_OFFSET = 6.0  # px at 256 columns (scaled with the size): rotation axis off the detector centre
@@ -129,13 +146,25 @@ METHOD_OPTIONS: dict[str, dict[str, Any] | None] = {
 NETWORK_METHODS = ("resnet", "hybrid")
 ALL_METHODS = tuple(METHOD_OPTIONS)
 SWEEP_METHODS = tuple(m for m in ALL_METHODS if m != "consistency")
-TARGETS = {"resnet_rmse_clean_px": 0.5, "resnet_rmse_sp40_px": 1.0, "hybrid_rmse_clean_px": 0.2,
-           "resnet_correction_s": 60.0, "resnet_speedup_vs_consistency": 10.0,
-           "hybrid_time_fraction_of_consistency": 1.0 / 3.0, "hybrid_rmse_tolerance_px": 1e-3}
+TARGETS = {
+    "resnet_rmse_clean_px": 0.5,
+    "resnet_rmse_sp40_px": 1.0,
+    "hybrid_rmse_clean_px": 0.2,
+    "resnet_correction_s": 60.0,
+    "resnet_speedup_vs_consistency": 10.0,
+    "hybrid_time_fraction_of_consistency": 1.0 / 3.0,
+    "hybrid_rmse_tolerance_px": 1e-3,
+}
 BUSY_LOAD = 0.3
 PLOT_METHODS = ("none", "phase", "consistency-10", "resnet", "hybrid")
-STYLE = {"none": ("0.6", ":", "x"), "phase": ("tab:orange", "-", "s"), "consistency-10": ("tab:green", "-", "^"),
-         "resnet": ("tab:blue", "-", "o"), "hybrid": ("tab:purple", "-", "D"), "consistency": ("tab:red", "--", "v")}
+STYLE = {
+    "none": ("0.6", ":", "x"),
+    "phase": ("tab:orange", "-", "s"),
+    "consistency-10": ("tab:green", "-", "^"),
+    "resnet": ("tab:blue", "-", "o"),
+    "hybrid": ("tab:purple", "-", "D"),
+    "consistency": ("tab:red", "--", "v"),
+}
 
 
 def noise_spec(label: str) -> dict[str, Any]:
@@ -189,30 +218,60 @@ def capsule_table(shape: tuple[int, int, int], seed: int = 7) -> np.ndarray:
             u *= 0.45 * rng.uniform() ** (1 / 3) / np.linalg.norm(u)  # inside the cavity
             xi, eta, zeta = u[0] * a * (1 - wall), u[1] * b * (1 - wall), u[2] * c * (1 - wall)
             rr = max(rng.uniform(0.04, 0.08) * L, 1.0)
-            rows.append([mu * rng.uniform(0.8, 1.6), rr, rr * rng.uniform(0.6, 1.0), rr * rng.uniform(0.8, 1.5),
-                         x0 + xi * cph - eta * sph, y0 + xi * sph + eta * cph, z0 + zeta, rng.uniform(0.0, 180.0)])
+            rows.append(
+                [
+                    mu * rng.uniform(0.8, 1.6),
+                    rr,
+                    rr * rng.uniform(0.6, 1.0),
+                    rr * rng.uniform(0.8, 1.5),
+                    x0 + xi * cph - eta * sph,
+                    y0 + xi * sph + eta * cph,
+                    z0 + zeta,
+                    rng.uniform(0.0, 180.0),
+                ]
+            )
     for _ in range(2):  # needles
         r, ang = rng.uniform(0.0, 0.3) * L, rng.uniform(0.0, 2 * np.pi)
-        rows.append([mu * 1.2, rng.uniform(0.3, 0.5) * L, max(0.025 * L, 1.0), rng.uniform(0.2, 0.45) * hz,
-                     r * np.cos(ang), r * np.sin(ang), rng.uniform(-0.3, 0.3) * hz, rng.uniform(0.0, 180.0)])
+        rows.append(
+            [
+                mu * 1.2,
+                rng.uniform(0.3, 0.5) * L,
+                max(0.025 * L, 1.0),
+                rng.uniform(0.2, 0.45) * hz,
+                r * np.cos(ang),
+                r * np.sin(ang),
+                rng.uniform(-0.3, 0.3) * hz,
+                rng.uniform(0.0, 180.0),
+            ]
+        )
     return np.asarray(rows, dtype=np.float64)
 
 
 PHANTOMS: dict[str, dict[str, Any]] = {
-    "shepp_logan": {"description": "tomoflow.sim.shepp_logan_3d (3-D Shepp-Logan head), axis on the detector centre",
-                    "seed": 101, "axis_offset_px_at_256": 0.0},
-    "capsules": {"description": "hollow ellipsoidal shells with dense inclusions and two needles, off axis, "
-                                "tomoflow.sim.rasterize_ellipsoids of capsule_table(seed=7) (built in this "
-                                "benchmark, never used in training); axis 6 px off the detector centre",
-                 "seed": 202, "axis_offset_px_at_256": CAPSULE_AXIS_OFFSET},
+    "shepp_logan": {
+        "description": "tomoflow.sim.shepp_logan_3d (3-D Shepp-Logan head), axis on the detector centre",
+        "seed": 101,
+        "axis_offset_px_at_256": 0.0,
+    },
+    "capsules": {
+        "description": "hollow ellipsoidal shells with dense inclusions and two needles, off axis, "
+        "tomoflow.sim.rasterize_ellipsoids of capsule_table(seed=7) (built in this "
+        "benchmark, never used in training); axis 6 px off the detector centre",
+        "seed": 202,
+        "axis_offset_px_at_256": CAPSULE_AXIS_OFFSET,
+    },
 }
 
 
 UNSEEN_PHANTOMS: dict[str, dict[str, Any]] = {
-    "foam": {"description": "tomoflow.sim.multiscale.porous_sample('foam', seed=303): a core-plug-like porous matrix "
-                            "longer than the field along z, with dense inclusions, fractures and pores (the resolution-"
-                            "recovery simulator's sample, never used by the aligner); axis 5 px off the detector centre "
-                            "on the other side", "seed": 303, "axis_offset_px_at_256": -5.0},
+    "foam": {
+        "description": "tomoflow.sim.multiscale.porous_sample('foam', seed=303): a core-plug-like porous matrix "
+        "longer than the field along z, with dense inclusions, fractures and pores (the resolution-"
+        "recovery simulator's sample, never used by the aligner); axis 5 px off the detector centre "
+        "on the other side",
+        "seed": 303,
+        "axis_offset_px_at_256": -5.0,
+    },
 }
 ALL_PHANTOMS = {**PHANTOMS, **UNSEEN_PHANTOMS}
 UNSEEN_CASES = (("foam", "fourier"), ("shepp_logan", "linear"), ("capsules", "linear"))
@@ -318,8 +377,9 @@ class StageProfile:
 
 
 # ----------------------------------------------------------------------------- metrics
-def residual_metrics(est: np.ndarray, truth_fixed: np.ndarray,
-                     angles: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
+def residual_metrics(
+    est: np.ndarray, truth_fixed: np.ndarray, angles: np.ndarray
+) -> tuple[dict[str, float], np.ndarray]:
     """Residual statistics (module docstring, "Metrics") and the per-projection Euclidean error."""
     r = np.asarray(fix_gauge(est, angles_deg=angles).shifts) - truth_fixed
     norm = np.sqrt(np.sum(r * r, axis=1))
@@ -356,8 +416,9 @@ def log_times(log: list[dict[str, float]]) -> dict[str, float]:
 
 
 # ----------------------------------------------------------------------------- one case
-def run_case(case: dict[str, Any], vol: np.ndarray, cfg: dict[str, Any], aligner: Any,
-             log: Any, busy: list[str]) -> dict[str, Any]:
+def run_case(
+    case: dict[str, Any], vol: np.ndarray, cfg: dict[str, Any], aligner: Any, log: Any, busy: list[str]
+) -> dict[str, Any]:
     n, na = cfg["n"], cfg["n_angles"]
     spec = ALL_PHANTOMS[case["phantom"]]
     noise = noise_spec(case["noise"])
@@ -365,8 +426,15 @@ def run_case(case: dict[str, Any], vol: np.ndarray, cfg: dict[str, Any], aligner
     angles = np.linspace(0.0, 180.0, na)
     center = (n - 1) / 2.0 + spec["axis_offset_px_at_256"] * n / 256.0
     t0 = time.perf_counter()
-    scan = simulate_scan(vol, angles, jitter_px=cfg["jitter"], noise=noise["noise"], photons=noise["photons"],
-                         seed=spec["seed"], center=center)
+    scan = simulate_scan(
+        vol,
+        angles,
+        jitter_px=cfg["jitter"],
+        noise=noise["noise"],
+        photons=noise["photons"],
+        seed=spec["seed"],
+        center=center,
+    )
     if model == "fourier":
         p_all = normalize_log(scan.projections, scan.flats, scan.darks)
     else:  # clean only: the measured line integrals are the ideal ones jittered by the other interpolator
@@ -397,12 +465,21 @@ def run_case(case: dict[str, Any], vol: np.ndarray, cfg: dict[str, Any], aligner
         img = np.asarray(fbp(apply_shifts(data, shifts)[:, k0 : k0 + k], angles, center=ctr))
         return mean_ssim(ref, img, drange)
 
-    out: dict[str, Any] = {"phantom": case["phantom"], "noise": case["noise"], "noise_spec": noise, "rows": rows,
-                           "jitter_model": model, "tiers": list(case["tiers"]),
-                           "row_range": [r0, r0 + rows], "ssim_rows": [r0 + k0, r0 + k0 + k],
-                           "true_center": scan.center, "true_axis_of_jittered_data": true_axis,
-                           "truth_rms_px": float(np.sqrt(np.mean(np.sum(truth_fixed**2, axis=1)))),
-                           "simulate_s": round(sim_s, 3), "methods": {}}
+    out: dict[str, Any] = {
+        "phantom": case["phantom"],
+        "noise": case["noise"],
+        "noise_spec": noise,
+        "rows": rows,
+        "jitter_model": model,
+        "tiers": list(case["tiers"]),
+        "row_range": [r0, r0 + rows],
+        "ssim_rows": [r0 + k0, r0 + k0 + k],
+        "true_center": scan.center,
+        "true_axis_of_jittered_data": true_axis,
+        "truth_rms_px": float(np.sqrt(np.mean(np.sum(truth_fixed**2, axis=1)))),
+        "simulate_s": round(sim_s, 3),
+        "methods": {},
+    }
     for m in case["methods"]:
         opts = METHOD_OPTIONS[m]
         r: dict[str, Any] = {}
@@ -425,16 +502,25 @@ def run_case(case: dict[str, Any], vol: np.ndarray, cfg: dict[str, Any], aligner
             fbp_s = time.perf_counter() - t
             del corrected
             q = np.asarray(res.quality, dtype=np.float64)
-            r.update({
-                "estimate_s": round(est_s, 4), "shift_s": round(shift_s, 4), "fbp_s": round(fbp_s, 4),
-                "correction_s": round(est_s + shift_s + fbp_s, 4), "cores_busy": round(cpu_s / max(est_s, 1e-9), 3),
-                "log_times": log_times(res.log), "profile": prof.as_dict(est_s), "profile_missing": prof.missing,
-                "other_load": None if load.cores is None else round(load.cores, 3),
-                "n_iter": int(res.n_iter), "converged": bool(res.converged),
-                "max_update_px": [round(float(e.get("max_update_px", np.nan)), 4) for e in res.log],
-                "center": ctr, "center_error": ctr - true_axis,
-                "_quality": q,
-            })
+            r.update(
+                {
+                    "estimate_s": round(est_s, 4),
+                    "shift_s": round(shift_s, 4),
+                    "fbp_s": round(fbp_s, 4),
+                    "correction_s": round(est_s + shift_s + fbp_s, 4),
+                    "cores_busy": round(cpu_s / max(est_s, 1e-9), 3),
+                    "log_times": log_times(res.log),
+                    "profile": prof.as_dict(est_s),
+                    "profile_missing": prof.missing,
+                    "other_load": None if load.cores is None else round(load.cores, 3),
+                    "n_iter": int(res.n_iter),
+                    "converged": bool(res.converged),
+                    "max_update_px": [round(float(e.get("max_update_px", np.nan)), 4) for e in res.log],
+                    "center": ctr,
+                    "center_error": ctr - true_axis,
+                    "_quality": q,
+                }
+            )
             if load.cores is not None and load.cores > BUSY_LOAD:
                 busy.append(f"{case['phantom']}/{case['noise']}/{rows} rows/{m} ({load.cores:.2f} cores)")
         metrics, err = residual_metrics(est, truth_fixed, angles)
@@ -452,16 +538,26 @@ def run_case(case: dict[str, Any], vol: np.ndarray, cfg: dict[str, Any], aligner
         # without noise the measured data are the line integrals (up to float32 rounding)
         r["ssim_noisy"] = r["ssim"] if case["noise"] == "clean" else ssim_of(p, est + gauge_part, scan.center)
         out["methods"][m] = r
-        timing = f", estimate {fmt_time(r['estimate_s'])}, total {fmt_time(r['correction_s'])}" if ctr is not None else ""
-        log(f"  {m:<15} RMSE {r['rmse']:.3f} px (dy {r['rmse_dy']:.3f}, dx {r['rmse_dx']:.3f}), "
+        timing = (
+            f", estimate {fmt_time(r['estimate_s'])}, total {fmt_time(r['correction_s'])}" if ctr is not None else ""
+        )
+        log(
+            f"  {m:<15} RMSE {r['rmse']:.3f} px (dy {r['rmse_dy']:.3f}, dx {r['rmse_dx']:.3f}), "
             f"max {r['max_error']:.2f}, "
-            f"SSIM {r['ssim']:.3f}{timing}")
+            f"SSIM {r['ssim']:.3f}{timing}"
+        )
     return out
 
 
 # ----------------------------------------------------------------------------- cases, targets
-def build_cases(cfg: dict[str, Any], phantoms: list[str], methods: list[str], noises: set[str] | None,
-                sweep: bool, unseen: bool = False) -> list[dict[str, Any]]:
+def build_cases(
+    cfg: dict[str, Any],
+    phantoms: list[str],
+    methods: list[str],
+    noises: set[str] | None,
+    sweep: bool,
+    unseen: bool = False,
+) -> list[dict[str, Any]]:
     n = cfg["n"]
     sweep_rows = cfg["sweep_rows"] or n
     cases: dict[tuple[str, str, int, str], dict[str, Any]] = {}
@@ -470,8 +566,9 @@ def build_cases(cfg: dict[str, Any], phantoms: list[str], methods: list[str], no
         if noises is not None and label not in noises:
             return
         key = (ph, label, rows, model)
-        c = cases.setdefault(key, {"phantom": ph, "noise": label, "rows": rows, "jitter_model": model,
-                                   "methods": [], "tiers": []})
+        c = cases.setdefault(
+            key, {"phantom": ph, "noise": label, "rows": rows, "jitter_model": model, "methods": [], "tiers": []}
+        )
         c["methods"] = [m for m in ALL_METHODS if m in methods and (m in c["methods"] or m in ms)]
         if tier not in c["tiers"]:
             c["tiers"].append(tier)
@@ -514,26 +611,65 @@ def evaluate_targets(results: list[dict[str, Any]], cfg: dict[str, Any]) -> list
     def add(name: str, desc: str, vals: dict[str, Any], ok: Any, fmt: str) -> None:
         have = [v for v in vals.values() if v is not None]
         met = None if not have or len(have) < len(vals) else all(ok(v) for v in have)
-        out.append({"target": name, "description": desc, "values": vals, "met": met,
-                    "text": ", ".join(f"{ph} {fmt.format(v) if v is not None else '-'}" for ph, v in vals.items())})
+        out.append(
+            {
+                "target": name,
+                "description": desc,
+                "values": vals,
+                "met": met,
+                "text": ", ".join(f"{ph} {fmt.format(v) if v is not None else '-'}" for ph, v in vals.items()),
+            }
+        )
 
-    add("resnet_rmse_clean", f"resnet combined RMSE without noise <= {T['resnet_rmse_clean_px']} px",
-        per("clean", lambda m: m["resnet"]["rmse"]), lambda v: v <= T["resnet_rmse_clean_px"], "{:.3f} px")
-    add("resnet_rmse_sp40", f"resnet combined RMSE at {int(100 * cfg['target_sp'])} % salt-and-pepper <= "
-        f"{T['resnet_rmse_sp40_px']} px", per(sp, lambda m: m["resnet"]["rmse"]),
-        lambda v: v <= T["resnet_rmse_sp40_px"], "{:.3f} px")
-    add("hybrid_rmse_clean", f"hybrid combined RMSE without noise <= {T['hybrid_rmse_clean_px']} px",
-        per("clean", lambda m: m["hybrid"]["rmse"]), lambda v: v <= T["hybrid_rmse_clean_px"], "{:.3f} px")
-    add("resnet_correction_time", f"resnet full correction (MLEM + network + shift + FBP) < {T['resnet_correction_s']:g} s",
-        per("clean", lambda m: m["resnet"]["correction_s"]), lambda v: v < T["resnet_correction_s"], "{:.1f} s")
-    add("resnet_speedup", f"resnet correction >= {T['resnet_speedup_vs_consistency']:g}x faster than consistency "
-        "to convergence", per("clean", lambda m: m["consistency"]["correction_s"] / m["resnet"]["correction_s"]),
-        lambda v: v >= T["resnet_speedup_vs_consistency"], "{:.1f}x")
-    add("hybrid_vs_consistency", "hybrid RMSE <= consistency-to-convergence RMSE (+0.001 px) in <= 1/3 of its time",
-        per("clean", lambda m: (m["hybrid"]["rmse"], m["consistency"]["rmse"],
-                                m["hybrid"]["correction_s"] / m["consistency"]["correction_s"])),
+    add(
+        "resnet_rmse_clean",
+        f"resnet combined RMSE without noise <= {T['resnet_rmse_clean_px']} px",
+        per("clean", lambda m: m["resnet"]["rmse"]),
+        lambda v: v <= T["resnet_rmse_clean_px"],
+        "{:.3f} px",
+    )
+    add(
+        "resnet_rmse_sp40",
+        f"resnet combined RMSE at {int(100 * cfg['target_sp'])} % salt-and-pepper <= {T['resnet_rmse_sp40_px']} px",
+        per(sp, lambda m: m["resnet"]["rmse"]),
+        lambda v: v <= T["resnet_rmse_sp40_px"],
+        "{:.3f} px",
+    )
+    add(
+        "hybrid_rmse_clean",
+        f"hybrid combined RMSE without noise <= {T['hybrid_rmse_clean_px']} px",
+        per("clean", lambda m: m["hybrid"]["rmse"]),
+        lambda v: v <= T["hybrid_rmse_clean_px"],
+        "{:.3f} px",
+    )
+    add(
+        "resnet_correction_time",
+        f"resnet full correction (MLEM + network + shift + FBP) < {T['resnet_correction_s']:g} s",
+        per("clean", lambda m: m["resnet"]["correction_s"]),
+        lambda v: v < T["resnet_correction_s"],
+        "{:.1f} s",
+    )
+    add(
+        "resnet_speedup",
+        f"resnet correction >= {T['resnet_speedup_vs_consistency']:g}x faster than consistency to convergence",
+        per("clean", lambda m: m["consistency"]["correction_s"] / m["resnet"]["correction_s"]),
+        lambda v: v >= T["resnet_speedup_vs_consistency"],
+        "{:.1f}x",
+    )
+    add(
+        "hybrid_vs_consistency",
+        "hybrid RMSE <= consistency-to-convergence RMSE (+0.001 px) in <= 1/3 of its time",
+        per(
+            "clean",
+            lambda m: (
+                m["hybrid"]["rmse"],
+                m["consistency"]["rmse"],
+                m["hybrid"]["correction_s"] / m["consistency"]["correction_s"],
+            ),
+        ),
         lambda v: v[0] <= v[1] + T["hybrid_rmse_tolerance_px"] and v[2] <= T["hybrid_time_fraction_of_consistency"],
-        "{0[0]:.3f} vs {0[1]:.3f} px, time ratio {0[2]:.2f}")
+        "{0[0]:.3f} vs {0[1]:.3f} px, time ratio {0[2]:.2f}",
+    )
     return out
 
 
@@ -542,24 +678,61 @@ def _f(v: Any, spec: str) -> str:
     return "-" if v is None else format(v, spec)
 
 
-def print_report(results: list[dict[str, Any]], targets: list[dict[str, Any]], cfg: dict[str, Any],
-                 busy: list[str]) -> None:
+def print_report(
+    results: list[dict[str, Any]], targets: list[dict[str, Any]], cfg: dict[str, Any], busy: list[str]
+) -> None:
     rows = []
     for c in results:
         for m, r in c["methods"].items():
-            rows.append([c["phantom"], c["noise"], c.get("jitter_model", "fourier"), c["rows"], m,
-                         f"{r['rmse_dy']:.3f}", f"{r['rmse_dx']:.3f}",
-                         f"{r['rmse']:.3f}", f"{r['mse']:.3f}", f"{r['max_error']:.2f}",
-                         f"{100 * r['frac_over_1px']:.1f}", f"{r['ssim']:.3f}", _f(r["ssim_own_center"], ".3f"),
-                         f"{r['ssim_noisy']:.3f}",
-                         _f(r.get("center_error"), "+.2f"), r.get("n_iter", "-"),
-                         fmt_time(r.get("estimate_s")), fmt_time(r.get("correction_s"))])
+            rows.append(
+                [
+                    c["phantom"],
+                    c["noise"],
+                    c.get("jitter_model", "fourier"),
+                    c["rows"],
+                    m,
+                    f"{r['rmse_dy']:.3f}",
+                    f"{r['rmse_dx']:.3f}",
+                    f"{r['rmse']:.3f}",
+                    f"{r['mse']:.3f}",
+                    f"{r['max_error']:.2f}",
+                    f"{100 * r['frac_over_1px']:.1f}",
+                    f"{r['ssim']:.3f}",
+                    _f(r["ssim_own_center"], ".3f"),
+                    f"{r['ssim_noisy']:.3f}",
+                    _f(r.get("center_error"), "+.2f"),
+                    r.get("n_iter", "-"),
+                    fmt_time(r.get("estimate_s")),
+                    fmt_time(r.get("correction_s")),
+                ]
+            )
     print()
-    print_table(rows, ["phantom", "noise", "jitter", "rows", "method", "RMSE dy", "RMSE dx", "RMSE", "MSE px2", "max",
-                       ">1px %", "SSIM", "SSIM own c", "SSIM noisy", "centre err", "iters", "estimate", "correction"],
-                title=f"Jitter alignment, {cfg['n_angles']} angles over 180 deg, {cfg['n']} x {cfg['n']} detector, "
-                      f"jitter +-{cfg['jitter']:g} px; residual after gauge fixing (px); rows < {cfg['n']}: noise "
-                      "sweep on the central rows only")
+    print_table(
+        rows,
+        [
+            "phantom",
+            "noise",
+            "jitter",
+            "rows",
+            "method",
+            "RMSE dy",
+            "RMSE dx",
+            "RMSE",
+            "MSE px2",
+            "max",
+            ">1px %",
+            "SSIM",
+            "SSIM own c",
+            "SSIM noisy",
+            "centre err",
+            "iters",
+            "estimate",
+            "correction",
+        ],
+        title=f"Jitter alignment, {cfg['n_angles']} angles over 180 deg, {cfg['n']} x {cfg['n']} detector, "
+        f"jitter +-{cfg['jitter']:g} px; residual after gauge fixing (px); rows < {cfg['n']}: noise "
+        "sweep on the central rows only",
+    )
     trows = []
     for c in results:
         if c["rows"] != cfg["n"]:
@@ -568,19 +741,57 @@ def print_report(results: list[dict[str, Any]], targets: list[dict[str, Any]], c
             if "profile" not in r:
                 continue
             pr, lt = r["profile"], r["log_times"]
-            trows.append([c["phantom"], c["noise"], c.get("jitter_model", "fourier"), m, fmt_time(pr.get("despeckle")), fmt_time(pr.get("center")),
-                          fmt_time(pr.get("mlem")),
-                          fmt_time(pr.get("reproject")), fmt_time(pr.get("network")), fmt_time(pr.get("register")),
-                          fmt_time(pr.get("shift")), fmt_time(pr.get("other")), fmt_time(r["shift_s"]),
-                          fmt_time(r["fbp_s"]), fmt_time(r["correction_s"]), fmt_time(lt.get("mlem_s")),
-                          fmt_time(lt.get("network_s")), fmt_time(lt.get("register_s")), fmt_time(lt.get("loop_s"))])
+            trows.append(
+                [
+                    c["phantom"],
+                    c["noise"],
+                    c.get("jitter_model", "fourier"),
+                    m,
+                    fmt_time(pr.get("despeckle")),
+                    fmt_time(pr.get("center")),
+                    fmt_time(pr.get("mlem")),
+                    fmt_time(pr.get("reproject")),
+                    fmt_time(pr.get("network")),
+                    fmt_time(pr.get("register")),
+                    fmt_time(pr.get("shift")),
+                    fmt_time(pr.get("other")),
+                    fmt_time(r["shift_s"]),
+                    fmt_time(r["fbp_s"]),
+                    fmt_time(r["correction_s"]),
+                    fmt_time(lt.get("mlem_s")),
+                    fmt_time(lt.get("network_s")),
+                    fmt_time(lt.get("register_s")),
+                    fmt_time(lt.get("loop_s")),
+                ]
+            )
     if trows:
         print()
-        print_table(trows, ["phantom", "noise", "jitter", "method", "despeckle", "centre", "MLEM", "reproject", "network", "register",
-                            "shift (loop)", "other", "shift", "FBP", "total", "log mlem_s", "log network_s",
-                            "log register_s", "log loop_s"],
-                    title="Wall time split, full-size cases (profile: exclusive time per stage inside estimate_shifts; "
-                          "shift/FBP: the final correction of all rows; log: AlignResult.log)")
+        print_table(
+            trows,
+            [
+                "phantom",
+                "noise",
+                "jitter",
+                "method",
+                "despeckle",
+                "centre",
+                "MLEM",
+                "reproject",
+                "network",
+                "register",
+                "shift (loop)",
+                "other",
+                "shift",
+                "FBP",
+                "total",
+                "log mlem_s",
+                "log network_s",
+                "log register_s",
+                "log loop_s",
+            ],
+            title="Wall time split, full-size cases (profile: exclusive time per stage inside estimate_shifts; "
+            "shift/FBP: the final correction of all rows; log: AlignResult.log)",
+        )
     print("\nTargets (full size; every phantom must meet them):")
     for t in targets:
         state = {True: "met", False: "NOT met", None: "not evaluated"}[t["met"]]
@@ -595,8 +806,12 @@ def plot_noise(results: list[dict[str, Any]], cfg: dict[str, Any], path: Path) -
     pts: dict[str, dict[str, list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
     for c in results:
         f = c["noise_spec"]["salt_and_pepper"]
-        if (c["rows"] != sweep_rows or f is None or c["phantom"] not in PHANTOMS
-                or c.get("jitter_model", "fourier") != "fourier"):
+        if (
+            c["rows"] != sweep_rows
+            or f is None
+            or c["phantom"] not in PHANTOMS
+            or c.get("jitter_model", "fourier") != "fourier"
+        ):
             continue
         for m, r in c["methods"].items():
             pts[c["phantom"]][m].append((100 * f, r["rmse"]))
@@ -622,8 +837,10 @@ def plot_noise(results: list[dict[str, Any]], cfg: dict[str, Any], path: Path) -
         ax.grid(True, which="both", alpha=0.3)
     axes[0][0].set_ylabel("residual jitter RMSE (px, gauge-fixed)")
     axes[0][-1].legend(fontsize=8)
-    fig.suptitle(f"{cfg['n_angles']} angles, {sweep_rows} of {cfg['n']} detector rows, jitter +-{cfg['jitter']:g} px",
-                 fontsize=10)
+    fig.suptitle(
+        f"{cfg['n_angles']} angles, {sweep_rows} of {cfg['n']} detector rows, jitter +-{cfg['jitter']:g} px",
+        fontsize=10,
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -655,31 +872,58 @@ def warm_up(methods: list[str], aligner: Any) -> float:
 
 # ----------------------------------------------------------------------------- main
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true",
-                    help="48 x 48 detector, 61 angles, 0 and 40 %% salt-and-pepper (Gaussian and Poisson on the "
-                         "first phantom only), seconds; network methods skipped when the shipped weights are absent")
-    ap.add_argument("--output", type=Path, default=None,
-                    help="JSON path (default benchmarks/results/bench_align.json, or bench_align_quick.json with "
-                         "--quick); the plot goes beside it as <stem>_noise.png")
-    ap.add_argument("--sweep-rows", type=int, default=None,
-                    help=f"central detector rows of the noise sweep (default all {FULL['n']}; "
-                         "all with --quick)")
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="48 x 48 detector, 61 angles, 0 and 40 %% salt-and-pepper (Gaussian and Poisson on the "
+        "first phantom only), seconds; network methods skipped when the shipped weights are absent",
+    )
+    ap.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="JSON path (default benchmarks/results/bench_align.json, or bench_align_quick.json with "
+        "--quick); the plot goes beside it as <stem>_noise.png",
+    )
+    ap.add_argument(
+        "--sweep-rows",
+        type=int,
+        default=None,
+        help=f"central detector rows of the noise sweep (default all {FULL['n']}; all with --quick)",
+    )
     ap.add_argument("--no-sweep", action="store_true", help="only the full-size cases (no noise sweep)")
-    ap.add_argument("--methods", default=",".join(ALL_METHODS),
-                    help=f"comma-separated subset of {', '.join(ALL_METHODS)} (default all)")
-    ap.add_argument("--phantoms", default=",".join(ALL_PHANTOMS),
-                    help=f"comma-separated subset of {', '.join(ALL_PHANTOMS)} (the last only in the unseen cases)")
-    ap.add_argument("--no-unseen", action="store_true",
-                    help="skip the generalisation cases (an unseen porous phantom; the jitter applied with a linear "
-                         "interpolator)")
-    ap.add_argument("--noise", default=None,
-                    help="comma-separated noise labels to run (clean, sp10..sp60, gauss, poisson; default all)")
-    ap.add_argument("--wait-idle", type=float, default=None, metavar="SECONDS",
-                    help="before each case wait up to SECONDS for other processes to leave the CPU (default 120, "
-                         "0 with --quick; after one wait times out, later cases do not wait); the measured load is "
-                         "recorded either way")
+    ap.add_argument(
+        "--methods",
+        default=",".join(ALL_METHODS),
+        help=f"comma-separated subset of {', '.join(ALL_METHODS)} (default all)",
+    )
+    ap.add_argument(
+        "--phantoms",
+        default=",".join(ALL_PHANTOMS),
+        help=f"comma-separated subset of {', '.join(ALL_PHANTOMS)} (the last only in the unseen cases)",
+    )
+    ap.add_argument(
+        "--no-unseen",
+        action="store_true",
+        help="skip the generalisation cases (an unseen porous phantom; the jitter applied with a linear interpolator)",
+    )
+    ap.add_argument(
+        "--noise",
+        default=None,
+        help="comma-separated noise labels to run (clean, sp10..sp60, gauss, poisson; default all)",
+    )
+    ap.add_argument(
+        "--wait-idle",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="before each case wait up to SECONDS for other processes to leave the CPU (default 120, "
+        "0 with --quick; after one wait times out, later cases do not wait); the measured load is "
+        "recorded either way",
+    )
     ap.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     return ap.parse_args(argv)
 
@@ -704,9 +948,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown method or phantom: {', '.join(bad)}", file=sys.stderr)
         return 2
     noises = None if args.noise is None else {s.strip() for s in args.noise.split(",") if s.strip()}
-    partial = (set(methods) != set(ALL_METHODS) or set(phantoms) != set(ALL_PHANTOMS) or noises is not None
-               or args.no_unseen
-               or args.no_sweep or args.sweep_rows is not None)
+    partial = (
+        set(methods) != set(ALL_METHODS)
+        or set(phantoms) != set(ALL_PHANTOMS)
+        or noises is not None
+        or args.no_unseen
+        or args.no_sweep
+        or args.sweep_rows is not None
+    )
 
     from tomoflow.align.resnet import default_weights_path
 
@@ -716,9 +965,12 @@ def main(argv: list[str] | None = None) -> int:
     if any(m in NETWORK_METHODS for m in methods):
         if not weights.is_file():
             if not args.quick:
-                print(f"ERROR: the shipped network weights {weights} are missing: the resnet and hybrid methods "
-                      "cannot run. Train and install them (tomoflow train-aligner, see issue 7) or pass "
-                      "--methods without resnet,hybrid.", file=sys.stderr)
+                print(
+                    f"ERROR: the shipped network weights {weights} are missing: the resnet and hybrid methods "
+                    "cannot run. Train and install them (tomoflow train-aligner, see issue 7) or pass "
+                    "--methods without resnet,hybrid.",
+                    file=sys.stderr,
+                )
                 return 2
             skipped = [m for m in methods if m in NETWORK_METHODS]
             methods = [m for m in methods if m not in NETWORK_METHODS]
@@ -729,9 +981,13 @@ def main(argv: list[str] | None = None) -> int:
             t = time.perf_counter()
             aligner = load_aligner(device="auto")
             card = getattr(aligner, "card", {}) or {}
-            weights_info = {"path": str(weights), "sha256": card.get("sha256"), "device": str(aligner.device),
-                            "load_s": round(time.perf_counter() - t, 3),
-                            "training_families": (card.get("training_data") or {}).get("families")}
+            weights_info = {
+                "path": str(weights),
+                "sha256": card.get("sha256"),
+                "device": str(aligner.device),
+                "load_s": round(time.perf_counter() - t, 3),
+                "training_families": (card.get("training_data") or {}).get("families"),
+            }
             log(f"loaded {weights.name} on {aligner.device} in {weights_info['load_s']:.2f} s")
 
     import numba
@@ -759,18 +1015,24 @@ def main(argv: list[str] | None = None) -> int:
         if wait > 0:
             load = wait_for_idle(wait, log=log)
             if load is not None and load >= BUSY_LOAD:
-                log(f"machine still busy ({load:.2f} cores used by other processes) after {wait:.0f} s; measuring "
-                    "anyway and not waiting before later cases (timings flagged in busy_measurements)")
+                log(
+                    f"machine still busy ({load:.2f} cores used by other processes) after {wait:.0f} s; measuring "
+                    "anyway and not waiting before later cases (timings flagged in busy_measurements)"
+                )
                 wait = 0.0
-        log(f"case {i}/{len(cases)}: {case['phantom']}, noise {case['noise']}, {case['rows']} of {cfg['n']} rows, "
-            f"methods {', '.join(case['methods'])}")
+        log(
+            f"case {i}/{len(cases)}: {case['phantom']}, noise {case['noise']}, {case['rows']} of {cfg['n']} rows, "
+            f"methods {', '.join(case['methods'])}"
+        )
         results.append(run_case(case, vols[case["phantom"]], cfg, aligner, log, busy))
 
     targets = evaluate_targets(results, cfg)
     print_report(results, targets, cfg, busy)
     name = "bench_align_quick" if args.quick else "bench_align"
     json_path = args.output if args.output is not None else None
-    stem_path = Path(json_path) if json_path is not None else Path(__file__).resolve().parent / "results" / f"{name}.json"
+    stem_path = (
+        Path(json_path) if json_path is not None else Path(__file__).resolve().parent / "results" / f"{name}.json"
+    )
     plot = plot_noise(results, cfg, stem_path.with_name(stem_path.stem + "_noise.png"))
     if plot is not None:
         log(f"wrote {plot}")
@@ -778,16 +1040,25 @@ def main(argv: list[str] | None = None) -> int:
     payload = {
         "quick": bool(args.quick),
         "partial": partial,
-        "config": {**cfg, "angles": f"np.linspace(0, 180, {cfg['n_angles']}) degrees",
-                   "jitter": f"uniform in [-{cfg['jitter']:g}, +{cfg['jitter']:g}] px on both axes "
-                             "(simulate_scan jitter_px; same draw for every noise level of a phantom)",
-                   "jitter_px": cfg["jitter"],
-                   "sweep": (f"noise sweep on the central {cfg['sweep_rows'] or cfg['n']} of {cfg['n']} detector rows "
-                             "(reconstructions of those rows only)"),
-                   "gaussian_sigma_fraction_of_flat": GAUSSIAN_SIGMA, "poisson_photons": PHOTONS},
+        "config": {
+            **cfg,
+            "angles": f"np.linspace(0, 180, {cfg['n_angles']}) degrees",
+            "jitter": f"uniform in [-{cfg['jitter']:g}, +{cfg['jitter']:g}] px on both axes "
+            "(simulate_scan jitter_px; same draw for every noise level of a phantom)",
+            "jitter_px": cfg["jitter"],
+            "sweep": (
+                f"noise sweep on the central {cfg['sweep_rows'] or cfg['n']} of {cfg['n']} detector rows "
+                "(reconstructions of those rows only)"
+            ),
+            "gaussian_sigma_fraction_of_flat": GAUSSIAN_SIGMA,
+            "poisson_photons": PHOTONS,
+        },
         "phantoms": {k: ALL_PHANTOMS[k] for k in phantoms},
-        "unseen_cases": {"cases": [list(c) for c in UNSEEN_CASES], "methods": list(cfg["unseen_methods"]),
-                         "linear": "scipy.ndimage.shift(order=1, mode='nearest') of the ideal line integrals, clean"},
+        "unseen_cases": {
+            "cases": [list(c) for c in UNSEEN_CASES],
+            "methods": list(cfg["unseen_methods"]),
+            "linear": "scipy.ndimage.shift(order=1, mode='nearest') of the ideal line integrals, clean",
+        },
         "methods": {m: METHOD_OPTIONS[m] for m in methods},
         "skipped_methods": skipped,
         "weights": weights_info,
@@ -800,13 +1071,13 @@ def main(argv: list[str] | None = None) -> int:
             "max_error / frac_over_1px": "of the per-projection Euclidean residual",
             "center_error": "refined centre - (true centre + common dx of the true jitter), px",
             "ssim": "mean SSIM over the central rows: FBP of the noise-free jittered line integrals corrected with "
-                    "estimate + the truth's unobservable part, at the true centre, vs FBP of ideal_line_integrals "
-                    "(data_range of the reference)",
+            "estimate + the truth's unobservable part, at the true centre, vs FBP of ideal_line_integrals "
+            "(data_range of the reference)",
             "ssim_own_center": "as ssim but corrected with estimate + only the truth's object translation, "
-                               "FBP at the method's own centre",
+            "FBP at the method's own centre",
             "ssim_noisy": "as ssim but on the measured (noisy, normalize_log) data",
             "times": "estimate_s (estimate_shifts wall), shift_s (apply_shifts of all rows), fbp_s (FBP of all rows), "
-                     "correction_s = sum; log_times from AlignResult.log; profile = exclusive time per stage",
+            "correction_s = sum; log_times from AlignResult.log; profile = exclusive time per stage",
             "flagged": "projections with registration quality < tomoflow.align.hybrid.LOW_QUALITY",
         },
         "warmup_s": round(warm, 2),

@@ -80,14 +80,14 @@ from _common import (
     write_results,
 )
 
-from tomoflow.io.dxchange import write_dxchange
 from tomoflow.batch import load_manifest, preflight, run_batch
+from tomoflow.io.dxchange import write_dxchange
 from tomoflow.recon import project
 from tomoflow.testing import disk_phantom
 
-SCAN = {"angles": 90, "rows": 16, "cols": 64}     # part 1, "small": the issue's small scans
+SCAN = {"angles": 90, "rows": 16, "cols": 64}  # part 1, "small": the issue's small scans
 LARGER = {"angles": 360, "rows": 32, "cols": 256}  # part 1, "larger": compute outweighs the per-scan costs
-TINY = {"angles": 12, "rows": 2, "cols": 16}       # part 2
+TINY = {"angles": 12, "rows": 2, "cols": 16}  # part 2
 FULL = {"scans": 24, "larger_scans": 16, "repeats": 3, "dry_scans": 10_000, "dry_seconds": 1800.0}
 QUICK = {"scans": 6, "larger_scans": 0, "repeats": 1, "dry_scans": 1_000, "dry_seconds": 10.0}
 PIPELINE = "[ingest, {stage: recon, algorithm: fbp}]"
@@ -117,22 +117,26 @@ def write_scan(path: Path, seed: int, shape: dict[str, int]) -> None:
 
     raw, theta = raw_scan(seed, shape["angles"], shape["rows"], shape["cols"])
     rows, cols = shape["rows"], shape["cols"]
-    write_dxchange(path, raw, theta, flats=np.full((2, rows, cols), 1000, np.float32),
-                   darks=np.zeros((1, rows, cols), np.float32))
+    write_dxchange(
+        path, raw, theta, flats=np.full((2, rows, cols), 1000, np.float32), darks=np.zeros((1, rows, cols), np.float32)
+    )
     with h5py.File(path, "a") as f:
         f.create_dataset("/measurement/instrument/detector/pixel_size_x", data=1.0)
 
 
-def write_manifest(path: Path, output: Path, files: list[Path], *,
-                   centers: list[float] | float | None = None) -> Path:
+def write_manifest(path: Path, output: Path, files: list[Path], *, centers: list[float] | float | None = None) -> Path:
     """A YAML manifest (written as a person would, one line per scan), paths relative to its folder;
     ``centers``: one rotation centre per scan, one for all, or None (``auto``)."""
     if not isinstance(centers, list):
         centers = [centers] * len(files)
-    lines = [f"  - {{name: {f.stem}, path: {os.path.relpath(f, path.parent)}"
-             + ("" if c is None else f", center: {c}") + "}" for f, c in zip(files, centers)]
-    path.write_text(f"version: 1\noutput: {os.path.relpath(output, path.parent)}\ncluster: none\nretries: 1\n"
-                    f"pipeline: {PIPELINE}\nscans:\n" + "\n".join(lines) + "\n")
+    lines = [
+        f"  - {{name: {f.stem}, path: {os.path.relpath(f, path.parent)}" + ("" if c is None else f", center: {c}") + "}"
+        for f, c in zip(files, centers)
+    ]
+    path.write_text(
+        f"version: 1\noutput: {os.path.relpath(output, path.parent)}\ncluster: none\nretries: 1\n"
+        f"pipeline: {PIPELINE}\nscans:\n" + "\n".join(lines) + "\n"
+    )
     return path
 
 
@@ -178,9 +182,14 @@ def _scheduler_state(dask_scheduler: Any) -> dict[str, int]:
     and a span keeps its task groups after their tasks are forgotten)."""
     spans = getattr(dask_scheduler, "extensions", {}).get("spans")
     kept = list(getattr(spans, "spans", {}).values()) if spans is not None else []
-    return {"tasks": len(dask_scheduler.tasks), "task_groups": len(dask_scheduler.task_groups),
-            "task_prefixes": len(dask_scheduler.task_prefixes), "clients": len(dask_scheduler.clients),
-            "spans": len(kept), "span_task_groups": sum(len(getattr(sp, "groups", ())) for sp in kept)}
+    return {
+        "tasks": len(dask_scheduler.tasks),
+        "task_groups": len(dask_scheduler.task_groups),
+        "task_prefixes": len(dask_scheduler.task_prefixes),
+        "clients": len(dask_scheduler.clients),
+        "spans": len(kept),
+        "span_task_groups": sum(len(getattr(sp, "groups", ())) for sp in kept),
+    }
 
 
 # ----------------------------------------------------------------------------- part 1
@@ -231,24 +240,46 @@ def measure(client: Any, m: Any, workers: int, *, perf_report: bool, idle_wait: 
         for st in s.stages:
             stage_s.setdefault(st.stage, []).append(st.seconds)
     return {
-        "workers": workers, "threads_per_worker": 1, "scans": n, "wall_s": wall, "scans_per_hour": 3600 * n / wall,
-        "seconds_per_scan": wall / n, "tasks": len(records), "tasks_per_scan": len(records) / n,
-        "task_compute_s": compute, "task_compute_per_scan_s": compute / n,
+        "workers": workers,
+        "threads_per_worker": 1,
+        "scans": n,
+        "wall_s": wall,
+        "scans_per_hour": 3600 * n / wall,
+        "seconds_per_scan": wall / n,
+        "tasks": len(records),
+        "tasks_per_scan": len(records) / n,
+        "task_compute_s": compute,
+        "task_compute_per_scan_s": compute / n,
         "overhead_per_scan_s": (workers * wall - compute) / n,
         "overhead_fraction": 1 - compute / (workers * wall),
         "by_prefix": by_prefix,
         "stage_seconds_mean": {k: float(np.mean(v)) for k, v in stage_s.items()},
         "scan_seconds_mean": float(np.mean([s.seconds for s in res.scans])),
-        "worker_cpu_s": worker_cpu, "runner_cpu_s": runner_cpu, "worker_cpu_per_scan_s": worker_cpu / n,
-        "runner_cpu_per_scan_s": runner_cpu / n, "other_load_before": load, "other_load_during": other,
-        "worker_peak_rss_bytes": sorted(peaks.values()), "worker_baseline_rss_bytes": sorted(base.values()),
-        "runner_peak_rss_bytes": runner_peak, "runner_baseline_rss_bytes": runner_base,
+        "worker_cpu_s": worker_cpu,
+        "runner_cpu_s": runner_cpu,
+        "worker_cpu_per_scan_s": worker_cpu / n,
+        "runner_cpu_per_scan_s": runner_cpu / n,
+        "other_load_before": load,
+        "other_load_during": other,
+        "worker_peak_rss_bytes": sorted(peaks.values()),
+        "worker_baseline_rss_bytes": sorted(base.values()),
+        "runner_peak_rss_bytes": runner_peak,
+        "runner_baseline_rss_bytes": runner_base,
         "performance_report": perf_report,
     }
 
 
-def run_throughput(tmp: Path, archives: dict[str, dict[str, Any]], workers: int, centres: list[str], repeats: int,
-                   *, pinned: bool, perf_report: bool, idle_wait: float) -> list[dict[str, Any]]:
+def run_throughput(
+    tmp: Path,
+    archives: dict[str, dict[str, Any]],
+    workers: int,
+    centres: list[str],
+    repeats: int,
+    *,
+    pinned: bool,
+    perf_report: bool,
+    idle_wait: float,
+) -> list[dict[str, Any]]:
     """On one LocalCluster of ``workers`` single-threaded processes (``pinned``: each restricted to a CPU
     of its own): every archive x centre mode, ``repeats`` timed runs each (fresh output roots); one
     result per (archive, centre mode), its figures those of the run of median wall time, with every
@@ -256,8 +287,9 @@ def run_throughput(tmp: Path, archives: dict[str, dict[str, Any]], workers: int,
     from tomoflow.cluster import cluster_resources, connect
 
     out = []
-    with connect("local", n_workers=workers, threads_per_worker=1, processes=True, memory_limit="4GB",
-                 dashboard_address=":0") as client:
+    with connect(
+        "local", n_workers=workers, threads_per_worker=1, processes=True, memory_limit="4GB", dashboard_address=":0"
+    ) as client:
         pids = client.run(_warm_worker)
         if pinned:
             cpus = sorted(os.sched_getaffinity(0))
@@ -274,28 +306,48 @@ def run_throughput(tmp: Path, archives: dict[str, dict[str, Any]], workers: int,
                 for k in range(repeats):
                     for attempt in range(1 + BUSY_RETRIES):  # a run that shared the CPU is redone
                         tag = f"{label}-{mode}-{workers}-{k}-{attempt}"
-                        m = load_manifest(write_manifest(tmp / f"batch-{tag}.yaml", tmp / f"out-{tag}", files,
-                                                         centers=None if mode == "auto" else true))
+                        m = load_manifest(
+                            write_manifest(
+                                tmp / f"batch-{tag}.yaml",
+                                tmp / f"out-{tag}",
+                                files,
+                                centers=None if mode == "auto" else true,
+                            )
+                        )
                         r = measure(client, m, workers, perf_report=perf_report, idle_wait=idle_wait)
                         shutil.rmtree(tmp / f"out-{tag}", ignore_errors=True)
                         if (r["other_load_during"] or 0.0) < BUSY_CORES:
                             break
                         again = "measuring again" if attempt < BUSY_RETRIES else "kept, marked busy"
-                        print(f"  (busy: other processes used {r['other_load_during']:.2f} cores during the run; "
-                              f"{again})", flush=True)
+                        print(
+                            f"  (busy: other processes used {r['other_load_during']:.2f} cores during the run; "
+                            f"{again})",
+                            flush=True,
+                        )
                     runs.append(r)
                 walls = [r["wall_s"] for r in runs]
                 busy = [r["other_load_during"] for r in runs if (r["other_load_during"] or 0.0) >= BUSY_CORES]
                 med = sorted(runs, key=lambda r: r["wall_s"])[len(runs) // 2]
-                r = {"archive": label, "scan_shape": arc["shape"], "centre": mode, "pinned": pinned,
-                     "task_threads": task_threads, **med, "walls_s": walls,
-                     "busy_runs": len(busy), "worker_pids": sorted(pids.values()),
-                     "worker_peak_rss_bytes": [max(x) for x in zip(*(q["worker_peak_rss_bytes"] for q in runs))],
-                     "runner_peak_rss_bytes": max(q["runner_peak_rss_bytes"] for q in runs)}
+                r = {
+                    "archive": label,
+                    "scan_shape": arc["shape"],
+                    "centre": mode,
+                    "pinned": pinned,
+                    "task_threads": task_threads,
+                    **med,
+                    "walls_s": walls,
+                    "busy_runs": len(busy),
+                    "worker_pids": sorted(pids.values()),
+                    "worker_peak_rss_bytes": [max(x) for x in zip(*(q["worker_peak_rss_bytes"] for q in runs))],
+                    "runner_peak_rss_bytes": max(q["runner_peak_rss_bytes"] for q in runs),
+                }
                 shown = ", ".join(f"{w:.1f}" for w in walls)
-                print(f"  {label} scans, centre {mode}, {workers} worker(s){' pinned' if pinned else ''}, "
-                      f"{task_threads} thread(s) per task: wall {shown} s -> "
-                      f"{r['scans_per_hour']:.0f} scans/h (median)", flush=True)
+                print(
+                    f"  {label} scans, centre {mode}, {workers} worker(s){' pinned' if pinned else ''}, "
+                    f"{task_threads} thread(s) per task: wall {shown} s -> "
+                    f"{r['scans_per_hour']:.0f} scans/h (median)",
+                    flush=True,
+                )
                 out.append(r)
     return out
 
@@ -334,9 +386,11 @@ def run_dry(tmp: Path, n_scans: int, seconds: float, workers: int = 2) -> dict[s
     t = time.perf_counter()
     preflight(m)
     preflight_s = time.perf_counter() - t
-    print(f"part 2: {n_scans} scans: files and manifest made in {made_s:.1f} s ({mpath.stat().st_size / 1024:.0f} KiB "
-          f"YAML), load_manifest {load_s:.2f} s (+{fmt_bytes(rss_manifest - rss0)} RSS), preflight {preflight_s:.2f} s",
-          flush=True)
+    print(
+        f"part 2: {n_scans} scans: files and manifest made in {made_s:.1f} s ({mpath.stat().st_size / 1024:.0f} KiB "
+        f"YAML), load_manifest {load_s:.2f} s (+{fmt_bytes(rss_manifest - rss0)} RSS), preflight {preflight_s:.2f} s",
+        flush=True,
+    )
 
     samples: list[dict[str, Any]] = []
     done = [0]
@@ -350,8 +404,9 @@ def run_dry(tmp: Path, n_scans: int, seconds: float, workers: int = 2) -> dict[s
                 done[0] += 1
                 last_done[0] = time.perf_counter()
 
-    with connect("local", n_workers=workers, threads_per_worker=1, processes=True, memory_limit="4GB",
-                 dashboard_address=":0") as client:
+    with connect(
+        "local", n_workers=workers, threads_per_worker=1, processes=True, memory_limit="4GB", dashboard_address=":0"
+    ) as client:
         client.run(_warm_worker)
         base = client.run(_start_peak)
         stop = threading.Event()
@@ -364,12 +419,22 @@ def run_dry(tmp: Path, n_scans: int, seconds: float, workers: int = 2) -> dict[s
                     st = client.run_on_scheduler(_scheduler_state)
                 except Exception:  # noqa: BLE001 - the cluster is closing
                     break
-                samples.append({"t": time.perf_counter() - t0, "rss": _rss_bytes(), "done": done[0],
-                                "threads": threading.active_count(), **st})
+                samples.append(
+                    {
+                        "t": time.perf_counter() - t0,
+                        "rss": _rss_bytes(),
+                        "done": done[0],
+                        "threads": threading.active_count(),
+                        **st,
+                    }
+                )
                 if samples[-1]["t"] - shown >= 60:
                     shown = samples[-1]["t"]
-                    print(f"  {shown:.0f} s: {done[0]} scans done, runner RSS {fmt_bytes(samples[-1]['rss'])}, "
-                          f"{st['tasks']} tasks in the scheduler", flush=True)
+                    print(
+                        f"  {shown:.0f} s: {done[0]} scans done, runner RSS {fmt_bytes(samples[-1]['rss'])}, "
+                        f"{st['tasks']} tasks in the scheduler",
+                        flush=True,
+                    )
                 stop.wait(SAMPLE_S)
 
         running = [True]
@@ -415,11 +480,20 @@ def run_dry(tmp: Path, n_scans: int, seconds: float, workers: int = 2) -> dict[s
 
         doc = json.loads(report.read_text())
     return {
-        "scans": n_scans, "scan_shape": [TINY["angles"], TINY["rows"], TINY["cols"]], "workers": workers,
-        "max_in_flight": 2 * workers, "time_cap_s": seconds, "interrupted": interrupted,
-        "files_and_manifest_s": made_s, "manifest_bytes": mpath.stat().st_size, "load_manifest_s": load_s,
-        "manifest_rss_bytes": rss_manifest - rss0, "preflight_s": preflight_s,
-        "wall_s": wall, "scans_done": n_done, "scans_per_hour": 3600 * n_done / wall if wall > 0 else None,
+        "scans": n_scans,
+        "scan_shape": [TINY["angles"], TINY["rows"], TINY["cols"]],
+        "workers": workers,
+        "max_in_flight": 2 * workers,
+        "time_cap_s": seconds,
+        "interrupted": interrupted,
+        "files_and_manifest_s": made_s,
+        "manifest_bytes": mpath.stat().st_size,
+        "load_manifest_s": load_s,
+        "manifest_rss_bytes": rss_manifest - rss0,
+        "preflight_s": preflight_s,
+        "wall_s": wall,
+        "scans_done": n_done,
+        "scans_per_hour": 3600 * n_done / wall if wall > 0 else None,
         "projected_hours_for_all": (n_scans / n_done * wall / 3600) if n_done else None,
         "interrupt_to_return_s": t_int,
         "last_scan_to_return_s": None if interrupted or not n_done else t_end - last_done[0],
@@ -430,17 +504,22 @@ def run_dry(tmp: Path, n_scans: int, seconds: float, workers: int = 2) -> dict[s
         "spans_end": samples[-1]["spans"] if samples else None,
         "span_task_groups_end": samples[-1]["span_task_groups"] if samples else None,
         "max_threads": max((s["threads"] for s in samples), default=None),
-        "runner_rss_start_bytes": rss_start, "runner_rss_end_bytes": rss_end,
+        "runner_rss_start_bytes": rss_start,
+        "runner_rss_end_bytes": rss_end,
         "runner_rss_max_bytes": max((s["rss"] for s in samples), default=None),
         "rss_slope_bytes_per_scan": slope,
         "rss_projected_growth_all_bytes": slope * n_scans if slope is not None else None,
-        "worker_peak_rss_bytes": sorted(peaks.values()), "worker_baseline_rss_bytes": sorted(base.values()),
-        "result_counts": res.counts() if res is not None else None, "report_counts": (doc or {}).get("counts"),
+        "worker_peak_rss_bytes": sorted(peaks.values()),
+        "worker_baseline_rss_bytes": sorted(base.values()),
+        "result_counts": res.counts() if res is not None else None,
+        "report_counts": (doc or {}).get("counts"),
         "report_scans": (doc or {}).get("scans_total"),
         "report_bytes": report.stat().st_size if report.is_file() else None,
         "sample_interval_s": SAMPLE_S * max(1, len(samples) // MAX_SAMPLES),
-        "samples": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in s.items()}
-                    for s in samples[:: max(1, len(samples) // MAX_SAMPLES)]],
+        "samples": [
+            {k: (round(v, 3) if isinstance(v, float) else v) for k, v in s.items()}
+            for s in samples[:: max(1, len(samples) // MAX_SAMPLES)]
+        ],
     }
 
 
@@ -449,25 +528,42 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="6 scans; a 1,000-scan manifest run for 10 s")
     ap.add_argument("--scans", type=int, default=None, help="scans of part 1 (default 24; --quick 6)")
-    ap.add_argument("--larger-scans", type=int, default=None,
-                    help="scans of the larger archive of part 1 (360 x 32 x 256; default 16; --quick 0: none)")
+    ap.add_argument(
+        "--larger-scans",
+        type=int,
+        default=None,
+        help="scans of the larger archive of part 1 (360 x 32 x 256; default 16; --quick 0: none)",
+    )
     ap.add_argument("--repeats", type=int, default=None, help="timed runs per case in part 1 (default 3; --quick 1)")
     ap.add_argument("--workers", default="1,2", help="worker processes of part 1, comma-separated (default 1,2)")
     ap.add_argument("--dry-scans", type=int, default=None, help="scans of the part-2 manifest (default 10000)")
     ap.add_argument("--dry-seconds", type=float, default=None, help="time cap of part 2 (default 1800 s; --quick 10 s)")
-    ap.add_argument("--centre", default="auto,given",
-                    help="part 1's manifests: centre auto (estimated per scan, in the runner), given (the true "
-                         "centre in the manifest), or both (default auto,given)")
-    ap.add_argument("--pin", default="pinned,default",
-                    help="part 1's workers: pinned (each worker process restricted to a CPU of its own, so a task "
-                         "gets 1 thread and 1 worker = 1 core), default (unpinned: a lone worker's tasks use every "
-                         "CPU), or both (default pinned,default)")
+    ap.add_argument(
+        "--centre",
+        default="auto,given",
+        help="part 1's manifests: centre auto (estimated per scan, in the runner), given (the true "
+        "centre in the manifest), or both (default auto,given)",
+    )
+    ap.add_argument(
+        "--pin",
+        default="pinned,default",
+        help="part 1's workers: pinned (each worker process restricted to a CPU of its own, so a task "
+        "gets 1 thread and 1 worker = 1 core), default (unpinned: a lone worker's tasks use every "
+        "CPU), or both (default pinned,default)",
+    )
     ap.add_argument("--skip-dry", action="store_true", help="part 1 only")
-    ap.add_argument("--performance-report", action="store_true",
-                    help="part 1 with Dask's performance report on (tomoflow batch run's default; off here: its "
-                         "collection at the end is a fixed cost of a few seconds)")
-    ap.add_argument("--idle-wait", type=float, default=None,
-                    help="before each timed run, wait up to this long for an idle machine (default 60 s; --quick 0)")
+    ap.add_argument(
+        "--performance-report",
+        action="store_true",
+        help="part 1 with Dask's performance report on (tomoflow batch run's default; off here: its "
+        "collection at the end is a fixed cost of a few seconds)",
+    )
+    ap.add_argument(
+        "--idle-wait",
+        type=float,
+        default=None,
+        help="before each timed run, wait up to this long for an idle machine (default 60 s; --quick 0)",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
     ap.add_argument("--output", default=None, help="JSON path (default benchmarks/results/bench_batch[_quick].json)")
     args = ap.parse_args()
@@ -482,10 +578,18 @@ def main() -> None:
     centres = [c.strip() for c in args.centre.split(",") if c.strip()]
     pins = [{"pinned": True, "default": False}[p.strip()] for p in args.pin.split(",") if p.strip()]
     tmp = Path(tempfile.mkdtemp(prefix="tomoflow-bench-batch-"))
-    payload: dict[str, Any] = {"config": {**cfg, "scan_shape": [SCAN["angles"], SCAN["rows"], SCAN["cols"]],
-                                          "larger_scan_shape": [LARGER["angles"], LARGER["rows"], LARGER["cols"]],
-                                          "pipeline": PIPELINE, "workers": workers, "centre": centres, "pin": pins,
-                                          "performance_report": args.performance_report}}
+    payload: dict[str, Any] = {
+        "config": {
+            **cfg,
+            "scan_shape": [SCAN["angles"], SCAN["rows"], SCAN["cols"]],
+            "larger_scan_shape": [LARGER["angles"], LARGER["rows"], LARGER["cols"]],
+            "pipeline": PIPELINE,
+            "workers": workers,
+            "centre": centres,
+            "pin": pins,
+            "performance_report": args.performance_report,
+        }
+    }
     try:
         archives: dict[str, dict[str, Any]] = {}
         for label, shape, n in (("small", SCAN, cfg["scans"]), ("larger", LARGER, cfg["larger_scans"])):
@@ -497,75 +601,178 @@ def main() -> None:
             files = [raw / f"scan-{i:03d}.h5" for i in range(n)]
             for i, f in enumerate(files):
                 write_scan(f, i, shape)
-            archives[label] = {"files": files, "shape": [shape["angles"], shape["rows"], shape["cols"]],
-                               "centers": [true_center(i, shape["cols"]) for i in range(n)]}
-            print(f"part 1: wrote {n} {label} DXchange scans of {shape['angles']} x {shape['rows']} x {shape['cols']} "
-                  f"in {time.perf_counter() - t:.1f} s; pipeline {PIPELINE}", flush=True)
+            archives[label] = {
+                "files": files,
+                "shape": [shape["angles"], shape["rows"], shape["cols"]],
+                "centers": [true_center(i, shape["cols"]) for i in range(n)],
+            }
+            print(
+                f"part 1: wrote {n} {label} DXchange scans of {shape['angles']} x {shape['rows']} x {shape['cols']} "
+                f"in {time.perf_counter() - t:.1f} s; pipeline {PIPELINE}",
+                flush=True,
+            )
         runs = []
         for pinned in pins:
             for w in workers:
-                runs += run_throughput(tmp, archives, w, centres, cfg["repeats"], pinned=pinned,
-                                       perf_report=args.performance_report, idle_wait=idle_wait)
-        runs.sort(key=lambda r: (list(archives).index(r["archive"]), pins.index(r["pinned"]),
-                                 centres.index(r["centre"]), r["workers"]))
+                runs += run_throughput(
+                    tmp,
+                    archives,
+                    w,
+                    centres,
+                    cfg["repeats"],
+                    pinned=pinned,
+                    perf_report=args.performance_report,
+                    idle_wait=idle_wait,
+                )
+        runs.sort(
+            key=lambda r: (
+                list(archives).index(r["archive"]),
+                pins.index(r["pinned"]),
+                centres.index(r["centre"]),
+                r["workers"],
+            )
+        )
         payload["throughput"] = runs
         payload["target_scaling"] = 1.8
         payload["scaling_2_vs_1"] = {}
         for label in archives:
             for pinned in pins:
                 for mode in centres:
-                    by_w = {r["workers"]: r for r in runs
-                            if r["centre"] == mode and r["archive"] == label and r["pinned"] == pinned}
+                    by_w = {
+                        r["workers"]: r
+                        for r in runs
+                        if r["centre"] == mode and r["archive"] == label and r["pinned"] == pinned
+                    }
                     if 1 in by_w and 2 in by_w:
                         key = f"{label}, {'pinned' if pinned else 'default'}, centre {mode}"
                         payload["scaling_2_vs_1"][key] = by_w[2]["scans_per_hour"] / by_w[1]["scans_per_hour"]
-        print_table([[r["archive"], "pinned" if r["pinned"] else "default", r["centre"], r["workers"],
-                      r["task_threads"], f"{r['wall_s']:.1f}", f"{r['scans_per_hour']:.0f}",
-                      f"{1e3 * r['seconds_per_scan']:.0f}", f"{r['tasks_per_scan']:.1f}",
-                      f"{1e3 * r['task_compute_per_scan_s']:.0f}", f"{1e3 * r['overhead_per_scan_s']:.0f}",
-                      f"{100 * r['overhead_fraction']:.0f}", f"{1e3 * r['runner_cpu_per_scan_s']:.0f}",
-                      fmt_bytes(max(r["worker_peak_rss_bytes"])), fmt_bytes(r["runner_peak_rss_bytes"]),
-                      "-" if r["other_load_during"] is None else f"{r['other_load_during']:.2f}"] for r in runs],
-                    ["scans", "workers on", "centre", "workers", "threads/task", "wall s", "scans/h", "ms/scan",
-                     "tasks/scan", "compute ms/scan", "overhead ms/scan", "overhead %", "runner CPU ms/scan",
-                     "worker peak RSS", "runner peak RSS", "other load"],
-                    title="Batch throughput, ingest + recon (FBP), workers x 1 thread, median of "
-                          f"{cfg['repeats']} run(s): "
-                          + ", ".join(f"{k}: {len(a['files'])} scans of {' x '.join(map(str, a['shape']))}"
-                                      for k, a in archives.items()))
-        print("scaling 2 vs 1 worker (target >= 1.8x): "
-              + (", ".join(f"{k} {v:.2f}x" for k, v in payload["scaling_2_vs_1"].items()) or "-"), flush=True)
-        print_table([[r["archive"], "pinned" if r["pinned"] else "default", r["centre"], r["workers"], p, v["tasks"],
-                      f"{1e3 * v['compute_s'] / r['scans']:.1f}"]
-                     for r in runs for p, v in sorted(r["by_prefix"].items())],
-                    ["scans", "workers on", "centre", "workers", "task prefix", "tasks", "compute ms/scan"],
-                    title="Tasks of the batch by prefix")
+        print_table(
+            [
+                [
+                    r["archive"],
+                    "pinned" if r["pinned"] else "default",
+                    r["centre"],
+                    r["workers"],
+                    r["task_threads"],
+                    f"{r['wall_s']:.1f}",
+                    f"{r['scans_per_hour']:.0f}",
+                    f"{1e3 * r['seconds_per_scan']:.0f}",
+                    f"{r['tasks_per_scan']:.1f}",
+                    f"{1e3 * r['task_compute_per_scan_s']:.0f}",
+                    f"{1e3 * r['overhead_per_scan_s']:.0f}",
+                    f"{100 * r['overhead_fraction']:.0f}",
+                    f"{1e3 * r['runner_cpu_per_scan_s']:.0f}",
+                    fmt_bytes(max(r["worker_peak_rss_bytes"])),
+                    fmt_bytes(r["runner_peak_rss_bytes"]),
+                    "-" if r["other_load_during"] is None else f"{r['other_load_during']:.2f}",
+                ]
+                for r in runs
+            ],
+            [
+                "scans",
+                "workers on",
+                "centre",
+                "workers",
+                "threads/task",
+                "wall s",
+                "scans/h",
+                "ms/scan",
+                "tasks/scan",
+                "compute ms/scan",
+                "overhead ms/scan",
+                "overhead %",
+                "runner CPU ms/scan",
+                "worker peak RSS",
+                "runner peak RSS",
+                "other load",
+            ],
+            title="Batch throughput, ingest + recon (FBP), workers x 1 thread, median of "
+            f"{cfg['repeats']} run(s): "
+            + ", ".join(
+                f"{k}: {len(a['files'])} scans of {' x '.join(map(str, a['shape']))}" for k, a in archives.items()
+            ),
+        )
+        print(
+            "scaling 2 vs 1 worker (target >= 1.8x): "
+            + (", ".join(f"{k} {v:.2f}x" for k, v in payload["scaling_2_vs_1"].items()) or "-"),
+            flush=True,
+        )
+        print_table(
+            [
+                [
+                    r["archive"],
+                    "pinned" if r["pinned"] else "default",
+                    r["centre"],
+                    r["workers"],
+                    p,
+                    v["tasks"],
+                    f"{1e3 * v['compute_s'] / r['scans']:.1f}",
+                ]
+                for r in runs
+                for p, v in sorted(r["by_prefix"].items())
+            ],
+            ["scans", "workers on", "centre", "workers", "task prefix", "tasks", "compute ms/scan"],
+            title="Tasks of the batch by prefix",
+        )
         if not args.skip_dry:
             d = run_dry(tmp, cfg["dry_scans"], cfg["dry_seconds"])
             payload["dry_run"] = d
             full = d["projected_hours_for_all"] or 0.0
             full_text = f"{full:.1f} h" if full >= 1.5 else f"{60 * full:.0f} min"
-            cap = (f"stopped after {d['time_cap_s']:.0f} s like Ctrl-C (a full run would take about {full_text} here)"
-                   if d["interrupted"] and d["projected_hours_for_all"] else "ran to the end")
+            cap = (
+                f"stopped after {d['time_cap_s']:.0f} s like Ctrl-C (a full run would take about {full_text} here)"
+                if d["interrupted"] and d["projected_hours_for_all"]
+                else "ran to the end"
+            )
             slope = d["rss_slope_bytes_per_scan"]
-            print_table([[d["scans"], d["scans_done"], f"{d['wall_s']:.0f}", f"{d['scans_per_hour']:.0f}",
-                          d["max_scheduler_tasks"], d["max_task_groups"], d["max_task_prefixes"], d["max_threads"],
-                          fmt_bytes(d["runner_rss_start_bytes"]), fmt_bytes(d["runner_rss_end_bytes"]),
-                          "-" if slope is None else f"{slope / 1024:.1f}",
-                          "-" if slope is None else fmt_bytes(d["rss_projected_growth_all_bytes"])]],
-                        ["manifest scans", "done", "wall s", "scans/h", "max scheduler tasks", "max task groups",
-                         "max task prefixes", "max threads", "runner RSS start", "runner RSS end", "KiB/scan",
-                         f"projected +RSS at {d['scans']}"],
-                        title=f"{d['scans']}-scan manifest ({d['scan_shape'][0]} x {d['scan_shape'][1]} x "
-                              f"{d['scan_shape'][2]} scans, ingest + recon, 2 workers x 1 thread, "
-                              f"{d['max_in_flight']} in flight): {cap}")
-            end = (f"interrupt -> run_batch returned in {d['interrupt_to_return_s']:.2f} s" if d["interrupted"]
-                   else f"last scan done -> run_batch returned in {d['last_scan_to_return_s'] or 0:.2f} s")
-            print(f"  load_manifest {d['load_manifest_s']:.2f} s (+{fmt_bytes(d['manifest_rss_bytes'])}), preflight "
-                  f"{d['preflight_s']:.2f} s; {end} (final report of {d['report_scans']} scans, "
-                  f"{fmt_bytes(d['report_bytes'])}); report counts {d['report_counts']}; worker peak RSS "
-                  f"{fmt_bytes(max(d['worker_peak_rss_bytes']))}; at the end the scheduler's spans extension kept "
-                  f"{d['spans_end']} spans holding {d['span_task_groups_end']} task groups", flush=True)
+            print_table(
+                [
+                    [
+                        d["scans"],
+                        d["scans_done"],
+                        f"{d['wall_s']:.0f}",
+                        f"{d['scans_per_hour']:.0f}",
+                        d["max_scheduler_tasks"],
+                        d["max_task_groups"],
+                        d["max_task_prefixes"],
+                        d["max_threads"],
+                        fmt_bytes(d["runner_rss_start_bytes"]),
+                        fmt_bytes(d["runner_rss_end_bytes"]),
+                        "-" if slope is None else f"{slope / 1024:.1f}",
+                        "-" if slope is None else fmt_bytes(d["rss_projected_growth_all_bytes"]),
+                    ]
+                ],
+                [
+                    "manifest scans",
+                    "done",
+                    "wall s",
+                    "scans/h",
+                    "max scheduler tasks",
+                    "max task groups",
+                    "max task prefixes",
+                    "max threads",
+                    "runner RSS start",
+                    "runner RSS end",
+                    "KiB/scan",
+                    f"projected +RSS at {d['scans']}",
+                ],
+                title=f"{d['scans']}-scan manifest ({d['scan_shape'][0]} x {d['scan_shape'][1]} x "
+                f"{d['scan_shape'][2]} scans, ingest + recon, 2 workers x 1 thread, "
+                f"{d['max_in_flight']} in flight): {cap}",
+            )
+            end = (
+                f"interrupt -> run_batch returned in {d['interrupt_to_return_s']:.2f} s"
+                if d["interrupted"]
+                else f"last scan done -> run_batch returned in {d['last_scan_to_return_s'] or 0:.2f} s"
+            )
+            print(
+                f"  load_manifest {d['load_manifest_s']:.2f} s (+{fmt_bytes(d['manifest_rss_bytes'])}), preflight "
+                f"{d['preflight_s']:.2f} s; {end} (final report of {d['report_scans']} scans, "
+                f"{fmt_bytes(d['report_bytes'])}); report counts {d['report_counts']}; worker peak RSS "
+                f"{fmt_bytes(max(d['worker_peak_rss_bytes']))}; at the end the scheduler's spans extension kept "
+                f"{d['spans_end']} spans holding {d['span_task_groups_end']} task groups",
+                flush=True,
+            )
     finally:
         if args.keep:
             print(f"kept {tmp}")

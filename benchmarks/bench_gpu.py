@@ -119,8 +119,17 @@ QUICK = {
 TARGETS = {"mlem_seconds": 5.0}
 I0_COUNTS = 30000.0
 DARK_COUNTS = 100.0
-PEER_PACKAGES = ["cupy", "cupy-cuda12x", "cupy-cuda13x", "httomolibgpu", "tomobar", "nvtx", "zarr", "dask",
-                 "distributed"]
+PEER_PACKAGES = [
+    "cupy",
+    "cupy-cuda12x",
+    "cupy-cuda13x",
+    "httomolibgpu",
+    "tomobar",
+    "nvtx",
+    "zarr",
+    "dask",
+    "distributed",
+]
 
 _T0 = time.perf_counter()
 
@@ -185,8 +194,11 @@ class Device:
             return {}
         pool = self.cp.get_default_memory_pool()
         free, total = self.cp.cuda.runtime.memGetInfo()
-        return {"pool_used_bytes": int(pool.used_bytes()), "pool_total_bytes": int(pool.total_bytes()),
-                "device_used_bytes": int(total - free)}
+        return {
+            "pool_used_bytes": int(pool.used_bytes()),
+            "pool_total_bytes": int(pool.total_bytes()),
+            "device_used_bytes": int(total - free),
+        }
 
     def info(self) -> dict[str, Any]:
         out: dict[str, Any] = {"device": self.name}
@@ -197,14 +209,16 @@ class Device:
         rt = cp.cuda.runtime
         props = rt.getDeviceProperties(0)
         name = props.get("name", b"")
-        out.update({
-            "gpu_name": name.decode() if isinstance(name, bytes) else str(name),
-            "gpu_memory_bytes": int(props.get("totalGlobalMem", 0)),
-            "compute_capability": cp.cuda.Device(0).compute_capability,
-            "cupy_version": cp.__version__,
-            "cuda_runtime_version": rt.runtimeGetVersion(),
-            "cuda_driver_version": rt.driverGetVersion(),
-        })
+        out.update(
+            {
+                "gpu_name": name.decode() if isinstance(name, bytes) else str(name),
+                "gpu_memory_bytes": int(props.get("totalGlobalMem", 0)),
+                "compute_capability": cp.cuda.Device(0).compute_capability,
+                "cupy_version": cp.__version__,
+                "cuda_runtime_version": rt.runtimeGetVersion(),
+                "cuda_driver_version": rt.driverGetVersion(),
+            }
+        )
         return out
 
 
@@ -255,8 +269,12 @@ class GpuPeak:
     def as_dict(self) -> dict[str, Any]:
         if self._cpu is not None:
             return {"cpu_" + k: v for k, v in self._cpu.as_dict().items()}
-        return {"gpu_peak_bytes": int(self.peak), "gpu_peak_extra_bytes": int(self.peak - self.base),
-                "gpu_bytes_before": int(self.base), **self.dev.pool_bytes()}
+        return {
+            "gpu_peak_bytes": int(self.peak),
+            "gpu_peak_extra_bytes": int(self.peak - self.base),
+            "gpu_bytes_before": int(self.base),
+            **self.dev.pool_bytes(),
+        }
 
 
 class Timed:
@@ -272,9 +290,13 @@ class Timed:
         return statistics.median(self.wall)
 
     def as_dict(self, per: int = 1) -> dict[str, Any]:
-        d: dict[str, Any] = {"repeats": len(self.wall), "warmup_s": [round(t, 6) for t in self.warmup_s],
-                             "wall_s": [round(t, 6) for t in self.wall], "median_s": round(self.median, 6),
-                             "min_s": round(min(self.wall), 6)}
+        d: dict[str, Any] = {
+            "repeats": len(self.wall),
+            "warmup_s": [round(t, 6) for t in self.warmup_s],
+            "wall_s": [round(t, 6) for t in self.wall],
+            "median_s": round(self.median, 6),
+            "min_s": round(min(self.wall), 6),
+        }
         if self.event:
             d["event_s"] = [round(t, 6) for t in self.event]
             d["event_median_s"] = round(statistics.median(self.event), 6)
@@ -286,8 +308,15 @@ class Timed:
         return d
 
 
-def bench(dev: Device, fn: Callable[[], Any], *, repeat: int, warmup: int = 1, max_call_s: float = 30.0,
-          before: Callable[[], None] | None = None) -> tuple[Timed, Any]:
+def bench(
+    dev: Device,
+    fn: Callable[[], Any],
+    *,
+    repeat: int,
+    warmup: int = 1,
+    max_call_s: float = 30.0,
+    before: Callable[[], None] | None = None,
+) -> tuple[Timed, Any]:
     """``warmup`` untimed calls, then ``repeat`` timed ones (1 if a warm-up call took > ``max_call_s``).
 
     ``before`` runs (untimed) before every call, e.g. to restore an input a method modified.
@@ -364,10 +393,15 @@ def quality(img: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> dict[str, Any
     best = min(per, key=lambda k: per[k]["rmse_scaled"])
     ranked = sorted(per, key=lambda k: per[k]["rmse_scaled"])
     return {
-        "orientation": best, "rmse": per[best]["rmse"], "scale": per[best]["scale"],
-        "rmse_scaled": per[best]["rmse_scaled"], "identity_rmse": per["identity"]["rmse"],
-        "second_best": ranked[1], "second_best_rmse_scaled": per[ranked[1]]["rmse_scaled"],
-        "reference_rms": float(np.sqrt(np.mean(r * r))), "all_orientations": per,
+        "orientation": best,
+        "rmse": per[best]["rmse"],
+        "scale": per[best]["scale"],
+        "rmse_scaled": per[best]["rmse_scaled"],
+        "identity_rmse": per["identity"]["rmse"],
+        "second_best": ranked[1],
+        "second_best_rmse_scaled": per[ranked[1]]["rmse_scaled"],
+        "reference_rms": float(np.sqrt(np.mean(r * r))),
+        "all_orientations": per,
     }
 
 
@@ -397,12 +431,16 @@ def load_lprec(dev: Device, no_peer: bool) -> tuple[Callable[..., Any] | None, d
     if no_peer:
         return None, {"skipped": "--no-peer", "installed": installed}
     if not dev.gpu:
-        return None, {"skipped": f"no GPU ({dev.reason}): LPRec3d_tomobar needs CuPy on a CUDA device"
-                                 + ("" if installed else "; httomolibgpu is not installed either"),
-                      "installed": installed}
+        return None, {
+            "skipped": f"no GPU ({dev.reason}): LPRec3d_tomobar needs CuPy on a CUDA device"
+            + ("" if installed else "; httomolibgpu is not installed either"),
+            "installed": installed,
+        }
     if not installed:
-        return None, {"skipped": "httomolibgpu is not installed (pip install --no-deps httomolibgpu tomobar)",
-                      "installed": False}
+        return None, {
+            "skipped": "httomolibgpu is not installed (pip install --no-deps httomolibgpu tomobar)",
+            "installed": False,
+        }
     info: dict[str, Any] = {"installed": True}
     try:
         info["stubs"] = install_import_stubs()
@@ -413,11 +451,16 @@ def load_lprec(dev: Device, no_peer: bool) -> tuple[Callable[..., Any] | None, d
     except Exception as exc:  # noqa: BLE001  (a failing peer or probe is recorded, not fatal)
         return None, {**info, **_err(exc)}
     if not getattr(cupywrapper, "cupy_run", True):
-        return None, {**info, "error": "httomolibgpu fell back to its CPU mocks (cupywrapper.cupy_run is False: "
-                                       "cupy or nvtx failed to import inside httomolibgpu)"}
+        return None, {
+            **info,
+            "error": "httomolibgpu fell back to its CPU mocks (cupywrapper.cupy_run is False: "
+            "cupy or nvtx failed to import inside httomolibgpu)",
+        }
     sig = inspect.signature(LPRec3d_tomobar)
     info["signature"] = f"LPRec3d_tomobar{sig}"
-    info["defaults"] = {k: repr(p.default) for k, p in sig.parameters.items() if p.default is not inspect.Parameter.empty}
+    info["defaults"] = {
+        k: repr(p.default) for k, p in sig.parameters.items() if p.default is not inspect.Parameter.empty
+    }
     log(f"  peer: LPRec3d_tomobar{sig}")
     for pkg in ("httomolibgpu", "tomobar"):
         with contextlib.suppress(Exception):
@@ -462,8 +505,9 @@ def tomoflow_fbp(method: str) -> Callable[..., Any]:
 
     has_method = "method" in inspect.signature(fbp).parameters
     if not has_method and method != "direct":
-        raise RuntimeError(f"tomoflow.recon.fbp has no 'method' parameter: method={method!r} is not available "
-                           "in this tomoflow")
+        raise RuntimeError(
+            f"tomoflow.recon.fbp has no 'method' parameter: method={method!r} is not available in this tomoflow"
+        )
 
     def run(slab: Any, angles_deg: np.ndarray) -> Any:
         if has_method:
@@ -483,8 +527,9 @@ def rows_axis(shape: tuple[int, ...], rows: int, n: int) -> int:
         expect.insert(axis, rows)
         if shape == tuple(expect):
             return axis
-    raise RuntimeError(f"output shape {shape} is none of (rows, N, N), (N, rows, N), (N, N, rows) "
-                       f"for rows = {rows}, N = {n}")
+    raise RuntimeError(
+        f"output shape {shape} is none of (rows, N, N), (N, rows, N), (N, N, rows) for rows = {rows}, N = {n}"
+    )
 
 
 def part_fbp(dev: Device, cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
@@ -495,10 +540,14 @@ def part_fbp(dev: Device, cfg: dict[str, Any], args: argparse.Namespace) -> dict
     phantom = rasterise_phantom(n, 4)
     mask = disk_mask(n)
     res: dict[str, Any] = {
-        "n": n, "n_angles": na, "rows": rows_list, "angles": "k * 180 / n_angles degrees",
+        "n": n,
+        "n_angles": na,
+        "rows": rows_list,
+        "angles": "k * 180 / n_angles degrees",
         "phantom": "modified Shepp-Logan (Toft), radius n/2; reference rasterised 4x4 supersampled",
         "rmse_region": f"disk of radius (n-1)/2 - 2 = {(n - 1) / 2 - 2:g} px, row 0 of the slab",
-        "setup_s": round(time.perf_counter() - t0, 3), "device": dev.name,
+        "setup_s": round(time.perf_counter() - t0, 3),
+        "device": dev.name,
     }
     log(f"[fbp] n = {n}, {na} angles, exact sinogram + phantom in {res['setup_s']:.1f} s")
 
@@ -511,7 +560,7 @@ def part_fbp(dev: Device, cfg: dict[str, Any], args: argparse.Namespace) -> dict
             run = tomoflow_fbp(m)
             if run.note:  # type: ignore[attr-defined]
                 methods[key]["note"] = run.note  # type: ignore[attr-defined]
-            runners[key] = (lambda r: (lambda s: r(s, ang)))(run)
+            runners[key] = (lambda r: lambda s: r(s, ang))(run)
         except Exception as exc:  # noqa: BLE001  (a failing peer or probe is recorded, not fatal)
             methods[key].update(_err(exc))
             log(f"[fbp] {key}: {methods[key]['error']}")
@@ -565,12 +614,21 @@ def part_fbp(dev: Device, cfg: dict[str, Any], args: argparse.Namespace) -> dict
             log(f"[fbp] {key}: slab of {R} rows ...")
             try:
                 with GpuPeak(dev) as pk:
-                    tm, out = bench(dev, lambda run=run, slab=slab: run(slab), repeat=args.repeats, max_call_s=args.max_call_s,
-                                    before=restore)
+                    tm, out = bench(
+                        dev,
+                        lambda run=run, slab=slab: run(slab),
+                        repeat=args.repeats,
+                        max_call_s=args.max_call_s,
+                        before=restore,
+                    )
                 shape = tuple(int(s) for s in out.shape)
-                row = {**tm.as_dict(per=R), **pk.as_dict(), "output_shape": list(shape),
-                       "ms_per_slice": round(tm.median / R * 1e3, 4),
-                       "modifies_input": bool(restore.modified)}  # type: ignore[attr-defined]
+                row = {
+                    **tm.as_dict(per=R),
+                    **pk.as_dict(),
+                    "output_shape": list(shape),
+                    "ms_per_slice": round(tm.median / R * 1e3, 4),
+                    "modifies_input": bool(restore.modified),
+                }  # type: ignore[attr-defined]
                 axis = rows_axis(shape, R, n)
                 row["output_layout"] = ["(rows, N, N)", "(N, rows, N)", "(N, N, rows)"][axis]
                 vol = dev.xp.moveaxis(out, axis, 0)  # a view; outside the timing
@@ -580,8 +638,10 @@ def part_fbp(dev: Device, cfg: dict[str, Any], args: argparse.Namespace) -> dict
                 vol = None
                 entry["by_rows"][str(R)] = row
                 q = entry["quality"]
-                log(f"[fbp] {key} R={R}: {row['ms_per_slice']:.3f} ms/slice (median of {tm.as_dict()['repeats']}), "
-                    f"RMSE {q['rmse']:.4f} (scaled {q['rmse_scaled']:.4f}, a={q['scale']:.4f}, {q['orientation']})")
+                log(
+                    f"[fbp] {key} R={R}: {row['ms_per_slice']:.3f} ms/slice (median of {tm.as_dict()['repeats']}), "
+                    f"RMSE {q['rmse']:.4f} (scaled {q['rmse_scaled']:.4f}, a={q['scale']:.4f}, {q['orientation']})"
+                )
             except Exception as exc:  # noqa: BLE001  (a failing peer or probe is recorded, not fatal)
                 entry["by_rows"][str(R)] = _err(exc)
                 log(f"[fbp] {key} R={R} FAILED: {type(exc).__name__}: {exc}")
@@ -611,19 +671,41 @@ def _print_fbp(res: dict[str, Any]) -> None:
             if "error" in r:
                 rows.append([key, R, "-", "-", "-", "-", "-", "-", "error"])
                 continue
-            rows.append([key, R, f"{r['ms_per_slice']:.3f}",
-                         f"{r['event_median_per_s'] * 1e3:.3f}" if "event_median_per_s" in r else "-",
-                         f"{q.get('rmse', float('nan')):.4f}", f"{q.get('rmse_scaled', float('nan')):.4f}",
-                         f"{q.get('scale', float('nan')):.4f}", q.get("orientation", "-"),
-                         fmt_bytes(r.get("gpu_peak_extra_bytes", r.get("cpu_delta_rss_bytes")))])
+            rows.append(
+                [
+                    key,
+                    R,
+                    f"{r['ms_per_slice']:.3f}",
+                    f"{r['event_median_per_s'] * 1e3:.3f}" if "event_median_per_s" in r else "-",
+                    f"{q.get('rmse', float('nan')):.4f}",
+                    f"{q.get('rmse_scaled', float('nan')):.4f}",
+                    f"{q.get('scale', float('nan')):.4f}",
+                    q.get("orientation", "-"),
+                    fmt_bytes(r.get("gpu_peak_extra_bytes", r.get("cpu_delta_rss_bytes"))),
+                ]
+            )
     print()
-    print_table(rows, ["method", "rows", "ms/slice", "event ms/slice", "RMSE", "RMSE scaled", "scale", "orientation",
-                       "peak extra mem"],
-                title=f"FBP {res['n']}^2 x {res['n_angles']} angles ({res['device']}); RMSE of row 0 vs phantom in the "
-                      "disk, best of 8 orientations")
+    print_table(
+        rows,
+        [
+            "method",
+            "rows",
+            "ms/slice",
+            "event ms/slice",
+            "RMSE",
+            "RMSE scaled",
+            "scale",
+            "orientation",
+            "peak extra mem",
+        ],
+        title=f"FBP {res['n']}^2 x {res['n_angles']} angles ({res['device']}); RMSE of row 0 vs phantom in the "
+        "disk, best of 8 orientations",
+    )
     for R, h in res["h2d"].items():
         if "median_per_s" in h:
-            print(f"host->device copy, slab of {R}: {h['median_per_s'] * 1e3:.3f} ms/slice ({h['GBps']} GB/s)", flush=True)
+            print(
+                f"host->device copy, slab of {R}: {h['median_per_s'] * 1e3:.3f} ms/slice ({h['GBps']} GB/s)", flush=True
+            )
 
 
 # ----------------------------------------------------------------------------- part 2: MLEM
@@ -636,9 +718,15 @@ def part_mlem(dev: Device, cfg: dict[str, Any], args: argparse.Namespace) -> dic
     sino = analytic_sinogram(cols, ang)
     host = np.ascontiguousarray(np.broadcast_to(sino[:, None, :], (na, rows, cols)))
     out_buf = np.empty((slab, cols, cols), np.float32)
-    res: dict[str, Any] = {"shape": [na, rows, cols], "angles": f"linspace(0, 180, {na}) degrees", "n_iter": k,
-                           "slab_rows": slab, "device": dev.name, "input_bytes": int(host.nbytes),
-                           "data": "exact Shepp-Logan sinogram (bench_recon table) replicated over rows"}
+    res: dict[str, Any] = {
+        "shape": [na, rows, cols],
+        "angles": f"linspace(0, 180, {na}) degrees",
+        "n_iter": k,
+        "slab_rows": slab,
+        "device": dev.name,
+        "input_bytes": int(host.nbytes),
+        "data": "exact Shepp-Logan sinogram (bench_recon table) replicated over rows",
+    }
     log(f"[mlem] {na} x {rows} x {cols}, {k} iterations, slabs of {slab} rows: warm-up ...")
     w = dev.put(np.ascontiguousarray(host[:, : min(rows, 2)]))
     mlem(w, ang, n_iter=2)
@@ -685,23 +773,34 @@ def part_mlem(dev: Device, cfg: dict[str, Any], args: argparse.Namespace) -> dic
                 log("[mlem] a run took > 60 s: no further repeats")
                 break
     med = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
-    res.update({
-        "repeats": len(runs), "runs": [{k2: round(v, 4) for k2, v in r.items()} for r in runs],
-        "total_s": round(med["total_s"], 4), "compute_s": round(med["compute_s"], 4),
-        "h2d_s": round(med["h2d_s"], 4), "d2h_s": round(med["d2h_s"], 4),
-        "per_iteration_s": round(med["compute_s"] / k, 4), **pk.as_dict(),
-        "target_s": TARGETS["mlem_seconds"], "target_met": bool(med["total_s"] < TARGETS["mlem_seconds"]),
-        "target_met_compute_only": bool(med["compute_s"] < TARGETS["mlem_seconds"]),
-    })
+    res.update(
+        {
+            "repeats": len(runs),
+            "runs": [{k2: round(v, 4) for k2, v in r.items()} for r in runs],
+            "total_s": round(med["total_s"], 4),
+            "compute_s": round(med["compute_s"], 4),
+            "h2d_s": round(med["h2d_s"], 4),
+            "d2h_s": round(med["d2h_s"], 4),
+            "per_iteration_s": round(med["compute_s"] / k, 4),
+            **pk.as_dict(),
+            "target_s": TARGETS["mlem_seconds"],
+            "target_met": bool(med["total_s"] < TARGETS["mlem_seconds"]),
+            "target_met_compute_only": bool(med["compute_s"] < TARGETS["mlem_seconds"]),
+        }
+    )
     phantom = rasterise_phantom(cols, 4)
-    res["quality_slice0"] = {k2: v for k2, v in quality(slice0[0], phantom, disk_mask(cols)).items()
-                             if k2 != "all_orientations"}
-    print(f"\nMLEM {k} iterations on {na} x {rows} x {cols} ({dev.name}, slabs of {slab}): "
-          f"{res['total_s']:.2f} s total ({res['compute_s']:.2f} s in mlem, {res['per_iteration_s']:.3f} s/iteration; "
-          f"copies {res['h2d_s']:.2f} + {res['d2h_s']:.2f} s), peak "
-          f"{fmt_bytes(res.get('gpu_peak_bytes', res.get('cpu_peak_rss_bytes')))}; "
-          f"target < {TARGETS['mlem_seconds']:g} s: "
-          f"{'met' if res['target_met'] else 'NOT met'}", flush=True)
+    res["quality_slice0"] = {
+        k2: v for k2, v in quality(slice0[0], phantom, disk_mask(cols)).items() if k2 != "all_orientations"
+    }
+    print(
+        f"\nMLEM {k} iterations on {na} x {rows} x {cols} ({dev.name}, slabs of {slab}): "
+        f"{res['total_s']:.2f} s total ({res['compute_s']:.2f} s in mlem, {res['per_iteration_s']:.3f} s/iteration; "
+        f"copies {res['h2d_s']:.2f} + {res['d2h_s']:.2f} s), peak "
+        f"{fmt_bytes(res.get('gpu_peak_bytes', res.get('cpu_peak_rss_bytes')))}; "
+        f"target < {TARGETS['mlem_seconds']:g} s: "
+        f"{'met' if res['target_met'] else 'NOT met'}",
+        flush=True,
+    )
     return res
 
 
@@ -759,11 +858,17 @@ def _filesystem(path: Path) -> dict[str, str | None]:
         with open("/proc/mounts") as fh:
             for line in fh:
                 dev_, mnt, fstype = line.split()[:3]
-                if (target == mnt or target.startswith(mnt.rstrip("/") + "/")) and (best is None or len(mnt) > len(best[1])):
+                if (target == mnt or target.startswith(mnt.rstrip("/") + "/")) and (
+                    best is None or len(mnt) > len(best[1])
+                ):
                     best = (dev_, mnt, fstype)
     except OSError:
         pass
-    return {"device": best[0], "mount": best[1], "type": best[2]} if best else {"device": None, "mount": None, "type": None}
+    return (
+        {"device": best[0], "mount": best[1], "type": best[2]}
+        if best
+        else {"device": None, "mount": None, "type": None}
+    )
 
 
 def _tree_bytes(path: Path) -> tuple[int, int]:
@@ -815,8 +920,12 @@ class GpuUtilSampler:
         nxt = time.perf_counter()
         while not self._stop.is_set():
             try:
-                r = subprocess.run([self.exe, "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
-                                    "--id=0"], capture_output=True, text=True, timeout=5)
+                r = subprocess.run(
+                    [self.exe, "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "--id=0"],
+                    capture_output=True,
+                    text=True,
+                    timeout=5,
+                )
                 self.samples.append(float(r.stdout.strip().splitlines()[0]))
             except Exception:  # noqa: BLE001  (a failing peer or probe is recorded, not fatal)
                 self.errors += 1
@@ -838,9 +947,13 @@ class GpuUtilSampler:
         if self.exe is None:
             return {"gpu_busy_fraction": None, "note": "nvidia-smi not found"}
         mean = statistics.fmean(self.samples) if self.samples else None
-        return {"gpu_busy_fraction": None if mean is None else round(mean / 100.0, 4),
-                "samples": len(self.samples), "sample_errors": self.errors, "interval_s": self.interval,
-                "max_utilization_pct": max(self.samples) if self.samples else None}
+        return {
+            "gpu_busy_fraction": None if mean is None else round(mean / 100.0, 4),
+            "samples": len(self.samples),
+            "sample_errors": self.errors,
+            "interval_s": self.interval,
+            "max_utilization_pct": max(self.samples) if self.samples else None,
+        }
 
 
 def _read_floor(scan_path: Path, threads: int) -> dict[str, Any]:
@@ -864,8 +977,13 @@ def _read_floor(scan_path: Path, threads: int) -> dict[str, Any]:
     with ThreadPoolExecutor(max_workers=threads) as pool:
         nbytes = sum(pool.map(read, jobs))
     dt = time.perf_counter() - t0
-    return {"read_s": round(dt, 4), "read_bytes": nbytes, "read_GBps": round(nbytes / dt / 1e9, 3),
-            "read_tasks": len(jobs), "threads": threads}
+    return {
+        "read_s": round(dt, 4),
+        "read_bytes": nbytes,
+        "read_GBps": round(nbytes / dt / 1e9, 3),
+        "read_tasks": len(jobs),
+        "threads": threads,
+    }
 
 
 def _write_floor(layout: dict[str, Any], sample: np.ndarray, path: Path, threads: int) -> dict[str, Any]:
@@ -877,8 +995,9 @@ def _write_floor(layout: dict[str, Any], sample: np.ndarray, path: Path, threads
     if layout.get("shards"):
         kw["shards"] = layout["shards"]
     shape, cz = layout["shape"], int(layout["chunks"][0])
-    arr = zarr.create_array(str(path), shape=shape, chunks=layout["chunks"], dtype=layout["dtype"], fill_value=0.0,
-                            zarr_format=3, **kw)
+    arr = zarr.create_array(
+        str(path), shape=shape, chunks=layout["chunks"], dtype=layout["dtype"], fill_value=0.0, zarr_format=3, **kw
+    )
 
     def write(z0: int) -> int:
         z1 = min(shape[0], z0 + cz)
@@ -889,9 +1008,13 @@ def _write_floor(layout: dict[str, Any], sample: np.ndarray, path: Path, threads
     with ThreadPoolExecutor(max_workers=threads) as pool:
         nbytes = sum(pool.map(write, range(0, shape[0], cz)))
     dt = time.perf_counter() - t0
-    return {"write_s": round(dt, 4), "write_bytes": nbytes, "write_GBps": round(nbytes / dt / 1e9, 3),
-            "codecs": {k: repr(layout[k]) for k in ("compressors", "filters", "serializer", "shards")},
-            "chunks": list(layout["chunks"])}
+    return {
+        "write_s": round(dt, 4),
+        "write_bytes": nbytes,
+        "write_GBps": round(nbytes / dt / 1e9, 3),
+        "codecs": {k: repr(layout[k]) for k in ("compressors", "filters", "serializer", "shards")},
+        "chunks": list(layout["chunks"]),
+    }
 
 
 def part_e2e(dev: Device, cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
@@ -907,8 +1030,14 @@ def part_e2e(dev: Device, cfg: dict[str, Any], args: argparse.Namespace) -> dict
     n_flats, n_darks = cfg["n_flats"], cfg["n_darks"]
     threads = args.io_threads or (os.cpu_count() or 1)
     base = Path(tempfile.mkdtemp(prefix="bench_gpu_e2e_", dir=args.workdir))
-    res: dict[str, Any] = {"workdir": str(base), "device": dev.name, "I0_counts": I0_COUNTS,
-                           "dark_counts": DARK_COUNTS, "noise": not args.no_noise, "cache": args.e2e_cache}
+    res: dict[str, Any] = {
+        "workdir": str(base),
+        "device": dev.name,
+        "I0_counts": I0_COUNTS,
+        "dark_counts": DARK_COUNTS,
+        "noise": not args.no_noise,
+        "cache": args.e2e_cache,
+    }
     try:
         free = shutil.disk_usage(base).free
         # the scan store keeps uint16 raw counts as uint16 (2 bytes), the volume is float32 (4 bytes) plus
@@ -922,21 +1051,28 @@ def part_e2e(dev: Device, cfg: dict[str, Any], args: argparse.Namespace) -> dict
 
         res["disk_free_bytes"] = int(free)
         res["filesystem"] = _filesystem(base)
-        log(f"[e2e] workdir {base}: {res['filesystem']['type']} file system at {res['filesystem']['mount']}, "
-            f"{fmt_bytes(free)} free")
+        log(
+            f"[e2e] workdir {base}: {res['filesystem']['type']} file system at {res['filesystem']['mount']}, "
+            f"{fmt_bytes(free)} free"
+        )
         if res["filesystem"]["type"] in ("tmpfs", "ramfs"):
-            log("[e2e] WARNING: the workdir is in memory (tmpfs): the I/O floor is a memory floor; "
-                "use --workdir on a disk")
+            log(
+                "[e2e] WARNING: the workdir is in memory (tmpfs): the I/O floor is a memory floor; "
+                "use --workdir on a disk"
+            )
         res["rows_requested"] = rows
         while need(rows) > 0.9 * free and rows > 8:
             rows //= 2
-            log(f"[e2e] input + output would exceed 90 % of the free disk ({fmt_bytes(free)}): "
-                f"halving the rows to {rows}")
+            log(
+                f"[e2e] input + output would exceed 90 % of the free disk ({fmt_bytes(free)}): "
+                f"halving the rows to {rows}"
+            )
             res.setdefault("rows_halved_to", []).append(rows)
         if need(rows) > 0.9 * free:
             raise RuntimeError(f"not enough free disk in {base} ({fmt_bytes(free)}) even for {rows} rows")
-        res.update({"shape": [A, rows, C], "n_flats": n_flats, "n_darks": n_darks,
-                    "disk_needed_estimate_bytes": need(rows)})
+        res.update(
+            {"shape": [A, rows, C], "n_flats": n_flats, "n_darks": n_darks, "disk_needed_estimate_bytes": need(rows)}
+        )
 
         # --- data: why not the 3-D analytic phantom (ellipsoid_projections)? measure its cost
         from tomoflow.sim.analytic import ellipsoid_projections
@@ -947,27 +1083,41 @@ def part_e2e(dev: Device, cfg: dict[str, Any], args: argparse.Namespace) -> dict
         ellipsoid_projections(shepp_logan_ellipsoids((m, m, m)), uniform_angles(m), (m, m))
         per_value = (time.perf_counter() - t0) / m**3
         est = per_value * A * rows * C
-        res["ellipsoid_projections_estimate_s"] = {"single_core": round(est, 1),
-                                                   "ideal_all_cores": round(est / (os.cpu_count() or 1), 1)}
+        res["ellipsoid_projections_estimate_s"] = {
+            "single_core": round(est, 1),
+            "ideal_all_cores": round(est / (os.cpu_count() or 1), 1),
+        }
         ang = uniform_angles(A)
         tab = shepp_logan_ellipses(C)  # default scale: largest line integral about 2
         sino = np.asarray(ellipse_sinogram(tab, ang, C), dtype=np.float32)
         zc = (rows - 1) / 2.0
         row_scale = (1.0 - 0.5 * ((np.arange(rows) - zc) / max(zc, 1.0)) ** 2).astype(np.float32)  # 1 .. 0.5
-        res["data"] = ("2-D exact Shepp-Logan sinogram (tomoflow.sim default scale, max line integral ~2) times a "
-                       "row scale 1 - 0.5 ((row - c) / c)^2; counts = dark + I0 exp(-p) (+ Gaussian noise of "
-                       "variance = counts), rounded, clipped to uint16; 3-D ellipsoid_projections would take "
-                       f"~{res['ellipsoid_projections_estimate_s']['single_core']:.0f} s on one core (extrapolated "
-                       f"from {m}^3) and hold {fmt_bytes(8 * A * rows * C)} of float64 output at once")
+        res["data"] = (
+            "2-D exact Shepp-Logan sinogram (tomoflow.sim default scale, max line integral ~2) times a "
+            "row scale 1 - 0.5 ((row - c) / c)^2; counts = dark + I0 exp(-p) (+ Gaussian noise of "
+            "variance = counts), rounded, clipped to uint16; 3-D ellipsoid_projections would take "
+            f"~{res['ellipsoid_projections_estimate_s']['single_core']:.0f} s on one core (extrapolated "
+            f"from {m}^3) and hold {fmt_bytes(8 * A * rows * C)} of float64 output at once"
+        )
         src = CountsSource(dev, sino, row_scale, noise=not args.no_noise)
         flats = src.frames(n_flats, I0_COUNTS + DARK_COUNTS, seed=10_000_001)
         darks = src.frames(n_darks, DARK_COUNTS, seed=10_000_002)
         scan_path, out_path = base / "scan.zarr", base / "volume.zarr"
-        log(f"[e2e] writing the scan store {A} x {rows} x {C} "
-            f"({fmt_bytes(in_bytes * A * rows * C)} of uint16 counts) ...")
+        log(
+            f"[e2e] writing the scan store {A} x {rows} x {C} "
+            f"({fmt_bytes(in_bytes * A * rows * C)} of uint16 counts) ..."
+        )
         t0 = time.perf_counter()
-        write_scan(scan_path, src, ang, flats=flats, darks=darks, values="intensity", pixel_size_um=1.0,
-                   block_angles=max(8, min(64, A)) // 8 * 8 if A >= 8 else None)
+        write_scan(
+            scan_path,
+            src,
+            ang,
+            flats=flats,
+            darks=darks,
+            values="intensity",
+            pixel_size_um=1.0,
+            block_angles=max(8, min(64, A)) // 8 * 8 if A >= 8 else None,
+        )
         res["ingest_s"] = round(time.perf_counter() - t0, 3)
         res["scan_store_bytes"], res["scan_store_files"] = _tree_bytes(scan_path)
         del src
@@ -994,10 +1144,11 @@ def part_e2e(dev: Device, cfg: dict[str, Any], args: argparse.Namespace) -> dict
                 raise RuntimeError("--e2e-fbp-method: reconstruct_scan has no fbp_method parameter")
             kwargs["fbp_method"] = args.e2e_fbp_method
         res["reconstruct_scan"] = {
-            "signature": f"reconstruct_scan{sig}", "kwargs": dict(kwargs),
+            "signature": f"reconstruct_scan{sig}",
+            "kwargs": dict(kwargs),
             "config_device": dev.name,
             "cluster": "none: client=None, so reconstruct_scan runs its blocks in a local thread pool in this process "
-                       "(tomoflow.pipeline.engine, no distributed cluster)",
+            "(tomoflow.pipeline.engine, no distributed cluster)",
         }
         if args.e2e_cache == "cold":
             res["evicted_files_before_recon"] = evict_page_cache(scan_path)
@@ -1010,12 +1161,20 @@ def part_e2e(dev: Device, cfg: dict[str, Any], args: argparse.Namespace) -> dict
         res["gpu_utilization"] = util.as_dict()
         rec = vs.stages().get("recon")
         if rec is not None:
-            res["stage_record"] = {"seconds": rec.seconds, "timings": rec.timings, "info": rec.info,
-                                   "params": rec.params}
+            res["stage_record"] = {
+                "seconds": rec.seconds,
+                "timings": rec.timings,
+                "info": rec.info,
+                "params": rec.params,
+            }
             res["fbp_method_used"] = rec.params.get("fbp_method", "direct")
         level0 = vs.level(0)
-        res["volume"] = {"shape": list(level0.shape), "chunks": list(level0.chunks), "dtype": str(level0.dtype),
-                         "levels": vs.n_levels}
+        res["volume"] = {
+            "shape": list(level0.shape),
+            "chunks": list(level0.chunks),
+            "dtype": str(level0.dtype),
+            "levels": vs.n_levels,
+        }
         res["volume_store_bytes"], res["volume_store_files"] = _tree_bytes(out_path)
         log(f"[e2e] reconstruct_scan: {wall:.2f} s; GPU busy {res['gpu_utilization'].get('gpu_busy_fraction')}")
 
@@ -1032,13 +1191,23 @@ def part_e2e(dev: Device, cfg: dict[str, Any], args: argparse.Namespace) -> dict
             cz = int(lev.chunks[0])
             zk = min(max(0, (zm >> k) - (zm >> k) % cz), max(0, int(lev.shape[0]) - cz))
             samples.append(np.asarray(lev[zk : zk + cz]))
-            layouts.append({"shape": tuple(lev.shape), "chunks": tuple(lev.chunks), "dtype": lev.dtype,
-                            "compressors": lev.compressors, "filters": lev.filters, "serializer": lev.serializer,
-                            "shards": getattr(lev, "shards", None)})
+            layouts.append(
+                {
+                    "shape": tuple(lev.shape),
+                    "chunks": tuple(lev.chunks),
+                    "dtype": lev.dtype,
+                    "compressors": lev.compressors,
+                    "filters": lev.filters,
+                    "serializer": lev.serializer,
+                    "shards": getattr(lev, "shards", None),
+                }
+            )
         del level0, vs, lev
         shutil.rmtree(out_path)  # make room: the floor's arrays take the volume's place on the disk
-        levels = [_write_floor(lay, smp, base / f"floor{k}.zarr", threads) for k, (lay, smp) in
-                  enumerate(zip(layouts, samples))]
+        levels = [
+            _write_floor(lay, smp, base / f"floor{k}.zarr", threads)
+            for k, (lay, smp) in enumerate(zip(layouts, samples))
+        ]
         floor.update(levels[0])
         floor["write_level0_s"] = levels[0]["write_s"]
         floor["write_s"] = round(sum(lv["write_s"] for lv in levels), 4)
@@ -1046,11 +1215,14 @@ def part_e2e(dev: Device, cfg: dict[str, Any], args: argparse.Namespace) -> dict
         floor["write_levels_s"] = [lv["write_s"] for lv in levels]
         floor["floor_s"] = round(floor["read_s"] + floor["write_s"], 4)
         floor["floor_level0_s"] = round(floor["read_s"] + floor["write_level0_s"], 4)
-        floor["note"] = ("read: every scan-store array by one-chunk row slabs; write: every level of the output "
-                         "(level 0 and the pyramid), each with its own chunks and codecs; same disk, thread pool "
-                         "of `threads`; floor_level0_s counts level 0 only")
-        res["ratio_wall_to_level0_floor"] = (round(wall / floor["floor_level0_s"], 3)
-                                             if floor["floor_level0_s"] > 0 else None)
+        floor["note"] = (
+            "read: every scan-store array by one-chunk row slabs; write: every level of the output "
+            "(level 0 and the pyramid), each with its own chunks and codecs; same disk, thread pool "
+            "of `threads`; floor_level0_s counts level 0 only"
+        )
+        res["ratio_wall_to_level0_floor"] = (
+            round(wall / floor["floor_level0_s"], 3) if floor["floor_level0_s"] > 0 else None
+        )
         res["ratio_wall_to_floor"] = round(wall / floor["floor_s"], 3) if floor["floor_s"] > 0 else None
         res["floor"] = floor
     finally:
@@ -1063,13 +1235,33 @@ def _print_e2e(res: dict[str, Any]) -> None:
     util = res.get("gpu_utilization", {})
     busy = util.get("gpu_busy_fraction")
     print()
-    print_table([[" x ".join(map(str, res["shape"])), res["device"], fmt_time(res.get("ingest_s")), fmt_time(res["wall_s"]),
-                  fmt_time(f.get("read_s")), fmt_time(f.get("write_s")), fmt_time(f.get("floor_s")),
-                  f"{res['ratio_wall_to_floor']:.2f}x" if res.get("ratio_wall_to_floor") else "-",
-                  "-" if busy is None else f"{100 * busy:.0f} %"]],
-                ["angles x rows x cols", "device", "ingest", "reconstruct_scan", "read floor", "write floor",
-                 "floor", "wall / floor", "GPU busy"],
-                title="End to end: scan store (raw counts) -> float32 OME-Zarr volume")
+    print_table(
+        [
+            [
+                " x ".join(map(str, res["shape"])),
+                res["device"],
+                fmt_time(res.get("ingest_s")),
+                fmt_time(res["wall_s"]),
+                fmt_time(f.get("read_s")),
+                fmt_time(f.get("write_s")),
+                fmt_time(f.get("floor_s")),
+                f"{res['ratio_wall_to_floor']:.2f}x" if res.get("ratio_wall_to_floor") else "-",
+                "-" if busy is None else f"{100 * busy:.0f} %",
+            ]
+        ],
+        [
+            "angles x rows x cols",
+            "device",
+            "ingest",
+            "reconstruct_scan",
+            "read floor",
+            "write floor",
+            "floor",
+            "wall / floor",
+            "GPU busy",
+        ],
+        title="End to end: scan store (raw counts) -> float32 OME-Zarr volume",
+    )
 
 
 # ----------------------------------------------------------------------------- part 4: kernels
@@ -1081,9 +1273,12 @@ def part_kernels(dev: Device, cfg: dict[str, Any], args: argparse.Namespace) -> 
     vol_h = np.ascontiguousarray(np.broadcast_to(rasterise_phantom(n, 1)[None], (nz, n, n)))
     # on the CPU the "device" side is the generic array-namespace path (what CuPy runs) with NumPy
     dkw: dict[str, Any] = {} if dev.gpu else {"backend": "xp"}
-    res: dict[str, Any] = {"shape": {"rows": nz, "ny": n, "nx": n, "angles": na}, "device": dev.name,
-                           "device_path": "CuPy input, backend='auto'" if dev.gpu else "NumPy input, backend='xp'",
-                           "reference": "NumPy input, backend='auto' (compiled numba kernels)"}
+    res: dict[str, Any] = {
+        "shape": {"rows": nz, "ny": n, "nx": n, "angles": na},
+        "device": dev.name,
+        "device_path": "CuPy input, backend='auto'" if dev.gpu else "NumPy input, backend='xp'",
+        "reference": "NumPy input, backend='auto' (compiled numba kernels)",
+    }
     updates = nz * n * n * na
     # reference (CPU, compiled); warm the numba kernels on a tiny input first
     project(vol_h[:1, :16, :16], ang[:4])
@@ -1111,13 +1306,19 @@ def part_kernels(dev: Device, cfg: dict[str, Any], args: argparse.Namespace) -> 
                 tm, out = bench(dev, fn, repeat=args.repeats, max_call_s=args.max_call_s)
             ref = refs[name]
             diff = float(dev.xp.max(dev.xp.abs(out - dev.put(ref))))
-            ops[name] = {**tm.as_dict(), **pk.as_dict(), "max_abs_error": diff,
-                         "max_rel_error": diff / max(float(np.max(np.abs(ref))), 1e-30),
-                         "G_updates_per_s": round(updates / tm.median / 1e9, 3),
-                         "reference_cpu_s": round(ref_t[name], 4),
-                         "speedup_vs_reference": round(ref_t[name] / tm.median, 2)}
-            log(f"[kernels] {name}: {tm.median * 1e3:.2f} ms/call, {ops[name]['G_updates_per_s']} G updates/s, "
-                f"max rel. error vs NumPy {ops[name]['max_rel_error']:.2e}")
+            ops[name] = {
+                **tm.as_dict(),
+                **pk.as_dict(),
+                "max_abs_error": diff,
+                "max_rel_error": diff / max(float(np.max(np.abs(ref))), 1e-30),
+                "G_updates_per_s": round(updates / tm.median / 1e9, 3),
+                "reference_cpu_s": round(ref_t[name], 4),
+                "speedup_vs_reference": round(ref_t[name] / tm.median, 2),
+            }
+            log(
+                f"[kernels] {name}: {tm.median * 1e3:.2f} ms/call, {ops[name]['G_updates_per_s']} G updates/s, "
+                f"max rel. error vs NumPy {ops[name]['max_rel_error']:.2e}"
+            )
         except Exception as exc:  # noqa: BLE001  (a failing peer or probe is recorded, not fatal)
             ops[name] = _err(exc)
             log(f"[kernels] {name} FAILED: {ops[name]['error']}")
@@ -1133,22 +1334,39 @@ def part_kernels(dev: Device, cfg: dict[str, Any], args: argparse.Namespace) -> 
         aty = backproject(y, ang, model="adjoint", **dkw)
         lhs = float(xp.sum(ax.astype(xp.float64) * y.astype(xp.float64)))
         rhs = float(xp.sum(x.astype(xp.float64) * aty.astype(xp.float64)))
-        res["adjoint_identity"] = {"Ax_dot_y": lhs, "x_dot_ATy": rhs,
-                                   "relative_difference": abs(lhs - rhs) / max(abs(lhs), abs(rhs), 1e-30)}
+        res["adjoint_identity"] = {
+            "Ax_dot_y": lhs,
+            "x_dot_ATy": rhs,
+            "relative_difference": abs(lhs - rhs) / max(abs(lhs), abs(rhs), 1e-30),
+        }
         del x, y, ax, aty
     except Exception as exc:  # noqa: BLE001  (a failing peer or probe is recorded, not fatal)
         res["adjoint_identity"] = _err(exc)
     dev.free()
-    rows = [[k, fmt_time(v.get("median_s")), f"{v.get('G_updates_per_s', float('nan')):.2f}",
-             f"{v.get('max_rel_error', float('nan')):.2e}", fmt_time(v.get("reference_cpu_s")),
-             f"{v.get('speedup_vs_reference', float('nan')):.1f}x"] if "error" not in v else [k, "error", "-", "-", "-", "-"]
-            for k, v in ops.items()]
+    rows = [
+        [
+            k,
+            fmt_time(v.get("median_s")),
+            f"{v.get('G_updates_per_s', float('nan')):.2f}",
+            f"{v.get('max_rel_error', float('nan')):.2e}",
+            fmt_time(v.get("reference_cpu_s")),
+            f"{v.get('speedup_vs_reference', float('nan')):.1f}x",
+        ]
+        if "error" not in v
+        else [k, "error", "-", "-", "-", "-"]
+        for k, v in ops.items()
+    ]
     print()
-    print_table(rows, ["operation", "time/call", "G vox-angle/s", "max rel err vs NumPy", "NumPy (CPU)", "speed-up"],
-                title=f"Projector kernels, {nz} x {n}^2 x {na} angles ({res['device_path']})")
+    print_table(
+        rows,
+        ["operation", "time/call", "G vox-angle/s", "max rel err vs NumPy", "NumPy (CPU)", "speed-up"],
+        title=f"Projector kernels, {nz} x {n}^2 x {na} angles ({res['device_path']})",
+    )
     ai = res["adjoint_identity"]
     if "relative_difference" in ai:
-        print(f"adjoint identity <Ax, y> vs <x, A^T y>: relative difference {ai['relative_difference']:.2e}", flush=True)
+        print(
+            f"adjoint identity <Ax, y> vs <x, A^T y>: relative difference {ai['relative_difference']:.2e}", flush=True
+        )
     return res
 
 
@@ -1162,8 +1380,15 @@ def gpu_environment() -> dict[str, Any]:
         try:
             out["nvidia_smi_L"] = subprocess.run([exe, "-L"], capture_output=True, text=True, timeout=10).stdout.strip()
             out["nvidia_smi_query"] = subprocess.run(
-                [exe, "--query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit", "--format=csv,noheader"],
-                capture_output=True, text=True, timeout=10).stdout.strip()
+                [
+                    exe,
+                    "--query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit",
+                    "--format=csv,noheader",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout.strip()
         except Exception as exc:  # noqa: BLE001  (a failing peer or probe is recorded, not fatal)
             out["nvidia_smi_L"] = f"failed: {exc}"
     from importlib import metadata
@@ -1206,17 +1431,32 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)} (default all)")
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)} (default all)"
+    )
     ap.add_argument("--quick", action="store_true", help="tiny sizes (seconds): smoke test, on the CPU without a GPU")
-    ap.add_argument("--output", type=Path, default=None,
-                    help="JSON path (default benchmarks/results/bench_gpu.json, bench_gpu_quick.json with --quick)")
-    ap.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto",
-                    help="auto: CuPy when it sees a GPU, else NumPy (default); cuda: fail without a GPU")
+    ap.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="JSON path (default benchmarks/results/bench_gpu.json, bench_gpu_quick.json with --quick)",
+    )
+    ap.add_argument(
+        "--device",
+        choices=["auto", "cuda", "cpu"],
+        default="auto",
+        help="auto: CuPy when it sees a GPU, else NumPy (default); cuda: fail without a GPU",
+    )
     ap.add_argument("--repeats", type=int, default=3, help="timed repeats per measurement, after a warm-up (default 3)")
-    ap.add_argument("--max-call-s", type=float, default=30.0,
-                    help="when a warm-up call takes longer than this, time 1 repeat only (default 30)")
+    ap.add_argument(
+        "--max-call-s",
+        type=float,
+        default=30.0,
+        help="when a warm-up call takes longer than this, time 1 repeat only (default 30)",
+    )
     ap.add_argument("--no-peer", action="store_true", help="skip httomolibgpu's LPRec3d_tomobar")
     ap.add_argument("--fbp-size", type=int, default=None, help="FBP: detector columns = slice size (default 2048)")
     ap.add_argument("--fbp-angles", type=int, default=None, help="FBP: angles (default = --fbp-size or 2048)")
@@ -1226,13 +1466,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--e2e-size", type=int, default=None, help="end to end: angles = columns (default 2048)")
     ap.add_argument("--e2e-rows", type=int, default=None, help="end to end: detector rows (default = --e2e-size)")
     ap.add_argument("--e2e-memory-budget", default=None, help="end to end: reconstruct_scan memory_budget (e.g. 8GB)")
-    ap.add_argument("--e2e-fbp-method", choices=["auto", "direct", "fourier"], default=None,
-                    help="end to end: reconstruct_scan fbp_method (default: not passed, i.e. its own default)")
-    ap.add_argument("--e2e-cache", choices=["cold", "warm"], default="cold",
-                    help="cold (default): drop the scan store's files from the page cache before the read floor and "
-                         "before reconstruct_scan (posix_fadvise on our own files); warm: leave them cached")
+    ap.add_argument(
+        "--e2e-fbp-method",
+        choices=["auto", "direct", "fourier"],
+        default=None,
+        help="end to end: reconstruct_scan fbp_method (default: not passed, i.e. its own default)",
+    )
+    ap.add_argument(
+        "--e2e-cache",
+        choices=["cold", "warm"],
+        default="cold",
+        help="cold (default): drop the scan store's files from the page cache before the read floor and "
+        "before reconstruct_scan (posix_fadvise on our own files); warm: leave them cached",
+    )
     ap.add_argument("--no-noise", action="store_true", help="end to end: no noise on the raw counts")
-    ap.add_argument("--workdir", default=None, help="end to end: folder for the temporary stores (default: system temp)")
+    ap.add_argument(
+        "--workdir", default=None, help="end to end: folder for the temporary stores (default: system temp)"
+    )
     ap.add_argument("--io-threads", type=int, default=None, help="end to end: threads of the I/O floor (default: CPUs)")
     args = ap.parse_args(argv)
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
@@ -1266,13 +1516,26 @@ def main(argv: list[str] | None = None) -> int:
     cfg = configs(args)
     name = "bench_gpu_quick" if args.quick else "bench_gpu"
     env = {**dev.info(), **gpu_environment()}
-    log(f"device: {dev.name}" + (f" ({env.get('gpu_name')}, CuPy {env.get('cupy_version')})" if dev.gpu
-                                 else f" - {dev.reason}; NumPy on the CPU"))
+    log(
+        f"device: {dev.name}"
+        + (
+            f" ({env.get('gpu_name')}, CuPy {env.get('cupy_version')})"
+            if dev.gpu
+            else f" - {dev.reason}; NumPy on the CPU"
+        )
+    )
     if env.get("nvidia_smi_L"):
         log(f"nvidia-smi -L: {env['nvidia_smi_L']}")
     results: dict[str, Any] = {}
-    payload: dict[str, Any] = {"quick": bool(args.quick), "parts_requested": args.parts, "config": cfg,
-                               "repeats": args.repeats, "gpu": env, "targets": TARGETS, "results": results}
+    payload: dict[str, Any] = {
+        "quick": bool(args.quick),
+        "parts_requested": args.parts,
+        "config": cfg,
+        "repeats": args.repeats,
+        "gpu": env,
+        "targets": TARGETS,
+        "results": results,
+    }
     path = None
     fns = {"fbp": part_fbp, "mlem": part_mlem, "e2e": part_e2e, "kernels": part_kernels}
     for part in args.parts:
@@ -1290,10 +1553,13 @@ def main(argv: list[str] | None = None) -> int:
             dev.free()
         r["part_seconds"] = round(time.perf_counter() - t0, 2)
         results[part] = r
-        payload.update({"summary": summarise(results), "complete": False,
-                        "total_runtime_s": round(time.perf_counter() - _T0, 1)})
+        payload.update(
+            {"summary": summarise(results), "complete": False, "total_runtime_s": round(time.perf_counter() - _T0, 1)}
+        )
         path = write_results(name, payload, path=args.output, extra_packages=PEER_PACKAGES)  # after every part
-    payload.update({"summary": summarise(results), "complete": True, "total_runtime_s": round(time.perf_counter() - _T0, 1)})
+    payload.update(
+        {"summary": summarise(results), "complete": True, "total_runtime_s": round(time.perf_counter() - _T0, 1)}
+    )
     path = write_results(name, payload, path=args.output, extra_packages=PEER_PACKAGES)
     print("\nSummary:", flush=True)
     for k, v in payload["summary"].items():

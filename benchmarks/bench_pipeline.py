@@ -53,8 +53,14 @@ def make_scan(path: Path, n: int, n_angles: int) -> None:
     for z0 in range(0, n, 64):
         line[:, z0 : z0 + 64] = project(vol[z0 : z0 + 64], angles)
     raw = 1000.0 * np.exp(-line) + 10.0
-    write_scan(path, raw, angles, flats=np.full((4, n, n), 1010.0, np.float32),
-               darks=np.full((4, n, n), 10.0, np.float32), pixel_size_um=0.05)
+    write_scan(
+        path,
+        raw,
+        angles,
+        flats=np.full((4, n, n), 1010.0, np.float32),
+        darks=np.full((4, n, n), 10.0, np.float32),
+        pixel_size_um=0.05,
+    )
 
 
 def main() -> None:
@@ -71,36 +77,61 @@ def main() -> None:
         make_scan(tmp / "scan.zarr", n, n_angles)
         print(f"made a {n_angles} x {n} x {n} scan store in {time.perf_counter() - t:.1f} s", flush=True)
         for budget in budgets:
-            with connect("local", n_workers=2, threads_per_worker=1, processes=True, memory_limit="8GB",
-                         dashboard_address=":0") as client:
-                client.run(lambda: __import__("tomoflow.recon", fromlist=["project"]).project(np.ones((1, 8, 8), np.float32), [0.0]))  # compile
+            with connect(
+                "local", n_workers=2, threads_per_worker=1, processes=True, memory_limit="8GB", dashboard_address=":0"
+            ) as client:
+                client.run(
+                    lambda: __import__("tomoflow.recon", fromlist=["project"]).project(
+                        np.ones((1, 8, 8), np.float32), [0.0]
+                    )
+                )  # compile
                 base = client.run(_start_peak)
                 with tomoflow.config.set(worker_memory_budget=budget, pyramid_levels=2):
                     t = time.perf_counter()
-                    v = reconstruct_scan(tmp / "scan.zarr", tmp / f"vol-{budget}.zarr", center=(n - 1) / 2,
-                                         client=client, overwrite=True)
+                    v = reconstruct_scan(
+                        tmp / "scan.zarr", tmp / f"vol-{budget}.zarr", center=(n - 1) / 2, client=client, overwrite=True
+                    )
                     wall = time.perf_counter() - t
                 peaks = client.run(_peak)
             info = v.stages()["recon"].info
             est = slab_bytes(n_angles, n, (n, n), info["slab_rows"], "fbp")
-            rows.append({
-                "budget": budget, "slab_rows": info["slab_rows"], "slabs": info["slabs"], "estimate_bytes": est,
-                "threads_per_task": info["threads_per_task"],
-                "wall_s": wall, "s_per_slice": wall / n,
-                "worker_peak_rss_bytes": max(peaks.values()),
-                "worker_baseline_rss_bytes": max(base.values()),
-            })
+            rows.append(
+                {
+                    "budget": budget,
+                    "slab_rows": info["slab_rows"],
+                    "slabs": info["slabs"],
+                    "estimate_bytes": est,
+                    "threads_per_task": info["threads_per_task"],
+                    "wall_s": wall,
+                    "s_per_slice": wall / n,
+                    "worker_peak_rss_bytes": max(peaks.values()),
+                    "worker_baseline_rss_bytes": max(base.values()),
+                }
+            )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print_table([[r["budget"], r["slab_rows"], r["slabs"], fmt_bytes(r["estimate_bytes"]), f"{r['wall_s']:.1f}",
-                  f"{1e3 * r['s_per_slice']:.0f}", fmt_bytes(r["worker_baseline_rss_bytes"]),
-                  fmt_bytes(r["worker_peak_rss_bytes"])] for r in rows],
-                ["budget", "slab rows", "slabs", "slab estimate", "wall s", "ms/slice", "worker RSS idle",
-                 "worker peak RSS"],
-                title=f"Dask volume pipeline, FBP {n_angles} x {n} x {n} -> {n}^3, 2 workers x 1 thread (incl. pyramid)")
-    write_results("bench_pipeline" + ("_quick" if args.quick else ""),
-                  {"volume": [n, n, n], "n_angles": n_angles, "workers": 2, "threads_per_worker": 1, "runs": rows},
-                  path=args.output)
+    print_table(
+        [
+            [
+                r["budget"],
+                r["slab_rows"],
+                r["slabs"],
+                fmt_bytes(r["estimate_bytes"]),
+                f"{r['wall_s']:.1f}",
+                f"{1e3 * r['s_per_slice']:.0f}",
+                fmt_bytes(r["worker_baseline_rss_bytes"]),
+                fmt_bytes(r["worker_peak_rss_bytes"]),
+            ]
+            for r in rows
+        ],
+        ["budget", "slab rows", "slabs", "slab estimate", "wall s", "ms/slice", "worker RSS idle", "worker peak RSS"],
+        title=f"Dask volume pipeline, FBP {n_angles} x {n} x {n} -> {n}^3, 2 workers x 1 thread (incl. pyramid)",
+    )
+    write_results(
+        "bench_pipeline" + ("_quick" if args.quick else ""),
+        {"volume": [n, n, n], "n_angles": n_angles, "workers": 2, "threads_per_worker": 1, "runs": rows},
+        path=args.output,
+    )
 
 
 if __name__ == "__main__":

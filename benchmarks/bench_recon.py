@@ -83,6 +83,7 @@ QUICK_MLEM = {"n_angles": 19, "rows": 8, "cols": 64, "n_iter": 3}
 HEADLINE_CASE = (512, 360)
 TARGETS = {"fbp_speedup": 5.0, "fp_speedup": 3.0, "mlem_seconds": 30.0}
 
+
 # ----------------------------------------------------------------------------- analytic phantom
 # The modified Shepp-Logan ellipse table of tomoflow.sim (Toft 1996 densities: 1.0 outer ellipse),
 # radius n / 2, its exact line integrals and its 4x4-supersampled rasterisation (tomoflow.sim.analytic).
@@ -104,8 +105,9 @@ def analytic_sinogram(n: int, angles_deg: np.ndarray, n_cols: int | None = None)
     """Exact line integrals ``(angle, col)`` of the phantom in tomoflow's geometry (centre (ncol-1)/2)."""
     from tomoflow.sim.analytic import ellipse_sinogram
 
-    return np.asarray(ellipse_sinogram(shepp_logan_table(n), angles_deg, n if n_cols is None else n_cols),
-                      dtype=np.float32)
+    return np.asarray(
+        ellipse_sinogram(shepp_logan_table(n), angles_deg, n if n_cols is None else n_cols), dtype=np.float32
+    )
 
 
 def uniform_angles(n_angles: int) -> np.ndarray:
@@ -136,8 +138,15 @@ class Astra:
     def close(self) -> None:
         self.astra.projector.delete(self.pid)
 
-    def _run(self, alg: str, sino: np.ndarray | None, vol: np.ndarray | None, iters: int = 1,
-             options: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> tuple[np.ndarray, float, float]:
+    def _run(
+        self,
+        alg: str,
+        sino: np.ndarray | None,
+        vol: np.ndarray | None,
+        iters: int = 1,
+        options: dict[str, Any] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> tuple[np.ndarray, float, float]:
         """Run one algorithm on one slice; returns (output, setup seconds, run seconds)."""
         a = self.astra
         t0 = time.perf_counter()
@@ -267,8 +276,11 @@ class Guard:
         if busy:
             self.busy_measurements.append(label)
             self.log(f"  WARNING: other processes used {ld.cores:.2f} cores during {label}; timing unreliable")
-        info = {**mem.as_dict(), "other_cpu_load": None if ld.cores is None else round(ld.cores, 3),
-                "attempts": attempt}
+        info = {
+            **mem.as_dict(),
+            "other_cpu_load": None if ld.cores is None else round(ld.cores, 3),
+            "attempts": attempt,
+        }
         return out, info
 
 
@@ -283,31 +295,50 @@ def run_case(case: dict[str, Any], astra_mod: Any, projector: str, guard: Guard)
     slab_sino = np.ascontiguousarray(np.repeat(sino[:, None, :], SLAB, axis=1))
     slab_vol = np.ascontiguousarray(np.repeat(phantom[None], SLAB, axis=0))
     res: dict[str, Any] = {
-        "n": n, "n_angles": na, "slab": SLAB, "sirt_iters": case["sirt_iters"],
+        "n": n,
+        "n_angles": na,
+        "slab": SLAB,
+        "sirt_iters": case["sirt_iters"],
         "phantom_setup_s": round(time.perf_counter() - t0, 3),
     }
     peer = Astra(astra_mod, n, ang, projector) if astra_mod is not None else None
     tag = f"[{n}^2/{na}]"
 
     # --- FBP
-    (tt, rec), info = guard(f"{tag} FBP tomoflow (slab of {SLAB})",
-                            lambda: time_call(lambda: fbp(slab_sino, ang, filter="ramp"), repeat=case["reps_tf"]))
-    fbp_res: dict[str, Any] = {"tomoflow": {**tt.as_dict(per=SLAB), **info,
-                                            "rmse": rmse_masked(rec[0], phantom, mask),
-                                            "slab_slices_identical_maxdiff": float(np.max(np.abs(rec - rec[:1])))}}
+    (tt, rec), info = guard(
+        f"{tag} FBP tomoflow (slab of {SLAB})",
+        lambda: time_call(lambda: fbp(slab_sino, ang, filter="ramp"), repeat=case["reps_tf"]),
+    )
+    fbp_res: dict[str, Any] = {
+        "tomoflow": {
+            **tt.as_dict(per=SLAB),
+            **info,
+            "rmse": rmse_masked(rec[0], phantom, mask),
+            "slab_slices_identical_maxdiff": float(np.max(np.abs(rec - rec[:1]))),
+        }
+    }
     if peer is not None:
-        (ta, reca), info = guard(f"{tag} FBP astra (slice by slice)",
-                                 lambda: time_call(lambda: peer.fbp(sino), repeat=case["reps_astra"]))
-        fbp_res["astra"] = {**ta.as_dict(), **info, "rmse": rmse_masked(reca, phantom, mask),
-                            "algorithm": "FBP (CPU)", "filter": "ram-lak", "projector": projector}
+        (ta, reca), info = guard(
+            f"{tag} FBP astra (slice by slice)", lambda: time_call(lambda: peer.fbp(sino), repeat=case["reps_astra"])
+        )
+        fbp_res["astra"] = {
+            **ta.as_dict(),
+            **info,
+            "rmse": rmse_masked(reca, phantom, mask),
+            "algorithm": "FBP (CPU)",
+            "filter": "ram-lak",
+            "projector": projector,
+        }
         fbp_res["speedup"] = ta.best / (tt.best / SLAB)
         fbp_res["speedup_median"] = ta.median / (tt.median / SLAB)
         fbp_astra_best = ta.best
         fbp_res["rmse_tomoflow_vs_astra"] = rmse_masked(rec[0], reca, mask)
         fbp_res["rmse_tomoflow_vs_astra_flipped_ud"] = rmse_masked(rec[0], reca[::-1], mask)
     one = np.ascontiguousarray(slab_sino[:, :1])
-    (t1, _), info = guard(f"{tag} FBP tomoflow, one slice per call (for reference)",
-                          lambda: time_call(lambda: fbp(one, ang, filter="ramp"), repeat=case["reps_tf"]))
+    (t1, _), info = guard(
+        f"{tag} FBP tomoflow, one slice per call (for reference)",
+        lambda: time_call(lambda: fbp(one, ang, filter="ramp"), repeat=case["reps_tf"]),
+    )
     fbp_res["tomoflow_single_slice"] = {**t1.as_dict(), **info}
     if peer is not None:
         fbp_res["speedup_single_slice"] = fbp_astra_best / t1.best
@@ -315,27 +346,42 @@ def run_case(case: dict[str, Any], astra_mod: Any, projector: str, guard: Guard)
     del rec
 
     # --- forward projection
-    (tt, fp), info = guard(f"{tag} FP tomoflow (slab of {SLAB})",
-                           lambda: time_call(lambda: project(slab_vol, ang), repeat=case["reps_tf"]))
+    (tt, fp), info = guard(
+        f"{tag} FP tomoflow (slab of {SLAB})", lambda: time_call(lambda: project(slab_vol, ang), repeat=case["reps_tf"])
+    )
     per_angle = np.sqrt(np.mean((fp[:, 0].astype(np.float64) - sino) ** 2, axis=1))
-    fp_res: dict[str, Any] = {"tomoflow": {**tt.as_dict(per=SLAB), **info, "rmse": rmse(fp[:, 0], sino),
-                                           "worst_angle_deg": float(ang[np.argmax(per_angle)]),
-                                           "worst_angle_rmse": float(per_angle.max()),
-                                           "model": "pixel-driven, linear interpolation"}}
+    fp_res: dict[str, Any] = {
+        "tomoflow": {
+            **tt.as_dict(per=SLAB),
+            **info,
+            "rmse": rmse(fp[:, 0], sino),
+            "worst_angle_deg": float(ang[np.argmax(per_angle)]),
+            "worst_angle_rmse": float(per_angle.max()),
+            "model": "pixel-driven, linear interpolation",
+        }
+    }
     del fp
     if peer is not None:
-        (ta, fpa), info = guard(f"{tag} FP astra (slice by slice)",
-                                lambda: time_call(lambda: peer.fp(phantom), repeat=case["reps_astra"]))
+        (ta, fpa), info = guard(
+            f"{tag} FP astra (slice by slice)", lambda: time_call(lambda: peer.fp(phantom), repeat=case["reps_astra"])
+        )
         per_angle = np.sqrt(np.mean((fpa.astype(np.float64) - sino) ** 2, axis=1))
-        fp_res["astra"] = {**ta.as_dict(), **info, "rmse": rmse(fpa, sino),
-                           "worst_angle_deg": float(ang[np.argmax(per_angle)]),
-                           "worst_angle_rmse": float(per_angle.max()),
-                           "algorithm": "FP (CPU)", "projector": projector}
+        fp_res["astra"] = {
+            **ta.as_dict(),
+            **info,
+            "rmse": rmse(fpa, sino),
+            "worst_angle_deg": float(ang[np.argmax(per_angle)]),
+            "worst_angle_rmse": float(per_angle.max()),
+            "algorithm": "FP (CPU)",
+            "projector": projector,
+        }
         fp_res["speedup"] = ta.best / (tt.best / SLAB)
         fp_res["speedup_median"] = ta.median / (tt.median / SLAB)
     one_vol = np.ascontiguousarray(slab_vol[:1])
-    (t1, _), info = guard(f"{tag} FP tomoflow, one slice per call (for reference)",
-                          lambda: time_call(lambda: project(one_vol, ang), repeat=case["reps_tf"]))
+    (t1, _), info = guard(
+        f"{tag} FP tomoflow, one slice per call (for reference)",
+        lambda: time_call(lambda: project(one_vol, ang), repeat=case["reps_tf"]),
+    )
     fp_res["tomoflow_single_slice"] = {**t1.as_dict(), **info}
     if peer is not None:
         fp_res["speedup_single_slice"] = ta.best / t1.best
@@ -354,23 +400,39 @@ def run_case(case: dict[str, Any], astra_mod: Any, projector: str, guard: Guard)
     (xs, stamps, wall, cpu), info = guard(f"{tag} SIRT tomoflow, {k} iterations (slab of {SLAB})", tf_sirt)
     # mean time of iterations 2..k; the gap before the first callback also holds the set-up
     per_it = (stamps[-1] - stamps[0]) / (k - 1) if k > 1 else wall
-    sirt_res: dict[str, Any] = {"tomoflow": {
-        "total_s": round(wall, 6), "iterations": k,
-        "per_iteration_s": round(per_it, 6), "per_iteration_per_slice_s": round(per_it / SLAB, 6),
-        "setup_s": round(max(0.0, stamps[0] - per_it), 6), "cores_busy": round(cpu / wall, 3),
-        **info, "rmse": rmse_masked(xs[0], phantom, mask), "positivity": True}}
+    sirt_res: dict[str, Any] = {
+        "tomoflow": {
+            "total_s": round(wall, 6),
+            "iterations": k,
+            "per_iteration_s": round(per_it, 6),
+            "per_iteration_per_slice_s": round(per_it / SLAB, 6),
+            "setup_s": round(max(0.0, stamps[0] - per_it), 6),
+            "cores_busy": round(cpu / wall, 3),
+            **info,
+            "rmse": rmse_masked(xs[0], phantom, mask),
+            "positivity": True,
+        }
+    }
     if peer is not None:
+
         def astra_sirt() -> tuple[Any, float, float, float]:
             c0 = time.process_time()
             xa, setup, run_s = peer.sirt(sino, k)
             return xa, setup, run_s, time.process_time() - c0
 
         (xa, setup, run_s, cpu), info = guard(f"{tag} SIRT astra, {k} iterations (one slice)", astra_sirt)
-        sirt_res["astra"] = {"total_s": round(setup + run_s, 6), "iterations": k,
-                             "per_iteration_per_slice_s": round(run_s / k, 6), "setup_s": round(setup, 6),
-                             "cores_busy": round(cpu / max(setup + run_s, 1e-9), 3), **info,
-                             "rmse": rmse_masked(xa, phantom, mask), "algorithm": "SIRT (CPU)",
-                             "options": {"MinConstraint": 0.0}, "projector": projector}
+        sirt_res["astra"] = {
+            "total_s": round(setup + run_s, 6),
+            "iterations": k,
+            "per_iteration_per_slice_s": round(run_s / k, 6),
+            "setup_s": round(setup, 6),
+            "cores_busy": round(cpu / max(setup + run_s, 1e-9), 3),
+            **info,
+            "rmse": rmse_masked(xa, phantom, mask),
+            "algorithm": "SIRT (CPU)",
+            "options": {"MinConstraint": 0.0},
+            "projector": projector,
+        }
         sirt_res["speedup"] = (run_s / k) / (per_it / SLAB)
     res["sirt"] = sirt_res
     if peer is not None:
@@ -391,14 +453,19 @@ def run_mlem(cfg: dict[str, int], guard: Guard) -> dict[str, Any]:
         return x, [s - w0 for s in stamps], time.perf_counter() - w0, time.process_time() - c0
 
     (x, stamps, wall, cpu), info = guard(
-        f"[MLEM] {k} iterations on {na} x {rows} x {cols} (angles x rows x cols), one call", run)
+        f"[MLEM] {k} iterations on {na} x {rows} x {cols} (angles x rows x cols), one call", run
+    )
     per_it = (stamps[-1] - stamps[0]) / (k - 1) if k > 1 else wall
     phantom = rasterise_phantom(cols, 4)
     return {
-        "shape": [na, rows, cols], "angles": f"linspace(0, 180, {na}) degrees",
-        "n_iter": k, "total_s": round(wall, 4), "per_iteration_s": round(per_it, 4),
+        "shape": [na, rows, cols],
+        "angles": f"linspace(0, 180, {na}) degrees",
+        "n_iter": k,
+        "total_s": round(wall, 4),
+        "per_iteration_s": round(per_it, 4),
         "setup_s": round(max(0.0, stamps[0] - per_it), 4),
-        "cores_busy": round(cpu / wall, 3), **info,
+        "cores_busy": round(cpu / wall, 3),
+        **info,
         "input_bytes": int(proj.nbytes),
         "rmse_slice0": rmse_masked(x[0], phantom, circle_mask((cols, cols))),
     }
@@ -413,7 +480,9 @@ def summarise(cases: list[dict[str, Any]], mlem_res: dict[str, Any] | None, have
         h["fbp_speedup"] = round(f["speedup"], 3)
         h["fbp_rmse_tomoflow"] = f["tomoflow"]["rmse"]
         h["fbp_rmse_astra"] = f["astra"]["rmse"]
-        h["fbp_target_met"] = bool(f["speedup"] >= TARGETS["fbp_speedup"] and f["tomoflow"]["rmse"] <= f["astra"]["rmse"])
+        h["fbp_target_met"] = bool(
+            f["speedup"] >= TARGETS["fbp_speedup"] and f["tomoflow"]["rmse"] <= f["astra"]["rmse"]
+        )
         h["fp_speedup"] = round(p["speedup"], 3)
         h["fp_target_met"] = bool(p["speedup"] >= TARGETS["fp_speedup"])
     if mlem_res is not None:
@@ -422,8 +491,14 @@ def summarise(cases: list[dict[str, Any]], mlem_res: dict[str, Any] | None, have
     return h
 
 
-def print_report(cases: list[dict[str, Any]], mlem_res: dict[str, Any] | None, headline: dict[str, Any],
-                 have_astra: bool, projector: str, busy: list[str] = ()) -> None:
+def print_report(
+    cases: list[dict[str, Any]],
+    mlem_res: dict[str, Any] | None,
+    headline: dict[str, Any],
+    have_astra: bool,
+    projector: str,
+    busy: list[str] = (),
+) -> None:
     rows = []
     for c in cases:
         tag = f"{c['n']}^2/{c['n_angles']}"
@@ -436,49 +511,89 @@ def print_report(cases: list[dict[str, Any]], mlem_res: dict[str, Any] | None, h
                 t_tf = r["tomoflow"]["best_per_s"]
                 t_as = r["astra"]["best_s"] if have_astra else None
             single = r.get("tomoflow_single_slice")
-            rows.append([
-                tag, label, fmt_time(t_tf), fmt_time(single["best_s"]) if single else "-", fmt_time(t_as),
-                f"{r['speedup']:.1f}x" if have_astra else "-",
-                f"{r['tomoflow']['rmse']:.4f}", f"{r['astra']['rmse']:.4f}" if have_astra else "-",
-            ])
+            rows.append(
+                [
+                    tag,
+                    label,
+                    fmt_time(t_tf),
+                    fmt_time(single["best_s"]) if single else "-",
+                    fmt_time(t_as),
+                    f"{r['speedup']:.1f}x" if have_astra else "-",
+                    f"{r['tomoflow']['rmse']:.4f}",
+                    f"{r['astra']['rmse']:.4f}" if have_astra else "-",
+                ]
+            )
     print()
-    print_table(rows, ["case", "operation", "tomoflow/slice", "(1-slice call)", "astra/slice", "speed-up", "RMSE tomoflow",
-                       "RMSE astra"],
-                title=f"tomoflow (slab of {SLAB}, per slice) vs ASTRA CPU (slice by slice, '{projector}' projector); "
-                      "RMSE: FBP/SIRT vs phantom in circle, FP vs exact line integrals")
+    print_table(
+        rows,
+        [
+            "case",
+            "operation",
+            "tomoflow/slice",
+            "(1-slice call)",
+            "astra/slice",
+            "speed-up",
+            "RMSE tomoflow",
+            "RMSE astra",
+        ],
+        title=f"tomoflow (slab of {SLAB}, per slice) vs ASTRA CPU (slice by slice, '{projector}' projector); "
+        "RMSE: FBP/SIRT vs phantom in circle, FP vs exact line integrals",
+    )
     if mlem_res is not None:
-        print(f"\nMLEM {mlem_res['n_iter']} iterations on {' x '.join(map(str, mlem_res['shape']))}: "
-              f"{mlem_res['total_s']:.2f} s ({mlem_res['per_iteration_s']:.2f} s/iteration, "
-              f"peak RSS +{mlem_res['delta_rss_bytes'] / 2**20:.0f} MiB)")
+        print(
+            f"\nMLEM {mlem_res['n_iter']} iterations on {' x '.join(map(str, mlem_res['shape']))}: "
+            f"{mlem_res['total_s']:.2f} s ({mlem_res['per_iteration_s']:.2f} s/iteration, "
+            f"peak RSS +{mlem_res['delta_rss_bytes'] / 2**20:.0f} MiB)"
+        )
     print(f"\nHeadline ({headline['case']}):", end=" ")
     parts = []
     if have_astra:
-        parts.append(f"FBP speed-up {headline['fbp_speedup']:.1f}x (target >= {TARGETS['fbp_speedup']:g}x at equal or "
-                     f"lower RMSE: {'met' if headline['fbp_target_met'] else 'NOT met'})")
-        parts.append(f"FP speed-up {headline['fp_speedup']:.1f}x (target >= {TARGETS['fp_speedup']:g}x: "
-                     f"{'met' if headline['fp_target_met'] else 'NOT met'})")
+        parts.append(
+            f"FBP speed-up {headline['fbp_speedup']:.1f}x (target >= {TARGETS['fbp_speedup']:g}x at equal or "
+            f"lower RMSE: {'met' if headline['fbp_target_met'] else 'NOT met'})"
+        )
+        parts.append(
+            f"FP speed-up {headline['fp_speedup']:.1f}x (target >= {TARGETS['fp_speedup']:g}x: "
+            f"{'met' if headline['fp_target_met'] else 'NOT met'})"
+        )
     if mlem_res is not None:
-        parts.append(f"MLEM {headline['mlem_seconds']:.1f} s (target <= {TARGETS['mlem_seconds']:g} s: "
-                     f"{'met' if headline['mlem_target_met'] else 'NOT met'})")
+        parts.append(
+            f"MLEM {headline['mlem_seconds']:.1f} s (target <= {TARGETS['mlem_seconds']:g} s: "
+            f"{'met' if headline['mlem_target_met'] else 'NOT met'})"
+        )
     print("; ".join(parts) if parts else "-")
     if busy:
         print(f"WARNING: other processes were using the CPU during: {', '.join(busy)} - those timings are unreliable")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--quick", action="store_true", help="tiny sizes (seconds); for smoke tests")
-    ap.add_argument("--output", type=Path, default=None,
-                    help="JSON path (default benchmarks/results/bench_recon.json, or bench_recon_quick.json with --quick)")
-    ap.add_argument("--astra-projector", default="linear", choices=["linear", "line", "strip"],
-                    help="ASTRA 2-D CPU projector used by FBP, SIRT and FP (default linear)")
+    ap.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="JSON path (default benchmarks/results/bench_recon.json, or bench_recon_quick.json with --quick)",
+    )
+    ap.add_argument(
+        "--astra-projector",
+        default="linear",
+        choices=["linear", "line", "strip"],
+        help="ASTRA 2-D CPU projector used by FBP, SIRT and FP (default linear)",
+    )
     ap.add_argument("--no-astra", action="store_true", help="skip the ASTRA peer even when installed")
     ap.add_argument("--require-astra", action="store_true", help="fail when astra-toolbox is not importable")
     ap.add_argument("--no-mlem", action="store_true", help="skip the MLEM timing")
-    ap.add_argument("--wait-idle", type=float, default=None, metavar="SECONDS",
-                    help="before each case wait up to SECONDS for other processes to leave the CPU "
-                         "(default 120, 0 with --quick); the measured load is recorded either way")
+    ap.add_argument(
+        "--wait-idle",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="before each case wait up to SECONDS for other processes to leave the CPU "
+        "(default 120, 0 with --quick); the measured load is recorded either way",
+    )
     ap.add_argument("--strict", action="store_true", help="exit 1 when a headline target is missed")
     return ap.parse_args(argv)
 
@@ -502,9 +617,11 @@ def main(argv: list[str] | None = None) -> int:
     alignment = None
     if have_astra:
         alignment = check_alignment(astra_mod, args.astra_projector)
-        log(f"geometry check: max column difference {alignment['astra_angles=-theta']['max_column_difference']} px "
+        log(
+            f"geometry check: max column difference {alignment['astra_angles=-theta']['max_column_difference']} px "
             f"with astra angles = -theta "
-            f"(vs {alignment['astra_angles=+theta']['max_column_difference']} px with +theta)")
+            f"(vs {alignment['astra_angles=+theta']['max_column_difference']} px with +theta)"
+        )
         if not alignment["aligned"]:
             print("ERROR: ASTRA and tomoflow geometries do not line up; results would be meaningless", file=sys.stderr)
             return 3
@@ -541,7 +658,7 @@ def main(argv: list[str] | None = None) -> int:
         "numba_threading_layer": threading_layer,
         "geometry": {
             "mapping": "astra parallel angles = -deg2rad(theta_tomoflow); same detector direction; "
-                       "rotation axis on column (ncol-1)/2 in both; astra image row 0 = top (y up)",
+            "rotation axis on column (ncol-1)/2 in both; astra image row 0 = top (y up)",
             "check": alignment,
         },
         "method": {
@@ -549,16 +666,16 @@ def main(argv: list[str] | None = None) -> int:
             "sinograms": "exact analytic line integrals sampled at detector column centres",
             "angles": "uniform over [0, 180): k * 180 / n_angles",
             "rmse": "FBP/SIRT: vs rasterised phantom inside circle_mask (radius n/2); "
-                    "FP: vs analytic sinogram, all bins",
+            "FP: vs analytic sinogram, all bins",
             "tomoflow": f"slab of {SLAB} identical slices per call; per-slice time = slab time / {SLAB}",
             "astra": "2-D CPU algorithms, one slice per call; time includes creating/freeing data objects and "
-                     "the algorithm (projector and geometry reused)",
+            "the algorithm (projector and geometry reused)",
             "timing": "FBP/FP: best of the repeats (median also recorded; speedup = astra best / tomoflow best "
-                      "per slice); SIRT: mean time per iteration, iterations 2..k from the iteration callbacks "
-                      "(tomoflow) or algorithm run time / iterations (astra)",
+            "per slice); SIRT: mean time per iteration, iterations 2..k from the iteration callbacks "
+            "(tomoflow) or algorithm run time / iterations (astra)",
             "load": "other_cpu_load = cores kept busy by other processes during each measurement (from "
-                    "/proc/stat); a measurement during which it exceeded 0.3 is repeated after waiting for "
-                    "the machine to go idle (up to 2 times), and listed in busy_measurements if still busy",
+            "/proc/stat); a measurement during which it exceeded 0.3 is repeated after waiting for "
+            "the machine to go idle (up to 2 times), and listed in busy_measurements if still busy",
             "warmup": "numba kernels compiled/loaded from cache and ASTRA called once before any timing",
         },
         "warmup_s": warm,

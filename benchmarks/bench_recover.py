@@ -105,12 +105,36 @@ FULL = {"hr": 160, "lfov": 96, "seeds": [1, 2, 3]}
 QUICK = {"hr": 64, "lfov": 40, "seeds": [1]}
 # part (b): volume N³, output chunk (= one task), central reference cube, whole-volume reference up to N
 # part (c): the benchmark pair of part (a) (seed 1) trains the network; held-out samples (other seeds) test it
-FULL_C = {"hr": 160, "lfov": 96, "lfov_um": 4.0, "train_seed": 1, "test_seeds": [101, 102, 103], "patch": 32, "context": 0,
-          "batch": 4, "epochs": 120, "steps": 32, "patience": 15,
-          "pore_weight": 0.0, "channels": [16, 32, 64]}
-QUICK_C = {"hr": 64, "lfov": 40, "lfov_um": 4.0, "train_seed": 1, "test_seeds": [101], "patch": 32, "context": 0, "batch": 2,
-           "epochs": 2, "steps": 4, "patience": 2, "pore_weight": 0.0,
-           "channels": [16, 32, 64]}
+FULL_C = {
+    "hr": 160,
+    "lfov": 96,
+    "lfov_um": 4.0,
+    "train_seed": 1,
+    "test_seeds": [101, 102, 103],
+    "patch": 32,
+    "context": 0,
+    "batch": 4,
+    "epochs": 120,
+    "steps": 32,
+    "patience": 15,
+    "pore_weight": 0.0,
+    "channels": [16, 32, 64],
+}
+QUICK_C = {
+    "hr": 64,
+    "lfov": 40,
+    "lfov_um": 4.0,
+    "train_seed": 1,
+    "test_seeds": [101],
+    "patch": 32,
+    "context": 0,
+    "batch": 2,
+    "epochs": 2,
+    "steps": 4,
+    "patience": 2,
+    "pore_weight": 0.0,
+    "channels": [16, 32, 64],
+}
 BUDGET_B = 2 * 1024**3  # part (b): the memory budget per worker; tomoflow's chunk follows it unless --chunk
 FULL_B = {"n": 512, "chunk": None, "ref": 160, "full_ref_max": 160, "seed": 0}
 QUICK_B = {"n": 128, "chunk": 64, "ref": 72, "full_ref_max": 160, "seed": 0}
@@ -134,10 +158,18 @@ def mapping_error(m_est: np.ndarray, m_true: np.ndarray, shape: tuple[int, int, 
 
 def run_tomoflow(pair: Any) -> tuple[np.ndarray, float, dict[str, Any]]:
     t = time.perf_counter()
-    res = register(pair.hr, pair.lfov, hr_spacing_um=pair.hr_spacing_um, lfov_spacing_um=pair.lfov_spacing_um,
-                   prior=pair.prior_matrix)
-    return res.matrix, time.perf_counter() - t, {"stages": [(s["name"], round(s["seconds"], 3)) for s in res.stages],
-                                                  "ncc": res.ncc}
+    res = register(
+        pair.hr,
+        pair.lfov,
+        hr_spacing_um=pair.hr_spacing_um,
+        lfov_spacing_um=pair.lfov_spacing_um,
+        prior=pair.prior_matrix,
+    )
+    return (
+        res.matrix,
+        time.perf_counter() - t,
+        {"stages": [(s["name"], round(s["seconds"], 3)) for s in res.stages], "ncc": res.ncc},
+    )
 
 
 def _sitk_image(a: np.ndarray, spacing: float) -> Any:
@@ -173,8 +205,9 @@ def run_simpleitk(pair: Any, seed: int) -> tuple[np.ndarray, float, dict[str, An
         r.SetMetricSamplingStrategy(r.RANDOM)
         r.SetMetricSamplingPercentage(0.25, seed)
         r.SetInterpolator(sitk.sitkLinear)
-        r.SetOptimizerAsRegularStepGradientDescent(learningRate=lr, minStep=min_step, numberOfIterations=iters,
-                                                   gradientMagnitudeTolerance=1e-8)
+        r.SetOptimizerAsRegularStepGradientDescent(
+            learningRate=lr, minStep=min_step, numberOfIterations=iters, gradientMagnitudeTolerance=1e-8
+        )
         r.SetOptimizerScalesFromPhysicalShift()
         r.SetShrinkFactorsPerLevel([2, 1])
         r.SetSmoothingSigmasPerLevel([1.0, 0.0])
@@ -196,9 +229,15 @@ def run_simpleitk(pair: Any, seed: int) -> tuple[np.ndarray, float, dict[str, An
     r2.SetInitialTransform(sv, inPlace=False)
     t_9 = r2.Execute(fixed, moving)
     t2 = time.perf_counter()
-    return _sitk_matrix(t_9), t2 - t0, {"stages": [("translation", round(t1 - t0, 3)), ("scale-versor", round(t2 - t1, 3))],
-                                        "iterations_last": r2.GetOptimizerIteration(),
-                                        "stop": r2.GetOptimizerStopConditionDescription()}
+    return (
+        _sitk_matrix(t_9),
+        t2 - t0,
+        {
+            "stages": [("translation", round(t1 - t0, 3)), ("scale-versor", round(t2 - t1, 3))],
+            "iterations_last": r2.GetOptimizerIteration(),
+            "stop": r2.GetOptimizerStopConditionDescription(),
+        },
+    )
 
 
 def part_a(cfg: dict[str, Any], peer: bool) -> dict[str, Any]:
@@ -207,35 +246,63 @@ def part_a(cfg: dict[str, Any], peer: bool) -> dict[str, Any]:
     for seed in cfg["seeds"]:
         wait_for_idle(60.0)
         t = time.perf_counter()
-        pair = simulate_multiscale_pair(hr_shape=(cfg["hr"],) * 3, lfov_shape=(cfg["lfov"],) * 3, hr_spacing_um=1.0,
-                                        lfov_spacing_um=4.0, prior_error_lfov_vox=1.5, seed=seed)
+        pair = simulate_multiscale_pair(
+            hr_shape=(cfg["hr"],) * 3,
+            lfov_shape=(cfg["lfov"],) * 3,
+            hr_spacing_um=1.0,
+            lfov_spacing_um=4.0,
+            prior_error_lfov_vox=1.5,
+            seed=seed,
+        )
         sim_s = time.perf_counter() - t
         shape = pair.hr.shape
         e0 = mapping_error(pair.prior_matrix, pair.true_matrix, shape, 1.0)
-        case: dict[str, Any] = {"seed": seed, "simulate_s": sim_s, "prior_error_hr_vox": {"mean": e0.mean(), "max": e0.max()},
-                                "true": {"rotation_deg": pair.rotation_deg.tolist(), "scale": pair.scale.tolist()},
-                                "methods": {}}
-        runners = [("tomoflow", run_tomoflow)] + ([("simpleitk", lambda p, seed=seed: run_simpleitk(p, seed))] if peer else [])
+        case: dict[str, Any] = {
+            "seed": seed,
+            "simulate_s": sim_s,
+            "prior_error_hr_vox": {"mean": e0.mean(), "max": e0.max()},
+            "true": {"rotation_deg": pair.rotation_deg.tolist(), "scale": pair.scale.tolist()},
+            "methods": {},
+        }
+        runners = [("tomoflow", run_tomoflow)] + (
+            [("simpleitk", lambda p, seed=seed: run_simpleitk(p, seed))] if peer else []
+        )
         for name, fn in runners:
             load0 = other_cpu_load(0.5)
             m, secs, info = fn(pair)
             e = mapping_error(m, pair.true_matrix, shape, 1.0)
-            case["methods"][name] = {"mean_error_hr_vox": float(e.mean()), "max_error_hr_vox": float(e.max()),
-                                     "seconds": secs, "other_load_before": load0, **info}
+            case["methods"][name] = {
+                "mean_error_hr_vox": float(e.mean()),
+                "max_error_hr_vox": float(e.max()),
+                "seconds": secs,
+                "other_load_before": load0,
+                **info,
+            }
             rows.append([seed, name, f"{e0.mean():.2f}", f"{e.mean():.4f}", f"{e.max():.4f}", f"{secs:.2f}"])
-            print(f"seed {seed} {name:10s} mean {e.mean():.4f} max {e.max():.4f} HR vox in {secs:.2f} s "
-                  f"(prior {e0.mean():.2f})", flush=True)
+            print(
+                f"seed {seed} {name:10s} mean {e.mean():.4f} max {e.max():.4f} HR vox in {secs:.2f} s "
+                f"(prior {e0.mean():.2f})",
+                flush=True,
+            )
         cases.append(case)
-    print_table(rows, ["seed", "method", "prior err (HR vox)", "mean err", "max err", "time s"],
-                title=f"Registration: {cfg['hr']}³ HR ROI (1 µm) in {cfg['lfov']}³ LFOV (4 µm)")
+    print_table(
+        rows,
+        ["seed", "method", "prior err (HR vox)", "mean err", "max err", "time s"],
+        title=f"Registration: {cfg['hr']}³ HR ROI (1 µm) in {cfg['lfov']}³ LFOV (4 µm)",
+    )
     summary = {}
     for name in cases[0]["methods"]:
-        summary[name] = {"mean_error_hr_vox": float(np.mean([c["methods"][name]["mean_error_hr_vox"] for c in cases])),
-                         "max_error_hr_vox": float(np.max([c["methods"][name]["max_error_hr_vox"] for c in cases])),
-                         "seconds_mean": float(np.mean([c["methods"][name]["seconds"] for c in cases]))}
-    target = {"mean_error_le_0.03": summary["tomoflow"]["mean_error_hr_vox"] <= 0.03,
-              "faster_than_simpleitk": (summary["tomoflow"]["seconds_mean"] < summary["simpleitk"]["seconds_mean"])
-              if "simpleitk" in summary else None}
+        summary[name] = {
+            "mean_error_hr_vox": float(np.mean([c["methods"][name]["mean_error_hr_vox"] for c in cases])),
+            "max_error_hr_vox": float(np.max([c["methods"][name]["max_error_hr_vox"] for c in cases])),
+            "seconds_mean": float(np.mean([c["methods"][name]["seconds"] for c in cases])),
+        }
+    target = {
+        "mean_error_le_0.03": summary["tomoflow"]["mean_error_hr_vox"] <= 0.03,
+        "faster_than_simpleitk": (summary["tomoflow"]["seconds_mean"] < summary["simpleitk"]["seconds_mean"])
+        if "simpleitk" in summary
+        else None,
+    }
     print("summary:", summary, "targets:", target)
     return {"config": cfg, "cases": cases, "summary": summary, "targets": target}
 
@@ -265,8 +332,9 @@ def _cpu_seconds() -> float:
     return time.process_time()
 
 
-def _smooth_slab(z0: int, z1: int, n: int, waves: list[tuple[np.ndarray, np.ndarray, float]],
-                 noise: np.random.Generator) -> np.ndarray:
+def _smooth_slab(
+    z0: int, z1: int, n: int, waves: list[tuple[np.ndarray, np.ndarray, float]], noise: np.random.Generator
+) -> np.ndarray:
     """Slab ``[z0, z1)`` of a smooth random field: separable cosine waves through ``tanh``, plus 2 % noise."""
     f = np.zeros((z1 - z0, n, n), np.float32)
     idx = np.arange(n, dtype=np.float32)
@@ -287,10 +355,13 @@ def make_volume_store(path: Path, n: int, seed: int, chunks: int = 64, slab: int
     from tomoflow.io.volume_store import VolumeStore
 
     rng = np.random.default_rng(seed)
-    waves = [(rng.uniform(2 * np.pi / 64, 2 * np.pi / 8, 3), rng.uniform(0, 2 * np.pi, 3), float(rng.uniform(0.3, 1.0)))
-             for _ in range(12)]
-    plan = prepare_output(path, kind="tomoflow-volume", stage="recon", fingerprint=f"bench-recover-{n}-{seed}",
-                          params={}, inputs=[])
+    waves = [
+        (rng.uniform(2 * np.pi / 64, 2 * np.pi / 8, 3), rng.uniform(0, 2 * np.pi, 3), float(rng.uniform(0.3, 1.0)))
+        for _ in range(12)
+    ]
+    plan = prepare_output(
+        path, kind="tomoflow-volume", stage="recon", fingerprint=f"bench-recover-{n}-{seed}", params={}, inputs=[]
+    )
     c = min(chunks, n)
     v = VolumeStore.create(plan, (n, n, n), 1.0, chunks=(c, c, c), n_levels=1, algorithm="synthetic")
     arr = v.level(0)
@@ -334,23 +405,24 @@ def make_unet(path: Path, seed: int) -> Any:
     return model
 
 
-def run_tomoflow_b(volume: Path, weights: Path, out: Path, chunk: int, workers: int, idle_wait: float = 60.0
-                   ) -> dict[str, Any]:
+def run_tomoflow_b(
+    volume: Path, weights: Path, out: Path, chunk: int, workers: int, idle_wait: float = 60.0
+) -> dict[str, Any]:
     """``recover_volume`` on a LocalCluster of ``workers`` single-threaded processes."""
     from tomoflow.cluster import connect
     from tomoflow.io.volume_store import VolumeStore
     from tomoflow.pipeline.recover import recover_volume
 
-    with connect("local", n_workers=workers, threads_per_worker=1, processes=True, memory_limit="8GB",
-                 dashboard_address=":0") as client:
+    with connect(
+        "local", n_workers=workers, threads_per_worker=1, processes=True, memory_limit="8GB", dashboard_address=":0"
+    ) as client:
         threads = client.run(_warm_worker)
         load0 = wait_for_idle(idle_wait)
         base = client.run(_start_peak)
         cpu0 = client.run(_cpu_seconds)
         j0, c0 = _cpu_jiffies(), time.process_time()
         t = time.perf_counter()
-        recover_volume(volume, weights, out, chunks=(chunk,) * 3, memory_budget=BUDGET_B, client=client,
-                       overwrite=True)
+        recover_volume(volume, weights, out, chunks=(chunk,) * 3, memory_budget=BUDGET_B, client=client, overwrite=True)
         wall = time.perf_counter() - t
         j1, c1 = _cpu_jiffies(), time.process_time()
         peaks = client.run(_peak)
@@ -361,11 +433,20 @@ def run_tomoflow_b(volume: Path, weights: Path, out: Path, chunk: int, workers: 
     if j0 is not None and j1 is not None:
         busy = (j1[0] - j0[0]) / os.sysconf("SC_CLK_TCK")
         other = max(0.0, (busy - worker_cpu - (c1 - c0)) / wall)
-    return {"wall_s": wall, "cpu_s": worker_cpu, "level0_wall_s": rec.timings.get("recover"), "timings": rec.timings,
-            "blocks": rec.info.get("blocks"), "halo": rec.info.get("halo"),
-            "worker_cores_busy": worker_cpu / wall, "other_load_before": load0, "other_load_during": other,
-            "worker_threads": list(threads.values()),
-            "worker_peak_rss_bytes": sorted(peaks.values()), "worker_baseline_rss_bytes": sorted(base.values())}
+    return {
+        "wall_s": wall,
+        "cpu_s": worker_cpu,
+        "level0_wall_s": rec.timings.get("recover"),
+        "timings": rec.timings,
+        "blocks": rec.info.get("blocks"),
+        "halo": rec.info.get("halo"),
+        "worker_cores_busy": worker_cpu / wall,
+        "other_load_before": load0,
+        "other_load_during": other,
+        "worker_threads": list(threads.values()),
+        "worker_peak_rss_bytes": sorted(peaks.values()),
+        "worker_baseline_rss_bytes": sorted(base.values()),
+    }
 
 
 def monai_child(spec: dict[str, Any]) -> dict[str, Any]:
@@ -386,28 +467,53 @@ def monai_child(spec: dict[str, Any]) -> dict[str, Any]:
     t1 = time.perf_counter()
     x = torch.from_numpy(vol)[None, None]
     with torch.inference_mode():
-        y = sliding_window_inference(x, roi_size=tuple(spec["roi"]), sw_batch_size=int(spec["sw_batch_size"]),
-                                     predictor=model, overlap=float(spec["overlap"]), mode="constant")
+        y = sliding_window_inference(
+            x,
+            roi_size=tuple(spec["roi"]),
+            sw_batch_size=int(spec["sw_batch_size"]),
+            predictor=model,
+            overlap=float(spec["overlap"]),
+            mode="constant",
+        )
     t2 = time.perf_counter()
     c1 = time.process_time()
     peak = _peak()
     np.save(spec["out"], np.asarray(y[0, 0].numpy(), dtype=np.float32))
     import monai
 
-    return {"wall_s": t2 - t0, "load_s": t1 - t0, "inference_s": t2 - t1, "cpu_s": c1 - c0,
-            "peak_rss_bytes": peak, "baseline_rss_bytes": base, "torch_threads": torch.get_num_threads(),
-            "monai": monai.__version__}
+    return {
+        "wall_s": t2 - t0,
+        "load_s": t1 - t0,
+        "inference_s": t2 - t1,
+        "cpu_s": c1 - c0,
+        "peak_rss_bytes": peak,
+        "baseline_rss_bytes": base,
+        "torch_threads": torch.get_num_threads(),
+        "monai": monai.__version__,
+    }
 
 
-def run_monai(volume: Path, weights: Path, out_npy: Path, roi: int, threads: int, idle_wait: float = 60.0
-              ) -> dict[str, Any]:
-    spec = {"volume": str(volume), "weights": str(weights), "out": str(out_npy), "roi": [roi] * 3,
-            "overlap": MONAI_OVERLAP, "sw_batch_size": 1, "threads": threads}
+def run_monai(
+    volume: Path, weights: Path, out_npy: Path, roi: int, threads: int, idle_wait: float = 60.0
+) -> dict[str, Any]:
+    spec = {
+        "volume": str(volume),
+        "weights": str(weights),
+        "out": str(out_npy),
+        "roi": [roi] * 3,
+        "overlap": MONAI_OVERLAP,
+        "sw_batch_size": 1,
+        "threads": threads,
+    }
     load0 = wait_for_idle(idle_wait)
     j0, ch0 = _cpu_jiffies(), os.times()
     t = time.perf_counter()
-    r = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--monai-child", json.dumps(spec)],
-                       capture_output=True, text=True, check=False)
+    r = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--monai-child", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     wall = time.perf_counter() - t
     j1, ch1 = _cpu_jiffies(), os.times()
     if r.returncode != 0:
@@ -415,8 +521,16 @@ def run_monai(volume: Path, weights: Path, out_npy: Path, roi: int, threads: int
     res = json.loads(r.stdout.strip().splitlines()[-1])
     if j0 is not None and j1 is not None:
         busy = (j1[0] - j0[0]) / os.sysconf("SC_CLK_TCK")
-        own = (ch1.children_user + ch1.children_system - ch0.children_user - ch0.children_system
-               + ch1.user + ch1.system - ch0.user - ch0.system)
+        own = (
+            ch1.children_user
+            + ch1.children_system
+            - ch0.children_user
+            - ch0.children_system
+            + ch1.user
+            + ch1.system
+            - ch0.user
+            - ch0.system
+        )
         res["other_load_during"] = max(0.0, (busy - own) / wall)
     res["cores_busy"] = res["cpu_s"] / res["wall_s"]
     res["other_load_before"] = load0
@@ -429,8 +543,9 @@ def _maxabs(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
 
 
-def part_b(cfg: dict[str, Any], peer: bool, workers: int = 2, threads: int = 2, idle_wait: float = 60.0
-           ) -> dict[str, Any]:
+def part_b(
+    cfg: dict[str, Any], peer: bool, workers: int = 2, threads: int = 2, idle_wait: float = 60.0
+) -> dict[str, Any]:
     """Exact tiled inference (tomoflow, Dask) against MONAI's sliding window; returns the part's results."""
     import torch
 
@@ -450,20 +565,41 @@ def part_b(cfg: dict[str, Any], peer: bool, workers: int = 2, threads: int = 2, 
     size = min(int(cfg["ref"]), n)
     c0 = ((n - size) // 2 // align) * align
     region = (slice(c0, c0 + size),) * 3
-    print(f"part (b): {n}³ volume, U-Net {ucfg.channels} (radius {radius}, alignment {align}); tomoflow "
-          f"{workers} workers x 1 thread, chunks {chunk}³ ({n_tiles} tasks, input boxes {box}³); MONAI roi {box}³, "
-          f"overlap {MONAI_OVERLAP}, {threads} threads; reference cube [{c0}, {c0 + size})³", flush=True)
+    print(
+        f"part (b): {n}³ volume, U-Net {ucfg.channels} (radius {radius}, alignment {align}); tomoflow "
+        f"{workers} workers x 1 thread, chunks {chunk}³ ({n_tiles} tasks, input boxes {box}³); MONAI roi {box}³, "
+        f"overlap {MONAI_OVERLAP}, {threads} threads; reference cube [{c0}, {c0 + size})³",
+        flush=True,
+    )
     tmp = Path(tempfile.mkdtemp(prefix="tomoflow-bench-recover-"))
     res: dict[str, Any] = {
-        "config": {**cfg, "unet": ucfg.to_dict(), "receptive_field": radius, "alignment": align,
-                   "tomoflow": {"workers": workers, "threads_per_worker": 1, "chunks": [chunk] * 3,
-                                "memory_budget_bytes": BUDGET_B, "chunk_from_budget": not cfg["chunk"],
-                                "input_box": [box] * 3, "halo": halo, "unpadded": tight is not None,
-                                "tasks": n_tiles, "pad_mode": "reflect"},
-                   "monai": {"roi_size": [box] * 3, "overlap": MONAI_OVERLAP, "mode": "constant",
-                             "sw_batch_size": 1, "threads": threads, "padding_mode": "constant"},
-                   "reference": {"region": [c0, c0 + size], "margin": margin,
-                                 "whole_volume": n <= int(cfg["full_ref_max"])}},
+        "config": {
+            **cfg,
+            "unet": ucfg.to_dict(),
+            "receptive_field": radius,
+            "alignment": align,
+            "tomoflow": {
+                "workers": workers,
+                "threads_per_worker": 1,
+                "chunks": [chunk] * 3,
+                "memory_budget_bytes": BUDGET_B,
+                "chunk_from_budget": not cfg["chunk"],
+                "input_box": [box] * 3,
+                "halo": halo,
+                "unpadded": tight is not None,
+                "tasks": n_tiles,
+                "pad_mode": "reflect",
+            },
+            "monai": {
+                "roi_size": [box] * 3,
+                "overlap": MONAI_OVERLAP,
+                "mode": "constant",
+                "sw_batch_size": 1,
+                "threads": threads,
+                "padding_mode": "constant",
+            },
+            "reference": {"region": [c0, c0 + size], "margin": margin, "whole_volume": n <= int(cfg["full_ref_max"])},
+        },
     }
     try:
         t = time.perf_counter()
@@ -476,14 +612,20 @@ def part_b(cfg: dict[str, Any], peer: bool, workers: int = 2, threads: int = 2, 
         tf = run_tomoflow_b(vol, weights, tmp / "recovered.zarr", chunk, workers, idle_wait)
         tf["voxels_per_s"] = n**3 / tf["wall_s"]
         res["tomoflow"] = tf
-        print(f"tomoflow: {tf['wall_s']:.1f} s ({tf['voxels_per_s'] / 1e6:.3f} Mvox/s), worker peaks "
-              f"{[fmt_bytes(p) for p in tf['worker_peak_rss_bytes']]}", flush=True)
+        print(
+            f"tomoflow: {tf['wall_s']:.1f} s ({tf['voxels_per_s'] / 1e6:.3f} Mvox/s), worker peaks "
+            f"{[fmt_bytes(p) for p in tf['worker_peak_rss_bytes']]}",
+            flush=True,
+        )
         if peer:
             mo = run_monai(vol, weights, tmp / "monai.npy", box, threads, idle_wait)
             mo["voxels_per_s"] = n**3 / mo["wall_s"]
             res["monai"] = mo
-            print(f"MONAI: {mo['wall_s']:.1f} s ({mo['voxels_per_s'] / 1e6:.3f} Mvox/s), peak "
-                  f"{fmt_bytes(mo['peak_rss_bytes'])}", flush=True)
+            print(
+                f"MONAI: {mo['wall_s']:.1f} s ({mo['voxels_per_s'] / 1e6:.3f} Mvox/s), peak "
+                f"{fmt_bytes(mo['peak_rss_bytes'])}",
+                flush=True,
+            )
 
         # reference: exact whole-volume inference on the central cube (and on the whole volume when small)
         torch.set_num_threads(threads)
@@ -523,22 +665,42 @@ def part_b(cfg: dict[str, Any], peer: bool, workers: int = 2, threads: int = 2, 
 
     tf, mo, rel = res["tomoflow"], res.get("monai"), res["relative_diff"]
     tf_rel = max(v for k, v in rel.items() if k.startswith("tomoflow"))
+
     def cells(m: str) -> list[str]:
         return [f"{rel[f'{m}_{k}']:.1e}" if f"{m}_{k}" in rel else "-" for k in ("region", "interior", "whole")]
 
-    rows = [["tomoflow", f"{tf['wall_s']:.1f}", f"{tf['cpu_s']:.1f}", f"{tf['voxels_per_s'] / 1e6:.3f}",
-             " / ".join(fmt_bytes(p) for p in tf["worker_peak_rss_bytes"]), *cells("tomoflow")]]
+    rows = [
+        [
+            "tomoflow",
+            f"{tf['wall_s']:.1f}",
+            f"{tf['cpu_s']:.1f}",
+            f"{tf['voxels_per_s'] / 1e6:.3f}",
+            " / ".join(fmt_bytes(p) for p in tf["worker_peak_rss_bytes"]),
+            *cells("tomoflow"),
+        ]
+    ]
     if mo is not None:
-        rows.append(["MONAI", f"{mo['wall_s']:.1f}", f"{mo['cpu_s']:.1f}", f"{mo['voxels_per_s'] / 1e6:.3f}",
-                     fmt_bytes(mo["peak_rss_bytes"]),
-                     *cells("monai")])
-    print_table(rows, ["method", "wall s", "CPU s", "Mvox/s", "peak RSS (per process)", "rel. diff centre",
-                       "interior", "whole"],
-                title=f"U-Net inference over {n}³: tomoflow {workers} workers x 1 thread, chunks {chunk}³ (boxes "
-                      f"{box}³) vs MONAI sliding window roi {box}³ overlap {MONAI_OVERLAP}, {threads} threads; "
-                      f"centre = [{c0}, {c0 + size})³")
-    targets: dict[str, Any] = {"exact_le_1e-5_relative": tf_rel <= 1e-5,
-                               "worker_peak_within_budget": max(tf["worker_peak_rss_bytes"]) <= BUDGET_B}
+        rows.append(
+            [
+                "MONAI",
+                f"{mo['wall_s']:.1f}",
+                f"{mo['cpu_s']:.1f}",
+                f"{mo['voxels_per_s'] / 1e6:.3f}",
+                fmt_bytes(mo["peak_rss_bytes"]),
+                *cells("monai"),
+            ]
+        )
+    print_table(
+        rows,
+        ["method", "wall s", "CPU s", "Mvox/s", "peak RSS (per process)", "rel. diff centre", "interior", "whole"],
+        title=f"U-Net inference over {n}³: tomoflow {workers} workers x 1 thread, chunks {chunk}³ (boxes "
+        f"{box}³) vs MONAI sliding window roi {box}³ overlap {MONAI_OVERLAP}, {threads} threads; "
+        f"centre = [{c0}, {c0 + size})³",
+    )
+    targets: dict[str, Any] = {
+        "exact_le_1e-5_relative": tf_rel <= 1e-5,
+        "worker_peak_within_budget": max(tf["worker_peak_rss_bytes"]) <= BUDGET_B,
+    }
     if mo is not None:
         frac = max(tf["worker_peak_rss_bytes"]) / mo["peak_rss_bytes"]
         res["worker_peak_fraction_of_monai"] = frac
@@ -556,23 +718,45 @@ def _pair_on_hr_grid(cfg: dict[str, Any], seed: int) -> tuple[Any, np.ndarray, d
     from tomoflow.register.resample import resample_to_grid
 
     t = time.perf_counter()
-    pair = simulate_multiscale_pair(hr_shape=(cfg["hr"],) * 3, lfov_shape=(cfg["lfov"],) * 3, hr_spacing_um=1.0,
-                                    lfov_spacing_um=cfg.get("lfov_um", 4.0), prior_error_lfov_vox=1.5, seed=seed)
+    pair = simulate_multiscale_pair(
+        hr_shape=(cfg["hr"],) * 3,
+        lfov_shape=(cfg["lfov"],) * 3,
+        hr_spacing_um=1.0,
+        lfov_spacing_um=cfg.get("lfov_um", 4.0),
+        prior_error_lfov_vox=1.5,
+        seed=seed,
+    )
     t_sim = time.perf_counter() - t
     t = time.perf_counter()
-    reg = register(pair.hr, pair.lfov, hr_spacing_um=pair.hr_spacing_um, lfov_spacing_um=pair.lfov_spacing_um,
-                   prior=pair.prior_matrix)
+    reg = register(
+        pair.hr,
+        pair.lfov,
+        hr_spacing_um=pair.hr_spacing_um,
+        lfov_spacing_um=pair.lfov_spacing_um,
+        prior=pair.prior_matrix,
+    )
     e = mapping_error(reg.matrix, pair.true_matrix, pair.hr.shape, 1.0)
     inp = resample_to_grid(pair.lfov, reg.matrix, pair.hr.shape, pair.hr_spacing_um, pair.lfov_spacing_um)
-    return pair, inp, {"seed": seed, "simulate_s": t_sim, "register_and_resample_s": time.perf_counter() - t,
-                       "registration_error_hr_vox": float(e.mean())}
+    return (
+        pair,
+        inp,
+        {
+            "seed": seed,
+            "simulate_s": t_sim,
+            "register_and_resample_s": time.perf_counter() - t,
+            "registration_error_hr_vox": float(e.mean()),
+        },
+    )
 
 
 def _pore_row(m: Any) -> dict[str, Any]:
     d = m.as_dict()
-    return {"porosity_percent": d["porosity_percent"], "count": d["count"],
-            "mean_pore_volume_um3": d["mean_pore_volume_um3"],
-            "median_equivalent_diameter_um": d["median_equivalent_diameter_um"]}
+    return {
+        "porosity_percent": d["porosity_percent"],
+        "count": d["count"],
+        "mean_pore_volume_um3": d["mean_pore_volume_um3"],
+        "median_equivalent_diameter_um": d["median_equivalent_diameter_um"],
+    }
 
 
 def part_c(cfg: dict[str, Any], work: Path, figures: Path, idle_wait: float = 60.0) -> dict[str, Any]:
@@ -585,33 +769,65 @@ def part_c(cfg: dict[str, Any], work: Path, figures: Path, idle_wait: float = 60
 
     wait_for_idle(idle_wait)
     pair, inp, info = _pair_on_hr_grid(cfg, cfg["train_seed"])
-    print(f"training pair: seed {cfg['train_seed']}, {cfg['hr']}³ HR, registration error "
-          f"{info['registration_error_hr_vox']:.3f} HR vox", flush=True)
+    print(
+        f"training pair: seed {cfg['train_seed']}, {cfg['hr']}³ HR, registration error "
+        f"{info['registration_error_hr_vox']:.3f} HR vox",
+        flush=True,
+    )
     load0 = other_cpu_load(0.5)
     t = time.perf_counter()
 
     def progress(epoch: int, step: int, n: int, train_l1: float | None, val_l1: float | None) -> None:
         if val_l1 is not None:
-            print(f"  epoch {epoch:3d}  train L1 {train_l1 if train_l1 is not None else float('nan'):.4f}  "
-                  f"val L1 {val_l1:.4f}  {time.perf_counter() - t:7.1f} s", flush=True)
+            print(
+                f"  epoch {epoch:3d}  train L1 {train_l1 if train_l1 is not None else float('nan'):.4f}  "
+                f"val L1 {val_l1:.4f}  {time.perf_counter() - t:7.1f} s",
+                flush=True,
+            )
 
     from tomoflow.recover.unet import UNetConfig
 
-    res = train_recovery(inp, pair.hr, out_dir=work / "model", patch=cfg["patch"], context=cfg["context"],
-                         config=UNetConfig(channels=tuple(cfg.get("channels", (16, 32, 64)))),
-                         batch=cfg["batch"], epochs=cfg["epochs"], steps_per_epoch=cfg["steps"],
-                         patience=cfg["patience"], pore_weight=cfg.get("pore_weight", 0.0), seed=0, threads=2,
-                         device="cpu", progress=progress,
-                         hr_voxel_um=1.0, lfov_voxel_um=cfg.get("lfov_um", 4.0))
+    res = train_recovery(
+        inp,
+        pair.hr,
+        out_dir=work / "model",
+        patch=cfg["patch"],
+        context=cfg["context"],
+        config=UNetConfig(channels=tuple(cfg.get("channels", (16, 32, 64)))),
+        batch=cfg["batch"],
+        epochs=cfg["epochs"],
+        steps_per_epoch=cfg["steps"],
+        patience=cfg["patience"],
+        pore_weight=cfg.get("pore_weight", 0.0),
+        seed=0,
+        threads=2,
+        device="cpu",
+        progress=progress,
+        hr_voxel_um=1.0,
+        lfov_voxel_um=cfg.get("lfov_um", 4.0),
+    )
     train_wall = time.perf_counter() - t
     tr = res.card["training"]
-    training = {"pair": info, "wall_s": train_wall, "training_s": res.card["timing"]["training_s"],
-                "epochs_run": tr["epochs_run"], "best_epoch": tr["best_epoch"], "stopped_by": tr["stopped_by"],
-                "steps": tr["epochs_run"] * cfg["steps"], "threads": tr["threads"], "other_load_before": load0,
-                "held_out": res.metrics, "parameters": {k: cfg[k] for k in ("patch", "context", "batch", "epochs",
-                                                                           "steps", "patience", "pore_weight", "channels")}}
-    print(f"trained in {train_wall:.1f} s ({tr['epochs_run']} epochs, best {tr['best_epoch']}, {tr['stopped_by']}); "
-          f"held-out L1 {res.metrics['val_l1_input']:.4f} -> {res.metrics['val_l1']:.4f}", flush=True)
+    training = {
+        "pair": info,
+        "wall_s": train_wall,
+        "training_s": res.card["timing"]["training_s"],
+        "epochs_run": tr["epochs_run"],
+        "best_epoch": tr["best_epoch"],
+        "stopped_by": tr["stopped_by"],
+        "steps": tr["epochs_run"] * cfg["steps"],
+        "threads": tr["threads"],
+        "other_load_before": load0,
+        "held_out": res.metrics,
+        "parameters": {
+            k: cfg[k] for k in ("patch", "context", "batch", "epochs", "steps", "patience", "pore_weight", "channels")
+        },
+    }
+    print(
+        f"trained in {train_wall:.1f} s ({tr['epochs_run']} epochs, best {tr['best_epoch']}, {tr['stopped_by']}); "
+        f"held-out L1 {res.metrics['val_l1_input']:.4f} -> {res.metrics['val_l1']:.4f}",
+        flush=True,
+    )
     from tomoflow.recover.calibration import apply_calibration, calibration_of, fit_calibration
 
     net_raw = with_normalization(res.model, res.card, calibrated=False)
@@ -622,8 +838,11 @@ def part_c(cfg: dict[str, Any], work: Path, figures: Path, idle_wait: float = 60
     # moved to the LFOV's own quantile gives, with no network)
     lfov_fit = fit_calibration(inp, pair.hr)
     lfov_cal = None if lfov_fit is None else calibration_of({"calibration": lfov_fit})
-    kinds = ("LFOV", "recovered") + (("uncalibrated",) if cal is not None else ()) + (
-        ("LFOV calibrated",) if lfov_cal is not None else ())
+    kinds = (
+        ("LFOV", "recovered")
+        + (("uncalibrated",) if cal is not None else ())
+        + (("LFOV calibrated",) if lfov_cal is not None else ())
+    )
     samples, rows = [], []
     recall: dict[str, np.ndarray] = {}
     for seed in cfg["test_seeds"]:
@@ -633,12 +852,23 @@ def part_c(cfg: dict[str, Any], work: Path, figures: Path, idle_wait: float = 60
         pred = raw if cal is None else apply_calibration(raw, cal)  # what with_normalization(net) returns
         qinfo["inference_s"] = time.perf_counter() - t
         thr = threshold_from_reference(q.hr)
-        vols = {"LFOV": xq, "HR": q.hr, "recovered": pred, **({"uncalibrated": raw} if cal is not None else {}),
-                **({"LFOV calibrated": apply_calibration(xq, lfov_cal)} if lfov_cal is not None else {})}
-        ms = {name: pore_metrics(v, threshold=thr, spacing_um=1.0, connectivity=26, min_voxels=8, name=name)
-              for name, v in vols.items()}
-        sample = {**qinfo, "threshold": thr, "true_porosity_percent": 100 * q.porosity,
-                  "volumes": {k: _pore_row(m) for k, m in ms.items()}}
+        vols = {
+            "LFOV": xq,
+            "HR": q.hr,
+            "recovered": pred,
+            **({"uncalibrated": raw} if cal is not None else {}),
+            **({"LFOV calibrated": apply_calibration(xq, lfov_cal)} if lfov_cal is not None else {}),
+        }
+        ms = {
+            name: pore_metrics(v, threshold=thr, spacing_um=1.0, connectivity=26, min_voxels=8, name=name)
+            for name, v in vols.items()
+        }
+        sample = {
+            **qinfo,
+            "threshold": thr,
+            "true_porosity_percent": 100 * q.porosity,
+            "volumes": {k: _pore_row(m) for k, m in ms.items()},
+        }
         hr_p, hr_n = ms["HR"].porosity * 100, ms["HR"].count
         for k in kinds:
             v = sample["volumes"][k]
@@ -651,37 +881,67 @@ def part_c(cfg: dict[str, Any], work: Path, figures: Path, idle_wait: float = 60
         samples.append(sample)
         for k in ("LFOV", "HR", *kinds[1:]):
             v = sample["volumes"][k]
-            rows.append([seed, k, f"{v['porosity_percent']:.2f}", f"{v.get('porosity_error_pp', 0.0):+.2f}",
-                         v["count"], "-" if k == "HR" else f"{100 * v['count_fraction_of_hr']:.0f}",
-                         f"{v['mean_pore_volume_um3'] or 0:.1f}"])
+            rows.append(
+                [
+                    seed,
+                    k,
+                    f"{v['porosity_percent']:.2f}",
+                    f"{v.get('porosity_error_pp', 0.0):+.2f}",
+                    v["count"],
+                    "-" if k == "HR" else f"{100 * v['count_fraction_of_hr']:.0f}",
+                    f"{v['mean_pore_volume_um3'] or 0:.1f}",
+                ]
+            )
         if seed == cfg["test_seeds"][0]:
             plot_pore_sizes({k: ms[k] for k in ("LFOV", "HR", "recovered")}, f"{figures}_pores.png")
-            sample["slices_png"] = _save_recovery_slices(Path(f"{figures}_slices.png"), xq, pred, q.hr, seed,
-                                                         cfg.get("lfov_um", 4.0))
-    print_table(rows, ["seed", "volume", "porosity %", "vs HR pp", "pores", "% of HR", "mean pore um3"],
-                title="Pores on held-out samples (threshold from HR, 26-connected, >= 8 voxels)")
+            sample["slices_png"] = _save_recovery_slices(
+                Path(f"{figures}_slices.png"), xq, pred, q.hr, seed, cfg.get("lfov_um", 4.0)
+            )
+    print_table(
+        rows,
+        ["seed", "volume", "porosity %", "vs HR pp", "pores", "% of HR", "mean pore um3"],
+        title="Pores on held-out samples (threshold from HR, 26-connected, >= 8 voxels)",
+    )
     edges = RECALL_BINS_UM3
-    print_table([[f"{edges[i]:g}-{edges[i + 1]:g}" if i + 2 < len(edges) else f">= {edges[i]:g}",
-                  int(recall["HR"][i]), *(f"{recall[k][i] / max(recall['HR'][i], 1):.2f}" for k in kinds)]
-                 for i in range(len(edges) - 1)],
-                ["HR pore volume um3", "HR pores", *(f"{k} finds" for k in kinds)],
-                title="Recall by pore size (held-out samples together)")
+    print_table(
+        [
+            [
+                f"{edges[i]:g}-{edges[i + 1]:g}" if i + 2 < len(edges) else f">= {edges[i]:g}",
+                int(recall["HR"][i]),
+                *(f"{recall[k][i] / max(recall['HR'][i], 1):.2f}" for k in kinds),
+            ]
+            for i in range(len(edges) - 1)
+        ],
+        ["HR pore volume um3", "HR pores", *(f"{k} finds" for k in kinds)],
+        title="Recall by pore size (held-out samples together)",
+    )
     err = {k: [abs(s["volumes"][k]["porosity_error_pp"]) for s in samples] for k in kinds}
     frac = {k: [s["volumes"][k]["count_fraction_of_hr"] for s in samples] for k in kinds}
-    summary = {f"{k}_{what}": float(np.mean(v)) for what, dd in (("abs_porosity_error_pp", err),
-                                                                  ("count_fraction_of_hr", frac))
-               for k, v in dd.items()}
+    summary = {
+        f"{k}_{what}": float(np.mean(v))
+        for what, dd in (("abs_porosity_error_pp", err), ("count_fraction_of_hr", frac))
+        for k, v in dd.items()
+    }
     targets = {
         "recovered_closer_to_hr_porosity_every_sample": all(r < lf for r, lf in zip(err["recovered"], err["LFOV"])),
-        "recovered_closer_to_hr_count_every_sample": all(abs(1 - r) < abs(1 - lf)
-                                                          for r, lf in zip(frac["recovered"], frac["LFOV"])),
+        "recovered_closer_to_hr_count_every_sample": all(
+            abs(1 - r) < abs(1 - lf) for r, lf in zip(frac["recovered"], frac["LFOV"])
+        ),
         "porosity_within_0.3_pp": bool(max(err["recovered"]) <= 0.3),
         "count_at_least_85_percent": bool(min(frac["recovered"]) >= 0.85),
     }
     print("summary:", summary, "targets:", targets, flush=True)
-    return {"config": cfg, "training": training, "samples": samples, "summary": summary, "targets": targets,
-            "recall_by_size": {"bins_um3": list(RECALL_BINS_UM3[:-1]) + [None],  # bin edges; None: open
-                               **{k: v.tolist() for k, v in recall.items()}}}
+    return {
+        "config": cfg,
+        "training": training,
+        "samples": samples,
+        "summary": summary,
+        "targets": targets,
+        "recall_by_size": {
+            "bins_um3": list(RECALL_BINS_UM3[:-1]) + [None],  # bin edges; None: open
+            **{k: v.tolist() for k, v in recall.items()},
+        },
+    }
 
 
 #: HR pore volume bins (µm³ = HR voxels at 1 µm) of the recall-by-size table; the last bin is open.
@@ -693,13 +953,15 @@ def recall_by_size(hr: np.ndarray, volumes: dict[str, np.ndarray], threshold: fl
     ``volumes`` finds (``tomoflow.recover.pore_recall``, the protocol's 26-connectivity and 8-voxel minimum)."""
     from tomoflow.recover import pore_recall
 
-    r = pore_recall(hr, volumes, threshold=threshold, edges_um3=RECALL_BINS_UM3, spacing_um=1.0, connectivity=26,
-                    min_voxels=8)
+    r = pore_recall(
+        hr, volumes, threshold=threshold, edges_um3=RECALL_BINS_UM3, spacing_um=1.0, connectivity=26, min_voxels=8
+    )
     return {"HR": r.reference, **r.found}
 
 
-def _save_recovery_slices(path: Path, lfov: np.ndarray, rec: np.ndarray, hr: np.ndarray, seed: int,
-                          lfov_um: float = 4.0) -> str:
+def _save_recovery_slices(
+    path: Path, lfov: np.ndarray, rec: np.ndarray, hr: np.ndarray, seed: int, lfov_um: float = 4.0
+) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -708,8 +970,11 @@ def _save_recovery_slices(path: Path, lfov: np.ndarray, rec: np.ndarray, hr: np.
     z = hr.shape[0] // 2
     lo, hi = np.percentile(hr[z], [0.5, 99.5])
     fig, axes = plt.subplots(1, 3, figsize=(12, 4.3), constrained_layout=True)
-    for ax, img, title in zip(axes, (lfov[z], rec[z], hr[z]), (f"LFOV on the HR grid ({lfov_um:g} um -> 1 um)",
-                                                              "recovered (U-Net)", "HR (1 um)")):
+    for ax, img, title in zip(
+        axes,
+        (lfov[z], rec[z], hr[z]),
+        (f"LFOV on the HR grid ({lfov_um:g} um -> 1 um)", "recovered (U-Net)", "HR (1 um)"),
+    ):
         ax.imshow(img, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
         ax.set_title(title)
         ax.set_xticks([])
@@ -728,25 +993,49 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="(a) 64³ HR in a 40³ LFOV, one seed; (b) 128³, 64³ chunks")
-    ap.add_argument("--parts", default="a,b,c", help="parts to run, comma-separated: a (registration), b (tiled "
-                    "inference), c (training and pore metrics); default a,b,c")
-    ap.add_argument("--output", type=Path, default=None,
-                    help="JSON path (default benchmarks/results/bench_recover[_<parts>][_quick].json)")
+    ap.add_argument(
+        "--parts",
+        default="a,b,c",
+        help="parts to run, comma-separated: a (registration), b (tiled "
+        "inference), c (training and pore metrics); default a,b,c",
+    )
+    ap.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="JSON path (default benchmarks/results/bench_recover[_<parts>][_quick].json)",
+    )
     ap.add_argument("--no-peer", action="store_true", help="skip the peers (SimpleITK, MONAI)")
     ap.add_argument("--n", type=int, default=None, help="(b) volume size N (default 512, --quick 128)")
-    ap.add_argument("--chunk", type=int, default=None, help="(b) tomoflow output chunk (default: from the 2 GiB budget per worker)")
+    ap.add_argument(
+        "--chunk", type=int, default=None, help="(b) tomoflow output chunk (default: from the 2 GiB budget per worker)"
+    )
     ap.add_argument("--ref", type=int, default=None, help="(b) size of the central reference cube (default 160)")
-    ap.add_argument("--workers", type=int, default=2, help="(b) tomoflow's single-threaded worker processes "
-                    "(default 2; 1: one worker whose tasks get both CPUs: torch runs on 2 threads)")
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="(b) tomoflow's single-threaded worker processes "
+        "(default 2; 1: one worker whose tasks get both CPUs: torch runs on 2 threads)",
+    )
     ap.add_argument("--epochs", type=int, default=None, help="(c) most training epochs (default 120, --quick 2)")
     ap.add_argument("--context", type=int, default=None, help="(c) training input context per side, voxels")
     ap.add_argument("--patch", type=int, default=None, help="(c) training patch edge, voxels (default 32)")
     ap.add_argument("--patience", type=int, default=None, help="(c) early-stopping patience, epochs (default 15)")
     ap.add_argument("--channels", default=None, help="(c) U-Net channels per level, e.g. 32,64,128 (default 16,32,64)")
-    ap.add_argument("--pore-weight", type=float, default=None, help="(c) weight of the pore term in the training "
-                    "loss (default 0: L1 only)")
-    ap.add_argument("--lfov-spacing", type=float, default=None, help="(c) LFOV voxel size in um over the same "
-                    "field (default 4; 3 makes the paper's case: the LFOV finds 38 %% of HR's pores)")
+    ap.add_argument(
+        "--pore-weight",
+        type=float,
+        default=None,
+        help="(c) weight of the pore term in the training loss (default 0: L1 only)",
+    )
+    ap.add_argument(
+        "--lfov-spacing",
+        type=float,
+        default=None,
+        help="(c) LFOV voxel size in um over the same "
+        "field (default 4; 3 makes the paper's case: the LFOV finds 38 %% of HR's pores)",
+    )
     args = ap.parse_args(argv)
     parts = sorted({p.strip().lower() for p in args.parts.split(",") if p.strip()})
     if not parts or set(parts) - {"a", "b", "c"}:
@@ -762,8 +1051,11 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 import SimpleITK  # noqa: F401  (imported to check it is installed)
             except ImportError:
-                print("SimpleITK is not installed (benchmark environment: pip install SimpleITK); running without "
-                      "the peer", file=sys.stderr)
+                print(
+                    "SimpleITK is not installed (benchmark environment: pip install SimpleITK); running without "
+                    "the peer",
+                    file=sys.stderr,
+                )
                 peer = False
         # part (a)'s keys stay at the top level of the document (config, cases, summary, targets)
         payload.update(part_a(QUICK if args.quick else FULL, peer))
@@ -778,12 +1070,16 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 import monai  # noqa: F401  (imported to check it is installed)
             except ImportError:
-                print("MONAI is not installed (benchmark environment: pip install monai); running without the peer",
-                      file=sys.stderr)
+                print(
+                    "MONAI is not installed (benchmark environment: pip install monai); running without the peer",
+                    file=sys.stderr,
+                )
                 peer = False
         payload["tiled_inference"] = part_b(cfg, peer, workers=args.workers, idle_wait=10.0 if args.quick else 60.0)
         packages += ["monai", "dask", "distributed", "zarr"]
-    name = "bench_recover" + ("" if parts == ["a", "b", "c"] else "_" + "".join(parts)) + ("_quick" if args.quick else "")
+    name = (
+        "bench_recover" + ("" if parts == ["a", "b", "c"] else "_" + "".join(parts)) + ("_quick" if args.quick else "")
+    )
     if "c" in parts:
         cfg = dict(QUICK_C if args.quick else FULL_C)
         if args.channels is not None:
@@ -799,9 +1095,15 @@ def main(argv: list[str] | None = None) -> int:
         figures = args.output.with_suffix("") if args.output else RESULTS_DIR / name
         with tempfile.TemporaryDirectory(prefix="bench_recover_c_") as work:
             payload["training_and_pores"] = part_c(cfg, Path(work), figures, idle_wait=10.0 if args.quick else 60.0)
-    payload["parts_missing"] = [m for p, m in (("a", "(a) registration vs SimpleITK"),
-                                               ("b", "(b) tiled inference vs MONAI"),
-                                               ("c", "(c) training time and pore metrics")) if p not in parts]
+    payload["parts_missing"] = [
+        m
+        for p, m in (
+            ("a", "(a) registration vs SimpleITK"),
+            ("b", "(b) tiled inference vs MONAI"),
+            ("c", "(c) training time and pore metrics"),
+        )
+        if p not in parts
+    ]
     path = write_results(name, payload, path=args.output, extra_packages=packages)
     print(f"wrote {path}")
     return 0

@@ -46,8 +46,12 @@ print(json.dumps({"seconds": time.perf_counter() - t0, "tomoflow": tomoflow.__fi
 
 def _ingest_seconds(tree: str, src: Path, out: Path) -> float:
     shutil.rmtree(out, ignore_errors=True)
-    p = subprocess.run([sys.executable, "-c", _INGEST, tree, str(src), str(out)], capture_output=True, text=True,
-                       env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    p = subprocess.run(
+        [sys.executable, "-c", _INGEST, tree, str(src), str(out)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
     if p.returncode:
         raise SystemExit(f"ingest failed ({tree or 'this tree'}):\n{p.stderr[-2000:]}")
     doc = json.loads(p.stdout.strip().splitlines()[-1])
@@ -56,8 +60,9 @@ def _ingest_seconds(tree: str, src: Path, out: Path) -> float:
 
 def _peer_tree(rev: str, where: Path) -> tuple[Path | None, str]:
     """A worktree of ``rev``, or None and why not (no git, a shallow clone without that commit)."""
-    p = subprocess.run(["git", "-C", str(REPO), "worktree", "add", "-f", "--detach", str(where), rev],
-                       capture_output=True, text=True)
+    p = subprocess.run(
+        ["git", "-C", str(REPO), "worktree", "add", "-f", "--detach", str(where), rev], capture_output=True, text=True
+    )
     if p.returncode:
         return None, (p.stderr.strip().splitlines() or ["git worktree failed"])[-1]
     return where, ""
@@ -102,8 +107,13 @@ def main() -> None:
         rng = np.random.default_rng(0)
         angles = np.linspace(0, 180, shape[0], endpoint=False)
         counts = rng.integers(2000, 4000, size=shape, dtype=np.uint16)
-        src = write_dxchange(work / "scan.h5", counts, angles, flats=np.full((4, *shape[1:]), 4000, np.uint16),
-                             darks=np.full((2, *shape[1:]), 100, np.uint16))
+        src = write_dxchange(
+            work / "scan.h5",
+            counts,
+            angles,
+            flats=np.full((4, *shape[1:]), 4000, np.uint16),
+            darks=np.full((2, *shape[1:]), 100, np.uint16),
+        )
         mb = counts.nbytes / 2**20
         peer, why = _peer_tree(args.peer_rev, work / "peer")
         rows = []
@@ -123,14 +133,24 @@ def main() -> None:
         print_table(rows, ["case", "who", "time", "throughput"], title="what the data-safety checks cost")
         if ratio is not None:
             print(f"ingest with the safety checks / without: {ratio:.2f}x")
-        write_results("bench_safety" + ("_quick" if args.quick else ""), {
-            "shape": list(shape), "megabytes": mb, "repeats": repeats, "peer_rev": args.peer_rev,
-            "ingest_seconds": seconds, "ingest_ratio": ratio, "file_policy": files,
-            **({} if peer else {"peer_not_run": why}),
-        }, path=args.output)
+        write_results(
+            "bench_safety" + ("_quick" if args.quick else ""),
+            {
+                "shape": list(shape),
+                "megabytes": mb,
+                "repeats": repeats,
+                "peer_rev": args.peer_rev,
+                "ingest_seconds": seconds,
+                "ingest_ratio": ratio,
+                "file_policy": files,
+                **({} if peer else {"peer_not_run": why}),
+            },
+            path=args.output,
+        )
     finally:
-        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(work / "peer")],
-                       capture_output=True)
+        subprocess.run(
+            ["git", "-C", str(REPO), "worktree", "remove", "--force", str(work / "peer")], capture_output=True
+        )
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -57,8 +57,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             marked = True
             unknown = set(mark.args) - set(_GPU_NEEDS)
             if unknown or mark.kwargs:
-                raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.gpu takes only {_GPU_NEEDS}, "
-                                        f"not {sorted(unknown) or mark.kwargs}")
+                raise pytest.UsageError(
+                    f"{item.nodeid}: @pytest.mark.gpu takes only {_GPU_NEEDS}, not {sorted(unknown) or mark.kwargs}"
+                )
             needs.update(mark.args)
         if marked and (why := _gpu_missing(tuple(sorted(needs)))):
             item.add_marker(pytest.mark.skip(reason=why))

@@ -12,15 +12,27 @@ pytestmark = pytest.mark.slow  # each runs a benchmark script in a fresh interpr
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-@pytest.mark.parametrize("script, args", [("bench_recon.py", []), ("bench_pipeline.py", []), ("bench_align.py", []),
-                                          ("bench_recover.py", ["--parts", "c", "--no-peer"]), ("bench_batch.py", []),
-                                          ("bench_safety.py", [])])
+@pytest.mark.parametrize(
+    "script, args",
+    [
+        ("bench_recon.py", []),
+        ("bench_pipeline.py", []),
+        ("bench_align.py", []),
+        ("bench_recover.py", ["--parts", "c", "--no-peer"]),
+        ("bench_batch.py", []),
+        ("bench_safety.py", []),
+    ],
+)
 def test_benchmark_smoke_run(script, args, tmp_path):
     if script == "bench_recover.py":
         pytest.importorskip("torch")
     out = tmp_path / "result.json"
-    proc = subprocess.run([sys.executable, str(BENCH / script), "--quick", *args, "--output", str(out)],
-                          capture_output=True, text=True, timeout=900)  # generous: a shared 2-core machine
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / script), "--quick", *args, "--output", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )  # generous: a shared 2-core machine
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads(out.read_text())
     assert doc["machine"]["python"]
@@ -46,8 +58,13 @@ def test_bench_gpu_quick(tmp_path):
     """bench_gpu.py --quick runs its four parts (NumPy on a machine without a GPU) with no errors; the GPU
     peer (httomolibgpu's LPRec) may only be skipped, saying why; tomoflow's FBP needs no flip."""
     out = tmp_path / "x.json"
-    proc = subprocess.run([sys.executable, str(BENCH / "bench_gpu.py"), "--quick", "--output", str(out),
-                           "--workdir", str(tmp_path)], capture_output=True, text=True, timeout=900, cwd=BENCH.parent)
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "bench_gpu.py"), "--quick", "--output", str(out), "--workdir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=BENCH.parent,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads(out.read_text())
     assert doc["machine"]["python"] and doc["complete"]

@@ -13,9 +13,15 @@ def test_set_is_restored_by_the_context_manager():
     assert tomoflow.config.get().worker_memory_budget == before
 
 
-@pytest.mark.parametrize("changes,match", [({"device": "tpu"}, "invalid"), ({"colour": 1}, "unknown"),
-                                           ({"worker_memory_budget": "lots"}, "memory size"),
-                                           ({"scan_chunk_rows": 0}, "invalid")])
+@pytest.mark.parametrize(
+    "changes,match",
+    [
+        ({"device": "tpu"}, "invalid"),
+        ({"colour": 1}, "unknown"),
+        ({"worker_memory_budget": "lots"}, "memory size"),
+        ({"scan_chunk_rows": 0}, "invalid"),
+    ],
+)
 def test_bad_settings_are_clear_errors_and_change_nothing(changes, match):
     before = tomoflow.config.get()
     with pytest.raises(ConfigError, match=match):

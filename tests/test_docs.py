@@ -43,9 +43,15 @@ TEXTS = {p: p.read_text(encoding="utf-8") for p in PAGES}
 
 #: Documentation shell lines not run here: (pattern, why).
 NOT_RUN = [
-    (re.compile(r"^make (demo|test)\b"), "`make test` is this suite; `make demo` is `tomoflow demo` (tests/cli/test_demo.py)"),
+    (
+        re.compile(r"^make (demo|test)\b"),
+        "`make test` is this suite; `make demo` is `tomoflow demo` (tests/cli/test_demo.py)",
+    ),
     (re.compile(r"^pip install\b"), "installs packages; the suite runs in an environment that has them"),
-    (re.compile(r"--cluster (slurm|pbs)\b"), "needs a SLURM or PBS scheduler (tests marked slurm use a real one-node SLURM)"),
+    (
+        re.compile(r"--cluster (slurm|pbs)\b"),
+        "needs a SLURM or PBS scheduler (tests marked slurm use a real one-node SLURM)",
+    ),
     (re.compile(r"--cluster local-cuda\b"), "needs dask-cuda and an NVIDIA GPU (tests/pipeline/test_gpu_conveyor.py)"),
     (re.compile(r"^kubectl\b"), "needs a Kubernetes cluster with the Dask operator"),
     (re.compile(r"--cluster tcp://"), "needs a scheduler that already runs (the Kubernetes one above)"),

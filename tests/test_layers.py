@@ -30,8 +30,11 @@ LAYER = {
     "pipeline": 3,
     "train": 3,
     "batch": 4,
-    "report": 5, "schemas": 5,  # pictures, HTML and JSON Schemas of the interfaces
-    "cli": 6, "testing": 6, "__init__": 6,
+    "report": 5,
+    "schemas": 5,  # pictures, HTML and JSON Schemas of the interfaces
+    "cli": 6,
+    "testing": 6,
+    "__init__": 6,
 }
 
 
@@ -109,8 +112,11 @@ def violations(root: Path) -> list[Edge]:
 
 
 def test_every_part_of_the_package_has_a_layer():
-    parts = {p.stem if p.is_file() else p.name for p in PACKAGE.iterdir()
-             if (p.suffix == ".py" or (p.is_dir() and (p / "__init__.py").exists()))}
+    parts = {
+        p.stem if p.is_file() else p.name
+        for p in PACKAGE.iterdir()
+        if (p.suffix == ".py" or (p.is_dir() and (p / "__init__.py").exists()))
+    }
     assert parts - LAYER.keys() == set(), "add these to LAYER (and to docs/architecture.md)"
 
 
@@ -125,18 +131,34 @@ def test_the_layer_test_catches_an_upward_import(tmp_path):
     shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("*.safetensors", "__pycache__"))
     before = {(e.module, e.dst) for e in violations(copy)}
     reader = copy / "io" / "readers.py"
-    reader.write_text(reader.read_text(encoding="utf-8")
-                      + "\n\ndef _late():\n    from ..pipeline import engine  # noqa\n", encoding="utf-8")
+    reader.write_text(
+        reader.read_text(encoding="utf-8") + "\n\ndef _late():\n    from ..pipeline import engine  # noqa\n",
+        encoding="utf-8",
+    )
     kernel = copy / "recon" / "fbp.py"
     kernel.write_text("import tomoflow.io.output\n" + kernel.read_text(encoding="utf-8"), encoding="utf-8")
     found = {(e.module, e.dst) for e in violations(copy)} - before
     assert found == {("tomoflow.io.readers", "pipeline"), ("tomoflow.recon.fbp", "io")}
 
 
-@pytest.mark.parametrize(("src", "dst", "ok"), [
-    ("io", "pipeline", False), ("recon", "io", False), ("recover", "align", False), ("align", "nn", True),
-    ("pipeline", "cluster", True), ("batch", "pipeline", True), ("cli", "batch", True), ("batch", "cli", False), ("cli", "report", True), ("report", "cli", False),
-    ("errors", "recon", False), ("sim", "recon", True), ("recon", "sim", False), ("cluster", "io", False),
-])
+@pytest.mark.parametrize(
+    ("src", "dst", "ok"),
+    [
+        ("io", "pipeline", False),
+        ("recon", "io", False),
+        ("recover", "align", False),
+        ("align", "nn", True),
+        ("pipeline", "cluster", True),
+        ("batch", "pipeline", True),
+        ("cli", "batch", True),
+        ("batch", "cli", False),
+        ("cli", "report", True),
+        ("report", "cli", False),
+        ("errors", "recon", False),
+        ("sim", "recon", True),
+        ("recon", "sim", False),
+        ("cluster", "io", False),
+    ],
+)
 def test_rule(src, dst, ok):
     assert allowed(src, dst) is ok

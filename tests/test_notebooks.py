@@ -41,8 +41,14 @@ def run_notebook(nb: nbformat.NotebookNode, cwd: Path, *, timeout: int = 600) ->
         if tags:
             raise NotebookFailed(f"cell {i} is tagged {sorted(tags)}: every cell must run and must not fail")
     client = nbclient.NotebookClient(
-        nb, timeout=timeout, kernel_name="python3", allow_errors=False, allow_error_names=[],
-        force_raise_errors=True, resources={"metadata": {"path": str(cwd)}})
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        allow_errors=False,
+        allow_error_names=[],
+        force_raise_errors=True,
+        resources={"metadata": {"path": str(cwd)}},
+    )
     client.execute()
     for i, cell in code_cells:
         if cell.get("execution_count") is None:

@@ -41,7 +41,10 @@ OUTPUT = REPO / "readme-output"  # the folder the Python example writes to
 
 #: README shell lines not run here: (pattern, why).
 NOT_RUN = [
-    (re.compile(r"^make (demo|test)\b"), "`make test` is this suite; `make demo` is `tomoflow demo` (tests/cli/test_demo.py)"),
+    (
+        re.compile(r"^make (demo|test)\b"),
+        "`make test` is this suite; `make demo` is `tomoflow demo` (tests/cli/test_demo.py)",
+    ),
     (re.compile(r"^source \.venv/bin/activate$"), "replaced by this environment's bin folder first on PATH"),
     (re.compile(r"--cluster slurm\b"), "needs a SLURM scheduler"),
     (re.compile(r"--cluster local-cuda\b"), "needs dask-cuda and an NVIDIA GPU (tests/pipeline/test_gpu_conveyor.py)"),

@@ -13,8 +13,9 @@ def test_recovery_png_writes_the_before_after_figure(tmp_path):
     rng = np.random.default_rng(0)
     field = rng.random((20, 24, 28), dtype=np.float32)
     roi = rng.random((12, 12, 12), dtype=np.float32)
-    out = recovery_png(tmp_path / "sub" / "recovery $x.png", field, field * 0.5, roi, roi * 0.5, roi,
-                       title="pair $a$ [b]")
+    out = recovery_png(
+        tmp_path / "sub" / "recovery $x.png", field, field * 0.5, roi, roi * 0.5, roi, title="pair $a$ [b]"
+    )
     assert out == tmp_path / "sub" / "recovery $x.png"
     data = out.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000

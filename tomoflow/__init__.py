@@ -39,8 +39,21 @@ _LAZY: dict[str, tuple[str, str | None]] = {
 }
 
 __all__ = [
-    "__version__", "config", "recon", "sim", "connect", "dashboard_url", "ingest", "open_scan", "open_volume",
-    "write_scan", "reconstruct_scan", "TomoflowError", "InputError", "StoreError", "ConfigError",
+    "__version__",
+    "config",
+    "recon",
+    "sim",
+    "connect",
+    "dashboard_url",
+    "ingest",
+    "open_scan",
+    "open_volume",
+    "write_scan",
+    "reconstruct_scan",
+    "TomoflowError",
+    "InputError",
+    "StoreError",
+    "ConfigError",
 ]
 
 if TYPE_CHECKING:  # static analysers and IDEs see the eager imports

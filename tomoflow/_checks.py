@@ -247,42 +247,74 @@ def validate_scan_geometry(
         raise ConfigError(f"unknown scan need {need!r}; choose one of {', '.join(map(repr, SCAN_NEEDS))}")
     angles = validate_angles(angles_deg, n_angles, path, dataset)
     if n_columns is not None and int(n_columns) < spec.min_columns:
-        raise InputError(f"{spec.what} needs a detector of at least {spec.min_columns} columns; these projections "
-                         f"have {int(n_columns)}", path, "projections")
+        raise InputError(
+            f"{spec.what} needs a detector of at least {spec.min_columns} columns; these projections "
+            f"have {int(n_columns)}",
+            path,
+            "projections",
+        )
     lo, hi = float(angles.min()), float(angles.max())
     span = hi - lo
     if span > MAX_ANGLE_SPAN_DEG:
-        raise InputError(f"angles span {span:g} degrees (from {lo:g} to {hi:g}); a scan turns at most "
-                         f"{MAX_ANGLE_SPAN_DEG / 360:g} turns ({MAX_ANGLE_SPAN_DEG:g} degrees): angles in another unit "
-                         "(encoder counts, millidegrees)?", path, dataset)
+        raise InputError(
+            f"angles span {span:g} degrees (from {lo:g} to {hi:g}); a scan turns at most "
+            f"{MAX_ANGLE_SPAN_DEG / 360:g} turns ({MAX_ANGLE_SPAN_DEG:g} degrees): angles in another unit "
+            "(encoder counts, millidegrees)?",
+            path,
+            dataset,
+        )
     worst = lo if abs(lo) > abs(hi) else hi
     if abs(worst) > MAX_ABS_ANGLE_DEG:
-        raise InputError(f"angle {worst:g} degrees is beyond +-{MAX_ABS_ANGLE_DEG:g} degrees: not a rotation stage "
-                         "position (angles in another unit, or a corrupt angle list?)", path, dataset)
+        raise InputError(
+            f"angle {worst:g} degrees is beyond +-{MAX_ABS_ANGLE_DEG:g} degrees: not a rotation stage "
+            "position (angles in another unit, or a corrupt angle list?)",
+            path,
+            dataset,
+        )
     dirs = projection_directions(angles)
     if dirs.size < spec.min_directions:
-        why = (" (every angle is the same modulo 180 degrees)" if dirs.size == 1 and angles.size > 1
-               else " (a single projection)" if angles.size == 1 else "")
-        raise InputError(f"{spec.what} needs at least {spec.min_directions} distinct projection directions "
-                         f"(angles differing modulo 180 degrees by more than {ANGLE_TOLERANCE_DEG:g} degree); these "
-                         f"{angles.size} angles give {dirs.size}{why}", path, dataset)
+        why = (
+            " (every angle is the same modulo 180 degrees)"
+            if dirs.size == 1 and angles.size > 1
+            else " (a single projection)"
+            if angles.size == 1
+            else ""
+        )
+        raise InputError(
+            f"{spec.what} needs at least {spec.min_directions} distinct projection directions "
+            f"(angles differing modulo 180 degrees by more than {ANGLE_TOLERANCE_DEG:g} degree); these "
+            f"{angles.size} angles give {dirs.size}{why}",
+            path,
+            dataset,
+        )
     if spec.max_gap_deg is not None:
         gap = _largest_gap(dirs)
         if gap > spec.max_gap_deg:
-            hint = ("; are they in radians? tomoflow takes degrees"
-                    if 3.0 <= span <= 2 * math.pi + 1e-6 and angles.size > 2 else "")  # pi or 2 pi
-            raise InputError(f"{spec.what} needs projection directions around the half turn with no gap over "
-                             f"{spec.max_gap_deg:g} degrees; these angles ({lo:g} to {hi:g}) leave a gap of "
-                             f"{gap:.1f} degrees{hint}", path, dataset)
+            hint = (
+                "; are they in radians? tomoflow takes degrees"
+                if 3.0 <= span <= 2 * math.pi + 1e-6 and angles.size > 2
+                else ""
+            )  # pi or 2 pi
+            raise InputError(
+                f"{spec.what} needs projection directions around the half turn with no gap over "
+                f"{spec.max_gap_deg:g} degrees; these angles ({lo:g} to {hi:g}) leave a gap of "
+                f"{gap:.1f} degrees{hint}",
+                path,
+                dataset,
+            )
     if spec.pair_tolerance_deg is not None:
         s = np.sort(angles)
         j = np.clip(np.searchsorted(s, s + 180.0), 1, s.size - 1)
         seps = np.stack([np.abs(s[j] - s), np.abs(s[j - 1] - s)])  # the two neighbours of s + 180
         k = np.unravel_index(int(np.argmin(np.abs(seps - 180.0))), seps.shape)
         if abs(seps[k] - 180.0) > spec.pair_tolerance_deg:
-            raise InputError(f"{spec.what} needs two angles 180 degrees apart (within {spec.pair_tolerance_deg:g} "
-                             f"degree); the pair closest to that is {float(seps[k]):.2f} degrees apart; use method "
-                             "'vo'", path, dataset)
+            raise InputError(
+                f"{spec.what} needs two angles 180 degrees apart (within {spec.pair_tolerance_deg:g} "
+                f"degree); the pair closest to that is {float(seps[k]):.2f} degrees apart; use method "
+                "'vo'",
+                path,
+                dataset,
+            )
     return angles
 
 
@@ -335,8 +367,10 @@ class MeasuredCheck:
             else:
                 level = "0" if self.dark is None else f"the dark level (mean {float(self.dark.mean()):.4g})"
                 top = float(np.max(np.where(finite[k], b[k], -np.inf)))
-                problem = (f"has no pixel above {level}, its largest value being {top:.4g}: its counts give no "
-                           "finite line integral (transmission <= 0 everywhere)")
+                problem = (
+                    f"has no pixel above {level}, its largest value being {top:.4g}: its counts give no "
+                    "finite line integral (transmission <= 0 everywhere)"
+                )
             raise InputError(f"projection {start + k} {problem}", self.path, self.dataset)
         self.measured += int(per.sum())
         self.nonfinite += int(b.size - np.count_nonzero(finite))
@@ -347,14 +381,21 @@ class MeasuredCheck:
         frac = self.measured / self.total if self.total else 0.0
         bad = self.nonfinite / self.total if self.total else 0.0
         if bad > MAX_NONFINITE_FRACTION:
-            raise InputError(f"{self.nonfinite} projection values are NaN/Inf ({100 * bad:.2g} %); at most "
-                             f"{100 * MAX_NONFINITE_FRACTION:g} % may be (a corrupt or partly written file?)",
-                             self.path, self.dataset)
+            raise InputError(
+                f"{self.nonfinite} projection values are NaN/Inf ({100 * bad:.2g} %); at most "
+                f"{100 * MAX_NONFINITE_FRACTION:g} % may be (a corrupt or partly written file?)",
+                self.path,
+                self.dataset,
+            )
         if frac < MIN_MEASURED_FRACTION:
-            what = ("finite counts above the dark level" if self.values == "intensity" else "finite values")
-            raise InputError(f"only {100 * frac:.1f} % of the projection pixels give a finite line integral ({what}); "
-                             f"at least {100 * MIN_MEASURED_FRACTION:g} % must (wrong dark frames, or values "
-                             "that are not raw counts?)", self.path, self.dataset)
+            what = "finite counts above the dark level" if self.values == "intensity" else "finite values"
+            raise InputError(
+                f"only {100 * frac:.1f} % of the projection pixels give a finite line integral ({what}); "
+                f"at least {100 * MIN_MEASURED_FRACTION:g} % must (wrong dark frames, or values "
+                "that are not raw counts?)",
+                self.path,
+                self.dataset,
+            )
         return frac
 
 
@@ -526,8 +567,9 @@ def random_generator(seed: Any, name: str = "seed") -> np.random.Generator:
     try:
         return np.random.default_rng(seed)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{name} must be an integer from 0 to 2**63 - 1 (or a NumPy seed sequence), got "
-                          f"{seed!r} ({exc})") from None
+        raise ConfigError(
+            f"{name} must be an integer from 0 to 2**63 - 1 (or a NumPy seed sequence), got {seed!r} ({exc})"
+        ) from None
 
 
 # ----------------------------------------------------------------------------- planned outputs
@@ -579,11 +621,15 @@ def check_planned_output(
         More than the free space where it is written.
     """
     if not math.isfinite(nbytes) or nbytes > MAX_PLANNED_BYTES:
-        raise ConfigError(f"{what} would take {format_bytes(nbytes)}, over the {format_bytes(MAX_PLANNED_BYTES)} "
-                          "that one command may plan; check the sizes")
+        raise ConfigError(
+            f"{what} would take {format_bytes(nbytes)}, over the {format_bytes(MAX_PLANNED_BYTES)} "
+            "that one command may plan; check the sizes"
+        )
     if n_chunks is not None and n_chunks > MAX_CHUNKS:
-        raise ConfigError(f"{what} would be split into {n_chunks:,.0f} chunks (files), over {MAX_CHUNKS:,}; "
-                          "use larger chunks or a smaller size")
+        raise ConfigError(
+            f"{what} would be split into {n_chunks:,.0f} chunks (files), over {MAX_CHUNKS:,}; "
+            "use larger chunks or a smaller size"
+        )
     if path is not None:
         folder = _existing_folder(path)
         try:
@@ -591,8 +637,10 @@ def check_planned_output(
         except OSError:
             return  # an unreadable location is reported when it is written
         if nbytes > free:
-            raise StoreError(f"{path}: {what} would take up to {format_bytes(nbytes)} (uncompressed) and {folder} has "
-                             f"{format_bytes(free)} free; free some space or write elsewhere")
+            raise StoreError(
+                f"{path}: {what} would take up to {format_bytes(nbytes)} (uncompressed) and {folder} has "
+                f"{format_bytes(free)} free; free some space or write elsewhere"
+            )
 
 
 def check_planned_memory(what: str, nbytes: float, *, fraction: float = 0.8) -> None:
@@ -613,8 +661,10 @@ def check_planned_memory(what: str, nbytes: float, *, fraction: float = 0.8) -> 
     except Exception:  # noqa: BLE001 - psutil missing or unusable: only the cap applies
         return
     if nbytes > fraction * available:
-        raise ConfigError(f"{what} would hold {format_bytes(nbytes)} in memory at once and "
-                          f"{format_bytes(available)} is available; choose smaller sizes")
+        raise ConfigError(
+            f"{what} would hold {format_bytes(nbytes)} in memory at once and "
+            f"{format_bytes(available)} is available; choose smaller sizes"
+        )
 
 
 def check_flats_brighter(flat: Any, dark: Any, path: PathLike = None, *, max_bad_fraction: float = 0.5) -> None:
@@ -638,8 +688,14 @@ def check_flats_brighter(flat: Any, dark: Any, path: PathLike = None, *, max_bad
     dark = np.zeros_like(flat) if dark is None else np.asarray(dark, dtype=np.float64)
     bad = ~np.isfinite(flat) | (flat <= np.nan_to_num(dark, nan=0.0))
     if bad.size and bad.mean() > max_bad_fraction:
-        what = ("all zero" if np.all(np.nan_to_num(flat) == 0)
-                else f"not brighter than the darks in {100 * bad.mean():.0f} % of pixels")
-        raise InputError(f"the flat fields are {what}; the scan cannot be normalised (re-ingest it with "
-                         "correct flats, or without flats if the projections are already normalised)",
-                         path, "flats")
+        what = (
+            "all zero"
+            if np.all(np.nan_to_num(flat) == 0)
+            else f"not brighter than the darks in {100 * bad.mean():.0f} % of pixels"
+        )
+        raise InputError(
+            f"the flat fields are {what}; the scan cannot be normalised (re-ingest it with "
+            "correct flats, or without flats if the projections are already normalised)",
+            path,
+            "flats",
+        )

@@ -21,8 +21,18 @@ import numpy as np
 from tomoflow._typing import Array, ArrayLike
 
 __all__ = [
-    "get_namespace", "to_numpy", "is_cupy", "has_cuda", "asarray_on", "fft_module",
-    "cpu_count", "thread_budget", "thread_budget_set", "fft_workers", "limit_threads", "torch_threads",
+    "get_namespace",
+    "to_numpy",
+    "is_cupy",
+    "has_cuda",
+    "asarray_on",
+    "fft_module",
+    "cpu_count",
+    "thread_budget",
+    "thread_budget_set",
+    "fft_workers",
+    "limit_threads",
+    "torch_threads",
 ]
 
 _THREADS: ContextVar[int | None] = ContextVar("tomoflow_thread_budget", default=None)

@@ -109,9 +109,7 @@ def set(**changes: Any) -> contextlib.AbstractContextManager[TomoflowConfig]:  #
             _config = previous.model_copy(update={})
             for key, value in changes.items():
                 if key not in TomoflowConfig.model_fields:
-                    raise ConfigError(
-                        f"unknown tomoflow setting {key!r}; known: {sorted(TomoflowConfig.model_fields)}"
-                    )
+                    raise ConfigError(f"unknown tomoflow setting {key!r}; known: {sorted(TomoflowConfig.model_fields)}")
                 setattr(_config, key, value)
         except ValidationError as exc:
             _config = previous

@@ -12,8 +12,18 @@ from collections.abc import Iterable
 from os import PathLike
 from typing import Any
 
-__all__ = ["TomoflowError", "InputError", "ModelError", "StoreError", "ConfigError", "PipelineError",
-           "RegistrationError", "summarise", "shorten", "describe_os_error"]
+__all__ = [
+    "TomoflowError",
+    "InputError",
+    "ModelError",
+    "StoreError",
+    "ConfigError",
+    "PipelineError",
+    "RegistrationError",
+    "summarise",
+    "shorten",
+    "describe_os_error",
+]
 
 
 class TomoflowError(Exception):

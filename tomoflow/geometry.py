@@ -34,8 +34,14 @@ def check_center(center: float | None, n_cols: int) -> float:
     """
     if center is None:
         return center_column(n_cols)
-    return check_number(f"rotation center (detector columns 0 .. {n_cols - 1})", center,
-                        low=-n_cols, high=2 * n_cols, low_open=True, high_open=True)
+    return check_number(
+        f"rotation center (detector columns 0 .. {n_cols - 1})",
+        center,
+        low=-n_cols,
+        high=2 * n_cols,
+        low_open=True,
+        high_open=True,
+    )
 
 
 def check_slice_shape(shape: tuple[int, int] | None, n_cols: int) -> tuple[int, int]:

@@ -36,8 +36,15 @@ def _plain(text: str) -> str:
     return str(text).replace("$", r"\$")
 
 
-def _show(ax: Any, img: np.ndarray, title: str, xlabel: str, ylabel: str, aspect: Any = "equal",
-          limits: tuple[float, float] | None = None) -> None:
+def _show(
+    ax: Any,
+    img: np.ndarray,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    aspect: Any = "equal",
+    limits: tuple[float, float] | None = None,
+) -> None:
     lo, hi = _robust_limits(img) if limits is None else limits
     ax.imshow(img, cmap="gray", vmin=lo, vmax=hi, aspect=aspect, interpolation="nearest")
     ax.set_title(_plain(title), fontsize=9)
@@ -46,8 +53,14 @@ def _show(ax: Any, img: np.ndarray, title: str, xlabel: str, ylabel: str, aspect
     ax.tick_params(labelsize=7)
 
 
-def overview_png(path: Any, scan_path: str | Path, volume_path: str | Path | None = None,
-                 *, title: str | None = None, overwrite: bool = False) -> Path:
+def overview_png(
+    path: Any,
+    scan_path: str | Path,
+    volume_path: str | Path | None = None,
+    *,
+    title: str | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Write a PNG overview: a projection and a sinogram of the scan, and the volume's central
     z, y and x slices when a volume store is given.
 
@@ -86,14 +99,14 @@ def overview_png(path: Any, scan_path: str | Path, volume_path: str | Path | Non
         _show(axes[2], np.asarray(a[nz // 2]), f"slice z={nz // 2}", "x (voxel)", "y (voxel)")
         _show(axes[3], np.asarray(a[:, ny // 2, :]), f"slice y={ny // 2}", "x (voxel)", "z (voxel)", aspect="auto")
         _show(axes[4], np.asarray(a[:, :, nx // 2]), f"slice x={nx // 2}", "y (voxel)", "z (voxel)", aspect="auto")
-        axes[2].text(0.02, 0.02, f"{voxel}, {centre}",
-                     transform=axes[2].transAxes, color="yellow", fontsize=7)
+        axes[2].text(0.02, 0.02, f"{voxel}, {centre}", transform=axes[2].transAxes, color="yellow", fontsize=7)
     fig.suptitle(_plain(title or Path(scan_path).name), fontsize=10)
     return save_figure(fig, plan, dpi=110)
 
 
-def sweep_plans(directory: str | Path, centers: Any, *, inputs: Any = (), overwrite: bool = False,
-                fingerprint: str | None = None) -> list[Any]:
+def sweep_plans(
+    directory: str | Path, centers: Any, *, inputs: Any = (), overwrite: bool = False, fingerprint: str | None = None
+) -> list[Any]:
     """Plan (before any work) the files of :func:`sweep_png`: ``center_<value>.png`` per centre and
     ``sweep_metric.png`` in ``directory``, each through the file policy.
 
@@ -105,14 +118,23 @@ def sweep_plans(directory: str | Path, centers: Any, *, inputs: Any = (), overwr
 
     d = plan_folder(directory, inputs=inputs, option="--try", what="PNG pictures")
     names = [f"center_{c:08.2f}.png" for c in np.asarray(centers, dtype=np.float64)] + ["sweep_metric.png"]
-    return [plan_file(d / n, kind="picture", inputs=inputs, overwrite=overwrite,
-                      fingerprint=None if fingerprint is None else digest("sweep-png", inputs={"sweep": fingerprint},
-                                                                          params={"name": n}))
-            for n in names]
+    return [
+        plan_file(
+            d / n,
+            kind="picture",
+            inputs=inputs,
+            overwrite=overwrite,
+            fingerprint=None
+            if fingerprint is None
+            else digest("sweep-png", inputs={"sweep": fingerprint}, params={"name": n}),
+        )
+        for n in names
+    ]
 
 
-def sweep_png(directory: Any, slices: np.ndarray, centers: np.ndarray, metric: np.ndarray, *,
-              overwrite: bool = False) -> list[Path]:
+def sweep_png(
+    directory: Any, slices: np.ndarray, centers: np.ndarray, metric: np.ndarray, *, overwrite: bool = False
+) -> list[Path]:
     """Write one PNG per centre of a sweep (``center_<value>.png``) and ``sweep_metric.png``.
 
     ``directory`` is a folder, or the plans of :func:`sweep_plans` made before the work.
@@ -140,8 +162,9 @@ def sweep_png(directory: Any, slices: np.ndarray, centers: np.ndarray, metric: n
     return out
 
 
-def alignment_png(path: Any, scan_path: str | Path, aligned_path: str | Path, *,
-                  title: str | None = None, overwrite: bool = False) -> Path:
+def alignment_png(
+    path: Any, scan_path: str | Path, aligned_path: str | Path, *, title: str | None = None, overwrite: bool = False
+) -> Path:
     """Write the jitter-correction report: estimated shifts per angle (low-confidence projections
     marked), the central sinogram and an FBP slice before and after correction, and the convergence
     curve of the refinement (max and RMS update per iteration).
@@ -210,8 +233,9 @@ def alignment_png(path: Any, scan_path: str | Path, aligned_path: str | Path, *,
     return save_figure(fig, plan, dpi=100)
 
 
-def registration_png(path: Any, hr: np.ndarray, resampled: np.ndarray, *, title: str = "",
-                     tiles: int = 8, overwrite: bool = False) -> Path:
+def registration_png(
+    path: Any, hr: np.ndarray, resampled: np.ndarray, *, title: str = "", tiles: int = 8, overwrite: bool = False
+) -> Path:
     """QC of a registration: for the central z, y and x planes of the HR ROI, the HR volume, the LFOV
     resampled onto it, and a checkerboard of both (each normalised to its 1-99 % range): edges that
     continue across the squares mean the volumes line up.
@@ -238,8 +262,11 @@ def registration_png(path: Any, hr: np.ndarray, resampled: np.ndarray, *, title:
         lo, hi = np.percentile(img, [1, 99])
         return np.clip((img - lo) / max(hi - lo, 1e-12), 0, 1)
 
-    planes = [("z", lambda v: v[v.shape[0] // 2]), ("y", lambda v: v[:, v.shape[1] // 2]),
-              ("x", lambda v: v[:, :, v.shape[2] // 2])]
+    planes = [
+        ("z", lambda v: v[v.shape[0] // 2]),
+        ("y", lambda v: v[:, v.shape[1] // 2]),
+        ("x", lambda v: v[:, :, v.shape[2] // 2]),
+    ]
     fig, axes = plt.subplots(3, 3, figsize=(10, 10))
     for row, (axis, cut) in enumerate(planes):
         a, b = norm(np.asarray(cut(hr), np.float64)), norm(np.asarray(cut(resampled), np.float64))
@@ -258,8 +285,17 @@ def registration_png(path: Any, hr: np.ndarray, resampled: np.ndarray, *, title:
     return save_figure(fig, plan, dpi=80)
 
 
-def recovery_png(path: Any, lfov_field: np.ndarray, recovered_field: np.ndarray, lfov_roi: np.ndarray,
-                 recovered_roi: np.ndarray, hr: np.ndarray, *, title: str = "", overwrite: bool = False) -> Path:
+def recovery_png(
+    path: Any,
+    lfov_field: np.ndarray,
+    recovered_field: np.ndarray,
+    lfov_roi: np.ndarray,
+    recovered_roi: np.ndarray,
+    hr: np.ndarray,
+    *,
+    title: str = "",
+    overwrite: bool = False,
+) -> Path:
     """Before/after of a resolution recovery: the central z slice of the whole LFOV field and of its
     recovery (top row), and of the HR region of interest: the LFOV on the HR grid, its recovery and the
     HR volume itself (bottom row).
@@ -301,17 +337,28 @@ def recovery_png(path: Any, lfov_field: np.ndarray, recovered_field: np.ndarray,
     roi = [np.asarray(v) for v in (lfov_roi, recovered_roi, hr)]
     for row, what in ((field, "lfov_field and recovered_field"), (roi, "lfov_roi, recovered_roi and hr")):
         if any(v.ndim != 3 for v in row) or len({v.shape for v in row}) != 1:
-            raise ValueError(f"{what} must be (z, y, x) volumes of one shape, got shapes "
-                             f"{[v.shape for v in row]}")
+            raise ValueError(f"{what} must be (z, y, x) volumes of one shape, got shapes {[v.shape for v in row]}")
     zf, zr = field[0].shape[0] // 2, roi[0].shape[0] // 2
     limits = _robust_limits(roi[2][zr].astype(np.float64))
     fig = plt.figure(figsize=(10.5, 8.5), constrained_layout=True)
     grid = fig.add_gridspec(2, 6, height_ratios=[1.35, 1])
     for i, (vol, name) in enumerate(zip(field, ("whole LFOV field (HR voxel size)", "recovered field"))):
-        _show(fig.add_subplot(grid[0, 3 * i : 3 * i + 3]), vol[zf], f"{name}, slice z={zf}", "x (voxel)",
-              "y (voxel)", limits=limits)
+        _show(
+            fig.add_subplot(grid[0, 3 * i : 3 * i + 3]),
+            vol[zf],
+            f"{name}, slice z={zf}",
+            "x (voxel)",
+            "y (voxel)",
+            limits=limits,
+        )
     for i, (vol, name) in enumerate(zip(roi, ("ROI: LFOV on the HR grid", "ROI: recovered", "ROI: HR"))):
-        _show(fig.add_subplot(grid[1, 2 * i : 2 * i + 2]), vol[zr], f"{name}, slice z={zr}", "x (voxel)",
-              "y (voxel)", limits=limits)
+        _show(
+            fig.add_subplot(grid[1, 2 * i : 2 * i + 2]),
+            vol[zr],
+            f"{name}, slice z={zr}",
+            "x (voxel)",
+            "y (voxel)",
+            limits=limits,
+        )
     fig.suptitle(_plain(title or "resolution recovery: before and after"), fontsize=10)
     return save_figure(fig, plan, dpi=100)

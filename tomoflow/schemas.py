@@ -40,14 +40,20 @@ def schema_json(name: str) -> str:
     """The JSON Schema text of ``name`` (stable formatting, trailing newline)."""
     model = SCHEMAS[name]
     schema: dict[str, Any] = model.model_json_schema(mode="serialization")
-    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": f"tomoflow/{name}.schema.json",
-              **schema, "title": _TITLES[name]}
+    schema = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"tomoflow/{name}.schema.json",
+        **schema,
+        "title": _TITLES[name],
+    }
     # The file policy's stamp: files of this schema written by tomoflow carry one (a JSON manifest, a
     # model card), and the schema file itself is stamped (no version: its text changes with the model).
     if isinstance(schema.get("properties"), dict):
         schema["properties"]["tomoflow_file"] = {
-            "type": "object", "description": "Written by tomoflow: the file's kind and the fingerprint of what it "
-            "was made from (tomoflow.io.output; not part of the document)."}
+            "type": "object",
+            "description": "Written by tomoflow: the file's kind and the fingerprint of what it "
+            "was made from (tomoflow.io.output; not part of the document).",
+        }
     from tomoflow.io.output import body_digest
 
     schema["tomoflow_file"] = {"kind": "schema", "fingerprint": None, "body": body_digest(schema)}
@@ -62,13 +68,15 @@ def write_schemas(directory: str | Path) -> list[Path]:
     """
     from tomoflow.io.output import plan_files, write_file
 
-    plans = plan_files(directory, {f"{name}.schema.json": "schema" for name in SCHEMAS}, overwrite=True,
-                       option=None)
+    plans = plan_files(directory, {f"{name}.schema.json": "schema" for name in SCHEMAS}, overwrite=True, option=None)
     return [write_file(plans[f"{name}.schema.json"], schema_json(name)) for name in SCHEMAS]
 
 
 def stale_schemas(directory: str | Path) -> list[str]:
     """Names whose file in ``directory`` is missing or differs from the code."""
     d = Path(directory)
-    return [n for n in SCHEMAS if not (d / f"{n}.schema.json").exists()
-            or (d / f"{n}.schema.json").read_text() != schema_json(n)]
+    return [
+        n
+        for n in SCHEMAS
+        if not (d / f"{n}.schema.json").exists() or (d / f"{n}.schema.json").read_text() != schema_json(n)
+    ]

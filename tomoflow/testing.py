@@ -8,9 +8,17 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["has_module", "disk_phantom", "ellipse_slice", "small_scan_counts", "write_small_dxchange",
-           "write_volume_store", "http_get", "assert_dashboard_page",
-           "write_manifest_yaml"]
+__all__ = [
+    "has_module",
+    "disk_phantom",
+    "ellipse_slice",
+    "small_scan_counts",
+    "write_small_dxchange",
+    "write_volume_store",
+    "http_get",
+    "assert_dashboard_page",
+    "write_manifest_yaml",
+]
 
 
 def has_module(name: str) -> bool:
@@ -49,8 +57,9 @@ def small_scan_counts(seed: int, angles_deg: Any, rows: int = 16, cols: int = 32
     return (1000.0 * np.exp(-line)).astype(np.float32)
 
 
-def write_small_dxchange(path: Any, seed: int = 0, *, angles_deg: Any = None, rows: int = 16, cols: int = 32,
-                         counts: Any = None) -> Any:
+def write_small_dxchange(
+    path: Any, seed: int = 0, *, angles_deg: Any = None, rows: int = 16, cols: int = 32, counts: Any = None
+) -> Any:
     """A small DXchange file of :func:`small_scan_counts` (or ``counts``), with 2 flats (1000) and a dark
     (0), as a beamline writes it: a test archive's scan. ``angles_deg`` default 32 over 180 degrees."""
     from tomoflow.io.dxchange import write_dxchange
@@ -58,27 +67,41 @@ def write_small_dxchange(path: Any, seed: int = 0, *, angles_deg: Any = None, ro
     angles = np.linspace(0, 180, 32, endpoint=False) if angles_deg is None else np.asarray(angles_deg)
     raw = small_scan_counts(seed, angles, rows, cols) if counts is None else np.asarray(counts, np.float32)
     rows, cols = raw.shape[1:]
-    write_dxchange(path, raw, angles, flats=np.full((2, rows, cols), 1000, np.float32),
-                   darks=np.zeros((1, rows, cols), np.float32))
+    write_dxchange(
+        path, raw, angles, flats=np.full((2, rows, cols), 1000, np.float32), darks=np.zeros((1, rows, cols), np.float32)
+    )
     return path
 
 
-def write_manifest_yaml(path: Any, output: str, scans: list[str], *,
-                        pipeline: str = "[ingest, {stage: align, method: phase}, recon]", **settings: Any) -> Any:
+def write_manifest_yaml(
+    path: Any,
+    output: str,
+    scans: list[str],
+    *,
+    pipeline: str = "[ingest, {stage: align, method: phase}, recon]",
+    **settings: Any,
+) -> Any:
     """A batch manifest written as a person would (YAML flow mappings, one line per scan): ``scans`` are
     the scan entries' inner text (``"name: a, path: raw/a.h5"``), ``settings`` more top-level keys
     (``cluster: none`` by default). Returns ``path``."""
     from pathlib import Path
 
     top = {"cluster": "none", **settings}
-    lines = ["version: 1", f"output: {output}", *(f"{k}: {v}" for k, v in top.items()), f"pipeline: {pipeline}",
-             "scans:", *(f"  - {{{entry}}}" for entry in scans)]
+    lines = [
+        "version: 1",
+        f"output: {output}",
+        *(f"{k}: {v}" for k, v in top.items()),
+        f"pipeline: {pipeline}",
+        "scans:",
+        *(f"  - {{{entry}}}" for entry in scans),
+    ]
     Path(path).write_text("\n".join(lines) + "\n")
     return path
 
 
-def write_volume_store(path: Any, data: Any, *, voxel_size_um: float | None = 2.0,
-                       chunks: tuple[int, int, int] = (8, 16, 16)) -> Any:
+def write_volume_store(
+    path: Any, data: Any, *, voxel_size_um: float | None = 2.0, chunks: tuple[int, int, int] = (8, 16, 16)
+) -> Any:
     """A complete one-level tomoflow volume store holding ``data`` (tests and benchmarks: an input volume
     without running a reconstruction). Returns the opened :class:`tomoflow.io.volume_store.VolumeStore`."""
     import numpy as np
@@ -88,8 +111,9 @@ def write_volume_store(path: Any, data: Any, *, voxel_size_um: float | None = 2.
     from tomoflow.io.volume_store import VolumeStore
 
     arr = np.asarray(data, dtype=np.float32)
-    plan = prepare_output(path, kind="tomoflow-volume", stage="recon", fingerprint="testing-volume", params={},
-                          inputs=[])
+    plan = prepare_output(
+        path, kind="tomoflow-volume", stage="recon", fingerprint="testing-volume", params={}, inputs=[]
+    )
     v = VolumeStore.create(plan, arr.shape, voxel_size_um, chunks=chunks, n_levels=1, algorithm="synthetic")
     v.level(0)[...] = arr
     StageLog.begin(path, "recon", fingerprint="testing-volume", params={}, steps={"level-0": 1})

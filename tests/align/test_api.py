@@ -12,8 +12,9 @@ from tomoflow.errors import ConfigError, InputError
 from tomoflow.recon import normalize_log
 from tomoflow.sim import apply_jitter, gold_particle, random_jitter, simulate_scan
 
-requires_weights = pytest.mark.skipif(not default_weights_path().is_file(),
-                                      reason="the trained network weights are not shipped yet")
+requires_weights = pytest.mark.skipif(
+    not default_weights_path().is_file(), reason="the trained network weights are not shipped yet"
+)
 
 
 def test_shift_round_trip():
@@ -47,8 +48,14 @@ def test_unknown_method_and_bad_data():
 def _scan(center_offset: float = 6.0, jitter: float = 8.0):
     """A noisy gold-particle scan on a non-square detector with the axis off centre."""
     ang = np.linspace(0, 180, 91)
-    scan = simulate_scan(gold_particle((40, 64, 80), seed=3), ang, jitter_px=jitter, photons=5000, seed=4,
-                         center=(80 - 1) / 2 + center_offset)
+    scan = simulate_scan(
+        gold_particle((40, 64, 80), seed=3),
+        ang,
+        jitter_px=jitter,
+        photons=5000,
+        seed=4,
+        center=(80 - 1) / 2 + center_offset,
+    )
     return normalize_log(scan.projections, scan.flats, scan.darks), ang, fix_gauge(scan.shifts, angles_deg=ang).shifts
 
 

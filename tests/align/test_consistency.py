@@ -166,8 +166,13 @@ def test_bad_inputs(pc_gold_scan, fn):
 
 def test_bad_loop_parameters(pc_gold_scan):
     p, ang, _, _ = pc_gold_scan
-    for kwargs, match in [({"n_iter": 0}, "n_iter"), ({"tol": 0.0}, "tol"), ({"max_step": -1.0}, "max_step"),
-                          ({"warm_iterations": 0}, "warm_iterations"), ({"callback": 3}, "callback")]:
+    for kwargs, match in [
+        ({"n_iter": 0}, "n_iter"),
+        ({"tol": 0.0}, "tol"),
+        ({"max_step": -1.0}, "max_step"),
+        ({"warm_iterations": 0}, "warm_iterations"),
+        ({"callback": 3}, "callback"),
+    ]:
         with pytest.raises(ConfigError, match=match):
             align_consistency(p, ang, **kwargs)
     with pytest.raises(InputError, match="init_shifts"):
@@ -194,7 +199,6 @@ def test_salt_and_pepper_is_removed_before_registration(pc_gold_sp40_scan):
     assert _residual(one, truth, ang)[0] < 1.0
     assert _residual(full, truth, ang)[0] < 0.4
     assert full.center == pytest.approx(_true_center(truth, ang, center), abs=0.5)
-
 
 
 def test_measured_fraction_and_fill():

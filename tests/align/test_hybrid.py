@@ -26,8 +26,12 @@ def wide_scan():
     p = normalize_log(scan.projections, scan.flats, scan.darks)
     g = fix_gauge(scan.shifts, angles_deg=ang, center=center)
     start = np.asarray(g.shifts) + np.random.default_rng(1).normal(0.0, 0.8, g.shifts.shape)
-    coarse = AlignResult(shifts=start, center=float(g.center) + 0.4, method="resnet",
-                         log=[{"iteration": 1, "max_update_px": 5.0, "rms_update_px": 2.0}])
+    coarse = AlignResult(
+        shifts=start,
+        center=float(g.center) + 0.4,
+        method="resnet",
+        log=[{"iteration": 1, "max_update_px": 5.0, "rms_update_px": 2.0}],
+    )
     return p, ang, np.asarray(scan.shifts), coarse
 
 
@@ -80,6 +84,9 @@ def test_network_pairs_fill_what_the_correction_pulled_in():
     np.testing.assert_allclose(data[m == 1], moved[m == 1], rtol=1e-6, atol=1e-6)
     assert (m == 0).sum() > 1000 and np.abs(moved - rep)[m == 0].max() > 0.1  # the band was replaced
     # no move, nothing filled: the first pass (and the training pairs) read the data as measured
-    data0, _ = network_pairs(NetworkState(stack=proj, scale=np.ones(2), center=state.center,
-                                          shifts=np.zeros((6, 2))), ang, recon_iterations=2)
+    data0, _ = network_pairs(
+        NetworkState(stack=proj, scale=np.ones(2), center=state.center, shifts=np.zeros((6, 2))),
+        ang,
+        recon_iterations=2,
+    )
     np.testing.assert_array_equal(data0, proj)

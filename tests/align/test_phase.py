@@ -25,8 +25,9 @@ def _crops(texture, shifts, shape=(72, 88), origin=(60, 60)):
     return moved[sl], big[sl]
 
 
-@pytest.mark.parametrize(("window", "normalization", "tol"),
-                         [("hann", "partial", 0.05), ("tukey", "partial", 0.05), ("hann", None, 0.05)])
+@pytest.mark.parametrize(
+    ("window", "normalization", "tol"), [("hann", "partial", 0.05), ("tukey", "partial", 0.05), ("hann", None, 0.05)]
+)
 def test_subpixel_shifts_on_textured_images(pc_texture, window, normalization, tol):
     """Crops of a texture (content fills the field, not periodic): a taper is needed, and the second,
     re-tapered pass keeps the taper's pull towards zero shift below 0.05 px at upsample 20."""
@@ -156,7 +157,8 @@ def test_default_works_on_smooth_projections_where_phase_normalisation_fails(pc_
     assert _rmse(phase_correlate(p, rep, normalization="phase").shifts, truth) > 0.8 * spread
     # A taper fixed to the detector biases the registration of a moving compact object.
     assert _rmse(phase_correlate(p, ideal, window="hann").shifts, truth) > 3 * _rmse(
-        phase_correlate(p, ideal).shifts, truth)
+        phase_correlate(p, ideal).shifts, truth
+    )
 
 
 def test_featureless_images_give_zero_shift_and_quality():

@@ -22,7 +22,7 @@ def test_horizontal_jitter_added_to_the_tooth_is_recovered(tooth_line_integrals,
     opts = {"n_iter": 8, "tol": 0.05} if method == "consistency" else {}
     res = estimate_shifts(jittered, angles, method=method, vertical=False, return_result=True, **opts)
     err = np.asarray(res.shifts)[:, 1] - fix_gauge(truth, angles_deg=angles).shifts[:, 1]
-    rmse = float(np.sqrt(np.mean(err ** 2)))
+    rmse = float(np.sqrt(np.mean(err**2)))
     assert rmse < (0.35 if method == "consistency" else 1.0), rmse
     assert np.all(np.asarray(res.shifts)[:, 0] == 0)
     assert abs(res.center - 295.9) < 3.0  # the tooth's axis is ~24 px left of the detector centre

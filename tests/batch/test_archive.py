@@ -17,8 +17,13 @@ from tomoflow.io.dxchange import write_dxchange
 def _dx(path: Path, n: int = 10, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return write_dxchange(path, rng.uniform(100, 200, (n, 4, 8)).astype(np.float32), np.linspace(0, 180, n),
-                          flats=np.full((2, 4, 8), 250, np.float32), darks=np.zeros((1, 4, 8), np.float32))
+    return write_dxchange(
+        path,
+        rng.uniform(100, 200, (n, 4, 8)).astype(np.float32),
+        np.linspace(0, 180, n),
+        flats=np.full((2, 4, 8), 250, np.float32),
+        darks=np.zeros((1, 4, 8), np.float32),
+    )
 
 
 def _tiffs(folder: Path, n: int = 6, prefix: str = "proj_", angles: str | None = "angles.txt") -> Path:
@@ -86,8 +91,14 @@ def test_scan_archive_finds_scans_and_lists_the_unreadable(archive: Path, tmp_pa
     assert s2.angles == archive / "sample2" / "theta.txt"
 
     reasons = {u.path.relative_to(archive).as_posix(): u.reason for u in res.unreadable}
-    assert set(reasons) == {"bad/truncated.h5", "bad/empty.h5", "bad/random.h5", "bad/cut.txrm", "bad/no-theta.h5",
-                            "no-angles"}
+    assert set(reasons) == {
+        "bad/truncated.h5",
+        "bad/empty.h5",
+        "bad/random.h5",
+        "bad/cut.txrm",
+        "bad/no-theta.h5",
+        "no-angles",
+    }
     assert "truncated or corrupt" in reasons["bad/truncated.h5"]
     assert reasons["bad/empty.h5"] == "file is empty (0 bytes)"
     assert "not an HDF5 file" in reasons["bad/random.h5"]

@@ -51,8 +51,16 @@ N_HTTP = 12  # the HTTP checks need a second or two of a running batch
 N_BROWSER = 24  # Chromium renders the page after 2-3 s here (it competes with the workers for the 2 cores)
 IN_FLIGHT = 2
 #: Task groups of the batch (tomoflow's readable task names) that the dashboard must show.
-BATCH_GROUPS = ("ingest", "flat-field-correct", "align-mlem", "align-reproject", "align-register", "align-shift",
-                "align-result", "recon")  # a scan this small is reconstructed in one task (batch.py)
+BATCH_GROUPS = (
+    "ingest",
+    "flat-field-correct",
+    "align-mlem",
+    "align-reproject",
+    "align-register",
+    "align-shift",
+    "align-result",
+    "recon",
+)  # a scan this small is reconstructed in one task (batch.py)
 SCREENSHOT_ENV = "TOMOFLOW_SCREENSHOT_DIR"
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "headless_shell")
 BROWSER_TIMEOUT_S = 60.0
@@ -120,8 +128,9 @@ class BatchThread(threading.Thread):
 
 def _assert_batch_succeeded(result: BatchResult, n: int) -> None:
     assert len(result.scans) == n and result.ok, result.counts()
-    assert all(s.status == COMPLETE and [st.stage for st in s.stages] == ["ingest", "align", "recon"]
-               for s in result.scans), [(s.name, s.status, s.error) for s in result.scans if s.status != COMPLETE]
+    assert all(
+        s.status == COMPLETE and [st.stage for st in s.stages] == ["ingest", "align", "recon"] for s in result.scans
+    ), [(s.name, s.status, s.error) for s in result.scans if s.status != COMPLETE]
 
 
 # ----------------------------------------------------------------------------- HTTP
@@ -235,9 +244,12 @@ def test_dashboard_serves_the_running_batch(archive, client, dashboard):
 
     assert all(checks.values()) and seen_while_running, (
         f"the batch ended ({batch_s:.1f} s) before the dashboard showed it: checks {checks}; keys seen on the "
-        f"worker pages {sorted(keys_seen)[:20]}; last counts {counts_seen[-1:]}")
-    print(f"dashboard checks done after {checked_s:.1f} s of a {batch_s:.1f} s batch; keys seen on the worker "
-          f"pages: {len(keys_seen)} of groups {sorted(_batch_groups(keys_seen))}")
+        f"worker pages {sorted(keys_seen)[:20]}; last counts {counts_seen[-1:]}"
+    )
+    print(
+        f"dashboard checks done after {checked_s:.1f} s of a {batch_s:.1f} s batch; keys seen on the worker "
+        f"pages: {len(keys_seen)} of groups {sorted(_batch_groups(keys_seen))}"
+    )
     _assert_batch_succeeded(result, N_HTTP)
 
     # every task a worker finished came through /eventstream: each scan's ingest task by its key, the
@@ -260,8 +272,10 @@ def browser() -> str:
         path = shutil.which(name)
         if path:
             return path
-    pytest.skip(f"no headless Chromium on PATH (looked for {', '.join(BROWSERS)}): install Debian's with "
-                "`apt-get install --no-install-recommends chromium` (as root), or run `make browser`")
+    pytest.skip(
+        f"no headless Chromium on PATH (looked for {', '.join(BROWSERS)}): install Debian's with "
+        "`apt-get install --no-install-recommends chromium` (as root), or run `make browser`"
+    )
 
 
 class _DevTools:
@@ -316,9 +330,19 @@ async def _render_and_capture(browser: str, url: str, profile: Path, stderr, run
     have painted, then capture a screenshot; returns what was seen."""
     from tornado.websocket import websocket_connect
 
-    args = [browser, "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run", "--no-default-browser-check",
-            "--hide-scrollbars", f"--window-size={WINDOW[0]},{WINDOW[1]}", "--remote-debugging-port=0",
-            "--remote-allow-origins=*", f"--user-data-dir={profile}", "about:blank"]
+    args = [
+        browser,
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--no-default-browser-check",
+        "--hide-scrollbars",
+        f"--window-size={WINDOW[0]},{WINDOW[1]}",
+        "--remote-debugging-port=0",
+        "--remote-allow-origins=*",
+        f"--user-data-dir={profile}",
+        "about:blank",
+    ]
     if Path(browser).name != "headless_shell":
         args.insert(1, "--headless=new")
     if hasattr(os, "geteuid") and os.geteuid() == 0:
@@ -336,8 +360,13 @@ async def _render_and_capture(browser: str, url: str, profile: Path, stderr, run
         ws = await websocket_connect(page["webSocketDebuggerUrl"], max_message_size=512 * 2**20)
         try:
             dev = _DevTools(ws)
-            await dev.call("Emulation.setDeviceMetricsOverride", width=WINDOW[0], height=WINDOW[1],
-                           deviceScaleFactor=1, mobile=False)
+            await dev.call(
+                "Emulation.setDeviceMetricsOverride",
+                width=WINDOW[0],
+                height=WINDOW[1],
+                deviceScaleFactor=1,
+                mobile=False,
+            )
             t0 = time.monotonic()
             await dev.call("Page.navigate", url=url)
             while True:
@@ -365,8 +394,13 @@ async def _render_and_capture(browser: str, url: str, profile: Path, stderr, run
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
-    return {"png": base64.b64decode(shot), "dom": dom, "probe": probe, "rendered_s": rendered_s,
-            "running": running_at_render and running_at_capture}
+    return {
+        "png": base64.b64decode(shot),
+        "dom": dom,
+        "probe": probe,
+        "rendered_s": rendered_s,
+        "running": running_at_render and running_at_capture,
+    }
 
 
 def test_browser_screenshot_of_status_during_batch(browser, archive, client, dashboard, tmp_path):
@@ -381,13 +415,18 @@ def test_browser_screenshot_of_status_during_batch(browser, archive, client, das
     batch.start()
     try:
         with log.open("wb") as stderr:
-            seen = asyncio.run(asyncio.wait_for(
-                _render_and_capture(browser, f"{dashboard}/status", profile, stderr, batch.is_alive),
-                BROWSER_TIMEOUT_S))
+            seen = asyncio.run(
+                asyncio.wait_for(
+                    _render_and_capture(browser, f"{dashboard}/status", profile, stderr, batch.is_alive),
+                    BROWSER_TIMEOUT_S,
+                )
+            )
     except TimeoutError:
         tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
-        pytest.fail(f"headless Chromium ({browser}) did not render {dashboard}/status with the batch's tasks "
-                    f"within {BROWSER_TIMEOUT_S:.0f} s (batch still running: {batch.is_alive()}); its output:\n{tail}")
+        pytest.fail(
+            f"headless Chromium ({browser}) did not render {dashboard}/status with the batch's tasks "
+            f"within {BROWSER_TIMEOUT_S:.0f} s (batch still running: {batch.is_alive()}); its output:\n{tail}"
+        )
     finally:
         result = batch.result()
     batch_s = time.perf_counter() - t0
@@ -397,17 +436,22 @@ def test_browser_screenshot_of_status_during_batch(browser, archive, client, das
         dest.mkdir(parents=True, exist_ok=True)
         shutil.copy2(png, dest / png.name)
 
-    print(f"/status rendered the batch's tasks after {seen['rendered_s']:.1f} s of a {batch_s:.1f} s batch; "
-          f"screenshot {png}")
-    assert seen["running"], (f"the batch ({batch_s:.1f} s) ended before the screenshot (page rendered after "
-                             f"{seen['rendered_s']:.1f} s): raise N_BROWSER")
+    print(
+        f"/status rendered the batch's tasks after {seen['rendered_s']:.1f} s of a {batch_s:.1f} s batch; "
+        f"screenshot {png}"
+    )
+    assert seen["running"], (
+        f"the batch ({batch_s:.1f} s) ended before the screenshot (page rendered after "
+        f"{seen['rendered_s']:.1f} s): raise N_BROWSER"
+    )
     _assert_batch_succeeded(result, N_BROWSER)
 
     # the page: the dashboard's status document, rendered by BokehJS, holding the batch's tasks and workers
     dom, probe = seen["dom"], seen["probe"]
     assert "<title>Dask: Status</title>" in dom and "bokeh.min.js" in dom and "Dask needs" not in dom, dom[:500]
-    assert probe["docs"] >= 1 and probe["views"] >= 3 and probe["canvases"] >= 3, {k: v for k, v in probe.items()
-                                                                                   if k != "strings"}
+    assert probe["docs"] >= 1 and probe["views"] >= 3 and probe["canvases"] >= 3, {
+        k: v for k, v in probe.items() if k != "strings"
+    }
     strings = set(probe["strings"])
     assert len(strings & set(BATCH_GROUPS)) >= 2, sorted(strings)[:50]
     workers = client.scheduler_info(n_workers=-1)["workers"]
@@ -421,4 +465,5 @@ def test_browser_screenshot_of_status_during_batch(browser, archive, client, das
     body = pixels[60:].reshape(-1, 3)  # below the navigation bar
     colours, counts = np.unique(body, axis=0, return_counts=True)
     assert len(colours) > 50 and counts.max() / counts.sum() < 0.95 and body.std() > 10, (
-        f"{png}: looks blank ({len(colours)} colours, {counts.max() / counts.sum():.1%} one colour)")
+        f"{png}: looks blank ({len(colours)} colours, {counts.max() / counts.sum():.1%} one colour)"
+    )

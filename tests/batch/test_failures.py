@@ -21,7 +21,7 @@ from tomoflow.batch import COMPLETE, FAILED, load_manifest, preflight, run_batch
 from tomoflow.batch.names import LOGS, PERFORMANCE_REPORT, REPORT_JSON
 from tomoflow.errors import InputError, PipelineError, StoreError
 from tomoflow.io.lock import LOCK_NAME, output_lock
-from tomoflow.testing import small_scan_counts, write_manifest_yaml, write_small_dxchange
+from tomoflow.testing import write_manifest_yaml, write_small_dxchange
 
 ANGLES = np.linspace(0, 180, 32, endpoint=False)
 
@@ -40,8 +40,9 @@ def archive(tmp_path) -> Path:
 
 def _manifest(archive: Path, names=("good", "broken"), output: str = "out", retries: int = 1):
     scans = [f"name: {n}, path: raw/{n}.h5, pixel_size_um: 0.5" for n in names]
-    return load_manifest(write_manifest_yaml(archive / f"{output}.yaml", output, scans, pipeline="[ingest, recon]",
-                                             retries=retries))
+    return load_manifest(
+        write_manifest_yaml(archive / f"{output}.yaml", output, scans, pipeline="[ingest, recon]", retries=retries)
+    )
 
 
 def _listing(root: Path) -> list[str]:
@@ -93,14 +94,26 @@ def test_a_stale_lock_of_a_dead_runner_is_taken_over_with_a_warning(archive, cap
     root = Path(m.output)
     root.mkdir()
     dead = _dead_pid()
-    (root / LOCK_NAME).write_text(json.dumps({
-        "tomoflow_lock": 1, "host": socket.gethostname(), "pid": dead, "started": "2026-12-06T03:40:00+00:00",
-        "command": "tomoflow batch run out.yaml", "token": "x"}))
+    (root / LOCK_NAME).write_text(
+        json.dumps(
+            {
+                "tomoflow_lock": 1,
+                "host": socket.gethostname(),
+                "pid": dead,
+                "started": "2026-12-06T03:40:00+00:00",
+                "command": "tomoflow batch run out.yaml",
+                "token": "x",
+            }
+        )
+    )
     with caplog.at_level(logging.WARNING, logger="tomoflow.io.lock"):
         result = run_batch(m, client=None)
     assert result.ok and not (root / LOCK_NAME).exists()
-    assert [r.getMessage() for r in caplog.records if "taking over the stale lock" in r.getMessage()
-            and f"PID {dead} " in r.getMessage()], caplog.text
+    assert [
+        r.getMessage()
+        for r in caplog.records
+        if "taking over the stale lock" in r.getMessage() and f"PID {dead} " in r.getMessage()
+    ], caplog.text
 
 
 def test_two_runs_of_one_manifest_at_once_one_runs_one_is_refused(archive):

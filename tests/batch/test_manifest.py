@@ -39,8 +39,12 @@ def _write(folder: Path, doc: Any, name: str = "batch.yaml") -> Path:
 
 
 def _doc(**extra: Any) -> dict[str, Any]:
-    doc = {"version": 1, "output": "out", "pipeline": ["ingest", "recon"],
-           "scans": [{"name": "a", "path": "raw/a.h5"}, {"name": "b", "path": "raw/b.txrm"}]}
+    doc = {
+        "version": 1,
+        "output": "out",
+        "pipeline": ["ingest", "recon"],
+        "scans": [{"name": "a", "path": "raw/a.h5"}, {"name": "b", "path": "raw/b.txrm"}],
+    }
     doc.update(extra)
     return doc
 
@@ -70,17 +74,39 @@ def test_minimal_manifest_loads_with_defaults_and_absolute_paths(tmp_path, raw):
 
 def _full_doc() -> dict[str, Any]:
     return {
-        "version": 1, "output": "out", "cluster": "none", "retries": 0, "max_scans_in_flight": 3,
-        "pipeline": ["ingest", {"stage": "align", "method": "consistency", "n_iter": 5, "vertical": False},
-                     {"stage": "recon", "algorithm": "mlem", "iterations": 7, "shape": [16, 16]},
-                     {"stage": "recover", "model": "train", "train": {"epochs": 2, "channels": [4, 8]}, "dof": 6}],
+        "version": 1,
+        "output": "out",
+        "cluster": "none",
+        "retries": 0,
+        "max_scans_in_flight": 3,
+        "pipeline": [
+            "ingest",
+            {"stage": "align", "method": "consistency", "n_iter": 5, "vertical": False},
+            {"stage": "recon", "algorithm": "mlem", "iterations": 7, "shape": [16, 16]},
+            {"stage": "recover", "model": "train", "train": {"epochs": 2, "channels": [4, 8]}, "dof": 6},
+        ],
         "scans": [
-            {"name": "a", "path": "raw/a.h5", "center": 12.5, "pixel_size_um": 0.03, "hr": "raw/hr.zarr",
-             "overrides": {"recon": {"algorithm": "fbp", "iterations": None, "filter": "hann"},
-                           "recover": {"model": "raw/recover_unet.safetensors"}}},
+            {
+                "name": "a",
+                "path": "raw/a.h5",
+                "center": 12.5,
+                "pixel_size_um": 0.03,
+                "hr": "raw/hr.zarr",
+                "overrides": {
+                    "recon": {"algorithm": "fbp", "iterations": None, "filter": "hann"},
+                    "recover": {"model": "raw/recover_unet.safetensors"},
+                },
+            },
             {"name": "hr-scan", "path": "raw/b.txrm", "angles": [-45, 45, 15], "stages": ["ingest", "recon"]},
-            {"name": "tiffs", "path": "raw/tiffs", "angles": "raw/angles.txt", "flats": ["raw/flat.tif"],
-             "center": "AUTO", "hr_scan": "hr-scan", "overrides": {"recover": {"train": {"epochs": 3}}}},
+            {
+                "name": "tiffs",
+                "path": "raw/tiffs",
+                "angles": "raw/angles.txt",
+                "flats": ["raw/flat.tif"],
+                "center": "AUTO",
+                "hr_scan": "hr-scan",
+                "overrides": {"recover": {"train": {"epochs": 3}}},
+            },
             {"name": "lfov-only", "stages": ["recover"], "volume": "raw/hr.zarr", "hr": "raw/hr.zarr"},
             {"name": "listed", "path": "raw/tiffs/p_*.tif", "angles": [0.0, 90.0], "stages": ["ingest"]},
         ],
@@ -92,8 +118,11 @@ def test_full_manifest_for_the_runner(tmp_path, raw):
     a, hr_scan, tiffs, lfov, listed = m.scans
     assert a.ingest_kwargs() == {"format": "auto", "pixel_size_um": 0.03}
     assert hr_scan.ingest_kwargs()["angles"] == (-45.0, 45.0, 15.0) and isinstance(hr_scan.angles, AngleRange)
-    assert tiffs.ingest_kwargs() == {"format": "auto", "angles": str(raw / "angles.txt"),
-                                     "flats": [str(raw / "flat.tif")]}
+    assert tiffs.ingest_kwargs() == {
+        "format": "auto",
+        "angles": str(raw / "angles.txt"),
+        "flats": [str(raw / "flat.tif")],
+    }
     assert tiffs.center == "auto" and a.center == 12.5
     assert listed.ingest_kwargs()["angles"] == [0.0, 90.0]
     # stages with the per-scan overrides applied
@@ -114,9 +143,15 @@ def test_full_manifest_for_the_runner(tmp_path, raw):
     out = scan_outputs(m, a)
     assert out["dir"] == tmp_path / "out" / "a"
     assert {k: v.name for k, v in out.items() if k != "dir"} == {
-        "scan": "scan.zarr", "aligned": "aligned.zarr", "volume": "volume.zarr", "registration": "registration.json",
-        "resampled": "lfov-hr-grid.zarr", "training": "training", "recovered": "recovered.zarr",
-        "report": "scan-report.json"}
+        "scan": "scan.zarr",
+        "aligned": "aligned.zarr",
+        "volume": "volume.zarr",
+        "registration": "registration.json",
+        "resampled": "lfov-hr-grid.zarr",
+        "training": "training",
+        "recovered": "recovered.zarr",
+        "report": "scan-report.json",
+    }
     assert all(out["dir"] in p.parents for k, p in out.items() if k != "dir")
 
 
@@ -147,8 +182,12 @@ def test_saved_manifest_validates_against_the_json_schema(tmp_path, raw):
 
 
 def test_model_built_in_python(tmp_path):
-    m = Manifest(version=1, output=tmp_path / "o", pipeline=["ingest", AlignStage(method="phase"), ReconStage()],
-                 scans=[ScanEntry(name="s1", path=tmp_path / "s1.h5")])
+    m = Manifest(
+        version=1,
+        output=tmp_path / "o",
+        pipeline=["ingest", AlignStage(method="phase"), ReconStage()],
+        scans=[ScanEntry(name="s1", path=tmp_path / "s1.h5")],
+    )
     assert m.pipeline[1].kwargs() == {"method": "phase", "max_size": 256}
     assert load_manifest(save_manifest(m, tmp_path / "m.yaml"), check_files=False) == m
 
@@ -158,24 +197,34 @@ def test_check_files_false_skips_the_file_checks(tmp_path):
 
 
 # ----------------------------------------------------------------------------- rejections
-@pytest.mark.parametrize("doc, where", [
-    (_doc(colour="blue"), "colour: unknown key (known here: cluster, max_scans_in_flight, output"),
-    (_doc(scans=[{"name": "a", "path": "raw/a.h5", "centre": 3}]), "scans[0].centre: unknown key"),
-    (_doc(pipeline=["ingest", {"stage": "recon", "iteration": 3}]), "pipeline[1].iteration: unknown key"),
-    (_doc(pipeline=["ingest", "recon", {"stage": "recover", "train": {"epoch": 3}}]),
-     "pipeline[2].train.epoch: unknown key (known here: batch, channels"),
-    (_doc(scans=[{"name": "a", "path": "raw/tiffs", "angles": {"start": 0, "stop": 1, "step": 1, "n": 2}}]),
-     "scans[0].angles.n: unknown key (known here: start, step, stop)"),
-    (_doc(scans=[{"name": "a", "path": "raw/a.h5", "overrides": {"recon": {"algo": "sirt"}}}]),
-     "scans[0].overrides.recon.algo: unknown key (known here: algorithm, filter, iterations, shape, stage)"),
-    (_doc(scans=[{"name": "a", "path": "raw/a.h5", "overrides": {"regrid": {}}}]), "scans[0].overrides.regrid"),
-])
+@pytest.mark.parametrize(
+    "doc, where",
+    [
+        (_doc(colour="blue"), "colour: unknown key (known here: cluster, max_scans_in_flight, output"),
+        (_doc(scans=[{"name": "a", "path": "raw/a.h5", "centre": 3}]), "scans[0].centre: unknown key"),
+        (_doc(pipeline=["ingest", {"stage": "recon", "iteration": 3}]), "pipeline[1].iteration: unknown key"),
+        (
+            _doc(pipeline=["ingest", "recon", {"stage": "recover", "train": {"epoch": 3}}]),
+            "pipeline[2].train.epoch: unknown key (known here: batch, channels",
+        ),
+        (
+            _doc(scans=[{"name": "a", "path": "raw/tiffs", "angles": {"start": 0, "stop": 1, "step": 1, "n": 2}}]),
+            "scans[0].angles.n: unknown key (known here: start, step, stop)",
+        ),
+        (
+            _doc(scans=[{"name": "a", "path": "raw/a.h5", "overrides": {"recon": {"algo": "sirt"}}}]),
+            "scans[0].overrides.recon.algo: unknown key (known here: algorithm, filter, iterations, shape, stage)",
+        ),
+        (_doc(scans=[{"name": "a", "path": "raw/a.h5", "overrides": {"regrid": {}}}]), "scans[0].overrides.regrid"),
+    ],
+)
 def test_unknown_keys_are_refused_at_every_level(tmp_path, raw, doc, where):
     _error(tmp_path, doc, where)
 
 
-@pytest.mark.parametrize("name", ["../x", "a/b", "/abs", "..", ".hidden", "a..b", "-x", "a b", "a\\b", "x" * 129,
-                                  "", "CON", "nul.txt", "ä"])
+@pytest.mark.parametrize(
+    "name", ["../x", "a/b", "/abs", "..", ".hidden", "a..b", "-x", "a b", "a\\b", "x" * 129, "", "CON", "nul.txt", "ä"]
+)
 def test_names_that_could_escape_the_output_root_are_refused(tmp_path, raw, name):
     _error(tmp_path, _doc(scans=[{"name": name, "path": "raw/a.h5"}]), "scans[0].name", "not a safe scan name")
 
@@ -193,89 +242,140 @@ def test_yaml_numbers_as_names_say_to_quote_them(tmp_path, raw):
 
 
 def test_duplicate_names_ignoring_case(tmp_path, raw):
-    doc = _doc(scans=[{"name": "scan", "path": "raw/a.h5"}, {"name": "b", "path": "raw/b.txrm"},
-                      {"name": "SCAN", "path": "raw/b.txrm"}])
+    doc = _doc(
+        scans=[
+            {"name": "scan", "path": "raw/a.h5"},
+            {"name": "b", "path": "raw/b.txrm"},
+            {"name": "SCAN", "path": "raw/b.txrm"},
+        ]
+    )
     _error(tmp_path, doc, "scans[2].name: 'SCAN' is the name of scans[0] too")
 
 
-@pytest.mark.parametrize("pipeline, words", [
-    (["recon", "ingest"], ["pipeline[1]: stage 'ingest' comes too late"]),
-    (["ingest", "recon", "recon"], ["pipeline[2]: stage 'recon' appears twice"]),
-    (["align", "recon"], ["pipeline[0]: stage 'align' needs ingest first", "pipeline[1]: stage 'recon' needs"]),
-    ([], ["pipeline: List should have at least 1 item"]),
-    (["ingest", "reconstruct"], ["pipeline[1]", "'reconstruct'", "does not match any of the expected tags"]),
-    (["ingest", {"stage": "align", "method": "fourier"}],
-     ["pipeline[1].method: Input should be 'hybrid', 'resnet', 'phase' or 'consistency' (got 'fourier')"]),
-    (["ingest", {"stage": "recon", "algorithm": "art"}], ["pipeline[1].algorithm", "'fbp', 'mlem' or 'sirt'"]),
-    (["ingest", {"stage": "recon", "filter": "ramlak"}], ["pipeline[1].filter", "'shepp-logan'"]),
-    (["ingest", {"stage": "recon", "iterations": 5}], ["pipeline[1]: iterations apply to mlem and sirt"]),
-    (["ingest", {"stage": "recon", "algorithm": "sirt", "filter": "hann"}], ["filter applies to fbp only"]),
-    (["ingest", {"stage": "align", "method": "phase", "passes": 2}],
-     ["pipeline[1]: method 'phase' does not use passes (passes applies to hybrid, resnet)"]),
-    (["ingest", {"stage": "align", "max_size": 8}], ["pipeline[1].max_size", "greater than or equal to 32"]),
-    (["ingest", "recon", {"stage": "recover", "dof": 7}], ["pipeline[2].dof"]),
-    (["ingest", "recon", {"stage": "recover", "model": 3}], ["pipeline[2].model", "'train' or the path"]),
-])
+@pytest.mark.parametrize(
+    "pipeline, words",
+    [
+        (["recon", "ingest"], ["pipeline[1]: stage 'ingest' comes too late"]),
+        (["ingest", "recon", "recon"], ["pipeline[2]: stage 'recon' appears twice"]),
+        (["align", "recon"], ["pipeline[0]: stage 'align' needs ingest first", "pipeline[1]: stage 'recon' needs"]),
+        ([], ["pipeline: List should have at least 1 item"]),
+        (["ingest", "reconstruct"], ["pipeline[1]", "'reconstruct'", "does not match any of the expected tags"]),
+        (
+            ["ingest", {"stage": "align", "method": "fourier"}],
+            ["pipeline[1].method: Input should be 'hybrid', 'resnet', 'phase' or 'consistency' (got 'fourier')"],
+        ),
+        (["ingest", {"stage": "recon", "algorithm": "art"}], ["pipeline[1].algorithm", "'fbp', 'mlem' or 'sirt'"]),
+        (["ingest", {"stage": "recon", "filter": "ramlak"}], ["pipeline[1].filter", "'shepp-logan'"]),
+        (["ingest", {"stage": "recon", "iterations": 5}], ["pipeline[1]: iterations apply to mlem and sirt"]),
+        (["ingest", {"stage": "recon", "algorithm": "sirt", "filter": "hann"}], ["filter applies to fbp only"]),
+        (
+            ["ingest", {"stage": "align", "method": "phase", "passes": 2}],
+            ["pipeline[1]: method 'phase' does not use passes (passes applies to hybrid, resnet)"],
+        ),
+        (["ingest", {"stage": "align", "max_size": 8}], ["pipeline[1].max_size", "greater than or equal to 32"]),
+        (["ingest", "recon", {"stage": "recover", "dof": 7}], ["pipeline[2].dof"]),
+        (["ingest", "recon", {"stage": "recover", "model": 3}], ["pipeline[2].model", "'train' or the path"]),
+    ],
+)
 def test_bad_pipelines(tmp_path, raw, pipeline, words):
     _error(tmp_path, _doc(pipeline=pipeline), *words)
 
 
 def test_recover_needs_an_hr_volume_on_every_scan_that_runs_it(tmp_path, raw):
-    doc = _doc(pipeline=["ingest", "recon", "recover"],
-               scans=[{"name": "a", "path": "raw/a.h5", "hr": "raw/hr.zarr"}, {"name": "b", "path": "raw/b.txrm"}])
+    doc = _doc(
+        pipeline=["ingest", "recon", "recover"],
+        scans=[{"name": "a", "path": "raw/a.h5", "hr": "raw/hr.zarr"}, {"name": "b", "path": "raw/b.txrm"}],
+    )
     msg = _error(tmp_path, doc, "scans[1].hr: recover needs the paired HR volume")
     assert "scans[0]" not in msg
 
 
-@pytest.mark.parametrize("scans, words", [
-    ([{"name": "a", "stages": ["recover"], "hr": "raw/hr.zarr"}],
-     ["scans[0].volume: recover needs recon, or an existing LFOV volume store"]),
-    ([{"name": "a", "path": "raw/a.h5", "hr": "raw/hr.zarr", "volume": "raw/hr.zarr"}],
-     ["scans[0].volume: recon makes this scan's volume"]),
-    ([{"name": "a", "path": "raw/a.h5", "hr_scan": "a"}], ["scans[0].hr_scan: 'a' is this scan"]),
-    ([{"name": "a", "path": "raw/a.h5", "hr_scan": "zz"}], ["scans[0].hr_scan: 'zz' is no scan of this manifest"]),
-    ([{"name": "a", "path": "raw/a.h5", "hr_scan": "b"}, {"name": "b", "path": "raw/b.txrm", "hr": "raw/hr.zarr"}],
-     ["scans[0].hr_scan: scan 'b' must run recon (its volume is the HR) and not recover"]),
-    ([{"name": "a", "path": "raw/a.h5", "hr": "raw/hr.zarr", "hr_scan": "b"}], ["scans[0].hr_scan: give hr"]),
-    ([{"name": "a", "stages": ["recon", "recover"], "hr": "raw/hr.zarr", "path": "raw/a.h5"}],
-     ["scans[0].stages: align and recon need ingest"]),
-    ([{"name": "a", "path": "raw/a.h5", "stages": ["ingest", "align"], "hr": "raw/hr.zarr"}],
-     ["scans[0].stages: align not in the pipeline (ingest, recon, recover)"]),
-    ([{"name": "a", "hr": "raw/hr.zarr"}], ["scans[0].path: the raw scan is needed by ingest"]),
-    ([{"name": "a", "path": "raw/a.h5", "hr": "raw/hr.zarr", "overrides": {"recover": {"model": "train",
-                                                                                        "dof": 4}}}],
-     ["scans[0].overrides.recover.dof"]),
-])
+@pytest.mark.parametrize(
+    "scans, words",
+    [
+        (
+            [{"name": "a", "stages": ["recover"], "hr": "raw/hr.zarr"}],
+            ["scans[0].volume: recover needs recon, or an existing LFOV volume store"],
+        ),
+        (
+            [{"name": "a", "path": "raw/a.h5", "hr": "raw/hr.zarr", "volume": "raw/hr.zarr"}],
+            ["scans[0].volume: recon makes this scan's volume"],
+        ),
+        ([{"name": "a", "path": "raw/a.h5", "hr_scan": "a"}], ["scans[0].hr_scan: 'a' is this scan"]),
+        ([{"name": "a", "path": "raw/a.h5", "hr_scan": "zz"}], ["scans[0].hr_scan: 'zz' is no scan of this manifest"]),
+        (
+            [
+                {"name": "a", "path": "raw/a.h5", "hr_scan": "b"},
+                {"name": "b", "path": "raw/b.txrm", "hr": "raw/hr.zarr"},
+            ],
+            ["scans[0].hr_scan: scan 'b' must run recon (its volume is the HR) and not recover"],
+        ),
+        ([{"name": "a", "path": "raw/a.h5", "hr": "raw/hr.zarr", "hr_scan": "b"}], ["scans[0].hr_scan: give hr"]),
+        (
+            [{"name": "a", "stages": ["recon", "recover"], "hr": "raw/hr.zarr", "path": "raw/a.h5"}],
+            ["scans[0].stages: align and recon need ingest"],
+        ),
+        (
+            [{"name": "a", "path": "raw/a.h5", "stages": ["ingest", "align"], "hr": "raw/hr.zarr"}],
+            ["scans[0].stages: align not in the pipeline (ingest, recon, recover)"],
+        ),
+        ([{"name": "a", "hr": "raw/hr.zarr"}], ["scans[0].path: the raw scan is needed by ingest"]),
+        (
+            [
+                {
+                    "name": "a",
+                    "path": "raw/a.h5",
+                    "hr": "raw/hr.zarr",
+                    "overrides": {"recover": {"model": "train", "dof": 4}},
+                }
+            ],
+            ["scans[0].overrides.recover.dof"],
+        ),
+    ],
+)
 def test_scans_must_fit_the_pipeline(tmp_path, raw, scans, words):
     _error(tmp_path, _doc(pipeline=["ingest", "recon", "recover"], scans=scans), *words)
 
 
-@pytest.mark.parametrize("scan, words", [
-    ({"name": "t", "path": "raw/tiffs"}, ["scans[0].angles: tiff scans carry no rotation angles"]),
-    ({"name": "t", "path": "raw/tiffs/*.tif"}, ["scans[0].angles: tiff scans carry no rotation angles"]),
-    ({"name": "t", "path": "raw/a.h5", "format": "numpy"}, ["scans[0].angles: numpy scans"]),
-    ({"name": "t", "path": "raw/a.h5", "format": "hdf"}, ["scans[0].format", "'dxchange'"]),
-    ({"name": "t", "path": "raw/a.h5", "flats": "raw/flat.tif"}, ["scans[0].flats: flats and darks are given for"]),
-    ({"name": "t", "path": "raw/b.txrm", "entry": "/entry"}, ["scans[0].entry: entry applies to NeXus files only"]),
-    ({"name": "t", "path": "raw/a.h5", "angles": [0, 180, 0]}, ["scans[0].angles: step 0 does not lead"]),
-    ({"name": "t", "path": "raw/a.h5", "angles": [5]}, ["scans[0].angles: a list of angles needs one angle"]),
-    ({"name": "t", "path": "raw/a.h5", "angles": 180}, ["scans[0].angles: expected a list of angles"]),
-    ({"name": "t", "path": "raw/a.h5", "angles": [0, "x", 2, 3]}, ["scans[0].angles[1]"]),
-    ({"name": "t", "path": "raw/a.h5", "center": -1}, ["scans[0].center: expected a rotation axis column"]),
-    ({"name": "t", "path": "raw/a.h5", "center": "middle"}, ["scans[0].center"]),
-    ({"name": "t", "path": "raw/a.h5", "pixel_size_um": 0}, ["scans[0].pixel_size_um", "greater than 0"]),
-    ({"name": "t", "path": "raw/a.h5", "flats": []}, ["scans[0].flats"]),
-])
+@pytest.mark.parametrize(
+    "scan, words",
+    [
+        ({"name": "t", "path": "raw/tiffs"}, ["scans[0].angles: tiff scans carry no rotation angles"]),
+        ({"name": "t", "path": "raw/tiffs/*.tif"}, ["scans[0].angles: tiff scans carry no rotation angles"]),
+        ({"name": "t", "path": "raw/a.h5", "format": "numpy"}, ["scans[0].angles: numpy scans"]),
+        ({"name": "t", "path": "raw/a.h5", "format": "hdf"}, ["scans[0].format", "'dxchange'"]),
+        ({"name": "t", "path": "raw/a.h5", "flats": "raw/flat.tif"}, ["scans[0].flats: flats and darks are given for"]),
+        ({"name": "t", "path": "raw/b.txrm", "entry": "/entry"}, ["scans[0].entry: entry applies to NeXus files only"]),
+        ({"name": "t", "path": "raw/a.h5", "angles": [0, 180, 0]}, ["scans[0].angles: step 0 does not lead"]),
+        ({"name": "t", "path": "raw/a.h5", "angles": [5]}, ["scans[0].angles: a list of angles needs one angle"]),
+        ({"name": "t", "path": "raw/a.h5", "angles": 180}, ["scans[0].angles: expected a list of angles"]),
+        ({"name": "t", "path": "raw/a.h5", "angles": [0, "x", 2, 3]}, ["scans[0].angles[1]"]),
+        ({"name": "t", "path": "raw/a.h5", "center": -1}, ["scans[0].center: expected a rotation axis column"]),
+        ({"name": "t", "path": "raw/a.h5", "center": "middle"}, ["scans[0].center"]),
+        ({"name": "t", "path": "raw/a.h5", "pixel_size_um": 0}, ["scans[0].pixel_size_um", "greater than 0"]),
+        ({"name": "t", "path": "raw/a.h5", "flats": []}, ["scans[0].flats"]),
+    ],
+)
 def test_bad_scan_settings(tmp_path, raw, scan, words):
     _error(tmp_path, _doc(pipeline=["ingest"], scans=[scan]), *words)
 
 
-@pytest.mark.parametrize("key, value, ok", [
-    ("cluster", "local-cuda", True), ("cluster", "slurm:gpu", True), ("cluster", "tcp://10.0.0.1:8786", True),
-    ("cluster", "node7:8786", True), ("cluster", "none", True), ("cluster", "local:big", False),
-    ("cluster", "kubernetes", False), ("retries", -1, False), ("max_scans_in_flight", 0, False),
-    ("version", 2, False), ("output", None, False),
-])
+@pytest.mark.parametrize(
+    "key, value, ok",
+    [
+        ("cluster", "local-cuda", True),
+        ("cluster", "slurm:gpu", True),
+        ("cluster", "tcp://10.0.0.1:8786", True),
+        ("cluster", "node7:8786", True),
+        ("cluster", "none", True),
+        ("cluster", "local:big", False),
+        ("cluster", "kubernetes", False),
+        ("retries", -1, False),
+        ("max_scans_in_flight", 0, False),
+        ("version", 2, False),
+        ("output", None, False),
+    ],
+)
 def test_top_level_values(tmp_path, raw, key, value, ok):
     doc = _doc(**{key: value})
     if ok:
@@ -292,22 +392,37 @@ def test_a_cluster_file_is_resolved_and_checked(tmp_path, raw):
 
 
 def test_missing_files_are_listed_all_at_once(tmp_path, raw):
-    doc = _doc(pipeline=["ingest", "recon", {"stage": "recover", "model": "nets/w.safetensors"}],
-               scans=[{"name": "a", "path": "raw/nope.h5", "hr": "raw/nohr.zarr"},
-                      {"name": "b", "path": "raw/tiffs/q_*.tif", "angles": "raw/no-angles.txt", "hr": "raw/a.h5"},
-                      {"name": "c", "path": "raw/b.txrm", "hr": "raw/hr.zarr"}])
+    doc = _doc(
+        pipeline=["ingest", "recon", {"stage": "recover", "model": "nets/w.safetensors"}],
+        scans=[
+            {"name": "a", "path": "raw/nope.h5", "hr": "raw/nohr.zarr"},
+            {"name": "b", "path": "raw/tiffs/q_*.tif", "angles": "raw/no-angles.txt", "hr": "raw/a.h5"},
+            {"name": "c", "path": "raw/b.txrm", "hr": "raw/hr.zarr"},
+        ],
+    )
     msg = _error(tmp_path, doc, "6 input(s) of the manifest missing", kind=InputError)
-    for w in ("scans[0] (a).path: ", "nope.h5 (no such file or folder)", "scans[0] (a).hr: ", "scans[1] (b).path",
-              "q_*.tif (no file matches)", "no-angles.txt", "scans[1] (b).hr: ", "(not a zarr store: no zarr.json)",
-              "pipeline.recover.model: ", "w.safetensors (no such file)"):
+    for w in (
+        "scans[0] (a).path: ",
+        "nope.h5 (no such file or folder)",
+        "scans[0] (a).hr: ",
+        "scans[1] (b).path",
+        "q_*.tif (no file matches)",
+        "no-angles.txt",
+        "scans[1] (b).hr: ",
+        "(not a zarr store: no zarr.json)",
+        "pipeline.recover.model: ",
+        "w.safetensors (no such file)",
+    ):
         assert w in msg, (w, msg)
     assert "scans[2]" not in msg
 
 
 def test_a_model_without_its_card_is_refused(tmp_path, raw):
     (raw / "recover_unet.json").unlink()
-    doc = _doc(pipeline=["ingest", "recon", {"stage": "recover", "model": "raw/recover_unet.safetensors"}],
-               scans=[{"name": "a", "path": "raw/a.h5", "hr": "raw/hr.zarr"}])
+    doc = _doc(
+        pipeline=["ingest", "recon", {"stage": "recover", "model": "raw/recover_unet.safetensors"}],
+        scans=[{"name": "a", "path": "raw/a.h5", "hr": "raw/hr.zarr"}],
+    )
     _error(tmp_path, doc, "recover_unet.json (its model card is missing)", kind=InputError)
 
 
@@ -318,8 +433,10 @@ def test_output_inside_an_input_is_refused(tmp_path, raw):
 
 def test_an_input_inside_a_scan_output_folder_is_refused(tmp_path, raw):
     # output root = raw/: scan "tiffs" would write into raw/tiffs/, the folder of its own input
-    doc = _doc(output="raw", scans=[{"name": "a", "path": "raw/a.h5"},
-                                    {"name": "TIFFS", "path": "raw/tiffs", "angles": [0, 1]}])
+    doc = _doc(
+        output="raw",
+        scans=[{"name": "a", "path": "raw/a.h5"}, {"name": "TIFFS", "path": "raw/tiffs", "angles": [0, 1]}],
+    )
     _error(tmp_path, doc, "scans[1]: its input", "is inside the output folder of scans[1] (TIFFS)")
 
 
@@ -332,14 +449,17 @@ def test_scan_outputs_refuse_a_link_out_of_the_output_root(tmp_path, raw):
     assert scan_outputs(m, "b")["dir"] == tmp_path / "out" / "b"
 
 
-@pytest.mark.parametrize("text, name, words", [
-    ("version: 1\nscans: [\n", "batch.yaml", ["invalid YAML at line"]),
-    ("version: 1\nversion: 1\n", "batch.yaml", ["duplicate key 'version'"]),
-    ('{"version": 1, "version": 1}', "batch.json", ["invalid JSON: duplicate key 'version'"]),
-    ('{"version": 1,}', "batch.json", ["invalid JSON at line 1"]),
-    ("- a\n- b\n", "batch.yaml", ["a batch manifest is a mapping"]),
-    ("version: 1\n", "batch.txt", ["a .yaml, .yml or .json file"]),
-])
+@pytest.mark.parametrize(
+    "text, name, words",
+    [
+        ("version: 1\nscans: [\n", "batch.yaml", ["invalid YAML at line"]),
+        ("version: 1\nversion: 1\n", "batch.yaml", ["duplicate key 'version'"]),
+        ('{"version": 1, "version": 1}', "batch.json", ["invalid JSON: duplicate key 'version'"]),
+        ('{"version": 1,}', "batch.json", ["invalid JSON at line 1"]),
+        ("- a\n- b\n", "batch.yaml", ["a batch manifest is a mapping"]),
+        ("version: 1\n", "batch.txt", ["a .yaml, .yml or .json file"]),
+    ],
+)
 def test_unreadable_manifests(tmp_path, text, name, words):
     p = tmp_path / name
     p.write_text(text)
@@ -368,10 +488,15 @@ def test_align_options_are_options_of_the_methods_kernels():
     from tomoflow.align.hybrid import align_hybrid, align_resnet, refine
     from tomoflow.pipeline.align import METHODS
 
-    params = {m: set(inspect.signature(f).parameters) for m, f in
-              (("phase", align_phase), ("resnet", align_resnet), ("consistency", align_consistency))}
-    params["hybrid"] = (set(inspect.signature(align_hybrid).parameters) | set(inspect.signature(refine).parameters)
-                        | params["consistency"])
+    params = {
+        m: set(inspect.signature(f).parameters)
+        for m, f in (("phase", align_phase), ("resnet", align_resnet), ("consistency", align_consistency))
+    }
+    params["hybrid"] = (
+        set(inspect.signature(align_hybrid).parameters)
+        | set(inspect.signature(refine).parameters)
+        | params["consistency"]
+    )
     assert set(params) == set(METHODS)
     for option, methods in ALIGN_OPTIONS.items():
         for m in methods:
@@ -384,11 +509,22 @@ def test_stage_defaults_match_the_commands():
     from tomoflow.cli.recovery import recover, register
     from tomoflow.cli.train_recovery import train_recovery
 
-    cli = {n: p.default.default for n, p in inspect.signature(train_recovery).parameters.items()
-           if hasattr(p.default, "default")}
+    cli = {
+        n: p.default.default
+        for n, p in inspect.signature(train_recovery).parameters.items()
+        if hasattr(p.default, "default")
+    }
     t = TrainOptions()
-    for ours, theirs in (("epochs", "epochs"), ("steps", "steps"), ("patch", "patch"), ("batch", "batch"),
-                         ("lr", "lr"), ("val_fraction", "val_fraction"), ("patience", "patience"), ("seed", "seed")):
+    for ours, theirs in (
+        ("epochs", "epochs"),
+        ("steps", "steps"),
+        ("patch", "patch"),
+        ("batch", "batch"),
+        ("lr", "lr"),
+        ("val_fraction", "val_fraction"),
+        ("patience", "patience"),
+        ("seed", "seed"),
+    ):
         assert getattr(t, ours) == cli[theirs], ours
     assert ",".join(map(str, t.channels)) == cli["channels"]
     r = RecoverStage()

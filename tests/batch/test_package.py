@@ -14,8 +14,12 @@ import tomoflow.batch
 
 
 def _loaded(code: str) -> list[str]:
-    out = subprocess.run([sys.executable, "-c", code + "\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code + "\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -33,6 +37,10 @@ def test_importing_the_batch_package_loads_no_torch():
 
 def test_the_storage_layer_imports_nothing_above_it():
     mods = _loaded("import tomoflow.io")
-    above = [m for m in mods if m.split(".")[:2][-1] in ("pipeline", "batch", "recover", "register", "align", "train")
-             and m.startswith("tomoflow.")]
+    above = [
+        m
+        for m in mods
+        if m.split(".")[:2][-1] in ("pipeline", "batch", "recover", "register", "align", "train")
+        and m.startswith("tomoflow.")
+    ]
     assert above == []

@@ -55,8 +55,11 @@ def archive(tmp_path_factory) -> Path:
 
 
 def manifest_file(archive: Path, output: str, *, names=GOOD + BAD, retries: int = 1) -> Path:
-    scans = [f"name: {name}, path: raw/{name}.h5, pixel_size_um: 0.5" + ("" if name == "tooth" else ", stages: [ingest, recon]")
-             for name in names]
+    scans = [
+        f"name: {name}, path: raw/{name}.h5, pixel_size_um: 0.5"
+        + ("" if name == "tooth" else ", stages: [ingest, recon]")
+        for name in names
+    ]
     return write_manifest_yaml(archive / f"{output}.yaml", output, scans, retries=retries)
 
 
@@ -71,8 +74,13 @@ def checksums(root: Path, names=GOOD) -> dict[str, dict[str, str]]:
 
 
 def mtimes(root: Path, names=GOOD) -> dict[str, int]:
-    return {str(p.relative_to(root)): p.stat().st_mtime_ns for n in names for s in (root / n).glob("*.zarr")
-            for p in s.rglob("*") if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.stat().st_mtime_ns
+        for n in names
+        for s in (root / n).glob("*.zarr")
+        for p in s.rglob("*")
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -126,13 +134,14 @@ def test_good_scans_complete_and_bad_ones_fail_alone_with_clear_errors(first_run
     # bad input is deterministic: failed at once (no retry), in the stage that met it, with the file named
     trunc, nan, nodata = by["truncated"], by["nan-rows"], by["no-data"]
     assert trunc.failed_stage == "ingest" and "truncated.h5" in trunc.error and "truncated or corrupt" in trunc.error
-    assert nan.failed_stage == "ingest" and "NaN/Inf" in nan.error and [st.status for st in nan.stages] == [
-        FAILED]
+    assert nan.failed_stage == "ingest" and "NaN/Inf" in nan.error and [st.status for st in nan.stages] == [FAILED]
     assert nodata.failed_stage == "ingest" and "no-data.h5" in nodata.error and "/exchange/data" in nodata.error
     for s in (trunc, nan, nodata):
         assert s.status == FAILED and s.attempts == 1 and s.error_type == "InputError" and s.thumbnail is None, s
-    assert not (root / "nan-rows" / "volume.zarr").exists() or not VolumeStore.open(
-        root / "nan-rows" / "volume.zarr", require_complete=False).is_complete()
+    assert (
+        not (root / "nan-rows" / "volume.zarr").exists()
+        or not VolumeStore.open(root / "nan-rows" / "volume.zarr", require_complete=False).is_complete()
+    )
 
     # reports: JSON, HTML (thumbnails embedded, text escaped), per scan, and Dask's performance report
     doc = json.loads((root / REPORT_JSON).read_text())
@@ -223,8 +232,11 @@ def test_a_small_scan_is_reconstructed_in_one_task_a_large_one_in_blocks(archive
 
     client, _ = cluster
     results, groups = {}, {}
-    cases = {"one-task": {}, "blocks": {"worker_memory_budget": 200_000},  # 200 kB: less than one slab needs
-             "two-chunks": {"scan_chunk_rows": ROWS // 2}}
+    cases = {
+        "one-task": {},
+        "blocks": {"worker_memory_budget": 200_000},  # 200 kB: less than one slab needs
+        "two-chunks": {"scan_chunk_rows": ROWS // 2},
+    }
     for name, settings in cases.items():
         m = load_manifest(manifest_file(archive, name, names=("chip",)))
         with tomoflow.config.set(**settings), get_task_stream(client) as ts:
@@ -284,8 +296,9 @@ def test_outputs_that_would_collide_or_escape_are_refused_before_any_work(archiv
     two = m.model_copy(update={"scans": [m.scans[0], m.scans[0].model_copy(update={"name": "other"})]})
     with pytest.raises(ConfigError, match="same folder"):
         run_batch(two, client=None)
-    gone = m.model_copy(update={"scans": [m.scans[0].model_copy(update={"name": "new",
-                                                                        "path": archive / "raw" / "gone.h5"})]})
+    gone = m.model_copy(
+        update={"scans": [m.scans[0].model_copy(update={"name": "new", "path": archive / "raw" / "gone.h5"})]}
+    )
     with pytest.raises(InputError, match="gone.h5"):
         run_batch(gone, client=None)
     assert sorted(p.name for p in out.rglob("*")) == ["chip", "other"]  # nothing written
@@ -303,7 +316,8 @@ def test_recover_registers_trains_resamples_and_recovers_then_skips(tmp_path, cl
     write_multiscale_pair(pair, tmp_path / "hr.zarr", tmp_path / "lfov.zarr")
     (tmp_path / "m.yaml").write_text(
         "version: 1\noutput: out\npipeline: [{stage: recover, dof: 3, train: {epochs: 1, steps: 2, patch: 16, "
-        "batch: 2, channels: [4, 8]}}]\nscans:\n  - {name: pair, volume: lfov.zarr, hr: hr.zarr}\n")
+        "batch: 2, channels: [4, 8]}}]\nscans:\n  - {name: pair, volume: lfov.zarr, hr: hr.zarr}\n"
+    )
     m = load_manifest(tmp_path / "m.yaml")
     result = run_batch(m, client=client)
     (s,) = result.scans

@@ -43,8 +43,14 @@ def cli_process() -> Callable[..., Ran]:
     """Run ``tomoflow ...`` as a separate process (real stdout/stderr, logging and Rich consoles)."""
 
     def run(*args: Any, cwd: Path | None = None) -> Ran:
-        p = subprocess.run([sys.executable, "-m", "tomoflow.cli", *map(str, args)], cwd=cwd, capture_output=True,
-                           text=True, timeout=300, env={**os.environ, "COLUMNS": "80"})
+        p = subprocess.run(
+            [sys.executable, "-m", "tomoflow.cli", *map(str, args)],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "COLUMNS": "80"},
+        )
         return Ran(p.returncode, p.stdout, p.stderr, p.stdout + p.stderr)
 
     return run

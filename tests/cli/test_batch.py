@@ -22,8 +22,13 @@ def archive(tmp_path: Path, tooth_h5: Path, txrm_file: Path) -> Path:
     rng = np.random.default_rng(0)
     for name in ("day1/s1.h5", "day1/s2.h5", "day2/s1.h5"):
         (a / name).parent.mkdir(parents=True, exist_ok=True)
-        write_dxchange(a / name, rng.uniform(100, 200, (12, 4, 8)).astype(np.float32), np.linspace(0, 180, 12),
-                       flats=np.full((2, 4, 8), 250, np.float32), darks=np.zeros((1, 4, 8), np.float32))
+        write_dxchange(
+            a / name,
+            rng.uniform(100, 200, (12, 4, 8)).astype(np.float32),
+            np.linspace(0, 180, 12),
+            flats=np.full((2, 4, 8), 250, np.float32),
+            darks=np.zeros((1, 4, 8), np.float32),
+        )
     tif = a / "tiff-scan"
     tif.mkdir()
     for i in range(5):
@@ -46,9 +51,27 @@ def test_scan_archive_writes_a_manifest_and_lists_the_unreadable(cli, archive, t
     ran = cli("batch", "scan-archive", archive, "-o", out)
     assert ran.code == 0, ran
     text = " ".join(ran.stdout.split())
-    for word in ("s1", "s1-2", "s2", "tiff-scan", "tooth", "chip", "181 x 2 x 640", "7 x 256 x 256", "12 x 4 x 8",
-                 "5 x 4 x 8", "dxchange", "txrm", "tiff", "not usable (3)", "file is empty (0 bytes)",
-                 "not an HDF5 file", "truncated or corrupt", "1 other file(s)", f"scans found in {archive}"):
+    for word in (
+        "s1",
+        "s1-2",
+        "s2",
+        "tiff-scan",
+        "tooth",
+        "chip",
+        "181 x 2 x 640",
+        "7 x 256 x 256",
+        "12 x 4 x 8",
+        "5 x 4 x 8",
+        "dxchange",
+        "txrm",
+        "tiff",
+        "not usable (3)",
+        "file is empty (0 bytes)",
+        "not an HDF5 file",
+        "truncated or corrupt",
+        "1 other file(s)",
+        f"scans found in {archive}",
+    ):
         assert word in text, (word, ran)
     assert "wrote" in ran.stdout and "6 scan(s), 3 not usable" in text
     m = load_manifest(out)
@@ -64,8 +87,20 @@ def test_scan_archive_writes_a_manifest_and_lists_the_unreadable(cli, archive, t
 
 def test_scan_archive_options(cli, archive, tmp_path):
     out = tmp_path / "m.json"
-    ran = cli("batch", "scan-archive", archive / "real", "-o", out, "--output-root", tmp_path / "results",
-              "--pipeline", "ingest, recon", "--cluster", "none", "--verify")
+    ran = cli(
+        "batch",
+        "scan-archive",
+        archive / "real",
+        "-o",
+        out,
+        "--output-root",
+        tmp_path / "results",
+        "--pipeline",
+        "ingest, recon",
+        "--cluster",
+        "none",
+        "--verify",
+    )
     assert ran.code == 0, ran
     doc = json.loads(out.read_text())
     assert doc["output"] == "results" and doc["cluster"] == "none"
@@ -79,15 +114,23 @@ def test_scan_archive_refuses_before_walking(cli, one_line_error, archive, tmp_p
     existing = tmp_path / "have.yaml"
     existing.write_text("keep me")
     with unchanged(tmp_path):
-        one_line_error(cli("batch", "scan-archive", archive, "-o", existing), "have.yaml", "exists", "not written by tomoflow")
+        one_line_error(
+            cli("batch", "scan-archive", archive, "-o", existing), "have.yaml", "exists", "not written by tomoflow"
+        )
         one_line_error(cli("batch", "scan-archive", archive, "-o", tmp_path / "m.toml"), ".yaml, .yml or .json")
-        one_line_error(cli("batch", "scan-archive", archive, "-o", tmp_path / "m.yaml", "--pipeline",
-                           "ingest,recon,recover"), "recover needs every scan's paired HR volume")
-        one_line_error(cli("batch", "scan-archive", archive, "-o", tmp_path / "m.yaml", "--pipeline", "ingest,fft"),
-                       "unknown stage(s) 'fft'")
+        one_line_error(
+            cli("batch", "scan-archive", archive, "-o", tmp_path / "m.yaml", "--pipeline", "ingest,recon,recover"),
+            "recover needs every scan's paired HR volume",
+        )
+        one_line_error(
+            cli("batch", "scan-archive", archive, "-o", tmp_path / "m.yaml", "--pipeline", "ingest,fft"),
+            "unknown stage(s) 'fft'",
+        )
         one_line_error(cli("batch", "scan-archive", tmp_path / "nope", "-o", tmp_path / "m.yaml"), "not a folder")
-        one_line_error(cli("batch", "scan-archive", archive, "-o", tmp_path / "m.yaml", "--cluster", "cloud"),
-                       "invalid cluster spec 'cloud'")
+        one_line_error(
+            cli("batch", "scan-archive", archive, "-o", tmp_path / "m.yaml", "--cluster", "cloud"),
+            "invalid cluster spec 'cloud'",
+        )
     assert existing.read_text() == "keep me"
 
 
@@ -100,24 +143,36 @@ def test_no_usable_scan_writes_nothing(cli, one_line_error, archive, tmp_path):
 
 def test_check_rejects_a_bad_manifest_in_one_line(cli, one_line_error, archive, tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("version: 1\noutput: out\npipeline: [ingest, {stage: align, method: magic}]\n"
-                   "scans:\n  - {name: ../up, path: x.h5, colour: red}\n")
-    line = one_line_error(cli("batch", "check", bad), str(bad), "invalid batch manifest", "pipeline[1].method",
-                          "scans[0].name", "scans[0].colour: unknown key")
+    bad.write_text(
+        "version: 1\noutput: out\npipeline: [ingest, {stage: align, method: magic}]\n"
+        "scans:\n  - {name: ../up, path: x.h5, colour: red}\n"
+    )
+    line = one_line_error(
+        cli("batch", "check", bad),
+        str(bad),
+        "invalid batch manifest",
+        "pipeline[1].method",
+        "scans[0].name",
+        "scans[0].colour: unknown key",
+    )
     assert "magic" in line
     missing = tmp_path / "missing.yaml"
-    missing.write_text("version: 1\noutput: out\npipeline: [ingest]\nscans:\n  - {name: a, path: a.h5}\n"
-                       "  - {name: b, path: b.h5}\n")
-    one_line_error(cli("batch", "check", missing), "2 input(s) of the manifest missing", "scans[0] (a).path",
-                   "scans[1] (b).path")
+    missing.write_text(
+        "version: 1\noutput: out\npipeline: [ingest]\nscans:\n  - {name: a, path: a.h5}\n  - {name: b, path: b.h5}\n"
+    )
+    one_line_error(
+        cli("batch", "check", missing), "2 input(s) of the manifest missing", "scans[0] (a).path", "scans[1] (b).path"
+    )
     ran = cli("batch", "check", missing, "--no-files")
     assert ran.code == 0 and "input files not checked" in ran.stdout, ran
 
 
 def test_check_shows_per_scan_settings(cli, tmp_path, tooth_h5):
     m = tmp_path / "m.yaml"
-    m.write_text(f"version: 1\noutput: out\npipeline: [ingest, recon]\nscans:\n"
-                 f"  - {{name: tooth, path: {tooth_h5}, center: 296.0, overrides: {{recon: {{algorithm: sirt}}}}}}\n")
+    m.write_text(
+        f"version: 1\noutput: out\npipeline: [ingest, recon]\nscans:\n"
+        f"  - {{name: tooth, path: {tooth_h5}, center: 296.0, overrides: {{recon: {{algorithm: sirt}}}}}}\n"
+    )
     ran = cli("batch", "check", m)
     assert ran.code == 0, ran
     text = " ".join(ran.stdout.split())
@@ -146,12 +201,16 @@ def _small_archive(folder: Path, good: tuple[str, ...], bad: tuple[str, ...] = (
 
 def _manifest(folder: Path, output: str, names: tuple[str, ...], *, slow: tuple[str, ...] = ()) -> Path:
     """A manifest ingest -> recon of folder/raw/<name>.h5; ``slow`` scans use SIRT (about a second each)."""
-    lines = [f"  - {{name: {n}, path: raw/{n}.h5, pixel_size_um: 0.5"
-             + (", overrides: {recon: {algorithm: sirt, iterations: 40}}" if n in slow else "") + "}"
-             for n in names]
+    lines = [
+        f"  - {{name: {n}, path: raw/{n}.h5, pixel_size_um: 0.5"
+        + (", overrides: {recon: {algorithm: sirt, iterations: 40}}" if n in slow else "")
+        + "}"
+        for n in names
+    ]
     path = folder / f"{output}.yaml"
-    path.write_text(f"version: 1\noutput: {output}\ncluster: none\npipeline: [ingest, recon]\nscans:\n"
-                    + "\n".join(lines) + "\n")
+    path.write_text(
+        f"version: 1\noutput: {output}\ncluster: none\npipeline: [ingest, recon]\nscans:\n" + "\n".join(lines) + "\n"
+    )
     return path
 
 
@@ -160,13 +219,17 @@ def test_run_rejects_bad_manifests_before_any_work(cli, one_line_error, tmp_path
     head = "version: 1\noutput: out\npipeline: [ingest, recon]\nscans:\n"
     cases = {
         "unknown.yaml": (head + "  - {name: a, path: raw/a.h5, colour: red}\n", ("scans[0].colour: unknown key",)),
-        "missing.yaml": (head + "  - {name: a, path: raw/a.h5}\n  - {name: b, path: raw/b.h5}\n",
-                         ("1 input(s) of the manifest missing", "scans[1] (b).path", "b.h5")),
+        "missing.yaml": (
+            head + "  - {name: a, path: raw/a.h5}\n  - {name: b, path: raw/b.h5}\n",
+            ("1 input(s) of the manifest missing", "scans[1] (b).path", "b.h5"),
+        ),
         "escape.yaml": (head + "  - {name: ../up, path: raw/a.h5}\n", ("scans[0].name", "not a safe scan name")),
         "absolute.yaml": (head + "  - {name: /etc, path: raw/a.h5}\n", ("scans[0].name",)),
         "reserved.yaml": (head + "  - {name: thumbnails, path: raw/a.h5}\n", ("taken by the batch report",)),
-        "top.yaml": (head.replace("version: 1", "version: 1\nworkers: 9") + "  - {name: a, path: raw/a.h5}\n",
-                     ("workers: unknown key",)),
+        "top.yaml": (
+            head.replace("version: 1", "version: 1\nworkers: 9") + "  - {name: a, path: raw/a.h5}\n",
+            ("workers: unknown key",),
+        ),
     }
     for name, (text, _) in cases.items():
         (tmp_path / name).write_text(text)
@@ -208,6 +271,7 @@ def _store_sums(root: Path) -> dict[str, str]:
 
     out = {}
     for store in sorted(root.glob("*/*.zarr")):
+
         def walk(group, prefix):
             for name, arr in group.arrays():
                 out[prefix + name] = hashlib.sha256(np.ascontiguousarray(arr[...]).tobytes()).hexdigest()
@@ -243,22 +307,38 @@ def test_killed_runner_restarts_where_it_stopped(tmp_path):
 
         m = _manifest(tmp_path, "out", names, slow=slow)
         out = tmp_path / "out"
-        cmd = [sys.executable, "-m", "tomoflow.cli", "batch", "run", str(m), "--cluster", client.scheduler.address,
-               "--max-in-flight", "1"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "tomoflow.cli",
+            "batch",
+            "run",
+            str(m),
+            "--cluster",
+            client.scheduler.address,
+            "--max-in-flight",
+            "1",
+        ]
         env = {**os.environ, "COLUMNS": "100"}
         runner = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
         try:
             deadline = time.monotonic() + 120
-            while not (StageLog(out / "s1" / "volume.zarr", "recon").exists
-                       and StageLog(out / "s1" / "volume.zarr", "recon").record.complete):
+            while not (
+                StageLog(out / "s1" / "volume.zarr", "recon").exists
+                and StageLog(out / "s1" / "volume.zarr", "recon").record.complete
+            ):
                 assert runner.poll() is None, runner.communicate()[0]
                 assert time.monotonic() < deadline, "the first scan never completed"
                 time.sleep(0.02)
         finally:
             runner.send_signal(signal.SIGKILL)
             runner.communicate()
-        done = [n for n in names if StageLog(out / n / "volume.zarr", "recon").exists
-                and StageLog(out / n / "volume.zarr", "recon").record.complete]
+        done = [
+            n
+            for n in names
+            if StageLog(out / n / "volume.zarr", "recon").exists
+            and StageLog(out / n / "volume.zarr", "recon").record.complete
+        ]
         assert "s1" in done and len(done) < len(names), done
         before = {str(p): p.stat().st_mtime_ns for n in done for p in (out / n).glob("*.zarr/**/*") if p.is_file()}
 
@@ -267,7 +347,9 @@ def test_killed_runner_restarts_where_it_stopped(tmp_path):
         assert "Dask dashboard" in again.stdout
     doc = json.loads((out / "batch-report.json").read_text())
     status = {s["name"]: s["status"] for s in doc["scans"]}
-    assert all(status[n] == "skipped-complete" for n in done) and set(status.values()) <= {"complete",
-                                                                                          "skipped-complete"}, status
+    assert all(status[n] == "skipped-complete" for n in done) and set(status.values()) <= {
+        "complete",
+        "skipped-complete",
+    }, status
     assert {str(p): p.stat().st_mtime_ns for n in done for p in (out / n).glob("*.zarr/**/*") if p.is_file()} == before
     assert _store_sums(out) == expected

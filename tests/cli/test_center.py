@@ -27,15 +27,19 @@ def no_estimate(monkeypatch):
     monkeypatch.setattr(tomoflow.pipeline.reconstruct, "estimate_center", fail)
 
 
-@pytest.mark.parametrize(("option", "value", "words"), [
-    ("--try-step", "0", ["--try-step", "positive"]),
-    ("--try-step", "-1", ["--try-step", "positive"]),
-    ("--try-step", "nan", ["--try-step"]),
-    ("--try-range", "-1", ["--try-range"]),
-    ("--try-range", "1e6", ["trial centres", "at most 401"]),
-])
-def test_bad_sweep_is_refused_up_front(cli, one_line_error, unchanged, tooth_store, tmp_path, no_estimate,
-                                       option, value, words):
+@pytest.mark.parametrize(
+    ("option", "value", "words"),
+    [
+        ("--try-step", "0", ["--try-step", "positive"]),
+        ("--try-step", "-1", ["--try-step", "positive"]),
+        ("--try-step", "nan", ["--try-step"]),
+        ("--try-range", "-1", ["--try-range"]),
+        ("--try-range", "1e6", ["trial centres", "at most 401"]),
+    ],
+)
+def test_bad_sweep_is_refused_up_front(
+    cli, one_line_error, unchanged, tooth_store, tmp_path, no_estimate, option, value, words
+):
     with unchanged(tmp_path):
         one_line_error(cli("center", tooth_store, "--try", tmp_path / "sweep", option, value), *words)
 
@@ -43,8 +47,11 @@ def test_bad_sweep_is_refused_up_front(cli, one_line_error, unchanged, tooth_sto
 def test_sweep_must_stay_on_the_detector(cli, one_line_error, unchanged, tooth_store, tmp_path):
     """301 centres are allowed, but +-300 px around ~296 px leaves a 640-column detector."""
     with unchanged(tmp_path):
-        one_line_error(cli("center", tooth_store, "--try", tmp_path / "sweep", "--try-range", "300", "--try-step", "2"),
-                       "leave the detector", "0 to 639")
+        one_line_error(
+            cli("center", tooth_store, "--try", tmp_path / "sweep", "--try-range", "300", "--try-step", "2"),
+            "leave the detector",
+            "0 to 639",
+        )
 
 
 def test_sweep_into_read_only_folder(cli, one_line_error, tooth_store, readonly_dir):

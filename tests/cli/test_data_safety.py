@@ -37,22 +37,27 @@ def test_recon_never_writes_over_its_input(cli, one_line_error, unchanged, tooth
     monkeypatch.chdir(tooth_store.parent)
     target = {"same": tooth_store, "dot": ".", "parent": tooth_store.parent}[out]
     with unchanged(tooth_store.parent):
-        one_line_error(cli("recon", tooth_store.name, "-o", target, "--overwrite", "--cluster", "none",
-                           "--center", "296"), "input")
+        one_line_error(
+            cli("recon", tooth_store.name, "-o", target, "--overwrite", "--cluster", "none", "--center", "296"), "input"
+        )
     assert cli("info", tooth_store).code == 0
 
 
 def test_recon_overwrite_never_deletes_a_user_folder(cli, one_line_error, tooth_store, user_folder):
-    one_line_error(cli("recon", tooth_store, "-o", user_folder, "--overwrite", "--cluster", "none", "--center", "296"),
-                   "not a tomoflow store")
+    one_line_error(
+        cli("recon", tooth_store, "-o", user_folder, "--overwrite", "--cluster", "none", "--center", "296"),
+        "not a tomoflow store",
+    )
     assert (user_folder / "notes.txt").read_text() == "years of work"
 
 
 def test_recon_over_a_scan_store_is_refused(cli, one_line_error, tooth_h5, tooth_store, tmp_path):
     other = tmp_path / "other-scan.zarr"
     assert cli("ingest", tooth_h5, other).code == 0
-    one_line_error(cli("recon", tooth_store, "-o", other, "--overwrite", "--cluster", "none", "--center", "296"),
-                   "scan store, not a volume store")
+    one_line_error(
+        cli("recon", tooth_store, "-o", other, "--overwrite", "--cluster", "none", "--center", "296"),
+        "scan store, not a volume store",
+    )
     assert cli("info", other).code == 0
 
 
@@ -62,11 +67,17 @@ def test_all_zero_flats_are_refused_and_nothing_is_left(cli, one_line_error, unc
 
     store = tmp_path / "zeroflat.zarr"
     with unchanged(tmp_path), pytest.raises(InputError, match="flat fields are all zero"):  # refused at ingest
-        write_scan(store, np.full((8, 4, 16), 100.0), np.linspace(0, 180, 8, endpoint=False),
-                   flats=np.zeros((2, 4, 16)))
+        write_scan(
+            store, np.full((8, 4, 16), 100.0), np.linspace(0, 180, 8, endpoint=False), flats=np.zeros((2, 4, 16))
+        )
     with unchanged(tmp_path), pytest.raises(InputError, match="not brighter than the darks"):
-        write_scan(store, np.full((8, 4, 16), 100.0), np.linspace(0, 180, 8, endpoint=False),
-                   flats=np.full((2, 4, 16), 50.0), darks=np.full((1, 4, 16), 50.0))
+        write_scan(
+            store,
+            np.full((8, 4, 16), 100.0),
+            np.linspace(0, 180, 8, endpoint=False),
+            flats=np.full((2, 4, 16), 50.0),
+            darks=np.full((1, 4, 16), 50.0),
+        )
     # recon keeps the same check for stores written before it moved to ingest (one implementation)
     from tomoflow._checks import check_flats_brighter
 

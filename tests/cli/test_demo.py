@@ -12,8 +12,23 @@ def test_demo_end_to_end(cli, tmp_path):
     from tomoflow.pipeline.resample import field_grid
 
     out = tmp_path / "demo [b]"
-    ran = cli("demo", "--out", out, "--size", 48, "--rows", 8, "--angles", 48, "--workers", 1,
-              "--recovery-size", 40, "--recovery-train-seconds", 3)
+    ran = cli(
+        "demo",
+        "--out",
+        out,
+        "--size",
+        48,
+        "--rows",
+        8,
+        "--angles",
+        48,
+        "--workers",
+        1,
+        "--recovery-size",
+        40,
+        "--recovery-train-seconds",
+        3,
+    )
     assert ran.code == 0, ran
     assert "Dask dashboard: http://127.0.0.1:" in ran.stdout
     assert f"tomoflow info {out / 'scan.zarr'}" in ran.stdout

@@ -11,11 +11,14 @@ from tomoflow.errors import ConfigError, InputError, StoreError
 ingest_module = importlib.import_module("tomoflow.io.ingest")
 
 
-@pytest.mark.parametrize("exc", [
-    ConfigError("cluster needs dask-cuda: pip install 'tomoflow[gpu]' [/] [bold]x[/bold] [link=y]"),
-    InputError("angle count mismatch: 3 angles for 181 projections", "/data/scan [b].h5", "/exchange/theta"),
-    StoreError("first line\nsecond [line]\n"),
-])
+@pytest.mark.parametrize(
+    "exc",
+    [
+        ConfigError("cluster needs dask-cuda: pip install 'tomoflow[gpu]' [/] [bold]x[/bold] [link=y]"),
+        InputError("angle count mismatch: 3 angles for 181 projections", "/data/scan [b].h5", "/exchange/theta"),
+        StoreError("first line\nsecond [line]\n"),
+    ],
+)
 def test_tomoflow_errors_are_printed_verbatim(cli, one_line_error, monkeypatch, tmp_path, exc):
     def fail(*args, **kwargs):
         raise exc
@@ -25,11 +28,14 @@ def test_tomoflow_errors_are_printed_verbatim(cli, one_line_error, monkeypatch, 
     assert line == "error: " + "; ".join(s.strip() for s in str(exc).splitlines() if s.strip())
 
 
-@pytest.mark.parametrize("exc", [
-    PermissionError(13, "Permission denied", "/beamline/out [2024].zarr"),
-    OSError(30, "Read-only file system", "/mnt/ro/scan.zarr"),
-    FileNotFoundError(2, "No such file or directory", "/a/b.h5"),
-])
+@pytest.mark.parametrize(
+    "exc",
+    [
+        PermissionError(13, "Permission denied", "/beamline/out [2024].zarr"),
+        OSError(30, "Read-only file system", "/mnt/ro/scan.zarr"),
+        FileNotFoundError(2, "No such file or directory", "/a/b.h5"),
+    ],
+)
 def test_os_errors_are_one_line_naming_the_path(cli, one_line_error, monkeypatch, tmp_path, exc):
     def fail(*args, **kwargs):
         raise exc

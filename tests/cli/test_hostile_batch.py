@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tomoflow.io.lock import LOCK_NAME
 
@@ -37,19 +38,24 @@ def _archive(folder: Path, good=("a", "b"), nan=()) -> Path:
     return raw
 
 
-def _manifest(folder: Path, names, *, cluster: str = "none", output: str = "out", slow: int = 0,
-              retries: int = 0) -> Path:
+def _manifest(
+    folder: Path, names, *, cluster: str = "none", output: str = "out", slow: int = 0, retries: int = 0
+) -> Path:
     from tomoflow.testing import write_manifest_yaml
 
     extra = f", overrides: {{recon: {{algorithm: sirt, iterations: {slow}}}}}" if slow else ""
     scans = [f"name: {n}, path: raw/{n}.h5, pixel_size_um: 0.5{extra}" for n in names]
-    return write_manifest_yaml(folder / f"{output}.yaml", output, scans, pipeline="[ingest, recon]",
-                               cluster=cluster, retries=retries)
+    return write_manifest_yaml(
+        folder / f"{output}.yaml", output, scans, pipeline="[ingest, recon]", cluster=cluster, retries=retries
+    )
 
 
 def _sums(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _dead_pid() -> int:
@@ -59,8 +65,15 @@ def _dead_pid() -> int:
 
 
 def _lock_doc(**fields) -> str:
-    doc = {"tomoflow_lock": 1, "host": socket.gethostname(), "pid": os.getpid(), "started": "2026-12-06T03:40:00+00:00",
-           "command": "tomoflow batch run out.yaml", "token": "t", **fields}
+    doc = {
+        "tomoflow_lock": 1,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "started": "2026-12-06T03:40:00+00:00",
+        "command": "tomoflow batch run out.yaml",
+        "token": "t",
+        **fields,
+    }
     return json.dumps(doc)
 
 
@@ -74,8 +87,14 @@ def test_two_batch_runs_of_one_manifest_at_once(tmp_path, cli_process, one_line_
     m = _manifest(tmp_path, ("a", "b", "c"), slow=3000)
     inputs = _sums(raw)
     env = {**os.environ, "COLUMNS": "100"}
-    first = subprocess.Popen([sys.executable, "-m", "tomoflow.cli", "batch", "run", str(m)], cwd=tmp_path,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "tomoflow.cli", "batch", "run", str(m)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     lock = tmp_path / "out" / LOCK_NAME
     try:
         deadline = time.monotonic() + 120
@@ -88,8 +107,11 @@ def test_two_batch_runs_of_one_manifest_at_once(tmp_path, cli_process, one_line_
     finally:
         out, err = first.communicate(timeout=600)
     assert running, "the first run ended before the second was refused: make its scans slower"
-    line = one_line_error(second, f"{tmp_path / 'out'} is being written by PID {first.pid} on host "
-                          f"{socket.gethostname()} since ", "wait for it or stop it")
+    line = one_line_error(
+        second,
+        f"{tmp_path / 'out'} is being written by PID {first.pid} on host {socket.gethostname()} since ",
+        "wait for it or stop it",
+    )
     assert "tomoflow batch run" in line and str(m.name) in line, line
     assert second.stdout == "", second
     assert first.returncode == 0, out + err
@@ -119,8 +141,11 @@ def test_a_lock_held_on_another_host_is_refused_and_left_alone(tmp_path, cli, on
     lock.write_text(_lock_doc(host="node-17.cluster", pid=4242))
     before = _sums(tmp_path)
     with unchanged(tmp_path):
-        line = one_line_error(cli("batch", "run", m), "is being written by PID 4242 on host node-17.cluster",
-                              f"once it has stopped, delete {lock}")
+        line = one_line_error(
+            cli("batch", "run", m),
+            "is being written by PID 4242 on host node-17.cluster",
+            f"once it has stopped, delete {lock}",
+        )
     assert "since 2026-12-06 03:40 UTC (tomoflow batch run out.yaml)" in line
     assert _sums(tmp_path) == before
 
@@ -132,8 +157,11 @@ def test_a_single_scan_command_refuses_a_store_a_batch_is_writing(tmp_path, cli,
     vol = tmp_path / "vol.zarr"
     (tmp_path / "vol.zarr.lock").write_text(_lock_doc(command="tomoflow batch run other.yaml"))
     with unchanged(tmp_path):
-        one_line_error(cli("recon", scan, "--out", vol, "--cluster", "none"),
-                       f"{vol} is being written by PID {os.getpid()}", "(tomoflow batch run other.yaml)")
+        one_line_error(
+            cli("recon", scan, "--out", vol, "--cluster", "none"),
+            f"{vol} is being written by PID {os.getpid()}",
+            "(tomoflow batch run other.yaml)",
+        )
 
 
 # ----------------------------------------------------------------------------- one line per failure
@@ -145,8 +173,9 @@ def test_failed_scans_on_a_cluster_are_one_line_each_with_their_traceback_in_a_l
     assert ran.code == 1, ran
     assert "Compute Failed" not in ran.output and "Traceback" not in ran.output, ran
     assert "worker died" not in ran.output and "None and None" not in ran.output, ran
-    assert ran.stderr.splitlines() == [f"error: 1 of 2 scan(s) failed (half-nan); see "
-                                       f"{tmp_path / 'out' / 'batch-report.html'}"], ran
+    assert ran.stderr.splitlines() == [
+        f"error: 1 of 2 scan(s) failed (half-nan); see {tmp_path / 'out' / 'batch-report.html'}"
+    ], ran
     log = tmp_path / "out" / "batch-logs" / "half-nan.log"
     failures = [line for line in ran.stdout.splitlines() if line.startswith("failed ")]
     assert len(failures) == 1 and failures[0].startswith("failed half-nan ["), ran  # ingest or recon refuses it
@@ -186,9 +215,11 @@ def test_a_batch_on_a_full_disk_says_so_in_one_line_per_scan(tmp_path, cli, monk
     text = ran.output
     for bad in ("None and None", "worker died", "out of memory", "Traceback", "report: None"):
         assert bad not in text, (bad, ran)
-    assert len(ran.stderr.splitlines()) == 1 and ran.stderr.startswith("error: 2 of 2 scan(s) failed (a and b); "
-                                                                       "the batch report could not be written: "
-                                                                       f"no space left on {tmp_path / 'out'}"), ran
+    assert len(ran.stderr.splitlines()) == 1 and ran.stderr.startswith(
+        "error: 2 of 2 scan(s) failed (a and b); "
+        "the batch report could not be written: "
+        f"no space left on {tmp_path / 'out'}"
+    ), ran
     failures = [line for line in ran.stdout.splitlines() if line.startswith("failed ")]
     assert len(failures) == 2 and all("[recon]: " in f and "no space left on" in f for f in failures), ran
     assert f"the batch report could not be written (no space left on {tmp_path / 'out'})" in ran.stdout, ran
@@ -202,8 +233,9 @@ def test_every_scan_complete_but_no_room_for_the_report_is_exit_2(tmp_path, cli,
     m = _manifest(tmp_path, ("a",))
     _full_disk_report(monkeypatch)
     ran = cli("batch", "run", m)
-    one_line_error(ran, "every scan is complete, but the batch report could not be written",
-                   f"no space left on {tmp_path / 'out'}")
+    one_line_error(
+        ran, "every scan is complete, but the batch report could not be written", f"no space left on {tmp_path / 'out'}"
+    )
     assert "1 complete" in ran.stdout and "None" not in ran.stdout, ran
     assert _sums(raw) == inputs
 
@@ -217,8 +249,12 @@ def test_a_manifest_of_20000_missing_files_is_one_short_line(tmp_path, cli, one_
     m.write_text("\n".join(lines) + "\n")
     with unchanged(tmp_path):
         for command in ("check", "run"):
-            line = one_line_error(cli("batch", command, m), "20,000 input(s) of the manifest missing",
-                                  "missing-00000.h5", "and 19,990 more")
+            line = one_line_error(
+                cli("batch", command, m),
+                "20,000 input(s) of the manifest missing",
+                "missing-00000.h5",
+                "and 19,990 more",
+            )
             assert len(line) < 2000, len(line)
     assert not (tmp_path / "out").exists()
 
@@ -230,8 +266,8 @@ def test_a_rerun_that_writes_nothing_says_the_output_was_complete(tmp_path, cli)
     import torch
 
     from tomoflow.recover import build_unet
-    from tomoflow.train.files import save_unet
     from tomoflow.recover.unet import UNetConfig
+    from tomoflow.train.files import save_unet
 
     _archive(tmp_path, good=("a",))
     assert cli("batch", "run", _manifest(tmp_path, ("a",))).code == 0

@@ -26,8 +26,9 @@ FAST_S = 30.0  # a refusal is a check, not work: far under this on any machine
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory):
     d = tmp_path_factory.mktemp("hostile")
-    pair = simulate_multiscale_pair(hr_shape=(24, 24, 24), lfov_shape=(16, 16, 16), max_translation_lfov_vox=1.0,
-                                    seed=5)
+    pair = simulate_multiscale_pair(
+        hr_shape=(24, 24, 24), lfov_shape=(16, 16, 16), max_translation_lfov_vox=1.0, seed=5
+    )
     hr, lf = write_multiscale_pair(pair, d / "hr.zarr", d / "lfov.zarr")
     truth = json.loads((hr / "zarr.json").read_text())["attributes"]["extra"][SIMULATION_TRUTH]["hr_to_lfov_matrix"]
     return hr, lf, np.asarray(truth)
@@ -56,18 +57,32 @@ def test_a_tiny_voxel_size_is_refused_at_once(cli, one_line_error, unchanged, st
     """``--voxel 1e-6`` planned a 60000001³ grid (killed at 120 s, leaving o.zarr)."""
     _, lf, _ = stores
     for voxel in ("1e-6", "1e-300"):
-        _refused(cli, one_line_error, unchanged, tmp_path, [lf],
-                 [lf, "-o", tmp_path / "o.zarr", "--voxel", voxel, "--cluster", "none"],
-                 "resampled volume", "one command may plan")
+        _refused(
+            cli,
+            one_line_error,
+            unchanged,
+            tmp_path,
+            [lf],
+            [lf, "-o", tmp_path / "o.zarr", "--voxel", voxel, "--cluster", "none"],
+            "resampled volume",
+            "one command may plan",
+        )
 
 
 def test_tiny_chunks_are_refused_at_once(cli, one_line_error, unchanged, stores, tmp_path):
     """``--chunk 1`` on a 51³ output ran for minutes (132651 one-voxel tasks)."""
     _, lf, _ = stores
     for chunk in (1, 2, MIN_CHUNK_EDGE - 1):
-        _refused(cli, one_line_error, unchanged, tmp_path, [lf],
-                 [lf, "-o", tmp_path / "o.zarr", "--voxel", 1.2, "--chunk", chunk, "--cluster", "none"],
-                 "too small", f"{MIN_CHUNK_EDGE} voxels per axis")
+        _refused(
+            cli,
+            one_line_error,
+            unchanged,
+            tmp_path,
+            [lf],
+            [lf, "-o", tmp_path / "o.zarr", "--voxel", 1.2, "--chunk", chunk, "--cluster", "none"],
+            "too small",
+            f"{MIN_CHUNK_EDGE} voxels per axis",
+        )
     # the floor is per axis and never above the axis: a chunk of the whole (short) axis is fine
     plan = plan_resample(lf, None, matrix=np.eye(4), shape=(5, 40, 40), spacing_um=1.0, chunks=(5, 16, 16))
     assert plan.chunks == (5, 16, 16) and plan.n_chunks >= 9
@@ -90,12 +105,14 @@ def test_the_output_is_bounded_by_the_free_space(stores, tmp_path, monkeypatch):
 def test_chunk_counts_and_chunk_sizes_are_bounded(stores, tmp_path):
     _, lf, _ = stores
     with pytest.raises(ConfigError, match="chunks"):  # billions of files: refused before the footprint
-        plan_resample(lf, tmp_path / "o.zarr", matrix=np.eye(4), shape=(32_000,) * 3, spacing_um=1e-3,
-                      chunks=(16, 16, 16))
+        plan_resample(
+            lf, tmp_path / "o.zarr", matrix=np.eye(4), shape=(32_000,) * 3, spacing_um=1e-3, chunks=(16, 16, 16)
+        )
     edge = round(MAX_CHUNK_VOXELS ** (1 / 3)) * 2
     with pytest.raises(ConfigError, match="one task"):
-        plan_resample(lf, tmp_path / "o.zarr", matrix=np.eye(4), shape=(edge,) * 3, spacing_um=60 / edge,
-                      chunks=(edge,) * 3)
+        plan_resample(
+            lf, tmp_path / "o.zarr", matrix=np.eye(4), shape=(edge,) * 3, spacing_um=60 / edge, chunks=(edge,) * 3
+        )
     assert not (tmp_path / "o.zarr").exists()
 
 
@@ -114,25 +131,38 @@ def _singular_matrices(truth: np.ndarray) -> dict[str, np.ndarray]:
     nan[1, 1] = np.nan
     projective = truth.copy()
     projective[3] = [0.0, 0.0, 0.1, 1.0]
-    return {"zero": zero, "affine-zero": affine_zero, "rank-2": rank2, "squeezed": squeezed,
-            "ill-conditioned": stretched, "nan": nan, "projective": projective}
+    return {
+        "zero": zero,
+        "affine-zero": affine_zero,
+        "rank-2": rank2,
+        "squeezed": squeezed,
+        "ill-conditioned": stretched,
+        "nan": nan,
+        "projective": projective,
+    }
 
 
-@pytest.mark.parametrize("name", ["zero", "affine-zero", "rank-2", "squeezed", "ill-conditioned", "nan",
-                                  "projective"])
-def test_a_registration_whose_matrix_is_not_invertible_is_refused(cli, one_line_error, unchanged, stores, tmp_path,
-                                                                  name):
+@pytest.mark.parametrize("name", ["zero", "affine-zero", "rank-2", "squeezed", "ill-conditioned", "nan", "projective"])
+def test_a_registration_whose_matrix_is_not_invertible_is_refused(
+    cli, one_line_error, unchanged, stores, tmp_path, name
+):
     hr, lf, truth = stores
     m = _singular_matrices(truth)[name]
     reg = tmp_path / "reg.json"
     reg.write_text(json.dumps({"matrix": [[float(v) for v in row] for row in m]}))
-    _refused(cli, one_line_error, unchanged, tmp_path, [lf, hr, reg],
-             [lf, "-o", tmp_path / "o.zarr", "--registration", reg, "--hr", hr, "--cluster", "none"],
-             "reg.json", "matrix")
+    _refused(
+        cli,
+        one_line_error,
+        unchanged,
+        tmp_path,
+        [lf, hr, reg],
+        [lf, "-o", tmp_path / "o.zarr", "--registration", reg, "--hr", hr, "--cluster", "none"],
+        "reg.json",
+        "matrix",
+    )
 
 
-@pytest.mark.parametrize("name", ["zero", "affine-zero", "rank-2", "squeezed", "ill-conditioned", "nan",
-                                  "projective"])
+@pytest.mark.parametrize("name", ["zero", "affine-zero", "rank-2", "squeezed", "ill-conditioned", "nan", "projective"])
 def test_the_api_refuses_the_same_matrices(stores, tmp_path, name):
     from tomoflow.register.resample import resample_to_grid
 

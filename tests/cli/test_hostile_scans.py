@@ -48,9 +48,11 @@ def untouched():
         before = _snapshot(folder)
         yield
         after = _snapshot(folder)
-        assert after == before, (f"created: {sorted(set(after) - set(before))}; removed: "
-                                 f"{sorted(set(before) - set(after))}; changed: "
-                                 f"{sorted(k for k in before if k in after and before[k] != after[k])}")
+        assert after == before, (
+            f"created: {sorted(set(after) - set(before))}; removed: "
+            f"{sorted(set(before) - set(after))}; changed: "
+            f"{sorted(k for k in before if k in after and before[k] != after[k])}"
+        )
 
     return watch
 
@@ -88,12 +90,17 @@ def _forget_measured_fraction(store: Path) -> None:
         ("zeros", _counts(), np.zeros(16), ["/exchange/theta", "every angle is the same"]),
         ("huge", _counts(), np.linspace(0, 1e30, 16), ["/exchange/theta", "span 1e+30 degrees"]),
         ("negative", -_counts(), HALF_TURN, ["/exchange/data", "projection 0", "no finite line integral"]),
-        ("nan", np.where(np.arange(16)[:, None, None] == 11, np.nan, _counts()).astype(np.float32), HALF_TURN,
-         ["/exchange/data", "projection 11 contains no finite value"]),
+        (
+            "nan",
+            np.where(np.arange(16)[:, None, None] == 11, np.nan, _counts()).astype(np.float32),
+            HALF_TURN,
+            ["/exchange/data", "projection 11 contains no finite value"],
+        ),
     ],
 )
-def test_ingest_refuses_what_is_no_scan_and_leaves_nothing(cli, one_line_error, untouched, tmp_path, name, proj,
-                                                           theta, words):
+def test_ingest_refuses_what_is_no_scan_and_leaves_nothing(
+    cli, one_line_error, untouched, tmp_path, name, proj, theta, words
+):
     src = _dx(tmp_path / f"{name}.h5", proj, theta)
     with untouched(tmp_path):
         one_line_error(cli("ingest", src, tmp_path / f"{name}.zarr"), f"{name}.h5", *words)
@@ -106,13 +113,17 @@ def test_ingest_of_a_tiff_stack_with_a_bad_file_leaves_nothing(cli, one_line_err
         tifffile.imwrite(folder / f"p_{i:02d}.tif", np.full((4, 16), 1000 + i, np.uint16))
     tifffile.imwrite(folder / "p_03.tif", np.ones((5, 16), np.uint16))
     with untouched(tmp_path):
-        one_line_error(cli("ingest", folder, tmp_path / "s.zarr", "--angles", "0,180,11.25"), "p_03.tif",
-                       "image shape (5, 16) differs")
+        one_line_error(
+            cli("ingest", folder, tmp_path / "s.zarr", "--angles", "0,180,11.25"),
+            "p_03.tif",
+            "image shape (5, 16) differs",
+        )
     tifffile.imwrite(folder / "p_03.tif", np.ones((4, 16), np.uint16))
     (folder / "p_14.tif").write_bytes(b"II*\x00" + b"\x00" * 50)
     with untouched(tmp_path):
-        one_line_error(cli("ingest", folder, tmp_path / "s.zarr", "--angles", "0,180,11.25"), "p_14.tif",
-                       "cannot read TIFF")
+        one_line_error(
+            cli("ingest", folder, tmp_path / "s.zarr", "--angles", "0,180,11.25"), "p_14.tif", "cannot read TIFF"
+        )
     tifffile.imwrite(folder / "p_14.tif", np.full((4, 16), 1000, np.uint16))
     assert cli("ingest", folder, tmp_path / "s.zarr", "--angles", "0,180,11.25").code == 0  # fixed: it works
 
@@ -120,35 +131,55 @@ def test_ingest_of_a_tiff_stack_with_a_bad_file_leaves_nothing(cli, one_line_err
 def test_ingest_option_of_another_format(cli, one_line_error, untouched, tmp_path):
     src = _dx(tmp_path / "s.h5", _counts(), HALF_TURN)
     with untouched(tmp_path):
-        one_line_error(cli("ingest", src, tmp_path / "o.zarr", "--entry", "/nope"), "s.h5", "--entry",
-                       "does not apply to dxchange", "nexus")
+        one_line_error(
+            cli("ingest", src, tmp_path / "o.zarr", "--entry", "/nope"),
+            "s.h5",
+            "--entry",
+            "does not apply to dxchange",
+            "nexus",
+        )
         one_line_error(cli("ingest", src, tmp_path / "o.zarr", "--flats", "f.tif"), "--flats", "tiff or numpy")
 
 
 @pytest.mark.parametrize("n", [1, 2])
-@pytest.mark.parametrize("command", [("recon", "--cluster", "none"), ("recon", "--cluster", "none", "--center", "7.5"),
-                                     ("center",), ("center", "--method", "pair")])
-def test_recon_and_center_refuse_one_or_two_projections(cli, one_line_error, untouched, tmp_path, good_store, n,
-                                                        command):
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("recon", "--cluster", "none"),
+        ("recon", "--cluster", "none", "--center", "7.5"),
+        ("center",),
+        ("center", "--method", "pair"),
+    ],
+)
+def test_recon_and_center_refuse_one_or_two_projections(
+    cli, one_line_error, untouched, tmp_path, good_store, n, command
+):
     _resize(good_store, n)  # a store an older tomoflow let through (n = 2 is ingested today too)
     args = [command[0], good_store, *(["-o", tmp_path / "v.zarr"] if command[0] == "recon" else []), *command[1:]]
     pair = "pair" in command
-    words = (["a single projection"] if n == 1 else
-             (["needs two angles 180 degrees apart"] if pair else ["needs at least 4", "give 2"]))
+    words = (
+        ["a single projection"]
+        if n == 1
+        else (["needs two angles 180 degrees apart"] if pair else ["needs at least 4", "give 2"])
+    )
     with untouched(tmp_path):
         one_line_error(cli(*args), "good.zarr", *words)
 
 
-def test_recon_refuses_angles_edited_to_zero_or_stores_without_measurements(cli, one_line_error, untouched,
-                                                                            tmp_path, good_store):
+def test_recon_refuses_angles_edited_to_zero_or_stores_without_measurements(
+    cli, one_line_error, untouched, tmp_path, good_store
+):
     import zarr
 
     _forget_measured_fraction(good_store)  # as an older tomoflow wrote it: the data is sampled
     zarr.open_array(str(good_store / "projections"), mode="r+")[:] = -5.0
     for extra in ((), ("--center", "7.5")):
         with untouched(tmp_path):
-            one_line_error(cli("recon", good_store, "-o", tmp_path / "v.zarr", "--cluster", "none", *extra),
-                           "good.zarr", "no finite line integral")
+            one_line_error(
+                cli("recon", good_store, "-o", tmp_path / "v.zarr", "--cluster", "none", *extra),
+                "good.zarr",
+                "no finite line integral",
+            )
     zarr.open_array(str(good_store / "angle"), mode="r+")[:] = 0.0
     with untouched(tmp_path):
         one_line_error(cli("center", good_store), "every angle is the same")
@@ -158,8 +189,13 @@ def test_a_truncated_chunk_is_one_line_naming_the_chunk(cli, one_line_error, unt
     chunk = good_store / "projections" / "c" / "1" / "0" / "0"
     chunk.write_bytes(chunk.read_bytes()[:16])
     with untouched(tmp_path):
-        one_line_error(cli("recon", good_store, "-o", tmp_path / "v.zarr", "--cluster", "none"), "good.zarr",
-                       "'projections'", "chunk c/1/0/0", "truncated or corrupt")
+        one_line_error(
+            cli("recon", good_store, "-o", tmp_path / "v.zarr", "--cluster", "none"),
+            "good.zarr",
+            "'projections'",
+            "chunk c/1/0/0",
+            "truncated or corrupt",
+        )
         one_line_error(cli("center", good_store), "chunk c/1/0/0")
 
 
@@ -180,7 +216,7 @@ def test_a_truncated_chunk_is_one_line_naming_the_chunk(cli, one_line_error, unt
 def test_simulate_refuses_bad_parameters(cli, one_line_error, untouched, tmp_path, args, words):
     small = ("--size", "16", "--rows", "2", "--angles", "8")
     given = {a for a in args if a.startswith("--")}
-    base = [v for i in range(0, len(small), 2) if small[i] not in given for v in small[i:i + 2]]
+    base = [v for i in range(0, len(small), 2) if small[i] not in given for v in small[i : i + 2]]
     with untouched(tmp_path):
         one_line_error(cli("simulate", tmp_path / "s.zarr", *base, *args), *words)
 
@@ -193,8 +229,19 @@ def test_training_and_pair_commands_refuse_bad_parameters(cli, one_line_error, u
     ran = cli("simulate-pair", tmp_path / "h.zarr", tmp_path / "l.zarr", "--hr-size", "32", "--lfov-size", "20")
     assert ran.code == 0, ran
     with untouched(tmp_path):
-        one_line_error(cli("train-recovery", tmp_path / "h.zarr", tmp_path / "l.zarr", "-o", tmp_path / "t",
-                           "--channels", "100000,100000"), "--channels 100000,100000", "memory")
+        one_line_error(
+            cli(
+                "train-recovery",
+                tmp_path / "h.zarr",
+                tmp_path / "l.zarr",
+                "-o",
+                tmp_path / "t",
+                "--channels",
+                "100000,100000",
+            ),
+            "--channels 100000,100000",
+            "memory",
+        )
 
 
 # ----------------------------------------------------------------------------- resume by content
@@ -205,8 +252,11 @@ def test_ingest_resumes_by_content_through_any_path(cli, untouched, tmp_path, mo
     assert cli("ingest", src, tmp_path / "in.zarr").code == 0
     monkeypatch.chdir(tmp_path)
     with untouched(tmp_path):
-        for args in ((tmp_path / "linked" / "s.h5", tmp_path / "in.zarr"), ("raw/s.h5", "in.zarr"),
-                     ("linked/s.h5", "in.zarr")):
+        for args in (
+            (tmp_path / "linked" / "s.h5", tmp_path / "in.zarr"),
+            ("raw/s.h5", "in.zarr"),
+            ("linked/s.h5", "in.zarr"),
+        ):
             ran = cli("ingest", *args)
             assert ran.code == 0 and "nothing written" in ran.stdout, ran
         monkeypatch.chdir(tmp_path / "raw")
@@ -251,8 +301,9 @@ def test_a_not_complete_ingest_store_is_finished_or_replaced_by_a_rerun(cli, one
         one_line_error(cli("ingest", a, store), "s.zarr", "made from other inputs or parameters", "--overwrite")
 
 
-def test_a_failed_ingest_leaves_nothing_and_the_fixed_rerun_needs_no_overwrite(cli, one_line_error, untouched,
-                                                                               tmp_path):
+def test_a_failed_ingest_leaves_nothing_and_the_fixed_rerun_needs_no_overwrite(
+    cli, one_line_error, untouched, tmp_path
+):
     bad = _counts()
     bad[9] = np.nan
     src = _dx(tmp_path / "s.h5", bad, HALF_TURN)

@@ -47,8 +47,11 @@ def test_bad_input_is_one_clear_line(cli, one_line_error, unchanged, tmp_path):
 def test_angle_count_error_with_brackets_is_one_line(cli, one_line_error, unchanged, tooth_h5, tmp_path):
     """A DXchange angle-count error names ``tooth.h5 [angles]``: printed verbatim, not parsed as markup."""
     with unchanged(tmp_path):
-        line = one_line_error(cli("ingest", tooth_h5, tmp_path / "t.zarr", "--angles", "0,180,0.5"),
-                              "tooth.h5 [angles]", "181 projections")
+        line = one_line_error(
+            cli("ingest", tooth_h5, tmp_path / "t.zarr", "--angles", "0,180,0.5"),
+            "tooth.h5 [angles]",
+            "181 projections",
+        )
     assert "MarkupError" not in line
 
 

@@ -30,8 +30,8 @@ def pair(tmp_path_factory, cli):
     """A small HR/LFOV pair, its registration JSON and a tiny trained U-Net, made once (read only)."""
     torch = pytest.importorskip("torch")
     from tomoflow.recover import build_unet
-    from tomoflow.train.files import save_unet
     from tomoflow.recover.unet import UNetConfig
+    from tomoflow.train.files import save_unet
 
     d = tmp_path_factory.mktemp("policy")
     p = simulate_multiscale_pair(hr_shape=(48, 48, 48), lfov_shape=(26, 26, 26), seed=2)
@@ -74,10 +74,15 @@ def test_register_never_replaces_a_user_file(cli, one_line_error, work):
     before = _snapshot(work)
     one_line_error(cli("register", work / "hr.zarr", work / "lfov.zarr", "-o", work / "notes.txt"), ".json")
     for flag in ([], ["--overwrite"]):
-        one_line_error(cli("register", work / "hr.zarr", work / "lfov.zarr", "-o", work / "notes.json", *flag),
-                       "notes.json", "not written by tomoflow")
-    one_line_error(cli("register", work / "hr.zarr", work / "lfov.zarr", "-o",
-                       work / "model" / "recover_unet.safetensors"), ".json")
+        one_line_error(
+            cli("register", work / "hr.zarr", work / "lfov.zarr", "-o", work / "notes.json", *flag),
+            "notes.json",
+            "not written by tomoflow",
+        )
+    one_line_error(
+        cli("register", work / "hr.zarr", work / "lfov.zarr", "-o", work / "model" / "recover_unet.safetensors"),
+        ".json",
+    )
     assert _snapshot(work) == before
 
 
@@ -88,8 +93,11 @@ def test_a_file_tomoflow_wrote_is_kept_when_the_same_and_replaced_only_with_over
     assert ran.code == 0 and "kept" in ran.stdout, ran
     assert reg.stat().st_mtime_ns == stamp
     before = reg.read_bytes()
-    one_line_error(cli("register", work / "hr.zarr", work / "lfov.zarr", "-o", reg, "--dof", "6"),
-                   "other inputs or parameters", "--overwrite")
+    one_line_error(
+        cli("register", work / "hr.zarr", work / "lfov.zarr", "-o", reg, "--dof", "6"),
+        "other inputs or parameters",
+        "--overwrite",
+    )
     assert reg.read_bytes() == before
     ran = cli("register", work / "hr.zarr", work / "lfov.zarr", "-o", reg, "--dof", "6", "--overwrite")
     assert ran.code == 0 and reg.read_bytes() != before, ran
@@ -99,25 +107,52 @@ def test_a_file_tomoflow_wrote_is_kept_when_the_same_and_replaced_only_with_over
 def test_pores_json_never_destroys_a_store_or_a_user_file(cli, one_line_error, work):
     (work / "mine.json").write_text("{}")
     before = _snapshot(work)
-    one_line_error(cli("pores", work / "hr.zarr", "--threshold", "0.5", "--json", work / "hr.zarr" / "zarr.json"),
-                   "tomoflow store")
-    one_line_error(cli("pores", work / "hr.zarr", "--threshold", "0.5", "--json", work / "mine.json"),
-                   "not written by tomoflow")
+    one_line_error(
+        cli("pores", work / "hr.zarr", "--threshold", "0.5", "--json", work / "hr.zarr" / "zarr.json"), "tomoflow store"
+    )
+    one_line_error(
+        cli("pores", work / "hr.zarr", "--threshold", "0.5", "--json", work / "mine.json"), "not written by tomoflow"
+    )
     assert _snapshot(work) == before
 
 
 def test_resample_never_replaces_the_hr_grid_it_reads(cli, one_line_error, work):
     before = _snapshot(work)
-    one_line_error(cli("resample", work / "lfov.zarr", "-o", work / "hr.zarr", "-r", work / "reg.json", "--hr",
-                       work / "hr.zarr", "--overwrite"), "input")
+    one_line_error(
+        cli(
+            "resample",
+            work / "lfov.zarr",
+            "-o",
+            work / "hr.zarr",
+            "-r",
+            work / "reg.json",
+            "--hr",
+            work / "hr.zarr",
+            "--overwrite",
+        ),
+        "input",
+    )
     assert _snapshot(work) == before
 
 
 @pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
 def test_recover_never_replaces_a_volume_another_stage_made(cli, one_line_error, work, overwrite):
     before = _snapshot(work)
-    one_line_error(cli("recover", work / "lfov.zarr", "-m", work / "model" / "recover_unet.safetensors",
-                       "-o", work / "hr.zarr", "--cluster", "none", *overwrite), "made by tomoflow recon", "not by recover")
+    one_line_error(
+        cli(
+            "recover",
+            work / "lfov.zarr",
+            "-m",
+            work / "model" / "recover_unet.safetensors",
+            "-o",
+            work / "hr.zarr",
+            "--cluster",
+            "none",
+            *overwrite,
+        ),
+        "made by tomoflow recon",
+        "not by recover",
+    )
     assert _snapshot(work) == before
 
 
@@ -127,10 +162,36 @@ def test_train_recovery_never_replaces_a_user_file_or_writes_into_a_store(cli, o
     (ud / "recover_unet.json").write_text("x")
     before = _snapshot(work)
     for flag in ([], ["--overwrite"]):
-        one_line_error(cli("train-recovery", work / "hr.zarr", work / "lfov.zarr", "-r", work / "reg.json", "-o", ud,
-                           "--time-limit", "3", *flag), "recover_unet.json", "not written by tomoflow")
-    one_line_error(cli("train-recovery", work / "hr.zarr", work / "lfov.zarr", "-r", work / "reg.json", "-o",
-                       work / "hr.zarr", "--time-limit", "3"), "tomoflow store")
+        one_line_error(
+            cli(
+                "train-recovery",
+                work / "hr.zarr",
+                work / "lfov.zarr",
+                "-r",
+                work / "reg.json",
+                "-o",
+                ud,
+                "--time-limit",
+                "3",
+                *flag,
+            ),
+            "recover_unet.json",
+            "not written by tomoflow",
+        )
+    one_line_error(
+        cli(
+            "train-recovery",
+            work / "hr.zarr",
+            work / "lfov.zarr",
+            "-r",
+            work / "reg.json",
+            "-o",
+            work / "hr.zarr",
+            "--time-limit",
+            "3",
+        ),
+        "tomoflow store",
+    )
     assert _snapshot(work) == before
 
 
@@ -139,8 +200,11 @@ def test_train_aligner_never_replaces_a_user_file(cli, one_line_error, work):
     ud.mkdir()
     (ud / "jitter_resnet.json").write_text("x")
     before = _snapshot(work)
-    one_line_error(cli("train-aligner", "-o", ud, "--n-scans", "2", "--size", "32", "--n-angles", "8",
-                       "--epochs", "1"), "jitter_resnet.json", "not written by tomoflow")
+    one_line_error(
+        cli("train-aligner", "-o", ud, "--n-scans", "2", "--size", "32", "--n-angles", "8", "--epochs", "1"),
+        "jitter_resnet.json",
+        "not written by tomoflow",
+    )
     one_line_error(cli("train-aligner", "-o", work / "hr.zarr", "--n-scans", "2", "--size", "32"), "tomoflow store")
     assert _snapshot(work) == before
 
@@ -185,16 +249,22 @@ def test_png_of_a_rerun_is_kept_and_replaced_only_with_overwrite(cli, one_line_e
     first = png.read_bytes()
     assert cli("recon", sc, "-o", vol, "--cluster", "none", "--center", "15.5", "--png", png).code == 0
     assert png.read_bytes() == first
-    one_line_error(cli("recon", sc, "-o", sc.parent / "v2.zarr", "--cluster", "none", "--center", "15", "--png", png),
-                   "v.png", "--overwrite")
+    one_line_error(
+        cli("recon", sc, "-o", sc.parent / "v2.zarr", "--cluster", "none", "--center", "15", "--png", png),
+        "v.png",
+        "--overwrite",
+    )
     assert not (sc.parent / "v2.zarr").exists()
 
 
 def test_align_overwrite_never_turns_a_raw_scan_into_an_aligned_one(cli, one_line_error, scans):
     sc, raw = scans
     before = _snapshot(raw)
-    one_line_error(cli("align", sc, "-o", raw, "--overwrite", "--cluster", "none", "--method", "phase"),
-                   "made by tomoflow ingest", "not by align")
+    one_line_error(
+        cli("align", sc, "-o", raw, "--overwrite", "--cluster", "none", "--method", "phase"),
+        "made by tomoflow ingest",
+        "not by align",
+    )
     assert _snapshot(raw) == before
 
 
@@ -281,11 +351,12 @@ def test_stamps_of_every_format(tmp_path):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     torch = pytest.importorskip("torch")
 
     from tomoflow.align.resnet import build_network
-    from tomoflow.train.files import save_weights
     from tomoflow.io.output import plan_file, read_stamp, save_figure, write_file
+    from tomoflow.train.files import save_weights
 
     fig = plt.figure()
     save_figure(fig, tmp_path / "a.png")
@@ -317,11 +388,12 @@ def test_demo_never_replaces_a_user_file_in_its_folder(cli, one_line_error, tmp_
 def test_no_store_is_made_inside_another_store(cli, one_line_error, scans, tooth_h5):
     sc, _ = scans
     before = _snapshot(sc)
-    one_line_error(cli("simulate", sc / "inner.zarr", "--size", "32", "--rows", "4", "--angles", "24"),
-                   "lies inside the tomoflow store")
+    one_line_error(
+        cli("simulate", sc / "inner.zarr", "--size", "32", "--rows", "4", "--angles", "24"),
+        "lies inside the tomoflow store",
+    )
     one_line_error(cli("ingest", tooth_h5, sc / "projections" / "t.zarr"), "lies inside the tomoflow store")
-    one_line_error(cli("recon", sc, "-o", sc / "v.zarr", "--cluster", "none", "--center", "15.5"),
-                   "input")
+    one_line_error(cli("recon", sc, "-o", sc / "v.zarr", "--cluster", "none", "--center", "15.5"), "input")
     assert _snapshot(sc) == before
 
 
@@ -343,8 +415,12 @@ def test_overwrite_never_deletes_a_users_files_put_inside_a_store(cli, one_line_
     (vol / "NOTES.txt").write_text("precious")
     (vol / "mine").mkdir()
     (vol / "mine" / "a.txt").write_text("x")
-    one_line_error(cli("recon", sc, "-o", vol, "--cluster", "none", "--center", "15", "--overwrite"),
-                   "files tomoflow did not write", "NOTES.txt", "mine/a.txt")
+    one_line_error(
+        cli("recon", sc, "-o", vol, "--cluster", "none", "--center", "15", "--overwrite"),
+        "files tomoflow did not write",
+        "NOTES.txt",
+        "mine/a.txt",
+    )
     assert (vol / "NOTES.txt").read_text() == "precious" and (vol / "mine" / "a.txt").exists()
     (vol / "NOTES.txt").unlink()
     shutil.rmtree(vol / "mine")
@@ -356,18 +432,34 @@ def test_a_linked_store_output_is_refused(cli, one_line_error, scans):
     link = sc.parent / "link.zarr"
     link.symlink_to(raw)
     before = _snapshot(raw)
-    one_line_error(cli("simulate", link, "--size", "32", "--rows", "4", "--angles", "24", "--seed", "9",
-                       "--overwrite"), "symbolic link")
+    one_line_error(
+        cli("simulate", link, "--size", "32", "--rows", "4", "--angles", "24", "--seed", "9", "--overwrite"),
+        "symbolic link",
+    )
     assert _snapshot(raw) == before
 
 
 def test_correct_checks_both_outputs_before_aligning(cli, one_line_error, scans):
     sc, raw = scans
     with_files = _snapshot(sc.parent)
-    one_line_error(cli("correct", sc, "-o", sc.parent / "cv.zarr", "--aligned", sc.parent / "cv.zarr",
-                       "--method", "phase", "--cluster", "none"), "two paths")
-    one_line_error(cli("correct", sc, "-o", raw, "--method", "phase", "--cluster", "none"),
-                   "scan store, not a volume store")
+    one_line_error(
+        cli(
+            "correct",
+            sc,
+            "-o",
+            sc.parent / "cv.zarr",
+            "--aligned",
+            sc.parent / "cv.zarr",
+            "--method",
+            "phase",
+            "--cluster",
+            "none",
+        ),
+        "two paths",
+    )
+    one_line_error(
+        cli("correct", sc, "-o", raw, "--method", "phase", "--cluster", "none"), "scan store, not a volume store"
+    )
     assert _snapshot(sc.parent) == with_files  # the alignment never ran
 
 
@@ -379,8 +471,25 @@ def test_train_aligner_never_writes_over_its_init_weights(cli, one_line_error, t
     for name in ("jitter_resnet.safetensors", "jitter_resnet.json"):
         shutil.copy(default_weights_path().with_name(name), d / name)
     before = _snapshot(d)
-    one_line_error(cli("train-aligner", "-o", d, "--init-weights", d / "jitter_resnet.safetensors", "--n-scans", "2",
-                       "--size", "32", "--n-angles", "8", "--epochs", "1", "--overwrite"), "input")
+    one_line_error(
+        cli(
+            "train-aligner",
+            "-o",
+            d,
+            "--init-weights",
+            d / "jitter_resnet.safetensors",
+            "--n-scans",
+            "2",
+            "--size",
+            "32",
+            "--n-angles",
+            "8",
+            "--epochs",
+            "1",
+            "--overwrite",
+        ),
+        "input",
+    )
     assert _snapshot(d) == before
 
 
@@ -396,8 +505,9 @@ def test_a_copied_stamp_does_not_make_a_users_file_tomoflows(cli, one_line_error
     forged = work / "forged.json"
     forged.write_text('{"mine": 1, "tomoflow_file": {"kind": "registration", "fingerprint": null}}')
     before = forged.read_bytes()
-    one_line_error(cli("register", work / "hr.zarr", work / "lfov.zarr", "-o", forged, "--overwrite"),
-                   "not written by tomoflow")
+    one_line_error(
+        cli("register", work / "hr.zarr", work / "lfov.zarr", "-o", forged, "--overwrite"), "not written by tomoflow"
+    )
     assert forged.read_bytes() == before
 
 
@@ -410,8 +520,12 @@ def test_a_second_writer_of_the_same_file_is_refused_naming_the_first(cli_proces
     import time
 
     out = work / "r.json"
-    first = subprocess.Popen([sys.executable, "-m", "tomoflow.cli", "register", work / "hr.zarr", work / "lfov.zarr",
-                              "-o", out], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "tomoflow.cli", "register", work / "hr.zarr", work / "lfov.zarr", "-o", out],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         lock = work / "r.json.lock"
         deadline = time.monotonic() + 60

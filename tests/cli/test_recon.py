@@ -59,10 +59,14 @@ def test_recon_uses_the_saved_centre(cli, fresh_tooth_store, tmp_path):
 
 
 @pytest.mark.parametrize("center", ["abc", "1e9", "-5", "nan", "inf", "640"])
-def test_bad_centre_is_refused_before_anything_is_written(cli, one_line_error, unchanged, tooth_store, tmp_path, center):
+def test_bad_centre_is_refused_before_anything_is_written(
+    cli, one_line_error, unchanged, tooth_store, tmp_path, center
+):
     with unchanged(tmp_path):
-        one_line_error(cli("recon", tooth_store, "-o", tmp_path / "v.zarr", "--cluster", "none", "--center", center),
-                       "centre" if center not in ("abc", "nan", "inf") else "--center")
+        one_line_error(
+            cli("recon", tooth_store, "-o", tmp_path / "v.zarr", "--cluster", "none", "--center", center),
+            "centre" if center not in ("abc", "nan", "inf") else "--center",
+        )
 
 
 def test_recon_into_read_only_folder(cli, one_line_error, tooth_store, readonly_dir):
@@ -80,5 +84,7 @@ def test_missing_gpu_extra_keeps_its_brackets(cli, one_line_error, unchanged, to
     else:
         pytest.skip("dask-cuda is installed: local-cuda starts instead of failing")
     with unchanged(tmp_path):
-        one_line_error(cli("recon", tooth_store, "-o", tmp_path / "v.zarr", "--cluster", "local-cuda"),
-                       "pip install 'tomoflow[gpu]'")
+        one_line_error(
+            cli("recon", tooth_store, "-o", tmp_path / "v.zarr", "--cluster", "local-cuda"),
+            "pip install 'tomoflow[gpu]'",
+        )

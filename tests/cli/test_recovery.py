@@ -55,8 +55,8 @@ def test_recover_runs_a_saved_unet_over_a_volume_store(cli, pair_stores, tmp_pat
     torch = pytest.importorskip("torch")
     from tomoflow.io import open_volume
     from tomoflow.recover import build_unet, predict_volume
-    from tomoflow.train.files import save_unet
     from tomoflow.recover.unet import UNetConfig
+    from tomoflow.train.files import save_unet
 
     _, lf, pair = pair_stores
     torch.manual_seed(1)

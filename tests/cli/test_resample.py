@@ -15,8 +15,9 @@ from tomoflow.sim import simulate_multiscale_pair
 @pytest.fixture(scope="module")
 def pair_stores(tmp_path_factory):
     d = tmp_path_factory.mktemp("pair")
-    pair = simulate_multiscale_pair(hr_shape=(24, 24, 24), lfov_shape=(16, 16, 16), max_translation_lfov_vox=1.0,
-                                    seed=5)
+    pair = simulate_multiscale_pair(
+        hr_shape=(24, 24, 24), lfov_shape=(16, 16, 16), max_translation_lfov_vox=1.0, seed=5
+    )
     hr, lf = write_multiscale_pair(pair, d / "hr.zarr", d / "lfov.zarr")
     truth = json.loads((hr / "zarr.json").read_text())["attributes"]["extra"][SIMULATION_TRUTH]["hr_to_lfov_matrix"]
     reg = d / "reg.json"  # what `tomoflow register` writes, with the true matrix
@@ -50,14 +51,17 @@ def test_whole_field_and_a_region_at_the_hr_voxel_size(cli, pair_stores, tmp_pat
     np.testing.assert_allclose(np.asarray(VolumeStore.open(part).level(0)[...]), f[10:30, :, 5:20], atol=1e-5)
 
 
-@pytest.mark.parametrize("args, words", [
-    ([], ["--registration", "--voxel"]),
-    (["--voxel", 1.0, "--registration", "REG"], ["either"]),
-    (["--registration", "REG"], ["--hr"]),
-    (["--voxel", -1.0], ["--voxel", "positive"]),
-    (["--voxel", 1.0, "--region", "0:100,0:5,0:5"], ["region", "0:61"]),
-    (["--voxel", 1.0, "--region", "0:5"], ["--region"]),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        ([], ["--registration", "--voxel"]),
+        (["--voxel", 1.0, "--registration", "REG"], ["either"]),
+        (["--registration", "REG"], ["--hr"]),
+        (["--voxel", -1.0], ["--voxel", "positive"]),
+        (["--voxel", 1.0, "--region", "0:100,0:5,0:5"], ["region", "0:61"]),
+        (["--voxel", 1.0, "--region", "0:5"], ["--region"]),
+    ],
+)
 def test_mistakes_are_one_line_and_write_nothing(cli, one_line_error, pair_stores, tmp_path, args, words):
     _, lf, reg, _ = pair_stores
     args = [reg if a == "REG" else a for a in args]

@@ -19,12 +19,15 @@ def test_simulate_without_noise(cli, tmp_path):
     assert ran.code == 0, ran
 
 
-@pytest.mark.parametrize(("args", "words"), [
-    (["--phantom", "cube"], ["cube", "cathode"]),
-    (["--photons", "0"], ["--photons"]),
-    (["--photons", "many"], ["--photons"]),
-    (["--center-offset", "20"], ["--center-offset"]),
-])
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--phantom", "cube"], ["cube", "cathode"]),
+        (["--photons", "0"], ["--photons"]),
+        (["--photons", "many"], ["--photons"]),
+        (["--center-offset", "20"], ["--center-offset"]),
+    ],
+)
 def test_simulate_mistakes_are_one_line(cli, one_line_error, unchanged, tmp_path, args, words):
     with unchanged(tmp_path):
         one_line_error(cli("simulate", tmp_path / "s.h5", "--size", 32, "--rows", 2, "--angles", 8, *args), *words)

@@ -35,9 +35,15 @@ def test_connect_by_address_and_scheduler_file(tmp_path: Path, assert_real_dashb
     # (``Client.write_scheduler_file`` is not used: in distributed 2026.7 it can fail to serialise
     # worker metrics with tuple keys once a heartbeat has reported them.)
     scheduler_file = tmp_path / "scheduler.json"
-    cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp",
-                           host="127.0.0.1", dashboard_address="127.0.0.1:0",
-                           scheduler_kwargs={"scheduler_file": str(scheduler_file)})
+    cluster = LocalCluster(
+        n_workers=1,
+        threads_per_worker=1,
+        processes=False,
+        protocol="tcp",
+        host="127.0.0.1",
+        dashboard_address="127.0.0.1:0",
+        scheduler_kwargs={"scheduler_file": str(scheduler_file)},
+    )
     try:
         address = cluster.scheduler_address
         assert address.startswith("tcp://127.0.0.1:")

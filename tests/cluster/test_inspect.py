@@ -70,7 +70,11 @@ def test_cluster_resources_without_a_client_inside_a_task_budget() -> None:
 def test_cluster_resources_is_a_frozen_dataclass() -> None:
     res = cluster_resources(None)
     assert [f.name for f in dataclasses.fields(res)] == [
-        "n_workers", "total_threads", "gpus", "task_threads", "memory_per_thread"
+        "n_workers",
+        "total_threads",
+        "gpus",
+        "task_threads",
+        "memory_per_thread",
     ]
     with pytest.raises(dataclasses.FrozenInstanceError):
         res.gpus = 1  # type: ignore[misc]
@@ -78,8 +82,7 @@ def test_cluster_resources_is_a_frozen_dataclass() -> None:
 
 @pytest.mark.parametrize("processes", [False, True], ids=["threads", "processes"])
 def test_cluster_resources_of_a_local_cluster(processes: bool, caplog: pytest.LogCaptureFixture) -> None:
-    with tc.connect("local", processes=processes, n_workers=2, threads_per_worker=1,
-                    dashboard_address=":0") as client:
+    with tc.connect("local", processes=processes, n_workers=2, threads_per_worker=1, dashboard_address=":0") as client:
         with caplog.at_level(logging.WARNING, logger="tomoflow.cluster.inspect"):
             res = cluster_resources(client)
         # every worker reported its CPU count (no 1-CPU fallback)
@@ -91,16 +94,18 @@ def test_cluster_resources_of_a_local_cluster(processes: bool, caplog: pytest.Lo
         assert res.memory_per_thread == min(_memory_limits(client))
         assert res.memory_per_thread > 0
     # unlimited workers: no memory budget
-    with tc.connect("local", processes=False, n_workers=1, threads_per_worker=2, memory_limit=0,
-                    dashboard_address=":0") as client:
+    with tc.connect(
+        "local", processes=False, n_workers=1, threads_per_worker=2, memory_limit=0, dashboard_address=":0"
+    ) as client:
         res = cluster_resources(client)
         assert (res.n_workers, res.total_threads, res.memory_per_thread) == (1, 2, None)
         assert res.task_threads == max(1, cpu_count() // 2)
 
 
 def test_cluster_resources_counts_gpu_workers() -> None:
-    with tc.connect("local", processes=False, n_workers=2, threads_per_worker=1,
-                    resources={"GPU": 1}, dashboard_address=":0") as client:
+    with tc.connect(
+        "local", processes=False, n_workers=2, threads_per_worker=1, resources={"GPU": 1}, dashboard_address=":0"
+    ) as client:
         res = cluster_resources(client)
         assert res.gpus == res.n_workers == 2
         assert tc.gpu_resources_available(client)
@@ -153,13 +158,15 @@ def test_cluster_resources_counts_every_worker_and_groups_by_host() -> None:
         # node c: the scheduler did not say its host: taken from the address
         "tcp://10.0.0.3:9000": _worker(None, 1, 0),
     }
-    cpus = {**{a: 16 for a in workers if "10.0.0.1" in a}, **{a: 32 for a in workers if "10.0.0.2" in a},
-            "tcp://10.0.0.3:9000": 8}
+    cpus = {
+        **{a: 16 for a in workers if "10.0.0.1" in a},
+        **{a: 32 for a in workers if "10.0.0.2" in a},
+        "tcp://10.0.0.3:9000": 8,
+    }
     client = FakeClient(workers, cpus)
     res = cluster_resources(client)
     assert client.info_calls == [-1]  # all workers, not the first few
-    assert res == ClusterResources(n_workers=7, total_threads=17, gpus=4, task_threads=2,
-                                   memory_per_thread=gib)
+    assert res == ClusterResources(n_workers=7, total_threads=17, gpus=4, task_threads=2, memory_per_thread=gib)
     assert tc.gpu_resources_available(client)  # type: ignore[arg-type]
     assert client.info_calls == [-1, -1]
 
@@ -174,12 +181,10 @@ def test_cluster_resources_falls_back_when_information_is_missing() -> None:
     client = FakeClient(workers, {"tcp://a:1": RuntimeError("no tomoflow"), "tcp://a:2": "x", "tcp://b:1": 8})
     res = cluster_resources(client)
     # host a: 1 CPU assumed // 2 threads -> 1; host b: 8 // 1 -> 8; minimum 1
-    assert res == ClusterResources(n_workers=3, total_threads=2, gpus=0, task_threads=1,
-                                   memory_per_thread=None)
+    assert res == ClusterResources(n_workers=3, total_threads=2, gpus=0, task_threads=1, memory_per_thread=None)
 
     # host a alone, with a real count from one of its workers: the host has that many CPUs
-    client = FakeClient({k: v for k, v in workers.items() if k.startswith("tcp://a")},
-                        {"tcp://a:2": 12})
+    client = FakeClient({k: v for k, v in workers.items() if k.startswith("tcp://a")}, {"tcp://a:2": 12})
     assert cluster_resources(client).task_threads == 6
 
     # no answer at all: every worker counts as 1 CPU

@@ -25,10 +25,13 @@ from tomoflow.cluster import _node
 from tomoflow.cluster import start as start_mod
 from tomoflow.errors import ConfigError
 
-requires_jobqueue = pytest.mark.skipif(importlib.util.find_spec("dask_jobqueue") is None,
-                                       reason="requires dask_jobqueue (tomoflow[hpc])")
-requires_tls = pytest.mark.skipif(importlib.util.find_spec("cryptography") is None,
-                                  reason="requires cryptography (tomoflow[hpc]) for temporary TLS credentials")
+requires_jobqueue = pytest.mark.skipif(
+    importlib.util.find_spec("dask_jobqueue") is None, reason="requires dask_jobqueue (tomoflow[hpc])"
+)
+requires_tls = pytest.mark.skipif(
+    importlib.util.find_spec("cryptography") is None,
+    reason="requires cryptography (tomoflow[hpc]) for temporary TLS credentials",
+)
 
 WILDCARDS = ("0.0.0.0", "::", "")
 
@@ -102,15 +105,26 @@ def test_local_cuda_worker_count_is_checked_first(monkeypatch: pytest.MonkeyPatc
 def test_cli_refuses_too_many_and_too_few_workers(tmp_path: Path) -> None:
     """``tomoflow recon ... --workers 1000`` once hung the machine: now one line, exit 2, nothing written."""
     scan = tmp_path / "scan.zarr"
-    made = subprocess.run([sys.executable, "-m", "tomoflow.cli", "simulate", str(scan), "--size", "16", "--rows", "2",
-                           "--angles", "8"], capture_output=True, text=True, timeout=120)
+    made = subprocess.run(
+        [sys.executable, "-m", "tomoflow.cli", "simulate", str(scan), "--size", "16", "--rows", "2", "--angles", "8"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert made.returncode == 0, made.stderr
     cpus = start_mod._cpu_count()
-    for workers, words in ((1000 * cpus, ("asked for n_workers (--workers)", f"{cpus} CPU core", "at most")),
-                           (0, ("must be a positive integer", "got 0")), (-1, ("got -1",))):
+    for workers, words in (
+        (1000 * cpus, ("asked for n_workers (--workers)", f"{cpus} CPU core", "at most")),
+        (0, ("must be a positive integer", "got 0")),
+        (-1, ("got -1",)),
+    ):
         out = tmp_path / f"v{workers}.zarr"
-        ran = subprocess.run([sys.executable, "-m", "tomoflow.cli", "recon", str(scan), "-o", str(out), "--workers",
-                              str(workers)], capture_output=True, text=True, timeout=120)
+        ran = subprocess.run(
+            [sys.executable, "-m", "tomoflow.cli", "recon", str(scan), "-o", str(out), "--workers", str(workers)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         lines = ran.stderr.strip().splitlines()
         assert ran.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), ran
         assert all(w in lines[0] for w in words), lines
@@ -151,11 +165,16 @@ def test_node_address_helper() -> None:
     assert _node.interface_address("lo") == "127.0.0.1"
     with pytest.raises(ValueError, match="no network interface 'nope0'"):
         _node.interface_address("nope0")
-    ran = subprocess.run([sys.executable, "-m", "tomoflow.cluster._node", "interface", "lo"], capture_output=True,
-                         text=True, timeout=60)
+    ran = subprocess.run(
+        [sys.executable, "-m", "tomoflow.cluster._node", "interface", "lo"], capture_output=True, text=True, timeout=60
+    )
     assert ran.returncode == 0 and ran.stdout == "127.0.0.1\n", ran
-    ran = subprocess.run([sys.executable, "-m", "tomoflow.cluster._node", "interface", "nope0"], capture_output=True,
-                         text=True, timeout=60)
+    ran = subprocess.run(
+        [sys.executable, "-m", "tomoflow.cluster._node", "interface", "nope0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert ran.returncode == 1 and ran.stderr.startswith("tomoflow: cannot find this node's address"), ran
     assert _node.main(["what"]) == 2
 
@@ -193,7 +212,7 @@ def test_jobqueue_clusters_use_tls_by_default(kind: str, cluster_dir: Path, tmp_
         assert host not in WILDCARDS
         assert cluster.scheduler_address.startswith(f"tls://{host}:")
         # and every worker on the address of its node that reaches the scheduler
-        assert f"-m tomoflow.cluster._node route {host})\" || exit 1" in script
+        assert f'-m tomoflow.cluster._node route {host})" || exit 1' in script
         assert "--host $TOMOFLOW_NODE_ADDRESS" in script
         assert "--dashboard-address $TOMOFLOW_NODE_HTTP" in script
         # the scheduler's dashboard is on loopback; a client gets the cluster's credentials
@@ -254,8 +273,13 @@ def test_interface_and_explicit_hosts(cluster_dir: Path) -> None:
     finally:
         cluster.close()
     # asked for explicitly: every interface for the scheduler; the user's own worker arguments are kept
-    cluster = tc.start_cluster("slurm", jobs=0, config_dir=cluster_dir, scheduler_options={"host": "0.0.0.0"},
-                               worker_extra_args=["--host", "10.9.8.7", "--no-dashboard"])
+    cluster = tc.start_cluster(
+        "slurm",
+        jobs=0,
+        config_dir=cluster_dir,
+        scheduler_options={"host": "0.0.0.0"},
+        worker_extra_args=["--host", "10.9.8.7", "--no-dashboard"],
+    )
     try:
         assert _listen_host(cluster) in ("0.0.0.0", "")
         script = cluster.job_script()
@@ -267,8 +291,9 @@ def test_interface_and_explicit_hosts(cluster_dir: Path) -> None:
 
 @requires_jobqueue
 @requires_tls
-def test_site_certificates_and_bad_security_settings(cluster_dir: Path, tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_site_certificates_and_bad_security_settings(
+    cluster_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from distributed.security import Security
 
     # a mapping: the site's own certificate files (here: ones written from temporary credentials)

@@ -103,9 +103,20 @@ def test_kubernetes_manifest(cluster_dir: Path) -> None:
 
 def test_readme_covers_every_deployment(cluster_dir: Path) -> None:
     text = (cluster_dir / "README.md").read_text()
-    for needle in ("local-cuda", "SLURM", "PBS", "Kubernetes", "scheduler file", "ssh -N -L",
-                   'resources={"GPU": 1}', "waits forever", "tomoflow[hpc]", "tomoflow[gpu]",
-                   "tomoflow/cluster/defaults/", "TOMOFLOW_CLUSTER_DIR"):
+    for needle in (
+        "local-cuda",
+        "SLURM",
+        "PBS",
+        "Kubernetes",
+        "scheduler file",
+        "ssh -N -L",
+        'resources={"GPU": 1}',
+        "waits forever",
+        "tomoflow[hpc]",
+        "tomoflow[gpu]",
+        "tomoflow/cluster/defaults/",
+        "TOMOFLOW_CLUSTER_DIR",
+    ):
         assert needle in text, needle
 
 
@@ -120,13 +131,26 @@ def test_wheel_ships_the_settings_files(tmp_path: Path) -> None:
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, src / name)
-    shutil.copytree(REPO / "tomoflow", src / "tomoflow",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(REPO / "tomoflow", src / "tomoflow", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     out = tmp_path / "wheels"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", ".", "--no-deps", "--no-build-isolation",
-         "--no-index", "-q", "-w", str(out)],
-        cwd=src, check=True, timeout=300, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            ".",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-q",
+            "-w",
+            str(out),
+        ],
+        cwd=src,
+        check=True,
+        timeout=300,
+        capture_output=True,
     )
     (wheel,) = out.glob("tomoflow-*.whl")
     with zipfile.ZipFile(wheel) as zf:
@@ -143,8 +167,9 @@ def test_wheel_ships_the_settings_files(tmp_path: Path) -> None:
     )
     env = {k: v for k, v in os.environ.items() if k != tc.CLUSTER_DIR_ENV}
     env["PYTHONPATH"] = str(site)
-    lines = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, check=True,
-                           timeout=120, capture_output=True, text=True).stdout.split()
+    lines = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, check=True, timeout=120, capture_output=True, text=True
+    ).stdout.split()
     module, source, cores = lines[-3:]
     assert Path(module).resolve().is_relative_to(site.resolve())
     assert Path(source) == site.resolve() / "tomoflow" / "cluster" / "defaults" / "slurm.yaml"

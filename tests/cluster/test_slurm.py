@@ -56,8 +56,10 @@ def _why_no_slurm() -> str | None:
     if START_LOG.is_file():
         lines = [ln for ln in START_LOG.read_text(errors="replace").splitlines() if ln.startswith("start-slurm:")]
         said = lines[-1] if lines else ""
-    return (f"no SLURM answers `sinfo` here ({said or f'no log of scripts/start-slurm at {START_LOG}'}); "
-            "`make test` starts one with scripts/start-slurm (as root on Debian/Ubuntu)")
+    return (
+        f"no SLURM answers `sinfo` here ({said or f'no log of scripts/start-slurm at {START_LOG}'}); "
+        "`make test` starts one with scripts/start-slurm (as root on Debian/Ubuntu)"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -111,8 +113,14 @@ def _env() -> dict[str, str]:
 
 
 def _tomoflow(*args: object, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    ran = subprocess.run([sys.executable, "-m", "tomoflow.cli", *map(str, args)], cwd=cwd, capture_output=True,
-                         text=True, timeout=timeout, env=_env())
+    ran = subprocess.run(
+        [sys.executable, "-m", "tomoflow.cli", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=_env(),
+    )
     command = " ".join(map(str, args))
     assert ran.returncode == 0, f"tomoflow {command}: exit {ran.returncode}\n{ran.stdout}\n{ran.stderr}"
     return ran
@@ -193,8 +201,11 @@ def test_slurm_workers_talk_tls_and_listen_on_one_address(site) -> None:
         listening = set()
         for p in procs:
             try:
-                listening |= {(c.laddr.ip, c.laddr.port, p.pid) for c in p.net_connections(kind="inet")
-                              if c.status == psutil.CONN_LISTEN}
+                listening |= {
+                    (c.laddr.ip, c.laddr.port, p.pid)
+                    for c in p.net_connections(kind="inet")
+                    if c.status == psutil.CONN_LISTEN
+                }
             except psutil.Error:
                 continue
         assert len(listening) >= 5, listening  # scheduler, dashboard; nanny, worker, worker diagnostics
@@ -229,12 +240,22 @@ def archive(slurm, tmp_path_factory) -> Path:
     return root
 
 
-def _run_and_cancel_one_job(root: Path, manifest: str, site_file: Path, name: str, *extra: object,
-                            wait_for_new_job: bool = False) -> tuple[subprocess.CompletedProcess, dict]:
+def _run_and_cancel_one_job(
+    root: Path, manifest: str, site_file: Path, name: str, *extra: object, wait_for_new_job: bool = False
+) -> tuple[subprocess.CompletedProcess, dict]:
     """Run the batch on SLURM; once both worker jobs run and a scan is complete, ``scancel`` one of them.
     Returns the finished run and what was seen: the job cancelled, the jobs seen, complete scans then."""
-    cmd = [sys.executable, "-m", "tomoflow.cli", "batch", "run", manifest, "--cluster", str(site_file),
-           *map(str, extra)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tomoflow.cli",
+        "batch",
+        "run",
+        manifest,
+        "--cluster",
+        str(site_file),
+        *map(str, extra),
+    ]
     proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
     seen: dict = {"jobs": set(), "cancelled": None, "done_then": None, "new_job": None}
     deadline = time.monotonic() + 300
@@ -290,8 +311,8 @@ def test_batch_with_adapt_replaces_the_cancelled_job(site, archive: Path) -> Non
     however fast the batch would have finished on the job left."""
     import dask
 
-    from tomoflow.cluster import connect
     from tomoflow.batch import load_manifest, run_batch
+    from tomoflow.cluster import connect
 
     site_file, name = site
     adaptive = _with(site_file, adapt="{minimum_jobs: 2, maximum_jobs: 2}")
@@ -315,6 +336,7 @@ def test_batch_with_adapt_replaces_the_cancelled_job(site, archive: Path) -> Non
     assert result.ok, [(r.name, r.error) for r in result.scans]
     assert _checksums(archive / "adapt") == _checksums(archive / "reference")
 
+
 def test_jobs_that_never_start_end_in_one_line_not_a_hang(site, tmp_path: Path) -> None:
     """A worker job asking for more than any node has stays queued: the command says it waits, then fails
     with one line after TOMOFLOW_WORKER_WAIT_S, writing nothing."""
@@ -322,9 +344,14 @@ def test_jobs_that_never_start_end_in_one_line_not_a_hang(site, tmp_path: Path) 
     greedy = _with(site_file, cores=64, memory="500GB")
     _tomoflow("simulate", "scan.zarr", "--size", 32, "--rows", 4, "--angles", 24, cwd=tmp_path)
     t0 = time.monotonic()
-    ran = subprocess.run([sys.executable, "-m", "tomoflow.cli", "recon", "scan.zarr", "-o", "v.zarr", "--cluster",
-                          str(greedy)], cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                         env={**_env(), "TOMOFLOW_WORKER_WAIT_S": "8"})
+    ran = subprocess.run(
+        [sys.executable, "-m", "tomoflow.cli", "recon", "scan.zarr", "-o", "v.zarr", "--cluster", str(greedy)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**_env(), "TOMOFLOW_WORKER_WAIT_S": "8"},
+    )
     assert time.monotonic() - t0 < 120
     assert ran.returncode == 2, ran
     lines = ran.stderr.strip().splitlines()

@@ -18,8 +18,9 @@ from distributed.core import Status
 import tomoflow.cluster as tc
 from tomoflow.errors import ConfigError
 
-requires_jobqueue = pytest.mark.skipif(importlib.util.find_spec("dask_jobqueue") is None,
-                                       reason="requires dask_jobqueue")
+requires_jobqueue = pytest.mark.skipif(
+    importlib.util.find_spec("dask_jobqueue") is None, reason="requires dask_jobqueue"
+)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -54,8 +55,7 @@ def test_local_threads_compute_dashboard_and_close(
 
 @pytest.mark.slow
 def test_local_worker_processes(assert_real_dashboard: Callable) -> None:
-    client = tc.connect("local", n_workers=1, threads_per_worker=1, processes=True,
-                        dashboard_address="127.0.0.1:0")
+    client = tc.connect("local", n_workers=1, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0")
     cluster = client.cluster
     try:
         worker_pids = client.run(os.getpid)
@@ -71,8 +71,7 @@ def test_local_worker_processes(assert_real_dashboard: Callable) -> None:
 
 def test_settings_from_config_dir_and_yaml_spec(tmp_path: Path) -> None:
     (tmp_path / "local.yaml").write_text(
-        "kind: local\nn_workers: 1\nthreads_per_worker: 3\nprocesses: false\n"
-        "dashboard_address: '127.0.0.1:0'\n"
+        "kind: local\nn_workers: 1\nthreads_per_worker: 3\nprocesses: false\ndashboard_address: '127.0.0.1:0'\n"
     )
     with tc.connect("local", config_dir=tmp_path) as client:
         (worker,) = client.scheduler_info()["workers"].values()
@@ -91,8 +90,9 @@ def test_settings_from_config_dir_and_yaml_spec(tmp_path: Path) -> None:
 
 
 def test_start_cluster_without_a_client(tmp_path: Path) -> None:
-    cluster = tc.start_cluster("local", n_workers=1, threads_per_worker=1, processes=False,
-                               dashboard_address="127.0.0.1:0")
+    cluster = tc.start_cluster(
+        "local", n_workers=1, threads_per_worker=1, processes=False, dashboard_address="127.0.0.1:0"
+    )
     try:
         assert isinstance(cluster, LocalCluster) and len(cluster.workers) == 1
     finally:
@@ -113,9 +113,7 @@ def test_missing_dask_cuda_names_the_gpu_extra(monkeypatch: pytest.MonkeyPatch) 
 
 
 @pytest.mark.parametrize("spec", ["slurm", "pbs", "slurm:gpu"])
-def test_missing_jobqueue_names_the_hpc_extra(
-    monkeypatch: pytest.MonkeyPatch, spec: str, cluster_dir: Path
-) -> None:
+def test_missing_jobqueue_names_the_hpc_extra(monkeypatch: pytest.MonkeyPatch, spec: str, cluster_dir: Path) -> None:
     monkeypatch.setitem(sys.modules, "dask_jobqueue", None)
     with pytest.raises(ConfigError, match=r"dask-jobqueue.*pip install 'tomoflow\[hpc\]'"):
         tc.connect(spec, jobs=0, config_dir=cluster_dir)

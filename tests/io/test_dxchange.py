@@ -198,8 +198,12 @@ def test_angle_count_mismatch(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["data_white", "data_dark"])
 def test_frames_of_another_detector(tmp_path: Path, name: str) -> None:
-    path = _h5(tmp_path / "fd.h5", data=np.ones((4, 2, 3), np.float32), theta=np.arange(4.0),
-               **{name: np.ones((2, 3, 3), np.float32)})
+    path = _h5(
+        tmp_path / "fd.h5",
+        data=np.ones((4, 2, 3), np.float32),
+        theta=np.arange(4.0),
+        **{name: np.ones((2, 3, 3), np.float32)},
+    )
     with pytest.raises(InputError, match="detector shape") as exc:
         ingest_dxchange(path, tmp_path / "x.zarr")
     _assert_names(exc, path, f"/exchange/{name}")

@@ -39,9 +39,17 @@ def _dead_pid() -> int:
 
 
 def _write_lock(lock: Path, **fields) -> None:
-    doc = {"tomoflow_lock": 1, "what": "output", "host": socket.gethostname(), "pid": os.getpid(),
-           "pid_start": None, "started": "2026-12-06T03:40:12+00:00", "command": "tomoflow batch run m.yaml",
-           "token": "someone-else", **fields}
+    doc = {
+        "tomoflow_lock": 1,
+        "what": "output",
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "pid_start": None,
+        "started": "2026-12-06T03:40:12+00:00",
+        "command": "tomoflow batch run m.yaml",
+        "token": "someone-else",
+        **fields,
+    }
     lock.parent.mkdir(parents=True, exist_ok=True)
     lock.write_text(json.dumps(doc))
 
@@ -216,8 +224,14 @@ def small_scan(tmp_path):
     angles = np.linspace(0, 180, 32, endpoint=False)
     counts = small_scan_counts(0, angles, 8, 32)
     store = tmp_path / "scan.zarr"
-    write_scan(store, counts, angles, flats=np.full((2, 8, 32), float(counts.max()) * 1.1, np.float32),
-               darks=np.zeros((1, 8, 32), np.float32), pixel_size_um=0.5)
+    write_scan(
+        store,
+        counts,
+        angles,
+        flats=np.full((2, 8, 32), float(counts.max()) * 1.1, np.float32),
+        darks=np.zeros((1, 8, 32), np.float32),
+        pixel_size_um=0.5,
+    )
     return store, counts, angles
 
 
@@ -236,8 +250,10 @@ def test_every_stage_refuses_a_store_another_run_is_writing(small_scan, tmp_path
         "ingest": (tmp_path / "scan2.zarr", lambda out: write_scan(out, counts, angles, pixel_size_um=0.5)),
         "recon": (tmp_path / "vol2.zarr", lambda out: reconstruct_scan(scan, out)),
         "align": (tmp_path / "aligned.zarr", lambda out: align_scan(scan, out, method="phase")),
-        "resample": (tmp_path / "res.zarr", lambda out: resample_volume(vol, out, matrix=np.eye(4), shape=(4, 16, 16),
-                                                                     spacing_um=0.5)),
+        "resample": (
+            tmp_path / "res.zarr",
+            lambda out: resample_volume(vol, out, matrix=np.eye(4), shape=(4, 16, 16), spacing_um=0.5),
+        ),
     }
     for name, (out, run) in runs.items():
         before = sorted(os.listdir(tmp_path))

@@ -15,8 +15,9 @@ from tomoflow.io.npy import ingest_numpy, open_numpy
 def test_ingest_arrays_memory_and_npy(tmp_path: Path) -> None:
     rng = np.random.default_rng(5)
     proj = rng.uniform(0, 2, (10, 3, 4)).astype(np.float64)
-    s = ingest_numpy(proj, tmp_path / "a.zarr", angles=np.arange(10.0) * 18, values="line-integral",
-                     pixel_size_um=1.5, energy_kev=30)
+    s = ingest_numpy(
+        proj, tmp_path / "a.zarr", angles=np.arange(10.0) * 18, values="line-integral", pixel_size_um=1.5, energy_kev=30
+    )
     assert s.attrs.values == "line-integral" and s.attrs.source.format == "numpy"
     assert s.flats.shape == (0, 3, 4) and s.darks.shape == (0, 3, 4)
     np.testing.assert_allclose(s.projections[:], proj.astype(np.float32))

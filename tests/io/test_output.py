@@ -50,8 +50,11 @@ def test_files_foreign_folders_and_other_kinds_are_never_replaced(tmp_path):
     user.mkdir()
     (user / "notes.txt").write_text("x")
     _store(tmp_path / "scan.zarr", kind="tomoflow-scan")
-    for path, why in ((tmp_path / "f.txt", "not a folder"), (user, "not a tomoflow store"),
-                      (tmp_path / "scan.zarr", "is a tomoflow scan store, not a volume store")):
+    for path, why in (
+        (tmp_path / "f.txt", "not a folder"),
+        (user, "not a tomoflow store"),
+        (tmp_path / "scan.zarr", "is a tomoflow scan store, not a volume store"),
+    ):
         for overwrite in (False, True):
             with pytest.raises(StoreError, match=why):
                 plan(path, overwrite=overwrite)
@@ -62,8 +65,12 @@ def test_inputs_are_never_outputs(tmp_path):
     src = _store(tmp_path / "in.zarr", kind="tomoflow-scan", complete=True)
     link = tmp_path / "link.zarr"
     link.symlink_to(src)
-    for out, why in ((src, "is an input"), (link, "is an input"), (src / "sub", "lies inside the input"),
-                     (tmp_path, "contains the input")):
+    for out, why in (
+        (src, "is an input"),
+        (link, "is an input"),
+        (src / "sub", "lies inside the input"),
+        (tmp_path, "contains the input"),
+    ):
         with pytest.raises(StoreError, match=why):
             plan(out, inputs=[src], overwrite=True)
 

@@ -95,8 +95,9 @@ def test_units_and_library_errors() -> None:
 
 def test_raw_scan_validates_frames_and_angles() -> None:
     proj = np.ones((3, 2, 4), np.float32)
-    raw = RawScan(proj, np.array([0.0, 1.0, 2.0]), SourceFile(path="mem", format="numpy"),
-                  flats=np.ones((2, 4), np.uint16))
+    raw = RawScan(
+        proj, np.array([0.0, 1.0, 2.0]), SourceFile(path="mem", format="numpy"), flats=np.ones((2, 4), np.uint16)
+    )
     raw.validate()
     assert raw.flats.shape == (1, 2, 4) and raw.flats.dtype == np.float32
     raw.darks = np.zeros((1, 4, 2))

@@ -17,8 +17,13 @@ def test_raw_counts_keep_their_16_bits(tmp_path):
     a = write_scan(tmp_path / "u16.zarr", raw, ANGLES, flats=flats, darks=darks)
     assert (a.projections.dtype, a.flats.dtype, a.darks.dtype) == (np.uint16,) * 3
     np.testing.assert_array_equal(np.asarray(a.projections[:]), raw)
-    b = write_scan(tmp_path / "f32.zarr", raw.astype(np.float32), ANGLES, flats=flats.astype(np.float32),
-                   darks=darks.astype(np.float32))
+    b = write_scan(
+        tmp_path / "f32.zarr",
+        raw.astype(np.float32),
+        ANGLES,
+        flats=flats.astype(np.float32),
+        darks=darks.astype(np.float32),
+    )
     assert b.projections.dtype == np.float32
     line = read_line_integrals(a, 0, 6)
     assert line.dtype == np.float32

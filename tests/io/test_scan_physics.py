@@ -110,8 +110,9 @@ def test_every_stage_names_its_minimum():
 
 
 def test_detector_columns():
-    with pytest.raises(InputError, match="a tomography scan needs a detector of at least 2 columns; these projections "
-                                         "have 1"):
+    with pytest.raises(
+        InputError, match="a tomography scan needs a detector of at least 2 columns; these projections have 1"
+    ):
         validate_scan_geometry(HALF_TURN, need="scan", n_columns=1)
     with pytest.raises(InputError, match="FBP reconstruction needs a detector of at least 4 columns"):
         validate_scan_geometry(HALF_TURN, need="fbp", n_columns=3)
@@ -156,8 +157,13 @@ def test_ingest_refuses_angles_before_creating_anything(tmp_path, theta, n, word
 
 
 def test_ingest_refuses_all_negative_intensities(tmp_path):
-    src = _dx(tmp_path / "neg.h5", -_counts(), HALF_TURN, flats=np.full((2, 4, 16), 1000.0, np.float32),
-              darks=np.zeros((2, 4, 16), np.float32))
+    src = _dx(
+        tmp_path / "neg.h5",
+        -_counts(),
+        HALF_TURN,
+        flats=np.full((2, 4, 16), 1000.0, np.float32),
+        darks=np.zeros((2, 4, 16), np.float32),
+    )
     before = _snapshot(tmp_path)
     with pytest.raises(InputError, match=r"projection 0 has no pixel above the dark level.*no finite line") as e:
         ingest(src, tmp_path / "neg.zarr")
@@ -277,10 +283,16 @@ def test_a_store_fingerprinted_with_its_path_by_an_older_tomoflow_is_recognised(
 
     s = ScanStore.open(store)
     meta = s.attrs.model_dump(mode="json")
-    _, params, data = ss._ingest_fingerprint(s.attrs.source, None, np.asarray(s.flats[...]),
-                                             np.asarray(s.darks[...]), s.angles_deg,
-                                             {**meta, "stage_position": None, "instrument": rec["params"]["instrument"]},
-                                             tuple(rec["params"]["chunks"]), {})
+    _, params, data = ss._ingest_fingerprint(
+        s.attrs.source,
+        None,
+        np.asarray(s.flats[...]),
+        np.asarray(s.darks[...]),
+        s.angles_deg,
+        {**meta, "stage_position": None, "instrument": rec["params"]["instrument"]},
+        tuple(rec["params"]["chunks"]),
+        {},
+    )
     old_params = {**params, "source": {**params["source"], "path": "/somewhere/else/s.h5"}}
     rec["params"] = old_params
     rec["fingerprint"] = fingerprint("ingest", inputs={"source": data}, params=old_params)
@@ -395,9 +407,12 @@ def test_a_truncated_chunk_is_a_store_error_naming_the_chunk(tmp_path):
     chunk.write_bytes(chunk.read_bytes()[:20])
     s = ScanStore.open(store.path)
     assert np.asarray(s.projections[0:8]).shape == (8, 4, 16)  # the other chunks read
-    for read in (lambda: s.projections[:, 0:2, :], lambda: np.asarray(s.projections),
-                 lambda: s.projections.get_orthogonal_selection((slice(None), [1, 2], slice(None))),
-                 lambda: s.projections[9]):
+    for read in (
+        lambda: s.projections[:, 0:2, :],
+        lambda: np.asarray(s.projections),
+        lambda: s.projections.get_orthogonal_selection((slice(None), [1, 2], slice(None))),
+        lambda: s.projections[9],
+    ):
         with pytest.raises(StoreError) as err:
             read()
         msg = str(err.value)

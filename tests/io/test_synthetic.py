@@ -16,8 +16,9 @@ from tomoflow.sim import gold_particle, simulate_scan
 @pytest.fixture(scope="module")
 def scan():
     vol = gold_particle((4, 24, 24), seed=2, n_satellites=0)
-    return simulate_scan(vol, np.linspace(0, 180, 12, endpoint=False), jitter_px=1.0, n_flats=3, n_darks=2,
-                         photons=1000, seed=5)
+    return simulate_scan(
+        vol, np.linspace(0, 180, 12, endpoint=False), jitter_px=1.0, n_flats=3, n_darks=2, photons=1000, seed=5
+    )
 
 
 def test_write_zarr_store(tmp_path, scan):

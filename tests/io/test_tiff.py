@@ -41,8 +41,14 @@ def test_directory_stack(tmp_path: Path) -> None:
     _write_dir(tmp_path / "flat", flats, "flat_")
     tifffile.imwrite(tmp_path / "darks.tif", darks)  # multi-page
     (tmp_path / "angles.txt").write_text("# degrees\n" + "\n".join(str(15.0 * i) for i in range(12)) + "\n")
-    store = ingest_tiff(tmp_path / "proj", tmp_path / "s.zarr", angles=tmp_path / "angles.txt",
-                        flats=tmp_path / "flat", darks=tmp_path / "darks.tif", pixel_size_um=0.5)
+    store = ingest_tiff(
+        tmp_path / "proj",
+        tmp_path / "s.zarr",
+        angles=tmp_path / "angles.txt",
+        flats=tmp_path / "flat",
+        darks=tmp_path / "darks.tif",
+        pixel_size_um=0.5,
+    )
     assert store.shape == (12, *SHAPE)
     np.testing.assert_array_equal(store.projections[:], proj.astype(np.float32))  # 0, 1, 2, ..., 10, 11
     np.testing.assert_array_equal(store.flats[:], flats.astype(np.float32))
@@ -83,8 +89,9 @@ def test_flats_in_projection_directory_are_excluded(tmp_path: Path) -> None:
     proj = _stack(4)
     _write_dir(tmp_path / "scan", proj)
     _write_dir(tmp_path / "scan", _stack(2, 3), "zflat_")
-    store = ingest_tiff(tmp_path / "scan", tmp_path / "s.zarr", angles=np.arange(4.0),
-                        flats=str(tmp_path / "scan" / "zflat_*.tif"))
+    store = ingest_tiff(
+        tmp_path / "scan", tmp_path / "s.zarr", angles=np.arange(4.0), flats=str(tmp_path / "scan" / "zflat_*.tif")
+    )
     assert store.shape[0] == 4 and store.flats.shape[0] == 2
 
 

@@ -13,8 +13,13 @@ from tomoflow.io.stages import StageLog
 
 def _volume(path, complete: bool):
     fp = fingerprint("recon", inputs={}, params={})
-    v = VolumeStore.create(prepare_output(path, kind="tomoflow-volume", stage="recon", fingerprint=fp),
-                           (16, 16, 16), None, chunks=(8, 16, 16), n_levels=2)
+    v = VolumeStore.create(
+        prepare_output(path, kind="tomoflow-volume", stage="recon", fingerprint=fp),
+        (16, 16, 16),
+        None,
+        chunks=(8, 16, 16),
+        n_levels=2,
+    )
     log = StageLog.begin(path, "recon", fingerprint=fp, params={}, steps={"level-0": 2})
     if complete:
         v.level(0)[:] = 1.0
@@ -50,7 +55,9 @@ def test_not_a_volume_store(tmp_path):
     for path in (tmp_path / "missing.zarr", tmp_path / "plain"):
         with pytest.raises(StoreError):
             open_volume(path)
-    create_store(prepare_output(tmp_path / "s.zarr", kind="tomoflow-scan", stage="ingest", fingerprint="x"),
-                 {"tomoflow_format": "tomoflow-scan"})
+    create_store(
+        prepare_output(tmp_path / "s.zarr", kind="tomoflow-scan", stage="ingest", fingerprint="x"),
+        {"tomoflow_format": "tomoflow-scan"},
+    )
     with pytest.raises(StoreError, match="not a tomoflow volume store"):
         open_volume(tmp_path / "s.zarr")

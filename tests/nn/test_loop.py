@@ -56,10 +56,23 @@ def _run(epochs, state=None, saved=None, patience=5, crash_after=None):
 
     lrs = []
     try:
-        state = train_epochs(model, opt, state, epochs=epochs, n_steps=4, lr=0.1, lr_final=0.05, seed=1,
-                             patience=patience, time_limit_s=None, step=step, validate=validate,
-                             record=lambda e, tl, v, x, n, t: {"epoch": e, "lr": opt.param_groups[0]["lr"], "val": v},
-                             checkpoint=checkpoint, begin_epoch=lambda e, rng: lrs.append(e))
+        state = train_epochs(
+            model,
+            opt,
+            state,
+            epochs=epochs,
+            n_steps=4,
+            lr=0.1,
+            lr_final=0.05,
+            seed=1,
+            patience=patience,
+            time_limit_s=None,
+            step=step,
+            validate=validate,
+            record=lambda e, tl, v, x, n, t: {"epoch": e, "lr": opt.param_groups[0]["lr"], "val": v},
+            checkpoint=checkpoint,
+            begin_epoch=lambda e, rng: lrs.append(e),
+        )
     except _Crash:
         pass
     return model, state, last
@@ -78,11 +91,37 @@ def test_resume_from_a_checkpoint_gives_the_uninterrupted_weights():
 def test_patience_stops_and_a_finished_run_trains_no_further():
     model, opt, step, _ = _setup()
     state = LoopState(best_val=-1.0, best_state=copy_state(model))  # nothing can beat it
-    state = train_epochs(model, opt, state, epochs=10, n_steps=2, lr=0.1, lr_final=0.05, seed=0, patience=2,
-                         time_limit_s=None, step=step, validate=lambda e: (0.0, None),
-                         record=lambda *a: {}, checkpoint=lambda s: None)
+    state = train_epochs(
+        model,
+        opt,
+        state,
+        epochs=10,
+        n_steps=2,
+        lr=0.1,
+        lr_final=0.05,
+        seed=0,
+        patience=2,
+        time_limit_s=None,
+        step=step,
+        validate=lambda e: (0.0, None),
+        record=lambda *a: {},
+        checkpoint=lambda s: None,
+    )
     assert state.stopped == "early stopping" and state.epoch == 2 and state.bad == 2
-    again = train_epochs(model, opt, state, epochs=10, n_steps=2, lr=0.1, lr_final=0.05, seed=0, patience=2,
-                         time_limit_s=None, step=step, validate=lambda e: (0.0, None),
-                         record=lambda *a: {}, checkpoint=lambda s: None)
+    again = train_epochs(
+        model,
+        opt,
+        state,
+        epochs=10,
+        n_steps=2,
+        lr=0.1,
+        lr_final=0.05,
+        seed=0,
+        patience=2,
+        time_limit_s=None,
+        step=step,
+        validate=lambda e: (0.0, None),
+        record=lambda *a: {},
+        checkpoint=lambda s: None,
+    )
     assert again.stopped == "resumed finished run" and again.epoch == 2

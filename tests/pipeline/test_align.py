@@ -22,8 +22,9 @@ CENTER = (COLS - 1) / 2 + 5.0  # the rotation axis 5 px off the detector centre
 def jittered(tmp_path_factory):
     """A raw simulated scan store (non-square detector, axis off centre, ±3 px jitter) and its truth."""
     path = tmp_path_factory.mktemp("align") / "scan.zarr"
-    scan = simulate_scan(cathode_particle((ROWS, 64, COLS), seed=1), ANGLES, jitter_px=3.0, photons=None, seed=3,
-                         center=CENTER)
+    scan = simulate_scan(
+        cathode_particle((ROWS, 64, COLS), seed=1), ANGLES, jitter_px=3.0, photons=None, seed=3, center=CENTER
+    )
     with tomoflow.config.set(scan_chunk_rows=8):
         write_synthetic_scan(path, scan, format="zarr")
     return path, scan
@@ -68,12 +69,14 @@ def test_correct_scan_ends_in_a_sharper_volume(jittered, tmp_path):
     assert vol.is_complete() and (tmp_path / "vol-aligned.zarr").is_dir()
     blurred = reconstruct_scan(path, tmp_path / "blurred.zarr", center=CENTER)
     truth = cathode_particle((ROWS, 64, COLS), seed=1)
+
     # the reconstruction grid is (cols x cols); compare the central rows against the phantom's support
     def err(v: VolumeStore) -> float:
         rec = np.asarray(v.level(0)[ROWS // 2])
         ref = np.zeros_like(rec)
         ref[(COLS - 64) // 2 : (COLS - 64) // 2 + 64] = truth[ROWS // 2]
         return float(np.corrcoef(rec.ravel(), ref.ravel())[0, 1])
+
     assert err(vol) > err(blurred) + 0.05
 
 
@@ -122,8 +125,10 @@ def _run_on_cluster(fn):
                 self.groups.add(key_split(key))
                 self.keys.add(str(key))
 
-    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as cluster, \
-            cluster.get_client() as client:
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as cluster,
+        cluster.get_client() as client,
+    ):
         seen = Seen()
         cluster.scheduler.add_plugin(seen)
         seen.result = fn(client)
@@ -139,15 +144,17 @@ def test_named_task_groups_on_a_cluster(jittered, tmp_path):
 
 requires_weights = pytest.mark.skipif(
     not __import__("tomoflow.align.resnet", fromlist=["default_weights_path"]).default_weights_path().is_file(),
-    reason="shipped jitter ResNet weights absent")
+    reason="shipped jitter ResNet weights absent",
+)
 
 
 @pytest.fixture(scope="module")
 def jittered_tall(tmp_path_factory):
     """A raw scan tall enough for the network (40 x 72 detector, axis 5 px off centre, ±4 px jitter)."""
     path = tmp_path_factory.mktemp("align-net") / "scan.zarr"
-    scan = simulate_scan(cathode_particle((40, 64, COLS), seed=2), ANGLES, jitter_px=4.0, photons=None, seed=5,
-                         center=CENTER)
+    scan = simulate_scan(
+        cathode_particle((40, 64, COLS), seed=2), ANGLES, jitter_px=4.0, photons=None, seed=5, center=CENTER
+    )
     with tomoflow.config.set(scan_chunk_rows=8):
         write_synthetic_scan(path, scan, format="zarr")
     return path, scan

@@ -63,7 +63,9 @@ def small_slabs():
 
 def _checksums(store: Path) -> dict[str, str]:
     v = tomoflow.io.VolumeStore.open(store)
-    return {str(k): hashlib.sha256(np.ascontiguousarray(v.level(k)[:]).tobytes()).hexdigest() for k in range(v.n_levels)}
+    return {
+        str(k): hashlib.sha256(np.ascontiguousarray(v.level(k)[:]).tobytes()).hexdigest() for k in range(v.n_levels)
+    }
 
 
 def _mtimes(store: Path) -> dict[str, int]:
@@ -111,15 +113,18 @@ def _budget_probe(n: int) -> np.ndarray:
 
 
 def _blocks(n_units: int, fn_args=lambda u: (2,)) -> list[Block]:
-    return [Block(units=(u,), region=(slice(2 * u, 2 * u + 2), slice(None)), args=fn_args(u), label=f"unit {u}")
-            for u in range(n_units)]
+    return [
+        Block(units=(u,), region=(slice(2 * u, 2 * u + 2), slice(None)), args=fn_args(u), label=f"unit {u}")
+        for u in range(n_units)
+    ]
 
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_numba_and_fft_threads_equal_the_task_budget(tmp_path, threads):
     out = _toy_store(tmp_path)
-    rep = run_blocks(out, _blocks(4), _budget_probe, stage="toy", step="main", array="data", name="budget-probe",
-                     threads=threads)
+    rep = run_blocks(
+        out, _blocks(4), _budget_probe, stage="toy", step="main", array="data", name="budget-probe", threads=threads
+    )
     import zarr
 
     assert rep.threads == threads and rep.computed == 4
@@ -132,8 +137,9 @@ def test_default_budget_splits_a_node_between_its_worker_threads(tmp_path, dask_
     from tomoflow.backend import cpu_count
 
     out = _toy_store(tmp_path)
-    rep = run_blocks(out, _blocks(4), _budget_probe, stage="toy", step="main", array="data", name="budget-probe",
-                     client=dask_client)
+    rep = run_blocks(
+        out, _blocks(4), _budget_probe, stage="toy", step="main", array="data", name="budget-probe", client=dask_client
+    )
     import zarr
 
     expected = max(1, cpu_count() // 2)
@@ -208,8 +214,14 @@ def test_overwrite_never_touches_a_user_folder_or_an_input(scan, tmp_path, small
 def test_refused_parameters_leave_nothing_behind(scan, tmp_path):
     from tomoflow.errors import ConfigError
 
-    for kwargs in ({"center": 1e9}, {"center": float("nan")}, {"center": -5}, {"algorithm": "art"},
-                   {"filter": "box"}, {"algorithm": "mlem", "n_iter": 0}):
+    for kwargs in (
+        {"center": 1e9},
+        {"center": float("nan")},
+        {"center": -5},
+        {"algorithm": "art"},
+        {"filter": "box"},
+        {"algorithm": "mlem", "n_iter": 0},
+    ):
         with pytest.raises(ConfigError):
             reconstruct_scan(scan, tmp_path / "v.zarr", **kwargs)
         assert not (tmp_path / "v.zarr").exists()
@@ -297,9 +309,11 @@ def test_worker_killed_between_data_and_marker(scan, tmp_path, small_slabs, monk
     trigger = tmp_path / "kill-once"
     monkeypatch.setenv(KILL_AFTER_WRITE_ENV, str(trigger))
     out = tmp_path / "killed.zarr"
-    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
-            LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
-            cluster.get_client() as client:
+    with (
+        dask.config.set({"distributed.scheduler.allowed-failures": 0}),
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
+        cluster.get_client() as client,
+    ):
         trigger.touch()
         with pytest.raises(PipelineError, match="run again to resume"):
             reconstruct_scan(scan, out, center=CENTER, client=client)
@@ -313,8 +327,10 @@ def test_worker_killed_between_data_and_marker(scan, tmp_path, small_slabs, monk
     assert _checksums(out) == expected
 
     out2 = tmp_path / "retried.zarr"
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
-            cluster.get_client() as client:
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
+        cluster.get_client() as client,
+    ):
         trigger.touch()
         reconstruct_scan(scan, out2, center=CENTER, client=client)
     assert not trigger.exists()

@@ -185,8 +185,9 @@ def test_slab_memory_estimate_covers_the_measured_peak(tmp_path):
 
     if not os.access("/proc/self/clear_refs", os.W_OK):
         pytest.skip("needs Linux /proc/self/clear_refs to reset the peak RSS")
-    proc = subprocess.run([sys.executable, "-c", _MEASURE, str(tmp_path / "m.zarr")], capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", _MEASURE, str(tmp_path / "m.zarr")], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     r = json.loads(proc.stdout.strip().splitlines()[-1])
     assert r["peak"] >= r["out"]  # the measurement sees at least the output slab
@@ -216,8 +217,12 @@ def test_gpu_tasks_carry_the_gpu_resource(scan, tmp_path, small_slabs):
     from tomoflow.pipeline.reconstruct import CONVEYOR_TASKS
 
     for resources, expected in (({"GPU": 1}, {"GPU": 1 / CONVEYOR_TASKS}), (None, {})):
-        with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, resources=resources,
-                          dashboard_address=":0") as cluster, cluster.get_client() as client:
+        with (
+            LocalCluster(
+                n_workers=1, threads_per_worker=2, processes=False, resources=resources, dashboard_address=":0"
+            ) as cluster,
+            cluster.get_client() as client,
+        ):
             plugin = Restrictions(cluster.scheduler)
             cluster.scheduler.add_plugin(plugin)
             reconstruct_scan(path, tmp_path / f"gpu-{bool(resources)}.zarr", center=CENTER, client=client)

@@ -55,8 +55,13 @@ def test_tiled_store_equals_whole_volume_inference(setup, tmp_path):
 def test_chunks_over_the_memory_budget_are_refused_before_writing(setup, tmp_path):
     d, weights, model, data, src = setup
     with pytest.raises(ConfigError, match="over the memory budget"):
-        recover_volume(src.path, weights, tmp_path / "rec.zarr", chunks=(32, 32, 32),
-                       memory_budget=inference_bytes(model, (36, 36, 36)))
+        recover_volume(
+            src.path,
+            weights,
+            tmp_path / "rec.zarr",
+            chunks=(32, 32, 32),
+            memory_budget=inference_bytes(model, (36, 36, 36)),
+        )
     with pytest.raises(ConfigError, match="cannot hold the network's smallest block"):
         recover_volume(src.path, weights, tmp_path / "rec.zarr", memory_budget="100MB")
     assert not (tmp_path / "rec.zarr").exists()
@@ -105,8 +110,8 @@ def test_the_onnx_export_runs_as_the_stage_model(setup, tmp_path):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
     from tomoflow.recover.normalization import with_normalization
-    from tomoflow.train.onnx_export import export_onnx
     from tomoflow.recover.unet import load_unet
+    from tomoflow.train.onnx_export import export_onnx
 
     d, weights, model, data, src = setup
     net = load_unet(weights, device="cpu")

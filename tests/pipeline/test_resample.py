@@ -23,8 +23,9 @@ def test_store_equals_in_memory_resampling(source, tmp_path):
     c = np.full(3, 20.0)
     m = Affine9((0.02, 0.01, -0.03), (1.01, 1.0, 0.99), (0.0, 0.0, 0.0), tuple(c)).matrix
     m[:3, 3] += np.array([60.0, 55.0, 58.0]) - c
-    out = resample_volume(src.path, tmp_path / "roi.zarr", matrix=m, shape=(41, 40, 37), spacing_um=1.0,
-                          chunks=(16, 16, 16))
+    out = resample_volume(
+        src.path, tmp_path / "roi.zarr", matrix=m, shape=(41, 40, 37), spacing_um=1.0, chunks=(16, 16, 16)
+    )
     want = resample_to_grid(data, m, (41, 40, 37), 1.0, 4.0)
     np.testing.assert_allclose(np.asarray(out.level(0)[...]), want, rtol=0, atol=1e-6)
     assert out.is_complete() and out.attrs.voxel_size.value == 1.0 and out.extra["matrix"] == m.tolist()

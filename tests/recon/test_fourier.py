@@ -103,5 +103,3 @@ def test_fourier_mask_360_and_bad_method():
         fbp(project(phantom, ANGLES), ANGLES, method="gridrec")
     with pytest.raises(ConfigError, match="backend"):
         fbp(project(phantom, ANGLES), ANGLES, method="fourier", backend="gpu")
-
-

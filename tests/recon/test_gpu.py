@@ -36,8 +36,12 @@ def test_projector_pair_on_gpu(cp, data):
     out = project(cp.asarray(vol), ANGLES, center=33.2)
     assert isinstance(out, cp.ndarray)
     np.testing.assert_allclose(out.get(), proj, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(backproject(cp.asarray(proj), ANGLES, center=33.2).get(),
-                               backproject(proj, ANGLES, center=33.2), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(
+        backproject(cp.asarray(proj), ANGLES, center=33.2).get(),
+        backproject(proj, ANGLES, center=33.2),
+        rtol=1e-4,
+        atol=1e-3,
+    )
 
 
 def test_fbp_mlem_sirt_on_gpu(cp, data):
@@ -112,5 +116,6 @@ def test_fourier_fbp_on_gpu_matches_cpu(cp, data):
     for f in ("ramp", "shepp-logan"):
         out = fbp(cp.asarray(proj), ANGLES, center=33.2, filter=f, method="fourier")
         assert isinstance(out, cp.ndarray)
-        np.testing.assert_allclose(out.get(), fbp(proj, ANGLES, center=33.2, filter=f, method="fourier"),
-                                   rtol=1e-3, atol=1e-4)
+        np.testing.assert_allclose(
+            out.get(), fbp(proj, ANGLES, center=33.2, filter=f, method="fourier"), rtol=1e-3, atol=1e-4
+        )

@@ -91,8 +91,9 @@ def test_mlem_weights_leave_missing_data_out(subsets):
     unit weights are plain MLEM, and bad weights are refused."""
     y = np.repeat(SINO[:, None], 2, axis=1)  # (angle, 2 rows, col)
     plain = mlem(y, ANGLES, n_iter=20, subsets=subsets)
-    np.testing.assert_allclose(mlem(y, ANGLES, n_iter=20, subsets=subsets, weights=np.ones_like(y)), plain,
-                               rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        mlem(y, ANGLES, n_iter=20, subsets=subsets, weights=np.ones_like(y)), plain, rtol=1e-4, atol=1e-6
+    )
     bad = y.copy()
     bad[::3, :, :12] = 5 * y.max()  # edge bands of every third view replaced by junk
     w = np.ones_like(y)

@@ -60,8 +60,10 @@ def test_zingers_and_dead_pixels():
     noisy[hit] += rng.uniform(0.5, 3.0, size=int(hit.sum())).astype(np.float32)
     res = remove_outliers(noisy, detect="always")
     assert np.abs(res.data - stack)[hit].max() < 0.05
-    assert np.array_equal(res.data[~ndimage.binary_dilation(hit, np.ones((1, 5, 5)))],
-                          stack[~ndimage.binary_dilation(hit, np.ones((1, 5, 5)))])
+    assert np.array_equal(
+        res.data[~ndimage.binary_dilation(hit, np.ones((1, 5, 5)))],
+        stack[~ndimage.binary_dilation(hit, np.ones((1, 5, 5)))],
+    )
 
 
 def test_edges_survive():
@@ -75,9 +77,16 @@ def test_edges_survive():
 
 @pytest.mark.parametrize(
     ("kwargs", "error"),
-    [({"threshold": 0}, ConfigError), ({"threshold": 2}, ConfigError), ({"passes": 0}, ConfigError),
-     ({"passes": 11}, ConfigError), ({"window": 4}, ConfigError), ({"window": 17}, ConfigError),
-     ({"detect": "sometimes"}, ConfigError), ({"saturation_fraction": -1}, ConfigError)],
+    [
+        ({"threshold": 0}, ConfigError),
+        ({"threshold": 2}, ConfigError),
+        ({"passes": 0}, ConfigError),
+        ({"passes": 11}, ConfigError),
+        ({"window": 4}, ConfigError),
+        ({"window": 17}, ConfigError),
+        ({"detect": "sometimes"}, ConfigError),
+        ({"saturation_fraction": -1}, ConfigError),
+    ],
 )
 def test_bad_parameters(kwargs, error):
     with pytest.raises(error):

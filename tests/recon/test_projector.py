@@ -27,8 +27,12 @@ def test_compiled_and_array_namespace_paths_agree():
     b = project(x, ang, center=15.3, backend="xp")
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
     y = rng.random(a.shape).astype(np.float32)
-    np.testing.assert_allclose(backproject(y, ang, center=15.3, backend="compiled"),
-                               backproject(y, ang, center=15.3, backend="xp"), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        backproject(y, ang, center=15.3, backend="compiled"),
+        backproject(y, ang, center=15.3, backend="xp"),
+        rtol=1e-4,
+        atol=1e-4,
+    )
 
 
 def test_geometry_conventions():

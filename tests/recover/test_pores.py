@@ -28,7 +28,7 @@ def _blocks(volume, mask, shape, **kw):
     for z in range(0, volume.shape[0], shape[0]):
         for y in range(0, volume.shape[1], shape[1]):
             for x in range(0, volume.shape[2], shape[2]):
-                sl = np.s_[z:z + shape[0], y:y + shape[1], x:x + shape[2]]
+                sl = np.s_[z : z + shape[0], y : y + shape[1], x : x + shape[2]]
                 out[(z, y, x)] = block_pores(volume[sl], mask=None if mask is None else mask[sl], **kw)
     return out
 
@@ -136,8 +136,9 @@ def test_threshold_from_reference_and_histogram():
 @pytest.mark.parametrize("shape", [(16, 16, 16), (10, 13, 7), (64, 64, 64), (1, 48, 5)])
 def test_blockwise_equals_whole(porous, shape, connectivity):
     vol, mask, t = porous
-    whole = pore_metrics(vol, threshold=t, mask=mask, connectivity=connectivity, min_voxels=5,
-                         spacing_um=(0.7, 0.7, 1.1))
+    whole = pore_metrics(
+        vol, threshold=t, mask=mask, connectivity=connectivity, min_voxels=5, spacing_um=(0.7, 0.7, 1.1)
+    )
     assert whole.count > 20
     blocks = _blocks(vol, mask, shape, threshold=t, connectivity=connectivity)
     merged = merge_block_pores(blocks, min_voxels=5, spacing_um=(0.7, 0.7, 1.1))
@@ -273,8 +274,9 @@ def test_pore_recall_finds_which_reference_pores_each_volume_has_by_size():
     doc = json.loads(json.dumps(r.as_dict()))
     assert doc["edges_um3"][-1] is None and doc["recall"]["part"][1] is None
     # voxel size: volumes in um^3; a stricter found_fraction drops the partly kept pore
-    r2 = pore_recall(hr, {"part": part}, threshold=0.5, spacing_um=2.0, found_fraction=0.9,
-                     edges_um3=[64, 512, 1024, np.inf])
+    r2 = pore_recall(
+        hr, {"part": part}, threshold=0.5, spacing_um=2.0, found_fraction=0.9, edges_um3=[64, 512, 1024, np.inf]
+    )
     assert r2.reference.tolist() == [1, 1, 1] and r2.found["part"].tolist() == [1, 0, 0]
     # default edges: doubling from the smallest pore, the last bin open, every pore in a bin
     r3 = pore_recall(hr, {"same": hr}, threshold=0.5)

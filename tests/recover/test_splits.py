@@ -11,8 +11,15 @@ from tomoflow.recover.augment import augment_pair
 from tomoflow.recover.splits import plan_split
 
 
-@pytest.mark.parametrize("shape, patch, kind", [((48, 48, 48), 16, "octants"), ((48, 48, 48), 32, "slabs"),
-                                                ((20, 33, 27), 8, "octants"), ((30, 28, 26), 16, "slabs")])
+@pytest.mark.parametrize(
+    "shape, patch, kind",
+    [
+        ((48, 48, 48), 16, "octants"),
+        ((48, 48, 48), 32, "slabs"),
+        ((20, 33, 27), 8, "octants"),
+        ((30, 28, 26), 16, "slabs"),
+    ],
+)
 def test_training_patches_never_overlap_held_out_blocks(shape, patch, kind):
     split = plan_split(shape, patch, val_fraction=0.25, seed=3)
     assert split.kind == kind
@@ -29,7 +36,7 @@ def test_training_patches_never_overlap_held_out_blocks(shape, patch, kind):
         assert not held[tuple(slice(s, s + patch) for s in c)].any()
     assert len({tuple(c) for c in corners}) > 50  # not one position over and over
     # the held-out blocks are blocks of the tiling grid, whole
-    for (a, b), idx in zip(split.held_out_boxes, split.held_out):
+    for (a, _b), idx in zip(split.held_out_boxes, split.held_out):
         assert a == tuple(i * s for i, s in zip(idx, split.block))
 
 

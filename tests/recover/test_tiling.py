@@ -194,8 +194,9 @@ def test_preallocated_out_skip_and_progress(model, volume, whole) -> None:
     out = np.full(SHAPE, np.nan, dtype=np.float64)
     calls = []
     skipped = lambda t: t.index == (0, 1, 0)  # noqa: E731  (a one-line predicate)
-    res = predict_tiled(model, volume, block=(20, 20, 20), out=out, skip=skipped,
-                        progress=lambda d, n: calls.append((d, n)))
+    res = predict_tiled(
+        model, volume, block=(20, 20, 20), out=out, skip=skipped, progress=lambda d, n: calls.append((d, n))
+    )
     assert res is out and np.isfinite(out).all()
     tiles = plan_tiles(SHAPE, 20, receptive_field(model), alignment(model))
     assert calls == [(k + 1, len(tiles)) for k in range(len(tiles))]
@@ -265,8 +266,9 @@ def test_bad_inputs(model, volume) -> None:
 
 def test_foreign_network_with_explicit_geometry(volume) -> None:
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv3d(1, 2, 3, padding=1), torch.nn.ReLU(),
-                              torch.nn.Conv3d(2, 1, 3, padding=1)).eval()
+    net = torch.nn.Sequential(
+        torch.nn.Conv3d(1, 2, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv3d(2, 1, 3, padding=1)
+    ).eval()
     ref = predict_volume(net, volume, halo=2, alignment=1)
     got = predict_tiled(net, volume, block=(10, 17, 9), halo=2, alignment=1)
     assert _rel(got, ref) <= TOL

@@ -13,7 +13,6 @@ torch = pytest.importorskip("torch")
 
 from tomoflow.errors import ConfigError, InputError  # noqa: E402  (after pytest.importorskip)
 from tomoflow.nn import count_parameters  # noqa: E402  (after pytest.importorskip)
-from tomoflow.train.files import save_unet  # noqa: E402  (after pytest.importorskip)
 from tomoflow.recover.unet import (  # noqa: E402  (after pytest.importorskip)
     UNetConfig,
     alignment,
@@ -22,6 +21,7 @@ from tomoflow.recover.unet import (  # noqa: E402  (after pytest.importorskip)
     receptive_field,
     valid_region,
 )
+from tomoflow.train.files import save_unet  # noqa: E402  (after pytest.importorskip)
 
 TINY = (4, 8)
 
@@ -91,8 +91,10 @@ def test_lean_forward_equals_the_plain_network(channels) -> None:
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * float(a.abs().max()) + 1e-8)
 
 
-@pytest.mark.parametrize("channels,box", [((4,), (9, 12, 10)), ((4, 8), (30, 27, 33)), ((2, 3, 3), (56, 61, 64)),
-                                          ((2, 2, 2, 2), (104, 107, 112))])
+@pytest.mark.parametrize(
+    "channels,box",
+    [((4,), (9, 12, 10)), ((4, 8), (30, 27, 33)), ((2, 3, 3), (56, 61, 64)), ((2, 2, 2, 2), (104, 107, 112))],
+)
 def test_valid_evaluation_is_the_padded_network_cropped(channels, box) -> None:
     """Without padding (convolutions unpadded, features cut to the pooling grid), the network returns
     exactly the voxels of its valid region, equal to the padded network's output there; the region's
@@ -127,8 +129,7 @@ def test_parameter_count_is_stable() -> None:
 
 
 def test_no_normalisation_layers() -> None:
-    norms = (torch.nn.modules.batchnorm._NormBase, torch.nn.GroupNorm, torch.nn.LayerNorm,
-             torch.nn.LocalResponseNorm)
+    norms = (torch.nn.modules.batchnorm._NormBase, torch.nn.GroupNorm, torch.nn.LayerNorm, torch.nn.LocalResponseNorm)
     model = build_unet()
     assert not [m for m in model.modules() if isinstance(m, norms)]
     assert {type(m).__name__ for m in model.modules()} >= {"Conv3d", "ConvTranspose3d", "MaxPool3d", "LeakyReLU"}
@@ -236,12 +237,14 @@ def test_load_refuses_tampered_or_mismatched(tmp_path) -> None:
 
 
 def test_modules_import_without_torch() -> None:
-    code = ("import json, sys\n"
-            "import tomoflow.recover.unet, tomoflow.recover.tiling\n"
-            "cfg = tomoflow.recover.unet.UNetConfig()\n"
-            "r = tomoflow.recover.unet.receptive_field(cfg)\n"
-            "t = tomoflow.recover.tiling.plan_tiles((40, 40, 40), 16, r, 4)\n"
-            "print(json.dumps([m for m in ('torch', 'safetensors', 'dask', 'zarr') if m in sys.modules]))\n")
+    code = (
+        "import json, sys\n"
+        "import tomoflow.recover.unet, tomoflow.recover.tiling\n"
+        "cfg = tomoflow.recover.unet.UNetConfig()\n"
+        "r = tomoflow.recover.unet.receptive_field(cfg)\n"
+        "t = tomoflow.recover.tiling.plan_tiles((40, 40, 40), 16, r, 4)\n"
+        "print(json.dumps([m for m in ('torch', 'safetensors', 'dask', 'zarr') if m in sys.modules]))\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
 

@@ -53,7 +53,8 @@ def test_recovers_a_known_9dof_transform(pair):
     np.testing.assert_allclose(res.transform.scale, [1.012, 0.99, 1.015], atol=3e-3)
     d = res.as_dict()
     assert d["matrix"] == res.matrix.tolist() and d["transform"]["rotation_deg"] == pytest.approx(
-        res.transform.rotation_deg)
+        res.transform.rotation_deg
+    )
 
 
 def test_translation_only_and_lfov_read_by_region(pair):
@@ -102,5 +103,6 @@ def test_wrong_voxel_size_is_implausible(pair):
     """An HR voxel size 15 % off asks for a 0.87 scale: refused, not returned."""
     hr, lfov, _, prior = pair
     with pytest.raises(RegistrationError, match="scale"):
-        register(hr, lfov, hr_spacing_um=1.0, lfov_spacing_um=4.0 * 0.87,
-                 prior=prior * np.r_[1, 1, 1, 1][:, None] * 1.0)
+        register(
+            hr, lfov, hr_spacing_um=1.0, lfov_spacing_um=4.0 * 0.87, prior=prior * np.r_[1, 1, 1, 1][:, None] * 1.0
+        )

@@ -39,8 +39,9 @@ def test_torch_matrix_matches_numpy_and_has_gradients_at_identity():
     torch = pytest.importorskip("torch")
     a = Affine9((0.01, -0.02, 0.03), (1.01, 0.99, 1.02), (3.0, 4.0, -5.0), (80.0, 70.0, 60.0))
     p = torch.tensor([*a.rotation, *a.scale, *a.translation], dtype=torch.float64)
-    np.testing.assert_allclose(torch_matrix(p, torch.tensor(a.center, dtype=torch.float64)).numpy(), a.matrix[:3],
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        torch_matrix(p, torch.tensor(a.center, dtype=torch.float64)).numpy(), a.matrix[:3], atol=1e-12
+    )
     p0 = torch.tensor([0, 0, 0, 1, 1, 1, 0, 0, 0], dtype=torch.float64, requires_grad=True)
     m = torch_matrix(p0, torch.zeros(3, dtype=torch.float64))
     m[1, 0].backward()  # d(R[y, z]) / d(rotation about x) = 1 at the identity

@@ -23,8 +23,9 @@ def test_deterministic_shape_dtype_and_range():
 
 def test_off_centre_and_elongated():
     n = 48
-    vol = aggregate_particles(n, seed=1, n_particles=12, n_clusters=1, offset=0.6, cluster_length=0.9,
-                              radius=(0.08, 0.12))
+    vol = aggregate_particles(
+        n, seed=1, n_particles=12, n_clusters=1, offset=0.6, cluster_length=0.9, radius=(0.08, 0.12)
+    )
     # a single elongated cluster: the mass distribution is strongly anisotropic in 3-D
     g = np.stack(np.meshgrid(*[np.arange(s) - (s - 1) / 2.0 for s in vol.shape], indexing="ij"))
     m = vol / vol.sum()
@@ -44,18 +45,28 @@ def test_off_centre_and_elongated():
 
 
 def test_single_elongated_particle():
-    vol = aggregate_particles(40, seed=2, n_particles=1, n_clusters=1, offset=0.0, radius=(0.4, 0.4),
-                              elongation=(4.0, 4.0))
+    vol = aggregate_particles(
+        40, seed=2, n_particles=1, n_clusters=1, offset=0.0, radius=(0.4, 0.4), elongation=(4.0, 4.0)
+    )
     inside = vol > 0.5 * vol.max()
     g = np.argwhere(inside).astype(float)
     ev = np.linalg.eigvalsh(np.cov(g.T))
     assert np.sqrt(ev[-1] / ev[0]) > 2.5  # axis ratio about 4
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"n_particles": 0}, {"n_particles": 2, "n_clusters": 3}, {"radius": (0.2, 0.1)}, {"radius": (0.1, 0.6)},
-    {"elongation": (0.5, 2.0)}, {"offset": 1.5}, {"contrast": 1.0}, {"cluster_length": -1.0},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"n_particles": 0},
+        {"n_particles": 2, "n_clusters": 3},
+        {"radius": (0.2, 0.1)},
+        {"radius": (0.1, 0.6)},
+        {"elongation": (0.5, 2.0)},
+        {"offset": 1.5},
+        {"contrast": 1.0},
+        {"cluster_length": -1.0},
+    ],
+)
 def test_bad_parameters(kwargs):
     with pytest.raises(ConfigError):
         aggregate_particles(16, **kwargs)

@@ -15,11 +15,13 @@ from tomoflow.sim.analytic import (
 from tomoflow.sim.phantoms import shepp_logan_ellipses, shepp_logan_ellipsoids
 
 # An asymmetric, rotated, off-centre set (pixel units): value, a, b, x0, y0, phi_deg
-ELLIPSES = np.array([
-    [0.05, 20.0, 14.0, 2.0, -1.5, 20.0],
-    [0.08, 6.0, 3.0, 9.0, 6.0, -35.0],
-    [-0.03, 4.0, 4.0, -7.0, -5.0, 0.0],
-])
+ELLIPSES = np.array(
+    [
+        [0.05, 20.0, 14.0, 2.0, -1.5, 20.0],
+        [0.08, 6.0, 3.0, 9.0, 6.0, -35.0],
+        [-0.03, 4.0, 4.0, -7.0, -5.0, 0.0],
+    ]
+)
 
 
 def test_circle_matches_closed_form():
@@ -60,10 +62,15 @@ def test_pixel_size_is_a_change_of_units():
     tab_um = ELLIPSES.copy()
     tab_um[:, 1:5] *= pixel
     tab_um[:, 0] /= pixel  # attenuation per micrometre
-    np.testing.assert_allclose(ellipse_sinogram(tab_um, [10.0, 100.0], 64, pixel=pixel),
-                               ellipse_sinogram(ELLIPSES, [10.0, 100.0], 64), rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(rasterize_ellipses(tab_um, 64, pixel=pixel), rasterize_ellipses(ELLIPSES, 64),
-                               rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        ellipse_sinogram(tab_um, [10.0, 100.0], 64, pixel=pixel),
+        ellipse_sinogram(ELLIPSES, [10.0, 100.0], 64),
+        rtol=1e-10,
+        atol=1e-12,
+    )
+    np.testing.assert_allclose(
+        rasterize_ellipses(tab_um, 64, pixel=pixel), rasterize_ellipses(ELLIPSES, 64), rtol=1e-5, atol=1e-7
+    )
 
 
 def test_rasterised_area_is_exact():

@@ -82,7 +82,11 @@ def test_rotation_convention():
     np.testing.assert_allclose(rotation_from_euler_deg((0, 90, 0)) @ [0, 0, 1], [1, 0, 0], atol=1e-15)
     np.testing.assert_allclose(rotation_from_euler_deg((0, 0, 90)) @ [1, 0, 0], [0, 1, 0], atol=1e-15)
     r = rotation_from_euler_deg((7, -3, 11))
-    rz, ry, rx = rotation_from_euler_deg((7, 0, 0)), rotation_from_euler_deg((0, -3, 0)), rotation_from_euler_deg((0, 0, 11))
+    rz, ry, rx = (
+        rotation_from_euler_deg((7, 0, 0)),
+        rotation_from_euler_deg((0, -3, 0)),
+        rotation_from_euler_deg((0, 0, 11)),
+    )
     np.testing.assert_allclose(r, rz @ ry @ rx)
     np.testing.assert_allclose(r @ r.T, np.eye(3), atol=1e-15)
     m = compose_matrix((7, -3, 11), (1.01, 0.99, 1.02), (5.0, 6.0, 7.0), (1.0, 2.0, 3.0))
@@ -142,8 +146,9 @@ def test_single_primitive_lands_where_the_matrix_says(big):
 
 
 def test_hr_and_lfov_rasterisations_agree_through_the_true_matrix():
-    p = simulate_multiscale_pair(**SMALL, family="foam", max_rotation_deg=10.0, max_scale=0.05,
-                                 max_translation_lfov_vox=0.5, seed=2)
+    p = simulate_multiscale_pair(
+        **SMALL, family="foam", max_rotation_deg=10.0, max_scale=0.05, max_translation_lfov_vox=0.5, seed=2
+    )
     hr = rasterize_sample(p.sample, p.hr.shape, 1.0, p.true_matrix)
     lf = rasterize_sample(p.sample, p.lfov.shape, 4.0, supersample=4)
     hr_lowres = ndimage.uniform_filter(hr, 4, mode="nearest")  # about one LFOV voxel
@@ -181,12 +186,24 @@ def test_roi_outside_lfov_is_a_config_error():
         simulate_multiscale_pair(hr_shape=64, lfov_shape=16, lfov_spacing_um=4.0)
 
 
-@pytest.mark.parametrize("bad", [
-    {"family": "rock"}, {"max_rotation_deg": -1}, {"max_rotation_deg": 90}, {"max_scale": 0.5},
-    {"max_translation_lfov_vox": -1}, {"prior_error_lfov_vox": float("nan")}, {"psf_sigma_lfov_vox": -0.1},
-    {"noise": -1}, {"hr_shape": (24, 24)}, {"hr_spacing_um": 0.0}, {"lfov_spacing_um": "x"},
-    {"supersample_lfov": 20}, {"lfov_shape": 1},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"family": "rock"},
+        {"max_rotation_deg": -1},
+        {"max_rotation_deg": 90},
+        {"max_scale": 0.5},
+        {"max_translation_lfov_vox": -1},
+        {"prior_error_lfov_vox": float("nan")},
+        {"psf_sigma_lfov_vox": -0.1},
+        {"noise": -1},
+        {"hr_shape": (24, 24)},
+        {"hr_spacing_um": 0.0},
+        {"lfov_spacing_um": "x"},
+        {"supersample_lfov": 20},
+        {"lfov_shape": 1},
+    ],
+)
 def test_bad_parameters_raise_config_error(bad):
     with pytest.raises(ConfigError):
         simulate_multiscale_pair(**{**SMALL, **bad})
@@ -195,8 +212,10 @@ def test_bad_parameters_raise_config_error(bad):
 # ----------------------------------------------------------------------------- writer
 def test_write_and_read_back(tmp_path, pair):
     hr_path, lf_path = write_multiscale_pair(pair, tmp_path / "hr.zarr", tmp_path / "lfov.zarr")
-    for path, vol, sp, stage in ((hr_path, pair.hr, 1.0, pair.hr_stage_position_um),
-                                 (lf_path, pair.lfov, 4.0, pair.lfov_stage_position_um)):
+    for path, vol, sp, stage in (
+        (hr_path, pair.hr, 1.0, pair.hr_stage_position_um),
+        (lf_path, pair.lfov, 4.0, pair.lfov_stage_position_um),
+    ):
         da = open_volume(path)
         np.testing.assert_array_equal(da.values, vol)
         np.testing.assert_allclose(da.z.values, np.arange(vol.shape[0]) * sp)

@@ -147,8 +147,17 @@ def test_cathode_returns_volume_only_by_default():
     assert isinstance(out, np.ndarray)
 
 
-@pytest.mark.parametrize("kw", [{"porosity": 0.5}, {"porosity": -0.1}, {"radius": 1.2}, {"n_grains": 0},
-                                {"crack_density": 2.0}, {"pore_radius": (0.1, 0.05)}])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"porosity": 0.5},
+        {"porosity": -0.1},
+        {"radius": 1.2},
+        {"n_grains": 0},
+        {"crack_density": 2.0},
+        {"pore_radius": (0.1, 0.05)},
+    ],
+)
 def test_cathode_parameter_checks(kw):
     with pytest.raises(ConfigError):
         cathode_particle(16, **kw)

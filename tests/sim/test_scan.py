@@ -49,8 +49,7 @@ def test_noise_free_normalisation_recovers_jittered_line_integrals(phantom):
     # ... and so does the pipeline's own normalisation kernel
     from tomoflow.recon.normalize import normalize_log
 
-    np.testing.assert_allclose(normalize_log(scan.projections, scan.flats, scan.darks), scan.line_integrals,
-                               atol=2e-4)
+    np.testing.assert_allclose(normalize_log(scan.projections, scan.flats, scan.darks), scan.line_integrals, atol=2e-4)
     # the ground truth chain: ideal = project(phantom), measured = shift(ideal, shifts)
     np.testing.assert_allclose(scan.ideal_line_integrals, project(phantom, ANGLES), atol=1e-6)
     np.testing.assert_allclose(scan.line_integrals, apply_jitter(scan.ideal_line_integrals, scan.shifts), atol=1e-6)
@@ -132,17 +131,20 @@ def test_streamed_blocks_equal_the_scan_made_at_once(phantom):
     np.testing.assert_array_equal(sim.flats, whole.flats)
 
 
-@pytest.mark.parametrize("kw", [
-    {"noise": {"speckle": 0.1}},
-    {"noise": {"gaussian": -1.0}},
-    {"noise": {"salt_and_pepper": 0.9}},
-    {"photons": 0},
-    {"n_flats": -1},
-    {"flat_level": 0.0},
-    {"dark_level": -1.0},
-    {"jitter_px": -0.5},
-    {"flat_variation": 0.9},
-])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"noise": {"speckle": 0.1}},
+        {"noise": {"gaussian": -1.0}},
+        {"noise": {"salt_and_pepper": 0.9}},
+        {"photons": 0},
+        {"n_flats": -1},
+        {"flat_level": 0.0},
+        {"dark_level": -1.0},
+        {"jitter_px": -0.5},
+        {"flat_variation": 0.9},
+    ],
+)
 def test_parameter_checks(phantom, kw):
     with pytest.raises(ConfigError):
         simulate_scan(phantom, ANGLES[:2], **kw)

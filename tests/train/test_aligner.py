@@ -20,8 +20,9 @@ TINY = dict(n_scans=2, size=48, n_angles=12, batch_size=8, seed=3, device="cpu",
 
 def test_train_aligner_tiny_end_to_end_and_resume(tmp_path, monkeypatch):
     calls = []
-    card = train_aligner(tmp_path, epochs=1, command="tomoflow train-aligner tiny", progress=lambda *a: calls.append(a),
-                         **TINY)
+    card = train_aligner(
+        tmp_path, epochs=1, command="tomoflow train-aligner tiny", progress=lambda *a: calls.append(a), **TINY
+    )
     for name in (WEIGHTS_NAME, CARD_NAME, CHECK_NAME):
         assert (tmp_path / name).is_file()
     assert json.loads((tmp_path / CARD_NAME).read_text()) == json.loads(json.dumps(card, default=float))
@@ -66,8 +67,14 @@ def test_fine_tuning_starts_from_given_weights(tmp_path):
     first = train_aligner(tmp_path / "a", epochs=1, **TINY)
     # a vanishing learning rate: the fine-tuned convolutions are the given ones (BatchNorm statistics
     # still follow the data), which a random initialisation would not give
-    card = train_aligner(tmp_path / "b", epochs=1, lr=1e-12, init_weights=tmp_path / "a" / WEIGHTS_NAME,
-                         cache_dir=tmp_path / "a" / "cache", **TINY)
+    card = train_aligner(
+        tmp_path / "b",
+        epochs=1,
+        lr=1e-12,
+        init_weights=tmp_path / "a" / WEIGHTS_NAME,
+        cache_dir=tmp_path / "a" / "cache",
+        **TINY,
+    )
     assert card["training"]["initialized_from"] == {"file": WEIGHTS_NAME, "sha256": first["sha256"]}
     given, tuned = (load_file(str(tmp_path / d / WEIGHTS_NAME)) for d in ("a", "b"))
     convs = [k for k in given if k.endswith("weight") and given[k].ndim == 4]
@@ -90,5 +97,3 @@ def test_bad_parameters():
         train_aligner("/nonexistent/never", val_fraction=0.0)
     with pytest.raises(ConfigError):
         make_training_scans(1, recipe=TrainingRecipe(families=("gold", "rock"), family_weights=(1, 1)))
-
-

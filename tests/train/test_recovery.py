@@ -45,9 +45,24 @@ def trained(pair, tmp_path_factory):
     n = torch.get_num_threads()  # module fixtures run before the function-scoped _one_thread
     torch.set_num_threads(1)
     try:
-        res = train_recovery(inp, hr, out_dir=out, config=TINY, patch=16, batch=4, epochs=3, steps_per_epoch=20,
-                             lr=3e-3, seed=0, device="cpu", progress=lambda *a: calls.append(a),
-                             command="pytest train", hr_voxel_um=1.0, lfov_voxel_um=2.0, source={"test": True})
+        res = train_recovery(
+            inp,
+            hr,
+            out_dir=out,
+            config=TINY,
+            patch=16,
+            batch=4,
+            epochs=3,
+            steps_per_epoch=20,
+            lr=3e-3,
+            seed=0,
+            device="cpu",
+            progress=lambda *a: calls.append(a),
+            command="pytest train",
+            hr_voxel_um=1.0,
+            lfov_voxel_um=2.0,
+            source={"test": True},
+        )
     finally:
         torch.set_num_threads(n)
     return res, calls, out
@@ -135,15 +150,33 @@ def test_fine_tuning_starts_from_earlier_weights(trained, pair, tmp_path):
     inp, hr, _ = pair
     res, _, _ = trained
     calls = []
-    tuned = train_recovery(inp, hr, out_dir=tmp_path, config=TINY, patch=16, epochs=1, steps_per_epoch=2, seed=0,
-                           device="cpu", init_weights=res.weights, progress=lambda *a: calls.append(a))
+    tuned = train_recovery(
+        inp,
+        hr,
+        out_dir=tmp_path,
+        config=TINY,
+        patch=16,
+        epochs=1,
+        steps_per_epoch=2,
+        seed=0,
+        device="cpu",
+        init_weights=res.weights,
+        progress=lambda *a: calls.append(a),
+    )
     # the starting network is the trained one, not the identity
     assert calls[0][4] == pytest.approx(res.metrics["val_l1"], rel=1e-5)
     assert tuned.card["training"]["initialized_from"]["sha256"] == res.card["sha256"]
     assert tuned.metrics["val_l1"] <= res.metrics["val_l1"] * (1 + 1e-6)
     with pytest.raises(ConfigError, match="configuration"):
-        train_recovery(inp, hr, out_dir=tmp_path / "x", config=UNetConfig(channels=(4, 8, 8)), patch=16,
-                       device="cpu", init_weights=res.weights)
+        train_recovery(
+            inp,
+            hr,
+            out_dir=tmp_path / "x",
+            config=UNetConfig(channels=(4, 8, 8)),
+            patch=16,
+            device="cpu",
+            init_weights=res.weights,
+        )
     assert not (tmp_path / "x").exists()
 
 
@@ -164,8 +197,9 @@ def test_resume_continues_from_the_checkpoint_exactly(pair, tmp_path):
         train_recovery(inp, hr, out_dir=tmp_path / "b", progress=stop_after_epoch_1, **kw)
     assert (tmp_path / "b" / "checkpoint" / "state.json").is_file() and not (tmp_path / "b" / WEIGHTS_NAME).exists()
     epochs_seen = []
-    resumed = train_recovery(inp, hr, out_dir=tmp_path / "b", resume=True,
-                             progress=lambda e, *a: epochs_seen.append(e), **kw)
+    resumed = train_recovery(
+        inp, hr, out_dir=tmp_path / "b", resume=True, progress=lambda e, *a: epochs_seen.append(e), **kw
+    )
     assert set(epochs_seen) == {2}  # epoch 1 came from the checkpoint
     assert [h["val_l1"] for h in resumed.history] == pytest.approx([h["val_l1"] for h in whole.history], rel=1e-5)
     for (k, a), (_, b) in zip(whole.model.state_dict().items(), resumed.model.state_dict().items()):
@@ -223,13 +257,36 @@ def test_context_feeds_a_larger_input_box_and_takes_the_loss_on_its_centre(pair,
         return real_augment(x, y, rng, **kw)
 
     monkeypatch.setattr(training, "augment_pair", spy)
-    res = train_recovery(inp, hr, out_dir=tmp_path / "m", config=TINY, patch=16, context=6, batch=2, epochs=1,
-                         steps_per_epoch=2, seed=2, device="cpu")
+    res = train_recovery(
+        inp,
+        hr,
+        out_dir=tmp_path / "m",
+        config=TINY,
+        patch=16,
+        context=6,
+        batch=2,
+        epochs=1,
+        steps_per_epoch=2,
+        seed=2,
+        device="cpu",
+    )
     assert seen and all(xs == (28, 28, 28) and ys == (16, 16, 16) for xs, ys in seen)
     assert res.card["training_data"]["context"] == 6 and np.isfinite(res.history[0]["train_l1"])
     with pytest.raises(ConfigError, match="context"):  # a checkpoint of other parameters is not continued
-        train_recovery(inp, hr, out_dir=tmp_path / "m", config=TINY, patch=16, context=4, batch=2, epochs=1,
-                       steps_per_epoch=2, seed=2, device="cpu", resume=True)
+        train_recovery(
+            inp,
+            hr,
+            out_dir=tmp_path / "m",
+            config=TINY,
+            patch=16,
+            context=4,
+            batch=2,
+            epochs=1,
+            steps_per_epoch=2,
+            seed=2,
+            device="cpu",
+            resume=True,
+        )
 
 
 # ----------------------------------------------------------------------------- ONNX
@@ -241,8 +298,7 @@ def test_pore_term_is_recorded_and_moves_the_prediction_toward_the_pores(pair, t
     from tomoflow.recover.pores import threshold_from_reference
 
     inp, hr, _ = pair
-    kw = dict(config=TINY, patch=16, batch=4, epochs=2, steps_per_epoch=12, lr=3e-3, seed=0, device="cpu",
-              threads=1)
+    kw = dict(config=TINY, patch=16, batch=4, epochs=2, steps_per_epoch=12, lr=3e-3, seed=0, device="cpu", threads=1)
     plain = train_recovery(inp, hr, out_dir=tmp_path / "plain", **kw)
     pores = train_recovery(inp, hr, out_dir=tmp_path / "pores", pore_weight=2.0, **kw)
     term = pores.card["training"]["pore_term"]
@@ -262,8 +318,10 @@ def test_pore_term_is_recorded_and_moves_the_prediction_toward_the_pores(pair, t
     validate_card(pores.card, tmp_path / "card.json")
     held = pores.split.held_out_mask
     thr_raw = threshold_from_reference(hr, mask=mask)
-    below = [float((predict_volume(with_normalization(r.model, calibrated=False), inp)[held] < thr_raw).mean())
-             for r in (plain, pores)]  # the networks themselves, before the calibration evens them out
+    below = [
+        float((predict_volume(with_normalization(r.model, calibrated=False), inp)[held] < thr_raw).mean())
+        for r in (plain, pores)
+    ]  # the networks themselves, before the calibration evens them out
     assert below[1] > below[0], below
     with pytest.raises(ConfigError, match="pore_weight"):
         train_recovery(inp, hr, out_dir=tmp_path / "bad", pore_weight=-1.0, **kw)
@@ -279,9 +337,13 @@ def test_onnx_export_matches_torch(tmp_path):
     x = torch.randn(2, 1, 24, 16, 32)  # other sizes than traced: dynamic axes
     rep = check_onnx(path, net, x)
     assert rep["ok"] and rep["max_abs_diff"] < 1e-4, rep
-    wrapped = with_normalization(net, {"normalisation": {"offset": 0.5, "scale": 2.0},
-                                       "calibration": {"pore_level": -1.0, "from": 0.3, "threshold": 0.0,
-                                                       "solid_level": 1.0}})
+    wrapped = with_normalization(
+        net,
+        {
+            "normalisation": {"offset": 0.5, "scale": 2.0},
+            "calibration": {"pore_level": -1.0, "from": 0.3, "threshold": 0.0, "solid_level": 1.0},
+        },
+    )
     assert wrapped.calibration is not None  # the calibration's clamps export too
     path2 = export_onnx(wrapped, tmp_path / "wrapped.onnx", patch_shape=(16, 16, 16))
     rep2 = check_onnx(path2, wrapped, x[:1].numpy()[0, 0])
@@ -348,15 +410,34 @@ def test_cli_registers_trains_and_resumes(stores, tmp_path):
     assert "registering" not in r.stdout
     assert json.loads((out / CARD_NAME).read_text())["training"]["epochs_run"] == 3
     # the pore term from the command line, recorded in the card and in the command that reproduces it
-    r = _cli("train-recovery", hr, lf, "--out", tmp_path / "pores", "--registration", out / "registration.json",
-             *FAST, "--pore-weight", 0.5)
+    r = _cli(
+        "train-recovery",
+        hr,
+        lf,
+        "--out",
+        tmp_path / "pores",
+        "--registration",
+        out / "registration.json",
+        *FAST,
+        "--pore-weight",
+        0.5,
+    )
     assert r.exit_code == 0, r.output
     card = json.loads((tmp_path / "pores" / CARD_NAME).read_text())
     assert card["training"]["pore_term"]["weight"] == 0.5 and "--pore-weight 0.5" in card["command"]
     assert card["calibration"]["threshold"] > 0 and "pore fraction of the held-out blocks" in r.stdout
     # the calibration is on by default; --no-calibrate leaves the network's output as it is
-    r = _cli("train-recovery", hr, lf, "--out", tmp_path / "plain", "--registration", out / "registration.json",
-             *FAST, "--no-calibrate")
+    r = _cli(
+        "train-recovery",
+        hr,
+        lf,
+        "--out",
+        tmp_path / "plain",
+        "--registration",
+        out / "registration.json",
+        *FAST,
+        "--no-calibrate",
+    )
     assert r.exit_code == 0, r.output
     card = json.loads((tmp_path / "plain" / CARD_NAME).read_text())
     assert card["calibration"] is None and "--no-calibrate" in card["command"]
@@ -379,16 +460,21 @@ def test_cli_with_a_registration_file_and_its_mistakes(stores, tmp_path):
         assert load_onnx(out / "recover_unet.onnx").raw_values
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"matrix": [[1, 0, 0], [0, 1, 0], [0, 0, 1]]}))
-    _one_line_error(_cli("train-recovery", hr, lf, "--out", tmp_path / "x", "--registration", bad, *FAST),
-                    "bad.json", "4 x 4")
+    _one_line_error(
+        _cli("train-recovery", hr, lf, "--out", tmp_path / "x", "--registration", bad, *FAST), "bad.json", "4 x 4"
+    )
     bad.write_text(json.dumps({"matrix": np.eye(4).tolist(), "lfov_voxel_um": 4.0}))
-    _one_line_error(_cli("train-recovery", hr, lf, "--out", tmp_path / "x", "--registration", bad, *FAST),
-                    "lfov_voxel_um")
+    _one_line_error(
+        _cli("train-recovery", hr, lf, "--out", tmp_path / "x", "--registration", bad, *FAST), "lfov_voxel_um"
+    )
     _one_line_error(_cli("train-recovery", lf, hr, "--out", tmp_path / "x", "--registration", reg, *FAST), "swapped")
-    _one_line_error(_cli("train-recovery", hr, tmp_path / "missing.zarr", "--out", tmp_path / "x", *FAST),
-                    "missing.zarr")
-    _one_line_error(_cli("train-recovery", hr, lf, "--out", tmp_path / "x", "--registration", reg, *FAST[:-2],
-                         "--patch", 15), "alignment")
+    _one_line_error(
+        _cli("train-recovery", hr, tmp_path / "missing.zarr", "--out", tmp_path / "x", *FAST), "missing.zarr"
+    )
+    _one_line_error(
+        _cli("train-recovery", hr, lf, "--out", tmp_path / "x", "--registration", reg, *FAST[:-2], "--patch", 15),
+        "alignment",
+    )
     _one_line_error(_cli("train-recovery", hr, lf, "--out", tmp_path / "x", "--channels", "4,x"), "--channels")
     assert not (tmp_path / "x").exists()
 
@@ -426,8 +512,9 @@ def test_onnx_files_not_from_tomoflow_are_refused(tmp_path):
     with pytest.raises(InputError, match="no model card beside it"):  # no card, no load
         load_onnx(bad)
     sha = file_sha256(bad)  # a card that vouches for the bytes: then the graph itself is refused
-    (tmp_path / "x.json").write_text(json.dumps({"format": "onnx", "weights": "x.onnx", "sha256": sha,
-                                                 "onnx": {"file": "x.onnx", "sha256": sha}}))
+    (tmp_path / "x.json").write_text(
+        json.dumps({"format": "onnx", "weights": "x.onnx", "sha256": sha, "onnx": {"file": "x.onnx", "sha256": sha}})
+    )
     with pytest.raises(InputError, match="not a readable ONNX graph"):
         load_onnx(bad)
     with pytest.raises(InputError, match="no such ONNX file"):

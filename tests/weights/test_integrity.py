@@ -82,8 +82,12 @@ def unet_dir(tmp_path):
     d = tmp_path / "model"
     d.mkdir()
     w = d / "recover_unet.safetensors"
-    save_unet(net, cfg, w, card={"name": "test", "normalisation": {"offset": 0.2, "scale": 2.0},
-                                 "training_data": {"hr_voxel_um": 1.0}})
+    save_unet(
+        net,
+        cfg,
+        w,
+        card={"name": "test", "normalisation": {"offset": 0.2, "scale": 2.0}, "training_data": {"hr_voxel_um": 1.0}},
+    )
     return d, w
 
 
@@ -97,8 +101,8 @@ def volume(tmp_path):
 
 def _export(d: Path, w: Path) -> Path:
     from tomoflow.recover.normalization import with_normalization
-    from tomoflow.train.onnx_export import export_onnx
     from tomoflow.recover.unet import load_unet
+    from tomoflow.train.onnx_export import export_onnx
 
     return export_onnx(with_normalization(load_unet(w, device="cpu")), d / "recover_unet.onnx", patch_shape=(8, 8, 8))
 
@@ -139,8 +143,9 @@ def _resnet(tmp_path: Path) -> Path:
     torch.manual_seed(0)
     path = tmp_path / "jitter_resnet.safetensors"
     sha = save_weights(build_network(), path)
-    (tmp_path / "jitter_resnet.json").write_text(json.dumps({"sha256": sha, "weights": path.name,
-                                                             "format": "safetensors"}))
+    (tmp_path / "jitter_resnet.json").write_text(
+        json.dumps({"sha256": sha, "weights": path.name, "format": "safetensors"})
+    )
     return path
 
 
@@ -271,8 +276,8 @@ def test_the_onnx_export_is_recorded_in_the_card_and_checked(unet_dir, volume, t
 def test_exporting_a_bare_network_writes_its_own_card_and_never_takes_anothers(unet_dir, tmp_path):
     from tomoflow.errors import ConfigError
     from tomoflow.recover.onnx_network import load_onnx
-    from tomoflow.train.onnx_export import export_onnx
     from tomoflow.recover.unet import UNetConfig, build_unet
+    from tomoflow.train.onnx_export import export_onnx
 
     net = build_unet(config=UNetConfig(**TINY_UNET))
     path = export_onnx(net, tmp_path / "bare.onnx", patch_shape=(8, 8, 8))
@@ -302,12 +307,18 @@ def test_cli_recover_refuses_a_changed_or_cardless_onnx(unet_dir, volume, tmp_pa
     _change_head_bias(onnx_file)
     before = _tree_digest(d) | _tree_digest(volume)
     out = tmp_path / "rec.zarr"
-    _one_line_error(_cli("recover", volume, "--model", onnx_file, "--out", out, "--cluster", "none"),
-                    "recover_unet.onnx", "sha256 does not match")
+    _one_line_error(
+        _cli("recover", volume, "--model", onnx_file, "--out", out, "--cluster", "none"),
+        "recover_unet.onnx",
+        "sha256 does not match",
+    )
     alone = tmp_path / "alone.onnx"
     shutil.copy(onnx_file, alone)
-    _one_line_error(_cli("recover", volume, "--model", alone, "--out", out, "--cluster", "none"),
-                    "alone.onnx", "no model card beside it (expected alone.json)")
+    _one_line_error(
+        _cli("recover", volume, "--model", alone, "--out", out, "--cluster", "none"),
+        "alone.onnx",
+        "no model card beside it (expected alone.json)",
+    )
     assert not out.exists()
     assert _tree_digest(d) | _tree_digest(volume) == before
 
@@ -319,8 +330,10 @@ def test_cli_recover_refuses_weights_whose_card_names_another_file(unet_dir, vol
     card_file.write_text(json.dumps({**card, "weights": "best.safetensors"}))
     before = _tree_digest(d) | _tree_digest(volume)
     out = tmp_path / "rec.zarr"
-    _one_line_error(_cli("recover", volume, "--model", w, "--out", out, "--cluster", "none"),
-                    "names weights best.safetensors, not recover_unet.safetensors")
+    _one_line_error(
+        _cli("recover", volume, "--model", w, "--out", out, "--cluster", "none"),
+        "names weights best.safetensors, not recover_unet.safetensors",
+    )
     assert not out.exists() and _tree_digest(d) | _tree_digest(volume) == before
 
 
@@ -368,15 +381,30 @@ def test_cli_train_aligner_with_changed_init_weights_fails_up_front(shipped_copy
     _flip(shipped_copy)
     before = _tree_digest(shipped_copy.parent)
     out = tmp_path / "train"
-    r = _cli("train-aligner", "--out", out, "--n-scans", 2, "--size", 48, "--n-angles", 12, "--epochs", 1,
-             "--device", "cpu", "--init-weights", shipped_copy)
+    r = _cli(
+        "train-aligner",
+        "--out",
+        out,
+        "--n-scans",
+        2,
+        "--size",
+        48,
+        "--n-angles",
+        12,
+        "--epochs",
+        1,
+        "--device",
+        "cpu",
+        "--init-weights",
+        shipped_copy,
+    )
     _one_line_error(r, "jitter_resnet.safetensors", "sha256 does not match", "init weights")
     assert not out.exists() and _tree_digest(shipped_copy.parent) == before
 
 
 def test_train_recovery_checks_init_weights_and_its_checkpoint(unet_dir, tmp_path):
-    from tomoflow.train.recovery import train_recovery
     from tomoflow.recover.unet import UNetConfig
+    from tomoflow.train.recovery import train_recovery
 
     d, w = unet_dir
     rng = np.random.default_rng(0)

@@ -92,8 +92,12 @@ def estimate_shifts(
     from tomoflow.align.hybrid import align_hybrid, align_resnet
 
     method = check_choice("alignment method", str(method).lower(), METHODS)
-    fn: Callable[..., Any] = {"hybrid": align_hybrid, "resnet": align_resnet, "phase": align_phase,  # type: ignore[assignment]  # mypy joins the four functions to `function`
-          "consistency": align_consistency}[method]
+    fn: Callable[..., Any] = {
+        "hybrid": align_hybrid,
+        "resnet": align_resnet,
+        "phase": align_phase,  # type: ignore[assignment]  # mypy joins the four functions to `function`
+        "consistency": align_consistency,
+    }[method]
     result = fn(projections, angles_deg, center=center, **options)
     return result if return_result else result.shifts
 

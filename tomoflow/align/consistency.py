@@ -76,8 +76,16 @@ from tomoflow.backend import get_namespace, to_numpy
 from tomoflow.errors import ConfigError, InputError
 from tomoflow.geometry import check_center
 
-__all__ = ["align_consistency", "align_phase", "register_phase", "estimate_axis", "check_scan", "initial_center",
-           "AlignResult", "MIN_ANGLES"]
+__all__ = [
+    "align_consistency",
+    "align_phase",
+    "register_phase",
+    "estimate_axis",
+    "check_scan",
+    "initial_center",
+    "AlignResult",
+    "MIN_ANGLES",
+]
 
 log = logging.getLogger(__name__)
 
@@ -160,17 +168,18 @@ def check_scan(projections: Any, angles_deg: Any, *, vertical: bool = True) -> t
     xp = get_namespace(projections)
     arr = xp.asarray(projections)
     if arr.ndim != 3:
-        raise InputError(f"projections must be (angle, row, col), got shape {tuple(arr.shape)}",
-                         dataset="projections")
+        raise InputError(f"projections must be (angle, row, col), got shape {tuple(arr.shape)}", dataset="projections")
     p = arr.astype(xp.float32, copy=False)
     ang = validate_angles(angles_deg, int(p.shape[0]), dataset="angles")
     if ang.size < MIN_ANGLES:
         raise InputError(f"too few angles to align: {ang.size} (at least {MIN_ANGLES})", dataset="angles")
     ny, nx = int(p.shape[1]), int(p.shape[2])
     if nx < MIN_SIZE or (ny < MIN_SIZE and vertical):
-        raise InputError(f"projections of {ny} x {nx} pixels are too small to align (at least {MIN_SIZE} "
-                         f"x {MIN_SIZE}; a detector of fewer rows aligns horizontally only: vertical=False)",
-                         dataset="projections")
+        raise InputError(
+            f"projections of {ny} x {nx} pixels are too small to align (at least {MIN_SIZE} "
+            f"x {MIN_SIZE}; a detector of fewer rows aligns horizontally only: vertical=False)",
+            dataset="projections",
+        )
     check_finite(p, "projections", "normalise them first (tomoflow.recon.normalize_log)")
     return xp, p, ang
 
@@ -194,8 +203,7 @@ def clean_copy(p: Any) -> Any:
 
     res = remove_outliers(p)
     if res.applied:
-        log.info("alignment: %.1f %% of the pixels were impulse noise, replaced for the estimate",
-                 100 * res.fraction)
+        log.info("alignment: %.1f %% of the pixels were impulse noise, replaced for the estimate", 100 * res.fraction)
     return res.data
 
 
@@ -238,8 +246,9 @@ def _raw_shifts(value: Any, n: int) -> np.ndarray:
         return np.zeros((n, 2))
     sh = np.asarray(to_numpy(value), dtype=np.float64)
     if sh.shape != (n, 2) or not np.all(np.isfinite(sh)):
-        raise InputError(f"init_shifts must be a finite ({n}, 2) array of (dy, dx), got shape {sh.shape}",
-                         dataset="init_shifts")
+        raise InputError(
+            f"init_shifts must be a finite ({n}, 2) array of (dy, dx), got shape {sh.shape}", dataset="init_shifts"
+        )
     return sh.copy()
 
 
@@ -378,8 +387,15 @@ def align_phase(
     return res
 
 
-def register_phase(projections: Any, reprojections: Any, angles_deg: np.ndarray, center: float, *,
-                   upsample: int = 20, vertical: bool = True) -> AlignResult:
+def register_phase(
+    projections: Any,
+    reprojections: Any,
+    angles_deg: np.ndarray,
+    center: float,
+    *,
+    upsample: int = 20,
+    vertical: bool = True,
+) -> AlignResult:
     """The registration half of :func:`align_phase`: phase-correlate each projection with its
     reprojection, gauge-fix, fold the common ``dx`` into ``center``.
 
@@ -396,15 +412,32 @@ def register_phase(projections: Any, reprojections: Any, angles_deg: np.ndarray,
     """
     t0 = time.perf_counter()
     limit = _first_limit(projections)
-    res = phase_correlate(projections, reprojections, upsample=upsample, window=LOOP_WINDOW,
-                          normalization=LOOP_NORMALIZATION, max_shift=limit if vertical else (0.0, limit[1]))
+    res = phase_correlate(
+        projections,
+        reprojections,
+        upsample=upsample,
+        window=LOOP_WINDOW,
+        normalization=LOOP_NORMALIZATION,
+        max_shift=limit if vertical else (0.0, limit[1]),
+    )
     shifts, ctr = _gauge(np.asarray(to_numpy(res.shifts), dtype=np.float64), center, np.asarray(angles_deg), True)
-    entry = {"iteration": 1, "max_update_px": float(np.abs(shifts).max()),
-             "rms_update_px": float(np.sqrt(np.mean(np.sum(shifts**2, axis=1)))), "center": ctr,
-             "seconds": time.perf_counter() - t0, "register_s": time.perf_counter() - t0}
-    return AlignResult(shifts=shifts, center=ctr, log=[entry],
-                       quality=np.asarray(to_numpy(res.quality), dtype=np.float64), converged=True, n_iter=1,
-                       method="phase")
+    entry = {
+        "iteration": 1,
+        "max_update_px": float(np.abs(shifts).max()),
+        "rms_update_px": float(np.sqrt(np.mean(np.sum(shifts**2, axis=1)))),
+        "center": ctr,
+        "seconds": time.perf_counter() - t0,
+        "register_s": time.perf_counter() - t0,
+    }
+    return AlignResult(
+        shifts=shifts,
+        center=ctr,
+        log=[entry],
+        quality=np.asarray(to_numpy(res.quality), dtype=np.float64),
+        converged=True,
+        n_iter=1,
+        method="phase",
+    )
 
 
 def align_consistency(
@@ -527,11 +560,25 @@ def align_consistency(
         t0 = time.perf_counter()
         data = _corrected(p, shifts)
         measured = measured_fraction(p.shape, shifts)
-        rep, vol = reproject(data, ang, center=ctr, n_iter=recon_iterations if vol is None else warm_iterations,
-                             x0=vol, return_volume=True, subsets=subsets, weights=measured)
+        rep, vol = reproject(
+            data,
+            ang,
+            center=ctr,
+            n_iter=recon_iterations if vol is None else warm_iterations,
+            x0=vol,
+            return_volume=True,
+            subsets=subsets,
+            weights=measured,
+        )
         data = fill_missing(data, rep, measured)
-        res = phase_correlate(data, rep, upsample=upsample, window=LOOP_WINDOW, normalization=LOOP_NORMALIZATION,
-                              max_shift=tuple(first_limit) if it == 1 else search_later)
+        res = phase_correlate(
+            data,
+            rep,
+            upsample=upsample,
+            window=LOOP_WINDOW,
+            normalization=LOOP_NORMALIZATION,
+            max_shift=tuple(first_limit) if it == 1 else search_later,
+        )
         update = np.asarray(to_numpy(res.shifts), dtype=np.float64)
         quality = np.asarray(to_numpy(res.quality), dtype=np.float64)
         limit = first_limit if it == 1 else np.array([max_step if vertical else 0.0, max_step])
@@ -548,15 +595,33 @@ def align_consistency(
             "seconds": time.perf_counter() - t0,
         }
         entries.append(entry)
-        log.debug("consistency iteration %d: max update %.3f px, rms %.3f px, centre %.2f, %.2f s", it,
-                  entry["max_update_px"], entry["rms_update_px"], ctr, entry["seconds"])
+        log.debug(
+            "consistency iteration %d: max update %.3f px, rms %.3f px, centre %.2f, %.2f s",
+            it,
+            entry["max_update_px"],
+            entry["rms_update_px"],
+            ctr,
+            entry["seconds"],
+        )
         if callback is not None:
             callback(dict(entry))
         if entry["max_update_px"] < tol:
             converged = True
             break
     if not converged:
-        log.info("consistency alignment stopped after %d iterations, last max update %.3f px (tol %.3f)", it,
-                 entries[-1]["max_update_px"], tol)
-    return AlignResult(shifts=shifts, center=float(ctr), log=entries, quality=quality, converged=converged,
-                       n_iter=it, method="consistency", volume=vol)
+        log.info(
+            "consistency alignment stopped after %d iterations, last max update %.3f px (tol %.3f)",
+            it,
+            entries[-1]["max_update_px"],
+            tol,
+        )
+    return AlignResult(
+        shifts=shifts,
+        center=float(ctr),
+        log=entries,
+        quality=quality,
+        converged=converged,
+        n_iter=it,
+        method="consistency",
+        volume=vol,
+    )

@@ -97,8 +97,9 @@ def fix_gauge(shifts: Any, *, center: float | None = None, angles_deg: Any = Non
     xp = get_namespace(shifts)
     sh = xp.asarray(shifts, dtype=xp.float64)
     if sh.ndim != 2 or sh.shape[1] != 2 or sh.shape[0] == 0:
-        raise InputError(f"shifts must be (n, 2) = (dy, dx) per projection, got shape {tuple(sh.shape)}",
-                         dataset="shifts")
+        raise InputError(
+            f"shifts must be (n, 2) = (dy, dx) per projection, got shape {tuple(sh.shape)}", dataset="shifts"
+        )
     if not bool(xp.all(xp.isfinite(sh))):
         raise InputError("shifts contain NaN or Inf", dataset="shifts")
     if center is not None:

@@ -49,8 +49,18 @@ from tomoflow.backend import to_numpy
 from tomoflow.errors import ConfigError
 
 __all__ = [
-    "align_resnet", "align_hybrid", "refine", "NetworkState", "start_network", "network_volume",
-    "network_reprojections", "network_pairs", "network_update", "result_of", "network_center", "LOW_QUALITY",
+    "align_resnet",
+    "align_hybrid",
+    "refine",
+    "NetworkState",
+    "start_network",
+    "network_volume",
+    "network_reprojections",
+    "network_pairs",
+    "network_update",
+    "result_of",
+    "network_center",
+    "LOW_QUALITY",
     "DEFAULT_PASSES",
 ]
 
@@ -115,8 +125,12 @@ def start_network(projections: Any, angles_deg: Any, center: str | float | None 
 
     _, p, ang = check_scan(projections, angles_deg)
     ctr = initial_center(center, p, ang)
-    return NetworkState(stack=to_input_size(p), scale=shift_scale(tuple(p.shape[-2:])), center=float(ctr),
-                        shifts=np.zeros((int(p.shape[0]), 2)))
+    return NetworkState(
+        stack=to_input_size(p),
+        scale=shift_scale(tuple(p.shape[-2:])),
+        center=float(ctr),
+        shifts=np.zeros((int(p.shape[0]), 2)),
+    )
 
 
 def network_measured(state: NetworkState) -> np.ndarray | None:
@@ -126,21 +140,28 @@ def network_measured(state: NetworkState) -> np.ndarray | None:
     return measured_fraction(state.stack.shape, state.shifts / state.scale[None, :])
 
 
-def network_volume(state: NetworkState, angles_deg: Any, *,
-                   recon_iterations: int = DEFAULT_MLEM_ITERATIONS) -> tuple[np.ndarray, Any]:
+def network_volume(
+    state: NetworkState, angles_deg: Any, *, recon_iterations: int = DEFAULT_MLEM_ITERATIONS
+) -> tuple[np.ndarray, Any]:
     """First half of :func:`network_pairs`: ``(data, volume)``, the network-space stack moved by the
     current estimate and its MLEM reconstruction about the current centre, weighted by
     :func:`network_measured` (what the move pulled in from beyond the detector is left out)."""
     data = np.asarray(to_numpy(_corrected(state.stack, state.shifts / state.scale[None, :])), dtype=np.float32)
-    vol = reference_volume(data, angles_deg, center=network_center(state.center, state.scale[1]),
-                           n_iter=recon_iterations, weights=network_measured(state))
+    vol = reference_volume(
+        data,
+        angles_deg,
+        center=network_center(state.center, state.scale[1]),
+        n_iter=recon_iterations,
+        weights=network_measured(state),
+    )
     return data, vol
 
 
 def network_reprojections(state: NetworkState, volume: Any, angles_deg: Any) -> np.ndarray:
     """Second half of :func:`network_pairs`: the reprojections of ``volume`` at the scan's angles."""
-    rep = reproject_volume(volume, angles_deg, center=network_center(state.center, state.scale[1]),
-                           n_cols=int(state.stack.shape[-1]))
+    rep = reproject_volume(
+        volume, angles_deg, center=network_center(state.center, state.scale[1]), n_cols=int(state.stack.shape[-1])
+    )
     return np.asarray(to_numpy(rep), dtype=np.float32)
 
 
@@ -151,8 +172,9 @@ def network_fill(state: NetworkState, data: np.ndarray, reprojections: np.ndarra
     return np.asarray(fill_missing(data, reprojections, network_measured(state)), dtype=np.float32)
 
 
-def network_pairs(state: NetworkState, angles_deg: Any, *,
-                  recon_iterations: int = DEFAULT_MLEM_ITERATIONS) -> tuple[np.ndarray, np.ndarray]:
+def network_pairs(
+    state: NetworkState, angles_deg: Any, *, recon_iterations: int = DEFAULT_MLEM_ITERATIONS
+) -> tuple[np.ndarray, np.ndarray]:
     """The (projection, reprojection) pairs the network reads, made in network space: the stack moved by
     the current estimate, its MLEM reconstruction about the current centre, reprojected, and what the
     move pulled in from beyond the detector filled from the reprojection. Training pairs are made
@@ -162,9 +184,17 @@ def network_pairs(state: NetworkState, angles_deg: Any, *,
     return network_fill(state, data, rep), rep
 
 
-def network_update(state: NetworkState, data: np.ndarray, reprojections: np.ndarray, angles_deg: Any, *,
-                   aligner: Any = None, batch_size: int = 64, device: str = "auto",
-                   flips: bool = True) -> NetworkState:
+def network_update(
+    state: NetworkState,
+    data: np.ndarray,
+    reprojections: np.ndarray,
+    angles_deg: Any,
+    *,
+    aligner: Any = None,
+    batch_size: int = 64,
+    device: str = "auto",
+    flips: bool = True,
+) -> NetworkState:
     """One network pass over the pairs of :func:`network_pairs`: add the predicted offsets to the
     estimate, gauge-fix it (the common ``dx`` refines the centre) and score every corrected pair against
     its reprojection (confidence)."""
@@ -184,11 +214,22 @@ def network_update(state: NetworkState, data: np.ndarray, reprojections: np.ndar
     moved = shifts - previous
     g_center = float(g.center)  # type: ignore[arg-type]  # fix_gauge sets the centre
     t3 = time.perf_counter()
-    entry = {"iteration": len(state.log) + 1, "max_update_px": float(np.abs(moved).max()),
-             "rms_update_px": float(np.sqrt(np.mean(np.sum(moved**2, axis=1)))), "center": g_center,
-             "network_s": t2 - t1, "register_s": t3 - t2}
-    return NetworkState(stack=state.stack, scale=state.scale, center=g_center, shifts=shifts,
-                        log=[*state.log, entry], quality=np.asarray(to_numpy(check.quality), dtype=np.float64))
+    entry = {
+        "iteration": len(state.log) + 1,
+        "max_update_px": float(np.abs(moved).max()),
+        "rms_update_px": float(np.sqrt(np.mean(np.sum(moved**2, axis=1)))),
+        "center": g_center,
+        "network_s": t2 - t1,
+        "register_s": t3 - t2,
+    }
+    return NetworkState(
+        stack=state.stack,
+        scale=state.scale,
+        center=g_center,
+        shifts=shifts,
+        log=[*state.log, entry],
+        quality=np.asarray(to_numpy(check.quality), dtype=np.float64),
+    )
 
 
 def align_resnet(
@@ -274,9 +315,15 @@ def align_resnet(
 
 def result_of(state: NetworkState) -> AlignResult:
     """The :class:`AlignResult` of a finished :class:`NetworkState`."""
-    return AlignResult(shifts=state.shifts, center=state.center, log=list(state.log),
-                       quality=state.quality if state.quality is not None else np.zeros(len(state.shifts)),
-                       converged=True, n_iter=len(state.log), method="resnet")
+    return AlignResult(
+        shifts=state.shifts,
+        center=state.center,
+        log=list(state.log),
+        quality=state.quality if state.quality is not None else np.zeros(len(state.shifts)),
+        converged=True,
+        n_iter=len(state.log),
+        method="resnet",
+    )
 
 
 def align_hybrid(
@@ -319,16 +366,36 @@ def align_hybrid(
     _, p, ang = check_scan(projections, angles_deg)
     if despeckle:
         p = clean_copy(p)
-    coarse = align_resnet(p, ang, center=center, recon_iterations=recon_iterations, passes=passes,
-                          aligner=aligner, batch_size=batch_size, device=device, despeckle=False, flips=flips)
-    return refine(p, ang, coarse, n_iter=n_iter, tol=tol, recon_iterations=recon_iterations,
-                  **consistency_options)
+    coarse = align_resnet(
+        p,
+        ang,
+        center=center,
+        recon_iterations=recon_iterations,
+        passes=passes,
+        aligner=aligner,
+        batch_size=batch_size,
+        device=device,
+        despeckle=False,
+        flips=flips,
+    )
+    return refine(p, ang, coarse, n_iter=n_iter, tol=tol, recon_iterations=recon_iterations, **consistency_options)
 
 
-def refine(projections: Any, angles_deg: Any, coarse: AlignResult, *, n_iter: int = 10, tol: float = 0.02,
-           binning: int = COARSE_BINNING, coarse_iter: int = 40, coarse_tol: float = 0.01,
-           coarse_warm: int = 2, recon_iterations: int = DEFAULT_MLEM_ITERATIONS,
-           subsets: int = REFINE_SUBSETS, **consistency_options: Any) -> AlignResult:
+def refine(
+    projections: Any,
+    angles_deg: Any,
+    coarse: AlignResult,
+    *,
+    n_iter: int = 10,
+    tol: float = 0.02,
+    binning: int = COARSE_BINNING,
+    coarse_iter: int = 40,
+    coarse_tol: float = 0.01,
+    coarse_warm: int = 2,
+    recon_iterations: int = DEFAULT_MLEM_ITERATIONS,
+    subsets: int = REFINE_SUBSETS,
+    **consistency_options: Any,
+) -> AlignResult:
     """The hybrid's second half: consistency iterations started from a network estimate ``coarse``
     (its shifts and centre), first on the stack binned by ``binning``, then at full resolution.
 
@@ -389,26 +456,63 @@ def refine(projections: Any, angles_deg: Any, coarse: AlignResult, *, n_iter: in
     if fr > 1 or fc > 1:
         scale = np.array([fr, fc], dtype=np.float64)
         opts = {k: v for k, v in consistency_options.items() if k != "warm_iterations"}
-        binned = align_consistency(bin_stack(p, fr, fc), ang, center=bin_center(center, fc), n_iter=coarse_iter,
-                                   tol=coarse_tol / max(fr, fc), init_shifts=shifts / scale, warm_iterations=coarse_warm,
-                                   recon_iterations=recon_iterations, despeckle=False, subsets=subsets, **opts)
+        binned = align_consistency(
+            bin_stack(p, fr, fc),
+            ang,
+            center=bin_center(center, fc),
+            n_iter=coarse_iter,
+            tol=coarse_tol / max(fr, fc),
+            init_shifts=shifts / scale,
+            warm_iterations=coarse_warm,
+            recon_iterations=recon_iterations,
+            despeckle=False,
+            subsets=subsets,
+            **opts,
+        )
         shifts, center = binned.shifts * scale, unbin_center(binned.center, fc)
         x0 = unbin_volume(binned.volume, fr, fc, (ny, nx, nx))
         log_ += [_stage_entry(e, len(log_), fc, scale) for e in binned.log]
-        log.info("hybrid: binned x%d stage %d iterations, last update %.3f px", binning, binned.n_iter,
-                 log_[-1]["max_update_px"])
-    fine = align_consistency(p, ang, center=center, n_iter=n_iter, tol=tol, init_shifts=shifts, x0=x0,
-                             recon_iterations=recon_iterations, despeckle=False, subsets=subsets,
-                             **consistency_options)
+        log.info(
+            "hybrid: binned x%d stage %d iterations, last update %.3f px",
+            binning,
+            binned.n_iter,
+            log_[-1]["max_update_px"],
+        )
+    fine = align_consistency(
+        p,
+        ang,
+        center=center,
+        n_iter=n_iter,
+        tol=tol,
+        init_shifts=shifts,
+        x0=x0,
+        recon_iterations=recon_iterations,
+        despeckle=False,
+        subsets=subsets,
+        **consistency_options,
+    )
     k = len(log_)
     log_ += [{**e, "iteration": int(e.get("iteration", i + 1)) + k} for i, e in enumerate(fine.log)]
-    return AlignResult(shifts=fine.shifts, center=fine.center, log=log_, quality=fine.quality,
-                       converged=fine.converged, n_iter=len(log_), method="hybrid", volume=fine.volume)
+    return AlignResult(
+        shifts=fine.shifts,
+        center=fine.center,
+        log=log_,
+        quality=fine.quality,
+        converged=fine.converged,
+        n_iter=len(log_),
+        method="hybrid",
+        volume=fine.volume,
+    )
 
 
 def _stage_entry(entry: dict[str, float], offset: int, cols: int, scale: np.ndarray) -> dict[str, float]:
     """A binned iteration's log entry in full-resolution pixels, numbered after ``offset`` entries."""
     f = float(scale.max())
-    return {**entry, "iteration": int(entry["iteration"]) + offset, "max_update_px": entry["max_update_px"] * f,
-            "rms_update_px": entry["rms_update_px"] * f, "center": unbin_center(entry["center"], cols),
-            "binning": f}
+    return {
+        **entry,
+        "iteration": int(entry["iteration"]) + offset,
+        "max_update_px": entry["max_update_px"] * f,
+        "rms_update_px": entry["rms_update_px"] * f,
+        "center": unbin_center(entry["center"], cols),
+        "binning": f,
+    }

@@ -302,15 +302,19 @@ def phase_correlate(
     if mov.shape[1:] != ref.shape[1:] or ref.shape[0] not in (1, mov.shape[0]):
         raise InputError(
             f"moving images {tuple(mov.shape)} and reference {tuple(ref.shape)} differ in shape "
-            "(give one reference per moving image, or one for all)", dataset="reference")
+            "(give one reference per moving image, or one for all)",
+            dataset="reference",
+        )
     n, ny, nx = (int(s) for s in mov.shape)
     if n == 0:
         raise InputError("no images to register", dataset="moving")
     horizontal_only = limit[0] == 0  # max_shift=(0, ...): rows are not searched (thin detectors)
     if nx < MIN_SIZE or (ny < MIN_SIZE and not horizontal_only):
-        raise InputError(f"images of {ny} x {nx} pixels are too small to register (at least {MIN_SIZE} x "
-                         f"{MIN_SIZE}; fewer rows only with max_shift=(0, ...), horizontal registration)",
-                         dataset="moving")
+        raise InputError(
+            f"images of {ny} x {nx} pixels are too small to register (at least {MIN_SIZE} x "
+            f"{MIN_SIZE}; fewer rows only with max_shift=(0, ...), horizontal registration)",
+            dataset="moving",
+        )
     for name, arr in (("moving", mov), ("reference", ref)):
         if arr.dtype.kind not in "fiub":
             raise InputError(f"{name} images must be real numbers, got dtype {arr.dtype}", dataset=name)
@@ -322,8 +326,7 @@ def phase_correlate(
     if window is not None:
         wy, wx = _taper(ny, window, xp), _taper(nx, window, xp)
     fr = fft.rfft2(_prepare(ref.astype(xp.float32, copy=False), xp, wy, wx), axes=(1, 2), **kw)
-    spec, bound = _weighted_spectrum(fft.rfft2(_prepare(mov, xp, wy, wx), axes=(1, 2), **kw), fr, normalization,
-                                     xp, nx)
+    spec, bound = _weighted_spectrum(fft.rfft2(_prepare(mov, xp, wy, wx), axes=(1, 2), **kw), fr, normalization, xp, nx)
 
     corr = fft.irfft2(spec, s=(ny, nx), axes=(1, 2), **kw)
     sy = _wrap(xp.arange(ny), ny)
@@ -341,8 +344,9 @@ def phase_correlate(
         # moved by the displacement found, so both windows cover the same content, and refine again.
         del spec
         wmy, wmx = _taper(ny, window, xp, peak[:, 0]), _taper(nx, window, xp, peak[:, 1])
-        spec, bound = _weighted_spectrum(fft.rfft2(_prepare(mov, xp, wmy, wmx), axes=(1, 2), **kw), fr,
-                                         normalization, xp, nx)
+        spec, bound = _weighted_spectrum(
+            fft.rfft2(_prepare(mov, xp, wmy, wmx), axes=(1, 2), **kw), fr, normalization, xp, nx
+        )
         peak, height = _refine_all(spec, peak, upsample, xp, ny, nx)
     if horizontal_only:
         peak[:, 0] = 0.0

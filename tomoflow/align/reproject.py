@@ -71,17 +71,31 @@ def reproject(
     return (rep, vol) if return_volume else rep
 
 
-def reference_volume(projections: Any, angles_deg: Any, *, center: float | None = None,
-                     n_iter: int = DEFAULT_MLEM_ITERATIONS, x0: Any = None, subsets: int = 1,
-                     weights: Any = None) -> Any:
+def reference_volume(
+    projections: Any,
+    angles_deg: Any,
+    *,
+    center: float | None = None,
+    n_iter: int = DEFAULT_MLEM_ITERATIONS,
+    x0: Any = None,
+    subsets: int = 1,
+    weights: Any = None,
+) -> Any:
     """The MLEM (OSEM with ``subsets``) reconstruction ``(row, col, col)`` of :func:`reproject` (its
     first half)."""
     from tomoflow.recon import mlem
 
     n_iter = check_int("n_iter (MLEM iterations)", n_iter, low=1)
     xp = get_namespace(projections)
-    return mlem(xp.asarray(projections, dtype=xp.float32), angles_deg, center=center, n_iter=n_iter, x0=x0,
-                subsets=subsets, weights=weights)
+    return mlem(
+        xp.asarray(projections, dtype=xp.float32),
+        angles_deg,
+        center=center,
+        n_iter=n_iter,
+        x0=x0,
+        subsets=subsets,
+        weights=weights,
+    )
 
 
 def reproject_volume(volume: Any, angles_deg: Any, *, center: float | None = None, n_cols: int | None = None) -> Any:

@@ -113,7 +113,7 @@ NORMALIZATION: dict[str, Any] = {
     "applied_to": "both channels, same statistics",
     "clip": CLIP,
     "resampling": "torch.nn.functional.interpolate bilinear, antialias=True, align_corners=False; "
-                  "shifts scaled back by (rows / 160, cols / 160)",
+    "shifts scaled back by (rows / 160, cols / 160)",
 }
 """Description of the input normalisation recorded in every model card."""
 
@@ -148,7 +148,8 @@ def _network_class() -> Any:
             self.shortcut: nn.Module = nn.Identity()
             if stride != 1 or c_in != c_out:
                 self.shortcut = nn.Sequential(
-                    nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
+                    nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out)
+                )
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             out = self.relu(self.bn1(self.conv1(x)))
@@ -227,22 +228,25 @@ def _check_pairs(projections: Any, reprojections: Any) -> tuple[Any, Any, bool]:
     p_shape = tuple(getattr(projections, "shape", ()))
     r_shape = tuple(getattr(reprojections, "shape", ()))
     if len(p_shape) not in (2, 3):
-        raise InputError(f"projections must be (angle, row, col) or one (row, col) image, got shape {p_shape}",
-                         dataset="projections")
+        raise InputError(
+            f"projections must be (angle, row, col) or one (row, col) image, got shape {p_shape}", dataset="projections"
+        )
     if p_shape != r_shape:
-        raise InputError(f"reprojections shape {r_shape} differs from projections shape {p_shape}",
-                         dataset="reprojections")
+        raise InputError(
+            f"reprojections shape {r_shape} differs from projections shape {p_shape}", dataset="reprojections"
+        )
     single = len(p_shape) == 2
     rows, cols = p_shape[-2:]
     if rows < MIN_SIZE or cols < MIN_SIZE:
-        raise InputError(f"projections of {rows} x {cols} pixels are too small for the ResNet aligner "
-                         f"(at least {MIN_SIZE} x {MIN_SIZE}); use method='phase' or 'consistency'",
-                         dataset="projections")
+        raise InputError(
+            f"projections of {rows} x {cols} pixels are too small for the ResNet aligner "
+            f"(at least {MIN_SIZE} x {MIN_SIZE}); use method='phase' or 'consistency'",
+            dataset="projections",
+        )
     return projections, reprojections, single
 
 
-def prepare_pairs(projections: Any, reprojections: Any, *, device: Any = "cpu",
-                  normalize: bool = True) -> Any:
+def prepare_pairs(projections: Any, reprojections: Any, *, device: Any = "cpu", normalize: bool = True) -> Any:
     """Stack measured projections and reprojections into network input ``(n, 2, 160, 160)``.
 
     Resamples any detector size to :data:`INPUT_SIZE` (anti-aliased bilinear) and, with
@@ -286,8 +290,9 @@ def to_input_size(stack: Any) -> np.ndarray:
 
     x = _as_tensor(stack, torch.device("cpu")).to(torch.float32)
     if tuple(x.shape[-2:]) != (INPUT_SIZE, INPUT_SIZE):
-        x = F.interpolate(x[:, None], size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False,
-                          antialias=True)[:, 0]
+        x = F.interpolate(
+            x[:, None], size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False, antialias=True
+        )[:, 0]
     return np.ascontiguousarray(x.numpy(), dtype=np.float32)
 
 
@@ -370,12 +375,12 @@ class JitterAligner:
         self.model.eval()
         with torch.no_grad():
             for i0 in range(0, n, batch_size):
-                x = prepare_pairs(projections[i0 : i0 + batch_size], reprojections[i0 : i0 + batch_size],
-                                  device=self.device)
+                x = prepare_pairs(
+                    projections[i0 : i0 + batch_size], reprojections[i0 : i0 + batch_size], device=self.device
+                )
                 y = self.model(x).double()
                 if flips:
-                    sign = torch.tensor([[1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]], dtype=torch.float64,
-                                        device=y.device)
+                    sign = torch.tensor([[1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]], dtype=torch.float64, device=y.device)
                     for dims, sg in zip(((3,), (2,), (2, 3)), sign):
                         y = y + self.model(torch.flip(x, dims=dims)).double() * sg
                     y = y / 4.0
@@ -408,8 +413,10 @@ def load_aligner(path: str | os.PathLike | None = None, *, device: str | None = 
     dev = resolve_device(device)
     weights = default_weights_path() if path is None else Path(path)
     if path is None and not weights.is_file():
-        raise InputError("no such weights file (the shipped weights are missing: train them with "
-                         "`tomoflow train-aligner`)", path=weights)
+        raise InputError(
+            "no such weights file (the shipped weights are missing: train them with `tomoflow train-aligner`)",
+            path=weights,
+        )
     card, real = verified_model(weights)
     model = load_state_into(build_network(), real, shown=weights)
     return JitterAligner(model=model, device=dev, card=card, path=weights)

@@ -108,8 +108,10 @@ class TrainingRecipe:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["jitter_note"] = ("jitter is the half-range in network pixels (160-px input); detector px = "
-                            "jitter * rows / 160 (dy), jitter * cols / 160 (dx); 13.75 = +-22 px at 256")
+        d["jitter_note"] = (
+            "jitter is the half-range in network pixels (160-px input); detector px = "
+            "jitter * rows / 160 (dy), jitter * cols / 160 (dx); 13.75 = +-22 px at 256"
+        )
         return d
 
 
@@ -122,8 +124,9 @@ def _recipe_from(d: dict[str, Any]) -> TrainingRecipe:
 # ----------------------------------------------------------------------------- one scan
 
 
-def _stretch_and_move(vol: np.ndarray, rng: np.random.Generator, stretch: tuple[float, float],
-                      max_off_axis: float) -> np.ndarray:
+def _stretch_and_move(
+    vol: np.ndarray, rng: np.random.Generator, stretch: tuple[float, float], max_off_axis: float
+) -> np.ndarray:
     """Stretch ``vol`` along a random 3-D direction by a factor in ``stretch`` and move it off the
     rotation axis by up to ``max_off_axis`` half-fields (one affine resampling, linear)."""
     from scipy import ndimage
@@ -139,39 +142,70 @@ def _stretch_and_move(vol: np.ndarray, rng: np.random.Generator, stretch: tuple[
     move = np.array([rng.uniform(-0.1, 0.1) * shape[0], r * np.sin(a), r * np.cos(a)])
     inv = np.linalg.inv(fwd)
     ctr = (np.array(shape) - 1) / 2.0
-    return ndimage.affine_transform(vol, inv, offset=ctr - inv @ (ctr + move), order=1, mode="constant",
-                                    cval=0.0, output=np.float32)
+    return ndimage.affine_transform(
+        vol, inv, offset=ctr - inv @ (ctr + move), order=1, mode="constant", cval=0.0, output=np.float32
+    )
 
 
-def _make_phantom(family: str, shape: tuple[int, int, int], rng: np.random.Generator,
-                  recipe: TrainingRecipe) -> np.ndarray:
+def _make_phantom(
+    family: str, shape: tuple[int, int, int], rng: np.random.Generator, recipe: TrainingRecipe
+) -> np.ndarray:
     from tomoflow.sim import aggregate_particles, cathode_particle, gold_particle
 
     seed = int(rng.integers(2**31))
     if family == "aggregate":
         vol = aggregate_particles(
-            shape, seed=seed, n_particles=int(rng.integers(4, 24)), n_clusters=int(rng.integers(1, 4)),
-            cluster_length=float(rng.uniform(0.2, 0.9)), offset=float(rng.uniform(0.1, 0.55)),
-            attenuation=float(rng.uniform(1.5, 4.0)))
+            shape,
+            seed=seed,
+            n_particles=int(rng.integers(4, 24)),
+            n_clusters=int(rng.integers(1, 4)),
+            cluster_length=float(rng.uniform(0.2, 0.9)),
+            offset=float(rng.uniform(0.1, 0.55)),
+            attenuation=float(rng.uniform(1.5, 4.0)),
+        )
     elif family == "gold":
-        vol = gold_particle(shape, seed=seed, radius=float(rng.uniform(0.15, 0.4)),
-                            n_satellites=int(rng.integers(0, 6)), attenuation=float(rng.uniform(1.5, 4.0)))
+        vol = gold_particle(
+            shape,
+            seed=seed,
+            radius=float(rng.uniform(0.15, 0.4)),
+            n_satellites=int(rng.integers(0, 6)),
+            attenuation=float(rng.uniform(1.5, 4.0)),
+        )
         vol = _stretch_and_move(vol, rng, recipe.stretch, recipe.max_off_axis)
     elif family == "cathode":
-        vol = cathode_particle(shape, seed=seed, radius=float(rng.uniform(0.3, 0.6)),
-                               porosity=float(rng.uniform(0.0, 0.15)), n_cracks=int(rng.integers(0, 6)),
-                               n_grains=int(rng.integers(20, 80)), attenuation=float(rng.uniform(1.2, 3.0)))
+        vol = cathode_particle(
+            shape,
+            seed=seed,
+            radius=float(rng.uniform(0.3, 0.6)),
+            porosity=float(rng.uniform(0.0, 0.15)),
+            n_cracks=int(rng.integers(0, 6)),
+            n_grains=int(rng.integers(20, 80)),
+            attenuation=float(rng.uniform(1.2, 3.0)),
+        )
         vol = _stretch_and_move(vol, rng, recipe.stretch, recipe.max_off_axis)
     elif family == "filling":  # a dense sample as wide and tall as the field: the jitter pushes it out
         if rng.random() < 0.6:
-            vol = cathode_particle(shape, seed=seed, radius=float(rng.uniform(0.75, 0.9)),
-                                   porosity=float(rng.uniform(0.0, 0.15)), n_cracks=int(rng.integers(0, 6)),
-                                   n_grains=int(rng.integers(40, 120)), attenuation=float(rng.uniform(1.0, 3.0)))
+            vol = cathode_particle(
+                shape,
+                seed=seed,
+                radius=float(rng.uniform(0.75, 0.9)),
+                porosity=float(rng.uniform(0.0, 0.15)),
+                n_cracks=int(rng.integers(0, 6)),
+                n_grains=int(rng.integers(40, 120)),
+                attenuation=float(rng.uniform(1.0, 3.0)),
+            )
         else:
             vol = aggregate_particles(  # a packed bed of many clusters
-                shape, seed=seed, n_particles=int(rng.integers(60, 120)), n_clusters=int(rng.integers(6, 12)),
-                radius=(0.15, 0.35), elongation=(1.0, 2.0), cluster_length=float(rng.uniform(0.8, 1.4)),
-                offset=float(rng.uniform(0.4, 0.7)), attenuation=float(rng.uniform(1.0, 3.0)))
+                shape,
+                seed=seed,
+                n_particles=int(rng.integers(60, 120)),
+                n_clusters=int(rng.integers(6, 12)),
+                radius=(0.15, 0.35),
+                elongation=(1.0, 2.0),
+                cluster_length=float(rng.uniform(0.8, 1.4)),
+                offset=float(rng.uniform(0.4, 0.7)),
+                attenuation=float(rng.uniform(1.0, 3.0)),
+            )
         vol = _stretch_and_move(vol, rng, FILLING_STRETCH, FILLING_OFF_AXIS)
     else:  # pragma: no cover - recipe validated
         raise ConfigError(f"unknown phantom family {family!r}")
@@ -203,8 +237,9 @@ def simulate_scan_pairs(index: int, *, recipe: TrainingRecipe | None = None, see
         item = _simulate_once(index, attempt, family, recipe, seed)
         if abs(item["meta"]["center_error_net_px"]) <= recipe.max_center_error:
             return item
-        log.info("training scan %d: centre estimate off by %.1f px, drawn again", index,
-                 item["meta"]["center_error_px"])
+        log.info(
+            "training scan %d: centre estimate off by %.1f px, drawn again", index, item["meta"]["center_error_px"]
+        )
     return item
 
 
@@ -241,8 +276,16 @@ def _simulate_once(index: int, attempt: int, family: str, recipe: TrainingRecipe
             noise["gaussian"] = float(rng.uniform(*recipe.gaussian))
         if rng.random() < recipe.salt_and_pepper_fraction:
             noise["salt_and_pepper"] = float(rng.uniform(0.0, recipe.max_salt_and_pepper))
-    scan = simulate_scan(vol, angles, shifts=shifts, noise=noise, photons=photons, center=center_true,
-                         seed=int(rng.integers(2**31)), flat_variation=float(rng.uniform(0.0, 0.15)))
+    scan = simulate_scan(
+        vol,
+        angles,
+        shifts=shifts,
+        noise=noise,
+        photons=photons,
+        center=center_true,
+        seed=int(rng.integers(2**31)),
+        flat_variation=float(rng.uniform(0.0, 0.15)),
+    )
     p = normalize_log(scan.projections, scan.flats, scan.darks)
     b0 = rng.uniform(*recipe.background)
     drift = rng.uniform(-0.03, 0.03) * np.linspace(0.0, 1.0, recipe.n_angles)
@@ -266,9 +309,17 @@ def _simulate_once(index: int, attempt: int, family: str, recipe: TrainingRecipe
     y = (target / sc[None, :]).astype(np.float32)
     c_err = center_est - center_true - g.common_dx
     meta = {
-        "index": int(index), "family": family, "detector": [rows, cols], "center_offset_px": center_true - (cols - 1) / 2.0,
-        "center_error_px": c_err, "center_error_net_px": c_err * INPUT_SIZE / cols, "attempt": int(attempt),
-        "jitter_half_range_net_px": float(half), "photons": photons, "noise": noise, "background": float(b0),
+        "index": int(index),
+        "family": family,
+        "detector": [rows, cols],
+        "center_offset_px": center_true - (cols - 1) / 2.0,
+        "center_error_px": c_err,
+        "center_error_net_px": c_err * INPUT_SIZE / cols,
+        "attempt": int(attempt),
+        "jitter_half_range_net_px": float(half),
+        "photons": photons,
+        "noise": noise,
+        "background": float(b0),
     }
     return {"x": x, "y": y, "meta": meta}
 
@@ -284,7 +335,6 @@ class PairSet:
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
-
 
 
 def check_recipe(recipe: TrainingRecipe) -> None:

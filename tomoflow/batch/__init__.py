@@ -38,14 +38,37 @@ from typing import TYPE_CHECKING, Any
 
 __all__ = [
     # manifest
-    "Manifest", "ScanEntry", "AngleRange", "load_manifest", "save_manifest", "scan_outputs", "missing_inputs",
+    "Manifest",
+    "ScanEntry",
+    "AngleRange",
+    "load_manifest",
+    "save_manifest",
+    "scan_outputs",
+    "missing_inputs",
     # stages
-    "STAGES", "IngestStage", "AlignStage", "ReconStage", "RecoverStage", "TrainOptions",
+    "STAGES",
+    "IngestStage",
+    "AlignStage",
+    "ReconStage",
+    "RecoverStage",
+    "TrainOptions",
     # archive
-    "scan_archive", "ArchiveScan", "FoundScan", "Unreadable",
+    "scan_archive",
+    "ArchiveScan",
+    "FoundScan",
+    "Unreadable",
     # runner, results, report
-    "run_batch", "preflight", "BatchResult", "ScanResult", "StageResult", "BatchEvent", "COMPLETE", "SKIPPED",
-    "FAILED", "PENDING", "write_report",
+    "run_batch",
+    "preflight",
+    "BatchResult",
+    "ScanResult",
+    "StageResult",
+    "BatchEvent",
+    "COMPLETE",
+    "SKIPPED",
+    "FAILED",
+    "PENDING",
+    "write_report",
 ]
 
 #: The module of each public name (loaded on first use).

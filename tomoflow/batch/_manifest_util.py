@@ -39,12 +39,14 @@ def validation_error(title: str, items: list[Any]) -> ValidationError:
             try:  # keep pydantic's own error type where it has one (the messages depend on it)
                 ValidationError.from_exception_data(title, [detail])
             except (KeyError, TypeError):
-                detail = InitErrorDetails(type=PydanticCustomError("manifest", "{message}", {"message": msg}),
-                                          loc=loc, input=inp)
+                detail = InitErrorDetails(
+                    type=PydanticCustomError("manifest", "{message}", {"message": msg}), loc=loc, input=inp
+                )
         else:
             loc, msg, inp = item
-            detail = InitErrorDetails(type=PydanticCustomError("manifest", "{message}", {"message": msg}),
-                                      loc=loc, input=inp)
+            detail = InitErrorDetails(
+                type=PydanticCustomError("manifest", "{message}", {"message": msg}), loc=loc, input=inp
+            )
         details.append(detail)
     return ValidationError.from_exception_data(title, details)
 
@@ -111,6 +113,7 @@ def read_document(path: Path) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read the manifest ({type(exc).__name__}: {exc})", path) from None
     if suffix == ".json":
+
         def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
             keys = [k for k, _ in items]
             dup = next((k for k in keys if keys.count(k) > 1), None)

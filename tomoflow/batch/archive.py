@@ -56,12 +56,37 @@ DEFAULT_PIPELINE = ("ingest", "align", "recon")
 _FLAT_WORDS = ("flat", "white", "bright")
 _DARK_WORDS = ("dark",)
 _ANGLE_FILES = {"angles.txt", "angle.txt", "theta.txt"}
-_FRAME_DIRS = {"flat": "flats", "flats": "flats", "white": "flats", "whites": "flats", "bright": "flats",
-               "flatfield": "flats", "flat_field": "flats", "flat-field": "flats", "flatfields": "flats",
-               "dark": "darks", "darks": "darks", "darkfield": "darks", "dark_field": "darks", "dark-field": "darks",
-               "darkfields": "darks"}
-_GENERIC_DIRS = {"proj", "projs", "projection", "projections", "tomo", "data", "images", "image", "tif", "tiff",
-                 "raw", "sample"}
+_FRAME_DIRS = {
+    "flat": "flats",
+    "flats": "flats",
+    "white": "flats",
+    "whites": "flats",
+    "bright": "flats",
+    "flatfield": "flats",
+    "flat_field": "flats",
+    "flat-field": "flats",
+    "flatfields": "flats",
+    "dark": "darks",
+    "darks": "darks",
+    "darkfield": "darks",
+    "dark_field": "darks",
+    "dark-field": "darks",
+    "darkfields": "darks",
+}
+_GENERIC_DIRS = {
+    "proj",
+    "projs",
+    "projection",
+    "projections",
+    "tomo",
+    "data",
+    "images",
+    "image",
+    "tif",
+    "tiff",
+    "raw",
+    "sample",
+}
 
 
 @dataclass
@@ -80,8 +105,15 @@ class FoundScan:
 
     def entry_model(self) -> ScanEntry:
         """The manifest entry of the scan."""
-        return ScanEntry(name=self.name, path=self.path, format=self.format, angles=self.angles,
-                         flats=self.flats, darks=self.darks, entry=self.entry)
+        return ScanEntry(
+            name=self.name,
+            path=self.path,
+            format=self.format,
+            angles=self.angles,
+            flats=self.flats,
+            darks=self.darks,
+            entry=self.entry,
+        )
 
 
 @dataclass
@@ -144,17 +176,22 @@ def _tiff_scan(t: _TiffDir, frames_dirs: dict[str, Path], root: Path) -> FoundSc
     sibling = bool(frames_dirs)
     angles = _angles_file(t.path) or (_angles_file(t.path.parent) if sibling else None)
     if angles is None:
-        raise InputError("TIFF stack without rotation angles: put them in angles.txt in the folder (one angle a "
-                         "line), or add the scan to the manifest by hand with angles: [start, stop, step]", t.path)
+        raise InputError(
+            "TIFF stack without rotation angles: put them in angles.txt in the folder (one angle a "
+            "line), or add the scan to the manifest by hand with angles: [start, stop, step]",
+            t.path,
+        )
     resolve_angles(angles, shape[0], angles)
-    found = FoundScan(name="", path=t.path, format="tiff", shape=shape, angles=angles,
-                      notes=[f"angles from {angles.name}"])
+    found = FoundScan(
+        name="", path=t.path, format="tiff", shape=shape, angles=angles, notes=[f"angles from {angles.name}"]
+    )
     for role in ("flats", "darks"):
         files = getattr(t, role)
         spec: Path | list[Path] | None = _frames_spec(files)
         if not files and role in frames_dirs:
-            files = sorted((f for f in frames_dirs[role].iterdir() if f.suffix.lower() in TIFF_SUFFIXES),
-                           key=natural_key)
+            files = sorted(
+                (f for f in frames_dirs[role].iterdir() if f.suffix.lower() in TIFF_SUFFIXES), key=natural_key
+            )
             spec = frames_dirs[role]
         if files:
             px = probe_tiff_stack(files, role)[1:]
@@ -191,8 +228,11 @@ def _verify(found: FoundScan) -> None:
     elif found.format == "txrm":
         raw = txrm.open_txrm(found.path)
     else:
-        spec = {k: ([str(p) for p in v] if isinstance(v, list) else str(v)) for k in ("flats", "darks")
-                if (v := getattr(found, k)) is not None}
+        spec = {
+            k: ([str(p) for p in v] if isinstance(v, list) else str(v))
+            for k in ("flats", "darks")
+            if (v := getattr(found, k)) is not None
+        }
         raw = tiff.open_tiff(str(found.path), angles=str(found.angles), **spec)
     with raw:
         raw.validate()
@@ -255,15 +295,20 @@ def _tiff_scans(w: _Walk, root: Path) -> None:
     for parent, roles in w.frame_dirs.items():
         if per_parent.get(parent, 0) != 1:
             for folder in roles.values():
-                w.unreadable.append(Unreadable(folder, f"flat/dark folder, but {per_parent.get(parent, 0)} TIFF-stack "
-                                               "scans beside it (need exactly one): add flats/darks by hand"))
+                w.unreadable.append(
+                    Unreadable(
+                        folder,
+                        f"flat/dark folder, but {per_parent.get(parent, 0)} TIFF-stack "
+                        "scans beside it (need exactly one): add flats/darks by hand",
+                    )
+                )
     for t in w.tiff_dirs:
         beside = w.frame_dirs.get(t.path.parent, {}) if per_parent[t.path.parent] == 1 else {}
         try:
             w.found.append(_tiff_scan(t, beside, root))
         except TomoflowError as exc:
             w.unreadable.append(Unreadable(t.path, error_reason(exc, t.path)))
-        except Exception as exc:  # noqa: BLE001 - one bad folder never stops the walk
+        except Exception as exc:
             logger.warning("%s: unexpected error", t.path, exc_info=True)
             w.unreadable.append(Unreadable(t.path, f"unexpected error ({type(exc).__name__}: {exc})"))
 
@@ -308,14 +353,18 @@ def scan_archive(
     if not root.is_dir():
         raise InputError("not a folder (expected an archive of raw scans)", root)
     stages = list(pipeline) if pipeline is not None else list(DEFAULT_PIPELINE)
-    names = [s if isinstance(s, str) else s.get("stage") if isinstance(s, dict) else getattr(s, "stage", None)
-             for s in stages]
+    names = [
+        s if isinstance(s, str) else s.get("stage") if isinstance(s, dict) else getattr(s, "stage", None)
+        for s in stages
+    ]
     unknown = [n for n in names if n not in STAGES]
     if unknown:
         raise ConfigError(f"unknown stage(s) {', '.join(map(repr, unknown))}; stages are {', '.join(STAGES)}")
     if "recover" in names:
-        raise ConfigError("recover needs every scan's paired HR volume, which an archive does not tell; add the "
-                          "recover stage and each scan's hr: to the manifest by hand")
+        raise ConfigError(
+            "recover needs every scan's paired HR volume, which an archive does not tell; add the "
+            "recover stage and each scan's hr: to the manifest by hand"
+        )
     out_root = Path(output).absolute() if output is not None else root.with_name(root.name + "-processed")
     walk = _walk(root, out_root)
     found, unreadable, skipped = walk.found, walk.unreadable, walk.skipped
@@ -339,13 +388,14 @@ def scan_archive(
     manifest = None
     if found:
         try:
-            manifest = Manifest(version=1, output=out_root, cluster=cluster, pipeline=stages,
-                                scans=[f.entry_model() for f in found])
+            manifest = Manifest(
+                version=1, output=out_root, cluster=cluster, pipeline=stages, scans=[f.entry_model() for f in found]
+            )
         except ValidationError as exc:
-            raise ConfigError(f"{root}: the manifest of this archive would be invalid\n"
-                              + format_validation_error(exc)) from None
+            raise ConfigError(
+                f"{root}: the manifest of this archive would be invalid\n" + format_validation_error(exc)
+            ) from None
     return ArchiveScan(root=root, manifest=manifest, scans=found, unreadable=unreadable, skipped=skipped)
-
 
 
 def _sniff(path: Path) -> bool:
@@ -373,11 +423,19 @@ def _probe_file(path: Path) -> list[FoundScan | Unreadable]:
             if problem is not None:
                 out.append(Unreadable(path, problem))
             else:
-                out.append(FoundScan(label, path, fmt, shape, entry=entry if len(entries) > 1 else None,
-                                     notes=[f"NeXus entry {entry}"] if len(entries) > 1 else []))
+                out.append(
+                    FoundScan(
+                        label,
+                        path,
+                        fmt,
+                        shape,
+                        entry=entry if len(entries) > 1 else None,
+                        notes=[f"NeXus entry {entry}"] if len(entries) > 1 else [],
+                    )
+                )
         return out
     except TomoflowError as exc:
         return [Unreadable(path, error_reason(exc, path))]
-    except Exception as exc:  # noqa: BLE001 - one bad file never stops the walk
+    except Exception as exc:
         logger.warning("%s: unexpected error", path, exc_info=True)
         return [Unreadable(path, f"unexpected error ({type(exc).__name__}: {exc})")]

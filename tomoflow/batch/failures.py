@@ -10,8 +10,7 @@ from pathlib import Path
 
 from tomoflow.errors import PipelineError, StoreError, TomoflowError, describe_os_error, shorten
 
-__all__ = ["ERROR_CHARS", "exception_chain", "killed_worker", "is_deterministic", "failure_message",
-           "write_problem"]
+__all__ = ["ERROR_CHARS", "exception_chain", "killed_worker", "is_deterministic", "failure_message", "write_problem"]
 
 #: Longest error text kept in a scan's result and report (the full text and traceback are in its log).
 ERROR_CHARS = 2000
@@ -49,8 +48,10 @@ def failure_message(exc: BaseException) -> str:
         return shorten(describe_os_error(exc), ERROR_CHARS)
     text = str(exc).strip() or type(exc).__name__
     if isinstance(exc, StoreError) and "--overwrite" in text:
-        text += (" [tomoflow batch never replaces an output: move that store away to redo the scan with the "
-                 "manifest's inputs and parameters]")
+        text += (
+            " [tomoflow batch never replaces an output: move that store away to redo the scan with the "
+            "manifest's inputs and parameters]"
+        )
     return shorten(text if isinstance(exc, TomoflowError) else f"{type(exc).__name__}: {text}", ERROR_CHARS)
 
 
@@ -62,4 +63,3 @@ def write_problem(exc: BaseException, where: Path) -> str:
         if isinstance(e, OSError) and not isinstance(e, TomoflowError) and e.errno is not None:
             return describe_os_error(e, where)
     return shorten(str(exc) or type(exc).__name__, 300)
-

@@ -36,7 +36,7 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -100,9 +100,11 @@ SHOWN_PROBLEMS = 10
 #: Longest text of one problem in a message.
 PROBLEM_CHARS = 300
 
-_CLUSTER_KINDS_HELP = ("local, local-cuda, slurm[:profile], pbs[:profile], a scheduler address "
-                       "(tcp://host:port, host:port), a scheduler .json file, a cluster settings .yaml "
-                       "file, or none (no cluster: a thread pool in the runner)")
+_CLUSTER_KINDS_HELP = (
+    "local, local-cuda, slurm[:profile], pbs[:profile], a scheduler address "
+    "(tcp://host:port, host:port), a scheduler .json file, a cluster settings .yaml "
+    "file, or none (no cluster: a thread pool in the runner)"
+)
 
 
 class _Model(BaseModel):
@@ -120,7 +122,7 @@ class AngleRange(_Model):
     step: float = Field(allow_inf_nan=False)
 
     @model_validator(mode="after")
-    def _direction(self) -> "AngleRange":
+    def _direction(self) -> AngleRange:
         if self.step == 0 or (self.stop - self.start) / self.step <= 0:
             raise ValueError(f"step {self.step:g} does not lead from start {self.start:g} to stop {self.stop:g}")
         return self
@@ -140,15 +142,15 @@ def _angles_kind(value: Any) -> str | None:
     return None
 
 
-_ANGLES_HELP = ("a list of angles in degrees (one per projection), [start, stop, step], "
-                "{start: .., stop: .., step: ..} or the path of a text file with one angle per line")
+_ANGLES_HELP = (
+    "a list of angles in degrees (one per projection), [start, stop, step], "
+    "{start: .., stop: .., step: ..} or the path of a text file with one angle per line"
+)
 
 Angles = Annotated[
-    Union[
-        Annotated[AngleRange, Tag("range")],
-        Annotated[list[Annotated[float, Field(allow_inf_nan=False)]], Tag("list")],
-        Annotated[Path, Tag("file")],
-    ],
+    Annotated[AngleRange, Tag("range")]
+    | Annotated[list[Annotated[float, Field(allow_inf_nan=False)]], Tag("list")]
+    | Annotated[Path, Tag("file")],
     Discriminator(_angles_kind, custom_error_type="angles", custom_error_message=f"expected {_ANGLES_HELP}"),
 ]
 
@@ -157,52 +159,78 @@ Angles = Annotated[
 class ScanEntry(_Model):
     """One scan of a batch: its raw input, per-scan settings, and which stages it runs."""
 
-    name: str = Field(description="Unique name (case-insensitively); names the scan's output folder "
-                      "<output>/<name>/. Letters, digits, '.', '_', '-'; starts with a letter or digit; at "
-                      "most 128 characters; no '..'.", json_schema_extra={"pattern": NAME_PATTERN})
-    path: Path | None = Field(default=None, description="Raw scan: a DXchange/NeXus HDF5 file, a ZEISS TXRM "
-                              "file, a TIFF file, a folder or glob of TIFF files, or a .npy file. Needed by "
-                              "ingest.")
+    name: str = Field(
+        description="Unique name (case-insensitively); names the scan's output folder "
+        "<output>/<name>/. Letters, digits, '.', '_', '-'; starts with a letter or digit; at "
+        "most 128 characters; no '..'.",
+        json_schema_extra={"pattern": NAME_PATTERN},
+    )
+    path: Path | None = Field(
+        default=None,
+        description="Raw scan: a DXchange/NeXus HDF5 file, a ZEISS TXRM "
+        "file, a TIFF file, a folder or glob of TIFF files, or a .npy file. Needed by "
+        "ingest.",
+    )
     format: Literal[("auto", *FORMATS)] = Field(  # type: ignore[valid-type]
-        default="auto", description="Raw format (tomoflow.io.ingest.FORMATS), or auto (detected).")
-    angles: Angles | None = Field(default=None, description="Rotation angles in degrees, overriding the "
-                                  f"file's (required for TIFF and .npy): {_ANGLES_HELP}. A list of exactly "
-                                  "three numbers is read as [start, stop, step].")
+        default="auto", description="Raw format (tomoflow.io.ingest.FORMATS), or auto (detected)."
+    )
+    angles: Angles | None = Field(
+        default=None,
+        description="Rotation angles in degrees, overriding the "
+        f"file's (required for TIFF and .npy): {_ANGLES_HELP}. A list of exactly "
+        "three numbers is read as [start, stop, step].",
+    )
     center: float | Literal["auto"] | None = Field(
-        default=None, description="Rotation axis column (px) or 'auto'; default: the centre saved in the "
+        default=None,
+        description="Rotation axis column (px) or 'auto'; default: the centre saved in the "
         "scan store, else auto. The starting centre of align (which refines it), or recon's centre when "
-        "align does not run.")
-    pixel_size_um: float | None = Field(default=None, gt=0, allow_inf_nan=False,
-                                        description="Detector pixel size (micrometre), overriding the file's.")
-    energy_kev: float | None = Field(default=None, gt=0, allow_inf_nan=False,
-                                     description="Beam energy (keV), overriding the file's.")
-    flats: Path | list[Path] | None = Field(default=None, description="TIFF / .npy flat fields: a file, "
-                                            "folder, glob or list of files.")
+        "align does not run.",
+    )
+    pixel_size_um: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False, description="Detector pixel size (micrometre), overriding the file's."
+    )
+    energy_kev: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False, description="Beam energy (keV), overriding the file's."
+    )
+    flats: Path | list[Path] | None = Field(
+        default=None, description="TIFF / .npy flat fields: a file, folder, glob or list of files."
+    )
     darks: Path | list[Path] | None = Field(default=None, description="TIFF / .npy dark fields, as flats.")
-    entry: str | None = Field(default=None, min_length=1, description="NeXus NXtomo entry (default: the "
-                              "only one).")
-    hr: Path | None = Field(default=None, description="Paired HR region-of-interest volume store (OME-Zarr) "
-                            "for recover.")
-    hr_scan: str | None = Field(default=None, description="Or: the name of another scan of this manifest "
-                                "whose reconstructed volume is the HR volume (it must run recon, not recover).")
-    volume: Path | None = Field(default=None, description="An existing LFOV volume store that recover "
-                                "uses, for a scan that does not run recon.")
-    stages: list[StageName] | None = Field(default=None, description="The pipeline stages this scan "
-                                           "runs (default: all).")
+    entry: str | None = Field(default=None, min_length=1, description="NeXus NXtomo entry (default: the only one).")
+    hr: Path | None = Field(
+        default=None, description="Paired HR region-of-interest volume store (OME-Zarr) for recover."
+    )
+    hr_scan: str | None = Field(
+        default=None,
+        description="Or: the name of another scan of this manifest "
+        "whose reconstructed volume is the HR volume (it must run recon, not recover).",
+    )
+    volume: Path | None = Field(
+        default=None, description="An existing LFOV volume store that recover uses, for a scan that does not run recon."
+    )
+    stages: list[StageName] | None = Field(
+        default=None, description="The pipeline stages this scan runs (default: all)."
+    )
     overrides: dict[StageName, dict[str, Any]] = Field(
-        default_factory=dict, description="Per-stage option overrides for this scan, e.g. "
-        "{recon: {algorithm: sirt}}; checked like the pipeline's options.")
+        default_factory=dict,
+        description="Per-stage option overrides for this scan, e.g. "
+        "{recon: {algorithm: sirt}}; checked like the pipeline's options.",
+    )
 
     @field_validator("name")
     @classmethod
     def _safe_name(cls, value: str) -> str:
         if not _NAME_RE.match(value) or ".." in value or value.split(".")[0].lower() in _RESERVED:
-            raise ValueError(f"{value!r} is not a safe scan name: use letters, digits, '.', '_' and '-', start "
-                             "with a letter or digit, at most 128 characters, no '..' (it names the scan's "
-                             "output folder)")
+            raise ValueError(
+                f"{value!r} is not a safe scan name: use letters, digits, '.', '_' and '-', start "
+                "with a letter or digit, at most 128 characters, no '..' (it names the scan's "
+                "output folder)"
+            )
         if value.lower() in REPORT_NAMES:
-            raise ValueError(f"{value!r} is taken by the batch report ({', '.join(REPORT_NAMES)} are in the output "
-                             "root); rename the scan")
+            raise ValueError(
+                f"{value!r} is taken by the batch report ({', '.join(REPORT_NAMES)} are in the output "
+                "root); rename the scan"
+            )
         return value
 
     @field_validator("angles", mode="before")
@@ -259,12 +287,15 @@ class ScanEntry(_Model):
         return "hdf5" if suffix in HDF5_SUFFIXES else None
 
     @model_validator(mode="after")
-    def _format_options(self) -> "ScanEntry":
+    def _format_options(self) -> ScanEntry:
         fmt = self.known_format()
         problems = []
         if fmt not in (None, "tiff", "numpy"):
-            problems += [((k,), "flats and darks are given for TIFF and .npy scans only (others hold their own)")
-                         for k in ("flats", "darks") if getattr(self, k) is not None]
+            problems += [
+                ((k,), "flats and darks are given for TIFF and .npy scans only (others hold their own)")
+                for k in ("flats", "darks")
+                if getattr(self, k) is not None
+            ]
         if fmt not in (None, "nexus", "hdf5") and self.entry is not None:
             problems.append((("entry",), "entry applies to NeXus files only"))
         if fmt in ("tiff", "numpy") and self.angles is None:
@@ -272,8 +303,13 @@ class ScanEntry(_Model):
         if self.hr is not None and self.hr_scan is not None:
             problems.append((("hr_scan",), "give hr (a volume store) or hr_scan (a scan's name), not both"))
         if problems:
-            raise validation_error("ScanEntry", [(loc, f"{msg} (format {fmt})" if loc[0] != "hr_scan" else msg,
-                                         getattr(self, loc[0])) for loc, msg in problems])
+            raise validation_error(
+                "ScanEntry",
+                [
+                    (loc, f"{msg} (format {fmt})" if loc[0] != "hr_scan" else msg, getattr(self, loc[0]))
+                    for loc, msg in problems
+                ],
+            )
         return self
 
     def ingest_kwargs(self) -> dict[str, Any]:
@@ -340,12 +376,15 @@ class Manifest(_Model):
     version: Literal[1] = Field(description="Manifest format version.")
     output: Path = Field(description="Output root; scan <name> writes only under <output>/<name>/.")
     cluster: str = Field(default="local", min_length=1, description=f"Where to run: {_CLUSTER_KINDS_HELP}.")
-    retries: int = Field(default=2, ge=0, description="Times a failed scan is retried before it is reported "
-                         "failed.")
-    max_scans_in_flight: int | None = Field(default=None, ge=1, description="Most scans processed at once "
-                                            "(default: as the cluster allows).")
-    pipeline: list[StageSpec] = Field(min_length=1, description="Stages in order (ingest, align, recon, recover); "
-                                      "a bare stage name keeps its defaults.", json_schema_extra=_bare_name_schema)
+    retries: int = Field(default=2, ge=0, description="Times a failed scan is retried before it is reported failed.")
+    max_scans_in_flight: int | None = Field(
+        default=None, ge=1, description="Most scans processed at once (default: as the cluster allows)."
+    )
+    pipeline: list[StageSpec] = Field(
+        min_length=1,
+        description="Stages in order (ingest, align, recon, recover); a bare stage name keeps its defaults.",
+        json_schema_extra=_bare_name_schema,
+    )
     scans: list[ScanEntry] = Field(min_length=1, description="The scans.")
 
     @field_validator("pipeline", mode="before")
@@ -385,27 +424,34 @@ class Manifest(_Model):
         return stages
 
     @model_validator(mode="after")
-    def _scans_fit_pipeline(self, info: ValidationInfo) -> "Manifest":
+    def _scans_fit_pipeline(self, info: ValidationInfo) -> Manifest:
         problems: list[Any] = []
         seen: dict[str, int] = {}
         for i, scan in enumerate(self.scans):
             key = scan.name.lower()
             if key in seen:
-                problems.append((("scans", i, "name"), f"{scan.name!r} is the name of scans[{seen[key]}] too "
-                                 "(names are compared ignoring case: they name output folders)", scan.name))
+                problems.append(
+                    (
+                        ("scans", i, "name"),
+                        f"{scan.name!r} is the name of scans[{seen[key]}] too "
+                        "(names are compared ignoring case: they name output folders)",
+                        scan.name,
+                    )
+                )
             seen.setdefault(key, i)
         by_name = {s.name: s for s in self.scans}
         for i, scan in enumerate(self.scans):
-            problems += [{**p, "loc": ("scans", i, *p["loc"])} if isinstance(p, dict) else (("scans", i, *p[0]), *p[1:])
-                         for p in self._scan_problems(scan, by_name, info)]
+            problems += [
+                {**p, "loc": ("scans", i, *p["loc"])} if isinstance(p, dict) else (("scans", i, *p[0]), *p[1:])
+                for p in self._scan_problems(scan, by_name, info)
+            ]
         problems += self._overlaps()
         if problems:
             raise validation_error("Manifest", problems)
         return self
 
     # --------------------------------------------------------------- checks of one scan
-    def _scan_problems(self, scan: ScanEntry, by_name: dict[str, ScanEntry], info: ValidationInfo | None
-                       ) -> list[Any]:
+    def _scan_problems(self, scan: ScanEntry, by_name: dict[str, ScanEntry], info: ValidationInfo | None) -> list[Any]:
         pipeline = [s.stage for s in self.pipeline]
         out: list[Any] = []
         if scan.stages is not None:
@@ -423,11 +469,22 @@ class Manifest(_Model):
             out.append((("stages",), "align and recon need ingest", scan.stages))
         if "recover" in runs:
             if scan.hr is None and scan.hr_scan is None:
-                out.append((("hr",), "recover needs the paired HR volume: give hr (a volume store) or hr_scan "
-                            "(the name of the HR scan in this manifest)", None))
+                out.append(
+                    (
+                        ("hr",),
+                        "recover needs the paired HR volume: give hr (a volume store) or hr_scan "
+                        "(the name of the HR scan in this manifest)",
+                        None,
+                    )
+                )
             if "recon" in runs and scan.volume is not None:
-                out.append((("volume",), "recon makes this scan's volume; drop volume, or recon from its stages",
-                            str(scan.volume)))
+                out.append(
+                    (
+                        ("volume",),
+                        "recon makes this scan's volume; drop volume, or recon from its stages",
+                        str(scan.volume),
+                    )
+                )
             if "recon" not in runs and scan.volume is None:
                 out.append((("volume",), "recover needs recon, or an existing LFOV volume store (volume)", None))
         elif scan.volume is not None:
@@ -438,8 +495,13 @@ class Manifest(_Model):
                 why = "is this scan" if target is scan else "is no scan of this manifest"
                 out.append((("hr_scan",), f"{scan.hr_scan!r} {why}", scan.hr_scan))
             elif "recon" not in self.stage_names(target) or "recover" in self.stage_names(target):
-                out.append((("hr_scan",), f"scan {scan.hr_scan!r} must run recon (its volume is the HR) and not "
-                            "recover", scan.hr_scan))
+                out.append(
+                    (
+                        ("hr_scan",),
+                        f"scan {scan.hr_scan!r} must run recon (its volume is the HR) and not recover",
+                        scan.hr_scan,
+                    )
+                )
         for stage, options in scan.overrides.items():
             if stage not in runs:
                 out.append((("overrides", stage), f"this scan does not run {stage}", options))
@@ -448,8 +510,9 @@ class Manifest(_Model):
                 out.append((("overrides", stage, "stage"), "a stage's override cannot change its stage", options))
                 continue
             try:
-                merged = STAGE_MODELS[stage].model_validate(_override(self._pipeline_stage(stage), options),
-                                                            context=info.context if info is not None else None)
+                merged = STAGE_MODELS[stage].model_validate(
+                    _override(self._pipeline_stage(stage), options), context=info.context if info is not None else None
+                )
             except ValidationError as exc:
                 out += [{**e, "loc": ("overrides", stage, *e["loc"])} for e in exc.errors()]
                 continue
@@ -471,8 +534,13 @@ class Manifest(_Model):
                     continue
                 j = next((folders[a] for a in (src, *src.parents) if a in folders), None)
                 if j is not None:
-                    out.append((("scans", i), f"its input {p} is inside the output folder of scans[{j}] "
-                                f"({self.scans[j].name})", str(p)))
+                    out.append(
+                        (
+                            ("scans", i),
+                            f"its input {p} is inside the output folder of scans[{j}] ({self.scans[j].name})",
+                            str(p),
+                        )
+                    )
         return out
 
     # --------------------------------------------------------------- for the runner
@@ -524,8 +592,10 @@ def scan_outputs(manifest: Manifest, scan: ScanEntry | str) -> dict[str, Path]:
     root = real_path(manifest.output)
     real = real_path(folder)
     if root not in real.parents:
-        raise ConfigError(f"{folder}: the output folder of scan {entry.name!r} is not inside the output root "
-                          f"{manifest.output} (it resolves to {real})")
+        raise ConfigError(
+            f"{folder}: the output folder of scan {entry.name!r} is not inside the output root "
+            f"{manifest.output} (it resolves to {real})"
+        )
     return {"dir": folder, **{k: folder / v for k, v in OUTPUT_NAMES.items()}}
 
 
@@ -537,7 +607,7 @@ def missing_inputs(manifest: Manifest) -> list[str]:
         where = f"scans[{i}] ({scan.name})"
         for key in ("path", "angles", "flats", "darks", "hr", "volume"):
             value = getattr(scan, key)
-            for p in (value if isinstance(value, list) else [value]):
+            for p in value if isinstance(value, list) else [value]:
                 if not isinstance(p, Path):
                     continue
                 text = str(p)
@@ -549,8 +619,11 @@ def missing_inputs(manifest: Manifest) -> list[str]:
                 elif key in ("hr", "volume") and not (p / "zarr.json").is_file():
                     out.append(f"{where}.{key}: {text} (not a zarr store: no zarr.json)")
     models = [("pipeline", s) for s in manifest.pipeline if s.stage == "recover"]
-    models += [(f"scans[{i}] ({s.name}).overrides", s.overrides["recover"]) for i, s in enumerate(manifest.scans)
-               if "recover" in s.overrides]
+    models += [
+        (f"scans[{i}] ({s.name}).overrides", s.overrides["recover"])
+        for i, s in enumerate(manifest.scans)
+        if "recover" in s.overrides
+    ]
     for where, stage in models:
         model = stage.model if isinstance(stage, BaseModel) else stage.get("model")
         if isinstance(model, Path):
@@ -590,8 +663,9 @@ def load_manifest(path: str | os.PathLike, *, check_files: bool = True) -> Manif
     p = Path(path)
     doc = read_document(p)
     if not isinstance(doc, dict):
-        raise ConfigError(f"{p}: a batch manifest is a mapping (version, output, pipeline, scans, ...), "
-                          f"not {type(doc).__name__}")
+        raise ConfigError(
+            f"{p}: a batch manifest is a mapping (version, output, pipeline, scans, ...), not {type(doc).__name__}"
+        )
     try:
         manifest = Manifest.model_validate(doc, context={"base_dir": p.absolute().parent})
     except ValidationError as exc:
@@ -599,8 +673,11 @@ def load_manifest(path: str | os.PathLike, *, check_files: bool = True) -> Manif
     if check_files:
         missing = missing_inputs(manifest)
         if missing:
-            raise InputError(f"{len(missing):,} input(s) of the manifest missing: "
-                             + summarise(missing, SHOWN_PROBLEMS, sep="; ", last="; and "), p)
+            raise InputError(
+                f"{len(missing):,} input(s) of the manifest missing: "
+                + summarise(missing, SHOWN_PROBLEMS, sep="; ", last="; and "),
+                p,
+            )
     return manifest
 
 
@@ -653,8 +730,11 @@ def _describe(loc: tuple[Any, ...]) -> tuple[str, list[str] | None]:
     """``loc`` as text (``scans[2].overrides.align.foo``; union tags dropped) and the keys allowed in
     the mapping ``loc`` points into (None when it is not a model)."""
     child: dict[tuple[Any, str], Any] = {
-        (Manifest, "pipeline"): "tag", (Manifest, "scans"): ScanEntry, (ScanEntry, "angles"): "tag",
-        (ScanEntry, "overrides"): "overrides", (RecoverStage, "train"): TrainOptions,
+        (Manifest, "pipeline"): "tag",
+        (Manifest, "scans"): ScanEntry,
+        (ScanEntry, "angles"): "tag",
+        (ScanEntry, "overrides"): "overrides",
+        (RecoverStage, "train"): TrainOptions,
     }
     tagged = {**STAGE_MODELS, "range": AngleRange}
     model: Any = Manifest  # a model class, "tag" (next part names a union member), "overrides" or None
@@ -691,8 +771,11 @@ def format_validation_error(exc: ValidationError, indent: str = "  ", *, first: 
             msg = "unknown key" + (f" (known here: {', '.join(known)})" if known else "")
         else:
             where, _ = _describe(loc)
-            if kind in ("string_type", "path_type") and isinstance(inp, (int, float, bool)) or (
-                    kind == "string_type" and inp.__class__.__name__ in ("date", "datetime")):
+            if (
+                kind in ("string_type", "path_type")
+                and isinstance(inp, (int, float, bool))
+                or (kind == "string_type" and inp.__class__.__name__ in ("date", "datetime"))
+            ):
                 msg += f" (got {inp!r}: put it in quotes in YAML)"
             elif kind not in ("missing", "manifest", "value_error") and isinstance(inp, (str, int, float, bool)):
                 shown = repr(inp) if len(repr(inp)) <= 80 else repr(inp)[:77] + "..."

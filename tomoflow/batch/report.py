@@ -33,8 +33,16 @@ from tomoflow.io.output import plan_file, write_file
 from tomoflow.io.stages import STAGES_GROUP
 from tomoflow.io.volume_store import VolumeStore
 
-__all__ = ["write_report", "write_report_file", "write_thumbnail", "report_document", "report_html",
-           "DaskPerformanceReport", "THUMBNAIL_PX", "EMBED_LIMIT"]
+__all__ = [
+    "write_report",
+    "write_report_file",
+    "write_thumbnail",
+    "report_document",
+    "report_html",
+    "DaskPerformanceReport",
+    "THUMBNAIL_PX",
+    "EMBED_LIMIT",
+]
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +56,7 @@ EMBED_LIMIT = 1000
 REPORT_KINDS = {".json": "batch-report", ".html": "batch-report", ".log": "log", ".png": "picture"}
 
 
-def write_report_file(path: Path, content: "str | bytes | Any") -> Path:
+def write_report_file(path: Path, content: str | bytes | Any) -> Path:
     """Write one file of a batch's report (JSON document, HTML page, log text, PNG writer) through the
     file policy: stamped, atomic, never inside a store, never over a file tomoflow did not write (a
     :class:`~tomoflow.errors.StoreError` naming it). A report file tomoflow wrote is rewritten: the
@@ -83,7 +91,6 @@ def thumbnail_image(store: str | os.PathLike, size: int = THUMBNAIL_PX) -> np.nd
     still at least ``size`` pixels wide (level 0 for a small volume)."""
     from PIL import Image
 
-
     v = VolumeStore.open(store)
     level = 0
     for k in range(v.n_levels):
@@ -92,15 +99,20 @@ def thumbnail_image(store: str | os.PathLike, size: int = THUMBNAIL_PX) -> np.nd
     arr = v.level(level)
     img = np.asarray(arr[arr.shape[0] // 2], dtype=np.float32)
     finite = np.isfinite(img)
-    lo, hi = (np.percentile(img[finite], [1, 99]) if finite.any() else (0.0, 1.0))
+    lo, hi = np.percentile(img[finite], [1, 99]) if finite.any() else (0.0, 1.0)
     scaled = np.clip((np.nan_to_num(img, nan=lo) - lo) / (hi - lo if hi > lo else 1.0), 0, 1)
     pic = Image.fromarray((scaled * 255).astype(np.uint8))
     pic.thumbnail((size, size), Image.Resampling.LANCZOS)
     return np.asarray(pic)
 
 
-def write_thumbnail(store: str | os.PathLike, png: str | os.PathLike, *, relative_to: str | os.PathLike | None = None,
-                    size: int = THUMBNAIL_PX) -> str:
+def write_thumbnail(
+    store: str | os.PathLike,
+    png: str | os.PathLike,
+    *,
+    relative_to: str | os.PathLike | None = None,
+    size: int = THUMBNAIL_PX,
+) -> str:
     """Write the thumbnail of a volume store (:func:`thumbnail_image`) as a PNG, unless one newer than
     the store's last completed stage is there already; returns its path (relative to ``relative_to``)."""
     from PIL import Image
@@ -189,44 +201,75 @@ def report_html(doc: dict[str, Any], report_dir: Path) -> str:
     for s in doc["scans"]:
         stages = "<br>".join(
             f'{e(st["stage"])}: <span class="{e(st["status"])}">{e(st["status"])}</span> {st["seconds"]:.1f} s'
-            + (f' (computed in {st["recorded_seconds"]:.1f} s)' if st["status"] == "skipped-complete"
-               and st["recorded_seconds"] is not None else "")
-            for st in s["stages"])
+            + (
+                f" (computed in {st['recorded_seconds']:.1f} s)"
+                if st["status"] == "skipped-complete" and st["recorded_seconds"] is not None
+                else ""
+            )
+            for st in s["stages"]
+        )
         al = s.get("alignment") or {}
-        residual = "-" if not al else (f'{_f(al.get("residual_rms_px"), ".3f")} px rms, '
-                                       f'{_f(al.get("residual_max_px"), ".3f")} max ({e(str(al.get("method")))}, '
-                                       f'{"converged" if al.get("converged") else "not converged"})')
+        residual = (
+            "-"
+            if not al
+            else (
+                f"{_f(al.get('residual_rms_px'), '.3f')} px rms, "
+                f"{_f(al.get('residual_max_px'), '.3f')} max ({e(str(al.get('method')))}, "
+                f"{'converged' if al.get('converged') else 'not converged'})"
+            )
+        )
         error = ""
         if s.get("error"):
-            where = f'[{e(s["failed_stage"])}] ' if s.get("failed_stage") else ""
-            error = f'{where}{e(s["error"])}'
+            where = f"[{e(s['failed_stage'])}] " if s.get("failed_stage") else ""
+            error = f"{where}{e(s['error'])}"
             if s.get("retried_after"):
-                error += f'<br>(after {len(s["retried_after"])} retried failure(s))'
+                error += f"<br>(after {len(s['retried_after'])} retried failure(s))"
         if s.get("log"):
-            error += (f'<br><a href="{e(Path(s["log"]).as_posix(), quote=True)}">traceback</a>' if error
-                      else f'<a href="{e(Path(s["log"]).as_posix(), quote=True)}">log of retried failures</a>')
+            error += (
+                f'<br><a href="{e(Path(s["log"]).as_posix(), quote=True)}">traceback</a>'
+                if error
+                else f'<a href="{e(Path(s["log"]).as_posix(), quote=True)}">log of retried failures</a>'
+            )
         rows.append(
             f'<tr><td>{e(s["name"])}</td><td class="{e(s["status"])}">{e(s["status"])}</td><td>{stages}</td>'
             f'<td class="num">{_f(s.get("center"))}</td><td>{residual}</td><td class="num">{s["attempts"]}</td>'
             f'<td class="num">{s["seconds"]:.1f}</td><td class="error">{error}</td>'
-            f'<td>{_img(report_dir, s.get("thumbnail"), embed)}</td></tr>')
-    head = "".join(f"<th>{h}</th>" for h in ("scan", "status", "stages (this run)", "centre (px)",
-                                             "alignment residual", "attempts", "seconds", "error", "central slice"))
-    summary = (f'{c.get("complete", 0)} complete, {c.get("skipped-complete", 0)} already complete (skipped), '
-               f'{c.get("failed", 0)} failed, {c.get("pending", 0)} pending, of {doc["scans_total"]} scans '
-               f'in {doc["seconds"]:.1f} s')
-    perf_link = (f' &middot; <a href="{e(Path(perf).as_posix(), quote=True)}">Dask performance report</a>'
-                 if perf else "")
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>tomoflow batch report</title>'
-            f"<style>{_CSS}</style></head><body>\n<h1>tomoflow batch report</h1>\n"
-            f'<p>{e(summary)}. Output root <code>{e(doc["output"])}</code>; pipeline {e(", ".join(doc["pipeline"]))}; '
-            f'report {e(state)}, written {e(doc["written"])}{perf_link}.</p>\n'
-            f"<table><thead><tr>{head}</tr></thead><tbody>\n" + "\n".join(rows)
-            + "\n</tbody></table></body></html>\n")
+            f"<td>{_img(report_dir, s.get('thumbnail'), embed)}</td></tr>"
+        )
+    head = "".join(
+        f"<th>{h}</th>"
+        for h in (
+            "scan",
+            "status",
+            "stages (this run)",
+            "centre (px)",
+            "alignment residual",
+            "attempts",
+            "seconds",
+            "error",
+            "central slice",
+        )
+    )
+    summary = (
+        f"{c.get('complete', 0)} complete, {c.get('skipped-complete', 0)} already complete (skipped), "
+        f"{c.get('failed', 0)} failed, {c.get('pending', 0)} pending, of {doc['scans_total']} scans "
+        f"in {doc['seconds']:.1f} s"
+    )
+    perf_link = (
+        f' &middot; <a href="{e(Path(perf).as_posix(), quote=True)}">Dask performance report</a>' if perf else ""
+    )
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>tomoflow batch report</title>'
+        f"<style>{_CSS}</style></head><body>\n<h1>tomoflow batch report</h1>\n"
+        f"<p>{e(summary)}. Output root <code>{e(doc['output'])}</code>; pipeline {e(', '.join(doc['pipeline']))}; "
+        f"report {e(state)}, written {e(doc['written'])}{perf_link}.</p>\n"
+        f"<table><thead><tr>{head}</tr></thead><tbody>\n" + "\n".join(rows) + "\n</tbody></table></body></html>\n"
+    )
 
 
-def write_report(result: BatchResult, manifest: Manifest, report_dir: str | os.PathLike, *,
-                 final: bool = True) -> tuple[Path, Path]:
+def write_report(
+    result: BatchResult, manifest: Manifest, report_dir: str | os.PathLike, *, final: bool = True
+) -> tuple[Path, Path]:
     """Write ``batch-report.json`` and ``batch-report.html`` into ``report_dir``; returns their paths."""
     rdir = Path(report_dir)
     rdir.mkdir(parents=True, exist_ok=True)
@@ -253,7 +296,7 @@ class DaskPerformanceReport:
         log.warning("cannot %s the Dask performance report %s (%s)", doing, self.path, self.error)
         log.debug("the Dask performance report failed", exc_info=True)
 
-    def __enter__(self) -> "DaskPerformanceReport":
+    def __enter__(self) -> DaskPerformanceReport:
         if self.client is None or self.path is None:
             return self
         from distributed import performance_report

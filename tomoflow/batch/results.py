@@ -11,8 +11,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["StageResult", "ScanResult", "BatchResult", "BatchEvent", "Progress", "COMPLETE", "SKIPPED", "FAILED",
-           "PENDING"]
+__all__ = [
+    "StageResult",
+    "ScanResult",
+    "BatchResult",
+    "BatchEvent",
+    "Progress",
+    "COMPLETE",
+    "SKIPPED",
+    "FAILED",
+    "PENDING",
+]
 
 #: Scan and stage statuses.
 COMPLETE, SKIPPED, FAILED, PENDING = "complete", "skipped-complete", "failed", "pending"

@@ -108,16 +108,20 @@ def preflight(manifest: Manifest, report_dir: str | os.PathLike | None = None) -
     """
     missing = missing_inputs(manifest)
     if missing:
-        raise InputError(f"{len(missing):,} input(s) of the manifest missing: "
-                         + summarise(missing, SHOWN_PROBLEMS, sep="; ", last="; and "))
+        raise InputError(
+            f"{len(missing):,} input(s) of the manifest missing: "
+            + summarise(missing, SHOWN_PROBLEMS, sep="; ", last="; and ")
+        )
     layouts: dict[str, dict[str, Path]] = {}
     owners: dict[Path, str] = {}
     problems = []
     for scan in manifest.scans:
         if scan.name.lower() in _RESERVED:
             taken = ", ".join(sorted(_RESERVED))
-            problems.append(f"scan {scan.name!r}: the name is taken by the batch report ({taken} are files of the "
-                            "output root); rename the scan")
+            problems.append(
+                f"scan {scan.name!r}: the name is taken by the batch report ({taken} are files of the "
+                "output root); rename the scan"
+            )
             continue
         out = scan_outputs(manifest, scan)  # ConfigError when a link leads out of the root
         real = real_path(out["dir"])
@@ -133,10 +137,10 @@ def preflight(manifest: Manifest, report_dir: str | os.PathLike | None = None) -
         if inside is not None:
             problems.append(f"report folder {report_dir} lies in the output folder of scan {inside!r}")
     if problems:
-        raise ConfigError(f"{manifest.output}: the batch cannot run: " + summarise(problems, SHOWN_PROBLEMS, sep="; ",
-                                                                                  last="; and "))
+        raise ConfigError(
+            f"{manifest.output}: the batch cannot run: " + summarise(problems, SHOWN_PROBLEMS, sep="; ", last="; and ")
+        )
     return layouts
-
 
 
 def _default_in_flight(manifest: Manifest, client: Any) -> int:
@@ -201,8 +205,12 @@ def run_batch(
     rdir = Path(report_dir) if report_dir is not None else Path(manifest.output)
     layouts = preflight(manifest, rdir)
     # the report's files, by the file policy, before anything starts: never a user's file, never in a store
-    plan_files(rdir, {REPORT_JSON: "batch-report", REPORT_HTML: "batch-report", PERFORMANCE_REPORT: "batch-report"},
-               renew=[REPORT_JSON, REPORT_HTML, PERFORMANCE_REPORT], option="report folder")
+    plan_files(
+        rdir,
+        {REPORT_JSON: "batch-report", REPORT_HTML: "batch-report", PERFORMANCE_REPORT: "batch-report"},
+        renew=[REPORT_JSON, REPORT_HTML, PERFORMANCE_REPORT],
+        option="report folder",
+    )
     root = Path(manifest.output)
     if root.is_dir():
         check_unlocked(root, root=True)  # refuse a second runner before asking the cluster anything
@@ -213,13 +221,20 @@ def run_batch(
     except OSError as exc:
         raise StoreError(f"{root}: cannot create the output root ({describe_os_error(exc)})") from None
     with output_lock(root, what="batch output root", root=True):
-        return _run_locked(manifest, client, layouts, rdir, progress, n_flight, performance_report,
-                           report_every_s, t0)
+        return _run_locked(manifest, client, layouts, rdir, progress, n_flight, performance_report, report_every_s, t0)
 
 
-def _run_locked(manifest: Manifest, client: Any, layouts: dict[str, dict[str, Path]], rdir: Path,
-                progress: Progress | None, n_flight: int, performance_report: bool, report_every_s: float,
-                t0: float) -> BatchResult:
+def _run_locked(
+    manifest: Manifest,
+    client: Any,
+    layouts: dict[str, dict[str, Path]],
+    rdir: Path,
+    progress: Progress | None,
+    n_flight: int,
+    performance_report: bool,
+    report_every_s: float,
+    t0: float,
+) -> BatchResult:
     """:func:`run_batch` once the output root's lock is held."""
     try:
         rdir.mkdir(parents=True, exist_ok=True)
@@ -230,8 +245,9 @@ def _run_locked(manifest: Manifest, client: Any, layouts: dict[str, dict[str, Pa
     order = sorted(manifest.scans, key=lambda s: s.name not in batch.done_events)
     perf = rdir / PERFORMANCE_REPORT if performance_report and client is not None else None
     result = BatchResult(scans=[], performance_report=perf, report_dir=rdir)
-    batch.emit(BatchEvent("batch-start", total=len(order), info={"max_in_flight": n_flight,
-                                                                "output": str(manifest.output)}))
+    batch.emit(
+        BatchEvent("batch-start", total=len(order), info={"max_in_flight": n_flight, "output": str(manifest.output)})
+    )
 
     def snapshot(final: bool) -> None:
         result.scans = batch.scan_results()

@@ -123,13 +123,17 @@ class ScanRunner:
                     break
                 except Exception as exc:  # noqa: BLE001 - one scan's failure must not stop the batch
                     r.failed_stage = r.stages[-1].stage if r.stages and r.stages[-1].status == FAILED else None
-                    self.failures.append(f"attempt {attempt}, stage {r.failed_stage or '-'}, {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
-                                         + "".join(traceback.format_exception(exc)))
+                    self.failures.append(
+                        f"attempt {attempt}, stage {r.failed_stage or '-'}, {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+                        + "".join(traceback.format_exception(exc))
+                    )
                     killed = killed_worker(exc)
                     if killed is not None:
                         r.status, r.error_type = FAILED, "KilledWorker"
-                        r.error = (f"{r.failed_stage or 'a'} task of this scan killed the workers that ran it, one "
-                                   f"after the other (out of memory? a crash?); not retried. {failure_message(killed)}")
+                        r.error = (
+                            f"{r.failed_stage or 'a'} task of this scan killed the workers that ran it, one "
+                            f"after the other (out of memory? a crash?); not retried. {failure_message(killed)}"
+                        )
                         break
                     r.status, r.error, r.error_type = FAILED, failure_message(exc), type(exc).__name__
                     if self.batch.stop.is_set() and not is_deterministic(exc):
@@ -137,8 +141,9 @@ class ScanRunner:
                         break
                     if is_deterministic(exc) or attempt > retries:
                         break
-                    log.warning("scan %s, attempt %d failed (%s); retrying", self.scan.name, attempt,
-                                shorten(r.error, 300))
+                    log.warning(
+                        "scan %s, attempt %d failed (%s); retrying", self.scan.name, attempt, shorten(r.error, 300)
+                    )
                     r.retried_after.append(r.error)
         finally:
             r.seconds = time.perf_counter() - t0
@@ -154,8 +159,10 @@ class ScanRunner:
         try:
             self._describe()
         except Exception as exc:  # noqa: BLE001 - a report detail must not fail the scan
-            self.batch.warn(f"scan {self.scan.name}: cannot describe its outputs for the report: "
-                            f"{failure_message(exc)}", key=("describe", type(exc).__name__))
+            self.batch.warn(
+                f"scan {self.scan.name}: cannot describe its outputs for the report: {failure_message(exc)}",
+                key=("describe", type(exc).__name__),
+            )
         self._write_log()
         try:
             self.out["dir"].mkdir(parents=True, exist_ok=True)
@@ -176,9 +183,12 @@ class ScanRunner:
                 except OSError:
                     pass
             return
-        head = (f"tomoflow {__version__} batch: scan {self.scan.name}: {r.status}"
-                + (f" in stage {r.failed_stage}" if r.failed_stage else "") + f" after {r.attempts} attempt(s)\n"
-                + f"manifest output {self.batch.manifest.output}\n\n")
+        head = (
+            f"tomoflow {__version__} batch: scan {self.scan.name}: {r.status}"
+            + (f" in stage {r.failed_stage}" if r.failed_stage else "")
+            + f" after {r.attempts} attempt(s)\n"
+            + f"manifest output {self.batch.manifest.output}\n\n"
+        )
         try:
             _write_text(path, head + "\n".join(self.failures))
         except (OSError, TomoflowError) as exc:
@@ -234,8 +244,7 @@ class ScanRunner:
             def ingest() -> Any:
                 if client is None:
                     return ingest_task(str(scan.path), str(scan_store), kwargs, settings)
-                fut = client.submit(ingest_task, str(scan.path), str(scan_store), kwargs, settings, key=key,
-                                    pure=False)
+                fut = client.submit(ingest_task, str(scan.path), str(scan_store), kwargs, settings, key=key, pure=False)
                 try:
                     return fut.result()
                 finally:
@@ -245,9 +254,18 @@ class ScanRunner:
         source = scan_store
         if "align" in stages:
             opts = stages["align"].kwargs()
-            self._stage("align", lambda: align_scan(scan_store, out["aligned"], center=scan.center, client=client,
-                                                    progress=self._progress("align"), **opts),
-                        [(out["aligned"], "align")])
+            self._stage(
+                "align",
+                lambda: align_scan(
+                    scan_store,
+                    out["aligned"],
+                    center=scan.center,
+                    client=client,
+                    progress=self._progress("align"),
+                    **opts,
+                ),
+                [(out["aligned"], "align")],
+            )
             source = out["aligned"]
         if "recon" in stages:
             center = None if "align" in stages else scan.center  # the aligned store holds the refined centre
@@ -259,10 +277,12 @@ class ScanRunner:
                     settings = _config.get().model_dump()
                     threads = res.task_threads
                     gpu = {"GPU": 1} if res.gpus > 0 and settings.get("device") != "cpu" else None
-                    return self._task("recon", recon_task,
-                                      (str(source), str(out["volume"]), center, opts, settings, threads), gpu)
-                return reconstruct_scan(source, out["volume"], center=center, client=client,
-                                        progress=self._progress("recon"), **opts)
+                    return self._task(
+                        "recon", recon_task, (str(source), str(out["volume"]), center, opts, settings, threads), gpu
+                    )
+                return reconstruct_scan(
+                    source, out["volume"], center=center, client=client, progress=self._progress("recon"), **opts
+                )
 
             self._stage("recon", recon, [(out["volume"], "recon")])
         if "recover" in stages:
@@ -283,8 +303,9 @@ class ScanRunner:
             h = VolumeStore.open(hr)
             hr_um = volume_voxel_um(h, str(hr))
             ids = {"hr": identity_of(hr), "lfov": identity_of(lfov)}
-            reg_fp = fingerprint("register", inputs=ids, params={"dof": stage.dof,
-                                                                  "max_rotation_deg": stage.max_rotation_deg})
+            reg_fp = fingerprint(
+                "register", inputs=ids, params={"dof": stage.dof, "max_rotation_deg": stage.max_rotation_deg}
+            )
             reg_path = out["registration"]
 
             def registration() -> dict[str, Any]:
@@ -301,8 +322,9 @@ class ScanRunner:
             reg = self._stage("register", registration, [(reg_path, "")])
             options = stage.training().kwargs()
             shown = {k: (v.to_dict() if hasattr(v, "to_dict") else v) for k, v in options.items()}
-            train_fp = fingerprint("train", inputs={**ids, "registration": reg_fp},
-                                   params={**shown, "matrix": reg["matrix"]})
+            train_fp = fingerprint(
+                "train", inputs={**ids, "registration": reg_fp}, params={**shown, "matrix": reg["matrix"]}
+            )
             train_dir = out["training"]
             marker = train_dir / TRAINING_MARKER
 
@@ -311,12 +333,24 @@ class ScanRunner:
                     return Path(_read_json(marker)["weights"])
                 t0 = time.perf_counter()
                 threads = self.batch.resources.task_threads if self.batch.resources is not None else None
-                source = {"hr": str(hr), "lfov": str(lfov), "registration": str(reg_path), "matrix": reg["matrix"],
-                          "ncc": reg.get("ncc")}
+                source = {
+                    "hr": str(hr),
+                    "lfov": str(lfov),
+                    "registration": str(reg_path),
+                    "matrix": reg["matrix"],
+                    "ncc": reg.get("ncc"),
+                }
                 args = (str(hr), str(lfov), reg["matrix"], str(train_dir), options, device, threads, source)
                 res = self._task("train-recovery", train_task, args, gpu)
-                _write_json(marker, {"fingerprint": train_fp, "weights": res["weights"], "metrics": res["metrics"],
-                                     "seconds": time.perf_counter() - t0})
+                _write_json(
+                    marker,
+                    {
+                        "fingerprint": train_fp,
+                        "weights": res["weights"],
+                        "metrics": res["metrics"],
+                        "seconds": time.perf_counter() - t0,
+                    },
+                )
                 return Path(res["weights"])
 
             weights = self._stage("train", train, [(marker, "")])
@@ -327,14 +361,32 @@ class ScanRunner:
             trained = (load_unet(weights, device="cpu").card.get("training_data") or {}).get("hr_voxel_um")
             hr_um = float(trained) if trained is not None else volume_voxel_um(VolumeStore.open(hr), str(hr))
         shape, matrix = field_grid(lf.shape, lf_um, hr_um)
-        self._stage("resample", lambda: resample_volume(lfov, out["resampled"], matrix=matrix, shape=shape,
-                                                        spacing_um=hr_um, order=stage.order, client=client,
-                                                        progress=self._progress("resample")),
-                    [(out["resampled"], "resample")])
-        self._stage("recover", lambda: recover_volume(out["resampled"], weights, out["recovered"],
-                                                      pad_mode=stage.pad_mode, client=client,
-                                                      progress=self._progress("recover")),
-                    [(out["recovered"], "recover")])
+        self._stage(
+            "resample",
+            lambda: resample_volume(
+                lfov,
+                out["resampled"],
+                matrix=matrix,
+                shape=shape,
+                spacing_um=hr_um,
+                order=stage.order,
+                client=client,
+                progress=self._progress("resample"),
+            ),
+            [(out["resampled"], "resample")],
+        )
+        self._stage(
+            "recover",
+            lambda: recover_volume(
+                out["resampled"],
+                weights,
+                out["recovered"],
+                pad_mode=stage.pad_mode,
+                client=client,
+                progress=self._progress("recover"),
+            ),
+            [(out["recovered"], "recover")],
+        )
 
     def _own_json(self, path: Path, fp: str) -> dict[str, Any] | None:
         """The batch's own JSON output ``path`` when it was made with fingerprint ``fp`` (None: absent);
@@ -345,8 +397,10 @@ class ScanRunner:
         if not isinstance(doc, dict) or "fingerprint" not in doc:
             raise StoreError(f"{path}: exists and was not written by tomoflow batch; refusing to replace it")
         if doc["fingerprint"] != fp:
-            raise StoreError(f"{path}: was made from other inputs or parameters; move it away (and the outputs "
-                             "made from it) to redo this scan")
+            raise StoreError(
+                f"{path}: was made from other inputs or parameters; move it away (and the outputs "
+                "made from it) to redo this scan"
+            )
         return doc
 
     def _task(self, name: str, fn: Callable[..., Any], args: tuple, resources: dict[str, int] | None) -> Any:
@@ -375,8 +429,9 @@ class ScanRunner:
             ctr = VolumeStore.open(out["volume"]).attrs.rotation_center
             r.center = None if ctr is None else float(ctr)
         if final is not None and r.ok:
-            r.thumbnail = write_thumbnail(final, self.batch.report_dir / THUMBNAILS / f"{self.scan.name}.png",
-                                          relative_to=self.batch.report_dir)
+            r.thumbnail = write_thumbnail(
+                final, self.batch.report_dir / THUMBNAILS / f"{self.scan.name}.png", relative_to=self.batch.report_dir
+            )
 
 
 def _alignment_summary(aligned: Path) -> dict[str, Any]:
@@ -388,11 +443,16 @@ def _alignment_summary(aligned: Path) -> dict[str, Any]:
     conv = attrs.get("convergence") or [{}]
     last = conv[-1] if isinstance(conv, list) and conv else {}
     quality = np.asarray(g["quality"][:], dtype=np.float64)
-    return {"method": info.get("method"), "center": info.get("center"),
-            "residual_rms_px": last.get("rms_update_px"), "residual_max_px": last.get("max_update_px"),
-            "iterations": len(conv) if isinstance(conv, list) else None, "converged": attrs.get("converged"),
-            "shifts_rms_px": info.get("shifts_rms_px"),
-            "mean_quality": float(np.nanmean(quality)) if np.isfinite(quality).any() else None}
+    return {
+        "method": info.get("method"),
+        "center": info.get("center"),
+        "residual_rms_px": last.get("rms_update_px"),
+        "residual_max_px": last.get("max_update_px"),
+        "iterations": len(conv) if isinstance(conv, list) else None,
+        "converged": attrs.get("converged"),
+        "shifts_rms_px": info.get("shifts_rms_px"),
+        "mean_quality": float(np.nanmean(quality)) if np.isfinite(quality).any() else None,
+    }
 
 
 # ----------------------------------------------------------------------------- the batch
@@ -400,8 +460,14 @@ class BatchRun:
     """The state one batch run shares between its scan runners: manifest, client, layouts, results,
     the stop flag, progress events, warnings said once, the HR scans others wait for."""
 
-    def __init__(self, manifest: Manifest, client: Any, layouts: dict[str, dict[str, Path]], report_dir: Path,
-                 progress: Progress | None) -> None:
+    def __init__(
+        self,
+        manifest: Manifest,
+        client: Any,
+        layouts: dict[str, dict[str, Path]],
+        report_dir: Path,
+        progress: Progress | None,
+    ) -> None:
         self.manifest, self.client, self.layouts, self.report_dir = manifest, client, layouts, report_dir
         self.progress = progress
         self.stop = threading.Event()
@@ -434,7 +500,7 @@ class BatchRun:
             return
         try:
             self.progress(event)
-        except Exception:  # noqa: BLE001 - a display error must not fail a scan
+        except Exception:
             log.warning("batch progress callback failed", exc_info=True)
 
     def token(self, *parts: Any) -> str:
@@ -448,8 +514,10 @@ class BatchRun:
                 raise _Stopped()
         res = self.results.get(name)
         if res is None or not res.ok:
-            raise ConfigError(f"the HR scan {name!r} of this scan did not complete"
-                              + (f" ({shorten(res.error, 300)})" if res is not None and res.error else ""))
+            raise ConfigError(
+                f"the HR scan {name!r} of this scan did not complete"
+                + (f" ({shorten(res.error, 300)})" if res is not None and res.error else "")
+            )
 
     def scan_results(self) -> list[ScanResult]:
         """Every scan's result so far, in manifest order (``pending`` for a scan not finished)."""
@@ -464,4 +532,3 @@ class BatchRun:
             self.done_events[scan.name].set()
         self.emit(BatchEvent("scan-done", scan=scan.name, result=res))
         return res
-

@@ -28,15 +28,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from tomoflow.pipeline.align import METHODS as ALIGN_METHODS
 from tomoflow.pipeline.reconstruct import ALGORITHMS, DEFAULT_ITERATIONS
 from tomoflow.recon.filters import FILTERS
-from tomoflow.recover.tiling import PAD_MODES
 from tomoflow.recover.splits import SPLITS
+from tomoflow.recover.tiling import PAD_MODES
 from tomoflow.recover.unet import WEIGHTS_NAME
 from tomoflow.register.registration import DOFS
 
@@ -108,26 +108,38 @@ class AlignStage(_Model):
 
     stage: Literal["align"] = "align"
     method: Literal[ALIGN_METHODS] = Field(  # type: ignore[valid-type]
-        default="hybrid", description="Alignment method (tomoflow.pipeline.align.METHODS).")
-    max_size: int = Field(default=256, ge=32, description="Largest detector axis (px) the shifts are "
-                          "estimated at; larger scans are binned for the estimation.")
-    vertical: bool | None = Field(default=None, description="Estimate vertical jitter too "
-                                  "(hybrid, phase, consistency).")
-    recon_iterations: int | None = Field(default=None, ge=1, description="MLEM iterations of the "
-                                         "reference reconstructions.")
+        default="hybrid", description="Alignment method (tomoflow.pipeline.align.METHODS)."
+    )
+    max_size: int = Field(
+        default=256,
+        ge=32,
+        description="Largest detector axis (px) the shifts are "
+        "estimated at; larger scans are binned for the estimation.",
+    )
+    vertical: bool | None = Field(
+        default=None, description="Estimate vertical jitter too (hybrid, phase, consistency)."
+    )
+    recon_iterations: int | None = Field(
+        default=None, ge=1, description="MLEM iterations of the reference reconstructions."
+    )
     passes: int | None = Field(default=None, ge=1, description="Network passes (hybrid, resnet).")
-    n_iter: int | None = Field(default=None, ge=1, description="Most consistency iterations "
-                               "(hybrid, consistency).")
-    tol: float | None = Field(default=None, gt=0, allow_inf_nan=False, description="Stop the "
-                              "iterations below this update (px; hybrid, consistency).")
-    upsample: int | None = Field(default=None, ge=1, description="Phase-correlation upsampling "
-                                 "(hybrid, phase, consistency).")
+    n_iter: int | None = Field(default=None, ge=1, description="Most consistency iterations (hybrid, consistency).")
+    tol: float | None = Field(
+        default=None,
+        gt=0,
+        allow_inf_nan=False,
+        description="Stop the iterations below this update (px; hybrid, consistency).",
+    )
+    upsample: int | None = Field(
+        default=None, ge=1, description="Phase-correlation upsampling (hybrid, phase, consistency)."
+    )
     despeckle: bool | None = Field(default=None, description="Remove impulse noise first (default true).")
 
     @model_validator(mode="after")
-    def _options_fit_method(self) -> "AlignStage":
-        wrong = [k for k, methods in ALIGN_OPTIONS.items()
-                 if getattr(self, k) is not None and self.method not in methods]
+    def _options_fit_method(self) -> AlignStage:
+        wrong = [
+            k for k, methods in ALIGN_OPTIONS.items() if getattr(self, k) is not None and self.method not in methods
+        ]
         if wrong:
             uses = "; ".join(f"{k} applies to {', '.join(ALIGN_OPTIONS[k])}" for k in wrong)
             raise ValueError(f"method {self.method!r} does not use {', '.join(wrong)} ({uses})")
@@ -146,16 +158,24 @@ class ReconStage(_Model):
 
     stage: Literal["recon"] = "recon"
     algorithm: Literal[ALGORITHMS] = Field(  # type: ignore[valid-type]
-        default="fbp", description="Reconstruction algorithm (tomoflow.pipeline.reconstruct.ALGORITHMS).")
+        default="fbp", description="Reconstruction algorithm (tomoflow.pipeline.reconstruct.ALGORITHMS)."
+    )
     filter: Literal[FILTERS] | None = Field(  # type: ignore[valid-type]
-        default=None, description="FBP filter (fbp only; default ramp).")
-    iterations: int | None = Field(default=None, ge=1, le=100_000, description="Iterations of mlem / sirt "
-                                   f"(default {DEFAULT_ITERATIONS.get('mlem')} / {DEFAULT_ITERATIONS.get('sirt')}).")
+        default=None, description="FBP filter (fbp only; default ramp)."
+    )
+    iterations: int | None = Field(
+        default=None,
+        ge=1,
+        le=100_000,
+        description="Iterations of mlem / sirt "
+        f"(default {DEFAULT_ITERATIONS.get('mlem')} / {DEFAULT_ITERATIONS.get('sirt')}).",
+    )
     shape: tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]] | None = Field(
-        default=None, description="Slice shape [ny, nx] in voxels (default [ncol, ncol]).")
+        default=None, description="Slice shape [ny, nx] in voxels (default [ncol, ncol])."
+    )
 
     @model_validator(mode="after")
-    def _options_fit_algorithm(self) -> "ReconStage":
+    def _options_fit_algorithm(self) -> ReconStage:
         if self.algorithm == "fbp" and self.iterations is not None:
             raise ValueError("iterations apply to mlem and sirt; fbp is not iterative")
         if self.algorithm != "fbp" and self.filter is not None:
@@ -183,23 +203,34 @@ class TrainOptions(_Model):
     batch: int = Field(default=4, ge=1, description="Patches per optimisation step.")
     lr: float = Field(default=1e-3, gt=0, allow_inf_nan=False, description="Adam learning rate.")
     channels: tuple[Annotated[int, Field(ge=1)], ...] = Field(
-        default=(16, 32, 64), min_length=1, description="U-Net feature channels per level, finest first.")
+        default=(16, 32, 64), min_length=1, description="U-Net feature channels per level, finest first."
+    )
     val_fraction: float = Field(default=0.125, gt=0, lt=1, description="Fraction of the blocks held out.")
     split: Literal[SPLITS] = Field(default="auto", description="How blocks are held out.")  # type: ignore[valid-type]
     patience: int = Field(default=4, ge=1, description="Epochs without improvement before stopping.")
     seed: int = Field(default=0, ge=0, description="Seed of the split, initial weights and patches.")
-    time_limit_s: float | None = Field(default=None, gt=0, allow_inf_nan=False,
-                                       description="Stop training after this many seconds.")
+    time_limit_s: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False, description="Stop training after this many seconds."
+    )
 
     def kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`tomoflow.train.recovery.train_recovery` (``config`` holds
         the channels as a :class:`tomoflow.recover.unet.UNetConfig`)."""
         from tomoflow.recover.unet import UNetConfig
 
-        return {"config": UNetConfig(channels=tuple(self.channels)), "patch": self.patch, "batch": self.batch,
-                "epochs": self.epochs, "steps_per_epoch": self.steps, "lr": self.lr,
-                "val_fraction": self.val_fraction, "split": self.split, "patience": self.patience,
-                "seed": self.seed, "time_limit_s": self.time_limit_s}
+        return {
+            "config": UNetConfig(channels=tuple(self.channels)),
+            "patch": self.patch,
+            "batch": self.batch,
+            "epochs": self.epochs,
+            "steps_per_epoch": self.steps,
+            "lr": self.lr,
+            "val_fraction": self.val_fraction,
+            "split": self.split,
+            "patience": self.patience,
+            "seed": self.seed,
+            "time_limit_s": self.time_limit_s,
+        }
 
 
 class RecoverStage(_Model):
@@ -210,16 +241,21 @@ class RecoverStage(_Model):
 
     stage: Literal["recover"] = "recover"
     model: Literal["train"] | Path = Field(
-        default="train", description=f"'train' (train a U-Net per sample on its HR/LFOV pair) or the path of "
-        f"trained weights ({WEIGHTS_NAME}, its model card .json beside it).")
-    train: TrainOptions | None = Field(default=None, description="Training options (model: train only; "
-                                       "default as tomoflow train-recovery).")
+        default="train",
+        description=f"'train' (train a U-Net per sample on its HR/LFOV pair) or the path of "
+        f"trained weights ({WEIGHTS_NAME}, its model card .json beside it).",
+    )
+    train: TrainOptions | None = Field(
+        default=None, description="Training options (model: train only; default as tomoflow train-recovery)."
+    )
     dof: Literal[DOFS] = Field(default=9, description="Registration degrees of freedom.")  # type: ignore[valid-type]
-    max_rotation_deg: float = Field(default=10.0, gt=0, le=180, description="Refuse a registration rotated "
-                                    "by more than this (degrees).")
+    max_rotation_deg: float = Field(
+        default=10.0, gt=0, le=180, description="Refuse a registration rotated by more than this (degrees)."
+    )
     order: int = Field(default=3, ge=0, le=5, description="Spline order of the resampling (3 cubic, 1 linear).")
     pad_mode: Literal[PAD_MODES] = Field(  # type: ignore[valid-type]
-        default="reflect", description="Volume border extension of the inference (as in training).")
+        default="reflect", description="Volume border extension of the inference (as in training)."
+    )
 
     @field_validator("model", mode="before")
     @classmethod
@@ -236,7 +272,7 @@ class RecoverStage(_Model):
         return resolve_path(value, info)
 
     @model_validator(mode="after")
-    def _train_options(self) -> "RecoverStage":
+    def _train_options(self) -> RecoverStage:
         if self.model != "train" and self.train is not None:
             raise ValueError("train options apply only with model: train (a weights file is given)")
         return self
@@ -249,8 +285,12 @@ class RecoverStage(_Model):
 
 
 #: One stage of a pipeline; the ``stage`` key says which.
-StageSpec = Annotated[Union[IngestStage, AlignStage, ReconStage, RecoverStage], Field(discriminator="stage")]
+StageSpec = Annotated[IngestStage | AlignStage | ReconStage | RecoverStage, Field(discriminator="stage")]
 
 #: Stage name -> its model.
-STAGE_MODELS: dict[str, type[_Model]] = {"ingest": IngestStage, "align": AlignStage, "recon": ReconStage,
-                                         "recover": RecoverStage}
+STAGE_MODELS: dict[str, type[_Model]] = {
+    "ingest": IngestStage,
+    "align": AlignStage,
+    "recon": ReconStage,
+    "recover": RecoverStage,
+}

@@ -37,8 +37,9 @@ def fits_one_slab(scan_store: Path, opts: dict[str, Any], parallel: int) -> bool
     doc = read_zarr_json(scan_store / "projections") or {}
     shape = doc.get("shape")
     chunks = ((doc.get("chunk_grid") or {}).get("configuration") or {}).get("chunk_shape")
-    if not all(isinstance(v, list) and len(v) == 3 and all(isinstance(n, int) and n > 0 for n in v)
-               for v in (shape, chunks)):
+    if not all(
+        isinstance(v, list) and len(v) == 3 and all(isinstance(n, int) and n > 0 for n in v) for v in (shape, chunks)
+    ):
         return False
     n_angles, n_rows, n_cols = shape
     chunk_rows = chunks[1]
@@ -48,8 +49,9 @@ def fits_one_slab(scan_store: Path, opts: dict[str, Any], parallel: int) -> bool
     return unit <= budget and len(plan_blocks(-(-n_rows // chunk_rows), unit, budget, parallel)) == 1
 
 
-def recon_task(source: str, out: str, center: Any, opts: dict[str, Any], settings: dict[str, Any],
-               threads: int) -> dict[str, Any]:
+def recon_task(
+    source: str, out: str, center: Any, opts: dict[str, Any], settings: dict[str, Any], threads: int
+) -> dict[str, Any]:
     """Task: the whole recon stage of a small scan in this worker (its slab and pyramid blocks in this
     task's thread, within its thread budget), under the runner's tomoflow settings."""
     with _config.set(**settings), limit_threads(max(1, int(threads))), local_execution():
@@ -62,18 +64,35 @@ def register_task(hr: str, lfov: str, dof: int, max_rotation_deg: float, device:
     return register_volumes(hr, lfov, dof=dof, device=device, max_rotation_deg=max_rotation_deg)
 
 
-def train_task(hr: str, lfov: str, matrix: list[list[float]], out_dir: str, options: dict[str, Any], device: str,
-               threads: int | None, source: dict[str, Any]) -> dict[str, Any]:
+def train_task(
+    hr: str,
+    lfov: str,
+    matrix: list[list[float]],
+    out_dir: str,
+    options: dict[str, Any],
+    device: str,
+    threads: int | None,
+    source: dict[str, Any],
+) -> dict[str, Any]:
     """Task: train the recovery U-Net on (LFOV resampled onto the HR grid, HR), resuming a checkpoint."""
-    from tomoflow.train.recovery import train_recovery  # torch: loaded on the worker that trains
     from tomoflow.register.resample import resample_to_grid
+    from tomoflow.train.recovery import train_recovery  # torch: loaded on the worker that trains
 
     h, lf = VolumeStore.open(hr), VolumeStore.open(lfov)
     hr_um, lf_um = volume_voxel_um(h, hr), volume_voxel_um(lf, lfov)
     hr_vol = np.asarray(h.level(0)[...], dtype=np.float32)
     inp = resample_to_grid(lf.level(0), np.asarray(matrix), h.shape, hr_um, lf_um)
-    res = train_recovery(inp, hr_vol, out_dir=out_dir, device=device, threads=threads, resume=True,
-                         hr_voxel_um=hr_um, lfov_voxel_um=lf_um, source=source,
-                         command=f"tomoflow batch run (scan output {out_dir})", **options)
+    res = train_recovery(
+        inp,
+        hr_vol,
+        out_dir=out_dir,
+        device=device,
+        threads=threads,
+        resume=True,
+        hr_voxel_um=hr_um,
+        lfov_voxel_um=lf_um,
+        source=source,
+        command=f"tomoflow batch run (scan output {out_dir})",
+        **options,
+    )
     return {"weights": str(res.weights), "metrics": res.metrics, "stopped_by": res.card["training"]["stopped_by"]}
-

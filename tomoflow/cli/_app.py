@@ -161,8 +161,15 @@ def _check_can_create(path: Path) -> None:
         raise ConfigError(f"{path}: cannot be created: the folder {parent} is not writable")
 
 
-def _plan_picture(png: Path | None, *, command: str, sources: dict[str, Path], params: dict[str, Any],
-                  overwrite: bool, outputs: tuple[Path, ...] = ()) -> Any:
+def _plan_picture(
+    png: Path | None,
+    *,
+    command: str,
+    sources: dict[str, Path],
+    params: dict[str, Any],
+    overwrite: bool,
+    outputs: tuple[Path, ...] = (),
+) -> Any:
     """The file plan of a ``--png`` option, made before any work (None without one).
 
     The picture's fingerprint is the command's inputs (by identity) and parameters, so a rerun of the
@@ -177,11 +184,14 @@ def _plan_picture(png: Path | None, *, command: str, sources: dict[str, Path], p
     for o in outputs:  # the command's own outputs (stores it is about to write)
         r = resolved_path(o)
         if real == r or r in real.parents:
-            raise StoreError(f"{png}: {'is' if real == r else 'lies inside'} {o}, an output of this command; "
-                             "choose a path outside it")
+            raise StoreError(
+                f"{png}: {'is' if real == r else 'lies inside'} {o}, an output of this command; "
+                "choose a path outside it"
+            )
     fp = fingerprint(f"{command}-png", inputs={k: identity_of(v) for k, v in sources.items()}, params=params)
-    return plan_file(png, kind="picture", option="--png", fingerprint=fp, overwrite=overwrite,
-                     inputs=list(sources.values()))
+    return plan_file(
+        png, kind="picture", option="--png", fingerprint=fp, overwrite=overwrite, inputs=list(sources.values())
+    )
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
@@ -232,7 +242,9 @@ def _main(
     device: str = typer.Option("auto", help="Where kernels run: cpu, cuda or auto."),
     memory: str = typer.Option("2GB", help="Peak memory one Dask task may use (slab sizing), e.g. 2GB."),
 ) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     if not verbose:
         logging.getLogger("distributed").setLevel(logging.WARNING)
     from tomoflow import config
@@ -309,8 +321,10 @@ def _sweep_size(half_range: float, step: float) -> int:
         raise ConfigError(f"--try-range must be zero or a positive number of pixels, got {half_range:g}")
     n = int(math.floor(2 * half_range / step + 1e-9)) + 1
     if n > MAX_TRIAL_CENTERS:
-        raise ConfigError(f"--try-range {half_range:g} with --try-step {step:g} gives {n} trial centres; at most "
-                          f"{MAX_TRIAL_CENTERS} are allowed (lower --try-range or raise --try-step)")
+        raise ConfigError(
+            f"--try-range {half_range:g} with --try-step {step:g} gives {n} trial centres; at most "
+            f"{MAX_TRIAL_CENTERS} are allowed (lower --try-range or raise --try-step)"
+        )
     return n
 
 
@@ -322,15 +336,24 @@ def _trial_centers(center: float, half_range: float, step: float, n_cols: int) -
     lo, hi = center - half_range, center + half_range
     if lo < 0 or hi > n_cols - 1:
         room = max(0.0, min(center, n_cols - 1 - center))
-        raise ConfigError(f"trial centres {lo:.2f} to {hi:.2f} px leave the detector (columns 0 to {n_cols - 1}); "
-                          f"--try-range may be at most {math.floor(room * 100) / 100:g} around the centre {center:.2f} px")
+        raise ConfigError(
+            f"trial centres {lo:.2f} to {hi:.2f} px leave the detector (columns 0 to {n_cols - 1}); "
+            f"--try-range may be at most {math.floor(room * 100) / 100:g} around the centre {center:.2f} px"
+        )
     return lo + step * np.arange(n, dtype=np.float64)
 
 
 # ----------------------------------------------------------------------------- progress, cluster
 def _progress_bar() -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TextColumn("eta"), TimeRemainingColumn(), console=console)
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=console,
+    )
 
 
 @contextlib.contextmanager
@@ -399,7 +422,7 @@ def _cluster(spec: str | None, workers: int | None = None) -> Iterator[Any]:
         _wait_for_first_worker(client)
         try:
             # a failing task is one line (the command's error), not the workers' "Compute Failed" dumps
-            with (contextlib.nullcontext() if verbose else quiet_task_failures(client)):
+            with contextlib.nullcontext() if verbose else quiet_task_failures(client):
                 yield client
         finally:
             # Workers going away at shutdown are expected; do not print their connection errors.
@@ -421,8 +444,9 @@ def _wait_for_first_worker(client: Any) -> None:
     cluster = getattr(client, "cluster", None)
     if cluster is None or not hasattr(cluster, "job_cls") or not getattr(cluster, "worker_spec", None):
         return  # not a batch-system cluster, or no job asked for yet (adapt from zero)
-    limit = _parse_float("TOMOFLOW_WORKER_WAIT_S", os.environ.get("TOMOFLOW_WORKER_WAIT_S", str(WORKER_WAIT_S)),
-                         "a number of seconds")
+    limit = _parse_float(
+        "TOMOFLOW_WORKER_WAIT_S", os.environ.get("TOMOFLOW_WORKER_WAIT_S", str(WORKER_WAIT_S)), "a number of seconds"
+    )
     t0 = time.monotonic()
     while True:
         left = limit - (time.monotonic() - t0)
@@ -434,12 +458,15 @@ def _wait_for_first_worker(client: Any) -> None:
             if waited >= limit:
                 from tomoflow.errors import PipelineError
 
-                raise PipelineError(f"no worker job of the {type(cluster).__name__} started within {waited:.0f} s "
-                                    f"({len(cluster.worker_spec)} job(s) still queued: see the batch system's queue); "
-                                    "nothing was written; ask for resources a node has, or set "
-                                    "TOMOFLOW_WORKER_WAIT_S to wait longer") from None
-            console.print(f"waiting for the first worker job to start ({waited:.0f} s; "
-                          f"{len(cluster.worker_spec)} job(s) queued)")
+                raise PipelineError(
+                    f"no worker job of the {type(cluster).__name__} started within {waited:.0f} s "
+                    f"({len(cluster.worker_spec)} job(s) still queued: see the batch system's queue); "
+                    "nothing was written; ask for resources a node has, or set "
+                    "TOMOFLOW_WORKER_WAIT_S to wait longer"
+                ) from None
+            console.print(
+                f"waiting for the first worker job to start ({waited:.0f} s; {len(cluster.worker_spec)} job(s) queued)"
+            )
 
 
 def _stage_rows(store: Any) -> list[tuple[str, str]]:

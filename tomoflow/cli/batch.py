@@ -49,14 +49,22 @@ def _pipeline(text: str) -> list[str]:
 def scan_archive(
     directory: Path = typer.Argument(..., help="Archive folder of raw scans (searched recursively)."),
     out: Path = typer.Option(..., "--out", "-o", help="Manifest to write: .yaml, .yml or .json."),
-    output_root: Path | None = typer.Option(None, "--output-root", help="Output root of the batch (default: "
-                                               "<DIR>-processed beside the archive)."),
-    pipeline: str = typer.Option("ingest,align,recon", help="Stages, comma-separated, in order: ingest, align, "
-                                 "recon (recover needs each scan's HR volume: add it by hand)."),
-    cluster: str = typer.Option("local", help="Cluster of the batch: local, local-cuda, slurm, pbs, a scheduler "
-                                "address or file, or none."),
-    verify: bool = typer.Option(False, "--verify", help="Open every scan with its full reader (reads and hashes "
-                                "every file: slow on a large archive)."),
+    output_root: Path | None = typer.Option(
+        None, "--output-root", help="Output root of the batch (default: <DIR>-processed beside the archive)."
+    ),
+    pipeline: str = typer.Option(
+        "ingest,align,recon",
+        help="Stages, comma-separated, in order: ingest, align, "
+        "recon (recover needs each scan's HR volume: add it by hand).",
+    ),
+    cluster: str = typer.Option(
+        "local", help="Cluster of the batch: local, local-cuda, slurm, pbs, a scheduler address or file, or none."
+    ),
+    verify: bool = typer.Option(
+        False,
+        "--verify",
+        help="Open every scan with its full reader (reads and hashes every file: slow on a large archive).",
+    ),
     overwrite: bool = typer.Option(False, help="Replace a manifest tomoflow wrote (never a file it did not write)."),
 ) -> None:
     """Find the raw scans of an archive (DXchange, NeXus, TXRM files, folders of TIFFs), list them and the
@@ -90,9 +98,11 @@ def scan_archive(
     if found.manifest is None:
         _fail(f"{directory}: no usable scan found; nothing written")
     save_manifest(found.manifest, plan)
-    console.print(f"wrote [bold]{_e(out)}[/]: {len(found.scans)} scan(s), {len(found.unreadable)} not usable; "
-                  f"pipeline {_e(', '.join(s.stage for s in found.manifest.pipeline))}; output root "
-                  f"{_e(found.manifest.output)}")
+    console.print(
+        f"wrote [bold]{_e(out)}[/]: {len(found.scans)} scan(s), {len(found.unreadable)} not usable; "
+        f"pipeline {_e(', '.join(s.stage for s in found.manifest.pipeline))}; output root "
+        f"{_e(found.manifest.output)}"
+    )
 
 
 def _options(stage: Any) -> str:
@@ -129,11 +139,18 @@ def check(
             if value is not None:
                 settings.append(f"{key}={_rel(value, base) if isinstance(value, Path) else value}")
         settings += [f"{stage}: {_options(s)}" for s in m.stages_for(scan) if (stage := s.stage) in scan.overrides]
-        scans.add_row(_e(scan.name), _e(scan.format), _e(_rel(scan.path, base) if scan.path else "-"),
-                      _e(", ".join(m.stage_names(scan))), _e("; ".join(settings) or "-"))
+        scans.add_row(
+            _e(scan.name),
+            _e(scan.format),
+            _e(_rel(scan.path, base) if scan.path else "-"),
+            _e(", ".join(m.stage_names(scan))),
+            _e("; ".join(settings) or "-"),
+        )
     console.print(scans)
-    console.print(f"[bold]{_e(manifest)}[/]: valid ({len(m.scans)} scan(s), output root {_e(m.output)}, cluster "
-                  f"{_e(m.cluster)}{'' if files else '; input files not checked'})")
+    console.print(
+        f"[bold]{_e(manifest)}[/]: valid ({len(m.scans)} scan(s), output root {_e(m.output)}, cluster "
+        f"{_e(m.cluster)}{'' if files else '; input files not checked'})"
+    )
 
 
 # ----------------------------------------------------------------------------- run
@@ -167,8 +184,15 @@ class _BatchDisplay:
             TimeRemainingColumn,
         )
 
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                            TextColumn("eta"), TimeRemainingColumn(), console=console)
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=console,
+        )
         self.overall: Any = None
         self.scans: dict[str, Any] = {}
         self.done = self.failed = 0
@@ -192,8 +216,12 @@ class _BatchDisplay:
             self.scans[event.scan] = self.bar.add_task(f"  {_e(event.scan)}: starting", total=None)
         elif kind == "stage" and event.scan in self.scans:
             step = "" if event.step == event.stage else f" · {event.step}"
-            self.bar.update(self.scans[event.scan], description=f"  {_e(event.scan)}: {_e(event.stage)}{_e(step)}",
-                            completed=event.done, total=max(1, event.total))
+            self.bar.update(
+                self.scans[event.scan],
+                description=f"  {_e(event.scan)}: {_e(event.stage)}{_e(step)}",
+                completed=event.done,
+                total=max(1, event.total),
+            )
         elif kind == "scan-done":
             task = self.scans.pop(event.scan, None)
             if task is not None:
@@ -223,12 +251,18 @@ def _summary(result: Any) -> tuple[Table, list[str]]:
     for s in scans[:_SUMMARY_ROWS]:
         residual = s.alignment.get("residual_rms_px") if s.alignment else None
         style = {"failed": "bold red", "complete": "green", "pending": "yellow"}.get(s.status, "")
-        table.add_row(_e(s.name), Text(s.status, style=style), _e(", ".join(map(_stage_text, s.stages)) or "-"),
-                      "-" if s.center is None else f"{s.center:.2f}", "-" if residual is None else f"{residual:.3f}")
+        table.add_row(
+            _e(s.name),
+            Text(s.status, style=style),
+            _e(", ".join(map(_stage_text, s.stages)) or "-"),
+            "-" if s.center is None else f"{s.center:.2f}",
+            "-" if residual is None else f"{residual:.3f}",
+        )
     if len(scans) > _SUMMARY_ROWS:
         table.caption = f"... and {len(scans) - _SUMMARY_ROWS} more scan(s): see the batch report"
-    errors = [failure_line(s, getattr(result, "report_dir", None)) for s in scans[:_SUMMARY_ROWS]
-              if s.status == "failed"]
+    errors = [
+        failure_line(s, getattr(result, "report_dir", None)) for s in scans[:_SUMMARY_ROWS] if s.status == "failed"
+    ]
     return table, errors
 
 
@@ -236,12 +270,19 @@ def _summary(result: Any) -> tuple[Table, list[str]]:
 @_friendly
 def run(
     manifest: Path = typer.Argument(..., help="Batch manifest (.yaml, .yml or .json)."),
-    cluster: str | None = typer.Option(None, help="Where to run, overriding the manifest's cluster: local, "
-                                          "local-cuda, slurm, pbs, a scheduler address or file, or none."),
+    cluster: str | None = typer.Option(
+        None,
+        help="Where to run, overriding the manifest's cluster: local, "
+        "local-cuda, slurm, pbs, a scheduler address or file, or none.",
+    ),
     workers: int | None = typer.Option(None, help="Workers of a local cluster."),
-    max_in_flight: int | None = typer.Option(None, "--max-in-flight", help="Most scans processed at once "
-                                                "(default: the manifest's max_scans_in_flight, else twice the workers, "
-                                                "at most 256)."),
+    max_in_flight: int | None = typer.Option(
+        None,
+        "--max-in-flight",
+        help="Most scans processed at once "
+        "(default: the manifest's max_scans_in_flight, else twice the workers, "
+        "at most 256).",
+    ),
 ) -> None:
     """Run every scan of a batch manifest through its stages on a Dask cluster, many scans at once.
 
@@ -263,26 +304,33 @@ def run(
 
     m = load_manifest(manifest)
     spec = m.cluster if cluster is None else cluster.strip()
-    if cluster is not None and not (spec == "none" or parse_kind(spec) is not None or is_address(spec)
-                                    or Path(spec).is_file()):
+    if cluster is not None and not (
+        spec == "none" or parse_kind(spec) is not None or is_address(spec) or Path(spec).is_file()
+    ):
         raise invalid_spec(cluster)
     if max_in_flight is not None and max_in_flight < 1:
         raise ConfigError(f"--max-in-flight must be at least 1, got {max_in_flight}")
     if workers is not None and (workers < 1 or spec != "local"):
-        raise ConfigError(f"--workers must be at least 1, got {workers}" if workers < 1 else
-                          f"--workers applies to a local cluster only, not {spec!r}")
+        raise ConfigError(
+            f"--workers must be at least 1, got {workers}"
+            if workers < 1
+            else f"--workers applies to a local cluster only, not {spec!r}"
+        )
     preflight(m)
     _check_can_create(Path(m.output))
     if Path(m.output).is_dir():
         check_unlocked(Path(m.output), root=True)  # another run of this output root: refused before a cluster starts
-    console.print(f"batch [bold]{_e(manifest)}[/]: {len(m.scans)} scan(s), pipeline "
-                  f"{_e(', '.join(s.stage for s in m.pipeline))}, output root {_e(m.output)}")
+    console.print(
+        f"batch [bold]{_e(manifest)}[/]: {len(m.scans)} scan(s), pipeline "
+        f"{_e(', '.join(s.stage for s in m.pipeline))}, output root {_e(m.output)}"
+    )
     try:
         with _cluster(spec, workers) as client, _BatchDisplay(Path(m.output)) as display, _writing(Path(m.output)):
             result = run_batch(m, client=client, progress=display, max_in_flight=max_in_flight)
     except KeyboardInterrupt:
-        _fail(f"interrupted; the report in {m.output} shows what finished; run the same command again to resume",
-              code=130)
+        _fail(
+            f"interrupted; the report in {m.output} shows what finished; run the same command again to resume", code=130
+        )
     table, _ = _summary(result)  # each failure had its line as it happened (_BatchDisplay)
     console.print(table)
     counts = result.counts()
@@ -295,14 +343,21 @@ def run(
         report += f"; Dask performance report: {_e(perf)}"
     elif result.performance_error:
         report += f"; no Dask performance report ({_e(result.performance_error)})"
-    console.print(f"{counts['complete']} complete, {counts['skipped-complete']} already complete (skipped), "
-                  f"{counts['failed']} failed; {report}")
+    console.print(
+        f"{counts['complete']} complete, {counts['skipped-complete']} already complete (skipped), "
+        f"{counts['failed']} failed; {report}"
+    )
     failed = result.failed
     if failed:
-        see = (f"see {result.report_html}" if result.report_html is not None
-               else f"the batch report could not be written: {result.report_error}")
-        _fail(f"{len(failed):,} of {len(result.scans):,} scan(s) failed ({summarise((s.name for s in failed), 10)}); "
-              f"{see}", code=1)
+        see = (
+            f"see {result.report_html}"
+            if result.report_html is not None
+            else f"the batch report could not be written: {result.report_error}"
+        )
+        _fail(
+            f"{len(failed):,} of {len(result.scans):,} scan(s) failed ({summarise((s.name for s in failed), 10)}); "
+            f"{see}",
+            code=1,
+        )
     if result.report_html is None:
-        _fail(f"{m.output}: every scan is complete, but the batch report could not be written "
-              f"({result.report_error})")
+        _fail(f"{m.output}: every scan is complete, but the batch report could not be written ({result.report_error})")

@@ -46,12 +46,20 @@ def simulate_pair(
 
     check_seed("--seed", seed)
     t0 = time.perf_counter()
-    pair = simulate_multiscale_pair(family=family, hr_shape=(hr_size,) * 3, lfov_shape=(lfov_size,) * 3,
-                                    hr_spacing_um=hr_voxel, lfov_spacing_um=lfov_voxel, seed=seed)
+    pair = simulate_multiscale_pair(
+        family=family,
+        hr_shape=(hr_size,) * 3,
+        lfov_shape=(lfov_size,) * 3,
+        hr_spacing_um=hr_voxel,
+        lfov_spacing_um=lfov_voxel,
+        seed=seed,
+    )
     with _writing(hr), _writing(lfov):
         write_multiscale_pair(pair, hr, lfov, overwrite=overwrite)
-    console.print(f"wrote [bold]{_e(hr)}[/] ({hr_size}³ x {hr_voxel:g} um) and [bold]{_e(lfov)}[/] ({lfov_size}³ x "
-                  f"{lfov_voxel:g} um) in {time.perf_counter() - t0:.1f} s; HR porosity {100 * pair.porosity:.2f} %")
+    console.print(
+        f"wrote [bold]{_e(hr)}[/] ({hr_size}³ x {hr_voxel:g} um) and [bold]{_e(lfov)}[/] ({lfov_size}³ x "
+        f"{lfov_voxel:g} um) in {time.perf_counter() - t0:.1f} s; HR porosity {100 * pair.porosity:.2f} %"
+    )
 
 
 @app.command()
@@ -59,14 +67,21 @@ def simulate_pair(
 def register(
     hr: Path = typer.Argument(..., help="HR region-of-interest volume store (OME-Zarr)."),
     lfov: Path = typer.Argument(..., help="LFOV volume store of the same sample (read only around the ROI)."),
-    out: Path = typer.Option(..., "--out", "-o", help="JSON file to write: the HR -> LFOV matrix, its "
-                             "parameters, NCC before/after, stage timings."),
+    out: Path = typer.Option(
+        ...,
+        "--out",
+        "-o",
+        help="JSON file to write: the HR -> LFOV matrix, its parameters, NCC before/after, stage timings.",
+    ),
     dof: int = typer.Option(9, help="Degrees of freedom: 3 (translation), 6 (rigid) or 9 (+ per-axis scale)."),
     png: Path | None = typer.Option(None, help="Also write a QC PNG (HR, LFOV resampled onto it, checkerboard)."),
     device: str = typer.Option("auto", help="torch device: cpu, cuda or auto."),
     max_rotation: float = typer.Option(10.0, help="Refuse a result rotated by more than this (degrees)."),
-    overwrite: bool = typer.Option(False, help="Replace a JSON or PNG that tomoflow wrote from other inputs or "
-                                   "parameters (never a file tomoflow did not write)."),
+    overwrite: bool = typer.Option(
+        False,
+        help="Replace a JSON or PNG that tomoflow wrote from other inputs or "
+        "parameters (never a file tomoflow did not write).",
+    ),
 ) -> None:
     """Register an HR ROI volume into an LFOV volume: stage prior, translation, then 9 DOF.
 
@@ -83,30 +98,53 @@ def register(
     h, lf = VolumeStore.open(hr), VolumeStore.open(lfov)
     inputs = {"hr": identity_of(hr), "lfov": identity_of(lfov)}
     request = {"dof": dof, "max_rotation_deg": max_rotation}
-    out_plan = plan_file(out, kind="registration", option="--out", inputs=[hr, lfov], overwrite=overwrite,
-                         fingerprint=fingerprint("register", inputs=inputs, params=request))
-    png_plan = None if png is None else plan_file(
-        png, kind="picture", option="--png", inputs=[hr, lfov, out], overwrite=overwrite,
-        fingerprint=fingerprint("register-png", inputs=inputs, params=request))
+    out_plan = plan_file(
+        out,
+        kind="registration",
+        option="--out",
+        inputs=[hr, lfov],
+        overwrite=overwrite,
+        fingerprint=fingerprint("register", inputs=inputs, params=request),
+    )
+    png_plan = (
+        None
+        if png is None
+        else plan_file(
+            png,
+            kind="picture",
+            option="--png",
+            inputs=[hr, lfov, out],
+            overwrite=overwrite,
+            fingerprint=fingerprint("register-png", inputs=inputs, params=request),
+        )
+    )
     _hold_output(out, "registration")  # one writer at a time
     hr_um, lf_um = volume_voxel_um(h, hr), volume_voxel_um(lf, lfov)
     _, source = registration_prior(h, lf, hr_um, lf_um)
-    console.print(f"HR {' x '.join(map(str, h.shape))} voxels of {hr_um:g} um, LFOV "
-                  f"{' x '.join(map(str, lf.shape))} voxels of {lf_um:g} um; prior: {_e(source)}")
+    console.print(
+        f"HR {' x '.join(map(str, h.shape))} voxels of {hr_um:g} um, LFOV "
+        f"{' x '.join(map(str, lf.shape))} voxels of {lf_um:g} um; prior: {_e(source)}"
+    )
     hr_vol = np.asarray(h.level(0)[...], dtype=np.float32)
     doc = register_volumes(hr, lfov, dof=dof, device=device, max_rotation_deg=max_rotation, hr_volume=hr_vol)
     seconds, tr, matrix = doc["seconds"], doc["transform"], np.asarray(doc["matrix"])
     write_json(out_plan, doc)
-    console.print(f"{'kept' if out_plan.action == 'same' else 'wrote'} [bold]{_e(out)}[/] ({seconds:.1f} s): "
-                  f"NCC {doc['ncc_prior']:.3f} -> {doc['ncc']:.3f}, "
-                  f"rotation {tr['rotation_deg']:.2f} deg, scale {' '.join(f'{s:.4f}' for s in tr['scale'])}, "
-                  f"translation {' '.join(f'{t:+.2f}' for t in tr['translation_um'])} um")
+    console.print(
+        f"{'kept' if out_plan.action == 'same' else 'wrote'} [bold]{_e(out)}[/] ({seconds:.1f} s): "
+        f"NCC {doc['ncc_prior']:.3f} -> {doc['ncc']:.3f}, "
+        f"rotation {tr['rotation_deg']:.2f} deg, scale {' '.join(f'{s:.4f}' for s in tr['scale'])}, "
+        f"translation {' '.join(f'{t:+.2f}' for t in tr['translation_um'])} um"
+    )
     if png_plan is not None:
         from tomoflow.report import registration_png
 
         resampled = resample_to_grid(lf.level(0), matrix, h.shape, hr_um, lf_um)
-        registration_png(png_plan, hr_vol, resampled, title=f"{hr.name} in {lfov.name}: NCC {doc['ncc']:.3f}, "
-                         f"rotation {tr['rotation_deg']:.2f} deg")
+        registration_png(
+            png_plan,
+            hr_vol,
+            resampled,
+            title=f"{hr.name} in {lfov.name}: NCC {doc['ncc']:.3f}, rotation {tr['rotation_deg']:.2f} deg",
+        )
         console.print(f"QC: {_e(png)}")
 
 
@@ -114,8 +152,13 @@ def register(
 @_friendly
 def recover(
     volume: Path = typer.Argument(..., help="Volume store to recover (e.g. the LFOV volume)."),
-    model: Path = typer.Option(..., "--model", "-m", help="U-Net weights (.safetensors, model card beside), or "
-                               "its ONNX export (.onnx from `train-recovery --onnx`, run by onnxruntime)."),
+    model: Path = typer.Option(
+        ...,
+        "--model",
+        "-m",
+        help="U-Net weights (.safetensors, model card beside), or "
+        "its ONNX export (.onnx from `train-recovery --onnx`, run by onnxruntime).",
+    ),
     out: Path = typer.Option(..., "--out", "-o", help="Volume store to write (OME-Zarr, with pyramid)."),
     pad_mode: str = typer.Option("reflect", help="Volume border extension: reflect or zeros (as in training)."),
     cluster: str = typer.Option("local", help="local, local-cuda, slurm, pbs, a scheduler address or file, or none."),
@@ -128,12 +171,14 @@ def recover(
 
     t0 = time.perf_counter()
     with _cluster(cluster, workers) as client, _stage_progress() as update, _writing(out):
-        v = recover_volume(volume, model, out, pad_mode=pad_mode, client=client, overwrite=overwrite,
-                           progress=update)
+        v = recover_volume(volume, model, out, pad_mode=pad_mode, client=client, overwrite=overwrite, progress=update)
     info = v.stages()["recover"].info
-    _wrote(out, f"{' x '.join(map(str, v.shape))} voxels in {time.perf_counter() - t0:.1f} s "
-                f"({info.get('blocks_computed', 0)} of {info.get('blocks', 0)} blocks computed, halo "
-                f"{info.get('halo')} voxels, {info.get('device')})")
+    _wrote(
+        out,
+        f"{' x '.join(map(str, v.shape))} voxels in {time.perf_counter() - t0:.1f} s "
+        f"({info.get('blocks_computed', 0)} of {info.get('blocks', 0)} blocks computed, halo "
+        f"{info.get('halo')} voxels, {info.get('device')})",
+    )
 
 
 def pores_table(results: dict[str, Any], threshold: float, connectivity: int, min_voxels: int) -> Any:
@@ -149,8 +194,13 @@ def pores_table(results: dict[str, Any], threshold: float, connectivity: int, mi
         table.add_column(col, justify="left" if col == "volume" else "right")
     for name, m in results.items():
         d = m.as_dict()
-        table.add_row(_e(name), f"{d['porosity_percent']:.3f}", str(d["count"]), fmt(d["mean_pore_volume_um3"], ".1f"),
-                      fmt(d["median_equivalent_diameter_um"], ".2f"))
+        table.add_row(
+            _e(name),
+            f"{d['porosity_percent']:.3f}",
+            str(d["count"]),
+            fmt(d["mean_pore_volume_um3"], ".1f"),
+            fmt(d["median_equivalent_diameter_um"], ".2f"),
+        )
     return table
 
 
@@ -159,8 +209,10 @@ def recall_table(found: Any, reference: str) -> Any:
     pores and the fraction each volume finds."""
     from rich.table import Table
 
-    table = Table(title=f"which of {_e(reference)}'s pores each volume finds, by pore volume "
-                        f"(at least {100 * found.found_fraction:g} % of the pore below the threshold)")
+    table = Table(
+        title=f"which of {_e(reference)}'s pores each volume finds, by pore volume "
+        f"(at least {100 * found.found_fraction:g} % of the pore below the threshold)"
+    )
     table.add_column("pore volume um3")
     table.add_column(f"{_e(reference)} pores", justify="right")
     for name in found.found:
@@ -168,18 +220,26 @@ def recall_table(found: Any, reference: str) -> Any:
     e = found.edges_um3
     for i in range(len(found.reference)):
         label = f"{e[i]:g} - {e[i + 1]:g}" if math.isfinite(e[i + 1]) else f">= {e[i]:g}"
-        table.add_row(label, str(int(found.reference[i])),
-                      *("-" if not found.reference[i] else f"{100 * r:.0f} %"
-                        for r in (found.recall(k)[i] for k in found.found)))
+        table.add_row(
+            label,
+            str(int(found.reference[i])),
+            *("-" if not found.reference[i] else f"{100 * r:.0f} %" for r in (found.recall(k)[i] for k in found.found)),
+        )
     return table
 
 
-def pores_document(results: dict[str, Any], threshold: float, connectivity: int, min_voxels: int,
-                   region: Any = None) -> dict[str, Any]:
+def pores_document(
+    results: dict[str, Any], threshold: float, connectivity: int, min_voxels: int, region: Any = None
+) -> dict[str, Any]:
     """The JSON document of pore metrics (``{name: PoreMetrics}``): the protocol and each volume's
     :meth:`~tomoflow.recover.PoreMetrics.as_dict`."""
-    return {"threshold": threshold, "connectivity": connectivity, "min_voxels": min_voxels, "region": region,
-            "volumes": {name: m.as_dict() for name, m in results.items()}}
+    return {
+        "threshold": threshold,
+        "connectivity": connectivity,
+        "min_voxels": min_voxels,
+        "region": region,
+        "volumes": {name: m.as_dict() for name, m in results.items()},
+    }
 
 
 def _parse_region(text: str | None) -> Any:
@@ -197,22 +257,32 @@ def _parse_region(text: str | None) -> Any:
 @app.command()
 @_friendly
 def pores(
-    volumes: list[Path] = typer.Argument(..., help="Volume stores to measure (e.g. LFOV, HR, recovered) over "
-                                         "the same region."),
-    threshold: float | None = typer.Option(None, help="Pore threshold (pores are darker); default: Otsu on "
-                                              "--reference."),
+    volumes: list[Path] = typer.Argument(
+        ..., help="Volume stores to measure (e.g. LFOV, HR, recovered) over the same region."
+    ),
+    threshold: float | None = typer.Option(
+        None, help="Pore threshold (pores are darker); default: Otsu on --reference."
+    ),
     reference: Path | None = typer.Option(None, help="Volume store the threshold is derived from (the HR)."),
     region: str | None = typer.Option(None, help="z0:z1,y0:y1,x0:x1 voxel region (default: whole volumes)."),
     connectivity: int = typer.Option(26, help="Voxel connectivity of a pore: 6, 18 or 26."),
     min_voxels: int = typer.Option(8, help="Smallest pore in voxels (smaller ones are not pores)."),
-    json_out: Path | None = typer.Option(None, "--json", help="Write the metrics as JSON here (a new file, or "
-                                            "one tomoflow wrote: see --overwrite)."),
+    json_out: Path | None = typer.Option(
+        None, "--json", help="Write the metrics as JSON here (a new file, or one tomoflow wrote: see --overwrite)."
+    ),
     png: Path | None = typer.Option(None, help="Write the pore-size histogram PNG here."),
-    recall: bool = typer.Option(False, "--recall", help="Also say which of --reference's pores each volume "
-                                "finds, by pore size (volumes on the reference's grid; the region is read "
-                                "into memory)."),
-    overwrite: bool = typer.Option(False, help="Replace a JSON or PNG that tomoflow wrote from other inputs or "
-                                   "parameters (never a file tomoflow did not write)."),
+    recall: bool = typer.Option(
+        False,
+        "--recall",
+        help="Also say which of --reference's pores each volume "
+        "finds, by pore size (volumes on the reference's grid; the region is read "
+        "into memory).",
+    ),
+    overwrite: bool = typer.Option(
+        False,
+        help="Replace a JSON or PNG that tomoflow wrote from other inputs or "
+        "parameters (never a file tomoflow did not write).",
+    ),
 ) -> None:
     """Porosity, pore count and pore sizes of volume stores with one fixed protocol (threshold, connectivity,
     minimum size), blockwise (exact for volumes larger than memory)."""
@@ -224,14 +294,38 @@ def pores(
     ident = {f"volume{i}": identity_of(v) for i, v in enumerate(volumes)}
     if reference is not None:
         ident["reference"] = identity_of(reference)
-    request = {"threshold": threshold, "region": box, "connectivity": connectivity, "min_voxels": min_voxels,
-               "recall": recall, "names": [v.name for v in volumes]}
-    json_plan = None if json_out is None else plan_file(
-        json_out, kind="pore-metrics", option="--json", inputs=sources, overwrite=overwrite,
-        fingerprint=fingerprint("pores", inputs=ident, params=request))
-    png_plan = None if png is None else plan_file(
-        png, kind="picture", option="--png", inputs=sources + ([json_out] if json_out else []), overwrite=overwrite,
-        fingerprint=fingerprint("pores-png", inputs=ident, params=request))
+    request = {
+        "threshold": threshold,
+        "region": box,
+        "connectivity": connectivity,
+        "min_voxels": min_voxels,
+        "recall": recall,
+        "names": [v.name for v in volumes],
+    }
+    json_plan = (
+        None
+        if json_out is None
+        else plan_file(
+            json_out,
+            kind="pore-metrics",
+            option="--json",
+            inputs=sources,
+            overwrite=overwrite,
+            fingerprint=fingerprint("pores", inputs=ident, params=request),
+        )
+    )
+    png_plan = (
+        None
+        if png is None
+        else plan_file(
+            png,
+            kind="picture",
+            option="--png",
+            inputs=sources + ([json_out] if json_out else []),
+            overwrite=overwrite,
+            fingerprint=fingerprint("pores-png", inputs=ident, params=request),
+        )
+    )
     if json_out is not None:
         _hold_output(json_out, "pore metrics")  # one writer at a time
     if recall and reference is None:
@@ -244,7 +338,8 @@ def pores(
     results = {}
     for v in volumes:
         results[v.name if v.name not in results else str(v)] = volume_pores(
-            v, threshold=threshold, connectivity=connectivity, min_voxels=min_voxels, region=box)
+            v, threshold=threshold, connectivity=connectivity, min_voxels=min_voxels, region=box
+        )
     console.print(pores_table(results, threshold, connectivity, min_voxels))
     found = None
     if recall:

@@ -20,14 +20,21 @@ from tomoflow.cli._app import _cluster, _e, _fail, _friendly, _stage_progress, _
 def resample(
     volume: Path = typer.Argument(..., help="Volume store to resample (e.g. the LFOV volume)."),
     out: Path = typer.Option(..., "--out", "-o", help="Volume store to write (OME-Zarr, with pyramid)."),
-    registration: Path | None = typer.Option(None, "--registration", "-r", help="JSON written by `tomoflow "
-                                                "register`: resample onto the grid of --hr through its matrix."),
-    hr: Path | None = typer.Option(None, help="With --registration: the HR volume store whose grid (shape, "
-                                      "voxel size) is the output's."),
-    voxel: float | None = typer.Option(None, help="Without --registration: the whole field of VOLUME at this "
-                                          "voxel size (um), e.g. the HR voxel size before `tomoflow recover`."),
-    region: str | None = typer.Option(None, help="With --voxel: only z0:z1,y0:y1,x0:x1 (voxels of the new "
-                                         "grid)."),
+    registration: Path | None = typer.Option(
+        None,
+        "--registration",
+        "-r",
+        help="JSON written by `tomoflow register`: resample onto the grid of --hr through its matrix.",
+    ),
+    hr: Path | None = typer.Option(
+        None, help="With --registration: the HR volume store whose grid (shape, voxel size) is the output's."
+    ),
+    voxel: float | None = typer.Option(
+        None,
+        help="Without --registration: the whole field of VOLUME at this "
+        "voxel size (um), e.g. the HR voxel size before `tomoflow recover`.",
+    ),
+    region: str | None = typer.Option(None, help="With --voxel: only z0:z1,y0:y1,x0:x1 (voxels of the new grid)."),
     order: int = typer.Option(3, help="Spline order: 3 cubic, 1 trilinear, 0 nearest."),
     chunk: int = typer.Option(64, help="Output chunk edge (voxels)."),
     cluster: str = typer.Option("local", help="local, local-cuda, slurm, pbs, a scheduler address or file, or none."),
@@ -45,8 +52,7 @@ def resample(
     from tomoflow.pipeline.resample import field_grid, plan_resample, resample_volume
 
     if (registration is None) == (voxel is None):
-        _fail("give either --registration with --hr (the HR ROI grid) or --voxel (the whole field at that voxel "
-              "size)")
+        _fail("give either --registration with --hr (the HR ROI grid) or --voxel (the whole field at that voxel size)")
     if chunk < 1:
         _fail(f"--chunk must be a positive number of voxels, got {chunk}")
     src = VolumeStore.open(volume)
@@ -80,14 +86,27 @@ def resample(
             matrix = matrix.copy()
             matrix[:3, 3] += np.array([a for a, _ in box], dtype=np.float64) * spacing
             shape = tuple(b - a for a, b in box)
-        what = (f"the field of {volume.name} at {spacing:g} um ({' x '.join(map(str, shape))} voxels"
-                + (f", region {region}" if region else "") + ")")
+        what = (
+            f"the field of {volume.name} at {spacing:g} um ({' x '.join(map(str, shape))} voxels"
+            + (f", region {region}" if region else "")
+            + ")"
+        )
     # the whole plan (matrix, grid, chunks, bytes against the caps and the free space) before any cluster
     plan_resample(volume, out, matrix=matrix, shape=shape, spacing_um=spacing, order=order, chunks=(chunk,) * 3)
     console.print(f"resampling {_e(volume)} ({src_um:g} um voxels) onto {_e(what)}")
     t0 = time.perf_counter()
     with _cluster(cluster, workers) as client, _stage_progress() as update, _writing(out):
-        v = resample_volume(volume, out, matrix=matrix, shape=shape, spacing_um=spacing, order=order,
-                            chunks=(chunk,) * 3, registration=doc, client=client, overwrite=overwrite,
-                            progress=update)
+        v = resample_volume(
+            volume,
+            out,
+            matrix=matrix,
+            shape=shape,
+            spacing_um=spacing,
+            order=order,
+            chunks=(chunk,) * 3,
+            registration=doc,
+            client=client,
+            overwrite=overwrite,
+            progress=update,
+        )
     _wrote(out, f"{' x '.join(map(str, v.shape))} voxels of {spacing:g} um in {time.perf_counter() - t0:.1f} s")

@@ -38,7 +38,9 @@ def ingest(
     source: str = typer.Argument(..., help="Raw scan: DXchange/NeXus .h5, ZEISS .txrm, TIFF file/dir/glob or .npy."),
     store: Path = typer.Argument(..., help="Scan store to create (a directory, e.g. scan.zarr)."),
     format: str = typer.Option("auto", "--format", "-f", help="auto, dxchange, nexus, txrm, tiff or numpy."),
-    angles: str | None = typer.Option(None, help="Angles (deg): a text file (one per line) or START,STOP,STEP. Required for TIFF."),
+    angles: str | None = typer.Option(
+        None, help="Angles (deg): a text file (one per line) or START,STOP,STEP. Required for TIFF."
+    ),
     flats: str | None = typer.Option(None, help="TIFF flat (white) fields: file, dir or glob."),
     darks: str | None = typer.Option(None, help="TIFF dark fields: file, dir or glob."),
     entry: str | None = typer.Option(None, help="NeXus entry to read (default: the NXtomo entry found)."),
@@ -108,14 +110,21 @@ def info(
     ang = s.angles_deg
     rows = [
         ("projections", f"{s.shape[0]} angles x {s.shape[1]} rows x {s.shape[2]} cols (float32)"),
-        ("angles", f"{ang.size} from {ang.min():.2f} to {ang.max():.2f} deg"
-                   + (f", step {np.median(np.diff(ang)):.3f}" if ang.size > 1 else "")),
+        (
+            "angles",
+            f"{ang.size} from {ang.min():.2f} to {ang.max():.2f} deg"
+            + (f", step {np.median(np.diff(ang)):.3f}" if ang.size > 1 else ""),
+        ),
         ("flats / darks", f"{s.flats.shape[0]} / {s.darks.shape[0]}"),
         ("values", a.values),
         ("pixel size", f"{a.pixel_size.value:g} {a.pixel_size.unit}" if a.pixel_size else "unknown"),
         ("energy", f"{a.energy.value:g} {a.energy.unit}" if a.energy else "unknown"),
-        ("rotation centre", f"{a.rotation_center:.2f} px (saved; recon uses it)" if a.rotation_center is not None
-         else "not saved (tomoflow center --save)"),
+        (
+            "rotation centre",
+            f"{a.rotation_center:.2f} px (saved; recon uses it)"
+            if a.rotation_center is not None
+            else "not saved (tomoflow center --save)",
+        ),
         ("chunks", " x ".join(map(str, s.projections.chunks))),
     ]
     if a.source:
@@ -165,30 +174,53 @@ def simulate(
     n_photons = None if photons.strip().lower() == "none" else _parse_float("--photons", photons, "a number or none")
     _check_positive("--photons", n_photons, "photons per pixel")
     if n_photons is not None:
-        check_number("--photons (photons per pixel; 'none' for no photon noise)", n_photons, low=0.0,
-                     low_open=True, high=MAX_PHOTONS)
+        check_number(
+            "--photons (photons per pixel; 'none' for no photon noise)",
+            n_photons,
+            low=0.0,
+            low_open=True,
+            high=MAX_PHOTONS,
+        )
     if not (math.isfinite(jitter) and math.isfinite(center_offset)):
         raise ConfigError("--jitter and --center-offset must be finite numbers of pixels")
     if jitter >= size / 2:
-        raise ConfigError(f"--jitter {jitter:g} px moves the sample off the detector: it must be below half the "
-                          f"detector width ({size / 2:g} px for --size {size})")
+        raise ConfigError(
+            f"--jitter {jitter:g} px moves the sample off the detector: it must be below half the "
+            f"detector width ({size / 2:g} px for --size {size})"
+        )
     if abs(center_offset) > (size - 1) / 2:
-        raise ConfigError(f"--center-offset {center_offset:g} puts the rotation axis off the detector "
-                          f"(at most {(size - 1) / 2:g} px for --size {size})")
+        raise ConfigError(
+            f"--center-offset {center_offset:g} puts the rotation axis off the detector "
+            f"(at most {(size - 1) / 2:g} px for --size {size})"
+        )
     check_seed("--seed", seed)
     # Sizes, before anything is allocated or created: the phantom is held in memory (its generators
     # peak at about 20 float32 copies of it), the scan is written (projections plus 10 flats and 10 darks).
     check_planned_memory(f"simulate --size {size} --rows {rows}: the phantom", 80.0 * rows * size * size)
-    check_planned_output(f"simulate --angles {angles} --rows {rows} --size {size}: the scan",
-                         4.0 * (angles + 20) * rows * size, out, n_chunks=-(-angles // 8) * -(-rows // 32))
+    check_planned_output(
+        f"simulate --angles {angles} --rows {rows} --size {size}: the scan",
+        4.0 * (angles + 20) * rows * size,
+        out,
+        n_chunks=-(-angles // 8) * -(-rows // 32),
+    )
     _check_can_create(out)
     with _writing(out):
         out_path = _simulate(out, phantom, size, rows, angles, jitter, n_photons, center_offset, seed, overwrite)
     console.print(f"wrote [bold]{_e(out_path)}[/]")
 
 
-def _simulate(out: Path, phantom: str, size: int, rows: int, angles: int, jitter: float, photons: float | None,
-              center_offset: float, seed: int, overwrite: bool) -> Path:
+def _simulate(
+    out: Path,
+    phantom: str,
+    size: int,
+    rows: int,
+    angles: int,
+    jitter: float,
+    photons: float | None,
+    center_offset: float,
+    seed: int,
+    overwrite: bool,
+) -> Path:
     import numpy as np
 
     from tomoflow.io.synthetic import write_synthetic_scan
@@ -209,12 +241,21 @@ def _simulate(out: Path, phantom: str, size: int, rows: int, angles: int, jitter
 def center(
     store: Path = typer.Argument(..., help="Scan store."),
     method: str = typer.Option("vo", help="vo (Fourier metric) or pair (0/180 degree correlation)."),
-    try_: Path | None = typer.Option(None, "--try", help="Also reconstruct one slice per centre around the estimate and write PNGs to this directory."),
-    try_range: float = typer.Option(5.0, help=f"--try sweeps centre +- this many pixels (within the detector; at most {MAX_TRIAL_CENTERS} centres)."),
+    try_: Path | None = typer.Option(
+        None,
+        "--try",
+        help="Also reconstruct one slice per centre around the estimate and write PNGs to this directory.",
+    ),
+    try_range: float = typer.Option(
+        5.0, help=f"--try sweeps centre +- this many pixels (within the detector; at most {MAX_TRIAL_CENTERS} centres)."
+    ),
     try_step: float = typer.Option(0.5, help="--try step (px, > 0)."),
-    save: bool = typer.Option(False, help="Store the centre in the scan store: `tomoflow recon` then uses it unless given --center."),
-    overwrite: bool = typer.Option(False, help="Replace --try pictures tomoflow wrote for another sweep (never "
-                                   "files tomoflow did not write)."),
+    save: bool = typer.Option(
+        False, help="Store the centre in the scan store: `tomoflow recon` then uses it unless given --center."
+    ),
+    overwrite: bool = typer.Option(
+        False, help="Replace --try pictures tomoflow wrote for another sweep (never files tomoflow did not write)."
+    ),
 ) -> None:
     """Estimate the rotation centre (column, px; (ncol-1)/2 = centred) and print it."""
     import numpy as np

@@ -82,9 +82,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _connect_existing(
-    address: str | None, scheduler_file: str | None, kwargs: dict[str, Any]
-) -> TomoflowClient:
+def _connect_existing(address: str | None, scheduler_file: str | None, kwargs: dict[str, Any]) -> TomoflowClient:
     where = address or scheduler_file
     try:
         if scheduler_file is not None:
@@ -209,9 +207,7 @@ def connect(
         if given or profile or config_dir is not None:
             settings = sorted(given) + ([f"profile={profile}"] if profile else [])
             settings += ["config_dir"] if config_dir is not None else []
-            raise ConfigError(
-                f"{text!r} names a running scheduler; {settings} only apply to clusters tomoflow starts"
-            )
+            raise ConfigError(f"{text!r} names a running scheduler; {settings} only apply to clusters tomoflow starts")
         client = _connect_existing(existing_address, existing_file, kwargs)
         logger.info("connected to the Dask scheduler at %s", client.scheduler.address)
         return client
@@ -221,9 +217,7 @@ def connect(
     if kind in ("slurm", "pbs"):
         wrong = sorted(k for k in ("n_workers", "threads_per_worker", "memory_limit") if k in given)
         if wrong:
-            raise ConfigError(
-                f"{wrong} do not apply to {kind}; size jobs with cores, memory, processes and jobs"
-            )
+            raise ConfigError(f"{wrong} do not apply to {kind}; size jobs with cores, memory, processes and jobs")
         if isinstance(processes, bool):
             raise ConfigError(f"{kind}: processes is the number of worker processes per job (an int)")
     elif kind is not None and "jobs" in given:

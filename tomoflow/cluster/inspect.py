@@ -259,8 +259,7 @@ def _worker_cpus(client: Client, workers: Mapping[str, Mapping[str, Any]]) -> di
     try:
         replies = client.run(cpu_count, workers=ask, on_error="return")
     except Exception:  # no answer at all: count every worker as 1 CPU
-        logger.warning("could not ask the Dask workers for their CPU counts; assuming 1 each",
-                       exc_info=True)
+        logger.warning("could not ask the Dask workers for their CPU counts; assuming 1 each", exc_info=True)
         return counts
     for address, reply in replies.items():
         if isinstance(reply, int) and not isinstance(reply, bool) and reply >= 1:
@@ -330,11 +329,8 @@ def cluster_resources(client: Client | None) -> ClusterResources:
 
         budget = thread_budget_set()
         if budget is not None:  # inside a task with a thread budget: one block at a time, with all of it
-            return ClusterResources(n_workers=1, total_threads=1, gpus=0, task_threads=budget,
-                                    memory_per_thread=None)
-        return ClusterResources(
-            n_workers=1, total_threads=cpu_count(), gpus=0, task_threads=1, memory_per_thread=None
-        )
+            return ClusterResources(n_workers=1, total_threads=1, gpus=0, task_threads=budget, memory_per_thread=None)
+        return ClusterResources(n_workers=1, total_threads=cpu_count(), gpus=0, task_threads=1, memory_per_thread=None)
     workers = _workers(client)
     cpus = _worker_cpus(client, workers)
     return ClusterResources(

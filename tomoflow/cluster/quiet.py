@@ -73,7 +73,7 @@ def __getattr__(name: str) -> Any:  # a worker unpickling the plugin finds its c
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-class quiet_task_failures:
+class quiet_task_failures:  # noqa: N801  (used as a function: `with quiet_task_failures(client):`)
     """While a batch runs: no "Compute Failed" dumps from the workers (a worker plugin, also on workers
     that join or restart) nor from this process (workers in threads)."""
 

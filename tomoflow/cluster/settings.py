@@ -95,9 +95,7 @@ def _apply_profile(data: dict[str, Any], profile: str | None, source: str) -> di
     if profile is None:
         return data
     if profile not in profiles:
-        raise ConfigError(
-            f"{source}: no profile {profile!r}; profiles in this file: {sorted(profiles) or 'none'}"
-        )
+        raise ConfigError(f"{source}: no profile {profile!r}; profiles in this file: {sorted(profiles) or 'none'}")
     chosen = profiles[profile] or {}
     if not isinstance(chosen, Mapping):
         raise ConfigError(f"{source}: profile {profile!r} must be a mapping of settings")

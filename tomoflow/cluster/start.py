@@ -174,9 +174,7 @@ def _start_local(settings: dict[str, Any]) -> Any:
     opts = {k: v for k, v in settings.items() if k not in ("kind", "source")}
     unknown = sorted(set(opts) - _local_option_names())
     if unknown:
-        raise ConfigError(
-            f"{settings.get('source', 'local cluster')}: unknown local-cluster settings {unknown}"
-        )
+        raise ConfigError(f"{settings.get('source', 'local cluster')}: unknown local-cluster settings {unknown}")
     processes = bool(opts.get("processes", True))
     opts["processes"] = processes
     if opts.get("n_workers") is None:
@@ -202,8 +200,7 @@ def _start_local_cuda(settings: dict[str, Any]) -> Any:
         from dask_cuda import LocalCUDACluster
     except ImportError as exc:
         raise ConfigError(
-            "cluster spec 'local-cuda' needs dask-cuda, which is not installed: "
-            "pip install 'tomoflow[gpu]'"
+            "cluster spec 'local-cuda' needs dask-cuda, which is not installed: pip install 'tomoflow[gpu]'"
         ) from exc
 
     opts = {k: v for k, v in settings.items() if k not in ("kind", "source")}
@@ -237,8 +234,7 @@ def _start_local_cuda(settings: dict[str, Any]) -> Any:
     except Exception as exc:  # NVML / CUDA failures have many types
         visible = os.environ.get("CUDA_VISIBLE_DEVICES", "unset")
         raise TomoflowError(
-            f"local-cuda cluster could not start: {exc} (is a CUDA GPU visible? "
-            f"CUDA_VISIBLE_DEVICES={visible})"
+            f"local-cuda cluster could not start: {exc} (is a CUDA GPU visible? CUDA_VISIBLE_DEVICES={visible})"
         ) from exc
 
 
@@ -247,8 +243,7 @@ def _jobqueue_class(kind: str) -> Any:
         import dask_jobqueue
     except ImportError as exc:
         raise ConfigError(
-            f"cluster spec {kind!r} needs dask-jobqueue, which is not installed: "
-            "pip install 'tomoflow[hpc]'"
+            f"cluster spec {kind!r} needs dask-jobqueue, which is not installed: pip install 'tomoflow[hpc]'"
         ) from exc
     return {"slurm": dask_jobqueue.SLURMCluster, "pbs": dask_jobqueue.PBSCluster}[kind]
 
@@ -267,15 +262,14 @@ def _apply_gpus(kind: str, opts: dict[str, Any], gpus: int, source: str) -> None
     """One Dask worker per GPU: processes = gpus, dask-cuda worker, ``--resources GPU=1``."""
     processes = opts.get("processes")
     if processes not in (None, gpus):
-        logger.info("%s: gpus_per_job=%d: %d worker processes per job (one per GPU), not %s",
-                    source, gpus, gpus, processes)
+        logger.info(
+            "%s: gpus_per_job=%d: %d worker processes per job (one per GPU), not %s", source, gpus, gpus, processes
+        )
     opts["processes"] = gpus
     # dask-cuda's worker starts one worker per visible GPU, each pinned with CUDA_VISIBLE_DEVICES.
     opts.setdefault("worker_command", "dask_cuda.cli")
     if opts["worker_command"] == "distributed.cli.dask_worker" and gpus > 1:
-        logger.warning(
-            "%s: plain dask workers do not pin GPUs; all %d workers of a job will use GPU 0", source, gpus
-        )
+        logger.warning("%s: plain dask workers do not pin GPUs; all %d workers of a job will use GPU 0", source, gpus)
     extra = [str(a) for a in (opts.get("worker_extra_args") or [])]
     if "--resources" not in extra:
         extra += ["--resources", "GPU=1"]
@@ -358,8 +352,11 @@ def _temporary_credentials(folder: Path, source: str) -> tuple[Any, Path]:
         ) from exc
     private = Path(tempfile.mkdtemp(prefix="tomoflow-cluster-", dir=folder))  # mode 0700
     paths = {}
-    for name, text in (("ca.pem", temp.tls_ca_file), ("worker.pem", temp.tls_worker_cert),
-                       ("worker.key", temp.tls_worker_key)):
+    for name, text in (
+        ("ca.pem", temp.tls_ca_file),
+        ("worker.pem", temp.tls_worker_cert),
+        ("worker.key", temp.tls_worker_key),
+    ):
         paths[name] = private / name
         fd = os.open(paths[name], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="ascii") as f:
@@ -438,8 +435,9 @@ def _restrict_listeners(kind: str, opts: dict[str, Any], scheduler_options: dict
     interface = setting("interface")
     if interface is None and "host" not in scheduler_options and "interface" not in scheduler_options:
         scheduler_options["host"] = _this_machine_address()
-        logger.info("%s scheduler listens on %s (set `interface` to choose the network)", kind,
-                    scheduler_options["host"])
+        logger.info(
+            "%s scheduler listens on %s (set `interface` to choose the network)", kind, scheduler_options["host"]
+        )
 
     extra = [str(a) for a in (setting("worker_extra_args", []) or [])]
     worker_interface = interface or _flag_value(extra, "--interface")
@@ -521,7 +519,8 @@ def _start_jobqueue(settings: dict[str, Any]) -> Any:
     else:
         logger.warning(
             "%s: security: false: scheduler and workers talk unencrypted TCP; whoever reaches their "
-            "ports can run code as you", source
+            "ports can run code as you",
+            source,
         )
 
     scheduler_options = dict(opts.pop("scheduler_options", None) or {})

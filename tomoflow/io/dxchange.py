@@ -163,8 +163,9 @@ def ingest_dxchange(
         The store, ``ingest`` complete.
     """
     with open_dxchange(path, angles=angles) as raw:
-        return raw.to_store(store_path, overwrite=overwrite, progress=progress, pixel_size_um=pixel_size_um,
-                            energy_kev=energy_kev)
+        return raw.to_store(
+            store_path, overwrite=overwrite, progress=progress, pixel_size_um=pixel_size_um, energy_kev=energy_kev
+        )
 
 
 WRITER_ATTR = "tomoflow_writer"
@@ -225,8 +226,10 @@ def write_dxchange(
         if not overwrite:
             raise StoreError(f"{path}: file exists; pass overwrite=True (--overwrite) to replace it")
         if not _written_by_tomoflow(path):
-            raise StoreError(f"{path}: exists and is not a Data Exchange file tomoflow wrote; refusing to "
-                             "replace it; choose another path")
+            raise StoreError(
+                f"{path}: exists and is not a Data Exchange file tomoflow wrote; refusing to "
+                "replace it; choose another path"
+            )
     from tomoflow.io.output import STAMP_KEY, file_stamp, plan_file
 
     plan_file(path, kind="raw-scan", overwrite=overwrite)  # the file policy: never in a store, never a user's file

@@ -97,8 +97,8 @@ def detect_format(path: str | os.PathLike | Sequence[str | os.PathLike]) -> str:
     if head.startswith(_NPY_MAGIC):
         return "numpy"
     raise InputError(
-        f"unknown format (extension {suffix or 'none'!r}, no known signature); "
-        f"supported: {', '.join(FORMATS)}", p,
+        f"unknown format (extension {suffix or 'none'!r}, no known signature); supported: {', '.join(FORMATS)}",
+        p,
     )
 
 
@@ -158,13 +158,24 @@ def ingest(
     else:
         fmt = detect_format(source) if format == "auto" else format
     if fmt not in FORMATS:
-        raise InputError(f"unknown format {fmt!r}; supported: {', '.join(FORMATS)}",
-                         source if isinstance(source, (str, os.PathLike)) else None)
-    readers: dict[str, Callable[..., Any]] = {"dxchange": dxchange.ingest_dxchange, "nexus": nexus.ingest_nexus, "txrm": txrm.ingest_txrm,
-               "tiff": tiff.ingest_tiff, "numpy": npy.ingest_numpy}
+        raise InputError(
+            f"unknown format {fmt!r}; supported: {', '.join(FORMATS)}",
+            source if isinstance(source, (str, os.PathLike)) else None,
+        )
+    readers: dict[str, Callable[..., Any]] = {
+        "dxchange": dxchange.ingest_dxchange,
+        "nexus": nexus.ingest_nexus,
+        "txrm": txrm.ingest_txrm,
+        "tiff": tiff.ingest_tiff,
+        "numpy": npy.ingest_numpy,
+    }
     _check_options(fmt, kw, readers, source)
-    logger.info("ingest %s as %s -> %s", source if isinstance(source, (str, os.PathLike)) else type(source).__name__,
-                fmt, store_path)
+    logger.info(
+        "ingest %s as %s -> %s",
+        source if isinstance(source, (str, os.PathLike)) else type(source).__name__,
+        fmt,
+        store_path,
+    )
     return readers[fmt](source, store_path, angles=angles, overwrite=overwrite, progress=progress, **kw)
 
 
@@ -179,8 +190,7 @@ def _check_options(fmt: str, kw: dict[str, Any], readers: dict[str, Callable[...
     import inspect
 
     def accepted(fn: Callable[..., Any]) -> set[str]:
-        return {n for n, p in inspect.signature(fn).parameters.items()
-                if p.kind is inspect.Parameter.KEYWORD_ONLY}
+        return {n for n, p in inspect.signature(fn).parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
 
     mine = accepted(readers[fmt])
     for name in kw:
@@ -190,7 +200,10 @@ def _check_options(fmt: str, kw: dict[str, Any], readers: dict[str, Callable[...
         spelled = f"{name}= ({_CLI_NAMES[name]})" if name in _CLI_NAMES else f"{name}="
         where = f"{source}: " if isinstance(source, (str, os.PathLike)) else ""
         if takers:
-            raise ConfigError(f"{where}option {spelled} does not apply to {fmt} input; it applies to "
-                              f"{' or '.join(takers)} input only")
-        raise ConfigError(f"{where}unknown ingest option {name}=; {fmt} input takes "
-                          f"{', '.join(sorted(mine - {'angles', 'overwrite', 'progress'})) or 'no other option'}")
+            raise ConfigError(
+                f"{where}option {spelled} does not apply to {fmt} input; it applies to {' or '.join(takers)} input only"
+            )
+        raise ConfigError(
+            f"{where}unknown ingest option {name}=; {fmt} input takes "
+            f"{', '.join(sorted(mine - {'angles', 'overwrite', 'progress'})) or 'no other option'}"
+        )

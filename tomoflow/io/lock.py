@@ -140,7 +140,7 @@ def _proc_start(pid: int) -> int | None:
     try:
         with open(f"/proc/{int(pid)}/stat", encoding="ascii", errors="replace") as f:
             text = f.read()
-        return int(text[text.rindex(")") + 2:].split()[19])
+        return int(text[text.rindex(")") + 2 :].split()[19])
     except (OSError, ValueError, IndexError):
         return None
 
@@ -207,10 +207,17 @@ def _read(lock: Path) -> LockHolder | _Unparsable | object:
         if not isinstance(doc, dict) or doc.get("tomoflow_lock") != _FORMAT:
             return _Unparsable()
         start = doc.get("pid_start")
-        return LockHolder(path=lock, host=str(doc["host"]), pid=int(doc["pid"]), started=str(doc.get("started", "")),
-                          command=str(doc.get("command", "")), what=str(doc.get("what", "output")),
-                          pid_start=int(start) if isinstance(start, int) else None, token=str(doc.get("token", "")),
-                          raw=doc)
+        return LockHolder(
+            path=lock,
+            host=str(doc["host"]),
+            pid=int(doc["pid"]),
+            started=str(doc.get("started", "")),
+            command=str(doc.get("command", "")),
+            what=str(doc.get("what", "output")),
+            pid_start=int(start) if isinstance(start, int) else None,
+            token=str(doc.get("token", "")),
+            raw=doc,
+        )
     except (ValueError, KeyError, TypeError):
         return _Unparsable()
 
@@ -225,8 +232,10 @@ def _age(path: Path) -> float:
 def _refusal(output: Path, holder: LockHolder) -> StoreError:
     if holder.here:
         return StoreError(f"{output} is being written by {holder.describe()}; wait for it or stop it")
-    return StoreError(f"{output} is being written by {holder.describe()}; this host ({_host()}) cannot tell "
-                      f"whether that process still runs: wait for it, or, once it has stopped, delete {holder.path}")
+    return StoreError(
+        f"{output} is being written by {holder.describe()}; this host ({_host()}) cannot tell "
+        f"whether that process still runs: wait for it, or, once it has stopped, delete {holder.path}"
+    )
 
 
 def check_unlocked(path: str | os.PathLike, *, root: bool = False) -> LockHolder | None:
@@ -255,8 +264,10 @@ def check_unlocked(path: str | os.PathLike, *, root: bool = False) -> LockHolder
 
 
 def _not_a_lock(output: Path, lock: Path) -> StoreError:
-    return StoreError(f"{lock}: exists and is not a tomoflow lock file (or is damaged); if no tomoflow run is "
-                      f"writing {output}, delete it")
+    return StoreError(
+        f"{lock}: exists and is not a tomoflow lock file (or is damaged); if no tomoflow run is "
+        f"writing {output}, delete it"
+    )
 
 
 def _take_over(lock: Path, holder: LockHolder) -> bool:
@@ -325,8 +336,11 @@ class _Held:
             elif holder is _MISSING:
                 log.warning("the lock %s of %s was removed while this run held it", self.lock, self.output)
             else:
-                log.warning("the lock %s of %s is no longer this run's (deleted and taken by another run?); "
-                            "left in place", self.lock, self.output)
+                log.warning(
+                    "the lock %s of %s is no longer this run's (deleted and taken by another run?); left in place",
+                    self.lock,
+                    self.output,
+                )
         except OSError as exc:
             log.warning("cannot remove the lock %s: %s", self.lock, describe_os_error(exc, self.lock))
         _remove_empty(self.created)
@@ -353,24 +367,34 @@ def _acquire(output: Path, lock: Path, what: str, command: str | None) -> _Held:
                 if alive is not False:
                     raise _refusal(output, holder)  # noqa: B904  (the refusal is the error, not the race)
                 if _take_over(lock, holder):
-                    log.warning("%s: taking over the stale lock %s of %s, which no longer runs", output, lock,
-                                holder.describe())
+                    log.warning(
+                        "%s: taking over the stale lock %s of %s, which no longer runs", output, lock, holder.describe()
+                    )
                 continue
             except OSError as exc:
-                raise StoreError(f"{output}: cannot create its lock file {lock} "
-                                 f"({describe_os_error(exc, lock.parent)})") from None
-            doc = {"tomoflow_lock": _FORMAT, "what": what, "output": str(output), "host": _host(),
-                   "pid": os.getpid(), "pid_start": _proc_start(os.getpid()),
-                   "started": _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat(),
-                   "command": command if command is not None else _command(), "token": token}
+                raise StoreError(
+                    f"{output}: cannot create its lock file {lock} ({describe_os_error(exc, lock.parent)})"
+                ) from None
+            doc = {
+                "tomoflow_lock": _FORMAT,
+                "what": what,
+                "output": str(output),
+                "host": _host(),
+                "pid": os.getpid(),
+                "pid_start": _proc_start(os.getpid()),
+                "started": _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat(),
+                "command": command if command is not None else _command(),
+                "token": token,
+            }
             try:
                 with os.fdopen(fd, "w", encoding="utf-8") as f:
                     f.write(json.dumps(doc) + "\n")
             except OSError as exc:
                 with contextlib.suppress(OSError):
                     os.unlink(lock)
-                raise StoreError(f"{output}: cannot write its lock file {lock} "
-                                 f"({describe_os_error(exc, lock.parent)})") from None
+                raise StoreError(
+                    f"{output}: cannot write its lock file {lock} ({describe_os_error(exc, lock.parent)})"
+                ) from None
             return _Held(lock, output, token, created)
         raise StoreError(f"{output}: its lock {lock} keeps changing hands; try again")
     except BaseException:
@@ -382,13 +406,16 @@ def _make_parents_or_fail(output: Path, lock: Path) -> list[Path]:
     try:
         return _make_parents(lock.parent)
     except OSError as exc:
-        raise StoreError(f"{output}: cannot create the folder {exc.filename or lock.parent} "
-                         f"({describe_os_error(exc, exc.filename or lock.parent)})") from None
+        raise StoreError(
+            f"{output}: cannot create the folder {exc.filename or lock.parent} "
+            f"({describe_os_error(exc, exc.filename or lock.parent)})"
+        ) from None
 
 
 @contextlib.contextmanager
-def output_lock(path: str | os.PathLike, *, what: str = "output", root: bool = False,
-                command: str | None = None) -> Iterator[Path]:
+def output_lock(
+    path: str | os.PathLike, *, what: str = "output", root: bool = False, command: str | None = None
+) -> Iterator[Path]:
     """Hold the lock of the output ``path`` for the duration of the block (module docstring).
 
     Parameters

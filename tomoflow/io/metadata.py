@@ -63,12 +63,16 @@ class StageRecord(_Model):
     finished: str | None = None
     seconds: float | None = Field(default=None, description="Wall time of the stage in seconds.")
     fingerprint: str | None = Field(
-        default=None, description="sha256 of the stage's input identities and parameters; a rerun "
-        "resumes only into a store with the same fingerprint.")
+        default=None,
+        description="sha256 of the stage's input identities and parameters; a rerun "
+        "resumes only into a store with the same fingerprint.",
+    )
     params: dict[str, Any] = Field(default_factory=dict, description="The parameters fingerprinted.")
     output_id: str | None = Field(
-        default=None, description="Identity of what the stage wrote (content sha256 of ingested data, "
-        "or the fingerprint of computed data); set on completion.")
+        default=None,
+        description="Identity of what the stage wrote (content sha256 of ingested data, "
+        "or the fingerprint of computed data); set on completion.",
+    )
     timings: dict[str, float] = Field(default_factory=dict, description="Seconds per step of the stage.")
     info: dict[str, Any] = Field(default_factory=dict)
 
@@ -115,9 +119,13 @@ class VolumeAttrs(_Model):
     format_version: int = 1
     voxel_size: Quantity | None = Field(
         description="Edge of a level-0 voxel (micrometer); null when the scan's pixel size is unknown "
-        "(the OME-Zarr scale then says 1.0 and means one pixel).")
+        "(the OME-Zarr scale then says 1.0 and means one pixel)."
+    )
     algorithm: str | None = Field(default=None, description="fbp, mlem, sirt, ...")
     rotation_center: float | None = Field(default=None, description="Rotation axis column used (px).")
-    scan: str | None = Field(default=None, description="Path of the scan store reconstructed, as given "
-                             "(informative only: resume goes by identity, see stages/<name>).")
+    scan: str | None = Field(
+        default=None,
+        description="Path of the scan store reconstructed, as given "
+        "(informative only: resume goes by identity, see stages/<name>).",
+    )
     provenance: Provenance

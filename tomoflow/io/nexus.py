@@ -90,8 +90,11 @@ def find_nxtomo_entries(h5: Any) -> list[str]:
             found.append("/" + name)
         elif cls == "NXentry":
             for sub, sobj in obj.items():
-                if (isinstance(sobj, h5py.Group) and _text(sobj.attrs.get("NX_class", b"")) == "NXsubentry"
-                        and _is_nxtomo(sobj)):
+                if (
+                    isinstance(sobj, h5py.Group)
+                    and _text(sobj.attrs.get("NX_class", b"")) == "NXsubentry"
+                    and _is_nxtomo(sobj)
+                ):
                     found.append(f"/{name}/{sub}")
     return found
 
@@ -177,7 +180,8 @@ def _open(h5: Any, path: Any, entry: str | None, angles: Any) -> RawScan:
         if not entries:
             raise InputError(
                 f"no NXentry with definition 'NXtomo' (top-level groups: {sorted(h5.keys())}); pass entry=",
-                path, "/",
+                path,
+                "/",
             )
         if len(entries) > 1:
             raise InputError(f"several NXtomo entries {entries}; choose one with entry=", path, "/")
@@ -229,7 +233,8 @@ def _open(h5: Any, path: Any, entry: str | None, angles: Any) -> RawScan:
         else:
             raise InputError(
                 f"angle count mismatch: {a.size} rotation angles for {n_frames} frames ({proj_idx.size} projections)",
-                path, ang_name,
+                path,
+                ang_name,
             )
 
     def frames(key: int) -> np.ndarray | None:
@@ -251,8 +256,13 @@ def _open(h5: Any, path: Any, entry: str | None, angles: Any) -> RawScan:
             elif v.size == 1:
                 v = np.full(proj_idx.size, v[0])
             elif v.size != proj_idx.size:
-                logger.warning("%s: %s_translation has %d values for %d frames; stage positions not recorded",
-                               path, ax, v.size, n_frames)
+                logger.warning(
+                    "%s: %s_translation has %d values for %d frames; stage positions not recorded",
+                    path,
+                    ax,
+                    v.size,
+                    n_frames,
+                )
                 cols = []
                 break
             cols.append(v)
@@ -282,9 +292,14 @@ def _open(h5: Any, path: Any, entry: str | None, angles: Any) -> RawScan:
         pixel_size_um=_pixel_size_um(h5, f"{entry}/instrument/detector/x_pixel_size", path),
         energy_kev=h5_scalar(
             h5,
-            (f"{entry}/instrument/source/energy", f"{entry}/instrument/monochromator/energy",
-             f"{entry}/beam/incident_energy"),
-            "energy", "kev", path,
+            (
+                f"{entry}/instrument/source/energy",
+                f"{entry}/instrument/monochromator/energy",
+                f"{entry}/beam/incident_energy",
+            ),
+            "energy",
+            "kev",
+            path,
         ),
         stage_position_um=stage,
         instrument=instrument,
@@ -330,5 +345,6 @@ def ingest_nexus(
         The store, ``ingest`` complete.
     """
     with open_nexus(path, entry=entry, angles=angles) as raw:
-        return raw.to_store(store_path, overwrite=overwrite, progress=progress, pixel_size_um=pixel_size_um,
-                            energy_kev=energy_kev)
+        return raw.to_store(
+            store_path, overwrite=overwrite, progress=progress, pixel_size_um=pixel_size_um, energy_kev=energy_kev
+        )

@@ -82,8 +82,11 @@ def open_numpy(
     is_file = isinstance(source, (str, os.PathLike))
     src = source_file(source, "numpy") if is_file else SourceFile(path="<in-memory array>", format="numpy")
     if angles is None:
-        raise InputError("arrays carry no rotation angles; pass angles= (list, text file or (start, stop, step))",
-                         src.path if is_file else None, "angles")
+        raise InputError(
+            "arrays carry no rotation angles; pass angles= (list, text file or (start, stop, step))",
+            src.path if is_file else None,
+            "angles",
+        )
     proj = _load(source)
     if not hasattr(proj, "shape"):
         proj = np.asarray(proj)
@@ -143,8 +146,16 @@ def ingest_numpy(
     ScanStore
         The new store, ``ingest`` complete.
     """
-    raw = open_numpy(source, angles=angles, flats=flats, darks=darks, values=values,
-                     stage_position_um=stage_position_um, instrument=instrument)
+    raw = open_numpy(
+        source,
+        angles=angles,
+        flats=flats,
+        darks=darks,
+        values=values,
+        stage_position_um=stage_position_um,
+        instrument=instrument,
+    )
     with raw:
-        return raw.to_store(store_path, overwrite=overwrite, progress=progress, pixel_size_um=pixel_size_um,
-                            energy_kev=energy_kev)
+        return raw.to_store(
+            store_path, overwrite=overwrite, progress=progress, pixel_size_um=pixel_size_um, energy_kev=energy_kev
+        )

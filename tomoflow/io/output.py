@@ -57,10 +57,30 @@ from tomoflow.errors import StoreError, TomoflowError
 from tomoflow.io.stages import StageLog, read_zarr_json, stage_records, store_identity, store_kind
 
 __all__ = [
-    "OutputPlan", "fingerprint", "identity_of", "prepare_output", "create_store", "resolved_path",
-    "FilePlan", "FILE_KINDS", "STAMP_KEY", "plan_file", "plan_folder", "write_file", "write_json", "read_stamp",
-    "as_file_plan", "check_not_an_input", "enclosing_store", "check_writable_location", "save_figure", "save_image", "file_stamp",
-    "plan_files", "stamped_json", "body_digest",
+    "OutputPlan",
+    "fingerprint",
+    "identity_of",
+    "prepare_output",
+    "create_store",
+    "resolved_path",
+    "FilePlan",
+    "FILE_KINDS",
+    "STAMP_KEY",
+    "plan_file",
+    "plan_folder",
+    "write_file",
+    "write_json",
+    "read_stamp",
+    "as_file_plan",
+    "check_not_an_input",
+    "enclosing_store",
+    "check_writable_location",
+    "save_figure",
+    "save_image",
+    "file_stamp",
+    "plan_files",
+    "stamped_json",
+    "body_digest",
 ]
 
 
@@ -159,7 +179,7 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 
 def _short(value: Any, limit: int = 48) -> str:
     text = repr(_canonical(value))
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _describe_params_change(old: Mapping[str, Any], new: Mapping[str, Any], first: int = 4) -> str:
@@ -170,8 +190,11 @@ def _describe_params_change(old: Mapping[str, Any], new: Mapping[str, Any], firs
     """
     flat_old, flat_new = _flatten(dict(old)), _flatten(dict(new))
     keys = sorted(set(flat_old) | set(flat_new))
-    diffs = [f"{k}: {_short(flat_old.get(k))} -> {_short(flat_new.get(k))}" for k in keys
-             if _canonical(flat_old.get(k)) != _canonical(flat_new.get(k))]
+    diffs = [
+        f"{k}: {_short(flat_old.get(k))} -> {_short(flat_new.get(k))}"
+        for k in keys
+        if _canonical(flat_old.get(k)) != _canonical(flat_new.get(k))
+    ]
     if not diffs:
         return "its inputs differ (another scan or an input that changed)"
     more = f"; and {len(diffs) - first} more" if len(diffs) > first else ""
@@ -223,12 +246,15 @@ def prepare_output(
     out = Path(path)
     check_not_an_input(out, inputs, f"the {stage} output")
     if out.is_symlink():  # replacing would follow it to wherever it points, or delete the link's target
-        raise StoreError(f"{out}: is a symbolic link; tomoflow writes a store only at a real path; choose another "
-                         "output path")
+        raise StoreError(
+            f"{out}: is a symbolic link; tomoflow writes a store only at a real path; choose another output path"
+        )
     outer = enclosing_store(out.absolute().parent)
     if outer is not None:  # a store inside a store: its files would be part of the outer one
-        raise StoreError(f"{out}: lies inside the tomoflow store {outer}; tomoflow never writes into a store; "
-                         "choose a path outside it")
+        raise StoreError(
+            f"{out}: lies inside the tomoflow store {outer}; tomoflow never writes into a store; "
+            "choose a path outside it"
+        )
     what = _KIND_NAMES.get(kind, kind)
     if not os.path.lexists(out):
         return OutputPlan("create", out)
@@ -242,26 +268,34 @@ def prepare_output(
             raise StoreError(f"{out}: cannot read ({exc.strerror or exc})") from None
         if empty:
             return OutputPlan("create", out)
-        raise StoreError(f"{out}: is a folder that is not a tomoflow store; refusing to write into it or "
-                         f"delete it{' (even with --overwrite)' if overwrite else ''}; choose a new path")
+        raise StoreError(
+            f"{out}: is a folder that is not a tomoflow store; refusing to write into it or "
+            f"delete it{' (even with --overwrite)' if overwrite else ''}; choose a new path"
+        )
     if found != kind:
-        raise StoreError(f"{out}: is a tomoflow {_KIND_NAMES.get(found, found)}, not a {what}; "
-                         "refusing to replace it; choose another output path")
+        raise StoreError(
+            f"{out}: is a tomoflow {_KIND_NAMES.get(found, found)}, not a {what}; "
+            "refusing to replace it; choose another output path"
+        )
     log_ = StageLog(out, stage)
     if not log_.exists:
         made_by = sorted(stage_records(out))
         if made_by:
             # Same kind, another stage: an ingested scan is not an alignment, an HR volume is not a
             # recovered one. Such a store may be the only copy of the data: never replaced.
-            raise StoreError(f"{out}: is a {what} made by tomoflow {' and '.join(made_by)}, not by {stage}; "
-                             f"refusing to replace it{' (even with --overwrite)' if overwrite else ''}; "
-                             "choose another output path")
+            raise StoreError(
+                f"{out}: is a {what} made by tomoflow {' and '.join(made_by)}, not by {stage}; "
+                f"refusing to replace it{' (even with --overwrite)' if overwrite else ''}; "
+                "choose another output path"
+            )
         root = (read_zarr_json(out) or {}).get("attributes") or {}
         if "stages" in root:
             if overwrite:
                 return _replacing(out)
-            raise StoreError(f"{out}: a {what} made by an older tomoflow (format without stage records); "
-                             "pass --overwrite to replace it, or choose another output path")
+            raise StoreError(
+                f"{out}: a {what} made by an older tomoflow (format without stage records); "
+                "pass --overwrite to replace it, or choose another output path"
+            )
         # Our own store, interrupted while it was being created: nothing was computed into it yet.
         return _replacing(out)
     if overwrite:
@@ -269,8 +303,10 @@ def prepare_output(
     rec = log_.record
     if rec.fingerprint != fingerprint:
         why = _describe_params_change(rec.params, params or {})
-        raise StoreError(f"{out}: was made from other inputs or parameters ({why}); pass --overwrite to "
-                         "replace it, or choose another output path")
+        raise StoreError(
+            f"{out}: was made from other inputs or parameters ({why}); pass --overwrite to "
+            "replace it, or choose another output path"
+        )
     return OutputPlan("complete" if rec.complete else "resume", out)
 
 
@@ -319,8 +355,10 @@ def _replacing(out: Path) -> OutputPlan:
     found, count = foreign_files(out)
     if count:
         more = f" and {count - len(found)} more" if count > len(found) else ""
-        raise StoreError(f"{out}: holds files tomoflow did not write ({', '.join(found)}{more}); refusing to "
-                         "delete it (even with --overwrite); move them out, or choose another output path")
+        raise StoreError(
+            f"{out}: holds files tomoflow did not write ({', '.join(found)}{more}); refusing to "
+            "delete it (even with --overwrite); move them out, or choose another output path"
+        )
     return OutputPlan("replace", out)
 
 
@@ -472,8 +510,14 @@ def body_digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def stamped_json(doc: Mapping[str, Any], kind: str | None = None, fingerprint: str | None = None, *,
-                 indent: int | None = 2, default: Any = None) -> str:
+def stamped_json(
+    doc: Mapping[str, Any],
+    kind: str | None = None,
+    fingerprint: str | None = None,
+    *,
+    indent: int | None = 2,
+    default: Any = None,
+) -> str:
     """JSON text of ``doc`` carrying tomoflow's stamp: its kind, fingerprint, version and the digest of
     the document itself (a file a user edited, or wrote with a copied stamp, is not taken for one
     tomoflow wrote). ``kind`` None keeps the kind and fingerprint of the stamp ``doc`` already has."""
@@ -506,7 +550,7 @@ def _png_stamp(path: Path) -> dict[str, Any] | None:
                 if key.decode("latin-1") == STAMP_KEY:
                     return _parse_stamp(value.decode("latin-1"))
             elif ctype == b"iTXt" and data.startswith(STAMP_KEY.encode() + b"\0\0"):  # uncompressed
-                rest = data[len(STAMP_KEY) + 3:]
+                rest = data[len(STAMP_KEY) + 3 :]
                 parts = rest.split(b"\0", 2)  # language tag, translated keyword, text
                 if len(parts) == 3:
                     return _parse_stamp(parts[2].decode("utf-8", "replace"))
@@ -584,8 +628,12 @@ def read_stamp(path: str | os.PathLike) -> dict[str, Any] | None:
                 return None
             sid = doc.get("$id")
             old = doc.get(STAMP_KEY)
-            if (old is None or (isinstance(old, dict) and "body" not in old)) and isinstance(sid, str) \
-                    and sid.startswith("tomoflow/") and sid.endswith(".schema.json"):  # schemas of tomoflow 0.1
+            if (
+                (old is None or (isinstance(old, dict) and "body" not in old))
+                and isinstance(sid, str)
+                and sid.startswith("tomoflow/")
+                and sid.endswith(".schema.json")
+            ):  # schemas of tomoflow 0.1
                 return {"kind": "schema", "fingerprint": None}
             stamp = _parse_stamp(doc.pop(STAMP_KEY, None))
             # the document must be the one stamped: edited (or a copied stamp) is no longer tomoflow's
@@ -595,7 +643,9 @@ def read_stamp(path: str | os.PathLike) -> dict[str, Any] | None:
 
             with h5py.File(p, "r") as f:
                 stamp = f.attrs.get(STAMP_KEY)
-                if stamp is None and f.attrs.get("tomoflow_writer") == "tomoflow":  # Data Exchange files of tomoflow 0.1
+                if (
+                    stamp is None and f.attrs.get("tomoflow_writer") == "tomoflow"
+                ):  # Data Exchange files of tomoflow 0.1
                     return {"kind": "raw-scan", "fingerprint": None}
                 return _parse_stamp(stamp.decode() if isinstance(stamp, bytes) else stamp)
         if p.stat().st_size > _STAMP_READ_LIMIT:
@@ -606,7 +656,7 @@ def read_stamp(path: str | os.PathLike) -> dict[str, Any] | None:
         for lead, tail in (("# ", ""), ("<!-- ", " -->")):
             prefix = f"{lead}{STAMP_KEY}: "
             if first.startswith(prefix) and first.endswith(tail):
-                stamp = _parse_stamp(first[len(prefix):len(first) - len(tail)])
+                stamp = _parse_stamp(first[len(prefix) : len(first) - len(tail)])
                 ok = stamp is not None and stamp.get("body") == hashlib.sha256(body).hexdigest()
                 return stamp if ok else None
     except (OSError, ValueError, UnicodeDecodeError):
@@ -708,15 +758,25 @@ def plan_file(
     if p.name in ("", ".", "..") or str(path).endswith(("/", os.sep)):
         raise ConfigError(f"{label}: expected a file name ending in {' or '.join(suffixes)}, got a folder")
     if p.suffix.lower() not in suffixes:
-        raise ConfigError(f"{label}: a {kind.replace('-', ' ')} file must end in {' or '.join(suffixes)}, "
-                          f"not {p.suffix or 'no suffix'}")
+        raise ConfigError(
+            f"{label}: a {kind.replace('-', ' ')} file must end in {' or '.join(suffixes)}, "
+            f"not {p.suffix or 'no suffix'}"
+        )
     store = enclosing_store(p)
     if store is not None:
-        raise StoreError(f"{p}: {'is' if store == resolved_path(p) else 'lies inside'} the tomoflow store {store}; "
-                         "tomoflow never writes files into a store; choose a path outside it")
+        raise StoreError(
+            f"{p}: {'is' if store == resolved_path(p) else 'lies inside'} the tomoflow store {store}; "
+            "tomoflow never writes files into a store; choose a path outside it"
+        )
     check_not_an_input(p, inputs, f"a {kind.replace('-', ' ')}")
-    common = dict(path=p, kind=kind, fingerprint=fingerprint, inputs=tuple(os.fspath(i) for i in inputs),
-                  overwrite=overwrite, option=option)
+    common = dict(
+        path=p,
+        kind=kind,
+        fingerprint=fingerprint,
+        inputs=tuple(os.fspath(i) for i in inputs),
+        overwrite=overwrite,
+        option=option,
+    )
     if not os.path.lexists(p):
         check_writable_location(p)
         return FilePlan(action="create", **common)  # type: ignore[arg-type]  # common holds the typed fields
@@ -728,22 +788,29 @@ def plan_file(
         raise StoreError(f"{p}: exists and is not a regular file; choose another path")
     stamp = read_stamp(p)
     if stamp is None:
-        raise StoreError(f"{p}: exists and was not written by tomoflow; refusing to replace it"
-                         f"{' (even with --overwrite)' if overwrite else ''}; choose another path or move it away")
+        raise StoreError(
+            f"{p}: exists and was not written by tomoflow; refusing to replace it"
+            f"{' (even with --overwrite)' if overwrite else ''}; choose another path or move it away"
+        )
     if stamp.get("kind") != kind:
-        raise StoreError(f"{p}: is a tomoflow {str(stamp.get('kind')).replace('-', ' ')} file, not a "
-                         f"{kind.replace('-', ' ')}; refusing to replace it; choose another path")
+        raise StoreError(
+            f"{p}: is a tomoflow {str(stamp.get('kind')).replace('-', ' ')} file, not a "
+            f"{kind.replace('-', ' ')}; refusing to replace it; choose another path"
+        )
     if fingerprint is not None and stamp.get("fingerprint") == fingerprint:
         return FilePlan(action="same", **common)  # type: ignore[arg-type]  # common holds the typed fields
     if not overwrite:
-        raise StoreError(f"{p}: was written by tomoflow from other inputs or parameters; pass --overwrite to "
-                         "replace it, or choose another path")
+        raise StoreError(
+            f"{p}: was written by tomoflow from other inputs or parameters; pass --overwrite to "
+            "replace it, or choose another path"
+        )
     check_writable_location(p)
     return FilePlan(action="replace", **common)  # type: ignore[arg-type]  # common holds the typed fields
 
 
-def plan_folder(path: str | os.PathLike, *, inputs: Sequence[str | os.PathLike] = (), option: str | None = None,
-                what: str = "files") -> Path:
+def plan_folder(
+    path: str | os.PathLike, *, inputs: Sequence[str | os.PathLike] = (), option: str | None = None, what: str = "files"
+) -> Path:
     """Check, writing nothing, a folder tomoflow will write named files into (each through
     :func:`plan_file`): not a tomoflow store, not inside one, not an input or inside one, not a file.
 
@@ -752,8 +819,10 @@ def plan_folder(path: str | os.PathLike, *, inputs: Sequence[str | os.PathLike] 
     p = Path(path)
     store = enclosing_store(p)
     if store is not None:
-        raise StoreError(f"{p}: {'is' if store == resolved_path(p) else 'lies inside'} the tomoflow store {store}; "
-                         f"tomoflow never writes {what} into a store; choose a folder outside it")
+        raise StoreError(
+            f"{p}: {'is' if store == resolved_path(p) else 'lies inside'} the tomoflow store {store}; "
+            f"tomoflow never writes {what} into a store; choose a folder outside it"
+        )
     check_not_an_input(p, inputs, what)
     if os.path.lexists(p) and not p.is_dir():
         raise StoreError(f"{p}: exists and is not a folder; choose another path for the {what}")
@@ -785,8 +854,14 @@ def write_file(plan: FilePlan, content: bytes | str | Callable[[Path], Any]) -> 
         The file became something tomoflow may not replace since it was planned, or the write
         failed (disk full, permissions): nothing is left behind.
     """
-    again = plan_file(plan.path, kind=plan.kind, fingerprint=plan.fingerprint, inputs=plan.inputs,
-                      overwrite=plan.overwrite or plan.action == "replace", option=plan.option)
+    again = plan_file(
+        plan.path,
+        kind=plan.kind,
+        fingerprint=plan.fingerprint,
+        inputs=plan.inputs,
+        overwrite=plan.overwrite or plan.action == "replace",
+        option=plan.option,
+    )
     if again.action == "same":
         return plan.path
     path = plan.path
@@ -825,8 +900,14 @@ def write_json(plan: FilePlan, doc: Mapping[str, Any], *, indent: int | None = 2
     return write_file(plan, plan.json_text(doc, indent=indent, default=dump.get("default")))
 
 
-def as_file_plan(target: str | os.PathLike | FilePlan, *, kind: str, overwrite: bool = False,
-                 inputs: Sequence[str | os.PathLike] = (), fingerprint: str | None = None) -> FilePlan:
+def as_file_plan(
+    target: str | os.PathLike | FilePlan,
+    *,
+    kind: str,
+    overwrite: bool = False,
+    inputs: Sequence[str | os.PathLike] = (),
+    fingerprint: str | None = None,
+) -> FilePlan:
     """``target`` if it is already a :class:`FilePlan`, else :func:`plan_file` of it (API functions that
     write a file take either)."""
     if isinstance(target, FilePlan):
@@ -836,8 +917,14 @@ def as_file_plan(target: str | os.PathLike | FilePlan, *, kind: str, overwrite: 
     return plan_file(target, kind=kind, overwrite=overwrite, inputs=inputs, fingerprint=fingerprint)
 
 
-def save_figure(fig: Any, target: str | os.PathLike | FilePlan, *, overwrite: bool = False,
-                inputs: Sequence[str | os.PathLike] = (), dpi: int = 110) -> Path:
+def save_figure(
+    fig: Any,
+    target: str | os.PathLike | FilePlan,
+    *,
+    overwrite: bool = False,
+    inputs: Sequence[str | os.PathLike] = (),
+    dpi: int = 110,
+) -> Path:
     """Save a matplotlib figure as a PNG through the file policy (stamped, atomic) and close it.
 
     ``target`` is a :class:`FilePlan` made before the work, or a path planned here (a new file, or a
@@ -852,8 +939,9 @@ def save_figure(fig: Any, target: str | os.PathLike | FilePlan, *, overwrite: bo
         plt.close(fig)
 
 
-def save_image(image: Any, target: str | os.PathLike | FilePlan, *, overwrite: bool = False,
-               cmap: str = "gray") -> Path:
+def save_image(
+    image: Any, target: str | os.PathLike | FilePlan, *, overwrite: bool = False, cmap: str = "gray"
+) -> Path:
     """``matplotlib.pyplot.imsave`` of a 2-D array (values 0..1) through the file policy."""
     import matplotlib.pyplot as plt
 
@@ -869,9 +957,16 @@ def file_stamp(kind: str, fingerprint: str | None = None) -> dict[str, Any]:
     return {"kind": kind, "fingerprint": fingerprint, "tomoflow": _version()}
 
 
-def plan_files(folder: str | os.PathLike, files: Mapping[str, str], *, fingerprint: str | None = None,
-               inputs: Sequence[str | os.PathLike] = (), overwrite: bool = False, option: str | None = "--out",
-               renew: Sequence[str] = ()) -> dict[str, FilePlan]:
+def plan_files(
+    folder: str | os.PathLike,
+    files: Mapping[str, str],
+    *,
+    fingerprint: str | None = None,
+    inputs: Sequence[str | os.PathLike] = (),
+    overwrite: bool = False,
+    option: str | None = "--out",
+    renew: Sequence[str] = (),
+) -> dict[str, FilePlan]:
     """Check, before any work, a folder and the named files tomoflow will write into it (a training
     folder: weights, model card, checkpoint ...).
 
@@ -894,6 +989,14 @@ def plan_files(folder: str | os.PathLike, files: Mapping[str, str], *, fingerpri
         Name -> :class:`FilePlan`.
     """
     base = plan_folder(folder, inputs=inputs, option=option)
-    return {name: plan_file(base / name, kind=kind, fingerprint=fingerprint, inputs=inputs,
-                            overwrite=overwrite or name in renew, option=option)
-            for name, kind in files.items()}
+    return {
+        name: plan_file(
+            base / name,
+            kind=kind,
+            fingerprint=fingerprint,
+            inputs=inputs,
+            overwrite=overwrite or name in renew,
+            option=option,
+        )
+        for name, kind in files.items()
+    }

@@ -57,8 +57,9 @@ def probe_nexus(path: Path) -> list[tuple[str, tuple[int, int, int] | None, str 
         with reader_errors(path, None, "cannot list NeXus entries"):
             entries = find_nxtomo_entries(h5)
         if not entries:
-            raise InputError(f"no NXentry with definition 'NXtomo' (top-level groups: {summarise(sorted(h5.keys()))})",
-                             path, "/")
+            raise InputError(
+                f"no NXentry with definition 'NXtomo' (top-level groups: {summarise(sorted(h5.keys()))})", path, "/"
+            )
         out: list[tuple[str, tuple[int, int, int] | None, str | None]] = []
         for entry in entries:
             try:
@@ -81,8 +82,9 @@ def _first(h5: Any, path: Path, entry: str, names: tuple[str, ...]) -> tuple[str
 def _probe_nexus_entry(h5: Any, path: Path, entry: str, projection: int) -> tuple[int, int, int]:
     name, data = _first(h5, path, entry, ("data/data", "instrument/detector/data"))
     if data is None or data.ndim != 3 or 0 in data.shape:
-        raise InputError("no (frame, row, col) frame data (looked for data/data and instrument/detector/data)",
-                         path, entry)
+        raise InputError(
+            "no (frame, row, col) frame data (looked for data/data and instrument/detector/data)", path, entry
+        )
     key_name, keys = _first(h5, path, entry, ("data/image_key", "instrument/detector/image_key"))
     n = int(data.shape[0])
     if keys is not None:
@@ -127,12 +129,16 @@ def probe_txrm(path: Path) -> tuple[int, int, int]:
         dtype = _image_dtype(f.scalar("ImageInfo/DataType", "<i4", required=False), size, width * height, path, last)
         got = len(f.raw(last))  # the last image: where a truncated file fails
         if got != width * height * dtype.itemsize:
-            raise InputError(f"stream has {got} bytes, expected {width * height * dtype.itemsize} (truncated?)",
-                             path, last)
+            raise InputError(
+                f"stream has {got} bytes, expected {width * height * dtype.itemsize} (truncated?)", path, last
+            )
         angles = f.array("ImageInfo/Angles", "<f4", required=False)
         if angles is None or angles.size < n:
-            raise InputError("no rotation angle for every image; add the scan to the manifest by hand with angles:",
-                             path, "ImageInfo/Angles")
+            raise InputError(
+                "no rotation angle for every image; add the scan to the manifest by hand with angles:",
+                path,
+                "ImageInfo/Angles",
+            )
         return (int(n), int(height), int(width))
     finally:
         ole.close()

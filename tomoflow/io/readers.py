@@ -107,8 +107,9 @@ def source_file(path: str | os.PathLike, fmt: str, *, files: Sequence[str | os.P
     try:
         digest, total = files_sha256([path] if files is None else files)
     except OSError as exc:  # name the file that failed, not only the stack
-        raise InputError(f"cannot hash file ({type(exc).__name__}: {exc.strerror or exc})",
-                         exc.filename or path) from exc
+        raise InputError(
+            f"cannot hash file ({type(exc).__name__}: {exc.strerror or exc})", exc.filename or path
+        ) from exc
     return SourceFile(path=str(path), format=fmt, sha256=digest, size_bytes=total)
 
 
@@ -176,16 +177,36 @@ def h5_units(ds: Any) -> str | None:
 
 
 _LENGTH_TO_UM = {
-    "m": 1e6, "meter": 1e6, "metre": 1e6, "meters": 1e6, "metres": 1e6,
-    "mm": 1e3, "millimeter": 1e3, "millimetre": 1e3,
-    "um": 1.0, "µm": 1.0, "μm": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0, "micrometre": 1.0,
-    "micrometers": 1.0, "micrometres": 1.0,
-    "nm": 1e-3, "nanometer": 1e-3, "nanometre": 1e-3,
+    "m": 1e6,
+    "meter": 1e6,
+    "metre": 1e6,
+    "meters": 1e6,
+    "metres": 1e6,
+    "mm": 1e3,
+    "millimeter": 1e3,
+    "millimetre": 1e3,
+    "um": 1.0,
+    "µm": 1.0,
+    "μm": 1.0,
+    "micron": 1.0,
+    "microns": 1.0,
+    "micrometer": 1.0,
+    "micrometre": 1.0,
+    "micrometers": 1.0,
+    "micrometres": 1.0,
+    "nm": 1e-3,
+    "nanometer": 1e-3,
+    "nanometre": 1e-3,
 }
 _ENERGY_TO_KEV = {"ev": 1e-3, "kev": 1.0, "mev": 1e3}
 _ANGLE_TO_DEG = {
-    "deg": 1.0, "degree": 1.0, "degrees": 1.0, "°": 1.0,
-    "rad": 180.0 / np.pi, "radian": 180.0 / np.pi, "radians": 180.0 / np.pi,
+    "deg": 1.0,
+    "degree": 1.0,
+    "degrees": 1.0,
+    "°": 1.0,
+    "rad": 180.0 / np.pi,
+    "radian": 180.0 / np.pi,
+    "radians": 180.0 / np.pi,
 }
 
 
@@ -274,7 +295,8 @@ class LazyStack:
         if block.shape != (stop - start, *self.shape[1:]):
             raise InputError(
                 f"frames {start}..{stop - 1} have shape {block.shape}, expected {(stop - start, *self.shape[1:])}",
-                self.path, self.dataset,
+                self.path,
+                self.dataset,
             )
         return block
 
@@ -392,11 +414,13 @@ class RawScan:
         if self.angles_deg is None:
             raise InputError(
                 "no rotation angles in the file; pass them explicitly (angles=..., CLI: --angles)",
-                path, self.angles_dataset,
+                path,
+                self.angles_dataset,
             )
         # The physics of the angles (count, span, distinct directions): before any store exists.
-        self.angles_deg = validate_scan_geometry(self.angles_deg, shape[0], need="scan", path=path,
-                                                 dataset=self.angles_dataset, n_columns=shape[2])
+        self.angles_deg = validate_scan_geometry(
+            self.angles_deg, shape[0], need="scan", path=path, dataset=self.angles_dataset, n_columns=shape[2]
+        )
         self.flats = _as_frames(self.flats, "flats", shape[1:], path, "flats")
         self.darks = _as_frames(self.darks, "darks", shape[1:], path, "darks")
         if self.stage_position_um is not None:
@@ -449,8 +473,17 @@ class RawScan:
         from tomoflow.io.scan_store import write_scan
 
         logger.info("ingesting %s (%s, %s) into %s", self.source.path, self.source.format, self.shape, store_path)
-        return write_scan(store_path, self.projections, self.angles_deg, flats=self.flats, darks=self.darks,
-                          overwrite=overwrite, progress=progress, projections_dataset=self.dataset, **meta)
+        return write_scan(
+            store_path,
+            self.projections,
+            self.angles_deg,
+            flats=self.flats,
+            darks=self.darks,
+            overwrite=overwrite,
+            progress=progress,
+            projections_dataset=self.dataset,
+            **meta,
+        )
 
 
 def resolve_angles(angles: Any, n: int, path: Any = None) -> np.ndarray:
@@ -476,7 +509,8 @@ def resolve_angles(angles: Any, n: int, path: Any = None) -> np.ndarray:
         raise InputError(
             f"angle range start={start}, stop={stop}, step={step} gives {max(int(np.ceil(span - 1e-9)), 0)} "
             f"(stop exclusive) or {max(int(np.floor(span + 1e-9)) + 1, 0)} (stop inclusive) angles for {n} projections",
-            path, "angles",
+            path,
+            "angles",
         )
     return validate_angles(angles, n, path, "angles (user-given)")
 

@@ -185,7 +185,7 @@ class StoreArray:
         sel = selection if isinstance(selection, tuple) else (selection,)
         if any(s is Ellipsis for s in sel):
             i = next(i for i, s in enumerate(sel) if s is Ellipsis)
-            sel = sel[:i] + (slice(None),) * (len(shape) - len(sel) + 1) + sel[i + 1:]
+            sel = sel[:i] + (slice(None),) * (len(shape) - len(sel) + 1) + sel[i + 1 :]
         sel = tuple(sel) + (slice(None),) * (len(shape) - len(sel))
         ranges = []
         for s, n, c in zip(sel, shape, chunks):
@@ -273,14 +273,27 @@ class ScanStore:
             rotation_center=None if rotation_center is None else float(rotation_center),
             instrument=dict(instrument or {}),
             source=source,
-            provenance=Provenance(tomoflow_version=__version__, config=_config.get().model_dump(mode="json"),
-                                  inputs=[source] if source else []),
+            provenance=Provenance(
+                tomoflow_version=__version__,
+                config=_config.get().model_dump(mode="json"),
+                inputs=[source] if source else [],
+            ),
         )
 
     @classmethod
-    def _create(cls, plan: OutputPlan, attrs: ScanAttrs, shape: tuple[int, int, int], angles: np.ndarray, *,
-                n_flats: int, n_darks: int, chunks: tuple[int, int, int], stage_position_um: np.ndarray | None,
-                dtypes: dict[str, np.dtype] | None = None) -> ScanStore:
+    def _create(
+        cls,
+        plan: OutputPlan,
+        attrs: ScanAttrs,
+        shape: tuple[int, int, int],
+        angles: np.ndarray,
+        *,
+        n_flats: int,
+        n_darks: int,
+        chunks: tuple[int, int, int],
+        stage_position_um: np.ndarray | None,
+        dtypes: dict[str, np.dtype] | None = None,
+    ) -> ScanStore:
         """Create the (validated) store layout: root attributes, empty arrays, the angle coordinate.
         ``dtypes`` gives the storage type of projections, flats and darks (default float32)."""
         n_angles, n_rows, n_cols = shape
@@ -292,23 +305,39 @@ class ScanStore:
 
         root = create_store(plan, attrs.model_dump(mode="json"))
         root.create_array(
-            "projections", shape=shape, chunks=chunks, **typed("projections"),
+            "projections",
+            shape=shape,
+            chunks=chunks,
+            **typed("projections"),
             dimension_names=["angle", "row", "col"],
             attributes={"long_name": "projections", "values": attrs.values},
         )
         for name, n, dim in (("flats", n_flats, "flat"), ("darks", n_darks, "dark")):
             root.create_array(
-                name, shape=(int(n), n_rows, n_cols), chunks=(max(1, min(int(n), 8)), chunks[1], n_cols),
-                **typed(name), dimension_names=[dim, "row", "col"],
+                name,
+                shape=(int(n), n_rows, n_cols),
+                chunks=(max(1, min(int(n), 8)), chunks[1], n_cols),
+                **typed(name),
+                dimension_names=[dim, "row", "col"],
             )
-        ang = root.create_array("angle", shape=(n_angles,), dtype="float64", dimension_names=["angle"],
-                                attributes={"units": "degree", "long_name": "rotation angle"}, fill_value=np.nan)
+        ang = root.create_array(
+            "angle",
+            shape=(n_angles,),
+            dtype="float64",
+            dimension_names=["angle"],
+            attributes={"units": "degree", "long_name": "rotation angle"},
+            fill_value=np.nan,
+        )
         ang[:] = angles
         if stage_position_um is not None:
-            arr = root.create_array("stage_position", shape=stage_position_um.shape, dtype="float64",
-                                    dimension_names=["angle", "axis"],
-                                    attributes={"units": "micrometer", "axis_names": ["x", "y", "z"]},
-                                    fill_value=np.nan)
+            arr = root.create_array(
+                "stage_position",
+                shape=stage_position_um.shape,
+                dtype="float64",
+                dimension_names=["angle", "axis"],
+                attributes={"units": "micrometer", "axis_names": ["x", "y", "z"]},
+                fill_value=np.nan,
+            )
             arr[:] = stage_position_um
         return cls(plan.path, root)
 
@@ -354,11 +383,11 @@ class ScanStore:
             unfinished = [name for name, rec in stages.items() if not rec.complete]
             if not stages or unfinished:
                 what = unfinished[0] if unfinished else "ingest"
-                raise StoreError(f"{self.path}: {what} did not complete (interrupted?); run the same "
-                                 f"command again")
+                raise StoreError(f"{self.path}: {what} did not complete (interrupted?); run the same command again")
             # A store made before the physics checks (or edited by hand) is checked as a scan again.
-            validate_scan_geometry(self.angles_deg, shape[0], need="scan", path=self.path, dataset="angle",
-                                   n_columns=shape[2])
+            validate_scan_geometry(
+                self.angles_deg, shape[0], need="scan", path=self.path, dataset="angle", n_columns=shape[2]
+            )
         return attrs
 
     def check_for(self, need: str) -> np.ndarray:
@@ -379,18 +408,24 @@ class ScanStore:
         """
         if need not in SCAN_NEEDS:
             raise ConfigError(f"unknown scan need {need!r}; choose one of {', '.join(map(repr, SCAN_NEEDS))}")
-        angles = validate_scan_geometry(self.angles_deg, self.shape[0], need=need, path=self.path, dataset="angle",
-                                        n_columns=self.shape[2])
+        angles = validate_scan_geometry(
+            self.angles_deg, self.shape[0], need=need, path=self.path, dataset="angle", n_columns=self.shape[2]
+        )
         rec = self.stage("ingest")
         frac = rec.info.get("measured_fraction") if rec.complete else None
         if isinstance(frac, (int, float)):
             if frac < MIN_MEASURED_FRACTION:
-                raise InputError(f"only {100 * frac:.1f} % of the projection pixels give a finite line integral; "
-                                 f"at least {100 * MIN_MEASURED_FRACTION:g} % must", self.path, "projections")
+                raise InputError(
+                    f"only {100 * frac:.1f} % of the projection pixels give a finite line integral; "
+                    f"at least {100 * MIN_MEASURED_FRACTION:g} % must",
+                    self.path,
+                    "projections",
+                )
             return angles
         values = self.attrs.values
-        check = MeasuredCheck(values, np.asarray(self.darks[...]) if values == "intensity" else None,
-                              self.path, "projections")
+        check = MeasuredCheck(
+            values, np.asarray(self.darks[...]) if values == "intensity" else None, self.path, "projections"
+        )
         n = self.shape[0]
         for i in sorted({0, n // 2, n - 1}):
             check.update(i, np.asarray(self.projections[i : i + 1]))
@@ -480,8 +515,10 @@ def validate_center(center: Any, n_cols: int, path: Any = None) -> float:
         raise ConfigError(f"rotation centre must be a number of pixels or 'auto', got {center!r}") from None
     if not np.isfinite(c) or not 0.0 <= c <= n_cols - 1:
         where = f"{path}: " if path is not None else ""
-        raise ConfigError(f"{where}rotation centre {center!r} px is outside the detector: it must lie within "
-                          f"0 .. {n_cols - 1} (detector centre {(n_cols - 1) / 2:g})")
+        raise ConfigError(
+            f"{where}rotation centre {center!r} px is outside the detector: it must lie within "
+            f"0 .. {n_cols - 1} (detector centre {(n_cols - 1) / 2:g})"
+        )
     return c
 
 
@@ -508,9 +545,16 @@ class _ContentHash:
         return self._h.hexdigest()
 
 
-def _ingest_fingerprint(source: SourceFile | None, projections: Any, flats: np.ndarray, darks: np.ndarray,
-                        angles: np.ndarray, meta: Mapping[str, Any], chunks: tuple[int, int, int],
-                        extra: Mapping[str, Any]) -> tuple[str, dict[str, Any], str]:
+def _ingest_fingerprint(
+    source: SourceFile | None,
+    projections: Any,
+    flats: np.ndarray,
+    darks: np.ndarray,
+    angles: np.ndarray,
+    meta: Mapping[str, Any],
+    chunks: tuple[int, int, int],
+    extra: Mapping[str, Any],
+) -> tuple[str, dict[str, Any], str]:
     """Fingerprint of an ingest: the source's sha256 (or the in-memory data's) and every parameter.
 
     Never the source's path: the same file reached through a symlink, a relative path or another
@@ -659,13 +703,12 @@ def write_scan(
     if 0 in shape:
         raise InputError(f"projections are empty (shape {shape})", src_path, "projections")
     n_angles, n_rows, n_cols = (int(v) for v in shape)
-    angles = validate_scan_geometry(angles_deg, n_angles, need="scan", path=src_path, dataset="angles",
-                                    n_columns=n_cols)
+    angles = validate_scan_geometry(
+        angles_deg, n_angles, need="scan", path=src_path, dataset="angles", n_columns=n_cols
+    )
     proj_dtype = storage_dtype(getattr(projections, "dtype", None), values)
-    flats_a = (np.zeros((0, n_rows, n_cols), proj_dtype) if flats is None
-               else _as_stored(np.asarray(flats), values))
-    darks_a = (np.zeros((0, n_rows, n_cols), proj_dtype) if darks is None
-               else _as_stored(np.asarray(darks), values))
+    flats_a = np.zeros((0, n_rows, n_cols), proj_dtype) if flats is None else _as_stored(np.asarray(flats), values)
+    darks_a = np.zeros((0, n_rows, n_cols), proj_dtype) if darks is None else _as_stored(np.asarray(darks), values)
     if flats_a.ndim == 2:
         flats_a = flats_a[None]
     if darks_a.ndim == 2:
@@ -675,32 +718,52 @@ def write_scan(
     if values == "intensity" and flats_a.shape[0]:  # flats that cannot normalise: refused before a store exists
         from tomoflow._checks import check_flats_brighter
 
-        check_flats_brighter(np.nanmean(flats_a, axis=0),
-                             np.nanmean(darks_a, axis=0) if darks_a.shape[0] else None, src_path)
+        check_flats_brighter(
+            np.nanmean(flats_a, axis=0), np.nanmean(darks_a, axis=0) if darks_a.shape[0] else None, src_path
+        )
     sp = None
     if stage_position_um is not None:
         sp = np.asarray(stage_position_um, dtype=np.float64)
         if sp.shape != (n_angles, 3):
-            raise InputError(f"stage positions must be (n_angles, 3) = ({n_angles}, 3), got {sp.shape}",
-                             src_path, "stage_position")
-    attrs = ScanStore.build_attrs(values=values, pixel_size_um=pixel_size_um, energy_kev=energy_kev,
-                                  rotation_center=rotation_center, instrument=instrument, source=source)
-    chunks = (default_scan_chunks(n_angles, n_rows, n_cols) if chunks is None
-              else _check_chunks(chunks, (n_angles, n_rows, n_cols)))
+            raise InputError(
+                f"stage positions must be (n_angles, 3) = ({n_angles}, 3), got {sp.shape}", src_path, "stage_position"
+            )
+    attrs = ScanStore.build_attrs(
+        values=values,
+        pixel_size_um=pixel_size_um,
+        energy_kev=energy_kev,
+        rotation_center=rotation_center,
+        instrument=instrument,
+        source=source,
+    )
+    chunks = (
+        default_scan_chunks(n_angles, n_rows, n_cols)
+        if chunks is None
+        else _check_chunks(chunks, (n_angles, n_rows, n_cols))
+    )
     step = chunks[0] if block_angles is None else check_int("block_angles", block_angles)
     extra = dict(extra_arrays or {})
     n_chunks = float(np.prod([-(-n // c) for n, c in zip((n_angles, n_rows, n_cols), chunks)], dtype=np.float64))
-    planned = (float(n_angles) * n_rows * n_cols * proj_dtype.itemsize + flats_a.nbytes + darks_a.nbytes
-               + 8.0 * n_angles + sum(np.asarray(v[1]).nbytes for v in extra.values()))
-    check_planned_output(f"the scan store ({n_angles} x {n_rows} x {n_cols} {proj_dtype})", planned, path,
-                         n_chunks=n_chunks)
+    planned = (
+        float(n_angles) * n_rows * n_cols * proj_dtype.itemsize
+        + flats_a.nbytes
+        + darks_a.nbytes
+        + 8.0 * n_angles
+        + sum(np.asarray(v[1]).nbytes for v in extra.values())
+    )
+    check_planned_output(
+        f"the scan store ({n_angles} x {n_rows} x {n_cols} {proj_dtype})", planned, path, n_chunks=n_chunks
+    )
     meta = attrs.model_dump(mode="json")
     meta["stage_position"] = None if sp is None else hashlib.sha256(sp.tobytes()).hexdigest()
-    meta["instrument"] = hashlib.sha256(json.dumps(meta["instrument"], sort_keys=True, default=str).encode()).hexdigest()
+    meta["instrument"] = hashlib.sha256(
+        json.dumps(meta["instrument"], sort_keys=True, default=str).encode()
+    ).hexdigest()
     fp, params, data_id = _ingest_fingerprint(source, projections, flats_a, darks_a, angles, meta, chunks, extra)
-    inputs = [source.path] if source is not None and source.format != "synthetic" and os.path.exists(source.path) else []
-    plan = claim_output(lambda: _plan_ingest(path, fp, params, data_id, inputs, overwrite), path,
-                        what="ingest output")
+    inputs = (
+        [source.path] if source is not None and source.format != "synthetic" and os.path.exists(source.path) else []
+    )
+    plan = claim_output(lambda: _plan_ingest(path, fp, params, data_id, inputs, overwrite), path, what="ingest output")
     if plan.action == "complete":
         logger.info("%s already holds this ingest; nothing to do", path)
         if progress is not None:
@@ -708,9 +771,17 @@ def write_scan(
         return ScanStore.open(path)
 
     with _staging(plan) as staged:  # built under a temporary name, renamed into place once complete
-        store = ScanStore._create(staged, attrs, (n_angles, n_rows, n_cols), angles, n_flats=flats_a.shape[0],
-                                  n_darks=darks_a.shape[0], chunks=chunks, stage_position_um=sp,
-                                  dtypes={"projections": proj_dtype, "flats": flats_a.dtype, "darks": darks_a.dtype})
+        store = ScanStore._create(
+            staged,
+            attrs,
+            (n_angles, n_rows, n_cols),
+            angles,
+            n_flats=flats_a.shape[0],
+            n_darks=darks_a.shape[0],
+            chunks=chunks,
+            stage_position_um=sp,
+            dtypes={"projections": proj_dtype, "flats": flats_a.dtype, "darks": darks_a.dtype},
+        )
         stage = StageLog.begin(staged.path, "ingest", fingerprint=fp, params=params, steps={})
         content = _ContentHash()
         content.text("attrs", {k: v for k, v in meta.items() if k not in ("provenance", "source")})
@@ -723,8 +794,9 @@ def write_scan(
         for start in range(0, n_angles, step):
             block = np.asarray(projections[start : start + step]).astype(proj_dtype, copy=False)
             if block.shape[1:] != (n_rows, n_cols):
-                raise InputError(f"projection block at angle {start} has shape {block.shape}", src_path,
-                                 projections_dataset)
+                raise InputError(
+                    f"projection block at angle {start} has shape {block.shape}", src_path, projections_dataset
+                )
             measured.update(start, block)
             store.projections[start : start + block.shape[0]] = block
             content.update("projections", block)
@@ -733,12 +805,14 @@ def write_scan(
         fraction = measured.finish()
         for name, (dims, vals, attributes) in extra.items():
             vals = np.asarray(vals)
-            arr = store.group.create_array(name, shape=vals.shape, dtype=vals.dtype, dimension_names=list(dims),
-                                           attributes=dict(attributes))
+            arr = store.group.create_array(
+                name, shape=vals.shape, dtype=vals.dtype, dimension_names=list(dims), attributes=dict(attributes)
+            )
             arr[:] = vals
             content.update(f"extra:{name}", vals)
-        stage.finish(output_id=content.hexdigest(), seconds=time.perf_counter() - t0,
-                     measured_fraction=round(fraction, 6))
+        stage.finish(
+            output_id=content.hexdigest(), seconds=time.perf_counter() - t0, measured_fraction=round(fraction, 6)
+        )
     return ScanStore.open(path)
 
 
@@ -755,8 +829,14 @@ def _check_chunks(chunks: Any, shape: tuple[int, int, int]) -> tuple[int, int, i
 
 
 # ----------------------------------------------------------------------------- ingest output
-def _plan_ingest(path: str | os.PathLike, fp: str, params: Mapping[str, Any], data_id: str,
-                 inputs: Sequence[str | os.PathLike], overwrite: bool) -> OutputPlan:
+def _plan_ingest(
+    path: str | os.PathLike,
+    fp: str,
+    params: Mapping[str, Any],
+    data_id: str,
+    inputs: Sequence[str | os.PathLike],
+    overwrite: bool,
+) -> OutputPlan:
     """What an ingest may do with its output (writing nothing): :func:`prepare_output`'s rules, plus
 
     * **an ingest that never completed** (the store holds an incomplete ``ingest`` record and no other
@@ -777,8 +857,9 @@ def _plan_ingest(path: str | os.PathLike, fp: str, params: Mapping[str, Any], da
             force = True
         elif rec.fingerprint != fp and rec.fingerprint == _legacy_fingerprint(params, data_id, rec.params):
             effective = rec.fingerprint  # type: ignore[assignment]  # equal to the legacy fingerprint: not None
-    plan = prepare_output(path, kind=SCAN_FORMAT, stage="ingest", fingerprint=effective, params=params,
-                          inputs=inputs, overwrite=force)
+    plan = prepare_output(
+        path, kind=SCAN_FORMAT, stage="ingest", fingerprint=effective, params=params, inputs=inputs, overwrite=force
+    )
     return OutputPlan("replace", plan.path) if plan.action == "resume" else plan
 
 

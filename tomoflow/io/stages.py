@@ -136,8 +136,15 @@ class StageLog:
         return (self.store / STAGES_GROUP / self.name / "zarr.json").is_file()
 
     @classmethod
-    def begin(cls, store: str | os.PathLike, name: str, *, fingerprint: str, params: Mapping[str, Any],
-              steps: Mapping[str, int]) -> StageLog:
+    def begin(
+        cls,
+        store: str | os.PathLike,
+        name: str,
+        *,
+        fingerprint: str,
+        params: Mapping[str, Any],
+        steps: Mapping[str, int],
+    ) -> StageLog:
         """Write a fresh, incomplete record of stage ``name`` and its empty marker arrays.
 
         Parameters
@@ -156,8 +163,15 @@ class StageLog:
         try:
             grp = zarr.open_group(str(log.store), mode="a", path=f"{STAGES_GROUP}/{name}")
             for step, n in steps.items():
-                grp.create_array(step, shape=(max(1, int(n)),), chunks=(1,), dtype="uint8", fill_value=0,
-                                 dimension_names=["unit"], overwrite=True)
+                grp.create_array(
+                    step,
+                    shape=(max(1, int(n)),),
+                    chunks=(1,),
+                    dtype="uint8",
+                    fill_value=0,
+                    dimension_names=["unit"],
+                    overwrite=True,
+                )
             grp.attrs.put(rec.model_dump(mode="json"))
         except OSError as exc:
             from tomoflow.errors import describe_os_error
@@ -173,14 +187,21 @@ class StageLog:
             raise StoreError(f"{self.store}: stage {self.name!r} has no record")
         return StageRecord.model_validate(doc.get("attributes") or {})
 
-    def finish(self, *, output_id: str, seconds: float, timings: Mapping[str, float] | None = None,
-               **info: Any) -> StageRecord:
+    def finish(
+        self, *, output_id: str, seconds: float, timings: Mapping[str, float] | None = None, **info: Any
+    ) -> StageRecord:
         """Mark the stage complete (call only after every unit's data and marker is written)."""
         prev = self.record
-        rec = prev.model_copy(update={
-            "complete": True, "finished": utc_now(), "seconds": float(seconds), "output_id": output_id,
-            "timings": {k: float(v) for k, v in (timings or {}).items()}, "info": dict(info),
-        })
+        rec = prev.model_copy(
+            update={
+                "complete": True,
+                "finished": utc_now(),
+                "seconds": float(seconds),
+                "output_id": output_id,
+                "timings": {k: float(v) for k, v in (timings or {}).items()},
+                "info": dict(info),
+            }
+        )
         self._group("r+").attrs.put(rec.model_dump(mode="json"))
         return rec
 

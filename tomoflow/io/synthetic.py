@@ -104,8 +104,17 @@ def write_synthetic_scan(
     raise ConfigError(f"format must be 'zarr' or 'dxchange', got {format!r}")
 
 
-def _write_zarr(path: Path, scan: Any, projections: Any, shifts: np.ndarray, params: dict, overwrite: bool,
-                pixel_size_um: float | None, energy_kev: float | None, progress: Any) -> Path:
+def _write_zarr(
+    path: Path,
+    scan: Any,
+    projections: Any,
+    shifts: np.ndarray,
+    params: dict,
+    overwrite: bool,
+    pixel_size_um: float | None,
+    energy_kev: float | None,
+    progress: Any,
+) -> Path:
     write_scan(
         path,
         projections,
@@ -118,21 +127,25 @@ def _write_zarr(path: Path, scan: Any, projections: Any, shifts: np.ndarray, par
         rotation_center=float(scan.center),
         pixel_size_um=pixel_size_um,
         energy_kev=energy_kev,
-        instrument={"synthetic": {**params, "true_shifts": f"zarr array '{TRUE_SHIFTS}' (angle, yx), pixels, (dy, dx)"}},
+        instrument={
+            "synthetic": {**params, "true_shifts": f"zarr array '{TRUE_SHIFTS}' (angle, yx), pixels, (dy, dx)"}
+        },
         source=SourceFile(path=str(path), format="synthetic"),
         extra_arrays={TRUE_SHIFTS: (("angle", "yx"), np.asarray(shifts, dtype=np.float64), _SHIFT_ATTRS)},
     )
     return path
 
 
-def _write_dxchange(path: Path, scan: Any, projections: Any, shifts: np.ndarray, params: dict, overwrite: bool,
-                    progress: Any) -> Path:
+def _write_dxchange(
+    path: Path, scan: Any, projections: Any, shifts: np.ndarray, params: dict, overwrite: bool, progress: Any
+) -> Path:
     import h5py
 
     from tomoflow.io.dxchange import write_dxchange
 
-    write_dxchange(path, projections, scan.angles_deg, flats=scan.flats, darks=scan.darks, overwrite=overwrite,
-                   progress=progress)
+    write_dxchange(
+        path, projections, scan.angles_deg, flats=scan.flats, darks=scan.darks, overwrite=overwrite, progress=progress
+    )
     try:
         with h5py.File(path, "a") as f:
             ds = f.create_dataset(DX_JITTER_TRUTH, data=shifts)
@@ -154,10 +167,13 @@ benchmarks only: real data has no such key, and no algorithm may read it)."""
 _MATRIX_CONVENTION = (
     "p_lfov = M @ [z, y, x, 1] (column vectors); physical coordinates in micrometres, origin at the centre "
     "of voxel (0, 0, 0) of each volume, voxel (i, j, k) at (i*dz, j*dy, k*dx); "
-    "M = T(translation_um) @ R @ diag(scale) @ T(-c_hr), R = R_z @ R_y @ R_x, c_hr = (n_hr - 1) / 2 * spacing_hr")
-_PRIOR_FORMULA = ("prior_matrix = identity with [:3, 3] = hr_stage_position_um - lfov_stage_position_um + "
-                  "c_lfov - c_hr, where c = (n - 1) / 2 * spacing (stage positions: stage coordinates of each "
-                  "volume's centre, axes z, y, x)")
+    "M = T(translation_um) @ R @ diag(scale) @ T(-c_hr), R = R_z @ R_y @ R_x, c_hr = (n_hr - 1) / 2 * spacing_hr"
+)
+_PRIOR_FORMULA = (
+    "prior_matrix = identity with [:3, 3] = hr_stage_position_um - lfov_stage_position_um + "
+    "c_lfov - c_hr, where c = (n - 1) / 2 * spacing (stage positions: stage coordinates of each "
+    "volume's centre, axes z, y, x)"
+)
 
 
 def _isotropic(name: str, spacing: Any) -> float:
@@ -165,8 +181,10 @@ def _isotropic(name: str, spacing: Any) -> float:
     if sp.size == 0 or not np.all(np.isfinite(sp)) or np.any(sp <= 0):
         raise ConfigError(f"{name} must be positive, got {spacing!r}")
     if not np.allclose(sp, sp[0], rtol=1e-9, atol=0.0):
-        raise ConfigError(f"{name} {tuple(sp.tolist())} is anisotropic; volume stores record one isotropic voxel "
-                          "size, so only isotropic pairs can be written")
+        raise ConfigError(
+            f"{name} {tuple(sp.tolist())} is anisotropic; volume stores record one isotropic voxel "
+            "size, so only isotropic pairs can be written"
+        )
     return float(sp[0])
 
 
@@ -233,8 +251,9 @@ def write_multiscale_pair(
     hr_path, lfov_path = Path(hr_path), Path(lfov_path)
     r_hr, r_lf = resolved_path(hr_path), resolved_path(lfov_path)
     if r_hr == r_lf or r_hr in r_lf.parents or r_lf in r_hr.parents:
-        raise ConfigError(f"hr_path ({hr_path}) and lfov_path ({lfov_path}) must be two separate stores, "
-                          "neither inside the other")
+        raise ConfigError(
+            f"hr_path ({hr_path}) and lfov_path ({lfov_path}) must be two separate stores, neither inside the other"
+        )
     hr_sp = _isotropic("hr_spacing_um", pair.hr_spacing_um)
     lf_sp = _isotropic("lfov_spacing_um", pair.lfov_spacing_um)
 
@@ -264,8 +283,12 @@ def write_multiscale_pair(
         extra = {
             "voxel_size_um": [spacing] * 3,
             "stage_position_um": floats(stage),
-            "synthetic": {"kind": "multiscale-pair", "role": role, "counterpart": str(other),
-                          "params": dict(pair.params)},
+            "synthetic": {
+                "kind": "multiscale-pair",
+                "role": role,
+                "counterpart": str(other),
+                "params": dict(pair.params),
+            },
             SIMULATION_TRUTH: truth,
         }
         digest = hashlib.sha256(vol.tobytes())
@@ -273,9 +296,13 @@ def write_multiscale_pair(
         digest.update(json.dumps(extra, sort_keys=True, default=str).encode())
         params = {"synthetic": "multiscale-pair", "role": role, "content_sha256": digest.hexdigest()}
         fp = fingerprint("recon", inputs={}, params=params)
-        plan = claim_output(lambda p=path, f=fp, q=params: prepare_output(  # type: ignore[misc]  # a lambda with defaults, called once; locked until the function returns
-            p, kind=VOLUME_FORMAT, stage="recon", fingerprint=f, params=q, overwrite=overwrite), path,
-            what="simulated volume")
+        plan = claim_output(
+            lambda p=path, f=fp, q=params: prepare_output(  # type: ignore[misc]  # a lambda with defaults, called once; locked until the function returns
+                p, kind=VOLUME_FORMAT, stage="recon", fingerprint=f, params=q, overwrite=overwrite
+            ),
+            path,
+            what="simulated volume",
+        )
         jobs.append((plan, vol, spacing, extra, fp, params))
 
     cfg = _config.get()
@@ -288,13 +315,24 @@ def write_multiscale_pair(
         shape: Any = tuple(int(s) for s in vol.shape)
         chunks = tuple(min(cfg.volume_chunk, s) for s in shape)
         n_levels = pyramid_levels(shape)
-        store = VolumeStore.create(plan, shape, spacing, chunks=chunks, n_levels=n_levels, algorithm="synthetic",
-                                   inputs=[SourceFile(path=str(plan.path), format="synthetic")], extra=extra)
-        n_units = {k: int(np.prod([-(-s // c) for s, c in zip(level_shape(shape, k), store.level(k).chunks)]))
-                   for k in range(n_levels)}
+        store = VolumeStore.create(
+            plan,
+            shape,
+            spacing,
+            chunks=chunks,
+            n_levels=n_levels,
+            algorithm="synthetic",
+            inputs=[SourceFile(path=str(plan.path), format="synthetic")],
+            extra=extra,
+        )
+        n_units = {
+            k: int(np.prod([-(-s // c) for s, c in zip(level_shape(shape, k), store.level(k).chunks)]))
+            for k in range(n_levels)
+        }
         n_units[0] = -(-shape[0] // chunks[0])  # level 0: one marker per z-chunk row
-        log = StageLog.begin(plan.path, "recon", fingerprint=fp, params=params,
-                             steps={f"level-{k}": n for k, n in n_units.items()})
+        log = StageLog.begin(
+            plan.path, "recon", fingerprint=fp, params=params, steps={f"level-{k}": n for k, n in n_units.items()}
+        )
         level = vol
         for k in range(n_levels):
             if k:

@@ -114,8 +114,11 @@ class _TiffStack:
                 with tifffile.TiffFile(f) as tf:
                     for j, page in enumerate(tf.pages):
                         if tuple(page.shape) != self.frame_shape:
-                            raise InputError(f"page shape {tuple(page.shape)} differs from the stack's "
-                                             f"{self.frame_shape}", f, f"page {j}")
+                            raise InputError(
+                                f"page shape {tuple(page.shape)} differs from the stack's {self.frame_shape}",
+                                f,
+                                f"page {j}",
+                            )
             return
         for f in self.files[1:]:
             check_input_file(f)
@@ -124,8 +127,9 @@ class _TiffStack:
                     n_pages = len(tf.pages)
                     shape = tuple(tf.pages[0].shape)
             if n_pages != 1:
-                raise InputError(f"{n_pages} pages in one file of a {len(self.files)}-file stack; give a multi-page "
-                                 "file alone", f)
+                raise InputError(
+                    f"{n_pages} pages in one file of a {len(self.files)}-file stack; give a multi-page file alone", f
+                )
             if shape != self.frame_shape:
                 raise InputError(f"image shape {shape} differs from the stack's {self.frame_shape}", f)
 
@@ -196,8 +200,11 @@ def open_tiff(
         ``source.sha256`` is the digest of the projection files' bytes concatenated in stack order.
     """
     if angles is None:
-        raise InputError("TIFF stacks carry no rotation angles; pass angles= (list, text file or (start, stop, step))",
-                         _spec_name(source), "angles")
+        raise InputError(
+            "TIFF stacks carry no rotation angles; pass angles= (list, text file or (start, stop, step))",
+            _spec_name(source),
+            "angles",
+        )
     files = list_tiffs(source)
     flat_files = list_tiffs(flats) if flats is not None else []
     dark_files = list_tiffs(darks) if darks is not None else []
@@ -218,7 +225,8 @@ def open_tiff(
     raw = RawScan(
         projections=stack.lazy(),
         angles_deg=None,
-        source=source_file(src_path, "tiff", files=files) if len(files) > 1 or Path(src_path).is_dir()
+        source=source_file(src_path, "tiff", files=files)
+        if len(files) > 1 or Path(src_path).is_dir()
         else source_file(files[0], "tiff"),
         flats=flat_arr,
         darks=dark_arr,
@@ -274,5 +282,6 @@ def ingest_tiff(
         The store, ``ingest`` complete.
     """
     with open_tiff(source, angles=angles, flats=flats, darks=darks) as raw:
-        return raw.to_store(store_path, overwrite=overwrite, progress=progress, pixel_size_um=pixel_size_um,
-                            energy_kev=energy_kev)
+        return raw.to_store(
+            store_path, overwrite=overwrite, progress=progress, pixel_size_um=pixel_size_um, energy_kev=energy_kev
+        )

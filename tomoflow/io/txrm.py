@@ -217,8 +217,11 @@ def _open(f: _Ole, path: Any, angles: Any) -> RawScan:
         v = f.scalar(stream, dt, required=False)
         if v is not None:
             instrument[key] = v
-    for key, stream in (("camera", "ImageInfo/CameraName"), ("objective", "ImageInfo/ObjectiveName"),
-                        ("date", "ImageInfo/Date")):
+    for key, stream in (
+        ("camera", "ImageInfo/CameraName"),
+        ("objective", "ImageInfo/ObjectiveName"),
+        ("date", "ImageInfo/Date"),
+    ):
         v = f.text(stream)
         if v:
             instrument[key] = v
@@ -226,7 +229,8 @@ def _open(f: _Ole, path: Any, angles: Any) -> RawScan:
     ys = f.array("Alignment/Y-Shifts", "<f4", required=False)
     if xs is not None and ys is not None and xs.size >= n and ys.size >= n:
         instrument["xradia_alignment_shifts_px"] = {
-            "x": xs[:n].astype(float).tolist(), "y": ys[:n].astype(float).tolist()
+            "x": xs[:n].astype(float).tolist(),
+            "y": ys[:n].astype(float).tolist(),
         }
 
     raw = RawScan(
@@ -279,5 +283,6 @@ def ingest_txrm(
         The store, ``ingest`` complete; the reference image (if any) is its single flat.
     """
     with open_txrm(path, angles=angles) as raw:
-        return raw.to_store(store_path, overwrite=overwrite, progress=progress, pixel_size_um=pixel_size_um,
-                            energy_kev=energy_kev)
+        return raw.to_store(
+            store_path, overwrite=overwrite, progress=progress, pixel_size_um=pixel_size_um, energy_kev=energy_kev
+        )

@@ -149,8 +149,9 @@ class VolumeStore:
             try:
                 extra_doc = json.loads(json.dumps(dict(extra), allow_nan=False))
             except (TypeError, ValueError) as exc:
-                raise ConfigError(f"extra metadata must be JSON-able (finite numbers, strings, lists, "
-                                  f"mappings): {exc}") from None
+                raise ConfigError(
+                    f"extra metadata must be JSON-able (finite numbers, strings, lists, mappings): {exc}"
+                ) from None
         if voxel_size_um is not None and not (np.isfinite(voxel_size_um) and voxel_size_um > 0):
             raise ConfigError(f"voxel size must be a positive number of micrometres, got {voxel_size_um!r}")
         cfg = _config.get()
@@ -159,8 +160,9 @@ class VolumeStore:
             algorithm=algorithm,
             rotation_center=rotation_center,
             scan=scan,
-            provenance=Provenance(tomoflow_version=__version__, config=run_config or cfg.model_dump(mode="json"),
-                                  inputs=inputs or []),
+            provenance=Provenance(
+                tomoflow_version=__version__, config=run_config or cfg.model_dump(mode="json"), inputs=inputs or []
+            ),
         )
         scale = 1.0 if voxel_size_um is None else float(voxel_size_um)
         root_attrs = {"ome": ome_multiscales(n_levels, scale), **attrs.model_dump(mode="json")}
@@ -169,8 +171,14 @@ class VolumeStore:
         root = create_store(plan, root_attrs)
         for k in range(n_levels):
             lshape = level_shape(shape, k)
-            root.create_array(str(k), shape=lshape, chunks=tuple(min(c, s) for c, s in zip(chunks, lshape)),
-                              dtype="float32", dimension_names=["z", "y", "x"], fill_value=0.0)
+            root.create_array(
+                str(k),
+                shape=lshape,
+                chunks=tuple(min(c, s) for c, s in zip(chunks, lshape)),
+                dtype="float32",
+                dimension_names=["z", "y", "x"],
+                fill_value=0.0,
+            )
         return cls(plan.path, root)
 
     @classmethod
@@ -195,8 +203,10 @@ class VolumeStore:
             raise StoreError(f"{path}: not a tomoflow volume store (no OME-Zarr metadata)")
         store = cls(path, root)
         if require_complete and not store.is_complete():
-            raise StoreError(f"{path}: the volume did not complete (interrupted?); run the same command "
-                             "(`tomoflow recon` / `tomoflow recover`) again to resume it")
+            raise StoreError(
+                f"{path}: the volume did not complete (interrupted?); run the same command "
+                "(`tomoflow recon` / `tomoflow recover`) again to resume it"
+            )
         return store
 
     # ------------------------------------------------------------------ access

@@ -22,8 +22,15 @@ import numpy as np
 
 from tomoflow.nn.schedule import cosine_lr
 
-__all__ = ["ProgressCallback", "LoopState", "StepFunction", "copy_state", "checkpoint_tensors", "restore",
-           "train_epochs"]
+__all__ = [
+    "ProgressCallback",
+    "LoopState",
+    "StepFunction",
+    "copy_state",
+    "checkpoint_tensors",
+    "restore",
+    "train_epochs",
+]
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +115,7 @@ def train_epochs(
     patience: int,
     time_limit_s: float | None,
     step: StepFunction,
-    validate: Callable[[int], "tuple[float, Any]"],
+    validate: Callable[[int], tuple[float, Any]],
     record: Callable[[int, float, float, Any, int, float], dict[str, Any]],
     checkpoint: Callable[[LoopState], None],
     begin_epoch: Callable[[int, np.random.Generator], None] | None = None,
@@ -152,8 +159,15 @@ def train_epochs(
             if progress is not None and (k + 1) % progress_every == 0 and k + 1 < n_steps:
                 progress(epoch, k + 1, n_steps, run_loss / run_n, None)
             if log_every and (k + 1) % log_every == 0:
-                log.info("epoch %d step %d/%d: %s %.4f, lr %.3g", epoch, k + 1, n_steps, loss_name, run_loss / run_n,
-                         opt.param_groups[0]["lr"])
+                log.info(
+                    "epoch %d step %d/%d: %s %.4f, lr %.3g",
+                    epoch,
+                    k + 1,
+                    n_steps,
+                    loss_name,
+                    run_loss / run_n,
+                    opt.param_groups[0]["lr"],
+                )
             if time_limit_s is not None and state.train_s + time.perf_counter() - t_ep >= time_limit_s:
                 break  # the time is up: validate this (partial) epoch and stop
         train_loss = run_loss / max(run_n, 1)

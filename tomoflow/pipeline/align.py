@@ -86,8 +86,9 @@ def _shift_block(scan_path: str, a0: int, a1: int, shifts: np.ndarray) -> np.nda
     return shift_images(p, -np.asarray(shifts, dtype=np.float64))
 
 
-def _mlem_task(binned: np.ndarray, angles: np.ndarray, center: float | str, n_iter: int, vertical: bool,
-               despeckle: bool) -> dict:
+def _mlem_task(
+    binned: np.ndarray, angles: np.ndarray, center: float | str, n_iter: int, vertical: bool, despeckle: bool
+) -> dict:
     """``align-mlem`` of the phase method: impulse noise removed, centre (estimated if asked), the
     reference reconstruction of the binned stack."""
     from tomoflow.align.consistency import check_scan, clean_copy, initial_center
@@ -149,8 +150,9 @@ def _network_task(ref: dict, angles: np.ndarray, options: dict) -> dict:
     return {"state": state, "clean": ref["clean"]}
 
 
-def _register_task(binned: np.ndarray, angles: np.ndarray, method: str, center: float | str, prev: Any,
-                   options: dict) -> Any:
+def _register_task(
+    binned: np.ndarray, angles: np.ndarray, method: str, center: float | str, prev: Any, options: dict
+) -> Any:
     """``align-register``: phase correlation against the reference (``phase``), or consistency
     iterations (``consistency``; ``hybrid`` starts them from the network's estimate)."""
     from tomoflow.align.consistency import align_consistency, register_phase
@@ -227,8 +229,11 @@ def align_scan(
         raise InputError(f"{n_angles} projections are too few to align (need at least 8)", scan_path, "projections")
     if center is None:
         center = scan.attrs.rotation_center if scan.attrs.rotation_center is not None else "auto"
-    center_req: float | str = "auto" if isinstance(center, str) and center.strip().lower() == "auto" else \
-        validate_center(center, n_cols, scan_path)
+    center_req: float | str = (
+        "auto"
+        if isinstance(center, str) and center.strip().lower() == "auto"
+        else validate_center(center, n_cols, scan_path)
+    )
     check_flats(scan)
     scan.check_for("align")  # the angles and measurements this stage needs (tomoflow._checks.SCAN_NEEDS)
     b = bin_factor((n_rows, n_cols), max_size)
@@ -238,15 +243,24 @@ def align_scan(
 
         binned: Any = (-(-n_rows // b), -(-n_cols // b))
         if min(binned) < NET_MIN:
-            raise ConfigError(f"method {method!r}: projections of {binned[0]} x {binned[1]} px (after binning "
-                              f"{b}x for the estimation) are too small for the network (at least {NET_MIN} x "
-                              f"{NET_MIN}); use --method consistency or phase")
+            raise ConfigError(
+                f"method {method!r}: projections of {binned[0]} x {binned[1]} px (after binning "
+                f"{b}x for the estimation) are too small for the network (at least {NET_MIN} x "
+                f"{NET_MIN}); use --method consistency or phase"
+            )
     request = {"method": method, "center": center_req, "max_size": max_size, "options": dict(options)}
     if method in ("hybrid", "resnet"):
         request["model_sha256"] = _shipped_model_sha256(method)
     fp = fingerprint("align", inputs={"scan": scan.identity}, params=request)
-    plan = prepare_output(out_path, kind=SCAN_FORMAT, stage="align", fingerprint=fp, params=request,
-                          inputs=[scan_path], overwrite=overwrite)
+    plan = prepare_output(
+        out_path,
+        kind=SCAN_FORMAT,
+        stage="align",
+        fingerprint=fp,
+        params=request,
+        inputs=[scan_path],
+        overwrite=overwrite,
+    )
     if plan.action == "complete":
         return ScanStore.open(out_path)
     out = os.path.abspath(out_path)
@@ -268,14 +282,31 @@ def align_scan(
         out_blocks = []
         for u0, u1 in groups:
             a0, a1 = u0 * chunk_angles, min(n_angles, u1 * chunk_angles)
-            out_blocks.append(Block(units=tuple(range(u0, u1)), region=region(a0, a1), args=fn_args(a0, a1),
-                                    nbytes=unit_bytes * (u1 - u0), label=f"angles {a0}-{a1}"))
+            out_blocks.append(
+                Block(
+                    units=tuple(range(u0, u1)),
+                    region=region(a0, a1),
+                    args=fn_args(a0, a1),
+                    nbytes=unit_bytes * (u1 - u0),
+                    label=f"angles {a0}-{a1}",
+                )
+            )
         return out_blocks
 
     timings: dict[str, float] = {}
-    rep = run_blocks(out, blocks(lambda a0, a1: (src, a0, a1, b), lambda a0, a1: (slice(a0, a1),)),
-                     _binned_block, stage="align", step="binned", array="binned", name="flat-field-correct",
-                     client=client, cluster=res, progress=progress, progress_label="flat-field-correct")
+    rep = run_blocks(
+        out,
+        blocks(lambda a0, a1: (src, a0, a1, b), lambda a0, a1: (slice(a0, a1),)),
+        _binned_block,
+        stage="align",
+        step="binned",
+        array="binned",
+        name="flat-field-correct",
+        client=client,
+        cluster=res,
+        progress=progress,
+        progress_label="flat-field-correct",
+    )
     timings["binned"] = rep.wall_s
 
     stage = StageLog(out, "align")
@@ -287,21 +318,39 @@ def align_scan(
         shifts = est["shifts"] * b
         ctr = est["center"] * b + (b - 1) / 2.0
         store.group["shifts"][:] = shifts
-        store.group["shifts"].attrs.update({"convergence": _jsonable(est["log"]), "converged": est["converged"],
-                                            "bin_factor": b})
+        store.group["shifts"].attrs.update(
+            {"convergence": _jsonable(est["log"]), "converged": est["converged"], "bin_factor": b}
+        )
         store.group["quality"][:] = est["quality"]
         stage.mark_done("estimate", [0])
         timings.update({f"estimate_{k}": float(v) for k, v in est["timings"].items()})
         timings["estimate"] = time.perf_counter() - t0
         _set_center(store, ctr, est)
     shifts = np.asarray(store.group["shifts"][:])
-    rep = run_blocks(out, blocks(lambda a0, a1: (src, a0, a1, shifts[a0:a1]), lambda a0, a1: (slice(a0, a1),)),
-                     _shift_block, stage="align", step="shifted", array="projections", name="align-shift",
-                     client=client, cluster=res, progress=progress, progress_label="align-shift")
+    rep = run_blocks(
+        out,
+        blocks(lambda a0, a1: (src, a0, a1, shifts[a0:a1]), lambda a0, a1: (slice(a0, a1),)),
+        _shift_block,
+        stage="align",
+        step="shifted",
+        array="projections",
+        name="align-shift",
+        client=client,
+        cluster=res,
+        progress=progress,
+        progress_label="align-shift",
+    )
     timings["shift"] = rep.wall_s
     ctr = ScanStore.open(out, require_complete=False).attrs.rotation_center
-    stage.finish(output_id=fp, seconds=time.perf_counter() - t_start, timings=timings, method=method,
-                 bin_factor=b, center=ctr, shifts_rms_px=float(np.sqrt(np.mean(shifts ** 2))))
+    stage.finish(
+        output_id=fp,
+        seconds=time.perf_counter() - t_start,
+        timings=timings,
+        method=method,
+        bin_factor=b,
+        center=ctr,
+        shifts_rms_px=float(np.sqrt(np.mean(shifts**2))),
+    )
     return ScanStore.open(out)
 
 
@@ -310,28 +359,59 @@ def _create_output(plan: OutputPlan, scan: ScanStore, b: int, n_units: int, fp: 
     ``binned`` working stack."""
     a = scan.attrs
     attrs = ScanStore.build_attrs(
-        values="line-integral", pixel_size_um=a.pixel_size.value if a.pixel_size else None,
-        energy_kev=a.energy.value if a.energy else None, rotation_center=a.rotation_center,
-        instrument={**a.instrument, "aligned_from": str(scan.path)}, source=a.source)
+        values="line-integral",
+        pixel_size_um=a.pixel_size.value if a.pixel_size else None,
+        energy_kev=a.energy.value if a.energy else None,
+        rotation_center=a.rotation_center,
+        instrument={**a.instrument, "aligned_from": str(scan.path)},
+        source=a.source,
+    )
     n_angles, n_rows, n_cols = scan.shape
     st = scan.group.get("stage_position")
-    store = ScanStore._create(plan, attrs, scan.shape, scan.angles_deg, n_flats=0, n_darks=0,
-                              chunks=tuple(scan.projections.chunks),
-                              stage_position_um=None if st is None else np.asarray(st[:]))
+    store = ScanStore._create(
+        plan,
+        attrs,
+        scan.shape,
+        scan.angles_deg,
+        n_flats=0,
+        n_darks=0,
+        chunks=tuple(scan.projections.chunks),
+        stage_position_um=None if st is None else np.asarray(st[:]),
+    )
     g = store.group
     chunk_angles = int(scan.projections.chunks[0])
-    g.create_array("binned", shape=(n_angles, -(-n_rows // b), -(-n_cols // b)),
-                   chunks=(chunk_angles, -(-n_rows // b), -(-n_cols // b)), dtype="float32", fill_value=np.nan,
-                   dimension_names=["angle", "binned_row", "binned_col"],
-                   attributes={"long_name": f"normalised projections binned {b}x{b} (alignment working copy)"})
-    g.create_array("shifts", shape=(n_angles, 2), dtype="float64", fill_value=np.nan,
-                   dimension_names=["angle", "yx"],
-                   attributes={"units": "pixel", "components": ["dy", "dx"],
-                               "long_name": "estimated jitter (dy, dx); the projections were moved by -shifts"})
-    g.create_array("quality", shape=(n_angles,), dtype="float64", fill_value=np.nan, dimension_names=["angle"],
-                   attributes={"long_name": "registration confidence per projection, 0..1"})
-    StageLog.begin(plan.path, "align", fingerprint=fp, params=request,
-                   steps={"binned": n_units, "estimate": 1, "shifted": n_units})
+    g.create_array(
+        "binned",
+        shape=(n_angles, -(-n_rows // b), -(-n_cols // b)),
+        chunks=(chunk_angles, -(-n_rows // b), -(-n_cols // b)),
+        dtype="float32",
+        fill_value=np.nan,
+        dimension_names=["angle", "binned_row", "binned_col"],
+        attributes={"long_name": f"normalised projections binned {b}x{b} (alignment working copy)"},
+    )
+    g.create_array(
+        "shifts",
+        shape=(n_angles, 2),
+        dtype="float64",
+        fill_value=np.nan,
+        dimension_names=["angle", "yx"],
+        attributes={
+            "units": "pixel",
+            "components": ["dy", "dx"],
+            "long_name": "estimated jitter (dy, dx); the projections were moved by -shifts",
+        },
+    )
+    g.create_array(
+        "quality",
+        shape=(n_angles,),
+        dtype="float64",
+        fill_value=np.nan,
+        dimension_names=["angle"],
+        attributes={"long_name": "registration confidence per projection, 0..1"},
+    )
+    StageLog.begin(
+        plan.path, "align", fingerprint=fp, params=request, steps={"binned": n_units, "estimate": 1, "shifted": n_units}
+    )
 
 
 def _shipped_model_sha256(method: str) -> str:
@@ -348,8 +428,10 @@ def _shipped_model_sha256(method: str) -> str:
     except (OSError, ValueError):
         sha = None
     if not sha:
-        raise ConfigError(f"method {method!r} needs the trained network, but {weights} (or its model card) is "
-                          "missing; train it with `tomoflow train-aligner`, or use --method consistency or phase")
+        raise ConfigError(
+            f"method {method!r} needs the trained network, but {weights} (or its model card) is "
+            "missing; train it with `tomoflow train-aligner`, or use --method consistency or phase"
+        )
     from tomoflow.weights.card import verified_model
 
     verified_model(weights)  # the load gate, before anything is written (ModelError: changed weights)
@@ -386,8 +468,16 @@ def _final_result(res: Any) -> Any:
     return res
 
 
-def _run_estimate(client: Any, binned: np.ndarray, angles: np.ndarray, method: str, center: float | str,
-                  options: dict, gpu: bool, progress: Callable[[str, int, int], None] | None) -> dict:
+def _run_estimate(
+    client: Any,
+    binned: np.ndarray,
+    angles: np.ndarray,
+    method: str,
+    center: float | str,
+    options: dict,
+    gpu: bool,
+    progress: Callable[[str, int, int], None] | None,
+) -> dict:
     """The estimation as a chain of named Dask tasks on the binned stack, results passed as futures:
     ``align-mlem`` -> ``align-reproject`` -> ``align-resnet`` (GPU resource when the cluster has GPU
     workers) and/or ``align-register``. Without a client the same functions run here in turn."""
@@ -401,8 +491,14 @@ def _run_estimate(client: Any, binned: np.ndarray, angles: np.ndarray, method: s
     despeckle = bool(options.get("despeckle", True))
     previous: Any = None
     if method == "phase":
-        steps.append(("align-mlem", _mlem_task, (binned, angles, center, n_iter, bool(options.get("vertical", True)),
-                                                 despeckle), None))
+        steps.append(
+            (
+                "align-mlem",
+                _mlem_task,
+                (binned, angles, center, n_iter, bool(options.get("vertical", True)), despeckle),
+                None,
+            )
+        )
         steps.append(("align-reproject", _reproject_task, ("@align-mlem", angles, binned.shape[-1]), None))
         previous = "@align-reproject"
     if method in ("resnet", "hybrid"):
@@ -412,8 +508,14 @@ def _run_estimate(client: Any, binned: np.ndarray, angles: np.ndarray, method: s
         for k in range(1, int(options.get("passes", DEFAULT_PASSES)) + 1):
             steps.append((f"align-mlem-{k}", _network_mlem_task, (previous, angles, n_iter), None))
             steps.append((f"align-reproject-{k}", _network_reproject_task, (f"@align-mlem-{k}", angles), None))
-            steps.append((f"align-resnet-{k}", _network_task, (f"@align-reproject-{k}", angles, options),
-                          {"GPU": 1} if gpu else None))
+            steps.append(
+                (
+                    f"align-resnet-{k}",
+                    _network_task,
+                    (f"@align-reproject-{k}", angles, options),
+                    {"GPU": 1} if gpu else None,
+                )
+            )
             previous = f"@align-resnet-{k}"
     if method != "resnet":
         steps.append(("align-register", _register_task, (binned, angles, method, center, previous, options), None))
@@ -424,8 +526,12 @@ def _run_estimate(client: Any, binned: np.ndarray, angles: np.ndarray, method: s
         if progress is not None:
             progress("estimate", i, len(steps))
         args = tuple(done[a[1:]] if isinstance(a, str) and a.startswith("@") else a for a in args)
-        args = tuple({**a, "binned": scattered if client is not None else a["binned"]}
-                     if isinstance(a, dict) and "binned" in a else a for a in args)
+        args = tuple(
+            {**a, "binned": scattered if client is not None else a["binned"]}
+            if isinstance(a, dict) and "binned" in a
+            else a
+            for a in args
+        )
         if client is None:
             done[name] = fn(*args)
         else:
@@ -442,9 +548,14 @@ def _run_estimate(client: Any, binned: np.ndarray, angles: np.ndarray, method: s
         for k, v in e.items():
             if k.endswith("_s"):
                 timings[k] = timings.get(k, 0.0) + float(v)
-    return {"shifts": np.asarray(res.shifts, dtype=np.float64), "center": float(res.center),
-            "quality": np.asarray(res.quality, dtype=np.float64), "log": list(res.log),
-            "converged": bool(res.converged), "timings": timings}
+    return {
+        "shifts": np.asarray(res.shifts, dtype=np.float64),
+        "center": float(res.center),
+        "quality": np.asarray(res.quality, dtype=np.float64),
+        "log": list(res.log),
+        "converged": bool(res.converged),
+        "timings": timings,
+    }
 
 
 def correct_scan(
@@ -485,7 +596,11 @@ def correct_scan(
 
     _validate(algorithm, filter, None, None)  # the reconstruction's parameters, before anything is written
     out = Path(out_path)
-    aligned = Path(aligned_path) if aligned_path is not None else out.with_name(out.name.removesuffix(".zarr") + "-aligned.zarr")
+    aligned = (
+        Path(aligned_path)
+        if aligned_path is not None
+        else out.with_name(out.name.removesuffix(".zarr") + "-aligned.zarr")
+    )
     from tomoflow.errors import ConfigError
     from tomoflow.io.metadata import VOLUME_FORMAT
     from tomoflow.io.output import prepare_output as check_output
@@ -496,7 +611,23 @@ def correct_scan(
     # the volume's path too, before the alignment writes anything: a user's folder, a store of another
     # kind or stage, an input (the hard refusals; resume or replace is decided when the volume is made)
     check_output(out, kind=VOLUME_FORMAT, stage="recon", fingerprint="", inputs=[scan_path, aligned], overwrite=True)
-    align_scan(scan_path, aligned, method=method, center=center, client=client, overwrite=overwrite,
-               progress=progress, **options)
-    return reconstruct_scan(aligned, out, algorithm=algorithm, filter=filter, center=None, client=client,
-                            overwrite=overwrite, progress=progress)
+    align_scan(
+        scan_path,
+        aligned,
+        method=method,
+        center=center,
+        client=client,
+        overwrite=overwrite,
+        progress=progress,
+        **options,
+    )
+    return reconstruct_scan(
+        aligned,
+        out,
+        algorithm=algorithm,
+        filter=filter,
+        center=None,
+        client=client,
+        overwrite=overwrite,
+        progress=progress,
+    )

@@ -138,9 +138,13 @@ def prepare_output(
         writing it: ``<out> is being written by PID 1234 on host h since ... (command); wait for it or
         stop it``.
     """
-    return claim_output(lambda: _plan_output(path, kind=kind, stage=stage, fingerprint=fingerprint, params=params,
-                                             inputs=inputs, overwrite=overwrite),
-                        path, what=f"{stage} output")
+    return claim_output(
+        lambda: _plan_output(
+            path, kind=kind, stage=stage, fingerprint=fingerprint, params=params, inputs=inputs, overwrite=overwrite
+        ),
+        path,
+        what=f"{stage} output",
+    )
 
 
 @dataclass(frozen=True)
@@ -230,8 +234,10 @@ def _check_aligned(region: tuple[slice, ...], shape: tuple[int, ...], chunks: tu
     for s, n, c in zip(_full_region(region, len(shape)), shape, chunks):
         start, stop = s.start or 0, n if s.stop is None else s.stop
         if start % c or (stop % c and stop != n) or not 0 <= start < stop <= n:
-            raise PipelineError(f"{where}: block region {region} is not aligned to the chunks {chunks} "
-                                f"of an array of shape {shape} (a bug in the stage's planning)")
+            raise PipelineError(
+                f"{where}: block region {region} is not aligned to the chunks {chunks} "
+                f"of an array of shape {shape} (a bug in the stage's planning)"
+            )
 
 
 def _maybe_kill_for_test() -> None:
@@ -244,8 +250,9 @@ def _maybe_kill_for_test() -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _run_block(store: str, array: str, stage: str, step: str, fn: Callable[..., Any], block: Block,
-               threads: int) -> dict[str, Any]:
+def _run_block(
+    store: str, array: str, stage: str, step: str, fn: Callable[..., Any], block: Block, threads: int
+) -> dict[str, Any]:
     """Task body: compute a block under the thread budget, check it, write it, then mark it."""
     import zarr
 
@@ -271,14 +278,17 @@ def _run_block(store: str, array: str, stage: str, step: str, fn: Callable[..., 
         if np.issubdtype(data.dtype, np.floating):
             bad = int(np.size(data) - np.count_nonzero(np.isfinite(data)))
             if bad:
-                raise PipelineError(f"{where}: result holds {bad} NaN/Inf values (bad input data in this block?); "
-                                    "nothing was written for it")
+                raise PipelineError(
+                    f"{where}: result holds {bad} NaN/Inf values (bad input data in this block?); "
+                    "nothing was written for it"
+                )
         out[region] = data
         _maybe_kill_for_test()
         StageLog(store, stage).mark_done(step, block.units)
     except OSError as exc:  # a full disk, a read-only or vanished folder: say it in words, never guess
-        raise StoreError(f"{where}: cannot write the block ({describe_os_error(exc, store)}); "
-                         "run again to resume once that is fixed") from None
+        raise StoreError(
+            f"{where}: cannot write the block ({describe_os_error(exc, store)}); run again to resume once that is fixed"
+        ) from None
     t2 = time.perf_counter()
     return {"units": list(block.units), "compute_s": t1 - t0, "write_s": t2 - t1}
 
@@ -370,11 +380,24 @@ def run_blocks(
     report.gpu_tasks = int(gpu_tasks)
     t0 = time.perf_counter()
     if client is None:
-        results = _run_local(store, array, stage, step, fn, todo, report.threads, res.total_threads,
-                             progress, label, report.skipped, len(blocks))
+        results = _run_local(
+            store,
+            array,
+            stage,
+            step,
+            fn,
+            todo,
+            report.threads,
+            res.total_threads,
+            progress,
+            label,
+            report.skipped,
+            len(blocks),
+        )
     else:
-        results = _run_distributed(client, store, array, stage, step, fn, todo, report, name, retries,
-                                   progress, label, len(blocks))
+        results = _run_distributed(
+            client, store, array, stage, step, fn, todo, report, name, retries, progress, label, len(blocks)
+        )
     report.wall_s = time.perf_counter() - t0
     report.computed = len(results)
     report.compute_s = float(sum(r["compute_s"] for r in results))
@@ -415,9 +438,20 @@ def current_client() -> Any:
         return None
 
 
-def _run_local(store: str, array: str, stage: str, step: str, fn: Callable[..., Any], todo: Sequence[Block],
-               threads: int, parallel: int, progress: Callable[[str, int, int], None] | None, label: str,
-               skipped: int, total: int) -> list[dict[str, Any]]:
+def _run_local(
+    store: str,
+    array: str,
+    stage: str,
+    step: str,
+    fn: Callable[..., Any],
+    todo: Sequence[Block],
+    threads: int,
+    parallel: int,
+    progress: Callable[[str, int, int], None] | None,
+    label: str,
+    skipped: int,
+    total: int,
+) -> list[dict[str, Any]]:
     """No cluster: a thread pool of ``parallel`` threads in this process."""
     from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
@@ -438,16 +472,40 @@ def _run_local(store: str, array: str, stage: str, step: str, fn: Callable[..., 
     return results
 
 
-def _run_distributed(client: Any, store: str, array: str, stage: str, step: str, fn: Callable[..., Any],
-                     todo: Sequence[Block], report: StepReport, name: str, retries: int,
-                     progress: Callable[[str, int, int], None] | None, label: str, total: int) -> list[dict[str, Any]]:
+def _run_distributed(
+    client: Any,
+    store: str,
+    array: str,
+    stage: str,
+    step: str,
+    fn: Callable[..., Any],
+    todo: Sequence[Block],
+    report: StepReport,
+    name: str,
+    retries: int,
+    progress: Callable[[str, int, int], None] | None,
+    label: str,
+    total: int,
+) -> list[dict[str, Any]]:
     from distributed import as_completed
 
     token = hashlib.sha256(f"{resolved_path(store)}\0{stage}\0{step}\0{time.time_ns()}".encode()).hexdigest()[:8]
     resources = {"GPU": 1.0 / report.gpu_tasks} if report.gpu else None
     futures = [
-        client.submit(_run_block, store, array, stage, step, fn, b, report.threads, key=f"{name}-{token}-{i}",
-                      pure=False, resources=resources, retries=retries)
+        client.submit(
+            _run_block,
+            store,
+            array,
+            stage,
+            step,
+            fn,
+            b,
+            report.threads,
+            key=f"{name}-{token}-{i}",
+            pure=False,
+            resources=resources,
+            retries=retries,
+        )
         for i, b in enumerate(todo)
     ]
     results: list[dict[str, Any]] = []
@@ -459,12 +517,14 @@ def _run_distributed(client: Any, store: str, array: str, stage: str, step: str,
                 raise
             except OSError as exc:  # raised by the task itself (not a lost connection): say what it was
                 if type(exc).__name__ in _LOST:
-                    raise PipelineError(f"{store}: {stage} task {fut.key} failed: {task_failure_reason(exc)}; "
-                                        "run again to resume") from exc
+                    raise PipelineError(
+                        f"{store}: {stage} task {fut.key} failed: {task_failure_reason(exc)}; run again to resume"
+                    ) from exc
                 raise StoreError(f"{store}: {stage} task {fut.key} failed: {describe_os_error(exc)}") from exc
             except Exception as exc:  # KilledWorker, CommClosedError, a bug in a kernel ...
-                raise PipelineError(f"{store}: {stage} task {fut.key} failed: {task_failure_reason(exc)}; "
-                                    "run again to resume") from exc
+                raise PipelineError(
+                    f"{store}: {stage} task {fut.key} failed: {task_failure_reason(exc)}; run again to resume"
+                ) from exc
             if progress is not None:
                 progress(label, report.skipped + len(results), total)
     except BaseException:
@@ -495,4 +555,3 @@ def task_failure_reason(exc: BaseException) -> str:
 def units_of(blocks: Iterable[Block]) -> list[int]:
     """All units covered by ``blocks`` (in order)."""
     return [u for b in blocks for u in b.units]
-

@@ -32,13 +32,19 @@ def _region(shape: tuple[int, ...], region: Sequence[Sequence[int]] | None) -> t
         return tuple((0, int(n)) for n in shape)
     out = tuple((int(a), int(b)) for a, b in region)
     if len(out) != 3 or any(not 0 <= a < b <= n for (a, b), n in zip(out, shape)):
-        raise ConfigError(f"region must be 3 (start, stop) voxel ranges inside the volume {tuple(shape)}, "
-                          f"got {region!r}")
+        raise ConfigError(
+            f"region must be 3 (start, stop) voxel ranges inside the volume {tuple(shape)}, got {region!r}"
+        )
     return out
 
 
-def reference_threshold(path: str | os.PathLike, *, method: str = "otsu",
-                        region: Sequence[Sequence[int]] | None = None, max_voxels: int = 64**3 * 8) -> float:
+def reference_threshold(
+    path: str | os.PathLike,
+    *,
+    method: str = "otsu",
+    region: Sequence[Sequence[int]] | None = None,
+    max_voxels: int = 64**3 * 8,
+) -> float:
     """The protocol's threshold from a reference (HR) volume store: :func:`tomoflow.recover.
     threshold_from_reference` on its ``region`` (a regular subsample of at most ``max_voxels`` voxels)."""
     from tomoflow.recover import threshold_from_reference
@@ -93,8 +99,9 @@ def volume_pores(
     for i, z0 in enumerate(starts):
         z1 = min(z0 + slab, r[0][1])
         block = np.asarray(arr[z0:z1, r[1][0] : r[1][1], r[2][0] : r[2][1]], dtype=np.float32)
-        blocks[(z0 - r[0][0], 0, 0)] = block_pores(block, threshold=threshold, connectivity=connectivity,
-                                                   name=f"{path} z {z0}-{z1}")
+        blocks[(z0 - r[0][0], 0, 0)] = block_pores(
+            block, threshold=threshold, connectivity=connectivity, name=f"{path} z {z0}-{z1}"
+        )
         if progress is not None:
             progress(i + 1, len(starts))
     return merge_block_pores(blocks, spacing_um=spacing, min_voxels=min_voxels, name=str(path))
@@ -138,8 +145,10 @@ def volume_pore_recall(
     n = int(np.prod([b - a for a, b in r]))
     need = n * (8 + 4 * (1 + len(paths)))
     if need > max_bytes:
-        raise ConfigError(f"recall by pore size reads the region whole: {need / 1e9:.1f} GB for {n} voxels x "
-                          f"{1 + len(paths)} volumes, over {max_bytes / 1e9:.1f} GB; give a smaller region")
+        raise ConfigError(
+            f"recall by pore size reads the region whole: {need / 1e9:.1f} GB for {n} voxels x "
+            f"{1 + len(paths)} volumes, over {max_bytes / 1e9:.1f} GB; give a smaller region"
+        )
     vs = ref.attrs.voxel_size
     spacing = 1.0 if vs is None else float(vs.value)
     sl = tuple(slice(a, b) for a, b in r)
@@ -147,20 +156,29 @@ def volume_pore_recall(
     for p in paths:
         st = VolumeStore.open(p)
         if tuple(st.shape) != tuple(ref.shape):
-            raise InputError(f"shape {tuple(st.shape)} differs from the reference {reference} {tuple(ref.shape)}; "
-                             "recall compares volumes on one grid (resample the LFOV onto the HR grid first)",
-                             path=p)
+            raise InputError(
+                f"shape {tuple(st.shape)} differs from the reference {reference} {tuple(ref.shape)}; "
+                "recall compares volumes on one grid (resample the LFOV onto the HR grid first)",
+                path=p,
+            )
         other = st.attrs.voxel_size
         if other is not None and vs is not None and not np.isclose(float(other.value), spacing, rtol=1e-3):
             raise InputError(f"voxels of {float(other.value):g} um, the reference's are {spacing:g} um", path=p)
         name = Path(p).name if Path(p).name not in vols else str(p)
         vols[name] = np.asarray(st.level(0)[sl], dtype=np.float32)
-    return pore_recall(np.asarray(ref.level(0)[sl], dtype=np.float32), vols, threshold=threshold,
-                       spacing_um=spacing, connectivity=connectivity, min_voxels=min_voxels)
+    return pore_recall(
+        np.asarray(ref.level(0)[sl], dtype=np.float32),
+        vols,
+        threshold=threshold,
+        spacing_um=spacing,
+        connectivity=connectivity,
+        min_voxels=min_voxels,
+    )
 
 
-def plot_pore_sizes(metrics: Mapping[str, Any], path: Any, *, bins: int = 30, title: str | None = None,
-                    overwrite: bool = False) -> Path:
+def plot_pore_sizes(
+    metrics: Mapping[str, Any], path: Any, *, bins: int = 30, title: str | None = None, overwrite: bool = False
+) -> Path:
     """Overlay the equivalent-diameter histograms of several volumes in a PNG.
 
     Parameters

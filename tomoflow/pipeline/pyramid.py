@@ -41,8 +41,9 @@ def chunk_grid(shape: tuple[int, ...], chunks: tuple[int, ...]) -> list[tuple[sl
     [(slice(0, 2, None), slice(0, 4, None)), (slice(2, 3, None), slice(0, 4, None))]
     """
     counts = [-(-s // c) for s, c in zip(shape, chunks)]
-    return [tuple(slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(idx, chunks, shape))
-            for idx in np.ndindex(*counts)]
+    return [
+        tuple(slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(idx, chunks, shape)) for idx in np.ndindex(*counts)
+    ]
 
 
 def _pyramid_block(out: str, level: int, region: tuple[slice, ...]) -> np.ndarray:
@@ -54,13 +55,27 @@ def _pyramid_block(out: str, level: int, region: tuple[slice, ...]) -> np.ndarra
 
 def _pyramid_blocks(out: str, vstore: VolumeStore, level: int) -> list[Block]:
     arr = vstore.level(level)
-    return [Block(units=(i,), region=r, args=(out, level, r),
-                  nbytes=9 * 4 * int(np.prod([s.stop - s.start for s in r])), label=f"level {level} chunk {i}")
-            for i, r in enumerate(chunk_grid(tuple(arr.shape), tuple(arr.chunks)))]
+    return [
+        Block(
+            units=(i,),
+            region=r,
+            args=(out, level, r),
+            nbytes=9 * 4 * int(np.prod([s.stop - s.start for s in r])),
+            label=f"level {level} chunk {i}",
+        )
+        for i, r in enumerate(chunk_grid(tuple(arr.shape), tuple(arr.chunks)))
+    ]
 
 
-def run_pyramid(out: str, store: VolumeStore, stage: str, *, client: Any, cluster: Any,
-                progress: Callable[[str, int, int], None] | None) -> dict[str, float]:
+def run_pyramid(
+    out: str,
+    store: VolumeStore,
+    stage: str,
+    *,
+    client: Any,
+    cluster: Any,
+    progress: Callable[[str, int, int], None] | None,
+) -> dict[str, float]:
     """Compute levels 1.. of a volume store from level 0, as steps ``level-k`` of ``stage``.
 
     Parameters
@@ -84,8 +99,18 @@ def run_pyramid(out: str, store: VolumeStore, stage: str, *, client: Any, cluste
     """
     timings = {}
     for level in range(1, store.n_levels):
-        rep = run_blocks(out, _pyramid_blocks(out, store, level), _pyramid_block, stage=stage, step=f"level-{level}",
-                         array=str(level), name="pyramid-level", client=client, cluster=cluster, progress=progress,
-                         progress_label=f"pyramid level {level}")
+        rep = run_blocks(
+            out,
+            _pyramid_blocks(out, store, level),
+            _pyramid_block,
+            stage=stage,
+            step=f"level-{level}",
+            array=str(level),
+            name="pyramid-level",
+            client=client,
+            cluster=cluster,
+            progress=progress,
+            progress_label=f"pyramid level {level}",
+        )
         timings[f"pyramid_level_{level}"] = rep.wall_s
     return timings

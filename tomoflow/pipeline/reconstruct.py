@@ -103,8 +103,12 @@ def read_raw_rows(scan: ScanStore, z0: int, z1: int, *, angles: slice = slice(No
     if raw.dtype.kind == "f":
         bad = raw.size - int(np.count_nonzero(np.isfinite(raw)))
         if bad > MAX_NONFINITE_FRACTION * raw.size:
-            raise InputError(f"rows {z0}-{z1} hold {bad} NaN/Inf values ({100 * bad / raw.size:.1f} %): the scan "
-                             "data is corrupt or was never written there", scan.path, "projections")
+            raise InputError(
+                f"rows {z0}-{z1} hold {bad} NaN/Inf values ({100 * bad / raw.size:.1f} %): the scan "
+                "data is corrupt or was never written there",
+                scan.path,
+                "projections",
+            )
     if scan.attrs.values == "line-integral":
         return raw, None, None
     flats = np.asarray(scan.flats[:, z0:z1, :]) if scan.flats.shape[0] else None
@@ -158,8 +162,11 @@ def check_flats(scan: ScanStore, *, sample_rows: int = 64, max_bad_fraction: flo
     n_rows = scan.shape[1]
     rows = np.unique(np.linspace(0, n_rows - 1, min(sample_rows, n_rows)).astype(int))
     flat = np.nanmean(np.asarray(scan.flats.get_orthogonal_selection((slice(None), rows, slice(None)))), axis=0)
-    dark = (np.nanmean(np.asarray(scan.darks.get_orthogonal_selection((slice(None), rows, slice(None)))), axis=0)
-            if scan.darks.shape[0] else np.zeros_like(flat))
+    dark = (
+        np.nanmean(np.asarray(scan.darks.get_orthogonal_selection((slice(None), rows, slice(None)))), axis=0)
+        if scan.darks.shape[0]
+        else np.zeros_like(flat)
+    )
     from tomoflow._checks import check_flats_brighter
 
     check_flats_brighter(flat, dark, scan.path, max_bad_fraction=max_bad_fraction)
@@ -197,11 +204,14 @@ def _center_on_cluster(scan_path: str | os.PathLike, client: Any, threads: int) 
     except Exception as exc:  # KilledWorker, CommClosedError, ...
         from tomoflow.pipeline.engine import task_failure_reason
 
-        raise PipelineError(f"{path}: the centre estimate ({key}) failed: {task_failure_reason(exc)}; run again") from exc
+        raise PipelineError(
+            f"{path}: the centre estimate ({key}) failed: {task_failure_reason(exc)}; run again"
+        ) from exc
 
 
-def slab_bytes(n_angles: int, n_cols: int, shape: tuple[int, int], rows: int, algorithm: str,
-               fbp_method: str = "direct") -> int:
+def slab_bytes(
+    n_angles: int, n_cols: int, shape: tuple[int, int], rows: int, algorithm: str, fbp_method: str = "direct"
+) -> int:
     """Estimated peak bytes of one slab task of ``rows`` detector rows.
 
     Counts the raw and normalised sinograms, the padded complex filter buffers (FBP), the output
@@ -227,8 +237,10 @@ def _namespace(device: str) -> Any:
     """Array namespace for ``device`` on this worker: CuPy for ``cuda`` (or ``auto`` with a GPU)."""
     if device == "cuda" or (device == "auto" and has_cuda()):
         if not has_cuda():
-            raise ConfigError("device is 'cuda' but this worker has no usable CUDA device or CuPy "
-                              "(install tomoflow[gpu], or use --device cpu / auto)")
+            raise ConfigError(
+                "device is 'cuda' but this worker has no usable CUDA device or CuPy "
+                "(install tomoflow[gpu], or use --device cpu / auto)"
+            )
         import cupy
 
         return cupy
@@ -238,8 +250,15 @@ def _namespace(device: str) -> Any:
 def reconstruct_slab(p: Any, angles_deg: np.ndarray, params: ReconParams) -> Any:
     """Reconstruct one slab of line integrals ``(angle, row, col)`` -> ``(row, y, x)`` with the kernels."""
     if params.algorithm == "fbp":
-        return fbp(p, angles_deg, center=params.center, filter=params.filter, shape=params.shape, mask=params.mask,
-                   method=params.fbp_method)
+        return fbp(
+            p,
+            angles_deg,
+            center=params.center,
+            filter=params.filter,
+            shape=params.shape,
+            mask=params.mask,
+            method=params.fbp_method,
+        )
     fn = mlem if params.algorithm == "mlem" else sirt
     return fn(p, angles_deg, center=params.center, n_iter=params.n_iter, shape=params.shape, mask=params.mask)
 
@@ -269,28 +288,44 @@ def _recon_block_gpu(scan: ScanStore, params: ReconParams, z0: int, z1: int) -> 
     with gpu_section():
         for r0 in range(0, rows, step):
             r1 = min(rows, r0 + step)
-            p = line_integrals(raw[:, r0:r1], None if flats is None else flats[:, r0:r1],
-                               None if darks is None else darks[:, r0:r1], cupy, normalise=normalise)
+            p = line_integrals(
+                raw[:, r0:r1],
+                None if flats is None else flats[:, r0:r1],
+                None if darks is None else darks[:, r0:r1],
+                cupy,
+                normalise=normalise,
+            )
             to_host(reconstruct_slab(p, scan.angles_deg, params), out[r0:r1])
             del p
     return out
 
 
 # ----------------------------------------------------------------------------- planning
-def _slab_blocks(scan_path: str, params: ReconParams, n_rows: int, chunk_rows: int, unit_bytes: int,
-                 budget: int, parallel: int) -> list[Block]:
+def _slab_blocks(
+    scan_path: str, params: ReconParams, n_rows: int, chunk_rows: int, unit_bytes: int, budget: int, parallel: int
+) -> list[Block]:
     n_units = -(-n_rows // chunk_rows)
     blocks = []
     for u0, u1 in plan_blocks(n_units, unit_bytes, budget, parallel):
         z0, z1 = u0 * chunk_rows, min(n_rows, u1 * chunk_rows)
-        blocks.append(Block(units=tuple(range(u0, u1)), region=(slice(z0, z1), slice(None), slice(None)),
-                            args=(scan_path, params, z0, z1), nbytes=unit_bytes * (u1 - u0),
-                            label=f"rows {z0}-{z1}"))
+        blocks.append(
+            Block(
+                units=tuple(range(u0, u1)),
+                region=(slice(z0, z1), slice(None), slice(None)),
+                args=(scan_path, params, z0, z1),
+                nbytes=unit_bytes * (u1 - u0),
+                label=f"rows {z0}-{z1}",
+            )
+        )
     return blocks
 
 
-def _validate(algorithm: str, filter: str, n_iter: int | None, memory_budget: Any,
-              ) -> tuple[str, str, int, int]:
+def _validate(
+    algorithm: str,
+    filter: str,
+    n_iter: int | None,
+    memory_budget: Any,
+) -> tuple[str, str, int, int]:
     algorithm = check_choice("algorithm", str(algorithm).lower(), ALGORITHMS)
     filt = check_filter(filter)
     iters = DEFAULT_ITERATIONS[algorithm] if n_iter is None else int(n_iter)
@@ -393,13 +428,26 @@ def reconstruct_scan(
     on_gpu = cfg.device == "cuda" or (cfg.device == "auto" and (res.gpus > 0 or (client is None and has_cuda())))
     if fbp_method == "auto":
         fbp_method = "fourier" if on_gpu else "direct"
-    request = {"algorithm": algorithm, "center": center_req, "filter": filt, "n_iter": iters,
-               "shape": list(slice_shape), "mask": True}
+    request = {
+        "algorithm": algorithm,
+        "center": center_req,
+        "filter": filt,
+        "n_iter": iters,
+        "shape": list(slice_shape),
+        "mask": True,
+    }
     if algorithm == "fbp" and fbp_method != "direct":
         request["fbp_method"] = fbp_method  # absent for the direct method: earlier stores keep their identity
     fp = fingerprint("recon", inputs={"scan": scan.identity}, params=request)
-    plan = prepare_output(out_path, kind=VOLUME_FORMAT, stage="recon", fingerprint=fp, params=request,
-                          inputs=[scan_path], overwrite=overwrite)
+    plan = prepare_output(
+        out_path,
+        kind=VOLUME_FORMAT,
+        stage="recon",
+        fingerprint=fp,
+        params=request,
+        inputs=[scan_path],
+        overwrite=overwrite,
+    )
     if plan.action == "complete":
         log.info("%s is complete for this scan and these parameters; nothing to do", out_path)
         return VolumeStore.open(out_path)
@@ -414,22 +462,44 @@ def reconstruct_scan(
             log.info("estimated rotation centre %.2f px (detector centre %.1f)", ctr, (n_cols - 1) / 2)
         pixel = scan.attrs.pixel_size.value if scan.attrs.pixel_size else None
         if pixel is None:
-            log.warning("%s: pixel size unknown; the volume's voxel size is recorded as unknown (scale 1 = one "
-                        "pixel). Pass --pixel-size at ingest to record it.", scan_path)
+            log.warning(
+                "%s: pixel size unknown; the volume's voxel size is recorded as unknown (scale 1 = one "
+                "pixel). Pass --pixel-size at ingest to record it.",
+                scan_path,
+            )
         shape3 = (n_rows, *slice_shape)
         chunks = (int(scan.projections.chunks[1]), min(cfg.volume_chunk, shape3[1]), min(cfg.volume_chunk, shape3[2]))
         n_levels = pyramid_levels(shape3)
         run_config = {**cfg.model_dump(mode="json"), "recon": {**request, "center_used": ctr}}
         inputs = [scan.attrs.source] if scan.attrs.source else []
-        vstore = VolumeStore.create(plan, shape3, pixel, chunks=chunks, n_levels=n_levels, algorithm=algorithm,
-                                    rotation_center=ctr, scan=str(scan_path), run_config=run_config, inputs=inputs)
-        steps = {f"level-{k}": len(chunk_grid(level_shape(shape3, k), tuple(vstore.level(k).chunks)))
-                 for k in range(1, n_levels)}
+        vstore = VolumeStore.create(
+            plan,
+            shape3,
+            pixel,
+            chunks=chunks,
+            n_levels=n_levels,
+            algorithm=algorithm,
+            rotation_center=ctr,
+            scan=str(scan_path),
+            run_config=run_config,
+            inputs=inputs,
+        )
+        steps = {
+            f"level-{k}": len(chunk_grid(level_shape(shape3, k), tuple(vstore.level(k).chunks)))
+            for k in range(1, n_levels)
+        }
         steps = {"level-0": -(-n_rows // chunks[0]), **steps}
         StageLog.begin(out_path, "recon", fingerprint=fp, params=request, steps=steps)
 
-    params = ReconParams(algorithm=algorithm, center=ctr, filter=filt, n_iter=iters, shape=slice_shape,
-                         device=cfg.device, fbp_method=fbp_method)
+    params = ReconParams(
+        algorithm=algorithm,
+        center=ctr,
+        filter=filt,
+        n_iter=iters,
+        shape=slice_shape,
+        device=cfg.device,
+        fbp_method=fbp_method,
+    )
     chunk_rows = int(vstore.level(0).chunks[0])
     if on_gpu:  # host memory of a GPU block: its raw rows and its result (device memory: pipeline.gpu)
         unit_bytes = 4 * chunk_rows * (n_angles * n_cols + 2 * slice_shape[0] * slice_shape[1])
@@ -437,15 +507,36 @@ def reconstruct_scan(
         unit_bytes = slab_bytes(n_angles, n_cols, slice_shape, chunk_rows, algorithm, fbp_method)
     blocks = _slab_blocks(os.path.abspath(scan_path), params, n_rows, chunk_rows, unit_bytes, budget, res.total_threads)
     out = os.path.abspath(out_path)
-    recon = run_blocks(out, blocks, _recon_block, stage="recon", step="level-0", array="0",
-                       name=f"recon-{algorithm}", gpu=cfg.device != "cpu", gpu_tasks=CONVEYOR_TASKS,
-                       client=client, cluster=res,
-                       progress=progress, progress_label="recon")
-    timings = {"recon": recon.wall_s, "recon_compute": recon.compute_s,
-               **run_pyramid(out, vstore, "recon", client=client, cluster=res, progress=progress)}
+    recon = run_blocks(
+        out,
+        blocks,
+        _recon_block,
+        stage="recon",
+        step="level-0",
+        array="0",
+        name=f"recon-{algorithm}",
+        gpu=cfg.device != "cpu",
+        gpu_tasks=CONVEYOR_TASKS,
+        client=client,
+        cluster=res,
+        progress=progress,
+        progress_label="recon",
+    )
+    timings = {
+        "recon": recon.wall_s,
+        "recon_compute": recon.compute_s,
+        **run_pyramid(out, vstore, "recon", client=client, cluster=res, progress=progress),
+    }
     StageLog(out, "recon").finish(
-        output_id=fp, seconds=time.perf_counter() - t_start, timings=timings, slabs=len(blocks),
-        slabs_computed=recon.computed, slab_rows=max(b.region[0].stop - b.region[0].start for b in blocks),
-        threads_per_task=recon.threads, gpu=recon.gpu, center_source=source,
-        estimate_bytes_per_slab=recon.max_block_bytes)
+        output_id=fp,
+        seconds=time.perf_counter() - t_start,
+        timings=timings,
+        slabs=len(blocks),
+        slabs_computed=recon.computed,
+        slab_rows=max(b.region[0].stop - b.region[0].start for b in blocks),
+        threads_per_task=recon.threads,
+        gpu=recon.gpu,
+        center_source=source,
+        estimate_bytes_per_slab=recon.max_block_bytes,
+    )
     return VolumeStore.open(out_path)

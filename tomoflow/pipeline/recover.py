@@ -32,8 +32,15 @@ from tomoflow.errors import ConfigError
 from tomoflow.io.metadata import VOLUME_FORMAT
 from tomoflow.io.stages import StageLog
 from tomoflow.io.volume_store import VolumeStore, level_shape, pyramid_levels
-from tomoflow.pipeline.engine import Block, current_client, fingerprint, identity_of, prepare_output, run_blocks
-from tomoflow.pipeline.engine import writes_outputs
+from tomoflow.pipeline.engine import (
+    Block,
+    current_client,
+    fingerprint,
+    identity_of,
+    prepare_output,
+    run_blocks,
+    writes_outputs,
+)
 from tomoflow.pipeline.pyramid import chunk_grid, run_pyramid
 
 __all__ = ["recover_volume"]
@@ -47,8 +54,8 @@ def _model(path: str, sha256: str, device: str) -> Any:
     """The network of ``path`` on ``device``, loaded once per worker process."""
     key = (path, sha256, device)
     if key not in _MODELS:
-        from tomoflow.recover.onnx_network import is_onnx_path, load_onnx
         from tomoflow.recover.normalization import with_normalization
+        from tomoflow.recover.onnx_network import is_onnx_path, load_onnx
         from tomoflow.recover.unet import load_unet
 
         _MODELS.clear()  # one model per process at a time
@@ -59,9 +66,17 @@ def _model(path: str, sha256: str, device: str) -> Any:
     return _MODELS[key]
 
 
-def _recover_block(volume_path: str, model_path: str, sha256: str, device: str, pad_mode: str,
-                   in_start: tuple[int, ...], in_stop: tuple[int, ...], crop: tuple[slice, ...],
-                   valid: bool = False) -> np.ndarray:
+def _recover_block(
+    volume_path: str,
+    model_path: str,
+    sha256: str,
+    device: str,
+    pad_mode: str,
+    in_start: tuple[int, ...],
+    in_stop: tuple[int, ...],
+    crop: tuple[slice, ...],
+    valid: bool = False,
+) -> np.ndarray:
     """Block function: one output chunk, predicted from its halo'd, aligned input box; ``valid``: a torch
     U-Net run without padding, only the kept voxels computed (:func:`tomoflow.recover.tiling.valid_halo`)."""
     from tomoflow.recover.tiling import check_finite_box, predict_boxes, prepare_model, read_box
@@ -152,8 +167,10 @@ def recover_volume(
 
         model = load_onnx(model_path)
         if not model.raw_values:
-            raise ConfigError(f"{model_path}: this ONNX graph takes normalised values; export the network with "
-                              "its normalisation (export_onnx(with_normalization(load_unet(weights)), ...))")
+            raise ConfigError(
+                f"{model_path}: this ONNX graph takes normalised values; export the network with "
+                "its normalisation (export_onnx(with_normalization(load_unet(weights)), ...))"
+            )
         sha = file_sha256(model_path)
     else:
         model = load_unet(model_path, device="cpu")  # verifies the card and the sha256 before anything is written
@@ -171,23 +188,40 @@ def recover_volume(
     tiles = plan_tiles(shape, chunk, halo, align)  # type: ignore[arg-type]  # receptive_field is an int; checks chunk >= alignment
     need = inference_bytes(model, tiles[0].in_shape)
     if need > budget:
-        raise ConfigError(f"chunks {chunk} need input boxes of {tiles[0].in_shape} voxels, about {need / 1e9:.2f} GB "
-                          f"per worker, over the memory budget of {budget / 1e9:.2f} GB; use smaller chunks (or "
-                          "none: the largest that fits is chosen) or raise worker_memory_budget")
+        raise ConfigError(
+            f"chunks {chunk} need input boxes of {tiles[0].in_shape} voxels, about {need / 1e9:.2f} GB "
+            f"per worker, over the memory budget of {budget / 1e9:.2f} GB; use smaller chunks (or "
+            "none: the largest that fits is chosen) or raise worker_memory_budget"
+        )
     trained_um = (model.card.get("training_data") or {}).get("hr_voxel_um")
     vs = src.attrs.voxel_size
     if trained_um is not None and vs is not None and not np.isclose(float(vs.value), float(trained_um), rtol=1e-3):
-        raise ConfigError(f"{volume_path}: voxels of {float(vs.value):g} um, but the network was trained on "
-                          f"{float(trained_um):g} um voxels; resample the volume to that voxel size first "
-                          "(tomoflow.pipeline.resample_volume with field_grid)")
+        raise ConfigError(
+            f"{volume_path}: voxels of {float(vs.value):g} um, but the network was trained on "
+            f"{float(trained_um):g} um voxels; resample the volume to that voxel size first "
+            "(tomoflow.pipeline.resample_volume with field_grid)"
+        )
     norm = model.card.get("normalisation")  # not covered by the weights' sha256: part of the identity
-    request = {"pad_mode": pad_mode, "chunks": list(chunk), "halo": halo, "alignment": align, "unpadded": valid,
-               "normalisation": norm,
-               **({"calibration": model.card["calibration"]} if model.card.get("calibration") else {}),
-               **({"runtime": "onnxruntime"} if onnx else {})}
+    request = {
+        "pad_mode": pad_mode,
+        "chunks": list(chunk),
+        "halo": halo,
+        "alignment": align,
+        "unpadded": valid,
+        "normalisation": norm,
+        **({"calibration": model.card["calibration"]} if model.card.get("calibration") else {}),
+        **({"runtime": "onnxruntime"} if onnx else {}),
+    }
     fp = fingerprint("recover", inputs={"volume": identity_of(volume_path), "model": sha}, params=request)
-    plan = prepare_output(out_path, kind=VOLUME_FORMAT, stage="recover", fingerprint=fp, params=request,
-                          inputs=[volume_path, model_path], overwrite=overwrite)
+    plan = prepare_output(
+        out_path,
+        kind=VOLUME_FORMAT,
+        stage="recover",
+        fingerprint=fp,
+        params=request,
+        inputs=[volume_path, model_path],
+        overwrite=overwrite,
+    )
     if plan.action == "complete":
         log.info("%s is complete for this volume, model and parameters; nothing to do", out_path)
         return VolumeStore.open(out_path)
@@ -197,15 +231,24 @@ def recover_volume(
         log.info("resuming %s", out_path)
     else:
         n_levels = pyramid_levels(shape)
-        out_store = VolumeStore.create(plan, shape, None if vs is None else float(vs.value), chunks=chunk,
-                                       n_levels=n_levels, algorithm="unet-recovery", scan=str(volume_path),
-                                       run_config={**cfg.model_dump(mode="json"),
-                                                   "recover": {**request, "model_sha256": sha}},
-                                       extra={"recovered_from": str(volume_path), "model": str(model_path),
-                                              "model_sha256": sha})
+        out_store = VolumeStore.create(
+            plan,
+            shape,
+            None if vs is None else float(vs.value),
+            chunks=chunk,
+            n_levels=n_levels,
+            algorithm="unet-recovery",
+            scan=str(volume_path),
+            run_config={**cfg.model_dump(mode="json"), "recover": {**request, "model_sha256": sha}},
+            extra={"recovered_from": str(volume_path), "model": str(model_path), "model_sha256": sha},
+        )
         steps = {"level-0": len(tiles)}
-        steps.update({f"level-{k}": len(chunk_grid(level_shape(shape, k), tuple(out_store.level(k).chunks)))
-                      for k in range(1, n_levels)})
+        steps.update(
+            {
+                f"level-{k}": len(chunk_grid(level_shape(shape, k), tuple(out_store.level(k).chunks)))
+                for k in range(1, n_levels)
+            }
+        )
         StageLog.begin(out_path, "recover", fingerprint=fp, params=request, steps=steps)
 
     from tomoflow.cluster import cluster_resources
@@ -214,14 +257,39 @@ def recover_volume(
     res = cluster_resources(client)
     device = "cpu" if cfg.device == "cpu" or res.gpus == 0 or onnx else "cuda"
     vin, mod, out = (os.path.abspath(p) for p in (volume_path, model_path, out_path))
-    blocks = [Block(units=(i,), region=t.out_slices, args=(vin, mod, sha, device, pad_mode, t.in_start, t.in_stop,
-                                                          t.crop, valid),
-                    nbytes=need, label=f"block {t.index}")
-              for i, t in enumerate(tiles)]
-    rep = run_blocks(out, blocks, _recover_block, stage="recover", step="level-0", array="0", name="recover-unet",
-                     gpu=device == "cuda", client=client, cluster=res, progress=progress, progress_label="recover")
+    blocks = [
+        Block(
+            units=(i,),
+            region=t.out_slices,
+            args=(vin, mod, sha, device, pad_mode, t.in_start, t.in_stop, t.crop, valid),
+            nbytes=need,
+            label=f"block {t.index}",
+        )
+        for i, t in enumerate(tiles)
+    ]
+    rep = run_blocks(
+        out,
+        blocks,
+        _recover_block,
+        stage="recover",
+        step="level-0",
+        array="0",
+        name="recover-unet",
+        gpu=device == "cuda",
+        client=client,
+        cluster=res,
+        progress=progress,
+        progress_label="recover",
+    )
     timings = {"recover": rep.wall_s, "recover_compute": rep.compute_s}
     timings.update(run_pyramid(out, out_store, "recover", client=client, cluster=res, progress=progress))
-    StageLog(out, "recover").finish(output_id=fp, seconds=time.perf_counter() - t_start, timings=timings,
-                                    blocks=len(blocks), blocks_computed=rep.computed, halo=halo, device=device)
+    StageLog(out, "recover").finish(
+        output_id=fp,
+        seconds=time.perf_counter() - t_start,
+        timings=timings,
+        blocks=len(blocks),
+        blocks_computed=rep.computed,
+        halo=halo,
+        device=device,
+    )
     return VolumeStore.open(out_path)

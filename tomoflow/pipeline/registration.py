@@ -23,8 +23,10 @@ def volume_voxel_um(store: Any, path: str | os.PathLike) -> float:
     """The voxel size of a volume store in micrometres; ConfigError when it is unknown."""
     vs = store.attrs.voxel_size
     if vs is None:
-        raise ConfigError(f"{path}: the voxel size is unknown (the scan had no pixel size); registration and "
-                          "recovery need micrometres")
+        raise ConfigError(
+            f"{path}: the voxel size is unknown (the scan had no pixel size); registration and "
+            "recovery need micrometres"
+        )
     return float(vs.value)
 
 
@@ -45,8 +47,15 @@ def registration_prior(h: Any, lf: Any, hr_um: float, lf_um: float) -> tuple[Any
     return None, "none recorded: ROI assumed centred in the LFOV field"
 
 
-def register_volumes(hr_path: str | os.PathLike, lfov_path: str | os.PathLike, *, dof: int = 9,
-                     device: str | None = None, max_rotation_deg: float = 10.0, hr_volume: Any = None) -> dict[str, Any]:
+def register_volumes(
+    hr_path: str | os.PathLike,
+    lfov_path: str | os.PathLike,
+    *,
+    dof: int = 9,
+    device: str | None = None,
+    max_rotation_deg: float = 10.0,
+    hr_volume: Any = None,
+) -> dict[str, Any]:
     """Register the HR volume store into the LFOV volume store from the stage prior.
 
     Parameters
@@ -74,11 +83,28 @@ def register_volumes(hr_path: str | os.PathLike, lfov_path: str | os.PathLike, *
     h, lf = VolumeStore.open(hr_path), VolumeStore.open(lfov_path)
     hr_um, lf_um = volume_voxel_um(h, hr_path), volume_voxel_um(lf, lfov_path)
     if not hr_um < lf_um:
-        raise ConfigError(f"HR voxels ({hr_um:g} um, {hr_path}) must be smaller than LFOV voxels ({lf_um:g} um, "
-                          f"{lfov_path}); are HR and LFOV swapped?")
+        raise ConfigError(
+            f"HR voxels ({hr_um:g} um, {hr_path}) must be smaller than LFOV voxels ({lf_um:g} um, "
+            f"{lfov_path}); are HR and LFOV swapped?"
+        )
     prior, source = registration_prior(h, lf, hr_um, lf_um)
     hr_vol = np.asarray(h.level(0)[...] if hr_volume is None else hr_volume, dtype=np.float32)
-    res = register(hr_vol, lf.level(0), hr_spacing_um=hr_um, lfov_spacing_um=lf_um, prior=prior, dof=dof,
-                   device=device, max_rotation_deg=max_rotation_deg)
-    return {"hr": str(hr_path), "lfov": str(lfov_path), "hr_voxel_um": hr_um, "lfov_voxel_um": lf_um,
-            "prior_source": source, "seconds": time.perf_counter() - t0, **res.as_dict()}
+    res = register(
+        hr_vol,
+        lf.level(0),
+        hr_spacing_um=hr_um,
+        lfov_spacing_um=lf_um,
+        prior=prior,
+        dof=dof,
+        device=device,
+        max_rotation_deg=max_rotation_deg,
+    )
+    return {
+        "hr": str(hr_path),
+        "lfov": str(lfov_path),
+        "hr_voxel_um": hr_um,
+        "lfov_voxel_um": lf_um,
+        "prior_source": source,
+        "seconds": time.perf_counter() - t0,
+        **res.as_dict(),
+    }

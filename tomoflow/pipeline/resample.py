@@ -26,12 +26,18 @@ from tomoflow.errors import ConfigError, InputError
 from tomoflow.io.metadata import VOLUME_FORMAT
 from tomoflow.io.stages import StageLog
 from tomoflow.io.volume_store import VolumeStore, level_shape, pyramid_levels
-from tomoflow.pipeline.engine import Block, current_client, fingerprint, identity_of, prepare_output, run_blocks
-from tomoflow.pipeline.engine import writes_outputs
+from tomoflow.pipeline.engine import (
+    Block,
+    current_client,
+    fingerprint,
+    identity_of,
+    prepare_output,
+    run_blocks,
+    writes_outputs,
+)
 from tomoflow.pipeline.pyramid import chunk_grid, run_pyramid
 
 __all__ = ["resample_volume", "field_grid", "plan_resample", "ResamplePlan", "MIN_CHUNK_EDGE", "MAX_CHUNK_VOXELS"]
-
 
 
 def _three_ints(name: str, value: Any, form: str) -> tuple[int, int, int]:
@@ -44,15 +50,18 @@ def _three_ints(name: str, value: Any, form: str) -> tuple[int, int, int]:
         raise ConfigError(f"{name} must be {form}, got {tuple(value)}")
     return out
 
-def field_grid(source_shape: Sequence[int], source_spacing_um: float, spacing_um: float
-               ) -> tuple[tuple[int, int, int], np.ndarray]:
+
+def field_grid(
+    source_shape: Sequence[int], source_spacing_um: float, spacing_um: float
+) -> tuple[tuple[int, int, int], np.ndarray]:
     """The whole field of a volume at another voxel size, axes aligned: ``(shape, matrix)``.
 
     The new grid's first voxel centre is the source's first voxel centre and its last one stays
     within the source's last voxel centre, so every output voxel interpolates inside the source.
     """
-    ratio = check_number("source / target voxel size", float(source_spacing_um) / float(spacing_um), low=0.0,
-                         low_open=True)
+    ratio = check_number(
+        "source / target voxel size", float(source_spacing_um) / float(spacing_um), low=0.0, low_open=True
+    )
     shape = tuple(int(np.floor((int(n) - 1) * ratio + 1e-9)) + 1 for n in source_shape)
     return shape, np.eye(4)  # type: ignore[return-value]  # three sizes, one per axis
 
@@ -159,13 +168,17 @@ def plan_resample(
         chunk = _three_ints("chunks", chunks, "(cz, cy, cx)")
     small = [f"{ax} {c}" for ax, c, n in zip("zyx", chunk, shp) if c < min(MIN_CHUNK_EDGE, n)]
     if small:
-        raise ConfigError(f"chunks {chunk} are too small ({', '.join(small)} voxels): an output chunk is at least "
-                          f"{MIN_CHUNK_EDGE} voxels per axis (or the whole axis); tiny chunks make a task and a file per "
-                          "few voxels")
+        raise ConfigError(
+            f"chunks {chunk} are too small ({', '.join(small)} voxels): an output chunk is at least "
+            f"{MIN_CHUNK_EDGE} voxels per axis (or the whole axis); tiny chunks make a task and a file per "
+            "few voxels"
+        )
     held = math.prod(min(c, n) for c, n in zip(chunk, shp))
     if held > MAX_CHUNK_VOXELS:
-        raise ConfigError(f"chunks {chunk} hold {held:,} voxels each, over the {MAX_CHUNK_VOXELS:,} one task may "
-                          "compute at once; use smaller chunks")
+        raise ConfigError(
+            f"chunks {chunk} hold {held:,} voxels each, over the {MAX_CHUNK_VOXELS:,} one task may "
+            "compute at once; use smaller chunks"
+        )
     # the grid's size, before the footprint (its corners) or anything else looks at it
     n_levels = pyramid_levels(shp)
     levels = [level_shape(shp, k) for k in range(n_levels)]
@@ -173,15 +186,19 @@ def plan_resample(
     n_chunks = sum(math.prod(-(-n // c) for n, c in zip(ls, chunk)) for ls in levels)
     new_output = out_path is not None and not os.path.lexists(out_path)
     size = f"{' x '.join(str(n) if n < 10**9 else f'{float(n):.3g}' for n in shp)} voxels of {sp:g} um"
-    check_planned_output(f"the resampled volume ({size}, {n_levels} pyramid levels)",
-                         float(nbytes) if nbytes < 10**300 else math.inf,
-                         out_path if new_output else None,
-                         n_chunks=float(n_chunks) if n_chunks < 10**300 else math.inf)
+    check_planned_output(
+        f"the resampled volume ({size}, {n_levels} pyramid levels)",
+        float(nbytes) if nbytes < 10**300 else math.inf,
+        out_path if new_output else None,
+        n_chunks=float(n_chunks) if n_chunks < 10**300 else math.inf,
+    )
     lo, hi = footprint(m, shp, sp, src_sp)
     if np.any(lo < -0.5 - 1e-6) or np.any(hi > np.asarray(src.shape) - 0.5 + 1e-6):
-        raise InputError(f"the output grid maps to source voxels {np.round(lo, 2).tolist()} .. "
-                         f"{np.round(hi, 2).tolist()}, outside the source of shape {src.shape}",
-                         path=source_path)
+        raise InputError(
+            f"the output grid maps to source voxels {np.round(lo, 2).tolist()} .. "
+            f"{np.round(hi, 2).tolist()}, outside the source of shape {src.shape}",
+            path=source_path,
+        )
     return ResamplePlan(
         matrix=m,
         shape=shp,
@@ -194,8 +211,15 @@ def plan_resample(
     )
 
 
-def _resample_block(source_path: str, matrix: list[list[float]], shape: tuple[int, ...], spacing: float,
-                    source_spacing: float, order: int, region: tuple[slice, ...]) -> np.ndarray:
+def _resample_block(
+    source_path: str,
+    matrix: list[list[float]],
+    shape: tuple[int, ...],
+    spacing: float,
+    source_spacing: float,
+    order: int,
+    region: tuple[slice, ...],
+) -> np.ndarray:
     from tomoflow.register.resample import resample_to_grid
 
     src = VolumeStore.open(source_path).level(0)
@@ -255,15 +279,23 @@ def resample_volume(
         Source incomplete; not enough free space for the output; output refused.
     """
     t_start = time.perf_counter()
-    rp = plan_resample(source_path, out_path, matrix=matrix, shape=shape, spacing_um=spacing_um, order=order,
-                       chunks=chunks)  # everything checked (matrix, grid, bounds, disk) before anything is created
+    rp = plan_resample(
+        source_path, out_path, matrix=matrix, shape=shape, spacing_um=spacing_um, order=order, chunks=chunks
+    )  # everything checked (matrix, grid, bounds, disk) before anything is created
     if registration is not None and not isinstance(registration, dict):
         raise ConfigError(f"registration must be a dict (a registration document), got {type(registration).__name__}")
     m, shp, sp, src_sp, chunk = rp.matrix, rp.shape, rp.spacing_um, rp.source_spacing_um, rp.chunks
     request = {"matrix": m.tolist(), "shape": list(shp), "spacing_um": sp, "order": order, "chunks": list(chunk)}
     fp = fingerprint("resample", inputs={"volume": identity_of(source_path)}, params=request)
-    plan = prepare_output(out_path, kind=VOLUME_FORMAT, stage="resample", fingerprint=fp, params=request,
-                          inputs=[source_path], overwrite=overwrite)
+    plan = prepare_output(
+        out_path,
+        kind=VOLUME_FORMAT,
+        stage="resample",
+        fingerprint=fp,
+        params=request,
+        inputs=[source_path],
+        overwrite=overwrite,
+    )
     if plan.action == "complete":
         return VolumeStore.open(out_path)
     cfg = _config.get()
@@ -271,13 +303,25 @@ def resample_volume(
         out_store = VolumeStore.open(out_path, mode="r+", require_complete=False)
     else:
         n_levels = pyramid_levels(shp)
-        out_store = VolumeStore.create(plan, shp, sp, chunks=chunk, n_levels=n_levels, algorithm="resample",
-                                       scan=str(source_path),
-                                       run_config={**cfg.model_dump(mode="json"), "resample": request},
-                                       extra={"resampled_from": str(source_path), "matrix": m.tolist(),
-                                              **({"registration": registration} if registration else {})})
-        steps = {f"level-{k}": len(chunk_grid(level_shape(shp, k), tuple(out_store.level(k).chunks)))
-                 for k in range(n_levels)}
+        out_store = VolumeStore.create(
+            plan,
+            shp,
+            sp,
+            chunks=chunk,
+            n_levels=n_levels,
+            algorithm="resample",
+            scan=str(source_path),
+            run_config={**cfg.model_dump(mode="json"), "resample": request},
+            extra={
+                "resampled_from": str(source_path),
+                "matrix": m.tolist(),
+                **({"registration": registration} if registration else {}),
+            },
+        )
+        steps = {
+            f"level-{k}": len(chunk_grid(level_shape(shp, k), tuple(out_store.level(k).chunks)))
+            for k in range(n_levels)
+        }
         StageLog.begin(out_path, "resample", fingerprint=fp, params=request, steps=steps)
     client = client if client is not None else current_client()
     from tomoflow.cluster import cluster_resources
@@ -285,14 +329,36 @@ def resample_volume(
     res = cluster_resources(client)
     srcp, out = os.path.abspath(source_path), os.path.abspath(out_path)
     regions = chunk_grid(shp, chunk)
-    blocks = [Block(units=(i,), region=r, args=(srcp, m.tolist(), shp, sp, src_sp, order, r),
-                    nbytes=int(np.prod([s.stop - s.start for s in r])) * 4 * 12, label=f"chunk {i}")
-              for i, r in enumerate(regions)]
-    rep = run_blocks(out, blocks, _resample_block, stage="resample", step="level-0", array="0",
-                     name="resample-volume", client=client, cluster=res, progress=progress,
-                     progress_label="resample")
+    blocks = [
+        Block(
+            units=(i,),
+            region=r,
+            args=(srcp, m.tolist(), shp, sp, src_sp, order, r),
+            nbytes=int(np.prod([s.stop - s.start for s in r])) * 4 * 12,
+            label=f"chunk {i}",
+        )
+        for i, r in enumerate(regions)
+    ]
+    rep = run_blocks(
+        out,
+        blocks,
+        _resample_block,
+        stage="resample",
+        step="level-0",
+        array="0",
+        name="resample-volume",
+        client=client,
+        cluster=res,
+        progress=progress,
+        progress_label="resample",
+    )
     timings = {"resample": rep.wall_s}
     timings.update(run_pyramid(out, out_store, "resample", client=client, cluster=res, progress=progress))
-    StageLog(out, "resample").finish(output_id=fp, seconds=time.perf_counter() - t_start, timings=timings,
-                                     blocks=len(blocks), blocks_computed=rep.computed)
+    StageLog(out, "resample").finish(
+        output_id=fp,
+        seconds=time.perf_counter() - t_start,
+        timings=timings,
+        blocks=len(blocks),
+        blocks_computed=rep.computed,
+    )
     return VolumeStore.open(out_path)

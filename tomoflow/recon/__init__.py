@@ -13,7 +13,18 @@ from tomoflow.recon.projector import backproject, project
 from tomoflow.recon.shift import shift_images
 
 __all__ = [
-    "project", "backproject", "fbp", "mlem", "sirt", "find_center", "find_center_vo", "find_center_pair",
-    "center_sweep", "normalize", "minus_log", "normalize_log", "shift_images",
+    "project",
+    "backproject",
+    "fbp",
+    "mlem",
+    "sirt",
+    "find_center",
+    "find_center_vo",
+    "find_center_pair",
+    "center_sweep",
+    "normalize",
+    "minus_log",
+    "normalize_log",
+    "shift_images",
     "remove_outliers",
 ]

@@ -59,6 +59,7 @@ def spread(matrix: tuple[Any, Any, Any], samples: Any, m_grid: int) -> Any:
     x = cupy.ascontiguousarray(samples, dtype=cupy.complex64)
     grid = (-(-nrows // rows_per_block),)
     shared = pairs * (rows_per_block + 1) * 8
-    cuda_kernel(_SOURCE, "tf_spread_gather")(grid, (pairs, rows_per_block), (indptr, indices, data, x, out, np.int32(nrows)),
-                                   shared_mem=shared)
+    cuda_kernel(_SOURCE, "tf_spread_gather")(
+        grid, (pairs, rows_per_block), (indptr, indices, data, x, out, np.int32(nrows)), shared_mem=shared
+    )
     return out

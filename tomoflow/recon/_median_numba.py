@@ -57,9 +57,17 @@ def median3x3(src):  # pragma: no cover - compiled
         for x in range(nx):
             xa = max(x - 1, 0)
             xb = min(x + 1, nx - 1)
-            out[k, y, x] = _median9(src[k, ya, xa], src[k, ya, x], src[k, ya, xb],
-                                    src[k, y, xa], src[k, y, x], src[k, y, xb],
-                                    src[k, yb, xa], src[k, yb, x], src[k, yb, xb])
+            out[k, y, x] = _median9(
+                src[k, ya, xa],
+                src[k, ya, x],
+                src[k, ya, xb],
+                src[k, y, xa],
+                src[k, y, x],
+                src[k, y, xb],
+                src[k, yb, xa],
+                src[k, yb, x],
+                src[k, yb, xb],
+            )
     return out
 
 

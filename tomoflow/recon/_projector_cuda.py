@@ -145,12 +145,21 @@ def _z_innermost(xp: Any, a: Any, z_axis: int) -> Any:
     return out
 
 
-def _launch(name: str, total: int, arrays: tuple[Any, ...], na: int, ncol: int, nzq: int, ny: int, nx: int,
-            center: float) -> None:
+def _launch(
+    name: str, total: int, arrays: tuple[Any, ...], na: int, ncol: int, nzq: int, ny: int, nx: int, center: float
+) -> None:
     """Launch kernel ``name`` over ``total`` threads with its arrays and the shared geometry arguments."""
     if total:
-        geometry = (np.int32(na), np.int32(ncol), np.int32(nzq), np.int32(ny), np.int32(nx),
-                    np.float64((nx - 1) / 2.0), np.float64((ny - 1) / 2.0), np.float64(center))
+        geometry = (
+            np.int32(na),
+            np.int32(ncol),
+            np.int32(nzq),
+            np.int32(ny),
+            np.int32(nx),
+            np.float64((nx - 1) / 2.0),
+            np.float64((ny - 1) / 2.0),
+            np.float64(center),
+        )
         _kernel(name)((int(-(-total // _THREADS)),), (_THREADS,), (*arrays, *geometry))
 
 
@@ -162,9 +171,17 @@ def forward(volume: Any, cos: np.ndarray, sin: np.ndarray, center: float, ncol: 
     na, nzq = int(cos.size), _zq(nz)
     vol = _z_innermost(cp, volume, 0)  # (ny, nx, nzq*4)
     out = cp.empty((na, ncol, 4 * nzq), dtype=cp.float32)
-    _launch("tf_project", na * ncol * nzq,
-            (vol, cp.asarray(cos, dtype=cp.float64), cp.asarray(sin, dtype=cp.float64), out),
-            na, ncol, nzq, ny, nx, center)
+    _launch(
+        "tf_project",
+        na * ncol * nzq,
+        (vol, cp.asarray(cos, dtype=cp.float64), cp.asarray(sin, dtype=cp.float64), out),
+        na,
+        ncol,
+        nzq,
+        ny,
+        nx,
+        center,
+    )
     return cp.ascontiguousarray(cp.moveaxis(out[..., :nz], -1, 1))
 
 
@@ -176,8 +193,21 @@ def backward(sino: Any, cos: np.ndarray, sin: np.ndarray, inv_hw: np.ndarray, ce
     nzq = _zq(nz)
     s = _z_innermost(cp, sino, 1)  # (na, ncol, nzq*4)
     out = cp.empty((ny, nx, 4 * nzq), dtype=cp.float32)
-    _launch("tf_backproject", ny * nx * nzq,
-            (s, cp.asarray(cos, dtype=cp.float64), cp.asarray(sin, dtype=cp.float64),
-             cp.asarray(inv_hw, dtype=cp.float32), out),
-            na, ncol, nzq, ny, nx, center)
+    _launch(
+        "tf_backproject",
+        ny * nx * nzq,
+        (
+            s,
+            cp.asarray(cos, dtype=cp.float64),
+            cp.asarray(sin, dtype=cp.float64),
+            cp.asarray(inv_hw, dtype=cp.float32),
+            out,
+        ),
+        na,
+        ncol,
+        nzq,
+        ny,
+        nx,
+        center,
+    )
     return cp.ascontiguousarray(cp.moveaxis(out[..., :nz], -1, 0))

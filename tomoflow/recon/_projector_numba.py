@@ -21,6 +21,7 @@ import numpy as np
 if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "threadsafe"
 
+
 @numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
 def forward_kernel(vol, cos, sin, inv_hw, cx, cy, center, ncol, tile, ngroups):  # pragma: no cover
     # vol (ny, nx, nz) float32 -> out (na, ncol, nz) float32

@@ -90,8 +90,11 @@ def _vo_metrics(sino: Any, deltas: np.ndarray, ratio: float = 1.0, mask_rows: in
     wedge = xp.asarray(wedge_out)
     count = int(wedge_out.sum())
     if count == 0:  # no angular harmonic beyond the mask: too few angles for the metric
-        raise InputError(f"{na} projections are too few for the Fourier-metric centre (no angular harmonic "
-                         "beyond its mask); use more angles or method 'pair'", dataset="angles")
+        raise InputError(
+            f"{na} projections are too few for the Fourier-metric centre (no angular harmonic "
+            "beyond its mask); use more angles or method 'pair'",
+            dataset="angles",
+        )
     zeros = xp.zeros_like(top)
     t_spec = fft.fft2(xp.concatenate([top, zeros], axis=0)) * wedge
     b_spec = fft.fft2(xp.concatenate([zeros, bot], axis=0)) * wedge
@@ -154,8 +157,9 @@ def find_center_vo(
     sino = sino - xp.mean(sino)
     ncol = sino.shape[1]
     mid = center_column(ncol)
-    radius = ncol / 4.0 if search_radius is None else check_number("search_radius", search_radius, low=0.0,
-                                                                     low_open=True)
+    radius = (
+        ncol / 4.0 if search_radius is None else check_number("search_radius", search_radius, low=0.0, low_open=True)
+    )
     # delta = 2 * (center - mid). Coarse search on a column-binned sinogram, then integer, then
     # 0.1 px steps at full resolution, then a parabola through the minimum.
     k = max(1, ncol // 128)
@@ -202,7 +206,9 @@ def _subpixel_shift_1d(a: np.ndarray, b: np.ndarray, upsample: int = 100) -> flo
     return float(cand[int(np.argmax(vals))])
 
 
-def find_center_pair(projections: Array, angles_deg: ArrayLike, *, rows: Any = None, tolerance_deg: float = 0.6) -> float:
+def find_center_pair(
+    projections: Array, angles_deg: ArrayLike, *, rows: Any = None, tolerance_deg: float = 0.6
+) -> float:
     """Rotation centre from the projection pair closest to 180 degrees apart.
 
     The projection at ``theta + 180`` is the mirror image of the one at ``theta`` about the rotation
@@ -336,5 +342,3 @@ def center_sweep(
         raise ConfigError(f"centers must be numbers (pixels), got {centers!r}") from None
     out = xp.stack([fbp(sino, ang, center=float(c), filter=filter) for c in ctrs])
     return out, sharpness(out)
-
-

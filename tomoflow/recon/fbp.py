@@ -121,8 +121,15 @@ def fbp(
     ctr = check_center(center, ncol)
     if check_choice("FBP method", method, FBP_METHODS) == "fourier":
         check_choice("projector backend", backend, BACKENDS)
-        vol = fourier_backproject(p, angles, angular_weights(angles), center=ctr, filter=filt,
-                                  shape=check_slice_shape(shape, ncol), pad_factor=check_number("pad_factor", pad_factor, low=1.0))
+        vol = fourier_backproject(
+            p,
+            angles,
+            angular_weights(angles),
+            center=ctr,
+            filter=filt,
+            shape=check_slice_shape(shape, ncol),
+            pad_factor=check_number("pad_factor", pad_factor, low=1.0),
+        )
         if mask:
             vol *= circle_mask(vol.shape[1:], xp=xp)[None]
         return vol[0] if single else vol

@@ -149,8 +149,9 @@ def _spread(xp: Any, matrix: Any, samples: Any, m_grid: int) -> Any:
     return _fourier_cuda.spread(matrix, samples, m_grid)
 
 
-def _phase_table(angles_key: bytes, n_pad: int, left: int, center: float, frac_u: float, frac_v: float,
-                 filter_name: str) -> np.ndarray:
+def _phase_table(
+    angles_key: bytes, n_pad: int, left: int, center: float, frac_u: float, frac_v: float, filter_name: str
+) -> np.ndarray:
     """Per-sample factor ``(na, L)``: filter / L, axis phase, half-pixel output phase (weights apart)."""
     theta = np.deg2rad(np.frombuffer(angles_key, dtype=np.float64))
     m = np.fft.fftfreq(n_pad, d=1.0 / n_pad)
@@ -167,8 +168,15 @@ def _phase_table(angles_key: bytes, n_pad: int, left: int, center: float, frac_u
 
 
 def fourier_backproject(
-    projections: Array, angles_deg: np.ndarray, weights: np.ndarray, *, center: float, filter: str,
-    shape: tuple[int, int], pad_factor: float = 2.0, eps: float = FOURIER_EPS,
+    projections: Array,
+    angles_deg: np.ndarray,
+    weights: np.ndarray,
+    *,
+    center: float,
+    filter: str,
+    shape: tuple[int, int],
+    pad_factor: float = 2.0,
+    eps: float = FOURIER_EPS,
 ) -> Array:
     """Filtered backprojection of checked inputs by gridding (see the module documentation).
 
@@ -207,8 +215,19 @@ def fourier_backproject(
     angles = np.ascontiguousarray(angles_deg, dtype=np.float64)
     akey = angles.tobytes()
     device = None if xp is np else int(xp.cuda.Device().id)
-    factor, iy, ix, deapod = _constants(device, akey, np.asarray(weights, dtype=np.float64).tobytes(), n_pad, left,
-                                        float(center), filter, ny, nx, m_grid, width)
+    factor, iy, ix, deapod = _constants(
+        device,
+        akey,
+        np.asarray(weights, dtype=np.float64).tobytes(),
+        n_pad,
+        left,
+        float(center),
+        filter,
+        ny,
+        nx,
+        m_grid,
+        width,
+    )
     spread = _spreading_matrix(xp, angles, n_pad, m_grid, width)
 
     out = xp.empty((nz, ny, nx), dtype=xp.float32)
@@ -225,13 +244,24 @@ def fourier_backproject(
         img *= deapod[None]
         out[z0:z1:2] = img.real
         if z1 - z0 > 1:
-            out[z0 + 1:z1:2] = img.imag[: (z1 - z0) // 2]
+            out[z0 + 1 : z1 : 2] = img.imag[: (z1 - z0) // 2]
     return out
 
 
 @functools.lru_cache(maxsize=8)
-def _constants(device: int | None, angles_key: bytes, weights_key: bytes, n_pad: int, left: int, center: float,
-               filter_name: str, ny: int, nx: int, m_grid: int, width: int) -> tuple[Any, Any, Any, Any]:
+def _constants(
+    device: int | None,
+    angles_key: bytes,
+    weights_key: bytes,
+    n_pad: int,
+    left: int,
+    center: float,
+    filter_name: str,
+    ny: int,
+    nx: int,
+    m_grid: int,
+    width: int,
+) -> tuple[Any, Any, Any, Any]:
     """Per-geometry arrays, on the device (``None``: host) and cached there: the polar-sample factor
     ``(na, L)`` (filter, axis phase, half-pixel output phase, angular weights), the grid rows and columns
     of the output pixels (FFT order) and the deapodisation ``(ny, nx)`` (times ``M^2``, which the
@@ -244,12 +274,17 @@ def _constants(device: int | None, angles_key: bytes, weights_key: bytes, n_pad:
     jx, jy = int(np.floor(cx)), int(np.floor(cy))
     weights = np.frombuffer(weights_key, dtype=np.float64)
     table = _phase_table(angles_key, n_pad, left, center, cx - jx, cy - jy, filter_name)
-    deapod = np.outer(1.0 / _kernel_transform(np.arange(ny) - jy, m_grid, width),
-                      1.0 / _kernel_transform(np.arange(nx) - jx, m_grid, width)) * (m_grid * m_grid)
+    deapod = np.outer(
+        1.0 / _kernel_transform(np.arange(ny) - jy, m_grid, width),
+        1.0 / _kernel_transform(np.arange(nx) - jx, m_grid, width),
+    ) * (m_grid * m_grid)
     with contextlib.nullcontext() if device is None else xp.cuda.Device(device):  # type: ignore[attr-defined]  # cupy when a device is given
-        return (xp.asarray((table * weights[:, None]).astype(np.complex64)),
-                xp.asarray(np.mod(np.arange(ny) - jy, m_grid)), xp.asarray(np.mod(np.arange(nx) - jx, m_grid)),
-                xp.asarray(deapod.astype(np.float32)))
+        return (
+            xp.asarray((table * weights[:, None]).astype(np.complex64)),
+            xp.asarray(np.mod(np.arange(ny) - jy, m_grid)),
+            xp.asarray(np.mod(np.arange(nx) - jx, m_grid)),
+            xp.asarray(deapod.astype(np.float32)),
+        )
 
 
 def _polar_samples(xp: Any, rows: Any, factor: Any, n_pad: int, left: int, threads: dict) -> Any:
@@ -259,10 +294,10 @@ def _polar_samples(xp: Any, rows: Any, factor: Any, n_pad: int, left: int, threa
     pairs = -(-nrows // 2)
     sl = rows.astype(xp.float32, copy=False)
     packed = xp.empty((na, pairs, n_pad), dtype=xp.complex64)
-    packed[:, :, left:left + ncol] = sl[:, 0::2]
-    packed[:, : nrows // 2, left:left + ncol] += 1j * sl[:, 1::2]
-    packed[:, :, :left] = packed[:, :, left:left + 1]  # edge padding, as the direct method's filter
-    packed[:, :, left + ncol:] = packed[:, :, left + ncol - 1:left + ncol]
+    packed[:, :, left : left + ncol] = sl[:, 0::2]
+    packed[:, : nrows // 2, left : left + ncol] += 1j * sl[:, 1::2]
+    packed[:, :, :left] = packed[:, :, left : left + 1]  # edge padding, as the direct method's filter
+    packed[:, :, left + ncol :] = packed[:, :, left + ncol - 1 : left + ncol]
     spec = fft_module(xp).fft(packed, axis=-1, **threads).astype(xp.complex64, copy=False)
     spec *= factor[:, None, :]
     return xp.ascontiguousarray(xp.moveaxis(spec, 1, -1)).reshape(na * n_pad, pairs)

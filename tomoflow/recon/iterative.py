@@ -79,8 +79,15 @@ class _Problem:
         return x
 
 
-def _prepare(projections: Any, angles_deg: Any, center: float | None, n_iter: int, tol: float | None,
-             shape: tuple[int, int] | None, mask: bool) -> _Problem:
+def _prepare(
+    projections: Any,
+    angles_deg: Any,
+    center: float | None,
+    n_iter: int,
+    tol: float | None,
+    shape: tuple[int, int] | None,
+    mask: bool,
+) -> _Problem:
     xp = get_namespace(projections)
     p, single = as_stack(xp.asarray(projections, dtype=xp.float32), axis=1)
     ang = validate_angles(angles_deg, p.shape[0])
@@ -108,8 +115,7 @@ def _system_sums(pb: _Problem, backend: str) -> tuple[Any, Any]:
         return _SUMS_CACHE[key]
     ones = xp.ones((1, *shape), dtype=xp.float32) if m is None else m.copy()
     row = project(ones, ang, center=center, n_cols=ncol, backend=backend)
-    col = backproject(xp.ones((ang.size, 1, ncol), dtype=xp.float32), ang, center=center, shape=shape,
-                      backend=backend)
+    col = backproject(xp.ones((ang.size, 1, ncol), dtype=xp.float32), ang, center=center, shape=shape, backend=backend)
     if m is not None:
         col = col * m
     if xp is np:
@@ -119,8 +125,15 @@ def _system_sums(pb: _Problem, backend: str) -> tuple[Any, Any]:
     return row, col
 
 
-def _record_step(info: IterationInfo, xp: Any, it: int, x_old: Any, x_new: Any,
-                 callback: Callable[[int, Any], None] | None, tol: float | None) -> bool:
+def _record_step(
+    info: IterationInfo,
+    xp: Any,
+    it: int,
+    x_old: Any,
+    x_new: Any,
+    callback: Callable[[int, Any], None] | None,
+    tol: float | None,
+) -> bool:
     """Book-keep one iteration (relative update, callback); True when ``tol`` is reached."""
     norm = float(xp.linalg.norm(x_old.ravel()))
     rel = float(xp.linalg.norm((x_new - x_old).ravel())) / norm if norm > 0 else math.inf
@@ -265,8 +278,9 @@ def _data_weights(pb: _Problem, weights: Any) -> Any:
     xp = pb.xp
     w, _ = as_stack(xp.asarray(weights, dtype=xp.float32), axis=1)
     if tuple(w.shape) != tuple(pb.p.shape):
-        raise InputError(f"weights have shape {tuple(xp.asarray(weights).shape)}, expected the projections' "
-                         f"shape", dataset="weights")
+        raise InputError(
+            f"weights have shape {tuple(xp.asarray(weights).shape)}, expected the projections' shape", dataset="weights"
+        )
     check_finite(w, "weights")
     if bool(xp.any(w < 0)):
         raise InputError("weights must be >= 0 (0 marks a missing datum)", dataset="weights")

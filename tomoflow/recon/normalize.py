@@ -130,19 +130,37 @@ def _warn(report: NormalizeReport, what: str) -> None:
     if report.repaired:
         logger.warning(
             "%s: repaired %d bad reference pixels (flat <= dark or not finite) and %d NaN/Inf values "
-            "(set to transmission 1)", what, report.bad_reference_pixels, report.nonfinite_values,
+            "(set to transmission 1)",
+            what,
+            report.bad_reference_pixels,
+            report.nonfinite_values,
         )
     if report.clipped_values:
         logger.debug("%s: clipped %d values to min_transmission", what, report.clipped_values)
 
 
 @overload
-def normalize(projections: Array, flats: Array, darks: Array, *, min_transmission: float = ...,
-              on_invalid: OnInvalid = ..., out: Array = ..., return_report: Literal[False] = ...) -> Array: ...
+def normalize(
+    projections: Array,
+    flats: Array,
+    darks: Array,
+    *,
+    min_transmission: float = ...,
+    on_invalid: OnInvalid = ...,
+    out: Array = ...,
+    return_report: Literal[False] = ...,
+) -> Array: ...
 @overload
-def normalize(projections: Array, flats: Array, darks: Array, *, min_transmission: float = ...,
-              on_invalid: OnInvalid = ..., out: Array = ...,
-              return_report: Literal[True]) -> tuple[Array, NormalizeReport]: ...
+def normalize(
+    projections: Array,
+    flats: Array,
+    darks: Array,
+    *,
+    min_transmission: float = ...,
+    on_invalid: OnInvalid = ...,
+    out: Array = ...,
+    return_report: Literal[True],
+) -> tuple[Array, NormalizeReport]: ...
 
 
 def normalize(
@@ -195,8 +213,9 @@ def normalize(
     bad_ref = ~xp.isfinite(denom) | (denom <= 0) | ~xp.isfinite(d64)
     n_bad_ref = int(xp.count_nonzero(bad_ref))
     if n_bad_ref and on_invalid == "raise":
-        raise InputError(f"{n_bad_ref} detector pixels have flat <= dark or no finite flat/dark value",
-                         dataset="flats/darks")
+        raise InputError(
+            f"{n_bad_ref} detector pixels have flat <= dark or no finite flat/dark value", dataset="flats/darks"
+        )
     dark32 = xp.where(bad_ref, 0.0, d64).astype(xp.float32)
     denom32 = xp.where(bad_ref, 1.0, denom).astype(xp.float32)
 
@@ -210,8 +229,10 @@ def normalize(
     nonfinite &= ~bad_ref[None]
     n_nonfinite = int(xp.count_nonzero(nonfinite))
     if n_nonfinite and on_invalid == "raise":
-        raise InputError(f"{n_nonfinite} projection values are NaN/Inf (in the input, or after flat/dark "
-                         "correction)", dataset="projections")
+        raise InputError(
+            f"{n_nonfinite} projection values are NaN/Inf (in the input, or after flat/dark correction)",
+            dataset="projections",
+        )
     one = xp.float32(1.0)
     xp.copyto(o, one, where=nonfinite)
     xp.copyto(o, one, where=xp.broadcast_to(bad_ref[None], o.shape))
@@ -226,11 +247,23 @@ def normalize(
 
 
 @overload
-def minus_log(transmission: Array, *, min_transmission: float = ..., on_invalid: OnInvalid = ..., out: Array = ...,
-              return_report: Literal[False] = ...) -> Array: ...
+def minus_log(
+    transmission: Array,
+    *,
+    min_transmission: float = ...,
+    on_invalid: OnInvalid = ...,
+    out: Array = ...,
+    return_report: Literal[False] = ...,
+) -> Array: ...
 @overload
-def minus_log(transmission: Array, *, min_transmission: float = ..., on_invalid: OnInvalid = ..., out: Array = ...,
-              return_report: Literal[True]) -> tuple[Array, NormalizeReport]: ...
+def minus_log(
+    transmission: Array,
+    *,
+    min_transmission: float = ...,
+    on_invalid: OnInvalid = ...,
+    out: Array = ...,
+    return_report: Literal[True],
+) -> tuple[Array, NormalizeReport]: ...
 
 
 def minus_log(
@@ -283,12 +316,27 @@ def minus_log(
 
 
 @overload
-def normalize_log(projections: Array, flats: Array, darks: Array, *, min_transmission: float = ...,
-                  on_invalid: OnInvalid = ..., out: Array = ..., return_report: Literal[False] = ...) -> Array: ...
+def normalize_log(
+    projections: Array,
+    flats: Array,
+    darks: Array,
+    *,
+    min_transmission: float = ...,
+    on_invalid: OnInvalid = ...,
+    out: Array = ...,
+    return_report: Literal[False] = ...,
+) -> Array: ...
 @overload
-def normalize_log(projections: Array, flats: Array, darks: Array, *, min_transmission: float = ...,
-                  on_invalid: OnInvalid = ..., out: Array = ...,
-                  return_report: Literal[True]) -> tuple[Array, NormalizeReport]: ...
+def normalize_log(
+    projections: Array,
+    flats: Array,
+    darks: Array,
+    *,
+    min_transmission: float = ...,
+    on_invalid: OnInvalid = ...,
+    out: Array = ...,
+    return_report: Literal[True],
+) -> tuple[Array, NormalizeReport]: ...
 
 
 def normalize_log(
@@ -307,8 +355,9 @@ def normalize_log(
     ``[-log(max transmission), -log(min_transmission)]``, always finite, and with
     ``return_report=True`` a :class:`NormalizeReport` (``clipped_values`` counted once).
     """
-    t, rep = normalize(projections, flats, darks, min_transmission=min_transmission, on_invalid=on_invalid,
-                       out=out, return_report=True)
+    t, rep = normalize(
+        projections, flats, darks, min_transmission=min_transmission, on_invalid=on_invalid, out=out, return_report=True
+    )
     xp = get_namespace(t)
     # t is finite and >= min_transmission here: only the log remains.
     xp.log(t, out=t)

@@ -181,8 +181,9 @@ def remove_outliers(
     >>> bool(np.abs(fixed - clean).mean() < 0.1 * np.abs(noisy - clean).mean())
     True
     """
-    threshold = check_number("outlier threshold (fraction of the data range)", threshold, low=0.0, high=1.0,
-                             low_open=True)
+    threshold = check_number(
+        "outlier threshold (fraction of the data range)", threshold, low=0.0, high=1.0, low_open=True
+    )
     passes = check_int("outlier passes", passes, low=1)
     window = check_int("outlier window (px)", window, low=3)
     if passes > 10 or window > 15 or window % 2 == 0:
@@ -201,8 +202,10 @@ def remove_outliers(
     nd = _ndimage(xp)
     if detect == "auto":
         sample = p[:: max(1, p.shape[0] // 16)]
-        probe = _clipped_mask(xp, sample, saturation_fraction) | _outliers(nd, xp, sample,
-                                                                           max(threshold, AUTO_THRESHOLD))[0]
+        probe = (
+            _clipped_mask(xp, sample, saturation_fraction)
+            | _outliers(nd, xp, sample, max(threshold, AUTO_THRESHOLD))[0]
+        )
         if float(probe.mean()) <= AUTO_MIN_FRACTION:
             return OutlierResult(p, 0.0, False)
     bad = _clipped_mask(xp, p, saturation_fraction)

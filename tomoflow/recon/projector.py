@@ -145,7 +145,12 @@ def _fused() -> Any:
 
 
 def forward_project_slab(
-    volume: Array, angles_deg: ArrayLike, *, center: float | None = None, n_cols: int | None = None, backend: str = "auto"
+    volume: Array,
+    angles_deg: ArrayLike,
+    *,
+    center: float | None = None,
+    n_cols: int | None = None,
+    backend: str = "auto",
 ) -> Array:
     """Forward-project a slab of slices; see :func:`project` (same arguments, 3-D only)."""
     xp = get_namespace(volume)
@@ -159,7 +164,9 @@ def forward_project_slab(
         out = np.empty((cos.size, nz, ncol), dtype=np.float32)
         for z0 in range(0, nz, _ZBLOCK):
             blk = np.ascontiguousarray(np.moveaxis(volume[z0 : z0 + _ZBLOCK], 0, -1), dtype=np.float32)
-            res = k.forward_kernel(blk, cos, sin, q, (nx - 1) / 2.0, (ny - 1) / 2.0, ctr, ncol, _TILE, 4 * k.numba.get_num_threads())
+            res = k.forward_kernel(
+                blk, cos, sin, q, (nx - 1) / 2.0, (ny - 1) / 2.0, ctr, ncol, _TILE, 4 * k.numba.get_num_threads()
+            )
             out[:, z0 : z0 + _ZBLOCK, :] = np.moveaxis(res, -1, 1)
         return out
     if _use_fused(xp, backend):
@@ -168,8 +175,13 @@ def forward_project_slab(
 
 
 def backproject_slab(
-    projections: Array, angles_deg: ArrayLike, *, center: float | None = None, shape: tuple[int, int] | None = None,
-    model: str = "adjoint", backend: str = "auto",
+    projections: Array,
+    angles_deg: ArrayLike,
+    *,
+    center: float | None = None,
+    shape: tuple[int, int] | None = None,
+    model: str = "adjoint",
+    backend: str = "auto",
 ) -> Array:
     """Backproject a stack ``(angle, row, col)``; see :func:`backproject` (3-D only).
 
@@ -195,8 +207,14 @@ def backproject_slab(
 
 
 # ----------------------------------------------------------------------------- public API
-def project(volume: Array, angles_deg: ArrayLike, *, center: float | None = None, n_cols: int | None = None,
-            backend: str = "auto") -> Array:
+def project(
+    volume: Array,
+    angles_deg: ArrayLike,
+    *,
+    center: float | None = None,
+    n_cols: int | None = None,
+    backend: str = "auto",
+) -> Array:
     """Parallel-beam projections of a volume (line integrals in voxel units).
 
     Parameters
@@ -230,8 +248,15 @@ def project(volume: Array, angles_deg: ArrayLike, *, center: float | None = None
     return out[:, 0] if single else out
 
 
-def backproject(projections: Array, angles_deg: ArrayLike, *, center: float | None = None,
-                shape: tuple[int, int] | None = None, model: str = "adjoint", backend: str = "auto") -> Array:
+def backproject(
+    projections: Array,
+    angles_deg: ArrayLike,
+    *,
+    center: float | None = None,
+    shape: tuple[int, int] | None = None,
+    model: str = "adjoint",
+    backend: str = "auto",
+) -> Array:
     """Unfiltered backprojection.
 
     Parameters

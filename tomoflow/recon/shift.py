@@ -91,8 +91,11 @@ def shift_images(images: Array, shifts: ArrayLike, *, pad: int | None = None) ->
     if pad is None:
         pad = int(np.ceil(float(xp.max(xp.abs(sh))) if sh.size else 0.0)) + 2
     pad = check_int("pad", pad, low=0)
-    padded = xp.pad(imgs.astype(xp.float32 if out_dtype == xp.float32 else xp.float64, copy=False),
-                    ((0, 0), (pad, pad), (pad, pad)), mode="edge")
+    padded = xp.pad(
+        imgs.astype(xp.float32 if out_dtype == xp.float32 else xp.float64, copy=False),
+        ((0, 0), (pad, pad), (pad, pad)),
+        mode="edge",
+    )
     py, px = padded.shape[1:]
     spec = fft.rfft2(padded, axes=(1, 2))
     ramp = phase_ramp(py, sh[:, 0], xp=xp, rfft=False)[:, :, None] * phase_ramp(px, sh[:, 1], xp=xp)[:, None, :]

@@ -21,20 +21,36 @@ pore metrics (kernels: no files written; the trainer and the ONNX export are :mo
   inference and the ``recover`` stage accept it in place of the torch network).
 """
 
+from tomoflow.recover.calibration import fit_calibration
+from tomoflow.recover.normalization import with_normalization
 from tomoflow.recover.onnx_network import OnnxNetwork, load_onnx
 from tomoflow.recover.pore_blocks import BlockPores, block_pores, merge_block_pores
 from tomoflow.recover.pore_plot import pore_size_figure
 from tomoflow.recover.pores import PoreMetrics, pore_metrics, threshold_from_reference
 from tomoflow.recover.recall import PoreRecall, pore_recall
 from tomoflow.recover.tiling import Tile, plan_tiles, predict_tiled, predict_volume
-from tomoflow.recover.calibration import fit_calibration
-from tomoflow.recover.normalization import with_normalization
 from tomoflow.recover.unet import UNetConfig, build_unet, load_unet, receptive_field
 
 __all__ = [
-    "pore_metrics", "PoreMetrics", "pore_recall", "PoreRecall", "threshold_from_reference", "block_pores",
-    "BlockPores", "merge_block_pores",
-    "pore_size_figure", "predict_tiled", "predict_volume", "plan_tiles", "Tile", "build_unet", "UNetConfig",
-    "receptive_field", "load_unet", "with_normalization",
-    "fit_calibration", "load_onnx", "OnnxNetwork",
+    "pore_metrics",
+    "PoreMetrics",
+    "pore_recall",
+    "PoreRecall",
+    "threshold_from_reference",
+    "block_pores",
+    "BlockPores",
+    "merge_block_pores",
+    "pore_size_figure",
+    "predict_tiled",
+    "predict_volume",
+    "plan_tiles",
+    "Tile",
+    "build_unet",
+    "UNetConfig",
+    "receptive_field",
+    "load_unet",
+    "with_normalization",
+    "fit_calibration",
+    "load_onnx",
+    "OnnxNetwork",
 ]

@@ -9,9 +9,16 @@ import numpy as np
 __all__ = ["augment_pair"]
 
 
-def augment_pair(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, *, flips: bool = True,
-                 permute: bool = True, gain: tuple[float, float] = (0.9, 1.1),
-                 offset: tuple[float, float] = (-0.05, 0.05)) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+def augment_pair(
+    x: np.ndarray,
+    y: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    flips: bool = True,
+    permute: bool = True,
+    gain: tuple[float, float] = (0.9, 1.1),
+    offset: tuple[float, float] = (-0.05, 0.05),
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """The same random flips, axis permutation, gain and offset applied to an (input, target) patch.
 
     Parameters

@@ -25,8 +25,9 @@ from tomoflow.errors import InputError
 __all__ = ["fit_calibration", "calibration_of", "apply_calibration"]
 
 
-def fit_calibration(prediction: np.ndarray, target: np.ndarray, *, threshold: float | None = None,
-                    mask: np.ndarray | None = None) -> dict[str, Any] | None:
+def fit_calibration(
+    prediction: np.ndarray, target: np.ndarray, *, threshold: float | None = None, mask: np.ndarray | None = None
+) -> dict[str, Any] | None:
     """The output calibration that gives the prediction the target's pore fraction at the pore threshold.
 
     A network trained voxel by voxel (L1: the conditional median) puts a voxel on the pore side only
@@ -80,11 +81,18 @@ def fit_calibration(prediction: np.ndarray, target: np.ndarray, *, threshold: fl
     lo, hi = float(np.median(tgt[pore])), float(np.median(tgt[~pore]))
     if not (lo < q < hi and lo < thr < hi):
         return None
-    return {"threshold": thr, "from": q, "pore_level": lo, "solid_level": hi, "pore_fraction": fraction,
-            "pore_fraction_before": float(np.mean(pred < thr)), "voxels": int(tgt.size),
-            "method": "piecewise-linear grey-value map through (pore_level, pore_level), (from, threshold), "
-                      "(solid_level, solid_level), identity outside; from = the prediction's quantile at the "
-                      "target's pore fraction (tomoflow.recover.calibration.fit_calibration)"}
+    return {
+        "threshold": thr,
+        "from": q,
+        "pore_level": lo,
+        "solid_level": hi,
+        "pore_fraction": fraction,
+        "pore_fraction_before": float(np.mean(pred < thr)),
+        "voxels": int(tgt.size),
+        "method": "piecewise-linear grey-value map through (pore_level, pore_level), (from, threshold), "
+        "(solid_level, solid_level), identity outside; from = the prediction's quantile at the "
+        "target's pore fraction (tomoflow.recover.calibration.fit_calibration)",
+    }
 
 
 def calibration_of(card_or_model: Any) -> tuple[float, float, float, float] | None:
@@ -103,12 +111,14 @@ def calibration_of(card_or_model: Any) -> tuple[float, float, float, float] | No
     try:
         knots = tuple(float(cal[k]) for k in ("pore_level", "from", "threshold", "solid_level"))
     except (KeyError, TypeError, ValueError):
-        raise InputError(f"model card calibration must hold numbers pore_level, from, threshold, solid_level; "
-                         f"got {cal!r}") from None
+        raise InputError(
+            f"model card calibration must hold numbers pore_level, from, threshold, solid_level; got {cal!r}"
+        ) from None
     lo, q, thr, hi = knots
     if not (all(math.isfinite(v) for v in knots) and lo < q < hi and lo < thr < hi):
-        raise InputError(f"model card calibration needs finite levels with pore_level < from, threshold < "
-                         f"solid_level; got {cal!r}")
+        raise InputError(
+            f"model card calibration needs finite levels with pore_level < from, threshold < solid_level; got {cal!r}"
+        )
     return knots
 
 

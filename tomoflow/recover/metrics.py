@@ -23,8 +23,9 @@ def _ssim(ref: np.ndarray, img: np.ndarray, data_range: float) -> float | None:
     return float(structural_similarity(ref, img, data_range=data_range, win_size=win))
 
 
-def held_out_metrics(pred: np.ndarray, inp: np.ndarray, target: np.ndarray, split: Split,
-                     data_range: float) -> dict[str, Any]:
+def held_out_metrics(
+    pred: np.ndarray, inp: np.ndarray, target: np.ndarray, split: Split, data_range: float
+) -> dict[str, Any]:
     """PSNR (dB) and SSIM of the input and of the prediction against the target, over the held-out
     blocks, in the volumes' own units (``data_range``: the target's max - min over the whole pair).
     PSNR pools the squared error of all held-out voxels; SSIM (scikit-image, 7³ window or the largest
@@ -51,10 +52,17 @@ def held_out_metrics(pred: np.ndarray, inp: np.ndarray, target: np.ndarray, spli
     def mean(v: list[tuple[float, int]]) -> float | None:
         return float(sum(s * w for s, w in v) / sum(w for _, w in v)) if v else None
 
-    return {"psnr_input_db": psnr(sq_in), "psnr_prediction_db": psnr(sq_pred), "ssim_input": mean(ss_in),
-            "ssim_prediction": mean(ss_pred), "rmse_input": math.sqrt(sq_in / max(n, 1)),
-            "rmse_prediction": math.sqrt(sq_pred / max(n, 1)), "data_range": float(data_range), "n_voxels": int(n),
-            "units": "the volumes' grey values; PSNR against the target's max - min"}
+    return {
+        "psnr_input_db": psnr(sq_in),
+        "psnr_prediction_db": psnr(sq_pred),
+        "ssim_input": mean(ss_in),
+        "ssim_prediction": mean(ss_pred),
+        "rmse_input": math.sqrt(sq_in / max(n, 1)),
+        "rmse_prediction": math.sqrt(sq_pred / max(n, 1)),
+        "data_range": float(data_range),
+        "n_voxels": int(n),
+        "units": "the volumes' grey values; PSNR against the target's max - min",
+    }
 
 
 def predict_held_out(model: Any, inp_n: np.ndarray, split: Split, device: Any) -> np.ndarray:
@@ -62,8 +70,14 @@ def predict_held_out(model: Any, inp_n: np.ndarray, split: Split, device: Any) -
     from tomoflow.recover.tiling import predict_tiled
 
     held = set(split.held_out)
-    return predict_tiled(model, inp_n, block=split.block, device=str(device.type), pad_mode=PAD_MODE,
-                         skip=lambda t: tuple(t.index) not in held)
+    return predict_tiled(
+        model,
+        inp_n,
+        block=split.block,
+        device=str(device.type),
+        pad_mode=PAD_MODE,
+        skip=lambda t: tuple(t.index) not in held,
+    )
 
 
 def l1_held_out(pred_n: np.ndarray, tgt_n: np.ndarray, split: Split) -> float:
@@ -77,8 +91,9 @@ def l1_held_out(pred_n: np.ndarray, tgt_n: np.ndarray, split: Split) -> float:
     return tot / max(n, 1)
 
 
-def val_loss(pred_n: np.ndarray, tgt_n: np.ndarray, split: Split, pore_term: dict[str, Any] | None,
-              pore_weight: float) -> tuple[float, float]:
+def val_loss(
+    pred_n: np.ndarray, tgt_n: np.ndarray, split: Split, pore_term: dict[str, Any] | None, pore_weight: float
+) -> tuple[float, float]:
     """``(loss, l1)`` on the held-out blocks: the training loss (L1, plus the weighted pore term when
     there is one), which selects the best weights, and the L1 alone."""
     l1 = l1_held_out(pred_n, tgt_n, split)

@@ -64,13 +64,19 @@ def normalization_from(inp: Any) -> dict[str, Any]:
     lo, hi = (float(v) for v in np.percentile(a, NORMALIZATION_PERCENTILES))
     scale = hi - lo
     if not (math.isfinite(scale) and scale > 0 and scale > 1e-6 * max(abs(lo), abs(hi))):
-        raise InputError(f"the input volume is constant (its {NORMALIZATION_PERCENTILES[0]}th and "
-                         f"{NORMALIZATION_PERCENTILES[1]}th percentiles are {lo:g} and {hi:g}): nothing to learn from",
-                         dataset="input")
+        raise InputError(
+            f"the input volume is constant (its {NORMALIZATION_PERCENTILES[0]}th and "
+            f"{NORMALIZATION_PERCENTILES[1]}th percentiles are {lo:g} and {hi:g}): nothing to learn from",
+            dataset="input",
+        )
     offset = float(np.mean(np.clip(a, lo, hi), dtype=np.float64))
-    return {"offset": offset, "scale": scale, "percentiles": list(NORMALIZATION_PERCENTILES),
-            "method": "offset = mean of the input clipped to its percentile range; scale = the range's width",
-            "formula": "x_n = (x - offset) / scale on input and target; prediction = y_n * scale + offset"}
+    return {
+        "offset": offset,
+        "scale": scale,
+        "percentiles": list(NORMALIZATION_PERCENTILES),
+        "method": "offset = mean of the input clipped to its percentile range; scale = the range's width",
+        "formula": "x_n = (x - offset) / scale on input and target; prediction = y_n * scale + offset",
+    }
 
 
 def normalization_of(card_or_model: Any) -> tuple[float, float]:
@@ -139,8 +145,9 @@ def _normalized_class() -> Any:
         field and alignment. The normalisation is element-wise: tiles stay exact.
         """
 
-        def __init__(self, net: Any, offset: float, scale: float,
-                     calibration: tuple[float, float, float, float] | None = None) -> None:
+        def __init__(
+            self, net: Any, offset: float, scale: float, calibration: tuple[float, float, float, float] | None = None
+        ) -> None:
             super().__init__()
             self.net = net
             self.config = getattr(net, "config", None)

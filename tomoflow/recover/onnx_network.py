@@ -85,12 +85,16 @@ class OnnxNetwork:
         try:
             self._session = ort.InferenceSession(str(real), providers=providers or ["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001  (onnxruntime raises its own exception types for unreadable graphs)
-            raise InputError(f"not a readable ONNX graph ({type(exc).__name__}: {str(exc).splitlines()[0]})",
-                             path=self.path) from None
+            raise InputError(
+                f"not a readable ONNX graph ({type(exc).__name__}: {str(exc).splitlines()[0]})", path=self.path
+            ) from None
         meta = self._session.get_modelmeta().custom_metadata_map
         if META_CONFIG not in meta:
-            raise InputError(f"the ONNX graph has no {META_CONFIG!r} metadata: it was not exported by "
-                             "tomoflow.train.onnx_export.export_onnx", path=self.path)
+            raise InputError(
+                f"the ONNX graph has no {META_CONFIG!r} metadata: it was not exported by "
+                "tomoflow.train.onnx_export.export_onnx",
+                path=self.path,
+            )
         try:
             self.config = UNetConfig.from_dict(json.loads(meta[META_CONFIG]))
         except (ValueError, TypeError, ConfigError) as exc:
@@ -98,8 +102,11 @@ class OnnxNetwork:
         self.raw_values = meta.get(META_VALUES) == "raw"
         values = model_card["onnx"].get("values")
         if values is not None and values != meta.get(META_VALUES):
-            raise InputError(f"card {card_path(real).name} says the graph takes {values} values, its metadata "
-                             f"says {meta.get(META_VALUES)!r}", path=self.path)
+            raise InputError(
+                f"card {card_path(real).name} says the graph takes {values} values, its metadata "
+                f"says {meta.get(META_VALUES)!r}",
+                path=self.path,
+            )
         from tomoflow.recover.unet import check_card_config
 
         check_card_config(model_card, self.config, card_path(real), "the graph's")

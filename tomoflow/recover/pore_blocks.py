@@ -70,8 +70,9 @@ class BlockPores:
 
 
 # ----------------------------------------------------------------------------- blockwise
-def block_pores(block: Any, *, threshold: float, connectivity: int = 26, mask: Any = None,
-                name: str = "block") -> BlockPores:
+def block_pores(
+    block: Any, *, threshold: float, connectivity: int = 26, mask: Any = None, name: str = "block"
+) -> BlockPores:
     """Label the pore voxels of one block alone, keeping what :func:`merge_block_pores` needs.
 
     Parameters
@@ -96,14 +97,23 @@ def block_pores(block: Any, *, threshold: float, connectivity: int = 26, mask: A
     v = _check_volume(block, name)
     m = _check_mask(mask, v.shape, name)
     labels, counts, analysed = _label(v, threshold, connectivity, m)
-    faces = tuple(np.ascontiguousarray(f, dtype=np.int32) for f in (
-        labels[0], labels[-1], labels[:, 0], labels[:, -1], labels[:, :, 0], labels[:, :, -1]))
-    return BlockPores(shape=tuple(int(s) for s in v.shape), voxel_counts=counts, faces=faces,  # type: ignore[arg-type]
-                      analysed_voxels=analysed, threshold=threshold, connectivity=connectivity)
+    faces = tuple(
+        np.ascontiguousarray(f, dtype=np.int32)
+        for f in (labels[0], labels[-1], labels[:, 0], labels[:, -1], labels[:, :, 0], labels[:, :, -1])
+    )
+    return BlockPores(
+        shape=tuple(int(s) for s in v.shape),
+        voxel_counts=counts,
+        faces=faces,  # type: ignore[arg-type]
+        analysed_voxels=analysed,
+        threshold=threshold,
+        connectivity=connectivity,
+    )
 
 
-def _block_list(blocks: Mapping[Any, BlockPores] | Iterable[tuple[Any, BlockPores]]
-                ) -> list[tuple[tuple[int, int, int], BlockPores]]:
+def _block_list(
+    blocks: Mapping[Any, BlockPores] | Iterable[tuple[Any, BlockPores]],
+) -> list[tuple[tuple[int, int, int], BlockPores]]:
     items = list(blocks.items()) if isinstance(blocks, Mapping) else list(blocks)
     if not items:
         raise InputError("no blocks to merge", dataset="blocks")
@@ -112,8 +122,9 @@ def _block_list(blocks: Mapping[Any, BlockPores] | Iterable[tuple[Any, BlockPore
         try:
             origin, bp = item
         except (TypeError, ValueError):
-            raise InputError(f"blocks must be {{origin: BlockPores}} or (origin, BlockPores) pairs, got {item!r}",
-                             dataset="blocks") from None
+            raise InputError(
+                f"blocks must be {{origin: BlockPores}} or (origin, BlockPores) pairs, got {item!r}", dataset="blocks"
+            ) from None
         if not isinstance(bp, BlockPores):
             raise InputError(f"block at {origin!r} is a {type(bp).__name__}, not BlockPores", dataset="blocks")
         o = tuple(np.asarray(origin).ravel().tolist()) if np.ndim(origin) else ()
@@ -126,7 +137,8 @@ def _block_list(blocks: Mapping[Any, BlockPores] | Iterable[tuple[Any, BlockPore
             raise InputError(
                 f"block at {o} was labelled with threshold {bp.threshold:g} and connectivity {bp.connectivity}, "
                 f"others with {first.threshold:g} and {first.connectivity}: one protocol for all blocks",
-                dataset="blocks")
+                dataset="blocks",
+            )
     return out
 
 
@@ -155,8 +167,9 @@ def _half_offsets(connectivity: int) -> np.ndarray:
     return np.array([d for d in offs if d > (0, 0, 0) and sum(map(abs, d)) <= rank], dtype=np.int64)
 
 
-def _border_edges(items: list[tuple[tuple[int, int, int], BlockPores]], offsets: np.ndarray,
-                  first_id: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _border_edges(
+    items: list[tuple[tuple[int, int, int], BlockPores]], offsets: np.ndarray, first_id: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Pairs of global label ids of pore voxels that touch across block borders."""
     coords, gids, owner = [], [], []
     for b, (origin, bp) in enumerate(items):
@@ -244,5 +257,12 @@ def merge_block_pores(
         np.add.at(merged, comp, counts)
     else:
         merged = counts
-    return _metrics(merged, analysed, threshold=items[0][1].threshold, connectivity=connectivity,
-                    min_voxels=min_voxels, spacing_um=spacing, name=name)
+    return _metrics(
+        merged,
+        analysed,
+        threshold=items[0][1].threshold,
+        connectivity=connectivity,
+        min_voxels=min_voxels,
+        spacing_um=spacing,
+        name=name,
+    )

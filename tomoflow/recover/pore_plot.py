@@ -44,8 +44,10 @@ def pore_size_figure(metrics: Mapping[str, PoreMetrics], *, bins: int = 30, titl
     ms = list(metrics.values())
     protocols = {(m.threshold, m.connectivity) for m in ms}
     if len(protocols) != 1:
-        raise ConfigError(f"pore metrics from different protocols (threshold, connectivity) {sorted(protocols)}: "
-                          "apply one threshold and connectivity to every volume")
+        raise ConfigError(
+            f"pore metrics from different protocols (threshold, connectivity) {sorted(protocols)}: "
+            "apply one threshold and connectivity to every volume"
+        )
     import matplotlib
 
     matplotlib.use("Agg")
@@ -55,8 +57,9 @@ def pore_size_figure(metrics: Mapping[str, PoreMetrics], *, bins: int = 30, titl
     fig, ax = plt.subplots(figsize=(6.0, 4.0), constrained_layout=True)
     for key, m in metrics.items():
         counts, _ = m.histogram(edges)
-        ax.stairs(counts, edges, linewidth=1.6,
-                  label=_plain(f"{key}: porosity {100 * m.porosity:.2f} %, {m.count} pores"))
+        ax.stairs(
+            counts, edges, linewidth=1.6, label=_plain(f"{key}: porosity {100 * m.porosity:.2f} %, {m.count} pores")
+        )
     ax.set_xscale("log")
     from matplotlib.ticker import LogFormatter
 
@@ -67,7 +70,6 @@ def pore_size_figure(metrics: Mapping[str, PoreMetrics], *, bins: int = 30, titl
     ax.set_ylabel("pores per bin")
     ax.legend(fontsize=8)
     mins = sorted({m.min_voxels for m in ms})
-    protocol = (f"threshold {ms[0].threshold:g}, {ms[0].connectivity}-connected, "
-                f"min {'/'.join(map(str, mins))} voxels")
+    protocol = f"threshold {ms[0].threshold:g}, {ms[0].connectivity}-connected, min {'/'.join(map(str, mins))} voxels"
     ax.set_title(_plain(f"{title}\n{protocol}" if title else protocol), fontsize=9)
     return fig

@@ -133,8 +133,9 @@ class PoreMetrics:
             "spacing_um": [float(s) for s in self.spacing_um],
         }
 
-    def histogram(self, bins: int | Sequence[float] | np.ndarray = 20, *, log: bool = True
-                  ) -> tuple[np.ndarray, np.ndarray]:
+    def histogram(
+        self, bins: int | Sequence[float] | np.ndarray = 20, *, log: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Number of pores per equivalent-diameter bin.
 
         Parameters
@@ -167,8 +168,10 @@ def _check_spacing(spacing_um: Any) -> tuple[float, float, float]:
     s = (spacing_um,) * 3 if np.ndim(spacing_um) == 0 else tuple(np.asarray(spacing_um, dtype=object).ravel())
     if len(s) != 3:
         raise ConfigError(f"spacing_um must be (dz, dy, dx) in um, got {spacing_um!r}")
-    return tuple(check_number(f"voxel size {a} (um)", v, low=0.0, low_open=True)  # type: ignore[return-value]
-                 for a, v in zip("zyx", s))
+    return tuple(
+        check_number(f"voxel size {a} (um)", v, low=0.0, low_open=True)  # type: ignore[return-value]
+        for a, v in zip("zyx", s)
+    )
 
 
 def _check_volume(volume: Any, name: str) -> np.ndarray:
@@ -183,8 +186,7 @@ def _check_volume(volume: Any, name: str) -> np.ndarray:
     if np.issubdtype(v.dtype, np.floating):
         bad = int(np.count_nonzero(~np.isfinite(v)))
         if bad:
-            raise InputError(f"the volume contains NaN or Inf ({bad} voxels); mask or fill them first",
-                             dataset=name)
+            raise InputError(f"the volume contains NaN or Inf ({bad} voxels); mask or fill them first", dataset=name)
     return v
 
 
@@ -204,8 +206,9 @@ def _check_threshold(threshold: Any) -> float:
 
 
 # ----------------------------------------------------------------------------- whole volume
-def _label(volume: np.ndarray, threshold: float, connectivity: int,
-           mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, int]:
+def _label(
+    volume: np.ndarray, threshold: float, connectivity: int, mask: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, int]:
     """``(labels, voxel_counts, analysed_voxels)``: components of pore voxels inside the mask."""
     from scipy import ndimage
 
@@ -219,8 +222,16 @@ def _label(volume: np.ndarray, threshold: float, connectivity: int,
     return labels, counts, analysed
 
 
-def _metrics(counts: np.ndarray, analysed_voxels: int, *, threshold: float, connectivity: int,
-             min_voxels: int, spacing_um: tuple[float, float, float], name: str) -> PoreMetrics:
+def _metrics(
+    counts: np.ndarray,
+    analysed_voxels: int,
+    *,
+    threshold: float,
+    connectivity: int,
+    min_voxels: int,
+    spacing_um: tuple[float, float, float],
+    name: str,
+) -> PoreMetrics:
     """Apply the minimum size to per-component voxel counts and convert to physical units."""
     if analysed_voxels <= 0:
         raise InputError("the mask selects no voxels: nothing to analyse", dataset=name)
@@ -305,16 +316,23 @@ def pore_metrics(
     v = _check_volume(volume, name)
     m = _check_mask(mask, v.shape, name)
     _, counts, analysed = _label(v, threshold, connectivity, m)
-    return _metrics(counts, analysed, threshold=threshold, connectivity=connectivity, min_voxels=min_voxels,
-                    spacing_um=spacing, name=name)
+    return _metrics(
+        counts,
+        analysed,
+        threshold=threshold,
+        connectivity=connectivity,
+        min_voxels=min_voxels,
+        spacing_um=spacing,
+        name=name,
+    )
 
 
 def threshold_from_reference(hr: Any, *, method: str = "otsu", mask: Any = None, name: str = "HR") -> float:
     """The protocol's pore threshold, derived once from the high-resolution reference volume.
 
     The returned grey value must then be passed unchanged to :func:`pore_metrics` (or
-    :func:`~tomoflow.recover.pore_blocks.block_pores`) for the LFOV, HR *and* recovered volumes, so that differences in the metrics
-    come from the volumes and not from the segmentation.
+    :func:`~tomoflow.recover.pore_blocks.block_pores`) for the LFOV, HR *and* recovered volumes, so that
+    differences in the metrics come from the volumes and not from the segmentation.
 
     Parameters
     ----------
@@ -348,8 +366,7 @@ def threshold_from_reference(hr: Any, *, method: str = "otsu", mask: Any = None,
     if values.size == 0:
         raise InputError("the mask selects no voxels: no values to threshold", dataset=name)
     if values.min() == values.max():
-        raise InputError(f"all values are equal ({values.min()}): no threshold separates pore from solid",
-                         dataset=name)
+        raise InputError(f"all values are equal ({values.min()}): no threshold separates pore from solid", dataset=name)
     from skimage import filters
 
     return float(getattr(filters, f"threshold_{method}")(np.asarray(values, dtype=np.float64).ravel()))

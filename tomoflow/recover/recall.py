@@ -49,9 +49,13 @@ class PoreRecall:
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready: edges (``None`` for an open last edge), counts, recall per volume."""
         edges = [None if not np.isfinite(e) else float(e) for e in self.edges_um3]
-        return {"edges_um3": edges, "reference": self.reference.tolist(), "found_fraction": self.found_fraction,
-                "found": {k: v.tolist() for k, v in self.found.items()},
-                "recall": {k: [None if not np.isfinite(r) else float(r) for r in self.recall(k)] for k in self.found}}
+        return {
+            "edges_um3": edges,
+            "reference": self.reference.tolist(),
+            "found_fraction": self.found_fraction,
+            "found": {k: v.tolist() for k, v in self.found.items()},
+            "recall": {k: [None if not np.isfinite(r) else float(r) for r in self.recall(k)] for k in self.found},
+        }
 
 
 def pore_recall(
@@ -68,8 +72,8 @@ def pore_recall(
     """Recall by pore size: for each of the reference's pores (binned by volume), whether each volume
     has it too, under the same protocol as :func:`~tomoflow.recover.pores.pore_metrics`.
 
-    Where :func:`~tomoflow.recover.pores.pore_metrics` says how many pores a recovered volume has, this says *which* of the
-    HR's pores it has: a pore of the reference is found in a volume when at least ``found_fraction``
+    Where :func:`~tomoflow.recover.pores.pore_metrics` says how many pores a recovered volume has, this
+    says *which* of the HR's pores it has: a pore of the reference is found in a volume when at least ``found_fraction``
     of its voxels are below ``threshold`` there. Binned by the reference pore's volume, it shows the
     size below which a volume stops resolving pores (for a resolution-recovery network: about one
     LFOV voxel). In memory: the volumes must share the reference's grid and fit in RAM.
@@ -121,8 +125,11 @@ def pore_recall(
     vols = {str(k): _check_volume(v, str(k)) for k, v in volumes.items()}
     for k, v in vols.items():
         if v.shape != ref.shape:
-            raise InputError(f"shape {v.shape} differs from the reference's {ref.shape}; put both on one grid "
-                             "first (tomoflow.register.resample.resample_to_grid)", dataset=k)
+            raise InputError(
+                f"shape {v.shape} differs from the reference's {ref.shape}; put both on one grid "
+                "first (tomoflow.register.resample.resample_to_grid)",
+                dataset=k,
+            )
     labels, counts, _ = _label(ref, threshold, connectivity, None)
     keep = counts >= max(min_voxels, 1)
     voxel = float(np.prod(spacing))

@@ -100,20 +100,28 @@ class Split:
         """``(n, 3)`` patch corners drawn uniformly among those overlapping no held-out block."""
         valid = self._valid()
         if valid.size == 0:
-            raise ConfigError(f"no {self.patch}-voxel patch fits beside the held-out blocks of a "
-                              f"{'x'.join(map(str, self.shape))} volume; use a smaller patch")
+            raise ConfigError(
+                f"no {self.patch}-voxel patch fits beside the held-out blocks of a "
+                f"{'x'.join(map(str, self.shape))} volume; use a smaller patch"
+            )
         flat = valid[rng.integers(0, valid.size, size=int(n))]
         return np.stack(np.unravel_index(flat, tuple(s - self.patch + 1 for s in self.shape)), axis=1)
 
     def to_dict(self) -> dict[str, Any]:
         held = int(self.held_out_mask.sum())
         total = int(np.prod(self.shape))
-        return {"kind": self.kind, "grid": list(self.grid), "block": list(self.block),
-                "held_out": [list(i) for i in self.held_out],
-                "held_out_boxes": [[list(a), list(b)] for a, b in self.held_out_boxes],
-                "val_voxels": held, "train_voxels": total - held, "train_patch_positions": self.n_positions,
-                "rule": "training patches overlap no held-out block; validation = whole held-out blocks, "
-                        "predicted as at inference (predict_tiled, reflect border, input context around them)"}
+        return {
+            "kind": self.kind,
+            "grid": list(self.grid),
+            "block": list(self.block),
+            "held_out": [list(i) for i in self.held_out],
+            "held_out_boxes": [[list(a), list(b)] for a, b in self.held_out_boxes],
+            "val_voxels": held,
+            "train_voxels": total - held,
+            "train_patch_positions": self.n_positions,
+            "rule": "training patches overlap no held-out block; validation = whole held-out blocks, "
+            "predicted as at inference (predict_tiled, reflect border, input context around them)",
+        }
 
 
 def _grid_split(shape: tuple[int, int, int], kind: str) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
@@ -127,8 +135,9 @@ def _grid_split(shape: tuple[int, int, int], kind: str) -> tuple[tuple[int, int,
     return block, grid  # type: ignore[return-value]
 
 
-def plan_split(shape: Sequence[int], patch: int, *, kind: str = "auto", val_fraction: float = 0.125,
-               seed: int = 0) -> Split:
+def plan_split(
+    shape: Sequence[int], patch: int, *, kind: str = "auto", val_fraction: float = 0.125, seed: int = 0
+) -> Split:
     """Spatial train/validation split of a ``shape`` volume for ``patch``-voxel training patches.
 
     Parameters
@@ -158,10 +167,13 @@ def plan_split(shape: Sequence[int], patch: int, *, kind: str = "auto", val_frac
     kind = check_choice("split", kind, SPLITS)
     val_fraction = check_number("val_fraction", val_fraction, low=0.0, high=0.5, low_open=True)
     if patch > min(shp):
-        raise InputError(f"the volume {'x'.join(map(str, shp))} is smaller than a training patch of {patch} voxels "
-                         "on some axis; use a smaller patch", dataset="input")
+        raise InputError(
+            f"the volume {'x'.join(map(str, shp))} is smaller than a training patch of {patch} voxels "
+            "on some axis; use a smaller patch",
+            dataset="input",
+        )
     split = None
-    for k in (("octants", "slabs") if kind == "auto" else (kind,)):
+    for k in ("octants", "slabs") if kind == "auto" else (kind,):
         block, grid = _grid_split(shp, k)  # type: ignore[arg-type]
         blocks = [tuple(int(v) for v in i) for i in np.ndindex(*grid)]
         n_val = max(1, int(round(val_fraction * len(blocks))))
@@ -170,10 +182,18 @@ def plan_split(shape: Sequence[int], patch: int, *, kind: str = "auto", val_frac
         order = np.random.default_rng([int(seed), 11]).permutation(len(blocks))
         for shift in range(len(blocks)):  # the seed's choice, else the next that leaves room for a patch
             held = tuple(sorted(blocks[order[(shift + j) % len(blocks)]] for j in range(n_val)))
-            split = Split(shape=shp, kind=k, block=block, grid=grid, held_out=held,  # type: ignore[arg-type]
-                          patch=patch)
+            split = Split(
+                shape=shp,
+                kind=k,
+                block=block,
+                grid=grid,
+                held_out=held,  # type: ignore[arg-type]
+                patch=patch,
+            )
             if split.n_positions > 0:
                 return split
-    raise ConfigError(f"no {patch}-voxel training patch fits beside the held-out "
-                      f"{split.kind if split else kind} of a {'x'.join(map(str, shp))} volume; use a smaller patch "
-                      "(or a larger region of interest)")
+    raise ConfigError(
+        f"no {patch}-voxel training patch fits beside the held-out "
+        f"{split.kind if split else kind} of a {'x'.join(map(str, shp))} volume; use a smaller patch "
+        "(or a larger region of interest)"
+    )

@@ -126,8 +126,9 @@ def _per_axis(name: str, value: Any, ndim: int, low: int) -> tuple[int, ...]:
     return tuple(check_int(f"{name}[{i}]", v, low=low) for i, v in enumerate(vals))
 
 
-def plan_tiles(shape: Sequence[int], block: int | Sequence[int], halo: int | Sequence[int],
-               alignment: int) -> list[Tile]:
+def plan_tiles(
+    shape: Sequence[int], block: int | Sequence[int], halo: int | Sequence[int], alignment: int
+) -> list[Tile]:
     """Cut a volume into output blocks and their aligned, halo-grown input boxes.
 
     Parameters
@@ -180,14 +181,21 @@ def plan_tiles(shape: Sequence[int], block: int | Sequence[int], halo: int | Seq
     tiles = []
     for combo in np.ndindex(*(len(ax) for ax in axes)):
         parts = [axes[d][k] for d, k in enumerate(combo)]
-        tiles.append(Tile(index=tuple(p[0] for p in parts), out_start=tuple(p[1] for p in parts),
-                          out_stop=tuple(p[2] for p in parts), in_start=tuple(p[3] for p in parts),
-                          in_stop=tuple(p[4] for p in parts)))
+        tiles.append(
+            Tile(
+                index=tuple(p[0] for p in parts),
+                out_start=tuple(p[1] for p in parts),
+                out_stop=tuple(p[2] for p in parts),
+                in_start=tuple(p[3] for p in parts),
+                in_stop=tuple(p[4] for p in parts),
+            )
+        )
     return tiles
 
 
-def block_for_budget(model_or_config: Any, budget_bytes: int, *, shape: Sequence[int] | None = None,
-                     step: int = 16, largest: int = 256) -> int:
+def block_for_budget(
+    model_or_config: Any, budget_bytes: int, *, shape: Sequence[int] | None = None, step: int = 16, largest: int = 256
+) -> int:
     """The cubic output block for tiled inference within ``budget_bytes`` per process.
 
     The largest block that fits is a multiple of ``step`` (and of the network's alignment), from
@@ -226,9 +234,11 @@ def block_for_budget(model_or_config: Any, budget_bytes: int, *, shape: Sequence
             best = b
     if best == 0:
         need = inference_bytes(model_or_config, (math.ceil((step + 2 * halo + a - 1) / a) * a,) * 3)
-        raise ConfigError(f"a worker memory budget of {budget_bytes / 1e9:.2f} GB cannot hold the network's "
-                          f"smallest block ({step}³ voxels needs about {need / 1e9:.2f} GB); raise "
-                          "worker_memory_budget")
+        raise ConfigError(
+            f"a worker memory budget of {budget_bytes / 1e9:.2f} GB cannot hold the network's "
+            f"smallest block ({step}³ voxels needs about {need / 1e9:.2f} GB); raise "
+            "worker_memory_budget"
+        )
     if shape is not None:
         n = max(int(v) for v in shape)
         best = min(best, math.ceil(math.ceil(n / math.ceil(n / best)) / a) * a)
@@ -245,8 +255,9 @@ def _reflect_index(idx: np.ndarray, n: int) -> np.ndarray:
     return np.where(r >= n, period - r, r)
 
 
-def read_box(volume: Any, start: Sequence[int], stop: Sequence[int], pad_mode: str = "reflect",
-             dtype: Any = np.float32) -> np.ndarray:
+def read_box(
+    volume: Any, start: Sequence[int], stop: Sequence[int], pad_mode: str = "reflect", dtype: Any = np.float32
+) -> np.ndarray:
     """Read the box ``[start, stop)`` of ``volume``, extended beyond its border by ``pad_mode``.
 
     Parameters
@@ -280,7 +291,8 @@ def read_box(volume: Any, start: Sequence[int], stop: Sequence[int], pad_mode: s
         hi = tuple(min(b, n) for b, n in zip(stop, shape))
         if all(h > lo_ for lo_, h in zip(lo, hi)):
             res[tuple(slice(lo_ - a, h - a) for lo_, h, a in zip(lo, hi, start))] = np.asarray(
-                volume[tuple(slice(lo_, h) for lo_, h in zip(lo, hi))], dtype=dtype)
+                volume[tuple(slice(lo_, h) for lo_, h in zip(lo, hi))], dtype=dtype
+            )
         return res
     idx = [_reflect_index(np.arange(a, b), n) for a, b, n in zip(start, stop, shape)]
     lo = tuple(int(i.min()) for i in idx)
@@ -307,8 +319,10 @@ def _geometry(model: Any, halo: Any, alignment: int | None, strict: bool) -> tup
     cfg = getattr(model, "config", None)
     if isinstance(cfg, UNetConfig):
         if cfg.in_channels != 1 or cfg.out_channels != 1:
-            raise ConfigError(f"tiled inference maps one (z, y, x) volume to one; the network has "
-                              f"{cfg.in_channels} input and {cfg.out_channels} output channels")
+            raise ConfigError(
+                f"tiled inference maps one (z, y, x) volume to one; the network has "
+                f"{cfg.in_channels} input and {cfg.out_channels} output channels"
+            )
         radius = receptive_field(cfg)
         a_net = net_alignment(cfg)
         if alignment is None:
@@ -319,16 +333,20 @@ def _geometry(model: Any, halo: Any, alignment: int | None, strict: bool) -> tup
                 raise ConfigError(f"alignment {alignment} must be a multiple of the network's {a_net}")
     else:
         if halo is None or alignment is None:
-            raise ConfigError("the model has no UNetConfig (not built by build_unet): give halo (>= its "
-                              "receptive-field radius) and alignment (its down-sampling factor) explicitly")
+            raise ConfigError(
+                "the model has no UNetConfig (not built by build_unet): give halo (>= its "
+                "receptive-field radius) and alignment (its down-sampling factor) explicitly"
+            )
         alignment = check_int("alignment", alignment, low=1)
         radius = None
     if halo is None:
         halo = radius
     hal = _per_axis("halo", halo, 3, 0)
     if radius is not None and min(hal) < radius:
-        msg = (f"halo {halo} is smaller than the network's receptive-field radius {radius} voxels: the tiles "
-               f"would not stitch exactly (seams at block faces); use halo >= {radius}")
+        msg = (
+            f"halo {halo} is smaller than the network's receptive-field radius {radius} voxels: the tiles "
+            f"would not stitch exactly (seams at block faces); use halo >= {radius}"
+        )
         if strict:
             raise ConfigError(msg + " (or strict=False to accept seams)")
         warnings.warn(msg, UserWarning, stacklevel=3)
@@ -358,11 +376,13 @@ def valid_evaluation(model: Any, box_shape: Sequence[int], crops: Sequence[Seque
         return False
     region = valid_region(cfg, box_shape)
     return region is not None and all(
-        lo <= sl.start and sl.stop <= hi for crop in crops for sl, (lo, hi) in zip(crop, region))
+        lo <= sl.start and sl.stop <= hi for crop in crops for sl, (lo, hi) in zip(crop, region)
+    )
 
 
-def valid_halo(model: Any, shape: Sequence[int], block: int | Sequence[int], alignment: int | None = None
-               ) -> int | None:
+def valid_halo(
+    model: Any, shape: Sequence[int], block: int | Sequence[int], alignment: int | None = None
+) -> int | None:
     """The smallest halo whose tiles :func:`valid_evaluation` can run, or None where it cannot.
 
     Valid evaluation computes an aligned box's output from a margin of its own
@@ -389,8 +409,9 @@ def valid_halo(model: Any, shape: Sequence[int], block: int | Sequence[int], ali
     return None
 
 
-def predict_boxes(model: Any, arrays: list[np.ndarray], crops: Sequence[Sequence[slice]], dev: Any, dtype: Any,
-                  valid: bool = False) -> list[np.ndarray]:
+def predict_boxes(
+    model: Any, arrays: list[np.ndarray], crops: Sequence[Sequence[slice]], dev: Any, dtype: Any, valid: bool = False
+) -> list[np.ndarray]:
     """The network on equally shaped input boxes in one call, each output cut to its crop.
 
     Parameters
@@ -426,8 +447,7 @@ def predict_boxes(model: Any, arrays: list[np.ndarray], crops: Sequence[Sequence
     with torch.inference_mode():
         y = model(x, valid=True) if valid else model(x)
         del x
-        out = [y[i, 0][tuple(slice(sl.start - d, sl.stop - d) for sl, d in zip(c, shift))]
-               for i, c in enumerate(crops)]
+        out = [y[i, 0][tuple(slice(sl.start - d, sl.stop - d) for sl, d in zip(c, shift))] for i, c in enumerate(crops)]
         return [o.to(device="cpu", dtype=torch.float32).numpy().copy() for o in out]
 
 
@@ -480,8 +500,11 @@ def check_finite_box(x: np.ndarray, start: Sequence[int], stop: Sequence[int]) -
         If any voxel of ``x`` is not finite.
     """
     if not np.all(np.isfinite(x)):
-        raise InputError(f"volume contains NaN or Inf in the box {tuple(start)} - {tuple(stop)} (z, y, x); "
-                         "repair or mask them before resolution recovery", dataset="volume")
+        raise InputError(
+            f"volume contains NaN or Inf in the box {tuple(start)} - {tuple(stop)} (z, y, x); "
+            "repair or mask them before resolution recovery",
+            dataset="volume",
+        )
 
 
 def predict_tiled(
@@ -577,11 +600,14 @@ def predict_tiled(
         raise ConfigError(f"out has shape {tuple(getattr(out, 'shape', ()))}, the volume {shape}")
     if skip is not None and not callable(skip):
         raise ConfigError(f"skip must be a callable skip(tile) -> bool, got {skip!r}")
-    use_valid = valid is not False and (tight is not None
-                                        or valid_evaluation(model, tiles[0].in_shape, [t.crop for t in tiles]))
+    use_valid = valid is not False and (
+        tight is not None or valid_evaluation(model, tiles[0].in_shape, [t.crop for t in tiles])
+    )
     if valid and not use_valid:
-        raise ConfigError("valid evaluation needs a torch U-Net from build_unet and a halo of at least its "
-                          "receptive field; use valid=None")
+        raise ConfigError(
+            "valid evaluation needs a torch U-Net from build_unet and a halo of at least its "
+            "receptive field; use valid=None"
+        )
     dev, dtype, was_training = prepare_model(model, device)
     total, done = len(tiles), 0
 
@@ -620,8 +646,15 @@ def predict_tiled(
     return out
 
 
-def predict_volume(model: Any, volume: Any, *, device: str = "cpu", pad_mode: str = "reflect",
-                   halo: int | None = None, alignment: int | None = None) -> np.ndarray:
+def predict_volume(
+    model: Any,
+    volume: Any,
+    *,
+    device: str = "cpu",
+    pad_mode: str = "reflect",
+    halo: int | None = None,
+    alignment: int | None = None,
+) -> np.ndarray:
     """The whole-volume reference: one network call on the extended volume, cropped.
 
     The volume is extended by ``pad_mode`` (module docstring) by a margin of at least the receptive

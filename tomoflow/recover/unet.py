@@ -32,16 +32,16 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from tomoflow._checks import check_int
-from tomoflow.nn import resolve_device
 from tomoflow.errors import ConfigError, InputError
+from tomoflow.nn import resolve_device
 
 __all__ = [
     "WEIGHTS_NAME",
@@ -105,8 +105,9 @@ class UNetConfig:
         if not isinstance(self.residual, bool):
             raise ConfigError(f"residual must be True or False, got {self.residual!r}")
         if self.residual and self.in_channels != self.out_channels:
-            raise ConfigError(f"residual=True needs in_channels == out_channels, got {self.in_channels} and "
-                              f"{self.out_channels}")
+            raise ConfigError(
+                f"residual=True needs in_channels == out_channels, got {self.in_channels} and {self.out_channels}"
+            )
 
     @property
     def levels(self) -> int:
@@ -155,8 +156,10 @@ def _as_config(model_or_config: Any) -> UNetConfig:
     cfg = getattr(model_or_config, "config", None)
     if isinstance(cfg, UNetConfig):
         return cfg
-    raise ConfigError(f"expected a UNetConfig or a network from build_unet, got {type(model_or_config).__name__}; "
-                      "give halo and alignment explicitly for other networks")
+    raise ConfigError(
+        f"expected a UNetConfig or a network from build_unet, got {type(model_or_config).__name__}; "
+        "give halo and alignment explicitly for other networks"
+    )
 
 
 # ----------------------------------------------------------------------------- geometry of the network
@@ -346,8 +349,10 @@ def _network_class() -> Any:
 
     def double_conv(c_in: int, c_out: int) -> nn.Sequential:
         return nn.Sequential(
-            nn.Conv3d(c_in, c_out, 3, padding=1), nn.LeakyReLU(NEGATIVE_SLOPE),
-            nn.Conv3d(c_out, c_out, 3, padding=1), nn.LeakyReLU(NEGATIVE_SLOPE),
+            nn.Conv3d(c_in, c_out, 3, padding=1),
+            nn.LeakyReLU(NEGATIVE_SLOPE),
+            nn.Conv3d(c_out, c_out, 3, padding=1),
+            nn.LeakyReLU(NEGATIVE_SLOPE),
         )
 
     class UNet3d(nn.Module):
@@ -387,8 +392,10 @@ def _network_class() -> Any:
             if valid:
                 plan = [_valid_axis(self.config, s) for s in size]
                 if any(p is None for p in plan):
-                    raise InputError(f"an input box of {size} voxels is too small for valid evaluation of this "
-                                     "network (it leaves no output voxel)")
+                    raise InputError(
+                        f"an input box of {size} voxels is too small for valid evaluation of this "
+                        "network (it leaves no output voxel)"
+                    )
                 pad = [0, 0, 0]
             else:
                 pad = [(-s) % a for s in size]
@@ -449,8 +456,14 @@ def _network_class() -> Any:
     return _CLASS
 
 
-def build_unet(*, channels: tuple[int, ...] = (16, 32, 64), in_channels: int = 1, out_channels: int = 1,
-               residual: bool = True, config: UNetConfig | None = None) -> Any:
+def build_unet(
+    *,
+    channels: tuple[int, ...] = (16, 32, 64),
+    in_channels: int = 1,
+    out_channels: int = 1,
+    residual: bool = True,
+    config: UNetConfig | None = None,
+) -> Any:
     """A fresh, randomly initialised 3D U-Net (``torch.nn.Module``, PyTorch default initialisation).
 
     Parameters
@@ -475,8 +488,12 @@ def build_unet(*, channels: tuple[int, ...] = (16, 32, 64), in_channels: int = 1
         Invalid hyper-parameters.
     """
     if config is None:
-        config = UNetConfig(channels=tuple(channels) if isinstance(channels, list | tuple) else channels,
-                            in_channels=in_channels, out_channels=out_channels, residual=residual)
+        config = UNetConfig(
+            channels=tuple(channels) if isinstance(channels, list | tuple) else channels,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            residual=residual,
+        )
     elif not isinstance(config, UNetConfig):
         raise ConfigError(f"config must be a UNetConfig, got {type(config).__name__}")
     return _network_class()(config)
@@ -553,8 +570,9 @@ def load_unet(path: str | os.PathLike, *, device: str | None = None) -> Any:
     return model.to(dev).eval()
 
 
-def check_card_config(card: dict[str, Any], config: UNetConfig, card_file: str | os.PathLike,
-                      holder: str = "the weights'") -> None:
+def check_card_config(
+    card: dict[str, Any], config: UNetConfig, card_file: str | os.PathLike, holder: str = "the weights'"
+) -> None:
     """The card's ``architecture`` (when it gives the channels) is ``config``, the one the file holds
     (``holder`` names it in the error).
 
@@ -566,10 +584,10 @@ def check_card_config(card: dict[str, Any], config: UNetConfig, card_file: str |
     arch = card.get("architecture") or {}
     if "channels" in arch:
         try:
-            card_config = UNetConfig.from_dict({k: arch[k] for k in ("name", "channels", "in_channels",
-                                                                      "out_channels", "residual") if k in arch})
+            card_config = UNetConfig.from_dict(
+                {k: arch[k] for k in ("name", "channels", "in_channels", "out_channels", "residual") if k in arch}
+            )
         except ConfigError as exc:
             raise InputError(f"bad U-Net configuration in the model card: {exc}", path=card_file) from None
         if card_config != config:
-            raise InputError(f"model card configuration {card_config} differs from {holder} {config}",
-                             path=card_file)
+            raise InputError(f"model card configuration {card_config} differs from {holder} {config}", path=card_file)

@@ -99,11 +99,18 @@ class Registration:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-serialisable summary (goes in the volume store's attributes)."""
-        return {"matrix": self.matrix.tolist(), "transform": self.transform.as_dict(), "dof": self.dof,
-                "prior": self.prior.tolist(), "ncc_prior": self.ncc_prior, "ncc": self.ncc,
-                "stages": [{k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in s.items()}
-                           for s in self.stages],
-                "lfov_box": [list(b) for b in self.lfov_box]}
+        return {
+            "matrix": self.matrix.tolist(),
+            "transform": self.transform.as_dict(),
+            "dof": self.dof,
+            "prior": self.prior.tolist(),
+            "ncc_prior": self.ncc_prior,
+            "ncc": self.ncc,
+            "stages": [
+                {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in s.items()} for s in self.stages
+            ],
+            "lfov_box": [list(b) for b in self.lfov_box],
+        }
 
 
 # ----------------------------------------------------------------------------- checks
@@ -122,8 +129,7 @@ def _volume_shape(name: str, vol: Any) -> tuple[int, int, int]:
     if len(shape) != 3:
         raise InputError(f"expected a (z, y, x) volume, got shape {shape}", dataset=name)
     if min(shape) < 4:
-        raise InputError(f"volume of shape {shape} is too small to register (at least 4 voxels per axis)",
-                         dataset=name)
+        raise InputError(f"volume of shape {shape} is too small to register (at least 4 voxels per axis)", dataset=name)
     return shape
 
 
@@ -135,8 +141,9 @@ def _finite(name: str, a: np.ndarray) -> None:
         raise InputError("the region used for registration is constant (no structure to register)", dataset=name)
 
 
-def _prior_matrix(prior: Any, hr_shape: tuple[int, ...], lfov_shape: tuple[int, ...], hr_sp: np.ndarray,
-                  lf_sp: np.ndarray) -> np.ndarray:
+def _prior_matrix(
+    prior: Any, hr_shape: tuple[int, ...], lfov_shape: tuple[int, ...], hr_sp: np.ndarray, lf_sp: np.ndarray
+) -> np.ndarray:
     """The prior as a 4 x 4 matrix; None = the HR centre on the LFOV centre, axes aligned."""
     if prior is None:
         m = np.eye(4)
@@ -147,7 +154,9 @@ def _prior_matrix(prior: Any, hr_shape: tuple[int, ...], lfov_shape: tuple[int, 
         t, m = m, np.eye(4)
         m[:3, 3] = t
     if m.shape != (4, 4):
-        raise ConfigError(f"prior must be a 4 x 4 affine matrix (last row 0 0 0 1) or a translation (3,), got {prior!r}")
+        raise ConfigError(
+            f"prior must be a 4 x 4 affine matrix (last row 0 0 0 1) or a translation (3,), got {prior!r}"
+        )
     return check_affine(m, "prior")  # finite, affine, invertible and well conditioned
 
 
@@ -155,8 +164,17 @@ def _prior_matrix(prior: Any, hr_shape: tuple[int, ...], lfov_shape: tuple[int, 
 class _Problem:
     """The fixed LFOV points, the smoothed HR volume and the NCC between them, in torch (float64)."""
 
-    def __init__(self, hr_smooth: np.ndarray, hr_sp: np.ndarray, fixed: np.ndarray, origin_vox: np.ndarray,
-                 step: int, lf_sp: np.ndarray, margin_vox: float, device: Any) -> None:
+    def __init__(
+        self,
+        hr_smooth: np.ndarray,
+        hr_sp: np.ndarray,
+        fixed: np.ndarray,
+        origin_vox: np.ndarray,
+        step: int,
+        lf_sp: np.ndarray,
+        margin_vox: float,
+        device: Any,
+    ) -> None:
         import torch
 
         self.torch = torch
@@ -195,8 +213,13 @@ class _Problem:
         i = self.hr_index(m34)[self.mask]
         n = torch.from_numpy(self.hr_shape - 1.0).to(self.dev)
         g = (2.0 * i / n - 1.0).flip(-1)  # grid_sample wants (x, y, z) in [-1, 1]
-        out = torch.nn.functional.grid_sample(self.moving, g[None, None, None].to(torch.float32), mode="bilinear",
-                                              padding_mode="border", align_corners=True)
+        out = torch.nn.functional.grid_sample(
+            self.moving,
+            g[None, None, None].to(torch.float32),
+            mode="bilinear",
+            padding_mode="border",
+            align_corners=True,
+        )
         return out.reshape(-1).to(torch.float64)
 
     def ncc(self, m34: Any) -> Any:
@@ -215,8 +238,9 @@ def _bin(a: np.ndarray, b: int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- stages
-def _coarse_translation(problem: _Problem, region: np.ndarray, shape: tuple[int, ...], m: np.ndarray,
-                        before: np.ndarray) -> np.ndarray:
+def _coarse_translation(
+    problem: _Problem, region: np.ndarray, shape: tuple[int, ...], m: np.ndarray, before: np.ndarray
+) -> np.ndarray:
     """Whole-voxel NCC search of the template (HR sampled at ``problem``'s LFOV voxels, of ``shape``,
     at the placement ``m``) over ``region``, which extends the template's box by ``before`` voxels at
     the low end of each axis (and some at the high end); sub-voxel by a parabola per axis. Returns the
@@ -252,8 +276,9 @@ def _coarse_translation(problem: _Problem, region: np.ndarray, shape: tuple[int,
     return peak + sub - before
 
 
-def _optimise(problem: _Problem, m: np.ndarray, dof: int, scale_um: float, lf_step_um: float,
-              max_iter: int) -> np.ndarray:
+def _optimise(
+    problem: _Problem, m: np.ndarray, dof: int, scale_um: float, lf_step_um: float, max_iter: int
+) -> np.ndarray:
     """Maximise NCC over ``dof`` parameters from the 4 x 4 ``m``; returns the new 4 x 4 matrix."""
     torch = problem.torch
     start = Affine9.from_matrix(m, problem.center.cpu().numpy())
@@ -274,8 +299,15 @@ def _optimise(problem: _Problem, m: np.ndarray, dof: int, scale_um: float, lf_st
         return base + full * unit
 
     problem.set_mask(torch_matrix(base, problem.center))
-    opt = torch.optim.LBFGS([u], lr=1.0, max_iter=max_iter, tolerance_grad=GRAD_TOL, tolerance_change=LOSS_TOL,
-                            history_size=20, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        [u],
+        lr=1.0,
+        max_iter=max_iter,
+        tolerance_grad=GRAD_TOL,
+        tolerance_change=LOSS_TOL,
+        history_size=20,
+        line_search_fn="strong_wolfe",
+    )
 
     def closure() -> Any:
         opt.zero_grad()
@@ -358,8 +390,10 @@ def register(
     hr_sp = _spacing("hr_spacing_um", hr_spacing_um)
     lf_sp = _spacing("lfov_spacing_um", lfov_spacing_um)
     if np.any(hr_sp >= lf_sp):
-        raise ConfigError(f"HR voxels ({hr_sp.tolist()} um) must be smaller than LFOV voxels "
-                          f"({lf_sp.tolist()} um): are the volumes or the spacings swapped?")
+        raise ConfigError(
+            f"HR voxels ({hr_sp.tolist()} um) must be smaller than LFOV voxels "
+            f"({lf_sp.tolist()} um): are the volumes or the spacings swapped?"
+        )
     if dof not in DOFS:
         raise ConfigError(f"dof must be one of {DOFS}, got {dof!r}")
     lo_s, hi_s = (float(v) for v in scale_range)
@@ -371,20 +405,29 @@ def register(
     dev = resolve_device(check_choice("device", device, ("cpu", "cuda", "auto")))
     ratio = float(np.mean(lf_sp / hr_sp))
     sigma = 0.5 * ratio if smoothing is None else check_number("smoothing (HR voxels)", smoothing, low=0.0)
-    search = 4 if search_um is None else max(1, int(math.ceil(check_number("search_um", search_um, low=0.0,
-                                                                             low_open=True) / float(lf_sp.min()))))
+    search = (
+        4
+        if search_um is None
+        else max(1, int(math.ceil(check_number("search_um", search_um, low=0.0, low_open=True) / float(lf_sp.min()))))
+    )
     m_prior = _prior_matrix(prior, hr_shape, lf_shape, hr_sp, lf_sp)
 
     # the LFOV region: the ROI's footprint at the prior, grown by the search margin (+1 for binning)
-    corners = np.array([[z, y, x, 1.0] for z in (0, hr_shape[0] - 1) for y in (0, hr_shape[1] - 1)
-                        for x in (0, hr_shape[2] - 1)]) * np.r_[hr_sp, 1.0]
+    corners = (
+        np.array(
+            [[z, y, x, 1.0] for z in (0, hr_shape[0] - 1) for y in (0, hr_shape[1] - 1) for x in (0, hr_shape[2] - 1)]
+        )
+        * np.r_[hr_sp, 1.0]
+    )
     foot = (m_prior @ corners.T).T[:, :3] / lf_sp
     lo_i, hi_i = np.floor(foot.min(axis=0)).astype(int), np.ceil(foot.max(axis=0)).astype(int) + 1
     inside = np.clip(hi_i, 0, lf_shape) - np.clip(lo_i, 0, lf_shape)
     if np.any(inside <= 0) or np.prod(inside) < 0.5 * np.prod(hi_i - lo_i):
-        raise InputError(f"the prior places the HR ROI (LFOV voxels {lo_i.tolist()} to {hi_i.tolist()}) mostly "
-                         f"outside the LFOV volume of shape {list(lf_shape)}: the volumes do not overlap",
-                         dataset="prior")
+        raise InputError(
+            f"the prior places the HR ROI (LFOV voxels {lo_i.tolist()} to {hi_i.tolist()}) mostly "
+            f"outside the LFOV volume of shape {list(lf_shape)}: the volumes do not overlap",
+            dataset="prior",
+        )
     box_lo = np.maximum(lo_i - search - 2, 0)
     box_hi = np.minimum(hi_i + search + 2, lf_shape)
     region = np.asarray(lfov[tuple(slice(a, b) for a, b in zip(box_lo, box_hi))], dtype=np.float64)
@@ -398,8 +441,9 @@ def register(
     import torch
 
     def problem_for(s: float) -> _Problem:
-        return _Problem(gaussian_filter(hr_arr, s) if s > 0 else hr_arr, hr_sp, region, box_lo.astype(float), 1,
-                        lf_sp, margin, dev)
+        return _Problem(
+            gaussian_filter(hr_arr, s) if s > 0 else hr_arr, hr_sp, region, box_lo.astype(float), 1, lf_sp, margin, dev
+        )
 
     fine = problem_for(sigma)
     smooth = fine.moving[0, 0].cpu().numpy()
@@ -426,8 +470,15 @@ def register(
     d = _coarse_translation(template, sub, tuple(int(b - a) for a, b in zip(inner_lo, inner_hi)), m_prior, pad_lo)
     m = m_prior.copy()
     m[:3, 3] += d * lf_sp
-    stages.append({"name": "coarse-translation", "seconds": time.perf_counter() - t0, "ncc": ncc_at(m),
-                   "matrix": m.copy(), "shift_lfov_vox": d.tolist()})
+    stages.append(
+        {
+            "name": "coarse-translation",
+            "seconds": time.perf_counter() - t0,
+            "ncc": ncc_at(m),
+            "matrix": m.copy(),
+            "shift_lfov_vox": d.tolist(),
+        }
+    )
 
     # translation, then rigid / 9 DOF (2x-binned level first)
     t0 = time.perf_counter()
@@ -435,30 +486,60 @@ def register(
     stages.append({"name": "translation", "seconds": time.perf_counter() - t0, "ncc": ncc_at(m), "matrix": m.copy()})
     if dof > 3 and np.all((hi_i - lo_i) // 2 >= MIN_BINNED_FOOTPRINT):  # enough binned voxels for 9 DOF
         t0 = time.perf_counter()
-        coarse = _Problem(gaussian_filter(hr_arr, math.hypot(sigma, ratio)), hr_sp, _bin(region, 2),
-                          box_lo.astype(float), 2, lf_sp, margin, dev)
+        coarse = _Problem(
+            gaussian_filter(hr_arr, math.hypot(sigma, ratio)),
+            hr_sp,
+            _bin(region, 2),
+            box_lo.astype(float),
+            2,
+            lf_sp,
+            margin,
+            dev,
+        )
         m = _optimise(coarse, m, dof, scale_um, 2.0 * float(lf_sp.mean()), max_iter)
-        stages.append({"name": f"binned-{dof}", "seconds": time.perf_counter() - t0, "ncc": ncc_at(m),
-                       "matrix": m.copy()})
+        stages.append(
+            {"name": f"binned-{dof}", "seconds": time.perf_counter() - t0, "ncc": ncc_at(m), "matrix": m.copy()}
+        )
     if smoothing is None and dof > 3:  # the LFOV blur is unknown: the HR smoothing that matches it best
         t0 = time.perf_counter()
         trials = {float(f * ratio): problem_for(f * ratio) for f in SMOOTHING_TRIALS}
         scores = {k: ncc_at(m, p) for k, p in trials.items()}
         sigma = max(scores, key=scores.__getitem__)
         fine = trials[sigma]
-        stages.append({"name": "smoothing", "seconds": time.perf_counter() - t0, "ncc": scores[sigma],
-                       "matrix": m.copy(), "sigma_hr_vox": sigma, "trials": scores})
+        stages.append(
+            {
+                "name": "smoothing",
+                "seconds": time.perf_counter() - t0,
+                "ncc": scores[sigma],
+                "matrix": m.copy(),
+                "sigma_hr_vox": sigma,
+                "trials": scores,
+            }
+        )
     if dof > 3:
         t0 = time.perf_counter()
         m = _optimise(fine, m, dof, scale_um, float(lf_sp.mean()), max_iter)
-        stages.append({"name": f"dof-{dof}", "seconds": time.perf_counter() - t0, "ncc": ncc_at(m),
-                       "matrix": m.copy()})
+        stages.append({"name": f"dof-{dof}", "seconds": time.perf_counter() - t0, "ncc": ncc_at(m), "matrix": m.copy()})
     ncc, ncc_prior = ncc_at(m), ncc_at(m_prior)  # both with the final smoothing
     transform = Affine9.from_matrix(m, (np.asarray(hr_shape) - 1) / 2.0 * hr_sp)
-    log.info("registration: NCC %.4f -> %.4f in %.1f s, rotation %.3f deg, scale %s", ncc_prior, ncc,
-             time.perf_counter() - t_all, transform.rotation_deg, np.round(transform.scale, 4).tolist())
-    result = Registration(matrix=m, transform=transform, dof=dof, prior=m_prior, ncc_prior=ncc_prior, ncc=ncc,
-                          stages=stages, lfov_box=tuple((int(a), int(b)) for a, b in zip(box_lo, box_hi)))
+    log.info(
+        "registration: NCC %.4f -> %.4f in %.1f s, rotation %.3f deg, scale %s",
+        ncc_prior,
+        ncc,
+        time.perf_counter() - t_all,
+        transform.rotation_deg,
+        np.round(transform.scale, 4).tolist(),
+    )
+    result = Registration(
+        matrix=m,
+        transform=transform,
+        dof=dof,
+        prior=m_prior,
+        ncc_prior=ncc_prior,
+        ncc=ncc,
+        stages=stages,
+        lfov_box=tuple((int(a), int(b)) for a, b in zip(box_lo, box_hi)),
+    )
     _check_plausible(result, max_rotation_deg, (lo_s, hi_s))
     return result
 
@@ -466,12 +547,18 @@ def register(
 def _check_plausible(result: Registration, max_rotation_deg: float, scale_range: tuple[float, float]) -> None:
     tr = result.transform
     if tr.rotation_deg > max_rotation_deg:
-        raise RegistrationError(f"implausible registration: rotation {tr.rotation_deg:.2f} deg exceeds "
-                                f"{max_rotation_deg:g} deg (NCC {result.ncc_prior:.3f} -> {result.ncc:.3f})")
+        raise RegistrationError(
+            f"implausible registration: rotation {tr.rotation_deg:.2f} deg exceeds "
+            f"{max_rotation_deg:g} deg (NCC {result.ncc_prior:.3f} -> {result.ncc:.3f})"
+        )
     s = np.asarray(tr.scale)
     if np.any(s < scale_range[0]) or np.any(s > scale_range[1]):
-        raise RegistrationError(f"implausible registration: scale {np.round(s, 4).tolist()} outside "
-                                f"[{scale_range[0]:g}, {scale_range[1]:g}] (wrong voxel sizes?)")
+        raise RegistrationError(
+            f"implausible registration: scale {np.round(s, 4).tolist()} outside "
+            f"[{scale_range[0]:g}, {scale_range[1]:g}] (wrong voxel sizes?)"
+        )
     if not result.ncc > result.ncc_prior:
-        raise RegistrationError(f"registration did not improve on the prior (NCC {result.ncc_prior:.4f} -> "
-                                f"{result.ncc:.4f}): the volumes may not show the same region")
+        raise RegistrationError(
+            f"registration did not improve on the prior (NCC {result.ncc_prior:.4f} -> "
+            f"{result.ncc:.4f}): the volumes may not show the same region"
+        )

@@ -32,16 +32,22 @@ def _box(shape: Sequence[int], box: Any) -> tuple[tuple[int, int], ...]:
     return out
 
 
-def footprint(matrix: Any, shape: Sequence[int], spacing_um: Any, target_spacing_um: Any,
-              box: Any = None) -> tuple[np.ndarray, np.ndarray]:
+def footprint(
+    matrix: Any, shape: Sequence[int], spacing_um: Any, target_spacing_um: Any, box: Any = None
+) -> tuple[np.ndarray, np.ndarray]:
     """LFOV voxel-index bounds ``(low, high)`` (float, ``(3,)`` each) of a box of the HR grid mapped by
     ``matrix``: where its eight corners land."""
     b = _box(shape, box)
     sp = np.broadcast_to(np.asarray(spacing_um, dtype=np.float64), (3,))
     tsp = np.broadcast_to(np.asarray(target_spacing_um, dtype=np.float64), (3,))
     m = check_affine(matrix)
-    corners = np.array([[z, y, x] for z in (b[0][0], b[0][1] - 1) for y in (b[1][0], b[1][1] - 1)
-                        for x in (b[2][0], b[2][1] - 1)], dtype=np.float64) * sp
+    corners = (
+        np.array(
+            [[z, y, x] for z in (b[0][0], b[0][1] - 1) for y in (b[1][0], b[1][1] - 1) for x in (b[2][0], b[2][1] - 1)],
+            dtype=np.float64,
+        )
+        * sp
+    )
     q = (corners @ m[:3, :3].T + m[:3, 3]) / tsp
     return q.min(axis=0), q.max(axis=0)
 
@@ -103,9 +109,11 @@ def resample_to_grid(
     lo, hi = footprint(m, shape, sp, ssp, b)
     tol = 1e-6
     if np.any(lo < -0.5 - tol) or np.any(hi > src_shape - 0.5 + tol):
-        raise InputError(f"the grid box {b} maps to source voxels {np.round(lo, 2).tolist()} .. "
-                         f"{np.round(hi, 2).tolist()}, outside the source volume of shape {tuple(src_shape)}",
-                         dataset="source")
+        raise InputError(
+            f"the grid box {b} maps to source voxels {np.round(lo, 2).tolist()} .. "
+            f"{np.round(hi, 2).tolist()}, outside the source volume of shape {tuple(src_shape)}",
+            dataset="source",
+        )
     # the B-spline prefilter is a recursive filter over the whole region: read enough margin that a
     # box's coefficients equal the whole volume's to ~1e-7 (boxes of one grid agree, chunk by chunk)
     margin = 1 if order <= 1 else 2 + int(np.ceil(np.log(1e-7) / np.log(_SPLINE_POLE[order])))
@@ -114,8 +122,9 @@ def resample_to_grid(
     region = np.asarray(source[tuple(slice(int(a), int(c)) for a, c in zip(r_lo, r_hi))], dtype=np.float64)
     n_bad = int(region.size - np.count_nonzero(np.isfinite(region)))
     if n_bad:
-        raise InputError(f"{n_bad} NaN/Inf voxels in the source region {r_lo.tolist()}..{r_hi.tolist()}",
-                         dataset="source")
+        raise InputError(
+            f"{n_bad} NaN/Inf voxels in the source region {r_lo.tolist()}..{r_hi.tolist()}", dataset="source"
+        )
     if order > 1:
         from scipy.ndimage import spline_filter
 
@@ -123,8 +132,9 @@ def resample_to_grid(
     a = m[:3, :3] * sp[None, :] / ssp[:, None]  # grid index -> source index, linear part
     t = m[:3, 3] / ssp - r_lo
     out = np.empty(tuple(e - s for s, e in b), dtype=np.float32)
-    yy, xx = np.meshgrid(np.arange(b[1][0], b[1][1], dtype=np.float64), np.arange(b[2][0], b[2][1], dtype=np.float64),
-                         indexing="ij")
+    yy, xx = np.meshgrid(
+        np.arange(b[1][0], b[1][1], dtype=np.float64), np.arange(b[2][0], b[2][1], dtype=np.float64), indexing="ij"
+    )
     for z0 in range(b[0][0], b[0][1], slab):
         z1 = min(z0 + slab, b[0][1])
         zz = np.arange(z0, z1, dtype=np.float64)[:, None, None]

@@ -30,8 +30,18 @@ import numpy as np
 
 from tomoflow.errors import ConfigError, InputError
 
-__all__ = ["Affine9", "rotation_from_rotvec", "rotation_vector", "voxel_to_physical", "compose", "torch_matrix",
-           "prior_from_stage", "check_affine", "MAX_CONDITION", "SCALE_RANGE"]
+__all__ = [
+    "Affine9",
+    "rotation_from_rotvec",
+    "rotation_vector",
+    "voxel_to_physical",
+    "compose",
+    "torch_matrix",
+    "prior_from_stage",
+    "check_affine",
+    "MAX_CONDITION",
+    "SCALE_RANGE",
+]
 
 MAX_CONDITION = 1e3
 """Largest condition number (largest / smallest singular value) of a matrix's linear part. Both frames
@@ -74,8 +84,9 @@ def voxel_to_physical(spacing_um: Any) -> np.ndarray:
     return m
 
 
-def prior_from_stage(hr_shape: Any, hr_spacing_um: Any, hr_stage_um: Any, lfov_shape: Any, lfov_spacing_um: Any,
-                     lfov_stage_um: Any) -> np.ndarray:
+def prior_from_stage(
+    hr_shape: Any, hr_spacing_um: Any, hr_stage_um: Any, lfov_shape: Any, lfov_spacing_um: Any, lfov_stage_um: Any
+) -> np.ndarray:
     """The stage prior: a translation-only HR -> LFOV matrix from where the stage put each volume.
 
     A stage position is the stage coordinate ``(z, y, x)`` (micrometres) of the volume's centre, as the
@@ -83,12 +94,17 @@ def prior_from_stage(hr_shape: Any, hr_spacing_um: Any, hr_stage_um: Any, lfov_s
     ``c_lfov + (hr_stage - lfov_stage)``, so ``t = hr_stage - lfov_stage + c_lfov - c_hr`` with
     ``c = (n - 1) / 2 * spacing`` (rotation and scale unknown: identity).
     """
+
     def centre(shape: Any, sp: Any) -> np.ndarray:
         return (np.asarray(shape, dtype=np.float64) - 1.0) / 2.0 * np.broadcast_to(np.asarray(sp, np.float64), (3,))
 
     m = np.eye(4)
-    m[:3, 3] = (np.asarray(hr_stage_um, np.float64) - np.asarray(lfov_stage_um, np.float64)
-                + centre(lfov_shape, lfov_spacing_um) - centre(hr_shape, hr_spacing_um))
+    m[:3, 3] = (
+        np.asarray(hr_stage_um, np.float64)
+        - np.asarray(lfov_stage_um, np.float64)
+        + centre(lfov_shape, lfov_spacing_um)
+        - centre(hr_shape, hr_spacing_um)
+    )
     return m
 
 
@@ -119,6 +135,7 @@ def check_affine(matrix: Any, what: str = "matrix", path: str | os.PathLike | No
     InputError, ConfigError
         Naming ``what`` and the rule it breaks.
     """
+
     def fail(problem: str) -> NoReturn:
         if path is not None:
             raise InputError(f"{what} {problem}", path=path)
@@ -137,15 +154,21 @@ def check_affine(matrix: Any, what: str = "matrix", path: str | os.PathLike | No
     sv = np.linalg.svd(m[:3, :3], compute_uv=False)
     lo, hi = SCALE_RANGE
     if sv[-1] <= 0.0 or sv[-1] < lo:
-        fail(f"is singular (smallest singular value of its linear part {sv[-1]:.3g}, below {lo:g}): it maps the "
-             "grid onto a plane, a line or a point")
+        fail(
+            f"is singular (smallest singular value of its linear part {sv[-1]:.3g}, below {lo:g}): it maps the "
+            "grid onto a plane, a line or a point"
+        )
     if sv[0] > hi:
-        fail(f"scales by {sv[0]:.3g} (largest singular value of its linear part, above {hi:g}): not a "
-             "micrometre-to-micrometre map")
+        fail(
+            f"scales by {sv[0]:.3g} (largest singular value of its linear part, above {hi:g}): not a "
+            "micrometre-to-micrometre map"
+        )
     cond = float(sv[0] / sv[-1])
     if cond > MAX_CONDITION:
-        fail(f"is ill-conditioned (condition number {cond:.3g} of its linear part, above {MAX_CONDITION:g}): it "
-             "squeezes the grid onto nearly a plane or a line")
+        fail(
+            f"is ill-conditioned (condition number {cond:.3g} of its linear part, above {MAX_CONDITION:g}): it "
+            "squeezes the grid onto nearly a plane or a line"
+        )
     m[3] = (0.0, 0.0, 0.0, 1.0)
     return m
 
@@ -214,9 +237,14 @@ class Affine9:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-serialisable parameters (radians, scales, micrometres) plus the matrix."""
-        return {"rotation_vector_rad": [float(v) for v in self.rotation], "rotation_deg": self.rotation_deg,
-                "scale": [float(v) for v in self.scale], "translation_um": [float(v) for v in self.translation],
-                "center_um": [float(v) for v in self.center], "matrix": self.matrix.tolist()}
+        return {
+            "rotation_vector_rad": [float(v) for v in self.rotation],
+            "rotation_deg": self.rotation_deg,
+            "scale": [float(v) for v in self.scale],
+            "translation_um": [float(v) for v in self.translation],
+            "center_um": [float(v) for v in self.center],
+            "matrix": self.matrix.tolist(),
+        }
 
 
 def torch_matrix(params: Any, center: Any) -> Any:
@@ -232,8 +260,9 @@ def torch_matrix(params: Any, center: Any) -> Any:
     fa = torch.where(small, 1.0 - th2 / 6.0, torch.sin(th) / th)
     fb = torch.where(small, 0.5 - th2 / 24.0, (1.0 - torch.cos(th)) / (th * th))
     zero = torch.zeros((), dtype=params.dtype, device=params.device)
-    vx = torch.stack([torch.stack([zero, -v[2], v[1]]), torch.stack([v[2], zero, -v[0]]),
-                      torch.stack([-v[1], v[0], zero])])
+    vx = torch.stack(
+        [torch.stack([zero, -v[2], v[1]]), torch.stack([v[2], zero, -v[0]]), torch.stack([-v[1], v[0], zero])]
+    )
     eye = torch.eye(3, dtype=params.dtype, device=params.device)
     r = eye + fa * vx + fb * (vx @ vx)
     a = r * s[None, :]

@@ -74,8 +74,10 @@ def _table(params: Any, columns: tuple[str, ...], what: str) -> np.ndarray:
     if tab.ndim == 1:
         tab = tab[None, :]
     if tab.ndim != 2 or tab.shape[1] != len(columns):
-        raise InputError(f"{what} parameters must be an (m, {len(columns)}) table with columns "
-                         f"{', '.join(columns)}; got shape {tab.shape}")
+        raise InputError(
+            f"{what} parameters must be an (m, {len(columns)}) table with columns "
+            f"{', '.join(columns)}; got shape {tab.shape}"
+        )
     if not np.all(np.isfinite(tab)):
         raise InputError(f"{what} parameters contain NaN or Inf")
     n_axes = 3 if len(columns) == 8 else 2
@@ -210,8 +212,7 @@ def ellipsoid_projections(
 
 
 # --------------------------------------------------------------------------- rasterisation
-def _rasterize(tab3: np.ndarray, shape: tuple[int, int, int], supersample: int, pixel: float,
-               flat: bool) -> np.ndarray:
+def _rasterize(tab3: np.ndarray, shape: tuple[int, int, int], supersample: int, pixel: float, flat: bool) -> np.ndarray:
     """Rasterise ellipsoids (8-column table, length units) on a (z, y, x) grid with partial volume.
 
     Voxels entirely inside or outside a shape are decided from their centre; only voxels that the
@@ -238,8 +239,9 @@ def _rasterize(tab3: np.ndarray, shape: tuple[int, int, int], supersample: int, 
             ext_x = np.hypot(a * cph, b * sph)
             ext_y = np.hypot(a * sph, b * cph)
             lo_hi = []
-            for axis, (centre_len, ext, cidx, n) in enumerate(((z0, c, centres[0], nz), (y0, ext_y, centres[1], ny),
-                                                               (x0, ext_x, centres[2], nx))):
+            for axis, (centre_len, ext, cidx, n) in enumerate(
+                ((z0, c, centres[0], nz), (y0, ext_y, centres[1], ny), (x0, ext_x, centres[2], nx))
+            ):
                 if flat and axis == 0:
                     lo_hi.append((0, nz))
                     continue

@@ -64,9 +64,12 @@ def apply_jitter(projections: Array, shifts: ArrayLike) -> Array:
     """
     sh = np.asarray(shifts, dtype=np.float64)
     if sh.ndim != 2 or sh.shape[1] != 2:
-        raise InputError(f"jitter shifts must be (n_angles, 2) = (dy, dx) per projection, got shape {sh.shape}",
-                         dataset="shifts")
+        raise InputError(
+            f"jitter shifts must be (n_angles, 2) = (dy, dx) per projection, got shape {sh.shape}", dataset="shifts"
+        )
     if getattr(projections, "ndim", 0) != 3:
-        raise InputError(f"projections must be (angle, row, col), got shape {tuple(getattr(projections, 'shape', ()))}",
-                         dataset="projections")
+        raise InputError(
+            f"projections must be (angle, row, col), got shape {tuple(getattr(projections, 'shape', ()))}",
+            dataset="projections",
+        )
     return shift_images(projections, sh)

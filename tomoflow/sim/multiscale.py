@@ -188,8 +188,13 @@ class PorousSample:
             raise InputError("sample primitives: rotations must be orthonormal 3x3 matrices")
         if np.any((p < 1) | (p >= len(PHASES))) or not np.all(p == np.round(p)):
             raise InputError(f"sample primitives: phase codes must be 1..{len(PHASES) - 1} ({PHASES[1:]})")
-        for name, arr in (("centers_um", c), ("semi_axes_um", a), ("rotations", r), ("values", v),
-                          ("phases", p.astype(np.int8))):
+        for name, arr in (
+            ("centers_um", c),
+            ("semi_axes_um", a),
+            ("rotations", r),
+            ("values", v),
+            ("phases", p.astype(np.int8)),
+        ):
             arr.setflags(write=False)
             object.__setattr__(self, name, arr)
 
@@ -197,15 +202,21 @@ class PorousSample:
         return int(self.values.shape[0])
 
     @classmethod
-    def spheres(cls, centers_um: Any, radii_um: Any, values: Any, phases: Any = _SOLID,
-                family: str = "custom") -> PorousSample:
+    def spheres(
+        cls, centers_um: Any, radii_um: Any, values: Any, phases: Any = _SOLID, family: str = "custom"
+    ) -> PorousSample:
         """Spheres (broadcast ``radii_um``, ``values``, ``phases`` to the number of centres)."""
         c = np.asarray(centers_um, dtype=np.float64).reshape(-1, 3)
         m = c.shape[0]
         r = np.broadcast_to(np.asarray(radii_um, dtype=np.float64), (m,))
-        return cls(c, np.repeat(r[:, None], 3, axis=1), np.broadcast_to(np.eye(3), (m, 3, 3)),
-                   np.broadcast_to(np.asarray(values, dtype=np.float64), (m,)),
-                   np.broadcast_to(np.asarray(phases), (m,)), family)
+        return cls(
+            c,
+            np.repeat(r[:, None], 3, axis=1),
+            np.broadcast_to(np.eye(3), (m, 3, 3)),
+            np.broadcast_to(np.asarray(values, dtype=np.float64), (m,)),
+            np.broadcast_to(np.asarray(phases), (m,)),
+            family,
+        )
 
 
 def _field_fraction(lo: np.ndarray, hi: np.ndarray, rng: np.random.Generator, inside, n: int = 20000) -> float:
@@ -270,8 +281,10 @@ def porous_sample(
     except (TypeError, ValueError):
         ok = False
     if not ok:
-        raise ConfigError(f"pore_radius_um must be (min, max) with 0 < min <= max <= a quarter of the smallest "
-                          f"field side ({0.25 * float(size.min()):g} µm), got {pore_radius_um!r}")
+        raise ConfigError(
+            f"pore_radius_um must be (min, max) with 0 < min <= max <= a quarter of the smallest "
+            f"field side ({0.25 * float(size.min()):g} µm), got {pore_radius_um!r}"
+        )
     porosity = (0.08 if family == "cathode" else 0.2) if porosity is None else porosity
     porosity = check_number("porosity", porosity, low=0.0, high=0.5)
     rng = random_generator(seed)
@@ -464,8 +477,9 @@ def rasterize_sample(
             loc = []
             rho2 = None
             for k in range(3):
-                lk = (((np.float32(Lp[k, 0]) * zi)[:, None, None] + (np.float32(Lp[k, 1]) * yi)[None, :, None])
-                      + (np.float32(Lp[k, 2]) * xi + np.float32(base[k]))[None, None, :])
+                lk = ((np.float32(Lp[k, 0]) * zi)[:, None, None] + (np.float32(Lp[k, 1]) * yi)[None, :, None]) + (
+                    np.float32(Lp[k, 2]) * xi + np.float32(base[k])
+                )[None, None, :]
                 loc.append(lk)
                 t = (lk * np.float32(inv_semi[p, k])) ** 2
                 rho2 = t if rho2 is None else rho2 + t
@@ -479,8 +493,10 @@ def rasterize_sample(
             if edge.any():
                 r2: Any = None
                 for k in range(3):
-                    t = ((loc[k][edge][None, :] + d_local[p, :, k].astype(np.float32)[:, None])
-                         * np.float32(inv_semi[p, k])) ** 2
+                    t = (
+                        (loc[k][edge][None, :] + d_local[p, :, k].astype(np.float32)[:, None])
+                        * np.float32(inv_semi[p, k])
+                    ) ** 2
                     r2 = t if r2 is None else r2 + t
                 hit = r2 <= 1.0
                 vals = view[:, edge]
@@ -586,7 +602,8 @@ def _roi_fit_check(hr_shape, hr_sp, lfov_shape, lfov_sp, roi_center, max_rot_deg
                 f"{max_scale:g} and translation up to {max_trans_um[k]:g} µm) may reach [{need_lo[k]:.2f}, "
                 f"{need_hi[k]:.2f}] µm along {ax}, outside the LFOV field [0, {field_hi[k]:g}] µm "
                 f"({lfov_shape[k]} voxels of {lfov_sp[k]:g} µm); use a smaller or more central ROI, a larger "
-                "LFOV or smaller transform ranges")
+                "LFOV or smaller transform ranges"
+            )
 
 
 def simulate_multiscale_pair(
@@ -693,8 +710,14 @@ def simulate_multiscale_pair(
 
     master = random_generator(seed)
     s_sample, s_dof, s_lnoise, s_hnoise = (int(v) for v in master.integers(0, 2**63 - 1, size=4))
-    sample = porous_sample(family, size_um=np.array(lf_shp) * lf_sp, center_um=c_lf,
-                           pore_radius_um=pore_radius_um, porosity=porosity, seed=s_sample)
+    sample = porous_sample(
+        family,
+        size_um=np.array(lf_shp) * lf_sp,
+        center_um=c_lf,
+        pore_radius_um=pore_radius_um,
+        porosity=porosity,
+        seed=s_sample,
+    )
 
     rng = np.random.default_rng(s_dof)
     angles = rng.uniform(-max_rot, max_rot, size=3)
@@ -720,14 +743,26 @@ def simulate_multiscale_pair(
     lf = gaussian_noise(lf, noise, seed=s_lnoise)
 
     params = {
-        "family": family, "hr_shape": list(hr_shp), "hr_spacing_um": hr_sp.tolist(), "lfov_shape": list(lf_shp),
-        "lfov_spacing_um": lf_sp.tolist(), "max_rotation_deg": max_rot, "max_scale": max_scale,
-        "max_translation_lfov_vox": max_trans, "prior_error_lfov_vox": prior_err, "psf_sigma_lfov_vox": psf,
-        "noise": noise, "seed": int(seed) if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool)
-        else repr(seed),
-        "roi_center_um": roi_c.tolist(), "hr_psf_sigma_hr_vox": hr_psf, "hr_noise": hr_noise,
-        "supersample_hr": ss_hr, "supersample_lfov": ss_lf, "pore_radius_um": [float(v) for v in pore_radius_um],
-        "porosity": porosity, "n_primitives": len(sample),
+        "family": family,
+        "hr_shape": list(hr_shp),
+        "hr_spacing_um": hr_sp.tolist(),
+        "lfov_shape": list(lf_shp),
+        "lfov_spacing_um": lf_sp.tolist(),
+        "max_rotation_deg": max_rot,
+        "max_scale": max_scale,
+        "max_translation_lfov_vox": max_trans,
+        "prior_error_lfov_vox": prior_err,
+        "psf_sigma_lfov_vox": psf,
+        "noise": noise,
+        "seed": int(seed) if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) else repr(seed),
+        "roi_center_um": roi_c.tolist(),
+        "hr_psf_sigma_hr_vox": hr_psf,
+        "hr_noise": hr_noise,
+        "supersample_hr": ss_hr,
+        "supersample_lfov": ss_lf,
+        "pore_radius_um": [float(v) for v in pore_radius_um],
+        "porosity": porosity,
+        "n_primitives": len(sample),
     }
     return MultiscalePair(
         hr=np.ascontiguousarray(hr, dtype=np.float32),

@@ -83,8 +83,9 @@ def poisson_noise(intensity: Array, photons: float, *, seed: Any = None) -> Arra
     -------
     Noisy transmission, same shape and namespace, float32 (float64 for float64 input).
     """
-    photons = check_number("photons (mean count of the unattenuated beam)", photons, low=0.0, low_open=True,
-                           high=MAX_PHOTONS)
+    photons = check_number(
+        "photons (mean count of the unattenuated beam)", photons, low=0.0, low_open=True, high=MAX_PHOTONS
+    )
     xp = get_namespace(intensity)
     dtype = _float_dtype(intensity)
     host = np.asarray(to_numpy(intensity), dtype=np.float64)

@@ -141,8 +141,7 @@ def _axes_coords(shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, n
 # Facet normals of a cubic (fcc) crystal: {111}, {100}, {110}.
 _N111 = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], float) / np.sqrt(3)
 _N100 = np.vstack([np.eye(3), -np.eye(3)])
-_N110 = np.array([
-    [1, 1, 0], [1, -1, 0], [1, 0, 1], [1, 0, -1], [0, 1, 1], [0, 1, -1]], float) / np.sqrt(2)
+_N110 = np.array([[1, 1, 0], [1, -1, 0], [1, 0, 1], [1, 0, -1], [0, 1, 1], [0, 1, -1]], float) / np.sqrt(2)
 _N110 = np.vstack([_N110, -_N110])
 
 
@@ -162,8 +161,9 @@ def _crystal_facets(rng: np.random.Generator, radius: float, roughness: float) -
     return n, d
 
 
-def _paint_polyhedron(vol: np.ndarray, centre: np.ndarray, normals: np.ndarray, dists: np.ndarray,
-                      value: float) -> None:
+def _paint_polyhedron(
+    vol: np.ndarray, centre: np.ndarray, normals: np.ndarray, dists: np.ndarray, value: float
+) -> None:
     """Add ``value`` x coverage of a convex polyhedron (soft one-voxel edge) into ``vol`` (in place).
 
     ``centre`` is in voxel coordinates relative to the volume centre, (z, y, x).
@@ -349,8 +349,10 @@ def cathode_particle(
     semi = R * (1.0 + rng.uniform(-0.06, 0.06, size=3))
     rot = _random_rotation(rng)  # columns: the ellipsoid's axes in (z, y, x)
     reach = float(semi.max()) + 2.0
-    sl = tuple(slice(max(int(np.floor((n - 1) / 2.0 - reach)), 0), min(int(np.ceil((n - 1) / 2.0 + reach)) + 1, n))
-               for n in shp)
+    sl = tuple(
+        slice(max(int(np.floor((n - 1) / 2.0 - reach)), 0), min(int(np.ceil((n - 1) / 2.0 + reach)) + 1, n))
+        for n in shp
+    )
     # ---- all random geometry first (grains, cracks), so the voxels can be painted slab by slab
     seeds_local = rng.normal(size=(int(n_grains), 3))
     seeds_local *= (rng.random(int(n_grains)) ** (1 / 3) / np.linalg.norm(seeds_local, axis=1))[:, None]
@@ -625,8 +627,12 @@ def _paint_ellipsoid(vol: np.ndarray, centre: np.ndarray, rot: np.ndarray, semi:
         if lo >= hi:
             return
         sl.append(slice(lo, hi))
-    z, y, x = ((np.arange(s.start, s.stop, dtype=np.float32) - (n - 1) / 2.0 - c).reshape(
-        [-1 if i == k else 1 for i in range(3)]) for k, (s, n, c) in enumerate(zip(sl, shape, centre)))
+    z, y, x = (
+        (np.arange(s.start, s.stop, dtype=np.float32) - (n - 1) / 2.0 - c).reshape(
+            [-1 if i == k else 1 for i in range(3)]
+        )
+        for k, (s, n, c) in enumerate(zip(sl, shape, centre))
+    )
     r32 = rot.astype(np.float32)
     rho2 = sum(((r32[0, k] * z + r32[1, k] * y + r32[2, k] * x) / np.float32(semi[k])) ** 2 for k in range(3))
     dist = (np.sqrt(rho2) - 1.0) * np.float32(np.min(semi))  # ~signed distance to the surface (voxels)

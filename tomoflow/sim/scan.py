@@ -169,19 +169,29 @@ class ScanSimulator:
         noise = dict(noise or {})
         for key in noise:
             check_choice("noise key (photon noise: photons=...)", key, NOISE_KEYS)
-        sigma = check_number("noise['gaussian'] (read-noise sigma as a fraction of flat_level)",
-                             noise.get("gaussian", 0.0) or 0.0, low=0.0)
-        frac = check_number("noise['salt_and_pepper']", noise.get("salt_and_pepper", 0.0) or 0.0,
-                            low=0.0, high=MAX_SALT_AND_PEPPER)
+        sigma = check_number(
+            "noise['gaussian'] (read-noise sigma as a fraction of flat_level)",
+            noise.get("gaussian", 0.0) or 0.0,
+            low=0.0,
+        )
+        frac = check_number(
+            "noise['salt_and_pepper']", noise.get("salt_and_pepper", 0.0) or 0.0, low=0.0, high=MAX_SALT_AND_PEPPER
+        )
         if photons is not None:
-            photons = check_number("photons (mean photons per open-beam pixel)", photons, low=0.0, low_open=True,
-                                   high=MAX_PHOTONS)
+            photons = check_number(
+                "photons (mean photons per open-beam pixel)", photons, low=0.0, low_open=True, high=MAX_PHOTONS
+            )
 
         n_angles = angles.size
         rows, cols = vol.shape[0], vol.shape[2]
         if shifts is None:  # a jitter of half the detector or more moves the sample off it
-            check_number(f"jitter_px (half-range, pixels; below half the {cols}-column detector)", jitter_px,
-                         low=0.0, high=cols / 2.0, high_open=True)
+            check_number(
+                f"jitter_px (half-range, pixels; below half the {cols}-column detector)",
+                jitter_px,
+                low=0.0,
+                high=cols / 2.0,
+                high_open=True,
+            )
         if seed is None or isinstance(seed, (int, np.integer)):
             entropy = None if seed is None else check_seed("seed", seed)
         else:  # a SeedSequence or Generator: draw the root entropy from it
@@ -193,8 +203,10 @@ class ScanSimulator:
         if shifts is not None:
             true_shifts = np.asarray(shifts, dtype=np.float64)
             if true_shifts.shape != (n_angles, 2) or not np.all(np.isfinite(true_shifts)):
-                raise InputError(f"shifts must be a finite (n_angles, 2) = ({n_angles}, 2) array of (dy, dx), "
-                                 f"got shape {true_shifts.shape}")
+                raise InputError(
+                    f"shifts must be a finite (n_angles, 2) = ({n_angles}, 2) array of (dy, dx), "
+                    f"got shape {true_shifts.shape}"
+                )
         else:
             true_shifts = random_jitter(n_angles, jitter_px, seed=s_jit, vertical=jitter_vertical)
 
@@ -278,9 +290,18 @@ class ScanSimulator:
         """The whole scan in memory (all projections at once)."""
         raw, measured, ideal = self.block(0, self.shape[0])
         return SyntheticScan(
-            projections=raw, flats=self.flats, darks=self.darks, angles_deg=self.angles_deg, shifts=self.shifts,
-            line_integrals=measured, ideal_line_integrals=ideal, phantom=self.phantom, center=self.center,
-            flat_field=self.flat_field, dark_field=self.dark_field, params=dict(self.params),
+            projections=raw,
+            flats=self.flats,
+            darks=self.darks,
+            angles_deg=self.angles_deg,
+            shifts=self.shifts,
+            line_integrals=measured,
+            ideal_line_integrals=ideal,
+            phantom=self.phantom,
+            center=self.center,
+            flat_field=self.flat_field,
+            dark_field=self.dark_field,
+            params=dict(self.params),
         )
 
 
@@ -369,7 +390,18 @@ def simulate_scan(
         Raw data and ground truth (jitter, line integrals, phantom).
     """
     return ScanSimulator(
-        phantom, angles_deg, jitter_px=jitter_px, jitter_vertical=jitter_vertical, shifts=shifts, noise=noise,
-        photons=photons, n_flats=n_flats, n_darks=n_darks, flat_level=flat_level, dark_level=dark_level,
-        flat_variation=flat_variation, seed=seed, center=center,
+        phantom,
+        angles_deg,
+        jitter_px=jitter_px,
+        jitter_vertical=jitter_vertical,
+        shifts=shifts,
+        noise=noise,
+        photons=photons,
+        n_flats=n_flats,
+        n_darks=n_darks,
+        flat_level=flat_level,
+        dark_level=dark_level,
+        flat_variation=flat_variation,
+        seed=seed,
+        center=center,
     ).scan()

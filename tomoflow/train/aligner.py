@@ -59,8 +59,7 @@ CACHE_VERSION = 3
 
 
 def _cache_recipe(recipe: TrainingRecipe, seed: int) -> dict[str, Any]:
-    return {"cache_version": CACHE_VERSION, "seed": int(seed), "recipe": recipe.to_dict(),
-            "input_size": INPUT_SIZE}
+    return {"cache_version": CACHE_VERSION, "seed": int(seed), "recipe": recipe.to_dict(), "input_size": INPUT_SIZE}
 
 
 def make_training_scans(
@@ -90,8 +89,10 @@ def make_training_scans(
             if isinstance(have, dict):
                 have.pop("tomoflow_file", None)
             if have != json.loads(json.dumps(want)):
-                raise ConfigError(f"the pair cache {cache} was made with another recipe or seed; "
-                                  "use another output folder (or delete that cache)")
+                raise ConfigError(
+                    f"the pair cache {cache} was made with another recipe or seed; "
+                    "use another output folder (or delete that cache)"
+                )
         else:
             from tomoflow.io.output import stamped_json
 
@@ -126,8 +127,9 @@ def _split_by_scan(n_scans: int, val_fraction: float, seed: int) -> tuple[np.nda
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
-def _evaluate(model: Any, x: np.ndarray, y: np.ndarray, scan: np.ndarray, device: Any,
-              batch_size: int) -> dict[str, Any]:
+def _evaluate(
+    model: Any, x: np.ndarray, y: np.ndarray, scan: np.ndarray, device: Any, batch_size: int
+) -> dict[str, Any]:
     """Held-out metrics in network pixels: MSE, RMSE per axis, RMSE after removing each scan's
     common offset (the benchmark's residual), max error, fraction over 1 px."""
     import torch
@@ -303,20 +305,35 @@ def train_aligner(
         saved = dict(resumed[0].get("config") or {})
         saved.pop("epochs", None)  # may grow on resume
         if saved != _train_config(n_scans, recipe, seed, val_fraction, batch_size, lr, lr_final):
-            raise ConfigError(f"the checkpoint in {ckpt} was made with other training parameters; "
-                              "use another output folder or resume=False")
+            raise ConfigError(
+                f"the checkpoint in {ckpt} was made with other training parameters; "
+                "use another output folder or resume=False"
+            )
     # ---- every file this training writes, checked by the file policy before any work
     from tomoflow.io.output import fingerprint as digest
     from tomoflow.io.output import plan_files
     from tomoflow.weights.card import card_path
 
-    train_fp = digest("train-aligner", inputs={"init": (init_info or {}).get("sha256") or ""},
-                      params=_train_config(n_scans, recipe, seed, val_fraction, batch_size, lr, lr_final))
+    train_fp = digest(
+        "train-aligner",
+        inputs={"init": (init_info or {}).get("sha256") or ""},
+        params=_train_config(n_scans, recipe, seed, val_fraction, batch_size, lr, lr_final),
+    )
     renew = [f"checkpoint/{CHECKPOINT_TENSORS}", f"checkpoint/{CHECKPOINT_STATE}"]
     read = [init_weights, card_path(Path(init_weights))] if init_weights is not None else []
-    plan_files(out, {WEIGHTS_NAME: "model-weights", CARD_NAME: "model-card", CHECK_NAME: "training-data",
-                     **{n: "aligner-checkpoint" for n in renew}}, fingerprint=train_fp, overwrite=overwrite,
-               renew=renew, inputs=read)
+    plan_files(
+        out,
+        {
+            WEIGHTS_NAME: "model-weights",
+            CARD_NAME: "model-card",
+            CHECK_NAME: "training-data",
+            **dict.fromkeys(renew, "aligner-checkpoint"),
+        },
+        fingerprint=train_fp,
+        overwrite=overwrite,
+        renew=renew,
+        inputs=read,
+    )
     if cache_dir is None:
         plan_files(cache, {"recipe.json": "training-data"}, renew=["recipe.json"])
     out.mkdir(parents=True, exist_ok=True)
@@ -375,23 +392,63 @@ def train_aligner(
         metrics = _evaluate(model, x_val, y_val, s_val, dev, 64)
         return metrics["mse_px2"], metrics
 
-    def record(epoch: int, train_loss: float, val: float, metrics: dict[str, Any], steps: int,
-               t_ep: float) -> dict[str, Any]:
-        log.info("epoch %d: train MSE %.4f, validation MSE %.4f px^2 (RMSE %s)%s", epoch, train_loss, val,
-                 metrics["rmse_px"], " *" if state.best_epoch == epoch else "")
-        return {"epoch": epoch, "lr": opt.param_groups[0]["lr"], "train_mse_px2": train_loss,
-                "val_mse_px2": val, "val_rmse_px": metrics["rmse_px"], "seconds": time.perf_counter() - t_ep}
+    def record(
+        epoch: int, train_loss: float, val: float, metrics: dict[str, Any], steps: int, t_ep: float
+    ) -> dict[str, Any]:
+        log.info(
+            "epoch %d: train MSE %.4f, validation MSE %.4f px^2 (RMSE %s)%s",
+            epoch,
+            train_loss,
+            val,
+            metrics["rmse_px"],
+            " *" if state.best_epoch == epoch else "",
+        )
+        return {
+            "epoch": epoch,
+            "lr": opt.param_groups[0]["lr"],
+            "train_mse_px2": train_loss,
+            "val_mse_px2": val,
+            "val_rmse_px": metrics["rmse_px"],
+            "seconds": time.perf_counter() - t_ep,
+        }
 
     def checkpoint(state: LoopState) -> None:
-        save_checkpoint(ckpt, model, state.best_state, opt, {
-            "epoch": state.epoch, "best_val_mse": state.best_val, "bad_epochs": state.bad, "history": state.history,
-            "train_s": state.train_s,
-            "config": _train_config(n_scans, recipe, seed, val_fraction, batch_size, lr, lr_final)})
+        save_checkpoint(
+            ckpt,
+            model,
+            state.best_state,
+            opt,
+            {
+                "epoch": state.epoch,
+                "best_val_mse": state.best_val,
+                "bad_epochs": state.bad,
+                "history": state.history,
+                "train_s": state.train_s,
+                "config": _train_config(n_scans, recipe, seed, val_fraction, batch_size, lr, lr_final),
+            },
+        )
 
-    state = train_epochs(model, opt, state, epochs=epochs, n_steps=n_steps, lr=lr, lr_final=lr_final, seed=seed,
-                         patience=patience, time_limit_s=time_limit_s, step=step, validate=validate, record=record,
-                         checkpoint=checkpoint, begin_epoch=begin_epoch, progress=progress, progress_every=10,
-                         log_every=100, loss_name="train MSE (px^2)")
+    state = train_epochs(
+        model,
+        opt,
+        state,
+        epochs=epochs,
+        n_steps=n_steps,
+        lr=lr,
+        lr_final=lr_final,
+        seed=seed,
+        patience=patience,
+        time_limit_s=time_limit_s,
+        step=step,
+        validate=validate,
+        record=record,
+        checkpoint=checkpoint,
+        begin_epoch=begin_epoch,
+        progress=progress,
+        progress_every=10,
+        log_every=100,
+        loss_name="train MSE (px^2)",
+    )
     best_state, history, train_s, stopped = state.best_state, state.history, state.train_s, state.stopped
 
     # ---- outputs: best weights, check set, card
@@ -413,25 +470,44 @@ def train_aligner(
         "input_size": [INPUT_SIZE, INPUT_SIZE],
         "normalization": NORMALIZATION,
         "output": "(dy, dx) of the measured projection relative to its reprojection, network pixels "
-                  "(160-px input); JitterAligner.predict scales to detector pixels",
+        "(160-px input); JitterAligner.predict scales to detector pixels",
         "training_data": {
-            "recipe": recipe_d, "seed": int(seed), "n_scans": n_scans, "n_pairs": n_pairs,
-            "n_train_scans": int(len(train_scans)), "n_val_scans": int(len(val_scans)),
-            "n_train_pairs": int(len(tr)), "n_val_pairs": int(len(va)), "families": families,
+            "recipe": recipe_d,
+            "seed": int(seed),
+            "n_scans": n_scans,
+            "n_pairs": n_pairs,
+            "n_train_scans": int(len(train_scans)),
+            "n_val_scans": int(len(val_scans)),
+            "n_train_pairs": int(len(tr)),
+            "n_val_pairs": int(len(va)),
+            "families": families,
             "pair_maker": "clean_copy + start_network + network_pairs (tomoflow.align, as at inference)",
             "targets": "fix_gauge(jitter, angles) + (effective axis - estimated centre) on dx, network pixels",
         },
         "training": {
-            "optimizer": "Adam", "lr": lr, "lr_schedule": f"cosine per step to {lr_final} x lr over {epochs} epochs"
+            "optimizer": "Adam",
+            "lr": lr,
+            "lr_schedule": f"cosine per step to {lr_final} x lr over {epochs} epochs"
             + (f" or {time_limit_s:.0f} s of training, whichever first" if time_limit_s else ""),
-            "loss": "MSE of (dy, dx) in network pixels", "batch_size": batch_size, "epochs_run": len(history),
-            "max_epochs": epochs, "patience": patience, "stopped_by": stopped, "augmentation": "random flips of pairs", "initialized_from": init_info,
-            "split": "by scan", "device": str(dev), "torch": torch.__version__,
+            "loss": "MSE of (dy, dx) in network pixels",
+            "batch_size": batch_size,
+            "epochs_run": len(history),
+            "max_epochs": epochs,
+            "patience": patience,
+            "stopped_by": stopped,
+            "augmentation": "random flips of pairs",
+            "initialized_from": init_info,
+            "split": "by scan",
+            "device": str(dev),
+            "torch": torch.__version__,
             "history": history,
         },
         "metrics": {
-            "held_out": dict(final, units="network pixels (160-px input; x 1.6 for a 256-px detector)",
-                             rmse_combined_px_256_equivalent=final["rmse_combined_px"] * 256 / INPUT_SIZE),
+            "held_out": dict(
+                final,
+                units="network pixels (160-px input; x 1.6 for a 256-px detector)",
+                rmse_combined_px_256_equivalent=final["rmse_combined_px"] * 256 / INPUT_SIZE,
+            ),
             "check_set": check,
         },
         "command": command,
@@ -442,15 +518,27 @@ def train_aligner(
     return card
 
 
-def _train_config(n_scans: int, recipe: TrainingRecipe, seed: int, val_fraction: float, batch_size: int,
-                  lr: float, lr_final: float) -> dict[str, Any]:
-    return json.loads(json.dumps({"n_scans": n_scans, "recipe": recipe.to_dict(), "seed": int(seed),
-                                  "val_fraction": val_fraction, "batch_size": batch_size, "lr": lr,
-                                  "lr_final": lr_final}))
+def _train_config(
+    n_scans: int, recipe: TrainingRecipe, seed: int, val_fraction: float, batch_size: int, lr: float, lr_final: float
+) -> dict[str, Any]:
+    return json.loads(
+        json.dumps(
+            {
+                "n_scans": n_scans,
+                "recipe": recipe.to_dict(),
+                "seed": int(seed),
+                "val_fraction": val_fraction,
+                "batch_size": batch_size,
+                "lr": lr,
+                "lr_final": lr_final,
+            }
+        )
+    )
 
 
-def _write_check_set(path: Path, model: Any, x_val: np.ndarray, y_val: np.ndarray, device: Any,
-                     fingerprint: str | None = None) -> dict[str, Any]:
+def _write_check_set(
+    path: Path, model: Any, x_val: np.ndarray, y_val: np.ndarray, device: Any, fingerprint: str | None = None
+) -> dict[str, Any]:
     """Save a few held-out pairs (160 x 160, float16 as cached) with their targets, and the metric the
     saved weights give on them through the public :meth:`JitterAligner.predict` path."""
     from safetensors.numpy import save_file
@@ -464,15 +552,20 @@ def _write_check_set(path: Path, model: Any, x_val: np.ndarray, y_val: np.ndarra
     tmp = path.with_name(path.name + ".tmp")
     from tomoflow.io.output import STAMP_KEY, file_stamp
 
-    save_file({"projections": np.ascontiguousarray(xs[:, 0]), "reprojections": np.ascontiguousarray(xs[:, 1]),
-               "shifts": ys}, str(tmp), metadata={STAMP_KEY: json.dumps(file_stamp("training-data", fingerprint))})
+    save_file(
+        {"projections": np.ascontiguousarray(xs[:, 0]), "reprojections": np.ascontiguousarray(xs[:, 1]), "shifts": ys},
+        str(tmp),
+        metadata={STAMP_KEY: json.dumps(file_stamp("training-data", fingerprint))},
+    )
     os.replace(tmp, path)
     os.chmod(path, 0o644)
     aligner = JitterAligner(model=model, device=device)
     pred = aligner.predict(xs[:, 0].astype(np.float32), xs[:, 1].astype(np.float32)) if n else np.zeros((0, 2))
     err = pred - ys
     return {
-        "file": path.name, "sha256": file_sha256(path), "n_pairs": int(n),
+        "file": path.name,
+        "sha256": file_sha256(path),
+        "n_pairs": int(n),
         "rmse_px": [float(v) for v in np.sqrt(np.mean(err**2, axis=0))] if n else [0.0, 0.0],
         "mse_px2": float(np.mean(err**2)) if n else 0.0,
         "predictions": pred.tolist(),

@@ -33,8 +33,9 @@ CHECKPOINT_STATE = "state.json"
 holds their sha256 (:func:`tomoflow.weights.card.verified_checkpoint`)."""
 
 
-def save_checkpoint(ckpt: Path, model: Any, best_state: dict[str, Any], opt: Any, info: dict[str, Any],
-                     kind: str = "aligner-checkpoint") -> None:
+def save_checkpoint(
+    ckpt: Path, model: Any, best_state: dict[str, Any], opt: Any, info: dict[str, Any], kind: str = "aligner-checkpoint"
+) -> None:
     """Write the model, its best state and the optimiser state (``<ckpt>/last.safetensors``), then the
     state JSON naming them with their sha256 (``<ckpt>/state.json``; ``kind`` says whose)."""
     from safetensors.torch import save_file
@@ -91,8 +92,15 @@ def save_weights(model: Any, path: str | os.PathLike, *, fingerprint: str | None
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata={"format": "pt", "architecture": "JitterResNet",
-                                         STAMP_KEY: json.dumps(file_stamp("model-weights", fingerprint))})
+    save_file(
+        state,
+        str(tmp),
+        metadata={
+            "format": "pt",
+            "architecture": "JitterResNet",
+            STAMP_KEY: json.dumps(file_stamp("model-weights", fingerprint)),
+        },
+    )
     os.replace(tmp, path)
     os.chmod(path, 0o644)
     return file_sha256(path)
@@ -105,8 +113,14 @@ def _card_path(weights: Path) -> Path:
     return card_path(weights)
 
 
-def save_unet(model: Any, config: UNetConfig, path: str | os.PathLike, *, card: dict[str, Any] | None = None,
-              fingerprint: str | None = None) -> dict[str, Any]:
+def save_unet(
+    model: Any,
+    config: UNetConfig,
+    path: str | os.PathLike,
+    *,
+    card: dict[str, Any] | None = None,
+    fingerprint: str | None = None,
+) -> dict[str, Any]:
     """Write the weights as safetensors and the model card JSON beside them.
 
     The :class:`UNetConfig` goes into the safetensors metadata (``"config"``, JSON) and into the card
@@ -151,18 +165,27 @@ def save_unet(model: Any, config: UNetConfig, path: str | os.PathLike, *, card: 
     # The file policy: a file tomoflow did not write is never replaced (callers plan the folder first).
     for target, kind in ((path, "model-weights"), (_card_path(path), "model-card")):
         plan_file(target, kind=kind, fingerprint=fingerprint, overwrite=True)
-    save_file(state, str(tmp), metadata={"format": "pt", "architecture": ARCHITECTURE_NAME,
-                                         "config": config.to_json(),
-                                         STAMP_KEY: json.dumps(file_stamp("model-weights", fingerprint))})
+    save_file(
+        state,
+        str(tmp),
+        metadata={
+            "format": "pt",
+            "architecture": ARCHITECTURE_NAME,
+            "config": config.to_json(),
+            STAMP_KEY: json.dumps(file_stamp("model-weights", fingerprint)),
+        },
+    )
     os.replace(tmp, path)
     os.chmod(path, 0o644)
     full = dict(card or {})
-    full.update({
-        "format": "safetensors",
-        "weights": path.name,
-        "sha256": file_sha256(path),
-        "architecture": dict(architecture(config), parameters=count_parameters(model)),
-    })
+    full.update(
+        {
+            "format": "safetensors",
+            "weights": path.name,
+            "sha256": file_sha256(path),
+            "architecture": dict(architecture(config), parameters=count_parameters(model)),
+        }
+    )
     full.setdefault("name", "tomoflow resolution-recovery 3D U-Net")
     card_file = _card_path(path)
     validate_card(full, card_file)

@@ -30,8 +30,14 @@ from tomoflow.train.files import write_json
 __all__ = ["export_onnx", "check_onnx"]
 
 
-def export_onnx(model: Any, path: str | os.PathLike, *, patch_shape: Sequence[int] = (32, 32, 32),
-                dynamic: bool = True, opset: int = 17) -> Path:
+def export_onnx(
+    model: Any,
+    path: str | os.PathLike,
+    *,
+    patch_shape: Sequence[int] = (32, 32, 32),
+    dynamic: bool = True,
+    opset: int = 17,
+) -> Path:
     """Export the network (or a :func:`~tomoflow.recover.normalization.with_normalization` wrapper) to ONNX.
 
     Parameters
@@ -126,13 +132,17 @@ def _onnx_card_base(path: Path, model: Any) -> tuple[Path, dict[str, Any]]:
         try:
             existing = read_card(card_file, path)
         except InputError as exc:
-            raise ConfigError(f"{card_file}: the card of the export would replace a file that is not a model card "
-                              f"({exc.problem}); export under another name") from None
+            raise ConfigError(
+                f"{card_file}: the card of the export would replace a file that is not a model card "
+                f"({exc.problem}); export under another name"
+            ) from None
         same_net = bool(own.get("sha256")) and existing.get("sha256") == own.get("sha256")
         own_export = existing.get("format") == "onnx" and (existing.get("onnx") or {}).get("file") == path.name
         if not (same_net or own_export):
-            raise ConfigError(f"{card_file}: the model card of another network is there; export beside this "
-                              "network's own card or under another name")
+            raise ConfigError(
+                f"{card_file}: the model card of another network is there; export beside this "
+                "network's own card or under another name"
+            )
         return card_file, dict(existing) if same_net else own
     return card_file, own
 
@@ -154,8 +164,12 @@ def _onnx_card(base: dict[str, Any], path: Path, onnx_file: Path, model: Any, op
     from tomoflow.io.output import STAMP_KEY, file_stamp
 
     card.setdefault(STAMP_KEY, file_stamp("model-card"))
-    card["onnx"] = {"file": path.name, "sha256": sha, "opset": int(opset),
-                    "values": "raw" if is_normalized(model) else "normalised"}
+    card["onnx"] = {
+        "file": path.name,
+        "sha256": sha,
+        "opset": int(opset),
+        "values": "raw" if is_normalized(model) else "normalised",
+    }
     validate_card(card, card_path(path))
     return card
 
@@ -172,9 +186,11 @@ def _add_onnx_metadata(path: Path, model: Any) -> None:
     card = getattr(model, "card", None) or {}
     hr_um = (card.get("training_data") or {}).get("hr_voxel_um")
     g = onnx.load(str(path))
-    for key, value in ((META_CONFIG, json.dumps(config.to_dict())),
-                       (META_VALUES, "raw" if is_normalized(model) else "normalised"),
-                       (META_HR_VOXEL, "" if hr_um is None else repr(float(hr_um)))):
+    for key, value in (
+        (META_CONFIG, json.dumps(config.to_dict())),
+        (META_VALUES, "raw" if is_normalized(model) else "normalised"),
+        (META_HR_VOXEL, "" if hr_um is None else repr(float(hr_um))),
+    ):
         entry = g.metadata_props.add()
         entry.key, entry.value = key, value
     from tomoflow.io.output import STAMP_KEY, file_stamp
@@ -233,4 +249,3 @@ def check_onnx(path: str | os.PathLike, model: Any, x: Any, *, rtol: float = 1e-
     ref = float(np.abs(want).max())
     rel = diff / ref if ref > 0 else diff
     return {"max_abs_diff": diff, "max_abs_output": ref, "relative": rel, "ok": bool(rel <= rtol)}
-

@@ -117,10 +117,15 @@ def _pore_term(target_n: np.ndarray, split: Split) -> dict[str, float]:
     pore, solid = values[values < thr], values[values >= thr]
     gap = float(solid.mean() - pore.mean()) if pore.size and solid.size else 0.0
     if not gap > 0:
-        raise InputError("the training target has no pore and solid classes to separate (pore_weight needs "
-                         "both)", dataset="target")
-    return {"threshold": thr, "width": PORE_WIDTH * gap, "method": "otsu on the target's training voxels",
-            "pore_fraction": float(pore.size / values.size)}
+        raise InputError(
+            "the training target has no pore and solid classes to separate (pore_weight needs both)", dataset="target"
+        )
+    return {
+        "threshold": thr,
+        "width": PORE_WIDTH * gap,
+        "method": "otsu on the target's training voxels",
+        "pore_fraction": float(pore.size / values.size),
+    }
 
 
 def _check_pair(inp: Any, target: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -129,12 +134,18 @@ def _check_pair(inp: Any, target: Any) -> tuple[np.ndarray, np.ndarray]:
     if x.ndim != 3:
         raise InputError(f"the input must be a 3-D (z, y, x) volume, got shape {x.shape}", dataset="input")
     if y.shape != x.shape:
-        raise InputError(f"input and target shapes differ: {x.shape} and {y.shape}; resample the LFOV onto the HR "
-                         "grid first (tomoflow.register.resample.resample_to_grid)", dataset="target")
+        raise InputError(
+            f"input and target shapes differ: {x.shape} and {y.shape}; resample the LFOV onto the HR "
+            "grid first (tomoflow.register.resample.resample_to_grid)",
+            dataset="target",
+        )
     for name, a in (("input", x), ("target", y)):
         if not np.all(np.isfinite(a)):
-            raise InputError(f"the {name} volume contains NaN or Inf ({int(np.sum(~np.isfinite(a)))} voxels); "
-                             "crop or repair it before training", dataset=name)
+            raise InputError(
+                f"the {name} volume contains NaN or Inf ({int(np.sum(~np.isfinite(a)))} voxels); "
+                "crop or repair it before training",
+                dataset=name,
+            )
     return x, y
 
 
@@ -284,8 +295,10 @@ def train_recovery(
     if not isinstance(config, UNetConfig):
         raise ConfigError(f"config must be a UNetConfig, got {type(config).__name__}")
     if config.in_channels != 1 or config.out_channels != 1:
-        raise ConfigError(f"resolution recovery maps one volume to one: the network has {config.in_channels} input "
-                          f"and {config.out_channels} output channels")
+        raise ConfigError(
+            f"resolution recovery maps one volume to one: the network has {config.in_channels} input "
+            f"and {config.out_channels} output channels"
+        )
     x_raw, y_raw = _check_pair(inp, target)
     patch = check_int("patch", patch, low=1)
     a = alignment(config)
@@ -305,8 +318,10 @@ def train_recovery(
         time_limit_s = check_number("time_limit_s", time_limit_s, low=0.0, low_open=True)
     sp = plan_split(x_raw.shape, patch, kind=split, val_fraction=val_fraction, seed=seed)
     if min(sp.block) < a:
-        raise ConfigError(f"the split's blocks {sp.block} are smaller than the network's alignment {a}; "
-                          "use a larger volume or fewer levels")
+        raise ConfigError(
+            f"the split's blocks {sp.block} are smaller than the network's alignment {a}; "
+            "use a larger volume or fewer levels"
+        )
     norm = normalization_from(x_raw)
     x_n, y_n = apply_normalization(x_raw, norm), apply_normalization(y_raw, norm)
     dev = resolve_device(device)
@@ -314,13 +329,27 @@ def train_recovery(
         torch.set_num_threads(check_int("threads", threads, low=1))
     out = Path(out_dir)
     ckpt = out / "checkpoint"
-    aug = {"flips": bool(augment), "permute": bool(augment), "gain": [0.9, 1.1] if augment else [1.0, 1.0],
-           "offset": [-0.05, 0.05] if augment else [0.0, 0.0]}
+    aug = {
+        "flips": bool(augment),
+        "permute": bool(augment),
+        "gain": [0.9, 1.1] if augment else [1.0, 1.0],
+        "offset": [-0.05, 0.05] if augment else [0.0, 0.0],
+    }
     train_cfg = _train_config(
-        input_sha256=_sha(x_raw), target_sha256=_sha(y_raw), config=config.to_dict(), patch=patch,
-        **({"context": context} if context else {}), batch=batch,
-        steps_per_epoch=steps_per_epoch, lr=lr, lr_final=lr_final, val_fraction=val_fraction, split=sp.kind,
-        seed=seed, augmentation=aug)
+        input_sha256=_sha(x_raw),
+        target_sha256=_sha(y_raw),
+        config=config.to_dict(),
+        patch=patch,
+        **({"context": context} if context else {}),
+        batch=batch,
+        steps_per_epoch=steps_per_epoch,
+        lr=lr,
+        lr_final=lr_final,
+        val_fraction=val_fraction,
+        split=sp.kind,
+        seed=seed,
+        augmentation=aug,
+    )
     pore_weight = check_number("pore_weight", pore_weight, low=0.0)
     pore_term = _pore_term(y_n, sp) if pore_weight > 0 else None
     if pore_term is not None:
@@ -346,11 +375,13 @@ def train_recovery(
     resumed = None  # the checkpoint, through the gate, and its parameters: checked before anything is planned
     if resume and (ckpt / CHECKPOINT_STATE).is_file():
         resumed = load_checkpoint(ckpt)  # the state names the tensors and holds their sha256
-        saved = {k: v for k, v in (resumed[0].get("config") or {}).items()}
+        saved = dict(resumed[0].get("config") or {})
         if saved != train_cfg:
             diff = sorted(k for k in set(saved) | set(train_cfg) if saved.get(k) != train_cfg.get(k))
-            raise ConfigError(f"the checkpoint in {ckpt} was made with other data or training parameters "
-                              f"({', '.join(diff)}); use another output folder or start over")
+            raise ConfigError(
+                f"the checkpoint in {ckpt} was made with other data or training parameters "
+                f"({', '.join(diff)}); use another output folder or start over"
+            )
     # ---- every file this training writes, checked by the file policy before any work
     from tomoflow.io.output import fingerprint as digest
     from tomoflow.io.output import plan_files
@@ -360,9 +391,14 @@ def train_recovery(
     train_fp = digest("train-recovery", inputs={}, params={**train_cfg, "calibrate": calibrate})
     renew = [f"checkpoint/{CHECKPOINT_TENSORS}", f"checkpoint/{CHECKPOINT_STATE}"]
     read = [init_weights, card_path(Path(init_weights))] if init_weights is not None else []
-    plan_files(out, {WEIGHTS_NAME: "model-weights", CARD_NAME: "model-card",
-                     **{n: "recovery-checkpoint" for n in renew}},
-               fingerprint=train_fp, overwrite=overwrite, renew=renew, inputs=read)
+    plan_files(
+        out,
+        {WEIGHTS_NAME: "model-weights", CARD_NAME: "model-card", **dict.fromkeys(renew, "recovery-checkpoint")},
+        fingerprint=train_fp,
+        overwrite=overwrite,
+        renew=renew,
+        inputs=read,
+    )
     out.mkdir(parents=True, exist_ok=True)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     identity_l1 = l1_held_out(x_n, y_n, sp)
@@ -411,7 +447,8 @@ def train_recovery(
             thr = g[:, 0] * pore_term["threshold"] + g[:, 1]
             width = g[:, 0] * pore_term["width"]
             loss = l1 + pore_weight * torch.nn.functional.binary_cross_entropy_with_logits(
-                (thr - pred) / width, (yt < thr).to(pred.dtype))
+                (thr - pred) / width, (yt < thr).to(pred.dtype)
+            )
         loss.backward()
         opt.step()
         return float(l1.detach()), 1
@@ -420,22 +457,64 @@ def train_recovery(
         return val_loss(predict_held_out(model, x_n, sp, dev), y_n, sp, pore_term, pore_weight)
 
     def record(epoch: int, train_loss: float, val: float, val_l1: float, steps: int, t_ep: float) -> dict[str, Any]:
-        entry = {"epoch": epoch, "lr": opt.param_groups[0]["lr"], "train_l1": train_loss, "val_l1": val_l1,
-                 **({"val_loss": val} if pore_term is not None else {}),
-                 "steps": steps, "seconds": time.perf_counter() - t_ep}
-        log.info("epoch %d: train L1 %.4f, validation L1 %.4f (identity %.4f), loss %.4f%s", epoch, train_loss,
-                 val_l1, identity_l1, val, " *" if state.best_epoch == epoch else "")
+        entry = {
+            "epoch": epoch,
+            "lr": opt.param_groups[0]["lr"],
+            "train_l1": train_loss,
+            "val_l1": val_l1,
+            **({"val_loss": val} if pore_term is not None else {}),
+            "steps": steps,
+            "seconds": time.perf_counter() - t_ep,
+        }
+        log.info(
+            "epoch %d: train L1 %.4f, validation L1 %.4f (identity %.4f), loss %.4f%s",
+            epoch,
+            train_loss,
+            val_l1,
+            identity_l1,
+            val,
+            " *" if state.best_epoch == epoch else "",
+        )
         return entry
 
     def checkpoint(state: LoopState) -> None:
-        save_checkpoint(ckpt, model, state.best_state, opt, {
-            "epoch": state.epoch, "best_val_l1": state.best_val, "best_epoch": state.best_epoch,
-            "bad_epochs": state.bad, "history": state.history, "train_s": state.train_s, "start_val_l1": start_val,
-            "start_l1": start_l1, "config": train_cfg}, kind="recovery-checkpoint")
+        save_checkpoint(
+            ckpt,
+            model,
+            state.best_state,
+            opt,
+            {
+                "epoch": state.epoch,
+                "best_val_l1": state.best_val,
+                "best_epoch": state.best_epoch,
+                "bad_epochs": state.bad,
+                "history": state.history,
+                "train_s": state.train_s,
+                "start_val_l1": start_val,
+                "start_l1": start_l1,
+                "config": train_cfg,
+            },
+            kind="recovery-checkpoint",
+        )
 
-    state = train_epochs(model, opt, state, epochs=epochs, n_steps=steps_per_epoch, lr=lr, lr_final=lr_final,
-                         seed=seed, patience=patience, time_limit_s=time_limit_s, step=step, validate=validate,
-                         record=record, checkpoint=checkpoint, progress=progress, progress_every=4)
+    state = train_epochs(
+        model,
+        opt,
+        state,
+        epochs=epochs,
+        n_steps=steps_per_epoch,
+        lr=lr,
+        lr_final=lr_final,
+        seed=seed,
+        patience=patience,
+        time_limit_s=time_limit_s,
+        step=step,
+        validate=validate,
+        record=record,
+        checkpoint=checkpoint,
+        progress=progress,
+        progress_every=4,
+    )
     best_state, best_epoch, history, train_s = state.best_state, state.best_epoch, state.history, state.train_s
     stopped = state.stopped
 
@@ -446,8 +525,13 @@ def train_recovery(
     final_l1 = l1_held_out(pred_n, y_n, sp)
     pred = undo_normalization(pred_n, norm)
     metrics = held_out_metrics(pred, x_raw, y_raw, sp, float(y_raw.max() - y_raw.min()))
-    metrics.update({"val_l1": final_l1, "val_l1_input": identity_l1,
-                    "val_l1_units": "normalised grey values, (x - offset) / scale"})
+    metrics.update(
+        {
+            "val_l1": final_l1,
+            "val_l1_input": identity_l1,
+            "val_l1_units": "normalised grey values, (x - offset) / scale",
+        }
+    )
     calibration, calibration_note = None, "not requested (calibrate=False)"
     if calibrate:
         calibration, calibration_note, fractions, calibrated = _calibrate(model, x_n, y_raw, norm, sp, dev)
@@ -460,32 +544,52 @@ def train_recovery(
         "input_size": [patch, patch, patch],
         "normalisation": dict(norm, pad_mode=PAD_MODE),
         "inference": "y = undo_normalization(net(apply_normalization(x))) on the LFOV resampled onto the HR grid "
-                     f"(tomoflow.recover.normalization.with_normalization); pad_mode {PAD_MODE!r}, halo >= "
-                     f"{receptive_field(config)} voxels",
+        f"(tomoflow.recover.normalization.with_normalization); pad_mode {PAD_MODE!r}, halo >= "
+        f"{receptive_field(config)} voxels",
         "training_data": {
             "input": "LFOV volume resampled onto the HR grid (registration matrix HR -> LFOV)",
             "target": "HR region-of-interest volume",
-            "shape": list(x_raw.shape), "hr_voxel_um": hr_voxel_um, "lfov_voxel_um": lfov_voxel_um,
-            "input_sha256": train_cfg["input_sha256"], "target_sha256": train_cfg["target_sha256"],
-            "patch": [patch] * 3, "context": context, "batch": batch, "steps_per_epoch": steps_per_epoch,
-            "augmentation": dict(aug, note="same flips, permutation, gain and offset on input and target, "
-                                 "normalised space"),
-            "split": sp.to_dict(), "seed": seed, "source": source,
+            "shape": list(x_raw.shape),
+            "hr_voxel_um": hr_voxel_um,
+            "lfov_voxel_um": lfov_voxel_um,
+            "input_sha256": train_cfg["input_sha256"],
+            "target_sha256": train_cfg["target_sha256"],
+            "patch": [patch] * 3,
+            "context": context,
+            "batch": batch,
+            "steps_per_epoch": steps_per_epoch,
+            "augmentation": dict(
+                aug, note="same flips, permutation, gain and offset on input and target, normalised space"
+            ),
+            "split": sp.to_dict(),
+            "seed": seed,
+            "source": source,
         },
         "training": {
-            "optimizer": "Adam", "lr": lr,
+            "optimizer": "Adam",
+            "lr": lr,
             "lr_schedule": f"cosine per step to {lr_final} x lr over {epochs} epochs"
             + (f" or {time_limit_s:g} s of training, whichever first" if time_limit_s else ""),
             "loss": "L1 (mean absolute error), normalised units"
-            + (f" + {pore_weight:g} x pore term (binary cross-entropy of a soft threshold at "
-               f"{pore_term['threshold']:.4g}, width {pore_term['width']:.4g}, against the target's pores)"
-               if pore_term is not None else ""),
+            + (
+                f" + {pore_weight:g} x pore term (binary cross-entropy of a soft threshold at "
+                f"{pore_term['threshold']:.4g}, width {pore_term['width']:.4g}, against the target's pores)"
+                if pore_term is not None
+                else ""
+            ),
             "pore_term": None if pore_term is None else {"weight": pore_weight, **pore_term},
-            "epochs_run": len(history), "max_epochs": epochs,
-            "start_val_l1": start_l1, **({"start_val_loss": start_val} if pore_term is not None else {}),
-            "best_epoch": best_epoch, "patience": patience, "stopped_by": stopped,
+            "epochs_run": len(history),
+            "max_epochs": epochs,
+            "start_val_l1": start_l1,
+            **({"start_val_loss": start_val} if pore_term is not None else {}),
+            "best_epoch": best_epoch,
+            "patience": patience,
+            "stopped_by": stopped,
             "initialized_from": init_info,
-            "device": str(dev), "threads": torch.get_num_threads(), "torch": torch.__version__, "history": history,
+            "device": str(dev),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "history": history,
         },
         "metrics": {"held_out": metrics},
         "calibration": calibration,
@@ -501,12 +605,14 @@ def train_recovery(
     return TrainResult(weights=weights, card_path=out / CARD_NAME, card=card, model=model, history=history, split=sp)
 
 
-def _calibrate(model: Any, x_n: np.ndarray, y_raw: np.ndarray, norm: dict[str, Any], split: Split,
-               device: Any) -> tuple[dict[str, Any] | None, str, dict[str, Any] | None, np.ndarray | None]:
+def _calibrate(
+    model: Any, x_n: np.ndarray, y_raw: np.ndarray, norm: dict[str, Any], split: Split, device: Any
+) -> tuple[dict[str, Any] | None, str, dict[str, Any] | None, np.ndarray | None]:
     """``(calibration, note, held-out pore fractions, calibrated prediction)`` of a trained network on its
     whole training pair (raw grey values)."""
-    pred = undo_normalization(predict_tiled(model, x_n, block=split.block, device=str(device.type),
-                                            pad_mode=PAD_MODE), norm)
+    pred = undo_normalization(
+        predict_tiled(model, x_n, block=split.block, device=str(device.type), pad_mode=PAD_MODE), norm
+    )
     try:
         cal = fit_calibration(pred, y_raw)
     except InputError as exc:  # a constant target: no threshold
@@ -516,7 +622,10 @@ def _calibrate(model: Any, x_n: np.ndarray, y_raw: np.ndarray, norm: dict[str, A
     cal["fitted_on"] = "the whole training pair (every voxel of the region of interest)"
     held = split.held_out_mask
     calibrated = apply_calibration(pred, calibration_of({"calibration": cal}))  # type: ignore[arg-type]
-    fractions = {"threshold": cal["threshold"], "target": float(np.mean(y_raw[held] < cal["threshold"])),
-                 "prediction": float(np.mean(pred[held] < cal["threshold"])),
-                 "calibrated": float(np.mean(calibrated[held] < cal["threshold"]))}
+    fractions = {
+        "threshold": cal["threshold"],
+        "target": float(np.mean(y_raw[held] < cal["threshold"])),
+        "prediction": float(np.mean(pred[held] < cal["threshold"])),
+        "calibrated": float(np.mean(calibrated[held] < cal["threshold"])),
+    }
     return cal, "", fractions, calibrated

@@ -1,1 +1,2 @@
-"""tomoflow.weights: the shipped network weights, their model cards, and the load gate (:mod:`tomoflow.weights.card`)."""
+"""tomoflow.weights: the shipped network weights, their model cards, and the load gate
+(:mod:`tomoflow.weights.card`)."""

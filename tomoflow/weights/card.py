@@ -32,8 +32,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tomoflow.errors import ModelError
 
-__all__ = ["ModelCard", "OnnxExport", "validate_card", "card_path", "read_card", "verified_model",
-           "verified_checkpoint", "MODEL_FORMATS"]
+__all__ = [
+    "ModelCard",
+    "OnnxExport",
+    "validate_card",
+    "card_path",
+    "read_card",
+    "verified_model",
+    "verified_checkpoint",
+    "MODEL_FORMATS",
+]
 
 MODEL_FORMATS = ("safetensors", "onnx")
 """Model file formats tomoflow loads (never pickle)."""
@@ -50,7 +58,8 @@ class OnnxExport(BaseModel):
     file: str = Field(description="File name of the .onnx export beside the card.")
     sha256: str = Field(pattern=_SHA256, description="sha256 of the .onnx file.")
     values: Literal["raw", "normalised"] | None = Field(
-        default=None, description="'raw': the graph holds the normalisation (raw grey values in and out).")
+        default=None, description="'raw': the graph holds the normalisation (raw grey values in and out)."
+    )
 
 
 class ModelCard(BaseModel):
@@ -64,14 +73,20 @@ class ModelCard(BaseModel):
     sha256: str = Field(pattern=_SHA256, description="sha256 of the weights file (required).")
     name: str | None = Field(default=None, description="What the network is, e.g. 'tomoflow jitter ResNet'.")
     format: Literal["safetensors", "onnx"] | None = Field(
-        default=None, description="Format of the 'weights' file: 'safetensors' (never pickle), or 'onnx' for the "
-        "card of an ONNX export made without safetensors weights.")
-    weights: str | None = Field(default=None, description="File name of the weights beside the card (required "
-                                "to load them: a card describes the file beside it).")
+        default=None,
+        description="Format of the 'weights' file: 'safetensors' (never pickle), or 'onnx' for the "
+        "card of an ONNX export made without safetensors weights.",
+    )
+    weights: str | None = Field(
+        default=None,
+        description="File name of the weights beside the card (required "
+        "to load them: a card describes the file beside it).",
+    )
     onnx: OnnxExport | None = Field(default=None, description="The ONNX export of this network beside the card.")
     architecture: dict[str, Any] | None = Field(default=None, description="Layers, input, parameter count.")
-    input_size: list[int] | None = Field(default=None, min_length=2, max_length=3,
-                                         description="Network input (pixels).")
+    input_size: list[int] | None = Field(
+        default=None, min_length=2, max_length=3, description="Network input (pixels)."
+    )
     training_data: dict[str, Any] | None = Field(default=None, description="Data recipe and seed.")
     training: dict[str, Any] | None = Field(default=None, description="Optimiser, schedule, history.")
     metrics: dict[str, Any] | None = Field(default=None, description="Metrics on held-out data, with units.")
@@ -84,8 +99,11 @@ def validate_card(card: dict[str, Any], path: Any = None) -> ModelCard:
     if not isinstance(card, dict):
         raise ModelError(f"a model card is a JSON object, not {type(card).__name__}", path)
     if card.get("format") not in (None, *MODEL_FORMATS):
-        raise ModelError(f"model card says format {card.get('format')!r}; only safetensors weights (or their "
-                         "ONNX export) are loaded", path)
+        raise ModelError(
+            f"model card says format {card.get('format')!r}; only safetensors weights (or their "
+            "ONNX export) are loaded",
+            path,
+        )
     try:
         return ModelCard.model_validate(card)
     except ValidationError as exc:
@@ -116,8 +134,9 @@ def _read_json(card_file: Path, model: Path | None, what: str) -> Any:
     try:
         return json.loads(text)
     except ValueError as exc:
-        raise ModelError(f"the {what} is not valid JSON ({getattr(exc, 'msg', exc)}, line "
-                         f"{getattr(exc, 'lineno', '?')})", card_file) from None
+        raise ModelError(
+            f"the {what} is not valid JSON ({getattr(exc, 'msg', exc)}, line {getattr(exc, 'lineno', '?')})", card_file
+        ) from None
 
 
 def read_card(card_file: str | os.PathLike, model: str | os.PathLike | None = None) -> dict[str, Any]:
@@ -146,8 +165,9 @@ def _check_entry(shown: Path, real: Path, card_file: Path, named: Any, want: Any
     from tomoflow._hashing import file_sha256
 
     if not isinstance(named, str) or not named:
-        raise ModelError(f"its card {card_file.name} names no {what}; a card must name the file it describes "
-                         f"({real.name})", shown)
+        raise ModelError(
+            f"its card {card_file.name} names no {what}; a card must name the file it describes ({real.name})", shown
+        )
     if named != real.name:
         raise ModelError(f"card {card_file.name} names {what} {named}, not {real.name}", shown)
     try:
@@ -155,8 +175,11 @@ def _check_entry(shown: Path, real: Path, card_file: Path, named: Any, want: Any
     except OSError as exc:
         raise ModelError(f"cannot read the {what}: {exc.strerror or exc}", shown) from None
     if not isinstance(want, str) or got != want:
-        raise ModelError(f"sha256 does not match its card {card_file.name} (the file changed after training, "
-                         "or the card belongs to another file)", shown)
+        raise ModelError(
+            f"sha256 does not match its card {card_file.name} (the file changed after training, "
+            "or the card belongs to another file)",
+            shown,
+        )
 
 
 def _model_file(path: str | os.PathLike, what: str) -> tuple[Path, Path]:
@@ -194,8 +217,11 @@ def verified_model(path: str | os.PathLike) -> tuple[dict[str, Any], Path]:
     if onnx:
         entry = card.get("onnx")
         if not isinstance(entry, dict):
-            raise ModelError(f"its card {cf.name} records no ONNX export (export with "
-                             "tomoflow.train.onnx_export.export_onnx, which records the file and its sha256)", shown)
+            raise ModelError(
+                f"its card {cf.name} records no ONNX export (export with "
+                "tomoflow.train.onnx_export.export_onnx, which records the file and its sha256)",
+                shown,
+            )
         _check_entry(shown, real, cf, entry.get("file"), entry.get("sha256"), "ONNX file")
     else:
         if card.get("format") not in (None, "safetensors"):
@@ -227,7 +253,10 @@ def verified_checkpoint(weights: str | os.PathLike, state_file: str | os.PathLik
         raise ModelError("the checkpoint state is not a JSON object", state_file)
     shown, real = _model_file(weights, "checkpoint tensors file")
     if "sha256" not in state:
-        raise ModelError(f"the checkpoint state {state_file.name} records no sha256 of its tensors (made by an "
-                         "older tomoflow); start over (no resume) or use another output folder", shown)
+        raise ModelError(
+            f"the checkpoint state {state_file.name} records no sha256 of its tensors (made by an "
+            "older tomoflow); start over (no resume) or use another output folder",
+            shown,
+        )
     _check_entry(shown, real, state_file, state.get("weights"), state.get("sha256"), "checkpoint tensors")
     return state
