@@ -13,12 +13,44 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+
+
+def _register_codeblocks() -> None:
+    """Make ``tests/_codeblocks.py`` (the runner of the README's and the docs' code blocks) importable as
+    ``tomoflow_tests_codeblocks``: ``tests/`` is not a package and not on ``sys.path``."""
+    name = "tomoflow_tests_codeblocks"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("_codeblocks.py"))
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+
+
+_register_codeblocks()
+
+
+@pytest.fixture(autouse=True)
+def _torch_on_one_thread(request):
+    """torch on one thread in the recovery and training tests (small networks; the machine is shared);
+    nothing elsewhere or when torch is absent (the pore tests need none)."""
+    if request.node.path.parent.name not in ("recover", "train") or importlib.util.find_spec("torch") is None:
+        yield
+        return
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

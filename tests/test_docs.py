@@ -13,27 +13,12 @@ Building the site itself (Sphinx, warnings as errors) is ``make docs``.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
-import sys
 from pathlib import Path
 
 import pytest
-
-
-def _load_codeblocks():
-    """``tests/_codeblocks.py``, loaded by path once (``tests/`` is not a package)."""
-    name = "tomoflow_tests_codeblocks"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("_codeblocks.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-codeblocks = _load_codeblocks()
+import tomoflow_tests_codeblocks as codeblocks  # the code-block runner, registered by tests/conftest.py
 
 REPO = codeblocks.REPO
 DOCS = REPO / "docs"
