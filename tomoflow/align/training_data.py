@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -117,7 +117,7 @@ class TrainingRecipe:
 
 def _recipe_from(d: dict[str, Any]) -> TrainingRecipe:
     keys = TrainingRecipe.__dataclass_fields__
-    kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in keys}
+    kw: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in keys}
     return TrainingRecipe(**kw)
 
 
@@ -173,26 +173,32 @@ def _make_phantom(
         )
         vol = _stretch_and_move(vol, rng, recipe.stretch, recipe.max_off_axis)
     elif family == "cathode":
-        vol = cathode_particle(
-            shape,
-            seed=seed,
-            radius=float(rng.uniform(0.3, 0.6)),
-            porosity=float(rng.uniform(0.0, 0.15)),
-            n_cracks=int(rng.integers(0, 6)),
-            n_grains=int(rng.integers(20, 80)),
-            attenuation=float(rng.uniform(1.2, 3.0)),
+        vol = cast(  # without return_labels: the volume alone
+            np.ndarray,
+            cathode_particle(
+                shape,
+                seed=seed,
+                radius=float(rng.uniform(0.3, 0.6)),
+                porosity=float(rng.uniform(0.0, 0.15)),
+                n_cracks=int(rng.integers(0, 6)),
+                n_grains=int(rng.integers(20, 80)),
+                attenuation=float(rng.uniform(1.2, 3.0)),
+            ),
         )
         vol = _stretch_and_move(vol, rng, recipe.stretch, recipe.max_off_axis)
     elif family == "filling":  # a dense sample as wide and tall as the field: the jitter pushes it out
         if rng.random() < 0.6:
-            vol = cathode_particle(
-                shape,
-                seed=seed,
-                radius=float(rng.uniform(0.75, 0.9)),
-                porosity=float(rng.uniform(0.0, 0.15)),
-                n_cracks=int(rng.integers(0, 6)),
-                n_grains=int(rng.integers(40, 120)),
-                attenuation=float(rng.uniform(1.0, 3.0)),
+            vol = cast(  # without return_labels: the volume alone
+                np.ndarray,
+                cathode_particle(
+                    shape,
+                    seed=seed,
+                    radius=float(rng.uniform(0.75, 0.9)),
+                    porosity=float(rng.uniform(0.0, 0.15)),
+                    n_cracks=int(rng.integers(0, 6)),
+                    n_grains=int(rng.integers(40, 120)),
+                    attenuation=float(rng.uniform(1.0, 3.0)),
+                ),
             )
         else:
             vol = aggregate_particles(  # a packed bed of many clusters

@@ -274,7 +274,10 @@ def _walk(root: Path, out_root: Path) -> _Walk:
                 tiffs[_role(n)].append(p)
             elif suffix in HDF5_SUFFIXES or suffix in TXRM_SUFFIXES or (suffix == "" and _sniff(p)):
                 for item in _probe_file(p):
-                    (w.found if isinstance(item, FoundScan) else w.unreadable).append(item)
+                    if isinstance(item, FoundScan):
+                        w.found.append(item)
+                    else:
+                        w.unreadable.append(item)
             else:
                 w.skipped.append(p)
         role = _FRAME_DIRS.get(d.name.lower()) if d != root else None
@@ -352,7 +355,8 @@ def scan_archive(
     root = Path(directory).absolute()
     if not root.is_dir():
         raise InputError("not a folder (expected an archive of raw scans)", root)
-    stages = list(pipeline) if pipeline is not None else list(DEFAULT_PIPELINE)
+    # names or stage mappings: the Manifest validates them into stage models
+    stages: list[Any] = list(pipeline) if pipeline is not None else list(DEFAULT_PIPELINE)
     names = [
         s if isinstance(s, str) else s.get("stage") if isinstance(s, dict) else getattr(s, "stage", None)
         for s in stages

@@ -36,7 +36,7 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import (
     BaseModel,
@@ -618,7 +618,9 @@ def missing_inputs(manifest: Manifest) -> list[str]:
                     out.append(f"{where}.{key}: {text} (no such file or folder)")
                 elif key in ("hr", "volume") and not (p / "zarr.json").is_file():
                     out.append(f"{where}.{key}: {text} (not a zarr store: no zarr.json)")
-    models = [("pipeline", s) for s in manifest.pipeline if s.stage == "recover"]
+    models: list[tuple[str, RecoverStage | dict[str, Any]]] = [
+        ("pipeline", s) for s in manifest.pipeline if s.stage == "recover"
+    ]
     models += [
         (f"scans[{i}] ({s.name}).overrides", s.overrides["recover"])
         for i, s in enumerate(manifest.scans)
@@ -753,7 +755,8 @@ def _describe(loc: tuple[Any, ...]) -> tuple[str, list[str] | None]:
             model = STAGE_MODELS.get(part)
         else:
             model = child.get((model, part)) if isinstance(model, type) else None
-    return text, sorted(model.model_fields) if isinstance(model, type) else None
+    # every class in child and tagged is a pydantic model
+    return text, sorted(cast("type[BaseModel]", model).model_fields) if isinstance(model, type) else None
 
 
 def format_validation_error(exc: ValidationError, indent: str = "  ", *, first: int = SHOWN_PROBLEMS) -> str:

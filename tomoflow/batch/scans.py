@@ -286,7 +286,9 @@ class ScanRunner:
 
             self._stage("recon", recon, [(out["volume"], "recon")])
         if "recover" in stages:
-            self._recover(stages["recover"], out["volume"] if "recon" in stages else scan.volume)
+            lfov = out["volume"] if "recon" in stages else scan.volume
+            assert lfov is not None  # the manifest requires volume of a scan that runs recover without recon
+            self._recover(stages["recover"], lfov)
 
     # -- recover: register -> train (model: train) -> resample the field -> recover
     def _recover(self, stage: Any, lfov: Path) -> None:

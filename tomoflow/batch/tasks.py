@@ -5,7 +5,7 @@ training. Each takes and returns plain data (paths as strings, settings as dicts
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -41,8 +41,8 @@ def fits_one_slab(scan_store: Path, opts: dict[str, Any], parallel: int) -> bool
         isinstance(v, list) and len(v) == 3 and all(isinstance(n, int) and n > 0 for n in v) for v in (shape, chunks)
     ):
         return False
-    n_angles, n_rows, n_cols = shape
-    chunk_rows = chunks[1]
+    n_angles, n_rows, n_cols = cast("list[int]", shape)  # both checked above: 3 positive ints
+    chunk_rows = cast("list[int]", chunks)[1]
     ny, nx = opts.get("shape") or (n_cols, n_cols)
     unit = slab_bytes(n_angles, n_cols, (int(ny), int(nx)), chunk_rows, opts.get("algorithm", "fbp"))
     budget = _config.get().worker_memory_budget

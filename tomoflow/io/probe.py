@@ -45,7 +45,7 @@ def probe_dxchange(path: Path) -> tuple[int, int, int]:
                 raise InputError(f"frames of {tuple(ds.shape[-2:])} px, projections of {shape[1:]}", path, name)
         with reader_errors(path, DATA, "cannot read the last projection (truncated or corrupt?)"):
             np.asarray(data[shape[0] - 1])
-        return shape  # type: ignore[return-value]
+        return shape
     finally:
         h5.close()
 
@@ -152,7 +152,7 @@ def probe_tiff_stack(files: list[Path], what: str) -> tuple[int, int, int]:
         stack.read(stack.n - 1, stack.n)  # the last frame: where a truncated stack fails
     finally:
         stack.close()
-    return (stack.n, *stack.frame_shape)  # type: ignore[return-value]
+    return (stack.n, *stack.frame_shape)
 
 
 def error_reason(exc: TomoflowError, path: Path) -> str:

@@ -119,7 +119,7 @@ def calibration_of(card_or_model: Any) -> tuple[float, float, float, float] | No
         raise InputError(
             f"model card calibration needs finite levels with pore_level < from, threshold < solid_level; got {cal!r}"
         )
-    return knots
+    return lo, q, thr, hi
 
 
 def apply_calibration(values: Any, calibration: tuple[float, float, float, float]) -> Any:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -102,9 +102,9 @@ def block_pores(
         for f in (labels[0], labels[-1], labels[:, 0], labels[:, -1], labels[:, :, 0], labels[:, :, -1])
     )
     return BlockPores(
-        shape=tuple(int(s) for s in v.shape),
+        shape=cast("tuple[int, int, int]", tuple(int(s) for s in v.shape)),  # 3-D: _check_volume
         voxel_counts=counts,
-        faces=faces,  # type: ignore[arg-type]
+        faces=faces,
         analysed_voxels=analysed,
         threshold=threshold,
         connectivity=connectivity,
@@ -191,14 +191,15 @@ def _border_edges(
     keep = np.ones(keys.size, dtype=bool)
     keep[dup + 1] = False  # the same face voxel twice: a block one voxel thick
     keys, gid, own, c = keys[keep], gid[keep], own[keep], c[keep]
-    a, b = [], []
+    left: list[np.ndarray] = []
+    right: list[np.ndarray] = []
     for d in offsets:
         nb = np.ravel_multi_index(tuple((c + 1 + d).T), tuple(extent + 1))
         pos = np.minimum(np.searchsorted(keys, nb), keys.size - 1)
         hit = (keys[pos] == nb) & (own[pos] != own)
-        a.append(gid[hit])
-        b.append(gid[pos[hit]])
-    return np.concatenate(a), np.concatenate(b)
+        left.append(gid[hit])
+        right.append(gid[pos[hit]])
+    return np.concatenate(left), np.concatenate(right)
 
 
 def merge_block_pores(

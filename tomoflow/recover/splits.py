@@ -125,6 +125,7 @@ class Split:
 
 
 def _grid_split(shape: tuple[int, int, int], kind: str) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    want: tuple[int, ...]
     if kind == "octants":
         want = (2, 2, 2)
     else:
@@ -174,7 +175,7 @@ def plan_split(
         )
     split = None
     for k in ("octants", "slabs") if kind == "auto" else (kind,):
-        block, grid = _grid_split(shp, k)  # type: ignore[arg-type]
+        block, grid = _grid_split(shp, k)
         blocks = [tuple(int(v) for v in i) for i in np.ndindex(*grid)]
         n_val = max(1, int(round(val_fraction * len(blocks))))
         if n_val >= len(blocks):
@@ -187,7 +188,7 @@ def plan_split(
                 kind=k,
                 block=block,
                 grid=grid,
-                held_out=held,  # type: ignore[arg-type]
+                held_out=held,
                 patch=patch,
             )
             if split.n_positions > 0:

@@ -35,7 +35,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -388,14 +388,15 @@ def _network_class() -> Any:
             a = 2 ** (len(self.config.channels) - 1)
             size = tuple(int(s) for s in x.shape[2:])
             inp = x
-            plan = None
+            plan: list[_ValidAxis] | None = None
             if valid:
-                plan = [_valid_axis(self.config, s) for s in size]
-                if any(p is None for p in plan):
+                axes = [_valid_axis(self.config, s) for s in size]
+                if any(p is None for p in axes):
                     raise InputError(
                         f"an input box of {size} voxels is too small for valid evaluation of this "
                         "network (it leaves no output voxel)"
                     )
+                plan = cast("list[_ValidAxis]", axes)  # no None: checked above
                 pad = [0, 0, 0]
             else:
                 pad = [(-s) % a for s in size]
@@ -428,6 +429,10 @@ def _network_class() -> Any:
                 h = block(enc, h)
                 skips.append(h)
             skips.pop()
+            # a ConvTranspose3d and a double_conv Sequential; nn.ModuleList yields them as nn.Module, whose
+            # attributes torch types as Tensor | Module (Any, as the layers of conv and block above)
+            up: Any
+            dec: Any
             for i, (up, dec) in enumerate(zip(self.ups, self.decoders)):
                 # dec's first convolution over the concatenation [up(h), skip], computed as the sum of its
                 # two halves: the concatenated copy (2 feature maps at full resolution) is never made

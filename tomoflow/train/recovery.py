@@ -106,7 +106,7 @@ PORE_WIDTH = 0.1
 """Width of the pore term's soft threshold, as a fraction of the gap between mean solid and mean pore."""
 
 
-def _pore_term(target_n: np.ndarray, split: Split) -> dict[str, float]:
+def _pore_term(target_n: np.ndarray, split: Split) -> dict[str, Any]:
     """Threshold (Otsu, the pore protocol's) and soft width of the training target, normalised units,
     from the voxels not held out."""
     from tomoflow.recover.pores import threshold_from_reference
@@ -536,6 +536,7 @@ def train_recovery(
     if calibrate:
         calibration, calibration_note, fractions, calibrated = _calibrate(model, x_n, y_raw, norm, sp, dev)
         if calibration is not None:
+            assert calibrated is not None  # returned with the calibration
             metrics["pore_fraction"] = fractions
             after = held_out_metrics(calibrated, x_raw, y_raw, sp, float(y_raw.max() - y_raw.min()))
             metrics["calibrated"] = {k: after[k] for k in ("psnr_prediction_db", "ssim_prediction") if k in after}
