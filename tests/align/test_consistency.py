@@ -54,7 +54,6 @@ def _true_center(truth, ang, center):
     return fix_gauge(truth, angles_deg=ang, center=center).center
 
 
-@pytest.mark.slow
 def test_consistency_recovers_jitter_off_centre_axis_non_square(pc_gold_scan, pc_gold_aligned):
     p, ang, truth, center = pc_gold_scan
     result, _ = pc_gold_aligned
@@ -98,7 +97,6 @@ def test_phase_baseline_one_pass(pc_gold_scan):
     np.testing.assert_allclose(result.shifts.mean(axis=0), [0.0, 0.0], atol=1e-9)
 
 
-@pytest.mark.slow
 def test_noisy_cathode_both_methods(pc_cathode_scan):
     p, ang, truth, center = pc_cathode_scan
     one = align_phase(p, ang)
@@ -120,7 +118,6 @@ def test_warm_start_from_a_coarse_estimate(pc_gold_scan, pc_gold_aligned):
     assert result.center == pytest.approx(_true_center(truth, ang, center), abs=0.2)
 
 
-@pytest.mark.slow
 def test_held_centre_keeps_the_common_shift(pc_gold_scan):
     """With the stage axis known and held, the constant part of dx is the jitter's own."""
     p, ang, truth, center = pc_gold_scan
@@ -187,7 +184,6 @@ def pc_gold_sp40_scan():
     return _scan(sim.gold_particle((48, 80, 80), seed=1), 91, 5.0, noise={"salt_and_pepper": 0.4})
 
 
-@pytest.mark.slow
 def test_salt_and_pepper_is_removed_before_registration(pc_gold_sp40_scan):
     """At 40 % salt-and-pepper the zingers dominate every correlation of the raw data (nothing found);
     with impulse removal (default) both registration methods recover the jitter."""

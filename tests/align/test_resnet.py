@@ -68,7 +68,6 @@ def test_architecture_as_published():
 
 
 # ----------------------------------------------------------------------------- batch invariance
-@pytest.mark.slow
 def test_same_pair_same_shift_in_any_batch():
     aligner = JitterAligner(model=_random_model())
     p, r = _pairs(4, seed=1)

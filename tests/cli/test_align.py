@@ -46,7 +46,6 @@ def test_align_the_tooth_horizontally_with_a_report(cli, tooth_store, tmp_path):
     assert cli("info", tmp_path / "a.zarr").code == 0
 
 
-@pytest.mark.slow
 def test_correct_runs_the_whole_chain(cli, jittered_store, tmp_path):
     ran = cli("correct", jittered_store, "-o", tmp_path / "v.zarr", "--method", "consistency", "--cluster", "none")
     assert ran.code == 0, ran

@@ -126,7 +126,6 @@ def test_the_onnx_export_runs_as_the_stage_model(setup, tmp_path):
     assert not (tmp_path / "never.zarr").exists()
 
 
-@pytest.mark.slow
 def test_the_cards_calibration_is_applied_and_part_of_the_identity(setup, tmp_path):
     """A card with an output calibration: the stage writes what ``with_normalization`` of the loaded
     network gives (calibrated) and records the calibration in its parameters, which make the output's

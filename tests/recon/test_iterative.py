@@ -85,7 +85,7 @@ def test_osem_bad_subsets():
         mlem(SINO, ANGLES, n_iter=1, subsets=ANGLES.size + 1)
 
 
-@pytest.mark.parametrize("subsets", [1, pytest.param(4, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("subsets", [1, 4])
 def test_mlem_weights_leave_missing_data_out(subsets):
     """Weight 0 marks a missing datum: a corrupted band with weight 0 changes nothing it should not,
     unit weights are plain MLEM, and bad weights are refused."""

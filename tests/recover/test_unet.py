@@ -147,7 +147,7 @@ def test_receptive_field_and_alignment_values() -> None:
         receptive_field(torch.nn.Conv3d(1, 1, 3))
 
 
-@pytest.mark.parametrize("channels", [(3,), TINY, pytest.param((2, 3, 3), marks=pytest.mark.slow)])
+@pytest.mark.parametrize("channels", [(3,), TINY, (2, 3, 3)])
 def test_receptive_field_analytic_equals_empirical(channels) -> None:
     """Perturb one input voxel and find how far the output changes (float64, every residue mod the
     alignment, so that the extreme parity pattern of the transposed convolutions is met)."""

@@ -69,7 +69,6 @@ def trained(pair, tmp_path_factory):
 
 
 # ----------------------------------------------------------------------------- training
-@pytest.mark.slow
 def test_training_beats_the_input_on_held_out_blocks(trained):
     res, calls, _ = trained
     m = res.metrics
@@ -86,7 +85,6 @@ def test_training_beats_the_input_on_held_out_blocks(trained):
     assert [h["val_l1"] for h in res.history] == pytest.approx([c[4] for c in ends])
 
 
-@pytest.mark.slow
 def test_weights_load_and_the_card_reproduces_the_held_out_metrics(trained, pair):
     inp, hr, _ = pair
     res, _, out = trained
@@ -120,7 +118,6 @@ def test_weights_load_and_the_card_reproduces_the_held_out_metrics(trained, pair
     assert again["psnr_prediction_db"] == pytest.approx(cal["psnr_prediction_db"], abs=1e-3)
 
 
-@pytest.mark.slow
 def test_calibration_gives_the_prediction_the_targets_pore_fraction(trained, pair):
     """The card's calibration, fitted on the whole training pair, gives the prediction HR's pore fraction
     there at the pore threshold (within the voxels that tie), moves nothing outside the pore-solid range,
@@ -180,7 +177,6 @@ def test_fine_tuning_starts_from_earlier_weights(trained, pair, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-@pytest.mark.slow
 def test_resume_continues_from_the_checkpoint_exactly(pair, tmp_path):
     inp, hr, _ = pair
     kw = dict(config=TINY, patch=16, batch=2, epochs=2, steps_per_epoch=3, seed=1, device="cpu")
