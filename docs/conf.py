@@ -14,6 +14,13 @@ sys.path.insert(0, str(ROOT))  # document this checkout, not an installed copy
 
 import tomoflow  # noqa: E402
 
+# The pydantic models are built before autodoc starts importing: once Sphinx has inspected pydantic's
+# BaseModel, building a model that keeps extra keys (the model card) evaluates BaseModel's own
+# `__pydantic_extra__: Dict[...]` annotation in the wrong namespace and fails ("name 'Dict' is not defined").
+import tomoflow.batch.manifest  # noqa: E402
+import tomoflow.io.metadata  # noqa: E402
+import tomoflow.weights.card  # noqa: E402
+
 project = "tomoflow"
 author = "tomoflow developers"
 copyright = "tomoflow developers"  # noqa: A001 (Sphinx's name)

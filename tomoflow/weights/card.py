@@ -53,7 +53,6 @@ class OnnxExport(BaseModel):
     """The ONNX export of the card's network (``card["onnx"]``), written by ``export_onnx``."""
 
     model_config = ConfigDict(extra="allow")
-    __pydantic_extra__: dict[str, Any]  # the kept extra keys (annotated here: Sphinx's import reads it)
 
     file: str = Field(description="File name of the .onnx export beside the card.")
     sha256: str = Field(pattern=_SHA256, description="sha256 of the .onnx file.")
@@ -68,7 +67,6 @@ class ModelCard(BaseModel):
     Extra keys are kept."""
 
     model_config = ConfigDict(extra="allow")
-    __pydantic_extra__: dict[str, Any]  # the kept extra keys (annotated here: Sphinx's import reads it)
 
     sha256: str = Field(pattern=_SHA256, description="sha256 of the weights file (required).")
     name: str | None = Field(default=None, description="What the network is, e.g. 'tomoflow jitter ResNet'.")
