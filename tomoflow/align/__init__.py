@@ -27,24 +27,62 @@ Modules: :mod:`~tomoflow.align.phase` (batched phase correlation), :mod:`~tomofl
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
+import numpy.typing as npt
+
+from tomoflow._typing import Array, ArrayLike
+
+if TYPE_CHECKING:  # estimate_shifts imports the methods when it runs; here only the result type
+    from tomoflow.align.consistency import AlignResult
 
 __all__ = ["estimate_shifts", "apply_shifts", "METHODS"]
 
 METHODS = ("hybrid", "resnet", "phase", "consistency")
 
 
+@overload
 def estimate_shifts(
-    projections: Any,
-    angles_deg: Any,
+    projections: Array,
+    angles_deg: ArrayLike,
+    *,
+    method: str = ...,
+    center: str | float | None = ...,
+    return_result: Literal[False] = ...,
+    **options: Any,
+) -> np.ndarray: ...
+@overload
+def estimate_shifts(
+    projections: Array,
+    angles_deg: ArrayLike,
+    *,
+    method: str = ...,
+    center: str | float | None = ...,
+    return_result: Literal[True],
+    **options: Any,
+) -> AlignResult: ...
+@overload
+def estimate_shifts(
+    projections: Array,
+    angles_deg: ArrayLike,
+    *,
+    method: str = ...,
+    center: str | float | None = ...,
+    return_result: bool,
+    **options: Any,
+) -> np.ndarray | AlignResult: ...
+
+
+def estimate_shifts(
+    projections: Array,
+    angles_deg: ArrayLike,
     *,
     method: str = "hybrid",
     center: str | float | None = "auto",
     return_result: bool = False,
     **options: Any,
-) -> Any:
+) -> np.ndarray | AlignResult:
     """Jitter ``(dy, dx)`` of every projection, in pixels.
 
     Parameters
@@ -102,7 +140,7 @@ def estimate_shifts(
     return result if return_result else result.shifts
 
 
-def apply_shifts(projections: Any, shifts: Any) -> Any:
+def apply_shifts(projections: Array, shifts: npt.ArrayLike) -> Array:
     """Correct projections for their jitter: move each by ``-shifts`` (sub-pixel, Fourier), once.
 
     Parameters

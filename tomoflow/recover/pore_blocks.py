@@ -71,7 +71,7 @@ class BlockPores:
 
 # ----------------------------------------------------------------------------- blockwise
 def block_pores(
-    block: Any, *, threshold: float, connectivity: int = 26, mask: Any = None, name: str = "block"
+    block: np.ndarray, *, threshold: float, connectivity: int = 26, mask: np.ndarray | None = None, name: str = "block"
 ) -> BlockPores:
     """Label the pore voxels of one block alone, keeping what :func:`merge_block_pores` needs.
 

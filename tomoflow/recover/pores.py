@@ -254,13 +254,13 @@ def _metrics(
 
 
 def pore_metrics(
-    volume: Any,
+    volume: np.ndarray,
     *,
     threshold: float,
     spacing_um: float | Sequence[float] = (1.0, 1.0, 1.0),
     connectivity: int = 26,
     min_voxels: int = 8,
-    mask: Any = None,
+    mask: np.ndarray | None = None,
     name: str = "volume",
 ) -> PoreMetrics:
     """Porosity, pore count and pore sizes of a volume under a fixed protocol.
@@ -327,7 +327,9 @@ def pore_metrics(
     )
 
 
-def threshold_from_reference(hr: Any, *, method: str = "otsu", mask: Any = None, name: str = "HR") -> float:
+def threshold_from_reference(
+    hr: np.ndarray, *, method: str = "otsu", mask: np.ndarray | None = None, name: str = "HR"
+) -> float:
     """The protocol's pore threshold, derived once from the high-resolution reference volume.
 
     The returned grey value must then be passed unchanged to :func:`pore_metrics` (or

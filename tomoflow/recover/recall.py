@@ -59,8 +59,8 @@ class PoreRecall:
 
 
 def pore_recall(
-    reference: Any,
-    volumes: Mapping[str, Any],
+    reference: np.ndarray,
+    volumes: Mapping[str, np.ndarray],
     *,
     threshold: float,
     edges_um3: Sequence[float] | None = None,

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from tomoflow import config as _config
 from tomoflow._checks import check_choice, check_int, check_number
@@ -323,12 +324,12 @@ def _optimise(
 
 
 def register(
-    hr: Any,
+    hr: np.ndarray,
     lfov: Any,
     *,
-    hr_spacing_um: Any,
-    lfov_spacing_um: Any,
-    prior: Any = None,
+    hr_spacing_um: npt.ArrayLike,
+    lfov_spacing_um: npt.ArrayLike,
+    prior: npt.ArrayLike | None = None,
     dof: int = 9,
     search_um: float | None = None,
     smoothing: float | None = None,

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import numpy as np
+import numpy.typing as npt
 
 from tomoflow.errors import ConfigError, InputError
 
@@ -213,7 +214,7 @@ class Affine9:
         return m
 
     @classmethod
-    def from_matrix(cls, matrix: Any, center: Any) -> Affine9:
+    def from_matrix(cls, matrix: npt.ArrayLike, center: npt.ArrayLike) -> Affine9:
         """Decompose a 4 x 4 matrix whose linear part is ``R S`` (rotation times a positive diagonal
         scale) about ``center``; the inverse of :attr:`matrix` for such matrices. A linear part that is
         not of that form (shear) is projected onto it: ``S`` from the column norms, ``R`` the nearest
