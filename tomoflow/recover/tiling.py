@@ -451,7 +451,7 @@ def predict_boxes(
         return [o.to(device="cpu", dtype=torch.float32).numpy().copy() for o in out]
 
 
-def prepare_model(model: Any, device: str) -> tuple[Any, Any, bool]:
+def prepare_model(model: Any, device: str | None) -> tuple[Any, Any, bool]:
     """Put a U-Net on ``device`` in evaluation mode, for :func:`predict_boxes`.
 
     Parameters
@@ -459,7 +459,7 @@ def prepare_model(model: Any, device: str) -> tuple[Any, Any, bool]:
     model
         A torch U-Net, or an ONNX network (``runs_numpy``: left as it is).
     device
-        ``"cpu"``, ``"cuda"`` or ``"auto"``.
+        ``"cpu"``, ``"cuda"`` or ``"auto"``; None (default): the device of :func:`tomoflow.config.get`.
 
     Returns
     -------
@@ -514,7 +514,7 @@ def predict_tiled(
     block: int | Sequence[int] = (64, 64, 64),
     halo: int | Sequence[int] | None = None,
     batch: int = 1,
-    device: str = "cpu",
+    device: str | None = None,
     out: Any = None,
     skip: Callable[[Tile], bool] | None = None,
     progress: Callable[[int, int], None] | None = None,
@@ -549,7 +549,7 @@ def predict_tiled(
         Tiles per network call (all tiles of a plan have the same input shape). Memory only: the
         result does not depend on it beyond float rounding.
     device
-        ``"cpu"``, ``"cuda"`` or ``"auto"``.
+        ``"cpu"``, ``"cuda"`` or ``"auto"``; None (default): the device of :func:`tomoflow.config.get`.
     out
         Where to write: any array-like of the volume's shape supporting slice assignment (NumPy, zarr);
         default a new float32 NumPy array. Each finished block is written once.
@@ -650,7 +650,7 @@ def predict_volume(
     model: Any,
     volume: Any,
     *,
-    device: str = "cpu",
+    device: str | None = None,
     pad_mode: str = "reflect",
     halo: int | None = None,
     alignment: int | None = None,
@@ -670,7 +670,7 @@ def predict_volume(
     volume
         ``(z, y, x)`` array-like.
     device
-        ``"cpu"``, ``"cuda"`` or ``"auto"``.
+        ``"cpu"``, ``"cuda"`` or ``"auto"``; None (default): the device of :func:`tomoflow.config.get`.
     pad_mode
         ``"reflect"`` (default) or ``"zeros"``.
     halo, alignment
