@@ -17,6 +17,7 @@ __all__ = [
     "InputError",
     "ModelError",
     "StoreError",
+    "OutputLockedError",
     "ConfigError",
     "PipelineError",
     "RegistrationError",
@@ -71,6 +72,11 @@ class ModelError(InputError):
 
 class StoreError(TomoflowError):
     """A zarr store is missing, incomplete or does not follow the tomoflow layout."""
+
+
+class OutputLockedError(StoreError):
+    """Another process holds the lock of an output (:mod:`tomoflow.io.lock`). It may finish or stop (a
+    worker whose job was cancelled), so a batch retries the scan after a pause instead of failing it."""
 
 
 class ConfigError(TomoflowError, ValueError):

@@ -295,3 +295,20 @@ def test_twenty_thousand_invalid_scans_make_a_short_message(tmp_path):
         load_manifest(path, check_files=False)
     text = str(info.value)
     assert len(text) < 5000 and "scans[0].name" in text and "and 19,990 more problem(s)" in text, text[-300:]
+
+
+def test_a_locked_output_is_retried_other_store_errors_are_not():
+    """A lock held by another process may end (a worker whose SLURM job was cancelled still exiting):
+    the scan is retried after a pause; a store that is wrong stays wrong and is not retried."""
+    from tomoflow.batch.failures import is_deterministic
+    from tomoflow.errors import OutputLockedError, StoreError
+
+    assert is_deterministic(OutputLockedError("out.zarr is being written by PID 1 on host h")) is False
+    assert is_deterministic(StoreError("out.zarr is not a tomoflow store")) is True
+    try:
+        try:
+            raise OutputLockedError("scan.zarr is being written by PID 1 on host h")
+        except OutputLockedError as inner:
+            raise StoreError("cannot write scan.zarr") from inner  # a store error caused by the lock
+    except StoreError as outer:
+        assert is_deterministic(outer) is False

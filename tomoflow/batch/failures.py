@@ -8,7 +8,7 @@ import errno
 from collections.abc import Iterator
 from pathlib import Path
 
-from tomoflow.errors import PipelineError, StoreError, TomoflowError, describe_os_error, shorten
+from tomoflow.errors import OutputLockedError, PipelineError, StoreError, TomoflowError, describe_os_error, shorten
 
 __all__ = ["ERROR_CHARS", "exception_chain", "killed_worker", "is_deterministic", "failure_message", "write_problem"]
 
@@ -39,6 +39,8 @@ def is_deterministic(exc: BaseException) -> bool:
     """Bad input, a refusal or a full disk: the same again on a retry (a task failure or lost worker is not)."""
     if isinstance(exc, OSError) and exc.errno in _LASTING_OS_ERRORS:
         return True
+    if any(isinstance(e, OutputLockedError) for e in exception_chain(exc)):
+        return False  # another process writes the output: it may end (a cancelled worker job)
     return isinstance(exc, TomoflowError) and not isinstance(exc, PipelineError)
 
 

@@ -62,7 +62,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tomoflow.errors import StoreError, describe_os_error
+from tomoflow.errors import OutputLockedError, StoreError, describe_os_error
 
 __all__ = [
     "LOCK_NAME",
@@ -231,8 +231,8 @@ def _age(path: Path) -> float:
 
 def _refusal(output: Path, holder: LockHolder) -> StoreError:
     if holder.here:
-        return StoreError(f"{output} is being written by {holder.describe()}; wait for it or stop it")
-    return StoreError(
+        return OutputLockedError(f"{output} is being written by {holder.describe()}; wait for it or stop it")
+    return OutputLockedError(
         f"{output} is being written by {holder.describe()}; this host ({_host()}) cannot tell "
         f"whether that process still runs: wait for it, or, once it has stopped, delete {holder.path}"
     )
