@@ -35,11 +35,16 @@ def killed_worker(exc: BaseException) -> BaseException | None:
 _LASTING_OS_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
+def output_locked(exc: BaseException) -> bool:
+    """Did ``exc`` (or an exception behind it) find an output locked by another process?"""
+    return any(isinstance(e, OutputLockedError) for e in exception_chain(exc))
+
+
 def is_deterministic(exc: BaseException) -> bool:
     """Bad input, a refusal or a full disk: the same again on a retry (a task failure or lost worker is not)."""
     if isinstance(exc, OSError) and exc.errno in _LASTING_OS_ERRORS:
         return True
-    if any(isinstance(e, OutputLockedError) for e in exception_chain(exc)):
+    if output_locked(exc):
         return False  # another process writes the output: it may end (a cancelled worker job)
     return isinstance(exc, TomoflowError) and not isinstance(exc, PipelineError)
 

@@ -26,10 +26,10 @@ import zarr
 from tomoflow import config as _config
 from tomoflow._version import __version__
 from tomoflow.batch.failures import (
-    exception_chain,
     failure_message,
     is_deterministic,
     killed_worker,
+    output_locked,
     write_problem,
 )
 from tomoflow.batch.manifest import Manifest, ScanEntry
@@ -38,7 +38,7 @@ from tomoflow.batch.report import write_report_file, write_thumbnail
 from tomoflow.batch.results import COMPLETE, FAILED, PENDING, SKIPPED, BatchEvent, Progress, ScanResult, StageResult
 from tomoflow.batch.tasks import fits_one_slab, ingest_task, recon_task, register_task, train_task
 from tomoflow.cluster import cluster_resources
-from tomoflow.errors import ConfigError, OutputLockedError, StoreError, TomoflowError, shorten
+from tomoflow.errors import ConfigError, StoreError, TomoflowError, shorten
 from tomoflow.io.output import fingerprint, identity_of
 from tomoflow.io.stages import STAGES_GROUP, read_zarr_json
 from tomoflow.io.volume_store import VolumeStore
@@ -154,7 +154,7 @@ class ScanRunner:
                         "scan %s, attempt %d failed (%s); retrying", self.scan.name, attempt, shorten(r.error, 300)
                     )
                     r.retried_after.append(r.error)
-                    if any(isinstance(e, OutputLockedError) for e in exception_chain(exc)):
+                    if output_locked(exc):
                         # the holder may be a worker whose job was just cancelled: give it time to exit
                         self.batch.stop.wait(LOCKED_RETRY_WAIT_S * attempt)
         finally:
