@@ -97,6 +97,7 @@ bench: $(BENCH_STAMP)
 	$(BENCH_VENV)/bin/python benchmarks/bench_recover.py
 	$(BENCH_VENV)/bin/python benchmarks/bench_recover.py --parts c --lfov-spacing 3 \
 		--output benchmarks/results/bench_recover_c_3um.json  # the paper's case: LFOV 3 um
+	$(BENCH_VENV)/bin/python benchmarks/bench_scale.py --baseline-max 0  # whole samples: HR 192, 384, 768
 	$(BENCH_VENV)/bin/python benchmarks/bench_batch.py
 	$(BENCH_VENV)/bin/python benchmarks/bench_safety.py
 	@if command -v nvidia-smi >/dev/null 2>&1; then $(BENCH_VENV)/bin/python benchmarks/bench_gpu.py; \
