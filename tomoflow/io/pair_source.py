@@ -1,0 +1,165 @@
+"""The training pair of a resolution-recovery training read from its stores, box by box.
+
+:class:`ResampledPair` is a pair source (:mod:`tomoflow.recover.pairs`) over two array-likes: the HR
+volume (the target, read by slicing) and the LFOV volume, resampled onto each requested box of the HR
+grid through the registration matrix by :func:`tomoflow.register.resample.resample_to_grid` (one
+interpolation, reading only the LFOV region the box needs: exactly what ``tomoflow resample`` computes
+there). No array of the overlap's size exists and nothing is written. :class:`StorePair` opens the two
+volume stores itself, lazily and again in each process (a data-loader worker opens its own zarr arrays;
+pickling it carries the paths and the matrix only).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tomoflow.errors import InputError
+from tomoflow.recover.pairs import Box, as_box, box_slices
+from tomoflow.register.resample import resample_to_grid
+from tomoflow.register.transform import check_affine
+
+__all__ = ["ResampledPair", "StorePair"]
+
+
+def _json_sha256(doc: Any) -> str:
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+class ResampledPair:
+    """Pair source: ``target`` (HR) sliced, ``lfov`` resampled onto each box of the HR grid.
+
+    Parameters
+    ----------
+    lfov, hr
+        ``(z, y, x)`` array-likes (NumPy, zarr): the LFOV volume and the HR region of interest.
+    matrix
+        4 x 4 HR -> LFOV matrix (physical micrometres, origins at the first voxel centres;
+        ``tomoflow register``'s ``"matrix"``).
+    hr_um, lfov_um
+        Voxel sizes (micrometres).
+    order
+        Spline order of the interpolation (3: cubic, as ``tomoflow resample``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> lf = np.random.default_rng(0).random((24, 24, 24)).astype(np.float32)
+    >>> p = ResampledPair(lf, np.zeros((16, 16, 16)), np.eye(4), 1.0, 1.0)
+    >>> x, y = p.read(((2, 6), (0, 4), (0, 4)))
+    >>> bool(np.allclose(x, lf[2:6, 0:4, 0:4], atol=1e-5)), y.shape
+    (True, (4, 4, 4))
+    """
+
+    def __init__(self, lfov: Any, hr: Any, matrix: Any, hr_um: float, lfov_um: float, *, order: int = 3) -> None:
+        self._lfov, self._hr = lfov, hr
+        self.matrix = check_affine(np.asarray(matrix, dtype=np.float64))
+        self.hr_um, self.lfov_um, self.order = float(hr_um), float(lfov_um), int(order)
+
+    def _arrays(self) -> tuple[Any, Any]:
+        return self._lfov, self._hr
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self._arrays()[1].shape)  # type: ignore[return-value]
+
+    def read_input(self, box: Box) -> np.ndarray:
+        lfov, hr = self._arrays()
+        b = as_box(box, hr.shape)
+        return resample_to_grid(lfov, self.matrix, hr.shape, self.hr_um, self.lfov_um, box=b, order=self.order)
+
+    def read_target(self, box: Box) -> np.ndarray:
+        _, hr = self._arrays()
+        b = as_box(box, hr.shape)
+        y = np.asarray(hr[box_slices(b)], dtype=np.float32)
+        if not np.all(np.isfinite(y)):
+            raise InputError(f"NaN or Inf in the target (HR) box {b}", dataset="target")
+        return y
+
+    def read(self, box: Box) -> tuple[np.ndarray, np.ndarray]:
+        return self.read_input(box), self.read_target(box)
+
+    def identity(self) -> dict[str, str]:
+        def digest(a: Any) -> str:
+            return hashlib.sha256(np.ascontiguousarray(np.asarray(a[...], dtype=np.float32)).tobytes()).hexdigest()
+
+        lfov, hr = self._arrays()
+        return {"input_sha256": self._input_digest(digest(lfov)), "target_sha256": digest(hr)}
+
+    def _input_digest(self, lfov_id: str) -> str:
+        return _json_sha256(
+            {
+                "lfov": lfov_id,
+                "matrix": self.matrix.tolist(),
+                "hr_um": self.hr_um,
+                "lfov_um": self.lfov_um,
+                "order": self.order,
+                "shape": list(self.shape),
+            }
+        )
+
+    def for_worker(self) -> ResampledPair:
+        """The source to use in a data-loader worker process."""
+        return self
+
+
+class StorePair(ResampledPair):
+    """:class:`ResampledPair` over two volume stores' level 0, opened lazily in each process.
+
+    Parameters
+    ----------
+    hr, lfov
+        Paths of the HR and LFOV volume stores.
+    matrix, hr_um, lfov_um, order
+        As :class:`ResampledPair`.
+
+    Raises
+    ------
+    StoreError
+        A path is not a volume store.
+    """
+
+    def __init__(
+        self,
+        hr: str | os.PathLike,
+        lfov: str | os.PathLike,
+        matrix: Any,
+        hr_um: float,
+        lfov_um: float,
+        *,
+        order: int = 3,
+    ) -> None:
+        self.hr_path, self.lfov_path = Path(hr), Path(lfov)
+        super().__init__(None, None, matrix, hr_um, lfov_um, order=order)
+        self._arrays()  # open now: a bad store fails here, before any work
+
+    def _arrays(self) -> tuple[Any, Any]:
+        if self._hr is None or self._lfov is None:
+            from tomoflow.io.volume_store import VolumeStore
+
+            self._hr = VolumeStore.open(self.hr_path).level(0)
+            self._lfov = VolumeStore.open(self.lfov_path).level(0)
+        return self._lfov, self._hr
+
+    def __getstate__(self) -> dict[str, Any]:
+        return dict(self.__dict__, _hr=None, _lfov=None)  # paths and matrix only: each process opens its own
+
+    def for_worker(self) -> StorePair:
+        """A copy that opens the stores again (in the worker process that uses it)."""
+        clone = object.__new__(StorePair)
+        clone.__dict__.update(self.__getstate__())
+        return clone
+
+    def identity(self) -> dict[str, str]:
+        """The stores' content identities (:func:`tomoflow.io.output.identity_of`), with the matrix."""
+        from tomoflow.io.output import identity_of
+
+        return {
+            "input_sha256": self._input_digest(identity_of(self.lfov_path)),
+            "target_sha256": _json_sha256({"hr": identity_of(self.hr_path)}),
+        }
