@@ -21,7 +21,7 @@ import numpy as np
 
 from tomoflow.errors import InputError
 from tomoflow.recover.pairs import Box, as_box, box_slices
-from tomoflow.register.resample import resample_to_grid
+from tomoflow.register.resample import footprint, resample_to_grid
 from tomoflow.register.transform import check_affine
 
 __all__ = ["ResampledPair", "StorePair"]
@@ -29,6 +29,10 @@ __all__ = ["ResampledPair", "StorePair"]
 
 def _json_sha256(doc: Any) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def _spacing(um: Any) -> tuple[float, float, float]:
+    return tuple(float(v) for v in np.broadcast_to(np.asarray(um, dtype=np.float64), (3,)))  # type: ignore[return-value]
 
 
 class ResampledPair:
@@ -42,7 +46,7 @@ class ResampledPair:
         4 x 4 HR -> LFOV matrix (physical micrometres, origins at the first voxel centres;
         ``tomoflow register``'s ``"matrix"``).
     hr_um, lfov_um
-        Voxel sizes (micrometres).
+        Voxel sizes (micrometres, one or three ``(z, y, x)``).
     order
         Spline order of the interpolation (3: cubic, as ``tomoflow resample``).
 
@@ -56,13 +60,33 @@ class ResampledPair:
     (True, (4, 4, 4))
     """
 
-    def __init__(self, lfov: Any, hr: Any, matrix: Any, hr_um: float, lfov_um: float, *, order: int = 3) -> None:
+    def __init__(self, lfov: Any, hr: Any, matrix: Any, hr_um: Any, lfov_um: Any, *, order: int = 3) -> None:
         self._lfov, self._hr = lfov, hr
         self.matrix = check_affine(np.asarray(matrix, dtype=np.float64))
-        self.hr_um, self.lfov_um, self.order = float(hr_um), float(lfov_um), int(order)
+        self.hr_um, self.lfov_um = _spacing(hr_um), _spacing(lfov_um)
+        self.order = int(order)
 
     def _arrays(self) -> tuple[Any, Any]:
         return self._lfov, self._hr
+
+    def check_footprint(self) -> None:
+        """Refuse, before any work, a pair whose HR grid maps (partly) outside the LFOV volume.
+
+        Raises
+        ------
+        InputError
+            Some HR voxel centre maps outside the LFOV's voxel centres' extent (half a voxel of margin).
+        """
+        lfov, hr = self._arrays()
+        lo, hi = footprint(self.matrix, hr.shape, self.hr_um, self.lfov_um)
+        n = np.asarray(lfov.shape, dtype=float)
+        if np.any(lo < -0.5 - 1e-6) or np.any(hi > n - 0.5 + 1e-6):
+            raise InputError(
+                f"the HR grid {tuple(hr.shape)} maps to LFOV voxels {np.round(lo, 2).tolist()} .. "
+                f"{np.round(hi, 2).tolist()} through the registration, outside the LFOV volume of shape "
+                f"{tuple(lfov.shape)}; check the registration (HR -> LFOV matrix) and the voxel sizes",
+                dataset="input",
+            )
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -96,8 +120,8 @@ class ResampledPair:
             {
                 "lfov": lfov_id,
                 "matrix": self.matrix.tolist(),
-                "hr_um": self.hr_um,
-                "lfov_um": self.lfov_um,
+                "hr_um": list(self.hr_um),
+                "lfov_um": list(self.lfov_um),
                 "order": self.order,
                 "shape": list(self.shape),
             }
@@ -129,14 +153,14 @@ class StorePair(ResampledPair):
         hr: str | os.PathLike,
         lfov: str | os.PathLike,
         matrix: Any,
-        hr_um: float,
-        lfov_um: float,
+        hr_um: Any,
+        lfov_um: Any,
         *,
         order: int = 3,
     ) -> None:
         self.hr_path, self.lfov_path = Path(hr), Path(lfov)
         super().__init__(None, None, matrix, hr_um, lfov_um, order=order)
-        self._arrays()  # open now: a bad store fails here, before any work
+        self.check_footprint()  # open now: a bad store or registration fails here, before any work
 
     def _arrays(self) -> tuple[Any, Any]:
         if self._hr is None or self._lfov is None:

@@ -56,7 +56,7 @@ def as_box(box: Any, shape: Sequence[int]) -> Box:
         raise ConfigError(f"a box is three (start, stop) pairs, got {box!r}") from None
     if len(out) != 3 or any(not 0 <= a < b <= int(n) for (a, b), n in zip(out, shape)):
         raise ConfigError(f"box {box!r} is not a non-empty box inside the grid {tuple(shape)}")
-    return out  # type: ignore[return-value]
+    return out
 
 
 def box_slices(box: Box) -> tuple[slice, slice, slice]:

@@ -68,7 +68,7 @@ def make_batch(
     return {"x": xb, "y": yb, "gains": gains, "epoch": int(epoch), "step": int(step)}
 
 
-class PatchStream(torch.utils.data.IterableDataset):  # type: ignore[type-arg]
+class PatchStream(torch.utils.data.IterableDataset):
     """Endless stream of training batches from ``first_epoch`` on (module docstring); the arguments are
     those of :func:`make_batch`, with ``n_steps`` batches per epoch."""
 

@@ -124,12 +124,14 @@ minutes (on a 2-core CPU the epochs end first at about 15 minutes for a 160³ pa
 or two)."""
 
 SAMPLE_VOXELS = 2**22
-"""At most this many voxels (evenly spread 32³ boxes, fixed) give the normalisation, the target's grey
-range and the pore threshold; a smaller pair is read whole."""
-EVAL_VOXELS = 96**3
+"""At most this many voxels (evenly spread boxes of :data:`SAMPLE_EDGE`³, fixed) give the normalisation, the
+target's grey range and the pore threshold; a smaller pair is read whole."""
+SAMPLE_EDGE = 64
+"""Edge (voxels) of the sample's boxes (few, large boxes: each read decodes whole store chunks)."""
+EVAL_VOXELS = 2**19
 """At most this many held-out voxels are validated every epoch and measured at the end (evenly spread
 boxes, fixed; all of them when they are fewer); the card says which."""
-CALIBRATION_VOXELS = 2 * 96**3
+CALIBRATION_VOXELS = 2**20
 """At most this many voxels of the training pair fit the calibration (evenly spread tiles, fixed; the
 whole pair when it is smaller)."""
 
@@ -384,7 +386,7 @@ def train_recovery(
     pore_weight = check_number("pore_weight", pore_weight, low=0.0)
     # ---- a fixed sample of the pair (all of it when small): normalisation, grey range, pore threshold
     with phases("reading"):
-        sample = spread_boxes(shape, 32, SAMPLE_VOXELS)
+        sample = spread_boxes(shape, SAMPLE_EDGE, SAMPLE_VOXELS)
         xs, ys, train_ys = [], [], []
         for box in sample:
             x, y = pair.read(box)
@@ -399,7 +401,7 @@ def train_recovery(
         sample_note = (
             "the whole pair"
             if len(sample) == 1 and sample[0] == tuple((0, n) for n in shape)
-            else f"{len(sample)} boxes of 32³ evenly spread over the pair (fixed)"
+            else f"{len(sample)} boxes of {SAMPLE_EDGE}³ evenly spread over the pair (fixed)"
         )
         pore_term = _pore_term(apply_normalization(np.concatenate(train_ys), norm)) if pore_weight > 0 else None
         del train_ys
@@ -481,6 +483,7 @@ def train_recovery(
     opt = torch.optim.Adam(model.parameters(), lr=lr)
 
     # ---- the held-out boxes validated (all, or a fixed, evenly spread part of a large pair), read once
+    t_read_val = time.perf_counter()
     with phases("reading"):
         val_plan = plan_eval(model, shape, sp.held_out_boxes, block=sp.block, max_voxels=eval_voxels)
         view = BoxView(pair, "input")
@@ -495,6 +498,7 @@ def train_recovery(
         val_in = {k: apply_normalization(v, norm) for k, v in val_in.items()}
         val_xn = [apply_normalization(x, norm) for x in val_x]
         val_yn = [apply_normalization(y, norm) for y in val_y]
+    t_read_val = time.perf_counter() - t_read_val
     identity_l1 = box_val_loss(val_xn, val_yn, None, 0.0)[1]
 
     def validate_now() -> list[np.ndarray]:
@@ -538,8 +542,9 @@ def train_recovery(
     loop_limit = None
     reserve = 0.0
     if time_limit_s is not None:
-        per_voxel = (t_val + phases.seconds.get("reading", 0.0) * 0.5) / max(val_plan.voxels, 1)
-        cal_s = 2.0 * per_voxel * (cal_plan.voxels if cal_plan is not None else 0)
+        # the calibration reads and predicts its tiles as the validation set was read and predicted
+        per_voxel = (t_val + t_read_val) / max(val_plan.voxels, 1)
+        cal_s = 1.25 * per_voxel * (cal_plan.voxels if cal_plan is not None else 0)
         reserve = 2.0 * t_val + cal_s + 2.0
         left = time_limit_s - (time.perf_counter() - t_start) - reserve
         loop_limit = state.train_s + max(left, 1e-3)
