@@ -185,3 +185,20 @@ def test_the_time_limit_bounds_the_whole_command(stores, tmp_path):
     assert sum(timing["phases"].values()) <= timing["total_s"] + 0.5 <= 1.2 * limit + 30
     assert "time per phase: " in r.stdout and "training" in r.stdout
     assert "--time-limit 8.0" in card["command"]
+
+
+def test_the_chunk_cache_reads_what_the_array_holds_within_its_budget():
+    from tomoflow.io.pair_source import ChunkCache
+
+    a = np.random.default_rng(0).random((30, 25, 20)).astype(np.float32)
+    chunk_bytes = 8 * 8 * 8 * 4
+    c = ChunkCache(a, 3 * chunk_bytes, chunks=(8, 8, 8))
+    rng = np.random.default_rng(1)
+    for _ in range(40):
+        lo = rng.integers(0, [29, 24, 19])
+        hi = lo + 1 + rng.integers(0, [30, 25, 20] - lo)
+        sl = tuple(slice(int(x), int(y)) for x, y in zip(lo, hi))
+        np.testing.assert_array_equal(c[sl], a[sl])
+        assert 0 < c._bytes <= 3 * chunk_bytes
+    with pytest.raises(TypeError, match="unit-step"):
+        c[::2, :, :]

@@ -12,8 +12,10 @@ pickling it carries the paths and the matrix only).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,81 @@ from tomoflow.recover.pairs import Box, as_box, box_slices
 from tomoflow.register.resample import footprint, resample_to_grid
 from tomoflow.register.transform import check_affine
 
-__all__ = ["ResampledPair", "StorePair"]
+__all__ = ["ChunkCache", "ResampledPair", "StorePair", "CHUNK_CACHE_BYTES"]
+
+CHUNK_CACHE_BYTES = 256 * 1024**2
+"""Decoded store chunks a :class:`StorePair` keeps per process and per volume (bytes): random patches of a
+volume of a few chunks then decode each chunk once, not once a patch."""
+
+
+class ChunkCache:
+    """A chunked array-like (zarr) read through a cache of its decoded chunks (least recently used first out).
+
+    Parameters
+    ----------
+    array
+        ``(z, y, x)`` array-like with ``shape``, ``dtype``, ``chunks`` and basic slicing.
+    budget_bytes
+        Most bytes of decoded chunks kept; a chunk larger than it is read and not kept.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> a = np.arange(1000.0).reshape(10, 10, 10)
+    >>> c = ChunkCache(a, 10**6, chunks=(4, 4, 4))
+    >>> bool(np.array_equal(c[3:9, 0:5, 7:10], a[3:9, 0:5, 7:10])), c.cached
+    (True, 12)
+    """
+
+    ndim = 3
+
+    def __init__(self, array: Any, budget_bytes: int, chunks: Any = None) -> None:
+        self.array = array
+        self.shape = tuple(int(n) for n in array.shape)
+        self.dtype = np.dtype(array.dtype)
+        self.chunks = tuple(int(c) for c in (chunks or getattr(array, "chunks", None) or self.shape))
+        self.budget = int(budget_bytes)
+        self._lru: OrderedDict[tuple[int, ...], np.ndarray] = OrderedDict()
+        self._bytes = 0
+
+    @property
+    def cached(self) -> int:
+        """Number of chunks held."""
+        return len(self._lru)
+
+    def _chunk(self, idx: tuple[int, ...]) -> np.ndarray:
+        hit = self._lru.get(idx)
+        if hit is not None:
+            self._lru.move_to_end(idx)
+            return hit
+        sl = tuple(slice(i * c, min((i + 1) * c, n)) for i, c, n in zip(idx, self.chunks, self.shape))
+        a = np.asarray(self.array[sl])
+        if a.nbytes <= self.budget:
+            self._lru[idx] = a
+            self._bytes += a.nbytes
+            while self._bytes > self.budget:
+                _, old = self._lru.popitem(last=False)
+                self._bytes -= old.nbytes
+        return a
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        if len(key) != 3 or not all(isinstance(k, slice) and k.step in (None, 1) for k in key):
+            raise TypeError(f"a ChunkCache is read by three unit-step slices, got {key!r}")
+        box = [k.indices(n)[:2] for k, n in zip(key, self.shape)]
+        out = np.empty(tuple(max(b - a, 0) for a, b in box), dtype=self.dtype)
+        if out.size == 0:
+            return out
+        ranges = [range(a // c, (b - 1) // c + 1) for (a, b), c in zip(box, self.chunks)]
+        for idx in itertools.product(*ranges):
+            chunk = self._chunk(idx)
+            src, dst = [], []
+            for (a, b), i, c in zip(box, idx, self.chunks):
+                lo, hi = max(a, i * c), min(b, (i + 1) * c)
+                src.append(slice(lo - i * c, hi - i * c))
+                dst.append(slice(lo - a, hi - a))
+            out[tuple(dst)] = chunk[tuple(src)]
+        return out
 
 
 def _json_sha256(doc: Any) -> str:
@@ -132,8 +208,17 @@ class ResampledPair:
         return self
 
 
+def _cached(array: Any) -> Any:
+    """``array`` through a :class:`ChunkCache` when all of it fits in :data:`CHUNK_CACHE_BYTES` (then every
+    chunk is decoded once); a larger volume is read directly (random patches would rarely find their
+    chunk still cached, and decoding a whole chunk costs more than a patch's read)."""
+    nbytes = int(np.prod(array.shape)) * np.dtype(array.dtype).itemsize
+    return ChunkCache(array, CHUNK_CACHE_BYTES) if nbytes <= CHUNK_CACHE_BYTES else array
+
+
 class StorePair(ResampledPair):
-    """:class:`ResampledPair` over two volume stores' level 0, opened lazily in each process.
+    """:class:`ResampledPair` over two volume stores' level 0, opened lazily in each process (a volume
+    that fits in :data:`CHUNK_CACHE_BYTES` read through a :class:`ChunkCache`).
 
     Parameters
     ----------
@@ -166,8 +251,8 @@ class StorePair(ResampledPair):
         if self._hr is None or self._lfov is None:
             from tomoflow.io.volume_store import VolumeStore
 
-            self._hr = VolumeStore.open(self.hr_path).level(0)
-            self._lfov = VolumeStore.open(self.lfov_path).level(0)
+            self._hr = _cached(VolumeStore.open(self.hr_path).level(0))
+            self._lfov = _cached(VolumeStore.open(self.lfov_path).level(0))
         return self._lfov, self._hr
 
     def __getstate__(self) -> dict[str, Any]:
