@@ -110,7 +110,7 @@ def test_training_from_the_stores_reads_only_bounded_boxes(stores, tmp_path, mon
     assert {n for side, n in reads if side == "target"} >= {16**3}  # the training patches
     card = res.card
     assert card["metrics"]["held_out"]["n_voxels"] == 2 * 20**3
-    assert "evenly spread" in card["metrics"]["held_out"]["evaluated"]
+    assert "Halton" in card["metrics"]["held_out"]["evaluated"]
     assert card["calibration"] is None or card["calibration"]["fitted_on"].startswith("a sample")
     assert "boxes of 32³" in card["normalisation"]["computed_from"]
     assert card["training_data"]["shape"] == [80, 80, 80] and card["training"]["epochs_run"] == 2

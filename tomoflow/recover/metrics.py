@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from tomoflow.recover.splits import PAD_MODE, Split
+from tomoflow.recover.splits import PAD_MODE, Split, halton
 from tomoflow.recover.tiling import Tile
 
 __all__ = [
@@ -193,7 +193,7 @@ class EvalPlan:
             return f"all {self.total_voxels} voxels"
         return (
             f"{self.voxels} of {self.total_voxels} voxels ({len(self.units)} boxes of at most {EVAL_EDGE}³, "
-            "evenly spread, fixed)"
+            "spread by a Halton sequence, fixed)"
         )
 
 
@@ -229,11 +229,25 @@ def plan_eval(
                 units.append(EvalUnit(t, box))
     total = sum(u.voxels for u in units)
     complete = max_voxels is None or total <= max_voxels
-    if not complete:
+    if not complete:  # the pieces nearest to Halton points over the boxes' extent: spread, fixed
         assert max_voxels is not None
-        mean = total / len(units)
-        keep = max(1, min(len(units), int(max_voxels // mean)))
-        units = [units[int(i)] for i in np.unique(np.round(np.linspace(0, len(units) - 1, keep)).astype(int))]
+        lo = np.min([[a for a, _ in u.box] for u in units], axis=0).astype(float)
+        hi = np.max([[b for _, b in u.box] for u in units], axis=0).astype(float)
+        centres = np.array([[(a + b) / 2.0 for a, b in u.box] for u in units])
+        free = np.ones(len(units), dtype=bool)
+        chosen: list[int] = []
+        used_voxels, k = 0, 1
+        while free.any():
+            point = lo + halton(1, start=k)[0] * (hi - lo)
+            k += 1
+            d = np.where(free, np.linalg.norm(centres - point, axis=1), np.inf)
+            j = int(np.argmin(d))
+            if chosen and used_voxels + units[j].voxels > max_voxels:
+                break
+            chosen.append(j)
+            free[j] = False
+            used_voxels += units[j].voxels
+        units = [units[j] for j in sorted(chosen)]
     used = {u.tile.index for u in units}
     return EvalPlan(
         units=units, tiles=[t for t in tiles if t.index in used], valid=valid, complete=complete, total_voxels=total

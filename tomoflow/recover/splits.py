@@ -22,7 +22,7 @@ import numpy as np
 from tomoflow._checks import check_choice, check_int, check_number
 from tomoflow.errors import ConfigError, InputError
 
-__all__ = ["SPLITS", "PAD_MODE", "Split", "plan_split", "spread_boxes"]
+__all__ = ["SPLITS", "PAD_MODE", "Split", "plan_split", "spread_boxes", "halton"]
 
 SPLITS = ("auto", "octants", "slabs")
 PAD_MODE = "reflect"  # the border rule of validation (and the one the card tells inference to use)
@@ -234,27 +234,46 @@ def plan_split(
     )
 
 
+def halton(n: int, start: int = 1) -> np.ndarray:
+    """``(n, 3)`` points of the Halton sequence (bases 2, 3, 5) in ``[0, 1)``, from index ``start``: evenly
+    spread, deterministic points (index 0 is the origin, so the default starts after it).
+
+    Examples
+    --------
+    >>> halton(2).round(3).tolist()
+    [[0.5, 0.333, 0.2], [0.25, 0.667, 0.4]]
+    """
+    out = np.zeros((int(n), 3))
+    for j, base in enumerate((2, 3, 5)):
+        for k in range(int(n)):
+            i, f, r = k + int(start), 1.0, 0.0
+            while i > 0:
+                f /= base
+                r += f * (i % base)
+                i //= base
+            out[k, j] = r
+    return out
+
+
 def spread_boxes(shape: Sequence[int], edge: int, max_voxels: int) -> list[tuple[tuple[int, int], ...]]:
     """A deterministic sample of boxes spread evenly over a ``shape`` volume, at most ``max_voxels`` in all:
-    the whole volume as one box when it fits, else ``edge``-voxel cubes on an even grid of corners.
+    the whole volume as one box when it fits, else ``max_voxels // edge³`` cubes of ``edge`` voxels whose
+    corners follow the Halton sequence (:func:`halton`) over the volume, so the interior is sampled as well
+    as the faces.
 
     Examples
     --------
     >>> spread_boxes((10, 10, 10), 4, 2000)
     [((0, 10), (0, 10), (0, 10))]
-    >>> len(spread_boxes((100, 100, 100), 10, 8000))
-    8
+    >>> boxes = spread_boxes((100, 100, 100), 10, 8000)
+    >>> len(boxes), boxes[0]
+    (8, ((45, 55), (30, 40), (18, 28)))
     """
     shp = tuple(int(n) for n in shape)
     if int(np.prod(shp)) <= max_voxels:
         return [tuple((0, n) for n in shp)]
     e = [min(int(edge), n) for n in shp]
-    g = max(1, int((max_voxels / float(np.prod(e))) ** (1.0 / 3.0)))
-    axes = [sorted({int(round(v)) for v in np.linspace(0, n - ek, min(g, n - ek + 1))}) for n, ek in zip(shp, e)]
-    return [tuple((c, c + ek) for c, ek in zip(corner, e)) for corner in _product(axes)]
-
-
-def _product(axes: list[list[int]]) -> list[tuple[int, ...]]:
-    import itertools
-
-    return list(itertools.product(*axes))
+    count = max(1, int(max_voxels // int(np.prod(e))))
+    room = np.asarray([n - ek for n, ek in zip(shp, e)], dtype=float)
+    corners = np.floor(halton(count) * (room + 1)).astype(int)
+    return [tuple((int(c), int(c) + ek) for c, ek in zip(corner, e)) for corner in corners]

@@ -14,7 +14,18 @@ augmentation (:mod:`tomoflow.recover.augment`), held-out metrics (:mod:`tomoflow
 output calibration (:mod:`tomoflow.recover.calibration`) and the training loop
 (:func:`tomoflow.nn.loop.train_epochs`) are kernels; this module puts them together and writes the files.
 
-**Training** (:func:`train_recovery`): random patches (default 32³, batch 4), each augmented by
+**Reading** (:func:`train_recovery`): the pair is a *pair source* (:mod:`tomoflow.recover.pairs`): two
+arrays, or the stores themselves (:class:`tomoflow.io.pair_source.StorePair`: each HR box read from the
+HR store and the LFOV region around its image resampled onto it, one interpolation), read box by box and
+never whole. The normalisation, the target's grey range and the pore threshold come from a fixed sample
+of boxes (the whole pair when small, :data:`SAMPLE_VOXELS`); the validation set is a bounded, fixed part of
+the held-out blocks (:data:`EVAL_VOXELS`), read once and predicted tile by tile as inference predicts it;
+the calibration is fitted on tiles of the training pair (:data:`CALIBRATION_VOXELS`). Training patches are
+read, normalised and augmented by a ``torch`` data loader's worker processes
+(:mod:`tomoflow.train.patches`). Memory: O(patch x batch + model + those bounded sets).
+``time_limit_s`` bounds the whole call: training gets what the later phases need left of it.
+
+**Training**: random patches (default 32³, batch 4), each augmented by
 :func:`~tomoflow.recover.augment.augment_pair` (random flip of each axis, random axis permutation, one random
 gain and offset applied identically to input and target in normalised space: the blur and resampling are
 linear, so the transformed target is still the right answer for the transformed input, and the network learns
@@ -24,9 +35,10 @@ and HR noise, and less prone than MSE to the over-smoothed "mean" answer; option
 with a cosine decay to ``lr * lr_final`` (over the epochs or the time limit, as the jitter network's
 training); the residual head starts at zero, so training starts from the identity (the LFOV itself;
 ``val_l1_input`` in the card); early stopping on the validation L1, best weights kept; a checkpoint every
-epoch (safetensors + JSON, never pickle) that ``resume=True`` continues exactly (the random patches of epoch
-``e`` come from ``(seed, e)``). Written: ``recover_unet.safetensors`` and ``recover_unet.json`` (the model
-card, :func:`~tomoflow.train.files.save_unet`) and ``checkpoint/``.
+epoch (safetensors + JSON, never pickle) that ``resume=True`` continues exactly (the random patches of batch
+``k`` of epoch ``e`` come from ``(seed, e, k)``, whichever worker makes them). Written:
+``recover_unet.safetensors`` and ``recover_unet.json`` (the model card, :func:`~tomoflow.train.files.save_unet`)
+and ``checkpoint/``.
 
 torch is imported lazily: importing this module never imports it.
 """
