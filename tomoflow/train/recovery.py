@@ -287,8 +287,8 @@ def train_recovery(
         the default epochs usually end first). None: no limit (the schedule follows the epochs only, as a
         resumed run must to continue exactly).
     num_workers
-        Data-loader worker processes reading the patches (0: in this process). The patches do not depend
-        on it.
+        Data-loader worker processes reading the patches (0: in this process; also in a daemonic process,
+        such as a Dask worker, which may not start processes). The patches do not depend on it.
     eval_voxels
         At most this many held-out voxels are validated and measured (all of them when fewer; else a
         fixed, evenly spread part, which ``metrics["held_out"]["evaluated"]`` states).
@@ -386,6 +386,12 @@ def train_recovery(
     lr_final = check_number("lr_final", lr_final, low=0.0, high=1.0)
     seed = check_int("seed", seed, low=0)
     num_workers = check_int("num_workers", num_workers, low=0)
+    if num_workers:
+        import multiprocessing
+
+        if multiprocessing.current_process().daemon:  # e.g. a Dask worker: it may not start processes
+            log.info("a daemonic process cannot start data-loader workers: the patches are read in this process")
+            num_workers = 0
     eval_voxels = check_int("eval_voxels", eval_voxels, low=1)
     if time_limit_s is not None:
         time_limit_s = check_number("time_limit_s", time_limit_s, low=0.0, low_open=True)
