@@ -98,8 +98,9 @@ def val_loss(
 
 
 # ----------------------------------------------------------------------------- blockwise evaluation
-EVAL_EDGE = 64
-"""Largest edge (voxels) of the tiles a bounded evaluation predicts (:func:`plan_eval`)."""
+EVAL_EDGE = 80
+"""Largest edge (voxels) of the tiles an evaluation predicts (:func:`plan_eval`): the held-out octant of a
+160³ pair is one tile, as whole-volume inference with that block predicts it; larger tiles cost memory."""
 
 
 def box_metrics(boxes: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], data_range: float) -> dict[str, Any]:
