@@ -185,6 +185,8 @@ class ResampledPair:
         return self.read_input(box), self.read_target(box)
 
     def identity(self) -> dict[str, str]:
+        """sha256 of both volumes' values (read whole: :class:`StorePair` names stores by their identity)."""
+
         def digest(a: Any) -> str:
             return hashlib.sha256(np.ascontiguousarray(np.asarray(a[...], dtype=np.float32)).tobytes()).hexdigest()
 
