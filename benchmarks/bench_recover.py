@@ -47,7 +47,8 @@ difference includes that border convention; the centre and the interior show its
 Part (c), training and pore metrics. The network (default ``UNetConfig``) is trained by
 ``tomoflow.train.recovery.train_recovery`` on the 2-core CPU (2 torch threads) on part (a)'s first pair
 (seed 1: the LFOV registered by tomoflow and resampled onto the 160³ HR grid; octants, one held out),
-with the defaults of ``tomoflow train-recovery`` except more steps (``FULL_C``); wall time recorded.
+with the defaults of ``tomoflow train-recovery`` (``FULL_C`` reads them: ``tomoflow.train.recovery.DEFAULTS``,
+120 epochs of 32 steps, patience 15, the 20-minute time limit); wall time recorded.
 Then, on held-out samples (other seeds of the same family: samples the network never saw, a harder
 test than the paper's, where the network runs on the rest of the same sample), each registered and
 resampled the same way, the network predicts the HR grid, and pores are measured with one protocol
@@ -100,6 +101,7 @@ from _common import (
 
 from tomoflow.register import register
 from tomoflow.sim import simulate_multiscale_pair
+from tomoflow.train.recovery import DEFAULTS as TRAIN_DEFAULTS
 
 FULL = {"hr": 160, "lfov": 96, "seeds": [1, 2, 3]}
 QUICK = {"hr": 64, "lfov": 40, "seeds": [1]}
@@ -111,12 +113,14 @@ FULL_C = {
     "lfov_um": 4.0,
     "train_seed": 1,
     "test_seeds": [101, 102, 103],
-    "patch": 32,
+    # the training: the defaults of `tomoflow train-recovery` (one source, tomoflow.train.recovery.DEFAULTS)
+    "patch": TRAIN_DEFAULTS["patch"],
     "context": 0,
-    "batch": 4,
-    "epochs": 120,
-    "steps": 32,
-    "patience": 15,
+    "batch": TRAIN_DEFAULTS["batch"],
+    "epochs": TRAIN_DEFAULTS["epochs"],
+    "steps": TRAIN_DEFAULTS["steps_per_epoch"],
+    "patience": TRAIN_DEFAULTS["patience"],
+    "time_limit_s": TRAIN_DEFAULTS["time_limit_s"],
     "pore_weight": 0.0,
     "channels": [16, 32, 64],
 }
@@ -798,6 +802,7 @@ def part_c(cfg: dict[str, Any], work: Path, figures: Path, idle_wait: float = 60
         epochs=cfg["epochs"],
         steps_per_epoch=cfg["steps"],
         patience=cfg["patience"],
+        time_limit_s=cfg.get("time_limit_s"),
         pore_weight=cfg.get("pore_weight", 0.0),
         seed=0,
         threads=2,
@@ -820,7 +825,18 @@ def part_c(cfg: dict[str, Any], work: Path, figures: Path, idle_wait: float = 60
         "other_load_before": load0,
         "held_out": res.metrics,
         "parameters": {
-            k: cfg[k] for k in ("patch", "context", "batch", "epochs", "steps", "patience", "pore_weight", "channels")
+            k: cfg.get(k)
+            for k in (
+                "patch",
+                "context",
+                "batch",
+                "epochs",
+                "steps",
+                "patience",
+                "time_limit_s",
+                "pore_weight",
+                "channels",
+            )
         },
     }
     print(

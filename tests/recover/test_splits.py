@@ -67,3 +67,28 @@ def test_augmentation_transforms_input_and_target_alike():
     xa, ya, info = augment_pair(x, y, rng, flips=False, permute=False, gain=(1, 1), offset=(0, 0))
     np.testing.assert_array_equal(xa, x)
     np.testing.assert_array_equal(ya, y)
+
+
+@pytest.mark.parametrize("shape, patch", [((48, 48, 48), 16), ((20, 33, 27), 8), ((30, 28, 26), 16)])
+def test_positions_are_counted_without_a_corner_volume(shape, patch):
+    split = plan_split(shape, patch, val_fraction=0.25, seed=3)
+    assert split.n_positions == int(split.corner_mask().sum())
+    assert split.val_voxels == int(split.held_out_mask.sum())
+    box = ((3, 19), (0, 7), (5, shape[2]))
+    np.testing.assert_array_equal(split.held_out_in(box), split.held_out_mask[tuple(slice(a, b) for a, b in box)])
+
+
+def test_a_large_split_samples_and_describes_itself_in_bounded_memory():
+    """A 768³ pair: no array of the volume's (or the corner grid's) size is made to sample or describe it."""
+    import tracemalloc
+
+    tracemalloc.start()
+    split = plan_split((768, 768, 768), 32, seed=0)
+    corners = split.sample(256, np.random.default_rng(0))
+    doc = split.to_dict()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 8 * 1024**2, peak
+    assert doc["val_voxels"] == 384**3 and doc["train_patch_positions"] > 0
+    for c in corners:  # no patch overlaps the held-out octant
+        assert not all(a - 32 < s < b for s, (a, b) in zip(c, zip(*split.held_out_boxes[0])))

@@ -179,7 +179,7 @@ def test_fine_tuning_starts_from_earlier_weights(trained, pair, tmp_path):
 
 def test_resume_continues_from_the_checkpoint_exactly(pair, tmp_path):
     inp, hr, _ = pair
-    kw = dict(config=TINY, patch=16, batch=2, epochs=2, steps_per_epoch=3, seed=1, device="cpu")
+    kw = dict(config=TINY, patch=16, batch=2, epochs=2, steps_per_epoch=3, seed=1, device="cpu", time_limit_s=None)
     whole = train_recovery(inp, hr, out_dir=tmp_path / "a", **kw)
 
     class Stop(Exception):
@@ -242,7 +242,7 @@ def test_context_feeds_a_larger_input_box_and_takes_the_loss_on_its_centre(pair,
     """With ``context`` the network sees ``patch + 2 * context`` input voxels per axis (read with the
     reflect border rule near the volume faces) and the loss compares the centre of its output with the
     ``patch`` target cube."""
-    import tomoflow.train.recovery as training
+    import tomoflow.train.patches as training
 
     inp, hr, _ = pair
     seen = []
@@ -265,6 +265,7 @@ def test_context_feeds_a_larger_input_box_and_takes_the_loss_on_its_centre(pair,
         steps_per_epoch=2,
         seed=2,
         device="cpu",
+        num_workers=0,  # the patches are made in this process, where the spy is
     )
     assert seen and all(xs == (28, 28, 28) and ys == (16, 16, 16) for xs, ys in seen)
     assert res.card["training_data"]["context"] == 6 and np.isfinite(res.history[0]["train_l1"])

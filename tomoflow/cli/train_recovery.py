@@ -1,8 +1,11 @@
 """``tomoflow train-recovery``: train the resolution-recovery U-Net on one sample's HR ROI and LFOV volumes.
 
 The LFOV volume is registered to the HR ROI (or the matrix is read from ``tomoflow register``'s JSON),
-resampled onto the HR grid over the ROI, and the pair trains a 3D U-Net
-(:func:`tomoflow.train.recovery.train_recovery`): weights, model card and checkpoint in ``--out``.
+and the pair trains a 3D U-Net (:func:`tomoflow.train.recovery.train_recovery`): weights, model card and
+checkpoint in ``--out``. The pair is read patch by patch from the stores (the HR box, and the LFOV region
+around its image resampled onto it: :class:`tomoflow.io.pair_source.StorePair`), never whole.
+``--time-limit`` bounds the whole command (registration, reading, training, evaluation, calibration,
+writing); the time of each phase is printed and kept in the card (``timing``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,10 @@ import typer
 from tomoflow.cli._app import _e, _friendly, _hold_output, _writing, app, console
 from tomoflow.errors import ConfigError, InputError
 from tomoflow.pipeline.registration import register_volumes, volume_voxel_um
+from tomoflow.train.recovery import DEFAULTS
+
+ONNX_RESERVE_S = 20.0
+"""Seconds of ``--time-limit`` kept for the ONNX export and its check (``--onnx``)."""
 
 REGISTRATION_NAME = "registration.json"
 """Where the command keeps the registration it ran itself (reused by ``--resume``)."""
@@ -143,14 +150,22 @@ def train_recovery(
         "-r",
         help='JSON written by `tomoflow register` (its "matrix"); default: register now (stage prior).',
     ),
-    epochs: int = typer.Option(20, help="Most epochs (early stopping or the time limit may end sooner)."),
-    steps: int = typer.Option(16, help="Optimisation steps per epoch (one validation per epoch)."),
-    patch: int = typer.Option(32, help="Training patch edge, voxels (a multiple of the network's alignment)."),
-    batch: int = typer.Option(4, help="Patches per optimisation step."),
-    lr: float = typer.Option(1e-3, help="Adam learning rate (cosine decay to 5 % of it)."),
+    epochs: int = typer.Option(
+        DEFAULTS["epochs"],
+        help="Most epochs (early stopping or the time limit may end sooner). The defaults (120 epochs of 32 "
+        "steps, patience 15) reach the benchmark's recovery (benchmarks/BENCHMARKS.md, part (c)).",
+    ),
+    steps: int = typer.Option(
+        DEFAULTS["steps_per_epoch"], help="Optimisation steps per epoch (one validation per epoch)."
+    ),
+    patch: int = typer.Option(
+        DEFAULTS["patch"], help="Training patch edge, voxels (a multiple of the network's alignment)."
+    ),
+    batch: int = typer.Option(DEFAULTS["batch"], help="Patches per optimisation step."),
+    lr: float = typer.Option(DEFAULTS["lr"], help="Adam learning rate (cosine decay to 5 % of it)."),
     channels: str = typer.Option("16,32,64", help="U-Net feature channels per level, finest first."),
     val_fraction: float = typer.Option(0.125, help="Fraction of the spatial blocks (octants or slabs) held out."),
-    patience: int = typer.Option(4, help="Epochs without a better validation loss before stopping."),
+    patience: int = typer.Option(DEFAULTS["patience"], help="Epochs without a better validation loss before stopping."),
     pore_weight: float = typer.Option(
         0.0,
         help="Weight of the pore term added to the L1 loss (soft threshold "
@@ -164,8 +179,17 @@ def train_recovery(
         "stored in the model card).",
     ),
     seed: int = typer.Option(0, help="Seed of the split, the initial weights and the patches."),
-    time_limit: float | None = typer.Option(None, help="Stop training after this many seconds."),
+    time_limit: float = typer.Option(
+        DEFAULTS["time_limit_s"],
+        help="Wall seconds the whole command may take, every phase included (registration, reading, training, "
+        "evaluation, calibration, writing): training stops early to leave the later phases their time "
+        "(default 20 minutes; on a 2-core CPU the default epochs usually end first, on a GPU in a minute or two). "
+        "0: no limit.",
+    ),
     threads: int | None = typer.Option(None, help="torch CPU threads (default: all)."),
+    workers: int = typer.Option(
+        DEFAULTS["num_workers"], help="Worker processes reading the training patches from the stores (0: none)."
+    ),
     device: str = typer.Option("auto", help="torch device: cpu, cuda or auto."),
     resume: bool = typer.Option(False, "--resume", help="Continue the training checkpoint in --out."),
     dof: int = typer.Option(9, help="Degrees of freedom when registering here: 3, 6 or 9."),
@@ -185,12 +209,18 @@ def train_recovery(
     is the input, the HR volume the target. Spatial blocks are held out for validation."""
     import numpy as np
 
+    from tomoflow.io.pair_source import StorePair
     from tomoflow.io.volume_store import VolumeStore
     from tomoflow.recover.unet import CARD_NAME, WEIGHTS_NAME, UNetConfig
-    from tomoflow.register.resample import resample_to_grid
     from tomoflow.train.recovery import train_recovery as _train
 
     t0 = time.perf_counter()
+    if time_limit < 0:
+        raise ConfigError(f"--time-limit must be 0 (no limit) or a number of seconds, got {time_limit:g}")
+    limit = time_limit if time_limit > 0 else None
+    if workers < 0:
+        raise ConfigError(f"--workers must be 0 or more, got {workers}")
+    phases: dict[str, float] = {}
     config = UNetConfig(channels=_channels(channels))
     _check_network_size(config, patch, batch)
     from tomoflow.io.output import fingerprint, identity_of, plan_files, write_json
@@ -234,7 +264,6 @@ def train_recovery(
             f"HR voxels ({hr_um:g} um, {hr}) must be smaller than LFOV voxels ({lf_um:g} um, {lfov}); "
             "are HR and LFOV swapped?"
         )
-    hr_vol = np.asarray(h.level(0)[...], dtype=np.float32)
     kept = out / REGISTRATION_NAME
     unsaved: dict[str, Any] | None = None  # a registration run here, kept once the training parameters passed
     if registration is not None:
@@ -245,17 +274,19 @@ def train_recovery(
         reg_source = str(kept)
     else:
         console.print(f"registering {_e(hr)} into {_e(lfov)} ...")
-        doc = register_volumes(hr, lfov, dof=dof, device=device, hr_volume=hr_vol)
+        t_reg = time.perf_counter()
+        doc = register_volumes(hr, lfov, dof=dof, device=device)
+        phases["registration"] = time.perf_counter() - t_reg
         matrix = np.asarray(doc["matrix"], dtype=np.float64)
         unsaved, reg_source = doc, str(kept)
         console.print(
             f"registered in {doc['seconds']:.1f} s: NCC {doc['ncc_prior']:.3f} -> {doc['ncc']:.3f} "
             f"(prior: {_e(doc['prior_source'])}); kept in {_e(kept)}"
         )
-    inp = resample_to_grid(lf.level(0), matrix, h.shape, hr_um, lf_um)
+    pair = StorePair(hr, lfov, matrix, hr_um, lf_um)
     console.print(
         f"training pair: {' x '.join(map(str, h.shape))} voxels of {hr_um:g} um (LFOV {lf_um:g} um "
-        "resampled onto the HR grid)"
+        "resampled onto the HR grid patch by patch)"
     )
 
     parts: list[Any] = [
@@ -290,7 +321,7 @@ def train_recovery(
     ]
     parts += ["--pore-weight", pore_weight] if pore_weight else []
     parts += [] if calibrate else ["--no-calibrate"]
-    parts += ["--time-limit", time_limit] if time_limit is not None else []
+    parts += ["--time-limit", time_limit, "--workers", workers]
     parts += ["--threads", threads] if threads is not None else []
     command = " ".join(shlex.quote(str(p)) for p in parts)
     source = {
@@ -307,11 +338,15 @@ def train_recovery(
             write_json(kept_plan, unsaved)
             unsaved = None
 
+    phases["opening"] = time.perf_counter() - t0 - sum(phases.values())
+    left = None  # what the command has left for the training call (the ONNX export keeps its share)
+    if limit is not None:
+        left = max(limit - (time.perf_counter() - t0) - (ONNX_RESERVE_S if onnx else 0.0), 1.0)
     with training_bar(steps, epochs, on_report=keep_registration) as progress:
         with _writing(out):
             res = _train(
-                inp,
-                hr_vol,
+                pair,
+                None,
                 out_dir=out,
                 config=config,
                 patch=patch,
@@ -324,7 +359,9 @@ def train_recovery(
                 seed=seed,
                 pore_weight=pore_weight,
                 calibrate=calibrate,
-                time_limit_s=time_limit,
+                time_limit_s=left,
+                num_workers=workers,
+                timing=phases,
                 threads=threads,
                 device=device,
                 resume=resume,
@@ -352,9 +389,13 @@ def train_recovery(
             f"{100 * pf['target']:.2f} %, prediction {100 * pf['prediction']:.2f} % -> calibrated "
             f"{100 * pf['calibrated']:.2f} %"
         )
+    ev = m.get("evaluated")
+    if ev:
+        console.print(f"evaluated on {ev}")
+    console.print("time per phase: " + ", ".join(f"{k} {v:.1f} s" for k, v in res.card["timing"]["phases"].items()))
     console.print(
         f"wrote [bold]{_e(out / WEIGHTS_NAME)}[/] and its model card {_e(CARD_NAME)} in "
-        f"{time.perf_counter() - t0:.1f} s"
+        f"{time.perf_counter() - t0:.1f} s" + (f" (time limit {limit:g} s)" if limit is not None else "")
     )
     if onnx:
         from tomoflow.recover.normalization import with_normalization
@@ -366,8 +407,8 @@ def train_recovery(
         with _writing(path):
             export_onnx(raw, path, patch_shape=(patch,) * 3)
         a = alignment(config)
-        box = tuple(max(a, (n // a) * a) for n in (min(s, 64) for s in inp.shape))
-        rep = check_onnx(path, raw, inp[tuple(slice(0, b) for b in box)])
+        bz, by, bx = (max(a, (n // a) * a) for n in (min(s, 64) for s in pair.shape))
+        rep = check_onnx(path, raw, pair.read_input(((0, bz), (0, by), (0, bx))))
         if not rep["ok"]:
             raise InputError(
                 f"the ONNX export differs from the torch network by {rep['relative']:.2e} (relative) "

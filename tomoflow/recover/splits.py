@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,7 +22,7 @@ import numpy as np
 from tomoflow._checks import check_choice, check_int, check_number
 from tomoflow.errors import ConfigError, InputError
 
-__all__ = ["SPLITS", "PAD_MODE", "Split", "plan_split"]
+__all__ = ["SPLITS", "PAD_MODE", "Split", "plan_split", "spread_boxes", "halton"]
 
 SPLITS = ("auto", "octants", "slabs")
 PAD_MODE = "reflect"  # the border rule of validation (and the one the card tells inference to use)
@@ -55,7 +55,6 @@ class Split:
     grid: tuple[int, int, int]
     held_out: tuple[tuple[int, int, int], ...]
     patch: int
-    _corners: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def box(self, index: Sequence[int]) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
         """``(start, stop)`` of block ``index``."""
@@ -69,46 +68,81 @@ class Split:
 
     @property
     def held_out_mask(self) -> np.ndarray:
-        """Boolean volume, True on held-out voxels."""
-        m = np.zeros(self.shape, dtype=bool)
+        """Boolean volume, True on held-out voxels (a whole-volume array: for small volumes and tests;
+        :meth:`held_out_in` gives one box's)."""
+        return self.held_out_in(tuple((0, n) for n in self.shape))
+
+    def held_out_in(self, box: Sequence[Sequence[int]]) -> np.ndarray:
+        """Boolean array of ``box``'s shape (``((z0, z1), (y0, y1), (x0, x1))``), True on held-out voxels."""
+        lo = [int(a) for a, _ in box]
+        m = np.zeros(tuple(int(b) - int(a) for a, b in box), dtype=bool)
         for a, b in self.held_out_boxes:
-            m[tuple(slice(s, e) for s, e in zip(a, b))] = True
+            sl = tuple(slice(max(s - o, 0), max(e - o, 0)) for s, e, o in zip(a, b, lo))
+            m[sl] = True
         return m
+
+    @property
+    def val_voxels(self) -> int:
+        """Number of held-out voxels (the blocks do not overlap)."""
+        return int(sum(np.prod([e - s for s, e in zip(a, b)]) for a, b in self.held_out_boxes))
+
+    def _forbidden(self) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+        """Per held-out block, the box of patch corners overlapping it (``a - p < c < b`` on every axis)."""
+        p = self.patch
+        out = []
+        for a, b in self.held_out_boxes:
+            lo = tuple(max(s - p + 1, 0) for s in a)
+            hi = tuple(min(max(e, 0), n - p + 1) for e, n in zip(b, self.shape))
+            if all(h > low for low, h in zip(lo, hi)):
+                out.append((lo, hi))
+        return out
+
+    def _allowed(self, corners: np.ndarray) -> np.ndarray:
+        ok = np.ones(len(corners), dtype=bool)
+        for lo, hi in self._forbidden():
+            ok &= ~np.all((corners >= np.asarray(lo)) & (corners < np.asarray(hi)), axis=1)
+        return ok
 
     def corner_mask(self) -> np.ndarray:
         """Boolean ``(n - patch + 1)`` per axis: True where a patch with that corner overlaps no
-        held-out block."""
-        p = self.patch
-        ok = np.ones(tuple(n - p + 1 for n in self.shape), dtype=bool)
-        for a, b in self.held_out_boxes:
-            # the patch [c, c + p) overlaps [a, b) on an axis iff a - p < c < b; on all axes: overlap
-            sl = tuple(slice(max(s - p + 1, 0), max(e, 0)) for s, e in zip(a, b))
-            ok[sl] = False
+        held-out block (a whole-volume array: for small volumes and tests)."""
+        ok = np.ones(tuple(n - self.patch + 1 for n in self.shape), dtype=bool)
+        for lo, hi in self._forbidden():
+            ok[tuple(slice(a, b) for a, b in zip(lo, hi))] = False
         return ok
 
     @property
     def n_positions(self) -> int:
-        """Number of training patch positions."""
-        return int(self._valid().size)
-
-    def _valid(self) -> np.ndarray:
-        if self._corners is None:
-            self._corners = np.flatnonzero(self.corner_mask())
-        return self._corners
+        """Number of training patch positions (counted on the few cells the held-out blocks cut the
+        corner grid into, never voxel by voxel)."""
+        n = [s - self.patch + 1 for s in self.shape]
+        boxes = self._forbidden()
+        cuts = [sorted({0, m, *(lo[k] for lo, _ in boxes), *(hi[k] for _, hi in boxes)}) for k, m in enumerate(n)]
+        total = 0
+        for cell in np.ndindex(*(len(c) - 1 for c in cuts)):
+            lo = [cuts[k][i] for k, i in enumerate(cell)]
+            hi = [cuts[k][i + 1] for k, i in enumerate(cell)]
+            if not any(all(bl[k] <= lo[k] and hi[k] <= bh[k] for k in range(3)) for bl, bh in boxes):
+                total += int(np.prod([h - low for low, h in zip(lo, hi)]))
+        return total
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        """``(n, 3)`` patch corners drawn uniformly among those overlapping no held-out block."""
-        valid = self._valid()
-        if valid.size == 0:
+        """``(n, 3)`` patch corners drawn uniformly among those overlapping no held-out block (rejection
+        sampling: uniform corners, those overlapping a held-out block drawn again; memory O(n))."""
+        if self.n_positions == 0:
             raise ConfigError(
                 f"no {self.patch}-voxel patch fits beside the held-out blocks of a "
                 f"{'x'.join(map(str, self.shape))} volume; use a smaller patch"
             )
-        flat = valid[rng.integers(0, valid.size, size=int(n))]
-        return np.stack(np.unravel_index(flat, tuple(s - self.patch + 1 for s in self.shape)), axis=1)
+        hi = np.asarray([s - self.patch + 1 for s in self.shape])
+        out = np.empty((0, 3), dtype=np.int64)
+        while len(out) < int(n):
+            c = rng.integers(0, hi, size=(max(4 * int(n), 64), 3))
+            out = np.concatenate([out, c[self._allowed(c)]])
+        return out[: int(n)]
 
     def to_dict(self) -> dict[str, Any]:
-        held = int(self.held_out_mask.sum())
+        held = self.val_voxels
         total = int(np.prod(self.shape))
         return {
             "kind": self.kind,
@@ -198,3 +232,48 @@ def plan_split(
         f"{split.kind if split else kind} of a {'x'.join(map(str, shp))} volume; use a smaller patch "
         "(or a larger region of interest)"
     )
+
+
+def halton(n: int, start: int = 1) -> np.ndarray:
+    """``(n, 3)`` points of the Halton sequence (bases 2, 3, 5) in ``[0, 1)``, from index ``start``: evenly
+    spread, deterministic points (index 0 is the origin, so the default starts after it).
+
+    Examples
+    --------
+    >>> halton(2).round(3).tolist()
+    [[0.5, 0.333, 0.2], [0.25, 0.667, 0.4]]
+    """
+    out = np.zeros((int(n), 3))
+    for j, base in enumerate((2, 3, 5)):
+        for k in range(int(n)):
+            i, f, r = k + int(start), 1.0, 0.0
+            while i > 0:
+                f /= base
+                r += f * (i % base)
+                i //= base
+            out[k, j] = r
+    return out
+
+
+def spread_boxes(shape: Sequence[int], edge: int, max_voxels: int) -> list[tuple[tuple[int, int], ...]]:
+    """A deterministic sample of boxes spread evenly over a ``shape`` volume, at most ``max_voxels`` in all:
+    the whole volume as one box when it fits, else ``max_voxels // edge³`` cubes of ``edge`` voxels whose
+    corners follow the Halton sequence (:func:`halton`) over the volume, so the interior is sampled as well
+    as the faces.
+
+    Examples
+    --------
+    >>> spread_boxes((10, 10, 10), 4, 2000)
+    [((0, 10), (0, 10), (0, 10))]
+    >>> boxes = spread_boxes((100, 100, 100), 10, 8000)
+    >>> len(boxes), boxes[0]
+    (8, ((45, 55), (30, 40), (18, 28)))
+    """
+    shp = tuple(int(n) for n in shape)
+    if int(np.prod(shp)) <= max_voxels:
+        return [tuple((0, n) for n in shp)]
+    e = [min(int(edge), n) for n in shp]
+    count = max(1, int(max_voxels // int(np.prod(e))))
+    room = np.asarray([n - ek for n, ek in zip(shp, e)], dtype=float)
+    corners = np.floor(halton(count) * (room + 1)).astype(int)
+    return [tuple((int(c), int(c) + ek) for c, ek in zip(corner, e)) for corner in corners]

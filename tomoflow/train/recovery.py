@@ -14,7 +14,18 @@ augmentation (:mod:`tomoflow.recover.augment`), held-out metrics (:mod:`tomoflow
 output calibration (:mod:`tomoflow.recover.calibration`) and the training loop
 (:func:`tomoflow.nn.loop.train_epochs`) are kernels; this module puts them together and writes the files.
 
-**Training** (:func:`train_recovery`): random patches (default 32³, batch 4), each augmented by
+**Reading** (:func:`train_recovery`): the pair is a *pair source* (:mod:`tomoflow.recover.pairs`): two
+arrays, or the stores themselves (:class:`tomoflow.io.pair_source.StorePair`: each HR box read from the
+HR store and the LFOV region around its image resampled onto it, one interpolation), read box by box and
+never whole. The normalisation, the target's grey range and the pore threshold come from a fixed sample
+of boxes (the whole pair when small, :data:`SAMPLE_VOXELS`); the validation set is a bounded, fixed part of
+the held-out blocks (:data:`EVAL_VOXELS`), read once and predicted tile by tile as inference predicts it;
+the calibration is fitted on tiles of the training pair (:data:`CALIBRATION_VOXELS`). Training patches are
+read, normalised and augmented by a ``torch`` data loader's worker processes
+(:mod:`tomoflow.train.patches`). Memory: O(patch x batch + model + those bounded sets).
+``time_limit_s`` bounds the whole call: training gets what the later phases need left of it.
+
+**Training**: random patches (default 32³, batch 4), each augmented by
 :func:`~tomoflow.recover.augment.augment_pair` (random flip of each axis, random axis permutation, one random
 gain and offset applied identically to input and target in normalised space: the blur and resampling are
 linear, so the transformed target is still the right answer for the transformed input, and the network learns
@@ -24,20 +35,22 @@ and HR noise, and less prone than MSE to the over-smoothed "mean" answer; option
 with a cosine decay to ``lr * lr_final`` (over the epochs or the time limit, as the jitter network's
 training); the residual head starts at zero, so training starts from the identity (the LFOV itself;
 ``val_l1_input`` in the card); early stopping on the validation L1, best weights kept; a checkpoint every
-epoch (safetensors + JSON, never pickle) that ``resume=True`` continues exactly (the random patches of epoch
-``e`` come from ``(seed, e)``). Written: ``recover_unet.safetensors`` and ``recover_unet.json`` (the model
-card, :func:`~tomoflow.train.files.save_unet`) and ``checkpoint/``.
+epoch (safetensors + JSON, never pickle) that ``resume=True`` continues exactly (the random patches of batch
+``k`` of epoch ``e`` come from ``(seed, e, k)``, whichever worker makes them). Written:
+``recover_unet.safetensors`` and ``recover_unet.json`` (the model card, :func:`~tomoflow.train.files.save_unet`)
+and ``checkpoint/``.
 
 torch is imported lazily: importing this module never imports it.
 """
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import json
 import logging
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,16 +61,16 @@ from tomoflow._checks import check_int, check_number
 from tomoflow.errors import ConfigError, InputError
 from tomoflow.nn import resolve_device
 from tomoflow.nn.loop import LoopState, ProgressCallback, copy_state, restore, train_epochs
-from tomoflow.recover.augment import augment_pair
 from tomoflow.recover.calibration import apply_calibration, calibration_of, fit_calibration
-from tomoflow.recover.metrics import held_out_metrics, l1_held_out, predict_held_out, val_loss
+from tomoflow.recover.metrics import EvalPlan, box_metrics, box_val_loss, plan_eval, predict_plan
 from tomoflow.recover.normalization import apply_normalization, normalization_from, undo_normalization
-from tomoflow.recover.splits import PAD_MODE, Split, plan_split
-from tomoflow.recover.tiling import predict_tiled, read_box
+from tomoflow.recover.pairs import ArrayPair, BoxView
+from tomoflow.recover.splits import PAD_MODE, Split, plan_split, spread_boxes
+from tomoflow.recover.tiling import read_box
 from tomoflow.recover.unet import CARD_NAME, WEIGHTS_NAME, UNetConfig, alignment, build_unet, load_unet, receptive_field
 from tomoflow.train.files import CHECKPOINT_STATE, CHECKPOINT_TENSORS, load_checkpoint, save_checkpoint, save_unet
 
-__all__ = ["TrainResult", "train_recovery", "WEIGHTS_NAME", "CARD_NAME"]
+__all__ = ["TrainResult", "train_recovery", "DEFAULTS", "WEIGHTS_NAME", "CARD_NAME"]
 
 log = logging.getLogger(__name__)
 
@@ -106,14 +119,41 @@ PORE_WIDTH = 0.1
 """Width of the pore term's soft threshold, as a fraction of the gap between mean solid and mean pore."""
 
 
-def _pore_term(target_n: np.ndarray, split: Split) -> dict[str, Any]:
+DEFAULTS: dict[str, Any] = {
+    "patch": 32,
+    "batch": 4,
+    "epochs": 120,
+    "steps_per_epoch": 32,
+    "patience": 15,
+    "lr": 1e-3,
+    "time_limit_s": 1200.0,
+    "num_workers": 1,
+}
+"""The defaults of :func:`train_recovery` and ``tomoflow train-recovery`` (one source: the command and
+``benchmarks/bench_recover.py`` part (c) read them): 120 epochs of 32 steps of 4 patches of 32³, patience
+15, which reach the figures of part (c) (benchmarks/BENCHMARKS.md); the whole command bounded by 20
+minutes (on a 2-core CPU the epochs end first at about 15 minutes for a 160³ pair; on a GPU in a minute
+or two)."""
+
+SAMPLE_VOXELS = 2**22
+"""At most this many voxels (evenly spread boxes of :data:`SAMPLE_EDGE`³, fixed) give the normalisation, the
+target's grey range and the pore threshold; a smaller pair is read whole."""
+SAMPLE_EDGE = 64
+"""Edge (voxels) of the sample's boxes (few, large boxes: each read decodes whole store chunks)."""
+EVAL_VOXELS = 2**19
+"""At most this many held-out voxels are validated every epoch and measured at the end (evenly spread
+boxes, fixed; all of them when they are fewer); the card says which."""
+CALIBRATION_VOXELS = 2**20
+"""At most this many voxels of the training pair fit the calibration (evenly spread tiles, fixed; the
+whole pair when it is smaller)."""
+
+
+def _pore_term(values: np.ndarray) -> dict[str, Any]:
     """Threshold (Otsu, the pore protocol's) and soft width of the training target, normalised units,
-    from the voxels not held out."""
+    from ``values``: target voxels not held out (all of them, or a fixed sample of a large pair)."""
     from tomoflow.recover.pores import threshold_from_reference
 
-    train = ~split.held_out_mask
-    values = target_n[train]
-    thr = threshold_from_reference(target_n, mask=train, name="target")
+    thr = threshold_from_reference(values.reshape(-1, 1, 1), name="target")
     pore, solid = values[values < thr], values[values >= thr]
     gap = float(solid.mean() - pore.mean()) if pore.size and solid.size else 0.0
     if not gap > 0:
@@ -128,33 +168,37 @@ def _pore_term(target_n: np.ndarray, split: Split) -> dict[str, Any]:
     }
 
 
-def _check_pair(inp: Any, target: Any) -> tuple[np.ndarray, np.ndarray]:
-    x = np.asarray(inp, dtype=np.float32)
-    y = np.asarray(target, dtype=np.float32)
-    if x.ndim != 3:
-        raise InputError(f"the input must be a 3-D (z, y, x) volume, got shape {x.shape}", dataset="input")
-    if y.shape != x.shape:
-        raise InputError(
-            f"input and target shapes differ: {x.shape} and {y.shape}; resample the LFOV onto the HR "
-            "grid first (tomoflow.register.resample.resample_to_grid)",
-            dataset="target",
-        )
-    for name, a in (("input", x), ("target", y)):
-        if not np.all(np.isfinite(a)):
-            raise InputError(
-                f"the {name} volume contains NaN or Inf ({int(np.sum(~np.isfinite(a)))} voxels); "
-                "crop or repair it before training",
-                dataset=name,
+def _pair_of(inp: Any, target: Any) -> Any:
+    """The pair source: ``inp`` itself (``target`` None), or the two arrays."""
+    if target is None:
+        if not all(hasattr(inp, a) for a in ("shape", "read_input", "read_target", "identity")):
+            raise ConfigError(
+                "with target=None the first argument must be a pair source (tomoflow.recover.pairs.ArrayPair, "
+                f"tomoflow.io.pair_source.StorePair), got {type(inp).__name__}"
             )
-    return x, y
-
-
-def _sha(a: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+        if len(inp.shape) != 3:
+            raise InputError(f"the pair must be 3-D (z, y, x), got shape {tuple(inp.shape)}", dataset="input")
+        return inp
+    return ArrayPair(inp, target)
 
 
 def _train_config(**kw: Any) -> dict[str, Any]:
     return json.loads(json.dumps(kw))
+
+
+class _Phases:
+    """Wall time of each phase of a training (``card["timing"]["phases"]``)."""
+
+    def __init__(self, before: dict[str, float] | None = None) -> None:
+        self.seconds: dict[str, float] = {k: float(v) for k, v in (before or {}).items()}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t
 
 
 def train_recovery(
@@ -163,18 +207,21 @@ def train_recovery(
     *,
     out_dir: str | os.PathLike,
     config: UNetConfig | None = None,
-    patch: int = 32,
+    patch: int = DEFAULTS["patch"],
     context: int = 0,
-    batch: int = 4,
-    epochs: int = 20,
-    steps_per_epoch: int = 16,
-    lr: float = 1e-3,
+    batch: int = DEFAULTS["batch"],
+    epochs: int = DEFAULTS["epochs"],
+    steps_per_epoch: int = DEFAULTS["steps_per_epoch"],
+    lr: float = DEFAULTS["lr"],
     lr_final: float = 0.05,
     val_fraction: float = 0.125,
     split: str = "auto",
-    patience: int = 4,
+    patience: int = DEFAULTS["patience"],
     seed: int = 0,
-    time_limit_s: float | None = None,
+    time_limit_s: float | None = DEFAULTS["time_limit_s"],
+    num_workers: int = DEFAULTS["num_workers"],
+    eval_voxels: int = EVAL_VOXELS,
+    timing: dict[str, float] | None = None,
     threads: int | None = None,
     device: str | None = None,
     resume: bool = False,
@@ -191,10 +238,16 @@ def train_recovery(
 ) -> TrainResult:
     """Train a resolution-recovery U-Net on one (LFOV-on-HR-grid, HR) pair (module docstring).
 
+    The pair is read patch by patch (a data loader's worker processes read, normalise and augment the
+    patches), validated on held-out boxes and calibrated on tiles, never as a whole volume: memory is
+    O(patch x batch + model + a bounded evaluation set), whatever the pair's size.
+
     Parameters
     ----------
     inp, target
-        ``(z, y, x)`` input (the LFOV resampled onto the HR grid) and target (HR), same shape, finite.
+        ``(z, y, x)`` input (the LFOV resampled onto the HR grid) and target (HR), same shape, finite; or
+        a pair source (:mod:`tomoflow.recover.pairs`; :class:`tomoflow.io.pair_source.StorePair` reads the
+        stores and resamples the LFOV around each box) and ``target=None``.
     out_dir
         Output folder: ``recover_unet.safetensors``, ``recover_unet.json`` (model card),
         ``checkpoint/`` (last epoch's state, for ``resume``).
@@ -214,7 +267,9 @@ def train_recovery(
     batch
         Patches per optimisation step.
     epochs, steps_per_epoch
-        Most epochs, and optimisation steps per epoch (one validation per epoch).
+        Most epochs, and optimisation steps per epoch (one validation per epoch). Defaults (:data:`DEFAULTS`,
+        also the command's): 120 epochs of 32 steps, patience 15, the settings that reach the figures of
+        ``benchmarks/bench_recover.py`` part (c).
     lr, lr_final
         Adam learning rate, decayed (cosine, every step) to ``lr * lr_final`` at the last epoch or the
         time limit, whichever comes first.
@@ -225,8 +280,21 @@ def train_recovery(
     seed
         Seed of the split, the initial weights, the patches and the augmentation.
     time_limit_s
-        Stop (as early stopping does) once training has taken this long (wall seconds, summed over
-        resumed runs).
+        Wall seconds this call may take, every phase included (reading the sample, validation, training,
+        evaluation, calibration; writing the files takes about a second more): training gets what the
+        phases after it need left of it (measured: one validation before training) and stops as early
+        stopping does; its cosine decay then follows that time. Default 1200 s (20 minutes; on a 2-core CPU
+        the default epochs usually end first). None: no limit (the schedule follows the epochs only, as a
+        resumed run must to continue exactly).
+    num_workers
+        Data-loader worker processes reading the patches (0: in this process; also in a daemonic process,
+        such as a Dask worker, which may not start processes). The patches do not depend on it.
+    eval_voxels
+        At most this many held-out voxels are validated and measured (all of them when fewer; else a
+        fixed, evenly spread part, which ``metrics["held_out"]["evaluated"]`` states).
+    timing
+        Wall seconds of phases run before this call (e.g. ``{"registration": 12.0}``), recorded in
+        ``card["timing"]["phases"]``.
     threads
         torch CPU threads (default torch's choice); set for the whole process.
     device
@@ -252,7 +320,8 @@ def train_recovery(
         the history); the card's ``val_l1`` stays the L1.
     calibrate
         After training, fit the output calibration (:func:`~tomoflow.recover.calibration.fit_calibration`)
-        on the whole training pair and store it in the card (``card["calibration"]``;
+        on the whole training pair (at most :data:`CALIBRATION_VOXELS` of it: else on fixed, evenly
+        spread tiles, as ``calibration["fitted_on"]`` says) and store it in the card (``card["calibration"]``;
         :func:`~tomoflow.recover.normalization.with_normalization` applies it): the prediction then has the
         target's pore fraction at the pore protocol's threshold.
         ``metrics["held_out"]["pore_fraction"]`` gives the held-out blocks' pore fraction of the
@@ -291,6 +360,7 @@ def train_recovery(
     import torch
 
     t_start = time.perf_counter()
+    phases = _Phases(timing)
     config = UNetConfig() if config is None else config
     if not isinstance(config, UNetConfig):
         raise ConfigError(f"config must be a UNetConfig, got {type(config).__name__}")
@@ -299,7 +369,8 @@ def train_recovery(
             f"resolution recovery maps one volume to one: the network has {config.in_channels} input "
             f"and {config.out_channels} output channels"
         )
-    x_raw, y_raw = _check_pair(inp, target)
+    pair = _pair_of(inp, target)
+    shape = tuple(int(n) for n in pair.shape)
     patch = check_int("patch", patch, low=1)
     a = alignment(config)
     if patch % a:
@@ -314,16 +385,45 @@ def train_recovery(
     lr = check_number("lr", lr, low=0.0, low_open=True)
     lr_final = check_number("lr_final", lr_final, low=0.0, high=1.0)
     seed = check_int("seed", seed, low=0)
+    num_workers = check_int("num_workers", num_workers, low=0)
+    if num_workers:
+        import multiprocessing
+
+        if multiprocessing.current_process().daemon:  # e.g. a Dask worker: it may not start processes
+            log.info("a daemonic process cannot start data-loader workers: the patches are read in this process")
+            num_workers = 0
+    eval_voxels = check_int("eval_voxels", eval_voxels, low=1)
     if time_limit_s is not None:
         time_limit_s = check_number("time_limit_s", time_limit_s, low=0.0, low_open=True)
-    sp = plan_split(x_raw.shape, patch, kind=split, val_fraction=val_fraction, seed=seed)
+    sp = plan_split(shape, patch, kind=split, val_fraction=val_fraction, seed=seed)
     if min(sp.block) < a:
         raise ConfigError(
             f"the split's blocks {sp.block} are smaller than the network's alignment {a}; "
             "use a larger volume or fewer levels"
         )
-    norm = normalization_from(x_raw)
-    x_n, y_n = apply_normalization(x_raw, norm), apply_normalization(y_raw, norm)
+    pore_weight = check_number("pore_weight", pore_weight, low=0.0)
+    # ---- a fixed sample of the pair (all of it when small): normalisation, grey range, pore threshold
+    with phases("reading"):
+        sample = spread_boxes(shape, SAMPLE_EDGE, SAMPLE_VOXELS)
+        xs, ys, train_ys = [], [], []
+        for box in sample:
+            x, y = pair.read(box)
+            xs.append(x.ravel())
+            ys.append(y.ravel())
+            if pore_weight > 0:
+                train_ys.append(y[~sp.held_out_in(box)])
+        norm = normalization_from(np.concatenate(xs))
+        y_all = np.concatenate(ys)
+        data_range = float(y_all.max() - y_all.min())
+        del xs, ys, y_all
+        sample_note = (
+            "the whole pair"
+            if len(sample) == 1 and sample[0] == tuple((0, n) for n in shape)
+            else f"{len(sample)} boxes of {SAMPLE_EDGE}³ evenly spread over the pair (fixed)"
+        )
+        pore_term = _pore_term(apply_normalization(np.concatenate(train_ys), norm)) if pore_weight > 0 else None
+        del train_ys
+        identity = pair.identity()
     dev = resolve_device(device)
     if threads is not None:
         torch.set_num_threads(check_int("threads", threads, low=1))
@@ -336,8 +436,8 @@ def train_recovery(
         "offset": [-0.05, 0.05] if augment else [0.0, 0.0],
     }
     train_cfg = _train_config(
-        input_sha256=_sha(x_raw),
-        target_sha256=_sha(y_raw),
+        input_sha256=identity["input_sha256"],
+        target_sha256=identity["target_sha256"],
         config=config.to_dict(),
         patch=patch,
         **({"context": context} if context else {}),
@@ -350,8 +450,6 @@ def train_recovery(
         seed=seed,
         augmentation=aug,
     )
-    pore_weight = check_number("pore_weight", pore_weight, low=0.0)
-    pore_term = _pore_term(y_n, sp) if pore_weight > 0 else None
     if pore_term is not None:
         train_cfg["pore_term"] = {"weight": pore_weight, **pore_term}
 
@@ -401,49 +499,106 @@ def train_recovery(
     )
     out.mkdir(parents=True, exist_ok=True)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    identity_l1 = l1_held_out(x_n, y_n, sp)
+
+    # ---- the held-out boxes validated (all, or a fixed, evenly spread part of a large pair), read once
+    t_read_val = time.perf_counter()
+    with phases("reading"):
+        val_plan = plan_eval(model, shape, sp.held_out_boxes, block=sp.block, max_voxels=eval_voxels)
+        view = BoxView(pair, "input")
+        val_in: dict[tuple[int, ...], np.ndarray] = {}
+        val_x: list[np.ndarray] = []  # raw input of each unit (for the metrics)
+        for t in val_plan.tiles:
+            val_in[t.index] = read_box(view, t.in_start, t.in_stop, PAD_MODE)
+        for u in val_plan.units:
+            off = [o - i for o, i in zip(u.tile.out_start, u.tile.in_start)]
+            val_x.append(val_in[u.tile.index][tuple(slice(c.start + d, c.stop + d) for c, d in zip(u.crop, off))])
+        val_y = [pair.read_target(u.box) for u in val_plan.units]
+        val_in = {k: apply_normalization(v, norm) for k, v in val_in.items()}
+        val_xn = [apply_normalization(x, norm) for x in val_x]
+        val_yn = [apply_normalization(y, norm) for y in val_y]
+    t_read_val = time.perf_counter() - t_read_val
+    identity_l1 = box_val_loss(val_xn, val_yn, None, 0.0)[1]
+
+    def validate_now() -> list[np.ndarray]:
+        return predict_plan(model, val_plan, val_in, dev)
+
     state = LoopState(best_state=copy_state(model))
-    if resumed is not None:
-        info, tensors = resumed
-        state.best_state = restore(model, opt, tensors, dev)
-        state.epoch = int(info["epoch"])
-        state.best_val, state.best_epoch = float(info["best_val_l1"]), int(info["best_epoch"])
-        state.bad = int(info["bad_epochs"])
-        state.history, state.train_s = list(info["history"]), float(info.get("train_s", 0.0))
-        start_val = float(info["start_val_l1"])
-        start_l1 = float(info.get("start_l1", start_val))
-        log.info("resuming after epoch %d (best validation L1 %.4g)", state.epoch, state.best_val)
-    else:  # epoch 0: the starting network competes too (a zero head is the identity: never worse than the input)
-        zero_head = init_weights is None and config.residual
-        start_pred = x_n if zero_head else predict_held_out(model, x_n, sp, dev)
-        start_val, start_l1 = val_loss(start_pred, y_n, sp, pore_term, pore_weight)
-        del start_pred
-        state.best_val = start_val
-        if progress is not None:
-            progress(0, 0, steps_per_epoch, None, start_val)
+    t_val = 0.0
+    with phases("validation"):
+        if resumed is not None:
+            info, tensors = resumed
+            state.best_state = restore(model, opt, tensors, dev)
+            state.epoch = int(info["epoch"])
+            state.best_val, state.best_epoch = float(info["best_val_l1"]), int(info["best_epoch"])
+            state.bad = int(info["bad_epochs"])
+            state.history, state.train_s = list(info["history"]), float(info.get("train_s", 0.0))
+            start_val = float(info["start_val_l1"])
+            start_l1 = float(info.get("start_l1", start_val))
+            log.info("resuming after epoch %d (best validation L1 %.4g)", state.epoch, state.best_val)
+            if time_limit_s is not None:  # how long a validation takes, for the time plan
+                t0 = time.perf_counter()
+                validate_now()
+                t_val = time.perf_counter() - t0
+        else:  # epoch 0: the starting network competes too (a zero head is the identity: never worse than the input)
+            zero_head = init_weights is None and config.residual
+            t0 = time.perf_counter()
+            start_pred = validate_now() if (time_limit_s is not None or not zero_head) else None
+            t_val = time.perf_counter() - t0
+            start_val, start_l1 = box_val_loss(
+                val_xn if zero_head or start_pred is None else start_pred, val_yn, pore_term, pore_weight
+            )
+            del start_pred
+            state.best_val = start_val
+            if progress is not None:
+                progress(0, 0, steps_per_epoch, None, start_val)
+
+    # ---- the time plan: training gets what the phases after it (one validation that may overrun the
+    # limit, the final one, the calibration's reading and prediction, writing) leave of the time limit
+    cal_plan = None
+    if calibrate:
+        cal_plan = plan_eval(model, shape, [((0, 0, 0), shape)], block=sp.block, max_voxels=CALIBRATION_VOXELS)
+    loop_limit = None
+    reserve = 0.0
+    if time_limit_s is not None:
+        # the calibration reads and predicts its tiles as the validation set was read and predicted; a
+        # validation may overrun the training's limit, the final evaluation is one more: margins for a
+        # machine whose speed varies (shared CPUs)
+        per_voxel = (t_val + t_read_val) / max(val_plan.voxels, 1)
+        cal_s = 2.0 * per_voxel * (cal_plan.voxels if cal_plan is not None else 0)
+        reserve = 2.5 * t_val + cal_s + 2.0
+        left = time_limit_s - (time.perf_counter() - t_start) - reserve
+        loop_limit = state.train_s + max(left, 1e-3)
 
     core = (Ellipsis,) + (slice(context, context + patch),) * 3
+    from tomoflow.train.patches import PatchStream, patch_loader
+
+    stream = PatchStream(
+        pair,
+        sp,
+        norm,
+        first_epoch=state.epoch + 1,
+        n_steps=steps_per_epoch,
+        patch=patch,
+        context=context,
+        batch=batch,
+        seed=seed,
+        augment=aug if augment else None,
+    )
+    batches: Iterator[dict[str, Any]] | None = None
 
     def step(epoch: int, k: int, rng: np.random.Generator) -> tuple[float, int]:
-        xb = np.empty((batch, 1) + (patch + 2 * context,) * 3, dtype=np.float32)
-        yb = np.empty((batch, 1, patch, patch, patch), dtype=np.float32)
-        gains = np.ones((batch, 2), dtype=np.float32)  # per patch: gain, offset of its augmentation
-        gains[:, 1] = 0.0
-        for i, c in enumerate(sp.sample(batch, rng)):
-            sl = tuple(slice(int(s), int(s) + patch) for s in c)
-            xi = x_n[sl] if not context else read_box(x_n, c - context, c + patch + context, PAD_MODE)
-            if augment:
-                xb[i, 0], yb[i, 0], drawn = augment_pair(xi, y_n[sl], rng)
-                gains[i] = drawn["gain"], drawn["offset"]
-            else:
-                xb[i, 0], yb[i, 0] = xi, y_n[sl]
-        xt, yt = torch.from_numpy(xb).to(dev), torch.from_numpy(yb).to(dev)
+        nonlocal batches
+        if batches is None:
+            batches = iter(patch_loader(stream, num_workers))
+        b = next(batches)
+        assert (int(b["epoch"]), int(b["step"])) == (epoch, k), "the patch stream is out of step"
+        xt, yt = b["x"].to(dev), b["y"].to(dev)
         opt.zero_grad(set_to_none=True)
         pred = model(xt)[core]
         l1 = torch.mean(torch.abs(pred - yt))
         loss = l1
         if pore_term is not None:
-            g = torch.from_numpy(gains).to(dev).view(batch, 2, 1, 1, 1, 1)
+            g = b["gains"].to(dev).view(batch, 2, 1, 1, 1, 1)
             thr = g[:, 0] * pore_term["threshold"] + g[:, 1]
             width = g[:, 0] * pore_term["width"]
             loss = l1 + pore_weight * torch.nn.functional.binary_cross_entropy_with_logits(
@@ -454,7 +609,7 @@ def train_recovery(
         return float(l1.detach()), 1
 
     def validate(epoch: int) -> tuple[float, float]:
-        return val_loss(predict_held_out(model, x_n, sp, dev), y_n, sp, pore_term, pore_weight)
+        return box_val_loss(validate_now(), val_yn, pore_term, pore_weight)
 
     def record(epoch: int, train_loss: float, val: float, val_l1: float, steps: int, t_ep: float) -> dict[str, Any]:
         entry = {
@@ -497,68 +652,90 @@ def train_recovery(
             kind="recovery-checkpoint",
         )
 
-    state = train_epochs(
-        model,
-        opt,
-        state,
-        epochs=epochs,
-        n_steps=steps_per_epoch,
-        lr=lr,
-        lr_final=lr_final,
-        seed=seed,
-        patience=patience,
-        time_limit_s=time_limit_s,
-        step=step,
-        validate=validate,
-        record=record,
-        checkpoint=checkpoint,
-        progress=progress,
-        progress_every=4,
-    )
+    t_train = time.perf_counter()
+    try:
+        state = train_epochs(
+            model,
+            opt,
+            state,
+            epochs=epochs,
+            n_steps=steps_per_epoch,
+            lr=lr,
+            lr_final=lr_final,
+            seed=seed,
+            patience=patience,
+            time_limit_s=loop_limit,
+            step=step,
+            validate=validate,
+            record=record,
+            checkpoint=checkpoint,
+            progress=progress,
+            progress_every=4,
+        )
+    finally:
+        batches = None  # the loader's workers end
+    phases.seconds["training"] = time.perf_counter() - t_train
     best_state, best_epoch, history, train_s = state.best_state, state.best_epoch, state.history, state.train_s
     stopped = state.stopped
 
-    # ---- outputs: best weights, held-out metrics, card
+    # ---- outputs: best weights, held-out metrics, calibration, card
     model.load_state_dict(best_state)
     model.eval()
-    pred_n = predict_held_out(model, x_n, sp, dev)
-    final_l1 = l1_held_out(pred_n, y_n, sp)
-    pred = undo_normalization(pred_n, norm)
-    metrics = held_out_metrics(pred, x_raw, y_raw, sp, float(y_raw.max() - y_raw.min()))
+    with phases("evaluation"):
+        pred_n = validate_now()
+        final_l1 = box_val_loss(pred_n, val_yn, None, 0.0)[1]
+        pred = [undo_normalization(p, norm) for p in pred_n]
+        del pred_n
+        metrics = box_metrics(zip(pred, val_x, val_y), data_range)
     metrics.update(
         {
             "val_l1": final_l1,
             "val_l1_input": identity_l1,
             "val_l1_units": "normalised grey values, (x - offset) / scale",
+            "evaluated": val_plan.describe() + " of the held-out blocks",
         }
     )
     calibration, calibration_note = None, "not requested (calibrate=False)"
     if calibrate:
-        calibration, calibration_note, fractions, calibrated = _calibrate(model, x_n, y_raw, norm, sp, dev)
-        if calibration is not None:
-            assert calibrated is not None  # returned with the calibration
-            metrics["pore_fraction"] = fractions
-            after = held_out_metrics(calibrated, x_raw, y_raw, sp, float(y_raw.max() - y_raw.min()))
-            metrics["calibrated"] = {k: after[k] for k in ("psnr_prediction_db", "ssim_prediction") if k in after}
+        assert cal_plan is not None
+        with phases("calibration"):
+            calibration, calibration_note = _calibrate(model, pair, cal_plan, norm, dev)
+            if calibration is not None:
+                cal = calibration_of({"calibration": calibration})
+                assert cal is not None  # fitted: four increasing levels
+                calibrated = [apply_calibration(p, cal) for p in pred]
+                thr = calibration["threshold"]
+                metrics["pore_fraction"] = {
+                    "threshold": thr,
+                    "target": _fraction_below(val_y, thr),
+                    "prediction": _fraction_below(pred, thr),
+                    "calibrated": _fraction_below(calibrated, thr),
+                }
+                after = box_metrics(zip(calibrated, val_x, val_y), data_range)
+                metrics["calibrated"] = {k: after[k] for k in ("psnr_prediction_db", "ssim_prediction") if k in after}
+    total_s = time.perf_counter() - t_start
     card = {
         "name": "tomoflow resolution-recovery 3D U-Net (per-sample)",
         "input_size": [patch, patch, patch],
-        "normalisation": dict(norm, pad_mode=PAD_MODE),
+        "normalisation": dict(norm, pad_mode=PAD_MODE, computed_from=sample_note),
         "inference": "y = undo_normalization(net(apply_normalization(x))) on the LFOV resampled onto the HR grid "
         f"(tomoflow.recover.normalization.with_normalization); pad_mode {PAD_MODE!r}, halo >= "
         f"{receptive_field(config)} voxels",
         "training_data": {
             "input": "LFOV volume resampled onto the HR grid (registration matrix HR -> LFOV)",
             "target": "HR region-of-interest volume",
-            "shape": list(x_raw.shape),
+            "shape": list(shape),
             "hr_voxel_um": hr_voxel_um,
             "lfov_voxel_um": lfov_voxel_um,
             "input_sha256": train_cfg["input_sha256"],
             "target_sha256": train_cfg["target_sha256"],
+            "read": "patch by patch from the pair source "
+            + ("(the LFOV resampled onto each box)" if target is None else "(two arrays)"),
             "patch": [patch] * 3,
             "context": context,
             "batch": batch,
             "steps_per_epoch": steps_per_epoch,
+            "num_workers": num_workers,
             "augmentation": dict(
                 aug, note="same flips, permutation, gain and offset on input and target, normalised space"
             ),
@@ -570,7 +747,7 @@ def train_recovery(
             "optimizer": "Adam",
             "lr": lr,
             "lr_schedule": f"cosine per step to {lr_final} x lr over {epochs} epochs"
-            + (f" or {time_limit_s:g} s of training, whichever first" if time_limit_s else ""),
+            + (f" or {loop_limit:g} s of training, whichever first" if loop_limit else ""),
             "loss": "L1 (mean absolute error), normalised units"
             + (
                 f" + {pore_weight:g} x pore term (binary cross-entropy of a soft threshold at "
@@ -597,7 +774,16 @@ def train_recovery(
         **({"calibration_note": calibration_note} if calibration is None else {}),
         "seed": seed,
         "command": command,
-        "timing": {"training_s": train_s, "total_s": time.perf_counter() - t_start},
+        "timing": {
+            "training_s": train_s,
+            "total_s": total_s,
+            "time_limit_s": time_limit_s,
+            "training_limit_s": loop_limit,
+            "reserved_after_training_s": reserve if time_limit_s is not None else None,
+            "phases": dict(phases.seconds),
+            "note": "wall seconds of each phase of this run (training_s: the training loop summed over resumed "
+            "runs); writing the files comes after the card and is not in it",
+        },
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     weights = out / WEIGHTS_NAME
@@ -606,27 +792,39 @@ def train_recovery(
     return TrainResult(weights=weights, card_path=out / CARD_NAME, card=card, model=model, history=history, split=sp)
 
 
+def _fraction_below(boxes: list[np.ndarray], threshold: float) -> float:
+    n = sum(b.size for b in boxes)
+    return float(sum(int(np.count_nonzero(b < threshold)) for b in boxes) / max(n, 1))
+
+
 def _calibrate(
-    model: Any, x_n: np.ndarray, y_raw: np.ndarray, norm: dict[str, Any], split: Split, device: Any
-) -> tuple[dict[str, Any] | None, str, dict[str, Any] | None, np.ndarray | None]:
-    """``(calibration, note, held-out pore fractions, calibrated prediction)`` of a trained network on its
-    whole training pair (raw grey values)."""
-    pred = undo_normalization(
-        predict_tiled(model, x_n, block=split.block, device=str(device.type), pad_mode=PAD_MODE), norm
-    )
+    model: Any, pair: Any, plan: EvalPlan, norm: dict[str, Any], device: Any
+) -> tuple[dict[str, Any] | None, str]:
+    """``(calibration, note)`` of a trained network fitted on the tiles of ``plan`` (the whole training pair,
+    or a fixed, evenly spread sample of it), predicted tile by tile as inference predicts them."""
+    view = BoxView(pair, "input")
+    preds, tgts = [], []
+    for t in plan.tiles:
+        x = apply_normalization(read_box(view, t.in_start, t.in_stop, PAD_MODE), norm)
+        one = EvalPlan(
+            units=[u for u in plan.units if u.tile.index == t.index],
+            tiles=[t],
+            valid=plan.valid,
+            complete=plan.complete,
+            total_voxels=plan.total_voxels,
+        )
+        for u, p in zip(one.units, predict_plan(model, one, {t.index: x}, device)):
+            preds.append(undo_normalization(p, norm).ravel())
+            tgts.append(pair.read_target(u.box).ravel())
     try:
-        cal = fit_calibration(pred, y_raw)
+        cal = fit_calibration(np.concatenate(preds), np.concatenate(tgts))
     except InputError as exc:  # a constant target: no threshold
-        return None, f"not fitted: {exc}", None, None
+        return None, f"not fitted: {exc}"
     if cal is None:
-        return None, "not fitted: the target has no pore and solid classes at its threshold", None, None
-    cal["fitted_on"] = "the whole training pair (every voxel of the region of interest)"
-    held = split.held_out_mask
-    calibrated = apply_calibration(pred, calibration_of({"calibration": cal}))  # type: ignore[arg-type]
-    fractions = {
-        "threshold": cal["threshold"],
-        "target": float(np.mean(y_raw[held] < cal["threshold"])),
-        "prediction": float(np.mean(pred[held] < cal["threshold"])),
-        "calibrated": float(np.mean(calibrated[held] < cal["threshold"])),
-    }
-    return cal, "", fractions, calibrated
+        return None, "not fitted: the target has no pore and solid classes at its threshold"
+    cal["fitted_on"] = (
+        "the whole training pair (every voxel of the region of interest)"
+        if plan.complete
+        else f"a sample of the training pair: {plan.describe()}"
+    )
+    return cal, ""
