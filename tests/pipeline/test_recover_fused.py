@@ -157,7 +157,7 @@ def test_the_resampler_memory_shrinks_the_block_to_fit_the_budget(setup, tmp_pat
     from tomoflow.recover.unet import inference_bytes
 
     d, weights, model, lfov = setup
-    n = 96
+    n = 48
     src = write_volume_store(tmp_path / "big.zarr", np.ones((n, n, n), np.float32), voxel_size_um=1.0)
     shape, matrix = field_grid((n, n, n), 1.0, 1.0)  # the same grid: a source region as large as the box
     budget = inference_bytes(model, (66, 66, 66)) + 5 * 2**20  # the network alone: blocks of 48 (boxes of 66)

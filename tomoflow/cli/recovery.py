@@ -202,7 +202,15 @@ def recover(
         matrix, shape, spacing, doc, what = grid
         kw = {"matrix": matrix, "shape": shape, "spacing_um": spacing, "order": 3 if order is None else order}
         # the grid (matrix, inside the volume, order, size against the caps and free space) before any cluster
-        plan_resample(volume, out, matrix=matrix, shape=shape, spacing_um=spacing, order=kw["order"])
+        plan_resample(
+            volume,
+            out,
+            matrix=matrix,
+            shape=shape,
+            spacing_um=spacing,
+            order=kw["order"],
+            output="the recovered volume",
+        )
         kw["registration"] = doc
         console.print(f"recovering {_e(volume)} resampled onto {_e(what)}")
     t0 = time.perf_counter()

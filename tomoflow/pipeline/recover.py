@@ -130,7 +130,15 @@ def _grid_plan(
     if registration is not None and not isinstance(registration, dict):
         raise ConfigError(f"registration must be a dict (a registration document), got {type(registration).__name__}")
     # matrix, grid inside the source, spline order, the output's size against the caps and the free space
-    return plan_resample(volume_path, out_path, matrix=matrix, shape=shape, spacing_um=spacing_um, order=order)
+    return plan_resample(
+        volume_path,
+        out_path,
+        matrix=matrix,
+        shape=shape,
+        spacing_um=spacing_um,
+        order=order,
+        output="the recovered volume",
+    )
 
 
 def _tiling(model: Any, shape: tuple[int, ...], chunk: tuple[int, ...], align: int) -> tuple[bool, int, list[Any]]:

@@ -227,6 +227,7 @@ def plan_resample(
     spacing_um: float,
     order: int = 3,
     chunks: Sequence[int] | None = None,
+    output: str = "the resampled volume",
 ) -> ResamplePlan:
     """Check a resampling before anything is created (what :func:`resample_volume` runs first).
 
@@ -244,6 +245,8 @@ def plan_resample(
         Source volume store, and the output store (None: no free-space check).
     matrix, shape, spacing_um, order, chunks
         As for :func:`resample_volume`.
+    output
+        What is written on the grid, for the messages (e.g. ``"the recovered volume"``).
 
     Returns
     -------
@@ -298,7 +301,7 @@ def plan_resample(
     new_output = out_path is not None and not os.path.lexists(out_path)
     size = f"{' x '.join(str(n) if n < 10**9 else f'{float(n):.3g}' for n in shp)} voxels of {sp:g} um"
     check_planned_output(
-        f"the resampled volume ({size}, {n_levels} pyramid levels)",
+        f"{output} ({size}, {n_levels} pyramid levels)",
         float(nbytes) if nbytes < 10**300 else math.inf,
         out_path if new_output else None,
         n_chunks=float(n_chunks) if n_chunks < 10**300 else math.inf,
