@@ -147,7 +147,6 @@ def test_full_manifest_for_the_runner(tmp_path, raw):
         "aligned": "aligned.zarr",
         "volume": "volume.zarr",
         "registration": "registration.json",
-        "resampled": "lfov-hr-grid.zarr",
         "training": "training",
         "recovered": "recovered.zarr",
         "report": "scan-report.json",

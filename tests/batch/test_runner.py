@@ -305,9 +305,10 @@ def test_outputs_that_would_collide_or_escape_are_refused_before_any_work(archiv
 
 
 @pytest.mark.slow
-def test_recover_registers_trains_resamples_and_recovers_then_skips(tmp_path, cluster):
+def test_recover_registers_trains_and_recovers_the_resampled_field_then_skips(tmp_path, cluster):
     """``recover`` with ``model: train``: registration and training as single worker tasks, then the
-    whole LFOV field resampled at the HR voxel size and recovered; a rerun skips all four."""
+    whole LFOV field recovered at the HR voxel size, resampled block by block on the fly (no resampled
+    store); a rerun skips all three."""
     from tomoflow.io.synthetic import write_multiscale_pair
     from tomoflow.sim import simulate_multiscale_pair
 
@@ -322,7 +323,7 @@ def test_recover_registers_trains_resamples_and_recovers_then_skips(tmp_path, cl
     result = run_batch(m, client=client)
     (s,) = result.scans
     assert s.status == COMPLETE, s
-    assert [st.stage for st in s.stages] == ["register", "train", "resample", "recover"]
+    assert [st.stage for st in s.stages] == ["register", "train", "recover"]
     out = tmp_path / "out" / "pair"
     reg = json.loads((out / "registration.json").read_text())
     assert reg["dof"] == 3 and reg["ncc"] > reg["ncc_prior"] and "fingerprint" in reg
@@ -330,6 +331,9 @@ def test_recover_registers_trains_resamples_and_recovers_then_skips(tmp_path, cl
     assert (out / "training" / "batch-training.json").is_file()
     rec = VolumeStore.open(out / "recovered.zarr")
     assert rec.shape == ((20 - 1) * 4 + 1,) * 3 and rec.attrs.voxel_size.value == pytest.approx(1.0)
+    assert Path(rec.extra["fused_resample"]["source"]).name == "lfov.zarr"
+    assert [p.name for p in out.glob("*.zarr")] == ["recovered.zarr"]  # no resampled store
+    assert set(s.outputs) == {"registration", "training", "recovered"}
     assert s.thumbnail and (tmp_path / "out" / s.thumbnail).is_file()
     files = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != "scan-report.json"}
     again = run_batch(m, client=client)

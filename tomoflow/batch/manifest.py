@@ -579,7 +579,7 @@ class Manifest(_Model):
 # ----------------------------------------------------------------------------- layout
 def scan_outputs(manifest: Manifest, scan: ScanEntry | str) -> dict[str, Path]:
     """Where ``scan`` writes: ``{"dir": <output>/<name>, "scan": .../scan.zarr, "aligned": ...,
-    "volume": ..., "registration": ..., "resampled": ..., "training": ..., "recovered": ...,
+    "volume": ..., "registration": ..., "training": ..., "recovered": ...,
     "report": ...}`` (see :data:`tomoflow.batch.names.OUTPUT_NAMES`).
 
     Raises

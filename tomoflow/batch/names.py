@@ -36,7 +36,6 @@ OUTPUT_NAMES = {
     "aligned": "aligned.zarr",
     "volume": "volume.zarr",
     "registration": "registration.json",
-    "resampled": "lfov-hr-grid.zarr",
     "training": "training",
     "recovered": "recovered.zarr",
     "report": "scan-report.json",

@@ -46,7 +46,7 @@ from tomoflow.pipeline.align import align_scan
 from tomoflow.pipeline.reconstruct import reconstruct_scan
 from tomoflow.pipeline.recover import recover_volume
 from tomoflow.pipeline.registration import volume_voxel_um
-from tomoflow.pipeline.resample import field_grid, resample_volume
+from tomoflow.pipeline.resample import field_grid
 
 __all__ = ["BatchRun", "ScanRunner"]
 
@@ -302,7 +302,7 @@ class ScanRunner:
             assert lfov is not None  # the manifest requires volume of a scan that runs recover without recon
             self._recover(stages["recover"], lfov)
 
-    # -- recover: register -> train (model: train) -> resample the field -> recover
+    # -- recover: register -> train (model: train) -> recover the field (resampled block by block, on the fly)
     def _recover(self, stage: Any, lfov: Path) -> None:
         m, scan, out, client = self.batch.manifest, self.scan, self.out, self.batch.client
         hr = m.hr_volume(scan)
@@ -376,25 +376,15 @@ class ScanRunner:
             hr_um = float(trained) if trained is not None else volume_voxel_um(VolumeStore.open(hr), str(hr))
         shape, matrix = field_grid(lf.shape, lf_um, hr_um)
         self._stage(
-            "resample",
-            lambda: resample_volume(
+            "recover",
+            lambda: recover_volume(
                 lfov,
-                out["resampled"],
+                weights,
+                out["recovered"],
                 matrix=matrix,
                 shape=shape,
                 spacing_um=hr_um,
                 order=stage.order,
-                client=client,
-                progress=self._progress("resample"),
-            ),
-            [(out["resampled"], "resample")],
-        )
-        self._stage(
-            "recover",
-            lambda: recover_volume(
-                out["resampled"],
-                weights,
-                out["recovered"],
                 pad_mode=stage.pad_mode,
                 client=client,
                 progress=self._progress("recover"),
@@ -434,7 +424,7 @@ class ScanRunner:
         r, out, root = self.result, self.out, Path(self.batch.manifest.output)
         names = self.batch.manifest.stage_names(self.scan)
         keys = ["scan"] * ("ingest" in names) + ["aligned"] * ("align" in names) + ["volume"] * ("recon" in names)
-        keys += ["registration", "training", "resampled", "recovered"] if "recover" in names else []
+        keys += ["registration", "training", "recovered"] if "recover" in names else []
         r.outputs = {k: os.path.relpath(out[k], root) for k in keys if os.path.lexists(out[k])}
         if "align" in names and _record(out["aligned"], "align")[0]:
             r.alignment = _alignment_summary(out["aligned"])

@@ -12,10 +12,10 @@ stage        runs                                                        needs
 ``ingest``   :func:`tomoflow.io.ingest.ingest` (raw file -> scan store)  the scan's ``path``
 ``align``    :func:`tomoflow.pipeline.align.align_scan`                  ``ingest``
 ``recon``    :func:`tomoflow.pipeline.reconstruct_scan`                  ``ingest``
-``recover``  register (:func:`tomoflow.register.register`), resample     ``recon`` (or the scan's LFOV
-             (:func:`tomoflow.pipeline.resample.resample_volume`),       ``volume``), and the scan's HR
-             train (:func:`tomoflow.train.recovery.train_recovery`,      volume (``hr`` / ``hr_scan``)
-             when ``model: train``), recover
+``recover``  register (:func:`tomoflow.register.register`), train      ``recon`` (or the scan's LFOV
+             (:func:`tomoflow.train.recovery.train_recovery`, when       ``volume``), and the scan's HR
+             ``model: train``), recover the field at the HR voxel size   volume (``hr`` / ``hr_scan``)
+             resampled on the fly
              (:func:`tomoflow.pipeline.recover.recover_volume`)
 ===========  ==========================================================  ================================
 
@@ -235,9 +235,9 @@ class TrainOptions(_Model):
 
 class RecoverStage(_Model):
     """Resolution recovery of the scan's LFOV volume against its paired HR volume: register the HR
-    volume into the LFOV one, resample the whole LFOV field at the HR voxel size, train the U-Net on
-    the pair (``model: train``) or use given weights, and run it over the resampled field
-    (``<output>/<scan>/recovered.zarr``)."""
+    volume into the LFOV one, train the U-Net on the pair (``model: train``) or use given weights, and
+    run it over the whole LFOV field at the HR voxel size, resampled block by block on the fly
+    (``<output>/<scan>/recovered.zarr``; no resampled volume is written)."""
 
     stage: Literal["recover"] = "recover"
     model: Literal["train"] | Path = Field(

@@ -151,7 +151,9 @@ def register(
 @app.command()
 @_friendly
 def recover(
-    volume: Path = typer.Argument(..., help="Volume store to recover (e.g. the LFOV volume)."),
+    volume: Path = typer.Argument(
+        ..., help="Volume store to recover: the LFOV volume (with --voxel or --registration), or one on the HR grid."
+    ),
     model: Path = typer.Option(
         ...,
         "--model",
@@ -160,18 +162,62 @@ def recover(
         "its ONNX export (.onnx from `train-recovery --onnx`, run by onnxruntime).",
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Volume store to write (OME-Zarr, with pyramid)."),
+    voxel: float | None = typer.Option(
+        None,
+        help="Recover the whole field of VOLUME at this voxel size (um; the HR voxel size the network was "
+        "trained on), resampled block by block on the fly (no intermediate store).",
+    ),
+    registration: Path | None = typer.Option(
+        None,
+        "--registration",
+        "-r",
+        help="JSON written by `tomoflow register`: recover on the grid of --hr, VOLUME resampled on the fly "
+        "through its matrix.",
+    ),
+    hr: Path | None = typer.Option(
+        None, help="With --registration: the HR volume store whose grid (shape, voxel size) is the output's."
+    ),
+    order: int | None = typer.Option(
+        None, help="With --voxel or --registration: spline order of the resampling (default 3 cubic, 1 trilinear)."
+    ),
     pad_mode: str = typer.Option("reflect", help="Volume border extension: reflect or zeros (as in training)."),
     cluster: str = typer.Option("local", help="local, local-cuda, slurm, pbs, a scheduler address or file, or none."),
     workers: int | None = typer.Option(None, help="Workers of the local cluster."),
     overwrite: bool = typer.Option(False, help="Replace an output made from other inputs or parameters."),
 ) -> None:
     """Run a resolution-recovery U-Net over a whole volume, block by block on Dask (exact stitching,
-    resumable: rerun the same command after an interruption)."""
+    resumable: rerun the same command after an interruption). With --voxel (the whole field) or
+    --registration and --hr (the HR ROI's grid), each block's input is resampled from VOLUME on the fly:
+    the result of `tomoflow resample` then `tomoflow recover`, without writing the resampled volume."""
+    from tomoflow.cli.resample import target_grid
     from tomoflow.pipeline.recover import recover_volume
+    from tomoflow.pipeline.resample import plan_resample
 
+    grid = target_grid(volume, out, registration=registration, hr=hr, voxel=voxel, output="the recovered volume")
+    kw: dict[str, Any] = {}
+    if grid is None:
+        if order is not None:
+            _fail("--order is the resampling's: it goes with --voxel or --registration")
+    else:
+        matrix, shape, spacing, doc, what = grid
+        kw = {"matrix": matrix, "shape": shape, "spacing_um": spacing, "order": 3 if order is None else order}
+        # the grid (matrix, inside the volume, order, size against the caps and free space) before any cluster
+        plan_resample(
+            volume,
+            out,
+            matrix=matrix,
+            shape=shape,
+            spacing_um=spacing,
+            order=kw["order"],
+            output="the recovered volume",
+        )
+        kw["registration"] = doc
+        console.print(f"recovering {_e(volume)} resampled onto {_e(what)}")
     t0 = time.perf_counter()
     with _cluster(cluster, workers) as client, _stage_progress() as update, _writing(out):
-        v = recover_volume(volume, model, out, pad_mode=pad_mode, client=client, overwrite=overwrite, progress=update)
+        v = recover_volume(
+            volume, model, out, pad_mode=pad_mode, client=client, overwrite=overwrite, progress=update, **kw
+        )
     info = v.stages()["recover"].info
     _wrote(
         out,

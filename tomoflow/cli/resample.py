@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -46,51 +47,26 @@ def resample(
     import numpy as np
 
     from tomoflow.cli.recovery import _parse_region
-    from tomoflow.cli.train_recovery import _read_registration
-    from tomoflow.io.volume_store import VolumeStore
-    from tomoflow.pipeline.registration import volume_voxel_um
-    from tomoflow.pipeline.resample import field_grid, plan_resample, resample_volume
+    from tomoflow.pipeline.resample import plan_resample, resample_volume
 
-    if (registration is None) == (voxel is None):
-        _fail("give either --registration with --hr (the HR ROI grid) or --voxel (the whole field at that voxel size)")
     if chunk < 1:
         _fail(f"--chunk must be a positive number of voxels, got {chunk}")
-    src = VolumeStore.open(volume)
-    src_um = volume_voxel_um(src, volume)
-    doc = None
-    if registration is not None:
-        if hr is None:
-            _fail("--registration needs --hr, the HR volume store whose grid the output takes")
-        if region is not None:
-            _fail("--region goes with --voxel (a part of the whole field); with --registration the grid is the HR ROI")
-        from tomoflow.io.output import check_not_an_input
-
-        check_not_an_input(out, [hr, registration], "the resampled volume")  # inputs of this run, never replaced
-        h = VolumeStore.open(hr)
-        spacing = volume_voxel_um(h, hr)
-        matrix, doc = _read_registration(registration, spacing, src_um)
-        shape = tuple(int(n) for n in h.shape)
-        what = f"the HR grid of {hr.name} ({' x '.join(map(str, shape))} voxels of {spacing:g} um)"
-    else:
-        if hr is not None:
-            _fail("--hr goes with --registration")
-        if not (voxel is not None and voxel > 0 and np.isfinite(voxel)):
-            _fail(f"--voxel must be a positive voxel size in um, got {voxel}")
-        spacing = float(voxel)
-        shape, matrix = field_grid(src.shape, src_um, spacing)
-        box = _parse_region(region)
-        if box is not None:
-            for (a, b), n, ax in zip(box, shape, "zyx"):
-                if not 0 <= a < b <= n:
-                    _fail(f"--region {ax} range {a}:{b} is not inside the field's 0:{n} voxels")
-            matrix = matrix.copy()
-            matrix[:3, 3] += np.array([a for a, _ in box], dtype=np.float64) * spacing
-            shape = tuple(b - a for a, b in box)
-        what = (
-            f"the field of {volume.name} at {spacing:g} um ({' x '.join(map(str, shape))} voxels"
-            + (f", region {region}" if region else "")
-            + ")"
-        )
+    if region is not None and registration is not None:
+        _fail("--region goes with --voxel (a part of the whole field); with --registration the grid is the HR ROI")
+    grid = target_grid(volume, out, registration=registration, hr=hr, voxel=voxel, output="the resampled volume")
+    if grid is None:
+        _fail("give either --registration with --hr (the HR ROI grid) or --voxel (the whole field at that voxel size)")
+    matrix, shape, spacing, doc, what = grid
+    box = _parse_region(region)
+    if box is not None:
+        for (a, b), n, ax in zip(box, shape, "zyx"):
+            if not 0 <= a < b <= n:
+                _fail(f"--region {ax} range {a}:{b} is not inside the field's 0:{n} voxels")
+        matrix = matrix.copy()
+        matrix[:3, 3] += np.array([a for a, _ in box], dtype=np.float64) * spacing
+        shape = tuple(b - a for a, b in box)
+        what = f"the field of {volume.name} at {spacing:g} um ({' x '.join(map(str, shape))} voxels, region {region})"
+    src_um = grid_source_um(volume)
     # the whole plan (matrix, grid, chunks, bytes against the caps and the free space) before any cluster
     plan_resample(volume, out, matrix=matrix, shape=shape, spacing_um=spacing, order=order, chunks=(chunk,) * 3)
     console.print(f"resampling {_e(volume)} ({src_um:g} um voxels) onto {_e(what)}")
@@ -110,3 +86,65 @@ def resample(
             progress=update,
         )
     _wrote(out, f"{' x '.join(map(str, v.shape))} voxels of {spacing:g} um in {time.perf_counter() - t0:.1f} s")
+
+
+def grid_source_um(volume: Path) -> float:
+    """The voxel size (micrometres) of a volume store to resample; ConfigError when it is unknown."""
+    from tomoflow.io.volume_store import VolumeStore
+    from tomoflow.pipeline.registration import volume_voxel_um
+
+    return volume_voxel_um(VolumeStore.open(volume), volume)
+
+
+def target_grid(
+    volume: Path, out: Path, *, registration: Path | None, hr: Path | None, voxel: float | None, output: str
+) -> tuple[Any, tuple[int, int, int], float, dict[str, Any] | None, str] | None:
+    """The grid of ``--registration REG --hr HR`` or ``--voxel UM`` for resampling ``volume`` (commands
+    ``resample`` and ``recover``): ``(matrix, shape, spacing_um, registration document, description)``,
+    or None where neither is given. A mistake (both given, ``--registration`` without ``--hr`` or the
+    reverse, a non-positive voxel size, a registration that cannot be read or registers other volumes,
+    ``out`` being one of these inputs) exits with one line before anything is created."""
+    import numpy as np
+
+    from tomoflow.cli.train_recovery import _read_registration
+    from tomoflow.io.volume_store import VolumeStore
+    from tomoflow.pipeline.registration import volume_voxel_um
+    from tomoflow.pipeline.resample import field_grid
+
+    if registration is not None and voxel is not None:
+        _fail("give either --registration with --hr (the HR ROI grid) or --voxel (the whole field at that voxel size)")
+    if registration is None and voxel is None:
+        if hr is not None:
+            _fail("--hr goes with --registration")
+        return None
+    src_um = grid_source_um(volume)
+    if registration is not None:
+        if hr is None:
+            _fail("--registration needs --hr, the HR volume store whose grid the output takes")
+        from tomoflow.io.output import check_not_an_input
+
+        check_not_an_input(out, [hr, registration], output)  # inputs of this run, never replaced
+        h = VolumeStore.open(hr)
+        spacing = volume_voxel_um(h, hr)
+        matrix, doc = _read_registration(registration, spacing, src_um)
+        shape: Any = tuple(int(n) for n in h.shape)
+        return (
+            matrix,
+            shape,
+            spacing,
+            doc,
+            f"the HR grid of {hr.name} ({' x '.join(map(str, shape))} voxels of {spacing:g} um)",
+        )
+    if hr is not None:
+        _fail("--hr goes with --registration")
+    if not (voxel is not None and voxel > 0 and np.isfinite(voxel)):
+        _fail(f"--voxel must be a positive voxel size in um, got {voxel}")
+    spacing = float(voxel)
+    shape, matrix = field_grid(VolumeStore.open(volume).shape, src_um, spacing)
+    return (
+        matrix,
+        shape,
+        spacing,
+        None,
+        f"the field of {volume.name} at {spacing:g} um ({' x '.join(map(str, shape))} voxels)",
+    )
