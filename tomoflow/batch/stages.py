@@ -39,6 +39,7 @@ from tomoflow.recover.splits import SPLITS
 from tomoflow.recover.tiling import PAD_MODES
 from tomoflow.recover.unet import WEIGHTS_NAME
 from tomoflow.register.registration import DOFS
+from tomoflow.train.recovery import DEFAULTS as _TRAIN
 
 __all__ = [
     "STAGES",
@@ -195,22 +196,27 @@ class ReconStage(_Model):
 
 
 class TrainOptions(_Model):
-    """Training of the per-sample recovery U-Net (as ``tomoflow train-recovery``; same defaults)."""
+    """Training of the per-sample recovery U-Net (as ``tomoflow train-recovery``; same defaults,
+    :data:`tomoflow.train.recovery.DEFAULTS`)."""
 
-    epochs: int = Field(default=20, ge=1, description="Most epochs.")
-    steps: int = Field(default=16, ge=1, description="Optimisation steps per epoch.")
-    patch: int = Field(default=32, ge=1, description="Training patch edge (voxels).")
-    batch: int = Field(default=4, ge=1, description="Patches per optimisation step.")
-    lr: float = Field(default=1e-3, gt=0, allow_inf_nan=False, description="Adam learning rate.")
+    epochs: int = Field(default=_TRAIN["epochs"], ge=1, description="Most epochs.")
+    steps: int = Field(default=_TRAIN["steps_per_epoch"], ge=1, description="Optimisation steps per epoch.")
+    patch: int = Field(default=_TRAIN["patch"], ge=1, description="Training patch edge (voxels).")
+    batch: int = Field(default=_TRAIN["batch"], ge=1, description="Patches per optimisation step.")
+    lr: float = Field(default=_TRAIN["lr"], gt=0, allow_inf_nan=False, description="Adam learning rate.")
     channels: tuple[Annotated[int, Field(ge=1)], ...] = Field(
         default=(16, 32, 64), min_length=1, description="U-Net feature channels per level, finest first."
     )
     val_fraction: float = Field(default=0.125, gt=0, lt=1, description="Fraction of the blocks held out.")
     split: Literal[SPLITS] = Field(default="auto", description="How blocks are held out.")  # type: ignore[valid-type]
-    patience: int = Field(default=4, ge=1, description="Epochs without improvement before stopping.")
+    patience: int = Field(default=_TRAIN["patience"], ge=1, description="Epochs without improvement before stopping.")
     seed: int = Field(default=0, ge=0, description="Seed of the split, initial weights and patches.")
     time_limit_s: float | None = Field(
-        default=None, gt=0, allow_inf_nan=False, description="Stop training after this many seconds."
+        default=_TRAIN["time_limit_s"],
+        gt=0,
+        allow_inf_nan=False,
+        description="Wall seconds the whole training task may take (reading, training, evaluation, calibration, "
+        "writing); null: no limit.",
     )
 
     def kwargs(self) -> dict[str, Any]:

@@ -74,17 +74,17 @@ def train_task(
     threads: int | None,
     source: dict[str, Any],
 ) -> dict[str, Any]:
-    """Task: train the recovery U-Net on (LFOV resampled onto the HR grid, HR), resuming a checkpoint."""
-    from tomoflow.register.resample import resample_to_grid
+    """Task: train the recovery U-Net on (LFOV resampled onto the HR grid, HR), resuming a checkpoint; the
+    pair is read patch by patch from the stores (:class:`tomoflow.io.pair_source.StorePair`), never whole."""
+    from tomoflow.io.pair_source import StorePair
     from tomoflow.train.recovery import train_recovery  # torch: loaded on the worker that trains
 
     h, lf = VolumeStore.open(hr), VolumeStore.open(lfov)
     hr_um, lf_um = volume_voxel_um(h, hr), volume_voxel_um(lf, lfov)
-    hr_vol = np.asarray(h.level(0)[...], dtype=np.float32)
-    inp = resample_to_grid(lf.level(0), np.asarray(matrix), h.shape, hr_um, lf_um)
+    pair = StorePair(hr, lfov, np.asarray(matrix, dtype=np.float64), hr_um, lf_um)
     res = train_recovery(
-        inp,
-        hr_vol,
+        pair,
+        None,
         out_dir=out_dir,
         device=device,
         threads=threads,
