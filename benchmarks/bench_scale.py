@@ -54,8 +54,6 @@ LFOV_UM, HR_UM, SEED = 4.0, 1.0, 1
 TIME_LIMIT = 120.0
 NODE_CORES = 64
 """Cores of the "one CPU node" of the extrapolation (a common dual-socket node)."""
-GPU_VOXELS_PER_S = None
-"""Measured U-Net inference throughput on one GPU worker (voxels/s); None: not measured in this run."""
 
 
 # ----------------------------------------------------------------------------- measuring a command
@@ -289,8 +287,30 @@ def _store_voxels(path: Path, tree: Path) -> int | None:
 
 
 # ----------------------------------------------------------------------------- extrapolation
+def _slope(ok: list[dict[str, Any]], key: str, voxels: str) -> tuple[float, float, str]:
+    """Seconds per voxel of ``key`` between the two largest sizes (the fixed costs cancel), with the
+    largest size's ``(voxels, seconds)``; one size: its seconds per voxel."""
+    pts = [(float(r[key][voxels] if voxels in r[key] else r[voxels]), r[key]["wall_s"]) for r in ok]
+    (v2, t2) = pts[-1]
+    if len(pts) >= 2 and pts[-1][0] > pts[-2][0]:
+        (v1, t1) = pts[-2]
+        k = (t2 - t1) / (v2 - v1)
+        return k, t2, f"({t2:.1f} - {t1:.1f}) s / ({v2:.3g} - {v1:.3g}) voxels = {1e9 * k:.2f} ns per voxel"
+    return t2 / v2, t2, f"{t2:.1f} s / {v2:.3g} voxels = {1e9 * t2 / v2:.2f} ns per voxel"
+
+
+#: The default U-Net's multiply-adds per output voxel, valid evaluation (benchmarks/BENCHMARKS.md part (b):
+#: 160 G for a 128³ block in a 176³ box).
+UNET_MACS_PER_VOXEL = 160e9 / 128**3
+#: Sustained FP32 throughput assumed for a GPU worker (one H100: 67 TFLOP/s FP32 peak; cuDNN's 3-D
+#: convolutions of 16-64 channels reach a fraction of it). An assumption, not a measurement.
+GPU_SUSTAINED_FLOPS = 20e12
+
+
 def extrapolate(results: list[dict[str, Any]], cores: int) -> dict[str, Any]:
-    """Per-voxel costs of the largest size measured, and HR 2048³ in an LFOV 2048³ of 4 µm."""
+    """Per-voxel costs (the slope between the two largest sizes measured) and HR 2048³ in an LFOV 2048³
+    of 4 µm, on one CPU node (:data:`NODE_CORES` cores, the per-core cost measured here) and one GPU
+    worker (an estimate from counted multiply-adds, :data:`GPU_SUSTAINED_FLOPS`, unless measured)."""
     ok = [
         r
         for r in results
@@ -301,39 +321,54 @@ def extrapolate(results: list[dict[str, Any]], cores: int) -> dict[str, Any]:
     big = ok[-1]
     hr_n, lf_n = 2048, 2048
     field_n = int(lf_n * LFOV_UM / HR_UM)  # the whole LFOV field at the HR voxel size
-    out: dict[str, Any] = {"target": f"HR {hr_n}³ of {HR_UM:g} um in an LFOV {lf_n}³ of {LFOV_UM:g} um"}
-    # register: linear in the voxels read (HR level 0 once, through the smoothing graph; LFOV around the ROI)
-    reg_per_hr_vox = big["register"]["wall_s"] / big["hr_voxels"]
+    hr_vox, field = hr_n**3, field_n**3
+    out: dict[str, Any] = {
+        "target": f"HR {hr_n}³ of {HR_UM:g} um in an LFOV {lf_n}³ of {LFOV_UM:g} um "
+        f"(the whole field at {HR_UM:g} um: {field_n}³ = {field:.3g} voxels)",
+        "cpu_node_cores": NODE_CORES,
+    }
+    # register: linear in the voxels read (the HR once, through the smoothing graph; the LFOV around the ROI)
+    k, t2, how = _slope(ok, "register", "hr_voxels")
+    reg_s = t2 + k * (hr_vox - big["hr_voxels"])
     out["register"] = {
-        "per_hr_voxel_us": 1e6 * reg_per_hr_vox,
-        "arithmetic": f"{big['register']['wall_s']:.1f} s / {big['hr_size']}³ HR voxels x {hr_n}³ "
-        f"= {reg_per_hr_vox * hr_n**3:.0f} s on {cores} cores (linear in the HR voxels read; memory stays "
-        f"{fmt_bytes(big['register']['peak_rss_largest_process'])}); a {NODE_CORES}-core node: "
-        f"{reg_per_hr_vox * hr_n**3 * cores / NODE_CORES:.0f} s if the smoothing graph scales with cores",
-        "cpu_node_s": reg_per_hr_vox * hr_n**3 * cores / NODE_CORES,
+        "seconds_per_hr_voxel": k,
+        "seconds_here": reg_s,
+        "cpu_node_s": reg_s * cores / NODE_CORES,
+        "peak_rss": max(r["register"]["peak_rss_largest_process"] for r in ok),
+        "arithmetic": f"{how}; {t2:.1f} s + {1e9 * k:.2f} ns x ({hr_n}³ - {big['hr_size']}³) HR voxels = "
+        f"{reg_s:.0f} s on {cores} cores, {reg_s * cores / NODE_CORES:.0f} s on {NODE_CORES} cores if the "
+        f"smoothing graph scales with them; memory as measured at {big['hr_size']}³ "
+        f"({fmt_bytes(big['register']['peak_rss_largest_process'])})",
     }
+    trains = [r["train"] for r in ok if "train" in r]
     out["train"] = {
-        "arithmetic": "the time limit bounds the command; memory is O(patch x batch + model): "
-        f"{fmt_bytes(max((r['train']['peak_rss_tree_sampled'] for r in ok if 'train' in r), default=0))} "
-        "at most, whatever the size",
+        "peak_rss": max((t["peak_rss_tree_sampled"] for t in trains), default=0),
+        "arithmetic": "the time limit bounds the whole command at any size; memory is O(patch x batch + "
+        f"model): at most {fmt_bytes(max((t['peak_rss_tree_sampled'] for t in trains), default=0))} "
+        "(process tree) at every size measured",
     }
-    vox = big["fused_recover"]["output_voxels"] or 0
-    if vox:
-        per_vox_core = big["fused_recover"]["wall_s"] * cores / vox
-        field = field_n**3
-        roi = hr_n**3
+    rec = [r for r in ok if r["fused_recover"].get("output_voxels")]
+    if rec:
+        k, t2, how = _slope(rec, "fused_recover", "output_voxels")
+        core_s = k * cores  # core-seconds per output voxel
+        gpu_s = 2 * UNET_MACS_PER_VOXEL / GPU_SUSTAINED_FLOPS
         out["fused_recover"] = {
-            "per_output_voxel_core_us": 1e6 * per_vox_core,
-            "whole_field_voxels": field,
-            "arithmetic": f"{big['fused_recover']['wall_s']:.0f} s x {cores} cores / {vox:,} output voxels "
-            f"= {1e6 * per_vox_core:.2f} core-us per voxel; the whole field at {HR_UM:g} um is {field_n}³ = "
-            f"{field:.3g} voxels: {per_vox_core * field / 3600 / NODE_CORES:.1f} h on a {NODE_CORES}-core node "
-            f"(the HR ROI's grid alone, {hr_n}³: {per_vox_core * roi / 3600 / NODE_CORES:.2f} h)",
-            "cpu_node_h_whole_field": per_vox_core * field / 3600 / NODE_CORES,
-            "cpu_node_h_hr_grid": per_vox_core * roi / 3600 / NODE_CORES,
+            "seconds_per_output_voxel": k,
+            "core_seconds_per_output_voxel": core_s,
+            "cpu_node_h_whole_field": core_s * field / NODE_CORES / 3600,
+            "cpu_node_h_hr_grid": core_s * hr_vox / NODE_CORES / 3600,
+            "gpu_seconds_per_voxel_estimate": gpu_s,
+            "gpu_h_whole_field_estimate": gpu_s * field / 3600,
+            "gpu_h_hr_grid_estimate": gpu_s * hr_vox / 3600,
+            "worker_peak_rss": max(max(r["fused_recover"]["peak_rss_children_sampled"] or [0]) for r in rec),
+            "arithmetic": f"{how} on {cores} cores = {1e6 * core_s:.2f} core-us per voxel; whole field "
+            f"{field:.3g} voxels x {1e6 * core_s:.2f} us / {NODE_CORES} cores = "
+            f"{core_s * field / NODE_CORES / 3600:.0f} h on one CPU node (the HR ROI's grid, {hr_n}³: "
+            f"{core_s * hr_vox / NODE_CORES / 3600:.1f} h); one GPU worker, estimated: "
+            f"2 x {UNET_MACS_PER_VOXEL / 1e3:.0f} k multiply-adds per voxel / {GPU_SUSTAINED_FLOPS / 1e12:.0f} "
+            f"TFLOP/s = {1e9 * gpu_s:.1f} ns per voxel: {gpu_s * field / 3600:.1f} h for the whole field, "
+            f"{gpu_s * hr_vox / 60:.1f} min for the HR grid (not measured: no GPU in this run)",
         }
-        if GPU_VOXELS_PER_S:
-            out["fused_recover"]["gpu_h_whole_field"] = field / GPU_VOXELS_PER_S / 3600
     return out
 
 

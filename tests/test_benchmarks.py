@@ -21,10 +21,11 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
         ("bench_recover.py", ["--parts", "c", "--no-peer"]),
         ("bench_batch.py", []),
         ("bench_safety.py", []),
+        ("bench_scale.py", []),
     ],
 )
 def test_benchmark_smoke_run(script, args, tmp_path):
-    if script == "bench_recover.py":
+    if script in ("bench_recover.py", "bench_scale.py"):
         pytest.importorskip("torch")
     out = tmp_path / "result.json"
     proc = subprocess.run(
@@ -36,6 +37,14 @@ def test_benchmark_smoke_run(script, args, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads(out.read_text())
     assert doc["machine"]["python"]
+    if script == "bench_scale.py":  # every command ran as its own process and was measured
+        (size,) = doc["sizes"]
+        for name in ("register", "train", "fused_recover"):
+            assert size[name]["returncode"] == 0, size[name]["tail"]
+            assert size[name]["peak_rss_largest_process"] > 0
+        assert size["register"]["error"]["mean_hr_vox"] < 0.5
+        assert size["fused_recover"]["output_voxels"] == 64**3  # the HR grid
+        assert size["two_step"]["intermediate_bytes"] > 0
     if script == "bench_recover.py":
         recall = doc["training_and_pores"]["recall_by_size"]
         assert len(recall["HR"]) == len(recall["recovered"]) == len(recall["bins_um3"]) - 1  # edges, last open
