@@ -625,7 +625,7 @@ def register(
         scores: dict[float, float] = {}
         best: _Problem | None = None
         for s in sigmas:  # one moving image at a time; only the best is kept
-            trial = fine.with_moving(*moving(s))
+            trial = fine if s == sigma else fine.with_moving(*moving(s))  # the translation's image is one
             scores[s] = ncc_at(m, trial)
             if best is None or scores[s] > max(v for k, v in scores.items() if k != s):
                 best = trial
