@@ -215,7 +215,7 @@ class _Problem:
         self.grid_shape = np.asarray(moving.shape)
         self.mstep = int(mstep)
         # float32 samples (interpolation weights from float64 coordinates): half the memory traffic
-        self.moving = torch.from_numpy(np.ascontiguousarray(moving, dtype=np.float32))[None, None].to(device)
+        self.moving: Any = torch.from_numpy(np.ascontiguousarray(moving, dtype=np.float32))[None, None].to(device)
         n = int(fixed.size)
         sel = None
         if max_points is not None and n > max_points:  # a fixed random subset: memory independent of the ROI
@@ -237,6 +237,12 @@ class _Problem:
         p.moving = self.torch.from_numpy(np.ascontiguousarray(moving, dtype=np.float32))[None, None].to(self.dev)
         p.grid_shape, p.mstep = np.asarray(moving.shape), int(mstep)
         p.mask = self.torch.ones_like(self.f, dtype=self.torch.bool)
+        return p
+
+    def without_moving(self) -> _Problem:
+        """The same fixed points without a moving image (for :meth:`with_moving`; holds no image)."""
+        p = copy.copy(self)
+        p.moving = None
         return p
 
     def with_fixed(self, fixed: np.ndarray, origin_vox: np.ndarray, step: int) -> _Problem:
@@ -508,7 +514,7 @@ def register(
         )
     box_lo = np.maximum(lo_i - search - 2, 0)
     box_hi = np.minimum(hi_i + search + 2, lf_shape)
-    region = np.asarray(lfov[tuple(slice(a, b) for a, b in zip(box_lo, box_hi))], dtype=np.float64)
+    region = np.asarray(lfov[tuple(slice(a, b) for a, b in zip(box_lo, box_hi))], dtype=np.float32)
     _finite("LFOV", region)
     if source is None:
         hr_arr = np.asarray(hr, dtype=np.float32)
@@ -521,10 +527,14 @@ def register(
     stages: list[dict[str, Any]] = []
     import torch
 
-    def moving(s: float, coarse: bool = False) -> tuple[np.ndarray, int]:
+    kept: dict[tuple[float, int], np.ndarray] = {}  # the coarse search's image, until the binned level
+
+    def moving(s: float, coarse: bool = False, keep: bool = False) -> tuple[np.ndarray, int]:
         """The HR volume smoothed by ``s`` HR voxels, sampled every ``budget_step`` HR voxels (the
-        coarse stages: coarser where ``s`` allows)."""
+        coarse stages: coarser where ``s`` allows); ``keep``: for a later call with the same ``s``."""
         step = moving_step(hr_shape, s, MAX_MOVING_VOXELS, SIGMA_PER_STEP) if coarse else budget_step
+        if (s, step) in kept:
+            return kept.pop((s, step)), step
         img = source.sample(s, step)
         if tuple(img.shape) != sampled_shape(hr_shape, step):
             raise InputError(
@@ -533,6 +543,8 @@ def register(
                 dataset="HR",
             )
         _finite("HR", img)
+        if keep:
+            kept[(s, step)] = img
         return img, step
 
     fine = _Problem(
@@ -566,11 +578,12 @@ def register(
         cb,
     )
     fixed_t = sub[tuple(slice(int(p), int(p + t)) for p, t in zip(pad_lo, tb))]
+    binned_level = dof > 3 and bool(np.all((hi_i - lo_i) // 2 >= MIN_BINNED_FOOTPRINT))  # enough voxels for 9 DOF
     if cb == 1:
         template = fine.with_fixed(fixed_t, (box_lo + inner_lo).astype(float), 1)
     else:
         template = _Problem(
-            *moving(math.hypot(sigma, 0.5 * cb * ratio), coarse=True),
+            *moving(math.hypot(sigma, 0.5 * cb * ratio), coarse=True, keep=binned_level and cb == 2),
             hr_shape,
             hr_sp,
             fixed_t,
@@ -598,7 +611,7 @@ def register(
     t0 = time.perf_counter()
     m = _optimise(fine, m, 3, scale_um, float(lf_sp.mean()), min(max_iter, 20))
     stages.append({"name": "translation", "seconds": time.perf_counter() - t0, "ncc": ncc_at(m), "matrix": m.copy()})
-    if dof > 3 and np.all((hi_i - lo_i) // 2 >= MIN_BINNED_FOOTPRINT):  # enough binned voxels for 9 DOF
+    if binned_level:
         t0 = time.perf_counter()
         coarse = _Problem(
             *moving(math.hypot(sigma, ratio), coarse=True),
@@ -617,19 +630,25 @@ def register(
         stages.append(
             {"name": f"binned-{dof}", "seconds": time.perf_counter() - t0, "ncc": ncc_at(m), "matrix": m.copy()}
         )
+    kept.clear()
     if smoothing is None and dof > 3:  # the LFOV blur is unknown: the HR smoothing that matches it best
         t0 = time.perf_counter()
         # sigmas the moving grid resolves (strided samples nearly alias-free): at least MIN_SIGMA_PER_STEP steps
         least = MIN_SIGMA_PER_STEP * budget_step
         sigmas = [float(f * ratio) for f in SMOOTHING_TRIALS if f * ratio >= least - 1e-9] or [least]
         scores: dict[float, float] = {}
+        # one moving image at a time beside the best so far: the translation's first (it is one of them)
+        # or dropped, so that at most two are held
+        trial: _Problem | None = fine if sigma in sigmas else None
+        base = fine.without_moving()
+        del fine
         best: _Problem | None = None
-        for s in sigmas:  # one moving image at a time; only the best is kept
-            trial = fine if s == sigma else fine.with_moving(*moving(s))  # the translation's image is one
+        for s in sorted(sigmas, key=lambda v: v != sigma):
+            trial = trial if s == sigma and trial is not None else base.with_moving(*moving(s))
             scores[s] = ncc_at(m, trial)
             if best is None or scores[s] > max(v for k, v in scores.items() if k != s):
                 best = trial
-            del trial
+            trial = None
         sigma = max(scores, key=scores.__getitem__)
         assert best is not None
         fine = best
