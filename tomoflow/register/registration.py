@@ -5,8 +5,9 @@ Stages (each starts from the previous one's transform; :func:`register`):
 1. **Prior** — the stage positions' placement (a 4 x 4 HR -> LFOV matrix, usually a translation).
 2. **Coarse translation** — the HR volume, smoothed to the LFOV's resolution, is sampled on the LFOV
    grid at the prior placement and cross-correlated (normalised, over the HR footprint) with the LFOV
-   around it at every whole-voxel offset within ``search_um`` (one 3-D convolution), with a parabolic
-   sub-voxel peak.
+   around it at every whole-voxel offset within ``search_um`` (by FFT, O(region log region)), with a
+   parabolic sub-voxel peak; on the LFOV binned so that the footprint spans at most
+   :data:`COARSE_MAX_EXTENT` voxels per axis (large ROIs).
 3. **Translation** — normalised cross-correlation (NCC) maximised over the 3 translations.
 4. **Rigid / 9 DOF** — then over rotation, per-axis scale and translation (``dof`` = 6 or 9): on the
    LFOV binned 2x first (when the ROI spans at least :data:`MIN_BINNED_FOOTPRINT` binned voxels per
@@ -14,20 +15,31 @@ Stages (each starts from the previous one's transform; :func:`register`):
    :data:`SMOOTHING_TRIALS`), then at full LFOV resolution with it.
 
 The similarity is always evaluated *at LFOV voxels*: the fixed image is the LFOV crop around the ROI
-(tens of thousands of voxels for a 160³ HR ROI in a 4x coarser LFOV), the moving image is the HR
-volume, smoothed by a Gaussian of ``smoothing`` HR voxels (chosen as above by default: what an LFOV
-voxel averages plus its blur) and sampled with trilinear interpolation at each LFOV
-voxel centre mapped into the HR frame. Interpolating the fine HR grid, not the coarse LFOV, keeps the
-interpolation error far below the accuracy asked for (a few hundredths of an HR voxel). Both images
+(tens of thousands of voxels for a 160³ HR ROI in a 4x coarser LFOV; at most :data:`MAX_FIXED_POINTS`,
+a fixed random subset beyond), the moving image is the HR volume smoothed by a Gaussian of
+``smoothing`` HR voxels (chosen as above by default: what an LFOV voxel averages plus its blur) and
+sampled with trilinear interpolation at each LFOV voxel centre mapped into the HR frame. Since only
+the smoothed HR is compared, it is held *sampled every ``step`` HR voxels*
+(:mod:`tomoflow.register.moving`: HR index ``step k``, centres exact), ``step`` the smallest that keeps
+the grid within :data:`MAX_MOVING_VOXELS` (1 up to a 256³ ROI, 2 for 384³, 3 for 768³; smoothing trials
+below :data:`MIN_SIGMA_PER_STEP` steps, which would alias, are skipped). Interpolating this grid, a few
+HR voxels fine, not the coarse LFOV, keeps the interpolation error far below the accuracy asked for (a
+few hundredths of an HR voxel). Both images
 are the same modality (X-ray attenuation), so NCC is the metric: it ignores gain and offset
 differences between the scans and has a sharp, smooth optimum. The optimiser is L-BFGS (torch, strong
 Wolfe line search) on parameters scaled to "LFOV voxels of displacement at the ROI's edge", so a unit
 step in a rotation, a scale or a translation moves the ROI about equally (ITK's optimisers leave the
 parameter scales to the user: a radian and a micrometre would otherwise weigh the same).
 
-Only the LFOV region around the prior placement of the ROI (plus the search margin) is read
-(``lfov[box]``), so ``lfov`` can be a lazily sliced zarr array of any size. Results that are not
-plausible — a scale outside ``scale_range``, a rotation beyond ``max_rotation_deg``, a similarity no
+What is read and what memory depends on: only the LFOV region around the prior placement of the ROI
+(plus the search margin) is read (``lfov[box]``), so ``lfov`` can be a lazily sliced zarr array of any
+size. The HR volume is read through a :class:`~tomoflow.register.moving.MovingImage`: an in-memory
+array is smoothed where it is; the pipeline's (:class:`tomoflow.pipeline.registration.StoreMoving`)
+computes each smoothed, sampled image chunk by chunk from the volume store, so the HR level 0 is
+never in memory. Memory is then bounded by the budgets, not by the volumes: at most two moving images
+of :data:`MAX_MOVING_VOXELS` float32 samples at once (each computed when its stage needs it and dropped
+after), at most :data:`MAX_FIXED_POINTS` fixed points, and the LFOV region (float32). Results that are
+not plausible — a scale outside ``scale_range``, a rotation beyond ``max_rotation_deg``, a similarity no
 better than the prior's — raise :class:`RegistrationError` instead of returning a transform.
 """
 
