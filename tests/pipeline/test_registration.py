@@ -118,3 +118,25 @@ def test_registration_never_reads_the_hr_level_0_whole(stores, tmp_path):
     for m in (res.matrix, same["matrix"]):  # the same up to float32 rounding (other chunks: other sums)
         d = np.asarray(m) - np.asarray(doc["matrix"])
         assert np.linalg.norm(g @ d[:3, :3].T + d[:3, 3], axis=1).max() < 0.01  # HR voxels
+
+
+def test_a_nan_in_the_hr_store_is_named(stores, tmp_path):
+    """The HR level 0 is never checked whole: a NaN reaches the smoothed samples, and is refused there."""
+    from tomoflow.errors import InputError
+    from tomoflow.io.volume_store import VolumeStore
+    from tomoflow.pipeline.registration import StoreMoving
+    from tomoflow.register import register
+
+    _, lf, pair = stores
+    bad = pair.hr.copy()
+    bad[17, 21, 31] = np.nan
+    v = write_volume_store(tmp_path / "bad.zarr", bad, voxel_size_um=1.0, chunks=(16, 16, 16))
+    with pytest.raises(InputError, match="HR.*NaN"):
+        register(
+            StoreMoving(v.level(0)),
+            VolumeStore.open(lf).level(0),
+            hr_spacing_um=1.0,
+            lfov_spacing_um=4.0,
+            prior=pair.prior_matrix,
+            device="cpu",
+        )
