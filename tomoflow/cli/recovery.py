@@ -65,7 +65,7 @@ def simulate_pair(
 @app.command()
 @_friendly
 def register(
-    hr: Path = typer.Argument(..., help="HR region-of-interest volume store (OME-Zarr)."),
+    hr: Path = typer.Argument(..., help="HR region-of-interest volume store (OME-Zarr; read chunk by chunk)."),
     lfov: Path = typer.Argument(..., help="LFOV volume store of the same sample (read only around the ROI)."),
     out: Path = typer.Option(
         ...,

@@ -238,7 +238,6 @@ class _Problem:
         self.q = torch.from_numpy(np.ascontiguousarray(q)).to(device)
         vals = np.asarray(fixed, dtype=np.float64).reshape(-1)
         self.f = torch.from_numpy(vals if sel is None else vals[sel]).to(device)
-        self.shape = tuple(fixed.shape) if sel is None else None
         self.margin = margin_vox
         self.mask = torch.ones_like(self.f, dtype=torch.bool)
         self.center = torch.from_numpy((self.hr_shape - 1) / 2.0 * hr_sp).to(device)
