@@ -181,7 +181,16 @@ def _reflect_pad(a: np.ndarray, pad: list[tuple[int, int]]) -> np.ndarray:
 
 def _filter_axis(a: np.ndarray, w: np.ndarray, axis: int, step: int, count: int) -> np.ndarray:
     """Correlate ``a`` with ``w`` along ``axis`` at positions ``r + step * k``, ``k < count``
-    (``r`` = half the kernel: the first output sits at the padded region's centre)."""
+    (``r`` = half the kernel: the first output sits at the padded region's centre). Every position
+    (``step`` 1): scipy's compiled correlation; otherwise a weighted sum of strided slices, which
+    computes only the sampled positions."""
+    if step == 1:
+        from scipy.ndimage import correlate1d
+
+        r = (w.size - 1) // 2
+        keep = [slice(None)] * a.ndim
+        keep[axis] = slice(r, r + count)
+        return correlate1d(a, w, axis=axis, mode="constant")[tuple(keep)]
     a = np.moveaxis(a, axis, 0)
     out = np.zeros((count, *a.shape[1:]), dtype=a.dtype)
     span = step * (count - 1) + 1
