@@ -28,3 +28,21 @@ def test_recovery_png_refuses_mismatched_volumes(tmp_path, shapes):
     with pytest.raises(ValueError, match="one shape"):
         recovery_png(tmp_path / "r.png", f, g, r, r, r)
     assert not (tmp_path / "r.png").exists()
+
+
+def test_registration_png_from_the_central_planes_is_the_same_picture(tmp_path):
+    """``tomoflow register --png`` draws from the three central planes only (never the volumes):
+    the same pixels as from the whole volumes."""
+    import matplotlib.image as mpimg
+
+    from tomoflow.pipeline.registration import central_planes
+    from tomoflow.report import registration_png
+
+    rng = np.random.default_rng(1)
+    hr = rng.random((14, 17, 20), dtype=np.float32)
+    lf = hr * 0.5 + rng.random(hr.shape, dtype=np.float32) * 0.1
+    a = registration_png(tmp_path / "volumes.png", hr, lf, title="t")
+    b = registration_png(tmp_path / "planes.png", central_planes(hr), central_planes(lf), title="t")
+    np.testing.assert_array_equal(mpimg.imread(a), mpimg.imread(b))
+    with pytest.raises(ValueError, match="3 central planes"):
+        registration_png(tmp_path / "bad.png", central_planes(hr)[:2], lf)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -234,7 +235,13 @@ def alignment_png(
 
 
 def registration_png(
-    path: Any, hr: np.ndarray, resampled: np.ndarray, *, title: str = "", tiles: int = 8, overwrite: bool = False
+    path: Any,
+    hr: np.ndarray | Sequence[np.ndarray],
+    resampled: np.ndarray | Sequence[np.ndarray],
+    *,
+    title: str = "",
+    tiles: int = 8,
+    overwrite: bool = False,
 ) -> Path:
     """QC of a registration: for the central z, y and x planes of the HR ROI, the HR volume, the LFOV
     resampled onto it, and a checkerboard of both (each normalised to its 1-99 % range): edges that
@@ -246,7 +253,10 @@ def registration_png(
         PNG to write, or a :class:`~tomoflow.io.output.FilePlan` (see :func:`overview_png`).
     hr, resampled
         ``(z, y, x)`` volumes of one shape: the HR ROI and the LFOV on its grid
-        (:func:`tomoflow.register.resample.resample_to_grid`).
+        (:func:`tomoflow.register.resample.resample_to_grid`); or, for volumes too large to hold, a
+        list of their three central planes each (z, y, x: ``v[nz // 2]``, ``v[:, ny // 2]``,
+        ``v[:, :, nx // 2]``; :func:`tomoflow.pipeline.registration.central_planes` and
+        ``resample_to_grid(..., box=...)`` compute them alone). The picture is the same.
     title
         Figure title (e.g. the NCC and the transform).
     tiles
@@ -262,14 +272,16 @@ def registration_png(
         lo, hi = np.percentile(img, [1, 99])
         return np.clip((img - lo) / max(hi - lo, 1e-12), 0, 1)
 
-    planes = [
-        ("z", lambda v: v[v.shape[0] // 2]),
-        ("y", lambda v: v[:, v.shape[1] // 2]),
-        ("x", lambda v: v[:, :, v.shape[2] // 2]),
-    ]
+    def central(v: Any) -> list[Any]:
+        if isinstance(v, (list, tuple)):
+            if len(v) != 3:
+                raise ValueError(f"expected a (z, y, x) volume or its 3 central planes, got {len(v)} planes")
+            return list(v)
+        return [v[v.shape[0] // 2], v[:, v.shape[1] // 2], v[:, :, v.shape[2] // 2]]
+
     fig, axes = plt.subplots(3, 3, figsize=(10, 10))
-    for row, (axis, cut) in enumerate(planes):
-        a, b = norm(np.asarray(cut(hr), np.float64)), norm(np.asarray(cut(resampled), np.float64))
+    for row, (axis, p, q) in enumerate(zip("zyx", central(hr), central(resampled))):
+        a, b = norm(np.asarray(p, np.float64)), norm(np.asarray(q, np.float64))
         iy = (np.arange(a.shape[0]) * tiles // a.shape[0])[:, None]
         ix = (np.arange(a.shape[1]) * tiles // a.shape[1])[None, :]
         check = np.where((iy + ix) % 2 == 0, a, b)

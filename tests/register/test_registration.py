@@ -106,3 +106,41 @@ def test_wrong_voxel_size_is_implausible(pair):
         register(
             hr, lfov, hr_spacing_um=1.0, lfov_spacing_um=4.0 * 0.87, prior=prior * np.r_[1, 1, 1, 1][:, None] * 1.0
         )
+
+
+@pytest.mark.parametrize("setting", ["moving-step", "fixed-subset"])
+def test_bounded_memory_settings_keep_the_accuracy(pair, monkeypatch, setting):
+    """What large volumes use, forced on a small one: the moving image sampled every 2 HR voxels (a
+    voxel budget; smoothing trials below 0.7 steps skipped) and the coarse search on a 2x-binned LFOV;
+    or NCC at a fixed random subset of the LFOV voxels. (This ROI spans only 12 LFOV voxels: fewer
+    points or a coarser grid cost more here than on a real ROI of 100 or more.)"""
+    import tomoflow.register.registration as reg
+    from tomoflow.register.moving import ArrayMoving
+
+    hr, lfov, m_true, prior = pair
+    if setting == "moving-step":
+        monkeypatch.setattr(reg, "MAX_MOVING_VOXELS", 24**3)
+        monkeypatch.setattr(reg, "COARSE_MAX_EXTENT", 8)
+    else:
+        monkeypatch.setattr(reg, "MAX_FIXED_POINTS", 4000)
+    steps, points = [], []
+
+    class Moving(ArrayMoving):
+        def sample(self, sigma, step):
+            steps.append((sigma, step))
+            return super().sample(sigma, step)
+
+    optimise = reg._optimise
+
+    def counting(problem, *args):
+        points.append(problem.f.numel())
+        return optimise(problem, *args)
+
+    monkeypatch.setattr(reg, "_optimise", counting)
+    res = register(Moving(hr), lfov, hr_spacing_um=1.0, lfov_spacing_um=4.0, prior=prior)
+    err = _error_hr_vox(res.matrix, m_true)
+    assert err.mean() < 0.15 and err.max() < 0.3, (err.mean(), err.max())
+    if setting == "moving-step":
+        assert min(s for _, s in steps) == 2 and all(sigma >= 0.7 * 2 for sigma, _ in steps), steps
+    else:
+        assert max(points) == 4000 < lfov.size, points

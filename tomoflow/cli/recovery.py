@@ -22,7 +22,7 @@ from tomoflow.cli._app import (
     app,
     console,
 )
-from tomoflow.pipeline.registration import register_volumes, registration_prior, volume_voxel_um
+from tomoflow.pipeline.registration import central_planes, register_volumes, registration_prior, volume_voxel_um
 
 
 @app.command("simulate-pair")
@@ -65,7 +65,7 @@ def simulate_pair(
 @app.command()
 @_friendly
 def register(
-    hr: Path = typer.Argument(..., help="HR region-of-interest volume store (OME-Zarr)."),
+    hr: Path = typer.Argument(..., help="HR region-of-interest volume store (OME-Zarr; read chunk by chunk)."),
     lfov: Path = typer.Argument(..., help="LFOV volume store of the same sample (read only around the ROI)."),
     out: Path = typer.Option(
         ...,
@@ -125,8 +125,7 @@ def register(
         f"HR {' x '.join(map(str, h.shape))} voxels of {hr_um:g} um, LFOV "
         f"{' x '.join(map(str, lf.shape))} voxels of {lf_um:g} um; prior: {_e(source)}"
     )
-    hr_vol = np.asarray(h.level(0)[...], dtype=np.float32)
-    doc = register_volumes(hr, lfov, dof=dof, device=device, max_rotation_deg=max_rotation, hr_volume=hr_vol)
+    doc = register_volumes(hr, lfov, dof=dof, device=device, max_rotation_deg=max_rotation)
     seconds, tr, matrix = doc["seconds"], doc["transform"], np.asarray(doc["matrix"])
     write_json(out_plan, doc)
     console.print(
@@ -138,11 +137,17 @@ def register(
     if png_plan is not None:
         from tomoflow.report import registration_png
 
-        resampled = resample_to_grid(lf.level(0), matrix, h.shape, hr_um, lf_um)
+        # only the three central planes: of the HR, read chunk by chunk, and of the LFOV resampled onto them
+        centre = [n // 2 for n in h.shape]
+        boxes = [tuple((c, c + 1) if a == b else (0, n) for b, n in enumerate(h.shape)) for a, c in enumerate(centre)]
+        lf_planes = [
+            resample_to_grid(lf.level(0), matrix, h.shape, hr_um, lf_um, box=box).squeeze(axis=a)
+            for a, box in enumerate(boxes)
+        ]
         registration_png(
             png_plan,
-            hr_vol,
-            resampled,
+            central_planes(h.level(0)),
+            lf_planes,
             title=f"{hr.name} in {lfov.name}: NCC {doc['ncc']:.3f}, rotation {tr['rotation_deg']:.2f} deg",
         )
         console.print(f"QC: {_e(png)}")

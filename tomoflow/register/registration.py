@@ -5,8 +5,9 @@ Stages (each starts from the previous one's transform; :func:`register`):
 1. **Prior** — the stage positions' placement (a 4 x 4 HR -> LFOV matrix, usually a translation).
 2. **Coarse translation** — the HR volume, smoothed to the LFOV's resolution, is sampled on the LFOV
    grid at the prior placement and cross-correlated (normalised, over the HR footprint) with the LFOV
-   around it at every whole-voxel offset within ``search_um`` (one 3-D convolution), with a parabolic
-   sub-voxel peak.
+   around it at every whole-voxel offset within ``search_um`` (by FFT, O(region log region)), with a
+   parabolic sub-voxel peak; on the LFOV binned so that the footprint spans at most
+   :data:`COARSE_MAX_EXTENT` voxels per axis (large ROIs).
 3. **Translation** — normalised cross-correlation (NCC) maximised over the 3 translations.
 4. **Rigid / 9 DOF** — then over rotation, per-axis scale and translation (``dof`` = 6 or 9): on the
    LFOV binned 2x first (when the ROI spans at least :data:`MIN_BINNED_FOOTPRINT` binned voxels per
@@ -14,25 +15,37 @@ Stages (each starts from the previous one's transform; :func:`register`):
    :data:`SMOOTHING_TRIALS`), then at full LFOV resolution with it.
 
 The similarity is always evaluated *at LFOV voxels*: the fixed image is the LFOV crop around the ROI
-(tens of thousands of voxels for a 160³ HR ROI in a 4x coarser LFOV), the moving image is the HR
-volume, smoothed by a Gaussian of ``smoothing`` HR voxels (chosen as above by default: what an LFOV
-voxel averages plus its blur) and sampled with trilinear interpolation at each LFOV
-voxel centre mapped into the HR frame. Interpolating the fine HR grid, not the coarse LFOV, keeps the
-interpolation error far below the accuracy asked for (a few hundredths of an HR voxel). Both images
+(tens of thousands of voxels for a 160³ HR ROI in a 4x coarser LFOV; at most :data:`MAX_FIXED_POINTS`,
+a fixed random subset beyond), the moving image is the HR volume smoothed by a Gaussian of
+``smoothing`` HR voxels (chosen as above by default: what an LFOV voxel averages plus its blur) and
+sampled with trilinear interpolation at each LFOV voxel centre mapped into the HR frame. Since only
+the smoothed HR is compared, it is held *sampled every ``step`` HR voxels*
+(:mod:`tomoflow.register.moving`: HR index ``step k``, centres exact), ``step`` the smallest that keeps
+the grid within :data:`MAX_MOVING_VOXELS` (1 up to a 256³ ROI, 2 for 384³, 3 for 768³; smoothing trials
+below :data:`MIN_SIGMA_PER_STEP` steps, which would alias, are skipped). Interpolating this grid, a few
+HR voxels fine, not the coarse LFOV, keeps the interpolation error far below the accuracy asked for (a
+few hundredths of an HR voxel). Both images
 are the same modality (X-ray attenuation), so NCC is the metric: it ignores gain and offset
 differences between the scans and has a sharp, smooth optimum. The optimiser is L-BFGS (torch, strong
 Wolfe line search) on parameters scaled to "LFOV voxels of displacement at the ROI's edge", so a unit
 step in a rotation, a scale or a translation moves the ROI about equally (ITK's optimisers leave the
 parameter scales to the user: a radian and a micrometre would otherwise weigh the same).
 
-Only the LFOV region around the prior placement of the ROI (plus the search margin) is read
-(``lfov[box]``), so ``lfov`` can be a lazily sliced zarr array of any size. Results that are not
-plausible — a scale outside ``scale_range``, a rotation beyond ``max_rotation_deg``, a similarity no
+What is read and what memory depends on: only the LFOV region around the prior placement of the ROI
+(plus the search margin) is read (``lfov[box]``), so ``lfov`` can be a lazily sliced zarr array of any
+size. The HR volume is read through a :class:`~tomoflow.register.moving.MovingImage`: an in-memory
+array is smoothed where it is; the pipeline's (:class:`tomoflow.pipeline.registration.StoreMoving`)
+computes each smoothed, sampled image chunk by chunk from the volume store, so the HR level 0 is
+never in memory. Memory is then bounded by the budgets, not by the volumes: at most two moving images
+of :data:`MAX_MOVING_VOXELS` float32 samples at once (each computed when its stage needs it and dropped
+after), at most :data:`MAX_FIXED_POINTS` fixed points, and the LFOV region (float32). Results that are
+not plausible — a scale outside ``scale_range``, a rotation beyond ``max_rotation_deg``, a similarity no
 better than the prior's — raise :class:`RegistrationError` instead of returning a transform.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -45,6 +58,7 @@ import numpy.typing as npt
 from tomoflow import config as _config
 from tomoflow._checks import check_choice, check_int, check_number
 from tomoflow.errors import ConfigError, InputError, RegistrationError
+from tomoflow.register.moving import ArrayMoving, MovingImage, moving_step, sampled_shape
 from tomoflow.register.transform import Affine9, check_affine, torch_matrix
 
 __all__ = ["register", "Registration", "DOFS"]
@@ -55,6 +69,7 @@ DOFS = (3, 6, 9)
 """Degrees of freedom: translation, rigid (+ rotation), 9 (+ per-axis scale)."""
 
 MIN_BINNED_FOOTPRINT = 16
+"""Fewest 2x-binned LFOV voxels per axis across the ROI for the binned level to run."""
 
 #: L-BFGS stopping: largest gradient component (1 - NCC per unit step, a unit step moving the ROI edge by
 #: one LFOV voxel) and smallest change of 1 - NCC between iterations.
@@ -63,7 +78,25 @@ LOSS_TOL = 1e-10
 
 #: HR smoothing sigmas tried after the translation stage, as fractions of the voxel-size ratio.
 SMOOTHING_TRIALS = (0.35, 0.5, 0.65, 0.8, 1.0)
-"""Fewest 2x-binned LFOV voxels per axis across the ROI for the binned level to run."""
+
+MAX_MOVING_VOXELS = 256**3
+"""Most samples of a moving image (the HR volume smoothed and sampled every ``step`` HR voxels; 64 MB of
+float32): ``step`` is the smallest that keeps within it."""
+
+SIGMA_PER_STEP = 1.0
+"""The coarse stages' moving images (sigma ``s`` HR voxels) are sampled every ``max(budget step,
+floor(s / SIGMA_PER_STEP))`` HR voxels: coarser where the Gaussian spans a whole step (nearly alias-free);
+the fine stages' (whose NCCs are compared across sigmas) all every budget step."""
+
+MIN_SIGMA_PER_STEP = 0.7
+"""Smoothing trials below this many (budget) steps are skipped: their strided samples would alias."""
+
+MAX_FIXED_POINTS = 1_500_000
+"""Most LFOV voxels at which NCC is evaluated (a fixed random subset of the region beyond it)."""
+
+COARSE_MAX_EXTENT = 128
+"""The coarse translation search runs on the LFOV binned so that the ROI's footprint spans at most this
+many binned voxels per axis."""
 
 
 @dataclass
@@ -163,11 +196,18 @@ def _prior_matrix(
 
 # ----------------------------------------------------------------------------- similarity
 class _Problem:
-    """The fixed LFOV points, the smoothed HR volume and the NCC between them, in torch (float64)."""
+    """The fixed LFOV points, the moving image (HR smoothed and sampled every ``mstep`` HR voxels) and the
+    NCC between them, in torch (float64 coordinates, float32 samples).
+
+    ``fixed`` is an LFOV region (binned by ``step``) whose first voxel is LFOV voxel ``origin_vox``; at
+    most ``max_points`` of its voxels (a fixed random subset when there are more) are the fixed points.
+    """
 
     def __init__(
         self,
-        hr_smooth: np.ndarray,
+        moving: np.ndarray,
+        mstep: int,
+        hr_shape: tuple[int, ...],
         hr_sp: np.ndarray,
         fixed: np.ndarray,
         origin_vox: np.ndarray,
@@ -175,24 +215,62 @@ class _Problem:
         lf_sp: np.ndarray,
         margin_vox: float,
         device: Any,
+        max_points: int | None = None,
     ) -> None:
         import torch
 
         self.torch = torch
         self.dev = device
-        self.hr_shape = np.asarray(hr_smooth.shape)
+        self.hr_shape = np.asarray(hr_shape)
         self.hr_sp = hr_sp
+        self.lf_sp = lf_sp
+        self.grid_shape = np.asarray(moving.shape)
+        self.mstep = int(mstep)
         # float32 samples (interpolation weights from float64 coordinates): half the memory traffic
-        self.moving = torch.from_numpy(np.ascontiguousarray(hr_smooth, dtype=np.float32))[None, None].to(device)
+        self.moving: Any = torch.from_numpy(np.ascontiguousarray(moving, dtype=np.float32))[None, None].to(device)
+        n = int(fixed.size)
+        sel = None
+        if max_points is not None and n > max_points:  # a fixed random subset: memory independent of the ROI
+            sel = np.sort(np.random.default_rng(0).choice(n, size=int(max_points), replace=False))
+        ijk = np.indices(fixed.shape).reshape(3, -1) if sel is None else np.stack(np.unravel_index(sel, fixed.shape))
         # LFOV voxel centres (binned by ``step``) in LFOV micrometres
-        idx = [origin_vox[a] + step * np.arange(fixed.shape[a]) + (step - 1) / 2.0 for a in range(3)]
-        zz, yy, xx = np.meshgrid(*idx, indexing="ij")
-        q = np.stack([zz, yy, xx], axis=-1).reshape(-1, 3) * lf_sp
-        self.q = torch.from_numpy(q).to(device)
-        self.f = torch.from_numpy(np.asarray(fixed, dtype=np.float64).reshape(-1)).to(device)
+        q = (origin_vox[:, None] + step * ijk + (step - 1) / 2.0).T * lf_sp
+        self.q = torch.from_numpy(np.ascontiguousarray(q)).to(device)
+        vals = np.asarray(fixed, dtype=np.float64).reshape(-1)
+        self.f = torch.from_numpy(vals if sel is None else vals[sel]).to(device)
         self.margin = margin_vox
         self.mask = torch.ones_like(self.f, dtype=torch.bool)
         self.center = torch.from_numpy((self.hr_shape - 1) / 2.0 * hr_sp).to(device)
+
+    def with_moving(self, moving: np.ndarray, mstep: int) -> _Problem:
+        """The same fixed points with another moving image (sampled every ``mstep`` HR voxels)."""
+        p = copy.copy(self)
+        p.moving = self.torch.from_numpy(np.ascontiguousarray(moving, dtype=np.float32))[None, None].to(self.dev)
+        p.grid_shape, p.mstep = np.asarray(moving.shape), int(mstep)
+        p.mask = self.torch.ones_like(self.f, dtype=self.torch.bool)
+        return p
+
+    def without_moving(self) -> _Problem:
+        """The same fixed points without a moving image (for :meth:`with_moving`; holds no image)."""
+        p = copy.copy(self)
+        p.moving = None
+        return p
+
+    def with_fixed(self, fixed: np.ndarray, origin_vox: np.ndarray, step: int) -> _Problem:
+        """The same moving image with other fixed points (all of ``fixed``'s voxels)."""
+        moving = self.moving[0, 0].cpu().numpy()
+        return _Problem(
+            moving,
+            self.mstep,
+            tuple(self.hr_shape),
+            self.hr_sp,
+            fixed,
+            origin_vox,
+            step,
+            self.lf_sp,
+            self.margin,
+            self.dev,
+        )
 
     def hr_index(self, m34: Any) -> Any:
         """HR voxel indices ``(n, 3)`` of the fixed points under the HR -> LFOV matrix ``m34`` (3 x 4)."""
@@ -202,17 +280,19 @@ class _Problem:
         return p / torch.from_numpy(self.hr_sp).to(self.dev)
 
     def set_mask(self, m34: Any) -> int:
-        """Keep the fixed points that fall inside the HR volume (less the smoothing margin)."""
+        """Keep the fixed points that fall inside the HR volume (less the smoothing margin) and inside
+        the moving image's last samples."""
         with self.torch.no_grad():
             i = self.hr_index(m34)
-            hi = self.torch.from_numpy(self.hr_shape - 1 - self.margin).to(self.dev)
+            last = np.minimum(self.hr_shape - 1 - self.margin, self.mstep * (self.grid_shape - 1))
+            hi = self.torch.from_numpy(last.astype(np.float64)).to(self.dev)
             self.mask = ((i >= self.margin) & (i <= hi)).all(dim=1)
         return int(self.mask.sum())
 
     def sample(self, m34: Any) -> Any:
         torch = self.torch
         i = self.hr_index(m34)[self.mask]
-        n = torch.from_numpy(self.hr_shape - 1.0).to(self.dev)
+        n = torch.from_numpy(self.mstep * (self.grid_shape - 1.0)).to(self.dev)  # HR index of the last sample
         g = (2.0 * i / n - 1.0).flip(-1)  # grid_sample wants (x, y, z) in [-1, 1]
         out = torch.nn.functional.grid_sample(
             self.moving,
@@ -239,31 +319,43 @@ def _bin(a: np.ndarray, b: int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- stages
+def _correlate_valid(region: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """``out[s] = sum_x region[s + x] kernel[x]`` for every shift ``s`` that keeps ``kernel`` inside
+    ``region`` (by FFT: O(region log region) time and memory, whatever the kernel's size)."""
+    from scipy import fft
+
+    size = [fft.next_fast_len(int(n), real=True) for n in region.shape]
+    spec = fft.rfftn(region, size, workers=-1)
+    spec *= fft.rfftn(kernel[::-1, ::-1, ::-1], size, workers=-1)
+    full = fft.irfftn(spec, size, workers=-1)
+    del spec
+    k = kernel.shape
+    return np.ascontiguousarray(full[tuple(slice(k[a] - 1, region.shape[a]) for a in range(3))])
+
+
 def _coarse_translation(
     problem: _Problem, region: np.ndarray, shape: tuple[int, ...], m: np.ndarray, before: np.ndarray
 ) -> np.ndarray:
     """Whole-voxel NCC search of the template (HR sampled at ``problem``'s LFOV voxels, of ``shape``,
     at the placement ``m``) over ``region``, which extends the template's box by ``before`` voxels at
     the low end of each axis (and some at the high end); sub-voxel by a parabola per axis. Returns the
-    LFOV displacement of the HR content from ``m``, in LFOV voxels ``(3,)``."""
+    displacement of the HR content from ``m``, in voxels of ``region`` ``(3,)``."""
     torch = problem.torch
-    F = torch.nn.functional
     m34 = torch.from_numpy(m[:3]).to(problem.dev)
     problem.set_mask(m34)
     with torch.no_grad():
         vals = torch.zeros_like(problem.f)
         vals[problem.mask] = problem.sample(m34)
-    t = vals.reshape(shape)
-    w = problem.mask.reshape(shape).to(t.dtype)
+    t = vals.cpu().numpy().reshape(shape)
+    w = problem.mask.cpu().numpy().reshape(shape).astype(np.float64)
     nw = w.sum()
     t0 = (t - (t * w).sum() / nw) * w
-    reg = torch.from_numpy(np.ascontiguousarray(region, dtype=np.float64)).to(problem.dev)[None, None]
-    k0, kw = t0[None, None], w[None, None]
-    num = F.conv3d(reg, k0)[0, 0]
-    s1 = F.conv3d(reg, kw)[0, 0]
-    s2 = F.conv3d(reg * reg, kw)[0, 0]
-    var = torch.clamp(s2 - s1 * s1 / nw, min=1e-30)
-    ncc = (num / torch.sqrt(var * (t0 * t0).sum())).cpu().numpy()
+    reg = np.asarray(region, dtype=np.float64)
+    num = _correlate_valid(reg, t0)
+    s1 = _correlate_valid(reg, w)
+    s2 = _correlate_valid(reg * reg, w)
+    var = np.maximum(s2 - s1 * s1 / nw, 1e-30)
+    ncc = num / np.sqrt(var * (t0 * t0).sum())
     peak = np.array(np.unravel_index(int(np.argmax(ncc)), ncc.shape))
     sub = np.zeros(3)
     for a in range(3):
@@ -324,7 +416,7 @@ def _optimise(
 
 
 def register(
-    hr: np.ndarray,
+    hr: np.ndarray | MovingImage,
     lfov: Any,
     *,
     hr_spacing_um: npt.ArrayLike,
@@ -343,7 +435,10 @@ def register(
     Parameters
     ----------
     hr
-        ``(z, y, x)`` HR volume (NumPy array; read whole).
+        ``(z, y, x)`` HR volume (NumPy array; read whole), or a
+        :class:`~tomoflow.register.moving.MovingImage` that gives it smoothed and sampled every
+        ``step`` HR voxels (the pipeline's computes it chunk by chunk from a volume store; memory then
+        does not depend on the HR volume's size).
     lfov
         ``(z, y, x)`` LFOV volume: a NumPy or zarr array (only the region around the ROI is read).
     hr_spacing_um, lfov_spacing_um
@@ -381,11 +476,10 @@ def register(
         The result is implausible (scale outside ``scale_range``, rotation above
         ``max_rotation_deg``) or its similarity is no better than the prior's.
     """
-    from scipy.ndimage import gaussian_filter
-
     from tomoflow.nn import resolve_device
 
     t_all = time.perf_counter()
+    source = hr if isinstance(hr, MovingImage) else None
     hr_shape = _volume_shape("HR", hr)
     lf_shape = _volume_shape("LFOV", lfov)
     hr_sp = _spacing("hr_spacing_um", hr_spacing_um)
@@ -431,23 +525,42 @@ def register(
         )
     box_lo = np.maximum(lo_i - search - 2, 0)
     box_hi = np.minimum(hi_i + search + 2, lf_shape)
-    region = np.asarray(lfov[tuple(slice(a, b) for a, b in zip(box_lo, box_hi))], dtype=np.float64)
+    region = np.asarray(lfov[tuple(slice(a, b) for a, b in zip(box_lo, box_hi))], dtype=np.float32)
     _finite("LFOV", region)
-    hr_arr = np.asarray(hr, dtype=np.float32)
-    _finite("HR", hr_arr)
+    if source is None:
+        hr_arr = np.asarray(hr, dtype=np.float32)
+        _finite("HR", hr_arr)
+        source = ArrayMoving(hr_arr)
     margin = 2.0 * ratio  # HR voxels kept clear of the ROI's faces (smoothing support)
     scale_um = 0.5 * float(np.mean((np.asarray(hr_shape) - 1) * hr_sp))  # ROI half-size
+    budget_step = moving_step(hr_shape, 0.0, MAX_MOVING_VOXELS, 0.0)
 
     stages: list[dict[str, Any]] = []
     import torch
 
-    def problem_for(s: float) -> _Problem:
-        return _Problem(
-            gaussian_filter(hr_arr, s) if s > 0 else hr_arr, hr_sp, region, box_lo.astype(float), 1, lf_sp, margin, dev
-        )
+    kept: dict[tuple[float, int], np.ndarray] = {}  # the coarse search's image, until the binned level
 
-    fine = problem_for(sigma)
-    smooth = fine.moving[0, 0].cpu().numpy()
+    def moving(s: float, coarse: bool = False, keep: bool = False) -> tuple[np.ndarray, int]:
+        """The HR volume smoothed by ``s`` HR voxels, sampled every ``budget_step`` HR voxels (the
+        coarse stages: coarser where ``s`` allows); ``keep``: for a later call with the same ``s``."""
+        step = moving_step(hr_shape, s, MAX_MOVING_VOXELS, SIGMA_PER_STEP) if coarse else budget_step
+        if (s, step) in kept:
+            return kept.pop((s, step)), step
+        img = source.sample(s, step)
+        if tuple(img.shape) != sampled_shape(hr_shape, step):
+            raise InputError(
+                f"the moving image of sigma {s:g} and step {step} has shape {tuple(img.shape)}, expected "
+                f"{sampled_shape(hr_shape, step)}",
+                dataset="HR",
+            )
+        _finite("HR", img)
+        if keep:
+            kept[(s, step)] = img
+        return img, step
+
+    fine = _Problem(
+        *moving(sigma), hr_shape, hr_sp, region, box_lo.astype(float), 1, lf_sp, margin, dev, MAX_FIXED_POINTS
+    )
 
     def ncc_at(mat: np.ndarray, problem: _Problem | None = None) -> float:
         problem = fine if problem is None else problem
@@ -459,16 +572,40 @@ def register(
     ncc_prior = ncc_at(m_prior)
     stages.append({"name": "prior", "seconds": 0.0, "ncc": ncc_prior, "matrix": m_prior.copy()})
 
-    # coarse translation: template = the ROI footprint inside the region, shifts +-search
+    # coarse translation: template = the ROI footprint inside the region (binned by cb when it is large),
+    # shifts +- search LFOV voxels
     t0 = time.perf_counter()
+    cb = max(1, int(math.ceil(float(np.max(hi_i - lo_i)) / COARSE_MAX_EXTENT)))
     inner_lo = np.clip(lo_i, box_lo, box_hi) - box_lo
     inner_hi = np.clip(hi_i, box_lo, box_hi) - box_lo
-    pad_lo = np.minimum(inner_lo, search)
-    pad_hi = np.minimum(region.shape - inner_hi, search)
-    inner = tuple(slice(int(a), int(b)) for a, b in zip(inner_lo, inner_hi))
-    template = _Problem(smooth, hr_sp, region[inner], (box_lo + inner_lo).astype(float), 1, lf_sp, margin, dev)
-    sub = region[tuple(slice(int(a - p), int(b + q)) for a, b, p, q in zip(inner_lo, inner_hi, pad_lo, pad_hi))]
-    d = _coarse_translation(template, sub, tuple(int(b - a) for a, b in zip(inner_lo, inner_hi)), m_prior, pad_lo)
+    tb = (inner_hi - inner_lo) // cb  # template size, binned voxels
+    sb = -(-search // cb)
+    pad_lo = np.minimum(inner_lo // cb, sb)
+    pad_hi = np.minimum((np.asarray(region.shape) - inner_lo) // cb - tb, sb)
+    sub = _bin(
+        region[
+            tuple(slice(int(a - cb * p), int(a + cb * (t + q))) for a, t, p, q in zip(inner_lo, tb, pad_lo, pad_hi))
+        ],
+        cb,
+    )
+    fixed_t = sub[tuple(slice(int(p), int(p + t)) for p, t in zip(pad_lo, tb))]
+    binned_level = dof > 3 and bool(np.all((hi_i - lo_i) // 2 >= MIN_BINNED_FOOTPRINT))  # enough voxels for 9 DOF
+    if cb == 1:
+        template = fine.with_fixed(fixed_t, (box_lo + inner_lo).astype(float), 1)
+    else:
+        template = _Problem(
+            *moving(math.hypot(sigma, 0.5 * cb * ratio), coarse=True, keep=binned_level and cb == 2),
+            hr_shape,
+            hr_sp,
+            fixed_t,
+            (box_lo + inner_lo).astype(float),
+            cb,
+            lf_sp,
+            margin,
+            dev,
+        )
+    d = cb * _coarse_translation(template, sub, tuple(int(t) for t in tb), m_prior, pad_lo)
+    del template, sub, fixed_t
     m = m_prior.copy()
     m[:3, 3] += d * lf_sp
     stages.append(
@@ -485,10 +622,11 @@ def register(
     t0 = time.perf_counter()
     m = _optimise(fine, m, 3, scale_um, float(lf_sp.mean()), min(max_iter, 20))
     stages.append({"name": "translation", "seconds": time.perf_counter() - t0, "ncc": ncc_at(m), "matrix": m.copy()})
-    if dof > 3 and np.all((hi_i - lo_i) // 2 >= MIN_BINNED_FOOTPRINT):  # enough binned voxels for 9 DOF
+    if binned_level:
         t0 = time.perf_counter()
         coarse = _Problem(
-            gaussian_filter(hr_arr, math.hypot(sigma, ratio)),
+            *moving(math.hypot(sigma, ratio), coarse=True),
+            hr_shape,
             hr_sp,
             _bin(region, 2),
             box_lo.astype(float),
@@ -496,17 +634,36 @@ def register(
             lf_sp,
             margin,
             dev,
+            MAX_FIXED_POINTS,
         )
         m = _optimise(coarse, m, dof, scale_um, 2.0 * float(lf_sp.mean()), max_iter)
+        del coarse
         stages.append(
             {"name": f"binned-{dof}", "seconds": time.perf_counter() - t0, "ncc": ncc_at(m), "matrix": m.copy()}
         )
+    kept.clear()
     if smoothing is None and dof > 3:  # the LFOV blur is unknown: the HR smoothing that matches it best
         t0 = time.perf_counter()
-        trials = {float(f * ratio): problem_for(f * ratio) for f in SMOOTHING_TRIALS}
-        scores = {k: ncc_at(m, p) for k, p in trials.items()}
+        # sigmas the moving grid resolves (strided samples nearly alias-free): at least MIN_SIGMA_PER_STEP steps
+        least = MIN_SIGMA_PER_STEP * budget_step
+        sigmas = [float(f * ratio) for f in SMOOTHING_TRIALS if f * ratio >= least - 1e-9] or [least]
+        scores: dict[float, float] = {}
+        # one moving image at a time beside the best so far: the translation's first (it is one of them)
+        # or dropped, so that at most two are held
+        trial: _Problem | None = fine if sigma in sigmas else None
+        base = fine.without_moving()
+        del fine
+        best: _Problem | None = None
+        for s in sorted(sigmas, key=lambda v: v != sigma):
+            trial = trial if s == sigma and trial is not None else base.with_moving(*moving(s))
+            scores[s] = ncc_at(m, trial)
+            if best is None or scores[s] > max(v for k, v in scores.items() if k != s):
+                best = trial
+            trial = None
         sigma = max(scores, key=scores.__getitem__)
-        fine = trials[sigma]
+        assert best is not None
+        fine = best
+        del best
         stages.append(
             {
                 "name": "smoothing",
