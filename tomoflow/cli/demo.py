@@ -208,7 +208,7 @@ def _recovery(rec: Path, size: int, train_seconds: float, client: Any) -> None:
 
     h, lf = VolumeStore.open(hr_path), VolumeStore.open(lf_path)
     hr_vol = np.asarray(h.level(0)[...], dtype=np.float32)
-    doc = register_volumes(hr_path, lf_path, hr_volume=hr_vol)
+    doc = register_volumes(hr_path, lf_path)  # the HR read chunk by chunk, as `tomoflow register` does
     reg = rec / "registration.json"
     write_json(plan_file(reg, kind="registration", overwrite=True), doc)
     matrix = np.asarray(doc["matrix"], dtype=np.float64)
