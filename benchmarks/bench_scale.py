@@ -156,7 +156,7 @@ def registration_error(reg_json: Path, hr_store: Path, tree: Path) -> dict[str, 
 
 
 # ----------------------------------------------------------------------------- one size
-PARTS = ("register", "train", "fused", "two-step", "baseline")
+PARTS = ("register", "train", "fused", "two-step", "baseline", "baseline-train")
 
 
 def run_size(
@@ -247,6 +247,9 @@ def run_size(
             tomoflow_cmd("register", hr, lf, "--out", reg0), tree=baseline, log=d / "register_baseline.log"
         )
         old["register"]["error"] = registration_error(reg0, hr, tree)
+        if "baseline-train" not in parts:
+            res["baseline"] = old
+            return res
         old["train"] = measure(
             tomoflow_cmd(
                 "train-recovery",
