@@ -10,6 +10,7 @@ import numpy as np
 
 __all__ = [
     "has_module",
+    "write_random_unet",
     "disk_phantom",
     "ellipse_slice",
     "small_scan_counts",
@@ -181,3 +182,19 @@ def tree_snapshot(folder: Any) -> dict[str, str]:
         else:
             out[rel] = "dir"
     return out
+
+
+def write_random_unet(path: Any, *, channels: tuple[int, ...] = (4, 8), seed: int = 0) -> Any:
+    """Save an untrained U-Net (random weights from ``seed``, ``channels`` per level) with its model card
+    at ``path`` (``.safetensors``); returns the network. For tests of inference and tiling, where the
+    network's quality does not matter."""
+    import torch
+
+    from tomoflow.recover.unet import UNetConfig, build_unet
+    from tomoflow.train.files import save_unet
+
+    torch.manual_seed(seed)
+    cfg = UNetConfig(channels=tuple(channels))
+    model = build_unet(config=cfg)
+    save_unet(model, cfg, path, card={"name": "test-unet"})
+    return model

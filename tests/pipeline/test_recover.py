@@ -9,9 +9,9 @@ from tomoflow.errors import ConfigError, PipelineError, StoreError
 from tomoflow.io.stages import StageLog
 from tomoflow.io.volume_store import VolumeStore, pyramid_levels
 from tomoflow.pipeline.recover import recover_volume
-from tomoflow.recover import build_unet, predict_volume
-from tomoflow.recover.unet import UNetConfig, inference_bytes
-from tomoflow.testing import write_volume_store
+from tomoflow.recover import predict_volume
+from tomoflow.recover.unet import inference_bytes
+from tomoflow.testing import write_random_unet, write_volume_store
 from tomoflow.train.files import save_unet
 
 SHAPE = (20, 37, 29)
@@ -19,14 +19,9 @@ SHAPE = (20, 37, 29)
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    import torch
-
     d = tmp_path_factory.mktemp("recover")
-    torch.manual_seed(0)
-    cfg = UNetConfig(channels=(4, 8))
-    model = build_unet(config=cfg)
     weights = d / "unet.safetensors"
-    save_unet(model, cfg, weights, card={"name": "test-unet"})
+    model = write_random_unet(weights)
     rng = np.random.default_rng(0)
     data = rng.random(SHAPE).astype(np.float32)
     src = write_volume_store(d / "lfov.zarr", data)

@@ -11,10 +11,9 @@ from tomoflow.errors import ConfigError, InputError, PipelineError, StoreError
 from tomoflow.io.stages import StageLog
 from tomoflow.pipeline.recover import recover_volume
 from tomoflow.pipeline.resample import ResampledGrid, field_grid, resample_volume
-from tomoflow.recover import build_unet, predict_volume
-from tomoflow.recover.unet import UNetConfig
+from tomoflow.recover import predict_volume
 from tomoflow.register.transform import Affine9
-from tomoflow.testing import write_volume_store
+from tomoflow.testing import write_random_unet, write_volume_store
 from tomoflow.train.files import save_unet
 
 LF_SHAPE = (11, 14, 12)  # voxels of 2 um: the field at 1 um is 21 x 27 x 23
@@ -28,14 +27,9 @@ def rel_err(got, want):
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    import torch
-
     d = tmp_path_factory.mktemp("fused")
-    torch.manual_seed(0)
-    cfg = UNetConfig(channels=(4, 8))
-    model = build_unet(config=cfg)
     weights = d / "unet.safetensors"
-    save_unet(model, cfg, weights, card={"name": "test-unet"})
+    model = write_random_unet(weights)
     rng = np.random.default_rng(1)
     data = rng.random(LF_SHAPE).astype(np.float32)
     lfov = write_volume_store(d / "lfov.zarr", data, voxel_size_um=LF_UM)
