@@ -102,7 +102,8 @@ class StoreMoving:
     :func:`tomoflow.register.moving.filter_sample`): the Gaussian is linear, so the contributions sum
     to the volume's (equal to :func:`~tomoflow.register.moving.smooth_sample` of the whole volume to
     float32 rounding) without halos read twice. Memory: the result (``(n / step)^3`` float32) plus one
-    chunk and one sub-block per thread, never the level 0.
+    chunk and one sub-block per thread, never the level 0 (unless the level 0 is a single chunk: then it
+    is decoded once and kept for the next ``sample``).
 
     Parameters
     ----------
@@ -116,6 +117,7 @@ class StoreMoving:
     def __init__(self, array: Any, num_workers: int | None = None) -> None:
         self.array = array
         self.num_workers = num_workers
+        self._only_chunk: np.ndarray | None = None  # a volume of one chunk, decoded once for every sigma
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -137,9 +139,16 @@ class StoreMoving:
         lock = threading.Lock()
         source = self.array
 
+        one_chunk = all(c >= n for c, n in zip(chunks, shape))
+
         def chunk_task(c0: tuple[int, ...]) -> int:
             c1 = tuple(min(a + c, n) for a, c, n in zip(c0, chunks, shape))
-            data = np.asarray(source[tuple(slice(a, b) for a, b in zip(c0, c1))], dtype=np.float32)
+            if one_chunk and self._only_chunk is not None:
+                data = self._only_chunk
+            else:
+                data = np.asarray(source[tuple(slice(a, b) for a, b in zip(c0, c1))], dtype=np.float32)
+                if one_chunk:  # memory of one chunk, as any task holds; read once instead of once per sigma
+                    self._only_chunk = data
             edges = [_edges(b - a, b - a, BLOCK_EDGE) for a, b in zip(c0, c1)]
             for i0, i1 in zip(edges[0][:-1], edges[0][1:]):
                 for j0, j1 in zip(edges[1][:-1], edges[1][1:]):
