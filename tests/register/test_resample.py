@@ -77,3 +77,26 @@ def test_reads_only_the_needed_region_and_refuses_outside():
         resample_to_grid(source, m, (48, 48, 48), 1.0, SRC_SP, box=((0, 60), (0, 5), (0, 5)))
     with pytest.raises(ConfigError, match="order"):
         resample_to_grid(source, m, (48, 48, 48), 1.0, SRC_SP, order=7)
+
+
+@pytest.mark.parametrize("order", [1, 3])
+def test_axes_aligned_grids_are_evaluated_one_axis_at_a_time_with_the_same_values(monkeypatch, order):
+    """A whole field at another voxel size (a diagonal map) takes the separable path; it equals the
+    general path (map_coordinates on every voxel) to float rounding, at the volume's faces too."""
+    import tomoflow.register.resample as rs
+
+    rng = np.random.default_rng(3)
+    src = rng.random((9, 12, 10))
+    m = np.diag([1.0, 1.0, 1.0, 1.0])
+    m[:3, 3] = [0.5, 0.0, 1.25]  # micrometres: off the source's voxel centres
+    shape, sp, ssp = (30, 44, 32), 0.25, 1.0
+    calls = []
+    real = rs._separable
+    monkeypatch.setattr(rs, "_separable", lambda *a: calls.append(1) or real(*a))
+    for box in (None, ((0, 7), (40, 44), (3, 32))):
+        fast = resample_to_grid(src, m, shape, sp, ssp, box=box, order=order)
+        monkeypatch.setattr(rs, "_SEPARABLE_ORDERS", ())
+        slow = resample_to_grid(src, m, shape, sp, ssp, box=box, order=order)
+        monkeypatch.setattr(rs, "_SEPARABLE_ORDERS", (1, 3))
+        np.testing.assert_allclose(fast, slow, rtol=0, atol=1e-6)
+    assert len(calls) == 2

@@ -4,7 +4,9 @@
 larger target grid in a Dask graph): every output voxel centre (HR physical micrometres) is mapped by
 the HR -> LFOV matrix, and the LFOV is interpolated there once (cubic B-spline by default, computed on
 the LFOV region the box needs, read by slicing, so a zarr array is read only there). Works in z-slabs:
-memory O(box), not O(volume).
+memory O(box), not O(volume). When the grids' axes are aligned (a whole field at another voxel size),
+the spline is evaluated one axis at a time (``order + 1`` taps per axis instead of ``(order + 1)^3`` per
+voxel), the same values to float64 rounding, an order of magnitude faster.
 """
 
 from __future__ import annotations
@@ -21,6 +23,58 @@ __all__ = ["resample_to_grid", "footprint"]
 
 #: Largest |pole| of the B-spline prefilter of each order (Unser 1999): its influence decays as pole^d.
 _SPLINE_POLE = {2: 0.1716, 3: 0.2679, 4: 0.3613, 5: 0.4306}
+
+
+#: Spline orders :func:`_separable` evaluates (the B-spline weights written out below).
+_SEPARABLE_ORDERS = (1, 3)
+
+
+def _mirror(i: np.ndarray, n: int) -> np.ndarray:
+    """Index ``i`` folded into ``[0, n)`` as :func:`scipy.ndimage.map_coordinates` folds it in its
+    ``mirror`` mode (reflection about the end voxels' centres, period ``2 (n - 1)``)."""
+    if n == 1:
+        return np.zeros_like(i)
+    p = 2 * (n - 1)
+    i = np.mod(i, p)
+    return np.where(i > n - 1, p - i, i)
+
+
+def _spline_matrix(x: np.ndarray, n: int, order: int) -> Any:
+    """The sparse ``(len(x), n)`` matrix that evaluates a 1-D B-spline of ``order`` (1 or 3) with ``n``
+    coefficients at the positions ``x`` (coefficient index units), ``mirror`` boundary."""
+    from scipy.sparse import csr_matrix
+
+    i = np.floor(x).astype(np.int64)
+    u = x - i
+    if order == 3:
+        w = np.stack(
+            [(1 - u) ** 3 / 6, (3 * u**3 - 6 * u**2 + 4) / 6, (-3 * u**3 + 3 * u**2 + 3 * u + 1) / 6, u**3 / 6], 1
+        )
+        cols = np.stack([i - 1, i, i + 1, i + 2], 1)
+    else:
+        w = np.stack([1 - u, u], 1)
+        cols = np.stack([i, i + 1], 1)
+    rows = np.repeat(np.arange(len(x)), w.shape[1])
+    return csr_matrix((w.ravel(), (rows, _mirror(cols, n).ravel())), shape=(len(x), n))  # duplicates summed
+
+
+def _separable(
+    coef: np.ndarray, scale: np.ndarray, shift: np.ndarray, b: tuple[tuple[int, int], ...], order: int
+) -> np.ndarray:
+    """The spline of coefficients ``coef`` at the grid box ``b`` under an axes-aligned map (source index
+    = ``scale * grid index + shift`` per axis), one axis at a time: what :func:`map_coordinates` computes
+    with ``prefilter=False, mode="mirror"`` (to float64 rounding), with ``order + 1`` taps per axis
+    instead of ``(order + 1)^3`` per voxel."""
+    mats = [
+        _spline_matrix(scale[k] * np.arange(b[k][0], b[k][1], dtype=np.float64) + shift[k], coef.shape[k], order)
+        for k in range(3)
+    ]
+    v = coef
+    for k in (2, 1, 0):  # contract x, then y, then z
+        moved = np.moveaxis(v, k, 0)
+        flat = moved.reshape(moved.shape[0], -1)
+        v = np.moveaxis((mats[k] @ flat).reshape((mats[k].shape[0],) + moved.shape[1:]), 0, k)
+    return np.ascontiguousarray(v, dtype=np.float32)
 
 
 def _box(shape: Sequence[int], box: Any) -> tuple[tuple[int, int], ...]:
@@ -131,6 +185,8 @@ def resample_to_grid(
         region = spline_filter(region, order=order, mode="mirror")
     a = m[:3, :3] * sp[None, :] / ssp[:, None]  # grid index -> source index, linear part
     t = m[:3, 3] / ssp - r_lo
+    if order in _SEPARABLE_ORDERS and not np.any(a[~np.eye(3, dtype=bool)]):  # axes aligned: separable
+        return _separable(region, a.diagonal(), t, b, order)
     out = np.empty(tuple(e - s for s, e in b), dtype=np.float32)
     yy, xx = np.meshgrid(
         np.arange(b[1][0], b[1][1], dtype=np.float64), np.arange(b[2][0], b[2][1], dtype=np.float64), indexing="ij"
