@@ -169,6 +169,7 @@ def run_size(
     do_baseline: bool,
     do_two_step: bool,
     parts: tuple[str, ...] = PARTS,
+    fused_max_voxels: float | None = None,
 ) -> dict[str, Any]:
     lf_n = n // 4 + max(48, 3 * n // 32)  # N/4 + 48; at 768 the ROI's 3-degree rotations need 264
     d = work / f"n{n}"
@@ -214,7 +215,11 @@ def run_size(
     if "fused" in parts:
         rec = d / "recovered.zarr"
         shutil.rmtree(rec, ignore_errors=True)
-        grid = ["--registration", reg, "--hr", hr] if quick else ["--voxel", HR_UM]
+        voxel = HR_UM
+        while fused_max_voxels and (lf_n * LFOV_UM / voxel) ** 3 > fused_max_voxels:
+            voxel *= 2  # the whole field at a coarser voxel: same blocks and memory, fewer of them
+        res["fused_voxel_um"] = voxel
+        grid = ["--registration", reg, "--hr", hr] if quick else ["--voxel", voxel]
         res["fused_recover"] = measure(
             tomoflow_cmd("recover", lf, "--model", weights, "--out", rec, *grid), tree=tree, log=d / "fused.log"
         )
@@ -390,6 +395,8 @@ def report(results: list[dict[str, Any]]) -> None:
             extra = ""
             if name == "register" and m.get("error"):
                 extra = f"err {m['error']['mean_hr_vox']:.3f} HR vox"
+            if name == "recover (fused)" and m.get("output_voxels"):
+                extra = f"{m['output_voxels']:.3g} voxels of {r.get('fused_voxel_um', HR_UM):g} um"
             rows.append(
                 [
                     size,
@@ -445,6 +452,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--two-step-max", type=int, default=384, help="largest HR edge of the resample + recover path")
     ap.add_argument("--workdir", type=Path, default=None, help="where the pairs and outputs go (default: a temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
+    ap.add_argument(
+        "--fused-max-voxels",
+        type=float,
+        default=None,
+        help="recover the whole field at 2, 4, ... um when it has more voxels than this at 1 um (time)",
+    )
     ap.add_argument("--output", type=Path, default=None)
     ap.add_argument(
         "--parts", default=",".join(PARTS), help=f"what to run, comma-separated among {', '.join(PARTS)} (default all)"
@@ -468,6 +481,7 @@ def main(argv: list[str] | None = None) -> int:
                 do_baseline=n <= args.baseline_max,
                 do_two_step=n <= args.two_step_max,
                 parts=tuple(p.strip() for p in args.parts.split(",")),
+                fused_max_voxels=args.fused_max_voxels,
             )
             results.append(r)
             write_results(
