@@ -71,7 +71,9 @@ def measure(cmd: list[str], *, tree: Path, log: Path, timeout: float = 7200.0) -
     stop = threading.Event()
     t0 = time.perf_counter()
     with open(log, "w") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        # in the log's folder: ``python -m`` puts the working directory first on sys.path, before
+        # PYTHONPATH, so a command started from a checkout would import that checkout's tomoflow
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=log.parent)
 
         def sample() -> None:
             try:
