@@ -321,11 +321,7 @@ def extrapolate(results: list[dict[str, Any]], cores: int) -> dict[str, Any]:
     """Per-voxel costs (the slope between the two largest sizes measured) and HR 2048³ in an LFOV 2048³
     of 4 µm, on one CPU node (:data:`NODE_CORES` cores, the per-core cost measured here) and one GPU
     worker (an estimate from counted multiply-adds, :data:`GPU_SUSTAINED_FLOPS`, unless measured)."""
-    ok = [
-        r
-        for r in results
-        if r.get("register", {}).get("returncode") == 0 and r.get("fused_recover", {}).get("returncode") == 0
-    ]
+    ok = [r for r in results if r.get("register", {}).get("returncode") == 0]
     if not ok:
         return {"note": "no size completed"}
     big = ok[-1]
@@ -357,7 +353,9 @@ def extrapolate(results: list[dict[str, Any]], cores: int) -> dict[str, Any]:
         f"model): at most {fmt_bytes(max((t['peak_rss_tree_sampled'] for t in trains), default=0))} "
         "(process tree) at every size measured",
     }
-    rec = [r for r in ok if r["fused_recover"].get("output_voxels")]
+    rec = [
+        r for r in ok if r.get("fused_recover", {}).get("returncode") == 0 and r["fused_recover"].get("output_voxels")
+    ]
     if rec:
         k, t2, how = _slope(rec, "fused_recover", "output_voxels")
         core_s = k * cores  # core-seconds per output voxel
