@@ -486,6 +486,31 @@ def check_finite(array: Any, what: str, hint: str = "") -> None:
 
 
 # ----------------------------------------------------------------------------- parameters (ConfigError)
+def box_of_slices(key: Any, shape: Sequence[int], what: str) -> tuple[tuple[int, int], ...]:
+    """The ``(start, stop)`` per axis that a basic-slicing ``key`` reads of a ``shape`` array: ``...``, or
+    up to ``len(shape)`` slices of step 1 (missing trailing axes whole). What the array-likes that compute
+    a box on read (a resampled grid, a chunk cache, one side of a training pair) accept.
+
+    Raises
+    ------
+    TypeError
+        Any other key (integers, arrays, steps), naming ``what`` is read.
+
+    Examples
+    --------
+    >>> box_of_slices((slice(2, 5), slice(None)), (10, 4, 6), "a volume")
+    ((2, 5), (0, 4), (0, 6))
+    """
+    keys = () if key is Ellipsis else key if isinstance(key, tuple) else (key,)
+    if len(keys) > len(shape) or not all(isinstance(k, slice) for k in keys):
+        raise TypeError(f"{what} is read by up to {len(shape)} slices, got {key!r}")
+    keys = keys + (slice(None),) * (len(shape) - len(keys))
+    ranges = [k.indices(int(n)) for k, n in zip(keys, shape)]
+    if any(step != 1 for _, _, step in ranges):
+        raise TypeError(f"{what} is read by slices of step 1, got {key!r}")
+    return tuple((a, max(a, b)) for a, b, _ in ranges)
+
+
 def check_choice(name: str, value: Any, choices: Iterable[str | None]) -> str:
     """``value`` if it is one of ``choices``, else :class:`ConfigError` listing them."""
     options = tuple(choices)

@@ -45,8 +45,9 @@ def rel_err(got, want):
 
 def test_recover_the_whole_field_at_a_voxel_size(cli, stores, tmp_path):
     from tomoflow.io.volume_store import VolumeStore
-    from tomoflow.pipeline.resample import ResampledGrid, field_grid
+    from tomoflow.pipeline.resample import field_grid
     from tomoflow.recover import predict_volume
+    from tomoflow.register.resample import ResampledGrid
 
     hr, lf, reg, truth, model, weights = stores
     out = tmp_path / "rec.zarr"

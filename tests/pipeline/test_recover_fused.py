@@ -10,8 +10,9 @@ pytest.importorskip("torch")
 from tomoflow.errors import ConfigError, InputError, PipelineError, StoreError
 from tomoflow.io.stages import StageLog
 from tomoflow.pipeline.recover import recover_volume
-from tomoflow.pipeline.resample import ResampledGrid, field_grid, resample_volume
+from tomoflow.pipeline.resample import field_grid, resample_volume
 from tomoflow.recover import predict_volume
+from tomoflow.register.resample import ResampledGrid
 from tomoflow.register.transform import Affine9
 from tomoflow.testing import write_random_unet, write_volume_store
 from tomoflow.train.files import save_unet

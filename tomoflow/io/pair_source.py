@@ -2,7 +2,7 @@
 
 :class:`ResampledPair` is a pair source (:mod:`tomoflow.recover.pairs`) over two array-likes: the HR
 volume (the target, read by slicing) and the LFOV volume, resampled onto each requested box of the HR
-grid through the registration matrix by :func:`tomoflow.register.resample.resample_to_grid` (one
+grid through the registration matrix (:class:`tomoflow.register.resample.ResampledGrid`: one
 interpolation, reading only the LFOV region the box needs: exactly what ``tomoflow resample`` computes
 there). No array of the overlap's size exists and nothing is written. :class:`StorePair` opens the two
 volume stores itself, lazily and again in each process (a data-loader worker opens its own zarr arrays;
@@ -21,9 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from tomoflow._checks import box_of_slices
 from tomoflow.errors import InputError
 from tomoflow.recover.pairs import Box, as_box, box_slices
-from tomoflow.register.resample import footprint, resample_to_grid
+from tomoflow.register.resample import ResampledGrid, footprint
 from tomoflow.register.transform import check_affine
 
 __all__ = ["ChunkCache", "ResampledPair", "StorePair", "CHUNK_CACHE_BYTES"]
@@ -84,10 +85,7 @@ class ChunkCache:
         return a
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        key = key if isinstance(key, tuple) else (key,)
-        if len(key) != 3 or not all(isinstance(k, slice) and k.step in (None, 1) for k in key):
-            raise TypeError(f"a ChunkCache is read by three unit-step slices, got {key!r}")
-        box = [k.indices(n)[:2] for k, n in zip(key, self.shape)]
+        box = box_of_slices(key, self.shape, "a ChunkCache")
         out = np.empty(tuple(max(b - a, 0) for a, b in box), dtype=self.dtype)
         if out.size == 0:
             return out
@@ -170,8 +168,8 @@ class ResampledPair:
 
     def read_input(self, box: Box) -> np.ndarray:
         lfov, hr = self._arrays()
-        b = as_box(box, hr.shape)
-        return resample_to_grid(lfov, self.matrix, hr.shape, self.hr_um, self.lfov_um, box=b, order=self.order)
+        grid = ResampledGrid(lfov, self.matrix, hr.shape, self.hr_um, self.lfov_um, order=self.order)
+        return grid[box_slices(as_box(box, hr.shape))]
 
     def read_target(self, box: Box) -> np.ndarray:
         _, hr = self._arrays()

@@ -14,7 +14,7 @@ parameters (not paths). The pyramid levels follow, as for reconstructions.
 at the HR voxel size, :func:`tomoflow.pipeline.resample.field_grid`, or the HR ROI's grid through a
 registration), the network runs on the input volume resampled onto that grid, box by box: each task
 resamples the part of its input box inside the grid from the LFOV region it needs
-(:class:`tomoflow.pipeline.resample.ResampledGrid`, one interpolation) and extends it beyond the grid by
+(:class:`tomoflow.register.resample.ResampledGrid`, one interpolation) and extends it beyond the grid by
 ``pad_mode``, as :func:`tomoflow.recover.tiling.read_box` extends a stored volume. So the output equals
 ``resample_volume`` then ``recover_volume`` to float rounding, without the resampled volume (64 times
 the LFOV's voxels at a 4x voxel-size ratio) ever being written; the identity adds the matrix, the grid
@@ -52,7 +52,8 @@ from tomoflow.pipeline.engine import (
     writes_outputs,
 )
 from tomoflow.pipeline.pyramid import chunk_grid, run_pyramid
-from tomoflow.pipeline.resample import ResampledGrid, ResamplePlan, plan_resample, resample_bytes
+from tomoflow.pipeline.resample import ResamplePlan, plan_resample
+from tomoflow.register.resample import ResampledGrid, resample_bytes
 
 __all__ = ["recover_volume"]
 
@@ -91,7 +92,7 @@ def _recover_block(
 ) -> np.ndarray:
     """Block function: one output chunk, predicted from its halo'd, aligned input box; ``valid``: a torch
     U-Net run without padding, only the kept voxels computed (:func:`tomoflow.recover.tiling.valid_halo`);
-    ``grid``: the keyword arguments of a :class:`~tomoflow.pipeline.resample.ResampledGrid` (the box is
+    ``grid``: the keyword arguments of a :class:`~tomoflow.register.resample.ResampledGrid` (the box is
     resampled from the volume onto that grid), or None (the volume's own grid)."""
     from tomoflow.recover.tiling import check_finite_box, predict_boxes, prepare_model, read_box
 

@@ -7,9 +7,10 @@ only the source region the chunk needs), written straight into the output OME-Za
 (stage engine: resumable, identity = the source's identity + matrix + grid + order). Chunks agree with
 a whole-volume computation to ~1e-7 (the spline prefilter's margin, see that function).
 
-:class:`ResampledGrid` is the same resampling without a store: an array-like over the target grid whose
-every read computes that box (the ``recover`` stage runs the network on the LFOV resampled this way,
-box by box, with no intermediate store: :func:`tomoflow.pipeline.recover.recover_volume`).
+:class:`~tomoflow.register.resample.ResampledGrid` is the same resampling without a store: an array-like
+over the target grid whose every read computes that box (the ``recover`` stage runs the network on the
+LFOV resampled this way, box by box, with no intermediate store:
+:func:`tomoflow.pipeline.recover.recover_volume`; the training reads its patches through it).
 """
 
 from __future__ import annotations
@@ -40,14 +41,13 @@ from tomoflow.pipeline.engine import (
     writes_outputs,
 )
 from tomoflow.pipeline.pyramid import chunk_grid, run_pyramid
+from tomoflow.register.resample import ResampledGrid
 
 __all__ = [
     "resample_volume",
     "field_grid",
     "plan_resample",
     "ResamplePlan",
-    "ResampledGrid",
-    "resample_bytes",
     "MIN_CHUNK_EDGE",
     "MAX_CHUNK_VOXELS",
 ]
@@ -77,104 +77,6 @@ def field_grid(
     )
     shape = tuple(int(np.floor((int(n) - 1) * ratio + 1e-9)) + 1 for n in source_shape)
     return shape, np.eye(4)  # type: ignore[return-value]  # three sizes, one per axis
-
-
-class ResampledGrid:
-    """A source volume seen on another grid, resampled on read: an array-like ``(z, y, x)`` of the grid.
-
-    Reading a box (basic slices, step 1; ``[...]``: the whole grid) computes it with
-    :func:`tomoflow.register.resample.resample_to_grid` from only the source region that box needs;
-    nothing is stored or cached. So any kernel that reads an array-like by slicing (e.g.
-    :func:`tomoflow.recover.tiling.read_box`, which extends it beyond the grid by its border rule) runs
-    on the resampled volume without it ever being written. A box equals the same box of the whole
-    resampled grid to ~1e-7 (the spline prefilter's margin).
-
-    Parameters
-    ----------
-    source
-        ``(z, y, x)`` source volume: a NumPy or zarr array (e.g. a volume store's level 0).
-    matrix
-        4 x 4 matrix from grid physical micrometres to source physical micrometres.
-    shape, spacing_um
-        The grid ``(nz, ny, nx)`` and its voxel size (micrometres).
-    source_spacing_um
-        The source's voxel size (micrometres).
-    order
-        Spline order (3 = cubic, 1 = trilinear).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> src = np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6)
-    >>> shape, matrix = field_grid(src.shape, 2.0, 1.0)
-    >>> grid = ResampledGrid(src, matrix, shape, 1.0, 2.0, order=1)
-    >>> grid.shape
-    (7, 9, 11)
-    >>> float(grid[2:3, 0:1, 0:1][0, 0, 0])  # z = 1 source voxel: one plane of 30 values further
-    30.0
-    """
-
-    ndim = 3
-    dtype = np.dtype(np.float32)
-
-    def __init__(
-        self,
-        source: Any,
-        matrix: Any,
-        shape: Sequence[int],
-        spacing_um: float,
-        source_spacing_um: float,
-        *,
-        order: int = 3,
-    ) -> None:
-        from tomoflow.register.transform import check_affine
-
-        self.source = source
-        self.matrix = check_affine(matrix)
-        self.shape = _three_ints("shape", shape, "(nz, ny, nx)")
-        self.spacing_um = float(spacing_um)
-        self.source_spacing_um = float(source_spacing_um)
-        self.order = order
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        keys = () if key is Ellipsis else key if isinstance(key, tuple) else (key,)
-        if len(keys) > 3 or not all(isinstance(k, slice) for k in keys):
-            raise TypeError(f"a ResampledGrid is read by up to three slices, got {key!r}")
-        keys = keys + (slice(None),) * (3 - len(keys))
-        ranges = [k.indices(n) for k, n in zip(keys, self.shape)]
-        if any(step != 1 for _, _, step in ranges):
-            raise TypeError(f"a ResampledGrid is read by slices of step 1, got {key!r}")
-        box = tuple((a, max(a, b)) for a, b, _ in ranges)
-        if any(b == a for a, b in box):
-            return np.zeros(tuple(b - a for a, b in box), dtype=np.float32)
-        from tomoflow.register.resample import resample_to_grid
-
-        return resample_to_grid(
-            self.source, self.matrix, self.shape, self.spacing_um, self.source_spacing_um, box=box, order=self.order
-        )
-
-    def nbytes_for(self, box_shape: Sequence[int]) -> int:
-        """Peak bytes of reading a box of ``box_shape`` voxels (:func:`resample_bytes`)."""
-        return resample_bytes(self.matrix, box_shape, self.spacing_um, self.source_spacing_um, self.order)
-
-
-def resample_bytes(
-    matrix: Any, box_shape: Sequence[int], spacing_um: float, source_spacing_um: float, order: int = 3, slab: int = 16
-) -> int:
-    """Estimated peak bytes of :func:`tomoflow.register.resample.resample_to_grid` for a box of ``box_shape``.
-
-    The source region the box maps onto (its extent through the matrix, plus the spline prefilter's
-    margin) held twice in float64 (read, prefiltered), the float32 result and one slab's coordinates.
-    An over-estimate: the margin taken is the widest, order 5's.
-    """
-    m = np.asarray(matrix, dtype=np.float64)
-    a = np.abs(m[:3, :3]) * float(spacing_um) / float(source_spacing_um)  # grid index -> source index
-    extent = a @ (np.asarray([int(n) for n in box_shape], dtype=np.float64) - 1)
-    margin = 1 if order <= 1 else 22  # resample_to_grid: 2 + ceil(log(1e-7) / log(pole)), at most 22
-    region = float(np.prod(np.ceil(extent) + 2 * margin + 2))
-    ny, nx = int(box_shape[1]), int(box_shape[2])
-    coords = (3 + 2 + 1) * min(slab, int(box_shape[0])) * ny * nx * 8  # z, y, x indices, the grid, one result slab
-    return int(2 * region * 8 + 4 * math.prod(int(n) for n in box_shape) + coords)
 
 
 MIN_CHUNK_EDGE = 16

@@ -152,9 +152,8 @@ class BoxView:
         return tuple(int(s) for s in self.source.shape)  # type: ignore[return-value]
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        key = key if isinstance(key, tuple) else (key,)
-        if len(key) != 3 or not all(isinstance(k, slice) and k.step in (None, 1) for k in key):
-            raise ConfigError(f"a BoxView is read by three unit-step slices, got {key!r}")
-        box = tuple(k.indices(n)[:2] for k, n in zip(key, self.shape))
+        from tomoflow._checks import box_of_slices
+
+        box = box_of_slices(key, self.shape, "a BoxView")
         read = self.source.read_input if self.side == "input" else self.source.read_target
         return read(box)

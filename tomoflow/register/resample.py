@@ -19,7 +19,7 @@ import numpy as np
 from tomoflow.errors import ConfigError, InputError
 from tomoflow.register.transform import check_affine
 
-__all__ = ["resample_to_grid", "footprint"]
+__all__ = ["resample_to_grid", "footprint", "ResampledGrid", "resample_bytes", "spline_margin"]
 
 #: Largest |pole| of the B-spline prefilter of each order (Unser 1999): its influence decays as pole^d.
 _SPLINE_POLE = {2: 0.1716, 3: 0.2679, 4: 0.3613, 5: 0.4306}
@@ -75,6 +75,13 @@ def _separable(
         flat = moved.reshape(moved.shape[0], -1)
         v = np.moveaxis((mats[k] @ flat).reshape((mats[k].shape[0],) + moved.shape[1:]), 0, k)
     return np.ascontiguousarray(v, dtype=np.float32)
+
+
+def spline_margin(order: int) -> int:
+    """Source voxels read beyond a box's footprint on each side (:func:`resample_to_grid`): 1 for orders
+    0-1; for a B-spline the prefilter's influence decays as its pole to the distance, so enough voxels
+    that a box's coefficients equal the whole volume's to ~1e-7."""
+    return 1 if order <= 1 else 2 + int(np.ceil(np.log(1e-7) / np.log(_SPLINE_POLE[order])))
 
 
 def _box(shape: Sequence[int], box: Any) -> tuple[tuple[int, int], ...]:
@@ -170,7 +177,7 @@ def resample_to_grid(
         )
     # the B-spline prefilter is a recursive filter over the whole region: read enough margin that a
     # box's coefficients equal the whole volume's to ~1e-7 (boxes of one grid agree, chunk by chunk)
-    margin = 1 if order <= 1 else 2 + int(np.ceil(np.log(1e-7) / np.log(_SPLINE_POLE[order])))
+    margin = spline_margin(order)
     r_lo = np.maximum(np.floor(lo).astype(int) - margin, 0)
     r_hi = np.minimum(np.ceil(hi).astype(int) + margin + 1, src_shape)
     region = np.asarray(source[tuple(slice(int(a), int(c)) for a, c in zip(r_lo, r_hi))], dtype=np.float64)
@@ -197,3 +204,79 @@ def resample_to_grid(
         idx = [a[k, 0] * zz + a[k, 1] * yy[None] + a[k, 2] * xx[None] + t[k] for k in range(3)]
         out[z0 - b[0][0] : z1 - b[0][0]] = map_coordinates(region, idx, order=order, mode="mirror", prefilter=False)
     return out
+
+
+class ResampledGrid:
+    """A source volume seen on another grid, resampled on read: an array-like ``(z, y, x)`` of the grid.
+
+    Reading a box (basic slices, step 1; ``[...]``: the whole grid) computes it with
+    :func:`resample_to_grid` from only the source region that box needs; nothing is stored or cached. So
+    any kernel that reads an array-like by slicing (e.g. :func:`tomoflow.recover.tiling.read_box`, which
+    extends it beyond the grid by its border rule) runs on the resampled volume without it ever being
+    written. A box equals the same box of the whole resampled grid to ~1e-7 (the spline prefilter's
+    margin). Used by the ``resample`` and ``recover`` stages and by the training pair read from stores.
+
+    Parameters
+    ----------
+    source
+        ``(z, y, x)`` source volume: a NumPy or zarr array (e.g. a volume store's level 0).
+    matrix
+        4 x 4 matrix from grid physical micrometres to source physical micrometres.
+    shape, spacing_um
+        The grid ``(nz, ny, nx)`` and its voxel size (micrometres, one or three).
+    source_spacing_um
+        The source's voxel size (micrometres, one or three).
+    order
+        Spline order (3 = cubic, 1 = trilinear).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> src = np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6)
+    >>> m = np.diag([0.5, 0.5, 0.5, 1.0])  # a grid of half the source's voxel size, same origin
+    >>> grid = ResampledGrid(src, m, (7, 9, 11), 1.0, 1.0, order=1)
+    >>> float(grid[2:3, 0:1, 0:1][0, 0, 0])  # z = 1 source voxel: one plane of 30 values further
+    30.0
+    """
+
+    ndim = 3
+    dtype = np.dtype(np.float32)
+
+    def __init__(
+        self, source: Any, matrix: Any, shape: Sequence[int], spacing_um: Any, source_spacing_um: Any, *, order: int = 3
+    ) -> None:
+        self.source = source
+        self.matrix = check_affine(matrix)
+        shp = tuple(int(n) for n in shape)
+        if len(shp) != 3 or min(shp) < 1:
+            raise ConfigError(f"shape must be three positive voxel counts (nz, ny, nx), got {tuple(shape)}")
+        self.shape = shp
+        self.spacing_um, self.source_spacing_um = spacing_um, source_spacing_um
+        self.order = order
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        from tomoflow._checks import box_of_slices
+
+        box = box_of_slices(key, self.shape, "a ResampledGrid")
+        if any(b == a for a, b in box):
+            return np.zeros(tuple(b - a for a, b in box), dtype=np.float32)
+        return resample_to_grid(
+            self.source, self.matrix, self.shape, self.spacing_um, self.source_spacing_um, box=box, order=self.order
+        )
+
+
+def resample_bytes(
+    matrix: Any, box_shape: Sequence[int], spacing_um: Any, source_spacing_um: Any, order: int = 3, slab: int = 16
+) -> int:
+    """Estimated peak bytes of :func:`resample_to_grid` for a box of ``box_shape`` voxels: the source region
+    the box maps onto (its extent through the matrix, plus :func:`spline_margin`) held twice in float64
+    (read, prefiltered), the float32 result and one slab's coordinates."""
+    m = check_affine(matrix)
+    sp = np.broadcast_to(np.asarray(spacing_um, dtype=np.float64), (3,))
+    ssp = np.broadcast_to(np.asarray(source_spacing_um, dtype=np.float64), (3,))
+    a = np.abs(m[:3, :3]) * sp[None, :] / ssp[:, None]  # grid index -> source index
+    extent = a @ (np.asarray([int(n) for n in box_shape], dtype=np.float64) - 1)
+    region = float(np.prod(np.ceil(extent) + 2 * spline_margin(order) + 2))
+    ny, nx = int(box_shape[1]), int(box_shape[2])
+    coords = (3 + 2 + 1) * min(slab, int(box_shape[0])) * ny * nx * 8  # z, y, x indices, the grid, a result slab
+    return int(2 * region * 8 + 4 * int(np.prod([int(n) for n in box_shape])) + coords)
