@@ -140,3 +140,26 @@ def test_the_cards_calibration_is_applied_and_part_of_the_identity(setup, tmp_pa
     plain = np.asarray(recover_volume(src.path, weights, tmp_path / "plain.zarr", chunks=(8, 16, 16)).level(0)[...])
     assert np.abs(got - plain).max() > 1e-3  # the calibration changed the output
     assert "calibration" not in VolumeStore.open(tmp_path / "plain.zarr").stages()["recover"].params
+
+
+def test_a_block_over_the_gpus_free_memory_is_predicted_in_sub_blocks(setup, tmp_path, monkeypatch):
+    """The stage's blocks are sized by host memory; where the GPU's free memory (read in the task) cannot
+    hold a block's pass, the task predicts it in the largest sub-blocks that fit: the same values. The
+    budget function is the only thing replaced (a CPU has no device bound)."""
+    import tomoflow.nn.device as nd
+    import tomoflow.recover.tiling as tiling
+
+    d, weights, model, data, src = setup
+    want = predict_volume(model, data)
+    budget = inference_bytes(model, (36, 36, 36)) + 1  # 14³ blocks, boxes of 36³ (as above)
+    sub = inference_bytes(model, (28, 28, 28)) + 1  # the device holds only a 28³ box: sub-blocks of 8³ or less
+    monkeypatch.setattr(nd, "device_memory_budget", lambda dev, **k: sub)
+    seen: list[tuple[int, ...]] = []
+    real = tiling.predict_boxes
+    monkeypatch.setattr(
+        tiling, "predict_boxes", lambda m, arrays, *a, **k: seen.append(arrays[0].shape) or real(m, arrays, *a, **k)
+    )
+    out = recover_volume(src.path, weights, tmp_path / "rec.zarr", memory_budget=budget, client=None)
+    assert seen and all(inference_bytes(model, s) <= sub for s in seen)
+    got = np.asarray(out.level(0)[...])
+    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max() and out.is_complete()

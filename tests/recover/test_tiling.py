@@ -307,3 +307,82 @@ def test_block_for_budget_is_the_largest_block_that_fits():
     assert block_for_budget(cfg, 2 * 1024**3, shape=(600, 100, 100)) == 120
     with pytest.raises(ConfigError, match="cannot hold the network's smallest block"):
         block_for_budget(cfg, 100 * 1024**2)
+
+
+# ----------------------------------------------------------------------------- a region; the GPU's free memory
+@pytest.mark.parametrize(
+    "region", [(slice(8, 20), slice(0, 41), slice(16, 29)), (slice(0, 37), slice(30, 41), slice(2, 3))]
+)
+def test_region_is_the_same_box_of_the_whole_prediction(model, volume, whole, region) -> None:
+    got = predict_tiled(model, volume, block=8, region=region, batch=3)
+    assert got.shape == whole["reflect"][region].shape
+    assert _rel(got, whole["reflect"][region]) <= TOL  # halos come from the volume, not from the border rule
+    tiles = []
+    predict_tiled(model, volume, block=8, region=region, skip=lambda t: tiles.append(t) or True)
+    assert all(t.out_stop[k] <= got.shape[k] for t in tiles for k in range(3))  # the region's own tiles
+
+
+@pytest.mark.parametrize(
+    "region,match",
+    [
+        ((slice(1, 9), slice(0, 8), slice(0, 8)), "starts at 1, not a multiple of the network's alignment 2"),
+        ((slice(0, 99), slice(0, 8), slice(0, 8)), "0 <= start < stop <= 37"),
+        ((slice(None, 8), slice(0, 8), slice(0, 8)), "explicit start and stop"),
+        ((slice(0, 8), slice(0, 8)), "three slices"),
+        ((slice(0, 8, 2), slice(0, 8), slice(0, 8)), "step 1"),
+        (5, "three slices"),
+    ],
+)
+def test_bad_region_refused(model, volume, region, match) -> None:
+    with pytest.raises(ConfigError, match=match):
+        predict_tiled(model, volume, block=8, region=region)
+
+
+def test_gpu_memory_bounds_the_batch_and_refuses_a_box_that_cannot_fit(model, volume, whole, monkeypatch) -> None:
+    """The device bound as a GPU sees it (the budget function is the only thing replaced: on a CPU
+    there is none); batches shrink to what fits, a box that cannot fit is refused before any call."""
+    import tomoflow.nn.device as nd
+    import tomoflow.recover.tiling as tiling
+    from tomoflow.recover.unet import inference_bytes
+
+    one = inference_bytes(model.config, plan_tiles(SHAPE, 16, receptive_field(model), alignment(model))[0].in_shape)
+    calls: list[int] = []
+    real = tiling.predict_boxes
+    monkeypatch.setattr(
+        tiling, "predict_boxes", lambda m, arrays, *a, **k: calls.append(len(arrays)) or real(m, arrays, *a, **k)
+    )
+    monkeypatch.setattr(nd, "device_memory_budget", lambda dev, **k: 2 * one + 1)
+    got = predict_tiled(model, volume, block=16, batch=5, valid=False)
+    assert max(calls) == 2 and _rel(got, whole["reflect"]) <= TOL
+    monkeypatch.setattr(nd, "device_memory_budget", lambda dev, **k: one - 1)
+    calls.clear()
+    model.train()
+    try:
+        with pytest.raises(ConfigError, match="GB of GPU memory.*use a smaller block"):
+            predict_tiled(model, volume, block=16, valid=False)
+        with pytest.raises(ConfigError, match="predict it block by block with predict_tiled"):
+            predict_volume(model, volume)
+        assert calls == [] and model.training  # nothing ran; the mode is restored
+    finally:
+        model.eval()
+
+
+def test_device_memory_budget_on_the_cpu_and_bad_arguments() -> None:
+    from tomoflow.nn import device_memory_budget
+
+    assert device_memory_budget(torch.device("cpu")) is None and device_memory_budget(None) is None
+    with pytest.raises(ConfigError, match="fraction"):
+        device_memory_budget(torch.device("cpu"), fraction=0)
+    with pytest.raises(ConfigError, match="share"):
+        device_memory_budget(torch.device("cpu"), share=0)
+
+
+@pytest.mark.gpu("torch")
+def test_device_memory_budget_reads_the_free_memory_of_the_gpu() -> None:
+    from tomoflow.nn import device_memory_budget
+
+    dev = torch.device("cuda")
+    free, total = torch.cuda.mem_get_info(dev)
+    whole = device_memory_budget(dev, fraction=1.0)
+    assert 0 < whole <= total and whole >= free
+    assert device_memory_budget(dev, share=4) <= whole // 4 + 1

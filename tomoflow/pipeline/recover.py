@@ -93,20 +93,74 @@ def _recover_block(
     """Block function: one output chunk, predicted from its halo'd, aligned input box; ``valid``: a torch
     U-Net run without padding, only the kept voxels computed (:func:`tomoflow.recover.tiling.valid_halo`);
     ``grid``: the keyword arguments of a :class:`~tomoflow.register.resample.ResampledGrid` (the box is
-    resampled from the volume onto that grid), or None (the volume's own grid)."""
+    resampled from the volume onto that grid), or None (the volume's own grid).
+
+    On a GPU whose free memory (:func:`tomoflow.nn.device.device_memory_budget`, read now) cannot hold
+    the box's network pass, the block is predicted in the largest sub-blocks that fit
+    (:func:`tomoflow.recover.tiling.predict_tiled` over the block's region, halos read from the volume):
+    the same values, whatever the volume and the block."""
     from tomoflow.recover.tiling import check_finite_box, predict_boxes, prepare_model, read_box
 
     model = _model(model_path, sha256, device)
     src: Any = VolumeStore.open(volume_path).level(0)
     if grid is not None:
         src = ResampledGrid(src, **grid)
+    dev, dtype, _ = prepare_model(model, device)
+    split = _device_split(model, dev, in_start, in_stop, crop)
+    if split is not None:
+        return _predict_split(model, src, device, pad_mode, in_start, crop, split)
     x = read_box(src, in_start, in_stop, pad_mode)
     check_finite_box(x, in_start, in_stop)
-    dev, dtype, _ = prepare_model(model, device)
     if dev is None or dev.type != "cpu":  # an ONNX session (its own threads), or a GPU
         return predict_boxes(model, [x], [crop], dev, dtype, valid)[0]
     with torch_threads():  # the task's CPU budget, not Dask's OMP_NUM_THREADS=1
         return predict_boxes(model, [x], [crop], dev, dtype, valid)[0]
+
+
+def _device_split(
+    model: Any, dev: Any, in_start: tuple[int, ...], in_stop: tuple[int, ...], crop: tuple[slice, ...]
+) -> int | None:
+    """The sub-block edge (voxels) a block must be predicted in on ``dev``, or None where its box fits (or
+    no device bound applies: CPU, ONNX)."""
+    from tomoflow.nn.device import device_memory_budget
+    from tomoflow.recover.tiling import block_for_budget
+    from tomoflow.recover.unet import UNetConfig, alignment, inference_bytes
+
+    budget = device_memory_budget(dev)
+    cfg = getattr(model, "config", None)
+    if budget is None or not isinstance(cfg, UNetConfig):
+        return None
+    if inference_bytes(cfg, tuple(b - a for a, b in zip(in_start, in_stop))) <= budget:
+        return None
+    try:  # steps of the alignment: a GPU's bound, unlike a worker's, can be small next to the block
+        return block_for_budget(cfg, budget, step=alignment(cfg), largest=max(sl.stop - sl.start for sl in crop))
+    except ConfigError:
+        raise ConfigError(
+            f"{budget / 1e9:.2f} GB may be used on {dev} now, less than the network's smallest block needs; "
+            "free GPU memory (other processes on this GPU?) or recover on the CPU (device 'cpu')"
+        ) from None
+
+
+def _predict_split(
+    model: Any,
+    src: Any,
+    device: str,
+    pad_mode: str,
+    in_start: tuple[int, ...],
+    crop: tuple[slice, ...],
+    block: int,
+) -> np.ndarray:
+    """The block ``in_start + crop`` predicted in sub-blocks of ``block`` voxels (its region's start
+    lowered to the network's alignment, the extra rows cropped)."""
+    from tomoflow.recover.tiling import predict_tiled
+    from tomoflow.recover.unet import alignment
+
+    a = alignment(model.config)
+    lo = tuple(i + c.start for i, c in zip(in_start, crop))
+    hi = tuple(i + c.stop for i, c in zip(in_start, crop))
+    down = tuple(v - v % a for v in lo)
+    y = predict_tiled(model, src, block=block, device=device, pad_mode=pad_mode, region=tuple(map(slice, down, hi)))
+    return np.ascontiguousarray(y[tuple(slice(v - d, None) for v, d in zip(lo, down))])
 
 
 def _grid_plan(

@@ -507,6 +507,57 @@ def check_finite_box(x: np.ndarray, start: Sequence[int], stop: Sequence[int]) -
         )
 
 
+def _region(
+    region: Sequence[slice] | None, shape: tuple[int, int, int], a: int
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """``(origin, shape)`` of a :func:`predict_tiled` region (the whole volume for None), checked."""
+    if region is None:
+        return (0, 0, 0), shape
+    try:
+        sls = tuple(region)
+    except TypeError:
+        raise ConfigError(f"region must be three slices (z, y, x), got {region!r}") from None
+    if len(sls) != 3 or not all(isinstance(sl, slice) and sl.step in (None, 1) for sl in sls):
+        raise ConfigError(f"region must be three slices (z, y, x) with step 1, got {region!r}")
+    bounds = []
+    for axis, (sl, n) in enumerate(zip(sls, shape)):
+        lo, hi = sl.start, sl.stop
+        if not (isinstance(lo, (int, np.integer)) and isinstance(hi, (int, np.integer)) and 0 <= lo < hi <= n):
+            raise ConfigError(
+                f"region axis {axis} must be a slice with explicit start and stop, 0 <= start < stop <= {n}; got {sl}"
+            )
+        if lo % a:
+            raise ConfigError(f"region axis {axis} starts at {lo}, not a multiple of the network's alignment {a}")
+        bounds.append((int(lo), int(hi)))
+    return tuple(lo for lo, _ in bounds), tuple(hi - lo for lo, hi in bounds)
+
+
+def _device_batch(
+    model: Any,
+    box_shape: Sequence[int],
+    batch: int,
+    dev: Any,
+    remedy: str = "use a smaller block (block_for_budget gives the largest that fits)",
+) -> int:
+    """``batch`` lowered to the boxes of ``box_shape`` that fit the GPU's free memory; the CPU's is unchanged.
+
+    Raises :class:`ConfigError` when one box does not fit (before any network call)."""
+    from tomoflow.nn.device import device_memory_budget
+    from tomoflow.recover.unet import inference_bytes
+
+    budget = None if getattr(model, "runs_numpy", False) else device_memory_budget(dev)
+    cfg = _torch_unet_config(model)
+    if budget is None or cfg is None:
+        return batch
+    one = inference_bytes(cfg, box_shape)
+    if one > budget:
+        raise ConfigError(
+            f"one input box of {tuple(box_shape)} voxels needs about {one / 1e9:.2f} GB of GPU memory; "
+            f"{budget / 1e9:.2f} GB may be used on {dev} now: {remedy}"
+        )
+    return max(1, min(batch, budget // one))
+
+
 def predict_tiled(
     model: Any,
     volume: Any,
@@ -522,6 +573,7 @@ def predict_tiled(
     alignment: int | None = None,
     strict: bool = True,
     valid: bool | None = None,
+    region: Sequence[slice] | None = None,
 ) -> Any:
     """Apply the U-Net block by block; the result equals :func:`predict_volume` to float rounding.
 
@@ -547,7 +599,9 @@ def predict_tiled(
         run, the stitched result then has seams).
     batch
         Tiles per network call (all tiles of a plan have the same input shape). Memory only: the
-        result does not depend on it beyond float rounding.
+        result does not depend on it beyond float rounding. On a GPU it is lowered to what fits the
+        device's free memory (:func:`~tomoflow.nn.device.device_memory_budget`); a block whose single
+        box does not fit is refused before anything runs.
     device
         ``"cpu"``, ``"cuda"`` or ``"auto"``; None (default): the device of :func:`tomoflow.config.get`.
     out
@@ -572,11 +626,16 @@ def predict_tiled(
         and 128³ blocks, same result to float rounding. ``None`` (default): wherever the network allows
         it (a torch U-Net from :func:`~tomoflow.recover.unet.build_unet`; not ONNX); ``False``: the
         padded network, cropped.
+    region
+        Predict only this box of the volume: three slices with explicit starts and stops inside the
+        volume, each start a multiple of the alignment. Halos are read from the volume around it (the
+        border rule applies only at the volume's own faces), so the result equals the same box of the
+        whole prediction. ``out``, the tiles given to ``skip`` and ``progress`` are then the region's.
 
     Returns
     -------
     array-like
-        ``out``: the predicted HR-look volume ``(z, y, x)``.
+        ``out``: the predicted HR-look volume ``(z, y, x)`` (the region's box, with ``region``).
 
     Raises
     ------
@@ -586,10 +645,11 @@ def predict_tiled(
     ConfigError
         Bad block, halo, batch, device, pad mode, out shape, or a network with several channels.
     """
-    shape = _check_volume(volume)
+    full = _check_volume(volume)
     pad_mode = check_choice("pad_mode", pad_mode, PAD_MODES)
     batch = check_int("batch", batch, low=1)
     _, hal, a = _geometry(model, halo, alignment, strict)
+    origin, shape = _region(region, full, a)
     tight = valid_halo(model, shape, block, a) if halo is None and valid is not False else None
     if tight is not None:
         hal = (tight,) * 3
@@ -597,7 +657,7 @@ def predict_tiled(
     if out is None:
         out = np.zeros(shape, dtype=np.float32)
     elif tuple(int(s) for s in getattr(out, "shape", ())) != shape:
-        raise ConfigError(f"out has shape {tuple(getattr(out, 'shape', ()))}, the volume {shape}")
+        raise ConfigError(f"out has shape {tuple(getattr(out, 'shape', ()))}, the prediction {shape}")
     if skip is not None and not callable(skip):
         raise ConfigError(f"skip must be a callable skip(tile) -> bool, got {skip!r}")
     use_valid = valid is not False and (
@@ -618,6 +678,7 @@ def predict_tiled(
             progress(done, total)
 
     try:
+        batch = _device_batch(model, tiles[0].in_shape, batch, dev)
         pending: list[tuple[Tile, np.ndarray]] = []
 
         def flush() -> None:
@@ -631,11 +692,14 @@ def predict_tiled(
 
         for t in tiles:
             if skip is not None and skip(t):
-                out[t.out_slices] = np.asarray(volume[t.out_slices], dtype=np.float32)
+                at = tuple(slice(o + sl.start, o + sl.stop) for o, sl in zip(origin, t.out_slices))
+                out[t.out_slices] = np.asarray(volume[at], dtype=np.float32)
                 finished()
                 continue
-            x = read_box(volume, t.in_start, t.in_stop, pad_mode)
-            check_finite_box(x, t.in_start, t.in_stop)
+            i0 = tuple(o + v for o, v in zip(origin, t.in_start))
+            i1 = tuple(o + v for o, v in zip(origin, t.in_stop))
+            x = read_box(volume, i0, i1, pad_mode)
+            check_finite_box(x, i0, i1)
             pending.append((t, x))
             if len(pending) == batch:
                 flush()
@@ -690,6 +754,7 @@ def predict_volume(
     check_finite_box(x, start, stop)
     dev, dtype, was_training = prepare_model(model, device)
     try:  # the padded network on the extended volume: the reference tiled inference is held to
+        _device_batch(model, x.shape, 1, dev, "predict it block by block with predict_tiled (same result)")
         y = predict_boxes(model, [x], [tuple(slice(-s0, -s0 + n) for s0, n in zip(start, shape))], dev, dtype)[0]
     finally:
         if not getattr(model, "runs_numpy", False):
