@@ -134,3 +134,86 @@ def test_recon_on_a_local_cuda_cluster_with_a_live_dashboard(scan, tmp_path):
     ref = fbp(line, ANGLES, center=CENTER, mask=True, method="fourier")
     assert np.abs(np.asarray(v.level(0)[:]) - ref).max() < 2e-3 * np.abs(ref).max()
     assert any(status == 200 and "Bokeh.embed" in body for status, body in pages), pages[-1:]
+
+
+@pytest.mark.gpu("torch")
+def test_torch_sections_share_the_gpu_slots_and_give_the_networks_result():
+    """Threads running a U-Net in ``torch_gpu_section``: at most ``gpu_slots()`` at once, each on its own
+    stream, every output equal to the one computed alone."""
+    import torch
+
+    from tomoflow.pipeline.gpu import gpu_slots, torch_gpu_section
+    from tomoflow.recover.unet import build_unet
+
+    torch.manual_seed(0)
+    dev = torch.device("cuda")
+    net = build_unet(channels=(4, 8)).to(dev).eval()
+    boxes = [torch.rand(1, 1, 32, 32, 32) for _ in range(8)]
+    with torch.inference_mode():
+        want = [net(b.to(dev)).cpu() for b in boxes]
+    inside, peak, got = [0], [0], [None] * len(boxes)
+    lock = threading.Lock()
+
+    def work(i):
+        with torch_gpu_section(dev) as stream, torch.inference_mode():
+            assert torch.cuda.current_stream(dev) == stream
+            with lock:
+                inside[0] += 1
+                peak[0] = max(peak[0], inside[0])
+            got[i] = net(boxes[i].to(dev)).cpu()
+            time.sleep(0.05)
+            with lock:
+                inside[0] -= 1
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(boxes))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert 1 <= peak[0] <= gpu_slots()
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=0, atol=1e-3 * float(w.abs().max()))
+
+
+@pytest.mark.gpu("dask_cuda")
+def test_recover_on_a_local_cuda_cluster(tmp_path):
+    """`tomoflow.connect("local-cuda")`: the recover stage's blocks carry their share of the GPU resource
+    (several read while others compute) and the volume equals the whole-volume prediction."""
+    from dask.utils import key_split
+    from distributed.diagnostics.plugin import SchedulerPlugin
+
+    import tomoflow.cluster as tc
+    from tomoflow.pipeline.gpu import CONVEYOR_TASKS
+    from tomoflow.pipeline.recover import recover_volume
+    from tomoflow.recover import predict_volume
+    from tomoflow.recover.unet import inference_bytes
+    from tomoflow.testing import write_random_unet, write_volume_store
+
+    model = write_random_unet(tmp_path / "unet.safetensors")
+    data = np.random.default_rng(0).random((20, 37, 29)).astype(np.float32)
+    src = write_volume_store(tmp_path / "lfov.zarr", data)
+    seen = {}
+    with tc.connect("local-cuda", n_workers=1, dashboard_address="127.0.0.1:0") as client:
+        scheduler = client.cluster.scheduler
+
+        class Restrictions(SchedulerPlugin):
+            def transition(self, key, start, finish, *args, **kwargs):
+                ts = scheduler.tasks.get(key)
+                if ts is not None and finish == "processing":
+                    seen[key] = dict(ts.resource_restrictions or {})
+
+        scheduler.add_plugin(Restrictions())
+        with tomoflow.config.set(device="cuda"):
+            out = recover_volume(
+                src.path,
+                tmp_path / "unet.safetensors",
+                tmp_path / "rec.zarr",
+                memory_budget=inference_bytes(model, (36, 36, 36)) + 1,
+                client=client,
+            )
+    blocks = [r for k, r in seen.items() if key_split(k) == "recover-unet"]
+    assert len(blocks) > 1 and all(r == {"GPU": 1 / CONVEYOR_TASKS} for r in blocks)
+    assert out.stages()["recover"].info["device"] == "cuda"
+    want = predict_volume(model, data, device="cpu")
+    got = np.asarray(out.level(0)[...])
+    assert np.abs(got - want).max() <= 1e-3 * np.abs(want).max()  # TF32 convolutions on the GPU

@@ -10,7 +10,8 @@ Device memory per worker is therefore bounded by ``slots x`` the device bytes of
 (:func:`device_rows`), whatever the volume size. Results come back through page-locked (pinned) host
 buffers (:func:`to_host`), the fast path for device-to-host copies.
 
-Nothing here runs on the CPU path: callers use it only when their array namespace is CuPy.
+Nothing here runs on the CPU path: callers use it only when their array namespace is CuPy, or their
+torch device CUDA (:func:`torch_gpu_section`: the recovery's network passes share the same slots).
 """
 
 from __future__ import annotations
@@ -22,10 +23,23 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["gpu_section", "set_gpu_slots", "gpu_slots", "device_rows", "to_host", "GPU_SLOTS"]
+__all__ = [
+    "gpu_section",
+    "torch_gpu_section",
+    "set_gpu_slots",
+    "gpu_slots",
+    "device_rows",
+    "to_host",
+    "GPU_SLOTS",
+    "CONVEYOR_TASKS",
+]
 
 GPU_SLOTS = 2
 """Default number of tasks per process computing on the GPU at once."""
+
+CONVEYOR_TASKS = 4
+"""Block tasks per GPU worker at once (each asks for ``1 / CONVEYOR_TASKS`` of its ``GPU`` resource): they
+read and write on the CPU, at most :func:`gpu_slots` compute."""
 
 _lock = threading.Lock()
 _state: dict[str, Any] = {"slots": GPU_SLOTS, "sem": None}
@@ -77,6 +91,32 @@ def gpu_section() -> Iterator[Any]:
         with stream:
             yield stream
         stream.synchronize()
+    finally:
+        sem.release()
+
+
+@contextlib.contextmanager
+def torch_gpu_section(dev: Any) -> Iterator[Any]:
+    """:func:`gpu_section` for torch work on the CUDA device ``dev``: one of the process's GPU slots (the
+    same slots as CuPy's), with this thread's own torch CUDA stream current.
+
+    The stream first waits for the device's default stream (where the network's weights were copied),
+    and is synchronised on exit (outputs copied to the host are complete) before the slot is released.
+    Yields the stream.
+    """
+    import torch
+
+    sem = _semaphore()
+    sem.acquire()
+    try:
+        s = getattr(_local, "torch_stream", None)
+        if s is None or s.device != dev:
+            s = torch.cuda.Stream(device=dev)
+            _local.torch_stream = s
+        s.wait_stream(torch.cuda.default_stream(dev))
+        with torch.cuda.stream(s):
+            yield s
+        s.synchronize()
     finally:
         sem.release()
 

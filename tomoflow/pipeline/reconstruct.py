@@ -47,6 +47,7 @@ from tomoflow.pipeline.engine import (
     run_blocks,
     writes_outputs,
 )
+from tomoflow.pipeline.gpu import CONVEYOR_TASKS
 from tomoflow.pipeline.pyramid import chunk_grid, run_pyramid
 from tomoflow.recon.center import find_center
 from tomoflow.recon.fbp import FBP_METHODS, fbp
@@ -69,8 +70,6 @@ log = logging.getLogger(__name__)
 
 ALGORITHMS = ("fbp", "mlem", "sirt")
 DEFAULT_ITERATIONS = {"fbp": 0, "mlem": 20, "sirt": 50}
-#: Slab tasks per GPU worker at once: each reads and writes on the CPU, at most ``gpu_slots()`` compute.
-CONVEYOR_TASKS = 4
 #: Largest fraction of non-finite raw values a slab may hold (isolated dead pixels are repaired).
 MAX_NONFINITE_FRACTION = 1e-3
 

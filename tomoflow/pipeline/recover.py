@@ -26,8 +26,10 @@ when the cluster has GPU workers and the configured device is not ``cpu``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -51,6 +53,7 @@ from tomoflow.pipeline.engine import (
     run_blocks,
     writes_outputs,
 )
+from tomoflow.pipeline.gpu import CONVEYOR_TASKS, gpu_slots, torch_gpu_section
 from tomoflow.pipeline.pyramid import chunk_grid, run_pyramid
 from tomoflow.pipeline.resample import ResamplePlan, plan_resample
 from tomoflow.register.resample import ResampledGrid, resample_bytes
@@ -60,22 +63,25 @@ __all__ = ["recover_volume"]
 log = logging.getLogger(__name__)
 
 _MODELS: dict[tuple[str, str, str], Any] = {}
+_MODELS_LOCK = threading.Lock()
 
 
 def _model(path: str, sha256: str, device: str) -> Any:
-    """The network of ``path`` on ``device``, loaded once per worker process."""
+    """The network of ``path`` on ``device``, loaded once per worker process (its threads wait for the
+    first load rather than each loading one)."""
     key = (path, sha256, device)
-    if key not in _MODELS:
-        from tomoflow.recover.normalization import with_normalization
-        from tomoflow.recover.onnx_network import is_onnx_path, load_onnx
-        from tomoflow.recover.unet import load_unet
+    with _MODELS_LOCK:
+        if key not in _MODELS:
+            from tomoflow.recover.normalization import with_normalization
+            from tomoflow.recover.onnx_network import is_onnx_path, load_onnx
+            from tomoflow.recover.unet import load_unet
 
-        _MODELS.clear()  # one model per process at a time
-        if is_onnx_path(path):  # exported with its normalisation inside: raw grey values in and out
-            _MODELS[key] = load_onnx(path)
-        else:
-            _MODELS[key] = with_normalization(load_unet(path, device=device))  # raw grey values in and out
-    return _MODELS[key]
+            _MODELS.clear()  # one model per process at a time
+            if is_onnx_path(path):  # exported with its normalisation inside: raw grey values in and out
+                _MODELS[key] = load_onnx(path)
+            else:
+                _MODELS[key] = with_normalization(load_unet(path, device=device))  # raw grey values in and out
+        return _MODELS[key]
 
 
 def _recover_block(
@@ -106,14 +112,18 @@ def _recover_block(
     if grid is not None:
         src = ResampledGrid(src, **grid)
     dev, dtype, _ = prepare_model(model, device)
-    split = _device_split(model, dev, in_start, in_stop, crop)
+    # where the network runs: one of the worker's GPU slots (the read before it holds none), the task's CPU
+    # budget (not Dask's OMP_NUM_THREADS=1), or an ONNX session's own threads
+    section: Any = (
+        contextlib.nullcontext() if dev is None else torch_gpu_section(dev) if dev.type == "cuda" else torch_threads()
+    )
+    split = _device_split(model, dev, in_start, in_stop, crop)  # None on a CPU
     if split is not None:
-        return _predict_split(model, src, device, pad_mode, in_start, crop, split)
+        with section:
+            return _predict_split(model, src, device, pad_mode, in_start, crop, split)
     x = read_box(src, in_start, in_stop, pad_mode)
     check_finite_box(x, in_start, in_stop)
-    if dev is None or dev.type != "cpu":  # an ONNX session (its own threads), or a GPU
-        return predict_boxes(model, [x], [crop], dev, dtype, valid)[0]
-    with torch_threads():  # the task's CPU budget, not Dask's OMP_NUM_THREADS=1
+    with section:
         return predict_boxes(model, [x], [crop], dev, dtype, valid)[0]
 
 
@@ -126,7 +136,7 @@ def _device_split(
     from tomoflow.recover.tiling import block_for_budget
     from tomoflow.recover.unet import UNetConfig, alignment, inference_bytes
 
-    budget = device_memory_budget(dev)
+    budget = device_memory_budget(dev, share=gpu_slots())  # the passes of the worker's GPU slots at once
     cfg = getattr(model, "config", None)
     if budget is None or not isinstance(cfg, UNetConfig):
         return None
@@ -461,6 +471,7 @@ def recover_volume(
         array="0",
         name="recover-unet" if rp is None else "resample-recover-unet",
         gpu=device == "cuda",
+        gpu_tasks=CONVEYOR_TASKS if device == "cuda" else 1,  # reads overlap other blocks' network passes
         client=client,
         cluster=res,
         progress=progress,
