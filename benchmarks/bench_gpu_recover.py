@@ -36,9 +36,9 @@ MONAI where named). Parts, selected with ``--parts train,infer,register`` (defau
             memory (``--infer-whole-max``), also against ``predict_volume`` of the whole volume.
             The CPU figure: ``predict_tiled(device="cpu")`` at a reduced size (``--infer-cpu-size``, 128³,
             labelled), with the GPU's output of the same volume (the device agreement). Also recorded:
-            whether tomoflow's tiled inference bounds GPU memory by the device's free memory (the API
-            is inspected, and the estimate ``inference_bytes`` of each box is set beside the measured peak
-            and ``torch.cuda.mem_get_info``).
+            whether tomoflow's peak GPU memory stays put while the volume grows (``memory_bound``: the
+            peaks at the smallest and the largest size, measured), the estimate ``inference_bytes`` of each
+            box beside the measured peak, and ``torch.cuda.mem_get_info``.
 * register  ``tomoflow.register.register(device="cuda")`` vs ``device="cpu"`` on bench_recover part (a)'s
             pair (seed 1: 160³ HR in 96³ LFOV, prior 1.5 LFOV voxels off) and on bench_scale.py's pairs
             (HR 192³ and 384³ in LFOV N/4 + max(48, 3N/32) of 4 µm, seed 1, the ``simulate-pair``
@@ -84,7 +84,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import inspect
 import json
 import math
 import os
@@ -463,24 +462,26 @@ def _monai(dev: Device, model: Any, vol: np.ndarray, roi: int) -> np.ndarray:
     return y[0, 0].to("cpu").numpy()
 
 
-def memory_bound_check() -> dict[str, Any]:
-    """Whether tomoflow's tiled inference picks its block from the GPU's free memory (API inspected)."""
-    import tomoflow.nn.device as device_mod
-    import tomoflow.pipeline.recover as pipe
-    import tomoflow.recover.tiling as tiling
-
-    sources = {m.__name__: inspect.getsource(m) for m in (tiling, device_mod, pipe)}
-    asks = sorted(k for k, s in sources.items() if "mem_get_info" in s or "get_device_properties" in s)
-    return {
-        "block_for_budget_signature": str(inspect.signature(tiling.block_for_budget)),
-        "predict_tiled_signature": str(inspect.signature(tiling.predict_tiled)),
-        "modules_asking_device_memory": asks,
-        "bounded_by_device_free_memory": bool(asks),
-        "note": "predict_tiled takes the block it is given (default 64³); recover_volume chooses it from the "
-        "host worker memory budget (block_for_budget), the same on a GPU worker"
-        if not asks
-        else "the modules listed query the device's memory",
-    }
+def memory_bound(sizes: list[dict[str, Any]]) -> dict[str, Any]:
+    """Whether tomoflow's peak GPU memory stays the same while the volume grows (measured, per method):
+    the peaks of the smallest and the largest size run, their ratio against the ratio of voxels."""
+    done = [s for s in sizes if "methods" in s]
+    out: dict[str, Any] = {}
+    if len(done) < 2:
+        return {"note": "fewer than two sizes ran: nothing to compare"}
+    a, b = done[0], done[-1]
+    for name in ("tomoflow_budget_block", "tomoflow_largest_block", "monai"):
+        pa = a["methods"].get(name, {}).get("gpu_peak_bytes")
+        pb = b["methods"].get(name, {}).get("gpu_peak_bytes")
+        if pa and pb:
+            out[name] = {
+                "sizes": [a["n"], b["n"]],
+                "peak_bytes": [pa, pb],
+                "peak_ratio": pb / pa,
+                "voxel_ratio": (b["n"] / a["n"]) ** 3,
+                "bounded": pb / pa < 1.2,
+            }
+    return out or {"note": "no GPU peaks were measured (a CPU run)"}
 
 
 def _infer_size(dev: Device, model: Any, n: int, cfg: dict[str, Any], monai_ok: bool, budget: Budget) -> dict[str, Any]:
@@ -564,7 +565,7 @@ def part_infer(dev: Device, cfg: dict[str, Any], args: argparse.Namespace, work:
     from tomoflow.recover import predict_tiled
 
     budget = Budget(args.time_cap["infer"])
-    res: dict[str, Any] = {"config": cfg, "memory_bound": memory_bound_check(), "sizes": []}
+    res: dict[str, Any] = {"config": cfg, "sizes": []}
     monai_ok = not args.no_peer
     try:
         import monai
@@ -608,6 +609,7 @@ def part_infer(dev: Device, cfg: dict[str, Any], args: argparse.Namespace, work:
         cpu["device_same_volume"] = {"device": dev.name, "voxels_per_s": m**3 / st["wall_s"], **st}
         cpu["device_vs_cpu_max_rel_diff"] = _maxabs(yg, yc) / float(np.abs(yc).max())
     res["cpu"] = cpu
+    res["memory_bound"] = memory_bound(res["sizes"])
     rows = []
     for s in res["sizes"]:
         for name, r in s.get("methods", {}).items():

@@ -67,7 +67,9 @@ def test_train_against_the_stored_cpu_run(doc):
 def test_infer_exactness_memory_and_cpu_figure(doc):
     r = doc["results"]["infer"]
     tol = 1e-4 if doc["device"]["device"] == "cpu" else 2e-2  # CUDA: TF32 convolutions (recorded)
-    assert isinstance(r["memory_bound"]["bounded_by_device_free_memory"], bool)
+    mb = r["memory_bound"]
+    tomoflow_peaks = [v for k, v in mb.items() if k.startswith("tomoflow")]  # MONAI holds the volume on the GPU
+    assert "note" in mb if doc["device"]["device"] == "cpu" else all(v["bounded"] for v in tomoflow_peaks)
     ran = [s for s in r["sizes"] if "methods" in s]
     assert ran and ran[0]["n"] == r["config"]["sizes"][0]
     for s in ran:
