@@ -95,6 +95,29 @@ def has_cuda() -> bool:
         return False
 
 
+def device_namespace(device: str) -> ModuleType:
+    """The array namespace of a ``device`` setting in this process: CuPy for ``"cuda"`` (and for ``"auto"``
+    where CuPy sees a GPU), NumPy otherwise.
+
+    Raises
+    ------
+    ConfigError
+        ``"cuda"`` where CuPy is missing or sees no GPU.
+    """
+    if device == "cuda" or (device == "auto" and has_cuda()):
+        if not has_cuda():
+            from tomoflow.errors import ConfigError
+
+            raise ConfigError(
+                "device is 'cuda' but this process has no usable CUDA device or CuPy "
+                "(install tomoflow[gpu], or use --device cpu / auto)"
+            )
+        import cupy
+
+        return cupy
+    return np
+
+
 # ----------------------------------------------------------------------------- thread budget
 def cpu_count() -> int:
     """CPUs this process may run on (its affinity mask where the OS has one)."""

@@ -88,8 +88,8 @@ def scan_store(tmp_path_factory, scan):
 
 @pytest.mark.parametrize("spec", CLUSTERS)
 def test_correct_on_a_cluster_runs_each_network_pass_on_a_gpu_worker(scan, scan_store, tmp_path, spec):
-    """``correct_scan(method="resnet")``: two ``align-resnet`` tasks, each asking for ``{"GPU": 1}`` on a
-    ``local-cuda`` cluster (nothing on a CPU cluster, where no worker has that resource); the jitter is
+    """``correct_scan(method="resnet")``: two network passes (``align-mlem``, ``align-reproject``,
+    ``align-resnet``), each task asking for ``{"GPU": 1}`` on a ``local-cuda`` cluster (nothing on a CPU cluster, where no worker has that resource); the jitter is
     found and the volume is complete."""
     from dask.utils import key_split
     from distributed.diagnostics.plugin import SchedulerPlugin
@@ -105,13 +105,14 @@ def test_correct_on_a_cluster_runs_each_network_pass_on_a_gpu_worker(scan, scan_
 
         class Asked(SchedulerPlugin):
             def transition(self, key, start, finish, *args, **kwargs):
-                if finish == "processing" and key_split(key) == "align-resnet":
+                if finish == "processing" and key_split(key) in ("align-mlem", "align-reproject", "align-resnet"):
                     asked[str(key)] = dict(scheduler.tasks[key].resource_restrictions or {})
 
         scheduler.add_plugin(Asked())
         vol = correct_scan(scan_store, tmp_path / "vol.zarr", method="resnet", client=client)
-    assert len(asked) == 2, asked  # two network passes
-    want = {"GPU": 1} if spec == "local-cuda" else {}
+    groups = sorted(key_split(k) for k in asked)
+    assert groups == ["align-mlem"] * 2 + ["align-reproject"] * 2 + ["align-resnet"] * 2, asked  # two passes
+    want = {"GPU": 1} if spec == "local-cuda" else {}  # the whole estimate on the GPU worker
     assert all(r == want for r in asked.values()), asked
     assert vol.is_complete()
     aligned = ScanStore.open(tmp_path / "vol-aligned.zarr")

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -45,7 +46,7 @@ from tomoflow.align.consistency import (
 from tomoflow.align.gauge import fix_gauge
 from tomoflow.align.phase import phase_correlate
 from tomoflow.align.reproject import DEFAULT_MLEM_ITERATIONS, reference_volume, reproject_volume
-from tomoflow.backend import to_numpy
+from tomoflow.backend import asarray_on, to_numpy
 from tomoflow.errors import ConfigError
 
 __all__ = [
@@ -141,14 +142,19 @@ def network_measured(state: NetworkState) -> np.ndarray | None:
 
 
 def network_volume(
-    state: NetworkState, angles_deg: Any, *, recon_iterations: int = DEFAULT_MLEM_ITERATIONS
+    state: NetworkState,
+    angles_deg: Any,
+    *,
+    recon_iterations: int = DEFAULT_MLEM_ITERATIONS,
+    xp: ModuleType | None = None,
 ) -> tuple[np.ndarray, Any]:
     """First half of :func:`network_pairs`: ``(data, volume)``, the network-space stack moved by the
-    current estimate and its MLEM reconstruction about the current centre, weighted by
-    :func:`network_measured` (what the move pulled in from beyond the detector is left out)."""
+    current estimate (NumPy) and its MLEM reconstruction about the current centre, weighted by
+    :func:`network_measured` (what the move pulled in from beyond the detector is left out), computed
+    with the array namespace ``xp`` (default NumPy; CuPy: on the GPU, the volume returned there)."""
     data = np.asarray(to_numpy(_corrected(state.stack, state.shifts / state.scale[None, :])), dtype=np.float32)
     vol = reference_volume(
-        data,
+        data if xp is None else asarray_on(data, xp),
         angles_deg,
         center=network_center(state.center, state.scale[1]),
         n_iter=recon_iterations,

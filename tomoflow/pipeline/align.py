@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +38,7 @@ import numpy as np
 from tomoflow import config as _config
 from tomoflow._checks import check_choice, check_int
 from tomoflow.align.binning import bin_stack
+from tomoflow.backend import asarray_on, device_namespace, to_numpy
 from tomoflow.io.metadata import SCAN_FORMAT
 from tomoflow.io.scan_store import ScanStore, validate_center
 from tomoflow.pipeline.engine import (
@@ -87,10 +89,17 @@ def _shift_block(scan_path: str, a0: int, a1: int, shifts: np.ndarray) -> np.nda
 
 
 def _mlem_task(
-    binned: np.ndarray, angles: np.ndarray, center: float | str, n_iter: int, vertical: bool, despeckle: bool
+    binned: np.ndarray,
+    angles: np.ndarray,
+    center: float | str,
+    n_iter: int,
+    vertical: bool,
+    despeckle: bool,
+    device: str = "cpu",
 ) -> dict:
     """``align-mlem`` of the phase method: impulse noise removed, centre (estimated if asked), the
-    reference reconstruction of the binned stack."""
+    reference reconstruction of the binned stack (on the worker's GPU with ``device`` cuda or auto;
+    results handed on as NumPy, as every task of the chain)."""
     from tomoflow.align.consistency import check_scan, clean_copy, initial_center
     from tomoflow.align.reproject import reference_volume
 
@@ -98,20 +107,21 @@ def _mlem_task(
     p = clean_copy(p) if despeckle else p
     ctr = initial_center(center, p, ang)
     t0 = time.perf_counter()
-    vol = reference_volume(p, ang, center=ctr, n_iter=n_iter)
-    return {"clean": p, "volume": vol, "center": ctr, "mlem_s": time.perf_counter() - t0}
+    vol = reference_volume(asarray_on(p, device_namespace(device)), ang, center=ctr, n_iter=n_iter)
+    return {"clean": p, "volume": to_numpy(vol), "center": ctr, "mlem_s": time.perf_counter() - t0}
 
 
-def _reproject_task(ref: dict, angles: np.ndarray, n_cols: int) -> dict:
+def _reproject_task(ref: dict, angles: np.ndarray, n_cols: int, device: str = "cpu") -> dict:
     """``align-reproject`` of the phase method: reprojections of the reference at the scan's angles."""
     from tomoflow.align.reproject import reproject_volume
 
     t0 = time.perf_counter()
-    rep = reproject_volume(ref["volume"], angles, center=ref["center"], n_cols=n_cols)
+    vol = asarray_on(ref["volume"], device_namespace(device))
+    rep = to_numpy(reproject_volume(vol, angles, center=ref["center"], n_cols=n_cols))
     return {**ref, "reprojections": rep, "reproject_s": time.perf_counter() - t0}
 
 
-def _network_mlem_task(prev: Any, angles: np.ndarray, n_iter: int) -> dict:
+def _network_mlem_task(prev: Any, angles: np.ndarray, n_iter: int, device: str = "cpu") -> dict:
     """``align-mlem`` of one network pass: the network-space stack moved by the current estimate and
     its MLEM reconstruction. The first pass (``prev`` = the binned stack and the requested centre)
     also removes impulse noise and estimates the centre."""
@@ -125,26 +135,41 @@ def _network_mlem_task(prev: Any, angles: np.ndarray, n_iter: int) -> dict:
         _, clean, ang = check_scan(prev["binned"], angles)
         clean = clean_copy(clean) if prev["despeckle"] else clean
         state = start_network(clean, ang, prev["center"])
-    data, vol = network_volume(state, angles, recon_iterations=n_iter)
-    return {"state": state, "clean": clean, "data": data, "volume": vol, "mlem_s": time.perf_counter() - t0}
+    data, vol = network_volume(state, angles, recon_iterations=n_iter, xp=device_namespace(device))
+    return {"state": state, "clean": clean, "data": data, "volume": to_numpy(vol), "mlem_s": time.perf_counter() - t0}
 
 
-def _network_reproject_task(ref: dict, angles: np.ndarray) -> dict:
+def _network_reproject_task(ref: dict, angles: np.ndarray, device: str = "cpu") -> dict:
     """``align-reproject`` of one network pass."""
     from tomoflow.align.hybrid import network_fill, network_reprojections
 
     t0 = time.perf_counter()
-    rep = network_reprojections(ref["state"], ref["volume"], angles)
+    rep = network_reprojections(ref["state"], asarray_on(ref["volume"], device_namespace(device)), angles)
     data = network_fill(ref["state"], ref["data"], rep)
     return {**ref, "volume": None, "data": data, "reprojections": rep, "reproject_s": time.perf_counter() - t0}
+
+
+_ALIGNERS: dict[str, Any] = {}
+_ALIGNERS_LOCK = threading.Lock()
+
+
+def _aligner(device: str) -> Any:
+    """The shipped jitter ResNet on ``device``, loaded (and its card checked) once per worker process."""
+    from tomoflow.align.resnet import load_aligner
+
+    with _ALIGNERS_LOCK:
+        if device not in _ALIGNERS:
+            _ALIGNERS[device] = load_aligner(device=device)
+        return _ALIGNERS[device]
 
 
 def _network_task(ref: dict, angles: np.ndarray, options: dict) -> dict:
     """``align-resnet`` of one network pass: the network reads every pair (GPU worker when there is one)."""
     from tomoflow.align.hybrid import network_update
 
-    keep = {k: options[k] for k in ("batch_size", "device", "flips") if k in options}
-    state = network_update(ref["state"], ref["data"], ref["reprojections"], angles, **keep)
+    keep = {k: options[k] for k in ("batch_size", "flips") if k in options}
+    aligner = _aligner(str(options.get("device", "auto")))
+    state = network_update(ref["state"], ref["data"], ref["reprojections"], angles, aligner=aligner, **keep)
     state.log[-1].update({"mlem_s": ref["mlem_s"], "reproject_s": ref["reproject_s"]})
     state.log[-1]["seconds"] = sum(state.log[-1][k] for k in ("mlem_s", "reproject_s", "network_s", "register_s"))
     return {"state": state, "clean": ref["clean"]}
@@ -165,9 +190,22 @@ def _register_task(
         return res
     drop = ("batch_size", "device", "passes", "despeckle", "flips")
     opts = {k: v for k, v in options.items() if k not in drop}
+    xp = device_namespace(str(options.get("device", "cpu")))  # consistency iterations on the worker's GPU
     if method == "hybrid":
-        return refine(prev["clean"], angles, result_of(prev["state"]), **opts)
-    return align_consistency(binned, angles, center=center, despeckle=bool(options.get("despeckle", True)), **opts)
+        res = refine(asarray_on(prev["clean"], xp), angles, result_of(prev["state"]), **opts)
+    else:
+        despeckle = bool(options.get("despeckle", True))
+        res = align_consistency(asarray_on(binned, xp), angles, center=center, despeckle=despeckle, **opts)
+    return _on_host(res)
+
+
+def _on_host(res: Any) -> Any:
+    """An :class:`~tomoflow.align.consistency.AlignResult` with NumPy arrays only (the reference volume,
+    maybe on a GPU, dropped): what tasks hand on and the driver reads."""
+    res.shifts = np.asarray(to_numpy(res.shifts), dtype=np.float64)
+    res.quality = None if res.quality is None else np.asarray(to_numpy(res.quality), dtype=np.float64)
+    res.volume = None
+    return res
 
 
 # ----------------------------------------------------------------------------- driver
@@ -486,6 +524,11 @@ def _run_estimate(
     from tomoflow.align.reproject import DEFAULT_MLEM_ITERATIONS
 
     token = uuid.uuid4().hex[:8]
+    # every step computes on the workers' GPU where the cluster has one (and the device allows it); the
+    # driver's device setting travels with the tasks (a worker process has its own configuration)
+    device = str(options.get("device") or _config.get().device)
+    options = {**options, "device": device}
+    on_gpu = {"GPU": 1} if gpu and device != "cpu" else None
     steps: list[tuple[str, Callable[..., Any], tuple, dict | None]] = []
     n_iter = int(options.get("recon_iterations", DEFAULT_MLEM_ITERATIONS))
     despeckle = bool(options.get("despeckle", True))
@@ -495,30 +538,25 @@ def _run_estimate(
             (
                 "align-mlem",
                 _mlem_task,
-                (binned, angles, center, n_iter, bool(options.get("vertical", True)), despeckle),
-                None,
+                (binned, angles, center, n_iter, bool(options.get("vertical", True)), despeckle, device),
+                on_gpu,
             )
         )
-        steps.append(("align-reproject", _reproject_task, ("@align-mlem", angles, binned.shape[-1]), None))
+        steps.append(("align-reproject", _reproject_task, ("@align-mlem", angles, binned.shape[-1], device), on_gpu))
         previous = "@align-reproject"
     if method in ("resnet", "hybrid"):
         from tomoflow.align.hybrid import DEFAULT_PASSES
 
         previous = {"binned": binned, "center": center, "despeckle": despeckle}
         for k in range(1, int(options.get("passes", DEFAULT_PASSES)) + 1):
-            steps.append((f"align-mlem-{k}", _network_mlem_task, (previous, angles, n_iter), None))
-            steps.append((f"align-reproject-{k}", _network_reproject_task, (f"@align-mlem-{k}", angles), None))
+            steps.append((f"align-mlem-{k}", _network_mlem_task, (previous, angles, n_iter, device), on_gpu))
             steps.append(
-                (
-                    f"align-resnet-{k}",
-                    _network_task,
-                    (f"@align-reproject-{k}", angles, options),
-                    {"GPU": 1} if gpu else None,
-                )
+                (f"align-reproject-{k}", _network_reproject_task, (f"@align-mlem-{k}", angles, device), on_gpu)
             )
+            steps.append((f"align-resnet-{k}", _network_task, (f"@align-reproject-{k}", angles, options), on_gpu))
             previous = f"@align-resnet-{k}"
     if method != "resnet":
-        steps.append(("align-register", _register_task, (binned, angles, method, center, previous, options), None))
+        steps.append(("align-register", _register_task, (binned, angles, method, center, previous, options), on_gpu))
     done: dict[str, Any] = {}
     if client is not None:
         scattered = client.scatter(binned, broadcast=False)

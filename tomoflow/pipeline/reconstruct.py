@@ -31,7 +31,7 @@ import numpy as np
 
 from tomoflow import config as _config
 from tomoflow._checks import check_choice
-from tomoflow.backend import has_cuda, limit_threads
+from tomoflow.backend import device_namespace, has_cuda, limit_threads
 from tomoflow.errors import ConfigError, InputError, PipelineError, TomoflowError
 from tomoflow.geometry import check_slice_shape
 from tomoflow.io.metadata import VOLUME_FORMAT
@@ -233,17 +233,8 @@ def slab_bytes(
 
 # ----------------------------------------------------------------------------- block functions
 def _namespace(device: str) -> Any:
-    """Array namespace for ``device`` on this worker: CuPy for ``cuda`` (or ``auto`` with a GPU)."""
-    if device == "cuda" or (device == "auto" and has_cuda()):
-        if not has_cuda():
-            raise ConfigError(
-                "device is 'cuda' but this worker has no usable CUDA device or CuPy "
-                "(install tomoflow[gpu], or use --device cpu / auto)"
-            )
-        import cupy
-
-        return cupy
-    return np
+    """Array namespace for ``device`` on this worker (:func:`tomoflow.backend.device_namespace`)."""
+    return device_namespace(device)
 
 
 def reconstruct_slab(p: Any, angles_deg: np.ndarray, params: ReconParams) -> Any:
