@@ -100,8 +100,9 @@ bench: $(BENCH_STAMP)
 	$(BENCH_VENV)/bin/python benchmarks/bench_scale.py --baseline-max 0  # whole samples: HR 192, 384, 768
 	$(BENCH_VENV)/bin/python benchmarks/bench_batch.py
 	$(BENCH_VENV)/bin/python benchmarks/bench_safety.py
-	@if command -v nvidia-smi >/dev/null 2>&1; then $(BENCH_VENV)/bin/python benchmarks/bench_gpu.py; \
-	else echo "bench_gpu.py: skipped (no NVIDIA GPU; see benchmarks/README.md)"; fi
+	@if command -v nvidia-smi >/dev/null 2>&1; then $(BENCH_VENV)/bin/python benchmarks/bench_gpu.py && \
+	$(BENCH_VENV)/bin/python benchmarks/bench_gpu_align.py && $(BENCH_VENV)/bin/python benchmarks/bench_gpu_recover.py; \
+	else echo "bench_gpu*.py: skipped (no NVIDIA GPU; see benchmarks/README.md)"; fi
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) demo-output .pytest_cache
