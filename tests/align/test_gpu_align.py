@@ -89,8 +89,8 @@ def scan_store(tmp_path_factory, scan):
 @pytest.mark.parametrize("spec", CLUSTERS)
 def test_correct_on_a_cluster_runs_each_network_pass_on_a_gpu_worker(scan, scan_store, tmp_path, spec):
     """``correct_scan(method="resnet")``: two network passes (``align-mlem``, ``align-reproject``,
-    ``align-resnet``), each task asking for ``{"GPU": 1}`` on a ``local-cuda`` cluster (nothing on a CPU cluster, where no worker has that resource); the jitter is
-    found and the volume is complete."""
+    ``align-resnet``), each task asking for ``{"GPU": 1}`` on a ``local-cuda`` cluster (nothing on a
+    CPU cluster, where no worker has that resource); the jitter is found and the volume is complete."""
     from dask.utils import key_split
     from distributed.diagnostics.plugin import SchedulerPlugin
 
