@@ -400,6 +400,14 @@ def print_table(
     return text
 
 
+def report_summary(summary: dict[str, Any], path: Any) -> None:
+    """Print a benchmark's summary, one ``key: value`` per line, and where its results were written."""
+    print("\nSummary:", flush=True)
+    for k, v in summary.items():
+        print(f"  {k}: {v}", flush=True)
+    print(f"wrote {path}", flush=True)
+
+
 def _looks_numeric(s: str) -> bool:
     s = s.strip()
     if s in ("-", ""):

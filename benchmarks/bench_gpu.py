@@ -100,7 +100,7 @@ import numpy as np
 BENCH_DIR = Path(__file__).resolve().parent
 STUB_DIR = BENCH_DIR / "_astra_stub"
 sys.path.insert(0, str(BENCH_DIR))
-from _common import PeakMemory, fmt_bytes, fmt_time, print_table, write_results  # noqa: E402  (after the sys.path set-up)
+from _common import PeakMemory, fmt_bytes, fmt_time, print_table, report_summary, write_results  # noqa: E402  (after the sys.path set-up)
 from bench_recon import analytic_sinogram, rasterise_phantom, uniform_angles  # noqa: E402  (after the sys.path set-up)
 
 PARTS = ("fbp", "mlem", "e2e", "kernels")
@@ -1561,10 +1561,7 @@ def main(argv: list[str] | None = None) -> int:
         {"summary": summarise(results), "complete": True, "total_runtime_s": round(time.perf_counter() - _T0, 1)}
     )
     path = write_results(name, payload, path=args.output, extra_packages=PEER_PACKAGES)
-    print("\nSummary:", flush=True)
-    for k, v in payload["summary"].items():
-        print(f"  {k}: {v}", flush=True)
-    log(f"wrote {path}")
+    report_summary(payload["summary"], path)
     return 0
 
 

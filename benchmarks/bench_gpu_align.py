@@ -110,7 +110,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 RECORDER = BENCH_DIR / "_dask_task_recorder.py"
 sys.path.insert(0, str(BENCH_DIR))
-from _common import fmt_time, print_table, time_call, write_results  # noqa: E402  (after the sys.path set-up)
+from _common import fmt_time, print_table, report_summary, time_call, write_results  # noqa: E402  (after the sys.path set-up)
 from bench_gpu import GpuUtilSampler, _err, gpu_environment, log  # noqa: E402  (after the sys.path set-up)
 
 PARTS = ("align", "chain")
@@ -924,10 +924,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         path = write_results(name, payload, path=args.output, extra_packages=PEER_PACKAGES)
     print_summary(results)
-    print("\nSummary:", flush=True)
-    for k, v in payload["summary"].items():
-        print(f"  {k}: {v}", flush=True)
-    log(f"wrote {path}")
+    report_summary(payload["summary"], path)
     return 0
 
 

@@ -91,7 +91,6 @@ import shutil
 import sys
 import tempfile
 import time
-import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -101,7 +100,8 @@ import numpy as np
 
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
-from _common import RESULTS_DIR, PeakMemory, fmt_bytes, print_table, write_results  # noqa: E402  (after the sys.path set-up)
+from _common import RESULTS_DIR, PeakMemory, fmt_bytes, print_table, report_summary, write_results  # noqa: E402  (after the sys.path set-up)
+from bench_gpu import _err, log  # noqa: E402  (after the sys.path set-up)
 from bench_recover import (  # noqa: E402  (after the sys.path set-up)
     FULL,
     FULL_C,
@@ -137,14 +137,6 @@ QUICK_TIME_CAP = 60.0
 PEER_PACKAGES = ["monai", "dask", "distributed", "dask-cuda", "zarr", "cupy-cuda12x", "cupy-cuda13x"]
 
 _T0 = time.perf_counter()
-
-
-def log(msg: str) -> None:
-    print(f"{time.perf_counter() - _T0:7.1f}s  {msg}", flush=True)
-
-
-def _err(exc: BaseException) -> dict[str, Any]:
-    return {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-3000:]}
 
 
 # ----------------------------------------------------------------------------- device, timing, budget
@@ -899,10 +891,7 @@ def main(argv: list[str] | None = None) -> int:
         {"summary": summarise(results, dev), "complete": True, "total_runtime_s": round(time.perf_counter() - _T0, 1)}
     )
     path = write_results(name, payload, path=args.output, extra_packages=PEER_PACKAGES)
-    print("\nSummary:", flush=True)
-    for k, v in payload["summary"].items():
-        print(f"  {k}: {v}", flush=True)
-    log(f"wrote {path}")
+    report_summary(payload["summary"], path)
     return 0
 
 
