@@ -40,6 +40,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -610,7 +611,8 @@ def predict_tiled(
     skip
         ``skip(tile) -> bool``: True skips the network for that block (e.g. background); its output
         block is the *input copied through* (the identity, which is what a residual network predicts
-        for a zero correction) — not the network's output.
+        for a zero correction) — not the network's output. Called from the thread that reads the next
+        box while the network runs on the current one.
     progress
         ``progress(done, total)`` called after each written block.
     pad_mode
@@ -690,20 +692,32 @@ def predict_tiled(
                 finished()
             pending.clear()
 
-        for t in tiles:
+        def read(t: Tile) -> np.ndarray | None:
+            """The tile's input box, checked; None for a skipped tile."""
             if skip is not None and skip(t):
-                at = tuple(slice(o + sl.start, o + sl.stop) for o, sl in zip(origin, t.out_slices))
-                out[t.out_slices] = np.asarray(volume[at], dtype=np.float32)
-                finished()
-                continue
+                return None
             i0 = tuple(o + v for o, v in zip(origin, t.in_start))
             i1 = tuple(o + v for o, v in zip(origin, t.in_stop))
             x = read_box(volume, i0, i1, pad_mode)
             check_finite_box(x, i0, i1)
-            pending.append((t, x))
-            if len(pending) == batch:
-                flush()
-        flush()
+            return x
+
+        # the next box is read while the network runs on this one (a GPU no longer waits for the reads)
+        with ThreadPoolExecutor(1, thread_name_prefix="tomoflow-read-box") as reader:
+            ahead = reader.submit(read, tiles[0])
+            for k, t in enumerate(tiles):
+                x = ahead.result()
+                if k + 1 < len(tiles):
+                    ahead = reader.submit(read, tiles[k + 1])
+                if x is None:
+                    at = tuple(slice(o + sl.start, o + sl.stop) for o, sl in zip(origin, t.out_slices))
+                    out[t.out_slices] = np.asarray(volume[at], dtype=np.float32)
+                    finished()
+                    continue
+                pending.append((t, x))
+                if len(pending) == batch:
+                    flush()
+            flush()
     finally:
         if not getattr(model, "runs_numpy", False):
             model.train(was_training)

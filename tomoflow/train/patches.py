@@ -88,13 +88,15 @@ class PatchStream(torch.utils.data.IterableDataset):
             j += workers
 
 
-def patch_loader(stream: PatchStream, num_workers: int) -> Any:
+def patch_loader(stream: PatchStream, num_workers: int, *, pin_memory: bool = False) -> Any:
     """A ``DataLoader`` over ``stream`` with ``num_workers`` worker processes (0: in this process); batches
-    come in stream order whatever the number of workers."""
+    come in stream order whatever the number of workers; ``pin_memory``: in page-locked memory (for a
+    GPU: copies to it can then overlap its compute)."""
     return torch.utils.data.DataLoader(
         stream,
         batch_size=None,
         num_workers=int(num_workers),
         prefetch_factor=2 if num_workers else None,
         persistent_workers=False,
+        pin_memory=bool(pin_memory),
     )

@@ -593,16 +593,16 @@ def train_recovery(
     def step(epoch: int, k: int, rng: np.random.Generator) -> tuple[float, int]:
         nonlocal batches
         if batches is None:
-            batches = iter(patch_loader(stream, num_workers))
+            batches = iter(patch_loader(stream, num_workers, pin_memory=dev.type == "cuda"))
         b = next(batches)
         assert (int(b["epoch"]), int(b["step"])) == (epoch, k), "the patch stream is out of step"
-        xt, yt = b["x"].to(dev), b["y"].to(dev)
+        xt, yt = b["x"].to(dev, non_blocking=True), b["y"].to(dev, non_blocking=True)
         opt.zero_grad(set_to_none=True)
         pred = model(xt)[core]
         l1 = torch.mean(torch.abs(pred - yt))
         loss = l1
         if pore_term is not None:
-            g = b["gains"].to(dev).view(batch, 2, 1, 1, 1, 1)
+            g = b["gains"].to(dev, non_blocking=True).view(batch, 2, 1, 1, 1, 1)
             thr = g[:, 0] * pore_term["threshold"] + g[:, 1]
             width = g[:, 0] * pore_term["width"]
             loss = l1 + pore_weight * torch.nn.functional.binary_cross_entropy_with_logits(
