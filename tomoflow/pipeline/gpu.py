@@ -106,6 +106,8 @@ def torch_gpu_section(dev: Any) -> Iterator[Any]:
     """
     import torch
 
+    if dev.index is None:  # "cuda": the current device, as a stream names it
+        dev = torch.device("cuda", torch.cuda.current_device())
     sem = _semaphore()
     sem.acquire()
     try:
