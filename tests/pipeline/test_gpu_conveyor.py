@@ -171,6 +171,11 @@ def test_torch_sections_share_the_gpu_slots_and_give_the_networks_result():
     for t in threads:
         t.join()
     assert 1 <= peak[0] <= gpu_slots()
+    with torch_gpu_section(dev) as first:
+        pass
+    with torch_gpu_section(torch.device("cuda", 0)) as second:
+        pass
+    assert first is second  # one stream per thread, however the device is named
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w, rtol=0, atol=1e-3 * float(w.abs().max()))
 
