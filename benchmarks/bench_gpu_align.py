@@ -64,7 +64,8 @@ Fairness
 --------
 * Both devices run the same code: the real CLI of this checkout, the same data, the same options;
   only ``--cluster`` differs (``local-cuda``: one worker per GPU, 4 threads, ``resources={"GPU": 1}``;
-  ``local``: the default local cluster, one single-threaded worker process per core). Wall times
+  ``local``: the default local cluster, one single-threaded worker process per core, with
+  ``--device cpu``, else the default ``auto`` device would put the CPU workers' work on the GPU). Wall times
   include the cluster start-up, as a user sees them; the start-up is recorded apart
   (``cluster_start_s``) and the task spans exclude it.
 * GPU timings of (a) are bracketed by ``torch.cuda.synchronize()``; a warm-up call (cuDNN autotune,
@@ -493,6 +494,12 @@ def _residual(store: Path, truth: np.ndarray, angles: np.ndarray) -> dict[str, A
     }
 
 
+def cpu_only(spec: str) -> list[str]:
+    """``--device cpu`` for a run on a CPU cluster: on a GPU machine the default device (``auto``) would
+    put every CPU worker's arrays and networks on the GPU, and the CPU comparison would not be one."""
+    return [] if spec == "local-cuda" else ["--device", "cpu"]
+
+
 def correct_run(
     store: Path, method: str, spec: str, tag: str, workdir: Path, data: dict[str, Any], deadline: float | None = None
 ) -> dict[str, Any]:
@@ -501,7 +508,10 @@ def correct_run(
 
     vol = workdir / f"vol-{tag}.zarr"
     r = run_cli(
-        ["correct", str(store), "-o", str(vol), "--method", method, "--cluster", spec], tag, workdir, deadline=deadline
+        [*cpu_only(spec), "correct", str(store), "-o", str(vol), "--method", method, "--cluster", spec],
+        tag,
+        workdir,
+        deadline=deadline,
     )
     r["cluster"] = spec
     try:
@@ -688,7 +698,9 @@ def batch_run(
     workdir: Path, tag: str, data: dict[str, Any], method: str, spec: str, deadline: float | None
 ) -> dict[str, Any]:
     manifest = write_chain_manifest(workdir, tag, data, method)
-    r = run_cli(["batch", "run", str(manifest), "--cluster", spec], f"batch-{tag}", workdir, deadline=deadline)
+    r = run_cli(
+        [*cpu_only(spec), "batch", "run", str(manifest), "--cluster", spec], f"batch-{tag}", workdir, deadline=deadline
+    )
     r["cluster"] = spec
     report = workdir / f"out-{tag}" / "batch-report.json"
     if report.is_file():
