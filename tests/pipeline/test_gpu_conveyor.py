@@ -89,30 +89,39 @@ def test_to_host_through_pinned_memory():
     assert device_rows(10**15, 500) == 1
 
 
+def record_restrictions(client) -> dict:
+    """``{task key: its resource restrictions}``, filled as the scheduler of ``client``'s in-process
+    cluster sends each task to a worker."""
+    from distributed.diagnostics.plugin import SchedulerPlugin
+
+    scheduler = client.cluster.scheduler
+    seen: dict = {}
+
+    class Restrictions(SchedulerPlugin):
+        def transition(self, key, start, finish, *args, **kwargs):
+            ts = scheduler.tasks.get(key)
+            if ts is not None and finish == "processing":
+                seen[key] = dict(ts.resource_restrictions or {})
+
+    scheduler.add_plugin(Restrictions())
+    return seen
+
+
 @pytest.mark.gpu("dask_cuda")
 def test_recon_on_a_local_cuda_cluster_with_a_live_dashboard(scan, tmp_path):
     """`tomoflow.connect("local-cuda")`: slab tasks carry their share of the GPU resource, the result
     equals the kernels', and the dashboard serves its page while the reconstruction runs."""
     from dask.utils import key_split
-    from distributed.diagnostics.plugin import SchedulerPlugin
 
     import tomoflow.cluster as tc
     from tomoflow.pipeline.reconstruct import CONVEYOR_TASKS
     from tomoflow.testing import http_get
 
     path, line = scan
-    seen, pages = {}, []
+    pages = []
     stop = threading.Event()
     with tc.connect("local-cuda", n_workers=1, dashboard_address="127.0.0.1:0") as client:
-        scheduler = client.cluster.scheduler
-
-        class Restrictions(SchedulerPlugin):
-            def transition(self, key, start, finish, *args, **kwargs):
-                ts = scheduler.tasks.get(key)
-                if ts is not None and finish == "processing":
-                    seen[key] = dict(ts.resource_restrictions or {})
-
-        scheduler.add_plugin(Restrictions())
+        seen = record_restrictions(client)
         url = tc.dashboard_url(client)
 
         def poll():
@@ -185,7 +194,6 @@ def test_recover_on_a_local_cuda_cluster(tmp_path):
     """`tomoflow.connect("local-cuda")`: the recover stage's blocks carry their share of the GPU resource
     (several read while others compute) and the volume equals the whole-volume prediction."""
     from dask.utils import key_split
-    from distributed.diagnostics.plugin import SchedulerPlugin
 
     import tomoflow.cluster as tc
     from tomoflow.pipeline.gpu import CONVEYOR_TASKS
@@ -197,17 +205,8 @@ def test_recover_on_a_local_cuda_cluster(tmp_path):
     model = write_random_unet(tmp_path / "unet.safetensors")
     data = np.random.default_rng(0).random((20, 37, 29)).astype(np.float32)
     src = write_volume_store(tmp_path / "lfov.zarr", data)
-    seen = {}
     with tc.connect("local-cuda", n_workers=1, dashboard_address="127.0.0.1:0") as client:
-        scheduler = client.cluster.scheduler
-
-        class Restrictions(SchedulerPlugin):
-            def transition(self, key, start, finish, *args, **kwargs):
-                ts = scheduler.tasks.get(key)
-                if ts is not None and finish == "processing":
-                    seen[key] = dict(ts.resource_restrictions or {})
-
-        scheduler.add_plugin(Restrictions())
+        seen = record_restrictions(client)
         with tomoflow.config.set(device="cuda"):
             out = recover_volume(
                 src.path,
