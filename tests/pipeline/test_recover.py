@@ -163,3 +163,31 @@ def test_a_block_over_the_gpus_free_memory_is_predicted_in_sub_blocks(setup, tmp
     assert seen and all(inference_bytes(model, s) <= sub for s in seen)
     got = np.asarray(out.level(0)[...])
     assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max() and out.is_complete()
+
+
+def test_a_workers_threads_load_the_network_once(setup, monkeypatch):
+    """Blocks start on several threads of a worker at once: one loads the network, the others wait for it
+    (without the lock each loaded its own, and one could clear another's fresh cache entry)."""
+    import threading
+    import time
+
+    import tomoflow.pipeline.recover as stage
+    import tomoflow.recover.unet as unet
+
+    d, weights, model, data, src = setup
+    real, loads = unet.load_unet, []
+
+    def slow_load(*args, **kwargs):
+        loads.append(1)
+        time.sleep(0.2)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(unet, "load_unet", slow_load)
+    monkeypatch.setattr(stage, "_MODELS", {})
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(stage._model(str(weights), "x", "cpu"))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(loads) == 1 and len(got) == 4 and all(g is got[0] for g in got)

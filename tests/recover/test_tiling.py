@@ -386,3 +386,21 @@ def test_device_memory_budget_reads_the_free_memory_of_the_gpu() -> None:
     whole = device_memory_budget(dev, fraction=1.0)
     assert 0 < whole <= total and whole >= free
     assert device_memory_budget(dev, share=4) <= whole // 4 + 1
+
+
+def test_block_for_device_splits_only_a_box_the_gpu_cannot_hold(model, monkeypatch) -> None:
+    import tomoflow.nn.device as nd
+    from tomoflow.recover.tiling import block_for_device
+    from tomoflow.recover.unet import inference_bytes
+
+    box = (256, 256, 256)  # above the network's fixed 0.4 GB, so that half of it holds smaller boxes
+    assert block_for_device(model, box, torch.device("cpu"), largest=240) is None  # a CPU: no device bound
+    monkeypatch.setattr(nd, "device_memory_budget", lambda dev, share=1, **k: inference_bytes(model, box) // share)
+    assert block_for_device(model, box, torch.device("cpu"), largest=240) is None  # it fits
+    sub = block_for_device(model, box, torch.device("cpu"), largest=240, share=2)  # half of it per pass
+    assert sub is not None and sub % alignment(model) == 0 and sub < 240
+    sub_box = plan_tiles((512,) * 3, sub, receptive_field(model), alignment(model))[0].in_shape
+    assert inference_bytes(model, sub_box) <= inference_bytes(model, box) // 2
+    monkeypatch.setattr(nd, "device_memory_budget", lambda dev, **k: 1)
+    with pytest.raises(ConfigError, match="less than the network's smallest block needs"):
+        block_for_device(model, box, torch.device("cpu"), largest=240)

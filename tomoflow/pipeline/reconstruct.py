@@ -232,9 +232,6 @@ def slab_bytes(
 
 
 # ----------------------------------------------------------------------------- block functions
-def _namespace(device: str) -> Any:
-    """Array namespace for ``device`` on this worker (:func:`tomoflow.backend.device_namespace`)."""
-    return device_namespace(device)
 
 
 def reconstruct_slab(p: Any, angles_deg: np.ndarray, params: ReconParams) -> Any:
@@ -256,7 +253,7 @@ def reconstruct_slab(p: Any, angles_deg: np.ndarray, params: ReconParams) -> Any
 def _recon_block(scan_path: str, params: ReconParams, z0: int, z1: int) -> np.ndarray:
     """Block function: read, normalise and reconstruct rows ``z0:z1`` of the scan."""
     scan = ScanStore.open(scan_path)
-    xp = _namespace(params.device)
+    xp = device_namespace(params.device)
     if xp is np:
         return reconstruct_slab(read_line_integrals(scan, z0, z1, np), scan.angles_deg, params)
     return _recon_block_gpu(scan, params, z0, z1)
@@ -413,7 +410,7 @@ def reconstruct_scan(
 
     client = client if client is not None else current_client()
     if client is None:
-        _namespace(cfg.device)  # the blocks run here: a 'cuda' device without a GPU fails now, before any write
+        device_namespace(cfg.device)  # the blocks run here: a 'cuda' device without a GPU fails now, before any write
     res = cluster_resources(client)
     on_gpu = cfg.device == "cuda" or (cfg.device == "auto" and (res.gpus > 0 or (client is None and has_cuda())))
     if fbp_method == "auto":

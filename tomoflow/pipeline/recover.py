@@ -105,7 +105,7 @@ def _recover_block(
     the box's network pass, the block is predicted in the largest sub-blocks that fit
     (:func:`tomoflow.recover.tiling.predict_tiled` over the block's region, halos read from the volume):
     the same values, whatever the volume and the block."""
-    from tomoflow.recover.tiling import check_finite_box, predict_boxes, prepare_model, read_box
+    from tomoflow.recover.tiling import block_for_device, check_finite_box, predict_boxes, prepare_model, read_box
 
     model = _model(model_path, sha256, device)
     src: Any = VolumeStore.open(volume_path).level(0)
@@ -117,7 +117,10 @@ def _recover_block(
     section: Any = (
         contextlib.nullcontext() if dev is None else torch_gpu_section(dev) if dev.type == "cuda" else torch_threads()
     )
-    split = _device_split(model, dev, in_start, in_stop, crop)  # None on a CPU
+    box = tuple(b - a for a, b in zip(in_start, in_stop))
+    largest = max(sl.stop - sl.start for sl in crop)
+    # the passes of the worker's GPU slots at once; None on a CPU, or where the box fits
+    split = block_for_device(model, box, dev, largest=largest, share=gpu_slots())
     if split is not None:
         with section:
             return _predict_split(model, src, device, pad_mode, in_start, crop, split)
@@ -125,30 +128,6 @@ def _recover_block(
     check_finite_box(x, in_start, in_stop)
     with section:
         return predict_boxes(model, [x], [crop], dev, dtype, valid)[0]
-
-
-def _device_split(
-    model: Any, dev: Any, in_start: tuple[int, ...], in_stop: tuple[int, ...], crop: tuple[slice, ...]
-) -> int | None:
-    """The sub-block edge (voxels) a block must be predicted in on ``dev``, or None where its box fits (or
-    no device bound applies: CPU, ONNX)."""
-    from tomoflow.nn.device import device_memory_budget
-    from tomoflow.recover.tiling import block_for_budget
-    from tomoflow.recover.unet import UNetConfig, alignment, inference_bytes
-
-    budget = device_memory_budget(dev, share=gpu_slots())  # the passes of the worker's GPU slots at once
-    cfg = getattr(model, "config", None)
-    if budget is None or not isinstance(cfg, UNetConfig):
-        return None
-    if inference_bytes(cfg, tuple(b - a for a, b in zip(in_start, in_stop))) <= budget:
-        return None
-    try:  # steps of the alignment: a GPU's bound, unlike a worker's, can be small next to the block
-        return block_for_budget(cfg, budget, step=alignment(cfg), largest=max(sl.stop - sl.start for sl in crop))
-    except ConfigError:
-        raise ConfigError(
-            f"{budget / 1e9:.2f} GB may be used on {dev} now, less than the network's smallest block needs; "
-            "free GPU memory (other processes on this GPU?) or recover on the CPU (device 'cpu')"
-        ) from None
 
 
 def _predict_split(
@@ -441,17 +420,7 @@ def recover_volume(
     res = cluster_resources(client)
     device = "cpu" if cfg.device == "cpu" or res.gpus == 0 or onnx else "cuda"
     vin, mod, out = (os.path.abspath(p) for p in (volume_path, model_path, out_path))
-    grid = (
-        None
-        if rp is None
-        else {
-            "matrix": rp.matrix.tolist(),
-            "shape": rp.shape,
-            "spacing_um": rp.spacing_um,
-            "source_spacing_um": rp.source_spacing_um,
-            "order": order,
-        }
-    )
+    grid = None if rp is None or fused is None else {**fused, "source_spacing_um": rp.source_spacing_um}
     blocks = [
         Block(
             units=(i,),

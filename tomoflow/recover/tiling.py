@@ -54,6 +54,7 @@ __all__ = [
     "Tile",
     "plan_tiles",
     "block_for_budget",
+    "block_for_device",
     "read_box",
     "check_finite_box",
     "prepare_model",
@@ -533,23 +534,32 @@ def _region(
     return tuple(lo for lo, _ in bounds), tuple(hi - lo for lo, hi in bounds)
 
 
+def _device_budget(model: Any, dev: Any, share: int = 1) -> tuple[Any, int] | None:
+    """``(UNetConfig, bytes)`` a pass of a torch U-Net on the GPU ``dev`` may use now
+    (:func:`~tomoflow.nn.device.device_memory_budget`); None where no device bound applies (a CPU, ONNX)."""
+    from tomoflow.nn.device import device_memory_budget
+
+    cfg = _torch_unet_config(model)
+    budget = None if cfg is None else device_memory_budget(dev, share=share)
+    return None if budget is None else (cfg, budget)
+
+
 def _device_batch(
     model: Any,
     box_shape: Sequence[int],
     batch: int,
     dev: Any,
-    remedy: str = "use a smaller block (block_for_budget gives the largest that fits)",
+    remedy: str = "use a smaller block (block_for_device gives the largest that fits)",
 ) -> int:
     """``batch`` lowered to the boxes of ``box_shape`` that fit the GPU's free memory; the CPU's is unchanged.
 
     Raises :class:`ConfigError` when one box does not fit (before any network call)."""
-    from tomoflow.nn.device import device_memory_budget
     from tomoflow.recover.unet import inference_bytes
 
-    budget = None if getattr(model, "runs_numpy", False) else device_memory_budget(dev)
-    cfg = _torch_unet_config(model)
-    if budget is None or cfg is None:
+    got = _device_budget(model, dev)
+    if got is None:
         return batch
+    cfg, budget = got
     one = inference_bytes(cfg, box_shape)
     if one > budget:
         raise ConfigError(
@@ -557,6 +567,46 @@ def _device_batch(
             f"{budget / 1e9:.2f} GB may be used on {dev} now: {remedy}"
         )
     return max(1, min(batch, budget // one))
+
+
+def block_for_device(model: Any, box_shape: Sequence[int], dev: Any, *, largest: int, share: int = 1) -> int | None:
+    """Where a network pass over one box of ``box_shape`` does not fit the GPU ``dev``'s free memory now:
+    the largest cubic block (a multiple of the network's alignment, at most ``largest`` voxels) whose
+    box does; None where it fits or no device bound applies (a CPU, ONNX).
+
+    Parameters
+    ----------
+    model
+        The network (a torch U-Net; anything else has no device bound).
+    box_shape
+        The input box ``(z, y, x)`` in voxels.
+    dev
+        The torch device the network runs on.
+    largest
+        Upper bound of the block edge (voxels), e.g. the block the box was planned for.
+    share
+        Passes of this process that may run on the GPU at once (each gets ``1 / share`` of it).
+
+    Raises
+    ------
+    ConfigError
+        Not even the smallest block fits.
+    """
+    from tomoflow.recover.unet import alignment, inference_bytes
+
+    got = _device_budget(model, dev, share)
+    if got is None:
+        return None
+    cfg, budget = got
+    if inference_bytes(cfg, box_shape) <= budget:
+        return None
+    try:  # steps of the alignment: a GPU's bound, unlike a worker's, can be small next to the block
+        return block_for_budget(cfg, budget, step=alignment(cfg), largest=largest)
+    except ConfigError:
+        raise ConfigError(
+            f"{budget / 1e9:.2f} GB may be used on {dev} now, less than the network's smallest block needs; "
+            "free GPU memory (other processes on this GPU?) or run on the CPU (device 'cpu')"
+        ) from None
 
 
 def predict_tiled(
@@ -764,11 +814,12 @@ def predict_volume(
     _, hal, a = _geometry(model, halo, alignment, True)
     start = tuple(-math.ceil(h / a) * a for h in hal)  # type: ignore[union-attr]  # strict geometry: a tuple per axis
     stop = tuple(s0 + math.ceil((n + h - s0) / a) * a for s0, n, h in zip(start, shape, hal))  # type: ignore[arg-type]  # strict geometry: a tuple per axis
-    x = read_box(volume, start, stop, pad_mode)
-    check_finite_box(x, start, stop)
     dev, dtype, was_training = prepare_model(model, device)
     try:  # the padded network on the extended volume: the reference tiled inference is held to
-        _device_batch(model, x.shape, 1, dev, "predict it block by block with predict_tiled (same result)")
+        box = tuple(b - a for a, b in zip(start, stop))
+        _device_batch(model, box, 1, dev, "predict it block by block with predict_tiled (same result)")
+        x = read_box(volume, start, stop, pad_mode)
+        check_finite_box(x, start, stop)
         y = predict_boxes(model, [x], [tuple(slice(-s0, -s0 + n) for s0, n in zip(start, shape))], dev, dtype)[0]
     finally:
         if not getattr(model, "runs_numpy", False):
