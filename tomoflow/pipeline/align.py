@@ -168,7 +168,7 @@ def _network_task(ref: dict, angles: np.ndarray, options: dict) -> dict:
     from tomoflow.align.hybrid import network_update
 
     keep = {k: options[k] for k in ("batch_size", "flips") if k in options}
-    aligner = _aligner(str(options.get("device", "auto")))
+    aligner = _aligner(options["device"])  # set by _run_estimate: the driver's device
     state = network_update(ref["state"], ref["data"], ref["reprojections"], angles, aligner=aligner, **keep)
     state.log[-1].update({"mlem_s": ref["mlem_s"], "reproject_s": ref["reproject_s"]})
     state.log[-1]["seconds"] = sum(state.log[-1][k] for k in ("mlem_s", "reproject_s", "network_s", "register_s"))
@@ -190,7 +190,7 @@ def _register_task(
         return res
     drop = ("batch_size", "device", "passes", "despeckle", "flips")
     opts = {k: v for k, v in options.items() if k not in drop}
-    xp = device_namespace(str(options.get("device", "cpu")))  # consistency iterations on the worker's GPU
+    xp = device_namespace(options["device"])  # consistency iterations on the worker's GPU
     if method == "hybrid":
         res = refine(asarray_on(prev["clean"], xp), angles, result_of(prev["state"]), **opts)
     else:
